@@ -1,0 +1,3 @@
+//! walb-console: the operator's console and client library.
+//!
+//! Empty until the pipeline and console issues are taken up.

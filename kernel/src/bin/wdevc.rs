@@ -1,0 +1,2 @@
+//! wdevc: the WalB device and file tool.
+fn main() {}
