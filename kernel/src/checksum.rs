@@ -10,7 +10,7 @@
 /// Exposed so that callers can checksum a structure in pieces (for example a header whose
 /// checksum field must be treated as zero) and negate once at the end with [`finish`].
 #[inline]
-pub fn sum(mut acc: u32, data: &[u8]) -> u32 {
+pub fn sum(acc: u32, data: &[u8]) -> u32 {
     // Eight lanes of u32 summed in u64 keep the loop free of carries between words and let
     // the compiler vectorise it; the lanes are folded back modulo 2^32.
     let mut chunks = data.chunks_exact(32);
