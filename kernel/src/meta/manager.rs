@@ -356,8 +356,7 @@ impl DiffManager {
 
     /// The snapshot reached by the whole chain from `st.snap_b`.
     pub fn latest_snapshot(&self, st: &MetaState) -> MetaSnap {
-        let v = self.applicable_chain(st.snap_b, ChainBound::NONE);
-        st.snap_b.apply_all(&v).unwrap_or(st.snap_b)
+        self.chain_snapshot(st, ChainBound::NONE)
     }
 
     /// The state reached by the whole chain; [`Error::Invalid`] if it cannot finish the
@@ -367,11 +366,42 @@ impl DiffManager {
         st.apply_all(&v)
     }
 
-    /// `st` with its apply in progress finished by the minimum list.
+    /// `st` with its apply in progress finished by the minimum list, and that list's
+    /// length.
     fn settled(&self, st: &MetaState) -> Result<(MetaState, usize)> {
         let min = self.minimum_applicable(st);
         let s = st.apply_all(&min)?;
         Ok((s, min.len()))
+    }
+
+    /// The oldest settled state: `st` itself, or `st` with its apply in progress finished
+    /// by [`DiffManager::minimum_applicable`]. [`Error::Invalid`] if it cannot be finished.
+    pub fn settled_state(&self, st: &MetaState) -> Result<MetaState> {
+        Ok(self.settled(st)?.0)
+    }
+
+    /// The state reached by the chain from `st.snap_b` within `bound` (`get meta-state`):
+    /// settled, or in its applying form `<B-->E>` when `applying` (unchanged if the chain
+    /// is empty). [`Error::Invalid`] if the chain cannot finish an apply in progress.
+    pub fn chain_state(
+        &self,
+        st: &MetaState,
+        bound: ChainBound,
+        applying: bool,
+    ) -> Result<MetaState> {
+        let v = self.applicable_chain(st.snap_b, bound);
+        if applying {
+            st.begin_applying(&v)
+        } else {
+            st.end_applying(&v)
+        }
+    }
+
+    /// The snapshot reached by the chain from `st.snap_b` within `bound`
+    /// (`get meta-snap`).
+    pub fn chain_snapshot(&self, st: &MetaState, bound: ChainBound) -> MetaSnap {
+        let v = self.applicable_chain(st.snap_b, bound);
+        st.snap_b.apply_all(&v).unwrap_or(st.snap_b)
     }
 
     /// The first clean state on the chain (after finishing an apply in progress);

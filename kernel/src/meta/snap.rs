@@ -126,9 +126,9 @@ impl MetaSnap {
         let rest = s
             .strip_prefix('|')
             .ok_or_else(|| bad("must start with '|'"))?;
-        let close = rest.find('|').ok_or_else(|| bad("missing closing '|'"))?;
-        let (inner, tail) = rest.split_at(close);
-        let tail = &tail[1..];
+        let (inner, tail) = rest
+            .split_once('|')
+            .ok_or_else(|| bad("missing closing '|'"))?;
         let (b, e) = match inner.split_once(',') {
             Some((b, e)) => (parse_gid(b, s)?, parse_gid(e, s)?),
             None => {

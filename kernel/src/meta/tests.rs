@@ -537,6 +537,24 @@ fn manager2() {
     assert!(!st1c.can_apply_all(&[]));
     assert!(st1c.begin_applying(&v[..3]).is_err());
     assert_eq!(m.minimum_applicable(&st1c).len(), 4);
+    assert_eq!(
+        m.settled_state(&st1c).ok(),
+        Some(MetaState::new(cs(25), 1003))
+    );
+    assert_eq!(m.settled_state(&st).ok(), Some(st));
+    // `get meta-snap` / `get meta-state 0|1 gid`
+    assert_eq!(m.chain_snapshot(&st, ChainBound::gid(16)), snap(15, 20));
+    assert_eq!(
+        m.chain_state(&st, ChainBound::gid(20), false).ok(),
+        Some(MetaState::new(cs(20), 1002))
+    );
+    assert_eq!(
+        m.chain_state(&st, ChainBound::gid(20), true)
+            .map(|s| s.snapshots_string())
+            .ok(),
+        Some("<|0,10|-->|20|>".to_string())
+    );
+    assert!(m.chain_state(&st1c, ChainBound::gid(20), false).is_err());
     assert_eq!([5, 20, 25].map(|g| apply_len(&st1c, g)), [4, 4, 4]);
     assert_eq!(
         [5, 20, 25].map(|g| restore_len(&st1c, g)),
