@@ -1,1 +1,275 @@
-fn main() {}
+//! Data-kernel benchmark: prints MB/s, next to single-core `zstd -1` and a sequential read
+//! of the same bytes, measured in the same run.
+//!
+//! Run: `cargo bench -p walb-kernel --bench kernel`. Environment:
+//! - `WALB_BENCH_MB` (default 512): MiB of write data per data kind;
+//! - `WALB_BENCH_DIR` (default: a temporary directory under `target/`): where files go.
+//!
+//! For each data kind (random, compressible) it generates a wlog of that much write data
+//! (pbs 4096, 4–64 KiB writes over a 4 GiB device), then measures:
+//! - sequential read of the wlog file (page cache);
+//! - single-core zstd level 1 over the wlog bytes (libzstd, one thread, as `zstd -1 -T1`),
+//!   and the `zstd` command itself when it is installed;
+//! - wlog parse + every checksum verified;
+//! - wlog → sorted wdiff (zstd:1);
+//! - a 10-way merge of ten wdiffs converted from ten wlogs of a tenth of the size each;
+//! - redo of the wlog and of the wdiff onto an image file.
+//!
+//! MB/s are in 10^6 bytes per second of *uncompressed log bytes* (the wlog file size) unless
+//! a line says otherwise, so that every line is comparable with the zstd line.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use walb_kernel::block::Pbs;
+use walb_kernel::compress::CompressOpt;
+use walb_kernel::diff::apply::{DiscardPolicy, FileTarget, Redo};
+use walb_kernel::diff::convert::{convert_wlog, ConvertOpt, DEFAULT_MAX_IO_BLOCKS};
+use walb_kernel::diff::merge::{DiffMerger, DiffStream};
+use walb_kernel::gen::{DataKind, WlogGen};
+use walb_kernel::wdiff::sorted::SortedDiffWriter;
+use walb_kernel::wdiff::{WdiffHeader, WdiffKind, WdiffReader};
+use walb_kernel::wlog::WlogReader;
+
+const DEVICE_BYTES: u64 = 4 << 30;
+
+fn mbps(bytes: u64, secs: f64) -> f64 {
+    bytes as f64 / secs / 1e6
+}
+
+fn line(name: &str, bytes: u64, secs: f64, zstd: Option<f64>) {
+    let rate = mbps(bytes, secs);
+    let rel = zstd
+        .map(|z| format!("{:5.2}x zstd", rate / z))
+        .unwrap_or_default();
+    println!("  {name:<44} {:8.3} s {:9.1} MB/s  {rel}", secs, rate);
+}
+
+fn time<T>(f: impl FnOnce() -> T) -> (T, f64) {
+    let t = Instant::now();
+    let r = f();
+    (r, t.elapsed().as_secs_f64())
+}
+
+fn gen_wlog(path: &Path, kind: DataKind, data_bytes: u64, seed: u64) -> u64 {
+    let mut g = WlogGen::new(DEVICE_BYTES / 512, data_bytes);
+    g.pbs = Pbs::B4096;
+    g.kind = kind;
+    g.seed = seed;
+    let f = File::create(path).expect("create wlog");
+    let mut w = BufWriter::with_capacity(4 << 20, f);
+    g.write(&mut w).expect("generate wlog");
+    w.flush().expect("flush");
+    std::fs::metadata(path).expect("stat").len()
+}
+
+fn seq_read(path: &Path) -> u64 {
+    let mut f = File::open(path).expect("open");
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    let mut x = 0u8;
+    loop {
+        let k = f.read(&mut buf).expect("read");
+        if k == 0 {
+            break;
+        }
+        x ^= buf[k - 1];
+        n += k as u64;
+    }
+    std::hint::black_box(x);
+    n
+}
+
+fn zstd1(path: &Path) -> u64 {
+    let f = File::open(path).expect("open");
+    let mut enc = zstd::stream::Encoder::new(std::io::sink(), 1).expect("zstd");
+    std::io::copy(&mut BufReader::with_capacity(1 << 20, f), &mut enc).expect("compress");
+    enc.finish().expect("finish");
+    0
+}
+
+fn zstd_cli(path: &Path) -> Option<f64> {
+    let ok = std::process::Command::new("zstd")
+        .arg("--version")
+        .output()
+        .ok()?
+        .status
+        .success();
+    if !ok {
+        return None;
+    }
+    let (st, secs) = time(|| {
+        std::process::Command::new("zstd")
+            .args(["-1", "-T1", "-q", "-c"])
+            .arg(path)
+            .stdout(std::process::Stdio::null())
+            .status()
+    });
+    st.ok()?.success().then_some(secs)
+}
+
+fn parse(path: &Path) -> u64 {
+    let f = File::open(path).expect("open");
+    let mut rd = WlogReader::new(BufReader::with_capacity(4 << 20, f)).expect("header");
+    let mut n = 0u64;
+    while let Some(p) = rd.next_pack().expect("pack") {
+        n += p.header.records.len() as u64;
+    }
+    n
+}
+
+fn convert(wlog: &Path, out: &Path) -> u64 {
+    let f = File::open(wlog).expect("open");
+    let o = BufWriter::with_capacity(4 << 20, File::create(out).expect("create"));
+    let (mut w, _) = convert_wlog(
+        BufReader::with_capacity(4 << 20, f),
+        o,
+        &ConvertOpt::default(),
+    )
+    .expect("convert");
+    w.flush().expect("flush");
+    std::fs::metadata(out).expect("stat").len()
+}
+
+fn merge(inputs: &[PathBuf], out: &Path) -> u64 {
+    let streams: Vec<DiffStream<'static>> = inputs
+        .iter()
+        .map(|p| Box::new(WdiffReader::open(p).expect("open")) as DiffStream<'static>)
+        .collect();
+    let o = BufWriter::with_capacity(4 << 20, File::create(out).expect("create"));
+    let mut w = SortedDiffWriter::new(
+        o,
+        &WdiffHeader::new(WdiffKind::Sorted, [0; 16]),
+        CompressOpt::default(),
+    )
+    .expect("writer");
+    for io in DiffMerger::new(streams) {
+        for piece in io.expect("merge").split(DEFAULT_MAX_IO_BLOCKS) {
+            w.push(piece).expect("push");
+        }
+    }
+    let mut o = w.finish().expect("finish");
+    o.flush().expect("flush");
+    std::fs::metadata(out).expect("stat").len()
+}
+
+fn image(path: &Path) -> FileTarget {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .expect("image");
+    f.set_len(DEVICE_BYTES).expect("size image");
+    FileTarget::new(f).expect("target")
+}
+
+fn redo_wlog(wlog: &Path, img: &Path) {
+    let mut r = Redo::new(image(img), DiscardPolicy::Zero).expect("redo");
+    let f = File::open(wlog).expect("open");
+    for p in WlogReader::new(BufReader::with_capacity(4 << 20, f)).expect("wlog") {
+        r.apply_pack(&p.expect("pack")).expect("apply");
+    }
+    r.finish().expect("finish");
+}
+
+fn redo_wdiff(wdiff: &Path, img: &Path) {
+    let mut r = Redo::new(image(img), DiscardPolicy::Zero).expect("redo");
+    r.apply_stream(WdiffReader::open(wdiff).expect("open"))
+        .expect("apply");
+    r.finish().expect("finish");
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; ignore arguments.
+    let mb: u64 = std::env::var("WALB_BENCH_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(512);
+    let dir = match std::env::var_os("WALB_BENCH_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/walb-bench"),
+    };
+    std::fs::create_dir_all(&dir).expect("bench dir");
+    let data = mb << 20;
+    println!(
+        "walb-kernel benchmark: {mb} MiB of write data per kind, files in {}",
+        dir.display()
+    );
+    for (kind, tag) in [
+        (DataKind::Random, "random"),
+        (DataKind::Compressible, "compressible"),
+    ] {
+        let wlog = dir.join(format!("{tag}.wlog"));
+        let bytes = gen_wlog(&wlog, kind, data, 7);
+        println!("\n{tag} data: wlog of {:.1} MB", bytes as f64 / 1e6);
+        seq_read(&wlog); // warm the page cache
+        let (_, s) = time(|| seq_read(&wlog));
+        line("sequential read (page cache)", bytes, s, None);
+        let (_, z) = time(|| zstd1(&wlog));
+        let zrate = mbps(bytes, z);
+        line("zstd -1, one thread (libzstd)", bytes, z, Some(zrate));
+        if let Some(c) = zstd_cli(&wlog) {
+            line("zstd -1 -T1 command", bytes, c, Some(zrate));
+        }
+        let (_, s) = time(|| parse(&wlog));
+        line("wlog parse + checksums", bytes, s, Some(zrate));
+        let wdiff = dir.join(format!("{tag}.wdiff"));
+        let (out, s) = time(|| convert(&wlog, &wdiff));
+        line(
+            &format!("wlog -> sorted wdiff zstd:1 ({:.0} MB)", out as f64 / 1e6),
+            bytes,
+            s,
+            Some(zrate),
+        );
+        let img = dir.join(format!("{tag}.img"));
+        let (_, s) = time(|| redo_wlog(&wlog, &img));
+        line(
+            "wlog redo to image file (+fdatasync)",
+            bytes,
+            s,
+            Some(zrate),
+        );
+        let (_, s) = time(|| redo_wdiff(&wdiff, &img));
+        line(
+            "wdiff redo to image file (+fdatasync)",
+            bytes,
+            s,
+            Some(zrate),
+        );
+        std::fs::remove_file(&img).ok();
+        // Ten smaller wdiffs for the merge.
+        let mut parts = Vec::new();
+        let mut part_bytes = 0;
+        for i in 0..10 {
+            let w = dir.join(format!("{tag}-part{i}.wlog"));
+            part_bytes += gen_wlog(&w, kind, data / 10, 100 + i);
+            let d = dir.join(format!("{tag}-part{i}.wdiff"));
+            convert(&w, &d);
+            std::fs::remove_file(&w).ok();
+            parts.push(d);
+        }
+        let part_files: u64 = parts
+            .iter()
+            .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+            .sum();
+        let merged = dir.join(format!("{tag}-merged.wdiff"));
+        let (out, s) = time(|| merge(&parts, &merged));
+        line(
+            &format!(
+                "10-way merge ({:.0} MB in, {:.0} MB out)",
+                part_files as f64 / 1e6,
+                out as f64 / 1e6
+            ),
+            part_bytes,
+            s,
+            Some(zrate),
+        );
+        for p in parts.iter().chain([&merged, &wdiff, &wlog]) {
+            std::fs::remove_file(p).ok();
+        }
+    }
+}

@@ -83,13 +83,15 @@ pub enum Error {
         got: u64,
     },
     /// An operating-system I/O error, with what was being done.
-    #[error("{context}: {source}")]
+    ///
+    /// The OS error is part of the message and deliberately not exposed as `source()`, so
+    /// that error chains do not print it twice.
+    #[error("{context}: {cause}")]
     Io {
         /// What was being done ("reading wlog file x", ...).
         context: String,
         /// The OS error.
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A caller-supplied argument or combination of inputs is not acceptable.
     #[error("invalid argument: {0}")]
@@ -123,7 +125,7 @@ impl Error {
     pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
         Error::Io {
             context: context.into(),
-            source,
+            cause: source,
         }
     }
 

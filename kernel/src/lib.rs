@@ -15,6 +15,7 @@
 //! - [`wdiff`]: wdiff files, version 2, in SORTED and INDEXED form.
 //! - [`diff`]: the diff engine: in-memory overlap elimination, wlog → wdiff conversion,
 //!   N-way streaming merge, redo (apply) to images and devices, and the virtual full scan.
+//! - [`gen`]: synthetic wlogs for tests and benchmarks.
 //! - [`meta`]: the snapshot model (MetaSnap, MetaDiff, MetaState, diff manager, file names).
 //!
 //! # Invariants
@@ -31,6 +32,7 @@ pub mod checksum;
 pub mod compress;
 pub mod diff;
 pub mod error;
+pub mod gen;
 pub mod ldev;
 pub mod logpack;
 pub mod meta;

@@ -1,12 +1,14 @@
 //! The diff engine.
 //!
 //! - [`io`]: the in-memory diff IO shared by every reader, writer and algorithm.
+//! - [`convert`]: wlog → wdiff conversion.
 //! - [`mem`]: overlap elimination (newest write wins).
 //! - [`merge`]: the N-way streaming merge of address-ordered diffs.
 //! - [`apply`]: redo of wlogs and diffs onto image files and block devices.
 //! - [`virt`]: the virtual full scan (base image + diff, streamed).
 
 pub mod apply;
+pub mod convert;
 pub mod io;
 pub mod mem;
 pub mod merge;

@@ -1,2 +1,0 @@
-//! wdevc: the WalB device and file tool.
-fn main() {}
