@@ -50,6 +50,21 @@ pub fn checksum(data: &[u8], salt: u32) -> u32 {
     finish(sum(salt, data))
 }
 
+/// True when a block that embeds its own checksum verifies (its checksum is zero).
+///
+/// Under `cfg(fuzzing)` every checksum is accepted, so that fuzzers explore the validation
+/// behind it instead of stopping at the first additive sum they cannot solve.
+#[inline]
+pub fn verifies(block: &[u8], salt: u32) -> bool {
+    cfg!(fuzzing) || checksum(block, salt) == 0
+}
+
+/// True when `data` has the checksum `expected` (always true under `cfg(fuzzing)`).
+#[inline]
+pub fn matches(data: &[u8], salt: u32, expected: u32) -> bool {
+    cfg!(fuzzing) || checksum(data, salt) == expected
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -197,7 +197,7 @@ impl SuperBlock {
             ));
         }
         let block = &b[..pbs.bytes()];
-        if checksum(block, 0) != 0 {
+        if !crate::checksum::verifies(block, 0) {
             return Err(bad(format!(
                 "checksum {:08x} does not verify",
                 le::u32(b, 4)

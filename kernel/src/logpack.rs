@@ -271,7 +271,7 @@ impl LogPackHeader {
             }
             return Ok(h);
         }
-        if checksum(block, salt) != 0 {
+        if !crate::checksum::verifies(block, salt) {
             return Err(corrupt(format!(
                 "header checksum {stored:08x} does not verify with salt {salt:08x}"
             )));
@@ -289,7 +289,7 @@ impl LogPackHeader {
         }
         if logpack_lsid
             .checked_add(1 + u64::from(total_io_size))
-            .is_none_or(|e| e > MAX_LSID + 1)
+            .is_none()
         {
             return Err(corrupt(format!(
                 "pack end overflows: lsid {logpack_lsid} + {total_io_size}"
@@ -435,7 +435,7 @@ impl LogPack {
             }
             match h.data_range(i) {
                 Some(range) if range.end <= self.data.len() => {
-                    checksum(&self.data[range], h.salt) != r.checksum
+                    !crate::checksum::matches(&self.data[range], h.salt, r.checksum)
                 }
                 _ => true,
             }

@@ -76,7 +76,7 @@ impl WlogHeader {
                 "header size {hs}, expected {WLOG_HEADER_BYTES}"
             )));
         }
-        if checksum(b, 0) != 0 {
+        if !crate::checksum::verifies(b, 0) {
             return Err(bad(format!(
                 "checksum {:08x} does not verify",
                 le::u32(b, 8)
