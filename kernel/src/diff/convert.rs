@@ -14,6 +14,8 @@ use std::io::{Read, Write};
 
 use super::io::DiffIo;
 use super::mem::DiffMemory;
+use super::merge::{DiffMerger, DiffStream};
+use super::pipeline::{compress_ordered, default_threads};
 use crate::block::is_all_zero;
 use crate::compress::CompressOpt;
 use crate::error::Result;
@@ -26,15 +28,17 @@ use crate::wlog::WlogReader;
 /// Default maximum IO size of produced diffs: 1 MiB.
 pub const DEFAULT_MAX_IO_BLOCKS: u32 = 2048;
 
-/// Options of a conversion.
+/// Options of a conversion or a merge.
 #[derive(Debug, Clone, Copy)]
 pub struct ConvertOpt {
-    /// SORTED or INDEXED output.
+    /// SORTED or INDEXED output (merges always write SORTED).
     pub kind: WdiffKind,
     /// Codec and level of NORMAL records.
     pub compress: CompressOpt,
     /// Maximum IO size in logical blocks (larger IOs are split).
     pub max_io_blocks: u32,
+    /// Compression threads (0: compress on the calling thread).
+    pub threads: usize,
 }
 
 impl Default for ConvertOpt {
@@ -43,8 +47,46 @@ impl Default for ConvertOpt {
             kind: WdiffKind::Sorted,
             compress: CompressOpt::default(),
             max_io_blocks: DEFAULT_MAX_IO_BLOCKS,
+            threads: default_threads(),
         }
     }
+}
+
+/// Writes an address-ordered stream of IOs as a SORTED wdiff, splitting IOs at the maximum
+/// IO size and compressing them in parallel.
+pub fn write_sorted<I, W>(
+    ios: I,
+    uuid: [u8; 16],
+    out: W,
+    opt: &ConvertOpt,
+) -> Result<(W, WriteStats)>
+where
+    I: IntoIterator<Item = Result<DiffIo>>,
+    W: Write + Send,
+{
+    let header = WdiffHeader::new(WdiffKind::Sorted, uuid);
+    let mut w = SortedDiffWriter::new(out, &header, opt.compress)?;
+    let max = opt.max_io_blocks;
+    let pieces = ios
+        .into_iter()
+        .flat_map(move |r| -> Box<dyn Iterator<Item = Result<DiffIo>>> {
+            match r {
+                Ok(io) => Box::new(io.split(max).map(Ok)),
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            }
+        });
+    compress_ordered(pieces, opt.compress, opt.threads, |s| w.push_stored(s))?;
+    w.finish_with_stats()
+}
+
+/// Merges address-ordered diff streams, given oldest first, into a SORTED wdiff.
+pub fn merge_to_sorted<W: Write + Send>(
+    streams: Vec<DiffStream<'_>>,
+    uuid: [u8; 16],
+    out: W,
+    opt: &ConvertOpt,
+) -> Result<(W, WriteStats)> {
+    write_sorted(DiffMerger::new(streams), uuid, out, opt)
 }
 
 /// The diff IOs of one log pack, in record order (padding dropped).
@@ -76,9 +118,8 @@ pub fn convert_packs<I, W>(
 ) -> Result<(W, WriteStats)>
 where
     I: IntoIterator<Item = Result<LogPack>>,
-    W: Write,
+    W: Write + Send,
 {
-    let header = WdiffHeader::new(opt.kind, uuid);
     match opt.kind {
         WdiffKind::Sorted => {
             let mut mem = DiffMemory::new();
@@ -87,29 +128,27 @@ where
                     mem.add(io);
                 }
             }
-            let mut w = SortedDiffWriter::new(out, &header, opt.compress)?;
-            for io in mem.drain() {
-                for piece in io.split(opt.max_io_blocks) {
-                    w.push(piece)?;
-                }
-            }
-            w.finish_with_stats()
+            write_sorted(mem.drain().map(Ok), uuid, out, opt)
         }
         WdiffKind::Indexed => {
+            let header = WdiffHeader::new(WdiffKind::Indexed, uuid);
             let mut w = IndexedDiffWriter::new(out, &header, opt.compress)?;
             w.set_max_io_blocks(opt.max_io_blocks);
-            for p in packs {
-                for io in pack_ios(&p?) {
-                    w.push(io)?;
+            // IOs in arrival order; each becomes one image, indexed in aligned pieces.
+            let ios = packs.into_iter().flat_map(|p| -> Vec<Result<DiffIo>> {
+                match p {
+                    Ok(p) => pack_ios(&p).map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
                 }
-            }
+            });
+            compress_ordered(ios, opt.compress, opt.threads, |s| w.push_stored(s))?;
             w.finish_with_stats()
         }
     }
 }
 
 /// Converts a wlog file into a wdiff written to `out` (uuid taken from the wlog header).
-pub fn convert_wlog<R: Read, W: Write>(
+pub fn convert_wlog<R: Read, W: Write + Send>(
     wlog: R,
     out: W,
     opt: &ConvertOpt,

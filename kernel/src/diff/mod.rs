@@ -4,6 +4,7 @@
 //! - [`convert`]: wlog → wdiff conversion.
 //! - [`mem`]: overlap elimination (newest write wins).
 //! - [`merge`]: the N-way streaming merge of address-ordered diffs.
+//! - [`pipeline`]: parallel, order-preserving compression feeding a writer.
 //! - [`apply`]: redo of wlogs and diffs onto image files and block devices.
 //! - [`virt`]: the virtual full scan (base image + diff, streamed).
 
@@ -12,6 +13,7 @@ pub mod convert;
 pub mod io;
 pub mod mem;
 pub mod merge;
+pub mod pipeline;
 pub mod virt;
 
 pub use io::{DiffIo, IoData};

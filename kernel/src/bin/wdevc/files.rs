@@ -11,13 +11,14 @@ use clap::Args;
 use walb_kernel::block::{Pbs, LBS};
 use walb_kernel::compress::CompressOpt;
 use walb_kernel::diff::apply::{DiscardPolicy, FileTarget, Redo};
-use walb_kernel::diff::convert::{convert_wlog, ConvertOpt, DEFAULT_MAX_IO_BLOCKS};
+use walb_kernel::diff::convert::{
+    convert_wlog, merge_to_sorted, ConvertOpt, DEFAULT_MAX_IO_BLOCKS,
+};
 use walb_kernel::diff::merge::{DiffMerger, DiffStream};
 use walb_kernel::diff::virt::VirtualFullScan;
 use walb_kernel::gen::{DataKind, WlogGen as Generator};
 use walb_kernel::ldev::{LdevEnd, LdevReader, ReadAt, SuperBlock, SUPER_OFFSET};
-use walb_kernel::wdiff::sorted::SortedDiffWriter;
-use walb_kernel::wdiff::{WdiffHeader, WdiffKind, WdiffReader};
+use walb_kernel::wdiff::{WdiffKind, WdiffReader};
 use walb_kernel::wlog::{write_listing, WlogHeader, WlogReader, WlogWriter, NO_END_LSID};
 
 /// A usage error detected after argument parsing (exit code 2).
@@ -62,11 +63,11 @@ fn open_in(path: &Path) -> Result<Box<dyn Read>> {
     Ok(Box::new(BufReader::with_capacity(1 << 20, f)))
 }
 
-fn create_out(path: &Path) -> Result<Box<dyn Write>> {
+fn create_out(path: &Path) -> Result<Box<dyn Write + Send>> {
     if path.as_os_str() == "-" {
         return Ok(Box::new(BufWriter::with_capacity(
             1 << 20,
-            std::io::stdout().lock(),
+            std::io::stdout(),
         )));
     }
     let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
@@ -74,7 +75,7 @@ fn create_out(path: &Path) -> Result<Box<dyn Write>> {
 }
 
 /// Finishes an output file: flush, and fsync unless it is stdout.
-fn finish_out(mut w: Box<dyn Write>, path: &Path) -> Result<()> {
+fn finish_out(mut w: Box<dyn Write + Send>, path: &Path) -> Result<()> {
     w.flush()
         .with_context(|| format!("writing {}", path.display()))?;
     drop(w);
@@ -367,6 +368,7 @@ impl WlogToWdiff {
             },
             compress: self.compress,
             max_io_blocks: max_io_blocks(self.max_io_size)?,
+            ..Default::default()
         };
         let input = open_in(&self.input)?;
         let out = create_out(&self.output)?;
@@ -447,18 +449,14 @@ impl WdiffMerge {
     pub fn run(self) -> Result<()> {
         let max = max_io_blocks(self.max_io_size)?;
         let (streams, uuid, failed) = open_diffs(&self.inputs)?;
+        let opt = ConvertOpt {
+            max_io_blocks: max,
+            compress: self.compress,
+            ..Default::default()
+        };
         let out = create_out(&self.output)?;
-        let mut w = SortedDiffWriter::new(
-            out,
-            &WdiffHeader::new(WdiffKind::Sorted, uuid),
-            self.compress,
-        )?;
-        for io in DiffMerger::new(streams) {
-            for piece in io.with_context(|| failed.describe())?.split(max) {
-                w.push(piece)?;
-            }
-        }
-        let out = w.finish()?;
+        let (out, _) =
+            merge_to_sorted(streams, uuid, out, &opt).with_context(|| failed.describe())?;
         finish_out(out, &self.output)
     }
 }
