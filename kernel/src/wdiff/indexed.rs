@@ -25,7 +25,9 @@
 //! one another into one [`DiffIo`].
 //!
 //! Because the super is at the end, a truncated indexed wdiff (or one whose writer did not
-//! finish) has no valid super: that is reported as [`Error::Incomplete`].
+//! finish) has no valid super: a super whose checksum fails, that is all zeros, or whose
+//! index does not end exactly where the super starts is reported as
+//! [`Error::Incomplete`] (a damaged super therefore also reads as incomplete).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -342,14 +344,20 @@ impl<R: Read + Seek> IndexedDiffReader<R> {
         if sup.index_offset < HEADER_SIZE as u64
             || sup.index_offset.checked_add(idx_bytes) != Some(sup_at)
         {
-            return Err(Error::corrupt(
-                SWHAT,
-                sloc,
-                format!(
-                    "index of {} records at byte offset {} does not end at the super ({sup_at})",
-                    sup.n_records, sup.index_offset
-                ),
-            ));
+            // A checksum-valid super that does not describe this file is, far more likely
+            // than a corrupt super, 24 bytes of a truncated file that happen to checksum
+            // to zero: treat it as "no super".
+            return Err(Error::Incomplete {
+                what: "indexed wdiff super (the super at the end does not describe this \
+                       file: truncated or unfinished)",
+                at: sloc,
+                needed: sup
+                    .index_offset
+                    .saturating_add(idx_bytes)
+                    .saturating_add(INDEX_SUPER_SIZE as u64)
+                    .max(len + 1),
+                got: len,
+            });
         }
         r.seek(SeekFrom::Start(sup.index_offset))
             .ctx(|| "seeking to the indexed wdiff index".to_string())?;
