@@ -307,3 +307,67 @@ impl<T: ImageTarget> Redo<T> {
         Ok((self.target, self.stats))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use std::os::unix::fs::MetadataExt;
+
+    fn target(blocks: u64) -> (tempfile::NamedTempFile, FileTarget) {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        let file = f.reopen().unwrap();
+        file.write_all_at(&vec![0xeeu8; blocks as usize * 512], 0)
+            .unwrap();
+        file.sync_all().unwrap();
+        (f, FileTarget::new(file).unwrap())
+    }
+
+    #[test]
+    fn discard_policies_on_a_file() {
+        // 2 MiB of 0xee; discard 1 MiB in the middle under each policy.
+        let io = DiffIo::discard(1024, 2048);
+        for policy in [
+            DiscardPolicy::Zero,
+            DiscardPolicy::Ignore,
+            DiscardPolicy::Punch,
+        ] {
+            let (f, t) = target(4096);
+            let blocks_before = f.as_file().metadata().unwrap().blocks();
+            let mut r = Redo::new(t, policy).unwrap();
+            r.apply_io(&io).unwrap();
+            r.apply_io(&DiffIo::normal(0, Bytes::from(vec![1u8; 512])))
+                .unwrap();
+            let (t, stats) = r.finish().unwrap();
+            assert_eq!(stats.discard_lb, 2048);
+            let data = std::fs::read(f.path()).unwrap();
+            assert_eq!(data[0], 1);
+            let mid = &data[1024 * 512..3072 * 512];
+            match policy {
+                DiscardPolicy::Ignore => assert!(mid.iter().all(|&b| b == 0xee)),
+                _ => assert!(mid.iter().all(|&b| b == 0)),
+            }
+            assert!(data[3072 * 512..].iter().all(|&b| b == 0xee));
+            let blocks_after = t.into_inner().metadata().unwrap().blocks();
+            if policy == DiscardPolicy::Punch {
+                assert!(
+                    blocks_after < blocks_before,
+                    "punching frees space: {blocks_before} -> {blocks_after}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn ios_beyond_the_end_are_refused_before_writing() {
+        let (f, t) = target(8);
+        let mut r = Redo::new(t, DiscardPolicy::Zero).unwrap();
+        let e = r
+            .apply_io(&DiffIo::normal(7, Bytes::from(vec![9u8; 1024])))
+            .unwrap_err();
+        assert!(e.to_string().contains("beyond the end"), "{e}");
+        assert!(r.apply_io(&DiffIo::discard(u64::MAX - 1, 5)).is_err());
+        drop(r);
+        assert!(std::fs::read(f.path()).unwrap().iter().all(|&b| b == 0xee));
+    }
+}

@@ -63,28 +63,73 @@ fn open_in(path: &Path) -> Result<Box<dyn Read>> {
     Ok(Box::new(BufReader::with_capacity(1 << 20, f)))
 }
 
-fn create_out(path: &Path) -> Result<Box<dyn Write + Send>> {
-    if path.as_os_str() == "-" {
-        return Ok(Box::new(BufWriter::with_capacity(
-            1 << 20,
-            std::io::stdout(),
-        )));
-    }
-    let f = File::create(path).with_context(|| format!("creating {}", path.display()))?;
-    Ok(Box::new(BufWriter::with_capacity(1 << 20, f)))
+/// An output written atomically: into `.NAME.tmp-PID` beside it, renamed over NAME only once
+/// complete and synced. Dropped without [`Output::commit`], the partial file is removed, so
+/// a failed command never leaves a truncated wlog or wdiff under the requested name.
+struct Output {
+    path: PathBuf,
+    tmp: Option<PathBuf>,
 }
 
-/// Finishes an output file: flush, and fsync unless it is stdout.
-fn finish_out(mut w: Box<dyn Write + Send>, path: &Path) -> Result<()> {
-    w.flush()
-        .with_context(|| format!("writing {}", path.display()))?;
-    drop(w);
-    if path.as_os_str() != "-" {
-        File::open(path)
-            .and_then(|f| f.sync_all())
-            .with_context(|| format!("syncing {}", path.display()))?;
+impl Output {
+    fn create(path: &Path) -> Result<(Output, Box<dyn Write + Send>)> {
+        if path.as_os_str() == "-" {
+            let w = BufWriter::with_capacity(1 << 20, std::io::stdout());
+            return Ok((
+                Output {
+                    path: path.to_path_buf(),
+                    tmp: None,
+                },
+                Box::new(w),
+            ));
+        }
+        let name = path
+            .file_name()
+            .ok_or_else(|| usage(format!("{} is not a file name", path.display())))?;
+        let tmp = path.with_file_name(format!(
+            ".{}.tmp-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        let out = Output {
+            path: path.to_path_buf(),
+            tmp: Some(tmp),
+        };
+        Ok((out, Box::new(BufWriter::with_capacity(1 << 20, f))))
     }
-    Ok(())
+
+    fn commit(mut self, mut w: Box<dyn Write + Send>) -> Result<()> {
+        w.flush()
+            .with_context(|| format!("writing {}", self.path.display()))?;
+        drop(w);
+        let Some(tmp) = self.tmp.take() else {
+            return Ok(());
+        };
+        let done = File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .and_then(|()| std::fs::rename(&tmp, &self.path))
+            .with_context(|| format!("completing {}", self.path.display()));
+        if done.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        done?;
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        File::open(dir)
+            .and_then(|d| d.sync_all())
+            .with_context(|| format!("syncing {}", dir.display()))
+    }
+}
+
+impl Drop for Output {
+    fn drop(&mut self) {
+        if let Some(tmp) = self.tmp.take() {
+            let _ = std::fs::remove_file(tmp);
+        }
+    }
 }
 
 fn is_block_device(f: &File) -> bool {
@@ -226,7 +271,7 @@ impl WlogCat {
             begin_lsid: begin,
             end_lsid: self.end.unwrap_or(NO_END_LSID),
         };
-        let out = create_out(&self.output)?;
+        let (output, out) = Output::create(&self.output)?;
         let mut w = WlogWriter::new(out, header)?;
         while let Some(p) = rd
             .next_pack()
@@ -235,7 +280,7 @@ impl WlogCat {
             w.write_pack(&p)?;
         }
         let out = w.finish()?;
-        finish_out(out, &self.output)?;
+        output.commit(out)?;
         eprintln!("extracted lsid range [{begin}, {})", rd.end_lsid());
         Ok(())
     }
@@ -301,11 +346,11 @@ impl WlogGen {
         g.ring_size = self.ring_size;
         g.begin_lsid = self.begin_lsid;
         g.seed = self.seed;
-        let out = create_out(&self.output)?;
+        let (output, out) = Output::create(&self.output)?;
         let mut counted = CountingWriter { inner: out, n: 0 };
         let end = g.write(&mut counted)?;
         let out = counted.inner;
-        finish_out(out, &self.output)?;
+        output.commit(out)?;
         eprintln!("generated lsid range [{}, {end})", self.begin_lsid);
         Ok(())
     }
@@ -371,10 +416,10 @@ impl WlogToWdiff {
             ..Default::default()
         };
         let input = open_in(&self.input)?;
-        let out = create_out(&self.output)?;
+        let (output, out) = Output::create(&self.output)?;
         let (out, stats) = convert_wlog(input, out, &opt)
             .with_context(|| format!("converting {}", self.input.display()))?;
-        finish_out(out, &self.output)?;
+        output.commit(out)?;
         tracing::info!(?stats, "converted");
         Ok(())
     }
@@ -454,10 +499,10 @@ impl WdiffMerge {
             compress: self.compress,
             ..Default::default()
         };
-        let out = create_out(&self.output)?;
+        let (output, out) = Output::create(&self.output)?;
         let (out, _) =
             merge_to_sorted(streams, uuid, out, &opt).with_context(|| failed.describe())?;
-        finish_out(out, &self.output)
+        output.commit(out)
     }
 }
 
@@ -582,7 +627,7 @@ impl VirtFullCat {
             size / u64::from(LBS),
             Box::new(DiffMerger::new(streams)),
         )?;
-        let mut out = create_out(&self.output)?;
+        let (output, mut out) = Output::create(&self.output)?;
         let mut buf = vec![0u8; bulk];
         loop {
             let n = scan
@@ -594,7 +639,7 @@ impl VirtFullCat {
             out.write_all(&buf[..n])
                 .with_context(|| format!("writing {}", self.output.display()))?;
         }
-        finish_out(out, &self.output)
+        output.commit(out)
     }
 }
 
