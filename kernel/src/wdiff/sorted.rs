@@ -27,8 +27,8 @@ use std::io::{Read, Write};
 use bytes::Bytes;
 
 use super::{
-    check_io, check_stored, read_full, read_vec, relocate, RecordKind, StoredIo, WdiffHeader,
-    WdiffKind, WriteStats, HEADER_SIZE, MAX_NORMAL_IO_BLOCKS, MAX_PACK_DATA, MAX_PACK_RECORDS,
+    check_io, check_stored, read_full, relocate, RecordKind, StoredIo, WdiffHeader, WdiffKind,
+    WriteStats, HEADER_SIZE, MAX_NORMAL_IO_BLOCKS, MAX_PACK_DATA, MAX_PACK_RECORDS,
     PACK_FIXED_SIZE, PACK_HEADER_SIZE, RECORD_SIZE,
 };
 use crate::block::{le, LBS_USIZE};
@@ -156,7 +156,6 @@ impl SortedRecord {
 #[derive(Debug, Clone)]
 struct Pack {
     records: Vec<SortedRecord>,
-    total_size: u32,
     end: bool,
 }
 
@@ -198,7 +197,6 @@ fn parse_pack(b: &[u8], at: u64, prev_end: &mut Option<u64>) -> Result<Pack> {
         }
         return Ok(Pack {
             records: Vec::new(),
-            total_size: 0,
             end,
         });
     }
@@ -266,11 +264,7 @@ fn parse_pack(b: &[u8], at: u64, prev_end: &mut Option<u64>) -> Result<Pack> {
             format!("records hold {running} data bytes, the pack says {total_size}"),
         ));
     }
-    Ok(Pack {
-        records,
-        total_size,
-        end,
-    })
+    Ok(Pack { records, end })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,8 +278,9 @@ enum State {
 ///
 /// [`SortedDiffReader::next_raw`] yields records with their stored bytes (data checksum
 /// verified), [`SortedDiffReader::next_io`] and the `Iterator` implementation yield
-/// decompressed [`DiffIo`]s (uncompressed records are sliced from the pack buffer without
-/// copying). The end pack is required: a stream that stops before it is
+/// decompressed [`DiffIo`]s. Record data is read record by record (never a whole pack at
+/// once), straight into the buffer the IO keeps when it is uncompressed; compressed data goes
+/// through a reused scratch buffer. The end pack is required: a stream that stops before it is
 /// [`Error::Incomplete`].
 pub struct SortedDiffReader<R: Read> {
     r: R,
@@ -293,11 +288,12 @@ pub struct SortedDiffReader<R: Read> {
     header_checksum: u32,
     offset: u64,
     pack_offset: u64,
+    data_base: u64,
     records: Vec<SortedRecord>,
-    data: Bytes,
     idx: usize,
     prev_end: Option<u64>,
     state: State,
+    scratch: Vec<u8>,
     dec: Decompressor,
     hdr_buf: Vec<u8>,
     packs: u64,
@@ -336,9 +332,10 @@ impl<R: Read> SortedDiffReader<R> {
             header_checksum,
             offset: HEADER_SIZE as u64,
             pack_offset: HEADER_SIZE as u64,
+            data_base: HEADER_SIZE as u64,
             records: Vec::new(),
-            data: Bytes::new(),
             idx: 0,
+            scratch: Vec::new(),
             prev_end: None,
             state: State::Reading,
             dec: Decompressor::new(),
@@ -397,6 +394,19 @@ impl<R: Read> SortedDiffReader<R> {
     }
 
     fn next_raw_inner(&mut self) -> Result<Option<(SortedRecord, Bytes)>> {
+        let Some((rec, loc)) = self.next_record()? else {
+            return Ok(None);
+        };
+        if rec.kind != RecordKind::Normal {
+            return Ok(Some((rec, Bytes::new())));
+        }
+        let mut buf = Vec::new();
+        self.read_data(&rec, loc, &mut buf)?;
+        Ok(Some((rec, Bytes::from(buf))))
+    }
+
+    /// The next record (its data not read yet), loading packs as needed.
+    fn next_record(&mut self) -> Result<Option<(SortedRecord, Location)>> {
         loop {
             if let Some(&rec) = self.records.get(self.idx) {
                 let loc = Location::Record {
@@ -405,27 +415,7 @@ impl<R: Read> SortedDiffReader<R> {
                     lsid: false,
                 };
                 self.idx += 1;
-                if rec.kind != RecordKind::Normal {
-                    return Ok(Some((rec, Bytes::new())));
-                }
-                let s = rec.data_offset as usize;
-                let e = s + rec.data_size as usize;
-                // parse_pack guaranteed e <= total_size == data.len().
-                let Some(d) = self.data.get(s..e) else {
-                    return Err(Error::corrupt("wdiff record", loc, "data out of the pack"));
-                };
-                let c = checksum(d, 0);
-                if c != rec.checksum {
-                    return Err(Error::corrupt(
-                        "wdiff record data",
-                        loc,
-                        format!(
-                            "checksum {c:08x} of the stored data, the record says {:08x}",
-                            rec.checksum
-                        ),
-                    ));
-                }
-                return Ok(Some((rec, self.data.slice(s..e))));
+                return Ok(Some((rec, loc)));
             }
             if !self.load_pack()? {
                 return Ok(None);
@@ -433,7 +423,42 @@ impl<R: Read> SortedDiffReader<R> {
         }
     }
 
-    /// Reads the next pack; false at the end pack.
+    /// Reads the stored data of normal record `rec` into `buf` and verifies its checksum.
+    ///
+    /// `parse_pack` guaranteed that normal records' data follow one another from the start
+    /// of the pack's data area, in record order, so the data is the next bytes of the stream.
+    fn read_data(&mut self, rec: &SortedRecord, loc: Location, buf: &mut Vec<u8>) -> Result<()> {
+        let at = self.data_base + u64::from(rec.data_offset);
+        buf.clear();
+        buf.reserve_exact(rec.data_size as usize);
+        let n = (&mut self.r)
+            .take(u64::from(rec.data_size))
+            .read_to_end(buf)
+            .ctx(|| format!("reading wdiff record data at byte offset {at}"))?;
+        if n != rec.data_size as usize {
+            return Err(Error::incomplete(
+                "wdiff record data",
+                Location::Offset(at),
+                u64::from(rec.data_size),
+                n as u64,
+            ));
+        }
+        self.offset += n as u64;
+        let c = checksum(buf, 0);
+        if c != rec.checksum {
+            return Err(Error::corrupt(
+                "wdiff record data",
+                loc,
+                format!(
+                    "checksum {c:08x} of the stored data, the record says {:08x}",
+                    rec.checksum
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Reads the next pack header; false at the end pack.
     fn load_pack(&mut self) -> Result<bool> {
         let at = self.offset;
         read_full(
@@ -447,19 +472,11 @@ impl<R: Read> SortedDiffReader<R> {
         if pack.end {
             self.state = State::Done;
             self.records.clear();
-            self.data = Bytes::new();
             return Ok(false);
         }
-        let data = read_vec(
-            &mut self.r,
-            pack.total_size as usize,
-            "wdiff pack data",
-            Location::Offset(self.offset),
-        )?;
-        self.offset += u64::from(pack.total_size);
         self.pack_offset = at;
+        self.data_base = self.offset;
         self.records = pack.records;
-        self.data = Bytes::from(data);
         self.idx = 0;
         self.packs += 1;
         Ok(true)
@@ -472,40 +489,54 @@ impl<R: Read> SortedDiffReader<R> {
 
     /// The next IO, decompressed.
     pub fn next_io(&mut self) -> Result<Option<DiffIo>> {
-        let Some((rec, data)) = self.next_raw()? else {
-            return Ok(None);
-        };
-        let loc = Location::Record {
-            index: self.idx.saturating_sub(1),
-            pack: self.pack_offset,
-            lsid: false,
-        };
-        let r = self.decode(rec, data, loc);
+        match self.state {
+            State::Done => return Ok(None),
+            State::Failed => {
+                return Err(Error::Invalid(
+                    "the sorted wdiff reader stopped at an earlier error".into(),
+                ))
+            }
+            State::Reading => {}
+        }
+        let r = self.next_io_inner();
         if r.is_err() {
             self.state = State::Failed;
         }
-        r.map(Some)
+        r
     }
 
-    fn decode(&mut self, rec: SortedRecord, data: Bytes, loc: Location) -> Result<DiffIo> {
-        let io_data = match rec.kind {
+    fn next_io_inner(&mut self) -> Result<Option<DiffIo>> {
+        let Some((rec, loc)) = self.next_record()? else {
+            return Ok(None);
+        };
+        let data = match rec.kind {
             RecordKind::AllZero => IoData::AllZero,
             RecordKind::Discard => IoData::Discard,
-            RecordKind::Normal if rec.codec == Codec::None => IoData::Normal(data),
+            RecordKind::Normal if rec.codec == Codec::None => {
+                let mut buf = Vec::new();
+                self.read_data(&rec, loc, &mut buf)?;
+                IoData::Normal(Bytes::from(buf))
+            }
             RecordKind::Normal => {
-                let len = rec.blocks as usize * LBS_USIZE;
-                let mut out = Vec::new();
-                self.dec
-                    .decompress(rec.codec, &data, len, &mut out)
-                    .map_err(|e| relocate(e, "wdiff record data", loc))?;
-                IoData::Normal(Bytes::from(out))
+                let mut stored = std::mem::take(&mut self.scratch);
+                let r = self.read_data(&rec, loc, &mut stored);
+                let r = r.and_then(|()| {
+                    let len = rec.blocks as usize * LBS_USIZE;
+                    let mut out = Vec::new();
+                    self.dec
+                        .decompress(rec.codec, &stored, len, &mut out)
+                        .map_err(|e| relocate(e, "wdiff record data", loc))?;
+                    Ok(out)
+                });
+                self.scratch = stored;
+                IoData::Normal(Bytes::from(r?))
             }
         };
-        Ok(DiffIo {
+        Ok(Some(DiffIo {
             addr: rec.addr,
             blocks: rec.blocks,
-            data: io_data,
-        })
+            data,
+        }))
     }
 }
 
