@@ -68,7 +68,7 @@ impl SortedRecord {
         self.addr.saturating_add(u64::from(self.blocks))
     }
 
-    /// Serializes into the first 32 bytes of `b`.
+    /// Serializes into the first 32 bytes of `b` (which must hold at least 32 bytes).
     pub fn write_to(&self, b: &mut [u8]) {
         b[..RECORD_SIZE].fill(0);
         le::put_u64(b, 0, self.addr);
