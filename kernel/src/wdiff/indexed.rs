@@ -144,7 +144,7 @@ impl IndexedRecord {
                 b.len()
             ));
         };
-        if checksum(b, 0) != 0 {
+        if !crate::checksum::verifies(b, 0) {
             return Err("record checksum mismatch".into());
         }
         let flags = b[12];
@@ -325,7 +325,7 @@ impl<R: Read + Seek> IndexedDiffReader<R> {
             .ctx(|| "seeking to the indexed wdiff super".to_string())?;
         let mut sb = [0u8; INDEX_SUPER_SIZE];
         read_full(&mut r, &mut sb, SWHAT, sloc)?;
-        if checksum(&sb, 0) != 0 || sb.iter().all(|&b| b == 0) {
+        if !crate::checksum::verifies(&sb, 0) || sb.iter().all(|&b| b == 0) {
             // The super is the last thing written: without it the file is most likely
             // truncated or unfinished (zeros, which checksum to zero, are no super either).
             return Err(Error::Incomplete {
@@ -491,7 +491,7 @@ impl<R: Read + Seek> IndexedDiffReader<R> {
             Location::Offset(rec.data_offset),
         )?;
         let c = checksum(&stored, 0);
-        if c != rec.io_checksum {
+        if c != rec.io_checksum && !cfg!(fuzzing) {
             return Err(Error::corrupt(
                 "indexed wdiff image",
                 loc,

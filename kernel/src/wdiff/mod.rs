@@ -157,7 +157,7 @@ impl WdiffHeader {
                 buf.len() as u64,
             ));
         };
-        if checksum(b, 0) != 0 {
+        if !crate::checksum::verifies(b, 0) {
             return Err(Error::corrupt(WHAT, at, "checksum mismatch"));
         }
         let version = le::u16(b, 4);
