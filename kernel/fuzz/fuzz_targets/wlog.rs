@@ -9,7 +9,8 @@ fuzz_target!(|data: &[u8]| {
     let mut out = Vec::new();
     if write_listing(data, &mut out).is_ok() {
         for kind in [WdiffKind::Sorted, WdiffKind::Indexed] {
-            let opt = ConvertOpt { kind, max_io_blocks: 16, ..Default::default() };
+            // No worker threads: deterministic, and LeakSanitizer flags thread-local teardown.
+            let opt = ConvertOpt { kind, max_io_blocks: 16, threads: 0, ..Default::default() };
             let _ = convert_wlog(data, Vec::new(), &opt);
         }
     }
