@@ -125,3 +125,34 @@ pub(crate) fn put_u64(out: &mut Vec<u8>, v: u64) {
 pub(crate) fn put_bool(out: &mut Vec<u8>, v: bool) {
     out.push(u8::from(v));
 }
+
+/// Gives a record type with `write_bytes`, `read` and `ENCODED_LEN` its public byte API:
+/// `to_bytes`, `from_bytes` (exactly one record) and `read_prefix`.
+macro_rules! persistent_record {
+    ($t:ident) => {
+        impl $t {
+            /// The persistent form.
+            pub fn to_bytes(&self) -> Vec<u8> {
+                let mut out = Vec::with_capacity(Self::ENCODED_LEN);
+                self.write_bytes(&mut out);
+                out
+            }
+
+            /// Decodes exactly one record; trailing bytes are [`Error::Corrupt`](crate::Error::Corrupt).
+            pub fn from_bytes(buf: &[u8]) -> crate::Result<Self> {
+                let mut r = crate::meta::codec::Reader::new(buf);
+                let v = Self::read(&mut r)?;
+                r.finish(stringify!($t))?;
+                Ok(v)
+            }
+
+            /// Decodes one record at the start of `buf`; returns it and the bytes consumed.
+            pub fn read_prefix(buf: &[u8]) -> crate::Result<(Self, usize)> {
+                let mut r = crate::meta::codec::Reader::new(buf);
+                let v = Self::read(&mut r)?;
+                Ok((v, r.pos()))
+            }
+        }
+    };
+}
+pub(crate) use persistent_record;

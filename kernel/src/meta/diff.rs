@@ -298,28 +298,6 @@ impl MetaDiff {
         put_u64(out, self.data_size);
     }
 
-    /// The persistent form.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Self::ENCODED_LEN);
-        self.write_bytes(&mut out);
-        out
-    }
-
-    /// Decodes exactly one record; trailing bytes are [`Error::Corrupt`].
-    pub fn from_bytes(buf: &[u8]) -> Result<Self> {
-        let mut r = Reader::new(buf);
-        let d = Self::read(&mut r)?;
-        r.finish(WHAT)?;
-        Ok(d)
-    }
-
-    /// Decodes one record at the start of `buf`; returns it and the bytes consumed.
-    pub fn read_prefix(buf: &[u8]) -> Result<(Self, usize)> {
-        let mut r = Reader::new(buf);
-        let d = Self::read(&mut r)?;
-        Ok((d, r.pos()))
-    }
-
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
         r.need(WHAT, Self::ENCODED_LEN)?;
         let at = r.pos();
@@ -427,3 +405,5 @@ pub(crate) fn parse_flags(s: &str) -> Option<(bool, bool)> {
         _ => None,
     }
 }
+
+crate::meta::codec::persistent_record!(MetaDiff);

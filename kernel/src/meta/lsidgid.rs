@@ -53,28 +53,6 @@ impl MetaLsidGid {
         put_u64(out, self.gid);
     }
 
-    /// The persistent form.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Self::ENCODED_LEN);
-        self.write_bytes(&mut out);
-        out
-    }
-
-    /// Decodes exactly one record; trailing bytes are [`crate::Error::Corrupt`].
-    pub fn from_bytes(buf: &[u8]) -> Result<Self> {
-        let mut r = Reader::new(buf);
-        let v = Self::read(&mut r)?;
-        r.finish(WHAT)?;
-        Ok(v)
-    }
-
-    /// Decodes one record at the start of `buf`; returns it and the bytes consumed.
-    pub fn read_prefix(buf: &[u8]) -> Result<(Self, usize)> {
-        let mut r = Reader::new(buf);
-        let v = Self::read(&mut r)?;
-        Ok((v, r.pos()))
-    }
-
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
         r.need(WHAT, Self::ENCODED_LEN)?;
         r.preamble(WHAT, Self::PREAMBLE)?;
@@ -111,3 +89,5 @@ impl fmt::Display for MetaLsidGid {
         )
     }
 }
+
+crate::meta::codec::persistent_record!(MetaLsidGid);

@@ -82,28 +82,6 @@ impl MetaSnap {
         put_u64(out, self.gid_e);
     }
 
-    /// The persistent form.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Self::ENCODED_LEN);
-        self.write_bytes(&mut out);
-        out
-    }
-
-    /// Decodes exactly one record; trailing bytes are [`Error::Corrupt`].
-    pub fn from_bytes(buf: &[u8]) -> Result<Self> {
-        let mut r = Reader::new(buf);
-        let s = Self::read(&mut r)?;
-        r.finish(WHAT)?;
-        Ok(s)
-    }
-
-    /// Decodes one record at the start of `buf`; returns it and the bytes consumed.
-    pub fn read_prefix(buf: &[u8]) -> Result<(Self, usize)> {
-        let mut r = Reader::new(buf);
-        let s = Self::read(&mut r)?;
-        Ok((s, r.pos()))
-    }
-
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
         r.need(WHAT, Self::ENCODED_LEN)?;
         let at = r.pos();
@@ -184,3 +162,5 @@ impl FromStr for MetaSnap {
         Ok(snap)
     }
 }
+
+crate::meta::codec::persistent_record!(MetaSnap);

@@ -181,28 +181,6 @@ impl MetaState {
         self.snap_e.write_bytes(out);
     }
 
-    /// The persistent form.
-    pub fn to_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(Self::ENCODED_LEN);
-        self.write_bytes(&mut out);
-        out
-    }
-
-    /// Decodes exactly one record; trailing bytes are [`Error::Corrupt`].
-    pub fn from_bytes(buf: &[u8]) -> Result<Self> {
-        let mut r = Reader::new(buf);
-        let st = Self::read(&mut r)?;
-        r.finish(WHAT)?;
-        Ok(st)
-    }
-
-    /// Decodes one record at the start of `buf`; returns it and the bytes consumed.
-    pub fn read_prefix(buf: &[u8]) -> Result<(Self, usize)> {
-        let mut r = Reader::new(buf);
-        let st = Self::read(&mut r)?;
-        Ok((st, r.pos()))
-    }
-
     pub(crate) fn read(r: &mut Reader<'_>) -> Result<Self> {
         r.need(WHAT, Self::ENCODED_LEN)?;
         let at = r.pos();
@@ -289,3 +267,5 @@ fn parse_state(s: &str, default_ts: Option<u64>) -> Result<MetaState> {
     st.validate()?;
     Ok(st)
 }
+
+crate::meta::codec::persistent_record!(MetaState);
