@@ -515,6 +515,16 @@ fn open_target(path: &Path) -> Result<FileTarget> {
     Ok(FileTarget::new(f)?)
 }
 
+/// Syncs the target of a redo and reports what was applied.
+fn finish_redo(redo: Redo<FileTarget>) -> Result<()> {
+    let (_, stats) = redo.finish()?;
+    eprintln!(
+        "applied: {} normal, {} zero, {} discarded logical blocks",
+        stats.normal_lb, stats.zero_lb, stats.discard_lb
+    );
+    Ok(())
+}
+
 #[derive(Args, Debug)]
 pub struct WlogRedo {
     /// Image file or block device to write to.
@@ -542,12 +552,7 @@ impl WlogRedo {
                 redo.apply_pack(&pack)?;
             }
         }
-        let (_, stats) = redo.finish()?;
-        eprintln!(
-            "applied: {} normal, {} zero, {} discarded logical blocks",
-            stats.normal_lb, stats.zero_lb, stats.discard_lb
-        );
-        Ok(())
+        finish_redo(redo)
     }
 }
 
@@ -573,12 +578,7 @@ impl WdiffRedo {
                 redo.apply_io(&io)?;
             }
         }
-        let (_, stats) = redo.finish()?;
-        eprintln!(
-            "applied: {} normal, {} zero, {} discarded logical blocks",
-            stats.normal_lb, stats.zero_lb, stats.discard_lb
-        );
-        Ok(())
+        finish_redo(redo)
     }
 }
 
