@@ -10,7 +10,7 @@
 //! ```
 //!
 //! [`WlogReader`] streams packs with every header and data checksum verified; a file that
-//! stops before its end marker yields [`Error::Incomplete`](crate::Error::Incomplete).
+//! stops before its end marker yields [`Error::Incomplete`].
 //! [`WlogWriter`] produces the same format. [`write_listing`] prints the listing of
 //! walb-tools' `wlog-show`.
 
