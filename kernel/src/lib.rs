@@ -17,6 +17,7 @@
 //!   N-way streaming merge, redo (apply) to images and devices, and the virtual full scan.
 //! - [`gen`]: synthetic wlogs for tests and benchmarks.
 //! - [`meta`]: the snapshot model (MetaSnap, MetaDiff, MetaState, diff manager, file names).
+//! - [`device`]: the WalB device interface, its userspace emulator and the real-driver backend.
 //!
 //! # Invariants
 //!
@@ -30,6 +31,7 @@
 pub mod block;
 pub mod checksum;
 pub mod compress;
+pub mod device;
 pub mod diff;
 pub mod error;
 pub mod gen;

@@ -1,0 +1,883 @@
+//! The userspace WalB device emulator (walb-driver.md §7.1).
+//!
+//! An [`Emulator`] drives a log device (ldev) and a data device (ddev), each a file or a
+//! block device (or a [`disk::MemDisk`] in crash tests), as the kernel driver does:
+//!
+//! 1. **write**: the write is packed into log packs by [`LogPackBuilder`] (the driver's
+//!    packing, padding at the ring end, checksums), admitted by the lsid state machine
+//!    ([`DeviceState::admit`]: freeze, the `prev_written` guard, overflow or
+//!    error-before-overflow), written to the ring, and acknowledged (`completed`). Its data
+//!    stays *pending* in memory; reads see it (read-after-write).
+//! 2. **flush** (an application flush or FUA, or the periodic/size-based log flush):
+//!    `fdatasync` of the ldev makes the logs permanent; only then is pending data written
+//!    to the ddev (`written`). Data therefore never reaches the ddev before its log is
+//!    durable.
+//! 3. **checkpoint** (periodic, forced, set-oldest-lsid, close): `fdatasync` of the ddev,
+//!    then the superblock with `written` and `oldest`, synced (`prev_written`).
+//! 4. **open**: redo from the superblock's `written_lsid` up to the first invalid pack; a
+//!    torn last pack is cut at its first bad record and its header rewritten; overflow is
+//!    recomputed. Ring blocks just after the redo end, where packs written but never
+//!    flushed before the crash may survive, are zeroed so that a later log cannot run into
+//!    them.
+//!
+//! One mutex serialises the pipeline (arrival order is lsid order, as in the driver). A
+//! background ticker (optional) runs the flush and checkpoint timers and auto-melt; tests
+//! can instead call [`Emulator::poll`] with a chosen time.
+
+pub mod disk;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{debug, info, warn};
+
+use crate::block::{Pbs, LBS, LBS_USIZE};
+use crate::device::lsids::{overflow_at_start, Admit, DeviceState, LsidSet, Tunables};
+use crate::device::{DeviceInfo, WalbDevice};
+use crate::error::{Error, IoContext, Location, Result};
+use crate::ldev::{LdevEnd, LdevReader, SuperBlock, SUPER_OFFSET};
+use crate::logpack::{AddOutcome, LogPack, LogPackBuilder, LogPackHeader, RecordKind};
+
+use disk::{Disk, DiskReader, FileDisk};
+
+/// Largest chunk of one write put in one record (bounds the unflushed log, see redo).
+const MAX_CHUNK_LB: u32 = 2048;
+/// Largest discard record.
+const MAX_DISCARD_LB: u64 = u32::MAX as u64;
+
+/// Settings of an emulated device (the driver's start parameters that matter here).
+#[derive(Debug, Clone)]
+pub struct EmuConfig {
+    /// Fail writes that would overflow the log instead of overwriting unreleased logs.
+    pub error_before_overflow: bool,
+    /// Periodic checkpoint interval in ms (driver default 10000; 0 disables).
+    pub checkpoint_interval_ms: u32,
+    /// Flush the log at least this often when logs are unflushed (wdevc default 100 ms).
+    pub log_flush_interval_ms: u32,
+    /// Flush the log when this many MiB are unflushed (wdevc default 16).
+    pub log_flush_interval_mb: u32,
+    /// Run the timers in a background thread.
+    pub background: bool,
+}
+
+impl Default for EmuConfig {
+    fn default() -> Self {
+        EmuConfig {
+            error_before_overflow: false,
+            checkpoint_interval_ms: 10_000,
+            log_flush_interval_ms: 100,
+            log_flush_interval_mb: 16,
+            background: true,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Pending {
+    Write { off: u64, data: Bytes },
+    Discard { off: u64, len: u64 },
+}
+
+struct Inner {
+    st: DeviceState,
+    sb: SuperBlock,
+    pending: Vec<Pending>,
+    closed: bool,
+}
+
+struct Shared {
+    name: String,
+    ldev: Arc<dyn Disk>,
+    ddev: Arc<dyn Disk>,
+    ldev_path: Option<PathBuf>,
+    ddev_path: Option<PathBuf>,
+    inner: Mutex<Inner>,
+    cond: Condvar,
+    stop: AtomicBool,
+}
+
+/// An emulated WalB device. Dropping it closes it cleanly (see [`Emulator::close`]).
+pub struct Emulator {
+    shared: Arc<Shared>,
+    ticker: Option<JoinHandle<()>>,
+}
+
+/// What redo found at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RedoReport {
+    /// Redo started here (the superblock's written lsid).
+    pub begin: u64,
+    /// and ended here.
+    pub end: u64,
+    /// Packs redone.
+    pub packs: u64,
+    /// The last pack was torn and cut (its header rewritten).
+    pub cut: bool,
+}
+
+impl Emulator {
+    /// Opens an emulated device over an ldev and a ddev path (files or block devices),
+    /// redoing the log.
+    pub fn open(ldev: &Path, ddev: &Path, cfg: EmuConfig) -> Result<Emulator> {
+        let open = |p: &Path| -> Result<Arc<dyn Disk>> {
+            let f = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(p)
+                .ctx(|| format!("opening {}", p.display()))?;
+            Ok(Arc::new(
+                FileDisk::new(f).ctx(|| format!("inspecting {}", p.display()))?,
+            ))
+        };
+        let l = open(ldev)?;
+        let d = open(ddev)?;
+        let abs = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        Self::open_disks(l, d, cfg, Some(abs(ldev)), Some(abs(ddev))).map(|(e, _)| e)
+    }
+
+    /// Opens an emulated device over two disks; returns it with the redo report.
+    pub fn open_disks(
+        ldev: Arc<dyn Disk>,
+        ddev: Arc<dyn Disk>,
+        cfg: EmuConfig,
+        ldev_path: Option<PathBuf>,
+        ddev_path: Option<PathBuf>,
+    ) -> Result<(Emulator, RedoReport)> {
+        let now = Instant::now();
+        let mut sb = SuperBlock::read(&DiskReader(&*ldev))?;
+        let ddev_bytes = ddev.size().ctx(|| "sizing the data device".into())?;
+        if sb.device_size.saturating_mul(u64::from(LBS)) > ddev_bytes {
+            return Err(Error::Invalid(format!(
+                "the superblock's device size ({} blocks) exceeds the data device ({ddev_bytes} bytes)",
+                sb.device_size
+            )));
+        }
+        let pbs = sb.pbs;
+        let limit_pb = flush_limit_pb(&cfg, pbs);
+        let report = redo(&*ldev, &*ddev, &mut sb, limit_pb)?;
+        let lsids = LsidSet::at(sb.oldest_lsid, report.end);
+        let header_ok = lsids.latest <= lsids.oldest || header_valid(&*ldev, &sb, lsids.oldest);
+        let overflow = overflow_at_start(&lsids, sb.ring_buffer_size, header_ok);
+        if overflow {
+            warn!(
+                "log of {} is overflowed (oldest {}, latest {}, ring {})",
+                sb.name, lsids.oldest, lsids.latest, sb.ring_buffer_size
+            );
+        }
+        let tun = Tunables {
+            error_before_overflow: cfg.error_before_overflow,
+            checkpoint_interval: Duration::from_millis(cfg.checkpoint_interval_ms.into()),
+            log_flush_interval: Duration::from_millis(cfg.log_flush_interval_ms.into()),
+            log_flush_interval_pb: limit_pb,
+        };
+        let st = DeviceState::new(lsids, sb.ring_buffer_size, overflow, tun, now);
+        info!(
+            "emulated walb device {:?} open: redo [{}, {}) of {} packs{}",
+            sb.name,
+            report.begin,
+            report.end,
+            report.packs,
+            if report.cut {
+                ", torn last pack cut"
+            } else {
+                ""
+            }
+        );
+        let shared = Arc::new(Shared {
+            name: sb.name.clone(),
+            ldev,
+            ddev,
+            ldev_path,
+            ddev_path,
+            inner: Mutex::new(Inner {
+                st,
+                sb,
+                pending: Vec::new(),
+                closed: false,
+            }),
+            cond: Condvar::new(),
+            stop: AtomicBool::new(false),
+        });
+        let ticker = if cfg.background {
+            let weak = Arc::downgrade(&shared);
+            Some(
+                std::thread::Builder::new()
+                    .name("walb-emu-ticker".into())
+                    .spawn(move || ticker(weak))
+                    .ctx(|| "starting the emulator's ticker thread".into())?,
+            )
+        } else {
+            None
+        };
+        Ok((Emulator { shared, ticker }, report))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.shared.lock()
+    }
+
+    /// Device size in bytes.
+    pub fn size_bytes(&self) -> u64 {
+        self.lock().sb.device_size * u64::from(LBS)
+    }
+
+    /// Physical block size of the log.
+    pub fn pbs(&self) -> Pbs {
+        self.lock().sb.pbs
+    }
+
+    /// A copy of the in-memory superblock.
+    pub fn superblock(&self) -> SuperBlock {
+        self.lock().sb.clone()
+    }
+
+    /// The device name.
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// Reads `buf.len()` bytes at byte offset `off` (pending writes included).
+    pub fn read(&self, off: u64, buf: &mut [u8]) -> Result<()> {
+        let g = self.lock();
+        let size = g.sb.device_size * u64::from(LBS);
+        if off.checked_add(buf.len() as u64).is_none_or(|e| e > size) {
+            return Err(Error::Invalid(format!(
+                "read of {} bytes at {off} is past the device end {size}",
+                buf.len()
+            )));
+        }
+        self.shared
+            .ddev
+            .read_at(buf, off)
+            .ctx(|| format!("reading the data device at {off}"))?;
+        let end = off + buf.len() as u64;
+        for p in &g.pending {
+            match p {
+                Pending::Write { off: po, data } => {
+                    let pe = po + data.len() as u64;
+                    let (s, e) = ((*po).max(off), pe.min(end));
+                    if s < e {
+                        buf[(s - off) as usize..(e - off) as usize]
+                            .copy_from_slice(&data[(s - po) as usize..(e - po) as usize]);
+                    }
+                }
+                Pending::Discard { off: po, len } => {
+                    let (s, e) = ((*po).max(off), (po + len).min(end));
+                    if s < e {
+                        buf[(s - off) as usize..(e - off) as usize].fill(0);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes `data` at byte offset `off` (both multiples of 512). Acknowledged once
+    /// logged; durable after the next flush.
+    pub fn write(&self, off: u64, data: &[u8]) -> Result<()> {
+        self.write_flags(off, data, false)
+    }
+
+    /// A FUA write: durable when it returns.
+    pub fn write_fua(&self, off: u64, data: &[u8]) -> Result<()> {
+        self.write_flags(off, data, true)
+    }
+
+    fn check_range(&self, g: &Inner, off: u64, len: u64, what: &str) -> Result<()> {
+        let size = g.sb.device_size * u64::from(LBS);
+        if off % u64::from(LBS) != 0 || len % u64::from(LBS) != 0 || len == 0 {
+            return Err(Error::Invalid(format!(
+                "{what} of {len} bytes at {off}: offset and length must be non-zero multiples of 512"
+            )));
+        }
+        if off.checked_add(len).is_none_or(|e| e > size) {
+            return Err(Error::Invalid(format!(
+                "{what} of {len} bytes at {off} is past the device end {size}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn write_flags(&self, off: u64, data: &[u8], fua: bool) -> Result<()> {
+        let mut g = self.lock();
+        self.check_range(&g, off, data.len() as u64, "write")?;
+        for (i, chunk) in data.chunks(MAX_CHUNK_LB as usize * LBS_USIZE).enumerate() {
+            let o = off / u64::from(LBS) + i as u64 * u64::from(MAX_CHUNK_LB);
+            g = self.log_io(g, |b| b.add_write(o, chunk))?;
+        }
+        if fua || g.st.poll_flush(Instant::now()) {
+            self.shared.flush_and_apply(&mut g)?;
+        }
+        Ok(())
+    }
+
+    /// Discards `len` bytes at `off` (multiples of 512): logged as discard records; the
+    /// range reads as zeros.
+    pub fn discard(&self, off: u64, len: u64) -> Result<()> {
+        let mut g = self.lock();
+        self.check_range(&g, off, len, "discard")?;
+        let (mut lb, end) = (off / u64::from(LBS), (off + len) / u64::from(LBS));
+        while lb < end {
+            let n = (end - lb).min(MAX_DISCARD_LB);
+            g = self.log_io(g, |b| b.add_discard(lb, n as u32))?;
+            lb += n;
+        }
+        if g.st.poll_flush(Instant::now()) {
+            self.shared.flush_and_apply(&mut g)?;
+        }
+        Ok(())
+    }
+
+    /// Flush: every acknowledged write is durable when it returns.
+    pub fn flush(&self) -> Result<()> {
+        let mut g = self.lock();
+        self.shared.flush_and_apply(&mut g)
+    }
+
+    /// Logs one IO (one chunk): builds its packs, admits them, writes them to the ring.
+    fn log_io<'a>(
+        &'a self,
+        mut g: MutexGuard<'a, Inner>,
+        mut add: impl FnMut(&mut LogPackBuilder) -> Result<AddOutcome>,
+    ) -> Result<MutexGuard<'a, Inner>> {
+        let sh = &*self.shared;
+        loop {
+            let sb = &g.sb;
+            let latest = g.st.lsids().latest;
+            let mut b = LogPackBuilder::new(sb.pbs, sb.salt, latest, Some(sb.ring_buffer_size));
+            let mut packs = Vec::with_capacity(1);
+            while add(&mut b)? == AddOutcome::Full {
+                if b.is_empty() {
+                    return Err(Error::Invalid(
+                        "an IO does not fit an empty log pack".into(),
+                    ));
+                }
+                packs.push(b.finish());
+            }
+            packs.push(b.finish());
+            let total: u64 = packs.iter().map(|p| p.header.pack_pb()).sum();
+            match g.st.admit(total)? {
+                Admit::Frozen => {
+                    g = sh.cond.wait(g).unwrap_or_else(|p| p.into_inner());
+                    if g.closed {
+                        return Err(Error::Invalid("the device is closed".into()));
+                    }
+                }
+                Admit::NeedCheckpoint => {
+                    debug!("ring full up to prev_written: checkpoint before writing");
+                    sh.flush_and_apply(&mut g)?;
+                    sh.checkpoint(&mut g, true)?;
+                    if g.st.lsids().prev_written != latest {
+                        return Err(Error::Invalid("checkpoint did not advance".into()));
+                    }
+                }
+                Admit::Go { lsid, overflowed } => {
+                    debug_assert_eq!(lsid, latest);
+                    if overflowed {
+                        warn!(
+                            "log of {} overflowed: logs before {} were overwritten before being released",
+                            sh.name,
+                            latest + total - g.st.capacity()
+                        );
+                    }
+                    for mut p in packs {
+                        let r = sh.write_pack(&g.sb, &mut p);
+                        if let Err(e) = r {
+                            g.st.handle_io_error();
+                            return Err(e);
+                        }
+                        g.st.handle_log_completed(p.header.next_lsid());
+                        for (i, rec) in p.header.records.iter().enumerate() {
+                            let off = rec.offset * u64::from(LBS);
+                            match rec.kind() {
+                                RecordKind::Normal => {
+                                    if let Some(data) = p.record_data(i) {
+                                        g.pending.push(Pending::Write { off, data });
+                                    }
+                                }
+                                RecordKind::Discard => g.pending.push(Pending::Discard {
+                                    off,
+                                    len: u64::from(rec.io_size) * u64::from(LBS),
+                                }),
+                                RecordKind::Padding => {}
+                            }
+                        }
+                    }
+                    return Ok(g);
+                }
+            }
+        }
+    }
+
+    /// Runs the timers as the ticker does, at time `now` (for deterministic tests).
+    pub fn poll(&self, now: Instant) -> Result<()> {
+        self.shared.poll(now)
+    }
+
+    /// Flushes, applies and checkpoints (so that `written == latest` on disk), and stops
+    /// the ticker. Later calls fail; dropping the emulator calls it.
+    pub fn close(&mut self) -> Result<()> {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+        let mut g = self.lock();
+        if g.closed {
+            return Ok(());
+        }
+        let r = self
+            .shared
+            .flush_and_apply(&mut g)
+            .and_then(|_| self.shared.checkpoint(&mut g, true));
+        g.closed = true;
+        g.st.handle_io_error();
+        self.shared.cond.notify_all();
+        r
+    }
+
+    /// Abandons the device without flushing (a simulated crash): the ticker stops, the
+    /// disks keep whatever was written.
+    pub fn crash(mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.ticker.take() {
+            let _ = t.join();
+        }
+        let mut g = self.lock();
+        g.closed = true;
+        g.st.handle_io_error();
+        drop(g);
+        self.shared.cond.notify_all();
+    }
+}
+
+impl Drop for Emulator {
+    fn drop(&mut self) {
+        if let Err(e) = self.close() {
+            warn!("closing emulated device {}: {e}", self.shared.name);
+        }
+    }
+}
+
+/// Log blocks that may be written but unflushed at any time.
+fn flush_limit_pb(cfg: &EmuConfig, pbs: Pbs) -> u64 {
+    let mb = if cfg.log_flush_interval_mb == 0 {
+        16
+    } else {
+        cfg.log_flush_interval_mb
+    };
+    (u64::from(mb) << 20) / u64::from(pbs.get())
+}
+
+fn header_valid(ldev: &dyn Disk, sb: &SuperBlock, lsid: u64) -> bool {
+    let mut b = vec![0u8; sb.pbs.bytes()];
+    ldev.read_at(&mut b, sb.offset_of_lsid(lsid)).is_ok()
+        && LogPackHeader::parse(&b, sb.pbs, sb.salt, Some(lsid)).is_ok_and(|h| h.n_records() > 0)
+}
+
+fn write_ring(ldev: &dyn Disk, sb: &SuperBlock, lsid: u64, bytes: &[u8]) -> Result<()> {
+    let pbs = sb.pbs.bytes();
+    let mut done = 0usize;
+    let mut l = lsid;
+    while done < bytes.len() {
+        let room = ((sb.ring_buffer_size - l % sb.ring_buffer_size) as usize).saturating_mul(pbs);
+        let n = room.min(bytes.len() - done);
+        let off = sb.offset_of_lsid(l);
+        ldev.write_at(&bytes[done..done + n], off)
+            .ctx(|| format!("writing lsid {l} at byte offset {off} of the log device"))?;
+        done += n;
+        l += (n / pbs) as u64;
+    }
+    Ok(())
+}
+
+/// Redo at open (walb-driver.md §5.3); updates and syncs the superblock.
+fn redo(
+    ldev: &dyn Disk,
+    ddev: &dyn Disk,
+    sb: &mut SuperBlock,
+    limit_pb: u64,
+) -> Result<RedoReport> {
+    let begin = sb.written_lsid;
+    let size_lb = sb.device_size;
+    let mut rep = RedoReport {
+        begin,
+        end: begin,
+        ..Default::default()
+    };
+    let reader = DiskReader(ldev);
+    let mut rd = LdevReader::new(&reader, sb.clone(), begin, LdevEnd::Scan, true)?;
+    let mut last: Option<LogPack> = None;
+    while let Some(p) = rd.next_pack()? {
+        for (i, r) in p.header.records.iter().enumerate() {
+            let kind = r.kind();
+            if kind == RecordKind::Padding {
+                continue;
+            }
+            if r.offset
+                .checked_add(u64::from(r.io_size))
+                .is_none_or(|e| e > size_lb)
+            {
+                return Err(Error::corrupt(
+                    "log record",
+                    Location::Record {
+                        index: i,
+                        pack: p.header.logpack_lsid,
+                        lsid: true,
+                    },
+                    format!(
+                        "IO of {} blocks at {} is past the device end {size_lb}",
+                        r.io_size, r.offset
+                    ),
+                ));
+            }
+            let off = r.offset * u64::from(LBS);
+            if kind == RecordKind::Discard {
+                ddev.discard(off, u64::from(r.io_size) * u64::from(LBS))
+                    .ctx(|| format!("redo: discarding at {off} on the data device"))?;
+            } else if let Some(d) = p.record_data(i) {
+                ddev.write_at(&d, off)
+                    .ctx(|| format!("redo: writing at {off} on the data device"))?;
+            }
+        }
+        rep.packs += 1;
+        last = Some(p);
+    }
+    rep.end = rd.end_lsid();
+    if let Some(mut p) = last {
+        // A torn last pack comes back cut: rewrite its header in place.
+        let lsid = p.header.logpack_lsid;
+        let mut on_disk = vec![0u8; sb.pbs.bytes()];
+        ldev.read_at(&mut on_disk, sb.offset_of_lsid(lsid))
+            .ctx(|| format!("reading the header at lsid {lsid}"))?;
+        let cut = p.header.to_block();
+        if cut != on_disk {
+            write_ring(ldev, sb, lsid, &cut)?;
+            ldev.sync().ctx(|| "syncing the log device".into())?;
+            rep.cut = true;
+        }
+    }
+    // Packs written after the end but never flushed may have survived out of order: zero
+    // the blocks a later pack could end on, without touching logs still in the ring.
+    let used = rep.end - sb.oldest_lsid;
+    if used < sb.ring_buffer_size {
+        let max_io_pb = sb.pbs.capacity_pb(u64::from(MAX_CHUNK_LB));
+        let window = (limit_pb + 2 * max_io_pb + 2).min(sb.ring_buffer_size - used);
+        let zero = vec![0u8; sb.pbs.bytes() * window.min(256) as usize];
+        let mut l = rep.end;
+        while l < rep.end + window {
+            let n = (rep.end + window - l).min(window.min(256));
+            let n = n.min(sb.ring_buffer_size - l % sb.ring_buffer_size);
+            write_ring(ldev, sb, l, &zero[..n as usize * sb.pbs.bytes()])?;
+            l += n;
+        }
+    }
+    ddev.sync().ctx(|| "syncing the data device".into())?;
+    sb.written_lsid = rep.end;
+    let block = sb.to_block();
+    ldev.write_at(&block, SUPER_OFFSET)
+        .ctx(|| "writing the superblock".into())?;
+    ldev.sync().ctx(|| "syncing the log device".into())?;
+    Ok(rep)
+}
+
+fn ticker(weak: Weak<Shared>) {
+    loop {
+        let Some(sh) = weak.upgrade() else { return };
+        if sh.stop.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Err(e) = sh.poll(Instant::now()) {
+            warn!(
+                "emulated device {}: background flush/checkpoint failed: {e}",
+                sh.name
+            );
+        }
+        let wait = {
+            let g = sh.lock();
+            g.st.next_deadline()
+                .map(|d| d.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_millis(50))
+                .clamp(Duration::from_millis(1), Duration::from_millis(50))
+        };
+        drop(sh);
+        std::thread::sleep(wait);
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn poll(&self, now: Instant) -> Result<()> {
+        let mut g = self.lock();
+        if g.closed {
+            return Ok(());
+        }
+        if g.st.poll_melt(now) {
+            info!("emulated device {}: freeze timed out, melted", self.name);
+            self.cond.notify_all();
+        }
+        if g.st.poll_flush(now) {
+            self.flush_and_apply(&mut g)?;
+        }
+        if g.st.poll_checkpoint(now) {
+            self.checkpoint(&mut g, false)?;
+        }
+        Ok(())
+    }
+
+    fn write_pack(&self, sb: &SuperBlock, p: &mut LogPack) -> Result<()> {
+        let lsid = p.header.logpack_lsid;
+        let header = p.header.to_block();
+        if p.data.len() <= 256 << 10 {
+            let mut all = Vec::with_capacity(header.len() + p.data.len());
+            all.extend_from_slice(&header);
+            all.extend_from_slice(&p.data);
+            write_ring(&*self.ldev, sb, lsid, &all)
+        } else {
+            write_ring(&*self.ldev, sb, lsid, &header)?;
+            write_ring(&*self.ldev, sb, lsid + 1, &p.data)
+        }
+    }
+
+    /// Makes completed logs permanent, then writes their data to the ddev.
+    fn flush_and_apply(&self, g: &mut Inner) -> Result<()> {
+        if g.closed {
+            return Err(Error::Invalid("the device is closed".into()));
+        }
+        let l = g.st.lsids();
+        if l.completed > l.permanent {
+            let up = g.st.handle_flush_issued(Instant::now());
+            if let Err(e) = self.ldev.sync() {
+                g.st.handle_io_error();
+                return Err(Error::io("flushing the log device", e));
+            }
+            if g.st.handle_flush_done(up) {
+                debug!("{}: new permanent logs after an empty log", self.name);
+            }
+            self.cond.notify_all();
+        }
+        let permanent = g.st.lsids().permanent;
+        for p in std::mem::take(&mut g.pending) {
+            let r = match &p {
+                Pending::Write { off, data } => self.ddev.write_at(data, *off),
+                Pending::Discard { off, len } => self.ddev.discard(*off, *len),
+            };
+            if let Err(e) = r {
+                g.st.handle_io_error();
+                return Err(Error::io("writing to the data device", e));
+            }
+        }
+        g.st.handle_data_written(permanent);
+        Ok(())
+    }
+
+    /// Superblock sync: flush the ddev, write `written` and `oldest`, sync the ldev.
+    fn checkpoint(&self, g: &mut Inner, always: bool) -> Result<()> {
+        let l = g.st.lsids();
+        let now = Instant::now();
+        if !always && l.written == l.prev_written {
+            g.st.handle_checkpoint_done(l.written, now);
+            return Ok(());
+        }
+        if g.st.is_read_only() {
+            return Err(Error::io(
+                "checkpoint refused",
+                std::io::Error::other("the device is read-only after an IO error"),
+            ));
+        }
+        let r = (|| -> Result<()> {
+            self.ddev.sync().ctx(|| "flushing the data device".into())?;
+            g.sb.written_lsid = l.written;
+            g.sb.oldest_lsid = l.oldest;
+            let block = g.sb.to_block();
+            self.ldev
+                .write_at(&block, SUPER_OFFSET)
+                .ctx(|| "writing the superblock".into())?;
+            self.ldev.sync().ctx(|| "syncing the superblock".into())
+        })();
+        if let Err(e) = r {
+            g.st.handle_io_error();
+            return Err(e);
+        }
+        g.st.handle_checkpoint_done(l.written, now);
+        Ok(())
+    }
+}
+
+impl WalbDevice for Emulator {
+    fn info(&self) -> Result<DeviceInfo> {
+        let g = self.lock();
+        Ok(DeviceInfo {
+            name: self.shared.name.clone(),
+            size_lb: g.sb.device_size,
+            pbs: g.sb.pbs.get(),
+            ldev_path: self.shared.ldev_path.clone(),
+            ddev_path: self.shared.ddev_path.clone(),
+            wdev_path: None,
+            emulated: true,
+        })
+    }
+
+    fn lsids(&self) -> Result<LsidSet> {
+        Ok(self.lock().st.lsids())
+    }
+
+    fn set_oldest_lsid(&self, lsid: u64) -> Result<()> {
+        let mut g = self.lock();
+        if g.st.check_set_oldest(lsid)? && !header_valid(&*self.shared.ldev, &g.sb, lsid) {
+            return Err(Error::Invalid(format!(
+                "set-oldest-lsid {lsid}: no valid log pack starts there"
+            )));
+        }
+        g.st.set_oldest(lsid);
+        self.shared.checkpoint(&mut g, true)
+    }
+
+    fn take_checkpoint(&self) -> Result<()> {
+        let mut g = self.lock();
+        self.shared.flush_and_apply(&mut g)?;
+        self.shared.checkpoint(&mut g, false)
+    }
+
+    fn checkpoint_interval_ms(&self) -> Result<u32> {
+        Ok(self.lock().st.tunables().checkpoint_interval.as_millis() as u32)
+    }
+
+    fn set_checkpoint_interval_ms(&self, ms: u32) -> Result<()> {
+        self.lock()
+            .st
+            .set_checkpoint_interval(Duration::from_millis(ms.into()), Instant::now())
+    }
+
+    fn log_usage(&self) -> Result<u64> {
+        Ok(self.lock().st.usage())
+    }
+
+    fn log_capacity(&self) -> Result<u64> {
+        Ok(self.lock().st.capacity())
+    }
+
+    fn is_overflow(&self) -> Result<bool> {
+        Ok(self.lock().st.is_overflow())
+    }
+
+    fn reset_wal(&self) -> Result<()> {
+        let mut g = self.lock();
+        g.st.begin_reset()?;
+        let sh = &*self.shared;
+        let r = (|| -> Result<SuperBlock> {
+            sh.flush_and_apply(&mut g)?;
+            sh.ddev.sync().ctx(|| "flushing the data device".into())?;
+            let mut sb = g.sb.clone();
+            let ldev_pb =
+                sh.ldev.size().ctx(|| "sizing the log device".into())? / u64::from(sb.pbs.get());
+            let ring = ldev_pb.saturating_sub(sb.ring_offset_pb());
+            if ring < sb.ring_buffer_size {
+                return Err(Error::Invalid(format!(
+                    "the log device shrank: ring of {ring} blocks < {}",
+                    sb.ring_buffer_size
+                )));
+            }
+            sb.ring_buffer_size = ring;
+            sb.salt = rand::random();
+            sb.uuid = rand::random();
+            sb.oldest_lsid = 0;
+            sb.written_lsid = 0;
+            let block = sb.to_block();
+            sh.ldev
+                .write_at(&block, SUPER_OFFSET)
+                .ctx(|| "writing the superblock".into())?;
+            write_ring(&*sh.ldev, &sb, 0, &vec![0u8; sb.pbs.bytes()])?;
+            sh.ldev.sync().ctx(|| "syncing the log device".into())?;
+            Ok(sb)
+        })();
+        let now = Instant::now();
+        match r {
+            Ok(sb) => {
+                g.st.end_reset(Some(sb.ring_buffer_size), now);
+                g.sb = sb;
+                g.pending.clear();
+                sh.cond.notify_all();
+                Ok(())
+            }
+            Err(e) => {
+                g.st.end_reset(None, now);
+                sh.cond.notify_all();
+                Err(e)
+            }
+        }
+    }
+
+    fn freeze(&self, timeout_s: u32) -> Result<()> {
+        let mut g = self.lock();
+        g.st.freeze(Duration::from_secs(timeout_s.into()), Instant::now())?;
+        // Drain: every logged write reaches the data device (latest == written).
+        self.shared.flush_and_apply(&mut g)
+    }
+
+    fn melt(&self) -> Result<()> {
+        let mut g = self.lock();
+        g.st.melt(Instant::now())?;
+        self.shared.cond.notify_all();
+        Ok(())
+    }
+
+    fn is_frozen(&self) -> Result<bool> {
+        Ok(self.lock().st.is_frozen())
+    }
+
+    fn resize(&self, size_lb: u64) -> Result<()> {
+        let mut g = self.lock();
+        let ddev_lb = self
+            .shared
+            .ddev
+            .size()
+            .ctx(|| "sizing the data device".into())?
+            / u64::from(LBS);
+        let new = if size_lb == 0 { ddev_lb } else { size_lb };
+        let cur = g.sb.device_size;
+        if new < cur {
+            return Err(Error::Invalid(format!(
+                "resize to {new} blocks: shrinking ({cur} now) is not supported"
+            )));
+        }
+        if new > ddev_lb {
+            return Err(Error::Invalid(format!(
+                "resize to {new} blocks: the data device has only {ddev_lb} (grow it first)"
+            )));
+        }
+        if new == cur {
+            return Ok(());
+        }
+        g.sb.device_size = new;
+        self.shared.checkpoint(&mut g, true)
+    }
+
+    fn is_flush_capable(&self) -> Result<bool> {
+        Ok(true)
+    }
+
+    fn wait_for_permanent(&self, after: u64, timeout: Duration) -> Result<u64> {
+        let deadline = Instant::now() + timeout;
+        let mut g = self.lock();
+        loop {
+            let p = g.st.lsids().permanent;
+            let now = Instant::now();
+            if p > after || now >= deadline || g.closed {
+                return Ok(p);
+            }
+            g = self
+                .shared
+                .cond
+                .wait_timeout(g, deadline - now)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|p| p.into_inner().0);
+        }
+    }
+}

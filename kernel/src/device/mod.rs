@@ -1,0 +1,144 @@
+//! The WalB device: one interface, three implementations.
+//!
+//! [`WalbDevice`] is what the storage daemon and `wdevc` use to drive a WalB device: the
+//! seven lsids, set-oldest-lsid, checkpoints, log usage and capacity, overflow, reset-wal,
+//! freeze/melt, resize, flush capability, a wait for new permanent logs, and read access
+//! to the raw log device (the ring). It is implemented by
+//!
+//! - [`emu::Emulator`]: a userspace emulation of the kernel driver over two files or block
+//!   devices (walb-driver.md §7.1), with the same on-disk format and lsid invariants;
+//! - [`control::DeviceClient`]: a client of the control socket of an emulated device
+//!   process (`wdevc create-wdev --emulate`);
+//! - [`driver::DriverDevice`]: the real kernel driver through its ioctls and sysfs.
+//!
+//! Modules:
+//! - [`lsids`]: the pure state machine of the lsid bookkeeping, overflow, checkpoint and
+//!   flush timers, and freeze (no IO, time is a parameter).
+//! - [`emu`]: the emulator (write pipeline, redo at open, checkpoints) and its disks
+//!   ([`emu::disk`]: files with fsync, and an in-memory disk that can simulate a crash).
+//! - [`control`]: the control-socket protocol, server and client.
+//! - [`driver`]: ioctl encodings and the driver backend.
+//! - [`fuse`]: the FUSE file that exposes an emulated device to the kernel (for a loop
+//!   device).
+//!
+//! Invariants kept by every implementation (walb-driver.md §2):
+//! `oldest <= prev_written <= written <= permanent <= flush <= completed <= latest`;
+//! data reaches the data device only after its log is permanent; log usage is
+//! `latest - oldest` and capacity the ring size, in physical blocks.
+
+pub mod control;
+pub mod driver;
+pub mod emu;
+pub mod fuse;
+pub mod lsids;
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::error::{Error, IoContext, Result};
+
+pub use lsids::LsidSet;
+
+/// The version the emulator reports (that of walb-driver 1.5.1: `(1<<16)+(5<<8)+1`).
+pub const WALB_VERSION: u32 = 0x0001_0501;
+
+/// Formats a driver version number as `major.minor.patch`.
+pub fn version_string(v: u32) -> String {
+    format!("{}.{}.{}", v >> 16, (v >> 8) & 0xff, v & 0xff)
+}
+
+/// Static facts about a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Device name (without the `walb/` prefix).
+    pub name: String,
+    /// Size of the WalB device in logical blocks (512 bytes).
+    pub size_lb: u64,
+    /// Physical block size of the log.
+    pub pbs: u32,
+    /// Path of the raw log device (read only), if known.
+    pub ldev_path: Option<PathBuf>,
+    /// Path of the data device, if known.
+    pub ddev_path: Option<PathBuf>,
+    /// Path where the device appears as a block device (`/dev/walb/NAME` or its link).
+    pub wdev_path: Option<PathBuf>,
+    /// True for the userspace emulator.
+    pub emulated: bool,
+}
+
+/// The control interface of a WalB device (walb-driver.md §3.3 and §4).
+///
+/// All lsids and sizes of the log are in physical blocks; device sizes in logical blocks.
+/// Failed preconditions are [`Error::Invalid`]; device failures are [`Error::Io`].
+pub trait WalbDevice: Send + Sync {
+    /// Name, size and paths.
+    fn info(&self) -> Result<DeviceInfo>;
+    /// The seven lsids.
+    fn lsids(&self) -> Result<LsidSet>;
+    /// Releases logs before `lsid`: requires `oldest <= lsid <= prev_written` and, when
+    /// `lsid < permanent`, a valid pack header at `lsid`. Syncs the superblock.
+    fn set_oldest_lsid(&self, lsid: u64) -> Result<()>;
+    /// Takes a checkpoint now (superblock sync of `written`).
+    fn take_checkpoint(&self) -> Result<()>;
+    /// Checkpoint interval in milliseconds (0 = disabled).
+    fn checkpoint_interval_ms(&self) -> Result<u32>;
+    /// Sets the checkpoint interval (at most 86400000 ms; 0 disables).
+    fn set_checkpoint_interval_ms(&self, ms: u32) -> Result<()>;
+    /// `latest - oldest`.
+    fn log_usage(&self) -> Result<u64> {
+        let l = self.lsids()?;
+        Ok(l.latest - l.oldest)
+    }
+    /// Ring buffer size.
+    fn log_capacity(&self) -> Result<u64>;
+    /// True once the log has overflowed (sticky until reset-wal).
+    fn is_overflow(&self) -> Result<bool>;
+    /// Clears the log (CLEAR_LOG): all lsids to 0, new uuid and salt, overflow cleared.
+    fn reset_wal(&self) -> Result<()>;
+    /// Freezes writes (they wait); `timeout_s > 0` melts automatically after that long.
+    fn freeze(&self, timeout_s: u32) -> Result<()>;
+    /// Melts a frozen device.
+    fn melt(&self) -> Result<()>;
+    /// True while frozen.
+    fn is_frozen(&self) -> Result<bool>;
+    /// Grows the device to `size_lb` logical blocks (0 = the data device's size).
+    fn resize(&self, size_lb: u64) -> Result<()>;
+    /// True when the log device honours flushes.
+    fn is_flush_capable(&self) -> Result<bool>;
+    /// Waits until `permanent > after` or `timeout` passes; returns the permanent lsid.
+    fn wait_for_permanent(&self, after: u64, timeout: Duration) -> Result<u64>;
+    /// The driver (or emulated driver) version.
+    fn version(&self) -> Result<u32> {
+        Ok(WALB_VERSION)
+    }
+    /// Opens the raw log device read-only, for [`crate::ldev::LdevReader`].
+    fn open_ldev(&self) -> Result<File> {
+        let info = self.info()?;
+        let p = info.ldev_path.ok_or_else(|| {
+            Error::Unsupported(format!(
+                "device {} does not expose its log device",
+                info.name
+            ))
+        })?;
+        File::open(&p).ctx(|| format!("opening log device {}", p.display()))
+    }
+}
+
+/// Checks the `NAME` of a WalB device: 1 to 25 bytes of `[A-Za-z0-9_.-]`, not `.`/`..`.
+pub fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 25
+        && name != "."
+        && name != ".."
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "device name {name:?} must be 1 to 25 characters of letters, digits, '_', '-', '.'"
+        )))
+    }
+}
