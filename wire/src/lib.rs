@@ -1,5 +1,67 @@
-//! walb-wire: the peer protocol of walb.
+//! walb-wire: how walb peers talk to each other.
 //!
-//! This crate will hold the versioned protocol messages, the QUIC endpoint with mutual TLS
-//! and the cluster certificate tooling. It is empty until the wire issue is taken up; the
-//! workspace layout reserves its place so that `daemon` and `console` can depend on it.
+//! walb-tools spoke plain TCP without authentication. walb peers speak QUIC (quinn +
+//! rustls, TLS 1.3) with certificates on both sides, issued by one cluster CA; each
+//! certificate names its peer's role and id, and that identity alone decides what the peer
+//! may ask.
+//!
+//! # Layout
+//!
+//! Pure (no IO, no quinn):
+//!
+//! - [`identity`]: [`Role`], [`PeerId`], the `walb://ROLE/ID` SAN and reading it from a
+//!   certificate.
+//! - [`auth`]: [`OpClass`] and [`authorize`], the one authorization table.
+//! - [`msg`]: the versioned postcard messages ([`Request`], [`Reply`], [`Step`],
+//!   [`Event`], [`WireError`]) and version negotiation.
+//! - [`frame`]: framing on a stream, bulk chunks (zstd + XXH3 checksum).
+//!
+//! At the edges:
+//!
+//! - [`certs`]: the cluster CA and certificate issuing (rcgen), PEM files.
+//! - [`tls`]: rustls configurations with reloadable material.
+//! - [`config`]: transport tunables ([`WireConfig`]).
+//! - [`transport`]: [`Node`], [`Peer`], [`Call`], [`EventStream`] over quinn and tokio.
+//!
+//! # Using it
+//!
+//! A daemon:
+//!
+//! ```no_run
+//! # async fn f(files: walb_wire::TlsFiles) -> Result<(), walb_wire::Error> {
+//! use walb_wire::{Node, NodeConfig, Reply};
+//! let node = Node::bind(NodeConfig::new("0.0.0.0:5000".parse().unwrap(), true), files)?;
+//! node.reload_on_sighup()?;
+//! while let Some(mut incoming) = node.accept().await {
+//!     // incoming.request is authorized already; answer on incoming.call.
+//!     incoming.call.reply(Reply::Done).await?;
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! A client: `node.connect(addr).await?.request(Request::Query(Query::Version)).await?`.
+
+#![warn(missing_docs, unreachable_pub)]
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod certs;
+pub mod config;
+mod error;
+pub mod frame;
+pub mod identity;
+pub mod msg;
+pub mod tls;
+pub mod transport;
+
+pub use auth::{authorize, Denied, OpClass};
+pub use certs::{ClusterCa, IssueOptions, IssuedCert, TlsFiles};
+pub use config::WireConfig;
+pub use error::Error;
+pub use identity::{PeerId, Role};
+pub use msg::{
+    Command, ErrorCode, Event, Message, Query, Reply, Request, Step, Subscribe, WireError,
+};
+pub use transport::{
+    Call, CallReceiver, CallSender, EventStream, IncomingCall, Node, NodeConfig, Peer, Received,
+};
