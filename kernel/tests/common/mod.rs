@@ -17,7 +17,11 @@ pub fn golden_dir() -> PathBuf {
 /// Path of one golden file.
 pub fn golden(name: &str) -> PathBuf {
     let p = golden_dir().join(name);
-    assert!(p.exists(), "golden file {} not found (set WALB_GOLDEN_DIR)", p.display());
+    assert!(
+        p.exists(),
+        "golden file {} not found (set WALB_GOLDEN_DIR)",
+        p.display()
+    );
     p
 }
 
