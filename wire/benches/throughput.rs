@@ -1,1 +1,314 @@
-fn main() {}
+//! Bulk throughput over loopback: our protocol (one and four streams, with and without
+//! zstd) next to a bare quinn transfer with the same mutual TLS and transport settings,
+//! and a plain TCP copy. Prints MB/s and CPU seconds per GB (both ends are in this
+//! process, so CPU covers sender and receiver).
+//!
+//! `cargo bench -p walb-wire --bench throughput`; `WALB_BENCH_MB` sets the bytes per run
+//! (default 1024), `WALB_BENCH_CHUNK_KB` the chunk size (default 1024).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use walb_wire::msg::{MetaDiffDto, SnapDto, WdiffTransfer};
+use walb_wire::tls::TlsState;
+use walb_wire::{ClusterCa, IssueOptions, Node, NodeConfig, PeerId, Reply, Request, Role, Step};
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Process CPU time (user + system) from /proc/self/stat.
+fn cpu_seconds() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return f64::NAN;
+    };
+    let Some(rest) = stat.rsplit(')').next() else {
+        return f64::NAN;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|s| s.parse::<f64>().ok());
+    match (ticks(11), ticks(12)) {
+        (Some(u), Some(s)) => (u + s) / 100.0,
+        _ => f64::NAN,
+    }
+}
+
+struct Measure {
+    name: String,
+    bytes: u64,
+    wall: Duration,
+    cpu: f64,
+}
+
+impl Measure {
+    fn mbps(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.wall.as_secs_f64()
+    }
+
+    fn print(&self, reference: Option<f64>) {
+        let ratio = reference
+            .map(|r| format!("{:>6.2}x bare quinn", self.mbps() / r))
+            .unwrap_or_default();
+        println!(
+            "{:<44} {:>9.1} MB/s {:>7.2} CPU s/GB  {}",
+            self.name,
+            self.mbps(),
+            self.cpu / (self.bytes as f64 / 1e9),
+            ratio
+        );
+    }
+}
+
+async fn timed<F, Fut>(name: &str, bytes: u64, f: F) -> Result<Measure>
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    let cpu0 = cpu_seconds();
+    let t0 = Instant::now();
+    tokio::time::timeout(Duration::from_secs(300), f())
+        .await
+        .context("benchmark run timed out")??;
+    Ok(Measure {
+        name: name.to_owned(),
+        bytes,
+        wall: t0.elapsed(),
+        cpu: cpu_seconds() - cpu0,
+    })
+}
+
+/// Data that compresses about 2-3x with zstd -1, like block-device writes.
+fn payload(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        if x % 3 == 0 {
+            v.extend(std::iter::repeat_n(0u8, 512));
+        } else {
+            v.extend_from_slice(&x.to_le_bytes());
+            v.extend_from_slice(&[(x >> 8) as u8 & 0x0f; 8]);
+        }
+    }
+    v.truncate(len);
+    v
+}
+
+struct Setup {
+    ca: ClusterCa,
+}
+
+impl Setup {
+    fn tls(&self, role: Role, id: &str) -> Result<Arc<TlsState>> {
+        let issued = self
+            .ca
+            .issue(&PeerId::new(role, id)?, &IssueOptions::default())?;
+        Ok(TlsState::from_der(
+            vec![self.ca.cert_der()],
+            issued.cert_chain()?,
+            issued.key_der()?,
+        )?)
+    }
+}
+
+fn wdiff_request() -> Request {
+    let s = SnapDto { gid_b: 0, gid_e: 0 };
+    Request::WdiffTransfer(WdiffTransfer {
+        vol: "bench".into(),
+        uuid: [0; 16],
+        size_lb: 0,
+        diff: MetaDiffDto {
+            range: walb_wire::msg::DiffRange {
+                snap_b: s,
+                snap_e: s,
+            },
+            mergeable: false,
+            comp_diff: false,
+            timestamp_s: 0,
+            size: 0,
+        },
+    })
+}
+
+async fn ours(
+    setup: &Setup,
+    total: usize,
+    chunk: &[u8],
+    streams: usize,
+    zstd: Option<i32>,
+) -> Result<Measure> {
+    let loopback: SocketAddr = "127.0.0.1:0".parse()?;
+    let mut cfg = NodeConfig::new(loopback, true);
+    cfg.wire.zstd_level = zstd;
+    let archive = Node::with_tls(cfg.clone(), setup.tls(Role::Archive, "a0")?)?;
+    let addr = archive.local_addr()?;
+    cfg.listen = false;
+    let proxy = Node::with_tls(cfg, setup.tls(Role::Proxy, "p0")?)?;
+    let server = archive.clone();
+    tokio::spawn(async move {
+        while let Some(mut inc) = server.accept().await {
+            tokio::spawn(async move {
+                if inc.call.reply(Reply::Accepted).await.is_err() {
+                    return;
+                }
+                while let Ok(Some(_)) = inc.call.receiver.chunk().await {}
+                let _ = inc.call.sender.step(Step::Ack).await;
+                let _ = inc.call.sender.finish();
+            });
+        }
+    });
+    let peer = proxy.connect(addr).await?;
+    let per_stream = total / streams / chunk.len();
+    let name = format!(
+        "walb, {streams} stream{}, {}",
+        if streams > 1 { "s" } else { "" },
+        match zstd {
+            Some(l) => format!("zstd {l}"),
+            None => "no compression".into(),
+        }
+    );
+    let bytes = (per_stream * streams * chunk.len()) as u64;
+    let m = timed(&name, bytes, || async {
+        let mut tasks = Vec::new();
+        for _ in 0..streams {
+            let peer = peer.clone();
+            let chunk = chunk.to_vec();
+            tasks.push(tokio::spawn(async move {
+                let mut call = peer.call(wdiff_request()).await?;
+                call.receiver.reply().await?;
+                for _ in 0..per_stream {
+                    call.sender.chunk(&chunk).await?;
+                }
+                call.sender.end_bulk().await?;
+                call.receiver.step().await?;
+                anyhow::Ok(())
+            }));
+        }
+        for t in tasks {
+            t.await??;
+        }
+        Ok(())
+    })
+    .await?;
+    proxy.close().await;
+    archive.close().await;
+    Ok(m)
+}
+
+async fn bare_quinn(setup: &Setup, total: usize, chunk: &[u8]) -> Result<Measure> {
+    let wire = walb_wire::WireConfig::default();
+    let transport = wire.quinn_transport()?;
+    let server_tls = setup.tls(Role::Archive, "a0")?;
+    let client_tls = setup.tls(Role::Proxy, "p0")?;
+    let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_tls.server_config()?)?;
+    let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+    sc.transport_config(transport.clone());
+    let server = quinn::Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
+    let addr = server.local_addr()?;
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls.client_config()?)?;
+    let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
+    cc.transport_config(transport);
+    let client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    let srv = server.clone();
+    let receiver = tokio::spawn(async move {
+        let conn = srv.accept().await.context("no connection")?.await?;
+        let (mut send, mut recv) = conn.accept_bi().await?;
+        let mut n = 0u64;
+        while let Some(c) = recv.read_chunk(usize::MAX, true).await? {
+            n += c.bytes.len() as u64;
+        }
+        send.write_all(b"k").await?;
+        send.finish()?;
+        conn.closed().await;
+        anyhow::Ok(n)
+    });
+    let conn = client.connect_with(cc, addr, "walb")?.await?;
+    let count = total / chunk.len();
+    let bytes = (count * chunk.len()) as u64;
+    let m = timed("bare quinn, 1 stream, same mTLS", bytes, || async {
+        let (mut send, mut recv) = conn.open_bi().await?;
+        for _ in 0..count {
+            send.write_all(chunk).await?;
+        }
+        send.finish()?;
+        recv.read_to_end(16).await?;
+        Ok(())
+    })
+    .await?;
+    conn.close(0u32.into(), b"done");
+    let n = receiver.await??;
+    anyhow::ensure!(n == bytes, "bare quinn received {n} of {bytes}");
+    client.wait_idle().await;
+    Ok(m)
+}
+
+async fn tcp(total: usize, chunk: &[u8]) -> Result<Measure> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let receiver = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n = 0u64;
+        loop {
+            let r = s.read(&mut buf).await?;
+            if r == 0 {
+                break;
+            }
+            n += r as u64;
+        }
+        anyhow::Ok(n)
+    });
+    let count = total / chunk.len();
+    let bytes = (count * chunk.len()) as u64;
+    let m = timed("plain TCP loopback copy", bytes, || async {
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        for _ in 0..count {
+            s.write_all(chunk).await?;
+        }
+        s.shutdown().await?;
+        let n = receiver.await??;
+        anyhow::ensure!(n == bytes, "tcp received {n} of {bytes}");
+        Ok(())
+    })
+    .await?;
+    Ok(m)
+}
+
+fn main() -> Result<()> {
+    let total = env_usize("WALB_BENCH_MB", 1024) << 20;
+    let chunk_len = env_usize("WALB_BENCH_CHUNK_KB", 1024) << 10;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let setup = Setup {
+            ca: ClusterCa::generate("bench", 1)?,
+        };
+        let chunk = payload(chunk_len);
+        println!(
+            "{} MiB per run, {} KiB chunks, loopback, 2 tokio workers",
+            total >> 20,
+            chunk_len >> 10
+        );
+        let tcp = tcp(total, &chunk).await?;
+        tcp.print(None);
+        let bare = bare_quinn(&setup, total, &chunk).await?;
+        bare.print(None);
+        let reference = Some(bare.mbps());
+        for (streams, zstd) in [(1, None), (4, None), (1, Some(1)), (4, Some(1))] {
+            ours(&setup, total, &chunk, streams, zstd)
+                .await?
+                .print(reference);
+        }
+        anyhow::Ok(())
+    })
+}
