@@ -2,12 +2,14 @@
 //!
 //! File tools (this module and [`files`]): format a log device, show, extract, generate and
 //! redo wlogs, convert wlogs to wdiffs, show, merge and redo wdiffs, and stream the full
-//! image of a snapshot from a base image and diffs. Device-control commands arrive with the
-//! device backends.
+//! image of a snapshot from a base image and diffs. Device commands ([`device`]): create,
+//! delete and list WalB devices (kernel driver or userspace emulator), read their lsids,
+//! checkpoint, release logs, reset, freeze, resize, and generate write workloads.
 //!
 //! Exit codes: 0 success, 1 runtime or I/O error, 2 usage error or invalid argument,
 //! 3 corrupt input, 4 truncated (incomplete) input.
 
+mod device;
 mod files;
 
 use std::process::ExitCode;
@@ -50,6 +52,52 @@ enum Cmd {
     WdiffRedo(files::WdiffRedo),
     /// Write the full image of base + wdiffs (oldest first) without touching the base.
     VirtFullCat(files::VirtFullCat),
+    /// Start a WalB device (kernel driver, or the userspace emulator with --emulate).
+    CreateWdev(device::CreateWdev),
+    /// Stop a WalB device.
+    DeleteWdev(device::DeleteWdev),
+    /// List WalB devices (emulated ones first).
+    List(device::List),
+    /// Print the oldest lsid.
+    GetOldestLsid(device::Wdev),
+    /// Release logs before LSID (at most prev_written).
+    SetOldestLsid(device::SetOldestLsid),
+    /// Print the written lsid.
+    GetWrittenLsid(device::Wdev),
+    /// Print the permanent lsid.
+    GetPermanentLsid(device::Wdev),
+    /// Print the completed lsid.
+    GetCompletedLsid(device::Wdev),
+    /// Print all seven lsids (the sysfs lsids text).
+    GetLsids(device::Wdev),
+    /// Take a checkpoint now.
+    ForceCheckpoint(device::Wdev),
+    /// Print the checkpoint interval (ms).
+    GetCheckpointInterval(device::Wdev),
+    /// Set the checkpoint interval (ms).
+    SetCheckpointInterval(device::SetCheckpointInterval),
+    /// Print the log usage (physical blocks).
+    GetLogUsage(device::Wdev),
+    /// Print the log capacity (physical blocks).
+    GetLogCapacity(device::Wdev),
+    /// Print 1 when the log has overflowed.
+    IsLogOverflow(device::Wdev),
+    /// Clear the log: lsids to 0, new uuid and salt, overflow cleared.
+    ResetWal(device::Wdev),
+    /// Freeze writes (optionally melting after TIMEOUT seconds).
+    Freeze(device::Freeze),
+    /// Melt a frozen device.
+    Melt(device::Wdev),
+    /// Print 1 when frozen.
+    IsFrozen(device::Wdev),
+    /// Grow the device (to the data device size by default).
+    Resize(device::Resize),
+    /// Print 1 when the log device supports flush.
+    IsFlushCapable(device::Wdev),
+    /// Print the WalB driver version.
+    GetVersion(device::GetVersion),
+    /// Write a synthetic workload through a device.
+    Workload(device::Workload),
 }
 
 fn main() -> ExitCode {
@@ -58,7 +106,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("WALB_LOG")
-                .unwrap_or_else(|_| "warn".into()),
+                .unwrap_or_else(|_| "warn,fuser=error".into()),
         )
         .init();
     let r = match cli.cmd {
@@ -73,6 +121,29 @@ fn main() -> ExitCode {
         Cmd::WlogRedo(a) => a.run(),
         Cmd::WdiffRedo(a) => a.run(),
         Cmd::VirtFullCat(a) => a.run(),
+        Cmd::CreateWdev(a) => a.run(),
+        Cmd::DeleteWdev(a) => a.run(),
+        Cmd::List(a) => a.run(),
+        Cmd::GetOldestLsid(a) => a.run(device::Query::Oldest),
+        Cmd::SetOldestLsid(a) => a.run(),
+        Cmd::GetWrittenLsid(a) => a.run(device::Query::Written),
+        Cmd::GetPermanentLsid(a) => a.run(device::Query::Permanent),
+        Cmd::GetCompletedLsid(a) => a.run(device::Query::Completed),
+        Cmd::GetLsids(a) => a.run(device::Query::Lsids),
+        Cmd::ForceCheckpoint(a) => a.run(device::Query::ForceCheckpoint),
+        Cmd::GetCheckpointInterval(a) => a.run(device::Query::CheckpointInterval),
+        Cmd::SetCheckpointInterval(a) => a.run(),
+        Cmd::GetLogUsage(a) => a.run(device::Query::Usage),
+        Cmd::GetLogCapacity(a) => a.run(device::Query::Capacity),
+        Cmd::IsLogOverflow(a) => a.run(device::Query::Overflow),
+        Cmd::ResetWal(a) => a.run(device::Query::ResetWal),
+        Cmd::Freeze(a) => a.run(),
+        Cmd::Melt(a) => a.run(device::Query::Melt),
+        Cmd::IsFrozen(a) => a.run(device::Query::Frozen),
+        Cmd::Resize(a) => a.run(),
+        Cmd::IsFlushCapable(a) => a.run(device::Query::FlushCapable),
+        Cmd::GetVersion(a) => a.run(),
+        Cmd::Workload(a) => a.run(),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -106,7 +177,9 @@ fn exit_code(e: &anyhow::Error) -> u8 {
                 walb_kernel::Error::Io { .. } | walb_kernel::Error::Unsupported(_) => 1,
             };
         }
-        if c.downcast_ref::<files::UsageError>().is_some() {
+        if c.downcast_ref::<files::UsageError>().is_some()
+            || c.downcast_ref::<device::DeviceUsageError>().is_some()
+        {
             return 2;
         }
     }

@@ -62,6 +62,8 @@ pub struct EmuConfig {
     pub log_flush_interval_mb: u32,
     /// Run the timers in a background thread.
     pub background: bool,
+    /// Device name (default: the name in the superblock).
+    pub name: Option<String>,
 }
 
 impl Default for EmuConfig {
@@ -72,6 +74,7 @@ impl Default for EmuConfig {
             log_flush_interval_ms: 100,
             log_flush_interval_mb: 16,
             background: true,
+            name: None,
         }
     }
 }
@@ -188,7 +191,7 @@ impl Emulator {
             }
         );
         let shared = Arc::new(Shared {
-            name: sb.name.clone(),
+            name: cfg.name.clone().unwrap_or_else(|| sb.name.clone()),
             ldev,
             ddev,
             ldev_path,
@@ -421,10 +424,17 @@ impl Emulator {
     /// Flushes, applies and checkpoints (so that `written == latest` on disk), and stops
     /// the ticker. Later calls fail; dropping the emulator calls it.
     pub fn close(&mut self) -> Result<()> {
-        self.shared.stop.store(true, Ordering::SeqCst);
+        let r = self.shutdown();
         if let Some(t) = self.ticker.take() {
             let _ = t.join();
         }
+        r
+    }
+
+    /// [`Emulator::close`] through a shared reference (the ticker thread exits by itself):
+    /// for a device shared with server threads.
+    pub fn shutdown(&self) -> Result<()> {
+        self.shared.stop.store(true, Ordering::SeqCst);
         let mut g = self.lock();
         if g.closed {
             return Ok(());
