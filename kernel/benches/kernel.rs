@@ -13,7 +13,7 @@
 //!   one thread in-process, both writing their output next to ours;
 //! - a sequential copy of the wlog (write bandwidth of the same directory);
 //! - wlog parse + every checksum verified;
-//! - wlog → sorted wdiff (zstd:1);
+//! - wlog → sorted wdiff and wlog → indexed wdiff (zstd:1; proxies write indexed ones);
 //! - a 10-way merge of ten wdiffs converted from ten wlogs of a tenth of the size each;
 //! - redo of the wlog and of the wdiff onto an image file.
 //!
@@ -30,7 +30,7 @@ use walb_kernel::diff::apply::{DiscardPolicy, FileTarget, Redo};
 use walb_kernel::diff::convert::{convert_wlog, merge_to_sorted, ConvertOpt};
 use walb_kernel::diff::merge::DiffStream;
 use walb_kernel::gen::{DataKind, WlogGen};
-use walb_kernel::wdiff::WdiffReader;
+use walb_kernel::wdiff::{WdiffKind, WdiffReader};
 use walb_kernel::wlog::WlogReader;
 
 const DEVICE_BYTES: u64 = 4 << 30;
@@ -160,14 +160,17 @@ fn parse(path: &Path) -> u64 {
 }
 
 fn convert(wlog: &Path, out: &Path) -> u64 {
+    convert_to(wlog, out, WdiffKind::Sorted)
+}
+
+fn convert_to(wlog: &Path, out: &Path, kind: WdiffKind) -> u64 {
     let f = File::open(wlog).expect("open");
     let o = BufWriter::with_capacity(4 << 20, File::create(out).expect("create"));
-    let (mut w, _) = convert_wlog(
-        BufReader::with_capacity(4 << 20, f),
-        o,
-        &ConvertOpt::default(),
-    )
-    .expect("convert");
+    let opt = ConvertOpt {
+        kind,
+        ..ConvertOpt::default()
+    };
+    let (mut w, _) = convert_wlog(BufReader::with_capacity(4 << 20, f), o, &opt).expect("convert");
     w.flush().expect("flush");
     std::fs::metadata(out).expect("stat").len()
 }
@@ -266,6 +269,15 @@ fn main() {
             s,
             Some(zrate),
         );
+        let indexed = dir.join(format!("{tag}.indexed.wdiff"));
+        let (out, s) = time(|| convert_to(&wlog, &indexed, WdiffKind::Indexed));
+        line(
+            &format!("wlog -> indexed wdiff zstd:1 ({:.0} MB)", out as f64 / 1e6),
+            bytes,
+            s,
+            Some(zrate),
+        );
+        std::fs::remove_file(&indexed).ok();
         let img = dir.join(format!("{tag}.img"));
         let (_, s) = time(|| redo_wlog(&wlog, &img));
         line(
