@@ -290,6 +290,10 @@ fn ext4_on_the_emulated_wdev_is_reproduced_by_its_log() {
         eprintln!("SKIPPED: ext4_on_the_emulated_wdev_is_reproduced_by_its_log needs root (FUSE, loop, mount)");
         return;
     }
+    if !Path::new("/dev/fuse").exists() || !Path::new("/dev/loop-control").exists() {
+        eprintln!("SKIPPED: ext4_on_the_emulated_wdev_is_reproduced_by_its_log needs /dev/fuse and loop devices");
+        return;
+    }
     let env = Env::new("e");
     let (l, d) = env.format(64, 64, 512);
     let init = env.path("ddev.init");

@@ -163,6 +163,8 @@ fn handle_conn(
         let mut words = line.split_whitespace();
         let cmd = words.next().unwrap_or("");
         let mut payload: Option<Vec<u8>> = None;
+        // A write whose payload was not consumed leaves the stream out of step: close it.
+        let mut desync = cmd == "write";
         let res: Result<String> = (|| {
             Ok(match cmd {
                 "info" => {
@@ -245,6 +247,7 @@ fn handle_conn(
                     let mut data = vec![0u8; len as usize];
                     r.read_exact(&mut data)
                         .ctx(|| "reading the write payload".into())?;
+                    desync = false;
                     if fua {
                         emu.write_fua(off, &data)?;
                     } else {
@@ -295,7 +298,7 @@ fn handle_conn(
                 }
                 .replace('\n', " ");
                 w.write_all(format!("err {} {msg}\n", kind_of(&e)).as_bytes())?;
-                if cmd == "write" && msg.contains("above") {
+                if desync {
                     return Ok(());
                 }
             }

@@ -311,8 +311,12 @@ impl Emulator {
         for (i, chunk) in data.chunks(MAX_CHUNK_LB as usize * LBS_USIZE).enumerate() {
             let o = off / u64::from(LBS) + i as u64 * u64::from(MAX_CHUNK_LB);
             g = self.log_io(g, |b| b.add_write(o, chunk))?;
+            // Bound the unflushed log per chunk (redo's stale-pack window relies on it).
+            if g.st.poll_flush(Instant::now()) {
+                self.shared.flush_and_apply(&mut g)?;
+            }
         }
-        if fua || g.st.poll_flush(Instant::now()) {
+        if fua {
             self.shared.flush_and_apply(&mut g)?;
         }
         Ok(())
@@ -328,9 +332,9 @@ impl Emulator {
             let n = (end - lb).min(MAX_DISCARD_LB);
             g = self.log_io(g, |b| b.add_discard(lb, n as u32))?;
             lb += n;
-        }
-        if g.st.poll_flush(Instant::now()) {
-            self.shared.flush_and_apply(&mut g)?;
+            if g.st.poll_flush(Instant::now()) {
+                self.shared.flush_and_apply(&mut g)?;
+            }
         }
         Ok(())
     }

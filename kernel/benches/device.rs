@@ -1,0 +1,379 @@
+//! Benchmark of the emulated WalB device (prints numbers; `harness = false`).
+//!
+//! Random writes of 4 KiB and 64 KiB at queue depth 1 and 16 (16 threads), each case
+//! ending with a flush that makes every write durable, on:
+//! - `plain file`: `pwrite` to a file on the same disk, then `fdatasync` (the reference);
+//! - `emu library`: [`Emulator::write`] (log pack to the ldev file, data to the ddev file),
+//!   then [`Emulator::flush`];
+//! - as root, `O_DIRECT` writes to a loop device on a FUSE file, then `fsync`:
+//!   `bare fuse+loop` passes the writes to a plain file (no logging: the ceiling of the
+//!   FUSE path), `emu fuse+loop` is the emulated device as `create-wdev --emulate` serves it.
+//!
+//! `WALB_BENCH_MB` sets the data written per case (default 64); `WALB_BENCH_DIR` the
+//! directory (default: a temporary directory under the target directory).
+
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use fuser::{
+    Config, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, LockOwner,
+    OpenFlags, ReplyAttr, ReplyData, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request,
+    SessionACL, WriteFlags,
+};
+use walb_kernel::block::Pbs;
+use walb_kernel::device::emu::{EmuConfig, Emulator};
+use walb_kernel::ldev::{SuperBlock, SUPER_OFFSET};
+
+const DEV_BYTES: u64 = 256 << 20;
+
+trait Target: Send + Sync {
+    fn write(&self, off: u64, data: &[u8]);
+    fn flush(&self);
+}
+
+struct PlainFile(File);
+impl Target for PlainFile {
+    fn write(&self, off: u64, data: &[u8]) {
+        self.0.write_all_at(data, off).expect("write");
+    }
+    fn flush(&self) {
+        self.0.sync_data().expect("fdatasync");
+    }
+}
+
+struct Lib(Arc<Emulator>);
+impl Target for Lib {
+    fn write(&self, off: u64, data: &[u8]) {
+        self.0.write(off, data).expect("emu write");
+    }
+    fn flush(&self) {
+        self.0.flush().expect("emu flush");
+    }
+}
+
+struct Result {
+    mbps: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+/// An aligned buffer for O_DIRECT.
+fn aligned(len: usize) -> (Vec<u8>, usize) {
+    let v = vec![0x5au8; len + 4096];
+    let off = v.as_ptr().align_offset(4096);
+    (v, off)
+}
+
+fn run(t: &dyn Target, io: usize, qd: usize, total: u64) -> Result {
+    let ops = (total / io as u64).max(qd as u64);
+    let next = AtomicU64::new(0);
+    let slots = DEV_BYTES / io as u64;
+    let t0 = Instant::now();
+    let lats: Vec<Vec<Duration>> = std::thread::scope(|s| {
+        let hs: Vec<_> = (0..qd)
+            .map(|_| {
+                s.spawn(|| {
+                    let (buf, a) = aligned(io);
+                    let data = &buf[a..a + io];
+                    let mut lat = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        if i >= ops {
+                            return lat;
+                        }
+                        // A fixed pseudo-random permutation-ish address sequence.
+                        let slot = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % slots;
+                        let st = Instant::now();
+                        t.write(slot * io as u64, data);
+                        lat.push(st.elapsed());
+                    }
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    t.flush();
+    let secs = t0.elapsed().as_secs_f64();
+    let mut all: Vec<Duration> = lats.into_iter().flatten().collect();
+    all.sort();
+    let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
+    Result {
+        mbps: ops as f64 * io as f64 / secs / 1e6,
+        p50: pct(0.50),
+        p99: pct(0.99),
+    }
+}
+
+fn make_emu(dir: &Path, tag: &str) -> Arc<Emulator> {
+    let (l, d) = (
+        dir.join(format!("{tag}.ldev")),
+        dir.join(format!("{tag}.ddev")),
+    );
+    let lbytes = 1u64 << 30;
+    let f = File::create(&l).expect("ldev");
+    f.set_len(lbytes).expect("ldev size");
+    let mut sb = SuperBlock::format(Pbs::B4096, lbytes, DEV_BYTES / 512, tag).expect("format");
+    f.write_all_at(&sb.to_block(), SUPER_OFFSET)
+        .expect("superblock");
+    File::create(&d)
+        .expect("ddev")
+        .set_len(DEV_BYTES)
+        .expect("ddev size");
+    Arc::new(Emulator::open(&l, &d, EmuConfig::default()).expect("open emulator"))
+}
+
+// ---- a bare passthrough FUSE file (no logging) ----
+
+struct PassFs {
+    file: File,
+}
+
+fn attr(ino: u64) -> FileAttr {
+    FileAttr {
+        ino: INodeNo(ino),
+        size: if ino == 2 { DEV_BYTES } else { 0 },
+        blocks: 0,
+        atime: SystemTime::UNIX_EPOCH,
+        mtime: SystemTime::UNIX_EPOCH,
+        ctime: SystemTime::UNIX_EPOCH,
+        crtime: SystemTime::UNIX_EPOCH,
+        kind: if ino == 2 {
+            FileType::RegularFile
+        } else {
+            FileType::Directory
+        },
+        perm: 0o600,
+        nlink: 1,
+        uid: 0,
+        gid: 0,
+        rdev: 0,
+        flags: 0,
+        blksize: 4096,
+    }
+}
+
+impl Filesystem for PassFs {
+    fn init(&mut self, _r: &Request, c: &mut fuser::KernelConfig) -> std::io::Result<()> {
+        let _ = c.set_max_write(1 << 20);
+        Ok(())
+    }
+    fn lookup(&self, _r: &Request, _p: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if name == "wdev" {
+            reply.entry(&Duration::ZERO, &attr(2), fuser::Generation(0));
+        } else {
+            reply.error(Errno::ENOENT);
+        }
+    }
+    fn getattr(&self, _r: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        reply.attr(&Duration::ZERO, &attr(ino.into()));
+    }
+    fn open(&self, _r: &Request, _i: INodeNo, _f: OpenFlags, reply: ReplyOpen) {
+        reply.opened(
+            FileHandle(0),
+            FopenFlags::FOPEN_DIRECT_IO | FopenFlags::FOPEN_PARALLEL_DIRECT_WRITES,
+        );
+    }
+    fn read(
+        &self,
+        _r: &Request,
+        _i: INodeNo,
+        _fh: FileHandle,
+        off: u64,
+        size: u32,
+        _f: OpenFlags,
+        _l: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        let n = (DEV_BYTES.saturating_sub(off)).min(size.into()) as usize;
+        let mut b = vec![0u8; n];
+        match self.file.read_exact_at(&mut b, off) {
+            Ok(()) => reply.data(&b),
+            Err(_) => reply.error(Errno::EIO),
+        }
+    }
+    fn write(
+        &self,
+        _r: &Request,
+        _i: INodeNo,
+        _fh: FileHandle,
+        off: u64,
+        data: &[u8],
+        _wf: WriteFlags,
+        _f: OpenFlags,
+        _l: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.file.write_all_at(data, off) {
+            Ok(()) => reply.written(data.len() as u32),
+            Err(_) => reply.error(Errno::EIO),
+        }
+    }
+    fn flush(&self, _r: &Request, _i: INodeNo, _fh: FileHandle, _l: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+    fn fsync(&self, _r: &Request, _i: INodeNo, _fh: FileHandle, _d: bool, reply: ReplyEmpty) {
+        match self.file.sync_data() {
+            Ok(()) => reply.ok(),
+            Err(_) => reply.error(Errno::EIO),
+        }
+    }
+}
+
+/// A loop device on `file`, opened O_DIRECT; detached and unmounted on drop.
+struct LoopTarget {
+    dev: File,
+    lo: String,
+    _session: Option<fuser::BackgroundSession>,
+}
+
+impl LoopTarget {
+    fn new(file: &Path, session: fuser::BackgroundSession) -> LoopTarget {
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(file)
+            .output()
+            .expect("losetup");
+        assert!(
+            out.status.success(),
+            "losetup: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let lo = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let dev = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(nix::libc::O_DIRECT)
+            .open(&lo)
+            .expect("open loop device");
+        LoopTarget {
+            dev,
+            lo,
+            _session: Some(session),
+        }
+    }
+}
+
+impl Target for LoopTarget {
+    fn write(&self, off: u64, data: &[u8]) {
+        self.dev.write_all_at(data, off).expect("loop write");
+    }
+    fn flush(&self) {
+        self.dev.sync_all().expect("loop fsync");
+    }
+}
+
+impl Drop for LoopTarget {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.lo]).status();
+        if let Some(s) = self._session.take() {
+            let _ = s.umount_and_join();
+        }
+    }
+}
+
+fn fuse_cfg() -> Config {
+    let mut c = Config::default();
+    c.acl = SessionACL::RootAndOwner;
+    c.n_threads = Some(4);
+    c
+}
+
+fn main() {
+    let mb: u64 = std::env::var("WALB_BENCH_MB")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(64);
+    let base = std::env::var_os("WALB_BENCH_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    std::fs::create_dir_all(&base).expect("bench dir");
+    let tmp = tempfile::tempdir_in(&base).expect("temp dir");
+    let dir = tmp.path();
+    let root = nix::unistd::getuid().is_root();
+    let total = mb << 20;
+    println!(
+        "walb device benchmark: {mb} MiB of random writes per case, device {} MiB, dir {}",
+        DEV_BYTES >> 20,
+        dir.display()
+    );
+    println!(
+        "{:<16} {:>6} {:>3} {:>10} {:>10} {:>10} {:>8}",
+        "path", "io", "qd", "MB/s", "p50 us", "p99 us", "ratio"
+    );
+    let show = |path: &str, io: usize, qd: usize, r: &Result, refmb: Option<f64>| {
+        println!(
+            "{:<16} {:>5}k {:>3} {:>10.1} {:>10.1} {:>10.1} {:>8}",
+            path,
+            io / 1024,
+            qd,
+            r.mbps,
+            r.p50.as_secs_f64() * 1e6,
+            r.p99.as_secs_f64() * 1e6,
+            refmb.map_or(String::new(), |m| format!("{:.2}", r.mbps / m))
+        );
+    };
+    for io in [4096usize, 65536] {
+        for qd in [1usize, 16] {
+            let plain_path = dir.join("plain");
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&plain_path)
+                .expect("plain");
+            f.set_len(DEV_BYTES).expect("size");
+            let plain = run(&PlainFile(f), io, qd, total);
+            show("plain file", io, qd, &plain, None);
+            let emu = make_emu(dir, "lib");
+            let lib = run(&Lib(emu.clone()), io, qd, total);
+            drop(emu);
+            show("emu library", io, qd, &lib, Some(plain.mbps));
+            if root {
+                let mnt = dir.join("mnt");
+                std::fs::create_dir_all(&mnt).expect("mnt");
+                let back = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(dir.join("pass"))
+                    .expect("pass");
+                back.set_len(DEV_BYTES).expect("size");
+                let s = fuser::spawn_mount(PassFs { file: back }, &mnt, &fuse_cfg())
+                    .expect("mount passthrough");
+                let t = LoopTarget::new(&mnt.join("wdev"), s);
+                let bare = run(&t, io, qd, total);
+                drop(t);
+                show("bare fuse+loop", io, qd, &bare, None);
+                let emu = make_emu(dir, "fuse");
+                let s = walb_kernel::device::fuse::mount(emu.clone(), &mnt, 4).expect("mount emu");
+                let t = LoopTarget::new(&mnt.join("wdev"), s);
+                let ef = run(&t, io, qd, total);
+                drop(t);
+                drop(emu);
+                show("emu fuse+loop", io, qd, &ef, Some(bare.mbps));
+            }
+            for f in [
+                "lib.ldev",
+                "lib.ddev",
+                "fuse.ldev",
+                "fuse.ddev",
+                "plain",
+                "pass",
+            ] {
+                let _ = std::fs::remove_file(dir.join(f));
+            }
+        }
+    }
+    if !root {
+        println!("(FUSE + loop cases skipped: not root)");
+    }
+    println!("ratio: emu library / plain file; emu fuse+loop / bare fuse+loop");
+}
