@@ -186,16 +186,30 @@ fn merge(inputs: &[PathBuf], out: &Path) -> u64 {
     std::fs::metadata(out).expect("stat").len()
 }
 
+/// A fresh sparse image under a new name: truncating or unlinking a large written file
+/// costs the file system time that would otherwise be billed to the run.
 fn image(path: &Path) -> FileTarget {
+    static RUN: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = RUN.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let f = OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
+        .create_new(true)
+        .open(path.with_extension(format!("img{n}")))
         .expect("image");
     f.set_len(DEVICE_BYTES).expect("size image");
     FileTarget::new(f).expect("target")
+}
+
+fn remove_images(dir: &Path) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if e.path()
+            .extension()
+            .is_some_and(|x| x.to_string_lossy().starts_with("img"))
+        {
+            std::fs::remove_file(e.path()).ok();
+        }
+    }
 }
 
 fn redo_wlog(wlog: &Path, img: &Path) {
@@ -225,6 +239,7 @@ fn main() {
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/walb-bench"),
     };
     std::fs::create_dir_all(&dir).expect("bench dir");
+    remove_images(&dir);
     let data = mb << 20;
     println!(
         "walb-kernel benchmark: {mb} MiB of write data per kind, files in {}",
@@ -293,7 +308,7 @@ fn main() {
             s,
             Some(zrate),
         );
-        std::fs::remove_file(&img).ok();
+        remove_images(&dir);
         // Ten smaller wdiffs for the merge.
         let mut parts = Vec::new();
         let mut part_bytes = 0;
@@ -321,7 +336,7 @@ fn main() {
             s,
             Some(zrate),
         );
-        for p in parts.iter().chain([&merged, &wdiff, &wlog]) {
+        for p in parts.iter().chain([&merged, &wdiff, &wlog, &scratch]) {
             std::fs::remove_file(p).ok();
         }
     }
