@@ -20,7 +20,8 @@
 //!    flushed before the crash may survive, are zeroed so that a later log cannot run into
 //!    them.
 //!
-//! One mutex serialises the pipeline (arrival order is lsid order, as in the driver). A
+//! One mutex serialises the pipeline (arrival order is lsid order, as in the driver); the
+//! frequent log flushes sync the ldev outside it, so writes go on during an fsync. A
 //! background ticker (optional) runs the flush and checkpoint timers and auto-melt; tests
 //! can instead call [`Emulator::poll`] with a chosen time.
 
@@ -80,9 +81,16 @@ impl Default for EmuConfig {
 }
 
 #[derive(Debug)]
-enum Pending {
+enum PendingIo {
     Write { off: u64, data: Bytes },
     Discard { off: u64, len: u64 },
+}
+
+/// A logged IO whose data is not yet on the ddev; `end` is the end lsid of its pack.
+#[derive(Debug)]
+struct Pending {
+    end: u64,
+    io: PendingIo,
 }
 
 struct Inner {
@@ -101,6 +109,8 @@ struct Shared {
     inner: Mutex<Inner>,
     cond: Condvar,
     stop: AtomicBool,
+    /// Serialises the flushes that sync the ldev outside `inner`'s lock.
+    flush_lock: Mutex<()>,
 }
 
 /// An emulated WalB device. Dropping it closes it cleanly (see [`Emulator::close`]).
@@ -204,6 +214,7 @@ impl Emulator {
             }),
             cond: Condvar::new(),
             stop: AtomicBool::new(false),
+            flush_lock: Mutex::new(()),
         });
         let ticker = if cfg.background {
             let weak = Arc::downgrade(&shared);
@@ -259,8 +270,8 @@ impl Emulator {
             .ctx(|| format!("reading the data device at {off}"))?;
         let end = off + buf.len() as u64;
         for p in &g.pending {
-            match p {
-                Pending::Write { off: po, data } => {
+            match &p.io {
+                PendingIo::Write { off: po, data } => {
                     let pe = po + data.len() as u64;
                     let (s, e) = ((*po).max(off), pe.min(end));
                     if s < e {
@@ -268,7 +279,7 @@ impl Emulator {
                             .copy_from_slice(&data[(s - po) as usize..(e - po) as usize]);
                     }
                 }
-                Pending::Discard { off: po, len } => {
+                PendingIo::Discard { off: po, len } => {
                     let (s, e) = ((*po).max(off), (po + len).min(end));
                     if s < e {
                         buf[(s - off) as usize..(e - off) as usize].fill(0);
@@ -313,11 +324,14 @@ impl Emulator {
             g = self.log_io(g, |b| b.add_write(o, chunk))?;
             // Bound the unflushed log per chunk (redo's stale-pack window relies on it).
             if g.st.poll_flush(Instant::now()) {
-                self.shared.flush_and_apply(&mut g)?;
+                drop(g);
+                self.shared.flush_unlocked()?;
+                g = self.lock();
             }
         }
         if fua {
-            self.shared.flush_and_apply(&mut g)?;
+            drop(g);
+            self.shared.flush_unlocked()?;
         }
         Ok(())
     }
@@ -333,7 +347,9 @@ impl Emulator {
             g = self.log_io(g, |b| b.add_discard(lb, n as u32))?;
             lb += n;
             if g.st.poll_flush(Instant::now()) {
-                self.shared.flush_and_apply(&mut g)?;
+                drop(g);
+                self.shared.flush_unlocked()?;
+                g = self.lock();
             }
         }
         Ok(())
@@ -341,8 +357,7 @@ impl Emulator {
 
     /// Flush: every acknowledged write is durable when it returns.
     pub fn flush(&self) -> Result<()> {
-        let mut g = self.lock();
-        self.shared.flush_and_apply(&mut g)
+        self.shared.flush_unlocked()
     }
 
     /// Logs one IO (one chunk): builds its packs, admits them, writes them to the ring.
@@ -397,21 +412,22 @@ impl Emulator {
                             g.st.handle_io_error();
                             return Err(e);
                         }
-                        g.st.handle_log_completed(p.header.next_lsid());
+                        let end = p.header.next_lsid();
+                        g.st.handle_log_completed(end);
                         for (i, rec) in p.header.records.iter().enumerate() {
                             let off = rec.offset * u64::from(LBS);
-                            match rec.kind() {
-                                RecordKind::Normal => {
-                                    if let Some(data) = p.record_data(i) {
-                                        g.pending.push(Pending::Write { off, data });
-                                    }
-                                }
-                                RecordKind::Discard => g.pending.push(Pending::Discard {
+                            let io = match rec.kind() {
+                                RecordKind::Normal => match p.record_data(i) {
+                                    Some(data) => PendingIo::Write { off, data },
+                                    None => continue,
+                                },
+                                RecordKind::Discard => PendingIo::Discard {
                                     off,
                                     len: u64::from(rec.io_size) * u64::from(LBS),
-                                }),
-                                RecordKind::Padding => {}
-                            }
+                                },
+                                RecordKind::Padding => continue,
+                            };
+                            g.pending.push(Pending { end, io });
                         }
                     }
                     return Ok(g);
@@ -637,7 +653,12 @@ impl Shared {
             self.cond.notify_all();
         }
         if g.st.poll_flush(now) {
-            self.flush_and_apply(&mut g)?;
+            drop(g);
+            self.flush_unlocked()?;
+            g = self.lock();
+            if g.closed {
+                return Ok(());
+            }
         }
         if g.st.poll_checkpoint(now) {
             self.checkpoint(&mut g, false)?;
@@ -676,11 +697,50 @@ impl Shared {
             }
             self.cond.notify_all();
         }
+        self.apply_durable(g)
+    }
+
+    /// Like [`Shared::flush_and_apply`], but syncs the ldev without holding `inner`'s
+    /// lock, so that writers and readers go on meanwhile.
+    fn flush_unlocked(&self) -> Result<()> {
+        let _serial = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.lock();
+        if g.closed {
+            return Err(Error::Invalid("the device is closed".into()));
+        }
+        let l = g.st.lsids();
+        if l.completed > l.permanent {
+            let up = g.st.handle_flush_issued(Instant::now());
+            drop(g);
+            let r = self.ldev.sync();
+            g = self.lock();
+            if let Err(e) = r {
+                g.st.handle_io_error();
+                return Err(Error::io("flushing the log device", e));
+            }
+            if g.closed {
+                return Ok(());
+            }
+            if g.st.handle_flush_done(up) {
+                debug!("{}: new permanent logs after an empty log", self.name);
+            }
+            self.cond.notify_all();
+        }
+        self.apply_durable(&mut g)
+    }
+
+    /// Writes the pending data of permanent logs to the ddev, in lsid order.
+    fn apply_durable(&self, g: &mut Inner) -> Result<()> {
         let permanent = g.st.lsids().permanent;
-        for p in std::mem::take(&mut g.pending) {
-            let r = match &p {
-                Pending::Write { off, data } => self.ddev.write_at(data, *off),
-                Pending::Discard { off, len } => self.ddev.discard(*off, *len),
+        let n = g
+            .pending
+            .iter()
+            .position(|p| p.end > permanent)
+            .unwrap_or(g.pending.len());
+        for p in g.pending.drain(..n).collect::<Vec<_>>() {
+            let r = match &p.io {
+                PendingIo::Write { off, data } => self.ddev.write_at(data, *off),
+                PendingIo::Discard { off, len } => self.ddev.discard(*off, *len),
             };
             if let Err(e) = r {
                 g.st.handle_io_error();
