@@ -5,6 +5,19 @@
 //!
 //! `cargo bench -p walb-wire --bench throughput`; `WALB_BENCH_MB` sets the bytes per run
 //! (default 1024), `WALB_BENCH_CHUNK_KB` the chunk size (default 1024).
+//!
+//! Fairness: the bare quinn transfers (one and four streams) use the same endpoint set-up
+//! as [`Node`] (same socket buffers, endpoint and transport configuration, mutual TLS),
+//! the same runtime and the same chunks; each walb line is compared with the bare figure
+//! of the same number of streams. The bare sender writes the same `&[u8]` chunks walb's
+//! `CallSender::chunk` takes (`write_all`); the bare receiver takes quinn's pieces in
+//! batches without copying them (`read_chunks`), the best a bare application can do.
+//!
+//! Knobs for tuning (applied to walb and bare quinn alike): `WALB_BENCH_STREAM_WINDOW_KB`,
+//! `WALB_BENCH_CONN_WINDOW_KB`, `WALB_BENCH_SEND_WINDOW_KB`, `WALB_BENCH_SOCKET_BUFFER_KB`,
+//! `WALB_BENCH_GSO` (0 or 1). `WALB_BENCH_ONLY` picks cases by name, comma-separated:
+//! `tcp`, `bare1`, `bare4`, `walb1`, `walb4`, `walb1z`, `walb4z`. `UDP drops` counts the
+//! kernel's UDP receive-buffer errors during the run (Linux).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -39,11 +52,58 @@ fn cpu_seconds() -> f64 {
     }
 }
 
+/// The kernel's UDP receive-buffer error count (Linux), or 0 when unknown.
+fn udp_rcvbuf_errors() -> u64 {
+    let Ok(snmp) = std::fs::read_to_string("/proc/net/snmp") else {
+        return 0;
+    };
+    let mut lines = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The transport settings of every QUIC run, from the defaults and the tuning knobs.
+fn wire_config() -> walb_wire::WireConfig {
+    let mut w = walb_wire::WireConfig::default();
+    let kb = |name: &str| std::env::var(name).ok().and_then(|v| v.parse::<u64>().ok());
+    if let Some(k) = kb("WALB_BENCH_STREAM_WINDOW_KB") {
+        w.stream_receive_window = (k << 10) as u32;
+    }
+    if let Some(k) = kb("WALB_BENCH_CONN_WINDOW_KB") {
+        w.receive_window = (k << 10) as u32;
+    }
+    if let Some(k) = kb("WALB_BENCH_SEND_WINDOW_KB") {
+        w.send_window = k << 10;
+    }
+    if let Some(k) = kb("WALB_BENCH_SOCKET_BUFFER_KB") {
+        w.socket_buffer = (k << 10) as usize;
+    }
+    if let Some(g) = kb("WALB_BENCH_GSO") {
+        w.gso = g != 0;
+    }
+    w
+}
+
+fn wanted(case: &str) -> bool {
+    match std::env::var("WALB_BENCH_ONLY") {
+        Ok(only) => only.split(',').any(|c| c.trim() == case),
+        Err(_) => true,
+    }
+}
+
 struct Measure {
     name: String,
     bytes: u64,
     wall: Duration,
     cpu: f64,
+    drops: u64,
 }
 
 impl Measure {
@@ -56,10 +116,11 @@ impl Measure {
             .map(|r| format!("{:>6.2}x bare quinn", self.mbps() / r))
             .unwrap_or_default();
         println!(
-            "{:<44} {:>9.1} MB/s {:>7.2} CPU s/GB  {}",
+            "{:<44} {:>9.1} MB/s {:>7.2} CPU s/GB {:>7} UDP drops {}",
             self.name,
             self.mbps(),
             self.cpu / (self.bytes as f64 / 1e9),
+            self.drops,
             ratio
         );
     }
@@ -70,6 +131,7 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<()>>,
 {
+    let drops0 = udp_rcvbuf_errors();
     let cpu0 = cpu_seconds();
     let t0 = Instant::now();
     tokio::time::timeout(Duration::from_secs(300), f())
@@ -80,6 +142,7 @@ where
         bytes,
         wall: t0.elapsed(),
         cpu: cpu_seconds() - cpu0,
+        drops: udp_rcvbuf_errors().saturating_sub(drops0),
     })
 }
 
@@ -147,6 +210,7 @@ async fn ours(
 ) -> Result<Measure> {
     let loopback: SocketAddr = "127.0.0.1:0".parse()?;
     let mut cfg = NodeConfig::new(loopback, true);
+    cfg.wire = wire_config();
     cfg.wire.zstd_level = zstd;
     let archive = Node::with_tls(cfg.clone(), setup.tls(Role::Archive, "a0")?)?;
     let addr = archive.local_addr()?;
@@ -203,43 +267,87 @@ async fn ours(
     Ok(m)
 }
 
-async fn bare_quinn(setup: &Setup, total: usize, chunk: &[u8]) -> Result<Measure> {
-    let wire = walb_wire::WireConfig::default();
+/// A quinn endpoint set up like [`Node::with_tls`] does it.
+fn bare_endpoint(
+    wire: &walb_wire::WireConfig,
+    server: Option<quinn::ServerConfig>,
+) -> Result<quinn::Endpoint> {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let sock = socket2::SockRef::from(&socket);
+    let _ = sock.set_recv_buffer_size(wire.socket_buffer);
+    let _ = sock.set_send_buffer_size(wire.socket_buffer);
+    let runtime = quinn::default_runtime().context("no runtime")?;
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        server,
+        socket,
+        runtime,
+    )?)
+}
+
+async fn bare_quinn(setup: &Setup, total: usize, chunk: &[u8], streams: usize) -> Result<Measure> {
+    let wire = wire_config();
     let transport = wire.quinn_transport()?;
     let server_tls = setup.tls(Role::Archive, "a0")?;
     let client_tls = setup.tls(Role::Proxy, "p0")?;
     let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(server_tls.server_config()?)?;
     let mut sc = quinn::ServerConfig::with_crypto(Arc::new(crypto));
     sc.transport_config(transport.clone());
-    let server = quinn::Endpoint::server(sc, "127.0.0.1:0".parse()?)?;
+    let server = bare_endpoint(&wire, Some(sc))?;
     let addr = server.local_addr()?;
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(client_tls.client_config()?)?;
     let mut cc = quinn::ClientConfig::new(Arc::new(crypto));
     cc.transport_config(transport);
-    let client = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    let client = bare_endpoint(&wire, None)?;
     let srv = server.clone();
     let receiver = tokio::spawn(async move {
         let conn = srv.accept().await.context("no connection")?.await?;
-        let (mut send, mut recv) = conn.accept_bi().await?;
-        let mut n = 0u64;
-        while let Some(c) = recv.read_chunk(usize::MAX, true).await? {
-            n += c.bytes.len() as u64;
+        let mut tasks = Vec::new();
+        for _ in 0..streams {
+            let (mut send, mut recv) = conn.accept_bi().await?;
+            tasks.push(tokio::spawn(async move {
+                let mut n = 0u64;
+                let mut bufs = vec![bytes::Bytes::new(); 64];
+                while let Some(k) = recv.read_chunks(&mut bufs).await? {
+                    n += bufs[..k].iter().map(|b| b.len() as u64).sum::<u64>();
+                }
+                send.write_all(b"k").await?;
+                send.finish()?;
+                anyhow::Ok(n)
+            }));
         }
-        send.write_all(b"k").await?;
-        send.finish()?;
+        let mut n = 0;
+        for t in tasks {
+            n += t.await??;
+        }
         conn.closed().await;
         anyhow::Ok(n)
     });
     let conn = client.connect_with(cc, addr, "walb")?.await?;
-    let count = total / chunk.len();
-    let bytes = (count * chunk.len()) as u64;
-    let m = timed("bare quinn, 1 stream, same mTLS", bytes, || async {
-        let (mut send, mut recv) = conn.open_bi().await?;
-        for _ in 0..count {
-            send.write_all(chunk).await?;
+    let per_stream = total / streams / chunk.len();
+    let bytes = (per_stream * streams * chunk.len()) as u64;
+    let name = format!(
+        "bare quinn, {streams} stream{}, same mTLS",
+        if streams > 1 { "s" } else { "" }
+    );
+    let m = timed(&name, bytes, || async {
+        let mut tasks = Vec::new();
+        for _ in 0..streams {
+            let conn = conn.clone();
+            let chunk = chunk.to_vec();
+            tasks.push(tokio::spawn(async move {
+                let (mut send, mut recv) = conn.open_bi().await?;
+                for _ in 0..per_stream {
+                    send.write_all(&chunk).await?;
+                }
+                send.finish()?;
+                recv.read_to_end(16).await?;
+                anyhow::Ok(())
+            }));
         }
-        send.finish()?;
-        recv.read_to_end(16).await?;
+        for t in tasks {
+            t.await??;
+        }
         Ok(())
     })
     .await?;
@@ -247,6 +355,7 @@ async fn bare_quinn(setup: &Setup, total: usize, chunk: &[u8]) -> Result<Measure
     let n = receiver.await??;
     anyhow::ensure!(n == bytes, "bare quinn received {n} of {bytes}");
     client.wait_idle().await;
+    server.close(0u32.into(), b"done");
     Ok(m)
 }
 
@@ -299,12 +408,23 @@ fn main() -> Result<()> {
             total >> 20,
             chunk_len >> 10
         );
-        let tcp = tcp(total, &chunk).await?;
-        tcp.print(None);
-        let bare = bare_quinn(&setup, total, &chunk).await?;
-        bare.print(None);
-        let reference = Some(bare.mbps());
+        if wanted("tcp") {
+            tcp(total, &chunk).await?.print(None);
+        }
+        let mut bare = [None, None];
+        for (i, streams) in [1, 4].into_iter().enumerate() {
+            if wanted(&format!("bare{streams}")) {
+                let m = bare_quinn(&setup, total, &chunk, streams).await?;
+                m.print(None);
+                bare[i] = Some(m.mbps());
+            }
+        }
         for (streams, zstd) in [(1, None), (4, None), (1, Some(1)), (4, Some(1))] {
+            let case = format!("walb{streams}{}", if zstd.is_some() { "z" } else { "" });
+            if !wanted(&case) {
+                continue;
+            }
+            let reference = if streams == 1 { bare[0] } else { bare[1] };
             ours(&setup, total, &chunk, streams, zstd)
                 .await?
                 .print(reference);

@@ -19,11 +19,11 @@
 //!    [`ErrorCode::Forbidden`] error, answers subscriptions itself from the events the
 //!    daemon [`Node::publish`]es, and queues every other request for [`Node::accept`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::Bytes;
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio::sync::{broadcast, mpsc, Mutex};
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
@@ -51,6 +51,8 @@ const CLOSE_NEGOTIATION: u32 = 2;
 const CLOSE_SHUTDOWN: u32 = 3;
 /// Stream reset code: the call was abandoned.
 const RESET_ABANDONED: u32 = 1;
+/// Received pieces taken from quinn per lock of the connection (`read_chunks`).
+const READ_BATCH: usize = 64;
 
 /// How a [`Node`] is set up.
 #[derive(Clone, Debug)]
@@ -648,6 +650,9 @@ impl Call {
             },
             receiver: CallReceiver {
                 recv,
+                pending: VecDeque::new(),
+                batch: vec![Bytes::new(); READ_BATCH],
+                finished: false,
                 decoder: ChunkDecoder::new(wire.chunk_len_max)?,
                 frame_len_max: wire.frame_len_max(),
                 msg_len_max: wire.msg_len_max,
@@ -732,22 +737,34 @@ impl CallSender {
         // tokio's cooperative budget so a sender loop cannot starve its runtime thread.
         tokio::task::consume_budget().await;
         let (header, stored) = self.encoder.encode(data)?;
-        let len =
-            u32::try_from(CHUNK_HEADER_LEN + stored.len()).map_err(|_| FrameError::TooLarge {
-                len: u32::MAX,
-                len_max: u32::MAX - 1,
-            })?;
-        let fh = FrameHeader {
-            kind: FrameKind::Chunk,
-            len,
-        };
-        let mut head = [0u8; FRAME_HEADER_LEN + CHUNK_HEADER_LEN];
-        head[..FRAME_HEADER_LEN].copy_from_slice(&fh.encode());
-        head[FRAME_HEADER_LEN..].copy_from_slice(&header);
-        self.send.write_all(&head).await?;
-        self.send.write_all(stored).await?;
+        // One copy into a buffer of our own, made here rather than inside quinn's
+        // `write_all`, which copies while holding the connection's lock and so stalls the
+        // connection driver (packet building, acknowledgements) for the whole memcpy.
+        let head = chunk_frame_head(&header, stored.len())?;
+        let mut frame = BytesMut::with_capacity(head.len() + stored.len());
+        frame.put_slice(&head);
+        frame.put_slice(stored);
+        self.send.write_chunk(frame.freeze()).await?;
         self.chunks += 1;
         self.bytes += data.len() as u64;
+        Ok(())
+    }
+
+    /// Like [`CallSender::chunk`], for data already in [`Bytes`]: uncompressed chunks
+    /// are handed to quinn without any copy.
+    pub async fn chunk_bytes(&mut self, data: Bytes) -> Result<(), Error> {
+        if self.encoder.level().is_some() {
+            return self.chunk(&data).await;
+        }
+        tokio::task::consume_budget().await;
+        let (header, stored) = self.encoder.encode(&data)?;
+        debug_assert_eq!(stored.len(), data.len());
+        let head = chunk_frame_head(&header, data.len())?;
+        let raw_len = data.len() as u64;
+        let mut parts = [Bytes::copy_from_slice(&head), data];
+        self.send.write_all_chunks(&mut parts).await?;
+        self.chunks += 1;
+        self.bytes += raw_len;
         Ok(())
     }
 
@@ -796,9 +813,34 @@ impl CallSender {
     }
 }
 
+/// The frame and chunk headers of a chunk frame carrying `stored_len` bytes.
+fn chunk_frame_head(
+    header: &[u8; CHUNK_HEADER_LEN],
+    stored_len: usize,
+) -> Result<[u8; FRAME_HEADER_LEN + CHUNK_HEADER_LEN], FrameError> {
+    let len = u32::try_from(CHUNK_HEADER_LEN + stored_len).map_err(|_| FrameError::TooLarge {
+        len: u32::MAX,
+        len_max: u32::MAX - 1,
+    })?;
+    let fh = FrameHeader {
+        kind: FrameKind::Chunk,
+        len,
+    };
+    let mut head = [0u8; FRAME_HEADER_LEN + CHUNK_HEADER_LEN];
+    head[..FRAME_HEADER_LEN].copy_from_slice(&fh.encode());
+    head[FRAME_HEADER_LEN..].copy_from_slice(header);
+    Ok(head)
+}
+
 /// Their half of a call: messages and bulk chunks from the peer.
 pub struct CallReceiver {
     recv: quinn::RecvStream,
+    /// Received bytes not yet consumed, in order (pieces as quinn handed them over).
+    pending: VecDeque<Bytes>,
+    /// Scratch slots for `read_chunks`.
+    batch: Vec<Bytes>,
+    /// The peer finished the stream and everything was taken from quinn.
+    finished: bool,
     decoder: ChunkDecoder,
     frame_len_max: u32,
     msg_len_max: u32,
@@ -915,17 +957,16 @@ impl CallReceiver {
     async fn read_frame(&mut self) -> Result<Option<(FrameKind, Bytes)>, Error> {
         tokio::task::consume_budget().await;
         let mut head = [0u8; FRAME_HEADER_LEN];
-        match self.recv.read_exact(&mut head).await {
-            Ok(()) => {}
-            Err(quinn::ReadExactError::FinishedEarly(0)) => return Ok(None),
-            Err(quinn::ReadExactError::FinishedEarly(got)) => {
+        match self.take(FRAME_HEADER_LEN).await? {
+            Ok(b) => head.copy_from_slice(&b),
+            Err(0) => return Ok(None),
+            Err(got) => {
                 return Err(FrameError::Truncated {
                     want: FRAME_HEADER_LEN,
                     got,
                 }
                 .into())
             }
-            Err(quinn::ReadExactError::ReadError(e)) => return Err(e.into()),
         }
         let h = FrameHeader::parse(head, self.frame_len_max)?;
         if h.kind != FrameKind::Chunk && h.len > self.msg_len_max {
@@ -935,15 +976,78 @@ impl CallReceiver {
             }
             .into());
         }
-        let mut payload = vec![0u8; h.len as usize];
-        match self.recv.read_exact(&mut payload).await {
-            Ok(()) => Ok(Some((h.kind, Bytes::from(payload)))),
-            Err(quinn::ReadExactError::FinishedEarly(got)) => Err(FrameError::Truncated {
+        match self.take(h.len as usize).await? {
+            Ok(payload) => Ok(Some((h.kind, payload))),
+            Err(got) => Err(FrameError::Truncated {
                 want: h.len as usize,
                 got,
             }
             .into()),
-            Err(quinn::ReadExactError::ReadError(e)) => Err(e.into()),
+        }
+    }
+
+    /// Takes the next `n` bytes of the stream: `Ok(Err(got))` if it ends after `got`.
+    ///
+    /// quinn hands received data over as the pieces it arrived in (`read_chunks`, which
+    /// moves them out under one short lock of the connection). A frame inside one piece
+    /// is returned without copying; otherwise its pieces are copied once into a buffer
+    /// allocated for it (not zero-filled first).
+    async fn take(&mut self, n: usize) -> Result<Result<Bytes, usize>, Error> {
+        loop {
+            match self.pending.front_mut() {
+                Some(front) if front.is_empty() => {
+                    self.pending.pop_front();
+                }
+                Some(front) if front.len() >= n => {
+                    let out = front.split_to(n);
+                    if front.is_empty() {
+                        self.pending.pop_front();
+                    }
+                    return Ok(Ok(out));
+                }
+                Some(_) => break,
+                None if n == 0 => return Ok(Ok(Bytes::new())),
+                None => {
+                    if !self.fill().await? {
+                        return Ok(Err(0));
+                    }
+                }
+            }
+        }
+        let mut out = BytesMut::with_capacity(n);
+        while out.len() < n {
+            let Some(front) = self.pending.front_mut() else {
+                if !self.fill().await? {
+                    return Ok(Err(out.len()));
+                }
+                continue;
+            };
+            let k = (n - out.len()).min(front.len());
+            out.put_slice(&front[..k]);
+            front.advance(k);
+            if front.is_empty() {
+                self.pending.pop_front();
+            }
+        }
+        Ok(Ok(out.freeze()))
+    }
+
+    /// Moves more received pieces from quinn; `false` once the peer finished the stream.
+    async fn fill(&mut self) -> Result<bool, Error> {
+        if self.finished {
+            return Ok(false);
+        }
+        match self.recv.read_chunks(&mut self.batch).await? {
+            Some(n) => {
+                for b in self.batch.iter_mut().take(n) {
+                    self.pending.push_back(std::mem::take(b));
+                }
+                Ok(true)
+            }
+            None => {
+                self.finished = true;
+                Ok(false)
+            }
         }
     }
 }
