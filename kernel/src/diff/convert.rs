@@ -52,8 +52,8 @@ impl Default for ConvertOpt {
     }
 }
 
-/// Writes an address-ordered stream of IOs as a SORTED wdiff, splitting IOs at the maximum
-/// IO size and compressing them in parallel.
+/// Writes an address-ordered stream of IOs as a SORTED wdiff, splitting data IOs at the
+/// maximum IO size and compressing them in parallel.
 pub fn write_sorted<I, W>(
     ios: I,
     uuid: [u8; 16],
@@ -67,12 +67,13 @@ where
     let header = WdiffHeader::new(WdiffKind::Sorted, uuid);
     let mut w = SortedDiffWriter::new(out, &header, opt.compress)?;
     let max = opt.max_io_blocks;
+    // Only data IOs are split: a discard or all-zero record of any length costs one record.
     let pieces = ios
         .into_iter()
         .flat_map(move |r| -> Box<dyn Iterator<Item = Result<DiffIo>>> {
             match r {
-                Ok(io) => Box::new(io.split(max).map(Ok)),
-                Err(e) => Box::new(std::iter::once(Err(e))),
+                Ok(io) if io.is_normal() => Box::new(io.split(max).map(Ok)),
+                other => Box::new(std::iter::once(other)),
             }
         });
     compress_ordered(pieces, opt.compress, opt.threads, |s| w.push_stored(s))?;
@@ -197,9 +198,10 @@ mod tests {
                         io.addr >= prev_end,
                         "{kind:?}: {io:?} overlaps or is out of order"
                     );
-                    // The indexed reader may join adjacent pieces of one image.
+                    // Only data IOs are split; the indexed reader may join adjacent pieces of
+                    // one image.
                     assert!(
-                        kind == WdiffKind::Indexed || io.blocks <= max_io,
+                        kind == WdiffKind::Indexed || !io.is_normal() || io.blocks <= max_io,
                         "{io:?} exceeds {max_io}"
                     );
                     prev_end = io.end();
@@ -208,6 +210,38 @@ mod tests {
                 let (got, _) = redo.finish().unwrap();
                 assert!(got == expect, "{kind:?} max_io {max_io}");
             }
+        }
+    }
+
+    #[test]
+    fn a_huge_discard_stays_a_few_records() {
+        use crate::block::Pbs;
+        use crate::logpack::LogPackBuilder;
+        use crate::wlog::{WlogHeader, WlogWriter, NO_END_LSID};
+        let header = WlogHeader {
+            salt: 1,
+            pbs: Pbs::B512,
+            uuid: [0; 16],
+            begin_lsid: 0,
+            end_lsid: NO_END_LSID,
+        };
+        let mut w = WlogWriter::new(Vec::new(), header).unwrap();
+        let mut b = LogPackBuilder::new(Pbs::B512, 1, 0, None);
+        b.add_discard(12345, u32::MAX).unwrap();
+        b.add_write(7, &[3u8; 512]).unwrap();
+        w.write_pack(&b.finish()).unwrap();
+        let wlog = w.finish().unwrap();
+        for kind in [WdiffKind::Sorted, WdiffKind::Indexed] {
+            let opt = ConvertOpt {
+                kind,
+                max_io_blocks: 16,
+                threads: 0,
+                ..Default::default()
+            };
+            let (out, stats) = convert_wlog(&wlog[..], Vec::new(), &opt).unwrap();
+            assert!(stats.records <= 80, "{kind:?}: {} records", stats.records);
+            assert!(out.len() < 1 << 20, "{kind:?}: {} bytes", out.len());
+            assert_eq!(stats.discard_blocks, u64::from(u32::MAX), "{kind:?}");
         }
     }
 }

@@ -857,9 +857,18 @@ impl<W: Write> IndexedDiffWriter<W> {
     }
 
     /// Inserts an entry, split into aligned pieces, over the older ones.
+    ///
+    /// Only data IOs are capped at the maximum IO size: an all-zero or discard record costs
+    /// nothing per block, and capping a discard of 2^32 blocks would make millions of
+    /// records (the aligned split alone yields at most two per bit of the address).
     fn insert(&mut self, addr: u64, e: Entry) {
+        let cap = if e.kind == RecordKind::Normal {
+            self.max_io_blocks
+        } else {
+            0
+        };
         let mut off = 0u32;
-        for s in split_aligned(addr, e.blocks, self.max_io_blocks) {
+        for s in split_aligned(addr, e.blocks, cap) {
             self.insert_piece(addr + u64::from(off), e.slice(off, s));
             off += s;
         }
