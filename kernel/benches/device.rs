@@ -229,6 +229,7 @@ impl Filesystem for PassFs {
 struct LoopTarget {
     dev: File,
     lo: String,
+    file: PathBuf,
     _session: Option<fuser::BackgroundSession>,
 }
 
@@ -254,6 +255,7 @@ impl LoopTarget {
         LoopTarget {
             dev,
             lo,
+            file: file.to_path_buf(),
             _session: Some(session),
         }
     }
@@ -271,9 +273,25 @@ impl Target for LoopTarget {
 impl Drop for LoopTarget {
     fn drop(&mut self) {
         let _ = Command::new("losetup").args(["-d", &self.lo]).status();
+        wait_loop_released(&self.lo);
         if let Some(s) = self._session.take() {
             let _ = s.umount_and_join();
         }
+        // Make sure the mount is gone before the next case mounts on the same directory.
+        if let Some(m) = Path::new(&self.file).parent() {
+            let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// `losetup -d` returns before the loop driver lets go of its backing file; unmounting
+/// the FUSE file system before that fails with EBUSY.
+fn wait_loop_released(lo: &str) {
+    let name = lo.rsplit('/').next().unwrap_or(lo);
+    let f = PathBuf::from(format!("/sys/block/{name}/loop/backing_file"));
+    let t0 = Instant::now();
+    while f.exists() && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -372,7 +390,10 @@ fn main() {
             }
         }
     }
-    if !root {
+    if root {
+        // Anything left mounted (a failed unmount) is detached lazily.
+        let _ = nix::mount::umount2(&dir.join("mnt"), nix::mount::MntFlags::MNT_DETACH);
+    } else {
         println!("(FUSE + loop cases skipped: not root)");
     }
     println!("ratio: emu library / plain file; emu fuse+loop / bare fuse+loop");

@@ -410,6 +410,14 @@ impl Drop for Cleanup {
                 Ok(s) if s.success() => {}
                 r => warn!("losetup -d {}: {r:?}", l.display()),
             }
+            // The loop driver releases its backing file after losetup returns.
+            if let Some(n) = l.file_name().and_then(|n| n.to_str()) {
+                let f = PathBuf::from(format!("/sys/block/{n}/loop/backing_file"));
+                let t0 = Instant::now();
+                while f.exists() && t0.elapsed() < Duration::from_secs(5) {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+            }
         }
         if let Some(f) = self.fuse.take() {
             if let Err(e) = f.umount_and_join() {
