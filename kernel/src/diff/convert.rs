@@ -4,20 +4,22 @@
 //! record, a write whose data is all zero becomes an ALLZERO record without data, any other
 //! write a NORMAL record. Later records win over earlier ones where they overlap.
 //!
-//! - SORTED output: the IOs are collected in a [`DiffMemory`] (overlap eliminated as they
-//!   arrive), then written in address order, split at the maximum IO size. Memory holds the
-//!   surviving data of the whole log, as in walb-tools.
+//! - SORTED output: the IOs are split at the maximum IO size and compressed while the log
+//!   is read (in parallel, order kept), collected in a
+//!   [`StoredMemory`](super::stored_mem::StoredMemory) (overlaps eliminated as they arrive),
+//!   then written in address order. Memory holds the surviving compressed data of the
+//!   whole log (walb-tools holds it uncompressed).
 //! - INDEXED output: the IOs are appended in arrival order as they come; the writer keeps only
 //!   the index in memory.
 
 use std::io::{Read, Write};
 
 use super::io::DiffIo;
-use super::mem::DiffMemory;
 use super::merge::{DiffMerger, DiffStream};
 use super::pipeline::{compress_ordered, default_threads};
+use super::stored_mem::StoredMemory;
 use crate::block::is_all_zero;
-use crate::compress::CompressOpt;
+use crate::compress::{CompressOpt, Compressor};
 use crate::error::Result;
 use crate::logpack::{LogPack, RecordKind};
 use crate::wdiff::indexed::IndexedDiffWriter;
@@ -66,18 +68,23 @@ where
 {
     let header = WdiffHeader::new(WdiffKind::Sorted, uuid);
     let mut w = SortedDiffWriter::new(out, &header, opt.compress)?;
-    let max = opt.max_io_blocks;
-    // Only data IOs are split: a discard or all-zero record of any length costs one record.
-    let pieces = ios
-        .into_iter()
+    let pieces = split_data_ios(ios, opt.max_io_blocks);
+    compress_ordered(pieces, opt.compress, opt.threads, |s| w.push_stored(s))?;
+    w.finish_with_stats()
+}
+
+/// Splits data IOs at `max` blocks; a discard or all-zero record of any length stays one.
+fn split_data_ios<I>(ios: I, max: u32) -> impl Iterator<Item = Result<DiffIo>>
+where
+    I: IntoIterator<Item = Result<DiffIo>>,
+{
+    ios.into_iter()
         .flat_map(move |r| -> Box<dyn Iterator<Item = Result<DiffIo>>> {
             match r {
                 Ok(io) if io.is_normal() => Box::new(io.split(max).map(Ok)),
                 other => Box::new(std::iter::once(other)),
             }
-        });
-    compress_ordered(pieces, opt.compress, opt.threads, |s| w.push_stored(s))?;
-    w.finish_with_stats()
+        })
 }
 
 /// Merges address-ordered diff streams, given oldest first, into a SORTED wdiff.
@@ -123,13 +130,27 @@ where
 {
     match opt.kind {
         WdiffKind::Sorted => {
-            let mut mem = DiffMemory::new();
-            for p in packs {
-                for io in pack_ios(&p?) {
-                    mem.add(io);
+            // Compress while reading (in parallel, in arrival order), then eliminate
+            // overlaps on the stored IOs and write them in address order.
+            let mut mem = StoredMemory::new();
+            let ios = packs.into_iter().flat_map(|p| -> Vec<Result<DiffIo>> {
+                match p {
+                    Ok(p) => pack_ios(&p).map(Ok).collect(),
+                    Err(e) => vec![Err(e)],
                 }
+            });
+            let pieces = split_data_ios(ios, opt.max_io_blocks);
+            compress_ordered(pieces, opt.compress, opt.threads, |s| {
+                mem.add(s);
+                Ok(())
+            })?;
+            let header = WdiffHeader::new(WdiffKind::Sorted, uuid);
+            let mut w = SortedDiffWriter::new(out, &header, opt.compress)?;
+            let mut comp = Compressor::new(opt.compress)?;
+            for s in mem.drain(&mut comp) {
+                w.push_stored(s?)?;
             }
-            write_sorted(mem.drain().map(Ok), uuid, out, opt)
+            w.finish_with_stats()
         }
         WdiffKind::Indexed => {
             let header = WdiffHeader::new(WdiffKind::Indexed, uuid);

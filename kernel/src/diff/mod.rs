@@ -5,6 +5,7 @@
 //! - [`mem`]: overlap elimination (newest write wins).
 //! - [`merge`]: the N-way streaming merge of address-ordered diffs.
 //! - [`pipeline`]: parallel, order-preserving compression feeding a writer.
+//! - [`stored_mem`]: overlap elimination over compressed IOs (sorted conversion).
 //! - [`apply`]: redo of wlogs and diffs onto image files and block devices.
 //! - [`virt`]: the virtual full scan (base image + diff, streamed).
 
@@ -14,6 +15,7 @@ pub mod io;
 pub mod mem;
 pub mod merge;
 pub mod pipeline;
+pub mod stored_mem;
 pub mod virt;
 
 pub use io::{DiffIo, IoData};
