@@ -12,7 +12,7 @@ golden=${WALB_GOLDEN_DIR:-../shared/golden/walb-tools-1.0.19}
 golden=$(cd "$golden" && pwd)
 
 cargo build --release -q -p walb-kernel --bin wdevc
-wdevc=$PWD/target/release/wdevc
+wdevc=${CARGO_TARGET_DIR:-$PWD/target}/release/wdevc
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 step() { printf '\n== %s\n' "$*"; }
