@@ -377,6 +377,15 @@ impl<R: Read> SortedDiffReader<R> {
     /// The next record and its stored bytes (empty for all-zero and discard), with the data
     /// checksum verified; `None` after the end pack.
     pub fn next_raw(&mut self) -> Result<Option<(SortedRecord, Bytes)>> {
+        self.guarded(Self::next_raw_inner)
+    }
+
+    /// Runs one read step unless the reader is done or failed; a failing step fails the
+    /// reader for good.
+    fn guarded<T>(
+        &mut self,
+        step: impl FnOnce(&mut Self) -> Result<Option<T>>,
+    ) -> Result<Option<T>> {
         match self.state {
             State::Done => return Ok(None),
             State::Failed => {
@@ -386,7 +395,7 @@ impl<R: Read> SortedDiffReader<R> {
             }
             State::Reading => {}
         }
-        let r = self.next_raw_inner();
+        let r = step(self);
         if r.is_err() {
             self.state = State::Failed;
         }
@@ -489,20 +498,7 @@ impl<R: Read> SortedDiffReader<R> {
 
     /// The next IO, decompressed.
     pub fn next_io(&mut self) -> Result<Option<DiffIo>> {
-        match self.state {
-            State::Done => return Ok(None),
-            State::Failed => {
-                return Err(Error::Invalid(
-                    "the sorted wdiff reader stopped at an earlier error".into(),
-                ))
-            }
-            State::Reading => {}
-        }
-        let r = self.next_io_inner();
-        if r.is_err() {
-            self.state = State::Failed;
-        }
-        r
+        self.guarded(Self::next_io_inner)
     }
 
     fn next_io_inner(&mut self) -> Result<Option<DiffIo>> {
