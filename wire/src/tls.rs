@@ -190,6 +190,36 @@ impl ResolvesClientCert for ReloadingCert {
     }
 }
 
+/// Handshake signature checks, shared by both verifiers: the same algorithms of this
+/// peer's crypto provider that its webpki verifiers are built with.
+impl TlsState {
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls12_signature(message, cert, dss, algs)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        let algs = &self.provider.signature_verification_algorithms;
+        rustls::crypto::verify_tls13_signature(message, cert, dss, algs)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
 /// Verifies client certificates against the current CA; a certificate is mandatory.
 #[derive(Debug)]
 struct ReloadingClientVerifier(Arc<TlsState>);
@@ -224,11 +254,7 @@ impl ClientCertVerifier for ReloadingClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .material
-            .load()
-            .client_verifier
-            .verify_tls12_signature(message, cert, dss)
+        self.0.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -237,19 +263,11 @@ impl ClientCertVerifier for ReloadingClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .material
-            .load()
-            .client_verifier
-            .verify_tls13_signature(message, cert, dss)
+        self.0.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0
-            .material
-            .load()
-            .client_verifier
-            .supported_verify_schemes()
+        self.0.supported_verify_schemes()
     }
 }
 
@@ -291,11 +309,7 @@ impl ServerCertVerifier for ClusterServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .material
-            .load()
-            .server_verifier
-            .verify_tls12_signature(message, cert, dss)
+        self.0.verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -304,19 +318,11 @@ impl ServerCertVerifier for ClusterServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0
-            .material
-            .load()
-            .server_verifier
-            .verify_tls13_signature(message, cert, dss)
+        self.0.verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0
-            .material
-            .load()
-            .server_verifier
-            .supported_verify_schemes()
+        self.0.supported_verify_schemes()
     }
 }
 
