@@ -135,3 +135,26 @@ fn bad_requests_get_errors_and_the_server_keeps_serving() {
     let c = DeviceClient::connect(&sock).unwrap();
     assert_eq!(c.log_capacity().unwrap(), (2 << 20) / 4096 - 3);
 }
+
+#[test]
+fn open_picks_the_emulated_device_by_name_or_path() {
+    let (dir, _sock, _) = setup();
+    // Only this test of this binary reads these variables.
+    std::env::set_var("WALB_EMU_DIR", dir.path());
+    std::env::set_var("WALB_DEV_DIR", dir.path().join("dev"));
+    for wdev in ["ctl", "/dev/walb/ctl"] {
+        let d = walb_kernel::device::open(wdev).unwrap();
+        let info = d.info().unwrap();
+        assert_eq!((info.name.as_str(), info.emulated), ("ctl", true), "{wdev}");
+    }
+    let e = walb_kernel::device::open("absent").err().unwrap();
+    assert!(matches!(e, walb_kernel::Error::Io { .. }), "{e}");
+    assert!(e.to_string().contains("no emulated device absent"), "{e}");
+    for bad in ["a b", "..", "", "/", "/dev/walb/way-too-long-a-device-name"] {
+        let e = walb_kernel::device::open(bad).err();
+        assert!(
+            matches!(e, Some(walb_kernel::Error::Invalid(_))),
+            "{bad:?}: {e:?}"
+        );
+    }
+}

@@ -11,6 +11,9 @@
 //!   process (`wdevc create-wdev --emulate`);
 //! - [`driver::DriverDevice`]: the real kernel driver through its ioctls and sysfs.
 //!
+//! [`open`] picks the backend of a device by name, as `wdevc` does: the emulated device
+//! when its control socket exists, the kernel driver otherwise.
+//!
 //! Modules:
 //! - [`lsids`]: the pure state machine of the lsid bookkeeping, overflow, checkpoint and
 //!   flush timers, and freeze (no IO, time is a parameter).
@@ -122,6 +125,41 @@ pub trait WalbDevice: Send + Sync {
             ))
         })?;
         File::open(&p).ctx(|| format!("opening log device {}", p.display()))
+    }
+}
+
+/// The device name in `wdev`: a name or a path (`/dev/walb/NAME`, any directory), checked
+/// with [`check_name`].
+pub fn name_of(wdev: &str) -> Result<String> {
+    let name = std::path::Path::new(wdev)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .ok_or_else(|| Error::Invalid(format!("{wdev:?} is not a device name or path")))?;
+    check_name(name)?;
+    Ok(name.to_string())
+}
+
+/// Opens the device `wdev` (a name or a path `/dev/walb/NAME`) on whichever backend has
+/// it: the emulated device process when its control socket
+/// ([`control::socket_path`]) exists, else the kernel driver's `/dev/walb/NAME`.
+///
+/// A bad name is [`Error::Invalid`]; a device that neither backend has is [`Error::Io`].
+pub fn open(wdev: &str) -> Result<Box<dyn WalbDevice>> {
+    let name = name_of(wdev)?;
+    let sock = control::socket_path(&name);
+    if sock.exists() {
+        return Ok(Box::new(control::DeviceClient::connect_name(&name)?));
+    }
+    match driver::DriverDevice::open(&name) {
+        Ok(d) => Ok(Box::new(d)),
+        Err(Error::Io { context, cause }) => Err(Error::io(
+            format!(
+                "no emulated device {name} (socket {} absent) and no driver device ({context})",
+                sock.display()
+            ),
+            cause,
+        )),
+        Err(e) => Err(e),
     }
 }
 

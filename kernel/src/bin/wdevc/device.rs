@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use tracing::{info, warn};
 use walb_kernel::device::control::{
     dev_dir, emu_dir, list_emulated, serve, socket_path, DeviceClient, ServerHooks,
 };
-use walb_kernel::device::driver::{self, DriverDevice, WalbStartParam};
+use walb_kernel::device::driver::{self, WalbStartParam};
 use walb_kernel::device::emu::{EmuConfig, Emulator};
 use walb_kernel::device::{check_name, version_string, WalbDevice};
 
@@ -38,26 +38,12 @@ fn usage(msg: impl Into<String>) -> anyhow::Error {
 }
 
 fn name_of(wdev: &str) -> Result<String> {
-    let name = Path::new(wdev)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| usage(format!("{wdev:?} is not a device name or path")))?;
-    check_name(name)?;
-    Ok(name.to_string())
+    Ok(walb_kernel::device::name_of(wdev)?)
 }
 
 /// Opens the device `wdev` (name or path) on whichever backend has it.
 pub fn open_device(wdev: &str) -> Result<Box<dyn WalbDevice>> {
-    let name = name_of(wdev)?;
-    if socket_path(&name).exists() {
-        return Ok(Box::new(DeviceClient::connect_name(&name)?));
-    }
-    Ok(Box::new(DriverDevice::open(&name).with_context(|| {
-        format!(
-            "no emulated device {name} (socket {} absent) and no driver device",
-            socket_path(&name).display()
-        )
-    })?))
+    Ok(walb_kernel::device::open(wdev)?)
 }
 
 /// A command taking only a device.
