@@ -1,4 +1,25 @@
-//! walb-daemon: the storage, proxy and archive roles.
+//! The walb daemons: `walb-storage`, `walb-proxy` and `walb-archive`.
 //!
-//! Empty until the pipeline issue is taken up. The roles will be pure state machines driven
-//! by tokio, using `walb-kernel` for every byte that touches a log, a diff or an image.
+//! One crate, one shared main ([`server::run`]). The layers, from pure to IO:
+//!
+//! - [`state`]: the volume state machines of each role, as transition tables (pure).
+//! - [`task`]: delayed task queues and retry backoff (pure, time is a parameter).
+//! - [`persist`]: atomic, durable small files and the base-directory lock.
+//! - [`vol`]: a volume's live state shared by tokio tasks (transactions that roll back
+//!   when dropped, actions, stop flag, state events).
+//! - [`server`]: the QUIC node, the accept loop, signals, shutdown, the answers every
+//!   role gives (host type, pid, version), and the mapping of errors to wire errors.
+//! - [`storage`], [`proxy`], [`archive`]: the roles.
+//! - [`opts`]: command-line options.
+
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod archive;
+pub mod opts;
+pub mod persist;
+pub mod proxy;
+pub mod server;
+pub mod state;
+pub mod storage;
+pub mod task;
+pub mod vol;

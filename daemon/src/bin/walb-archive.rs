@@ -1,0 +1,5 @@
+//! `walb-archive`: the archive daemon (see `walb-archive --help`).
+
+fn main() -> std::process::ExitCode {
+    walb_daemon::server::main_for(walb_wire::Role::Archive)
+}

@@ -1,0 +1,5 @@
+//! `walb-proxy`: the proxy daemon (see `walb-proxy --help`).
+
+fn main() -> std::process::ExitCode {
+    walb_daemon::server::main_for(walb_wire::Role::Proxy)
+}

@@ -1,0 +1,408 @@
+//! The shared main of the three daemons: node, accept loop, signals, shutdown.
+//!
+//! [`main_for`] parses a role's options, sets up logging, locks the base directory, binds
+//! the QUIC [`Node`] with the role's certificate, lets the role start ([`Handler`]), and
+//! then serves: every authorized call is answered on its own task. The answers every role
+//! gives the same way (host type, pid, version, shutdown) are handled here. SIGTERM and
+//! SIGINT (or a `shutdown` command) stop accepting calls and ask the role to stop its
+//! background work; a second signal forces it. A daemon killed instead restarts from its
+//! base directory, which every role keeps consistent at every instant ([`crate::persist`]).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Parser;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+use walb_wire::msg::{Command, ErrorCode, Event, Query, Reply, Request, WireError};
+use walb_wire::{Call, IncomingCall, Node, NodeConfig, Peer, PeerId, Role, TlsFiles};
+
+use crate::opts::{ArchiveOpts, CommonOpts, ProxyOpts, StorageOpts};
+use crate::persist::BaseDir;
+use crate::vol::{Publish, VolError};
+
+/// What every role's handler gets: the node, the base directory, limits, shutdown.
+pub struct Ctx {
+    /// The QUIC node (dials peers, publishes events).
+    pub node: Node,
+    /// The locked base directory.
+    pub base: BaseDir,
+    /// This daemon's role.
+    pub role: Role,
+    /// This daemon's id.
+    pub id: String,
+    /// Foreground task slots (`--fg`).
+    pub fg: Arc<Semaphore>,
+    /// Background workers (`--bg`).
+    pub bg: usize,
+    /// Cancelled when the daemon shuts down.
+    pub shutdown: CancellationToken,
+    force: AtomicBool,
+    /// When the daemon started.
+    pub started: Instant,
+}
+
+impl std::fmt::Debug for Ctx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ctx")
+            .field("role", &self.role)
+            .field("id", &self.id)
+            .finish()
+    }
+}
+
+impl Ctx {
+    /// A publisher of events to this node's subscribers.
+    pub fn publisher(&self) -> Publish {
+        let node = self.node.clone();
+        Arc::new(move |e: Event| node.publish(e))
+    }
+
+    /// Takes a foreground slot or refuses with `busy`.
+    pub fn fg_permit(&self) -> Result<OwnedSemaphorePermit, WireError> {
+        Arc::clone(&self.fg).try_acquire_owned().map_err(|_| {
+            WireError::new(
+                ErrorCode::Busy,
+                format!(
+                    "{} {} runs its maximum of foreground tasks; try again later",
+                    self.role, self.id
+                ),
+            )
+        })
+    }
+
+    /// True once shutdown began.
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_cancelled()
+    }
+
+    /// True when shutdown was forced (running transfers abort).
+    pub fn is_force_shutdown(&self) -> bool {
+        self.force.load(Ordering::Relaxed)
+    }
+
+    /// Starts a shutdown (`force`: abort running work).
+    pub fn begin_shutdown(&self, force: bool) {
+        if force {
+            self.force.store(true, Ordering::Relaxed);
+        }
+        self.shutdown.cancel();
+    }
+
+    /// Connects to the daemon at `addr` (HOST:PORT) and checks that it has role `role`.
+    pub async fn connect(&self, addr: &str, role: Role) -> Result<Peer> {
+        let sa = resolve(addr).await?;
+        let peer = self
+            .node
+            .connect(sa)
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        if peer.identity().role() != role {
+            bail!(
+                "{addr} is {}, expected a {role} (check the address)",
+                peer.identity()
+            );
+        }
+        Ok(peer)
+    }
+}
+
+/// Resolves HOST:PORT (or a bare port, on localhost) to one socket address.
+pub async fn resolve(addr: &str) -> Result<SocketAddr> {
+    let full = if addr.parse::<u16>().is_ok() {
+        format!("127.0.0.1:{addr}")
+    } else {
+        addr.to_owned()
+    };
+    let mut addrs = tokio::net::lookup_host(&full)
+        .await
+        .with_context(|| format!("resolving {addr}"))?;
+    addrs
+        .next()
+        .with_context(|| format!("{addr} resolves to no address"))
+}
+
+/// What a role plugs into the server.
+pub trait Handler: Send + Sync + 'static {
+    /// Answers one authorized call (everything but host-type, pid, version and shutdown).
+    fn handle(self: Arc<Self>, call: IncomingCall) -> impl Future<Output = ()> + Send;
+    /// Stops background work at shutdown (`force`: abort running transfers).
+    fn shutdown(self: Arc<Self>, force: bool) -> impl Future<Output = ()> + Send;
+}
+
+/// Answers a call with `result` and finishes our half of the stream.
+pub async fn answer(mut call: Call, result: Result<Reply, WireError>) {
+    match result {
+        Ok(reply) => {
+            if let Err(e) = call.reply(reply).await {
+                warn!(peer = %call.peer, "cannot send reply: {e}");
+            }
+            let _ = call.sender.finish();
+        }
+        Err(e) => call.refuse(e).await,
+    }
+}
+
+impl From<VolError> for WireError {
+    fn from(e: VolError) -> Self {
+        let code = match &e {
+            VolError::State {
+                source: crate::state::StateError::Busy { .. },
+                ..
+            }
+            | VolError::Action { .. } => ErrorCode::Busy,
+            VolError::State { .. } => ErrorCode::WrongState,
+            VolError::Stopping { .. } => ErrorCode::Stopped,
+            VolError::Persist(_) => ErrorCode::Internal,
+        };
+        WireError::new(code, e.to_string())
+    }
+}
+
+/// Maps a kernel error to a wire error (corrupt, truncated, bad request, internal).
+pub fn kernel_error(e: &walb_kernel::Error) -> WireError {
+    let code = match e {
+        walb_kernel::Error::Corrupt { .. } => ErrorCode::Corrupt,
+        walb_kernel::Error::Incomplete { .. } => ErrorCode::Truncated,
+        walb_kernel::Error::Invalid(_) => ErrorCode::BadRequest,
+        walb_kernel::Error::Unsupported(_) => ErrorCode::Unsupported,
+        walb_kernel::Error::Io { .. } => ErrorCode::Internal,
+    };
+    WireError::new(code, e.to_string())
+}
+
+/// An internal failure, with its whole cause chain.
+pub fn internal(e: &anyhow::Error) -> WireError {
+    WireError::new(ErrorCode::Internal, format!("{e:#}"))
+}
+
+/// A refusal with `code`.
+pub fn refuse(code: ErrorCode, msg: impl Into<String>) -> WireError {
+    WireError::new(code, msg)
+}
+
+fn init_logging(common: &CommonOpts) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let default = if common.debug { "debug" } else { "info" };
+    let filter = EnvFilter::try_from_env("WALB_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!("{default},quinn=warn,quinn_proto=warn,rustls=warn"))
+    });
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if common.log_file.as_os_str() == "-" {
+        builder.with_writer(std::io::stderr).init();
+    } else {
+        let path = if common.log_file.is_relative() {
+            common.base_dir.join(&common.log_file)
+        } else {
+            common.log_file.clone()
+        };
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| format!("opening log file {}", path.display()))?;
+        builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .init();
+    }
+    Ok(())
+}
+
+fn host_name() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Sets up a daemon from its common options: base directory, logging, node.
+pub fn setup(role: Role, common: &CommonOpts, rt: &tokio::runtime::Runtime) -> Result<Arc<Ctx>> {
+    std::fs::create_dir_all(&common.base_dir)
+        .with_context(|| format!("creating base directory {}", common.base_dir.display()))?;
+    init_logging(common)?;
+    let base = BaseDir::lock(&common.base_dir)?;
+    let id = common.id.clone().unwrap_or_else(host_name);
+    let me = PeerId::new(role, &id).with_context(|| format!("node id {id:?}"))?;
+    let cert_dir: PathBuf = match &common.cert_dir {
+        Some(d) => d.clone(),
+        None => walb_wire::certs::default_cert_dir()
+            .context("no certificate directory: pass --cert-dir")?,
+    };
+    let files = TlsFiles::in_dir(&cert_dir, &me);
+    let bind = rt.block_on(resolve(&common.listen))?;
+    let bind = if common.listen.parse::<u16>().is_ok() {
+        SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), bind.port())
+    } else {
+        bind
+    };
+    let mut cfg = NodeConfig::new(bind, true);
+    cfg.software = format!("walb-{role} {}", env!("CARGO_PKG_VERSION"));
+    let node = {
+        let _g = rt.enter();
+        Node::bind(cfg, files.clone()).with_context(|| {
+            format!(
+                "starting {me} on {bind} with certificate {}",
+                files.cert.display()
+            )
+        })?
+    };
+    Ok(Arc::new(Ctx {
+        node,
+        base,
+        role,
+        id,
+        fg: Arc::new(Semaphore::new(common.fg.max(1))),
+        bg: common.bg.max(1),
+        shutdown: CancellationToken::new(),
+        force: AtomicBool::new(false),
+        started: Instant::now(),
+    }))
+}
+
+/// Serves calls until shutdown, then stops the role's work and closes the node.
+pub async fn serve<H: Handler>(ctx: Arc<Ctx>, handler: Arc<H>) -> Result<()> {
+    {
+        let ctx = Arc::clone(&ctx);
+        tokio::spawn(async move { watch_signals(ctx).await });
+    }
+    if let Err(e) = ctx.node.reload_on_sighup() {
+        warn!("certificate reload on SIGHUP unavailable: {e}");
+    }
+    let addr = ctx.node.local_addr()?;
+    info!(role = %ctx.role, id = %ctx.id, %addr, base = %ctx.base.path().display(), "serving");
+    let tracker = tokio_util::task::TaskTracker::new();
+    loop {
+        let incoming = tokio::select! {
+            c = ctx.node.accept() => c,
+            _ = ctx.shutdown.cancelled() => break,
+        };
+        let Some(incoming) = incoming else { break };
+        if let Some(done) = common_answer(&ctx, incoming).await {
+            let h = Arc::clone(&handler);
+            tracker.spawn(async move { h.handle(done).await });
+        }
+    }
+    let force = ctx.is_force_shutdown();
+    info!(force, "shutting down");
+    handler.shutdown(force).await;
+    tracker.close();
+    let wait = if force { 5 } else { 60 };
+    if tokio::time::timeout(Duration::from_secs(wait), tracker.wait())
+        .await
+        .is_err()
+    {
+        warn!(
+            "{} calls still running after {wait} s; closing",
+            tracker.len()
+        );
+    }
+    ctx.node.close().await;
+    info!("stopped");
+    Ok(())
+}
+
+/// Answers the calls every role answers alike; passes the rest back.
+async fn common_answer(ctx: &Arc<Ctx>, incoming: IncomingCall) -> Option<IncomingCall> {
+    let reply = match &incoming.request {
+        Request::Query(Query::HostType) => Reply::Text(ctx.role.as_str().to_owned()),
+        Request::Query(Query::Pid) => Reply::Number(u64::from(std::process::id())),
+        Request::Query(Query::Version) => Reply::Version {
+            software: format!("walb-{} {}", ctx.role, env!("CARGO_PKG_VERSION")),
+            protocol: walb_wire::msg::PROTOCOL_VERSION,
+        },
+        Request::Command(Command::Shutdown { force }) => {
+            info!(peer = %incoming.peer, force, "shutdown requested");
+            let force = *force;
+            answer(incoming.call, Ok(Reply::Done)).await;
+            ctx.begin_shutdown(force);
+            return None;
+        }
+        _ => return Some(incoming),
+    };
+    answer(incoming.call, Ok(reply)).await;
+    None
+}
+
+async fn watch_signals(ctx: Arc<Ctx>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot install signal handlers");
+        return;
+    };
+    let mut n = 0;
+    loop {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        n += 1;
+        info!(n, "signal received");
+        ctx.begin_shutdown(n > 1);
+    }
+}
+
+fn run_role<H, F, Fut>(role: Role, common: CommonOpts, start: F) -> ExitCode
+where
+    H: Handler,
+    F: FnOnce(Arc<Ctx>) -> Fut,
+    Fut: Future<Output = Result<Arc<H>>>,
+{
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name(format!("walb-{role}"))
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("walb-{role}: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let res = setup(role, &common, &rt).and_then(|ctx| {
+        rt.block_on(async move {
+            let handler = start(Arc::clone(&ctx)).await?;
+            serve(ctx, handler).await
+        })
+    });
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            eprintln!("walb-{role}: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The `main` of the daemon of `role`.
+pub fn main_for(role: Role) -> ExitCode {
+    match role {
+        Role::Storage => {
+            let o = StorageOpts::parse();
+            run_role(role, o.common.clone(), |ctx| crate::storage::start(ctx, o))
+        }
+        Role::Proxy => {
+            let o = ProxyOpts::parse();
+            run_role(role, o.common.clone(), |ctx| crate::proxy::start(ctx, o))
+        }
+        Role::Archive => {
+            let o = ArchiveOpts::parse();
+            run_role(role, o.common.clone(), |ctx| crate::archive::start(ctx, o))
+        }
+        Role::Operator | Role::Viewer => {
+            eprintln!("{role} is not a daemon role");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! The storage volume states (walb-tools.md §3.1).
+//!
+//! Steady: Clear, SyncReady, Stopped, Target, Standby. A full or hash backup runs
+//! SyncReady → FullSync/HashSync → Stopped and then, automatically, Stopped →
+//! StartTarget → Target. A log overflow stops a Target volume (Target → StopTarget →
+//! Stopped).
+
+use super::{t, Transition, VolState};
+
+/// A storage volume's state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StorageState {
+    /// No metadata.
+    Clear,
+    /// Initialized; full or hash backup possible; logs not monitored.
+    SyncReady,
+    /// Logs are kept in the log device, neither sent nor freed.
+    Stopped,
+    /// Backup target: logs are shipped to proxies, then freed.
+    Target,
+    /// Replica not backed up: logs are freed.
+    Standby,
+    /// `init-vol` running.
+    InitVol,
+    /// `clear-vol` running.
+    ClearVol,
+    /// `start standby` running.
+    StartStandby,
+    /// `stop` of a standby volume running.
+    StopStandby,
+    /// Full backup running.
+    FullSync,
+    /// Hash backup running.
+    HashSync,
+    /// `reset-vol` running.
+    Reset,
+    /// `start target` running.
+    StartTarget,
+    /// `stop` of a target volume running (also on overflow).
+    StopTarget,
+}
+
+use StorageState as S;
+
+impl VolState for StorageState {
+    const ALL: &'static [Self] = &[
+        S::Clear,
+        S::SyncReady,
+        S::Stopped,
+        S::Target,
+        S::Standby,
+        S::InitVol,
+        S::ClearVol,
+        S::StartStandby,
+        S::StopStandby,
+        S::FullSync,
+        S::HashSync,
+        S::Reset,
+        S::StartTarget,
+        S::StopTarget,
+    ];
+    const TRANSITIONS: &'static [Transition<Self>] = &[
+        t(S::Clear, S::InitVol, S::SyncReady),
+        t(S::SyncReady, S::ClearVol, S::Clear),
+        t(S::SyncReady, S::StartStandby, S::Standby),
+        t(S::Standby, S::StopStandby, S::SyncReady),
+        t(S::SyncReady, S::FullSync, S::Stopped),
+        t(S::SyncReady, S::HashSync, S::Stopped),
+        t(S::Stopped, S::Reset, S::SyncReady),
+        t(S::Stopped, S::StartTarget, S::Target),
+        t(S::Target, S::StopTarget, S::Stopped),
+    ];
+    const CLEAR: Self = S::Clear;
+
+    fn name(self) -> &'static str {
+        match self {
+            S::Clear => "Clear",
+            S::SyncReady => "SyncReady",
+            S::Stopped => "Stopped",
+            S::Target => "Target",
+            S::Standby => "Standby",
+            S::InitVol => "InitVol",
+            S::ClearVol => "ClearVol",
+            S::StartStandby => "StartStandby",
+            S::StopStandby => "StopStandby",
+            S::FullSync => "FullSync",
+            S::HashSync => "HashSync",
+            S::Reset => "Reset",
+            S::StartTarget => "StartTarget",
+            S::StopTarget => "StopTarget",
+        }
+    }
+}
+
+/// States in which wlogs are sent (`WlogSend`): Target, and during a backup.
+pub const WLOG_SEND: &[StorageState] = &[S::Target, S::FullSync, S::HashSync];
+/// States in which logs are freed without sending (`WlogRemove`).
+pub const WLOG_REMOVE: &[StorageState] = &[S::Standby];
+/// States `stop` accepts.
+pub const STOP_ACCEPT: &[StorageState] = &[S::Target, S::Standby];
+/// States `snapshot` accepts.
+pub const SNAPSHOT_ACCEPT: &[StorageState] = &[S::Target, S::Stopped];
+/// States `resize` accepts.
+pub const RESIZE_ACCEPT: &[StorageState] = &[S::SyncReady, S::Stopped, S::Target, S::Standby];
+/// States in which the device's log is monitored.
+pub const MONITORED: &[StorageState] = &[
+    S::Target,
+    S::Standby,
+    S::FullSync,
+    S::HashSync,
+    S::StartTarget,
+    S::StopTarget,
+    S::StartStandby,
+    S::StopStandby,
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{check_every_transition, check_table, Machine};
+
+    #[test]
+    fn table_is_well_formed() {
+        check_table::<StorageState>();
+    }
+
+    #[test]
+    fn every_transition_commits_and_rolls_back() {
+        check_every_transition::<StorageState>();
+    }
+
+    #[test]
+    fn full_backup_path_reaches_target() {
+        let mut m = Machine::<StorageState>::default();
+        m.begin(&[S::Clear], S::InitVol).unwrap();
+        m.commit(S::SyncReady).unwrap();
+        m.begin(&[S::SyncReady], S::FullSync).unwrap();
+        m.commit(S::Stopped).unwrap();
+        m.begin(&[S::Stopped], S::StartTarget).unwrap();
+        m.commit(S::Target).unwrap();
+        assert_eq!(m.state(), S::Target);
+        // A full backup cannot start from Target.
+        assert!(m.begin(&[S::SyncReady], S::FullSync).is_err());
+    }
+}
