@@ -7,6 +7,7 @@
 //! - [`persist`]: atomic, durable small files and the base-directory lock.
 //! - [`vol`]: a volume's live state shared by tokio tasks (transactions that roll back
 //!   when dropped, actions, stop flag, state events).
+//! - [`dto`]: kernel snapshot model ↔ wire DTOs, validated on the way in.
 //! - [`server`]: the QUIC node, the accept loop, signals, shutdown, the answers every
 //!   role gives (host type, pid, version), and the mapping of errors to wire errors.
 //! - [`storage`], [`proxy`], [`archive`]: the roles.
@@ -15,6 +16,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod archive;
+pub mod dto;
 pub mod opts;
 pub mod persist;
 pub mod proxy;

@@ -59,6 +59,21 @@ impl std::fmt::Debug for Ctx {
 }
 
 impl Ctx {
+    /// A context around an already bound node (tests build daemons in-process this way).
+    pub fn new(node: Node, base: BaseDir, role: Role, id: &str, fg: usize, bg: usize) -> Arc<Ctx> {
+        Arc::new(Ctx {
+            node,
+            base,
+            role,
+            id: id.to_owned(),
+            fg: Arc::new(Semaphore::new(fg.max(1))),
+            bg: bg.max(1),
+            shutdown: CancellationToken::new(),
+            force: AtomicBool::new(false),
+            started: Instant::now(),
+        })
+    }
+
     /// A publisher of events to this node's subscribers.
     pub fn publisher(&self) -> Publish {
         let node = self.node.clone();
@@ -254,17 +269,7 @@ pub fn setup(role: Role, common: &CommonOpts, rt: &tokio::runtime::Runtime) -> R
             )
         })?
     };
-    Ok(Arc::new(Ctx {
-        node,
-        base,
-        role,
-        id,
-        fg: Arc::new(Semaphore::new(common.fg.max(1))),
-        bg: common.bg.max(1),
-        shutdown: CancellationToken::new(),
-        force: AtomicBool::new(false),
-        started: Instant::now(),
-    }))
+    Ok(Ctx::new(node, base, role, &id, common.fg, common.bg))
 }
 
 /// Serves calls until shutdown, then stops the role's work and closes the node.
