@@ -4,7 +4,10 @@
 //! Run: `cargo bench -p walb-kernel --bench kernel`. Environment:
 //! - `WALB_BENCH_MB` (default 512): MiB of write data per data kind;
 //! - `WALB_BENCH_RUNS` (default 3): runs per measurement, the fastest is printed;
-//! - `WALB_BENCH_DIR` (default: a temporary directory under `target/`): where files go.
+//! - `WALB_BENCH_DIR` (default: a temporary directory under `target/`): where files go;
+//! - `WALB_BENCH_ONLY` (default: all): comma-separated steps to measure among `read`,
+//!   `copy`, `libzstd`, `parse`, `stream`, `sorted`, `indexed`, `redo`, `merge` (the
+//!   `zstd -1` command, the reference, always runs).
 //!
 //! For each data kind (random, compressible) it generates a wlog of that much write data
 //! (pbs 4096, 4–64 KiB writes over a 4 GiB device), then measures:
@@ -13,7 +16,9 @@
 //!   one thread in-process, both writing their output next to ours;
 //! - a sequential copy of the wlog (write bandwidth of the same directory);
 //! - wlog parse + every checksum verified;
-//! - wlog → sorted wdiff and wlog → indexed wdiff (zstd:1; proxies write indexed ones);
+//! - wlog → sorted wdiff from a stream (one pass, the standard-input path), from the file
+//!   (two passes, the file path) and wlog → indexed wdiff (zstd:1; proxies write indexed
+//!   ones);
 //! - a 10-way merge of ten wdiffs converted from ten wlogs of a tenth of the size each;
 //! - redo of the wlog and of the wdiff onto an image file.
 //!
@@ -27,7 +32,7 @@ use std::time::Instant;
 
 use walb_kernel::block::Pbs;
 use walb_kernel::diff::apply::{DiscardPolicy, FileTarget, Redo};
-use walb_kernel::diff::convert::{convert_wlog, merge_to_sorted, ConvertOpt};
+use walb_kernel::diff::convert::{convert_wlog, convert_wlog_file, merge_to_sorted, ConvertOpt};
 use walb_kernel::diff::merge::DiffStream;
 use walb_kernel::gen::{DataKind, WlogGen};
 use walb_kernel::wdiff::{WdiffKind, WdiffReader};
@@ -61,6 +66,14 @@ fn time<T>(mut f: impl FnMut() -> T) -> (T, f64) {
         }
     }
     best.expect("at least one run")
+}
+
+/// Whether `step` is measured (`WALB_BENCH_ONLY`).
+fn enabled(step: &str) -> bool {
+    match std::env::var("WALB_BENCH_ONLY") {
+        Ok(v) if !v.trim().is_empty() => v.split(',').any(|s| s.trim() == step),
+        _ => true,
+    }
 }
 
 fn runs() -> usize {
@@ -159,10 +172,12 @@ fn parse(path: &Path) -> u64 {
     n
 }
 
+/// Sorted conversion of a wlog file (two passes, as `wdevc wlog-to-wdiff` does for files).
 fn convert(wlog: &Path, out: &Path) -> u64 {
     convert_to(wlog, out, WdiffKind::Sorted)
 }
 
+/// Conversion of a wlog file, as `wdevc wlog-to-wdiff -i FILE` does it.
 fn convert_to(wlog: &Path, out: &Path, kind: WdiffKind) -> u64 {
     let f = File::open(wlog).expect("open");
     let o = BufWriter::with_capacity(4 << 20, File::create(out).expect("create"));
@@ -170,7 +185,21 @@ fn convert_to(wlog: &Path, out: &Path, kind: WdiffKind) -> u64 {
         kind,
         ..ConvertOpt::default()
     };
-    let (mut w, _) = convert_wlog(BufReader::with_capacity(4 << 20, f), o, &opt).expect("convert");
+    let (mut w, _) = convert_wlog_file(&f, o, &opt).expect("convert");
+    w.flush().expect("flush");
+    std::fs::metadata(out).expect("stat").len()
+}
+
+/// Sorted conversion of a wlog stream (one pass, as for standard input).
+fn convert_stream(wlog: &Path, out: &Path) -> u64 {
+    let f = File::open(wlog).expect("open");
+    let o = BufWriter::with_capacity(4 << 20, File::create(out).expect("create"));
+    let (mut w, _) = convert_wlog(
+        BufReader::with_capacity(4 << 20, f),
+        o,
+        &ConvertOpt::default(),
+    )
+    .expect("convert");
     w.flush().expect("flush");
     std::fs::metadata(out).expect("stat").len()
 }
@@ -254,11 +283,15 @@ fn main() {
         println!("\n{tag} data: wlog of {:.1} MB", bytes as f64 / 1e6);
         let scratch = dir.join(format!("{tag}.scratch"));
         seq_read(&wlog); // warm the page cache
-        let (_, s) = time(|| seq_read(&wlog));
-        line("sequential read (page cache)", bytes, s, None);
-        let (_, s) = time(|| seq_write(&wlog, &scratch));
-        line("sequential write of the same bytes (copy)", bytes, s, None);
-        let zrate = match zstd_cli(&wlog, &scratch) {
+        if enabled("read") {
+            let (_, s) = time(|| seq_read(&wlog));
+            line("sequential read (page cache)", bytes, s, None);
+        }
+        if enabled("copy") {
+            let (_, s) = time(|| seq_write(&wlog, &scratch));
+            line("sequential write of the same bytes (copy)", bytes, s, None);
+        }
+        let mut zrate = match zstd_cli(&wlog, &scratch) {
             Some(c) => {
                 let r = mbps(bytes, c);
                 line("zstd -1 -T1 command (the reference)", bytes, c, Some(r));
@@ -266,76 +299,102 @@ fn main() {
             }
             None => 0.0,
         };
-        let (_, z) = time(|| zstd1(&wlog, &scratch));
-        let zrate = if zrate > 0.0 { zrate } else { mbps(bytes, z) };
-        line(
-            "zstd level 1, one thread, in-process (libzstd)",
-            bytes,
-            z,
-            Some(zrate),
-        );
-        let (_, s) = time(|| parse(&wlog));
-        line("wlog parse + checksums", bytes, s, Some(zrate));
+        if enabled("libzstd") || zrate == 0.0 {
+            let (_, z) = time(|| zstd1(&wlog, &scratch));
+            if zrate == 0.0 {
+                zrate = mbps(bytes, z);
+            }
+            line(
+                "zstd level 1, one thread, in-process (libzstd)",
+                bytes,
+                z,
+                Some(zrate),
+            );
+        }
+        if enabled("parse") {
+            let (_, s) = time(|| parse(&wlog));
+            line("wlog parse + checksums", bytes, s, Some(zrate));
+        }
         let wdiff = dir.join(format!("{tag}.wdiff"));
-        let (out, s) = time(|| convert(&wlog, &wdiff));
-        line(
-            &format!("wlog -> sorted wdiff zstd:1 ({:.0} MB)", out as f64 / 1e6),
-            bytes,
-            s,
-            Some(zrate),
-        );
-        let indexed = dir.join(format!("{tag}.indexed.wdiff"));
-        let (out, s) = time(|| convert_to(&wlog, &indexed, WdiffKind::Indexed));
-        line(
-            &format!("wlog -> indexed wdiff zstd:1 ({:.0} MB)", out as f64 / 1e6),
-            bytes,
-            s,
-            Some(zrate),
-        );
-        std::fs::remove_file(&indexed).ok();
-        let img = dir.join(format!("{tag}.img"));
-        let (_, s) = time(|| redo_wlog(&wlog, &img));
-        line(
-            "wlog redo to image file (+fdatasync)",
-            bytes,
-            s,
-            Some(zrate),
-        );
-        let (_, s) = time(|| redo_wdiff(&wdiff, &img));
-        line(
-            "wdiff redo to image file (+fdatasync)",
-            bytes,
-            s,
-            Some(zrate),
-        );
-        remove_images(&dir);
+        if enabled("stream") {
+            let (out, s) = time(|| convert_stream(&wlog, &wdiff));
+            line(
+                &format!("wlog -> sorted wdiff, stream ({:.0} MB)", out as f64 / 1e6),
+                bytes,
+                s,
+                Some(zrate),
+            );
+        }
+        if enabled("sorted") {
+            let (out, s) = time(|| convert(&wlog, &wdiff));
+            line(
+                &format!("wlog -> sorted wdiff zstd:1 ({:.0} MB)", out as f64 / 1e6),
+                bytes,
+                s,
+                Some(zrate),
+            );
+        }
+        if enabled("indexed") {
+            let indexed = dir.join(format!("{tag}.indexed.wdiff"));
+            let (out, s) = time(|| convert_to(&wlog, &indexed, WdiffKind::Indexed));
+            line(
+                &format!("wlog -> indexed wdiff zstd:1 ({:.0} MB)", out as f64 / 1e6),
+                bytes,
+                s,
+                Some(zrate),
+            );
+            std::fs::remove_file(&indexed).ok();
+        }
+        if enabled("redo") {
+            if !wdiff.exists() {
+                convert(&wlog, &wdiff);
+            }
+            let img = dir.join(format!("{tag}.img"));
+            let (_, s) = time(|| redo_wlog(&wlog, &img));
+            line(
+                "wlog redo to image file (+fdatasync)",
+                bytes,
+                s,
+                Some(zrate),
+            );
+            let (_, s) = time(|| redo_wdiff(&wdiff, &img));
+            line(
+                "wdiff redo to image file (+fdatasync)",
+                bytes,
+                s,
+                Some(zrate),
+            );
+            remove_images(&dir);
+        }
         // Ten smaller wdiffs for the merge.
         let mut parts = Vec::new();
-        let mut part_bytes = 0;
-        for i in 0..10 {
-            let w = dir.join(format!("{tag}-part{i}.wlog"));
-            part_bytes += gen_wlog(&w, kind, data / 10, 100 + i);
-            let d = dir.join(format!("{tag}-part{i}.wdiff"));
-            convert(&w, &d);
-            std::fs::remove_file(&w).ok();
-            parts.push(d);
-        }
-        let part_files: u64 = parts
-            .iter()
-            .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-            .sum();
         let merged = dir.join(format!("{tag}-merged.wdiff"));
-        let (out, s) = time(|| merge(&parts, &merged));
-        line(
-            &format!(
-                "10-way merge ({:.0} MB in, {:.0} MB out)",
-                part_files as f64 / 1e6,
-                out as f64 / 1e6
-            ),
-            part_bytes,
-            s,
-            Some(zrate),
-        );
+        if enabled("merge") {
+            let mut part_bytes = 0;
+            for i in 0..10 {
+                let w = dir.join(format!("{tag}-part{i}.wlog"));
+                part_bytes += gen_wlog(&w, kind, data / 10, 100 + i);
+                let d = dir.join(format!("{tag}-part{i}.wdiff"));
+                convert(&w, &d);
+                std::fs::remove_file(&w).ok();
+                parts.push(d);
+            }
+            let part_files: u64 = parts
+                .iter()
+                .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+                .sum();
+            let (out, s) = time(|| merge(&parts, &merged));
+            line(
+                &format!(
+                    "10-way merge ({:.0} MB in, {:.0} MB out)",
+                    part_files as f64 / 1e6,
+                    out as f64 / 1e6
+                ),
+                part_bytes,
+                s,
+                Some(zrate),
+            );
+        }
         for p in parts.iter().chain([&merged, &wdiff, &wlog, &scratch]) {
             std::fs::remove_file(p).ok();
         }

@@ -11,13 +11,20 @@
 //!   whole log (walb-tools holds it uncompressed).
 //! - INDEXED output: the IOs are appended in arrival order as they come; the writer keeps only
 //!   the index in memory.
+//!
+//! [`convert_wlog`] takes any stream (standard input included). [`convert_wlog_file`] takes
+//! a file and writes SORTED output in two passes ([`twopass`](super::twopass)): an index of
+//! the newest content of every block first, then only the surviving data, read in address
+//! order; it holds no data in memory and compresses nothing that is overwritten.
 
-use std::io::{Read, Write};
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
 
 use super::io::DiffIo;
 use super::merge::{DiffMerger, DiffStream};
 use super::pipeline::{compress_ordered, default_threads};
 use super::stored_mem::StoredMemory;
+use super::twopass;
 use crate::block::is_all_zero;
 use crate::compress::{CompressOpt, Compressor};
 use crate::error::Result;
@@ -178,6 +185,27 @@ pub fn convert_wlog<R: Read, W: Write + Send>(
     let rd = WlogReader::new(wlog)?;
     let uuid = rd.header().uuid;
     convert_packs(rd, uuid, out, opt)
+}
+
+/// Converts a wlog file into a wdiff written to `out` (uuid taken from the wlog header),
+/// reading the file from its first byte whatever its cursor.
+///
+/// SORTED output is built in two passes ([`twopass::convert_sorted`]); INDEXED output
+/// streams as in [`convert_wlog`]. Errors are those of [`convert_wlog`] on the same bytes.
+/// The file must not change during the conversion.
+pub fn convert_wlog_file<W: Write + Send>(
+    wlog: &File,
+    out: W,
+    opt: &ConvertOpt,
+) -> Result<(W, WriteStats)> {
+    match opt.kind {
+        WdiffKind::Sorted => twopass::convert_sorted(wlog, out, opt),
+        WdiffKind::Indexed => convert_wlog(
+            BufReader::with_capacity(1 << 20, twopass::FileFromStart::new(wlog)),
+            out,
+            opt,
+        ),
+    }
 }
 
 #[cfg(test)]

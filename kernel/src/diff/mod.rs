@@ -2,6 +2,7 @@
 //!
 //! - [`io`]: the in-memory diff IO shared by every reader, writer and algorithm.
 //! - [`convert`]: wlog → wdiff conversion.
+//! - [`twopass`]: two-pass sorted conversion of wlog files (index, then read in address order).
 //! - [`mem`]: overlap elimination (newest write wins).
 //! - [`merge`]: the N-way streaming merge of address-ordered diffs.
 //! - [`pipeline`]: parallel, order-preserving compression feeding a writer.
@@ -16,6 +17,7 @@ pub mod mem;
 pub mod merge;
 pub mod pipeline;
 pub mod stored_mem;
+pub mod twopass;
 pub mod virt;
 
 pub use io::{DiffIo, IoData};

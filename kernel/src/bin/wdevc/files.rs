@@ -12,7 +12,7 @@ use walb_kernel::block::{Pbs, LBS};
 use walb_kernel::compress::CompressOpt;
 use walb_kernel::diff::apply::{DiscardPolicy, FileTarget, Redo};
 use walb_kernel::diff::convert::{
-    convert_wlog, merge_to_sorted, ConvertOpt, DEFAULT_MAX_IO_BLOCKS,
+    convert_wlog, convert_wlog_file, merge_to_sorted, ConvertOpt, DEFAULT_MAX_IO_BLOCKS,
 };
 use walb_kernel::diff::merge::{DiffMerger, DiffStream};
 use walb_kernel::diff::virt::VirtualFullScan;
@@ -415,10 +415,27 @@ impl WlogToWdiff {
             max_io_blocks: max_io_blocks(self.max_io_size)?,
             ..Default::default()
         };
-        let input = open_in(&self.input)?;
+        // A regular file is converted in two passes (index, then the surviving data in
+        // address order); standard input, pipes and devices stream.
+        let file = if self.input.as_os_str() == "-" {
+            None
+        } else {
+            let f = File::open(&self.input)
+                .with_context(|| format!("opening {}", self.input.display()))?;
+            let regular = f
+                .metadata()
+                .with_context(|| format!("examining {}", self.input.display()))?
+                .is_file();
+            Some((f, regular))
+        };
         let (output, out) = Output::create(&self.output)?;
-        let (out, stats) = convert_wlog(input, out, &opt)
-            .with_context(|| format!("converting {}", self.input.display()))?;
+        let converted = match file {
+            Some((f, true)) => convert_wlog_file(&f, out, &opt),
+            Some((f, false)) => convert_wlog(BufReader::with_capacity(1 << 20, f), out, &opt),
+            None => convert_wlog(open_in(&self.input)?, out, &opt),
+        };
+        let (out, stats) =
+            converted.with_context(|| format!("converting {}", self.input.display()))?;
         output.commit(out)?;
         tracing::info!(?stats, "converted");
         Ok(())
