@@ -1,4 +1,578 @@
-//! walb-tests: end-to-end and scenario tests that run real walb processes.
+//! The end-to-end harness: a real walb cluster of processes on loopback.
 //!
-//! The data-kernel interop tests live next to the kernel (`kernel/tests/`); this crate
-//! receives the multi-process tests once the daemons exist.
+//! A [`Cluster`] lives in a temporary directory: a cluster CA with certificates for s0
+//! (storage), p0 (proxy), a0 (archive) and an operator console, an emulated WalB device on
+//! two files (`wdevc create-wdev --emulate`, which as root also exposes a loop block
+//! device), the three daemons on free loopback ports, and a cluster file for
+//! `walb-console`. Tests drive it exactly as operators do: `walb-console --exec`,
+//! `wdevc`, `mkfs`, `mount`, and SIGTERM/SIGKILL for failure drills. Everything is torn
+//! down when the [`Cluster`] drops.
+//!
+//! Binaries are taken from the cargo target directory this test runs from; if one is
+//! missing the harness builds them once with `cargo build --bins`.
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, Once};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+use walb_wire::{ClusterCa, IssueOptions, PeerId, Role};
+
+/// The volume name the tutorial uses.
+pub const VOL: &str = "vol";
+
+/// The binaries a cluster needs.
+const BINS: [&str; 5] = [
+    "walb-storage",
+    "walb-proxy",
+    "walb-archive",
+    "walb-console",
+    "wdevc",
+];
+
+/// The directory holding the workspace's binaries.
+pub fn bin_dir() -> PathBuf {
+    static BUILD: Once = Once::new();
+    // target/<profile>/deps/<test-binary>
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    BUILD.call_once(|| {
+        if BINS.iter().any(|b| !dir.join(b).exists()) {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let release = dir.file_name().is_some_and(|n| n == "release");
+            let mut c = Command::new(cargo);
+            c.args(["build", "--bins", "-p", "walb-daemon", "-p", "walb-console"])
+                .args(["-p", "walb-kernel"]);
+            if release {
+                c.arg("--release");
+            }
+            let st = c.status();
+            assert!(
+                matches!(st, Ok(s) if s.success()),
+                "building the walb binaries failed: {st:?}"
+            );
+        }
+    });
+    dir
+}
+
+/// A command for one of the workspace's binaries.
+pub fn bin(name: &str) -> Command {
+    Command::new(bin_dir().join(name))
+}
+
+/// True when running as root (block devices, mount).
+pub fn is_root() -> bool {
+    nix::unistd::getuid().is_root()
+}
+
+/// A free UDP port on loopback (QUIC listens on UDP).
+pub fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(0)
+}
+
+/// SHA-256 of a file or block device, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Options of a test cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOpts {
+    /// Data device size, MiB.
+    pub ddev_mb: u64,
+    /// Log device size, MiB.
+    pub ldev_mb: u64,
+    /// Implicit snapshot interval of the storage, seconds.
+    pub snapshot_interval: u64,
+    /// Extra storage options.
+    pub storage_args: Vec<String>,
+    /// Extra proxy options.
+    pub proxy_args: Vec<String>,
+    /// Extra archive options.
+    pub archive_args: Vec<String>,
+    /// Number of proxies (p0, p1, ...), in the storage's priority order.
+    pub proxies: usize,
+}
+
+impl Default for ClusterOpts {
+    fn default() -> Self {
+        Self {
+            ddev_mb: 32,
+            ldev_mb: 16,
+            snapshot_interval: 1,
+            storage_args: Vec::new(),
+            proxy_args: Vec::new(),
+            archive_args: Vec::new(),
+            proxies: 1,
+        }
+    }
+}
+
+/// One daemon of the cluster.
+#[derive(Debug)]
+struct Daemon {
+    bin: &'static str,
+    args: Vec<String>,
+    child: Option<Child>,
+}
+
+/// Clusters of one test binary run one at a time: each is several processes, and timing
+/// assertions (a snapshot becomes restorable) should not depend on the neighbours.
+static SERIAL: Mutex<()> = Mutex::new(());
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+/// A running test cluster (see the module documentation).
+pub struct Cluster {
+    _serial: MutexGuard<'static, ()>,
+    dir: tempfile::TempDir,
+    /// The emulated device's name.
+    pub wdev: String,
+    daemons: BTreeMap<String, Daemon>,
+    /// Node name → port.
+    pub ports: BTreeMap<String, u16>,
+    device_up: bool,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("dir", &self.dir.path())
+            .field("ports", &self.ports)
+            .finish()
+    }
+}
+
+impl Cluster {
+    /// Builds certificates, the device and the cluster file, and starts the daemons.
+    pub fn start(opts: ClusterOpts) -> Result<Cluster> {
+        let serial = SERIAL.lock().unwrap_or_else(|p| p.into_inner());
+        let dir = tempfile::Builder::new().prefix("walb-e2e-").tempdir()?;
+        let d = dir.path();
+        let certs = d.join("certs");
+        std::fs::create_dir_all(&certs)?;
+        let ca = ClusterCa::generate("walb-e2e", 30)?;
+        ca.save(&certs, false)?;
+        let proxies: Vec<String> = (0..opts.proxies.max(1)).map(|i| format!("p{i}")).collect();
+        let mut ids: Vec<(Role, String)> = vec![
+            (Role::Storage, "s0".into()),
+            (Role::Archive, "a0".into()),
+            (Role::Operator, "console".into()),
+        ];
+        ids.extend(proxies.iter().map(|p| (Role::Proxy, p.clone())));
+        for (role, id) in &ids {
+            let peer = PeerId::new(*role, id)?;
+            let opts = IssueOptions {
+                hosts: vec!["localhost".into(), "127.0.0.1".into()],
+                ..IssueOptions::default()
+            };
+            ca.issue(&peer, &opts)?.save(&certs, false)?;
+        }
+        let wdev = format!(
+            "e2e{}-{}",
+            std::process::id() % 100_000,
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let ports: BTreeMap<String, u16> = ids
+            .iter()
+            .filter(|(r, _)| *r != Role::Operator)
+            .map(|(_, id)| (id.clone(), free_port()))
+            .collect();
+        let addr = |n: &str| format!("127.0.0.1:{}", ports.get(n).copied().unwrap_or(0));
+        let quoted: Vec<String> = proxies.iter().map(|p| format!("\"{p}\"")).collect();
+        let mut cluster = format!(
+            "name = \"e2e\"\n\n[certs]\nca = \"certs/ca.crt\"\ncert = \"certs/operator-console.crt\"\n\
+             key = \"certs/operator-console.key\"\n\n\
+             [[node]]\nname = \"s0\"\nrole = \"storage\"\naddr = \"{}\"\narchive = \"a0\"\nproxies = [{}]\n\n",
+            addr("s0"),
+            quoted.join(", ")
+        );
+        for p in &proxies {
+            cluster += &format!(
+                "[[node]]\nname = \"{p}\"\nrole = \"proxy\"\naddr = \"{}\"\n\n",
+                addr(p)
+            );
+        }
+        cluster += &format!(
+            "[[node]]\nname = \"a0\"\nrole = \"archive\"\naddr = \"{}\"\n",
+            addr("a0")
+        );
+        std::fs::write(d.join("cluster.toml"), cluster)?;
+        let mut c = Cluster {
+            _serial: serial,
+            dir,
+            wdev,
+            daemons: BTreeMap::new(),
+            ports: ports.clone(),
+            device_up: false,
+        };
+        c.create_device(&opts)?;
+        let common = |id: &str| -> Vec<String> {
+            let base = c.path().join(id);
+            vec![
+                "-b".into(),
+                base.display().to_string(),
+                "-l".into(),
+                c.path().join(format!("{id}.log")).display().to_string(),
+                "-p".into(),
+                addr(id),
+                "--id".into(),
+                id.into(),
+                "--cert-dir".into(),
+                certs.display().to_string(),
+            ]
+        };
+        let mut s = common("s0");
+        let proxy_addrs: Vec<String> = proxies.iter().map(|p| addr(p)).collect();
+        s.extend([
+            "--archive".into(),
+            addr("a0"),
+            "--proxy".into(),
+            proxy_addrs.join(","),
+            "--snapshot-interval".into(),
+            opts.snapshot_interval.to_string(),
+        ]);
+        s.extend(opts.storage_args.iter().cloned());
+        let mut a = common("a0");
+        a.extend(opts.archive_args.iter().cloned());
+        let mut order: Vec<(String, &'static str, Vec<String>)> =
+            vec![("a0".into(), "walb-archive", a)];
+        for px in &proxies {
+            let mut p = common(px);
+            p.extend(opts.proxy_args.iter().cloned());
+            order.push((px.clone(), "walb-proxy", p));
+        }
+        order.push(("s0".into(), "walb-storage", s));
+        for (name, bin, args) in order {
+            c.daemons.insert(
+                name.clone(),
+                Daemon {
+                    bin,
+                    args,
+                    child: None,
+                },
+            );
+            c.start_node(&name)?;
+        }
+        Ok(c)
+    }
+
+    /// The cluster's directory.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Environment every process of this cluster runs with.
+    fn env(&self, c: &mut Command) {
+        c.env("WALB_EMU_DIR", self.path().join("emu"))
+            .env("WALB_DEV_DIR", self.path().join("dev"))
+            .env("WALB_CLUSTER", self.path().join("cluster.toml"))
+            .env("WALB_LOG", "info");
+    }
+
+    fn create_device(&mut self, opts: &ClusterOpts) -> Result<()> {
+        let d = self.path().to_path_buf();
+        let (ldev, ddev) = (d.join("ldev"), d.join("ddev"));
+        std::fs::File::create(&ldev)?.set_len(opts.ldev_mb << 20)?;
+        std::fs::File::create(&ddev)?.set_len(opts.ddev_mb << 20)?;
+        let out = self.wdevc(&[
+            "format-ldev",
+            &ldev.display().to_string(),
+            &ddev.display().to_string(),
+        ])?;
+        check(&out, "wdevc format-ldev")?;
+        let out = self.wdevc(&[
+            "create-wdev",
+            &ldev.display().to_string(),
+            &ddev.display().to_string(),
+            "-n",
+            &self.wdev.clone(),
+            "--emulate",
+        ])?;
+        check(&out, "wdevc create-wdev")?;
+        self.device_up = true;
+        Ok(())
+    }
+
+    /// The device as operators name it: the block device link (root) or its name.
+    pub fn wdev_path(&self) -> PathBuf {
+        let link = self.path().join("dev").join(&self.wdev);
+        if link.exists() {
+            link
+        } else {
+            PathBuf::from(&self.wdev)
+        }
+    }
+
+    /// Runs `wdevc ARGS` in this cluster's environment.
+    pub fn wdevc(&self, args: &[&str]) -> Result<Output> {
+        let mut c = bin("wdevc");
+        self.env(&mut c);
+        Ok(c.args(args).output()?)
+    }
+
+    /// Runs `walb-console --exec ARGS`.
+    pub fn exec(&self, args: &[&str]) -> Result<Output> {
+        let mut c = bin("walb-console");
+        self.env(&mut c);
+        c.arg("--cluster")
+            .arg(self.path().join("cluster.toml"))
+            .arg("--exec")
+            .args(args);
+        Ok(c.output()?)
+    }
+
+    /// Runs `walb-console --exec ARGS` and returns its stdout; fails with its stderr.
+    pub fn exec_ok(&self, args: &[&str]) -> Result<String> {
+        let out = self.exec(args)?;
+        check(&out, &format!("walb-console --exec {}", args.join(" ")))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// (Re)starts daemon `name` and waits until it answers.
+    pub fn start_node(&mut self, name: &str) -> Result<()> {
+        let mut cmd = {
+            let d = self.daemons.get(name).context("no such node")?;
+            let mut c = bin(d.bin);
+            c.args(&d.args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            c
+        };
+        self.env(&mut cmd);
+        let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+        if let Some(d) = self.daemons.get_mut(name) {
+            d.child = Some(child);
+        }
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let out = self.exec(&["get", name, "host-type"])?;
+            if out.status.success() {
+                return Ok(());
+            }
+            if let Some(Some(c)) = self.daemons.get_mut(name).map(|d| d.child.as_mut()) {
+                if let Ok(Some(st)) = c.try_wait() {
+                    bail!(
+                        "{name} exited at start ({st}); log:\n{}",
+                        self.log_tail(name)
+                    );
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "{name} does not answer: {}\nlog:\n{}",
+                    String::from_utf8_lossy(&out.stderr),
+                    self.log_tail(name)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn signal(&mut self, name: &str, sig: nix::sys::signal::Signal) -> Result<()> {
+        let d = self.daemons.get_mut(name).context("no such node")?;
+        if let Some(mut c) = d.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, sig);
+            let deadline = Instant::now() + Duration::from_secs(90);
+            loop {
+                if c.try_wait()?.is_some() {
+                    break;
+                }
+                if Instant::now() > deadline {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    bail!("{name} did not exit after {sig}");
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        Ok(())
+    }
+
+    /// Stops daemon `name` gracefully (SIGTERM) and waits for it.
+    pub fn stop_node(&mut self, name: &str) -> Result<()> {
+        self.signal(name, nix::sys::signal::Signal::SIGTERM)
+    }
+
+    /// Kills daemon `name` (SIGKILL), as a crash.
+    pub fn kill_node(&mut self, name: &str) -> Result<()> {
+        self.signal(name, nix::sys::signal::Signal::SIGKILL)
+    }
+
+    /// The last lines of a daemon's log.
+    pub fn log_tail(&self, name: &str) -> String {
+        let log =
+            std::fs::read_to_string(self.path().join(format!("{name}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(40)..].join("\n")
+    }
+
+    /// Every daemon's log tail, for failure messages.
+    pub fn logs(&self) -> String {
+        self.daemons
+            .keys()
+            .map(|n| format!("--- {n}.log\n{}", self.log_tail(n)))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Writes through the device without root: `wdevc workload` with `args`.
+    pub fn workload(&self, args: &[&str]) -> Result<Child> {
+        let mut c = bin("wdevc");
+        self.env(&mut c);
+        c.arg("workload")
+            .arg(&self.wdev)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        Ok(c.spawn()?)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for d in self.daemons.values_mut() {
+            if let Some(c) = d.child.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+        if self.device_up {
+            let wdev = self.wdev.clone();
+            let _ = self.wdevc(&["delete-wdev", &wdev, "--force"]);
+        }
+    }
+}
+
+/// Fails with the command's stderr unless it succeeded.
+pub fn check(out: &Output, what: &str) -> Result<()> {
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}): {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    Ok(())
+}
+
+/// The last unsigned integer in `text` (a gid printed by a command).
+pub fn last_number(text: &str) -> Option<u64> {
+    text.rsplit(|c: char| !c.is_ascii_digit())
+        .filter(|t| !t.is_empty())
+        .find_map(|t| t.parse().ok())
+}
+
+impl Cluster {
+    /// SHA-256 of the live device (root: through its block device).
+    pub fn device_sha256(&self) -> Result<String> {
+        let p = self.wdev_path();
+        if !p.exists() {
+            bail!("the device has no block device here (needs root)");
+        }
+        sha256_file(&p)
+    }
+
+    /// Restores `gid` on `archive`, hashes the restored image, deletes it.
+    pub fn restored_sha256(&self, archive: &str, gid: u64) -> Result<String> {
+        let g = gid.to_string();
+        self.exec_ok(&["restore", archive, VOL, &g])?;
+        let path = self.exec_ok(&["restored-path", archive, VOL, &g])?;
+        let path = PathBuf::from(path.trim());
+        let sha = sha256_file(&path)?;
+        self.exec_ok(&["del-restored", archive, VOL, &g])?;
+        Ok(sha)
+    }
+
+    /// Takes a snapshot that must become restorable on a0; returns its gid.
+    pub fn snapshot(&self) -> Result<u64> {
+        let out = self.exec_ok(&["snapshot", "s0", VOL, "a0"])?;
+        last_number(&out).with_context(|| format!("no gid in {out:?}"))
+    }
+
+    /// The device equals the restored image of `gid` at a0.
+    pub fn assert_restore_equals_device(&self, gid: u64) -> Result<()> {
+        let dev = self.device_sha256()?;
+        let img = self.restored_sha256("a0", gid)?;
+        if dev != img {
+            bail!("restored gid {gid} differs from the device: {img} != {dev}");
+        }
+        Ok(())
+    }
+
+    /// `init-storage` and a full backup, as the tutorial does; returns the gid the
+    /// backup is clean at.
+    pub fn init_and_full_backup(&self) -> Result<u64> {
+        let wdev = self.wdev_path().display().to_string();
+        self.exec_ok(&["init-storage", "s0", VOL, &wdev])?;
+        self.exec_ok(&["stop", "s0", VOL])?;
+        let out = self.exec_ok(&["full-backup", "s0", VOL])?;
+        last_number(&out).with_context(|| format!("no gid in {out:?}"))
+    }
+
+    /// Writes `count` random IOs of up to `max_io` through the device, flushing every
+    /// 50 ms, and waits for them.
+    pub fn write(&self, count: u64, max_io: &str, seed: u64) -> Result<()> {
+        let mut w = self.workload(&[
+            "--count",
+            &count.to_string(),
+            "--max-io",
+            max_io,
+            "--flush-interval",
+            "50",
+            "--seed",
+            &seed.to_string(),
+        ])?;
+        let st = w.wait()?;
+        if !st.success() {
+            let mut err = String::new();
+            if let Some(mut e) = w.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            bail!("wdevc workload failed ({st}): {err}");
+        }
+        Ok(())
+    }
+
+    /// The state line of `node` in `state-all`.
+    pub fn state(&self, node: &str) -> Result<String> {
+        let out = self.exec_ok(&["get", node, "state", VOL])?;
+        Ok(out.trim().to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn last_number_takes_the_last_integer() {
+        assert_eq!(super::last_number("gid 8\n"), Some(8));
+        assert_eq!(super::last_number("clean at 12 (restorable 15)"), Some(15));
+        assert_eq!(super::last_number("none"), None);
+    }
+}

@@ -1,0 +1,128 @@
+//! The first half of the tutorial, end to end with real processes: format and create the
+//! device, init, full backup, mkfs and mount, write a file, umount, snapshot, restore,
+//! compare the restored image with the device, read the file back from the mounted
+//! restore, delete the restore.
+
+use std::path::Path;
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use walb_tests::{check, is_root, last_number, sha256_file, Cluster, ClusterOpts, VOL};
+
+fn run(cmd: &mut Command, what: &str) -> Result<()> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    check(&out, what)
+}
+
+fn mount(dev: &Path, at: &Path, ro: bool) -> Result<()> {
+    let mut c = Command::new("mount");
+    if dev.is_file() {
+        c.args(["-o", if ro { "loop,ro" } else { "loop" }]);
+    } else if ro {
+        c.args(["-o", "ro"]);
+    }
+    run(c.arg(dev).arg(at), "mount")
+}
+
+fn tutorial(c: &Cluster) -> Result<()> {
+    let wdev = c.wdev_path();
+    c.exec_ok(&["init-storage", "s0", VOL, &wdev.display().to_string()])?;
+    let states = c.exec_ok(&["state-all", VOL])?;
+    for want in [
+        "s0",
+        "storage Standby",
+        "p0",
+        "proxy Clear",
+        "a0",
+        "archive Clear",
+    ] {
+        if !states.contains(want) {
+            bail!("state-all after init-storage lacks {want:?}:\n{states}");
+        }
+    }
+
+    run(
+        Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&wdev),
+        "mkfs.ext4",
+    )?;
+    let mnt = c.path().join("mnt");
+    std::fs::create_dir_all(&mnt)?;
+    mount(&wdev, &mnt, false)?;
+
+    c.exec_ok(&["stop", "s0", VOL])?;
+    let states = c.exec_ok(&["state-all", VOL])?;
+    if !states.contains("storage SyncReady") {
+        bail!("after stop, s0 should be SyncReady:\n{states}");
+    }
+    let out = c.exec_ok(&["full-backup", "s0", VOL])?;
+    let clean = last_number(&out).context("full-backup printed no gid")?;
+    let states = c.exec_ok(&["state-all", VOL])?;
+    for want in ["storage Target", "proxy Started", "archive Archived"] {
+        if !states.contains(want) {
+            bail!("state-all after full-backup lacks {want:?}:\n{states}");
+        }
+    }
+
+    std::fs::write(mnt.join("test.txt"), "abc\n")?;
+    run(Command::new("umount").arg(&mnt), "umount")?;
+
+    let out = c.exec_ok(&["snapshot", "s0", VOL, "a0"])?;
+    let gid = last_number(&out).context("snapshot printed no gid")?;
+    if gid <= clean {
+        bail!("snapshot gid {gid} is not after the full backup's {clean}");
+    }
+    let restorable = c.exec_ok(&["restorable", "a0", VOL])?;
+    if !restorable
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(&gid.to_string()))
+    {
+        bail!("gid {gid} missing from restorable:\n{restorable}");
+    }
+    let diffs = c.exec_ok(&["diff-list", "a0", VOL])?;
+    if !diffs.contains("-->") {
+        bail!("diff-list shows no diff:\n{diffs}");
+    }
+
+    let dev_sha = sha256_file(&wdev)?;
+    let g = gid.to_string();
+    c.exec_ok(&["restore", "a0", VOL, &g])?;
+    let path = c.exec_ok(&["restored-path", "a0", VOL, &g])?;
+    let path = Path::new(path.trim()).to_path_buf();
+    let img_sha = sha256_file(&path)?;
+    if img_sha != dev_sha {
+        bail!("restored image of gid {gid} differs from the device");
+    }
+    mount(&path, &mnt, true)?;
+    let text = std::fs::read_to_string(mnt.join("test.txt"));
+    run(Command::new("umount").arg(&mnt), "umount restore")?;
+    if text.context("reading test.txt from the restore")? != "abc\n" {
+        bail!("test.txt in the restore has the wrong content");
+    }
+    c.exec_ok(&["del-restored", "a0", VOL, &g])?;
+    let restored = c.exec_ok(&["get", "a0", "restored", VOL])?;
+    if restored
+        .lines()
+        .any(|l| l.split_whitespace().next() == Some(&g))
+    {
+        bail!("gid {gid} still restored after del-restored:\n{restored}");
+    }
+    if path.exists() && path.is_file() {
+        bail!("{} still exists after del-restored", path.display());
+    }
+    Ok(())
+}
+
+#[test]
+fn tutorial_up_to_delete_the_snapshot() -> Result<()> {
+    if !is_root() {
+        eprintln!("skipped: the tutorial needs root (block device, mkfs, mount)");
+        return Ok(());
+    }
+    let c = Cluster::start(ClusterOpts::default())?;
+    let r = tutorial(&c);
+    if r.is_err() {
+        let _ = Command::new("umount").arg(c.path().join("mnt")).output();
+        eprintln!("{}", c.logs());
+    }
+    r
+}
