@@ -143,6 +143,7 @@ impl Archive {
                     call.sender.refuse(e.into()).await;
                     return;
                 }
+                drop(permit);
                 info!(%peer, vol = %vol.name, base = %base, "full backup received");
                 self.publish_diffs(&vol);
                 if let Err(e) = call.sender.step(Step::Ack).await {
@@ -157,11 +158,11 @@ impl Archive {
                     warn!(vol = %vol.name, "cannot remove the partial image: {e}");
                 }
                 drop(txn);
+                drop(permit);
                 call.receiver.stop();
                 call.sender.refuse(e).await;
             }
         }
-        drop(permit);
     }
 
     async fn full_body(

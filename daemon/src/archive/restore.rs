@@ -296,8 +296,8 @@ impl Archive {
                 Ok(Err(e)) => warn!(vol = %v.name, gid, "restore failed: {e}"),
                 Err(e) => warn!(vol = %v.name, gid, "restore failed: {e}"),
             }
-            drop(guard);
             drop(permit);
+            drop(guard);
         });
         Ok(Reply::Accepted)
     }

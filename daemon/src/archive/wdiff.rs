@@ -186,7 +186,7 @@ pub fn validate_wdiff(path: &Path, size_lb: u64) -> Result<u64, WireError> {
 struct Accepted {
     vol: Arc<ArchiveVol>,
     txn: Txn<A>,
-    _permit: OwnedSemaphorePermit,
+    permit: OwnedSemaphorePermit,
     diff: MetaDiff,
     size_lb: u64,
 }
@@ -242,7 +242,7 @@ impl Archive {
         Ok(Accepted {
             vol: v,
             txn,
-            _permit: permit,
+            permit,
             diff,
             size_lb,
         })
@@ -270,7 +270,7 @@ impl Archive {
         let Accepted {
             vol,
             txn,
-            _permit,
+            permit,
             diff,
             size_lb,
         } = acc;
@@ -280,6 +280,9 @@ impl Archive {
                     // The diff is durable and registered; the state is Archived either way.
                     warn!(vol = %vol.name, "{e}");
                 }
+                // The slot is free before the sender hears of it (it may send the next one
+                // at once).
+                drop(permit);
                 info!(%peer, vol = %vol.name, diff = %stored, size = stored.data_size, "wdiff received");
                 self.publish_diffs(&vol);
                 if let Err(e) = call.sender.step(Step::Ack).await {
@@ -290,6 +293,7 @@ impl Archive {
             Err(e) => {
                 info!(%peer, vol = %vol.name, %diff, "wdiff receive failed: {e}");
                 drop(txn);
+                drop(permit);
                 call.receiver.stop();
                 call.sender.refuse(e).await;
             }
