@@ -391,10 +391,11 @@ pub async fn restore(p: &Peer, vol: &str, gid: u64) -> PathBuf {
     assert_eq!(r, Reply::Accepted);
     let t0 = std::time::Instant::now();
     loop {
-        if let Some((_, path)) = restored(p, vol).await.into_iter().find(|(g, _)| *g == gid) {
-            // The action ends right after the image appears.
+        if restored(p, vol).await.iter().any(|(g, _)| *g == gid) {
+            // The restore is done when its action ends (after attaching a loop device).
             wait_num_action(p, vol, "Restore", 0).await;
-            return path;
+            let list = restored(p, vol).await;
+            return list.into_iter().find(|(g, _)| *g == gid).unwrap().1;
         }
         assert!(t0.elapsed() < LIMIT, "restore of {gid} did not finish");
         tokio::time::sleep(Duration::from_millis(20)).await;
