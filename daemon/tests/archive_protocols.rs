@@ -921,3 +921,45 @@ async fn peers_may_only_do_what_their_role_allows() {
     let _ = &e.c;
     e.a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_gone_mid_wdiff_leaves_no_file_and_auto_resize_grows_the_base() {
+    let e = env("wcut", |o| o.auto_resize = true).await;
+    let size_lb = 2048u64;
+    let img = make_image(size_lb, 64, 4, 9);
+    let w = chain_wdiffs(size_lb);
+    archived(&e, &img, &w, 1).await;
+    let dir = e.a.vol_dir(VOL);
+    let before = files(&dir);
+    let (b, en, m, ts) = chain()[1];
+
+    let mut call =
+        e.px.call(Request::WdiffTransfer(walb_wire::msg::WdiffTransfer {
+            vol: VOL.into(),
+            uuid: UUID,
+            size_lb,
+            diff: diff_dto(b, en, m, ts),
+        }))
+        .await
+        .unwrap();
+    assert_eq!(call.receiver.reply().await.unwrap(), Reply::Accepted);
+    call.sender.chunk(&w[1][..w[1].len() / 2]).await.unwrap();
+    wait_state(&e.op, VOL, "WdiffRecv").await;
+    e.px.close();
+    wait_state(&e.op, VOL, "Archived").await;
+    assert_eq!(files(&dir), before, "a partial wdiff was kept");
+    assert_eq!(diffs(&e.op, VOL).await.len(), 1);
+
+    // A larger volume: the base image grows instead of refusing (--auto-resize).
+    let px = e._nodes[2].connect(e.a.addr).await.unwrap();
+    send_wdiff(&px, VOL, UUID, size_lb * 2, diff_dto(b, en, m, ts), &w[1])
+        .await
+        .unwrap();
+    assert_eq!(
+        query(&e.op, Query::VolSize { vol: VOL.into() }).await,
+        Reply::Number(size_lb * 2)
+    );
+    let base = std::fs::read(dir.join("base.img")).unwrap();
+    assert!(base[..img.len()] == img[..] && base[img.len()..].iter().all(|&x| x == 0));
+    e.a.stop().await;
+}
