@@ -133,4 +133,7 @@ pub struct ArchiveOpts {
     /// Attach restored images to loop devices (root only) so they can be mounted.
     #[arg(long)]
     pub restore_loop: bool,
+    /// Percentage of time a restore sleeps between writes (0-99), to leave IO to others.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..100))]
+    pub apply_sleep_pct: u32,
 }

@@ -1,37 +1,631 @@
-//! The archive role (placeholder until its implementation lands).
+//! The archive role: keeps base images and diffs, restores snapshots.
+//!
+//! Per volume (walb-tools.md §3.3, §4.8) an archive holds a base image written by a full
+//! backup ([`full`], Protocol 3), the wdiffs received from proxies ([`wdiff`], Protocol 2)
+//! and restored images of clean snapshots ([`restore`]). Images live in an
+//! [`ImageBackend`] ([`backend`]; files here); metadata in the volume directory
+//! ([`vol`]). Queries and status lines are in [`query`].
+//!
+//! Operations and their state transitions:
+//! - `init-vol` Clear → InitVol → SyncReady; `clear-vol` SyncReady|Stopped → ClearVol →
+//!   Clear; `reset-vol` Stopped|SyncReady → ResetVol → SyncReady; `start` Stopped → Start
+//!   → Archived; `stop` (asynchronous: waits for running work) Archived → Stop → Stopped.
+//!   All of them refuse to run beside any action.
+//! - full backup SyncReady → FullSync → Archived; wdiff receive Archived → WdiffRecv →
+//!   Archived.
+//! - `restore` and `del-restored` are actions (`Restore`, with its deny list).
+//!
+//! At start ([`start`]) every volume directory is loaded, temporary files are removed,
+//! volumes whose metadata cannot back their state fall back to SyncReady, and wdiffs off
+//! the chain from the base are deleted ([`walb_kernel::meta::DiffManager::gc`]).
 
-use std::sync::Arc;
+pub mod backend;
+pub mod full;
+pub mod query;
+pub mod restore;
+pub mod vol;
+pub mod wdiff;
 
-use anyhow::Result;
-use walb_wire::msg::ErrorCode;
-use walb_wire::IncomingCall;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use anyhow::{Context, Result};
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+use walb_kernel::diff::apply::DiscardPolicy;
+use walb_kernel::meta::MetaDiff;
+use walb_wire::msg::{BackupSync, Command, ErrorCode, Event, Query, Reply, Request, StopMode};
+use walb_wire::{IncomingCall, WireError};
+
+use self::backend::{BackendError, FileBackend, ImageBackend};
+use self::vol::{ArchiveVol, MetaError, VolMeta};
+use crate::dto;
 use crate::opts::ArchiveOpts;
+use crate::persist::{self, PersistError};
 use crate::server::{answer, refuse, Ctx, Handler};
+use crate::state::archive::{ArchiveState as A, ACTIVE, ACTIVE_OR_STOPPED};
+use crate::state::{StopState, VolState};
 
-/// The archive daemon.
-#[derive(Debug)]
-pub struct Archive {
-    _ctx: Arc<Ctx>,
-    _opts: ArchiveOpts,
+/// How long `stop` waits for running work before giving up.
+pub const STOP_WAIT: Duration = Duration::from_secs(60);
+
+/// The archive's tunables, from its options.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How discards are applied to restored images.
+    pub discard: DiscardPolicy,
+    /// fdatasync interval while writing images and wdiffs, bytes.
+    pub fsync_bytes: u64,
+    /// Most wdiffs opened at once per restore round (0 = unlimited).
+    pub max_open: usize,
+    /// Grow the base image when a larger volume size arrives.
+    pub auto_resize: bool,
+    /// Percentage of time a restore sleeps (throttling), 0–99.
+    pub apply_sleep_pct: u32,
 }
 
-/// Starts the archive role.
+impl Config {
+    /// The configuration of `opts`.
+    pub fn from_opts(opts: &ArchiveOpts) -> Result<Config> {
+        let discard = opts
+            .discard
+            .parse::<DiscardPolicy>()
+            .map_err(|e| anyhow::anyhow!("--discard: {e}"))?;
+        Ok(Config {
+            discard,
+            fsync_bytes: opts.fsync_interval_mb.max(1) << 20,
+            max_open: opts.max_open,
+            auto_resize: opts.auto_resize,
+            apply_sleep_pct: opts.apply_sleep_pct.min(99),
+        })
+    }
+}
+
+/// The archive daemon.
+pub struct Archive {
+    ctx: Arc<Ctx>,
+    cfg: Config,
+    backend: Arc<dyn ImageBackend>,
+    vols: Mutex<BTreeMap<String, Arc<ArchiveVol>>>,
+    tasks: TaskTracker,
+}
+
+impl std::fmt::Debug for Archive {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Archive")
+            .field("id", &self.ctx.id)
+            .field("backend", &self.backend.kind())
+            .finish()
+    }
+}
+
+/// Starts the archive role with the file backend.
 pub async fn start(ctx: Arc<Ctx>, opts: ArchiveOpts) -> Result<Arc<Archive>> {
-    Ok(Arc::new(Archive {
-        _ctx: ctx,
-        _opts: opts,
-    }))
+    let cfg = Config::from_opts(&opts)?;
+    let loop_attach = if opts.restore_loop && !backend::is_root() {
+        warn!("--restore-loop needs root; restored images stay plain files");
+        false
+    } else {
+        opts.restore_loop
+    };
+    let backend = Arc::new(FileBackend::new(ctx.base.path(), loop_attach));
+    start_with_backend(ctx, cfg, backend).await
+}
+
+/// Starts the archive role over `backend`: loads and recovers every volume.
+pub async fn start_with_backend(
+    ctx: Arc<Ctx>,
+    cfg: Config,
+    backend: Arc<dyn ImageBackend>,
+) -> Result<Arc<Archive>> {
+    let archive = Arc::new(Archive {
+        ctx,
+        cfg,
+        backend,
+        vols: Mutex::new(BTreeMap::new()),
+        tasks: TaskTracker::new(),
+    });
+    let a = Arc::clone(&archive);
+    tokio::task::spawn_blocking(move || a.load_all())
+        .await
+        .context("loading volumes")??;
+    Ok(archive)
+}
+
+/// What a persisted state means at start: steady states stay; a temporary state (never
+/// persisted by this daemon, but possible in a directory from elsewhere) rolls back to
+/// where its transaction began.
+pub fn recover_state(s: A) -> A {
+    match s {
+        A::InitVol => A::Clear,
+        A::ClearVol | A::ResetVol | A::FullSync | A::Resync => A::SyncReady,
+        A::HashSync | A::WdiffRecv | A::ReplSyncAsServer | A::Stop => A::Archived,
+        A::Start => A::Stopped,
+        steady => steady,
+    }
+}
+
+/// Whether a volume in `state` can keep it at start: Archived and Stopped need a base
+/// image and a base state; anything else that claims them falls back to SyncReady.
+pub fn consistent_state(state: A, has_base_state: bool, has_base_image: bool) -> A {
+    match state {
+        A::Archived | A::Stopped if !(has_base_state && has_base_image) => A::SyncReady,
+        s => s,
+    }
+}
+
+impl Archive {
+    /// The context.
+    pub fn ctx(&self) -> &Arc<Ctx> {
+        &self.ctx
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// The image backend.
+    pub fn backend(&self) -> &Arc<dyn ImageBackend> {
+        &self.backend
+    }
+
+    fn vols_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Arc<ArchiveVol>>> {
+        self.vols.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The volume `name` if known (any state).
+    pub fn vol(&self, name: &str) -> Option<Arc<ArchiveVol>> {
+        self.vols_lock().get(name).cloned()
+    }
+
+    /// The state of `name` (Clear when unknown).
+    pub fn state_of(&self, name: &str) -> A {
+        self.vol(name).map_or(A::Clear, |v| v.state())
+    }
+
+    /// Every volume not Clear, by name.
+    pub fn live_vols(&self) -> Vec<Arc<ArchiveVol>> {
+        self.vols_lock()
+            .values()
+            .filter(|v| v.state() != A::Clear)
+            .cloned()
+            .collect()
+    }
+
+    /// The volume `name`, created in state Clear if unknown (name checked).
+    fn vol_entry(&self, name: &str) -> Result<Arc<ArchiveVol>, WireError> {
+        persist::check_vol_name(name).map_err(|m| refuse(ErrorCode::BadRequest, m))?;
+        let mut g = self.vols_lock();
+        let v = g.entry(name.to_owned()).or_insert_with(|| {
+            ArchiveVol::new(
+                name,
+                self.ctx.base.vol_dir(name),
+                A::Clear,
+                VolMeta::initial(),
+                Some(self.ctx.publisher()),
+            )
+        });
+        Ok(Arc::clone(v))
+    }
+
+    /// Publishes an event to subscribers.
+    pub fn publish(&self, e: Event) {
+        self.ctx.node.publish(e);
+    }
+
+    /// Publishes the diff list of `v`.
+    pub fn publish_diffs(&self, v: &ArchiveVol) {
+        let diffs = v.meta().diffs.iter().map(dto::diff_to_dto).collect();
+        self.publish(Event::DiffList {
+            vol: v.name.clone(),
+            diffs,
+        });
+    }
+
+    /// True when work on `v` must abort now (force stop or forced shutdown).
+    pub fn aborting(&self, v: &ArchiveVol) -> bool {
+        self.ctx.is_force_shutdown() || v.core.stop_state().is_force()
+    }
+
+    // --------------------------------------------------------------------------------
+    // Start
+
+    fn load_all(&self) -> Result<()> {
+        for name in self.ctx.base.vols()? {
+            match self.load_vol(&name) {
+                Ok(Some(v)) => {
+                    info!(vol = %name, state = v.state().name(), "volume loaded");
+                    self.vols_lock().insert(name, v);
+                }
+                Ok(None) => {
+                    warn!(vol = %name, "directory without a state (an interrupted init-vol or clear-vol); ignored until init-vol")
+                }
+                Err(e) => error!(vol = %name, "cannot load volume: {e:#}"),
+            }
+        }
+        Ok(())
+    }
+
+    fn load_vol(&self, name: &str) -> Result<Option<Arc<ArchiveVol>>> {
+        let dir = self.ctx.base.vol_dir(name);
+        let Some(persisted) = crate::vol::VolCore::<A>::load_state(&dir.join(vol::STATE_FILE))?
+        else {
+            return Ok(None);
+        };
+        let state = recover_state(persisted);
+        if state == A::Clear {
+            return Ok(None);
+        }
+        let removed = persist::remove_temp_files(&dir)?;
+        let rec = self.backend.recover(name)?;
+        if removed + rec.removed_temps > 0 {
+            info!(
+                vol = name,
+                files = removed + rec.removed_temps,
+                "removed unfinished files"
+            );
+        }
+        let mut meta = VolMeta::load(&dir)?;
+        let has_image = self.backend.base_size_lb(name)?.is_some();
+        let fixed = consistent_state(state, !meta.base.is_empty(), has_image);
+        if fixed == A::SyncReady && state != A::SyncReady {
+            warn!(
+                vol = name,
+                persisted = state.name(),
+                "no usable base image or base state; volume falls back to SyncReady"
+            );
+        }
+        if fixed == A::SyncReady {
+            // A SyncReady volume holds nothing but its metadata: drop what an
+            // interrupted full backup or reset left.
+            if has_image || !meta.diffs.is_empty() || !meta.base.is_empty() {
+                self.backend.remove_all(name)?;
+                remove_diff_files(&dir, &meta.diffs.iter().cloned().collect::<Vec<_>>())?;
+                meta = VolMeta::initial();
+                meta.save(&dir)?;
+            }
+        } else {
+            let garbage = meta.diffs.gc(meta.base.snap_b);
+            if !garbage.is_empty() {
+                info!(
+                    vol = name,
+                    n = garbage.len(),
+                    "deleting wdiffs off the chain from the base"
+                );
+                remove_diff_files(&dir, &garbage)?;
+            }
+        }
+        let v = ArchiveVol::new(name, dir, fixed, meta, Some(self.ctx.publisher()));
+        if fixed != persisted {
+            v.core.force(fixed)?;
+        }
+        Ok(Some(v))
+    }
+
+    // --------------------------------------------------------------------------------
+    // Commands
+
+    async fn command(self: &Arc<Self>, cmd: Command) -> Result<Reply, WireError> {
+        match cmd {
+            Command::InitVol { vol, .. } => self.init_vol(&vol).await,
+            Command::ClearVol { vol } => self.clear_vol(&vol).await,
+            Command::ResetVol { vol, .. } => self.reset_vol(&vol).await,
+            Command::Start { vol, .. } => self.start_vol(&vol),
+            Command::Stop { vol, mode } => self.stop_vol(&vol, mode),
+            Command::Restore { vol, gid } => self.restore(&vol, gid).await,
+            Command::DelRestored { vol, gid } => self.del_restored(&vol, gid).await,
+            Command::GcDiff { vol } => self.gc_diff(&vol).await,
+            Command::DelCold { vol, gid } => Err(refuse(
+                ErrorCode::NotFound,
+                format!(
+                    "volume {vol} has no cold snapshot {gid}: the {} backend keeps none",
+                    self.backend.kind()
+                ),
+            )),
+            Command::Apply { .. }
+            | Command::Merge { .. }
+            | Command::Replicate(_)
+            | Command::Resize { .. }
+            | Command::SetSnapshotsExplicit { .. }
+            | Command::VirtFullScan { .. } => Err(refuse(
+                ErrorCode::Unsupported,
+                "this archive does not implement this command yet",
+            )),
+            other => Err(refuse(
+                ErrorCode::BadRequest,
+                format!("not an archive command: {other:?}"),
+            )),
+        }
+    }
+
+    async fn init_vol(self: &Arc<Self>, name: &str) -> Result<Reply, WireError> {
+        let v = self.vol_entry(name)?;
+        let txn = v
+            .core
+            .begin_exclusive(&[A::Clear], A::InitVol, "init-vol", None)?;
+        let (b, n, dir) = (Arc::clone(&self.backend), name.to_owned(), v.dir.clone());
+        blocking(move || -> Result<(), WireError> {
+            if dir.exists() {
+                // Leftovers of an interrupted init-vol or clear-vol.
+                b.remove_all(&n).map_err(backend_error)?;
+                persist::remove_dir(&dir).map_err(persist_error)?;
+            }
+            persist::create_dir(&dir).map_err(persist_error)?;
+            VolMeta::initial().save(&dir).map_err(persist_error)
+        })
+        .await??;
+        *v.meta() = VolMeta::initial();
+        txn.commit(A::SyncReady)?;
+        info!(vol = name, "volume initialized");
+        self.publish_diffs(&v);
+        Ok(Reply::Done)
+    }
+
+    async fn clear_vol(self: &Arc<Self>, name: &str) -> Result<Reply, WireError> {
+        let v = self.vol_entry(name)?;
+        let txn =
+            v.core
+                .begin_exclusive(&[A::SyncReady, A::Stopped], A::ClearVol, "clear-vol", None)?;
+        let (b, n, dir) = (Arc::clone(&self.backend), name.to_owned(), v.dir.clone());
+        blocking(move || -> Result<(), WireError> {
+            // Without its state file the directory is a leftover whatever happens next.
+            persist::remove_file(&dir.join(vol::STATE_FILE)).map_err(persist_error)?;
+            b.remove_all(&n).map_err(backend_error)?;
+            persist::remove_dir(&dir).map_err(persist_error)
+        })
+        .await??;
+        *v.meta() = VolMeta::initial();
+        txn.commit(A::Clear)?;
+        info!(vol = name, "volume cleared");
+        self.publish_diffs(&v);
+        Ok(Reply::Done)
+    }
+
+    async fn reset_vol(self: &Arc<Self>, name: &str) -> Result<Reply, WireError> {
+        let v = self.vol_entry(name)?;
+        let txn =
+            v.core
+                .begin_exclusive(&[A::Stopped, A::SyncReady], A::ResetVol, "reset-vol", None)?;
+        let diffs: Vec<MetaDiff> = v.meta().diffs.iter().cloned().collect();
+        let (b, n, dir) = (Arc::clone(&self.backend), name.to_owned(), v.dir.clone());
+        blocking(move || -> Result<(), WireError> {
+            // The empty base first: a volume killed half-way boots as SyncReady.
+            VolMeta::initial().save(&dir).map_err(persist_error)?;
+            b.remove_all(&n).map_err(backend_error)?;
+            remove_diff_files(&dir, &diffs).map_err(persist_error)
+        })
+        .await??;
+        *v.meta() = VolMeta::initial();
+        txn.commit(A::SyncReady)?;
+        info!(vol = name, "volume reset");
+        self.publish_diffs(&v);
+        Ok(Reply::Done)
+    }
+
+    fn start_vol(&self, name: &str) -> Result<Reply, WireError> {
+        let v = self.vol_entry(name)?;
+        let txn = v
+            .core
+            .begin_exclusive(&[A::Stopped], A::Start, "start", None)?;
+        txn.commit(A::Archived)?;
+        info!(vol = name, "volume started");
+        Ok(Reply::Done)
+    }
+
+    fn stop_vol(self: &Arc<Self>, name: &str, mode: StopMode) -> Result<Reply, WireError> {
+        let flag = match mode {
+            StopMode::Empty => {
+                return Err(refuse(
+                    ErrorCode::BadRequest,
+                    "stop empty is a proxy mode; an archive stops graceful or force",
+                ))
+            }
+            StopMode::Graceful => StopState::Stopping,
+            StopMode::Force => StopState::ForceStopping,
+        };
+        let v = self.vol_entry(name)?;
+        v.core.require(ACTIVE)?;
+        if v.core.stop_state().is_stopping() {
+            return Err(refuse(
+                ErrorCode::Busy,
+                format!("volume {name} is already stopping"),
+            ));
+        }
+        v.core.set_stop(flag);
+        let me = Arc::clone(self);
+        self.tasks.spawn(async move { me.finish_stop(v).await });
+        Ok(Reply::Accepted)
+    }
+
+    async fn finish_stop(self: Arc<Self>, v: Arc<ArchiveVol>) {
+        let idle = v.core.wait_idle(STOP_WAIT).await;
+        let res = if idle {
+            v.core
+                .begin(&[A::Archived], A::Stop)
+                .and_then(|t| t.commit(A::Stopped))
+                .map_err(|e| e.to_string())
+        } else {
+            Err(format!(
+                "running work did not end within {} s",
+                STOP_WAIT.as_secs()
+            ))
+        };
+        v.core.set_stop(StopState::NotStopping);
+        match res {
+            Ok(()) => info!(vol = %v.name, "volume stopped"),
+            Err(e) => warn!(vol = %v.name, "stop failed: {e}"),
+        }
+    }
+
+    async fn gc_diff(self: &Arc<Self>, name: &str) -> Result<Reply, WireError> {
+        let v = self.vol_entry(name)?;
+        v.core.require(ACTIVE_OR_STOPPED)?;
+        v.core
+            .actions()
+            .check_none("gc-diff", None)
+            .map_err(|e| refuse(ErrorCode::Busy, format!("volume {name}: {e}")))?;
+        let garbage = {
+            let m = v.meta();
+            let mut d = m.diffs.clone();
+            d.gc(m.base.snap_b)
+        };
+        let dir = v.dir.clone();
+        let g2 = garbage.clone();
+        blocking(move || remove_diff_files(&dir, &g2))
+            .await?
+            .map_err(persist_error)?;
+        v.meta().diffs.remove_all(&garbage);
+        if !garbage.is_empty() {
+            info!(vol = name, n = garbage.len(), "garbage wdiffs deleted");
+            self.publish_diffs(&v);
+        }
+        Ok(Reply::Done)
+    }
+
+    // --------------------------------------------------------------------------------
+    // Dispatch
+
+    async fn dispatch(self: &Arc<Self>, inc: IncomingCall) {
+        let IncomingCall {
+            peer,
+            request,
+            call,
+            ..
+        } = inc;
+        match request {
+            Request::Command(cmd) => {
+                let what = format!("{cmd:?}");
+                let r = self.command(cmd).await;
+                if let Err(e) = &r {
+                    info!(%peer, "refused {what}: {e}");
+                }
+                answer(call, r).await;
+            }
+            Request::Query(q) => {
+                let r = self.query(q).await;
+                answer(call, r).await;
+            }
+            Request::WdiffTransfer(t) => self.receive_wdiff(peer, call, t).await,
+            Request::BackupSync(BackupSync::Full(s)) => self.receive_full(peer, call, s).await,
+            Request::BackupSync(BackupSync::GatherLatestSnap { vols }) => {
+                let r = Ok(Reply::Snapshots(self.latest_snaps(Some(&vols))));
+                answer(call, r).await;
+            }
+            Request::BackupSync(BackupSync::Hash(_)) | Request::Replicate(_) => {
+                answer(
+                    call,
+                    Err(refuse(
+                        ErrorCode::Unsupported,
+                        "this archive does not implement hash backup and replication yet",
+                    )),
+                )
+                .await
+            }
+            other => {
+                answer(
+                    call,
+                    Err(refuse(
+                        ErrorCode::BadRequest,
+                        format!("not an archive request: {:?}", other.op_class()),
+                    )),
+                )
+                .await
+            }
+        }
+    }
+
+    async fn query(self: &Arc<Self>, q: Query) -> Result<Reply, WireError> {
+        query::answer_query(self, q).await
+    }
 }
 
 impl Handler for Archive {
     async fn handle(self: Arc<Self>, call: IncomingCall) {
-        answer(
-            call.call,
-            Err(refuse(ErrorCode::Unsupported, "not implemented yet")),
-        )
-        .await;
+        self.dispatch(call).await;
     }
 
-    async fn shutdown(self: Arc<Self>, _force: bool) {}
+    async fn shutdown(self: Arc<Self>, force: bool) {
+        self.tasks.close();
+        let wait = if force {
+            Duration::from_secs(5)
+        } else {
+            STOP_WAIT
+        };
+        if tokio::time::timeout(wait, self.tasks.wait()).await.is_err() {
+            warn!(
+                "{} archive tasks still running; their unfinished files are removed at the next start",
+                self.tasks.len()
+            );
+        }
+    }
+}
+
+/// Deletes the files of `diffs` in `dir` (absent is fine).
+pub fn remove_diff_files(dir: &std::path::Path, diffs: &[MetaDiff]) -> Result<(), PersistError> {
+    for d in diffs {
+        persist::remove_file(&vol::diff_path(dir, d))?;
+    }
+    Ok(())
+}
+
+/// Runs blocking work on tokio's blocking pool.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, WireError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| refuse(ErrorCode::Internal, format!("blocking task failed: {e}")))
+}
+
+/// A backend failure as told to a peer.
+pub(crate) fn backend_error(e: BackendError) -> WireError {
+    let code = match e {
+        BackendError::Missing(_) => ErrorCode::NotFound,
+        _ => ErrorCode::Internal,
+    };
+    refuse(code, e.to_string())
+}
+
+/// A persistence failure as told to a peer.
+pub(crate) fn persist_error(e: PersistError) -> WireError {
+    refuse(ErrorCode::Internal, e.to_string())
+}
+
+impl From<MetaError> for WireError {
+    fn from(e: MetaError) -> Self {
+        refuse(ErrorCode::Internal, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn temporary_states_roll_back_to_where_they_began() {
+        for s in A::ALL {
+            let r = recover_state(*s);
+            assert!(r.is_steady(), "{s:?} → {r:?}");
+            if s.is_steady() {
+                assert_eq!(r, *s);
+            } else {
+                // The recovered state is a `from` of some transition through `s`.
+                assert!(
+                    A::TRANSITIONS.iter().any(|t| t.temp == *s && t.from == r)
+                        || (*s == A::ClearVol && r == A::SyncReady),
+                    "{s:?} → {r:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn archived_without_base_falls_back_to_sync_ready() {
+        assert_eq!(consistent_state(A::Archived, true, true), A::Archived);
+        assert_eq!(consistent_state(A::Stopped, true, false), A::SyncReady);
+        assert_eq!(consistent_state(A::Archived, false, true), A::SyncReady);
+        assert_eq!(consistent_state(A::SyncReady, false, false), A::SyncReady);
+    }
 }

@@ -1,0 +1,456 @@
+//! wdiff receive: the archive's side of Protocol 2 (proxy → archive, walb-tools.md §5.3).
+//!
+//! The request `WdiffTransfer{vol, uuid, size_lb, diff}` is checked in this order, each
+//! refusal with its code: `stopped` (Stopped, Start, Stop, or stopping), `syncing`
+//! (FullSync, HashSync, Resync), `busy` (a wdiff receive runs, or no foreground slot),
+//! `not-found` (no such volume: "archive-not-found"), `wrong-state` (any other state but
+//! Archived), `different-uuid`, `smaller-lv-size` (base image smaller than `size_lb`
+//! without `--auto-resize`), `too-old-diff` / `too-new-diff` (the diff's relation to the
+//! latest snapshot). The pure part is [`refusal_for_state`] and [`check_diff`].
+//!
+//! Accepted: Archived → WdiffRecv; the bytes of one wdiff file arrive as bulk chunks and
+//! go to `<name>.tmp` in the volume directory; at the bulk's end the whole file is read
+//! back and validated (every checksum, every IO inside the volume), synced, renamed to
+//! `meta::diff_file_name(diff)` and registered; WdiffRecv → Archived; then `Step::Ack`.
+//! Any failure (corrupt or truncated file, disconnect, force stop) removes the temporary
+//! file and rolls the state back; the sender gets `Message::Error`.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tokio::sync::OwnedSemaphorePermit;
+use tracing::{debug, info, warn};
+use walb_kernel::meta::{diff_file_name, MetaDiff, MetaSnap, Relation};
+use walb_kernel::wdiff::WdiffReader;
+use walb_wire::msg::{Step, Uuid, WdiffTransfer};
+use walb_wire::{Call, ErrorCode, PeerId, Reply, WireError};
+
+use super::vol::ArchiveVol;
+use super::{backend_error, blocking, Archive};
+use crate::dto;
+use crate::persist;
+use crate::server::{answer, kernel_error, refuse};
+use crate::state::archive::ArchiveState as A;
+use crate::state::VolState;
+use crate::vol::Txn;
+
+/// The refusal a wdiff transfer gets from a volume in `state` (`None`: Archived, go on).
+/// `stopping` is the volume's stop flag; `fg_free` whether a foreground slot is free.
+pub fn refusal_for_state(vol: &str, state: A, stopping: bool, fg_free: bool) -> Option<WireError> {
+    let msg = |what: &str| format!("volume {vol} is {}: {what}", state.name());
+    match state {
+        A::Stopped | A::Start | A::Stop => Some(refuse(
+            ErrorCode::Stopped,
+            msg("wdiffs are refused until start"),
+        )),
+        A::FullSync | A::HashSync | A::Resync => Some(refuse(
+            ErrorCode::Syncing,
+            msg("a backup is being received; retry later"),
+        )),
+        A::WdiffRecv => Some(refuse(
+            ErrorCode::Busy,
+            msg("another wdiff is being received; retry later"),
+        )),
+        _ if !fg_free => Some(refuse(
+            ErrorCode::Busy,
+            format!("archive runs its maximum of foreground tasks; retry later (volume {vol})"),
+        )),
+        A::Clear => Some(refuse(
+            ErrorCode::NotFound,
+            format!("archive-not-found: volume {vol} does not exist on this archive (init-vol and a full backup first)"),
+        )),
+        A::Archived if stopping => Some(refuse(
+            ErrorCode::Stopped,
+            format!("volume {vol} is stopping: wdiffs are refused until start"),
+        )),
+        A::Archived => None,
+        _ => Some(refuse(
+            ErrorCode::WrongState,
+            msg("wdiffs need Archived (a full backup first)"),
+        )),
+    }
+}
+
+/// What the volume holds, for the checks of one incoming diff.
+#[derive(Clone, Copy, Debug)]
+pub struct Holding {
+    /// The volume uuid.
+    pub uuid: Uuid,
+    /// The base image size, logical blocks.
+    pub size_lb: u64,
+    /// The latest snapshot (base + chain).
+    pub latest: MetaSnap,
+}
+
+/// Checks an incoming diff against what the volume holds: uuid, size (unless it will be
+/// grown), relation to the latest snapshot.
+pub fn check_diff(
+    vol: &str,
+    have: &Holding,
+    uuid: &Uuid,
+    size_lb: u64,
+    diff: &MetaDiff,
+    auto_resize: bool,
+) -> Result<(), WireError> {
+    if *uuid != have.uuid {
+        return Err(refuse(
+            ErrorCode::DifferentUuid,
+            format!(
+                "volume {vol}: the diff's uuid {} differs from the volume's {} (the storage was reset; a new full or hash backup is needed)",
+                hex(uuid),
+                hex(&have.uuid)
+            ),
+        ));
+    }
+    if size_lb > have.size_lb && !auto_resize {
+        return Err(refuse(
+            ErrorCode::SmallerLvSize,
+            format!(
+                "volume {vol}: the base image has {} logical blocks, the volume {size_lb}; resize the archive (or run it with --auto-resize)",
+                have.size_lb
+            ),
+        ));
+    }
+    match have.latest.relation(diff) {
+        Relation::Applicable => Ok(()),
+        Relation::TooOld => Err(refuse(
+            ErrorCode::TooOldDiff,
+            format!(
+                "volume {vol}: diff {diff} is already contained in the latest snapshot {}",
+                have.latest
+            ),
+        )),
+        Relation::TooNew => Err(refuse(
+            ErrorCode::TooNewDiff,
+            format!(
+                "volume {vol}: diff {diff} starts after the latest snapshot {}; earlier diffs are missing",
+                have.latest
+            ),
+        )),
+        Relation::NotApplicable => Err(refuse(
+            ErrorCode::BadRequest,
+            format!(
+                "volume {vol}: not-applicable-diff: compared diff {diff} does not start at the latest snapshot {}",
+                have.latest
+            ),
+        )),
+    }
+}
+
+/// Hex of a uuid.
+pub fn hex(u: &Uuid) -> String {
+    u.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Removes a temporary file when dropped, unless disarmed.
+struct TempFile(Option<PathBuf>);
+
+impl TempFile {
+    fn disarm(&mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(p) = self.0.take() {
+            if let Err(e) = persist::remove_file(&p) {
+                warn!("cannot remove {}: {e}", p.display());
+            }
+        }
+    }
+}
+
+/// Reads the whole wdiff at `path`: every checksum, every IO inside `size_lb`.
+pub fn validate_wdiff(path: &Path, size_lb: u64) -> Result<u64, WireError> {
+    let rd = WdiffReader::open(path).map_err(|e| kernel_error(&e))?;
+    let mut ios = 0u64;
+    for io in rd {
+        let io = io.map_err(|e| kernel_error(&e))?;
+        if io.end() > size_lb {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!(
+                    "wdiff IO at logical block {} of {} blocks lies beyond the volume ({size_lb} blocks)",
+                    io.addr, io.blocks
+                ),
+            ));
+        }
+        ios += 1;
+    }
+    Ok(ios)
+}
+
+struct Accepted {
+    vol: Arc<ArchiveVol>,
+    txn: Txn<A>,
+    permit: OwnedSemaphorePermit,
+    diff: MetaDiff,
+    size_lb: u64,
+}
+
+impl Archive {
+    fn accept_wdiff(&self, t: &WdiffTransfer) -> Result<Accepted, WireError> {
+        let diff = dto::diff_from_dto(&t.diff)?;
+        let v = self.vol(&t.vol);
+        let state = v.as_ref().map_or(A::Clear, |v| v.state());
+        let stopping = v
+            .as_ref()
+            .is_some_and(|v| v.core.stop_state().is_stopping());
+        let permit = self.ctx.fg_permit();
+        if let Some(e) = refusal_for_state(&t.vol, state, stopping, permit.is_ok()) {
+            return Err(e);
+        }
+        let (Some(v), Ok(permit)) = (v, permit) else {
+            return Err(refuse(ErrorCode::Internal, "volume vanished"));
+        };
+        let txn = v.core.begin(&[A::Archived], A::WdiffRecv)?;
+        let mut size_lb = self
+            .backend
+            .base_size_lb(&v.name)
+            .map_err(backend_error)?
+            .ok_or_else(|| {
+                refuse(
+                    ErrorCode::Internal,
+                    format!("volume {} is Archived but has no base image", v.name),
+                )
+            })?;
+        let have = {
+            let m = v.meta();
+            Holding {
+                uuid: m.uuid,
+                size_lb,
+                latest: m.latest_snapshot(),
+            }
+        };
+        check_diff(
+            &v.name,
+            &have,
+            &t.uuid,
+            t.size_lb,
+            &diff,
+            self.cfg.auto_resize,
+        )?;
+        if t.size_lb > size_lb {
+            self.backend
+                .grow_base(&v.name, t.size_lb)
+                .map_err(backend_error)?;
+            size_lb = t.size_lb;
+        }
+        Ok(Accepted {
+            vol: v,
+            txn,
+            permit,
+            diff,
+            size_lb,
+        })
+    }
+
+    /// Serves one wdiff transfer (see the module documentation).
+    pub(super) async fn receive_wdiff(
+        self: &Arc<Self>,
+        peer: PeerId,
+        mut call: Call,
+        t: WdiffTransfer,
+    ) {
+        let acc = match self.accept_wdiff(&t) {
+            Ok(a) => a,
+            Err(e) => {
+                debug!(%peer, vol = %t.vol, "wdiff refused: {e}");
+                answer(call, Err(e)).await;
+                return;
+            }
+        };
+        if let Err(e) = call.reply(Reply::Accepted).await {
+            warn!(%peer, vol = %t.vol, "cannot accept the wdiff: {e}");
+            return;
+        }
+        let Accepted {
+            vol,
+            txn,
+            permit,
+            diff,
+            size_lb,
+        } = acc;
+        match self.wdiff_body(&vol, &mut call, &diff, size_lb).await {
+            Ok(stored) => {
+                if let Err(e) = txn.commit(A::Archived) {
+                    // The diff is durable and registered; the state is Archived either way.
+                    warn!(vol = %vol.name, "{e}");
+                }
+                // The slot is free before the sender hears of it (it may send the next one
+                // at once).
+                drop(permit);
+                info!(%peer, vol = %vol.name, diff = %stored, size = stored.data_size, "wdiff received");
+                self.publish_diffs(&vol);
+                if let Err(e) = call.sender.step(Step::Ack).await {
+                    warn!(%peer, vol = %vol.name, "cannot acknowledge the wdiff (the sender will resend; it is too old then): {e}");
+                }
+                let _ = call.sender.finish();
+            }
+            Err(e) => {
+                info!(%peer, vol = %vol.name, %diff, "wdiff receive failed: {e}");
+                drop(txn);
+                drop(permit);
+                call.receiver.stop();
+                call.sender.refuse(e).await;
+            }
+        }
+    }
+
+    async fn wdiff_body(
+        &self,
+        vol: &Arc<ArchiveVol>,
+        call: &mut Call,
+        diff: &MetaDiff,
+        size_lb: u64,
+    ) -> Result<MetaDiff, WireError> {
+        let name = diff_file_name(diff);
+        let dst = vol.dir.join(&name);
+        let tmp = persist::tmp_path(&dst);
+        let mut guard = TempFile(Some(tmp.clone()));
+        let t2 = tmp.clone();
+        let file: Arc<File> = Arc::new(
+            blocking(move || {
+                OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .open(&t2)
+            })
+            .await?
+            .map_err(|e| {
+                refuse(
+                    ErrorCode::Internal,
+                    format!("creating {}: {e}", tmp.display()),
+                )
+            })?,
+        );
+        let mut off = 0u64;
+        let mut unsynced = 0u64;
+        loop {
+            if self.aborting(vol) {
+                return Err(refuse(
+                    ErrorCode::Cancelled,
+                    format!("volume {}: wdiff receive aborted (force stop)", vol.name),
+                ));
+            }
+            let chunk = call.receiver.chunk().await.map_err(|e| e.to_wire())?;
+            let Some(data) = chunk else { break };
+            let f = Arc::clone(&file);
+            let at = off;
+            let len = data.len() as u64;
+            unsynced += len;
+            let sync = unsynced >= self.cfg.fsync_bytes;
+            if sync {
+                unsynced = 0;
+            }
+            blocking(move || {
+                f.write_all_at(&data, at)?;
+                if sync {
+                    f.sync_data()?;
+                }
+                Ok::<_, std::io::Error>(())
+            })
+            .await?
+            .map_err(|e| refuse(ErrorCode::Internal, format!("writing {name}: {e}")))?;
+            off += len;
+        }
+        let (f, t2, d2) = (Arc::clone(&file), tmp.clone(), dst.clone());
+        let dir = vol.dir.clone();
+        blocking(move || -> Result<(), WireError> {
+            f.sync_all().map_err(|e| {
+                refuse(
+                    ErrorCode::Internal,
+                    format!("syncing {}: {e}", t2.display()),
+                )
+            })?;
+            validate_wdiff(&t2, size_lb)?;
+            std::fs::rename(&t2, &d2).map_err(|e| {
+                refuse(
+                    ErrorCode::Internal,
+                    format!("renaming {}: {e}", d2.display()),
+                )
+            })?;
+            persist::sync_dir(&dir).map_err(super::persist_error)
+        })
+        .await??;
+        guard.disarm();
+        let stored = diff.clone().with_data_size(off);
+        {
+            let mut m = vol.meta();
+            m.diffs.remove(&stored);
+            if let Err(e) = m.diffs.add(stored.clone()) {
+                return Err(refuse(ErrorCode::Internal, e.to_string()));
+            }
+        }
+        Ok(stored)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_refusals_come_in_the_protocol_order() {
+        let code = |s, stopping, fg| refusal_for_state("v", s, stopping, fg).map(|e| e.code);
+        assert_eq!(code(A::Stopped, false, false), Some(ErrorCode::Stopped));
+        assert_eq!(code(A::Start, false, true), Some(ErrorCode::Stopped));
+        assert_eq!(code(A::FullSync, false, false), Some(ErrorCode::Syncing));
+        assert_eq!(code(A::HashSync, false, true), Some(ErrorCode::Syncing));
+        assert_eq!(code(A::WdiffRecv, false, true), Some(ErrorCode::Busy));
+        assert_eq!(code(A::Archived, false, false), Some(ErrorCode::Busy));
+        assert_eq!(code(A::Clear, false, true), Some(ErrorCode::NotFound));
+        assert_eq!(code(A::SyncReady, false, true), Some(ErrorCode::WrongState));
+        assert_eq!(code(A::Archived, true, true), Some(ErrorCode::Stopped));
+        assert_eq!(code(A::Archived, false, true), None);
+        let e = refusal_for_state("vol7", A::SyncReady, false, true).unwrap();
+        assert!(
+            e.message.contains("vol7") && e.message.contains("SyncReady"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn diff_checks_uuid_size_then_relation() {
+        let have = Holding {
+            uuid: [1; 16],
+            size_lb: 100,
+            latest: MetaSnap::clean(5),
+        };
+        let d = |b, e| MetaDiff::clean(b, e).unwrap();
+        let code = |uuid: &Uuid, size, diff: &MetaDiff, auto| {
+            check_diff("v", &have, uuid, size, diff, auto)
+                .err()
+                .map(|e| e.code)
+        };
+        assert_eq!(
+            code(&[2; 16], 200, &d(9, 10), false),
+            Some(ErrorCode::DifferentUuid)
+        );
+        assert_eq!(
+            code(&[1; 16], 200, &d(5, 6), false),
+            Some(ErrorCode::SmallerLvSize)
+        );
+        assert_eq!(code(&[1; 16], 200, &d(5, 6), true), None);
+        assert_eq!(
+            code(&[1; 16], 100, &d(3, 5), false),
+            Some(ErrorCode::TooOldDiff)
+        );
+        assert_eq!(
+            code(&[1; 16], 100, &d(6, 7), false),
+            Some(ErrorCode::TooNewDiff)
+        );
+        assert_eq!(code(&[1; 16], 100, &d(5, 6), false), None);
+        // A diff overlapping the latest snapshot is applicable too.
+        assert_eq!(code(&[1; 16], 100, &d(3, 8), false), None);
+        let comp = d(4, 8).with_comp_diff(true);
+        assert_eq!(
+            code(&[1; 16], 100, &comp, false),
+            Some(ErrorCode::BadRequest)
+        );
+    }
+}
