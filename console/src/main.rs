@@ -1,12 +1,74 @@
-//! The `walb-console` binary.
+//! The `walb-console` binary: `ca`, `lab` and `--exec`.
 
-use anyhow::Result;
+use std::io::Write;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
 use clap::Parser;
-use walb_console::ca;
-use walb_console::cli::{CaCommand, Cli, Command};
+use walb_console::cli::{CaCommand, Cli, Command, LabCommand};
+use walb_console::exec::{exec_main, ExecRequest};
+use walb_console::{ca, lab};
 
-fn main() -> Result<()> {
-    match Cli::parse().command {
+fn init_logging(debug: bool) {
+    use tracing_subscriber::EnvFilter;
+    let default = if debug { "debug" } else { "warn" };
+    let filter = EnvFilter::try_from_env("WALB_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!("{default},quinn=warn,quinn_proto=warn,rustls=warn"))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.debug);
+    if let Some(args) = cli.exec {
+        let rt = match runtime() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let req = ExecRequest {
+            cluster: cli.cluster,
+            json: cli.json,
+            args,
+            ..ExecRequest::default()
+        };
+        let stdin = std::io::stdin();
+        let mut input = stdin.lock();
+        let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
+        let code = rt.block_on(exec_main(req, &mut input, &mut out, &mut err));
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Option<Command>) -> Result<()> {
+    let Some(command) = command else {
+        anyhow::bail!(
+            "nothing to do: try `walb-console --exec help`, `walb-console lab up` or --help"
+        );
+    };
+    match command {
         Command::Ca(CaCommand::Init {
             ca_dir,
             name,
@@ -43,6 +105,59 @@ fn main() -> Result<()> {
             println!("certificate: {}", files.cert.display());
             println!("key:         {}", files.key.display());
             println!("CA:          {}", files.ca_cert.display());
+        }
+        Command::Lab(args) => {
+            let layout = lab::LabLayout::new(args.dir)?;
+            let rt = runtime()?;
+            let mut out = std::io::stdout();
+            match args.command {
+                LabCommand::Up(a) => {
+                    let req = lab::UpRequest {
+                        config: lab::LabConfig {
+                            port_base: a.port_base,
+                            vol: a.vol,
+                            device: a.device,
+                            size_mb: a.size_mb,
+                            log_mb: a.log_mb,
+                            no_block: a.no_block,
+                            ..lab::LabConfig::default()
+                        },
+                        bin_dir: a.bin_dir,
+                        no_backup: a.no_backup,
+                        timeout: Duration::from_secs(a.timeout),
+                    };
+                    rt.block_on(lab::up(&layout, &req, &mut out))?;
+                }
+                LabCommand::Status => rt.block_on(lab::status(&layout, &mut out))?,
+                LabCommand::Down { timeout, purge } => rt.block_on(lab::down(
+                    &layout,
+                    Duration::from_secs(timeout),
+                    purge,
+                    &mut out,
+                ))?,
+                LabCommand::Stop { node, timeout } => {
+                    let m = rt.block_on(lab::stop_node(
+                        &layout,
+                        &node,
+                        false,
+                        Duration::from_secs(timeout),
+                    ))?;
+                    writeln!(out, "{m}")?;
+                }
+                LabCommand::Kill { node } => {
+                    let m = rt.block_on(lab::stop_node(
+                        &layout,
+                        &node,
+                        true,
+                        Duration::from_secs(10),
+                    ))?;
+                    writeln!(out, "{m}")?;
+                }
+                LabCommand::Start { node, bin_dir } => {
+                    let m = rt.block_on(lab::start_node(&layout, &node, bin_dir.as_deref()))?;
+                    writeln!(out, "{m}")?;
+                }
+            }
         }
     }
     Ok(())
