@@ -275,8 +275,10 @@ pub fn setup(role: Role, common: &CommonOpts, rt: &tokio::runtime::Runtime) -> R
 /// Serves calls until shutdown, then stops the role's work and closes the node.
 pub async fn serve<H: Handler>(ctx: Arc<Ctx>, handler: Arc<H>) -> Result<()> {
     {
-        let ctx = Arc::clone(&ctx);
-        tokio::spawn(async move { watch_signals(ctx).await });
+        // A weak handle: the watcher must not keep the context (and its base-directory
+        // lock) alive once the daemon stopped (in-process restarts in tests).
+        let weak = Arc::downgrade(&ctx);
+        tokio::spawn(async move { watch_signals(weak).await });
     }
     if let Err(e) = ctx.node.reload_on_sighup() {
         warn!("certificate reload on SIGHUP unavailable: {e}");
@@ -336,7 +338,7 @@ async fn common_answer(ctx: &Arc<Ctx>, incoming: IncomingCall) -> Option<Incomin
     None
 }
 
-async fn watch_signals(ctx: Arc<Ctx>) {
+async fn watch_signals(ctx: std::sync::Weak<Ctx>) {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -353,6 +355,7 @@ async fn watch_signals(ctx: Arc<Ctx>) {
         }
         n += 1;
         info!(n, "signal received");
+        let Some(ctx) = ctx.upgrade() else { return };
         ctx.begin_shutdown(n > 1);
     }
 }
