@@ -430,6 +430,8 @@ impl Storage {
 #[derive(Clone, Copy, Debug)]
 enum Answer {
     Accept,
+    /// Take the bytes, never acknowledge.
+    Hang,
     Refuse(ErrorCode),
 }
 
@@ -471,6 +473,16 @@ impl Archive {
                                 at,
                             });
                             call.refuse(WireError::new(code, "scripted refusal")).await;
+                        }
+                        Answer::Hang => {
+                            call.reply(Reply::Accepted).await.unwrap();
+                            let mut bytes = Vec::new();
+                            while let Ok(Some(c)) = call.receiver.chunk().await {
+                                bytes.extend_from_slice(&c);
+                            }
+                            let _ = tx.send(Got { req, bytes, at });
+                            tokio::time::sleep(LIMIT * 2).await;
+                            drop(call);
                         }
                         Answer::Accept => {
                             call.reply(Reply::Accepted).await.unwrap();
@@ -1133,5 +1145,73 @@ async fn a_restarted_proxy_starts_its_volumes_and_requeues_received_diffs() {
     let p = start_proxy(&c, o).await;
     let op = Op::new(&c, p.addr).await;
     assert_eq!(op.state().await, "Stopped");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn force_stop_aborts_a_send_the_archive_never_acknowledges() {
+    let c = Cluster::new();
+    let p = start_proxy(&c, opts(&c.base())).await;
+    let op = Op::new(&c, p.addr).await;
+    let st = Storage::new(&c, p.addr).await;
+    let mut a = Archive::start(&c, "a0");
+    op.set_archive("a0", &a.addr, 0, false).await.unwrap();
+    op.start().await.unwrap();
+    a.script(&[Answer::Hang]);
+    st.send(&packs(1, 0, 4, 8, UUID), meta(0, 1, true))
+        .await
+        .unwrap();
+    let g = a.next().await;
+    assert!(!g.bytes.is_empty());
+    // A graceful stop waits for the send; a forced one aborts it.
+    op.stop(StopMode::Graceful).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(op.state().await, "Started");
+    op.stop(StopMode::Force).await.unwrap();
+    let t0 = Instant::now();
+    op.wait_state("Stopped").await;
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+    // Not acknowledged: still queued, and delivered after a restart of the volume.
+    assert_eq!(files_in(&p.queue("a0")).len(), 1);
+    op.start().await.unwrap();
+    let g = a.next().await;
+    assert_eq!(g.req.diff.range.snap_e.gid_b, 1);
+    let t0 = Instant::now();
+    while !files_in(&p.queue("a0")).is_empty() {
+        assert!(t0.elapsed() < LIMIT);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_wlogs_for_the_retry_timeout_a_refusal_becomes_a_send_error() {
+    let c = Cluster::new();
+    let mut o = opts(&c.base());
+    o.retry_timeout = 0;
+    let p = start_proxy(&c, o).await;
+    let op = Op::new(&c, p.addr).await;
+    let st = Storage::new(&c, p.addr).await;
+    let mut a = Archive::start(&c, "a0");
+    op.set_archive("a0", &a.addr, 0, false).await.unwrap();
+    op.start().await.unwrap();
+    // too-new-diff (the archive is merely behind) keeps retrying...
+    a.script(&[
+        Answer::Refuse(ErrorCode::TooNewDiff),
+        Answer::Refuse(ErrorCode::Stopped),
+    ]);
+    st.send(&packs(1, 0, 4, 8, UUID), meta(0, 1, true))
+        .await
+        .unwrap();
+    a.next().await;
+    assert!(!op.send_error("a0").await);
+    // ...any other refusal gives up.
+    a.next().await;
+    let t0 = Instant::now();
+    while !op.send_error("a0").await {
+        assert!(t0.elapsed() < LIMIT);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(a.quiet(Duration::from_millis(1500)).await);
     p.stop().await;
 }

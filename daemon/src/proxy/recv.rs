@@ -233,7 +233,27 @@ fn check_meta(d: &MetaDiff) -> Result<(), WireError> {
     Ok(())
 }
 
+fn forced(v: &super::ProxyVol) -> WireError {
+    refuse(
+        ErrorCode::Cancelled,
+        format!("volume {} is being force-stopped", v.name),
+    )
+}
+
 impl Proxy {
+    /// True when running transfers of `v` must abort (force stop or forced shutdown).
+    pub(crate) fn is_forced(&self, v: &super::ProxyVol) -> bool {
+        v.core.stop_state() == StopState::ForceStopping || self.ctx.is_force_shutdown()
+    }
+
+    /// Completes once running transfers of `v` must abort (polled: a peer that stopped
+    /// talking must not keep a forced stop waiting).
+    pub(crate) async fn until_forced(&self, v: &super::ProxyVol) {
+        while !self.is_forced(v) {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     /// Answers a [`WlogTransfer`] (Protocol 1).
     pub(super) async fn wlog_transfer(self: &Arc<Self>, req: WlogTransfer, mut call: Call) {
         let vol = req.vol.clone();
@@ -342,7 +362,10 @@ impl Proxy {
                 convert_to_file(ChannelReader::new(rx), pbs, salt, uuid, limit, &tmp)
             })
         };
-        let fed = self.feed(&v, call, tx).await;
+        let fed = tokio::select! {
+            r = self.feed(&v, call, tx) => r,
+            () = self.until_forced(&v) => Err(forced(&v)),
+        };
         let converted = conv
             .await
             .map_err(|e| refuse(ErrorCode::Internal, format!("converter thread: {e}")));
@@ -360,7 +383,11 @@ impl Proxy {
             let _ = std::fs::remove_file(tmp);
         };
 
-        let dto = match call.receiver.step().await {
+        let step = tokio::select! {
+            r = call.receiver.step() => r.map_err(|e| e.to_wire()),
+            () = self.until_forced(&v) => Err(forced(&v)),
+        };
+        let dto = match step {
             Ok(Step::MetaDiff(d)) => d,
             Ok(other) => {
                 cleanup(&tmp);
@@ -371,7 +398,7 @@ impl Proxy {
             }
             Err(e) => {
                 cleanup(&tmp);
-                return Err(e.to_wire());
+                return Err(e);
             }
         };
         let diff = match diff_from_dto(&dto).and_then(|d| check_meta(&d).map(|()| d)) {
@@ -446,11 +473,8 @@ impl Proxy {
         tx: mpsc::Sender<Piece>,
     ) -> Result<(), WireError> {
         loop {
-            if v.core.stop_state() == StopState::ForceStopping || self.ctx.is_force_shutdown() {
-                return Err(refuse(
-                    ErrorCode::Cancelled,
-                    format!("volume {} is being force-stopped", v.name),
-                ));
+            if self.is_forced(v) {
+                return Err(forced(v));
             }
             match call.receiver.chunk().await {
                 Ok(Some(c)) => {

@@ -311,7 +311,14 @@ impl Proxy {
                 None => Next::Nothing,
             };
         }
-        let res = self.transfer(&v, archive, &info, &plan).await;
+        let res = tokio::select! {
+            r = self.transfer(&v, archive, &info, &plan) => r,
+            () = self.until_forced(&v) => Err(Failure {
+                code: ErrorCode::Cancelled,
+                local_corrupt: false,
+                msg: "force stop".into(),
+            }),
+        };
         self.after(&v, archive, &plan.files, res)
     }
 
@@ -424,7 +431,7 @@ impl Proxy {
         let producer = tokio::task::spawn_blocking(move || produce(paths, uuid, opt, tx));
         let mut failed: Option<Failure> = None;
         while let Some(c) = rx.recv().await {
-            if v.core.stop_state().is_force() || self.ctx.is_force_shutdown() {
+            if self.is_forced(v) {
                 failed = Some(Failure {
                     code: ErrorCode::Cancelled,
                     local_corrupt: false,
