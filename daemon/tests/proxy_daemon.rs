@@ -1021,8 +1021,12 @@ async fn a_stopped_archive_is_retried_with_doubling_backoff() {
     st.send(&packs(1, 0, 4, 8, UUID), meta(0, 1, true))
         .await
         .unwrap();
-    let mut at = Vec::new();
-    for _ in 0..4 {
+    let mut at = vec![a.next().await.at];
+    // A wlog arriving during the backoff does not cut it short.
+    st.send(&packs(2, 1 << 20, 4, 8, UUID), meta(1, 2, true))
+        .await
+        .unwrap();
+    for _ in 0..3 {
         at.push(a.next().await.at);
     }
     let gaps: Vec<f64> = at.windows(2).map(|w| (w[1] - w[0]).as_secs_f64()).collect();

@@ -576,6 +576,8 @@ impl Proxy {
                 let mut m = v.meta();
                 let names: Vec<String> = match archive {
                     Some(a) if m.archives.contains_key(a) => vec![a.to_owned()],
+                    // Kicking an archive everywhere: volumes without it are skipped.
+                    Some(_) if vol.is_none() => Vec::new(),
                     Some(a) => {
                         return Err(refuse(
                             ErrorCode::NotFound,
@@ -640,7 +642,12 @@ impl Proxy {
                 let v = match self.vol(&vol) {
                     Some(v) if v.core.state() != P::Clear => v,
                     _ if archive.is_none() => return Ok(Reply::Lines(Vec::new())),
-                    _ => return Err(self.known_vol(&vol).unwrap_err()),
+                    _ => {
+                        return Err(refuse(
+                            ErrorCode::NotFound,
+                            format!("volume {vol} is Clear on proxy {}", self.ctx.id),
+                        ))
+                    }
                 };
                 let m = v.meta();
                 match archive {

@@ -558,4 +558,25 @@ mod tests {
         // Empty is fine (an empty range).
         assert_eq!(all(&[], 0).unwrap(), 0);
     }
+
+    #[test]
+    fn conversion_writes_an_indexed_wdiff_or_nothing() {
+        use walb_kernel::wdiff::WdiffReader;
+        let d = tempfile::tempdir().unwrap();
+        let (body, h, end) = raw_packs();
+        let tmp = d.path().join("x.tmp");
+        let n = convert_to_file(&body[..], h.pbs, h.salt, h.uuid, end - 1000, &tmp).unwrap();
+        assert_eq!(n, std::fs::metadata(&tmp).unwrap().len());
+        let rd = WdiffReader::open(&tmp).unwrap();
+        assert_eq!(rd.header().kind, WdiffKind::Indexed);
+        assert_eq!(rd.header().uuid, h.uuid);
+        assert!(rd.count() > 0);
+        // An empty range gives an empty diff.
+        convert_to_file(&[][..], h.pbs, h.salt, h.uuid, 0, &tmp).unwrap();
+        assert_eq!(WdiffReader::open(&tmp).unwrap().count(), 0);
+        // A failure leaves no file.
+        let e = convert_to_file(&body[..body.len() - 1], h.pbs, h.salt, h.uuid, end, &tmp);
+        assert!(e.unwrap_err().is_incomplete());
+        assert!(!tmp.exists());
+    }
 }

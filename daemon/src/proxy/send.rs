@@ -46,8 +46,10 @@ const MERGE_CACHE_BYTES: usize = 32 << 20;
 enum Next {
     /// Nothing to do until something new is queued or a kick.
     Nothing,
-    /// Run again at this instant.
+    /// Run again at this instant (or earlier if something else asks).
     At(Instant),
+    /// Retry at this instant, not earlier: a new wlog does not cut a backoff short.
+    Retry(Instant),
 }
 
 /// A batch ready to send.
@@ -235,6 +237,7 @@ impl Proxy {
         let again = s.running.remove(&key).unwrap_or(false);
         match next {
             Next::At(at) => s.queue.push(key.clone(), at),
+            Next::Retry(at) => s.queue.push_force(key.clone(), at),
             Next::Nothing if again && !s.queue.contains(&key) => {
                 s.queue.push(key.clone(), Instant::now())
             }
@@ -376,7 +379,7 @@ impl Proxy {
                 s.error = Some(msg);
                 Next::Nothing
             }
-            Reaction::Retry => Next::At(Instant::now() + s.backoff.next_delay()),
+            Reaction::Retry => Next::Retry(Instant::now() + s.backoff.next_delay()),
         }
     }
 
