@@ -293,14 +293,16 @@ impl Proxy {
             tokio::task::spawn_blocking(move || plan(dir, limits, delay, SystemTime::now())).await;
         let plan = match planned {
             Ok(Ok(p)) => p,
-            Ok(Err(e)) => return self.after(&v, archive, &[], Err(Failure::local(&e))),
+            Ok(Err(e)) => return self.after(&v, archive, &[], Err(Failure::local(&e))).await,
             Err(e) => {
-                return self.after(
-                    &v,
-                    archive,
-                    &[],
-                    Err(Failure::net(format!("planner thread: {e}"))),
-                )
+                return self
+                    .after(
+                        &v,
+                        archive,
+                        &[],
+                        Err(Failure::net(format!("planner thread: {e}"))),
+                    )
+                    .await
             }
         };
         if plan.files.is_empty() {
@@ -322,11 +324,11 @@ impl Proxy {
                 msg: "force stop".into(),
             }),
         };
-        self.after(&v, archive, &plan.files, res)
+        self.after(&v, archive, &plan.files, res).await
     }
 
     /// Applies the reaction to a transfer's outcome; returns when to run again.
-    fn after(
+    async fn after(
         &self,
         v: &ProxyVol,
         archive: &str,
@@ -359,10 +361,18 @@ impl Proxy {
             _ => {}
         }
         if matches!(reaction, Reaction::Delivered | Reaction::Drop) {
-            for f in files {
-                if let Err(e) = persist::remove_file(&f.path) {
-                    warn!(vol = %v.name, %archive, "cannot delete a sent diff: {e}");
-                }
+            let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+            let deleted = tokio::task::spawn_blocking(move || {
+                paths
+                    .iter()
+                    .map(|p| persist::remove_file(p))
+                    .collect::<Result<Vec<()>, _>>()
+            })
+            .await;
+            match deleted {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => warn!(vol = %v.name, %archive, "cannot delete a sent diff: {e}"),
+                Err(e) => warn!(vol = %v.name, %archive, "cannot delete the sent diffs: {e}"),
             }
         }
         let mut m = v.meta();
