@@ -58,6 +58,10 @@ pub struct LabArgs {
     /// The lab directory [default: ~/.local/share/walb/lab].
     #[arg(long, global = true)]
     pub dir: Option<PathBuf>,
+    /// Where walb-storage, walb-proxy, walb-archive and wdevc are [default: next to
+    /// walb-console, then PATH]; `up` remembers it for the other lab commands.
+    #[arg(long, global = true)]
+    pub bin_dir: Option<PathBuf>,
     /// What to do.
     #[command(subcommand)]
     pub command: LabCommand,
@@ -96,10 +100,6 @@ pub enum LabCommand {
     Start {
         /// s0, p0 or a0.
         node: String,
-        /// Where walb-storage, walb-proxy, walb-archive and wdevc are [default: next to
-        /// walb-console, then PATH].
-        #[arg(long)]
-        bin_dir: Option<PathBuf>,
     },
 }
 
@@ -131,10 +131,6 @@ pub struct LabUpArgs {
     /// Seconds the full backup may take.
     #[arg(long, default_value_t = 600)]
     pub timeout: u64,
-    /// Where walb-storage, walb-proxy, walb-archive and wdevc are [default: next to
-    /// walb-console, then PATH].
-    #[arg(long)]
-    pub bin_dir: Option<PathBuf>,
 }
 
 /// `walb-console ca ...`
@@ -240,6 +236,7 @@ mod tests {
             Some(Command::Lab(LabArgs {
                 dir,
                 command: LabCommand::Up(a),
+                ..
             })) => {
                 assert_eq!(dir.as_deref(), Some(std::path::Path::new("/tmp/l")));
                 assert_eq!(a.port_base, 20000);

@@ -113,6 +113,10 @@ pub struct LabConfig {
     pub log_mb: u64,
     /// Emulated device without a block device (control socket only).
     pub no_block: bool,
+    /// Where the programs are (`--bin-dir` of `up`), if not beside walb-console or on
+    /// PATH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin_dir: Option<PathBuf>,
 }
 
 impl Default for LabConfig {
@@ -125,6 +129,7 @@ impl Default for LabConfig {
             size_mb: 64,
             log_mb: 32,
             no_block: false,
+            bin_dir: None,
         }
     }
 }
@@ -591,10 +596,8 @@ fn lab_client(layout: &LabLayout) -> Result<Client, LabError> {
 /// What `lab up` was asked.
 #[derive(Clone, Debug)]
 pub struct UpRequest {
-    /// Settings of a new lab (an existing lab keeps its own).
+    /// Settings of a new lab (an existing lab keeps its own, but takes a new `bin_dir`).
     pub config: LabConfig,
-    /// Where the programs are.
-    pub bin_dir: Option<PathBuf>,
     /// Only start things; no init-storage or full backup.
     pub no_backup: bool,
     /// Limit of the full backup.
@@ -614,16 +617,21 @@ pub async fn up(
     std::fs::create_dir_all(&layout.dir)
         .map_err(io(format!("creating {}", layout.dir.display())))?;
     let cfg = if layout.config().exists() {
-        let cfg = layout.load_config()?;
+        let mut cfg = layout.load_config()?;
         w(out, format!("reusing the lab in {}", layout.dir.display()));
+        if req.config.bin_dir.is_some() && req.config.bin_dir != cfg.bin_dir {
+            cfg.bin_dir = req.config.bin_dir.clone();
+            layout.save_config(&cfg)?;
+        }
         cfg
     } else {
         layout.save_config(&req.config)?;
         req.config.clone()
     };
-    let wdevc = find_binary("wdevc", req.bin_dir.as_deref())?;
+    let bin_dir = cfg.bin_dir.as_deref();
+    let wdevc = find_binary("wdevc", bin_dir)?;
     for n in &LAB_NODES {
-        find_binary(n.binary(), req.bin_dir.as_deref())?;
+        find_binary(n.binary(), bin_dir)?;
     }
     ensure_certs(layout)?;
     let cl = Cluster::from_file(lab_cluster_file(&cfg), &layout.dir, "lab")?;
@@ -635,7 +643,7 @@ pub async fn up(
         match live_pid(layout, n) {
             Some(pid) => w(out, format!("{} already running (pid {pid})", n.name)),
             None => {
-                let pid = spawn_daemon(layout, &cfg, n, req.bin_dir.as_deref())?;
+                let pid = spawn_daemon(layout, &cfg, n, bin_dir)?;
                 w(
                     out,
                     format!(
@@ -693,6 +701,15 @@ pub fn console_invocation(layout: &LabLayout) -> String {
     }
 }
 
+/// `walb-console lab`, with `--dir` unless the lab is in the default directory.
+pub fn lab_invocation(layout: &LabLayout) -> String {
+    if cluster::default_lab_dir().as_deref() == Some(layout.dir.as_path()) {
+        "walb-console lab".into()
+    } else {
+        format!("walb-console lab --dir {}", layout.dir.display())
+    }
+}
+
 /// What to do once the lab is up.
 pub fn next_steps(
     layout: &LabLayout,
@@ -720,7 +737,10 @@ pub fn next_steps(
         format!("  {c} --exec restorable a0 {vol}"),
         format!("  {c} --exec diff-list a0 {vol}"),
         format!("  {c} --exec state-all {vol}"),
-        "  walb-console lab status | lab stop|kill|start NODE | lab down [--purge]".to_owned(),
+        format!(
+            "  {} status | stop|kill|start NODE | down [--purge]",
+            lab_invocation(layout)
+        ),
     ]);
     if let Some(g) = gid {
         v.insert(1, format!("the backup of {vol} is restorable at gid {g}"));
@@ -729,8 +749,13 @@ pub fn next_steps(
 }
 
 /// `lab status`: one line per daemon (pid, state of the volume) and the device.
-pub async fn status(layout: &LabLayout, out: &mut dyn std::io::Write) -> Result<(), LabError> {
+pub async fn status(
+    layout: &LabLayout,
+    bin_dir: Option<&Path>,
+    out: &mut dyn std::io::Write,
+) -> Result<(), LabError> {
     let cfg = layout.load_config()?;
+    let bin_dir = bin_dir.or(cfg.bin_dir.as_deref());
     let client = lab_client(layout)?;
     for n in ["s0", "p0", "a0"]
         .iter()
@@ -754,7 +779,7 @@ pub async fn status(layout: &LabLayout, out: &mut dyn std::io::Write) -> Result<
             state
         );
     }
-    let dev = match find_binary("wdevc", None).and_then(|w| running_devices(&w)) {
+    let dev = match find_binary("wdevc", bin_dir).and_then(|w| running_devices(&w)) {
         Ok(list) => match list.into_iter().find(|(n, _)| *n == cfg.device) {
             Some((_, p)) => format!("running ({p})"),
             None => "not running".into(),
@@ -821,7 +846,7 @@ pub async fn start_node(
     if let Some(pid) = live_pid(layout, &n) {
         return Ok(format!("{name} already running (pid {pid})"));
     }
-    let pid = spawn_daemon(layout, &cfg, &n, bin_dir)?;
+    let pid = spawn_daemon(layout, &cfg, &n, bin_dir.or(cfg.bin_dir.as_deref()))?;
     let client = lab_client(layout)?;
     wait_answering(&client, layout, &n, Duration::from_secs(30)).await?;
     Ok(format!("{name} started (pid {pid}) on {}", n.addr(&cfg)))
@@ -831,11 +856,13 @@ pub async fn start_node(
 /// deleted; with `purge`, the directory removed.
 pub async fn down(
     layout: &LabLayout,
+    bin_dir: Option<&Path>,
     timeout: Duration,
     purge: bool,
     out: &mut dyn std::io::Write,
 ) -> Result<(), LabError> {
     let cfg = layout.load_config()?;
+    let bin_dir = bin_dir.or(cfg.bin_dir.as_deref());
     let client = lab_client(layout).ok();
     for n in &LAB_NODES {
         let Some(pid) = live_pid(layout, n) else {
@@ -868,17 +895,14 @@ pub async fn down(
         }
         let _ = std::fs::remove_file(layout.pid(n));
     }
-    match find_binary("wdevc", None) {
-        Ok(wdevc) => {
-            if running_devices(&wdevc)?
-                .iter()
-                .any(|(n, _)| *n == cfg.device)
-            {
-                run(Command::new(&wdevc).args(["delete-wdev", &cfg.device]))?;
-                let _ = writeln!(out, "device {} deleted", cfg.device);
-            }
-        }
-        Err(e) => warn!("cannot check the device: {e}"),
+    // The device must be gone before its images may be removed.
+    let wdevc = find_binary("wdevc", bin_dir)?;
+    if running_devices(&wdevc)?
+        .iter()
+        .any(|(n, _)| *n == cfg.device)
+    {
+        run(Command::new(&wdevc).args(["delete-wdev", &cfg.device]))?;
+        let _ = writeln!(out, "device {} deleted", cfg.device);
     }
     if purge {
         std::fs::remove_dir_all(&layout.dir)

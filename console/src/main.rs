@@ -108,6 +108,12 @@ fn run(command: Option<Command>) -> Result<()> {
         }
         Command::Lab(args) => {
             let layout = lab::LabLayout::new(args.dir)?;
+            let bin_dir = match &args.bin_dir {
+                Some(d) => Some(
+                    std::path::absolute(d).with_context(|| format!("--bin-dir {}", d.display()))?,
+                ),
+                None => None,
+            };
             let rt = runtime()?;
             let mut out = std::io::stdout();
             match args.command {
@@ -120,17 +126,20 @@ fn run(command: Option<Command>) -> Result<()> {
                             size_mb: a.size_mb,
                             log_mb: a.log_mb,
                             no_block: a.no_block,
+                            bin_dir: bin_dir.clone(),
                             ..lab::LabConfig::default()
                         },
-                        bin_dir: a.bin_dir,
                         no_backup: a.no_backup,
                         timeout: Duration::from_secs(a.timeout),
                     };
                     rt.block_on(lab::up(&layout, &req, &mut out))?;
                 }
-                LabCommand::Status => rt.block_on(lab::status(&layout, &mut out))?,
+                LabCommand::Status => {
+                    rt.block_on(lab::status(&layout, bin_dir.as_deref(), &mut out))?
+                }
                 LabCommand::Down { timeout, purge } => rt.block_on(lab::down(
                     &layout,
+                    bin_dir.as_deref(),
                     Duration::from_secs(timeout),
                     purge,
                     &mut out,
@@ -153,7 +162,7 @@ fn run(command: Option<Command>) -> Result<()> {
                     ))?;
                     writeln!(out, "{m}")?;
                 }
-                LabCommand::Start { node, bin_dir } => {
+                LabCommand::Start { node } => {
                     let m = rt.block_on(lab::start_node(&layout, &node, bin_dir.as_deref()))?;
                     writeln!(out, "{m}")?;
                 }
