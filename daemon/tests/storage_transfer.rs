@@ -50,7 +50,12 @@ async fn full_backup_then_transfers_carry_the_ldev_bytes_and_free_after_ack() {
     emu.read(0, &mut img).unwrap();
     assert_eq!((g.size_lb, g.bulk_lb), (16384, 64));
     assert!(g.image == img, "the image differs from the device");
-    assert!(g.zeros > 100 && g.chunks >= 3, "{} zero, {} data", g.zeros, g.chunks);
+    assert!(
+        g.zeros > 100 && g.chunks >= 3,
+        "{} zero, {} data",
+        g.zeros,
+        g.chunks
+    );
     // The log was reset: new uuid, the archive and the volume have it.
     let sb = emu.superblock();
     assert_ne!(sb.uuid, uuid_before);
@@ -106,7 +111,10 @@ async fn full_backup_then_transfers_carry_the_ldev_bytes_and_free_after_ack() {
     assert_eq!(proxy.got().len(), acked.len(), "no failed attempt");
     // Exactly the log device's bytes, in order, across transfers.
     let all: Vec<u8> = acked.iter().flat_map(|g| g.bytes.clone()).collect();
-    assert!(all == ldev_bytes(&files.ldev, 0, end), "streamed bytes differ from the ldev");
+    assert!(
+        all == ldev_bytes(&files.ldev, 0, end),
+        "streamed bytes differ from the ldev"
+    );
     assert!(acked.len() >= 4, "1 MiB transfers: {}", acked.len());
     for g in &acked {
         assert_eq!(g.req.vol, "v0");
@@ -136,9 +144,17 @@ async fn full_backup_then_transfers_carry_the_ldev_bytes_and_free_after_ack() {
         .find(|d| d.range.snap_b.gid_b == snap_gid)
         .expect("a diff starts at the explicit snapshot");
     assert!(!after.mergeable);
-    assert_eq!(done_of(&base, "v0").gid, diffs.last().unwrap().range.snap_e.gid_b);
+    assert_eq!(
+        done_of(&base, "v0").gid,
+        diffs.last().unwrap().range.snap_e.gid_b
+    );
 
-    match op.query(Query::LogUsage { vol: Some("v0".into()) }).await {
+    match op
+        .query(Query::LogUsage {
+            vol: Some("v0".into()),
+        })
+        .await
+    {
         Ok(Reply::Lines(l)) => assert_eq!(
             l,
             [format!(
@@ -152,7 +168,12 @@ async fn full_backup_then_transfers_carry_the_ldev_bytes_and_free_after_ack() {
         op.query(Query::IsOverflow { vol: "v0".into() }).await,
         Ok(Reply::Bool(false))
     );
-    match op.query(Query::LatestSnap { vol: Some("v0".into()) }).await {
+    match op
+        .query(Query::LatestSnap {
+            vol: Some("v0".into()),
+        })
+        .await
+    {
         Ok(Reply::Snapshots(s)) => {
             assert_eq!(s.len(), 1);
             assert_eq!(s[0].gid, Some(done_of(&base, "v0").gid));
@@ -203,7 +224,10 @@ async fn the_log_is_kept_when_the_proxy_refuses_drops_or_fails() {
         })
         .await
         .unwrap();
-        wait_for(&format!("two {mode:?} attempts"), || proxy.attempts(mode) >= 2).await;
+        wait_for(&format!("two {mode:?} attempts"), || {
+            proxy.attempts(mode) >= 2
+        })
+        .await;
         assert_eq!(done_of(&base, "v1"), done0, "{mode:?}");
         assert_eq!(lsids(&emu).oldest, done0.lsid, "{mode:?}");
         assert_eq!(op.state("v1").await, "Target");

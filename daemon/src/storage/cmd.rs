@@ -99,7 +99,9 @@ impl Storage {
         })?;
         let vol = self.vol_or_clear(name)?;
         let _serial = self.init_lock.lock().await;
-        let txn = vol.core.begin(&[S::Clear], S::InitVol)?;
+        // The state first (the clearest refusal), then the device; the transaction
+        // begins once the request is known to be good.
+        vol.core.require(&[S::Clear])?;
         for other in self.all_vols() {
             if other.name == name {
                 continue;
@@ -128,6 +130,7 @@ impl Storage {
                     format!("init-vol {name}: device {path} cannot be opened: {e}"),
                 )
             })?;
+        let txn = vol.core.begin(&[S::Clear], S::InitVol)?;
         let (dir, p2) = (vol.dir.clone(), path.clone());
         let meta = blocking(move || vol::init(&dir, &p2, now_s()))
             .await?

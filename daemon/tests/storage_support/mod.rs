@@ -18,9 +18,7 @@ use walb_kernel::block::Pbs;
 use walb_kernel::device::emu::{EmuConfig, Emulator};
 use walb_kernel::device::WalbDevice;
 use walb_kernel::ldev::{SuperBlock, SUPER_OFFSET};
-use walb_wire::msg::{
-    BackupSync, MetaDiffDto, SnapDto, Uuid, WlogTransfer,
-};
+use walb_wire::msg::{BackupSync, MetaDiffDto, SnapDto, Uuid, WlogTransfer};
 use walb_wire::{
     ClusterCa, Command, ErrorCode, IssueOptions, Message, Node, NodeConfig, Peer, PeerId, Query,
     Received, Reply, Request, Role, Step, TlsFiles, WireError,
@@ -110,7 +108,13 @@ pub struct DevFiles {
 }
 
 /// Formats a log device file (as `wdevc format-ldev`) and creates a data device file.
-pub fn format_device(dir: &Path, name: &str, pbs: Pbs, ldev_bytes: u64, ddev_bytes: u64) -> DevFiles {
+pub fn format_device(
+    dir: &Path,
+    name: &str,
+    pbs: Pbs,
+    ldev_bytes: u64,
+    ddev_bytes: u64,
+) -> DevFiles {
     let ldev = dir.join(format!("{name}.ldev"));
     let ddev = dir.join(format!("{name}.ddev"));
     let l = std::fs::File::create(&ldev).unwrap();
@@ -259,7 +263,8 @@ impl FakeProxy {
             g.len() - 1
         };
         if let ProxyMode::Refuse(code) = mode {
-            call.refuse(WireError::new(code, "fake proxy refuses")).await;
+            call.refuse(WireError::new(code, "fake proxy refuses"))
+                .await;
             return;
         }
         if call.reply(Reply::Accepted).await.is_err() {
