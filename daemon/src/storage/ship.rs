@@ -295,27 +295,39 @@ pub(crate) async fn step(st: &Arc<Storage>, vol: &Arc<Vol>) -> Result<Next, Ship
 }
 
 fn prepare(st: &Storage, vol: &Vol) -> Result<Prepared, ShipError> {
+    // The device work that needs no record is done without the metadata lock (only this
+    // worker, holding the WlogSend action, moves the done record).
+    let (path, done, uuid) = match vol.meta().as_ref() {
+        Some(m) => (m.wdev_path.clone(), m.snaps.done, m.uuid),
+        None => return Err(vol.no_meta().into()),
+    };
+    let dev = st.open_dev(vol, &path)?;
+    let info = dev.info()?;
+    let max_pb = snap::max_wlog_send_pb(st.cfg.max_wlog_send_mb, info.pbs);
+    let reset_outside = |what: String| {
+        ShipError::Inconsistent(format!(
+            "volume {}: {what}: the log of {path} was reset outside walb; reset-vol and a \
+             full or hash backup are needed",
+            vol.name
+        ))
+    };
+    if snap::is_valid(&done) {
+        let l = dev.lsids()?;
+        if l.latest < done.lsid {
+            return Err(reset_outside(format!(
+                "the log ends at lsid {} before the done record's {}",
+                l.latest, done.lsid
+            )));
+        }
+        free_logs(&*dev, done.lsid)?;
+    }
+    // Planning reads the lsids under the lock, so that a concurrent snapshot command
+    // (which also does) never sees them go backwards.
     let mut g = vol.meta();
     let Some(meta) = g.as_mut() else {
         return Err(vol.no_meta().into());
     };
-    let path = meta.wdev_path.clone();
-    let dev = st.open_dev(vol, &path)?;
-    let info = dev.info()?;
-    let max_pb = snap::max_wlog_send_pb(st.cfg.max_wlog_send_mb, info.pbs);
     let lsids = dev.lsids()?;
-    if snap::is_valid(&meta.snaps.done) && lsids.latest < meta.snaps.done.lsid {
-        return Err(ShipError::Inconsistent(format!(
-            "volume {}: the log of {path} ends at lsid {} before the done record's {}: \
-             it was reset outside walb; reset-vol and a full or hash backup are needed",
-            vol.name, lsids.latest, meta.snaps.done.lsid
-        )));
-    }
-    let lsids = if snap::is_valid(&meta.snaps.done) {
-        free_logs(&*dev, meta.snaps.done.lsid)?
-    } else {
-        lsids
-    };
     let pbs = info.pbs;
     let max_mb = st.cfg.max_wlog_send_mb;
     if !meta.snaps.transfer_needed(lsids.permanent) {
@@ -339,6 +351,7 @@ fn prepare(st: &Storage, vol: &Vol) -> Result<Prepared, ShipError> {
         vol::save_queue(&vol.dir, &snaps)?;
         meta.snaps = snaps;
     }
+    drop(g);
     if plan.later {
         let left = snap::remaining_mb(plan.rec_b.lsid, lsids.latest, pbs);
         return Ok(Prepared::Done(Next::After(Duration::from_millis(
@@ -348,24 +361,21 @@ fn prepare(st: &Storage, vol: &Vol) -> Result<Prepared, ShipError> {
     let ldev = dev.open_ldev()?;
     super::drop_cache(&ldev);
     let sb = SuperBlock::read(&ldev)?;
-    if sb.uuid != meta.uuid {
-        return Err(ShipError::Inconsistent(format!(
-            "volume {}: the log of {path} has uuid {}, the volume {}: it was reset outside \
-             walb; reset-vol and a full or hash backup are needed",
-            vol.name,
+    if sb.uuid != uuid {
+        return Err(reset_outside(format!(
+            "the log has uuid {}, the volume {}",
             walb_kernel::wlog::uuid_hex(&sb.uuid),
-            walb_kernel::wlog::uuid_hex(&meta.uuid)
+            walb_kernel::wlog::uuid_hex(&uuid)
         )));
     }
     let req = WlogTransfer {
         vol: vol.name.clone(),
-        uuid: meta.uuid,
+        uuid,
         pbs: sb.pbs.get(),
         salt: sb.salt,
         size_lb: info.size_lb,
         log_size_pb: plan.lsid_limit - plan.rec_b.lsid,
     };
-    drop(g);
     Ok(Prepared::Go(Box::new(Prep {
         plan,
         dev,
