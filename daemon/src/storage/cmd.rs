@@ -165,8 +165,12 @@ impl Storage {
         }
         let txn = vol.core.begin(&[S::Stopped], S::Reset)?;
         let (s2, v2) = (Arc::clone(self), Arc::clone(&vol));
-        blocking(move || s2.reset_wlog(&v2, gid)).await??;
+        blocking(move || s2.reset_wlog(&v2, gid, true)).await??;
         txn.commit(S::SyncReady)?;
+        let dir = vol.dir.clone();
+        if let Err(e) = blocking(move || vol::remove_reset_intent(&dir)).await? {
+            error!(vol = name, "removing the reset intent: {e}");
+        }
         info!(vol = name, gid, "volume reset");
         Ok(Reply::Done)
     }
@@ -206,7 +210,7 @@ impl Storage {
                 StartMode::Standby => {
                     info!(vol = name, "log overflowed: resetting it before standby");
                     let (s2, v2) = (Arc::clone(self), Arc::clone(&vol));
-                    blocking(move || s2.reset_wlog(&v2, 0)).await??;
+                    blocking(move || s2.reset_wlog(&v2, 0, false)).await??;
                 }
             }
         }
@@ -256,8 +260,15 @@ impl Storage {
 
     /// Resets the log of `vol` (blocking): the device's log is cleared (new uuid), the
     /// records restart at `gid`, the uuid is the new superblock's. An intent file makes a
-    /// crash in the middle finish at boot.
-    pub(crate) fn reset_wlog(&self, vol: &Vol, gid: u64) -> Result<Uuid, WireError> {
+    /// crash in the middle finish at boot (in SyncReady); with `keep_intent` it stays for
+    /// the caller to remove once SyncReady is on disk (reset-vol, which runs from
+    /// Stopped).
+    pub(crate) fn reset_wlog(
+        &self,
+        vol: &Vol,
+        gid: u64,
+        keep_intent: bool,
+    ) -> Result<Uuid, WireError> {
         let mut g = vol.meta();
         let Some(meta) = g.as_mut() else {
             return Err(vol.no_meta());
@@ -266,13 +277,18 @@ impl Storage {
         let dev = self.open_dev(vol, &path)?;
         let me = |e: vol::MetaError| meta_error(&vol.name, &e);
         vol::write_reset_intent(&vol.dir, gid).map_err(me)?;
-        dev.reset_wal()
-            .map_err(|e| dev_error(&vol.name, &path, &e))?;
+        if let Err(e) = dev.reset_wal() {
+            // Nothing was reset: no intent to finish.
+            let _ = vol::remove_reset_intent(&vol.dir);
+            return Err(dev_error(&vol.name, &path, &e));
+        }
         let sb = super::read_superblock(&*dev).map_err(|e| dev_error(&vol.name, &path, &e))?;
         let snaps = Snaps::reset(gid, now_s());
         vol::save_snaps(&vol.dir, &snaps).map_err(me)?;
         vol::save_uuid(&vol.dir, &sb.uuid).map_err(me)?;
-        vol::remove_reset_intent(&vol.dir).map_err(me)?;
+        if !keep_intent {
+            vol::remove_reset_intent(&vol.dir).map_err(me)?;
+        }
         meta.snaps = snaps;
         meta.uuid = sb.uuid;
         info!(vol = %vol.name, gid, uuid = %walb_kernel::wlog::uuid_hex(&sb.uuid), "log reset");

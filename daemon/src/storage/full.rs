@@ -200,7 +200,7 @@ async fn copy_inner(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError
     let vol = Arc::clone(&s.vol);
     // 1. Reset the log; the uuid goes to the archive.
     let (s2, v2) = (Arc::clone(st), Arc::clone(&vol));
-    let uuid = blocking(move || s2.reset_wlog(&v2, 0)).await??;
+    let uuid = blocking(move || s2.reset_wlog(&v2, 0, false)).await??;
     let wire = |e: walb_wire::Error| e.to_wire();
     s.call.sender.step(Step::Uuid(uuid)).await.map_err(wire)?;
     expect_ack(&mut s.call, "the uuid").await?;

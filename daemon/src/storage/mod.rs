@@ -231,16 +231,18 @@ impl Storage {
             }
         };
         let mut meta = meta;
+        let mut finished_reset = false;
         if let (Some(m), Some(gid)) = (meta.as_mut(), vol::read_reset_intent(&dir)?) {
             warn!(vol = %name, gid, "finishing an interrupted log reset");
             self.finish_reset(&dir, m, gid);
             state = StorageState::SyncReady;
+            finished_reset = true;
         }
         let core = VolCore::new(name, state, Some(state_file), Some(self.ctx.publisher()));
-        if state == StorageState::SyncReady {
-            // Persists the state when an interrupted reset was finished (a no-op write
-            // otherwise).
+        if finished_reset {
+            // Every log reset ends in SyncReady; the intent goes once that is on disk.
             core.force(state)?;
+            vol::remove_reset_intent(&dir)?;
         }
         Ok(Some(Arc::new(Vol {
             name: name.to_owned(),
@@ -251,8 +253,8 @@ impl Storage {
         })))
     }
 
-    /// Finishes a log reset whose intent was found at boot: the records restart at `gid`
-    /// and the uuid is the device's (when it can be read).
+    /// Finishes the records of a log reset whose intent was found at boot: they restart
+    /// at `gid` and the uuid is the device's (when it can be read).
     fn finish_reset(&self, dir: &std::path::Path, m: &mut VolMeta, gid: u64) {
         let snaps = Snaps::reset(gid, now_s());
         let uuid = self
@@ -265,7 +267,7 @@ impl Storage {
             if let Ok(u) = &uuid {
                 vol::save_uuid(dir, u)?;
             }
-            vol::remove_reset_intent(dir)
+            Ok(())
         })();
         match res {
             Ok(()) => {
