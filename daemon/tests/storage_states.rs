@@ -235,7 +235,10 @@ async fn init_start_stop_snapshot_reset_clear_and_refusals() {
     assert_ne!(uuid, uuid_before);
     assert_eq!(m.uuid, uuid);
     assert_eq!(lsids(&emu).latest, 0);
-    assert!(!base.join("v0/reset").exists(), "the reset intent is removed");
+    assert!(
+        !base.join("v0/reset").exists(),
+        "the reset intent is removed"
+    );
 
     // clear-vol.
     assert_eq!(

@@ -224,14 +224,14 @@ impl Snaps {
         let done = if lsid_e == e.lsid {
             e
         } else {
-            if b.gid + 1 >= e.gid {
+            if b.gid.saturating_add(1) >= e.gid {
                 return Err(SnapError::Inconsistent(format!(
                     "transfer cut short at lsid {lsid_e} but no gid is reserved between {} and {}",
                     b.gid, e.gid
                 )));
             }
             // The gid moves on, the time does not.
-            MetaLsidGid::new(lsid_e, b.gid + 1, true, b.timestamp)
+            MetaLsidGid::new(lsid_e, b.gid.saturating_add(1), true, b.timestamp)
         };
         self.done = done;
         self.remove_old();
@@ -267,7 +267,7 @@ pub fn end_snapshot(
             "transfer from {rec_b} cannot end at {rec_e}"
         )));
     }
-    let limit = if nr == 1 && rec_e.gid == rec_b.gid + 1 {
+    let limit = if nr == 1 && rec_e.gid == rec_b.gid.saturating_add(1) {
         rec_e.lsid
     } else {
         reach.min(rec_e.lsid)
@@ -285,7 +285,7 @@ pub fn transfer_diff(
     let gid_e = if lsid_e == rec_e.lsid {
         rec_e.gid
     } else {
-        rec_b.gid + 1
+        rec_b.gid.saturating_add(1)
     };
     let d = MetaDiff::clean(rec_b.gid, gid_e)
         .map_err(|e| SnapError::Inconsistent(format!("diff {} -> {gid_e}: {e}", rec_b.gid)))?;

@@ -456,12 +456,22 @@ pub struct Daemon {
     pub storage: Arc<Storage>,
 }
 
-/// Starts a storage daemon on `base` (call inside a tokio runtime).
+/// Starts a storage daemon on `base` with test devices (call inside a tokio runtime).
 pub async fn start_storage(
     certs: &Certs,
     base: &Path,
     cfg: StorageConfig,
     devs: &TestDevices,
+) -> Daemon {
+    start_storage_with(certs, base, cfg, Arc::new(devs.clone())).await
+}
+
+/// Starts a storage daemon on `base` with any device access.
+pub async fn start_storage_with(
+    certs: &Certs,
+    base: &Path,
+    cfg: StorageConfig,
+    devs: Arc<dyn DeviceAccess>,
 ) -> Daemon {
     let node = certs.node(Role::Storage, "s0", true);
     let addr = node.local_addr().unwrap();
@@ -474,7 +484,7 @@ pub async fn start_storage(
         lock = BaseDir::lock(base);
     }
     let ctx = Ctx::new(node, lock.unwrap(), Role::Storage, "s0", 2, 1);
-    let st = storage::start_with(Arc::clone(&ctx), cfg, Arc::new(devs.clone()))
+    let st = storage::start_with(Arc::clone(&ctx), cfg, devs)
         .await
         .unwrap();
     tokio::spawn(serve(Arc::clone(&ctx), Arc::clone(&st)));
