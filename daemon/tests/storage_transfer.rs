@@ -312,3 +312,62 @@ async fn transfers_go_to_the_first_proxy_that_accepts() {
     assert_eq!(p0.acked().len(), 1);
     assert_eq!(p1.acked().len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_stop_aborts_a_transfer_waiting_for_its_ack() {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = Certs::new(&tmp.path().join("certs"));
+    let proxy = FakeProxy::start(&certs, "p0", ProxyMode::Ack);
+    let archive = FakeArchive::start(&certs, "a0");
+    let devs = TestDevices::default();
+    let files = format_device(tmp.path(), "e4", Pbs::B512, 4 << 20, 1 << 20);
+    let emu = open_emu(&files, "e4");
+    devs.add("e4", emu.clone());
+    let base = tmp.path().join("base");
+    let d = start_storage(&certs, &base, config(archive.addr, &[proxy.addr]), &devs).await;
+    let op = Op::connect(&certs, d.addr).await;
+    op.cmd(Command::InitVol {
+        vol: "v4".into(),
+        wdev_path: Some("/dev/walb/e4".into()),
+    })
+    .await
+    .unwrap();
+    full_backup(&op, &archive, "v4").await;
+    wait_for("the first transfer", || proxy.acked().len() == 1).await;
+    let done0 = done_of(&base, "v4");
+    proxy.set_mode(ProxyMode::Hang);
+    emu.write(0, &data(32 << 10, 7)).unwrap();
+    emu.flush().unwrap();
+    let end = lsids(&emu).permanent;
+    wait_for("a transfer waiting for its ack", || {
+        proxy
+            .got()
+            .iter()
+            .any(|g| g.mode == ProxyMode::Hang && g.diff.is_some())
+    })
+    .await;
+    assert_eq!(
+        op.cmd(Command::Stop {
+            vol: "v4".into(),
+            mode: walb_wire::msg::StopMode::Force,
+        })
+        .await,
+        Ok(Reply::Accepted)
+    );
+    op.wait_state("v4", "Stopped").await;
+    assert_eq!(done_of(&base, "v4"), done0);
+    assert_eq!(lsids(&emu).oldest, done0.lsid);
+    // Started again, the range goes out again.
+    proxy.set_mode(ProxyMode::Ack);
+    assert_eq!(
+        op.cmd(Command::Start {
+            vol: "v4".into(),
+            mode: Some(walb_wire::msg::StartMode::Target),
+        })
+        .await,
+        Ok(Reply::Done)
+    );
+    wait_for("the log to be shipped", || done_of(&base, "v4").lsid == end).await;
+    let last = proxy.acked().pop().unwrap();
+    assert_eq!(last.bytes, ldev_bytes(&files.ldev, done0.lsid, end));
+}

@@ -153,8 +153,15 @@ async fn begin(st: &Arc<Storage>, name: &str, bulk_lb: Option<u64>) -> Result<Se
     }
 }
 
-async fn expect_ack(call: &mut Call, what: &str) -> Result<(), WireError> {
-    match call.receiver.step().await {
+async fn expect_ack(st: &Storage, vol: &Vol, call: &mut Call, what: &str) -> Result<(), WireError> {
+    let r = tokio::select! {
+        r = call.receiver.step() => r,
+        _ = st.forced(vol) => return Err(refuse(
+            ErrorCode::Cancelled,
+            format!("volume {}: full backup aborted by a forced stop", vol.name),
+        )),
+    };
+    match r {
         Ok(Step::Ack) => Ok(()),
         Ok(other) => Err(refuse(
             ErrorCode::BadRequest,
@@ -203,7 +210,7 @@ async fn copy_inner(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError
     let uuid = blocking(move || s2.reset_wlog(&v2, 0, false)).await??;
     let wire = |e: walb_wire::Error| e.to_wire();
     s.call.sender.step(Step::Uuid(uuid)).await.map_err(wire)?;
-    expect_ack(&mut s.call, "the uuid").await?;
+    expect_ack(st, &vol, &mut s.call, "the uuid").await?;
     st.start_monitoring(&vol)?;
     // 2. The image.
     let data = {
@@ -257,7 +264,7 @@ async fn copy_inner(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError
         .await
         .map_err(|e| refuse(ErrorCode::Internal, format!("device reader failed: {e}")))??;
     s.call.sender.end_bulk().await.map_err(wire)?;
-    expect_ack(&mut s.call, "the image").await?;
+    expect_ack(st, &vol, &mut s.call, "the image").await?;
     // 3. The end snapshot.
     let (s2, v2) = (Arc::clone(st), Arc::clone(&vol));
     let gid_e = blocking(move || s2.take_snapshot(&v2)).await??;
@@ -267,7 +274,7 @@ async fn copy_inner(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError
         .step(Step::MetaSnap(SnapDto { gid_b: 0, gid_e }))
         .await
         .map_err(wire)?;
-    expect_ack(&mut s.call, "the end snapshot").await?;
+    expect_ack(st, &vol, &mut s.call, "the end snapshot").await?;
     let _ = s.call.sender.finish();
     let base = MetaState::new(
         MetaSnap::new(0, gid_e).map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?,

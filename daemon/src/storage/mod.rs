@@ -323,6 +323,14 @@ impl Storage {
         self.vols_lock().values().cloned().collect()
     }
 
+    /// Returns once `vol` is force-stopped or the daemon shuts down by force (to abort a
+    /// transfer waiting for its peer).
+    pub(crate) async fn forced(&self, vol: &Vol) {
+        while !(vol.core.stop_state().is_force() || self.ctx.is_force_shutdown()) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Opens the device of a volume (blocking).
     pub(crate) fn open_dev(&self, vol: &Vol, path: &str) -> Result<Device, WireError> {
         self.devices

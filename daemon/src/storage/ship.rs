@@ -429,7 +429,11 @@ async fn send(
     call.sender.end_bulk().await?;
     let diff = snap::transfer_diff(&plan.rec_b, &plan.rec_e, lsid_e)?;
     call.sender.step(Step::MetaDiff(diff_to_dto(&diff))).await?;
-    match call.receiver.step().await? {
+    let ack = tokio::select! {
+        r = call.receiver.step() => r?,
+        _ = st.forced(vol) => return Err(ShipError::Aborted),
+    };
+    match ack {
         Step::Ack => Ok(lsid_e),
         other => Err(ShipError::Transport(walb_wire::Error::Unexpected(format!(
             "expected the ack of the wlog transfer, got {other:?}"
