@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 use walb_kernel::ldev::SuperBlock;
 use walb_kernel::logpack::{LogPack, LogPackHeader};
 use walb_kernel::Location;
-use walb_wire::msg::{Query, Reply, Request, Step, WireError, WlogTransfer};
+use walb_wire::msg::{Reply, Request, Step, WireError, WlogTransfer};
 use walb_wire::{Call, Role};
 
 use crate::dto::diff_to_dto;
@@ -38,7 +38,7 @@ use super::{vol, Device, Storage, Vol};
 /// Largest bulk chunk sent.
 pub(crate) const CHUNK: usize = 4 << 20;
 /// How long a proxy may take to accept or refuse a transfer.
-const ACCEPT_TIMEOUT: Duration = Duration::from_secs(10);
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long connecting to a proxy may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a heartbeat may take.
@@ -197,13 +197,14 @@ impl Storage {
         }
     }
 
+    /// A proxy is available when a handshake with it succeeds: the negotiation proves a
+    /// live walb daemon, and [`Ctx::connect`] checks that its certificate says proxy.
+    /// (Storages may not send queries to proxies; the handshake is the heartbeat.)
     async fn check_proxy(&self, addr: &str) -> bool {
-        let r = tokio::time::timeout(CHECK_TIMEOUT, async {
-            let peer = self.ctx.connect(addr, Role::Proxy).await.ok()?;
-            peer.request(Request::Query(Query::HostType)).await.ok()
-        })
-        .await;
-        matches!(r, Ok(Some(Reply::Text(t))) if t == "proxy")
+        matches!(
+            tokio::time::timeout(CHECK_TIMEOUT, self.ctx.connect(addr, Role::Proxy)).await,
+            Ok(Ok(_))
+        )
     }
 
     fn force_abort(&self, vol: &Vol) -> bool {
@@ -242,8 +243,21 @@ impl Storage {
                     call.sender.reset();
                     why.push(format!("{addr}: unexpected reply {other:?}"));
                 }
-                Ok(Err(e)) => why.push(format!("{addr}: {e}")),
-                Err(_) => why.push(format!("{addr}: no answer within {ACCEPT_TIMEOUT:?}")),
+                // A refusal (stopped, busy, disk short) comes from a live proxy: try the
+                // next one this time, keep this one available.
+                Ok(Err(walb_wire::Error::Remote(e))) => why.push(format!("{addr}: {e}")),
+                Ok(Err(e)) => {
+                    // The connection is broken (the proxy died or restarted): drop it so
+                    // the next attempt dials afresh, and let the monitor re-check it.
+                    peer.close();
+                    self.proxies.set(&addr, false);
+                    why.push(format!("{addr}: {e}"));
+                }
+                Err(_) => {
+                    peer.close();
+                    self.proxies.set(&addr, false);
+                    why.push(format!("{addr}: no answer within {ACCEPT_TIMEOUT:?}"));
+                }
             }
         }
         Err(ShipError::NoProxy(why.join("; ")))
