@@ -9,9 +9,11 @@
 //! to it. Any failure before the ack leaves the done record and the log as they were; the
 //! call is reset so the proxy keeps nothing.
 //!
-//! [`Proxies`] tracks which proxies answer: each is asked its host type every
-//! `proxy_check_interval` while it is unavailable (and once at start); a proxy that
-//! cannot be reached during a transfer is marked unavailable; `kick` checks them now.
+//! [`Proxies`] tracks which proxies answer: each is checked with a handshake (which
+//! proves a live walb daemon with a proxy certificate) every `proxy_check_interval` while
+//! it is unavailable (and once at start); a proxy whose connection breaks or that does not
+//! answer within 3 s during a transfer is marked unavailable and its connection dropped;
+//! `kick` checks them now.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
