@@ -727,7 +727,7 @@ pub fn next_steps(
         ));
     } else {
         v.push(format!(
-            "  wdevc workload {} --count 1000              # write through the device's socket",
+            "  wdevc workload {} --rate 100 --duration 10 --flush-interval 100   # ~3 MB/s through the device's socket",
             cfg.device
         ));
     }
