@@ -2,7 +2,8 @@
 //!
 //! Console-wide options (`--cluster`, `--json`, `--debug`) come first; then either
 //! `--exec CMD ARGS...` (everything after `--exec` belongs to the command, see
-//! [`crate::exec`]) or one subcommand per command group: `ca`, `lab`.
+//! [`crate::exec`]) or one subcommand per command group: `ca`, `lab`. With neither, the
+//! terminal UI opens on the cluster file (`--read-only`, `--log FILE`).
 
 use std::path::PathBuf;
 
@@ -25,9 +26,16 @@ pub struct Cli {
     /// Print machine-readable results (JSON; one object per line for scripts).
     #[arg(long)]
     pub json: bool,
-    /// Debug logging on stderr.
+    /// Debug logging (on stderr; the terminal UI logs only to --log).
     #[arg(long)]
     pub debug: bool,
+    /// Terminal UI: hide every action, run only queries (a viewer certificate forces it).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Terminal UI: write the log to this file (the terminal UI never logs to the
+    /// terminal; without this it logs nowhere).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
     /// Run one command (`--exec help` lists them); `--exec -` runs a script from stdin,
     /// one command per line. Everything after --exec belongs to the command.
     #[arg(

@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use tracing::debug;
 use walb_wire::msg::{
-    ArchiveDest, ArchiveInfoCommand, MetaDiffDto, MetaStateDto, SnapshotInfo, StartMode, StopMode,
-    Uuid,
+    ArchiveDest, ArchiveInfoCommand, MergeUntil, MetaDiffDto, MetaStateDto, SnapshotInfo,
+    StartMode, StopMode, Uuid,
 };
 use walb_wire::{
     Command, ErrorCode, EventStream, Node, NodeConfig, Peer, PeerId, Query, Reply, Request,
@@ -884,6 +884,73 @@ impl Client {
             )
             .await?;
         expect_ack(node, "restore", r)
+    }
+
+    /// `merge VOL GIDB GIDE` (asynchronous: the archive merges the chain of diffs from
+    /// `gid_b` up to where `until` stops it).
+    pub async fn merge(
+        &self,
+        node: &str,
+        vol: &str,
+        gid_b: u64,
+        until: MergeUntil,
+    ) -> Result<(), ClientError> {
+        let r = self
+            .command(
+                node,
+                Command::Merge {
+                    vol: vol.into(),
+                    gid_b,
+                    until,
+                },
+            )
+            .await?;
+        expect_ack(node, "merge", r)
+    }
+
+    /// `apply VOL GID` (asynchronous: the archive applies its diffs up to `gid` to the base
+    /// image).
+    pub async fn apply(&self, node: &str, vol: &str, gid: u64) -> Result<(), ClientError> {
+        let r = self
+            .command(
+                node,
+                Command::Apply {
+                    vol: vol.into(),
+                    gid,
+                },
+            )
+            .await?;
+        expect_ack(node, "apply", r)
+    }
+
+    /// `enable-snapshot` / `disable-snapshot VOL GID...`: make snapshots explicit
+    /// (restorable, never merged away) or implicit.
+    pub async fn set_snapshots_explicit(
+        &self,
+        node: &str,
+        vol: &str,
+        gids: &[u64],
+        explicit: bool,
+    ) -> Result<(), ClientError> {
+        let r = self
+            .command(
+                node,
+                Command::SetSnapshotsExplicit {
+                    vol: vol.into(),
+                    gids: gids.to_vec(),
+                    explicit,
+                },
+            )
+            .await?;
+        expect_ack(
+            node,
+            if explicit {
+                "enable-snapshot"
+            } else {
+                "disable-snapshot"
+            },
+            r,
+        )
     }
 
     /// `del-restored VOL GID`.

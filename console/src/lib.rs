@@ -11,6 +11,9 @@
 //! - [`exec`]: `--exec`: the command table (parsing, running), output formats (text and
 //!   JSON), scripts on stdin.
 //! - [`lab`]: `lab up|status|down|stop|kill|start`, the tutorial's cluster on one machine.
+//! - [`tui`]: the terminal UI (live views from the daemons' event streams), and the
+//!   one-shot status dump when stdout is not a terminal.
+//! - [`metrics`]: `--exec metrics`, the same live data in Prometheus text format.
 //! - [`cli`]: the command line (clap).
 //! - [`ca`]: the `ca` commands, as plain functions over paths.
 
@@ -23,4 +26,6 @@ pub mod client;
 pub mod cluster;
 pub mod exec;
 pub mod lab;
+pub mod metrics;
 pub mod ops;
+pub mod tui;

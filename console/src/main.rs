@@ -1,14 +1,18 @@
-//! The `walb-console` binary: `ca`, `lab` and `--exec`.
+//! The `walb-console` binary: the terminal UI (or a status dump when stdout is not a
+//! terminal), `ca`, `lab` and `--exec`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 use walb_console::cli::{CaCommand, Cli, Command, LabCommand};
+use walb_console::client::{Client, ClientOptions};
+use walb_console::cluster::{self, Cluster};
 use walb_console::exec::{exec_main, ExecRequest};
-use walb_console::{ca, lab};
+use walb_console::tui::app::{load_snapshot, no_color, TuiConfig};
+use walb_console::{ca, lab, tui};
 
 fn init_logging(debug: bool) {
     use tracing_subscriber::EnvFilter;
@@ -22,6 +26,66 @@ fn init_logging(debug: bool) {
         .try_init();
 }
 
+/// Logging while the terminal UI runs: to `--log FILE` or nowhere, never the terminal.
+fn init_file_logging(path: Option<&std::path::Path>, debug: bool) -> Result<()> {
+    use tracing_subscriber::EnvFilter;
+    let Some(path) = path else { return Ok(()) };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening the log file {}", path.display()))?;
+    let default = if debug { "debug" } else { "info" };
+    let filter = EnvFilter::try_from_env("WALB_LOG").unwrap_or_else(|_| {
+        EnvFilter::new(format!("{default},quinn=warn,quinn_proto=warn,rustls=warn"))
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .with_writer(std::sync::Mutex::new(file))
+        .try_init();
+    Ok(())
+}
+
+/// Options of the console's connections for the terminal UI and the dump.
+fn tui_client_options() -> ClientOptions {
+    ClientOptions {
+        request_timeout: Duration::from_secs(30),
+        ..ClientOptions::default()
+    }
+}
+
+/// `walb-console` without a command: the terminal UI, or one status dump when stdout is
+/// not a terminal.
+fn tui_main(cli: &Cli) -> Result<()> {
+    let tty = std::io::stdout().is_terminal();
+    if tty {
+        init_file_logging(cli.log.as_deref(), cli.debug)?;
+    } else {
+        init_logging(cli.debug);
+    }
+    let path = cluster::locate(cli.cluster.as_deref())?;
+    let cl = Cluster::load(&path)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let client = Client::new(cl, tui_client_options())?;
+        if !tty {
+            let m = load_snapshot(&client, Duration::from_secs(2)).await;
+            let mut out = std::io::stdout().lock();
+            for l in tui::dump::lines(&m) {
+                writeln!(out, "{l}")?;
+            }
+            return Ok(());
+        }
+        let cfg = TuiConfig {
+            read_only: cli.read_only.then(|| "--read-only".to_owned()),
+            plain: no_color(),
+        };
+        tui::app::run(client, cfg).await?;
+        Ok(())
+    })
+}
+
 fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -32,6 +96,15 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if cli.exec.is_none() && cli.command.is_none() {
+        return match tui_main(&cli) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     init_logging(cli.debug);
     if let Some(args) = cli.exec {
         let rt = match runtime() {
@@ -64,9 +137,7 @@ fn main() -> ExitCode {
 
 fn run(command: Option<Command>) -> Result<()> {
     let Some(command) = command else {
-        anyhow::bail!(
-            "nothing to do: try `walb-console --exec help`, `walb-console lab up` or --help"
-        );
+        anyhow::bail!("nothing to do: try `walb-console --exec help` or --help");
     };
     match command {
         Command::Ca(CaCommand::Init {

@@ -636,6 +636,87 @@ pub async fn snapshot(
     Ok(gid)
 }
 
+/// walblib's `_wait_for_no_action`: until no `action` (Merge, Apply, Restore...) runs on
+/// `archive`'s `vol`.
+pub async fn wait_for_no_action(
+    client: &Client,
+    archive: &str,
+    vol: &str,
+    action: &str,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let t0 = Instant::now();
+    loop {
+        if client.num_action(archive, vol, action).await? == 0 {
+            return Ok(());
+        }
+        if t0.elapsed() >= timeout {
+            return Err(ClientError::Timeout {
+                what: format!("the {action} of {vol} on {archive} to end"),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(client.options().poll_interval).await;
+    }
+}
+
+/// walblib's `merge`: merge the diffs of `vol` from `gid_b` up to `gid_e` and wait until
+/// the merge ends.
+pub async fn merge(
+    client: &Client,
+    archive: &str,
+    vol: &str,
+    gid_b: u64,
+    gid_e: u64,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    role_of(client, archive, &[Role::Archive], "merge")?;
+    if gid_e <= gid_b {
+        return Err(ClientError::State(format!(
+            "merge {vol}: GIDE ({gid_e}) must be larger than GIDB ({gid_b})"
+        )));
+    }
+    client
+        .merge(archive, vol, gid_b, walb_wire::msg::MergeUntil::Gid(gid_e))
+        .await?;
+    wait_for_no_action(client, archive, vol, "Merge", timeout).await
+}
+
+/// walblib's `apply`: apply the diffs of `vol` up to `gid` to the base image and wait
+/// until the apply ends; returns the base afterwards.
+pub async fn apply(
+    client: &Client,
+    archive: &str,
+    vol: &str,
+    gid: u64,
+    timeout: Duration,
+) -> Result<walb_wire::msg::MetaStateDto, ClientError> {
+    role_of(client, archive, &[Role::Archive], "apply")?;
+    client.apply(archive, vol, gid).await?;
+    wait_for_no_action(client, archive, vol, "Apply", timeout).await?;
+    client.base(archive, vol).await
+}
+
+/// States a storage passes through during a hash backup.
+const DURING_HASH_SYNC: [&str; 3] = [S::HASH_SYNC, S::STOPPED, S::START_TARGET];
+
+/// walblib's `hash_backup`: hash-bkp of a Stopped (or SyncReady) storage volume, then
+/// wait until it is Target again.
+pub async fn hash_backup(
+    client: &Client,
+    storage: &str,
+    vol: &str,
+    bulk_lb: Option<u64>,
+    timeout: Duration,
+) -> Result<String, ClientError> {
+    role_of(client, storage, &[Role::Storage], "hash-backup")?;
+    client.hash_backup(storage, vol, bulk_lb).await?;
+    let wait = StateWait::new(&DURING_HASH_SYNC, &[S::TARGET]);
+    let mut with_ready = wait.clone();
+    with_ready.transient.push(S::SYNC_READY);
+    wait_for_state(client, storage, vol, &with_ready, timeout).await
+}
+
 /// Consecutive polls without a Restore action before a missing image counts as failed.
 const RESTORE_IDLE_POLLS: u32 = 3;
 

@@ -63,6 +63,14 @@ const OPT_BULK: OptSpec = OptSpec {
     name: "--bulk",
     value: Some("LB"),
 };
+const OPT_OUT: OptSpec = OptSpec {
+    name: "--out",
+    value: Some("FILE"),
+};
+const OPT_SAMPLE: OptSpec = OptSpec {
+    name: "--sample",
+    value: Some("S"),
+};
 
 type ParseFn = fn(&mut Args) -> Result<ExecCmd, String>;
 
@@ -267,6 +275,20 @@ pub static COMMANDS: &[CommandSpec] = &[
         },
     },
     CommandSpec {
+        name: "hash-backup",
+        args: "NODE VOL",
+        about: "hash backup of a Stopped storage volume to its archive (only the differences travel); wait for Target",
+        options: &[OPT_BULK, OPT_TIMEOUT],
+        parse: |a| {
+            Ok(ExecCmd::HashBackup {
+                node: a.req("NODE")?,
+                vol: a.req("VOL")?,
+                bulk_lb: a.value_num("--bulk")?,
+                timeout: a.timeout(TIMEOUT_LONG)?,
+            })
+        },
+    },
+    CommandSpec {
         name: "wait-restorable",
         args: "ARCHIVE VOL GID",
         about: "wait until GID is restorable at the archive",
@@ -348,6 +370,49 @@ pub static COMMANDS: &[CommandSpec] = &[
         },
     },
     CommandSpec {
+        name: "merge",
+        args: "ARCHIVE VOL GIDB GIDE",
+        about: "merge the mergeable diffs from GIDB to GIDE into one; wait until done",
+        options: &[OPT_TIMEOUT],
+        parse: |a| {
+            Ok(ExecCmd::Merge {
+                archive: a.req("ARCHIVE")?,
+                vol: a.req("VOL")?,
+                gid_b: a.req_num("GIDB")?,
+                gid_e: a.req_num("GIDE")?,
+                timeout: a.timeout(TIMEOUT_LONG)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "apply",
+        args: "ARCHIVE VOL GID",
+        about: "apply the diffs up to GID to the base image (older snapshots stop being restorable); wait until done",
+        options: &[OPT_TIMEOUT],
+        parse: |a| {
+            Ok(ExecCmd::Apply {
+                archive: a.req("ARCHIVE")?,
+                vol: a.req("VOL")?,
+                gid: a.req_num("GID")?,
+                timeout: a.timeout(TIMEOUT_LONG)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "disable-snapshot",
+        args: "ARCHIVE VOL GID...",
+        about: "make snapshots implicit: no longer restorable, their diffs may be merged",
+        options: &[],
+        parse: |a| parse_set_explicit(a, false),
+    },
+    CommandSpec {
+        name: "enable-snapshot",
+        args: "ARCHIVE VOL GID...",
+        about: "make snapshots explicit (restorable) again",
+        options: &[],
+        parse: |a| parse_set_explicit(a, true),
+    },
+    CommandSpec {
         name: "archive-info",
         args: "PROXY add|update|get|delete|list VOL [ARCHIVE [ADDR] [CODEC:LEVEL:NCPU] [DELAY]]",
         about: "a proxy's archive destinations (ADDR defaults to the archive's in the cluster file)",
@@ -377,6 +442,18 @@ pub static COMMANDS: &[CommandSpec] = &[
             let target = a.req("TARGET")?;
             let target = GetTarget::parse(&target, a)?;
             Ok(ExecCmd::Get { node, target })
+        },
+    },
+    CommandSpec {
+        name: "metrics",
+        args: "",
+        about: "the cluster's live data in Prometheus text format (for node_exporter's textfile collector)",
+        options: &[OPT_OUT, OPT_SAMPLE],
+        parse: |a| {
+            Ok(ExecCmd::Metrics {
+                out: a.value_str("--out").map(std::path::PathBuf::from),
+                sample: a.seconds("--sample", Duration::from_secs(2))?,
+            })
         },
     },
     CommandSpec {
@@ -515,20 +592,28 @@ impl Args {
 
     /// `--timeout S` (whole or fractional seconds), else `default`.
     pub fn timeout(&mut self, default: Duration) -> Result<Duration, String> {
-        match self
-            .opts
-            .iter()
-            .find(|(n, _)| *n == "--timeout")
-            .and_then(|(_, v)| v.as_deref())
-        {
+        self.seconds("--timeout", default)
+    }
+
+    /// Option `name` as whole or fractional seconds, else `default`.
+    pub fn seconds(&mut self, name: &str, default: Duration) -> Result<Duration, String> {
+        match self.value_str(name) {
             None => Ok(default),
             Some(v) => v
                 .parse::<f64>()
                 .ok()
                 .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
                 .map(Duration::from_secs_f64)
-                .ok_or_else(|| format!("--timeout wants seconds, got {v:?}")),
+                .ok_or_else(|| format!("{name} wants seconds, got {v:?}")),
         }
+    }
+
+    /// The value of option `name`, as given.
+    pub fn value_str(&mut self, name: &str) -> Option<String> {
+        self.opts
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.clone())
     }
 
     fn finish(self) -> Result<(), String> {
@@ -568,6 +653,21 @@ pub fn parse_compress(s: &str) -> Option<CompressOpt> {
         return None;
     }
     Some(CompressOpt { codec, level, ncpu })
+}
+
+fn parse_set_explicit(a: &mut Args, explicit: bool) -> Result<ExecCmd, String> {
+    let archive = a.req("ARCHIVE")?;
+    let vol = a.req("VOL")?;
+    let mut gids = vec![a.req_num("GID")?];
+    for g in a.rest() {
+        gids.push(number(&g, "GID")?);
+    }
+    Ok(ExecCmd::SetExplicit {
+        archive,
+        vol,
+        gids,
+        explicit,
+    })
 }
 
 fn parse_archive_info(a: &mut Args) -> Result<ExecCmd, String> {
@@ -943,6 +1043,59 @@ pub enum ExecCmd {
         /// Wait limit.
         timeout: Duration,
     },
+    /// `hash-backup NODE VOL`.
+    HashBackup {
+        /// Storage.
+        node: String,
+        /// Volume.
+        vol: String,
+        /// Bulk size, logical blocks.
+        bulk_lb: Option<u64>,
+        /// Wait limit.
+        timeout: Duration,
+    },
+    /// `merge ARCHIVE VOL GIDB GIDE`.
+    Merge {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
+        /// First gid of the chain.
+        gid_b: u64,
+        /// Where the chain ends.
+        gid_e: u64,
+        /// Wait limit.
+        timeout: Duration,
+    },
+    /// `apply ARCHIVE VOL GID`.
+    Apply {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
+        /// Apply up to this gid.
+        gid: u64,
+        /// Wait limit.
+        timeout: Duration,
+    },
+    /// `enable-snapshot|disable-snapshot ARCHIVE VOL GID...`.
+    SetExplicit {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
+        /// Snapshot gids.
+        gids: Vec<u64>,
+        /// `true` for enable-snapshot.
+        explicit: bool,
+    },
+    /// `metrics [--out FILE] [--sample S]`.
+    Metrics {
+        /// Write the text atomically to this file instead of stdout.
+        out: Option<std::path::PathBuf>,
+        /// How long to listen to the event streams for throughputs.
+        sample: Duration,
+    },
     /// `wait-restorable ARCHIVE VOL GID`.
     WaitRestorable {
         /// Archive.
@@ -1163,6 +1316,73 @@ impl ExecCmd {
             ExecCmd::Kick { .. } => "kick",
             ExecCmd::Get { .. } => "get",
             ExecCmd::Shutdown { .. } => "shutdown",
+            ExecCmd::HashBackup { .. } => "hash-backup",
+            ExecCmd::Merge { .. } => "merge",
+            ExecCmd::Apply { .. } => "apply",
+            ExecCmd::SetExplicit { explicit: true, .. } => "enable-snapshot",
+            ExecCmd::SetExplicit {
+                explicit: false, ..
+            } => "disable-snapshot",
+            ExecCmd::Metrics { .. } => "metrics",
+        }
+    }
+
+    /// Whether the command only reads (a viewer certificate, or `--read-only`, may run
+    /// it).
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            ExecCmd::Help { .. }
+            | ExecCmd::StateAll { .. }
+            | ExecCmd::Status { .. }
+            | ExecCmd::WaitRestorable { .. }
+            | ExecCmd::RestoredPath { .. }
+            | ExecCmd::Restorable { .. }
+            | ExecCmd::DiffList { .. }
+            | ExecCmd::Get { .. }
+            | ExecCmd::Metrics { .. } => true,
+            ExecCmd::ArchiveInfo { op, .. } => {
+                matches!(op, ArchiveInfoOp::Get { .. } | ArchiveInfoOp::List { .. })
+            }
+            _ => false,
+        }
+    }
+
+    /// The node and volume the command is about, if it names them.
+    pub fn target(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            ExecCmd::Help { .. } | ExecCmd::Metrics { .. } => (None, None),
+            ExecCmd::StateAll { vol } => (None, Some(vol)),
+            ExecCmd::Status { first, second } => (first.as_deref(), second.as_deref()),
+            ExecCmd::InitStorage { node, vol, .. }
+            | ExecCmd::InitArchive { node, vol }
+            | ExecCmd::Start { node, vol, .. }
+            | ExecCmd::Stop { node, vol, .. }
+            | ExecCmd::Reset { node, vol, .. }
+            | ExecCmd::Clear { node, vol, .. }
+            | ExecCmd::FullBackup { node, vol, .. }
+            | ExecCmd::HashBackup { node, vol, .. }
+            | ExecCmd::Snapshot { node, vol, .. } => (Some(node), Some(vol)),
+            ExecCmd::WaitRestorable { archive, vol, .. }
+            | ExecCmd::Restore { archive, vol, .. }
+            | ExecCmd::RestoredPath { archive, vol, .. }
+            | ExecCmd::DelRestored { archive, vol, .. }
+            | ExecCmd::Restorable { archive, vol, .. }
+            | ExecCmd::DiffList { archive, vol, .. }
+            | ExecCmd::Merge { archive, vol, .. }
+            | ExecCmd::Apply { archive, vol, .. }
+            | ExecCmd::SetExplicit { archive, vol, .. } => (Some(archive), Some(vol)),
+            ExecCmd::ArchiveInfo { proxy, op } => (
+                Some(proxy),
+                Some(match op {
+                    ArchiveInfoOp::Set { vol, .. }
+                    | ArchiveInfoOp::Get { vol, .. }
+                    | ArchiveInfoOp::Delete { vol, .. }
+                    | ArchiveInfoOp::List { vol } => vol,
+                }),
+            ),
+            ExecCmd::Kick { node, vol, .. } => (Some(node), vol.as_deref()),
+            ExecCmd::Get { node, .. } => (Some(node), None),
+            ExecCmd::Shutdown { node, .. } => (Some(node), None),
         }
     }
 
@@ -1258,6 +1478,70 @@ impl ExecCmd {
             } => Ok(Outcome::Gid(
                 ops::snapshot(client, node, vol, archives, *timeout).await?,
             )),
+            ExecCmd::HashBackup {
+                node,
+                vol,
+                bulk_lb,
+                timeout,
+            } => {
+                let st = ops::hash_backup(client, node, vol, *bulk_lb, *timeout).await?;
+                Ok(done(node, vol, st))
+            }
+            ExecCmd::Merge {
+                archive,
+                vol,
+                gid_b,
+                gid_e,
+                timeout,
+            } => {
+                ops::merge(client, archive, vol, *gid_b, *gid_e, *timeout).await?;
+                Ok(Outcome::Done {
+                    node: archive.clone(),
+                    vol: Some(vol.clone()),
+                    state: None,
+                })
+            }
+            ExecCmd::Apply {
+                archive,
+                vol,
+                gid,
+                timeout,
+            } => Ok(Outcome::MetaState(
+                ops::apply(client, archive, vol, *gid, *timeout).await?,
+            )),
+            ExecCmd::SetExplicit {
+                archive,
+                vol,
+                gids,
+                explicit,
+            } => {
+                cl.node_as(archive, &[Role::Archive], self.name())?;
+                client
+                    .set_snapshots_explicit(archive, vol, gids, *explicit)
+                    .await?;
+                Ok(Outcome::Done {
+                    node: archive.clone(),
+                    vol: Some(vol.clone()),
+                    state: None,
+                })
+            }
+            ExecCmd::Metrics { out, sample } => {
+                let model = crate::tui::app::load_snapshot(client, *sample).await;
+                let text = crate::metrics::render(&model);
+                match out {
+                    None => Ok(Outcome::Text(text.trim_end().to_owned())),
+                    Some(path) => {
+                        crate::metrics::write_atomically(path, &text).map_err(|e| {
+                            ClientError::State(format!("writing {}: {e}", path.display()))
+                        })?;
+                        Ok(Outcome::Done {
+                            node: String::new(),
+                            vol: None,
+                            state: None,
+                        })
+                    }
+                }
+            }
             ExecCmd::WaitRestorable {
                 archive,
                 vol,
@@ -1625,6 +1909,13 @@ mod tests {
             "get a0 meta-state vol 1 20",
             "shutdown s0",
             "shutdown s0 force",
+            "hash-backup s0 vol --bulk 64 --timeout 9",
+            "merge a0 vol 2 7",
+            "apply a0 vol 8",
+            "disable-snapshot a0 vol 3 4",
+            "enable-snapshot a0 vol 3",
+            "metrics",
+            "metrics --out /tmp/walb.prom --sample 0.5",
         ];
         for line in ok {
             let c = parse(line).unwrap_or_else(|e| panic!("{line}: {e}"));
