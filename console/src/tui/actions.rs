@@ -363,11 +363,7 @@ pub fn items(target: &Target, read_only: bool) -> Vec<(char, String, String)> {
 }
 
 fn mib(bytes: u64) -> String {
-    if bytes >= 1 << 20 {
-        format!("{:.1} MiB", bytes as f64 / (1u64 << 20) as f64)
-    } else {
-        format!("{bytes} bytes")
-    }
+    super::view::size(bytes as f64)
 }
 
 fn gids(list: &[u64]) -> String {

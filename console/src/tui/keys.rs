@@ -105,6 +105,8 @@ pub struct Binding {
     pub footer: bool,
     /// Only offered when actions are allowed (not read-only).
     pub mutates: bool,
+    /// Listed in the help (the second key of a pair is not).
+    pub in_help: bool,
 }
 
 const fn b(
@@ -123,6 +125,21 @@ const fn b(
         help,
         footer,
         mutates: false,
+        in_help: true,
+    }
+}
+
+/// A binding the help does not list (it is described with its pair).
+const fn h(keys: &'static [Key], action: Action, scope: Scope) -> Binding {
+    Binding {
+        keys,
+        label: "",
+        action,
+        scope,
+        help: "",
+        footer: false,
+        mutates: false,
+        in_help: false,
     }
 }
 
@@ -148,14 +165,7 @@ pub static BINDINGS: &[Binding] = &[
         "move the cursor between nodes (scrolls the node columns)",
         true,
     ),
-    b(
-        &[Code(KeyCode::Right), C('l')],
-        "→",
-        A::Right,
-        In(View::Volumes),
-        "next node column",
-        false,
-    ),
+    h(&[Code(KeyCode::Right), C('l')], A::Right, In(View::Volumes)),
     b(
         &[Code(KeyCode::Enter)],
         "enter",
@@ -228,10 +238,10 @@ pub static BINDINGS: &[Binding] = &[
         "views: Cluster, Volumes, Diffs, Tasks, Events",
         true,
     ),
-    b(&[C('2')], "2", A::View(View::Volumes), G, "Volumes", false),
-    b(&[C('3')], "3", A::View(View::Diffs), G, "Diffs", false),
-    b(&[C('4')], "4", A::View(View::Tasks), G, "Tasks", false),
-    b(&[C('5')], "5", A::View(View::Events), G, "Events", false),
+    h(&[C('2')], A::View(View::Volumes), G),
+    h(&[C('3')], A::View(View::Diffs), G),
+    h(&[C('4')], A::View(View::Tasks), G),
+    h(&[C('5')], A::View(View::Events), G),
     b(
         &[Code(KeyCode::Up), C('k')],
         "↑↓/jk",
@@ -240,14 +250,7 @@ pub static BINDINGS: &[Binding] = &[
         "move the selection",
         false,
     ),
-    b(
-        &[Code(KeyCode::Down), C('j')],
-        "↓",
-        A::Down,
-        G,
-        "down",
-        false,
-    ),
+    h(&[Code(KeyCode::Down), C('j')], A::Down, G),
     b(
         &[Code(KeyCode::PageUp), Ctrl('b')],
         "pgup/pgdn",
@@ -256,14 +259,7 @@ pub static BINDINGS: &[Binding] = &[
         "a page up or down",
         false,
     ),
-    b(
-        &[Code(KeyCode::PageDown), Ctrl('f')],
-        "pgdn",
-        A::PageDown,
-        G,
-        "a page down",
-        false,
-    ),
+    h(&[Code(KeyCode::PageDown), Ctrl('f')], A::PageDown, G),
     b(
         &[Code(KeyCode::Home), C('g')],
         "g/G",
@@ -272,14 +268,7 @@ pub static BINDINGS: &[Binding] = &[
         "first or last row",
         false,
     ),
-    b(
-        &[Code(KeyCode::End), C('G')],
-        "G",
-        A::Bottom,
-        G,
-        "last row",
-        false,
-    ),
+    h(&[Code(KeyCode::End), C('G')], A::Bottom, G),
     b(
         &[C('/')],
         "/",
@@ -329,13 +318,32 @@ pub fn lookup(view: View, ev: &KeyEvent) -> Option<Action> {
 pub fn bindings_for(view: View, read_only: bool) -> impl Iterator<Item = &'static Binding> {
     let own = BINDINGS.iter().filter(move |b| b.scope == Scope::In(view));
     let global = BINDINGS.iter().filter(|b| b.scope == Scope::Global);
-    own.chain(global).filter(move |b| !(read_only && b.mutates))
+    own.chain(global)
+        .filter(move |b| b.in_help && !(read_only && b.mutates))
 }
 
-/// The footer's hints for `view`: `key label` pairs.
+/// The hints for `view`: `key label` pairs, the view's own first.
 pub fn footer(view: View, read_only: bool) -> Vec<(&'static str, &'static str)> {
     bindings_for(view, read_only)
         .filter(|b| b.footer)
+        .map(|b| (b.label, short(b)))
+        .collect()
+}
+
+/// The hints of `view`'s own keys (the header shows them).
+pub fn view_hints(view: View, read_only: bool) -> Vec<(&'static str, &'static str)> {
+    bindings_for(view, read_only)
+        .filter(|b| b.footer && b.scope == Scope::In(view))
+        .map(|b| (b.label, short(b)))
+        .collect()
+}
+
+/// The hints of the keys that work everywhere except the view keys (the footer shows
+/// them after the views).
+pub fn global_hints() -> Vec<(&'static str, &'static str)> {
+    BINDINGS
+        .iter()
+        .filter(|b| b.footer && b.scope == Scope::Global && !matches!(b.action, A::View(_)))
         .map(|b| (b.label, short(b)))
         .collect()
 }
@@ -344,7 +352,7 @@ fn short(b: &Binding) -> &'static str {
     match b.action {
         A::View(_) => "views",
         A::Help => "help",
-        A::Palette => "command",
+        A::Palette => "cmd",
         A::Filter => "filter",
         A::Quit => "quit",
         A::Actions => "actions",
@@ -390,7 +398,7 @@ mod tests {
     fn every_view_footer_names_help_command_filter_and_quit() {
         for v in View::ALL {
             let f: Vec<&str> = footer(v, false).iter().map(|(_, l)| *l).collect();
-            for want in ["help", "command", "filter", "quit", "views"] {
+            for want in ["help", "cmd", "filter", "quit", "views"] {
                 assert!(f.contains(&want), "{v:?}: {f:?}");
             }
         }

@@ -1015,11 +1015,15 @@ fn on_key(m: &mut Model, k: KeyEvent, out: &mut Vec<Effect>) {
             }
             KeyCode::Enter => {
                 if let Some((_, _, line)) = menu.items.get(menu.sel).cloned() {
+                    m.mark = None;
                     submit(m, line, out);
                 }
             }
             KeyCode::Char(c) => match menu.items.iter().find(|i| i.0 == c).cloned() {
-                Some((_, _, line)) => submit(m, line, out),
+                Some((_, _, line)) => {
+                    m.mark = None;
+                    submit(m, line, out);
+                }
                 None => m.mode = Mode::Menu(menu),
             },
             _ => m.mode = Mode::Menu(menu),

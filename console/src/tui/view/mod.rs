@@ -190,29 +190,33 @@ fn header(m: &Model, f: &mut Frame, area: Rect) {
     let mut spans = vec![
         Span::styled(" walb ", t.title()),
         Span::raw(format!("{} ", m.cluster)),
+        Span::styled(format!("{} ", m.view.title()), t.title()),
     ];
-    for v in View::ALL {
-        let label = format!(" {} {} ", v.index() + 1, v.title());
-        spans.push(if v == m.view {
-            Span::styled(label, t.tab())
-        } else {
-            Span::raw(label)
-        });
-    }
     let down = m.down_nodes();
     let up = m.nodes.iter().filter(|n| n.reach == Reach::Up).count();
     let mut right = vec![Span::styled(
-        format!(" {up}/{} up", m.nodes.len()),
+        format!(" {up}/{} up ", m.nodes.len()),
         if down > 0 { t.error() } else { t.ok() },
     )];
     if m.read_only {
-        right.push(Span::styled(" RO", t.warn()));
+        right.push(Span::styled("RO ", t.warn()));
     }
     let right_w: usize = right.iter().map(|s| s.content.chars().count()).sum();
-    let left_w: usize = spans.iter().map(|s| s.content.chars().count()).sum();
     let width = area.width as usize;
-    if left_w + right_w < width {
-        spans.push(Span::raw(" ".repeat(width - left_w - right_w)));
+    let mut used: usize = spans.iter().map(|s| s.content.chars().count()).sum();
+    if m.mode == Mode::Normal {
+        for (k, label) in keys::view_hints(m.view, m.read_only) {
+            let w = k.chars().count() + label.chars().count() + 3;
+            if used + w + right_w > width {
+                break;
+            }
+            spans.push(Span::styled(format!(" {k}"), t.key()));
+            spans.push(Span::raw(format!(" {label} ")));
+            used += w;
+        }
+    }
+    if used + right_w < width {
+        spans.push(Span::raw(" ".repeat(width - used - right_w)));
     }
     spans.extend(right);
     f.render_widget(Paragraph::new(Line::from(spans)), area);
@@ -244,22 +248,27 @@ fn status_line(m: &Model, f: &mut Frame, area: Rect) {
 
 fn footer(m: &Model, f: &mut Frame, area: Rect) {
     let t = Theme::of(m);
-    let hints: Vec<(&str, &str)> = match &m.mode {
-        Mode::Normal => keys::footer(m.view, m.read_only),
-        Mode::Help => vec![("esc", "close")],
-        Mode::Filter => vec![("enter", "keep"), ("esc", "clear")],
-        Mode::Palette(_) => vec![
-            ("enter", "run"),
-            ("tab", "complete"),
-            ("↑↓", "history"),
-            ("esc", "close"),
-        ],
-        Mode::Confirm(_) => vec![("y", "yes"), ("n/esc", "no")],
-        Mode::Menu(_) => vec![("key/enter", "run"), ("↑↓", "move"), ("esc", "close")],
-        Mode::Output(_) => vec![("↑↓/space", "scroll"), ("esc", "close")],
-    };
     let mut spans = Vec::new();
     let mut used = 0usize;
+    for v in View::ALL {
+        let label = format!("{} {}", v.index() + 1, v.title());
+        used += label.chars().count() + 1;
+        spans.push(if v == m.view {
+            Span::styled(label, t.tab())
+        } else {
+            Span::styled(label, t.dim())
+        });
+        spans.push(Span::raw(" "));
+    }
+    let hints: Vec<(&str, &str)> = match &m.mode {
+        Mode::Normal => keys::global_hints(),
+        Mode::Help => vec![("esc", "close")],
+        Mode::Filter => vec![("enter", "keep"), ("esc", "clear")],
+        Mode::Palette(_) => vec![("enter", "run"), ("tab", "complete"), ("esc", "close")],
+        Mode::Confirm(_) => vec![("y", "yes"), ("n/esc", "no")],
+        Mode::Menu(_) => vec![("key/enter", "run"), ("esc", "close")],
+        Mode::Output(_) => vec![("↑↓", "scroll"), ("esc", "close")],
+    };
     for (k, label) in hints {
         let w = k.chars().count() + label.chars().count() + 3;
         if used + w > area.width as usize {

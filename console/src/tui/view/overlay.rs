@@ -133,7 +133,7 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
                 Span::styled(" n / esc ", t.key()),
                 Span::raw("no"),
             ]));
-            let h = (lines.len() as u16 + 4).min(area.height);
+            let h = (lines.len() as u16 + 3).min(area.height);
             let r = centered(area, 76, h);
             f.render_widget(Clear, r);
             f.render_widget(
@@ -147,10 +147,16 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
             );
         }
         Mode::Menu(menu) => {
-            let width = 70usize;
+            let width = (area.width.saturating_sub(4) as usize).clamp(20, 76);
+            let lw = menu
+                .items
+                .iter()
+                .map(|i| i.1.chars().count())
+                .max()
+                .unwrap_or(0);
             let mut lines = Vec::new();
             for (i, (k, label, line)) in menu.items.iter().enumerate() {
-                let text = clip(&format!("{label:<26} {line}"), width - 6);
+                let text = clip(&format!("{label:<lw$}  {line}"), width - 5);
                 let l = Line::from(vec![
                     Span::styled(format!(" {k} "), t.key()),
                     Span::raw(text),
