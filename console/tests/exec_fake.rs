@@ -256,6 +256,21 @@ fn answer(w: &mut World, me: &str, role: Role, req: &Request) -> Result<Reply, W
             Ok(Reply::Accepted)
         }
         Request::Command(Command::Kick { .. }) => Ok(Reply::Done),
+        Request::Query(Query::Vols) => {
+            let mut v: Vec<String> = w
+                .states
+                .keys()
+                .filter(|(n, _)| n == me)
+                .map(|(_, v)| v.clone())
+                .collect();
+            v.sort();
+            Ok(Reply::Lines(v))
+        }
+        Request::Query(Query::Version) => Ok(Reply::Version {
+            software: format!("fake-{role} 0.0.1"),
+            protocol: 1,
+        }),
+        Request::Query(Query::Pid) => Ok(Reply::Number(4242)),
         other => Err(WireError::new(
             ErrorCode::Unsupported,
             format!("the fake does not know {other:?}"),
@@ -689,4 +704,100 @@ async fn the_binary_runs_a_script_from_stdin_and_exits_non_zero() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "Target\n");
+}
+
+/// Checks the exposition format: every line a comment or `name{labels} value`.
+fn check_exposition(text: &str) {
+    for l in text.lines() {
+        if l.starts_with("# HELP ") || l.starts_with("# TYPE ") {
+            continue;
+        }
+        let (series, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("{l}"));
+        assert!(value.parse::<f64>().is_ok() || value == "NaN", "{l}");
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.starts_with("walb_")
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{l}"
+        );
+        if series.contains('{') {
+            assert!(series.ends_with('}'), "{l}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn metrics_print_the_live_data_in_prometheus_text_format() {
+    let c = cluster("metrics", true, false);
+    {
+        let mut w = c.world.lock().unwrap();
+        w.set("s0", "vol", "Target");
+        w.set("p0", "vol", "Started");
+    }
+    let r = exec(&c, false, &["metrics", "--sample", "0"], "").await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    check_exposition(&r.out);
+    let s0 = addr_of(&c, "s0");
+    let a0 = addr_of(&c, "a0");
+    for want in [
+        format!("walb_node_up{{node=\"s0\",role=\"storage\",addr=\"{s0}\"}} 1"),
+        format!("walb_node_up{{node=\"a0\",role=\"archive\",addr=\"{a0}\"}} 0"),
+        "walb_node_info{node=\"s0\",role=\"storage\",version=\"fake-storage 0.0.1\"} 1".into(),
+        "walb_volume_state{node=\"s0\",role=\"storage\",vol=\"vol\",state=\"Target\"} 1".into(),
+        "walb_volume_state{node=\"p0\",role=\"proxy\",vol=\"vol\",state=\"Started\"} 1".into(),
+        "walb_log_overflow{node=\"s0\",vol=\"vol\"} 0".into(),
+        "# TYPE walb_archive_lag_gids gauge".into(),
+    ] {
+        assert!(r.out.contains(&want), "{want} in\n{}", r.out);
+    }
+    // --out writes the file atomically and prints nothing.
+    let file = c.dir.0.join("walb.prom");
+    let arg = file.to_string_lossy().into_owned();
+    let r = exec(&c, false, &["metrics", "--sample", "0", "--out", &arg], "").await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(r.out.is_empty());
+    let text = std::fs::read_to_string(&file).unwrap();
+    check_exposition(&text);
+    assert!(text.contains("walb_node_up"));
+}
+
+#[tokio::test]
+async fn without_a_terminal_the_binary_prints_one_status_dump() {
+    let c = cluster("dump", true, false);
+    {
+        let mut w = c.world.lock().unwrap();
+        w.set("s0", "vol", "Target");
+        w.set("p0", "vol", "Started");
+    }
+    let file = c.cluster_file.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_walb-console"))
+            .arg("--cluster")
+            .arg(&file)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    });
+    let out = tokio::time::timeout(LIMIT, out).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("cluster test ("), "{text}");
+    let row = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(name))
+            .copied()
+            .unwrap_or_default()
+    };
+    assert!(row("s0 ").contains(" up "), "{text}");
+    assert!(row("a0 ").contains("down: "), "{text}");
+    let vol = row("vol ");
+    assert!(vol.contains("Target") && vol.contains("Started"), "{text}");
+    assert!(!text.contains('\u{1b}'), "no escape codes in a dump");
 }

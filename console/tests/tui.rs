@@ -720,3 +720,47 @@ fn overlays_at_80x24() {
     key(&mut m, KeyCode::Enter);
     insta::assert_snapshot!("80x24_menu", snap_at(&m, 80, 24));
 }
+
+// ----------------------------------------------------------------------------------
+// The dump and the metrics of the same model
+
+#[test]
+fn the_dump_shows_nodes_volumes_lag_and_tasks_as_plain_text() {
+    let m = tutorial();
+    let text = walb_console::tui::dump::lines(&m).join("\n");
+    for want in [
+        "cluster tutorial (cluster.toml)",
+        "a0    archive  localhost:10200  up     0.1.0    1d01h   1",
+        "vol  Target    Started  Archived  19%  -      2g/35s",
+        "lag 2 gids 35 s",
+        "full backup  a0    db   31%   5.0M/s  9s",
+    ] {
+        assert!(text.contains(want), "{want:?} in\n{text}");
+    }
+}
+
+#[test]
+fn metrics_carry_states_lag_queues_and_throughput() {
+    let m = tutorial();
+    let text = walb_console::metrics::render(&m);
+    for want in [
+        "walb_volume_state{node=\"a0\",role=\"archive\",vol=\"db\",state=\"FullSync\"} 1",
+        "walb_volume_busy{node=\"a0\",vol=\"db\"} 1",
+        "walb_archive_lag_gids{node=\"a0\",vol=\"vol\"} 2",
+        "walb_archive_lag_seconds{node=\"a0\",vol=\"vol\"} 35",
+        "walb_archive_latest_gid{node=\"a0\",vol=\"vol\"} 8",
+        "walb_proxy_queue_diffs{node=\"p0\",vol=\"vol\",archive=\"a0\"} 2",
+        "walb_proxy_queue_bytes{node=\"p0\",vol=\"vol\",archive=\"a0\"} 12408",
+        "walb_log_usage_ratio{node=\"s0\",vol=\"vol\"} 0.1875",
+        "walb_task_throughput_bytes_per_second{node=\"a0\",vol=\"db\",op=\"full-sync\"} 5242880",
+        "walb_task_remaining_seconds{node=\"a0\",vol=\"db\",op=\"full-sync\"} 9",
+        "walb_node_uptime_seconds{node=\"s0\"} 3606",
+    ] {
+        assert!(text.contains(want), "{want:?} in\n{text}");
+    }
+    // Every family is announced once, before its samples.
+    let mut seen = std::collections::HashSet::new();
+    for l in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+        assert!(seen.insert(l.to_owned()), "{l} twice");
+    }
+}

@@ -241,7 +241,9 @@ pub fn detail(m: &Model, v: &Vol) -> Vec<(Option<Style>, String)> {
                 if state != "-" && state != "Clear" || !queues.is_empty() {
                     out.push((
                         (!warn).then(Style::new),
-                        format!("{:<6} {state}  {}", n.name, queues.join("  ")),
+                        format!("{:<6} {state}  {}", n.name, queues.join("  "))
+                            .trim_end()
+                            .to_owned(),
                     ));
                 }
             }
