@@ -17,6 +17,7 @@
 //! answered: the one-shot status dump and `--exec metrics` use it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use futures_util::{Stream, StreamExt};
@@ -24,6 +25,7 @@ use ratatui::backend::Backend;
 use ratatui::crossterm::event::{Event as TermEvent, EventStream, KeyEventKind};
 use ratatui::Terminal;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
+use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 use tracing::debug;
 use walb_wire::Role;
@@ -46,12 +48,17 @@ pub trait EffectRunner {
     fn run(&mut self, e: Effect);
 }
 
+/// Queries in flight at most (a snapshot of hundreds of volumes asks thousands of
+/// questions; they wait their turn instead of opening thousands of streams at once).
+pub const ASKS_IN_FLIGHT: usize = 32;
+
 /// Carries out effects against the cluster.
 pub struct Runner {
     client: Client,
     tx: UnboundedSender<Msg>,
     subs: HashMap<String, AbortHandle>,
     jobs: Vec<AbortHandle>,
+    asks: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Runner {
@@ -139,6 +146,7 @@ impl Runner {
             tx,
             subs: HashMap::new(),
             jobs: Vec::new(),
+            asks: Arc::new(Semaphore::new(ASKS_IN_FLIGHT)),
         }
     }
 
@@ -200,7 +208,9 @@ impl EffectRunner for Runner {
                 self.subs.insert(node, h.abort_handle());
             }
             Effect::Ask { node, seq, ask } => {
+                let permits = Arc::clone(&self.asks);
                 let h = tokio::spawn(async move {
+                    let _permit = permits.acquire_owned().await;
                     let result = answer(&client, &node, &ask).await;
                     let _ = tx.send(Msg::Reply {
                         node,

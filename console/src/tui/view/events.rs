@@ -36,13 +36,17 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
         .collect();
     let title = if m.events_back > 0 {
         format!(
-            " events ({} of {}), scrolled back {}: f follows ",
+            " events (UTC; {} of {}), scrolled back {}: f follows ",
             lines.len(),
             m.log.len(),
             m.events_back
         )
     } else {
-        format!(" events ({} of {}), following ", lines.len(), m.log.len())
+        format!(
+            " events (UTC; {} of {}), following ",
+            lines.len(),
+            m.log.len()
+        )
     };
     f.render_widget(
         Paragraph::new(text).block(Block::default().borders(Borders::ALL).title(title)),
