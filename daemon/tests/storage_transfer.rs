@@ -204,6 +204,11 @@ async fn the_log_is_kept_when_the_proxy_refuses_drops_or_fails() {
     .unwrap();
     full_backup(&op, &archive, "v1").await;
     wait_for("the first transfer", || proxy.acked().len() == 1).await;
+    // The storage persists its done record just after the ack arrives.
+    wait_for("the done record of the first transfer", || {
+        done_of(&base, "v1").gid > 0
+    })
+    .await;
     let done0 = done_of(&base, "v1");
 
     proxy.set_mode(ProxyMode::Refuse(ErrorCode::Stopped));
@@ -334,6 +339,11 @@ async fn a_forced_stop_aborts_a_transfer_waiting_for_its_ack() {
     .unwrap();
     full_backup(&op, &archive, "v4").await;
     wait_for("the first transfer", || proxy.acked().len() == 1).await;
+    // The storage persists its done record just after the ack arrives.
+    wait_for("the done record of the first transfer", || {
+        done_of(&base, "v4").gid > 0
+    })
+    .await;
     let done0 = done_of(&base, "v4");
     proxy.set_mode(ProxyMode::Hang);
     emu.write(0, &data(32 << 10, 7)).unwrap();
