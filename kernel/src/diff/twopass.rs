@@ -86,7 +86,7 @@ pub struct WlogIndex {
 
 impl WlogIndex {
     /// An empty index of a wlog with `header`.
-    pub fn new(header: WlogHeader) -> WlogIndex {
+    pub(crate) fn new(header: WlogHeader) -> WlogIndex {
         WlogIndex {
             header,
             map: BTreeMap::new(),
@@ -151,8 +151,8 @@ impl WlogIndex {
     }
 
     /// Adds an extent, newer than everything already indexed. `addr + blocks` must not
-    /// overflow.
-    pub fn add(&mut self, addr: u64, blocks: u32, source: Source) {
+    /// overflow ([`WlogIndex::build`] checks it).
+    pub(crate) fn add(&mut self, addr: u64, blocks: u32, source: Source) {
         if blocks == 0 {
             return;
         }
