@@ -732,6 +732,7 @@ pub fn next_steps(
         ));
     }
     v.extend([
+        format!("  {c}                                   # the terminal UI (? for help)"),
         format!("  {c} --exec snapshot s0 {vol} a0             # prints the gid, waits until restorable"),
         format!("  {c} --exec restore a0 {vol} GID             # prints the restored image"),
         format!("  {c} --exec restorable a0 {vol}"),
@@ -1027,6 +1028,7 @@ mod tests {
         assert!(text.contains("wdevc workload walb-lab"), "{text}");
         assert!(text.contains("--exec snapshot s0 vol a0"), "{text}");
         assert!(text.contains("restorable at gid 5"), "{text}");
+        assert!(text.contains("# the terminal UI"), "{text}");
         let text = next_steps(&l, &cfg, "/dev/walb/walb-lab", None).join("\n");
         assert!(text.contains("mkfs.ext4 /dev/walb/walb-lab"), "{text}");
     }

@@ -801,3 +801,30 @@ async fn without_a_terminal_the_binary_prints_one_status_dump() {
     assert!(vol.contains("Target") && vol.contains("Started"), "{text}");
     assert!(!text.contains('\u{1b}'), "no escape codes in a dump");
 }
+
+#[tokio::test]
+async fn a_viewer_certificate_makes_the_terminal_ui_read_only() {
+    use walb_console::tui::app::{model_for, TuiConfig};
+    let c = cluster("viewer", false, false);
+    // The console's endpoint binds without talking to anyone: any CA will do.
+    let ca = ClusterCa::generate("viewer-test", 1).unwrap();
+    let files = issue(&ca, &c.dir.0.join("viewer"), Role::Viewer, "watcher");
+    let mut cl = walb_console::cluster::Cluster::load(&c.cluster_file).unwrap();
+    cl.tls = files;
+    let client = walb_console::client::Client::new(cl.clone(), ClientOptions::default()).unwrap();
+    let m = model_for(&client, &TuiConfig::default());
+    assert!(m.read_only);
+    assert!(
+        m.read_only_why.as_deref().unwrap().contains("viewer"),
+        "{m:?}"
+    );
+    cl.tls = issue(&ca, &c.dir.0.join("op"), Role::Operator, "op");
+    let client = walb_console::client::Client::new(cl, ClientOptions::default()).unwrap();
+    assert!(!model_for(&client, &TuiConfig::default()).read_only);
+    let cfg = TuiConfig {
+        read_only: Some("--read-only".into()),
+        plain: true,
+    };
+    let m = model_for(&client, &cfg);
+    assert!(m.read_only && m.plain);
+}
