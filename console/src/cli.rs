@@ -1,20 +1,53 @@
 //! The command line of `walb-console`.
 //!
-//! One top-level subcommand per command group: `ca` now; the TUI, `exec` and `lab` join
-//! as further variants of [`Command`].
+//! Console-wide options (`--cluster`, `--json`, `--debug`) come first; then either
+//! `--exec CMD ARGS...` (everything after `--exec` belongs to the command, see
+//! [`crate::exec`]) or one subcommand per command group: `ca`, `lab`. With neither, the
+//! terminal UI opens on the cluster file (`--read-only`, `--log FILE`).
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use walb_wire::Role;
 
 /// walb operations console.
 #[derive(Debug, Parser)]
-#[command(name = "walb-console", version, about)]
+#[command(
+    name = "walb-console",
+    version,
+    about,
+    args_conflicts_with_subcommands = true
+)]
 pub struct Cli {
+    /// Cluster file [default: $WALB_CLUSTER, else ~/.config/walb/cluster.toml, else the
+    /// lab's].
+    #[arg(long, value_name = "FILE")]
+    pub cluster: Option<PathBuf>,
+    /// Print machine-readable results (JSON; one object per line for scripts).
+    #[arg(long)]
+    pub json: bool,
+    /// Debug logging (on stderr; the terminal UI logs only to --log).
+    #[arg(long)]
+    pub debug: bool,
+    /// Terminal UI: hide every action, run only queries (a viewer certificate forces it).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Terminal UI: write the log to this file (the terminal UI never logs to the
+    /// terminal; without this it logs nowhere).
+    #[arg(long, value_name = "FILE")]
+    pub log: Option<PathBuf>,
+    /// Run one command (`--exec help` lists them); `--exec -` runs a script from stdin,
+    /// one command per line. Everything after --exec belongs to the command.
+    #[arg(
+        long,
+        num_args = 1..,
+        allow_hyphen_values = true,
+        value_name = "CMD"
+    )]
+    pub exec: Option<Vec<String>>,
     /// What to do.
     #[command(subcommand)]
-    pub command: Command,
+    pub command: Option<Command>,
 }
 
 /// Command groups.
@@ -23,6 +56,89 @@ pub enum Command {
     /// Manage the cluster CA and peer certificates.
     #[command(subcommand)]
     Ca(CaCommand),
+    /// Run the tutorial's cluster (s0, p0, a0 and an emulated device) on this machine.
+    Lab(LabArgs),
+}
+
+/// `walb-console lab ...`
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// The lab directory [default: ~/.local/share/walb/lab].
+    #[arg(long, global = true)]
+    pub dir: Option<PathBuf>,
+    /// Where walb-storage, walb-proxy, walb-archive and wdevc are [default: next to
+    /// walb-console, then PATH]; `up` remembers it for the other lab commands.
+    #[arg(long, global = true)]
+    pub bin_dir: Option<PathBuf>,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+/// Lab commands.
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Create (or resume) the lab: certificates, device, daemons, init-storage, full-backup.
+    Up(LabUpArgs),
+    /// Pids and volume states of the daemons, and the device.
+    Status,
+    /// Shut the daemons down (SIGKILL after --timeout) and delete the device.
+    Down {
+        /// Seconds to wait for a graceful shutdown.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+        /// Remove the lab directory too.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Stop one daemon with SIGTERM.
+    Stop {
+        /// s0, p0 or a0.
+        node: String,
+        /// Seconds to wait for it to exit.
+        #[arg(long, default_value_t = 30)]
+        timeout: u64,
+    },
+    /// Kill one daemon with SIGKILL.
+    Kill {
+        /// s0, p0 or a0.
+        node: String,
+    },
+    /// Start one daemon again (same arguments as up).
+    Start {
+        /// s0, p0 or a0.
+        node: String,
+    },
+}
+
+/// `lab up` options (a lab that exists keeps its own settings).
+#[derive(Debug, Args)]
+pub struct LabUpArgs {
+    /// Storage port; the proxy listens on +100, the archive on +200.
+    #[arg(long, default_value_t = 10000)]
+    pub port_base: u16,
+    /// The volume.
+    #[arg(long, default_value = "vol")]
+    pub vol: String,
+    /// The WalB device's name.
+    #[arg(long, default_value = "walb-lab")]
+    pub device: String,
+    /// Data device size, MiB.
+    #[arg(long, default_value_t = 64)]
+    pub size_mb: u64,
+    /// Log device size, MiB.
+    #[arg(long, default_value_t = 32)]
+    pub log_mb: u64,
+    /// Emulate the device without a block device (control socket only; the default
+    /// without root).
+    #[arg(long)]
+    pub no_block: bool,
+    /// Only start things: no init-storage, no full backup.
+    #[arg(long)]
+    pub no_backup: bool,
+    /// Seconds the full backup may take.
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
 }
 
 /// `walb-console ca ...`
@@ -73,4 +189,77 @@ pub enum CaCommand {
 fn parse_role(s: &str) -> Result<Role, String> {
     s.parse()
         .map_err(|e: walb_wire::identity::IdentityError| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn everything_after_exec_belongs_to_the_command() {
+        let c = Cli::try_parse_from([
+            "walb-console",
+            "--json",
+            "--cluster",
+            "c.toml",
+            "--exec",
+            "restore",
+            "a0",
+            "vol",
+            "8",
+            "--timeout",
+            "30",
+        ])
+        .unwrap();
+        assert!(c.json);
+        assert_eq!(c.cluster.as_deref(), Some(std::path::Path::new("c.toml")));
+        assert_eq!(
+            c.exec.unwrap(),
+            ["restore", "a0", "vol", "8", "--timeout", "30"]
+        );
+        let c = Cli::try_parse_from(["walb-console", "--exec", "-"]).unwrap();
+        assert_eq!(c.exec.unwrap(), ["-"]);
+        assert!(Cli::try_parse_from(["walb-console", "--exec"]).is_err());
+    }
+
+    #[test]
+    fn lab_commands_parse() {
+        let c = Cli::try_parse_from([
+            "walb-console",
+            "lab",
+            "--dir",
+            "/tmp/l",
+            "up",
+            "--port-base",
+            "20000",
+        ])
+        .unwrap();
+        match c.command {
+            Some(Command::Lab(LabArgs {
+                dir,
+                command: LabCommand::Up(a),
+                ..
+            })) => {
+                assert_eq!(dir.as_deref(), Some(std::path::Path::new("/tmp/l")));
+                assert_eq!(a.port_base, 20000);
+                assert_eq!(a.vol, "vol");
+            }
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::try_parse_from(["walb-console", "lab", "kill", "s0", "--dir", "d"]).unwrap();
+        assert!(matches!(
+            c.command,
+            Some(Command::Lab(LabArgs {
+                command: LabCommand::Kill { .. },
+                ..
+            }))
+        ));
+        assert!(Cli::try_parse_from(["walb-console", "lab", "stop"]).is_err());
+    }
 }

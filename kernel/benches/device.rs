@@ -9,8 +9,15 @@
 //!   `bare fuse+loop` passes the writes to a plain file (no logging: the ceiling of the
 //!   FUSE path), `emu fuse+loop` is the emulated device as `create-wdev --emulate` serves it.
 //!
+//! Each pair (plain file and emu library; bare and emu fuse+loop) is measured back to back
+//! `WALB_BENCH_ROUNDS` times (default 3), alternating which goes first; the table shows
+//! the medians and the median of the per-round ratios, then each round's ratio (the
+//! machine may be shared: back-to-back pairs and medians keep the ratios steady).
+//!
 //! `WALB_BENCH_MB` sets the data written per case (default 64); `WALB_BENCH_DIR` the
-//! directory (default: a temporary directory under the target directory).
+//! directory (default: a temporary directory under the target directory);
+//! `WALB_BENCH_IO` (KiB, default `4,64`), `WALB_BENCH_QD` (default `1,16`) and
+//! `WALB_BENCH_PAIRS` (default `lib,fuse`) select cases.
 
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
@@ -110,17 +117,34 @@ fn run(t: &dyn Target, io: usize, qd: usize, total: u64) -> Result {
     }
 }
 
+/// Size of the log device: the ring holds the log of a whole case.
+const LDEV_BYTES: u64 = 512 << 20;
+
+/// The log device file, written through once (as a block device is allocated): a log
+/// device is a block device in practice, so the file system's block allocation for a
+/// sparse file would be a cost no deployment has. Each emulator formats it afresh.
+fn ldev_path(dir: &Path) -> PathBuf {
+    let p = dir.join("ldev.img");
+    if !p.exists() {
+        let f = File::create(&p).expect("ldev");
+        let zero = vec![0u8; 4 << 20];
+        for i in 0..LDEV_BYTES / zero.len() as u64 {
+            f.write_all_at(&zero, i * zero.len() as u64)
+                .expect("ldev fill");
+        }
+        f.sync_all().expect("ldev sync");
+    }
+    p
+}
+
 fn make_emu(dir: &Path, tag: &str) -> Arc<Emulator> {
-    let (l, d) = (
-        dir.join(format!("{tag}.ldev")),
-        dir.join(format!("{tag}.ddev")),
-    );
-    let lbytes = 1u64 << 30;
-    let f = File::create(&l).expect("ldev");
-    f.set_len(lbytes).expect("ldev size");
-    let mut sb = SuperBlock::format(Pbs::B4096, lbytes, DEV_BYTES / 512, tag).expect("format");
+    let l = ldev_path(dir);
+    let d = dir.join(format!("{tag}.ddev"));
+    let f = OpenOptions::new().write(true).open(&l).expect("ldev");
+    let mut sb = SuperBlock::format(Pbs::B4096, LDEV_BYTES, DEV_BYTES / 512, tag).expect("format");
     f.write_all_at(&sb.to_block(), SUPER_OFFSET)
         .expect("superblock");
+    f.sync_all().expect("ldev sync");
     File::create(&d)
         .expect("ddev")
         .set_len(DEV_BYTES)
@@ -302,11 +326,86 @@ fn fuse_cfg() -> Config {
     c
 }
 
+/// Comma-separated values of an environment variable, or the default.
+fn env_list(name: &str, default: &[&str]) -> Vec<String> {
+    std::env::var(name)
+        .ok()
+        .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
+        .unwrap_or_else(|| default.iter().map(|s| s.to_string()).collect())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn plain_target(dir: &Path) -> PlainFile {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join("plain"))
+        .expect("plain");
+    f.set_len(DEV_BYTES).expect("size");
+    PlainFile(f)
+}
+
+fn bare_fuse_run(dir: &Path, io: usize, qd: usize, total: u64) -> Result {
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mnt");
+    let back = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(dir.join("pass"))
+        .expect("pass");
+    back.set_len(DEV_BYTES).expect("size");
+    let s =
+        fuser::spawn_mount(PassFs { file: back }, &mnt, &fuse_cfg()).expect("mount passthrough");
+    let t = LoopTarget::new(&mnt.join("wdev"), s);
+    run(&t, io, qd, total)
+}
+
+fn emu_fuse_run(dir: &Path, io: usize, qd: usize, total: u64) -> Result {
+    let mnt = dir.join("mnt");
+    std::fs::create_dir_all(&mnt).expect("mnt");
+    let emu = make_emu(dir, "fuse");
+    let s = walb_kernel::device::fuse::mount(emu.clone(), &mnt, 4).expect("mount emu");
+    let t = LoopTarget::new(&mnt.join("wdev"), s);
+    let r = run(&t, io, qd, total);
+    drop(t);
+    drop(emu);
+    r
+}
+
+fn cleanup(dir: &Path) {
+    for f in ["lib.ddev", "fuse.ddev", "plain", "pass"] {
+        let _ = std::fs::remove_file(dir.join(f));
+    }
+}
+
 fn main() {
     let mb: u64 = std::env::var("WALB_BENCH_MB")
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(64);
+    let rounds: usize = std::env::var("WALB_BENCH_ROUNDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let ios: Vec<usize> = env_list("WALB_BENCH_IO", &["4", "64"])
+        .iter()
+        .filter_map(|s| s.parse::<usize>().ok())
+        .map(|k| k * 1024)
+        .collect();
+    let qds: Vec<usize> = env_list("WALB_BENCH_QD", &["1", "16"])
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    let pairs = env_list("WALB_BENCH_PAIRS", &["lib", "fuse"]);
     let base = std::env::var_os("WALB_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
@@ -316,77 +415,101 @@ fn main() {
     let root = nix::unistd::getuid().is_root();
     let total = mb << 20;
     println!(
-        "walb device benchmark: {mb} MiB of random writes per case, device {} MiB, dir {}",
+        "walb device benchmark: {mb} MiB of random writes per case, {rounds} rounds (reference and \
+         emulator alternate; medians), device {} MiB, dir {}",
         DEV_BYTES >> 20,
         dir.display()
     );
     println!(
-        "{:<16} {:>6} {:>3} {:>10} {:>10} {:>10} {:>8}",
+        "{:<16} {:>6} {:>3} {:>10} {:>10} {:>10} {:>8}  ratio per round",
         "path", "io", "qd", "MB/s", "p50 us", "p99 us", "ratio"
     );
-    let show = |path: &str, io: usize, qd: usize, r: &Result, refmb: Option<f64>| {
+    let show = |path: &str, io: usize, qd: usize, rs: &[Result], ratios: Option<&[f64]>| {
+        let mbps = median(rs.iter().map(|r| r.mbps).collect());
+        let p50 = median(rs.iter().map(|r| r.p50.as_secs_f64()).collect());
+        let p99 = median(rs.iter().map(|r| r.p99.as_secs_f64()).collect());
+        let (ratio, each) = match ratios {
+            Some(v) => (
+                format!("{:.2}", median(v.to_vec())),
+                v.iter()
+                    .map(|r| format!("{r:.2}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            ),
+            None => (String::new(), String::new()),
+        };
         println!(
-            "{:<16} {:>5}k {:>3} {:>10.1} {:>10.1} {:>10.1} {:>8}",
+            "{:<16} {:>5}k {:>3} {:>10.1} {:>10.1} {:>10.1} {:>8}  {}",
             path,
             io / 1024,
             qd,
-            r.mbps,
-            r.p50.as_secs_f64() * 1e6,
-            r.p99.as_secs_f64() * 1e6,
-            refmb.map_or(String::new(), |m| format!("{:.2}", r.mbps / m))
+            mbps,
+            p50 * 1e6,
+            p99 * 1e6,
+            ratio,
+            each
         );
     };
-    for io in [4096usize, 65536] {
-        for qd in [1usize, 16] {
-            let plain_path = dir.join("plain");
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&plain_path)
-                .expect("plain");
-            f.set_len(DEV_BYTES).expect("size");
-            let plain = run(&PlainFile(f), io, qd, total);
-            show("plain file", io, qd, &plain, None);
-            let emu = make_emu(dir, "lib");
-            let lib = run(&Lib(emu.clone()), io, qd, total);
-            drop(emu);
-            show("emu library", io, qd, &lib, Some(plain.mbps));
-            if root {
-                let mnt = dir.join("mnt");
-                std::fs::create_dir_all(&mnt).expect("mnt");
-                let back = OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(dir.join("pass"))
-                    .expect("pass");
-                back.set_len(DEV_BYTES).expect("size");
-                let s = fuser::spawn_mount(PassFs { file: back }, &mnt, &fuse_cfg())
-                    .expect("mount passthrough");
-                let t = LoopTarget::new(&mnt.join("wdev"), s);
-                let bare = run(&t, io, qd, total);
-                drop(t);
-                show("bare fuse+loop", io, qd, &bare, None);
-                let emu = make_emu(dir, "fuse");
-                let s = walb_kernel::device::fuse::mount(emu.clone(), &mnt, 4).expect("mount emu");
-                let t = LoopTarget::new(&mnt.join("wdev"), s);
-                let ef = run(&t, io, qd, total);
-                drop(t);
-                drop(emu);
-                show("emu fuse+loop", io, qd, &ef, Some(bare.mbps));
+    for &io in &ios {
+        for &qd in &qds {
+            if pairs.iter().any(|p| p == "lib") {
+                let (mut refs, mut subs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+                for i in 0..rounds {
+                    // Alternate which one goes first, so that drift hits both alike.
+                    let one = |emu: bool| -> Result {
+                        let r = if emu {
+                            let e = make_emu(dir, "lib");
+                            let r = run(&Lib(e.clone()), io, qd, total);
+                            if std::env::var_os("WALB_BENCH_STATS").is_some() {
+                                eprintln!("  {:?} {:.0} MB/s", e.write_stats(), r.mbps);
+                            }
+                            drop(e);
+                            r
+                        } else {
+                            run(&plain_target(dir), io, qd, total)
+                        };
+                        cleanup(dir);
+                        r
+                    };
+                    let (p, l) = if i % 2 == 0 {
+                        let p = one(false);
+                        (p, one(true))
+                    } else {
+                        let l = one(true);
+                        (one(false), l)
+                    };
+                    ratios.push(l.mbps / p.mbps);
+                    refs.push(p);
+                    subs.push(l);
+                }
+                show("plain file", io, qd, &refs, None);
+                show("emu library", io, qd, &subs, Some(&ratios));
             }
-            for f in [
-                "lib.ldev",
-                "lib.ddev",
-                "fuse.ldev",
-                "fuse.ddev",
-                "plain",
-                "pass",
-            ] {
-                let _ = std::fs::remove_file(dir.join(f));
+            if root && pairs.iter().any(|p| p == "fuse") {
+                let (mut refs, mut subs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+                for i in 0..rounds {
+                    let one = |emu: bool| -> Result {
+                        let r = if emu {
+                            emu_fuse_run(dir, io, qd, total)
+                        } else {
+                            bare_fuse_run(dir, io, qd, total)
+                        };
+                        cleanup(dir);
+                        r
+                    };
+                    let (b, f) = if i % 2 == 0 {
+                        let b = one(false);
+                        (b, one(true))
+                    } else {
+                        let f = one(true);
+                        (one(false), f)
+                    };
+                    ratios.push(f.mbps / b.mbps);
+                    refs.push(b);
+                    subs.push(f);
+                }
+                show("bare fuse+loop", io, qd, &refs, None);
+                show("emu fuse+loop", io, qd, &subs, Some(&ratios));
             }
         }
     }
@@ -396,5 +519,8 @@ fn main() {
     } else {
         println!("(FUSE + loop cases skipped: not root)");
     }
-    println!("ratio: emu library / plain file; emu fuse+loop / bare fuse+loop");
+    println!(
+        "ratio: median over the rounds of emu library / plain file and emu fuse+loop / bare \
+         fuse+loop measured back to back"
+    );
 }

@@ -573,6 +573,11 @@ impl LogPackBuilder {
                 pad = room;
             }
         }
+        if pad > 0 && self.header.n_padding > 0 {
+            // A pack holds at most one padding record: on a ring smaller than a pack's
+            // data, the write that would need a second one starts the next pack.
+            return Ok(AddOutcome::Full);
+        }
         let records = self.header.records.len();
         let total = u64::from(self.header.total_io_size);
         let limit = u64::from(MAX_TOTAL_IO_SIZE);
@@ -731,6 +736,30 @@ mod tests {
         let blk = p.header.to_block();
         LogPackHeader::parse(&blk, Pbs::B4096, 9, Some(1998)).unwrap();
         p.verify_data().unwrap();
+    }
+
+    #[test]
+    fn small_ring_never_gets_two_paddings_in_one_pack() {
+        // A ring of 700 pb with 64 KiB writes wraps twice within what one pack could hold.
+        let mut b = LogPackBuilder::new(Pbs::B512, 7, 0, Some(700));
+        let mut packs = 0;
+        for i in 0..200u64 {
+            loop {
+                match b.add_write(i * 128, &data(128, i as u8)).unwrap() {
+                    AddOutcome::Added => break,
+                    AddOutcome::Full => {
+                        let mut p = b.finish();
+                        let lsid = p.header.logpack_lsid;
+                        let blk = p.header.to_block();
+                        let h = LogPackHeader::parse(&blk, Pbs::B512, 7, Some(lsid)).unwrap();
+                        assert!(h.n_padding <= 1);
+                        p.verify_data().unwrap();
+                        packs += 1;
+                    }
+                }
+            }
+        }
+        assert!(packs > 10, "{packs}");
     }
 
     #[test]

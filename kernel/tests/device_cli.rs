@@ -207,6 +207,22 @@ fn device_commands_on_an_emulated_device() {
     env.ok(&[
         "workload", &env.name, "--count", "5", "--min-io", "4k", "--max-io", "4k",
     ]);
+    // Eight concurrent writers (one connection each); their writes may share packs.
+    let before = env.num("get-permanent-lsid");
+    let out = env.ok(&[
+        "workload", &env.name, "--count", "64", "--qd", "8", "--min-io", "4k", "--max-io", "4k",
+    ]);
+    assert!(
+        out.starts_with("writes 64 ") && out.ends_with("qd 8"),
+        "{out}"
+    );
+    let grown = env.num("get-permanent-lsid") - before;
+    assert!(
+        (65..=128).contains(&grown),
+        "64 blocks of data and 1 to 64 headers: {grown}"
+    );
+    let bad = env.wdevc(&["workload", &env.name, "--count", "1", "--qd", "0"]);
+    assert_eq!(bad.status.code(), Some(2), "qd 0 is a usage error");
     assert_eq!(env.num("is-log-overflow"), 0);
     env.ok(&["set-checkpoint-interval", &env.name, "5000"]);
     assert_eq!(env.num("get-checkpoint-interval"), 5000);

@@ -529,3 +529,249 @@ fn concurrent_writes_and_flushes_survive_a_crash() {
         assert!(e.lsids().unwrap().is_valid());
     }
 }
+
+/// Every pack of the log `[from, to)` on `l` (strict reader).
+fn packs_of(l: &MemDisk, from: u64, to: u64) -> Vec<walb_kernel::logpack::LogPack> {
+    let r = DiskReader(l);
+    let sb = SuperBlock::read(&r).unwrap();
+    LdevReader::new(&r, sb, from, LdevEnd::Known(to), false)
+        .unwrap()
+        .map(|p| p.unwrap())
+        .collect()
+}
+
+/// Data blocks of a pack without its padding.
+fn data_pb(p: &walb_kernel::logpack::LogPack) -> u64 {
+    let h = &p.header;
+    h.records
+        .iter()
+        .filter(|r| r.is_normal())
+        .map(|r| r.data_pb(h.pbs))
+        .sum()
+}
+
+/// Writes queued while the device is frozen are packed together when it melts, up to
+/// max_logpack_kb per pack; the log redoes to the same image.
+#[test]
+fn writes_queued_together_share_log_packs() {
+    let (l, d) = mem_pair(Pbs::B4096, 4 << 20, 1 << 20);
+    let e = Arc::new(open(&l, &d, quiet_cfg())); // max_logpack_kb 32 (wdevc's default)
+    e.freeze(0).unwrap();
+    let mut model = vec![0u8; 1 << 20];
+    let hs: Vec<_> = (0..16u64)
+        .map(|t| {
+            let e = e.clone();
+            std::thread::spawn(move || e.write(t * 65536, &[t as u8 + 1; 4096]))
+        })
+        .collect();
+    for t in 0..16usize {
+        model[t * 65536..][..4096].fill(t as u8 + 1);
+    }
+    // All sixteen wait: one leader holds its batch at the frozen admission, the rest queue.
+    let t0 = Instant::now();
+    while e.write_stats().queued < 15 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "writers did not queue"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(e.write_stats().batches, 0);
+    e.melt().unwrap();
+    for h in hs {
+        h.join().unwrap().unwrap();
+    }
+    let s = e.write_stats();
+    assert_eq!(s.records, 16);
+    assert!(s.batches <= 2, "{s:?}");
+    assert!(s.packs <= 4, "the queued writes share packs: {s:?}");
+    e.flush().unwrap();
+    let latest = e.lsids().unwrap().latest;
+    assert_eq!(latest, s.packs + 16, "one header per pack");
+    for p in packs_of(&l, 0, latest) {
+        assert!(
+            p.header.n_records() == 1 || data_pb(&p) <= 8,
+            "32 KiB per pack"
+        );
+    }
+    assert_eq!(read_all(&e), model);
+    // The log alone (nothing checkpointed yet) redoes to the same image.
+    Arc::try_unwrap(e).ok().unwrap().crash();
+    let l2 = Arc::new(MemDisk::from_image(l.durable()));
+    let d2 = Arc::new(MemDisk::new(1 << 20));
+    let (e2, rep) = Emulator::open_disks(l2, d2.clone(), quiet_cfg(), None, None).unwrap();
+    assert_eq!((rep.begin, rep.end, rep.packs), (0, latest, s.packs));
+    assert_eq!(read_all(&e2), model);
+    drop(e2);
+    assert_eq!(d2.durable(), model);
+}
+
+/// Concurrent writers of mixed sizes with several max_logpack_kb settings: no pack holds
+/// more data than the limit (unless it holds a single write), the log reads back strictly,
+/// and redo of the log alone gives the image the writers left.
+#[test]
+fn concurrent_packing_respects_max_logpack_kb_and_redoes() {
+    for (seed, max_kb) in [(1u64, 0u32), (2, 16), (3, 32), (4, 64)] {
+        let (l, d) = mem_pair(Pbs::B4096, 32 << 20, 2 << 20);
+        let cfg = EmuConfig {
+            max_logpack_kb: max_kb,
+            ..quiet_cfg()
+        };
+        let e = Arc::new(open(&l, &d, cfg.clone()));
+        let region = (2 << 20) / 8;
+        let images: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..8usize)
+                .map(|t| {
+                    let e = e.clone();
+                    s.spawn(move || {
+                        let mut rng = SmallRng::seed_from_u64(seed * 100 + t as u64);
+                        let mut img = vec![0u8; region];
+                        for _ in 0..100 {
+                            let lb = rng.random_range(1..=64usize);
+                            let off = rng.random_range(0..=(region / 512 - lb)) * 512;
+                            let data = random_data(&mut rng, lb * 512);
+                            e.write((t * region + off) as u64, &data).unwrap();
+                            img[off..off + data.len()].copy_from_slice(&data);
+                        }
+                        img
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let model: Vec<u8> = images.concat();
+        e.flush().unwrap();
+        assert_eq!(read_all(&e), model);
+        let latest = e.lsids().unwrap().latest;
+        let max_pb = u64::from(max_kb) / 4;
+        let packs = packs_of(&l, 0, latest);
+        assert_eq!(packs.len() as u64, e.write_stats().packs);
+        for p in &packs {
+            if max_pb > 0 && p.header.records.iter().filter(|r| r.is_normal()).count() > 1 {
+                assert!(
+                    data_pb(p) <= max_pb,
+                    "max_logpack_kb {max_kb}: pack at {} holds {} blocks",
+                    p.header.logpack_lsid,
+                    data_pb(p)
+                );
+            }
+        }
+        eprintln!("max_logpack_kb {max_kb}: {:?}", e.write_stats());
+        Arc::try_unwrap(e).ok().unwrap().crash();
+        let l2 = Arc::new(MemDisk::from_image(l.durable()));
+        let d2 = Arc::new(MemDisk::new(2 << 20));
+        let (e2, rep) = Emulator::open_disks(l2, d2, cfg, None, None).unwrap();
+        assert_eq!(rep.end, latest);
+        assert_eq!(read_all(&e2), model, "max_logpack_kb {max_kb}: redo");
+    }
+}
+
+/// Waiters for permanent logs wake on the driver's edge (the first permanent log while
+/// `permanent == oldest`), not on every later advance, which they see on their next look.
+#[test]
+fn permanent_waiters_wake_on_the_notify_edge() {
+    use walb_kernel::device::emu::PERMANENT_RECHECK;
+    let (l, d) = mem_pair(Pbs::B4096, 1 << 20, 1 << 20);
+    let e = Arc::new(open(&l, &d, quiet_cfg()));
+    let wait = |after: u64| {
+        let e = e.clone();
+        std::thread::spawn(move || {
+            let t0 = Instant::now();
+            let p = e
+                .wait_for_permanent(after, Duration::from_secs(30))
+                .unwrap();
+            (p, t0.elapsed())
+        })
+    };
+    // Edge: permanent leaves oldest (0).
+    let w = wait(0);
+    std::thread::sleep(Duration::from_millis(50));
+    e.write(0, &[1; 4096]).unwrap();
+    e.flush().unwrap();
+    let (p, took) = w.join().unwrap();
+    assert_eq!(p, 2);
+    assert!(took < PERMANENT_RECHECK / 2, "woken by the edge: {took:?}");
+    assert_eq!(e.notifications(), 1);
+    // No edge: logs [0, 2) are not released, so the next advance does not notify; the
+    // waiter sees it when it looks again.
+    let w = wait(2);
+    std::thread::sleep(Duration::from_millis(50));
+    e.write(4096, &[2; 4096]).unwrap();
+    e.flush().unwrap();
+    let (p, took) = w.join().unwrap();
+    assert_eq!(p, 4);
+    assert!(
+        took >= PERMANENT_RECHECK - Duration::from_millis(100),
+        "not woken without an edge: {took:?}"
+    );
+    assert_eq!(e.notifications(), 1);
+    // Released (oldest == permanent): the next permanent log is an edge again.
+    e.take_checkpoint().unwrap();
+    e.set_oldest_lsid(4).unwrap();
+    let w = wait(4);
+    std::thread::sleep(Duration::from_millis(50));
+    e.write(8192, &[3; 4096]).unwrap();
+    e.flush().unwrap();
+    let (p, took) = w.join().unwrap();
+    assert_eq!(p, 6);
+    assert!(took < PERMANENT_RECHECK / 2, "woken by the edge: {took:?}");
+    assert_eq!(e.notifications(), 2);
+    // The timeout still bounds the wait; it returns the current permanent lsid.
+    let t0 = Instant::now();
+    assert_eq!(
+        e.wait_for_permanent(6, Duration::from_millis(30)).unwrap(),
+        6
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(30));
+}
+
+/// Freeze and melt cancel a pending automatic melt through the transient CANCELING state,
+/// during which a concurrent freeze or melt fails and the writes keep waiting.
+#[test]
+fn freeze_and_melt_cancel_the_auto_melt_through_canceling() {
+    use walb_kernel::device::lsids::Freeze;
+    let (l, d) = mem_pair(Pbs::B4096, 1 << 20, 1 << 20);
+    let e = Arc::new(open(&l, &d, quiet_cfg()));
+    e.freeze(60).unwrap();
+    assert!(matches!(e.freeze_state(), Freeze::FrozenUntil(_)));
+    let writer = {
+        let e = e.clone();
+        std::thread::spawn(move || e.write(0, &[9; 4096]))
+    };
+    // The melt work is "running": the melt that cancels it must wait for it.
+    let work = e.hold_melt_work();
+    let melter = {
+        let e = e.clone();
+        std::thread::spawn(move || e.melt())
+    };
+    let t0 = Instant::now();
+    while e.freeze_state() != Freeze::Canceling {
+        assert!(t0.elapsed() < Duration::from_secs(20), "no CANCELING state");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert!(e.is_frozen().unwrap());
+    let err = e.melt().unwrap_err();
+    assert!(err.to_string().contains("canceling"), "{err}");
+    assert!(e.freeze(0).is_err(), "freeze races too");
+    assert!(e.reset_wal().is_err());
+    // The timer firing now does nothing: the cancel wins.
+    drop(work);
+    melter.join().unwrap().unwrap();
+    assert_eq!(e.freeze_state(), Freeze::Melted);
+    writer.join().unwrap().unwrap();
+    let mut b = [0u8; 4096];
+    e.read(0, &mut b).unwrap();
+    assert_eq!(b, [9; 4096]);
+    // A freeze re-arms: freeze with a timeout twice (the second cancels the first timer).
+    e.freeze(60).unwrap();
+    e.freeze(1).unwrap();
+    e.poll(Instant::now() + Duration::from_secs(2)).unwrap();
+    assert_eq!(e.freeze_state(), Freeze::Melted, "the second timer melted");
+    // And a freeze that cancels a timer stays frozen until melted.
+    e.freeze(60).unwrap();
+    e.freeze(0).unwrap();
+    assert_eq!(e.freeze_state(), Freeze::Frozen);
+    e.poll(Instant::now() + Duration::from_secs(120)).unwrap();
+    assert!(e.is_frozen().unwrap(), "no timer left");
+    e.melt().unwrap();
+}

@@ -93,10 +93,11 @@ fn e1_proxy_down() -> Result<()> {
     scenario(opts, |c| {
         c.init_and_full_backup()?;
         c.kill_node("p0")?;
-        // More than the 16 MiB log device, at a rate the log can drain at.
+        // More than the 16 MiB log device (25 MiB), at 2.5 MB/s: the log must drain
+        // through p1 while p0 is gone.
         let mut w = c.workload(&[
             "--rate",
-            "200",
+            "40",
             "--min-io",
             "64k",
             "--max-io",
@@ -129,9 +130,10 @@ fn e2_archive_down() -> Result<()> {
     scenario(ClusterOpts::default(), |c| {
         c.init_and_full_backup()?;
         c.kill_node("a0")?;
+        // More than the 16 MiB log device, at a rate the log drains at.
         let mut w = c.workload(&[
             "--rate",
-            "200",
+            "40",
             "--min-io",
             "64k",
             "--max-io",

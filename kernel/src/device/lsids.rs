@@ -125,15 +125,19 @@ impl fmt::Display for LsidSet {
     }
 }
 
-/// Freeze states (walb-driver.md §5.5; CANCELING is not needed without concurrency).
+/// Freeze states (walb-driver.md §5.5: `FRZ_MELTED`, `FRZ_FROZEN`, `FRZ_FROZEN_TIMEO`,
+/// `FRZ_CANCELING`, `FRZ_FROZEN_DEEP`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Freeze {
     /// Writes flow.
     Melted,
     /// Writes wait.
     Frozen,
-    /// Frozen with an automatic melt at the given time.
+    /// Frozen with an automatic melt at the given time (`FRZ_FROZEN_TIMEO`).
     FrozenUntil(Instant),
+    /// Frozen while a freeze or melt cancels the pending automatic melt (transient,
+    /// `FRZ_CANCELING`): the auto-melt does nothing, a concurrent freeze or melt fails.
+    Canceling,
     /// Frozen by reset-wal.
     Deep,
 }
@@ -331,10 +335,11 @@ impl DeviceState {
         self.read_only = true;
     }
 
-    /// True when the log should be flushed now (size or time since the last flush).
+    /// True when the log should be flushed now (size or time since the last flush); never
+    /// once read-only.
     pub fn poll_flush(&self, now: Instant) -> bool {
         let l = &self.lsids;
-        if l.completed == l.permanent {
+        if l.completed == l.permanent || self.read_only {
             return false;
         }
         let by_size = self.tun.log_flush_interval_pb > 0
@@ -344,14 +349,17 @@ impl DeviceState {
         by_size || by_time
     }
 
-    /// True when a periodic checkpoint is due (never while frozen).
+    /// True when a periodic checkpoint is due (never while frozen or read-only).
     pub fn poll_checkpoint(&self, now: Instant) -> bool {
         !self.is_frozen()
+            && !self.read_only
             && !self.tun.checkpoint_interval.is_zero()
             && now.saturating_duration_since(self.last_checkpoint) >= self.tun.checkpoint_interval
     }
 
     /// Melts automatically when a freeze timeout passed; returns true when it melted.
+    /// While the timer is being cancelled ([`Freeze::Canceling`]) it does nothing, as the
+    /// driver's melt work does.
     pub fn poll_melt(&mut self, now: Instant) -> bool {
         match self.freeze {
             Freeze::FrozenUntil(t) if now >= t => {
@@ -360,6 +368,26 @@ impl DeviceState {
                 true
             }
             _ => false,
+        }
+    }
+
+    /// First step of cancelling a pending automatic melt (the driver's `cancel_melt_work`):
+    /// `FrozenUntil` becomes [`Freeze::Canceling`] and true is returned; the caller then
+    /// waits until a running melt work has finished and calls
+    /// [`DeviceState::end_cancel_melt`]. In any other state: false, nothing to cancel.
+    pub fn begin_cancel_melt(&mut self) -> bool {
+        if matches!(self.freeze, Freeze::FrozenUntil(_)) {
+            self.freeze = Freeze::Canceling;
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Second step of cancelling the automatic melt: `Canceling` becomes `Frozen`.
+    pub fn end_cancel_melt(&mut self) {
+        if self.freeze == Freeze::Canceling {
+            self.freeze = Freeze::Frozen;
         }
     }
 
@@ -379,13 +407,21 @@ impl DeviceState {
         d
     }
 
-    /// FREEZE: writes wait from now on; `timeout > 0` schedules a melt. Refused during
-    /// reset-wal. The caller must drain in-flight writes (so that `latest == written`).
+    /// FREEZE, once a pending automatic melt was cancelled
+    /// ([`DeviceState::begin_cancel_melt`]): from melted, writes wait from now on (the
+    /// caller must drain in-flight writes so that `latest == written`); frozen stays
+    /// frozen; `timeout > 0` (clipped to a day) schedules an automatic melt. Refused during
+    /// reset-wal, and while another freeze or melt races with this one (the auto-melt is
+    /// being cancelled, or was re-armed meanwhile), as the driver does (`-EFAULT`).
     pub fn freeze(&mut self, timeout: Duration, now: Instant) -> Result<()> {
-        if self.freeze == Freeze::Deep {
-            return Err(Error::Invalid(
-                "the device is being reset (reset-wal)".into(),
-            ));
+        match self.freeze {
+            Freeze::Deep => {
+                return Err(Error::Invalid(
+                    "the device is being reset (reset-wal)".into(),
+                ))
+            }
+            Freeze::Canceling | Freeze::FrozenUntil(_) => return Err(race()),
+            Freeze::Melted | Freeze::Frozen => {}
         }
         let timeout = timeout.min(Duration::from_secs(86_400));
         self.freeze = if timeout.is_zero() {
@@ -396,14 +432,16 @@ impl DeviceState {
         Ok(())
     }
 
-    /// MELT (a no-op when melted).
+    /// MELT, once a pending automatic melt was cancelled (a no-op when melted). Refused
+    /// during reset-wal and while racing with another freeze or melt.
     pub fn melt(&mut self, now: Instant) -> Result<()> {
         match self.freeze {
             Freeze::Deep => Err(Error::Invalid(
                 "the device is being reset (reset-wal)".into(),
             )),
+            Freeze::Canceling | Freeze::FrozenUntil(_) => Err(race()),
             Freeze::Melted => Ok(()),
-            _ => {
+            Freeze::Frozen => {
                 self.freeze = Freeze::Melted;
                 self.last_checkpoint = now;
                 Ok(())
@@ -453,6 +491,12 @@ impl DeviceState {
         self.last_checkpoint = now;
         self.freeze = Freeze::Melted;
     }
+}
+
+fn race() -> Error {
+    Error::Invalid(
+        "another freeze or melt is cancelling the automatic melt (canceling); try again".into(),
+    )
 }
 
 /// Recomputes the overflow flag at start (walb-driver.md §2.4): usage above capacity, or
@@ -638,6 +682,43 @@ mod tests {
         assert!(!s.is_frozen());
         s.freeze(Duration::ZERO, now).unwrap();
         assert!(s.begin_reset().is_err());
+    }
+
+    #[test]
+    fn canceling_the_auto_melt_is_a_transient_state() {
+        let now = Instant::now();
+        let mut s = DeviceState::new(LsidSet::at(0, 0), 100, false, tun(), now);
+        assert!(!s.begin_cancel_melt(), "nothing to cancel while melted");
+        s.freeze(Duration::from_secs(5), now).unwrap();
+        // A second freeze or a melt that did not cancel first races with the timer.
+        assert!(s.freeze(Duration::ZERO, now).is_err());
+        assert!(s.melt(now).is_err());
+        assert!(s.begin_cancel_melt());
+        assert_eq!(s.freeze_state(), Freeze::Canceling);
+        assert!(s.is_frozen());
+        assert_eq!(s.admit(1).unwrap(), Admit::Frozen, "writes still wait");
+        assert!(
+            !s.poll_melt(now + Duration::from_secs(10)),
+            "the timer does nothing"
+        );
+        let e = s.melt(now).unwrap_err();
+        assert!(e.to_string().contains("canceling"), "{e}");
+        assert!(s.freeze(Duration::from_secs(1), now).is_err());
+        assert!(s.begin_reset().is_err());
+        assert!(!s.begin_cancel_melt(), "one cancel at a time");
+        assert_eq!(
+            s.next_deadline(),
+            None,
+            "no auto-melt deadline while canceling"
+        );
+        s.end_cancel_melt();
+        assert_eq!(s.freeze_state(), Freeze::Frozen);
+        // Re-arm, cancel, melt: the FREEZE/MELT sequences of the driver.
+        s.freeze(Duration::from_secs(5), now).unwrap();
+        assert!(s.begin_cancel_melt());
+        s.end_cancel_melt();
+        s.melt(now).unwrap();
+        assert_eq!(s.freeze_state(), Freeze::Melted);
     }
 
     #[test]

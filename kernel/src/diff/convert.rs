@@ -4,18 +4,17 @@
 //! record, a write whose data is all zero becomes an ALLZERO record without data, any other
 //! write a NORMAL record. Later records win over earlier ones where they overlap.
 //!
-//! - SORTED output: the IOs are split at the maximum IO size and compressed while the log
-//!   is read (in parallel, order kept), collected in a
-//!   [`StoredMemory`](super::stored_mem::StoredMemory) (overlaps eliminated as they arrive),
-//!   then written in address order. Memory holds the surviving compressed data of the
-//!   whole log (walb-tools holds it uncompressed).
+//! - SORTED output from a stream ([`convert_wlog`], [`convert_packs`]): the IOs are split at
+//!   the maximum IO size and compressed while the log is read (in parallel, order kept),
+//!   collected in a [`StoredMemory`] (overlaps eliminated as they arrive), then written in
+//!   address order. Memory holds the surviving compressed data of the whole log
+//!   (walb-tools holds it uncompressed).
+//! - SORTED output from a file ([`convert_wlog_file`]): two passes ([`twopass`]), an index
+//!   of the newest content of every block first, then only the surviving data, read in
+//!   address order while it is compressed and written. No data is held in memory and
+//!   nothing overwritten is compressed.
 //! - INDEXED output: the IOs are appended in arrival order as they come; the writer keeps only
 //!   the index in memory.
-//!
-//! [`convert_wlog`] takes any stream (standard input included). [`convert_wlog_file`] takes
-//! a file and writes SORTED output in two passes ([`twopass`](super::twopass)): an index of
-//! the newest content of every block first, then only the surviving data, read in address
-//! order; it holds no data in memory and compresses nothing that is overwritten.
 
 use std::fs::File;
 use std::io::{BufReader, Read, Write};

@@ -239,7 +239,7 @@ pub struct CreateWdev {
     /// Checkpoint interval in ms.
     #[arg(long, default_value_t = 10_000)]
     checkpoint_interval: u32,
-    /// Max log pack size in KiB (driver).
+    /// Max log pack size in KiB (driver and emulator; 0: no limit).
     #[arg(long = "maxl", default_value_t = 32)]
     max_logpack_kb: u32,
     /// Max pending MiB (driver).
@@ -441,6 +441,7 @@ fn run_device(a: CreateWdev, name: String) -> Result<()> {
         checkpoint_interval_ms: a.checkpoint_interval,
         log_flush_interval_ms: a.flush_ms,
         log_flush_interval_mb: a.flush_mb,
+        max_logpack_kb: a.max_logpack_kb,
         background: true,
         name: Some(name.clone()),
     };
@@ -587,15 +588,15 @@ fn wait_exit(pid: Option<i32>, name: &str) -> Result<()> {
     Ok(())
 }
 
-type WriteFn = Box<dyn Fn(u64, &[u8]) -> Result<()>>;
-type FlushFn = Box<dyn Fn() -> Result<()>>;
+type WriteFn = Box<dyn Fn(u64, &[u8]) -> Result<()> + Send + Sync>;
+type FlushFn = Box<dyn Fn() -> Result<()> + Send + Sync>;
 
 /// `workload WDEV ...`: writes through an emulated device's socket, or a driver device.
 #[derive(Args, Debug)]
 pub struct Workload {
     /// Device name or path.
     wdev: String,
-    /// Writes per second (0: as fast as possible).
+    /// Writes per second, over all writers (0: as fast as possible).
     #[arg(long, default_value_t = 0)]
     rate: u64,
     /// Smallest IO (bytes, multiple of 512; k/m suffixes).
@@ -610,7 +611,7 @@ pub struct Workload {
     /// Stop after this many seconds.
     #[arg(long)]
     duration: Option<f64>,
-    /// Stop after this many writes.
+    /// Stop after this many writes (over all writers).
     #[arg(long)]
     count: Option<u64>,
     /// Flush every this many ms (0: only at the end).
@@ -619,10 +620,53 @@ pub struct Workload {
     /// Random seed.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Queue depth: this many writers submit concurrently (each with its own connection
+    /// to an emulated device).
+    #[arg(long = "qd", visible_alias = "queue-depth", default_value_t = 1,
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    qd: u64,
+}
+
+/// How one writer of a workload reaches the device.
+fn workload_sink(name: &str) -> Result<(WriteFn, FlushFn, u64)> {
+    if socket_path(name).exists() {
+        let c = Arc::new(DeviceClient::connect_name(name)?);
+        let size = c.info()?.size_lb * 512;
+        let c2 = c.clone();
+        let write: WriteFn = Box::new(move |o, d| Ok(c.write(o, d, false)?));
+        let flush: FlushFn = Box::new(move || Ok(c2.flush()?));
+        return Ok((write, flush, size));
+    }
+    use std::os::unix::fs::FileExt;
+    let p = dev_dir().join(name);
+    let f = Arc::new(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(&p)
+            .with_context(|| format!("opening {}", p.display()))?,
+    );
+    let size = walb_kernel::ldev::ReadAt::size(&*f)?;
+    let f2 = f.clone();
+    let write: WriteFn = Box::new(move |o, d| Ok(f.write_all_at(d, o)?));
+    let flush: FlushFn = Box::new(move || Ok(f2.sync_data()?));
+    Ok((write, flush, size))
+}
+
+/// What the writers of a workload share.
+struct WorkloadShared {
+    t0: Instant,
+    /// Writes claimed so far (a writer claims one before doing it).
+    claimed: std::sync::atomic::AtomicU64,
+    bytes: std::sync::atomic::AtomicU64,
+    /// Next offset of the sequential pattern.
+    pos: Mutex<u64>,
+    last_flush: Mutex<Instant>,
+    failed: std::sync::atomic::AtomicBool,
 }
 
 impl Workload {
     pub fn run(self) -> Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
         if self.min_io == 0
             || self.min_io % 512 != 0
             || self.max_io % 512 != 0
@@ -636,49 +680,91 @@ impl Workload {
             return Err(usage("give --duration or --count"));
         }
         let name = name_of(&self.wdev)?;
-        let (write, flush): (WriteFn, FlushFn);
-        let size;
-        if socket_path(&name).exists() {
-            let c = Arc::new(DeviceClient::connect_name(&name)?);
-            size = c.info()?.size_lb * 512;
-            let c2 = c.clone();
-            write = Box::new(move |o, d| Ok(c.write(o, d, false)?));
-            flush = Box::new(move || Ok(c2.flush()?));
-        } else {
-            use std::os::unix::fs::FileExt;
-            let p = dev_dir().join(&name);
-            let f = Arc::new(
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&p)
-                    .with_context(|| format!("opening {}", p.display()))?,
-            );
-            size = walb_kernel::ldev::ReadAt::size(&*f)?;
-            let f2 = f.clone();
-            write = Box::new(move |o, d| Ok(f.write_all_at(d, o)?));
-            flush = Box::new(move || Ok(f2.sync_data()?));
+        let mut sinks = Vec::new();
+        for _ in 0..self.qd {
+            sinks.push(workload_sink(&name)?);
         }
+        let size = sinks[0].2;
         if self.max_io > size {
             return Err(usage(format!(
                 "max-io {} is larger than the device ({size} bytes)",
                 self.max_io
             )));
         }
-        let mut rng = SmallRng::seed_from_u64(self.seed);
+        let now = Instant::now();
+        let sh = WorkloadShared {
+            t0: now,
+            claimed: Default::default(),
+            bytes: Default::default(),
+            pos: Mutex::new(0),
+            last_flush: Mutex::new(now),
+            failed: Default::default(),
+        };
+        let results: Vec<Result<()>> = std::thread::scope(|s| {
+            let hs: Vec<_> = sinks
+                .iter()
+                .enumerate()
+                .map(|(i, (write, flush, _))| {
+                    let (a, sh) = (&self, &sh);
+                    s.spawn(move || {
+                        let r = a.writer(i as u64, size, write, flush, sh);
+                        if r.is_err() {
+                            sh.failed.store(true, Relaxed);
+                        }
+                        r
+                    })
+                })
+                .collect();
+            hs.into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow!("a workload writer panicked")))
+                })
+                .collect()
+        });
+        for r in results {
+            r?;
+        }
+        (sinks[0].1)()?;
+        let s = sh.t0.elapsed().as_secs_f64();
+        let n = sh.claimed.load(Relaxed).min(self.count.unwrap_or(u64::MAX));
+        let bytes = sh.bytes.load(Relaxed);
+        println!(
+            "writes {n} bytes {bytes} seconds {s:.3} MB/s {:.1} IOPS {:.0} qd {}",
+            bytes as f64 / s / 1e6,
+            n as f64 / s,
+            self.qd
+        );
+        Ok(())
+    }
+
+    /// One writer: claims writes until the count or the duration is reached.
+    fn writer(
+        &self,
+        index: u64,
+        size: u64,
+        write: &WriteFn,
+        flush: &FlushFn,
+        sh: &WorkloadShared,
+    ) -> Result<()> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let mut rng =
+            SmallRng::seed_from_u64(self.seed.wrapping_add(index.wrapping_mul(0x9E37_79B9)));
         let mut buf = vec![0u8; self.max_io as usize];
-        let t0 = Instant::now();
-        let mut last_flush = t0;
-        let (mut n, mut bytes, mut pos) = (0u64, 0u64, 0u64);
         loop {
-            if self.count.is_some_and(|c| n >= c)
+            if sh.failed.load(Relaxed)
                 || self
                     .duration
-                    .is_some_and(|d| t0.elapsed().as_secs_f64() >= d)
+                    .is_some_and(|d| sh.t0.elapsed().as_secs_f64() >= d)
             {
-                break;
+                return Ok(());
+            }
+            let i = sh.claimed.fetch_add(1, Relaxed);
+            if self.count.is_some_and(|c| i >= c) {
+                return Ok(());
             }
             if self.rate > 0 {
-                let due = t0 + Duration::from_secs_f64(n as f64 / self.rate as f64);
+                let due = sh.t0 + Duration::from_secs_f64(i as f64 / self.rate as f64);
                 let now = Instant::now();
                 if due > now {
                     std::thread::sleep(due - now);
@@ -686,33 +772,32 @@ impl Workload {
             }
             let len = rng.random_range(self.min_io / 512..=self.max_io / 512) * 512;
             let off = if self.pattern == "seq" {
-                if pos + len > size {
-                    pos = 0;
+                let mut pos = sh.pos.lock().unwrap_or_else(|p| p.into_inner());
+                if *pos + len > size {
+                    *pos = 0;
                 }
-                let o = pos;
-                pos += len;
+                let o = *pos;
+                *pos += len;
                 o
             } else {
                 rng.random_range(0..=(size - len) / 512) * 512
             };
             rng.fill_bytes(&mut buf[..len as usize]);
             write(off, &buf[..len as usize])?;
-            n += 1;
-            bytes += len;
-            if self.flush_interval > 0
-                && last_flush.elapsed() >= Duration::from_millis(self.flush_interval)
-            {
-                flush()?;
-                last_flush = Instant::now();
+            sh.bytes.fetch_add(len, Relaxed);
+            if self.flush_interval > 0 {
+                let due = {
+                    let mut last = sh.last_flush.lock().unwrap_or_else(|p| p.into_inner());
+                    let due = last.elapsed() >= Duration::from_millis(self.flush_interval);
+                    if due {
+                        *last = Instant::now();
+                    }
+                    due
+                };
+                if due {
+                    flush()?;
+                }
             }
         }
-        flush()?;
-        let s = t0.elapsed().as_secs_f64();
-        println!(
-            "writes {n} bytes {bytes} seconds {s:.3} MB/s {:.1} IOPS {:.0}",
-            bytes as f64 / s / 1e6,
-            n as f64 / s
-        );
-        Ok(())
     }
 }

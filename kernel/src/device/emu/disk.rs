@@ -21,6 +21,16 @@ pub trait Disk: Send + Sync {
     fn read_at(&self, buf: &mut [u8], off: u64) -> io::Result<()>;
     /// Writes all of `buf` at `off` (not durable until [`Disk::sync`]).
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()>;
+    /// Writes the buffers one after the other from `off` (not durable until
+    /// [`Disk::sync`]). The default writes them one by one.
+    fn write_vectored_at(&self, bufs: &[&[u8]], off: u64) -> io::Result<()> {
+        let mut o = off;
+        for b in bufs {
+            self.write_at(b, o)?;
+            o += b.len() as u64;
+        }
+        Ok(())
+    }
     /// Makes every completed write durable.
     fn sync(&self) -> io::Result<()>;
     /// Size in bytes.
@@ -74,6 +84,44 @@ impl Disk for FileDisk {
     }
     fn write_at(&self, buf: &[u8], off: u64) -> io::Result<()> {
         self.file.write_all_at(buf, off)
+    }
+    fn write_vectored_at(&self, bufs: &[&[u8]], off: u64) -> io::Result<()> {
+        use std::io::IoSlice;
+        // At most IOV_MAX (1024) buffers per call; a short write resumes where it stopped.
+        let (mut i, mut skip, mut o) = (0usize, 0usize, off);
+        loop {
+            while i < bufs.len() && bufs[i].len() == skip {
+                i += 1;
+                skip = 0;
+            }
+            if i == bufs.len() {
+                break;
+            }
+            let mut v: Vec<IoSlice<'_>> = Vec::with_capacity((bufs.len() - i).min(1024));
+            v.push(IoSlice::new(&bufs[i][skip..]));
+            v.extend(bufs[i + 1..].iter().take(1023).map(|b| IoSlice::new(b)));
+            let at = i64::try_from(o)
+                .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "offset too large"))?;
+            let mut n = match nix::sys::uio::pwritev(&self.file, &v, at) {
+                Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+                Ok(n) => n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(io::Error::from(e)),
+            };
+            o += n as u64;
+            while n > 0 && i < bufs.len() {
+                let left = bufs[i].len() - skip;
+                if n >= left {
+                    n -= left;
+                    i += 1;
+                    skip = 0;
+                } else {
+                    skip += n;
+                    n = 0;
+                }
+            }
+        }
+        Ok(())
     }
     fn sync(&self) -> io::Result<()> {
         self.file.sync_data()

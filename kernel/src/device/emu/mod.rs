@@ -3,30 +3,43 @@
 //! An [`Emulator`] drives a log device (ldev) and a data device (ddev), each a file or a
 //! block device (or a [`disk::MemDisk`] in crash tests), as the kernel driver does:
 //!
-//! 1. **write**: the write is packed into log packs by [`LogPackBuilder`] (the driver's
-//!    packing, padding at the ring end, checksums), admitted by the lsid state machine
+//! 1. **write**: the write joins the write queue of the group-commit writer
+//!    ([`writer`]): the leading writer packs the queued IOs into log packs as the driver
+//!    does (concurrent writes share a pack, up to `max_logpack_kb` and the header's record
+//!    limit; padding at the ring end; checksums), admits them with the lsid state machine
 //!    ([`DeviceState::admit`]: freeze, the `prev_written` guard, overflow or
-//!    error-before-overflow), written to the ring, and acknowledged (`completed`). Its data
-//!    stays *pending* in memory; reads see it (read-after-write).
+//!    error-before-overflow), writes them to the ring, and acknowledges them
+//!    (`completed`). Their data stays *pending* in memory; reads see it
+//!    (read-after-write).
 //! 2. **flush** (an application flush or FUA, or the periodic/size-based log flush):
 //!    `fdatasync` of the ldev makes the logs permanent; only then is pending data written
 //!    to the ddev (`written`). Data therefore never reaches the ddev before its log is
-//!    durable.
+//!    durable. Concurrent flushes share one `fdatasync` when it covers them.
 //! 3. **checkpoint** (periodic, forced, set-oldest-lsid, close): `fdatasync` of the ddev,
 //!    then the superblock with `written` and `oldest`, synced (`prev_written`).
 //! 4. **open**: redo from the superblock's `written_lsid` up to the first invalid pack; a
 //!    torn last pack is cut at its first bad record and its header rewritten; overflow is
 //!    recomputed. Ring blocks just after the redo end, where packs written but never
 //!    flushed before the crash may survive, are zeroed so that a later log cannot run into
-//!    them.
+//!    them (the writer never lets the unflushed log grow beyond that window).
 //!
-//! One mutex serialises the pipeline (arrival order is lsid order, as in the driver); the
-//! frequent log flushes sync the ldev outside it, so writes go on during an fsync. A
-//! background ticker (optional) runs the flush and checkpoint timers and auto-melt; tests
-//! can instead call [`Emulator::poll`] with a chosen time.
+//! One mutex guards the state; the log writes, the log `fdatasync`s and the data device
+//! writes run without it, so writers, readers and flushes overlap. A background ticker
+//! (optional) runs the flush and checkpoint timers and the auto-melt; tests can instead
+//! call [`Emulator::poll`] with a chosen time.
+//!
+//! Waiters for new permanent logs ([`WalbDevice::wait_for_permanent`]) are woken on the
+//! driver's notify edge only (walb-driver.md §2.2, §4.2: `permanent` advancing while it
+//! equals `oldest`, i.e. the first extractable log), and otherwise look again every
+//! [`PERMANENT_RECHECK`], as the driver backend polls sysfs.
+//!
+//! Freeze and melt follow the driver's state machine (§5.5), with the transient
+//! CANCELING state while one of them cancels a pending automatic melt.
 
 pub mod disk;
+mod writer;
 
+use std::collections::VecDeque;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
@@ -37,18 +50,18 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use crate::block::{Pbs, LBS, LBS_USIZE};
-use crate::device::lsids::{overflow_at_start, Admit, DeviceState, LsidSet, Tunables};
+use crate::device::lsids::{overflow_at_start, DeviceState, Freeze, LsidSet, Tunables};
 use crate::device::{DeviceInfo, WalbDevice};
 use crate::error::{Error, IoContext, Location, Result};
 use crate::ldev::{LdevEnd, LdevReader, SuperBlock, SUPER_OFFSET};
-use crate::logpack::{AddOutcome, LogPack, LogPackBuilder, LogPackHeader, RecordKind};
+use crate::logpack::{LogPack, LogPackHeader, RecordKind};
 
 use disk::{Disk, DiskReader, FileDisk};
+pub use writer::WriteStats;
+use writer::{stale_window_pb, ItemIo, WriteQueue, MAX_CHUNK_LB, MAX_DISCARD_LB};
 
-/// Largest chunk of one write put in one record (bounds the unflushed log, see redo).
-const MAX_CHUNK_LB: u32 = 2048;
-/// Largest discard record.
-const MAX_DISCARD_LB: u64 = u32::MAX as u64;
+/// How often a waiter for permanent logs looks again when no notify edge woke it.
+pub const PERMANENT_RECHECK: Duration = Duration::from_secs(1);
 
 /// Settings of an emulated device (the driver's start parameters that matter here).
 #[derive(Debug, Clone)]
@@ -61,6 +74,9 @@ pub struct EmuConfig {
     pub log_flush_interval_ms: u32,
     /// Flush the log when this many MiB are unflushed (wdevc default 16).
     pub log_flush_interval_mb: u32,
+    /// Largest data of a log pack in KiB (wdevc default 32; 0: only the header's limits).
+    /// A single larger write still gets a pack of its own.
+    pub max_logpack_kb: u32,
     /// Run the timers in a background thread.
     pub background: bool,
     /// Device name (default: the name in the superblock).
@@ -74,6 +90,7 @@ impl Default for EmuConfig {
             checkpoint_interval_ms: 10_000,
             log_flush_interval_ms: 100,
             log_flush_interval_mb: 16,
+            max_logpack_kb: 32,
             background: true,
             name: None,
         }
@@ -96,8 +113,12 @@ struct Pending {
 struct Inner {
     st: DeviceState,
     sb: SuperBlock,
-    pending: Vec<Pending>,
+    /// In lsid order; removed only once written to the ddev.
+    pending: VecDeque<Pending>,
     closed: bool,
+    wq: WriteQueue,
+    /// Notify edges so far (the driver's `sysfs_notify` calls).
+    notifications: u64,
 }
 
 struct Shared {
@@ -107,10 +128,29 @@ struct Shared {
     ldev_path: Option<PathBuf>,
     ddev_path: Option<PathBuf>,
     inner: Mutex<Inner>,
-    cond: Condvar,
+    /// Writers: batch completions, leader hand-over, melt, close.
+    wq_cond: Condvar,
+    /// Waiters for permanent logs: the notify edge and close.
+    perm_cond: Condvar,
+    /// The ticker: a size-based log flush is due, or stop.
+    tick_cond: Condvar,
     stop: AtomicBool,
-    /// Serialises the flushes that sync the ldev outside `inner`'s lock.
+    /// Serialises the log flushes that sync the ldev outside `inner`'s lock; taken before
+    /// `apply_lock` and `inner`.
     flush_lock: Mutex<()>,
+    /// Serialises the writes of pending data to the ddev outside `inner`'s lock; taken
+    /// before `inner`.
+    apply_lock: Mutex<()>,
+    /// Held while the automatic melt runs (the driver's melt work); a freeze or melt
+    /// cancelling it waits for it. Taken before `inner`.
+    melt_work: Mutex<()>,
+    /// The size-based flush limit in blocks.
+    limit_pb: u64,
+    /// The most blocks the log may run ahead of `permanent` (see [`stale_window_pb`]).
+    window_pb: u64,
+    /// `max_logpack_kb` in blocks (0: no limit).
+    max_logpack_pb: u64,
+    background: bool,
 }
 
 /// An emulated WalB device. Dropping it closes it cleanly (see [`Emulator::close`]).
@@ -200,6 +240,8 @@ impl Emulator {
                 ""
             }
         );
+        let max_logpack_pb =
+            (u64::from(cfg.max_logpack_kb) * 1024 / u64::from(pbs.get())).min(65535);
         let shared = Arc::new(Shared {
             name: cfg.name.clone().unwrap_or_else(|| sb.name.clone()),
             ldev,
@@ -209,12 +251,22 @@ impl Emulator {
             inner: Mutex::new(Inner {
                 st,
                 sb,
-                pending: Vec::new(),
+                pending: VecDeque::new(),
                 closed: false,
+                wq: WriteQueue::default(),
+                notifications: 0,
             }),
-            cond: Condvar::new(),
+            wq_cond: Condvar::new(),
+            perm_cond: Condvar::new(),
+            tick_cond: Condvar::new(),
             stop: AtomicBool::new(false),
             flush_lock: Mutex::new(()),
+            apply_lock: Mutex::new(()),
+            melt_work: Mutex::new(()),
+            limit_pb,
+            window_pb: stale_window_pb(limit_pb, pbs),
+            max_logpack_pb,
+            background: cfg.background,
         });
         let ticker = if cfg.background {
             let weak = Arc::downgrade(&shared);
@@ -317,21 +369,34 @@ impl Emulator {
     }
 
     fn write_flags(&self, off: u64, data: &[u8], fua: bool) -> Result<()> {
-        let mut g = self.lock();
-        self.check_range(&g, off, data.len() as u64, "write")?;
-        for (i, chunk) in data.chunks(MAX_CHUNK_LB as usize * LBS_USIZE).enumerate() {
-            let o = off / u64::from(LBS) + i as u64 * u64::from(MAX_CHUNK_LB);
-            g = self.log_io(g, |b| b.add_write(o, chunk))?;
-            // Bound the unflushed log per chunk (redo's stale-pack window relies on it).
-            if g.st.poll_flush(Instant::now()) {
-                drop(g);
-                self.shared.flush_unlocked()?;
-                g = self.lock();
-            }
-        }
+        let salt = {
+            let g = self.lock();
+            self.check_range(&g, off, data.len() as u64, "write")?;
+            g.sb.salt
+        };
+        // Copied before queueing (the leader packs it), one record per chunk.
+        // The checksum is computed here, in parallel with other writers.
+        let chunk = MAX_CHUNK_LB as usize * LBS_USIZE;
+        let ios = data
+            .chunks(chunk)
+            .enumerate()
+            .map(|(i, c)| ItemIo::Write {
+                lb: off / u64::from(LBS) + (i * chunk / LBS_USIZE) as u64,
+                data: Bytes::copy_from_slice(c),
+                salt,
+                csum: crate::checksum::checksum(c, salt),
+            })
+            .collect();
+        self.shared.submit(ios)?;
         if fua {
-            drop(g);
-            self.shared.flush_unlocked()?;
+            // FUA: the log of this write is made durable before the acknowledgement.
+            // Its data goes to the ddev with the next flush (the ticker's, if any).
+            let upto = self.lock().st.lsids().completed;
+            let sh = &*self.shared;
+            sh.flush_upto(upto, !sh.background)?;
+            if sh.background {
+                sh.tick_cond.notify_all();
+            }
         }
         Ok(())
     }
@@ -339,101 +404,25 @@ impl Emulator {
     /// Discards `len` bytes at `off` (multiples of 512): logged as discard records; the
     /// range reads as zeros.
     pub fn discard(&self, off: u64, len: u64) -> Result<()> {
-        let mut g = self.lock();
-        self.check_range(&g, off, len, "discard")?;
+        {
+            let g = self.lock();
+            self.check_range(&g, off, len, "discard")?;
+        }
         let (mut lb, end) = (off / u64::from(LBS), (off + len) / u64::from(LBS));
+        let mut ios = Vec::new();
         while lb < end {
             let n = (end - lb).min(MAX_DISCARD_LB);
-            g = self.log_io(g, |b| b.add_discard(lb, n as u32))?;
+            ios.push(ItemIo::Discard { lb, n: n as u32 });
             lb += n;
-            if g.st.poll_flush(Instant::now()) {
-                drop(g);
-                self.shared.flush_unlocked()?;
-                g = self.lock();
-            }
         }
-        Ok(())
+        self.shared.submit(ios)
     }
 
-    /// Flush: every acknowledged write is durable when it returns.
+    /// Flush: every write acknowledged before the call is durable when it returns (and
+    /// its data on the data device). Like REQ_PREFLUSH, it starts a new log pack.
     pub fn flush(&self) -> Result<()> {
+        self.shared.submit(vec![ItemIo::Flush])?;
         self.shared.flush_unlocked()
-    }
-
-    /// Logs one IO (one chunk): builds its packs, admits them, writes them to the ring.
-    fn log_io<'a>(
-        &'a self,
-        mut g: MutexGuard<'a, Inner>,
-        mut add: impl FnMut(&mut LogPackBuilder) -> Result<AddOutcome>,
-    ) -> Result<MutexGuard<'a, Inner>> {
-        let sh = &*self.shared;
-        loop {
-            let sb = &g.sb;
-            let latest = g.st.lsids().latest;
-            let mut b = LogPackBuilder::new(sb.pbs, sb.salt, latest, Some(sb.ring_buffer_size));
-            let mut packs = Vec::with_capacity(1);
-            while add(&mut b)? == AddOutcome::Full {
-                if b.is_empty() {
-                    return Err(Error::Invalid(
-                        "an IO does not fit an empty log pack".into(),
-                    ));
-                }
-                packs.push(b.finish());
-            }
-            packs.push(b.finish());
-            let total: u64 = packs.iter().map(|p| p.header.pack_pb()).sum();
-            match g.st.admit(total)? {
-                Admit::Frozen => {
-                    g = sh.cond.wait(g).unwrap_or_else(|p| p.into_inner());
-                    if g.closed {
-                        return Err(Error::Invalid("the device is closed".into()));
-                    }
-                }
-                Admit::NeedCheckpoint => {
-                    debug!("ring full up to prev_written: checkpoint before writing");
-                    sh.flush_and_apply(&mut g)?;
-                    sh.checkpoint(&mut g, true)?;
-                    if g.st.lsids().prev_written != latest {
-                        return Err(Error::Invalid("checkpoint did not advance".into()));
-                    }
-                }
-                Admit::Go { lsid, overflowed } => {
-                    debug_assert_eq!(lsid, latest);
-                    if overflowed {
-                        warn!(
-                            "log of {} overflowed: logs before {} were overwritten before being released",
-                            sh.name,
-                            latest + total - g.st.capacity()
-                        );
-                    }
-                    for mut p in packs {
-                        let r = sh.write_pack(&g.sb, &mut p);
-                        if let Err(e) = r {
-                            g.st.handle_io_error();
-                            return Err(e);
-                        }
-                        let end = p.header.next_lsid();
-                        g.st.handle_log_completed(end);
-                        for (i, rec) in p.header.records.iter().enumerate() {
-                            let off = rec.offset * u64::from(LBS);
-                            let io = match rec.kind() {
-                                RecordKind::Normal => match p.record_data(i) {
-                                    Some(data) => PendingIo::Write { off, data },
-                                    None => continue,
-                                },
-                                RecordKind::Discard => PendingIo::Discard {
-                                    off,
-                                    len: u64::from(rec.io_size) * u64::from(LBS),
-                                },
-                                RecordKind::Padding => continue,
-                            };
-                            g.pending.push(Pending { end, io });
-                        }
-                    }
-                    return Ok(g);
-                }
-            }
-        }
     }
 
     /// Runs the timers as the ticker does, at time `now` (for deterministic tests).
@@ -452,20 +441,23 @@ impl Emulator {
     }
 
     /// [`Emulator::close`] through a shared reference (the ticker thread exits by itself):
-    /// for a device shared with server threads.
+    /// for a device shared with server threads. IOs still queued fail.
     pub fn shutdown(&self) -> Result<()> {
-        self.shared.stop.store(true, Ordering::SeqCst);
+        let sh = &*self.shared;
+        sh.stop.store(true, Ordering::SeqCst);
+        sh.tick_cond.notify_all();
+        let _serial = sh.serialize();
         let mut g = self.lock();
         if g.closed {
             return Ok(());
         }
-        let r = self
-            .shared
-            .flush_and_apply(&mut g)
-            .and_then(|_| self.shared.checkpoint(&mut g, true));
         g.closed = true;
+        sh.wake_all();
+        g = sh.wait_no_batch_in_flight(g);
+        let r = sh
+            .sync_and_apply(&mut g)
+            .and_then(|_| sh.checkpoint(&mut g, true));
         g.st.handle_io_error();
-        self.shared.cond.notify_all();
         r
     }
 
@@ -473,14 +465,58 @@ impl Emulator {
     /// disks keep whatever was written.
     pub fn crash(mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.tick_cond.notify_all();
         if let Some(t) = self.ticker.take() {
             let _ = t.join();
         }
         let mut g = self.lock();
         g.closed = true;
         g.st.handle_io_error();
+        self.shared.wake_all();
+        let g = self.shared.wait_no_batch_in_flight(g);
         drop(g);
-        self.shared.cond.notify_all();
+    }
+
+    /// Counters of the log writer (batches, packs, records, waits for the flush window).
+    pub fn write_stats(&self) -> WriteStats {
+        let g = self.lock();
+        WriteStats {
+            queued: g.wq.queued() as u64,
+            ..g.wq.stats
+        }
+    }
+
+    /// The freeze state (for tests and diagnostics).
+    pub fn freeze_state(&self) -> Freeze {
+        self.lock().st.freeze_state()
+    }
+
+    /// How many times the driver would have notified `lsids` pollers so far (the edge of
+    /// walb-driver.md §4.2: `permanent` advancing while it equals `oldest`).
+    pub fn notifications(&self) -> u64 {
+        self.lock().notifications
+    }
+
+    /// Holds the automatic-melt work as if it were running, until the guard is dropped:
+    /// a freeze or melt that cancels the auto-melt meanwhile stays in the CANCELING state
+    /// (walb-driver.md §5.5). For tests of that window.
+    #[doc(hidden)]
+    pub fn hold_melt_work(&self) -> MutexGuard<'_, ()> {
+        self.shared
+            .melt_work
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Cancels a pending automatic melt as the driver's `cancel_melt_work` does: the state
+    /// is CANCELING until a running melt work has finished, then FROZEN.
+    fn cancel_melt(&self) {
+        if !self.lock().st.begin_cancel_melt() {
+            return;
+        }
+        let work = self.hold_melt_work();
+        self.lock().st.end_cancel_melt();
+        drop(work);
     }
 }
 
@@ -594,8 +630,7 @@ fn redo(
     // the blocks a later pack could end on, without touching logs still in the ring.
     let used = rep.end - sb.oldest_lsid;
     if used < sb.ring_buffer_size {
-        let max_io_pb = sb.pbs.capacity_pb(u64::from(MAX_CHUNK_LB));
-        let window = (limit_pb + 2 * max_io_pb + 2).min(sb.ring_buffer_size - used);
+        let window = stale_window_pb(limit_pb, sb.pbs).min(sb.ring_buffer_size - used);
         let zero = vec![0u8; sb.pbs.bytes() * window.min(256) as usize];
         let mut l = rep.end;
         while l < rep.end + window {
@@ -620,21 +655,41 @@ fn ticker(weak: Weak<Shared>) {
         if sh.stop.load(Ordering::SeqCst) {
             return;
         }
-        if let Err(e) = sh.poll(Instant::now()) {
-            warn!(
-                "emulated device {}: background flush/checkpoint failed: {e}",
-                sh.name
-            );
-        }
-        let wait = {
-            let g = sh.lock();
-            g.st.next_deadline()
-                .map(|d| d.saturating_duration_since(Instant::now()))
-                .unwrap_or(Duration::from_millis(50))
-                .clamp(Duration::from_millis(1), Duration::from_millis(50))
+        let ok = match sh.poll(Instant::now()) {
+            Ok(()) => true,
+            Err(e) => {
+                if !sh.stop.load(Ordering::SeqCst) {
+                    warn!(
+                        "emulated device {}: background flush/checkpoint failed: {e}",
+                        sh.name
+                    );
+                }
+                false
+            }
         };
+        let g = sh.lock();
+        let now = Instant::now();
+        if sh.stop.load(Ordering::SeqCst) || g.closed {
+            return;
+        }
+        if ok && g.st.poll_flush(now) {
+            continue;
+        }
+        let wait = match (ok, g.st.next_deadline()) {
+            (true, Some(d)) => d
+                .saturating_duration_since(now)
+                .clamp(Duration::from_millis(1), Duration::from_millis(50)),
+            // After a failure, no busy retry.
+            _ => Duration::from_millis(50),
+        };
+        // Woken early by a writer when a size-based flush is due.
+        let g = sh
+            .tick_cond
+            .wait_timeout(g, wait)
+            .map(|(g, _)| g)
+            .unwrap_or_else(|p| p.into_inner().0);
+        drop(g);
         drop(sh);
-        std::thread::sleep(wait);
     }
 }
 
@@ -643,48 +698,72 @@ impl Shared {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Wakes every waiter (close, melt, reset).
+    fn wake_all(&self) {
+        self.wq_cond.notify_all();
+        self.perm_cond.notify_all();
+        self.tick_cond.notify_all();
+    }
+
+    /// Waits until no batch is being written outside the lock (so that `completed ==
+    /// latest`): freeze, reset-wal and close drain through it.
+    fn wait_no_batch_in_flight<'a>(
+        &'a self,
+        mut g: MutexGuard<'a, Inner>,
+    ) -> MutexGuard<'a, Inner> {
+        while g.wq.in_flight {
+            g = self.wq_wait(g);
+        }
+        g
+    }
+
     fn poll(&self, now: Instant) -> Result<()> {
-        let mut g = self.lock();
-        if g.closed {
-            return Ok(());
-        }
-        if g.st.poll_melt(now) {
-            info!("emulated device {}: freeze timed out, melted", self.name);
-            self.cond.notify_all();
-        }
-        if g.st.poll_flush(now) {
-            drop(g);
-            self.flush_unlocked()?;
-            g = self.lock();
+        {
+            // The automatic melt, as the driver's melt work (see Emulator::cancel_melt).
+            let _work = self.melt_work.lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = self.lock();
             if g.closed {
                 return Ok(());
             }
+            if g.st.poll_melt(now) {
+                info!("emulated device {}: freeze timed out, melted", self.name);
+                self.wq_cond.notify_all();
+            }
         }
-        if g.st.poll_checkpoint(now) {
+        let (flush, apply) = {
+            let g = self.lock();
+            let p = g.st.lsids().permanent;
+            (
+                g.st.poll_flush(now),
+                g.pending.front().is_some_and(|x| x.end <= p),
+            )
+        };
+        if flush {
+            self.flush_unlocked()?;
+        } else if apply {
+            self.apply_pending()?;
+        }
+        let mut g = self.lock();
+        if !g.closed && g.st.poll_checkpoint(now) {
             self.checkpoint(&mut g, false)?;
         }
         Ok(())
     }
 
-    fn write_pack(&self, sb: &SuperBlock, p: &mut LogPack) -> Result<()> {
-        let lsid = p.header.logpack_lsid;
-        let header = p.header.to_block();
-        if p.data.len() <= 256 << 10 {
-            let mut all = Vec::with_capacity(header.len() + p.data.len());
-            all.extend_from_slice(&header);
-            all.extend_from_slice(&p.data);
-            write_ring(&*self.ldev, sb, lsid, &all)
-        } else {
-            write_ring(&*self.ldev, sb, lsid, &header)?;
-            write_ring(&*self.ldev, sb, lsid + 1, &p.data)
+    /// The log flush issued for `up` finished: `permanent` moves, and on the driver's edge
+    /// the waiters for permanent logs are notified.
+    fn flush_done(&self, g: &mut Inner, up: u64) {
+        if g.st.handle_flush_done(up) {
+            debug!("{}: new permanent logs after an empty log", self.name);
+            g.notifications += 1;
+            self.perm_cond.notify_all();
         }
     }
 
-    /// Makes completed logs permanent, then writes their data to the ddev.
-    fn flush_and_apply(&self, g: &mut Inner) -> Result<()> {
-        if g.closed {
-            return Err(Error::Invalid("the device is closed".into()));
-        }
+    /// Makes completed logs permanent, then writes their data to the ddev, all under the
+    /// lock (freeze, reset-wal, checkpoints, close: callers hold `flush_lock` and no batch
+    /// is in flight).
+    fn sync_and_apply(&self, g: &mut Inner) -> Result<()> {
         let l = g.st.lsids();
         if l.completed > l.permanent {
             let up = g.st.handle_flush_issued(Instant::now());
@@ -692,62 +771,118 @@ impl Shared {
                 g.st.handle_io_error();
                 return Err(Error::io("flushing the log device", e));
             }
-            if g.st.handle_flush_done(up) {
-                debug!("{}: new permanent logs after an empty log", self.name);
-            }
-            self.cond.notify_all();
+            self.flush_done(g, up);
         }
-        self.apply_durable(g)
-    }
-
-    /// Like [`Shared::flush_and_apply`], but syncs the ldev without holding `inner`'s
-    /// lock, so that writers and readers go on meanwhile.
-    fn flush_unlocked(&self) -> Result<()> {
-        let _serial = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
-        let mut g = self.lock();
-        if g.closed {
-            return Err(Error::Invalid("the device is closed".into()));
-        }
-        let l = g.st.lsids();
-        if l.completed > l.permanent {
-            let up = g.st.handle_flush_issued(Instant::now());
-            drop(g);
-            let r = self.ldev.sync();
-            g = self.lock();
-            if let Err(e) = r {
-                g.st.handle_io_error();
-                return Err(Error::io("flushing the log device", e));
-            }
-            if g.closed {
-                return Ok(());
-            }
-            if g.st.handle_flush_done(up) {
-                debug!("{}: new permanent logs after an empty log", self.name);
-            }
-            self.cond.notify_all();
-        }
-        self.apply_durable(&mut g)
-    }
-
-    /// Writes the pending data of permanent logs to the ddev, in lsid order.
-    fn apply_durable(&self, g: &mut Inner) -> Result<()> {
         let permanent = g.st.lsids().permanent;
-        let n = g
+        let n = g.pending.iter().position(|p| p.end > permanent);
+        let n = n.unwrap_or(g.pending.len());
+        let ios: Vec<Pending> = g.pending.drain(..n).collect();
+        if let Err(e) = self.apply(&ios) {
+            g.st.handle_io_error();
+            return Err(e);
+        }
+        g.st.handle_data_written(permanent);
+        Ok(())
+    }
+
+    /// A log flush without holding the lock while the ldev syncs and the data is written:
+    /// logs completed now become permanent, then pending data of permanent logs goes to the
+    /// ddev. Writers and readers go on meanwhile.
+    fn flush_unlocked(&self) -> Result<()> {
+        self.flush_upto(u64::MAX, true)
+    }
+
+    /// Like [`Shared::flush_unlocked`], but skips the ldev sync when `permanent` already
+    /// reached `upto` (a concurrent flush covered it), and writes the data to the ddev
+    /// only when `apply`.
+    fn flush_upto(&self, upto: u64, apply: bool) -> Result<()> {
+        {
+            let _serial = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+            let mut g = self.lock();
+            if g.closed {
+                return Err(Error::Invalid("the device is closed".into()));
+            }
+            let l = g.st.lsids();
+            if l.completed > l.permanent && l.permanent < upto {
+                let up = g.st.handle_flush_issued(Instant::now());
+                drop(g);
+                let r = self.ldev.sync();
+                g = self.lock();
+                if let Err(e) = r {
+                    g.st.handle_io_error();
+                    return Err(Error::io("flushing the log device", e));
+                }
+                self.flush_done(&mut g, up);
+            }
+        }
+        if apply {
+            self.apply_pending()
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes the pending data of permanent logs to the ddev, in lsid order, without the
+    /// lock; it stays visible to reads (pending) until written. Only this (serialised by
+    /// `apply_lock`) and [`Shared::sync_and_apply`] remove pending entries.
+    fn apply_pending(&self) -> Result<()> {
+        let _serial = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let mut g = self.lock();
+        let permanent = g.st.lsids().permanent;
+        let n = g.pending.iter().position(|p| p.end > permanent);
+        let n = n.unwrap_or(g.pending.len());
+        if n == 0 {
+            g.st.handle_data_written(permanent);
+            return Ok(());
+        }
+        let ios: Vec<(u64, Option<Bytes>, u64)> = g
             .pending
             .iter()
-            .position(|p| p.end > permanent)
-            .unwrap_or(g.pending.len());
-        for p in g.pending.drain(..n).collect::<Vec<_>>() {
+            .take(n)
+            .map(|p| match &p.io {
+                PendingIo::Write { off, data } => (*off, Some(data.clone()), 0),
+                PendingIo::Discard { off, len } => (*off, None, *len),
+            })
+            .collect();
+        drop(g);
+        let r = self.apply_parts(&ios);
+        g = self.lock();
+        if let Err(e) = r {
+            g.st.handle_io_error();
+            return Err(e);
+        }
+        g.pending.drain(..n);
+        g.st.handle_data_written(permanent);
+        Ok(())
+    }
+
+    /// Takes the locks that serialise flushes and data writes (before `inner`): for the
+    /// operations that flush and apply under the lock.
+    fn serialize(&self) -> (MutexGuard<'_, ()>, MutexGuard<'_, ()>) {
+        let f = self.flush_lock.lock().unwrap_or_else(|p| p.into_inner());
+        let a = self.apply_lock.lock().unwrap_or_else(|p| p.into_inner());
+        (f, a)
+    }
+
+    fn apply(&self, ios: &[Pending]) -> Result<()> {
+        for p in ios {
             let r = match &p.io {
                 PendingIo::Write { off, data } => self.ddev.write_at(data, *off),
                 PendingIo::Discard { off, len } => self.ddev.discard(*off, *len),
             };
-            if let Err(e) = r {
-                g.st.handle_io_error();
-                return Err(Error::io("writing to the data device", e));
-            }
+            r.ctx(|| "writing to the data device".into())?;
         }
-        g.st.handle_data_written(permanent);
+        Ok(())
+    }
+
+    fn apply_parts(&self, ios: &[(u64, Option<Bytes>, u64)]) -> Result<()> {
+        for (off, data, len) in ios {
+            let r = match data {
+                Some(d) => self.ddev.write_at(d, *off),
+                None => self.ddev.discard(*off, *len),
+            };
+            r.ctx(|| "writing to the data device".into())?;
+        }
         Ok(())
     }
 
@@ -814,9 +949,14 @@ impl WalbDevice for Emulator {
     }
 
     fn take_checkpoint(&self) -> Result<()> {
+        let sh = &*self.shared;
+        let _serial = sh.serialize();
         let mut g = self.lock();
-        self.shared.flush_and_apply(&mut g)?;
-        self.shared.checkpoint(&mut g, false)
+        if g.closed {
+            return Err(Error::Invalid("the device is closed".into()));
+        }
+        sh.sync_and_apply(&mut g)?;
+        sh.checkpoint(&mut g, false)
     }
 
     fn checkpoint_interval_ms(&self) -> Result<u32> {
@@ -842,11 +982,17 @@ impl WalbDevice for Emulator {
     }
 
     fn reset_wal(&self) -> Result<()> {
-        let mut g = self.lock();
-        g.st.begin_reset()?;
         let sh = &*self.shared;
+        let _serial = sh.serialize();
+        let mut g = self.lock();
+        if g.closed {
+            return Err(Error::Invalid("the device is closed".into()));
+        }
+        // Deep freeze: no new batch is admitted; the one being written finishes.
+        g.st.begin_reset()?;
+        g = sh.wait_no_batch_in_flight(g);
         let r = (|| -> Result<SuperBlock> {
-            sh.flush_and_apply(&mut g)?;
+            sh.sync_and_apply(&mut g)?;
             sh.ddev.sync().ctx(|| "flushing the data device".into())?;
             let mut sb = g.sb.clone();
             let ldev_pb =
@@ -877,28 +1023,42 @@ impl WalbDevice for Emulator {
                 g.st.end_reset(Some(sb.ring_buffer_size), now);
                 g.sb = sb;
                 g.pending.clear();
-                sh.cond.notify_all();
+                sh.wq_cond.notify_all();
                 Ok(())
             }
             Err(e) => {
                 g.st.end_reset(None, now);
-                sh.cond.notify_all();
+                sh.wq_cond.notify_all();
                 Err(e)
             }
         }
     }
 
     fn freeze(&self, timeout_s: u32) -> Result<()> {
+        // As the driver: cancel a pending auto-melt (CANCELING meanwhile), then freeze.
+        self.cancel_melt();
+        let sh = &*self.shared;
+        let _serial = sh.serialize();
         let mut g = self.lock();
+        if g.closed {
+            return Err(Error::Invalid("the device is closed".into()));
+        }
+        let was_melted = g.st.freeze_state() == Freeze::Melted;
         g.st.freeze(Duration::from_secs(timeout_s.into()), Instant::now())?;
-        // Drain: every logged write reaches the data device (latest == written).
-        self.shared.flush_and_apply(&mut g)
+        if !was_melted {
+            return Ok(());
+        }
+        // Drain: the batch being written finishes and every logged write reaches the data
+        // device (latest == written); queued writes wait for the melt.
+        g = sh.wait_no_batch_in_flight(g);
+        sh.sync_and_apply(&mut g)
     }
 
     fn melt(&self) -> Result<()> {
+        self.cancel_melt();
         let mut g = self.lock();
         g.st.melt(Instant::now())?;
-        self.shared.cond.notify_all();
+        self.shared.wq_cond.notify_all();
         Ok(())
     }
 
@@ -937,6 +1097,9 @@ impl WalbDevice for Emulator {
         Ok(true)
     }
 
+    /// Woken on the driver's notify edge (the first permanent log after an empty log)
+    /// and on close; otherwise it looks again every [`PERMANENT_RECHECK`], so a return
+    /// can lag an advance that was not an edge by up to that long.
     fn wait_for_permanent(&self, after: u64, timeout: Duration) -> Result<u64> {
         let deadline = Instant::now() + timeout;
         let mut g = self.lock();
@@ -948,8 +1111,8 @@ impl WalbDevice for Emulator {
             }
             g = self
                 .shared
-                .cond
-                .wait_timeout(g, deadline - now)
+                .perm_cond
+                .wait_timeout(g, (deadline - now).min(PERMANENT_RECHECK))
                 .map(|(g, _)| g)
                 .unwrap_or_else(|p| p.into_inner().0);
         }

@@ -1,0 +1,2072 @@
+//! The exec command table: names, usage, parsing and what each command does.
+//!
+//! Every command is one row of [`COMMANDS`] (name, usage, one-line help, its `--options`
+//! and a parse function) and one variant of [`ExecCmd`] with its arm in
+//! [`ExecCmd::run`]. Parsing is pure (no cluster file, no network), so the TUI's command
+//! palette and scripts accept exactly the same commands, and errors name the command and
+//! show its usage. Roles are checked when a command runs, against the cluster file.
+//!
+//! Adding a command (hash-backup, merge, apply, replicate...) is one row, one variant and
+//! one arm; nothing else changes.
+
+use std::collections::VecDeque;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use walb_wire::msg::{ArchiveDest, Codec, CompressOpt, StartMode, StopMode};
+use walb_wire::Role;
+
+use crate::client::{Client, ClientError};
+use crate::exec::output::{Outcome, RowError, StateRow, StatusBlock};
+use crate::ops::{self, TIMEOUT_LONG, TIMEOUT_SHORT};
+
+/// A command-line mistake: what is wrong and the command's usage.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}{message}{}", .command.as_ref().map(|c| format!("{c}: ")).unwrap_or_default(), .usage.as_ref().map(|u| format!(" (usage: {u})")).unwrap_or_default())]
+pub struct UsageError {
+    /// The command, if known.
+    pub command: Option<String>,
+    /// What is wrong.
+    pub message: String,
+    /// `NAME ARGS...`, if the command is known.
+    pub usage: Option<String>,
+}
+
+impl UsageError {
+    fn plain(message: impl Into<String>) -> Self {
+        Self {
+            command: None,
+            message: message.into(),
+            usage: None,
+        }
+    }
+}
+
+/// An `--option` a command accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct OptSpec {
+    /// `--name`.
+    pub name: &'static str,
+    /// The value's placeholder, or `None` for a flag.
+    pub value: Option<&'static str>,
+}
+
+const OPT_TIMEOUT: OptSpec = OptSpec {
+    name: "--timeout",
+    value: Some("S"),
+};
+const OPT_NO_WAIT: OptSpec = OptSpec {
+    name: "--no-wait",
+    value: None,
+};
+const OPT_BULK: OptSpec = OptSpec {
+    name: "--bulk",
+    value: Some("LB"),
+};
+const OPT_OUT: OptSpec = OptSpec {
+    name: "--out",
+    value: Some("FILE"),
+};
+const OPT_SAMPLE: OptSpec = OptSpec {
+    name: "--sample",
+    value: Some("S"),
+};
+
+type ParseFn = fn(&mut Args) -> Result<ExecCmd, String>;
+
+/// One row of the command table.
+pub struct CommandSpec {
+    /// The command's name.
+    pub name: &'static str,
+    /// Its arguments, after the name.
+    pub args: &'static str,
+    /// One line of help.
+    pub about: &'static str,
+    /// The `--options` it accepts.
+    pub options: &'static [OptSpec],
+    parse: ParseFn,
+}
+
+impl CommandSpec {
+    /// `NAME ARGS [--options]`.
+    pub fn usage(&self) -> String {
+        let mut u = self.name.to_owned();
+        if !self.args.is_empty() {
+            u.push(' ');
+            u.push_str(self.args);
+        }
+        for o in self.options {
+            match o.value {
+                Some(v) => u.push_str(&format!(" [{} {v}]", o.name)),
+                None => u.push_str(&format!(" [{}]", o.name)),
+            }
+        }
+        u
+    }
+}
+
+impl std::fmt::Debug for CommandSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CommandSpec")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// Every exec command, in help order.
+pub static COMMANDS: &[CommandSpec] = &[
+    CommandSpec {
+        name: "help",
+        args: "[COMMAND]",
+        about: "list the commands, or show one's usage",
+        options: &[],
+        parse: |a| {
+            Ok(ExecCmd::Help {
+                command: a.opt(),
+            })
+        },
+    },
+    CommandSpec {
+        name: "state-all",
+        args: "VOL",
+        about: "the volume's state on every node of the cluster file",
+        options: &[],
+        parse: |a| Ok(ExecCmd::StateAll { vol: a.req("VOL")? }),
+    },
+    CommandSpec {
+        name: "status",
+        args: "[NODE] [VOL]",
+        about: "status lines of one node, or of every node (of one volume)",
+        options: &[],
+        parse: |a| {
+            let first = a.opt();
+            let second = a.opt();
+            Ok(ExecCmd::Status { first, second })
+        },
+    },
+    CommandSpec {
+        name: "init-storage",
+        args: "NODE VOL WDEV",
+        about: "init-vol on a storage with its WalB device, then start it standby",
+        options: &[OPT_TIMEOUT],
+        parse: |a| {
+            Ok(ExecCmd::InitStorage {
+                node: a.req("NODE")?,
+                vol: a.req("VOL")?,
+                wdev: a.req("WDEV")?,
+                timeout: a.timeout(TIMEOUT_SHORT)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "init-archive",
+        args: "NODE VOL",
+        about: "init-vol on an archive (Clear -> SyncReady)",
+        options: &[],
+        parse: |a| {
+            Ok(ExecCmd::InitArchive {
+                node: a.req("NODE")?,
+                vol: a.req("VOL")?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "start",
+        args: "NODE VOL [target|standby]",
+        about: "start a volume and wait until it runs (storage default: standby from SyncReady, else target)",
+        options: &[OPT_TIMEOUT],
+        parse: |a| {
+            let node = a.req("NODE")?;
+            let vol = a.req("VOL")?;
+            let mode = match a.opt().as_deref() {
+                None => None,
+                Some("target") => Some(StartMode::Target),
+                Some("standby") => Some(StartMode::Standby),
+                Some(m) => return Err(format!("unknown start mode {m:?} (target or standby)")),
+            };
+            Ok(ExecCmd::Start {
+                node,
+                vol,
+                mode,
+                timeout: a.timeout(TIMEOUT_SHORT)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "stop",
+        args: "NODE VOL [graceful|force|empty]",
+        about: "stop a volume and wait until it is stopped",
+        options: &[OPT_TIMEOUT],
+        parse: |a| {
+            let node = a.req("NODE")?;
+            let vol = a.req("VOL")?;
+            let mode = match a.opt().as_deref() {
+                None | Some("graceful") => StopMode::Graceful,
+                Some("force") => StopMode::Force,
+                Some("empty") => StopMode::Empty,
+                Some(m) => {
+                    return Err(format!(
+                        "unknown stop mode {m:?} (graceful, force or empty)"
+                    ))
+                }
+            };
+            Ok(ExecCmd::Stop {
+                node,
+                vol,
+                mode,
+                timeout: a.timeout(TIMEOUT_SHORT)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "reset",
+        args: "NODE VOL [GID]",
+        about: "reset-vol and wait for SyncReady (storage: a new gid epoch from GID, default 0)",
+        options: &[OPT_TIMEOUT],
+        parse: |a| {
+            Ok(ExecCmd::Reset {
+                node: a.req("NODE")?,
+                vol: a.req("VOL")?,
+                gid: a.opt_num("GID")?,
+                timeout: a.timeout(TIMEOUT_SHORT)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "clear",
+        args: "NODE VOL",
+        about: "stop/reset as needed, then clear-vol (forgets the volume on that node)",
+        options: &[OPT_TIMEOUT],
+        parse: |a| {
+            Ok(ExecCmd::Clear {
+                node: a.req("NODE")?,
+                vol: a.req("VOL")?,
+                timeout: a.timeout(TIMEOUT_SHORT)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "full-backup",
+        args: "NODE VOL",
+        about: "prepare storage, archive and proxies, full backup, wait for Target; print the gid it is clean at and wait until restorable",
+        options: &[OPT_BULK, OPT_NO_WAIT, OPT_TIMEOUT],
+        parse: |a| {
+            Ok(ExecCmd::FullBackup {
+                node: a.req("NODE")?,
+                vol: a.req("VOL")?,
+                bulk_lb: a.value_num("--bulk")?,
+                wait: !a.flag("--no-wait"),
+                timeout: a.timeout(TIMEOUT_LONG)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "snapshot",
+        args: "NODE VOL [ARCHIVE...]",
+        about: "take a snapshot, print its gid; with archives, wait until it is restorable there",
+        options: &[OPT_TIMEOUT],
+        parse: |a| {
+            Ok(ExecCmd::Snapshot {
+                node: a.req("NODE")?,
+                vol: a.req("VOL")?,
+                archives: a.rest(),
+                timeout: a.timeout(TIMEOUT_LONG)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "hash-backup",
+        args: "NODE VOL",
+        about: "hash backup of a Stopped storage volume to its archive (only the differences travel); wait for Target",
+        options: &[OPT_BULK, OPT_TIMEOUT],
+        parse: |a| {
+            Ok(ExecCmd::HashBackup {
+                node: a.req("NODE")?,
+                vol: a.req("VOL")?,
+                bulk_lb: a.value_num("--bulk")?,
+                timeout: a.timeout(TIMEOUT_LONG)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "wait-restorable",
+        args: "ARCHIVE VOL GID",
+        about: "wait until GID is restorable at the archive",
+        options: &[OPT_TIMEOUT],
+        parse: |a| {
+            Ok(ExecCmd::WaitRestorable {
+                archive: a.req("ARCHIVE")?,
+                vol: a.req("VOL")?,
+                gid: a.req_num("GID")?,
+                timeout: a.timeout(TIMEOUT_LONG)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "restore",
+        args: "ARCHIVE VOL GID",
+        about: "restore snapshot GID and wait until the image exists; print its path",
+        options: &[OPT_TIMEOUT],
+        parse: |a| {
+            Ok(ExecCmd::Restore {
+                archive: a.req("ARCHIVE")?,
+                vol: a.req("VOL")?,
+                gid: a.req_num("GID")?,
+                timeout: a.timeout(TIMEOUT_LONG)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "restored-path",
+        args: "ARCHIVE VOL GID",
+        about: "the path of a restored image",
+        options: &[],
+        parse: |a| {
+            Ok(ExecCmd::RestoredPath {
+                archive: a.req("ARCHIVE")?,
+                vol: a.req("VOL")?,
+                gid: a.req_num("GID")?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "del-restored",
+        args: "ARCHIVE VOL GID",
+        about: "delete a restored image",
+        options: &[],
+        parse: |a| {
+            Ok(ExecCmd::DelRestored {
+                archive: a.req("ARCHIVE")?,
+                vol: a.req("VOL")?,
+                gid: a.req_num("GID")?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "restorable",
+        args: "ARCHIVE VOL [all]",
+        about: "restorable snapshots: gid, time (UTC), explicit 0/1",
+        options: &[],
+        parse: |a| {
+            Ok(ExecCmd::Restorable {
+                archive: a.req("ARCHIVE")?,
+                vol: a.req("VOL")?,
+                all: a.keyword("all")?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "diff-list",
+        args: "ARCHIVE VOL [GIDB [GIDE]]",
+        about: "the archive's diffs: |B|-->|E| flags(M/-,C/-) time(UTC) size",
+        options: &[],
+        parse: |a| {
+            Ok(ExecCmd::DiffList {
+                archive: a.req("ARCHIVE")?,
+                vol: a.req("VOL")?,
+                gid_b: a.opt_num("GIDB")?,
+                gid_e: a.opt_num("GIDE")?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "merge",
+        args: "ARCHIVE VOL GIDB GIDE",
+        about: "merge the mergeable diffs from GIDB to GIDE into one; wait until done",
+        options: &[OPT_TIMEOUT],
+        parse: |a| {
+            Ok(ExecCmd::Merge {
+                archive: a.req("ARCHIVE")?,
+                vol: a.req("VOL")?,
+                gid_b: a.req_num("GIDB")?,
+                gid_e: a.req_num("GIDE")?,
+                timeout: a.timeout(TIMEOUT_LONG)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "apply",
+        args: "ARCHIVE VOL GID",
+        about: "apply the diffs up to GID to the base image (older snapshots stop being restorable); wait until done",
+        options: &[OPT_TIMEOUT],
+        parse: |a| {
+            Ok(ExecCmd::Apply {
+                archive: a.req("ARCHIVE")?,
+                vol: a.req("VOL")?,
+                gid: a.req_num("GID")?,
+                timeout: a.timeout(TIMEOUT_LONG)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "disable-snapshot",
+        args: "ARCHIVE VOL GID...",
+        about: "make snapshots implicit: no longer restorable, their diffs may be merged",
+        options: &[],
+        parse: |a| parse_set_explicit(a, false),
+    },
+    CommandSpec {
+        name: "enable-snapshot",
+        args: "ARCHIVE VOL GID...",
+        about: "make snapshots explicit (restorable) again",
+        options: &[],
+        parse: |a| parse_set_explicit(a, true),
+    },
+    CommandSpec {
+        name: "archive-info",
+        args: "PROXY add|update|get|delete|list VOL [ARCHIVE [ADDR] [CODEC:LEVEL:NCPU] [DELAY]]",
+        about: "a proxy's archive destinations (ADDR defaults to the archive's in the cluster file)",
+        options: &[],
+        parse: parse_archive_info,
+    },
+    CommandSpec {
+        name: "kick",
+        args: "NODE [VOL [ARCHIVE]]",
+        about: "retry delayed transfers now (storage, proxy)",
+        options: &[],
+        parse: |a| {
+            Ok(ExecCmd::Kick {
+                node: a.req("NODE")?,
+                vol: a.opt(),
+                archive: a.opt(),
+            })
+        },
+    },
+    CommandSpec {
+        name: "get",
+        args: "NODE TARGET [ARGS...]",
+        about: "one query (walbc get targets; `help get` lists them)",
+        options: &[],
+        parse: |a| {
+            let node = a.req("NODE")?;
+            let target = a.req("TARGET")?;
+            let target = GetTarget::parse(&target, a)?;
+            Ok(ExecCmd::Get { node, target })
+        },
+    },
+    CommandSpec {
+        name: "metrics",
+        args: "",
+        about: "the cluster's live data in Prometheus text format (for node_exporter's textfile collector)",
+        options: &[OPT_OUT, OPT_SAMPLE],
+        parse: |a| {
+            Ok(ExecCmd::Metrics {
+                out: a.value_str("--out").map(std::path::PathBuf::from),
+                sample: a.seconds("--sample", Duration::from_secs(2))?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "shutdown",
+        args: "NODE [graceful|force]",
+        about: "stop a daemon",
+        options: &[],
+        parse: |a| {
+            let node = a.req("NODE")?;
+            let force = match a.opt().as_deref() {
+                None | Some("graceful") => false,
+                Some("force") => true,
+                Some(m) => return Err(format!("unknown shutdown mode {m:?} (graceful or force)")),
+            };
+            Ok(ExecCmd::Shutdown { node, force })
+        },
+    },
+];
+
+/// The spec of command `name`.
+pub fn spec(name: &str) -> Option<&'static CommandSpec> {
+    COMMANDS.iter().find(|c| c.name == name)
+}
+
+/// The arguments of one command: positionals in order, and its `--options`.
+pub struct Args {
+    pos: VecDeque<String>,
+    opts: Vec<(&'static str, Option<String>)>,
+}
+
+impl Args {
+    fn new(spec: &CommandSpec, raw: &[String]) -> Result<Args, String> {
+        let mut pos = VecDeque::new();
+        let mut opts = Vec::new();
+        let mut it = raw.iter();
+        while let Some(a) = it.next() {
+            if !(a.starts_with("--") && a.len() > 2) {
+                pos.push_back(a.clone());
+                continue;
+            }
+            let (name, inline) = match a.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_owned())),
+                None => (a.as_str(), None),
+            };
+            let o = spec
+                .options
+                .iter()
+                .find(|o| o.name == name)
+                .ok_or_else(|| {
+                    let known: Vec<&str> = spec.options.iter().map(|o| o.name).collect();
+                    format!(
+                        "unknown option {name}{} (console options such as --json go before --exec)",
+                        if known.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; it takes {}", known.join(", "))
+                        }
+                    )
+                })?;
+            let value = match (o.value, inline) {
+                (None, None) => None,
+                (None, Some(_)) => return Err(format!("{name} takes no value")),
+                (Some(_), Some(v)) => Some(v),
+                (Some(ph), None) => Some(
+                    it.next()
+                        .cloned()
+                        .ok_or_else(|| format!("{name} needs a value {ph}"))?,
+                ),
+            };
+            if opts.iter().any(|(n, _)| *n == o.name) {
+                return Err(format!("{name} given twice"));
+            }
+            opts.push((o.name, value));
+        }
+        Ok(Args { pos, opts })
+    }
+
+    /// The next positional argument, required.
+    pub fn req(&mut self, what: &str) -> Result<String, String> {
+        self.pos
+            .pop_front()
+            .ok_or_else(|| format!("missing {what}"))
+    }
+
+    /// The next positional argument, if any.
+    pub fn opt(&mut self) -> Option<String> {
+        self.pos.pop_front()
+    }
+
+    /// Every remaining positional argument.
+    pub fn rest(&mut self) -> Vec<String> {
+        self.pos.drain(..).collect()
+    }
+
+    /// The next positional argument as a number, required.
+    pub fn req_num(&mut self, what: &str) -> Result<u64, String> {
+        let s = self.req(what)?;
+        number(&s, what)
+    }
+
+    /// The next positional argument as a number, if any.
+    pub fn opt_num(&mut self, what: &str) -> Result<Option<u64>, String> {
+        self.opt().map(|s| number(&s, what)).transpose()
+    }
+
+    /// An optional keyword (`all`): true if present.
+    pub fn keyword(&mut self, word: &str) -> Result<bool, String> {
+        match self.pos.front() {
+            Some(w) if w == word => {
+                self.pos.pop_front();
+                Ok(true)
+            }
+            Some(w) if w == "0" || w == "1" => {
+                let yes = w == "1";
+                self.pos.pop_front();
+                Ok(yes)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// Whether flag `name` was given.
+    pub fn flag(&mut self, name: &str) -> bool {
+        self.opts.iter().any(|(n, _)| *n == name)
+    }
+
+    /// The value of option `name`, as a number.
+    pub fn value_num(&mut self, name: &str) -> Result<Option<u64>, String> {
+        self.opts
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.as_deref())
+            .map(|v| number(v, name))
+            .transpose()
+    }
+
+    /// `--timeout S` (whole or fractional seconds), else `default`.
+    pub fn timeout(&mut self, default: Duration) -> Result<Duration, String> {
+        self.seconds("--timeout", default)
+    }
+
+    /// Option `name` as whole or fractional seconds, else `default`.
+    pub fn seconds(&mut self, name: &str, default: Duration) -> Result<Duration, String> {
+        match self.value_str(name) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<f64>()
+                .ok()
+                .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+                .map(Duration::from_secs_f64)
+                .ok_or_else(|| format!("{name} wants seconds, got {v:?}")),
+        }
+    }
+
+    /// The value of option `name`, as given.
+    pub fn value_str(&mut self, name: &str) -> Option<String> {
+        self.opts
+            .iter()
+            .find(|(n, _)| *n == name)
+            .and_then(|(_, v)| v.clone())
+    }
+
+    fn finish(self) -> Result<(), String> {
+        match self.pos.front() {
+            None => Ok(()),
+            Some(x) => Err(format!("unexpected argument {x:?}")),
+        }
+    }
+}
+
+fn number(s: &str, what: &str) -> Result<u64, String> {
+    s.parse()
+        .map_err(|_| format!("{what} must be a number, got {s:?}"))
+}
+
+/// Parses `CODEC[:LEVEL[:NCPU]]` (walb-tools' compression option).
+pub fn parse_compress(s: &str) -> Option<CompressOpt> {
+    let mut parts = s.split(':');
+    let codec = match parts.next()? {
+        "none" => Codec::None,
+        "snappy" => Codec::Snappy,
+        "gzip" | "zlib" => Codec::Gzip,
+        "lzma" | "xz" => Codec::Lzma,
+        "lz4" => Codec::Lz4,
+        "zstd" => Codec::Zstd,
+        _ => return None,
+    };
+    let level = match parts.next() {
+        Some(l) => l.parse().ok()?,
+        None => 0,
+    };
+    let ncpu = match parts.next() {
+        Some(n) => n.parse().ok()?,
+        None => 1,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(CompressOpt { codec, level, ncpu })
+}
+
+fn parse_set_explicit(a: &mut Args, explicit: bool) -> Result<ExecCmd, String> {
+    let archive = a.req("ARCHIVE")?;
+    let vol = a.req("VOL")?;
+    let mut gids = vec![a.req_num("GID")?];
+    for g in a.rest() {
+        gids.push(number(&g, "GID")?);
+    }
+    Ok(ExecCmd::SetExplicit {
+        archive,
+        vol,
+        gids,
+        explicit,
+    })
+}
+
+fn parse_archive_info(a: &mut Args) -> Result<ExecCmd, String> {
+    let proxy = a.req("PROXY")?;
+    let sub = a.req("add|update|get|delete|list")?;
+    let vol = a.req("VOL")?;
+    let op = match sub.as_str() {
+        "add" | "update" => {
+            let archive = a.req("ARCHIVE")?;
+            let (mut addr, mut compress, mut delay_s) = (None, None, None);
+            for x in a.rest() {
+                if x.bytes().all(|b| b.is_ascii_digit()) && !x.is_empty() {
+                    if delay_s.replace(number(&x, "DELAY")?).is_some() {
+                        return Err(format!("two delays given ({x})"));
+                    }
+                } else if let Some(c) = parse_compress(&x) {
+                    if compress.replace(c).is_some() {
+                        return Err(format!("two compressions given ({x})"));
+                    }
+                } else if x.contains(':') {
+                    if addr.replace(x.clone()).is_some() {
+                        return Err(format!("two addresses given ({x})"));
+                    }
+                } else {
+                    return Err(format!(
+                        "{x:?} is none of HOST:PORT, CODEC:LEVEL:NCPU (codecs: none, snappy, \
+                         gzip, lzma, lz4, zstd) or a DELAY in seconds"
+                    ));
+                }
+            }
+            ArchiveInfoOp::Set {
+                vol,
+                archive,
+                addr,
+                compress,
+                delay_s,
+                update: sub == "update",
+            }
+        }
+        "get" => ArchiveInfoOp::Get {
+            vol,
+            archive: a.req("ARCHIVE")?,
+        },
+        "delete" => ArchiveInfoOp::Delete {
+            vol,
+            archive: a.req("ARCHIVE")?,
+        },
+        "list" => ArchiveInfoOp::List { vol },
+        other => {
+            return Err(format!(
+                "unknown archive-info sub-command {other:?} (add, update, get, delete or list)"
+            ))
+        }
+    };
+    Ok(ExecCmd::ArchiveInfo { proxy, op })
+}
+
+/// `archive-info` sub-commands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ArchiveInfoOp {
+    /// `add` or `update`.
+    Set {
+        /// Volume.
+        vol: String,
+        /// Archive name.
+        archive: String,
+        /// Its address (default: the cluster file's).
+        addr: Option<String>,
+        /// Compression (default snappy:0:1).
+        compress: Option<CompressOpt>,
+        /// Delay, seconds (default 0).
+        delay_s: Option<u64>,
+        /// `update` rather than `add`.
+        update: bool,
+    },
+    /// `get`.
+    Get {
+        /// Volume.
+        vol: String,
+        /// Archive name.
+        archive: String,
+    },
+    /// `delete`.
+    Delete {
+        /// Volume.
+        vol: String,
+        /// Archive name.
+        archive: String,
+    },
+    /// `list`.
+    List {
+        /// Volume.
+        vol: String,
+    },
+}
+
+/// A `get` target (walbc's §2.2 targets the daemons answer).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GetTarget {
+    /// `state VOL`.
+    State(String),
+    /// `host-type`.
+    HostType,
+    /// `vol`.
+    Vol,
+    /// `pid`.
+    Pid,
+    /// `version`.
+    Version,
+    /// `latest-snap [VOL]`.
+    LatestSnap(Option<String>),
+    /// `log-usage [VOL]`.
+    LogUsage(Option<String>),
+    /// `is-overflow VOL`.
+    IsOverflow(String),
+    /// `uuid VOL`.
+    Uuid(String),
+    /// `is-wdiff-send-error VOL ARCHIVE`.
+    IsWdiffSendError(String, String),
+    /// `diff VOL [GIDB [GIDE]]` (archive) or `diff VOL [ARCHIVE]` (proxy queue).
+    Diff(String, Vec<String>),
+    /// `applicable-diff VOL [MAXGID]`.
+    ApplicableDiff(String, Option<u64>),
+    /// `restorable VOL [all]`.
+    Restorable(String, bool),
+    /// `restored VOL`.
+    Restored(String),
+    /// `base VOL`.
+    Base(String),
+    /// `vol-size VOL`.
+    VolSize(String),
+    /// `progress VOL`.
+    Progress(String),
+    /// `exists-base-image VOL`.
+    ExistsBaseImage(String),
+    /// `num-action VOL ACTION`.
+    NumAction(String, String),
+    /// `archive-uuid VOL`.
+    ArchiveUuid(String),
+    /// `meta-state VOL [0|1 [GID]]`.
+    MetaState(String, bool, Option<u64>),
+}
+
+const SPA: &[Role] = &[Role::Storage, Role::Proxy, Role::Archive];
+const S: &[Role] = &[Role::Storage];
+const P: &[Role] = &[Role::Proxy];
+const A: &[Role] = &[Role::Archive];
+const SA: &[Role] = &[Role::Storage, Role::Archive];
+const PA: &[Role] = &[Role::Proxy, Role::Archive];
+
+/// The `get` targets: name, arguments, the roles that answer it.
+pub static GET_TARGETS: &[(&str, &str, &[Role])] = &[
+    ("state", "VOL", SPA),
+    ("host-type", "", SPA),
+    ("vol", "", SPA),
+    ("pid", "", SPA),
+    ("version", "", SPA),
+    ("latest-snap", "[VOL]", SPA),
+    ("log-usage", "[VOL]", S),
+    ("is-overflow", "VOL", S),
+    ("uuid", "VOL", SA),
+    ("is-wdiff-send-error", "VOL ARCHIVE", P),
+    (
+        "diff",
+        "VOL [GIDB [GIDE]] (archive) | VOL [ARCHIVE] (proxy)",
+        PA,
+    ),
+    ("applicable-diff", "VOL [MAXGID]", A),
+    ("restorable", "VOL [all]", A),
+    ("restored", "VOL", A),
+    ("base", "VOL", A),
+    ("vol-size", "VOL", A),
+    ("progress", "VOL", A),
+    ("exists-base-image", "VOL", A),
+    (
+        "num-action",
+        "VOL Merge|Apply|Restore|ReplSyncAsClient|Resize",
+        A,
+    ),
+    ("archive-uuid", "VOL", A),
+    ("meta-state", "VOL [0|1 [GID]]", SA),
+];
+
+impl GetTarget {
+    fn parse(name: &str, a: &mut Args) -> Result<GetTarget, String> {
+        use GetTarget as G;
+        let t = match name {
+            "state" => G::State(a.req("VOL")?),
+            "host-type" => G::HostType,
+            "vol" => G::Vol,
+            "pid" => G::Pid,
+            "version" => G::Version,
+            "latest-snap" => G::LatestSnap(a.opt()),
+            "log-usage" => G::LogUsage(a.opt()),
+            "is-overflow" => G::IsOverflow(a.req("VOL")?),
+            "uuid" => G::Uuid(a.req("VOL")?),
+            "is-wdiff-send-error" => G::IsWdiffSendError(a.req("VOL")?, a.req("ARCHIVE")?),
+            "diff" => {
+                let vol = a.req("VOL")?;
+                let rest = a.rest();
+                if rest.len() > 2 {
+                    return Err(format!("unexpected argument {:?}", rest[2]));
+                }
+                G::Diff(vol, rest)
+            }
+            "applicable-diff" => G::ApplicableDiff(a.req("VOL")?, a.opt_num("MAXGID")?),
+            "restorable" => G::Restorable(a.req("VOL")?, a.keyword("all")?),
+            "restored" => G::Restored(a.req("VOL")?),
+            "base" => G::Base(a.req("VOL")?),
+            "vol-size" => G::VolSize(a.req("VOL")?),
+            "progress" => G::Progress(a.req("VOL")?),
+            "exists-base-image" => G::ExistsBaseImage(a.req("VOL")?),
+            "num-action" => G::NumAction(a.req("VOL")?, a.req("ACTION")?),
+            "archive-uuid" => G::ArchiveUuid(a.req("VOL")?),
+            "meta-state" => {
+                let vol = a.req("VOL")?;
+                let applying = match a.opt().as_deref() {
+                    None | Some("0") => false,
+                    Some("1") => true,
+                    Some(x) => return Err(format!("meta-state wants 0 or 1, got {x:?}")),
+                };
+                G::MetaState(vol, applying, a.opt_num("GID")?)
+            }
+            other => {
+                let names: Vec<&str> = GET_TARGETS.iter().map(|t| t.0).collect();
+                return Err(format!(
+                    "unknown get target {other:?} (one of {})",
+                    names.join(", ")
+                ));
+            }
+        };
+        Ok(t)
+    }
+
+    /// The target's name.
+    pub fn name(&self) -> &'static str {
+        use GetTarget as G;
+        match self {
+            G::State(_) => "state",
+            G::HostType => "host-type",
+            G::Vol => "vol",
+            G::Pid => "pid",
+            G::Version => "version",
+            G::LatestSnap(_) => "latest-snap",
+            G::LogUsage(_) => "log-usage",
+            G::IsOverflow(_) => "is-overflow",
+            G::Uuid(_) => "uuid",
+            G::IsWdiffSendError(..) => "is-wdiff-send-error",
+            G::Diff(..) => "diff",
+            G::ApplicableDiff(..) => "applicable-diff",
+            G::Restorable(..) => "restorable",
+            G::Restored(_) => "restored",
+            G::Base(_) => "base",
+            G::VolSize(_) => "vol-size",
+            G::Progress(_) => "progress",
+            G::ExistsBaseImage(_) => "exists-base-image",
+            G::NumAction(..) => "num-action",
+            G::ArchiveUuid(_) => "archive-uuid",
+            G::MetaState(..) => "meta-state",
+        }
+    }
+
+    /// The roles that answer this target.
+    pub fn roles(&self) -> &'static [Role] {
+        GET_TARGETS
+            .iter()
+            .find(|t| t.0 == self.name())
+            .map_or(SPA, |t| t.2)
+    }
+}
+
+/// A parsed exec command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ExecCmd {
+    /// `help [COMMAND]`.
+    Help {
+        /// One command's usage, or all.
+        command: Option<String>,
+    },
+    /// `state-all VOL`.
+    StateAll {
+        /// Volume.
+        vol: String,
+    },
+    /// `status [NODE] [VOL]`: a known node name first is the node, else the volume.
+    Status {
+        /// Node or volume.
+        first: Option<String>,
+        /// Volume.
+        second: Option<String>,
+    },
+    /// `init-storage NODE VOL WDEV`.
+    InitStorage {
+        /// Storage.
+        node: String,
+        /// Volume.
+        vol: String,
+        /// WalB device (path or name).
+        wdev: String,
+        /// Wait limit.
+        timeout: Duration,
+    },
+    /// `init-archive NODE VOL`.
+    InitArchive {
+        /// Archive.
+        node: String,
+        /// Volume.
+        vol: String,
+    },
+    /// `start NODE VOL [target|standby]`.
+    Start {
+        /// Node.
+        node: String,
+        /// Volume.
+        vol: String,
+        /// Storage mode.
+        mode: Option<StartMode>,
+        /// Wait limit.
+        timeout: Duration,
+    },
+    /// `stop NODE VOL [graceful|force|empty]`.
+    Stop {
+        /// Node.
+        node: String,
+        /// Volume.
+        vol: String,
+        /// How.
+        mode: StopMode,
+        /// Wait limit.
+        timeout: Duration,
+    },
+    /// `reset NODE VOL [GID]`.
+    Reset {
+        /// Storage or archive.
+        node: String,
+        /// Volume.
+        vol: String,
+        /// Storage: first gid of the new epoch.
+        gid: Option<u64>,
+        /// Wait limit.
+        timeout: Duration,
+    },
+    /// `clear NODE VOL`.
+    Clear {
+        /// Node.
+        node: String,
+        /// Volume.
+        vol: String,
+        /// Wait limit of each step.
+        timeout: Duration,
+    },
+    /// `full-backup NODE VOL`.
+    FullBackup {
+        /// Storage.
+        node: String,
+        /// Volume.
+        vol: String,
+        /// Bulk size, logical blocks.
+        bulk_lb: Option<u64>,
+        /// Wait until restorable at the primary archive.
+        wait: bool,
+        /// Wait limit.
+        timeout: Duration,
+    },
+    /// `snapshot NODE VOL [ARCHIVE...]`.
+    Snapshot {
+        /// Storage.
+        node: String,
+        /// Volume.
+        vol: String,
+        /// Archives to wait for.
+        archives: Vec<String>,
+        /// Wait limit.
+        timeout: Duration,
+    },
+    /// `hash-backup NODE VOL`.
+    HashBackup {
+        /// Storage.
+        node: String,
+        /// Volume.
+        vol: String,
+        /// Bulk size, logical blocks.
+        bulk_lb: Option<u64>,
+        /// Wait limit.
+        timeout: Duration,
+    },
+    /// `merge ARCHIVE VOL GIDB GIDE`.
+    Merge {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
+        /// First gid of the chain.
+        gid_b: u64,
+        /// Where the chain ends.
+        gid_e: u64,
+        /// Wait limit.
+        timeout: Duration,
+    },
+    /// `apply ARCHIVE VOL GID`.
+    Apply {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
+        /// Apply up to this gid.
+        gid: u64,
+        /// Wait limit.
+        timeout: Duration,
+    },
+    /// `enable-snapshot|disable-snapshot ARCHIVE VOL GID...`.
+    SetExplicit {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
+        /// Snapshot gids.
+        gids: Vec<u64>,
+        /// `true` for enable-snapshot.
+        explicit: bool,
+    },
+    /// `metrics [--out FILE] [--sample S]`.
+    Metrics {
+        /// Write the text atomically to this file instead of stdout.
+        out: Option<std::path::PathBuf>,
+        /// How long to listen to the event streams for throughputs.
+        sample: Duration,
+    },
+    /// `wait-restorable ARCHIVE VOL GID`.
+    WaitRestorable {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
+        /// Gid.
+        gid: u64,
+        /// Wait limit.
+        timeout: Duration,
+    },
+    /// `restore ARCHIVE VOL GID`.
+    Restore {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
+        /// Gid.
+        gid: u64,
+        /// Wait limit.
+        timeout: Duration,
+    },
+    /// `restored-path ARCHIVE VOL GID`.
+    RestoredPath {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
+        /// Gid.
+        gid: u64,
+    },
+    /// `del-restored ARCHIVE VOL GID`.
+    DelRestored {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
+        /// Gid.
+        gid: u64,
+    },
+    /// `restorable ARCHIVE VOL [all]`.
+    Restorable {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
+        /// Implicit snapshots too.
+        all: bool,
+    },
+    /// `diff-list ARCHIVE VOL [GIDB [GIDE]]`.
+    DiffList {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
+        /// Lower gid bound.
+        gid_b: Option<u64>,
+        /// Upper gid bound.
+        gid_e: Option<u64>,
+    },
+    /// `archive-info PROXY ...`.
+    ArchiveInfo {
+        /// Proxy.
+        proxy: String,
+        /// Sub-command.
+        op: ArchiveInfoOp,
+    },
+    /// `kick NODE [VOL [ARCHIVE]]`.
+    Kick {
+        /// Storage or proxy.
+        node: String,
+        /// Volume.
+        vol: Option<String>,
+        /// Archive (proxy).
+        archive: Option<String>,
+    },
+    /// `get NODE TARGET [ARGS]`.
+    Get {
+        /// Node.
+        node: String,
+        /// Target.
+        target: GetTarget,
+    },
+    /// `shutdown NODE [graceful|force]`.
+    Shutdown {
+        /// Node.
+        node: String,
+        /// Abort running work.
+        force: bool,
+    },
+}
+
+/// Parses one command from its words (`["restore", "a0", "vol", "8"]`).
+pub fn parse_args(words: &[String]) -> Result<ExecCmd, UsageError> {
+    let (name, rest) = words
+        .split_first()
+        .ok_or_else(|| UsageError::plain("no command given (try: help)"))?;
+    let spec = spec(name).ok_or_else(|| {
+        UsageError::plain(format!(
+            "unknown command {name:?} (`walb-console --exec help` lists the commands)"
+        ))
+    })?;
+    let fail = |message: String| UsageError {
+        command: Some(spec.name.to_owned()),
+        message,
+        usage: Some(spec.usage()),
+    };
+    let mut args = Args::new(spec, rest).map_err(fail)?;
+    let cmd = (spec.parse)(&mut args).map_err(fail)?;
+    args.finish().map_err(fail)?;
+    Ok(cmd)
+}
+
+/// Splits a script line into words: whitespace separates, `'...'` and `"..."` quote, `#`
+/// at the start of a word begins a comment. `Ok(empty)` for blank and comment lines.
+pub fn split_words(line: &str) -> Result<Vec<String>, UsageError> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut in_word = false;
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            c if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut cur));
+                    in_word = false;
+                }
+            }
+            '#' if !in_word => break,
+            '\'' | '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some(q) if q == c => break,
+                        Some('\\') if c == '"' => match chars.next() {
+                            Some(e) => cur.push(e),
+                            None => return Err(UsageError::plain("unterminated quote")),
+                        },
+                        Some(x) => cur.push(x),
+                        None => return Err(UsageError::plain("unterminated quote")),
+                    }
+                }
+            }
+            c => {
+                in_word = true;
+                cur.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+/// Parses a script line; `None` for blank and comment lines.
+pub fn parse_line(line: &str) -> Result<Option<ExecCmd>, UsageError> {
+    let words = split_words(line)?;
+    if words.is_empty() {
+        return Ok(None);
+    }
+    parse_args(&words).map(Some)
+}
+
+/// The help text: every command's usage and summary, or one command's.
+pub fn help_lines(command: Option<&str>) -> Result<Vec<String>, UsageError> {
+    match command {
+        None => {
+            let width = COMMANDS.iter().map(|c| c.name.len()).max().unwrap_or(0);
+            let mut out = vec![
+                "commands (walb-console --exec COMMAND ARGS..., or one per line with --exec -):"
+                    .to_owned(),
+            ];
+            for c in COMMANDS {
+                out.push(format!("  {:width$}  {}", c.name, c.about));
+            }
+            out.push("`help COMMAND` shows a command's arguments.".to_owned());
+            Ok(out)
+        }
+        Some(name) => {
+            let c =
+                spec(name).ok_or_else(|| UsageError::plain(format!("unknown command {name:?}")))?;
+            let mut out = vec![format!("usage: {}", c.usage()), format!("  {}", c.about)];
+            if c.name == "get" {
+                out.push("targets:".to_owned());
+                for (t, args, roles) in GET_TARGETS {
+                    let r: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+                    out.push(format!("  {t} {args}  ({})", r.join(", ")));
+                }
+            }
+            Ok(out)
+        }
+    }
+}
+
+impl ExecCmd {
+    /// The command's name.
+    pub fn name(&self) -> &'static str {
+        match self {
+            ExecCmd::Help { .. } => "help",
+            ExecCmd::StateAll { .. } => "state-all",
+            ExecCmd::Status { .. } => "status",
+            ExecCmd::InitStorage { .. } => "init-storage",
+            ExecCmd::InitArchive { .. } => "init-archive",
+            ExecCmd::Start { .. } => "start",
+            ExecCmd::Stop { .. } => "stop",
+            ExecCmd::Reset { .. } => "reset",
+            ExecCmd::Clear { .. } => "clear",
+            ExecCmd::FullBackup { .. } => "full-backup",
+            ExecCmd::Snapshot { .. } => "snapshot",
+            ExecCmd::WaitRestorable { .. } => "wait-restorable",
+            ExecCmd::Restore { .. } => "restore",
+            ExecCmd::RestoredPath { .. } => "restored-path",
+            ExecCmd::DelRestored { .. } => "del-restored",
+            ExecCmd::Restorable { .. } => "restorable",
+            ExecCmd::DiffList { .. } => "diff-list",
+            ExecCmd::ArchiveInfo { .. } => "archive-info",
+            ExecCmd::Kick { .. } => "kick",
+            ExecCmd::Get { .. } => "get",
+            ExecCmd::Shutdown { .. } => "shutdown",
+            ExecCmd::HashBackup { .. } => "hash-backup",
+            ExecCmd::Merge { .. } => "merge",
+            ExecCmd::Apply { .. } => "apply",
+            ExecCmd::SetExplicit { explicit: true, .. } => "enable-snapshot",
+            ExecCmd::SetExplicit {
+                explicit: false, ..
+            } => "disable-snapshot",
+            ExecCmd::Metrics { .. } => "metrics",
+        }
+    }
+
+    /// Whether the command only reads (a viewer certificate, or `--read-only`, may run
+    /// it).
+    pub fn is_read_only(&self) -> bool {
+        match self {
+            ExecCmd::Help { .. }
+            | ExecCmd::StateAll { .. }
+            | ExecCmd::Status { .. }
+            | ExecCmd::WaitRestorable { .. }
+            | ExecCmd::RestoredPath { .. }
+            | ExecCmd::Restorable { .. }
+            | ExecCmd::DiffList { .. }
+            | ExecCmd::Get { .. }
+            | ExecCmd::Metrics { .. } => true,
+            ExecCmd::ArchiveInfo { op, .. } => {
+                matches!(op, ArchiveInfoOp::Get { .. } | ArchiveInfoOp::List { .. })
+            }
+            _ => false,
+        }
+    }
+
+    /// The node and volume the command is about, if it names them.
+    pub fn target(&self) -> (Option<&str>, Option<&str>) {
+        match self {
+            ExecCmd::Help { .. } | ExecCmd::Metrics { .. } => (None, None),
+            ExecCmd::StateAll { vol } => (None, Some(vol)),
+            ExecCmd::Status { first, second } => (first.as_deref(), second.as_deref()),
+            ExecCmd::InitStorage { node, vol, .. }
+            | ExecCmd::InitArchive { node, vol }
+            | ExecCmd::Start { node, vol, .. }
+            | ExecCmd::Stop { node, vol, .. }
+            | ExecCmd::Reset { node, vol, .. }
+            | ExecCmd::Clear { node, vol, .. }
+            | ExecCmd::FullBackup { node, vol, .. }
+            | ExecCmd::HashBackup { node, vol, .. }
+            | ExecCmd::Snapshot { node, vol, .. } => (Some(node), Some(vol)),
+            ExecCmd::WaitRestorable { archive, vol, .. }
+            | ExecCmd::Restore { archive, vol, .. }
+            | ExecCmd::RestoredPath { archive, vol, .. }
+            | ExecCmd::DelRestored { archive, vol, .. }
+            | ExecCmd::Restorable { archive, vol, .. }
+            | ExecCmd::DiffList { archive, vol, .. }
+            | ExecCmd::Merge { archive, vol, .. }
+            | ExecCmd::Apply { archive, vol, .. }
+            | ExecCmd::SetExplicit { archive, vol, .. } => (Some(archive), Some(vol)),
+            ExecCmd::ArchiveInfo { proxy, op } => (
+                Some(proxy),
+                Some(match op {
+                    ArchiveInfoOp::Set { vol, .. }
+                    | ArchiveInfoOp::Get { vol, .. }
+                    | ArchiveInfoOp::Delete { vol, .. }
+                    | ArchiveInfoOp::List { vol } => vol,
+                }),
+            ),
+            ExecCmd::Kick { node, vol, .. } => (Some(node), vol.as_deref()),
+            ExecCmd::Get { node, .. } => (Some(node), None),
+            ExecCmd::Shutdown { node, .. } => (Some(node), None),
+        }
+    }
+
+    /// Whether the command talks to daemons (and so needs a cluster file).
+    pub fn needs_cluster(&self) -> bool {
+        !matches!(self, ExecCmd::Help { .. })
+    }
+
+    /// Runs the command (help runs without a client: see [`help_lines`]).
+    pub async fn run(&self, client: &Client) -> Result<Outcome, ClientError> {
+        let done = |node: &str, vol: &str, state: String| Outcome::Done {
+            node: node.to_owned(),
+            vol: Some(vol.to_owned()),
+            state: Some(state),
+        };
+        let cl = client.cluster();
+        match self {
+            ExecCmd::Help { command } => help_lines(command.as_deref())
+                .map(Outcome::Lines)
+                .map_err(|e| ClientError::State(e.to_string())),
+            ExecCmd::StateAll { vol } => Ok(Outcome::StateAll(state_all(client, vol).await)),
+            ExecCmd::Status { first, second } => {
+                if let Some(f) = first {
+                    if second.is_some() || cl.node(f).is_ok() {
+                        cl.node(f)?;
+                        return Ok(Outcome::Lines(client.status(f, second.as_deref()).await?));
+                    }
+                }
+                Ok(Outcome::Status(status_all(client, first.as_deref()).await))
+            }
+            ExecCmd::InitStorage {
+                node,
+                vol,
+                wdev,
+                timeout,
+            } => {
+                let st = ops::init_storage(client, node, vol, wdev, *timeout).await?;
+                Ok(done(node, vol, st))
+            }
+            ExecCmd::InitArchive { node, vol } => {
+                let st = ops::init_archive(client, node, vol).await?;
+                Ok(done(node, vol, st))
+            }
+            ExecCmd::Start {
+                node,
+                vol,
+                mode,
+                timeout,
+            } => {
+                let st = ops::start(client, node, vol, *mode, *timeout).await?;
+                Ok(done(node, vol, st))
+            }
+            ExecCmd::Stop {
+                node,
+                vol,
+                mode,
+                timeout,
+            } => {
+                let st = ops::stop(client, node, vol, *mode, *timeout).await?;
+                Ok(done(node, vol, st))
+            }
+            ExecCmd::Reset {
+                node,
+                vol,
+                gid,
+                timeout,
+            } => {
+                let st = ops::reset(client, node, vol, *gid, *timeout).await?;
+                Ok(done(node, vol, st))
+            }
+            ExecCmd::Clear { node, vol, timeout } => {
+                let st = ops::clear(client, node, vol, *timeout).await?;
+                Ok(done(node, vol, st))
+            }
+            ExecCmd::FullBackup {
+                node,
+                vol,
+                bulk_lb,
+                wait,
+                timeout,
+            } => {
+                let r = ops::full_backup(client, node, vol, *bulk_lb, *wait, *timeout).await?;
+                Ok(Outcome::FullBackup {
+                    gid: r.gid,
+                    restorable: r.restorable,
+                })
+            }
+            ExecCmd::Snapshot {
+                node,
+                vol,
+                archives,
+                timeout,
+            } => Ok(Outcome::Gid(
+                ops::snapshot(client, node, vol, archives, *timeout).await?,
+            )),
+            ExecCmd::HashBackup {
+                node,
+                vol,
+                bulk_lb,
+                timeout,
+            } => {
+                let st = ops::hash_backup(client, node, vol, *bulk_lb, *timeout).await?;
+                Ok(done(node, vol, st))
+            }
+            ExecCmd::Merge {
+                archive,
+                vol,
+                gid_b,
+                gid_e,
+                timeout,
+            } => {
+                ops::merge(client, archive, vol, *gid_b, *gid_e, *timeout).await?;
+                Ok(Outcome::Done {
+                    node: archive.clone(),
+                    vol: Some(vol.clone()),
+                    state: None,
+                })
+            }
+            ExecCmd::Apply {
+                archive,
+                vol,
+                gid,
+                timeout,
+            } => Ok(Outcome::MetaState(
+                ops::apply(client, archive, vol, *gid, *timeout).await?,
+            )),
+            ExecCmd::SetExplicit {
+                archive,
+                vol,
+                gids,
+                explicit,
+            } => {
+                cl.node_as(archive, &[Role::Archive], self.name())?;
+                client
+                    .set_snapshots_explicit(archive, vol, gids, *explicit)
+                    .await?;
+                Ok(Outcome::Done {
+                    node: archive.clone(),
+                    vol: Some(vol.clone()),
+                    state: None,
+                })
+            }
+            ExecCmd::Metrics { out, sample } => {
+                let model = crate::tui::app::load_snapshot(client, *sample).await;
+                let text = crate::metrics::render(&model);
+                match out {
+                    None => Ok(Outcome::Text(text.trim_end().to_owned())),
+                    Some(path) => {
+                        crate::metrics::write_atomically(path, &text).map_err(|e| {
+                            ClientError::State(format!("writing {}: {e}", path.display()))
+                        })?;
+                        Ok(Outcome::Done {
+                            node: String::new(),
+                            vol: None,
+                            state: None,
+                        })
+                    }
+                }
+            }
+            ExecCmd::WaitRestorable {
+                archive,
+                vol,
+                gid,
+                timeout,
+            } => {
+                ops::wait_for_restorable(client, archive, vol, *gid, *timeout).await?;
+                Ok(Outcome::Gid(*gid))
+            }
+            ExecCmd::Restore {
+                archive,
+                vol,
+                gid,
+                timeout,
+            } => {
+                let path = ops::restore(client, archive, vol, *gid, *timeout).await?;
+                Ok(Outcome::Restored { gid: *gid, path })
+            }
+            ExecCmd::RestoredPath { archive, vol, gid } => Ok(Outcome::Text(
+                ops::restored_path(client, archive, vol, *gid).await?,
+            )),
+            ExecCmd::DelRestored { archive, vol, gid } => {
+                cl.node_as(archive, &[Role::Archive], "del-restored")?;
+                client.del_restored(archive, vol, *gid).await?;
+                Ok(Outcome::Done {
+                    node: archive.clone(),
+                    vol: Some(vol.clone()),
+                    state: None,
+                })
+            }
+            ExecCmd::Restorable { archive, vol, all } => {
+                cl.node_as(archive, &[Role::Archive], "restorable")?;
+                Ok(Outcome::Restorable(
+                    client.restorable(archive, vol, *all).await?,
+                ))
+            }
+            ExecCmd::DiffList {
+                archive,
+                vol,
+                gid_b,
+                gid_e,
+            } => {
+                cl.node_as(archive, &[Role::Archive], "diff-list")?;
+                Ok(Outcome::Diffs(
+                    client.diffs(archive, vol, *gid_b, *gid_e, None).await?,
+                ))
+            }
+            ExecCmd::ArchiveInfo { proxy, op } => {
+                cl.node_as(proxy, &[Role::Proxy], "archive-info")?;
+                run_archive_info(client, proxy, op).await
+            }
+            ExecCmd::Kick { node, vol, archive } => {
+                cl.node_as(node, &[Role::Storage, Role::Proxy], "kick")?;
+                client
+                    .kick(node, vol.as_deref(), archive.as_deref())
+                    .await?;
+                Ok(Outcome::Done {
+                    node: node.clone(),
+                    vol: vol.clone(),
+                    state: None,
+                })
+            }
+            ExecCmd::Get { node, target } => {
+                let n = cl.node_as(node, target.roles(), &format!("get {}", target.name()))?;
+                run_get(client, node, n.role, target).await
+            }
+            ExecCmd::Shutdown { node, force } => {
+                cl.node(node)?;
+                client.shutdown(node, *force).await?;
+                Ok(Outcome::Done {
+                    node: node.clone(),
+                    vol: None,
+                    state: None,
+                })
+            }
+        }
+    }
+}
+
+fn row_error(e: ClientError) -> RowError {
+    if e.is_unreachable() {
+        match e {
+            ClientError::Unreachable { message, .. } | ClientError::Resolve { message, .. } => {
+                RowError::Unreachable(message)
+            }
+            other => RowError::Unreachable(other.to_string()),
+        }
+    } else {
+        RowError::Failed(e.to_string())
+    }
+}
+
+/// `state-all`: every node's state of `vol`, asked at once.
+pub async fn state_all(client: &Client, vol: &str) -> Vec<StateRow> {
+    let mut set = JoinSet::new();
+    for (i, n) in client.cluster().nodes.iter().enumerate() {
+        let (c, name, vol) = (client.clone(), n.name.clone(), vol.to_owned());
+        set.spawn(async move { (i, c.state(&name, &vol).await) });
+    }
+    let mut results: Vec<Option<Result<String, ClientError>>> =
+        client.cluster().nodes.iter().map(|_| None).collect();
+    while let Some(r) = set.join_next().await {
+        if let Ok((i, r)) = r {
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+    }
+    client
+        .cluster()
+        .nodes
+        .iter()
+        .zip(results)
+        .map(|(n, r)| StateRow {
+            node: n.name.clone(),
+            addr: n.addr.clone(),
+            role: n.role,
+            state: match r {
+                Some(Ok(s)) => Ok(s),
+                Some(Err(e)) => Err(row_error(e)),
+                None => Err(RowError::Failed("the query task failed".into())),
+            },
+        })
+        .collect()
+}
+
+/// `status` of every node (of one volume).
+pub async fn status_all(client: &Client, vol: Option<&str>) -> Vec<StatusBlock> {
+    let mut set = JoinSet::new();
+    for (i, n) in client.cluster().nodes.iter().enumerate() {
+        let (c, name, vol) = (client.clone(), n.name.clone(), vol.map(str::to_owned));
+        set.spawn(async move { (i, c.status(&name, vol.as_deref()).await) });
+    }
+    let mut results: Vec<Option<Result<Vec<String>, ClientError>>> =
+        client.cluster().nodes.iter().map(|_| None).collect();
+    while let Some(r) = set.join_next().await {
+        if let Ok((i, r)) = r {
+            if let Some(slot) = results.get_mut(i) {
+                *slot = Some(r);
+            }
+        }
+    }
+    client
+        .cluster()
+        .nodes
+        .iter()
+        .zip(results)
+        .map(|(n, r)| StatusBlock {
+            node: n.name.clone(),
+            addr: n.addr.clone(),
+            role: n.role,
+            lines: match r {
+                Some(Ok(l)) => Ok(l),
+                Some(Err(e)) => Err(row_error(e)),
+                None => Err(RowError::Failed("the query task failed".into())),
+            },
+        })
+        .collect()
+}
+
+async fn run_archive_info(
+    client: &Client,
+    proxy: &str,
+    op: &ArchiveInfoOp,
+) -> Result<Outcome, ClientError> {
+    match op {
+        ArchiveInfoOp::Set {
+            vol,
+            archive,
+            addr,
+            compress,
+            delay_s,
+            update,
+        } => {
+            let addr = match addr {
+                Some(a) => a.clone(),
+                None => client
+                    .cluster()
+                    .node_as(archive, &[Role::Archive], "archive-info")?
+                    .addr
+                    .clone(),
+            };
+            let dest = ArchiveDest {
+                addr,
+                compress: compress.unwrap_or_else(ops::default_compress),
+                delay_s: delay_s.unwrap_or(0),
+            };
+            client
+                .archive_info_set(proxy, vol, archive, dest, *update)
+                .await?;
+            Ok(Outcome::Done {
+                node: proxy.to_owned(),
+                vol: Some(vol.clone()),
+                state: None,
+            })
+        }
+        ArchiveInfoOp::Get { vol, archive } => Ok(Outcome::Text(
+            client.archive_info_get(proxy, vol, archive).await?,
+        )),
+        ArchiveInfoOp::Delete { vol, archive } => {
+            client.archive_info_delete(proxy, vol, archive).await?;
+            Ok(Outcome::Done {
+                node: proxy.to_owned(),
+                vol: Some(vol.clone()),
+                state: None,
+            })
+        }
+        ArchiveInfoOp::List { vol } => {
+            Ok(Outcome::Lines(client.archive_info_list(proxy, vol).await?))
+        }
+    }
+}
+
+async fn run_get(
+    client: &Client,
+    node: &str,
+    role: Role,
+    target: &GetTarget,
+) -> Result<Outcome, ClientError> {
+    use GetTarget as G;
+    let bad = |m: String| ClientError::State(format!("get {}: {m}", target.name()));
+    Ok(match target {
+        G::State(vol) => Outcome::Text(client.state(node, vol).await?),
+        G::HostType => Outcome::Text(client.host_type(node).await?),
+        G::Vol => Outcome::Lines(client.vols(node).await?),
+        G::Pid => Outcome::Number(client.pid(node).await?),
+        G::Version => {
+            let (software, protocol) = client.version(node).await?;
+            Outcome::Version { software, protocol }
+        }
+        G::LatestSnap(vol) => Outcome::LatestSnap {
+            role,
+            snaps: client.latest_snap(node, vol.as_deref()).await?,
+        },
+        G::LogUsage(vol) => Outcome::Lines(client.log_usage(node, vol.as_deref()).await?),
+        G::IsOverflow(vol) => Outcome::Bool(client.is_overflow(node, vol).await?),
+        G::Uuid(vol) => Outcome::Uuid(client.uuid(node, vol).await?),
+        G::IsWdiffSendError(vol, a) => {
+            Outcome::Bool(client.is_wdiff_send_error(node, vol, a).await?)
+        }
+        G::Diff(vol, rest) => {
+            if role == Role::Proxy {
+                if rest.len() > 1 {
+                    return Err(bad("on a proxy it takes VOL [ARCHIVE]".into()));
+                }
+                Outcome::Diffs(
+                    client
+                        .diffs(node, vol, None, None, rest.first().map(String::as_str))
+                        .await?,
+                )
+            } else {
+                let nums = rest
+                    .iter()
+                    .map(|s| number(s, "GID"))
+                    .collect::<Result<Vec<u64>, String>>()
+                    .map_err(bad)?;
+                Outcome::Diffs(
+                    client
+                        .diffs(node, vol, nums.first().copied(), nums.get(1).copied(), None)
+                        .await?,
+                )
+            }
+        }
+        G::ApplicableDiff(vol, g) => Outcome::Diffs(client.applicable_diff(node, vol, *g).await?),
+        G::Restorable(vol, all) => Outcome::Restorable(client.restorable(node, vol, *all).await?),
+        G::Restored(vol) => Outcome::Lines(
+            client
+                .restored(node, vol)
+                .await?
+                .into_iter()
+                .map(|(g, p)| format!("{g} {p}"))
+                .collect(),
+        ),
+        G::Base(vol) => Outcome::MetaState(client.base(node, vol).await?),
+        G::VolSize(vol) => Outcome::Number(client.vol_size(node, vol).await?),
+        G::Progress(vol) => Outcome::Number(client.progress(node, vol).await?),
+        G::ExistsBaseImage(vol) => Outcome::Bool(client.exists_base_image(node, vol).await?),
+        G::NumAction(vol, action) => Outcome::Number(client.num_action(node, vol, action).await?),
+        G::ArchiveUuid(vol) => Outcome::Uuid(client.archive_uuid(node, vol).await?),
+        G::MetaState(vol, applying, gid) => {
+            Outcome::MetaState(client.meta_state(node, vol, *applying, *gid).await?)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<String> {
+        split_words(s).unwrap()
+    }
+
+    fn parse(s: &str) -> Result<ExecCmd, UsageError> {
+        parse_args(&words(s))
+    }
+
+    fn err(s: &str) -> String {
+        parse(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn every_command_parses_its_documented_form() {
+        let ok = [
+            "help",
+            "help restore",
+            "state-all vol",
+            "status",
+            "status s0",
+            "status s0 vol",
+            "init-storage s0 vol /dev/walb/walb-tutorial-device",
+            "init-archive a0 vol",
+            "start s0 vol",
+            "start s0 vol target --timeout 5",
+            "start s0 vol standby",
+            "stop s0 vol",
+            "stop p0 vol empty",
+            "stop s0 vol force --timeout=1.5",
+            "reset s0 vol",
+            "reset s0 vol 100",
+            "clear a0 vol",
+            "full-backup s0 vol",
+            "full-backup s0 vol --no-wait --bulk 512 --timeout 60",
+            "snapshot s0 vol",
+            "snapshot s0 vol a0 a1",
+            "wait-restorable a0 vol 8 --timeout 30",
+            "restore a0 vol 8",
+            "restored-path a0 vol 8",
+            "del-restored a0 vol 8",
+            "restorable a0 vol",
+            "restorable a0 vol all",
+            "diff-list a0 vol",
+            "diff-list a0 vol 2 8",
+            "archive-info p0 add vol a0",
+            "archive-info p0 add vol a0 localhost:10200 snappy:0:1 3",
+            "archive-info p0 update vol a0 zstd:3:2",
+            "archive-info p0 get vol a0",
+            "archive-info p0 delete vol a0",
+            "archive-info p0 list vol",
+            "kick s0",
+            "kick p0 vol a0",
+            "get s0 state vol",
+            "get s0 host-type",
+            "get s0 vol",
+            "get s0 pid",
+            "get s0 version",
+            "get s0 latest-snap",
+            "get s0 latest-snap vol",
+            "get s0 log-usage vol",
+            "get s0 is-overflow vol",
+            "get s0 uuid vol",
+            "get p0 is-wdiff-send-error vol a0",
+            "get a0 diff vol 0 10",
+            "get p0 diff vol a0",
+            "get a0 applicable-diff vol 10",
+            "get a0 restorable vol all",
+            "get a0 restored vol",
+            "get a0 base vol",
+            "get a0 vol-size vol",
+            "get a0 progress vol",
+            "get a0 exists-base-image vol",
+            "get a0 num-action vol Restore",
+            "get a0 archive-uuid vol",
+            "get s0 meta-state vol",
+            "get a0 meta-state vol 1 20",
+            "shutdown s0",
+            "shutdown s0 force",
+            "hash-backup s0 vol --bulk 64 --timeout 9",
+            "merge a0 vol 2 7",
+            "apply a0 vol 8",
+            "disable-snapshot a0 vol 3 4",
+            "enable-snapshot a0 vol 3",
+            "metrics",
+            "metrics --out /tmp/walb.prom --sample 0.5",
+        ];
+        for line in ok {
+            let c = parse(line).unwrap_or_else(|e| panic!("{line}: {e}"));
+            assert_eq!(c.name(), line.split_whitespace().next().unwrap(), "{line}");
+        }
+        // Every command of the table is exercised above.
+        for spec in COMMANDS {
+            assert!(
+                ok.iter()
+                    .any(|l| l.split_whitespace().next() == Some(spec.name)),
+                "{} untested",
+                spec.name
+            );
+        }
+        for (t, _, _) in GET_TARGETS {
+            assert!(
+                ok.iter().any(|l| l.split_whitespace().nth(2) == Some(*t)),
+                "get {t} untested"
+            );
+        }
+    }
+
+    #[test]
+    fn parsed_values() {
+        assert_eq!(
+            parse("stop s0 vol force --timeout=1.5").unwrap(),
+            ExecCmd::Stop {
+                node: "s0".into(),
+                vol: "vol".into(),
+                mode: StopMode::Force,
+                timeout: Duration::from_millis(1500),
+            }
+        );
+        assert_eq!(
+            parse("full-backup s0 vol --no-wait --bulk 512").unwrap(),
+            ExecCmd::FullBackup {
+                node: "s0".into(),
+                vol: "vol".into(),
+                bulk_lb: Some(512),
+                wait: false,
+                timeout: TIMEOUT_LONG,
+            }
+        );
+        assert_eq!(
+            parse("archive-info p0 add vol a0 3 lzma:9:2 host:1").unwrap(),
+            ExecCmd::ArchiveInfo {
+                proxy: "p0".into(),
+                op: ArchiveInfoOp::Set {
+                    vol: "vol".into(),
+                    archive: "a0".into(),
+                    addr: Some("host:1".into()),
+                    compress: Some(CompressOpt {
+                        codec: Codec::Lzma,
+                        level: 9,
+                        ncpu: 2
+                    }),
+                    delay_s: Some(3),
+                    update: false,
+                }
+            }
+        );
+        assert_eq!(
+            parse("snapshot s0 vol a0 a1").unwrap(),
+            ExecCmd::Snapshot {
+                node: "s0".into(),
+                vol: "vol".into(),
+                archives: vec!["a0".into(), "a1".into()],
+                timeout: TIMEOUT_LONG,
+            }
+        );
+        assert_eq!(
+            parse("get a0 meta-state vol 1 20").unwrap(),
+            ExecCmd::Get {
+                node: "a0".into(),
+                target: GetTarget::MetaState("vol".into(), true, Some(20)),
+            }
+        );
+    }
+
+    #[test]
+    fn mistakes_name_the_command_and_show_usage() {
+        assert_eq!(
+            err("restore a0 vol"),
+            "restore: missing GID (usage: restore ARCHIVE VOL GID [--timeout S])"
+        );
+        assert!(err("restore a0 vol x").contains("GID must be a number, got \"x\""));
+        assert!(err("restore a0 vol 8 9").contains("unexpected argument \"9\""));
+        assert!(err("frobnicate x").contains("unknown command \"frobnicate\""));
+        assert!(err("state-all vol --json").contains("unknown option --json"));
+        assert!(err("state-all vol --json").contains("before --exec"));
+        assert!(err("stop s0 vol nicely").contains("unknown stop mode \"nicely\""));
+        assert!(err("start s0 vol up").contains("unknown start mode"));
+        assert!(err("restore a0 vol 8 --timeout").contains("--timeout needs a value S"));
+        assert!(err("restore a0 vol 8 --timeout soon").contains("--timeout wants seconds"));
+        assert!(err("full-backup s0 vol --no-wait=1").contains("takes no value"));
+        assert!(err("archive-info p0 add vol").contains("missing ARCHIVE"));
+        assert!(err("archive-info p0 add vol a0 bogus").contains("is none of HOST:PORT"));
+        assert!(err("archive-info p0 add vol a0 1 2").contains("two delays"));
+        assert!(err("archive-info p0 rename vol").contains("unknown archive-info sub-command"));
+        assert!(err("get s0 nonsense").contains("unknown get target \"nonsense\""));
+        assert!(err("get s0 state").contains("missing VOL"));
+        assert!(err("get a0 meta-state vol 2").contains("wants 0 or 1"));
+        assert!(err("shutdown s0 now").contains("unknown shutdown mode"));
+        assert!(err("kick p0 vol a0 extra").contains("unexpected argument"));
+        assert_eq!(
+            parse_args(&[]).unwrap_err().to_string(),
+            "no command given (try: help)"
+        );
+    }
+
+    #[test]
+    fn script_lines_split_with_quotes_and_comments() {
+        assert_eq!(words("  # a comment"), Vec::<String>::new());
+        assert_eq!(words(""), Vec::<String>::new());
+        assert_eq!(
+            words("init-storage s0 vol '/dev/walb/my dev' # tail"),
+            ["init-storage", "s0", "vol", "/dev/walb/my dev"]
+        );
+        assert_eq!(words(r#"a "b \" c" d#e"#), ["a", "b \" c", "d#e"]);
+        assert!(split_words("a 'b").is_err());
+        assert_eq!(parse_line("# only").unwrap(), None);
+        assert!(parse_line("restore a0").is_err());
+    }
+
+    #[test]
+    fn compress_options() {
+        assert_eq!(
+            parse_compress("snappy:0:1"),
+            Some(CompressOpt {
+                codec: Codec::Snappy,
+                level: 0,
+                ncpu: 1
+            })
+        );
+        assert_eq!(parse_compress("zstd").map(|c| c.codec), Some(Codec::Zstd));
+        assert_eq!(parse_compress("zstd:x"), None);
+        assert_eq!(parse_compress("brotli:1:1"), None);
+        assert_eq!(parse_compress("zstd:1:1:1"), None);
+    }
+
+    #[test]
+    fn help_lists_every_command_and_get_targets() {
+        let all = help_lines(None).unwrap().join("\n");
+        for c in COMMANDS {
+            assert!(all.contains(c.name), "{}", c.name);
+        }
+        let get = help_lines(Some("get")).unwrap().join("\n");
+        assert!(
+            get.contains("is-wdiff-send-error VOL ARCHIVE  (proxy)"),
+            "{get}"
+        );
+        assert!(help_lines(Some("nope")).is_err());
+    }
+}

@@ -1,0 +1,1033 @@
+//! `walb-console lab`: the tutorial's cluster on one machine, in one command.
+//!
+//! `lab up` makes a directory (default `~/.local/share/walb/lab`) holding everything:
+//!
+//! ```text
+//! lab.toml            the lab's settings (ports, volume, device), reused by later commands
+//! cluster.toml        the cluster file (the console finds it when no other exists)
+//! certs/              cluster CA, storage-s0, proxy-p0, archive-a0, operator-console
+//! dev/ldev.img        the WalB log device image      dev/ddev.img  the data device image
+//! s0/ p0/ a0/         the daemons' base directories
+//! NODE.log NODE.out   each daemon's log, and its stdout/stderr
+//! NODE.pid            each daemon's pid
+//! ```
+//!
+//! It formats the device images with `wdevc format-ldev`, runs an emulated WalB device
+//! (`wdevc create-wdev --emulate`; as root it appears as `/dev/walb/NAME`, otherwise only
+//! its control socket, written to with `wdevc workload`), starts walb-storage s0 on
+//! 127.0.0.1:10000, walb-proxy p0 on :10100 and walb-archive a0 on :10200, waits until each
+//! answers, then runs init-storage and full-backup of volume `vol` like the tutorial.
+//! Running `up` again resumes whatever is missing (a stopped daemon, the device, the
+//! backup). `down` shuts the daemons down (SIGKILL after a timeout) and deletes the
+//! device; `--purge` removes the directory.
+//!
+//! Binaries (walb-storage, walb-proxy, walb-archive, wdevc) are found next to the
+//! walb-console executable first, then on `PATH`.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tracing::{info, warn};
+use walb_wire::{ClusterCa, IssueOptions, PeerId, Role};
+
+use crate::client::{Client, ClientError, ClientOptions};
+use crate::cluster::{self, CertsSection, Cluster, ClusterFile, NodeSection};
+use crate::ops;
+
+/// Why a lab command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// A file or directory operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        source: std::io::Error,
+    },
+    /// A program is nowhere to be found.
+    #[error("cannot find {name} next to walb-console ({}) nor on PATH (build the workspace, or pass --bin-dir)", .beside.display())]
+    NoBinary {
+        /// The program.
+        name: String,
+        /// Where walb-console is.
+        beside: PathBuf,
+    },
+    /// A program failed.
+    #[error("{command} failed ({status}): {output}")]
+    Command {
+        /// The command line.
+        command: String,
+        /// Its exit status.
+        status: String,
+        /// What it printed.
+        output: String,
+    },
+    /// A daemon did not come up.
+    #[error("{node} did not come up: {why} (log: {})", .log.display())]
+    NotUp {
+        /// The node.
+        node: String,
+        /// What happened.
+        why: String,
+        /// Its log.
+        log: PathBuf,
+    },
+    /// A talk with a daemon failed.
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    /// A cluster-file problem.
+    #[error(transparent)]
+    Cluster(#[from] cluster::ClusterError),
+    /// Certificates could not be made.
+    #[error("certificates: {0}")]
+    Certs(#[from] walb_wire::certs::CertError),
+    /// Anything else, explained.
+    #[error("{0}")]
+    Other(String),
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
+    let what = what.into();
+    move |source| LabError::Io { what, source }
+}
+
+/// The lab's settings, kept in `lab.toml`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LabConfig {
+    /// Address the daemons listen on.
+    pub host: String,
+    /// Storage port; the proxy listens on +100, the archive on +200.
+    pub port_base: u16,
+    /// The volume.
+    pub vol: String,
+    /// The WalB device's name.
+    pub device: String,
+    /// Data device size, MiB.
+    pub size_mb: u64,
+    /// Log device size, MiB.
+    pub log_mb: u64,
+    /// Emulated device without a block device (control socket only).
+    pub no_block: bool,
+    /// Where the programs are (`--bin-dir` of `up`), if not beside walb-console or on
+    /// PATH.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin_dir: Option<PathBuf>,
+}
+
+impl Default for LabConfig {
+    fn default() -> Self {
+        Self {
+            host: "127.0.0.1".into(),
+            port_base: 10000,
+            vol: "vol".into(),
+            device: "walb-lab".into(),
+            size_mb: 64,
+            log_mb: 32,
+            no_block: false,
+            bin_dir: None,
+        }
+    }
+}
+
+/// One daemon of the lab.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LabNode {
+    /// Its id.
+    pub name: &'static str,
+    /// Its role.
+    pub role: Role,
+    /// Its port's offset from the base port.
+    pub port_offset: u16,
+}
+
+/// The lab's daemons, in start order.
+pub const LAB_NODES: [LabNode; 3] = [
+    LabNode {
+        name: "a0",
+        role: Role::Archive,
+        port_offset: 200,
+    },
+    LabNode {
+        name: "p0",
+        role: Role::Proxy,
+        port_offset: 100,
+    },
+    LabNode {
+        name: "s0",
+        role: Role::Storage,
+        port_offset: 0,
+    },
+];
+
+/// The console's certificate id in the lab.
+pub const CONSOLE_ID: &str = "console";
+
+impl LabNode {
+    /// The node called `name`.
+    pub fn by_name(name: &str) -> Result<LabNode, LabError> {
+        LAB_NODES
+            .iter()
+            .copied()
+            .find(|n| n.name == name)
+            .ok_or_else(|| LabError::Other(format!("the lab has no node {name:?} (s0, p0, a0)")))
+    }
+
+    /// The daemon's program name.
+    pub fn binary(&self) -> &'static str {
+        match self.role {
+            Role::Storage => "walb-storage",
+            Role::Proxy => "walb-proxy",
+            _ => "walb-archive",
+        }
+    }
+
+    /// `HOST:PORT`.
+    pub fn addr(&self, cfg: &LabConfig) -> String {
+        format!(
+            "{}:{}",
+            cfg.host,
+            cfg.port_base.saturating_add(self.port_offset)
+        )
+    }
+}
+
+/// Paths inside a lab directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabLayout {
+    /// The lab directory.
+    pub dir: PathBuf,
+}
+
+impl LabLayout {
+    /// The lab in `dir`, else the default directory.
+    pub fn new(dir: Option<PathBuf>) -> Result<LabLayout, LabError> {
+        let dir = match dir {
+            Some(d) => d,
+            None => cluster::default_lab_dir()
+                .ok_or_else(|| LabError::Other("no home directory: pass --dir".into()))?,
+        };
+        let dir = if dir.is_absolute() {
+            dir
+        } else {
+            std::env::current_dir()
+                .map_err(io("finding the working directory"))?
+                .join(dir)
+        };
+        Ok(LabLayout { dir })
+    }
+    /// `lab.toml`.
+    pub fn config(&self) -> PathBuf {
+        self.dir.join("lab.toml")
+    }
+    /// `cluster.toml`.
+    pub fn cluster_file(&self) -> PathBuf {
+        self.dir.join(cluster::CLUSTER_FILE_NAME)
+    }
+    /// `certs/`.
+    pub fn certs(&self) -> PathBuf {
+        self.dir.join("certs")
+    }
+    /// `dev/ldev.img`.
+    pub fn ldev(&self) -> PathBuf {
+        self.dir.join("dev").join("ldev.img")
+    }
+    /// `dev/ddev.img`.
+    pub fn ddev(&self) -> PathBuf {
+        self.dir.join("dev").join("ddev.img")
+    }
+    /// A daemon's base directory.
+    pub fn base(&self, n: &LabNode) -> PathBuf {
+        self.dir.join(n.name)
+    }
+    /// A daemon's log file.
+    pub fn log(&self, n: &LabNode) -> PathBuf {
+        self.dir.join(format!("{}.log", n.name))
+    }
+    /// A daemon's stdout/stderr.
+    pub fn out(&self, n: &LabNode) -> PathBuf {
+        self.dir.join(format!("{}.out", n.name))
+    }
+    /// A daemon's pid file.
+    pub fn pid(&self, n: &LabNode) -> PathBuf {
+        self.dir.join(format!("{}.pid", n.name))
+    }
+
+    /// Reads `lab.toml`.
+    pub fn load_config(&self) -> Result<LabConfig, LabError> {
+        let p = self.config();
+        let text = std::fs::read_to_string(&p).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::NotFound {
+                LabError::Other(format!(
+                    "no lab in {} (run `walb-console lab up` first)",
+                    self.dir.display()
+                ))
+            } else {
+                LabError::Io {
+                    what: format!("reading {}", p.display()),
+                    source: e,
+                }
+            }
+        })?;
+        toml::from_str(&text).map_err(|e| LabError::Other(format!("{}: {e}", p.display())))
+    }
+
+    /// Writes `lab.toml`.
+    pub fn save_config(&self, cfg: &LabConfig) -> Result<(), LabError> {
+        let text = toml::to_string(cfg).map_err(|e| LabError::Other(e.to_string()))?;
+        std::fs::write(self.config(), format!("# walb lab settings\n{text}"))
+            .map_err(io(format!("writing {}", self.config().display())))
+    }
+}
+
+/// The lab's cluster file (paths relative to the lab directory).
+pub fn lab_cluster_file(cfg: &LabConfig) -> ClusterFile {
+    ClusterFile {
+        name: "lab".into(),
+        certs: CertsSection {
+            ca: "certs/ca.crt".into(),
+            cert: format!("certs/operator-{CONSOLE_ID}.crt").into(),
+            key: format!("certs/operator-{CONSOLE_ID}.key").into(),
+        },
+        nodes: ["s0", "p0", "a0"]
+            .iter()
+            .filter_map(|n| LabNode::by_name(n).ok())
+            .map(|n| NodeSection {
+                name: n.name.into(),
+                role: n.role.to_string(),
+                addr: n.addr(cfg),
+                archive: (n.role == Role::Storage).then(|| "a0".into()),
+                proxies: if n.role == Role::Storage {
+                    vec!["p0".into()]
+                } else {
+                    vec![]
+                },
+            })
+            .collect(),
+    }
+}
+
+/// The command line of a lab daemon (its options in `walb_daemon::opts`).
+pub fn daemon_args(layout: &LabLayout, cfg: &LabConfig, n: &LabNode) -> Vec<OsString> {
+    let mut a: Vec<OsString> = vec![
+        "--base-dir".into(),
+        layout.base(n).into(),
+        "--log-file".into(),
+        layout.log(n).into(),
+        "--listen".into(),
+        n.addr(cfg).into(),
+        "--id".into(),
+        n.name.into(),
+        "--cert-dir".into(),
+        layout.certs().into(),
+    ];
+    if n.role == Role::Storage {
+        let (a0, p0) = (LAB_NODES[0], LAB_NODES[1]);
+        a.extend([
+            "--archive".into(),
+            a0.addr(cfg).into(),
+            "--proxy".into(),
+            p0.addr(cfg).into(),
+        ]);
+    }
+    a
+}
+
+/// Finds program `name`: in `bin_dir`, else next to this executable, else on `PATH`.
+pub fn find_binary(name: &str, bin_dir: Option<&Path>) -> Result<PathBuf, LabError> {
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(Path::to_owned))
+        .unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = bin_dir.into_iter().map(Path::to_owned).collect();
+    dirs.push(beside.clone());
+    // Test binaries live in target/debug/deps; the programs are one level up.
+    if beside.file_name().is_some_and(|n| n == "deps") {
+        if let Some(p) = beside.parent() {
+            dirs.push(p.to_owned());
+        }
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        dirs.extend(std::env::split_paths(&path));
+    }
+    dirs.into_iter()
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+        .ok_or(LabError::NoBinary {
+            name: name.to_owned(),
+            beside,
+        })
+}
+
+/// Creates the cluster CA and the lab's certificates that are missing.
+pub fn ensure_certs(layout: &LabLayout) -> Result<(), LabError> {
+    let dir = layout.certs();
+    let ca = if dir.join(walb_wire::certs::CA_CERT_FILE).exists() {
+        ClusterCa::load(&dir)?
+    } else {
+        let ca = ClusterCa::generate("lab", walb_wire::certs::CA_DAYS_DEFAULT)?;
+        ca.save(&dir, false)?;
+        ca
+    };
+    let opts = IssueOptions {
+        hosts: vec!["127.0.0.1".into(), "localhost".into()],
+        ..IssueOptions::default()
+    };
+    let peers = LAB_NODES
+        .iter()
+        .map(|n| (n.role, n.name))
+        .chain([(Role::Operator, CONSOLE_ID)]);
+    for (role, id) in peers {
+        let peer = PeerId::new(role, id).map_err(|e| LabError::Other(e.to_string()))?;
+        let files = walb_wire::TlsFiles::in_dir(&dir, &peer);
+        if files.cert.exists() && files.key.exists() {
+            continue;
+        }
+        ca.issue(&peer, &opts)?.save(&dir, true)?;
+    }
+    Ok(())
+}
+
+fn run(cmd: &mut Command) -> Result<String, LabError> {
+    let line = format!("{cmd:?}");
+    info!("running {line}");
+    let out = cmd
+        .stdin(Stdio::null())
+        .output()
+        .map_err(io(format!("running {line}")))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() {
+        return Err(LabError::Command {
+            command: line,
+            status: out.status.to_string(),
+            output: text.trim().to_owned(),
+        });
+    }
+    Ok(text)
+}
+
+/// The emulated devices `wdevc list` reports: (name, path or `-`).
+fn running_devices(wdevc: &Path) -> Result<Vec<(String, String)>, LabError> {
+    let text = run(Command::new(wdevc).arg("list"))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                [name, "emulated", path, ..] => Some(((*name).to_owned(), (*path).to_owned())),
+                _ => None,
+            }
+        })
+        .collect())
+}
+
+/// Makes the device images (formatting a new log device) and runs the emulated device.
+/// Returns the WalB device to give init-storage: its path, else its name.
+pub fn ensure_device(
+    layout: &LabLayout,
+    cfg: &LabConfig,
+    wdevc: &Path,
+) -> Result<String, LabError> {
+    let dev = layout.dir.join("dev");
+    std::fs::create_dir_all(&dev).map_err(io(format!("creating {}", dev.display())))?;
+    if !layout.ldev().exists() || !layout.ddev().exists() {
+        for (p, mb) in [(layout.ddev(), cfg.size_mb), (layout.ldev(), cfg.log_mb)] {
+            let f = std::fs::File::create(&p).map_err(io(format!("creating {}", p.display())))?;
+            f.set_len(mb << 20)
+                .map_err(io(format!("sizing {}", p.display())))?;
+        }
+        run(Command::new(wdevc)
+            .arg("format-ldev")
+            .arg(layout.ldev())
+            .arg(layout.ddev())
+            .args(["-n", &cfg.device]))?;
+    }
+    let find = |list: Vec<(String, String)>| list.into_iter().find(|(n, _)| *n == cfg.device);
+    if find(running_devices(wdevc)?).is_none() {
+        let mut c = Command::new(wdevc);
+        c.arg("create-wdev")
+            .arg(layout.ldev())
+            .arg(layout.ddev())
+            .args(["-n", &cfg.device, "--emulate"]);
+        if cfg.no_block {
+            c.arg("--no-block");
+        }
+        run(&mut c)?;
+    }
+    match find(running_devices(wdevc)?) {
+        Some((_, path)) if path != "-" => Ok(path),
+        Some((name, _)) => Ok(name),
+        None => Err(LabError::Other(format!(
+            "the emulated device {} is not running after create-wdev",
+            cfg.device
+        ))),
+    }
+}
+
+/// The pid in a daemon's pid file, if that process still runs this daemon.
+pub fn live_pid(layout: &LabLayout, n: &LabNode) -> Option<i32> {
+    let pid: i32 = std::fs::read_to_string(layout.pid(n))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    is_our_daemon(pid, n).then_some(pid)
+}
+
+fn is_our_daemon(pid: i32, n: &LabNode) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The state follows the parenthesized command name; a zombie has exited.
+    let state = stat
+        .rsplit_once(')')
+        .and_then(|(_, r)| r.split_whitespace().next());
+    if state.is_none() || state == Some("Z") {
+        return false;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let prog_ok = args
+        .first()
+        .and_then(|a| {
+            Path::new(std::str::from_utf8(a).ok()?)
+                .file_name()
+                .map(|f| f == n.binary())
+        })
+        .unwrap_or(false);
+    let id_ok = args
+        .windows(2)
+        .any(|w| w[0] == b"--id" && w[1] == n.name.as_bytes());
+    prog_ok && id_ok
+}
+
+/// Starts a daemon detached (its own process group), writes its pid file.
+pub fn spawn_daemon(
+    layout: &LabLayout,
+    cfg: &LabConfig,
+    n: &LabNode,
+    bin_dir: Option<&Path>,
+) -> Result<i32, LabError> {
+    let exe = find_binary(n.binary(), bin_dir)?;
+    std::fs::create_dir_all(layout.base(n))
+        .map_err(io(format!("creating {}", layout.base(n).display())))?;
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(layout.out(n))
+        .map_err(io(format!("opening {}", layout.out(n).display())))?;
+    let err = out
+        .try_clone()
+        .map_err(io(format!("opening {}", layout.out(n).display())))?;
+    use std::os::unix::process::CommandExt;
+    let child = Command::new(&exe)
+        .args(daemon_args(layout, cfg, n))
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .map_err(io(format!("starting {}", exe.display())))?;
+    let pid = i32::try_from(child.id()).map_err(|_| LabError::Other("pid out of range".into()))?;
+    std::fs::write(layout.pid(n), format!("{pid}\n"))
+        .map_err(io(format!("writing {}", layout.pid(n).display())))?;
+    info!(node = n.name, pid, "started {}", exe.display());
+    // The child is not waited for: it outlives this command.
+    drop(child);
+    Ok(pid)
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let v: Vec<&str> = text.lines().collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+/// Waits until a daemon answers `get host-type`, failing early if its process exits.
+pub async fn wait_answering(
+    client: &Client,
+    layout: &LabLayout,
+    n: &LabNode,
+    timeout: Duration,
+) -> Result<(), LabError> {
+    let t0 = Instant::now();
+    loop {
+        match client.host_type(n.name).await {
+            Ok(_) => return Ok(()),
+            Err(e) if t0.elapsed() >= timeout => {
+                return Err(LabError::NotUp {
+                    node: n.name.into(),
+                    why: format!("no answer in {} s: {e}", timeout.as_secs()),
+                    log: layout.log(n),
+                })
+            }
+            Err(_) => {}
+        }
+        if live_pid(layout, n).is_none() {
+            let mut why = tail(&layout.out(n), 5);
+            if why.trim().is_empty() {
+                why = tail(&layout.log(n), 5);
+            }
+            return Err(LabError::NotUp {
+                node: n.name.into(),
+                why: format!("the process exited: {}", why.trim()),
+                log: layout.log(n),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn lab_client(layout: &LabLayout) -> Result<Client, LabError> {
+    let cl = Cluster::load(&layout.cluster_file())?;
+    let opts = ClientOptions {
+        connect_timeout: Duration::from_secs(2),
+        ..ClientOptions::default()
+    };
+    Ok(Client::new(cl, opts)?)
+}
+
+/// What `lab up` was asked.
+#[derive(Clone, Debug)]
+pub struct UpRequest {
+    /// Settings of a new lab (an existing lab keeps its own, but takes a new `bin_dir`).
+    pub config: LabConfig,
+    /// Only start things; no init-storage or full backup.
+    pub no_backup: bool,
+    /// Limit of the full backup.
+    pub timeout: Duration,
+}
+
+/// `lab up`: brings the lab to the tutorial's state; prints progress and next steps.
+pub async fn up(
+    layout: &LabLayout,
+    req: &UpRequest,
+    out: &mut dyn std::io::Write,
+) -> Result<(), LabError> {
+    let w = |out: &mut dyn std::io::Write, s: String| {
+        let _ = writeln!(out, "{s}");
+        let _ = out.flush();
+    };
+    std::fs::create_dir_all(&layout.dir)
+        .map_err(io(format!("creating {}", layout.dir.display())))?;
+    let cfg = if layout.config().exists() {
+        let mut cfg = layout.load_config()?;
+        w(out, format!("reusing the lab in {}", layout.dir.display()));
+        if req.config.bin_dir.is_some() && req.config.bin_dir != cfg.bin_dir {
+            cfg.bin_dir = req.config.bin_dir.clone();
+            layout.save_config(&cfg)?;
+        }
+        cfg
+    } else {
+        layout.save_config(&req.config)?;
+        req.config.clone()
+    };
+    let bin_dir = cfg.bin_dir.as_deref();
+    let wdevc = find_binary("wdevc", bin_dir)?;
+    for n in &LAB_NODES {
+        find_binary(n.binary(), bin_dir)?;
+    }
+    ensure_certs(layout)?;
+    let cl = Cluster::from_file(lab_cluster_file(&cfg), &layout.dir, "lab")?;
+    cl.save(&layout.cluster_file())?;
+    let wdev = ensure_device(layout, &cfg, &wdevc)?;
+    w(out, format!("device {} ({wdev})", cfg.device));
+    let client = lab_client(layout)?;
+    for n in &LAB_NODES {
+        match live_pid(layout, n) {
+            Some(pid) => w(out, format!("{} already running (pid {pid})", n.name)),
+            None => {
+                let pid = spawn_daemon(layout, &cfg, n, bin_dir)?;
+                w(
+                    out,
+                    format!(
+                        "{} {} started (pid {pid}) on {}",
+                        n.name,
+                        n.binary(),
+                        n.addr(&cfg)
+                    ),
+                );
+            }
+        }
+    }
+    for n in &LAB_NODES {
+        wait_answering(&client, layout, n, Duration::from_secs(30)).await?;
+    }
+    w(out, "s0, p0 and a0 answer".into());
+    let vol = cfg.vol.as_str();
+    let mut gid = None;
+    if !req.no_backup {
+        if client.state("s0", vol).await? == ops::states::storage::CLEAR {
+            ops::init_storage(&client, "s0", vol, &wdev, ops::TIMEOUT_SHORT).await?;
+            w(out, format!("init-storage s0 {vol} {wdev}: done"));
+        }
+        if client.state("s0", vol).await? != ops::states::storage::TARGET {
+            w(out, format!("full-backup s0 {vol} ..."));
+            let r = ops::full_backup(&client, "s0", vol, None, true, req.timeout).await?;
+            w(
+                out,
+                format!(
+                    "full-backup s0 {vol}: clean and restorable at gid {}",
+                    r.gid
+                ),
+            );
+            gid = Some(r.gid);
+        }
+    }
+    let rows = crate::exec::commands::state_all(&client, vol).await;
+    for l in crate::exec::Outcome::StateAll(rows).text_lines() {
+        w(out, l);
+    }
+    for l in next_steps(layout, &cfg, &wdev, gid) {
+        w(out, l);
+    }
+    Ok(())
+}
+
+/// The console's invocation for this lab: plain if it finds the lab's cluster file by
+/// default, else with `--cluster`.
+pub fn console_invocation(layout: &LabLayout) -> String {
+    let default = cluster::locate(None).ok();
+    if default.as_deref() == Some(layout.cluster_file().as_path()) {
+        "walb-console".into()
+    } else {
+        format!("walb-console --cluster {}", layout.cluster_file().display())
+    }
+}
+
+/// `walb-console lab`, with `--dir` unless the lab is in the default directory.
+pub fn lab_invocation(layout: &LabLayout) -> String {
+    if cluster::default_lab_dir().as_deref() == Some(layout.dir.as_path()) {
+        "walb-console lab".into()
+    } else {
+        format!("walb-console lab --dir {}", layout.dir.display())
+    }
+}
+
+/// What to do once the lab is up.
+pub fn next_steps(
+    layout: &LabLayout,
+    cfg: &LabConfig,
+    wdev: &str,
+    gid: Option<u64>,
+) -> Vec<String> {
+    let c = console_invocation(layout);
+    let vol = &cfg.vol;
+    let block = Path::new(wdev).is_absolute();
+    let mut v = vec![String::new(), "next:".to_owned()];
+    if block {
+        v.push(format!(
+            "  mkfs.ext4 {wdev} && mount {wdev} /mnt   # write something, then umount"
+        ));
+    } else {
+        v.push(format!(
+            "  wdevc workload {} --rate 100 --duration 10 --flush-interval 100   # ~3 MB/s through the device's socket",
+            cfg.device
+        ));
+    }
+    v.extend([
+        format!("  {c} --exec snapshot s0 {vol} a0             # prints the gid, waits until restorable"),
+        format!("  {c} --exec restore a0 {vol} GID             # prints the restored image"),
+        format!("  {c} --exec restorable a0 {vol}"),
+        format!("  {c} --exec diff-list a0 {vol}"),
+        format!("  {c} --exec state-all {vol}"),
+        format!(
+            "  {} status | stop|kill|start NODE | down [--purge]",
+            lab_invocation(layout)
+        ),
+    ]);
+    if let Some(g) = gid {
+        v.insert(1, format!("the backup of {vol} is restorable at gid {g}"));
+    }
+    v
+}
+
+/// `lab status`: one line per daemon (pid, state of the volume) and the device.
+pub async fn status(
+    layout: &LabLayout,
+    bin_dir: Option<&Path>,
+    out: &mut dyn std::io::Write,
+) -> Result<(), LabError> {
+    let cfg = layout.load_config()?;
+    let bin_dir = bin_dir.or(cfg.bin_dir.as_deref());
+    let client = lab_client(layout)?;
+    for n in ["s0", "p0", "a0"]
+        .iter()
+        .filter_map(|x| LabNode::by_name(x).ok())
+    {
+        let pid = live_pid(layout, &n);
+        let state = match pid {
+            None => "-".to_owned(),
+            Some(_) => match client.state(n.name, &cfg.vol).await {
+                Ok(s) => s,
+                Err(e) => format!("({e})"),
+            },
+        };
+        let _ = writeln!(
+            out,
+            "{} {} {} {} {}",
+            n.name,
+            n.addr(&cfg),
+            n.binary(),
+            pid.map_or("stopped".to_owned(), |p| format!("pid {p}")),
+            state
+        );
+    }
+    let dev = match find_binary("wdevc", bin_dir).and_then(|w| running_devices(&w)) {
+        Ok(list) => match list.into_iter().find(|(n, _)| *n == cfg.device) {
+            Some((_, p)) => format!("running ({p})"),
+            None => "not running".into(),
+        },
+        Err(e) => format!("unknown ({e})"),
+    };
+    let _ = writeln!(out, "device {} {dev}", cfg.device);
+    let _ = writeln!(out, "dir {}", layout.dir.display());
+    Ok(())
+}
+
+fn signal(pid: i32, sig: nix::sys::signal::Signal) -> Result<(), LabError> {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
+        .map_err(|e| LabError::Other(format!("sending {sig} to {pid}: {e}")))
+}
+
+async fn wait_exit(layout: &LabLayout, n: &LabNode, timeout: Duration) -> bool {
+    let t0 = Instant::now();
+    while live_pid(layout, n).is_some() {
+        if t0.elapsed() >= timeout {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    true
+}
+
+/// `lab stop NODE` (SIGTERM, wait) or `lab kill NODE` (SIGKILL).
+pub async fn stop_node(
+    layout: &LabLayout,
+    name: &str,
+    kill: bool,
+    timeout: Duration,
+) -> Result<String, LabError> {
+    layout.load_config()?;
+    let n = LabNode::by_name(name)?;
+    let Some(pid) = live_pid(layout, &n) else {
+        return Ok(format!("{name} is not running"));
+    };
+    let sig = if kill {
+        nix::sys::signal::Signal::SIGKILL
+    } else {
+        nix::sys::signal::Signal::SIGTERM
+    };
+    signal(pid, sig)?;
+    if wait_exit(layout, &n, timeout).await {
+        Ok(format!("{name} (pid {pid}) stopped by {sig}"))
+    } else {
+        Err(LabError::Other(format!(
+            "{name} (pid {pid}) still runs {} s after {sig} (lab kill {name})",
+            timeout.as_secs()
+        )))
+    }
+}
+
+/// `lab start NODE`: starts a daemon with the lab's arguments and waits until it answers.
+pub async fn start_node(
+    layout: &LabLayout,
+    name: &str,
+    bin_dir: Option<&Path>,
+) -> Result<String, LabError> {
+    let cfg = layout.load_config()?;
+    let n = LabNode::by_name(name)?;
+    if let Some(pid) = live_pid(layout, &n) {
+        return Ok(format!("{name} already running (pid {pid})"));
+    }
+    let pid = spawn_daemon(layout, &cfg, &n, bin_dir.or(cfg.bin_dir.as_deref()))?;
+    let client = lab_client(layout)?;
+    wait_answering(&client, layout, &n, Duration::from_secs(30)).await?;
+    Ok(format!("{name} started (pid {pid}) on {}", n.addr(&cfg)))
+}
+
+/// `lab down`: graceful shutdown of each daemon (SIGKILL after `timeout`), device
+/// deleted; with `purge`, the directory removed.
+pub async fn down(
+    layout: &LabLayout,
+    bin_dir: Option<&Path>,
+    timeout: Duration,
+    purge: bool,
+    out: &mut dyn std::io::Write,
+) -> Result<(), LabError> {
+    let cfg = layout.load_config()?;
+    let bin_dir = bin_dir.or(cfg.bin_dir.as_deref());
+    let client = lab_client(layout).ok();
+    for n in &LAB_NODES {
+        let Some(pid) = live_pid(layout, n) else {
+            continue;
+        };
+        let asked = match &client {
+            Some(c) => c.shutdown(n.name, false).await.is_ok(),
+            None => false,
+        };
+        if !asked {
+            signal(pid, nix::sys::signal::Signal::SIGTERM)?;
+        }
+        if wait_exit(layout, n, timeout).await {
+            let _ = writeln!(out, "{} (pid {pid}) shut down", n.name);
+        } else {
+            warn!(
+                node = n.name,
+                pid,
+                "no exit after {} s: SIGKILL",
+                timeout.as_secs()
+            );
+            signal(pid, nix::sys::signal::Signal::SIGKILL)?;
+            wait_exit(layout, n, Duration::from_secs(5)).await;
+            let _ = writeln!(
+                out,
+                "{} (pid {pid}) killed after {} s",
+                n.name,
+                timeout.as_secs()
+            );
+        }
+        let _ = std::fs::remove_file(layout.pid(n));
+    }
+    // The device must be gone before its images may be removed.
+    let wdevc = find_binary("wdevc", bin_dir)?;
+    if running_devices(&wdevc)?
+        .iter()
+        .any(|(n, _)| *n == cfg.device)
+    {
+        run(Command::new(&wdevc).args(["delete-wdev", &cfg.device]))?;
+        let _ = writeln!(out, "device {} deleted", cfg.device);
+    }
+    if purge {
+        std::fs::remove_dir_all(&layout.dir)
+            .map_err(io(format!("removing {}", layout.dir.display())))?;
+        let _ = writeln!(out, "removed {}", layout.dir.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tmp(name: &str) -> LabLayout {
+        let dir = std::env::temp_dir().join(format!("walb-lab-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        LabLayout { dir }
+    }
+
+    #[test]
+    fn lab_cluster_file_is_the_tutorial_layout() {
+        let cfg = LabConfig::default();
+        let l = tmp("cluster");
+        let c = Cluster::from_file(lab_cluster_file(&cfg), &l.dir, "lab").unwrap();
+        let g = c.group("s0", "full-backup").unwrap();
+        assert_eq!(g.storage.addr, "127.0.0.1:10000");
+        assert_eq!(g.proxies[0].addr, "127.0.0.1:10100");
+        assert_eq!(g.archive.addr, "127.0.0.1:10200");
+        assert_eq!(c.tls.cert, l.dir.join("certs/operator-console.crt"));
+    }
+
+    #[test]
+    fn daemon_arguments_use_the_daemons_options() {
+        let cfg = LabConfig {
+            port_base: 20000,
+            ..LabConfig::default()
+        };
+        let l = tmp("args");
+        let s0 = LabNode::by_name("s0").unwrap();
+        let args: Vec<String> = daemon_args(&l, &cfg, &s0)
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        let pos = |k: &str| args.iter().position(|a| a == k).unwrap();
+        assert_eq!(args[pos("--listen") + 1], "127.0.0.1:20000");
+        assert_eq!(args[pos("--archive") + 1], "127.0.0.1:20200");
+        assert_eq!(args[pos("--proxy") + 1], "127.0.0.1:20100");
+        assert_eq!(args[pos("--id") + 1], "s0");
+        // Every long option given exists in the daemons' option structs (daemon/src/opts.rs):
+        // a renamed option there fails here instead of at `lab up`.
+        let opts = include_str!("../../daemon/src/opts.rs");
+        for a in args.iter().filter(|a| a.starts_with("--")) {
+            let field = format!("pub {}:", a.trim_start_matches("--").replace('-', "_"));
+            assert!(opts.contains(&field), "{a} is not a daemon option");
+        }
+        let a0 = LabNode::by_name("a0").unwrap();
+        let args = daemon_args(&l, &cfg, &a0);
+        assert!(!args.iter().any(|a| a == "--archive"));
+        assert!(LabNode::by_name("x9").is_err());
+    }
+
+    #[test]
+    fn certificates_are_made_once_and_kept() {
+        let l = tmp("certs");
+        ensure_certs(&l).unwrap();
+        let ca = std::fs::read(l.certs().join("ca.crt")).unwrap();
+        let s0 = l.certs().join("storage-s0.crt");
+        let chain = walb_wire::certs::load_certs(&s0).unwrap();
+        assert_eq!(
+            PeerId::from_cert_der(&chain[0]).unwrap().to_string(),
+            "storage/s0"
+        );
+        assert!(l.certs().join("operator-console.key").exists());
+        std::fs::remove_file(l.certs().join("archive-a0.crt")).unwrap();
+        ensure_certs(&l).unwrap();
+        assert_eq!(
+            std::fs::read(l.certs().join("ca.crt")).unwrap(),
+            ca,
+            "CA kept"
+        );
+        assert!(
+            l.certs().join("archive-a0.crt").exists(),
+            "missing one reissued"
+        );
+        let _ = std::fs::remove_dir_all(&l.dir);
+    }
+
+    #[test]
+    fn config_round_trips_and_a_missing_lab_is_explained() {
+        let l = tmp("config");
+        let e = l.load_config().unwrap_err().to_string();
+        assert!(e.contains("lab up"), "{e}");
+        std::fs::create_dir_all(&l.dir).unwrap();
+        let cfg = LabConfig {
+            vol: "v1".into(),
+            ..LabConfig::default()
+        };
+        l.save_config(&cfg).unwrap();
+        assert_eq!(l.load_config().unwrap(), cfg);
+        let _ = std::fs::remove_dir_all(&l.dir);
+    }
+
+    #[test]
+    fn pid_files_of_other_processes_are_not_ours() {
+        let l = tmp("pid");
+        std::fs::create_dir_all(&l.dir).unwrap();
+        let s0 = LabNode::by_name("s0").unwrap();
+        assert_eq!(live_pid(&l, &s0), None);
+        // This test process is alive but is not walb-storage --id s0.
+        std::fs::write(l.pid(&s0), format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(live_pid(&l, &s0), None);
+        std::fs::write(l.pid(&s0), "garbage").unwrap();
+        assert_eq!(live_pid(&l, &s0), None);
+        let _ = std::fs::remove_dir_all(&l.dir);
+    }
+
+    #[test]
+    fn next_steps_name_the_commands() {
+        let l = tmp("next");
+        let cfg = LabConfig::default();
+        let text = next_steps(&l, &cfg, "walb-lab", Some(5)).join("\n");
+        assert!(text.contains("wdevc workload walb-lab"), "{text}");
+        assert!(text.contains("--exec snapshot s0 vol a0"), "{text}");
+        assert!(text.contains("restorable at gid 5"), "{text}");
+        let text = next_steps(&l, &cfg, "/dev/walb/walb-lab", None).join("\n");
+        assert!(text.contains("mkfs.ext4 /dev/walb/walb-lab"), "{text}");
+    }
+}

@@ -1,0 +1,860 @@
+//! The blocking operations of walblib's `Controller`, on top of [`Client`].
+//!
+//! Operators know walblib's semantics: `init_storage` is init-vol plus start standby,
+//! `stop` waits until the volume is stopped, `full_backup` first prepares the storage,
+//! the primary archive and the proxies (`_prepare_backup`), `snapshot` with archives waits
+//! until the new gid is restorable there, `restore` waits until the image exists. Each
+//! waiting helper polls every [`crate::client::ClientOptions::poll_interval`] (0.3 s, as
+//! walblib) and fails when the volume leaves the states it may pass through on the way,
+//! or when the timeout runs out, naming the last state seen.
+//!
+//! The decisions (which states a wait may pass through, what `clear` or `full-backup`
+//! must do first from a given state) are pure functions, unit-tested without daemons.
+
+use std::time::{Duration, Instant};
+
+use tracing::{info, warn};
+use walb_wire::msg::{ArchiveDest, Codec, CompressOpt, StartMode, StopMode};
+use walb_wire::Role;
+
+use crate::client::{Client, ClientError};
+
+/// walblib's `TIMEOUT_SEC`: long operations (backups, restores, restorable waits).
+pub const TIMEOUT_LONG: Duration = Duration::from_secs(86_400);
+/// walblib's `SHORT_TIMEOUT_SEC`: state changes.
+pub const TIMEOUT_SHORT: Duration = Duration::from_secs(100);
+
+/// State names of the three daemons (walb-tools' names).
+pub mod states {
+    /// Storage steady and temporary states.
+    pub mod storage {
+        #![allow(missing_docs)]
+        pub const CLEAR: &str = "Clear";
+        pub const SYNC_READY: &str = "SyncReady";
+        pub const STOPPED: &str = "Stopped";
+        pub const TARGET: &str = "Target";
+        pub const STANDBY: &str = "Standby";
+        pub const START_STANDBY: &str = "StartStandby";
+        pub const STOP_STANDBY: &str = "StopStandby";
+        pub const START_TARGET: &str = "StartTarget";
+        pub const STOP_TARGET: &str = "StopTarget";
+        pub const FULL_SYNC: &str = "FullSync";
+        pub const HASH_SYNC: &str = "HashSync";
+        pub const RESET: &str = "Reset";
+        pub const INIT_VOL: &str = "InitVol";
+        pub const CLEAR_VOL: &str = "ClearVol";
+    }
+    /// Proxy steady and temporary states.
+    pub mod proxy {
+        #![allow(missing_docs)]
+        pub const CLEAR: &str = "Clear";
+        pub const STOPPED: &str = "Stopped";
+        pub const STARTED: &str = "Started";
+        pub const START: &str = "Start";
+        pub const STOP: &str = "Stop";
+        pub const WLOG_RECV: &str = "WlogRecv";
+        pub const WAIT_FOR_EMPTY: &str = "WaitForEmpty";
+    }
+    /// Archive steady and temporary states.
+    pub mod archive {
+        #![allow(missing_docs)]
+        pub const CLEAR: &str = "Clear";
+        pub const SYNC_READY: &str = "SyncReady";
+        pub const ARCHIVED: &str = "Archived";
+        pub const STOPPED: &str = "Stopped";
+        pub const START: &str = "Start";
+        pub const STOP: &str = "Stop";
+        pub const RESET_VOL: &str = "ResetVol";
+        pub const FULL_SYNC: &str = "FullSync";
+        pub const HASH_SYNC: &str = "HashSync";
+        pub const WDIFF_RECV: &str = "WdiffRecv";
+        pub const REPL_SYNC_AS_SERVER: &str = "ReplSyncAsServer";
+        /// walblib's `aActive`: states in which an archive volume holds a usable backup.
+        pub const ACTIVE: [&str; 4] = [ARCHIVED, HASH_SYNC, WDIFF_RECV, REPL_SYNC_AS_SERVER];
+    }
+}
+
+use states::{archive as A, proxy as P, storage as S};
+
+/// A wait for a state change: the states it may pass through, and where it ends.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StateWait {
+    /// States the volume may be in on the way.
+    pub transient: Vec<&'static str>,
+    /// States that end the wait.
+    pub goal: Vec<&'static str>,
+}
+
+impl StateWait {
+    fn new(transient: &[&'static str], goal: &[&'static str]) -> Self {
+        Self {
+            transient: transient.to_vec(),
+            goal: goal.to_vec(),
+        }
+    }
+}
+
+/// What `start` does on a node of `role` whose volume is in `state` (walblib's `start`):
+/// the storage mode to send and the wait. Without a mode, a storage in SyncReady goes
+/// Standby and any other goes Target.
+pub fn start_plan(
+    role: Role,
+    state: &str,
+    mode: Option<StartMode>,
+) -> Result<(Option<StartMode>, StateWait), String> {
+    match role {
+        Role::Storage => {
+            let mode = mode.unwrap_or(if state == S::SYNC_READY {
+                StartMode::Standby
+            } else {
+                StartMode::Target
+            });
+            Ok(match mode {
+                StartMode::Standby => (
+                    Some(mode),
+                    StateWait::new(&[S::SYNC_READY, S::START_STANDBY], &[S::STANDBY]),
+                ),
+                StartMode::Target => (
+                    Some(mode),
+                    StateWait::new(&[S::STOPPED, S::START_TARGET], &[S::TARGET]),
+                ),
+            })
+        }
+        _ if mode.is_some() => Err(format!(
+            "a start mode (target|standby) is for a storage only, not {}",
+            crate::cluster::article(role)
+        )),
+        Role::Proxy => Ok((None, StateWait::new(&[P::STOPPED, P::START], &[P::STARTED]))),
+        _ => Ok((
+            None,
+            StateWait::new(&[A::STOPPED, A::START], &[A::ARCHIVED]),
+        )),
+    }
+}
+
+/// The wait after `stop` of a volume that was in `prev` (walblib's `wait_for_stopped`).
+pub fn stop_wait(role: Role, prev: &str) -> StateWait {
+    match role {
+        Role::Storage if prev == S::STANDBY || prev == S::STOP_STANDBY => {
+            StateWait::new(&[S::STANDBY, S::STOP_STANDBY], &[S::SYNC_READY])
+        }
+        Role::Storage => StateWait::new(&[S::TARGET, S::STOP_TARGET], &[S::STOPPED]),
+        Role::Proxy => StateWait::new(
+            &[P::STARTED, P::WLOG_RECV, P::STOP, P::WAIT_FOR_EMPTY],
+            &[P::STOPPED],
+        ),
+        _ => StateWait::new(
+            &[
+                A::ARCHIVED,
+                A::HASH_SYNC,
+                A::WDIFF_RECV,
+                A::REPL_SYNC_AS_SERVER,
+                A::STOP,
+            ],
+            &[A::STOPPED],
+        ),
+    }
+}
+
+/// The wait after `reset-vol`.
+pub fn reset_wait(role: Role) -> StateWait {
+    match role {
+        Role::Storage => StateWait::new(&[S::STOPPED, S::RESET], &[S::SYNC_READY]),
+        _ => StateWait::new(&[A::STOPPED, A::RESET_VOL], &[A::SYNC_READY]),
+    }
+}
+
+/// One step of bringing a volume to a state `clear-vol` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClearStep {
+    /// `stop force` and wait.
+    StopForce,
+    /// `reset-vol` and wait (storage).
+    Reset,
+    /// `clear-vol`.
+    ClearVol,
+}
+
+/// What `clear` does from `state` (walblib's `clear`): nothing for a Clear volume.
+pub fn clear_plan(role: Role, state: &str) -> Result<Vec<ClearStep>, String> {
+    use ClearStep::*;
+    let refuse = |want: &str| {
+        Err(format!(
+            "the volume is {state}; clear needs it {want} (wait for the running operation)"
+        ))
+    };
+    match role {
+        Role::Storage => match state {
+            S::CLEAR => Ok(vec![]),
+            S::SYNC_READY => Ok(vec![ClearVol]),
+            S::STOPPED => Ok(vec![Reset, ClearVol]),
+            S::TARGET => Ok(vec![StopForce, Reset, ClearVol]),
+            S::STANDBY => Ok(vec![StopForce, ClearVol]),
+            _ => refuse("Clear, SyncReady, Stopped, Target or Standby"),
+        },
+        Role::Proxy => match state {
+            P::CLEAR => Ok(vec![]),
+            P::STOPPED => Ok(vec![ClearVol]),
+            P::STARTED | P::WLOG_RECV => Ok(vec![StopForce, ClearVol]),
+            _ => refuse("Clear, Stopped or Started"),
+        },
+        _ => match state {
+            A::CLEAR => Ok(vec![]),
+            A::SYNC_READY | A::STOPPED => Ok(vec![ClearVol]),
+            A::ARCHIVED => Ok(vec![StopForce, ClearVol]),
+            _ => refuse("Clear, SyncReady, Stopped or Archived"),
+        },
+    }
+}
+
+/// What the storage needs before a full backup, from `state` (walblib's
+/// `_prepare_backup`): SyncReady as is, Standby → stop, Stopped → reset.
+pub fn prepare_storage(state: &str) -> Result<Option<ClearStep>, String> {
+    match state {
+        S::SYNC_READY => Ok(None),
+        S::STANDBY => Ok(Some(ClearStep::StopForce)),
+        S::STOPPED => Ok(Some(ClearStep::Reset)),
+        S::TARGET => Err(
+            "it is Target (backed up already); stop it first (a new full backup starts a new \
+             gid epoch)"
+                .into(),
+        ),
+        S::CLEAR => Err("it is Clear; run init-storage NODE VOL WDEV first".into()),
+        other => Err(format!(
+            "it is {other}; a full backup needs SyncReady, Standby or Stopped"
+        )),
+    }
+}
+
+/// What the primary archive needs before a full backup: `Some(true)` = init-vol first.
+pub fn prepare_archive(state: &str) -> Result<bool, String> {
+    match state {
+        A::CLEAR => Ok(true),
+        A::SYNC_READY => Ok(false),
+        other => Err(format!(
+            "it is {other}; a full backup needs it Clear or SyncReady (reset it to start over, \
+             which drops its backups)"
+        )),
+    }
+}
+
+/// walb-tools' default compression of forwarded diffs (`snappy:0:1`).
+pub fn default_compress() -> CompressOpt {
+    CompressOpt {
+        codec: Codec::Snappy,
+        level: 0,
+        ncpu: 1,
+    }
+}
+
+/// Waits until `node`'s `vol` is in one of `wait.goal`; fails if it is in a state that is
+/// neither transient nor a goal, or after `timeout`. Returns the goal state reached.
+pub async fn wait_for_state(
+    client: &Client,
+    node: &str,
+    vol: &str,
+    wait: &StateWait,
+    timeout: Duration,
+) -> Result<String, ClientError> {
+    let t0 = Instant::now();
+    loop {
+        let st = client.state(node, vol).await?;
+        if wait.goal.iter().any(|g| *g == st) {
+            return Ok(st);
+        }
+        if !wait.transient.iter().any(|t| *t == st) {
+            return Err(ClientError::State(format!(
+                "{node} {vol} is {st}, expected {} on the way to {}",
+                wait.transient.join("/"),
+                wait.goal.join("/")
+            )));
+        }
+        if t0.elapsed() >= timeout {
+            return Err(ClientError::Timeout {
+                what: format!("{node} {vol} to be {} (it is {st})", wait.goal.join("/")),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(client.options().poll_interval).await;
+    }
+}
+
+fn role_of(client: &Client, node: &str, want: &[Role], command: &str) -> Result<Role, ClientError> {
+    Ok(client.cluster().node_as(node, want, command)?.role)
+}
+
+/// walblib's `init_storage`: init-vol with the device, then start standby.
+pub async fn init_storage(
+    client: &Client,
+    node: &str,
+    vol: &str,
+    wdev: &str,
+    timeout: Duration,
+) -> Result<String, ClientError> {
+    role_of(client, node, &[Role::Storage], "init-storage")?;
+    client.init_vol(node, vol, Some(wdev)).await?;
+    client.start(node, vol, Some(StartMode::Standby)).await?;
+    let (_, wait) = start_plan(Role::Storage, S::SYNC_READY, Some(StartMode::Standby))
+        .map_err(ClientError::State)?;
+    wait_for_state(client, node, vol, &wait, timeout).await
+}
+
+/// `init-vol` on an archive (Clear → SyncReady).
+pub async fn init_archive(client: &Client, node: &str, vol: &str) -> Result<String, ClientError> {
+    role_of(client, node, &[Role::Archive], "init-archive")?;
+    client.init_vol(node, vol, None).await?;
+    client.state(node, vol).await
+}
+
+/// walblib's `start`: start and wait for the started state.
+pub async fn start(
+    client: &Client,
+    node: &str,
+    vol: &str,
+    mode: Option<StartMode>,
+    timeout: Duration,
+) -> Result<String, ClientError> {
+    let role = role_of(
+        client,
+        node,
+        &[Role::Storage, Role::Proxy, Role::Archive],
+        "start",
+    )?;
+    let st = client.state(node, vol).await?;
+    let (mode, wait) = start_plan(role, &st, mode).map_err(ClientError::State)?;
+    client.start(node, vol, mode).await?;
+    wait_for_state(client, node, vol, &wait, timeout).await
+}
+
+/// walblib's `stop`: stop and wait for the stopped state.
+pub async fn stop(
+    client: &Client,
+    node: &str,
+    vol: &str,
+    mode: StopMode,
+    timeout: Duration,
+) -> Result<String, ClientError> {
+    let role = role_of(
+        client,
+        node,
+        &[Role::Storage, Role::Proxy, Role::Archive],
+        "stop",
+    )?;
+    if mode == StopMode::Empty && role != Role::Proxy {
+        return Err(ClientError::State(format!(
+            "stop empty is for a proxy; {node} is {}",
+            crate::cluster::article(role)
+        )));
+    }
+    let prev = client.state(node, vol).await?;
+    client.stop(node, vol, mode).await?;
+    wait_for_state(client, node, vol, &stop_wait(role, &prev), timeout).await
+}
+
+/// walblib's `reset`: reset-vol and wait for SyncReady.
+pub async fn reset(
+    client: &Client,
+    node: &str,
+    vol: &str,
+    gid: Option<u64>,
+    timeout: Duration,
+) -> Result<String, ClientError> {
+    let role = role_of(client, node, &[Role::Storage, Role::Archive], "reset")?;
+    if gid.is_some() && role != Role::Storage {
+        return Err(ClientError::State(
+            "reset with a gid is for a storage only".into(),
+        ));
+    }
+    client.reset_vol(node, vol, gid).await?;
+    wait_for_state(client, node, vol, &reset_wait(role), timeout).await
+}
+
+/// walblib's `clear`: brings the volume to a clearable state, then clear-vol.
+pub async fn clear(
+    client: &Client,
+    node: &str,
+    vol: &str,
+    timeout: Duration,
+) -> Result<String, ClientError> {
+    let role = role_of(
+        client,
+        node,
+        &[Role::Storage, Role::Proxy, Role::Archive],
+        "clear",
+    )?;
+    let st = client.state(node, vol).await?;
+    let plan =
+        clear_plan(role, &st).map_err(|m| ClientError::State(format!("{node} {vol}: {m}")))?;
+    for step in plan {
+        match step {
+            ClearStep::StopForce => {
+                stop(client, node, vol, StopMode::Force, timeout).await?;
+            }
+            ClearStep::Reset => {
+                reset(client, node, vol, None, timeout).await?;
+            }
+            ClearStep::ClearVol => client.clear_vol(node, vol).await?,
+        }
+    }
+    client.state(node, vol).await
+}
+
+/// walblib's `add_archive_to_proxy` for one proxy: makes `proxy` send `vol` to `archive`
+/// at `addr` and leaves it Started. Touches nothing if it already does.
+pub async fn add_archive_to_proxy(
+    client: &Client,
+    proxy: &str,
+    vol: &str,
+    archive: &str,
+    addr: &str,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let st = client.state(proxy, vol).await?;
+    let listed = if st == P::CLEAR {
+        Vec::new()
+    } else {
+        client.archive_info_list(proxy, vol).await?
+    };
+    let have = listed.iter().any(|a| a == archive);
+    if have && st == P::STARTED {
+        let info = client.archive_info_get(proxy, vol, archive).await?;
+        if info.split_whitespace().next() == Some(addr) {
+            return Ok(());
+        }
+    }
+    if st == P::STARTED || st == P::WLOG_RECV {
+        stop(client, proxy, vol, StopMode::Force, timeout).await?;
+    }
+    let dest = ArchiveDest {
+        addr: addr.to_owned(),
+        compress: default_compress(),
+        delay_s: 0,
+    };
+    info!(proxy, vol, archive, addr, update = have, "archive-info");
+    client
+        .archive_info_set(proxy, vol, archive, dest, have)
+        .await?;
+    if client.state(proxy, vol).await? == P::STOPPED {
+        start(client, proxy, vol, None, timeout).await?;
+    }
+    Ok(())
+}
+
+/// walblib's `_prepare_backup`: the storage SyncReady, no other storage backing up the
+/// volume, the primary archive initialized, the proxies sending to it and started.
+pub async fn prepare_backup(
+    client: &Client,
+    storage: &str,
+    vol: &str,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let cluster = client.cluster().clone();
+    let group = cluster.group(storage, "full-backup")?;
+    let st = client.state(storage, vol).await?;
+    match prepare_storage(&st).map_err(|m| ClientError::State(format!("{storage} {vol}: {m}")))? {
+        Some(ClearStep::StopForce) => {
+            stop(client, storage, vol, StopMode::Graceful, timeout).await?;
+        }
+        Some(ClearStep::Reset) => {
+            reset(client, storage, vol, None, timeout).await?;
+        }
+        _ => {}
+    }
+    for other in cluster.nodes_of(Role::Storage) {
+        if other.name == storage {
+            continue;
+        }
+        let st = client.state(&other.name, vol).await?;
+        if st != S::CLEAR && st != S::STANDBY {
+            return Err(ClientError::State(format!(
+                "{} {vol} is {st}: only one storage may back up a volume (make it Standby or \
+                 clear it first)",
+                other.name
+            )));
+        }
+    }
+    let a = &group.archive.name;
+    let ast = client.state(a, vol).await?;
+    if prepare_archive(&ast).map_err(|m| ClientError::State(format!("{a} {vol}: {m}")))? {
+        client.init_vol(a, vol, None).await?;
+    }
+    for p in &group.proxies {
+        add_archive_to_proxy(client, &p.name, vol, a, &group.archive.addr, timeout).await?;
+    }
+    Ok(())
+}
+
+/// What a full backup reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FullBackupDone {
+    /// The gid the image becomes clean (restorable) at.
+    pub gid: u64,
+    /// Whether it was seen restorable at the primary archive.
+    pub restorable: bool,
+}
+
+/// States a storage passes through during a full backup (walblib's `sDuringFullSync`).
+const DURING_FULL_SYNC: [&str; 3] = [S::FULL_SYNC, S::STOPPED, S::START_TARGET];
+/// A SyncReady seen this soon after the command may precede the FullSync state.
+const FULL_SYNC_GRACE: Duration = Duration::from_secs(2);
+
+/// walblib's `full_backup`: prepare, full-bkp, wait until the storage is Target, read the
+/// gid the image becomes clean at, and (if `wait_restorable`) wait until it is restorable
+/// at the primary archive.
+pub async fn full_backup(
+    client: &Client,
+    storage: &str,
+    vol: &str,
+    bulk_lb: Option<u64>,
+    wait_restorable: bool,
+    timeout: Duration,
+) -> Result<FullBackupDone, ClientError> {
+    let t0 = Instant::now();
+    prepare_backup(client, storage, vol, TIMEOUT_SHORT.min(timeout)).await?;
+    client.full_backup(storage, vol, bulk_lb).await?;
+    info!(storage, vol, "full backup accepted");
+    let accepted = Instant::now();
+    let mut seen_sync = false;
+    loop {
+        let st = client.state(storage, vol).await?;
+        if st == S::TARGET {
+            break;
+        }
+        if DURING_FULL_SYNC.contains(&st.as_str()) {
+            seen_sync = true;
+        } else if !(st == S::SYNC_READY && !seen_sync && accepted.elapsed() < FULL_SYNC_GRACE) {
+            return Err(ClientError::State(format!(
+                "full backup of {storage} {vol} failed: the storage is {st} (see its log)"
+            )));
+        }
+        if t0.elapsed() >= timeout {
+            return Err(ClientError::Timeout {
+                what: format!("the full backup of {storage} {vol} (the storage is {st})"),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(client.options().poll_interval).await;
+    }
+    let group = client.cluster().group(storage, "full-backup")?;
+    let archive = group.archive.name.clone();
+    let proxies: Vec<String> = group.proxies.iter().map(|p| p.name.clone()).collect();
+    let ast = client.state(&archive, vol).await?;
+    if !A::ACTIVE.contains(&ast.as_str()) {
+        return Err(ClientError::State(format!(
+            "after the full backup of {storage} {vol}, {archive} {vol} is {ast}, not Archived"
+        )));
+    }
+    for p in &proxies {
+        if let Err(e) = client.kick(p, Some(vol), None).await {
+            warn!(proxy = %p, "kick after full backup: {e}");
+        }
+    }
+    let base = client.meta_state(storage, vol, false, None).await?;
+    let gid = base.snap_b.gid_e;
+    if !wait_restorable {
+        return Ok(FullBackupDone {
+            gid,
+            restorable: false,
+        });
+    }
+    let left = timeout.saturating_sub(t0.elapsed());
+    wait_for_restorable(client, &archive, vol, gid, left).await?;
+    Ok(FullBackupDone {
+        gid,
+        restorable: true,
+    })
+}
+
+/// Waits until `gid` is among `archive`'s restorable snapshots of `vol` (implicit ones
+/// included, as walblib).
+pub async fn wait_for_restorable(
+    client: &Client,
+    archive: &str,
+    vol: &str,
+    gid: u64,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    role_of(client, archive, &[Role::Archive], "wait-restorable")?;
+    let t0 = Instant::now();
+    loop {
+        let list = client.restorable(archive, vol, true).await?;
+        if list.iter().any(|s| s.gid == Some(gid)) {
+            return Ok(());
+        }
+        if t0.elapsed() >= timeout {
+            let latest = list
+                .iter()
+                .filter_map(|s| s.gid)
+                .max()
+                .map_or("none".to_owned(), |g| g.to_string());
+            return Err(ClientError::Timeout {
+                what: format!(
+                    "gid {gid} to be restorable at {archive} {vol} (latest restorable: {latest})"
+                ),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(client.options().poll_interval).await;
+    }
+}
+
+/// walblib's blocking `snapshot`: with archives, checks they are active and the storage
+/// is Target, takes the snapshot, and waits until it is restorable on each.
+pub async fn snapshot(
+    client: &Client,
+    storage: &str,
+    vol: &str,
+    archives: &[String],
+    timeout: Duration,
+) -> Result<u64, ClientError> {
+    role_of(client, storage, &[Role::Storage], "snapshot")?;
+    for a in archives {
+        role_of(client, a, &[Role::Archive], "snapshot")?;
+    }
+    if !archives.is_empty() {
+        for a in archives {
+            let st = client.state(a, vol).await?;
+            if !A::ACTIVE.contains(&st.as_str()) {
+                return Err(ClientError::State(format!(
+                    "{a} {vol} is {st}: it cannot receive the snapshot (it needs to be Archived)"
+                )));
+            }
+        }
+        let st = client.state(storage, vol).await?;
+        if st != S::TARGET {
+            return Err(ClientError::State(format!(
+                "{storage} {vol} is {st}: a snapshot reaches the archives only from Target"
+            )));
+        }
+    }
+    let gid = client.snapshot(storage, vol).await?;
+    let t0 = Instant::now();
+    for a in archives {
+        let left = timeout.saturating_sub(t0.elapsed());
+        wait_for_restorable(client, a, vol, gid, left).await?;
+    }
+    Ok(gid)
+}
+
+/// walblib's `_wait_for_no_action`: until no `action` (Merge, Apply, Restore...) runs on
+/// `archive`'s `vol`.
+pub async fn wait_for_no_action(
+    client: &Client,
+    archive: &str,
+    vol: &str,
+    action: &str,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let t0 = Instant::now();
+    loop {
+        if client.num_action(archive, vol, action).await? == 0 {
+            return Ok(());
+        }
+        if t0.elapsed() >= timeout {
+            return Err(ClientError::Timeout {
+                what: format!("the {action} of {vol} on {archive} to end"),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(client.options().poll_interval).await;
+    }
+}
+
+/// walblib's `merge`: merge the diffs of `vol` from `gid_b` up to `gid_e` and wait until
+/// the merge ends.
+pub async fn merge(
+    client: &Client,
+    archive: &str,
+    vol: &str,
+    gid_b: u64,
+    gid_e: u64,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    role_of(client, archive, &[Role::Archive], "merge")?;
+    if gid_e <= gid_b {
+        return Err(ClientError::State(format!(
+            "merge {vol}: GIDE ({gid_e}) must be larger than GIDB ({gid_b})"
+        )));
+    }
+    client
+        .merge(archive, vol, gid_b, walb_wire::msg::MergeUntil::Gid(gid_e))
+        .await?;
+    wait_for_no_action(client, archive, vol, "Merge", timeout).await
+}
+
+/// walblib's `apply`: apply the diffs of `vol` up to `gid` to the base image and wait
+/// until the apply ends; returns the base afterwards.
+pub async fn apply(
+    client: &Client,
+    archive: &str,
+    vol: &str,
+    gid: u64,
+    timeout: Duration,
+) -> Result<walb_wire::msg::MetaStateDto, ClientError> {
+    role_of(client, archive, &[Role::Archive], "apply")?;
+    client.apply(archive, vol, gid).await?;
+    wait_for_no_action(client, archive, vol, "Apply", timeout).await?;
+    client.base(archive, vol).await
+}
+
+/// States a storage passes through during a hash backup.
+const DURING_HASH_SYNC: [&str; 3] = [S::HASH_SYNC, S::STOPPED, S::START_TARGET];
+
+/// walblib's `hash_backup`: hash-bkp of a Stopped (or SyncReady) storage volume, then
+/// wait until it is Target again.
+pub async fn hash_backup(
+    client: &Client,
+    storage: &str,
+    vol: &str,
+    bulk_lb: Option<u64>,
+    timeout: Duration,
+) -> Result<String, ClientError> {
+    role_of(client, storage, &[Role::Storage], "hash-backup")?;
+    client.hash_backup(storage, vol, bulk_lb).await?;
+    let wait = StateWait::new(&DURING_HASH_SYNC, &[S::TARGET]);
+    let mut with_ready = wait.clone();
+    with_ready.transient.push(S::SYNC_READY);
+    wait_for_state(client, storage, vol, &with_ready, timeout).await
+}
+
+/// Consecutive polls without a Restore action before a missing image counts as failed.
+const RESTORE_IDLE_POLLS: u32 = 3;
+
+/// walblib's `restore`: restore, then wait until the image exists; returns its path.
+pub async fn restore(
+    client: &Client,
+    archive: &str,
+    vol: &str,
+    gid: u64,
+    timeout: Duration,
+) -> Result<String, ClientError> {
+    role_of(client, archive, &[Role::Archive], "restore")?;
+    client.restore(archive, vol, gid).await?;
+    wait_for_restored(client, archive, vol, gid, timeout).await
+}
+
+/// walblib's `wait_for_restored`: until `gid` is restored (its path), failing once no
+/// Restore action runs and the image is still missing.
+pub async fn wait_for_restored(
+    client: &Client,
+    archive: &str,
+    vol: &str,
+    gid: u64,
+    timeout: Duration,
+) -> Result<String, ClientError> {
+    let t0 = Instant::now();
+    let mut idle = 0;
+    loop {
+        let restored = client.restored(archive, vol).await?;
+        if let Some((_, path)) = restored.into_iter().find(|(g, _)| *g == gid) {
+            return Ok(path);
+        }
+        if client.num_action(archive, vol, "Restore").await? == 0 {
+            idle += 1;
+            if idle >= RESTORE_IDLE_POLLS {
+                return Err(ClientError::State(format!(
+                    "the restore of {vol} gid {gid} on {archive} ended without an image (see \
+                     the archive's log)"
+                )));
+            }
+        } else {
+            idle = 0;
+        }
+        if t0.elapsed() >= timeout {
+            return Err(ClientError::Timeout {
+                what: format!("{archive} to restore {vol} gid {gid}"),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(client.options().poll_interval).await;
+    }
+}
+
+/// The path of restored image `gid` (`get_restored_path`).
+pub async fn restored_path(
+    client: &Client,
+    archive: &str,
+    vol: &str,
+    gid: u64,
+) -> Result<String, ClientError> {
+    role_of(client, archive, &[Role::Archive], "restored-path")?;
+    let restored = client.restored(archive, vol).await?;
+    restored
+        .into_iter()
+        .find(|(g, _)| *g == gid)
+        .map(|(_, p)| p)
+        .ok_or_else(|| {
+            ClientError::State(format!(
+                "{archive} {vol}: gid {gid} is not restored (restore {archive} {vol} {gid})"
+            ))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn start_chooses_the_storage_mode_like_walblib() {
+        let (m, w) = start_plan(Role::Storage, "SyncReady", None).unwrap();
+        assert_eq!(m, Some(StartMode::Standby));
+        assert_eq!(w.goal, ["Standby"]);
+        let (m, w) = start_plan(Role::Storage, "Stopped", None).unwrap();
+        assert_eq!(m, Some(StartMode::Target));
+        assert_eq!(w.goal, ["Target"]);
+        let (m, w) = start_plan(Role::Archive, "Stopped", None).unwrap();
+        assert_eq!((m, w.goal), (None, vec!["Archived"]));
+        assert!(start_plan(Role::Proxy, "Stopped", Some(StartMode::Target)).is_err());
+    }
+
+    #[test]
+    fn stop_waits_for_the_state_its_previous_state_leads_to() {
+        assert_eq!(stop_wait(Role::Storage, "Standby").goal, ["SyncReady"]);
+        assert_eq!(stop_wait(Role::Storage, "Target").goal, ["Stopped"]);
+        assert!(stop_wait(Role::Storage, "Target")
+            .transient
+            .contains(&"Target"));
+        assert_eq!(stop_wait(Role::Proxy, "Started").goal, ["Stopped"]);
+        assert_eq!(stop_wait(Role::Archive, "Archived").goal, ["Stopped"]);
+    }
+
+    #[test]
+    fn clear_plans_follow_walblib() {
+        use ClearStep::*;
+        assert_eq!(clear_plan(Role::Storage, "Clear").unwrap(), []);
+        assert_eq!(
+            clear_plan(Role::Storage, "Target").unwrap(),
+            [StopForce, Reset, ClearVol]
+        );
+        assert_eq!(
+            clear_plan(Role::Storage, "Standby").unwrap(),
+            [StopForce, ClearVol]
+        );
+        assert_eq!(
+            clear_plan(Role::Proxy, "Started").unwrap(),
+            [StopForce, ClearVol]
+        );
+        assert_eq!(clear_plan(Role::Archive, "Stopped").unwrap(), [ClearVol]);
+        let e = clear_plan(Role::Storage, "FullSync").unwrap_err();
+        assert!(e.contains("FullSync"), "{e}");
+    }
+
+    #[test]
+    fn full_backup_preparation_from_each_state() {
+        assert_eq!(prepare_storage("SyncReady").unwrap(), None);
+        assert_eq!(
+            prepare_storage("Standby").unwrap(),
+            Some(ClearStep::StopForce)
+        );
+        assert_eq!(prepare_storage("Stopped").unwrap(), Some(ClearStep::Reset));
+        assert!(prepare_storage("Target").unwrap_err().contains("Target"));
+        assert!(prepare_storage("Clear")
+            .unwrap_err()
+            .contains("init-storage"));
+        assert!(prepare_archive("Clear").unwrap());
+        assert!(!prepare_archive("SyncReady").unwrap());
+        assert!(prepare_archive("Archived")
+            .unwrap_err()
+            .contains("Archived"));
+    }
+}

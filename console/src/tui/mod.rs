@@ -1,0 +1,31 @@
+//! The terminal UI: live views of the cluster from the daemons' event streams.
+//!
+//! Elm-style: a pure [`model::Model`], a pure [`update::update`] (`Msg` in, model
+//! changed, [`update::Effect`]s out), pure views ([`view::draw`]), and an IO shell
+//! ([`app`]) at the edge that turns effects into subscriptions, queries and commands and
+//! their results back into messages.
+//!
+//! # Layout
+//!
+//! - [`model`]: what the console knows (nodes, volumes, tasks, the log) and the screen's
+//!   state; the tables of steady states and task kinds.
+//! - [`update`]: messages, effects and the update function.
+//! - [`keys`]: the key binding table (help and footer come from it).
+//! - [`actions`]: the action table (each action an exec command line) and what
+//!   destructive commands lose.
+//! - [`palette`]: completion for the command palette.
+//! - [`view`]: drawing, one module per view plus overlays.
+//! - [`dump`]: the plain status dump printed when stdout is not a terminal.
+//! - [`app`]: the IO shell, and the one-shot snapshot used by the dump and metrics.
+
+pub mod actions;
+pub mod app;
+pub mod dump;
+pub mod keys;
+pub mod model;
+pub mod palette;
+pub mod update;
+pub mod view;
+
+pub use model::Model;
+pub use update::{update, Effect, Msg};

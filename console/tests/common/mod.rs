@@ -1,0 +1,284 @@
+//! A fixture for the TUI tests and the bench: the tutorial's cluster (s0, p0, a0) and a
+//! model filled through the real update function, with a fixed clock.
+
+#![allow(dead_code)]
+
+use walb_console::cluster::Cluster;
+use walb_console::tui::model::Model;
+use walb_console::tui::update::{init, update, Answer, Ask, Effect, Msg};
+use walb_wire::msg::{DiffRange, MetaDiffDto, MetaStateDto, SnapDto, SnapshotInfo};
+use walb_wire::Event;
+
+/// 2017-05-24T05:13:31Z, the tutorial's last diff, in ms.
+pub const T0: u64 = 1_495_602_811_000;
+/// In seconds.
+pub const TS: u64 = T0 / 1000;
+
+pub const CLUSTER: &str = r#"
+name = "tutorial"
+[certs]
+ca = "certs/ca.crt"
+cert = "certs/operator-console.crt"
+key = "certs/operator-console.key"
+
+[[node]]
+name = "s0"
+role = "storage"
+addr = "localhost:10000"
+archive = "a0"
+proxies = ["p0"]
+
+[[node]]
+name = "p0"
+role = "proxy"
+addr = "localhost:10100"
+
+[[node]]
+name = "a0"
+role = "archive"
+addr = "localhost:10200"
+"#;
+
+pub fn cluster() -> Cluster {
+    Cluster::parse(CLUSTER, std::path::Path::new("/etc/walb"), "cluster.toml").unwrap()
+}
+
+/// A cluster file with `storages` storages, one proxy and `archives` archives.
+pub fn big_cluster(storages: usize, archives: usize) -> Cluster {
+    let mut t = String::from(
+        "name = \"big\"\n[certs]\nca = \"ca.crt\"\ncert = \"c.crt\"\nkey = \"c.key\"\n",
+    );
+    for i in 0..storages {
+        t.push_str(&format!(
+            "[[node]]\nname = \"s{i}\"\nrole = \"storage\"\naddr = \"10.0.0.{i}:10000\"\narchive = \"a0\"\nproxies = [\"p0\"]\n"
+        ));
+    }
+    t.push_str("[[node]]\nname = \"p0\"\nrole = \"proxy\"\naddr = \"10.0.1.0:10100\"\n");
+    for i in 0..archives {
+        t.push_str(&format!(
+            "[[node]]\nname = \"a{i}\"\nrole = \"archive\"\naddr = \"10.0.2.{i}:10200\"\n"
+        ));
+    }
+    Cluster::parse(&t, std::path::Path::new("/"), "big.toml").unwrap()
+}
+
+pub fn diff(b: u64, e: u64, mergeable: bool, ts: u64, size: u64) -> MetaDiffDto {
+    MetaDiffDto {
+        range: DiffRange {
+            snap_b: SnapDto { gid_b: b, gid_e: b },
+            snap_e: SnapDto { gid_b: e, gid_e: e },
+        },
+        mergeable,
+        comp_diff: false,
+        timestamp_s: ts,
+        size,
+    }
+}
+
+pub fn snap(vol: &str, gid: u64, ts: u64, explicit: bool) -> SnapshotInfo {
+    SnapshotInfo {
+        vol: vol.into(),
+        gid: Some(gid),
+        timestamp_s: ts,
+        lsid: None,
+        explicit,
+    }
+}
+
+/// Feeds a reply as the shell would.
+pub fn reply(m: &mut Model, node: &str, ask: Ask, answer: Answer) -> Vec<Effect> {
+    let seq = m.seq;
+    update(
+        m,
+        Msg::Reply {
+            node: node.into(),
+            seq,
+            ask,
+            result: Ok(answer),
+        },
+    )
+}
+
+pub fn event(m: &mut Model, node: &str, event: Event) -> Vec<Effect> {
+    update(
+        m,
+        Msg::Event {
+            node: node.into(),
+            event,
+        },
+    )
+}
+
+pub fn state(m: &mut Model, node: &str, vol: &str, s: &str) -> Vec<Effect> {
+    event(
+        m,
+        node,
+        Event::State {
+            vol: vol.into(),
+            state: s.into(),
+            at_s: m.now / 1000,
+        },
+    )
+}
+
+/// The tutorial after a full backup and snapshots: `vol` Target/Started/Archived with
+/// the tutorial's diff list, `db` being fully backed up.
+pub fn tutorial() -> Model {
+    let mut m = Model::new(&cluster());
+    m.clock(T0);
+    init(&mut m);
+    for (n, sw, up) in [
+        ("s0", "walb-storage 0.1.0", 3600),
+        ("p0", "walb-proxy 0.1.0", 3500),
+        ("a0", "walb-archive 0.1.0", 93_000),
+    ] {
+        update(&mut m, Msg::Subscribed { node: n.into() });
+        reply(
+            &mut m,
+            n,
+            Ask::Hello,
+            Answer::Hello {
+                version: sw.into(),
+                pid: 4242,
+                status: vec![format!("{sw} uptime {up}s")],
+            },
+        );
+        reply(
+            &mut m,
+            n,
+            Ask::Vols,
+            Answer::Names(vec!["vol".into(), "db".into()]),
+        );
+    }
+    for (n, v, s) in [
+        ("s0", "vol", "Target"),
+        ("p0", "vol", "Started"),
+        ("a0", "vol", "Archived"),
+        ("s0", "db", "SyncReady"),
+        ("p0", "db", "Started"),
+        ("a0", "db", "SyncReady"),
+    ] {
+        reply(
+            &mut m,
+            n,
+            Ask::State { vol: v.into() },
+            Answer::State(s.into()),
+        );
+    }
+    reply(
+        &mut m,
+        "s0",
+        Ask::LogUsage,
+        Answer::Lines(vec![
+            "name:vol\tusage_pb:1536\tcapacity_pb:8192\tpbs:4096".into(),
+            "name:db\tusage_pb:0\tcapacity_pb:8192\tpbs:4096".into(),
+        ]),
+    );
+    reply(
+        &mut m,
+        "s0",
+        Ask::LatestSnap { vol: None },
+        Answer::Snaps(vec![snap("vol", 10, TS - 5, true)]),
+    );
+    reply(
+        &mut m,
+        "a0",
+        Ask::LatestSnap { vol: None },
+        Answer::Snaps(vec![snap("vol", 8, TS - 40, true)]),
+    );
+    reply(
+        &mut m,
+        "p0",
+        Ask::ArchiveList { vol: "vol".into() },
+        Answer::Names(vec!["a0".into()]),
+    );
+    reply(
+        &mut m,
+        "p0",
+        Ask::Queue {
+            vol: "vol".into(),
+            archive: "a0".into(),
+        },
+        Answer::Queue {
+            diffs: vec![
+                diff(8, 9, true, TS - 20, 4128),
+                diff(9, 10, false, TS - 5, 8280),
+            ],
+            send_error: false,
+        },
+    );
+    let tut = [
+        (0, 1, false, 1_495_601_380, 4128),
+        (1, 2, false, 1_495_602_015, 9427),
+        (2, 3, true, 1_495_602_040, 8280),
+        (3, 4, true, 1_495_602_045, 8688),
+        (4, 5, true, 1_495_602_049, 9309),
+        (5, 6, true, 1_495_602_096, 8567),
+        (6, 7, true, 1_495_602_130, 4128),
+        (7, 8, false, 1_495_602_811, 4128),
+    ];
+    reply(
+        &mut m,
+        "a0",
+        Ask::Diffs { vol: "vol".into() },
+        Answer::Diffs(
+            tut.iter()
+                .map(|(b, e, mg, ts, sz)| diff(*b, *e, *mg, *ts, *sz))
+                .collect(),
+        ),
+    );
+    reply(
+        &mut m,
+        "a0",
+        Ask::Restorable { vol: "vol".into() },
+        Answer::Snaps(vec![
+            snap("vol", 1, 1_495_601_380, true),
+            snap("vol", 2, 1_495_602_015, true),
+            snap("vol", 7, 1_495_602_130, true),
+            snap("vol", 8, 1_495_602_811, true),
+        ]),
+    );
+    reply(
+        &mut m,
+        "a0",
+        Ask::Base { vol: "vol".into() },
+        Answer::Base(MetaStateDto {
+            snap_b: SnapDto { gid_b: 0, gid_e: 0 },
+            snap_e: None,
+            timestamp_s: 1_495_601_380,
+        }),
+    );
+    reply(
+        &mut m,
+        "a0",
+        Ask::Restored { vol: "vol".into() },
+        Answer::Restored(vec![(8, "/var/walb/a0/vol/restored/8.img".into())]),
+    );
+    // A full backup of db is running.
+    m.clock(T0 + 1000);
+    state(&mut m, "s0", "db", "FullSync");
+    state(&mut m, "a0", "db", "FullSync");
+    event(
+        &mut m,
+        "a0",
+        Event::Progress {
+            vol: "db".into(),
+            op: "full-sync".into(),
+            done_lb: 0,
+            total_lb: 131_072,
+        },
+    );
+    m.clock(T0 + 5000);
+    event(
+        &mut m,
+        "a0",
+        Event::Progress {
+            vol: "db".into(),
+            op: "full-sync".into(),
+            done_lb: 40_960,
+            total_lb: 131_072,
+        },
+    );
+    m.clock(T0 + 6000);
+    m
+}

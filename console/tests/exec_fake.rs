@@ -1,0 +1,803 @@
+//! `--exec` through the real client over QUIC on loopback, against fake daemons: walb-wire
+//! nodes with storage/proxy/archive certificates from one cluster CA that answer from a
+//! small shared model of the cluster. Checks printed output, exit codes, refusals passed
+//! through verbatim, walblib's blocking semantics, and scripts. Every test is bounded.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use walb_console::client::ClientOptions;
+use walb_console::exec::{exec_main, ExecRequest, EXIT_FAILED, EXIT_USAGE};
+use walb_wire::msg::{
+    ArchiveInfoCommand, DiffRange, MetaDiffDto, MetaStateDto, SnapDto, SnapshotInfo,
+};
+use walb_wire::{
+    ClusterCa, Command, ErrorCode, IssueOptions, Node, NodeConfig, PeerId, Query, Reply, Request,
+    Role, WireError,
+};
+
+const LIMIT: Duration = Duration::from_secs(60);
+// 2017-05-24T04:49:40Z.
+const TS: u64 = 1_495_601_380;
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Dir {
+        let p = std::env::temp_dir().join(format!("walb-exec-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&p);
+        std::fs::create_dir_all(&p).unwrap();
+        Dir(p)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The fake cluster's state, shared by the three fake daemons.
+#[derive(Default)]
+struct World {
+    /// (node, vol) → state.
+    states: HashMap<(String, String), String>,
+    /// Every request, as `node Request-debug`.
+    log: Vec<String>,
+    /// Polls left before a running full backup reaches Target.
+    full_sync_polls: u32,
+    /// Polls of restorable left before the pending gid shows.
+    restorable_polls: u32,
+    /// The gid that becomes restorable.
+    pending_gid: Option<u64>,
+    restorable: Vec<u64>,
+    next_gid: u64,
+    /// Polls of restored left before the image shows.
+    restore_polls: u32,
+    restored: Vec<u64>,
+    /// Archives set on the proxy: (name, addr).
+    archive_info: Vec<(String, String)>,
+    /// A refusal the archive gives to restore.
+    refuse_restore: Option<WireError>,
+}
+
+type Shared = Arc<Mutex<World>>;
+
+impl World {
+    fn state(&self, node: &str, vol: &str) -> String {
+        self.states
+            .get(&(node.to_owned(), vol.to_owned()))
+            .cloned()
+            .unwrap_or_else(|| "Clear".into())
+    }
+    fn set(&mut self, node: &str, vol: &str, st: &str) {
+        self.states
+            .insert((node.to_owned(), vol.to_owned()), st.to_owned());
+    }
+    fn count(&self, needle: &str) -> usize {
+        self.log.iter().filter(|l| l.contains(needle)).count()
+    }
+}
+
+fn diff(b: u64, e: u64, mergeable: bool, ts: u64, size: u64) -> MetaDiffDto {
+    MetaDiffDto {
+        range: DiffRange {
+            snap_b: SnapDto { gid_b: b, gid_e: b },
+            snap_e: SnapDto { gid_b: e, gid_e: e },
+        },
+        mergeable,
+        comp_diff: false,
+        timestamp_s: ts,
+        size,
+    }
+}
+
+fn snap(vol: &str, gid: u64, explicit: bool) -> SnapshotInfo {
+    SnapshotInfo {
+        vol: vol.into(),
+        gid: Some(gid),
+        timestamp_s: TS + gid,
+        lsid: None,
+        explicit,
+    }
+}
+
+/// The fake daemons' behaviour: a tiny model of walb's state machines.
+fn answer(w: &mut World, me: &str, role: Role, req: &Request) -> Result<Reply, WireError> {
+    w.log.push(format!("{me} {req:?}"));
+    let refuse = |m: &str| Err(WireError::new(ErrorCode::WrongState, m));
+    match req {
+        Request::Query(Query::State { vol }) => {
+            // A running full backup finishes after a few polls.
+            if role == Role::Storage && w.state(me, vol) == "FullSync" {
+                if w.full_sync_polls == 0 {
+                    w.set(me, vol, "Target");
+                    w.set("a0", vol, "Archived");
+                    w.pending_gid = Some(7);
+                    w.restorable_polls = 2;
+                } else {
+                    w.full_sync_polls -= 1;
+                }
+            }
+            Ok(Reply::Text(w.state(me, vol)))
+        }
+        Request::Query(Query::HostType) => Ok(Reply::Text(role.to_string())),
+        Request::Query(Query::Status { vol }) => Ok(Reply::Lines(vec![format!(
+            "{me} status of {}",
+            vol.as_deref().unwrap_or("all")
+        )])),
+        Request::Query(Query::IsOverflow { .. }) => Ok(Reply::Bool(false)),
+        Request::Query(Query::MetaState { .. }) | Request::Query(Query::Base { .. }) => {
+            Ok(Reply::MetaState(MetaStateDto {
+                snap_b: SnapDto { gid_b: 0, gid_e: 7 },
+                snap_e: None,
+                timestamp_s: TS,
+            }))
+        }
+        Request::Query(Query::Restorable { vol, all }) => {
+            if let Some(g) = w.pending_gid {
+                if w.restorable_polls == 0 {
+                    w.restorable.push(g);
+                    w.pending_gid = None;
+                } else {
+                    w.restorable_polls -= 1;
+                }
+            }
+            Ok(Reply::Snapshots(
+                w.restorable
+                    .iter()
+                    .map(|g| snap(vol, *g, !*all || *g % 2 == 0))
+                    .collect(),
+            ))
+        }
+        Request::Query(Query::Diff { .. }) => Ok(Reply::Diffs(vec![
+            diff(0, 1, false, TS, 4128),
+            diff(1, 2, true, TS + 635, 9427),
+        ])),
+        Request::Query(Query::Restored { .. }) => {
+            if w.restore_polls > 0 {
+                w.restore_polls -= 1;
+                if w.restore_polls == 0 {
+                    w.restored.push(8);
+                }
+            }
+            Ok(Reply::Lines(
+                w.restored
+                    .iter()
+                    .map(|g| format!("{g} /lab/a0/vol/restored/{g}.img"))
+                    .collect(),
+            ))
+        }
+        Request::Query(Query::NumAction { .. }) => {
+            Ok(Reply::Number(u64::from(w.restore_polls > 0)))
+        }
+        Request::Query(Query::ArchiveInfo { archive: None, .. }) => Ok(Reply::Lines(
+            w.archive_info.iter().map(|(a, _)| a.clone()).collect(),
+        )),
+        Request::Query(Query::ArchiveInfo {
+            archive: Some(a), ..
+        }) => match w.archive_info.iter().find(|(n, _)| n == a) {
+            Some((_, addr)) => Ok(Reply::Text(format!("{addr} snappy:0:1 0"))),
+            None => Err(WireError::new(ErrorCode::NotFound, "no such archive")),
+        },
+        Request::Command(Command::InitVol { vol, .. }) => {
+            if w.state(me, vol) != "Clear" {
+                return refuse(&format!(
+                    "volume {vol} is {}: init-vol needs Clear",
+                    w.state(me, vol)
+                ));
+            }
+            w.set(me, vol, "SyncReady");
+            Ok(Reply::Done)
+        }
+        Request::Command(Command::Start { vol, mode }) => {
+            let to = match (role, mode) {
+                (Role::Storage, Some(walb_wire::msg::StartMode::Standby)) => "Standby",
+                (Role::Storage, _) => "Target",
+                (Role::Proxy, _) => "Started",
+                _ => "Archived",
+            };
+            w.set(me, vol, to);
+            Ok(Reply::Done)
+        }
+        Request::Command(Command::Stop { vol, .. }) => {
+            let to = match (role, w.state(me, vol).as_str()) {
+                (Role::Storage, "Standby") => "SyncReady",
+                _ => "Stopped",
+            };
+            w.set(me, vol, to);
+            Ok(Reply::Accepted)
+        }
+        Request::Command(Command::ArchiveInfo(ArchiveInfoCommand::Set {
+            vol,
+            archive,
+            dest,
+            ..
+        })) => {
+            w.archive_info.retain(|(a, _)| a != archive);
+            w.archive_info.push((archive.clone(), dest.addr.clone()));
+            if w.state(me, vol) == "Clear" {
+                w.set(me, vol, "Stopped");
+            }
+            Ok(Reply::Done)
+        }
+        Request::Command(Command::FullBackup { vol, .. }) => {
+            if w.state(me, vol) != "SyncReady" {
+                return refuse(&format!(
+                    "volume {vol} is {}: full-bkp needs SyncReady",
+                    w.state(me, vol)
+                ));
+            }
+            w.set(me, vol, "FullSync");
+            w.full_sync_polls = 2;
+            Ok(Reply::Accepted)
+        }
+        Request::Command(Command::Snapshot { .. }) => {
+            w.next_gid += 1;
+            let g = w.next_gid;
+            w.pending_gid = Some(g);
+            w.restorable_polls = 3;
+            Ok(Reply::Gid(g))
+        }
+        Request::Command(Command::Restore { gid, .. }) => {
+            if let Some(e) = w.refuse_restore.clone() {
+                return Err(e);
+            }
+            if *gid != 8 {
+                return Err(WireError::new(
+                    ErrorCode::NotFound,
+                    format!("gid {gid} is not restorable"),
+                ));
+            }
+            w.restore_polls = 3;
+            Ok(Reply::Accepted)
+        }
+        Request::Command(Command::Kick { .. }) => Ok(Reply::Done),
+        Request::Query(Query::Vols) => {
+            let mut v: Vec<String> = w
+                .states
+                .keys()
+                .filter(|(n, _)| n == me)
+                .map(|(_, v)| v.clone())
+                .collect();
+            v.sort();
+            Ok(Reply::Lines(v))
+        }
+        Request::Query(Query::Version) => Ok(Reply::Version {
+            software: format!("fake-{role} 0.0.1"),
+            protocol: 1,
+        }),
+        Request::Query(Query::Pid) => Ok(Reply::Number(4242)),
+        other => Err(WireError::new(
+            ErrorCode::Unsupported,
+            format!("the fake does not know {other:?}"),
+        )),
+    }
+}
+
+struct Cluster {
+    dir: Dir,
+    world: Shared,
+    _nodes: Vec<Node>,
+    cluster_file: PathBuf,
+}
+
+fn issue(ca: &ClusterCa, dir: &Path, role: Role, id: &str) -> walb_wire::TlsFiles {
+    let peer = PeerId::new(role, id).unwrap();
+    let files = ca
+        .issue(&peer, &IssueOptions::default())
+        .unwrap()
+        .save(dir, true)
+        .unwrap();
+    std::fs::write(&files.ca_cert, ca.cert_pem()).unwrap();
+    files
+}
+
+fn fake_daemon(
+    files: walb_wire::TlsFiles,
+    role: Role,
+    id: &str,
+    world: Shared,
+) -> (Node, SocketAddr) {
+    let node = Node::bind(NodeConfig::new("127.0.0.1:0".parse().unwrap(), true), files).unwrap();
+    let addr = node.local_addr().unwrap();
+    let (n, me) = (node.clone(), id.to_owned());
+    tokio::spawn(async move {
+        while let Some(mut inc) = n.accept().await {
+            let r = {
+                let mut w = world.lock().unwrap();
+                answer(&mut w, &me, role, &inc.request)
+            };
+            match r {
+                Ok(reply) => {
+                    let _ = inc.call.reply(reply).await;
+                    let _ = inc.call.sender.finish();
+                }
+                Err(e) => inc.call.refuse(e).await,
+            }
+        }
+    });
+    (node, addr)
+}
+
+/// s0, p0, a0 as fakes (a0 optionally at a dead address), and a cluster file for them.
+/// `swap` puts a0's address on s0's entry (a wrong peer).
+fn cluster(name: &str, a0_dead: bool, swap: bool) -> Cluster {
+    let dir = Dir::new(name);
+    let ca = ClusterCa::generate("test", 1).unwrap();
+    let certs = dir.0.join("certs");
+    let world: Shared = Arc::new(Mutex::new(World::default()));
+    let mut nodes = Vec::new();
+    let mut addrs = HashMap::new();
+    for (role, id) in [
+        (Role::Storage, "s0"),
+        (Role::Proxy, "p0"),
+        (Role::Archive, "a0"),
+    ] {
+        let files = issue(&ca, &certs, role, id);
+        if id == "a0" && a0_dead {
+            // A port nobody answers on.
+            let s = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            addrs.insert(id, s.local_addr().unwrap().to_string());
+            continue;
+        }
+        let (node, addr) = fake_daemon(files, role, id, world.clone());
+        nodes.push(node);
+        addrs.insert(id, addr.to_string());
+    }
+    issue(&ca, &certs, Role::Operator, "console");
+    let s0_addr = if swap { &addrs["a0"] } else { &addrs["s0"] };
+    let text = format!(
+        r#"name = "test"
+[certs]
+ca = "certs/ca.crt"
+cert = "certs/operator-console.crt"
+key = "certs/operator-console.key"
+
+[[node]]
+name = "s0"
+role = "storage"
+addr = "{s0_addr}"
+archive = "a0"
+proxies = ["p0"]
+
+[[node]]
+name = "p0"
+role = "proxy"
+addr = "{}"
+
+[[node]]
+name = "a0"
+role = "archive"
+addr = "{}"
+"#,
+        addrs["p0"], addrs["a0"]
+    );
+    let cluster_file = dir.0.join("cluster.toml");
+    std::fs::write(&cluster_file, text).unwrap();
+    Cluster {
+        dir,
+        world,
+        _nodes: nodes,
+        cluster_file,
+    }
+}
+
+struct Run {
+    code: i32,
+    out: String,
+    err: String,
+}
+
+async fn exec(c: &Cluster, json: bool, args: &[&str], stdin: &str) -> Run {
+    let req = ExecRequest {
+        cluster: Some(c.cluster_file.clone()),
+        json,
+        args: args.iter().map(|s| s.to_string()).collect(),
+        client: ClientOptions {
+            connect_timeout: Duration::from_secs(1),
+            request_timeout: Duration::from_secs(10),
+            poll_interval: Duration::from_millis(20),
+        },
+    };
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut input = stdin.as_bytes();
+    let code = tokio::time::timeout(LIMIT, exec_main(req, &mut input, &mut out, &mut err))
+        .await
+        .expect("exec took too long");
+    Run {
+        code,
+        out: String::from_utf8(out).unwrap(),
+        err: String::from_utf8(err).unwrap(),
+    }
+}
+
+fn addr_of(c: &Cluster, node: &str) -> String {
+    let cl = walb_console::cluster::Cluster::load(&c.cluster_file).unwrap();
+    cl.node(node).unwrap().addr.clone()
+}
+
+#[tokio::test]
+async fn state_all_prints_every_node_and_names_the_unreachable_one() {
+    let c = cluster("state-all", true, false);
+    {
+        let mut w = c.world.lock().unwrap();
+        w.set("s0", "vol", "Target");
+        w.set("p0", "vol", "Started");
+    }
+    let r = exec(&c, false, &["state-all", "vol"], "").await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    let lines: Vec<&str> = r.out.lines().collect();
+    assert_eq!(lines.len(), 3, "{}", r.out);
+    assert_eq!(lines[0], format!("s0 {} storage Target", addr_of(&c, "s0")));
+    assert_eq!(lines[1], format!("p0 {} proxy Started", addr_of(&c, "p0")));
+    assert!(
+        lines[2].starts_with(&format!("a0 {} archive unreachable: ", addr_of(&c, "a0"))),
+        "{}",
+        lines[2]
+    );
+    let r = exec(&c, true, &["state-all", "vol"], "").await;
+    assert_eq!(r.code, 0);
+    let v: serde_json::Value = serde_json::from_str(r.out.trim()).unwrap();
+    assert_eq!(v[0]["state"], "Target");
+    assert_eq!(v[2]["state"], serde_json::Value::Null);
+    assert!(v[2]["unreachable"].is_string());
+}
+
+#[tokio::test]
+async fn a_refusal_is_printed_verbatim_with_exit_code_1() {
+    let c = cluster("refusal", false, false);
+    let msg = "volume vol is SyncReady: restore needs Archived (run full-backup first)";
+    c.world.lock().unwrap().refuse_restore = Some(WireError::new(ErrorCode::WrongState, msg));
+    let r = exec(&c, false, &["restore", "a0", "vol", "8"], "").await;
+    assert_eq!(r.code, EXIT_FAILED);
+    assert!(r.out.is_empty(), "{}", r.out);
+    assert_eq!(r.err.trim(), format!("error: a0: {msg}"));
+    let r = exec(&c, true, &["restore", "a0", "vol", "8"], "").await;
+    assert_eq!(r.code, EXIT_FAILED);
+    let v: serde_json::Value = serde_json::from_str(r.out.trim()).unwrap();
+    assert_eq!(v["code"], "wrong-state");
+    assert_eq!(v["message"], msg);
+    assert_eq!(v["node"], "a0");
+}
+
+#[tokio::test]
+async fn a_command_on_a_node_of_the_wrong_role_is_refused_before_sending() {
+    let c = cluster("role", false, false);
+    let r = exec(&c, false, &["restore", "s0", "vol", "8"], "").await;
+    assert_eq!(r.code, EXIT_USAGE);
+    assert_eq!(
+        r.err.trim(),
+        "error: s0 is a storage, restore needs an archive"
+    );
+    let r = exec(&c, false, &["get", "p0", "is-overflow", "vol"], "").await;
+    assert_eq!(r.code, EXIT_USAGE);
+    assert!(
+        r.err
+            .contains("p0 is a proxy, get is-overflow needs a storage"),
+        "{}",
+        r.err
+    );
+    let r = exec(&c, false, &["snapshot", "s9", "vol"], "").await;
+    assert_eq!(r.code, EXIT_USAGE);
+    assert!(r.err.contains("unknown node \"s9\""), "{}", r.err);
+    assert!(c.world.lock().unwrap().log.is_empty(), "nothing was sent");
+}
+
+#[tokio::test]
+async fn a_daemon_that_is_not_who_the_file_says_is_refused() {
+    let c = cluster("swap", false, true);
+    let r = exec(&c, false, &["get", "s0", "state", "vol"], "").await;
+    assert_eq!(r.code, EXIT_FAILED);
+    assert!(
+        r.err
+            .contains("is archive/a0, but the cluster file says storage/s0"),
+        "{}",
+        r.err
+    );
+}
+
+#[tokio::test]
+async fn full_backup_prepares_like_walblib_then_prints_the_clean_gid() {
+    let c = cluster("full-backup", false, false);
+    c.world.lock().unwrap().set("s0", "vol", "Standby");
+    let r = exec(&c, false, &["full-backup", "s0", "vol"], "").await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(r.out, "7\n");
+    let a0_addr = addr_of(&c, "a0");
+    {
+        let w = c.world.lock().unwrap();
+        let order = |needle: &str| {
+            w.log
+                .iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("{needle} never sent: {:#?}", w.log))
+        };
+        // Storage Standby → stop → SyncReady; archive Clear → init; proxy archive-info add
+        // with the archive's address from the cluster file, then start; then the backup.
+        assert!(order("s0 Command(Stop") < order("s0 Command(FullBackup"));
+        assert!(order("a0 Command(InitVol") < order("s0 Command(FullBackup"));
+        assert!(order(&format!("addr: \"{a0_addr}\"")) < order("p0 Command(Start"));
+        assert!(order("p0 Command(Start") < order("s0 Command(FullBackup"));
+        assert!(order("s0 Command(FullBackup") < order("s0 Query(MetaState"));
+        assert!(order("s0 Query(MetaState") < order("a0 Query(Restorable"));
+        assert_eq!(w.state("s0", "vol"), "Target");
+        assert_eq!(w.state("p0", "vol"), "Started");
+    }
+    // From Target it is refused with the reason, and nothing is sent but queries.
+    let r = exec(&c, false, &["full-backup", "s0", "vol", "--no-wait"], "").await;
+    assert_eq!(r.code, EXIT_FAILED);
+    assert!(r.err.contains("s0 vol: it is Target"), "{}", r.err);
+    assert_eq!(c.world.lock().unwrap().count("FullBackup"), 1);
+}
+
+#[tokio::test]
+async fn snapshot_with_archives_waits_until_restorable() {
+    let c = cluster("snapshot", false, false);
+    {
+        let mut w = c.world.lock().unwrap();
+        w.set("s0", "vol", "Target");
+        w.set("a0", "vol", "Archived");
+        w.next_gid = 8;
+    }
+    let r = exec(&c, false, &["snapshot", "s0", "vol", "a0"], "").await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(r.out, "9\n");
+    {
+        let w = c.world.lock().unwrap();
+        assert!(w.restorable.contains(&9));
+        assert!(
+            w.count("a0 Query(Restorable") >= 4,
+            "it polled until restorable"
+        );
+    }
+    // A timeout names what it waited for.
+    let r = exec(
+        &c,
+        false,
+        &["snapshot", "s0", "vol", "a0", "--timeout", "0"],
+        "",
+    )
+    .await;
+    assert_eq!(r.code, EXIT_FAILED);
+    assert!(
+        r.err.contains("gid 10 to be restorable at a0 vol"),
+        "{}",
+        r.err
+    );
+}
+
+#[tokio::test]
+async fn restore_waits_for_the_image_and_prints_its_path() {
+    let c = cluster("restore", false, false);
+    c.world.lock().unwrap().set("a0", "vol", "Archived");
+    let r = exec(&c, false, &["restore", "a0", "vol", "8"], "").await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(r.out, "/lab/a0/vol/restored/8.img\n");
+    let r = exec(&c, false, &["restored-path", "a0", "vol", "8"], "").await;
+    assert_eq!(r.out, "/lab/a0/vol/restored/8.img\n");
+    let r = exec(&c, false, &["restored-path", "a0", "vol", "9"], "").await;
+    assert_eq!(r.code, EXIT_FAILED);
+    assert!(r.err.contains("gid 9 is not restored"), "{}", r.err);
+}
+
+#[tokio::test]
+async fn listings_print_in_the_tutorial_formats() {
+    let c = cluster("listings", false, false);
+    c.world.lock().unwrap().restorable = vec![3, 4];
+    let r = exec(&c, false, &["diff-list", "a0", "vol"], "").await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "|0|-->|1| -- 2017-05-24T04:49:40 4128\n|1|-->|2| M- 2017-05-24T05:00:15 9427\n"
+    );
+    let r = exec(&c, false, &["restorable", "a0", "vol", "all"], "").await;
+    assert_eq!(r.out, "3 2017-05-24T04:49:43 0\n4 2017-05-24T04:49:44 1\n");
+    let r = exec(&c, true, &["restorable", "a0", "vol"], "").await;
+    let v: serde_json::Value = serde_json::from_str(r.out.trim()).unwrap();
+    assert_eq!(v[1]["gid"], 4);
+    assert_eq!(v[1]["time"], "2017-05-24T04:49:44");
+    let r = exec(&c, false, &["get", "s0", "is-overflow", "vol"], "").await;
+    assert_eq!(r.out, "0\n");
+    let r = exec(&c, false, &["get", "a0", "base", "vol"], "").await;
+    assert_eq!(r.out, "<|0,7|>-20170524044940\n");
+    let r = exec(&c, false, &["get", "p0", "host-type"], "").await;
+    assert_eq!(r.out, "proxy\n");
+    let r = exec(&c, false, &["status", "s0", "vol"], "").await;
+    assert_eq!(r.out, "s0 status of vol\n");
+    let r = exec(&c, false, &["status", "vol"], "").await;
+    assert!(r.out.contains("  p0 status of vol\n"), "{}", r.out);
+}
+
+#[tokio::test]
+async fn a_script_stops_at_its_first_failing_line() {
+    let c = cluster("script", false, false);
+    {
+        let mut w = c.world.lock().unwrap();
+        w.set("s0", "vol", "Target");
+        w.refuse_restore = Some(WireError::new(
+            ErrorCode::NotFound,
+            "gid 8 is not restorable",
+        ));
+    }
+    let script = "# the tutorial, abridged\nstate-all vol\n\nsnapshot s0 vol\nrestore a0 vol 8\nsnapshot s0 vol\n";
+    let r = exec(&c, false, &["-"], script).await;
+    assert_eq!(r.code, EXIT_FAILED);
+    let lines: Vec<&str> = r.out.lines().collect();
+    assert_eq!(lines.len(), 4, "{}", r.out);
+    assert!(lines[0].starts_with("s0 ") && lines[0].ends_with(" Target"));
+    assert_eq!(lines[3], "1");
+    assert_eq!(
+        r.err.trim(),
+        "error: line 5 (restore a0 vol 8): a0: gid 8 is not restorable"
+    );
+    assert_eq!(
+        c.world.lock().unwrap().count("Snapshot"),
+        1,
+        "line 6 never ran"
+    );
+    // JSON lines name each line.
+    let r = exec(&c, true, &["-"], "get s0 state vol\nget p0 host-type\n").await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    let v: Vec<serde_json::Value> = r
+        .out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(v[0]["line"], 1);
+    assert_eq!(v[0]["result"], "Target");
+    assert_eq!(v[1]["command"], "get p0 host-type");
+}
+
+#[tokio::test]
+async fn the_binary_runs_a_script_from_stdin_and_exits_non_zero() {
+    let c = cluster("binary", false, false);
+    c.world.lock().unwrap().set("s0", "vol", "Target");
+    let file = c.cluster_file.clone();
+    let dir = c.dir.0.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_walb-console"))
+            .args(["--cluster"])
+            .arg(&file)
+            .args(["--exec", "-"])
+            .current_dir(dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"get s0 state vol\nget s0 nonsense\n")
+            .unwrap();
+        child.wait_with_output().unwrap()
+    });
+    let out = tokio::time::timeout(LIMIT, out).await.unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(EXIT_USAGE));
+    assert!(out.stdout.is_empty(), "a bad line runs nothing");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("line 2: get: unknown get target \"nonsense\""),
+        "{err}"
+    );
+
+    let file = c.cluster_file.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_walb-console"))
+            .arg("--cluster")
+            .arg(&file)
+            .args(["--exec", "get", "s0", "state", "vol"])
+            .output()
+            .unwrap()
+    });
+    let out = tokio::time::timeout(LIMIT, out).await.unwrap().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Target\n");
+}
+
+/// Checks the exposition format: every line a comment or `name{labels} value`.
+fn check_exposition(text: &str) {
+    for l in text.lines() {
+        if l.starts_with("# HELP ") || l.starts_with("# TYPE ") {
+            continue;
+        }
+        let (series, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("{l}"));
+        assert!(value.parse::<f64>().is_ok() || value == "NaN", "{l}");
+        let name = series.split('{').next().unwrap();
+        assert!(
+            name.starts_with("walb_")
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "{l}"
+        );
+        if series.contains('{') {
+            assert!(series.ends_with('}'), "{l}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn metrics_print_the_live_data_in_prometheus_text_format() {
+    let c = cluster("metrics", true, false);
+    {
+        let mut w = c.world.lock().unwrap();
+        w.set("s0", "vol", "Target");
+        w.set("p0", "vol", "Started");
+    }
+    let r = exec(&c, false, &["metrics", "--sample", "0"], "").await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    check_exposition(&r.out);
+    let s0 = addr_of(&c, "s0");
+    let a0 = addr_of(&c, "a0");
+    for want in [
+        format!("walb_node_up{{node=\"s0\",role=\"storage\",addr=\"{s0}\"}} 1"),
+        format!("walb_node_up{{node=\"a0\",role=\"archive\",addr=\"{a0}\"}} 0"),
+        "walb_node_info{node=\"s0\",role=\"storage\",version=\"fake-storage 0.0.1\"} 1".into(),
+        "walb_volume_state{node=\"s0\",role=\"storage\",vol=\"vol\",state=\"Target\"} 1".into(),
+        "walb_volume_state{node=\"p0\",role=\"proxy\",vol=\"vol\",state=\"Started\"} 1".into(),
+        "walb_log_overflow{node=\"s0\",vol=\"vol\"} 0".into(),
+        "# TYPE walb_archive_lag_gids gauge".into(),
+    ] {
+        assert!(r.out.contains(&want), "{want} in\n{}", r.out);
+    }
+    // --out writes the file atomically and prints nothing.
+    let file = c.dir.0.join("walb.prom");
+    let arg = file.to_string_lossy().into_owned();
+    let r = exec(&c, false, &["metrics", "--sample", "0", "--out", &arg], "").await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(r.out.is_empty());
+    let text = std::fs::read_to_string(&file).unwrap();
+    check_exposition(&text);
+    assert!(text.contains("walb_node_up"));
+}
+
+#[tokio::test]
+async fn without_a_terminal_the_binary_prints_one_status_dump() {
+    let c = cluster("dump", true, false);
+    {
+        let mut w = c.world.lock().unwrap();
+        w.set("s0", "vol", "Target");
+        w.set("p0", "vol", "Started");
+    }
+    let file = c.cluster_file.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_walb-console"))
+            .arg("--cluster")
+            .arg(&file)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    });
+    let out = tokio::time::timeout(LIMIT, out).await.unwrap().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].starts_with("cluster test ("), "{text}");
+    let row = |name: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with(name))
+            .copied()
+            .unwrap_or_default()
+    };
+    assert!(row("s0 ").contains(" up "), "{text}");
+    assert!(row("a0 ").contains("down: "), "{text}");
+    let vol = row("vol ");
+    assert!(vol.contains("Target") && vol.contains("Started"), "{text}");
+    assert!(!text.contains('\u{1b}'), "no escape codes in a dump");
+}

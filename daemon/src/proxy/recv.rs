@@ -1,0 +1,582 @@
+//! Protocol 1, server side: a storage ships a range of log packs; the proxy turns them
+//! into one indexed wdiff and queues it for every archive.
+//!
+//! The storage sends the packs exactly as they are on its log device (header block, data
+//! blocks), in lsid order, as one byte stream cut into chunks anywhere, then ends the bulk
+//! and sends the diff's metadata. [`PackStream`] parses that stream with the request's
+//! salt and block size: every header and data checksum is verified, lsids must be
+//! contiguous, and the stream may not exceed the size the request announced. The kernel
+//! converter ([`convert_packs`]) runs on a blocking thread, reading the stream through a
+//! [`ChannelReader`] that the async call feeds, and writes an indexed zstd wdiff to a
+//! temporary file, which is fsynced, renamed to the diff's name, hard-linked into every
+//! queue ([`super::vol::register_received`]); only then the storage gets `Step::Ack`.
+//! On any failure the storage gets the error (corrupt, truncated, ...) and nothing is
+//! kept.
+
+use std::fs::File;
+use std::io::{BufWriter, Read};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use walb_kernel::block::Pbs;
+use walb_kernel::compress::CompressOpt;
+use walb_kernel::diff::convert::{convert_packs, ConvertOpt};
+use walb_kernel::logpack::{LogPack, LogPackHeader};
+use walb_kernel::meta::{diff_file_name, MetaDiff};
+use walb_kernel::wdiff::WdiffKind;
+use walb_kernel::{Error as KError, Location};
+use walb_wire::msg::{ErrorCode, Reply, Step, WireError, WlogTransfer};
+use walb_wire::Call;
+
+use super::bridge::{ChannelReader, Piece, CHANNEL_DEPTH};
+use super::vol::{register_received, temp_in_received};
+use super::Proxy;
+use crate::dto::diff_from_dto;
+use crate::server::{internal, kernel_error, refuse};
+use crate::state::proxy::ProxyState as P;
+use crate::state::{StopState, VolState};
+
+/// Log packs read from a raw byte stream (no wlog header, no end marker).
+pub struct PackStream<R> {
+    inner: R,
+    pbs: Pbs,
+    salt: u32,
+    next_lsid: Option<u64>,
+    offset: u64,
+    limit_pb: u64,
+    used_pb: u64,
+    done: bool,
+}
+
+impl<R: Read> PackStream<R> {
+    /// Packs of `inner`, checked with `salt`; at most `limit_pb` physical blocks.
+    pub fn new(inner: R, pbs: Pbs, salt: u32, limit_pb: u64) -> PackStream<R> {
+        PackStream {
+            inner,
+            pbs,
+            salt,
+            next_lsid: None,
+            offset: 0,
+            limit_pb,
+            used_pb: 0,
+            done: false,
+        }
+    }
+
+    /// Physical blocks read so far.
+    pub fn used_pb(&self) -> u64 {
+        self.used_pb
+    }
+
+    /// The lsid after the last pack (None before the first).
+    pub fn end_lsid(&self) -> Option<u64> {
+        self.next_lsid
+    }
+
+    fn read_full(&mut self, n: usize, what: &str) -> walb_kernel::Result<(Vec<u8>, usize)> {
+        let mut buf = Vec::new();
+        let got = (&mut self.inner)
+            .take(n as u64)
+            .read_to_end(&mut buf)
+            .map_err(|e| {
+                KError::io(
+                    format!(
+                        "reading {what} at byte offset {} of the stream",
+                        self.offset
+                    ),
+                    e,
+                )
+            })?;
+        Ok((buf, got))
+    }
+
+    /// The next pack; `None` at the end of the stream (which must fall between packs).
+    pub fn next_pack(&mut self) -> walb_kernel::Result<Option<LogPack>> {
+        if self.done {
+            return Ok(None);
+        }
+        let r = self.read_pack();
+        if !matches!(r, Ok(Some(_))) {
+            self.done = true;
+        }
+        r
+    }
+
+    fn read_pack(&mut self) -> walb_kernel::Result<Option<LogPack>> {
+        let pbs = self.pbs.bytes();
+        let at = Location::Lsid(self.next_lsid.unwrap_or(0));
+        let (block, got) = self.read_full(pbs, "a log pack header")?;
+        if got == 0 {
+            return Ok(None);
+        }
+        if got < pbs {
+            return Err(KError::incomplete(
+                "log pack header",
+                at,
+                pbs as u64,
+                got as u64,
+            ));
+        }
+        let h = LogPackHeader::parse(&block, self.pbs, self.salt, self.next_lsid)?;
+        if h.n_records() == 0 {
+            return Err(KError::corrupt(
+                "log pack header",
+                Location::Lsid(h.logpack_lsid),
+                format!(
+                    "pack at byte offset {} has no records inside the transferred range",
+                    self.offset
+                ),
+            ));
+        }
+        let pack_pb = h.pack_pb();
+        if self.used_pb + pack_pb > self.limit_pb {
+            return Err(KError::Invalid(format!(
+                "the stream holds more than the announced {} physical blocks (pack at lsid {})",
+                self.limit_pb, h.logpack_lsid
+            )));
+        }
+        self.offset += pbs as u64;
+        let n = usize::from(h.total_io_size) * pbs;
+        let (data, got) = self.read_full(n, "log pack data")?;
+        if got < n {
+            return Err(KError::incomplete(
+                "log pack data",
+                Location::Lsid(h.logpack_lsid + 1),
+                n as u64,
+                got as u64,
+            ));
+        }
+        self.offset += n as u64;
+        let pack = LogPack {
+            header: h,
+            data: Bytes::from(data),
+        };
+        pack.verify_data()?;
+        self.used_pb += pack_pb;
+        self.next_lsid = Some(pack.header.next_lsid());
+        Ok(Some(pack))
+    }
+}
+
+impl<R: Read> Iterator for PackStream<R> {
+    type Item = walb_kernel::Result<LogPack>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_pack().transpose()
+    }
+}
+
+/// The conversion options of received wlogs: indexed, zstd.
+pub fn convert_opt() -> ConvertOpt {
+    ConvertOpt {
+        kind: WdiffKind::Indexed,
+        compress: CompressOpt::default(),
+        ..ConvertOpt::default()
+    }
+}
+
+/// Converts the pack stream of `rd` into an indexed wdiff at `tmp`, fsynced; returns its
+/// size. Removes `tmp` on failure.
+pub fn convert_to_file<R: Read>(
+    rd: R,
+    pbs: Pbs,
+    salt: u32,
+    uuid: [u8; 16],
+    limit_pb: u64,
+    tmp: &Path,
+) -> walb_kernel::Result<u64> {
+    let res = (|| {
+        let f =
+            File::create(tmp).map_err(|e| KError::io(format!("creating {}", tmp.display()), e))?;
+        let packs = PackStream::new(rd, pbs, salt, limit_pb);
+        let (w, _stats) = convert_packs(
+            packs,
+            uuid,
+            BufWriter::with_capacity(1 << 20, f),
+            &convert_opt(),
+        )?;
+        let f = w
+            .into_inner()
+            .map_err(|e| KError::io(format!("writing {}", tmp.display()), e.into_error()))?;
+        f.sync_all()
+            .map_err(|e| KError::io(format!("syncing {}", tmp.display()), e))?;
+        let len = f
+            .metadata()
+            .map_err(|e| KError::io(format!("reading metadata of {}", tmp.display()), e))?
+            .len();
+        Ok(len)
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(tmp);
+    }
+    res
+}
+
+/// Free bytes for unprivileged writers in the file system of `path`.
+fn free_bytes(path: &Path) -> std::io::Result<u64> {
+    let s = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;
+    #[allow(clippy::unnecessary_cast)]
+    Ok((s.blocks_available() as u64).saturating_mul(s.fragment_size() as u64))
+}
+
+/// Checks the received metadata: a clean, non-compared diff.
+fn check_meta(d: &MetaDiff) -> Result<(), WireError> {
+    if d.is_dirty() || d.comp_diff {
+        return Err(refuse(
+            ErrorCode::BadRequest,
+            format!("a wlog transfer must carry a clean log diff, got {d:#}"),
+        ));
+    }
+    Ok(())
+}
+
+fn forced(v: &super::ProxyVol) -> WireError {
+    refuse(
+        ErrorCode::Cancelled,
+        format!("volume {} is being force-stopped", v.name),
+    )
+}
+
+impl Proxy {
+    /// True when running transfers of `v` must abort (force stop or forced shutdown).
+    pub(crate) fn is_forced(&self, v: &super::ProxyVol) -> bool {
+        v.core.stop_state() == StopState::ForceStopping || self.ctx.is_force_shutdown()
+    }
+
+    /// Completes once running transfers of `v` must abort (polled: a peer that stopped
+    /// talking must not keep a forced stop waiting).
+    pub(crate) async fn until_forced(&self, v: &super::ProxyVol) {
+        while !self.is_forced(v) {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Answers a [`WlogTransfer`] (Protocol 1).
+    pub(super) async fn wlog_transfer(self: &Arc<Self>, req: WlogTransfer, mut call: Call) {
+        let vol = req.vol.clone();
+        let peer = call.peer.clone();
+        match self.receive(req, &mut call).await {
+            Ok(name) => info!(%vol, %peer, diff = %name, "wlog received"),
+            Err(e) => {
+                warn!(%vol, %peer, "wlog transfer failed: {e}");
+                call.receiver.stop();
+                call.sender.refuse(e).await;
+            }
+        }
+    }
+
+    async fn receive(
+        self: &Arc<Self>,
+        req: WlogTransfer,
+        call: &mut Call,
+    ) -> Result<String, WireError> {
+        let pbs = Pbs::new(req.pbs).map_err(|e| refuse(ErrorCode::BadRequest, e.to_string()))?;
+        let me = format!("proxy {}", self.ctx.id);
+        let Some(v) = self.vol(&req.vol) else {
+            return Err(refuse(
+                ErrorCode::Stopped,
+                format!(
+                    "volume {} is Clear on {me}: add an archive-info and start it",
+                    req.vol
+                ),
+            ));
+        };
+        let state = v.core.state();
+        match state {
+            P::Clear | P::Stopped => {
+                return Err(refuse(
+                    ErrorCode::Stopped,
+                    format!(
+                        "volume {} is {} on {me}: start it to receive wlogs",
+                        req.vol,
+                        state.name()
+                    ),
+                ))
+            }
+            _ if v.core.stop_state().is_stopping() => {
+                return Err(refuse(
+                    ErrorCode::Stopped,
+                    format!("volume {} is stopping on {me}", req.vol),
+                ))
+            }
+            P::Started => {}
+            P::WlogRecv => {
+                return Err(refuse(
+                    ErrorCode::Busy,
+                    format!(
+                        "volume {} is receiving another wlog on {me}; retry later",
+                        req.vol
+                    ),
+                ))
+            }
+            other => {
+                return Err(refuse(
+                    ErrorCode::WrongState,
+                    format!(
+                        "volume {} is {} on {me}; wlogs need Started",
+                        req.vol,
+                        other.name()
+                    ),
+                ))
+            }
+        }
+        let _permit = self.ctx.fg_permit()?;
+        let need = req
+            .log_size_pb
+            .saturating_mul(u64::from(req.pbs))
+            .saturating_add(self.opts.min_free_mb.saturating_mul(1 << 20));
+        let free = free_bytes(self.ctx.base.path()).map_err(|e| {
+            refuse(
+                ErrorCode::Internal,
+                format!(
+                    "cannot read the free space of {}: {e}",
+                    self.ctx.base.path().display()
+                ),
+            )
+        })?;
+        if free < need {
+            return Err(refuse(
+                ErrorCode::TooLarge,
+                format!(
+                    "{me} has {} MiB free, needs {} MiB for {} log blocks plus --min-free-mb {}",
+                    free >> 20,
+                    need.div_ceil(1 << 20),
+                    req.log_size_pb,
+                    self.opts.min_free_mb
+                ),
+            ));
+        }
+        let txn = v.core.begin(&[P::Started], P::WlogRecv)?;
+        call.reply(Reply::Accepted).await.map_err(|e| e.to_wire())?;
+
+        // Bulk: chunks → converter thread.
+        let tmp = temp_in_received(&v.dir);
+        let (tx, rx) = mpsc::channel::<Piece>(CHANNEL_DEPTH);
+        let conv = {
+            let tmp = tmp.clone();
+            let (salt, uuid, limit) = (req.salt, req.uuid, req.log_size_pb);
+            tokio::task::spawn_blocking(move || {
+                convert_to_file(ChannelReader::new(rx), pbs, salt, uuid, limit, &tmp)
+            })
+        };
+        let fed = tokio::select! {
+            r = self.feed(&v, call, tx) => r,
+            () = self.until_forced(&v) => Err(forced(&v)),
+        };
+        let converted = conv
+            .await
+            .map_err(|e| refuse(ErrorCode::Internal, format!("converter thread: {e}")));
+        let size = match (fed, converted) {
+            // The converter's error says more than a closed channel.
+            (_, Ok(Err(e))) => return Err(kernel_error(&e)),
+            (Err(e), _) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+            (Ok(()), Ok(Ok(size))) => size,
+            (Ok(()), Err(e)) => return Err(e),
+        };
+        let cleanup = |tmp: &Path| {
+            let _ = std::fs::remove_file(tmp);
+        };
+
+        let step = tokio::select! {
+            r = call.receiver.step() => r.map_err(|e| e.to_wire()),
+            () = self.until_forced(&v) => Err(forced(&v)),
+        };
+        let dto = match step {
+            Ok(Step::MetaDiff(d)) => d,
+            Ok(other) => {
+                cleanup(&tmp);
+                return Err(refuse(
+                    ErrorCode::BadRequest,
+                    format!("expected the diff's metadata after the packs, got {other:?}"),
+                ));
+            }
+            Err(e) => {
+                cleanup(&tmp);
+                return Err(e);
+            }
+        };
+        let diff = match diff_from_dto(&dto).and_then(|d| check_meta(&d).map(|()| d)) {
+            Ok(d) => d.with_data_size(size),
+            Err(e) => {
+                cleanup(&tmp);
+                return Err(e);
+            }
+        };
+        let name = diff_file_name(&diff);
+        let (archives, size_lb) = {
+            let m = v.meta();
+            (m.archives.keys().cloned().collect::<Vec<_>>(), m.size_lb)
+        };
+        let vd = v.dir.clone();
+        let grow = (req.size_lb > size_lb).then_some(req.size_lb);
+        let name2 = name.clone();
+        let tmp2 = tmp.clone();
+        let reg = tokio::task::spawn_blocking(move || {
+            if let Some(s) = grow {
+                vd.set_size_lb(s)?;
+            }
+            register_received(&vd, &tmp2, &name2, &archives)
+        })
+        .await;
+        match reg {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                cleanup(&tmp);
+                return Err(internal(&anyhow::Error::new(e)));
+            }
+            Err(e) => {
+                cleanup(&tmp);
+                return Err(refuse(ErrorCode::Internal, format!("register thread: {e}")));
+            }
+        }
+        let delays: Vec<(String, u64)> = {
+            let mut m = v.meta();
+            if let Some(s) = grow {
+                m.size_lb = s;
+            }
+            m.last_wlog = Instant::now();
+            m.archives
+                .iter()
+                .map(|(a, i)| (a.clone(), i.delay_s))
+                .collect()
+        };
+        txn.commit(P::Started)?;
+        let now = Instant::now();
+        for (a, delay) in delays {
+            self.schedule_soft(
+                (req.vol.clone(), a),
+                now + std::time::Duration::from_secs(delay),
+            );
+        }
+        debug!(vol = %req.vol, diff = %name, bytes = size, "wdiff queued");
+        if let Err(e) = call.sender.step(Step::Ack).await {
+            // The diff is durable; a resend is harmless (the archive answers too-old).
+            warn!(vol = %req.vol, "cannot send the acknowledgement: {e}");
+        }
+        let _ = call.sender.finish();
+        Ok(name)
+    }
+
+    /// Forwards the bulk's chunks to the converter; ends with [`Piece::End`] after the
+    /// bulk end. Stops early (without the end piece) if the converter stopped reading or
+    /// the volume is force-stopped.
+    async fn feed(
+        &self,
+        v: &super::ProxyVol,
+        call: &mut Call,
+        tx: mpsc::Sender<Piece>,
+    ) -> Result<(), WireError> {
+        loop {
+            if self.is_forced(v) {
+                return Err(forced(v));
+            }
+            match call.receiver.chunk().await {
+                Ok(Some(c)) => {
+                    if tx.send(Piece::Data(c)).await.is_err() {
+                        // The converter failed; its error is reported.
+                        return Ok(());
+                    }
+                }
+                Ok(None) => {
+                    let _ = tx.send(Piece::End).await;
+                    return Ok(());
+                }
+                Err(e) => return Err(e.to_wire()),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use walb_kernel::gen::WlogGen;
+    use walb_kernel::wlog::{WlogHeader, WLOG_HEADER_BYTES};
+
+    fn raw_packs() -> (Vec<u8>, WlogHeader, u64) {
+        let mut g = WlogGen::new(1 << 14, 2 << 20);
+        g.pbs = Pbs::B512;
+        g.begin_lsid = 1000;
+        g.ring_size = Some(4096);
+        let mut w = Vec::new();
+        let end = g.write(&mut w).unwrap();
+        let h = WlogHeader::parse(&w).unwrap();
+        let body = w[WLOG_HEADER_BYTES..w.len() - 512].to_vec();
+        (body, h, end)
+    }
+
+    #[test]
+    fn pack_stream_reads_contiguous_packs() {
+        let (body, h, end) = raw_packs();
+        let mut s = PackStream::new(&body[..], h.pbs, h.salt, end - 1000);
+        let mut n = 0;
+        while let Some(p) = s.next_pack().unwrap() {
+            n += p.header.n_records();
+        }
+        assert!(n > 10);
+        assert_eq!(s.end_lsid(), Some(end));
+        assert_eq!(s.used_pb(), end - 1000);
+    }
+
+    #[test]
+    fn pack_stream_refuses_bad_input() {
+        let (body, h, end) = raw_packs();
+        let limit = end - 1000;
+        let all = |b: &[u8], lim: u64| -> walb_kernel::Result<usize> {
+            PackStream::new(b, h.pbs, h.salt, lim).try_fold(0, |n, p| p.map(|_| n + 1))
+        };
+        // Truncated inside a pack.
+        assert!(all(&body[..body.len() - 100], limit)
+            .unwrap_err()
+            .is_incomplete());
+        // A flipped data byte (the first pack's first data block).
+        let mut bad = body.clone();
+        bad[512 + 3] ^= 1;
+        assert!(all(&bad, limit).unwrap_err().is_corrupt());
+        // Wrong salt.
+        let e = PackStream::new(&body[..], h.pbs, h.salt ^ 1, limit)
+            .next()
+            .unwrap()
+            .unwrap_err();
+        assert!(e.is_corrupt());
+        // More than announced.
+        assert!(matches!(all(&body, limit - 1), Err(KError::Invalid(_))));
+        // A gap in lsids: drop the second pack.
+        let first = LogPackHeader::parse(&body, h.pbs, h.salt, None).unwrap();
+        let a = first.pack_pb() as usize * 512;
+        let second = LogPackHeader::parse(&body[a..], h.pbs, h.salt, None).unwrap();
+        let b = a + second.pack_pb() as usize * 512;
+        let mut gap = body[..a].to_vec();
+        gap.extend_from_slice(&body[b..]);
+        assert!(all(&gap, limit).unwrap_err().is_corrupt());
+        // Empty is fine (an empty range).
+        assert_eq!(all(&[], 0).unwrap(), 0);
+    }
+
+    #[test]
+    fn conversion_writes_an_indexed_wdiff_or_nothing() {
+        use walb_kernel::wdiff::WdiffReader;
+        let d = tempfile::tempdir().unwrap();
+        let (body, h, end) = raw_packs();
+        let tmp = d.path().join("x.tmp");
+        let n = convert_to_file(&body[..], h.pbs, h.salt, h.uuid, end - 1000, &tmp).unwrap();
+        assert_eq!(n, std::fs::metadata(&tmp).unwrap().len());
+        let rd = WdiffReader::open(&tmp).unwrap();
+        assert_eq!(rd.header().kind, WdiffKind::Indexed);
+        assert_eq!(rd.header().uuid, h.uuid);
+        assert!(rd.count() > 0);
+        // An empty range gives an empty diff.
+        convert_to_file(&[][..], h.pbs, h.salt, h.uuid, 0, &tmp).unwrap();
+        assert_eq!(WdiffReader::open(&tmp).unwrap().count(), 0);
+        // A failure leaves no file.
+        let e = convert_to_file(&body[..body.len() - 1], h.pbs, h.salt, h.uuid, end, &tmp);
+        assert!(e.unwrap_err().is_incomplete());
+        assert!(!tmp.exists());
+    }
+}

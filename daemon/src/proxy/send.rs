@@ -1,0 +1,496 @@
+//! Protocol 2, client side: forwarding queued wdiffs to the archives, and the task
+//! dispatcher that runs the sends.
+//!
+//! One task per (volume, archive) lives in a [`TaskQueue`](crate::task::TaskQueue); the
+//! dispatcher runs due tasks on at most `--bg` workers, never two of the same key at
+//! once. A task picks a batch ([`super::queue::select_batch`]), asks the archive with
+//! `WdiffTransfer`, and streams the bytes: a single diff as its file, several merged
+//! on the fly by the kernel ([`merge_to_sorted`]) into one sorted wdiff compressed as the
+//! destination asks. The blocking producer hands chunks to the async call through a
+//! channel ([`super::bridge::ChunkWriter`]). The archive's answer decides the rest
+//! ([`super::queue::react`]): delivered or dropped files are deleted and the next batch
+//! goes at once; a retry waits the doubling backoff (`--delay` to `--max-delay`); a send
+//! error stops the task until `kick` or `start`.
+
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+use walb_kernel::diff::convert::{merge_to_sorted, ConvertOpt};
+use walb_kernel::diff::merge::DiffStream;
+use walb_kernel::meta::MetaDiff;
+use walb_kernel::wdiff::{WdiffHeader, WdiffKind, WdiffReader};
+use walb_kernel::Error as KError;
+use walb_wire::msg::{ErrorCode, Reply, Request, Step, WdiffTransfer};
+use walb_wire::Role;
+
+use super::bridge::{ChunkWriter, CHANNEL_DEPTH, SEND_CHUNK};
+use super::queue::{cut_at_uuid_change, react, select_batch, BatchLimits, Reaction};
+use super::vol::{list_diffs, ArchiveInfo, QueuedFile};
+use super::{Key, Proxy, ProxyVol};
+use crate::dto::diff_to_dto;
+use crate::persist;
+use crate::state::proxy::WDIFF_SEND;
+use crate::state::StopState;
+
+/// Decompressed-image cache shared by the readers of one merge (walb-tools: 32 MiB).
+const MERGE_CACHE_BYTES: usize = 32 << 20;
+
+/// What a task asks for after it ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Next {
+    /// Nothing to do until something new is queued or a kick.
+    Nothing,
+    /// Run again at this instant (or earlier if something else asks).
+    At(Instant),
+    /// Retry at this instant, not earlier: a new wlog does not cut a backoff short.
+    Retry(Instant),
+}
+
+/// A batch ready to send.
+#[derive(Debug)]
+struct Plan {
+    files: Vec<QueuedFile>,
+    uuid: [u8; 16],
+    wait_until: Option<SystemTime>,
+}
+
+/// Why a transfer failed.
+#[derive(Debug)]
+struct Failure {
+    /// The archive's code, or what stands for a local or network failure.
+    code: ErrorCode,
+    /// Whether a queued file itself is broken (retrying cannot help).
+    local_corrupt: bool,
+    msg: String,
+}
+
+impl Failure {
+    fn net(msg: String) -> Failure {
+        Failure {
+            code: ErrorCode::Internal,
+            local_corrupt: false,
+            msg,
+        }
+    }
+
+    fn from_wire(e: &walb_wire::Error) -> Failure {
+        match e {
+            walb_wire::Error::Remote(w) => Failure {
+                code: w.code,
+                local_corrupt: false,
+                msg: w.to_string(),
+            },
+            other => Failure::net(other.to_string()),
+        }
+    }
+
+    fn local(e: &KError) -> Failure {
+        Failure {
+            code: ErrorCode::Internal,
+            local_corrupt: e.is_corrupt() || e.is_incomplete(),
+            msg: format!("reading the queued diffs: {e}"),
+        }
+    }
+}
+
+/// Reads the uuid in the header of a wdiff file.
+fn read_uuid(path: &std::path::Path) -> walb_kernel::Result<[u8; 16]> {
+    let mut f =
+        File::open(path).map_err(|e| KError::io(format!("opening {}", path.display()), e))?;
+    Ok(WdiffHeader::read_from(&mut f)?.0.uuid)
+}
+
+/// Lists a queue and picks the next batch (blocking).
+fn plan(
+    dir: PathBuf,
+    limits: BatchLimits,
+    delay: Duration,
+    now: SystemTime,
+) -> Result<Plan, KError> {
+    let files = list_diffs(&dir).map_err(|e| KError::io(e.to_string(), e.source))?;
+    let q: Vec<(MetaDiff, SystemTime)> = files.iter().map(|f| (f.diff.clone(), f.mtime)).collect();
+    let b = select_batch(&q, limits, delay, now);
+    let mut uuids = Vec::with_capacity(b.files.len());
+    for &i in &b.files {
+        uuids.push(read_uuid(&files[i].path)?);
+    }
+    let n = cut_at_uuid_change(&uuids);
+    Ok(Plan {
+        uuid: uuids.first().copied().unwrap_or([0; 16]),
+        files: b.files[..n].iter().map(|&i| files[i].clone()).collect(),
+        wait_until: b.wait_until,
+    })
+}
+
+/// Opens a queued wdiff for merging, with a bounded image cache.
+fn open_for_merge(
+    path: &std::path::Path,
+    cache: usize,
+) -> walb_kernel::Result<DiffStream<'static>> {
+    let f = File::open(path).map_err(|e| KError::io(format!("opening {}", path.display()), e))?;
+    let mut r = WdiffReader::new(BufReader::with_capacity(256 << 10, f))?;
+    if let WdiffReader::Indexed(ir) = &mut r {
+        ir.set_cache_cap(cache);
+    }
+    Ok(Box::new(r))
+}
+
+/// Produces the bytes of one transfer into `tx` (blocking): the file itself for one
+/// diff, else the sorted merge of all, oldest first. Returns the bytes produced.
+fn produce(
+    paths: Vec<PathBuf>,
+    uuid: [u8; 16],
+    opt: ConvertOpt,
+    tx: mpsc::Sender<Bytes>,
+) -> walb_kernel::Result<u64> {
+    let aborted = || {
+        KError::io(
+            "sending chunks",
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the transfer was aborted"),
+        )
+    };
+    if let [path] = &paths[..] {
+        let mut f =
+            File::open(path).map_err(|e| KError::io(format!("opening {}", path.display()), e))?;
+        let mut total = 0u64;
+        loop {
+            let mut buf = Vec::with_capacity(SEND_CHUNK);
+            let n = (&mut f)
+                .take(SEND_CHUNK as u64)
+                .read_to_end(&mut buf)
+                .map_err(|e| KError::io(format!("reading {}", path.display()), e))?;
+            if n == 0 {
+                return Ok(total);
+            }
+            total += n as u64;
+            tx.blocking_send(Bytes::from(buf)).map_err(|_| aborted())?;
+        }
+    }
+    let cache = (MERGE_CACHE_BYTES / paths.len().max(1)).max(1 << 20);
+    let streams = paths
+        .iter()
+        .map(|p| open_for_merge(p, cache))
+        .collect::<walb_kernel::Result<Vec<_>>>()?;
+    let (w, _stats) = merge_to_sorted(streams, uuid, ChunkWriter::new(tx), &opt)?;
+    w.finish().map_err(|e| KError::io("sending chunks", e))
+}
+
+impl Proxy {
+    /// Schedules `key` at `at` unless it is already scheduled (a retry in backoff keeps
+    /// its time).
+    pub(crate) fn schedule_soft(&self, key: Key, at: Instant) {
+        let mut s = self.lock_sched();
+        if !s.queue.contains(&key) {
+            s.queue.push(key, at);
+        }
+        drop(s);
+        self.wake.notify_one();
+    }
+
+    /// Schedules `key` at `at`, replacing its time.
+    pub(crate) fn schedule_force(&self, key: Key, at: Instant) {
+        self.lock_sched().queue.push_force(key, at);
+        self.wake.notify_one();
+    }
+
+    /// Runs due send tasks on at most `--bg` workers until shutdown.
+    pub(crate) async fn dispatcher(self: Arc<Self>) {
+        loop {
+            let next = {
+                let mut s = self.lock_sched();
+                let now = Instant::now();
+                while s.running.len() < self.ctx.bg {
+                    let Some(k) = s.queue.pop_due(now) else { break };
+                    if let Some(again) = s.running.get_mut(&k) {
+                        // Running: run once more when it ends.
+                        *again = true;
+                        continue;
+                    }
+                    s.running.insert(k.clone(), false);
+                    let p = Arc::clone(&self);
+                    tokio::spawn(async move { p.run(k).await });
+                }
+                s.queue.next_due()
+            };
+            let sleep = match next {
+                Some(at) => tokio::time::Instant::from_std(at),
+                None => tokio::time::Instant::now() + Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                _ = tokio::time::sleep_until(sleep) => {}
+                _ = self.ctx.shutdown.cancelled() => break,
+            }
+        }
+        debug!("send dispatcher stopped");
+    }
+
+    async fn run(self: Arc<Self>, key: Key) {
+        let next = self.send_once(&key.0, &key.1).await;
+        let mut s = self.lock_sched();
+        let again = s.running.remove(&key).unwrap_or(false);
+        match next {
+            Next::At(at) => s.queue.push(key.clone(), at),
+            Next::Retry(at) => s.queue.push_force(key.clone(), at),
+            Next::Nothing if again && !s.queue.contains(&key) => {
+                s.queue.push(key.clone(), Instant::now())
+            }
+            Next::Nothing => {}
+        }
+        drop(s);
+        self.wake.notify_one();
+        if let Some(v) = self.vol(&key.0) {
+            v.queue_changed.notify_waiters();
+        }
+    }
+
+    /// One attempt to deliver the next batch of (vol, archive).
+    async fn send_once(&self, vol: &str, archive: &str) -> Next {
+        let Some(v) = self.vol(vol) else {
+            return Next::Nothing;
+        };
+        if !WDIFF_SEND.contains(&v.core.state()) {
+            return Next::Nothing;
+        }
+        let stop = v.core.stop_state();
+        if matches!(stop, StopState::Stopping | StopState::ForceStopping) {
+            return Next::Nothing;
+        }
+        let info = {
+            let m = v.meta();
+            if m.send.get(archive).is_some_and(|s| s.error.is_some()) {
+                return Next::Nothing;
+            }
+            match m.archives.get(archive) {
+                Some(i) => i.clone(),
+                None => return Next::Nothing,
+            }
+        };
+        let _guard = match v.core.begin_action(WDIFF_SEND, archive, Some(&[archive])) {
+            Ok(g) => g,
+            Err(e) => {
+                debug!(%vol, %archive, "not sending: {e}");
+                return Next::Nothing;
+            }
+        };
+        let delay = if stop == StopState::WaitingForEmpty {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(info.delay_s)
+        };
+        let limits = BatchLimits {
+            max_bytes: self.opts.max_wdiff_send_mb.saturating_mul(1 << 20),
+            max_files: self.opts.max_wdiff_send_nr,
+        };
+        let dir = v.dir.queue(archive);
+        let planned =
+            tokio::task::spawn_blocking(move || plan(dir, limits, delay, SystemTime::now())).await;
+        let plan = match planned {
+            Ok(Ok(p)) => p,
+            Ok(Err(e)) => return self.after(&v, archive, &[], Err(Failure::local(&e))).await,
+            Err(e) => {
+                return self
+                    .after(
+                        &v,
+                        archive,
+                        &[],
+                        Err(Failure::net(format!("planner thread: {e}"))),
+                    )
+                    .await
+            }
+        };
+        if plan.files.is_empty() {
+            return match plan.wait_until {
+                Some(t) => {
+                    let d = t
+                        .duration_since(SystemTime::now())
+                        .unwrap_or(Duration::ZERO);
+                    Next::At(Instant::now() + d)
+                }
+                None => Next::Nothing,
+            };
+        }
+        let res = tokio::select! {
+            r = self.transfer(&v, archive, &info, &plan) => r,
+            () = self.until_forced(&v) => Err(Failure {
+                code: ErrorCode::Cancelled,
+                local_corrupt: false,
+                msg: "force stop".into(),
+            }),
+        };
+        self.after(&v, archive, &plan.files, res).await
+    }
+
+    /// Applies the reaction to a transfer's outcome; returns when to run again.
+    async fn after(
+        &self,
+        v: &ProxyVol,
+        archive: &str,
+        files: &[QueuedFile],
+        res: Result<(), Failure>,
+    ) -> Next {
+        let (since, rto) = (
+            v.meta().last_wlog.elapsed(),
+            Duration::from_secs(self.opts.retry_timeout),
+        );
+        let reaction = match &res {
+            Ok(()) => Reaction::Delivered,
+            Err(f) if f.local_corrupt => Reaction::GiveUp,
+            Err(f) => react(Some(f.code), since, rto),
+        };
+        let names = || {
+            files
+                .iter()
+                .filter_map(|f| f.path.file_name().map(|n| n.to_string_lossy().into_owned()))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        match (&reaction, &res) {
+            (Reaction::Delivered, _) => {
+                info!(vol = %v.name, %archive, files = files.len(), "delivered: {}", names())
+            }
+            (_, Err(f)) => {
+                warn!(vol = %v.name, %archive, ?reaction, "sending {} failed: {}", names(), f.msg)
+            }
+            _ => {}
+        }
+        if matches!(reaction, Reaction::Delivered | Reaction::Drop) {
+            let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+            let deleted = tokio::task::spawn_blocking(move || {
+                paths
+                    .iter()
+                    .map(|p| persist::remove_file(p))
+                    .collect::<Result<Vec<()>, _>>()
+            })
+            .await;
+            match deleted {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => warn!(vol = %v.name, %archive, "cannot delete a sent diff: {e}"),
+                Err(e) => warn!(vol = %v.name, %archive, "cannot delete the sent diffs: {e}"),
+            }
+        }
+        let mut m = v.meta();
+        let Some(s) = m.send.get_mut(archive) else {
+            return Next::Nothing;
+        };
+        match reaction {
+            Reaction::Delivered | Reaction::Drop => {
+                s.backoff.reset();
+                Next::At(Instant::now())
+            }
+            Reaction::GiveUp => {
+                let msg = res.err().map_or_else(String::new, |f| f.msg);
+                s.error = Some(msg);
+                Next::Nothing
+            }
+            Reaction::Retry => Next::Retry(Instant::now() + s.backoff.next_delay()),
+        }
+    }
+
+    /// Asks the archive and streams one batch.
+    async fn transfer(
+        &self,
+        v: &ProxyVol,
+        archive: &str,
+        info: &ArchiveInfo,
+        plan: &Plan,
+    ) -> Result<(), Failure> {
+        let diffs: Vec<MetaDiff> = plan.files.iter().map(|f| f.diff.clone()).collect();
+        let diff = if let [one] = &diffs[..] {
+            one.clone()
+        } else {
+            MetaDiff::merge_all(&diffs).map_err(|e| Failure {
+                code: ErrorCode::Internal,
+                local_corrupt: true,
+                msg: format!("the batch does not merge: {e}"),
+            })?
+        };
+        let size_lb = v.meta().size_lb;
+        let peer = self
+            .ctx
+            .connect(&info.addr, Role::Archive)
+            .await
+            .map_err(|e| Failure::net(format!("archive {archive} at {}: {e:#}", info.addr)))?;
+        let req = WdiffTransfer {
+            vol: v.name.clone(),
+            uuid: plan.uuid,
+            size_lb,
+            diff: diff_to_dto(&diff),
+        };
+        let mut call = peer
+            .call(Request::WdiffTransfer(req))
+            .await
+            .map_err(|e| Failure::from_wire(&e))?;
+        match call.receiver.reply().await {
+            Ok(Reply::Accepted) => {}
+            Ok(other) => return Err(Failure::net(format!("archive answered {other:?}"))),
+            Err(e) => return Err(Failure::from_wire(&e)),
+        }
+        let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+        let paths: Vec<PathBuf> = plan.files.iter().map(|f| f.path.clone()).collect();
+        let opt = ConvertOpt {
+            kind: WdiffKind::Sorted,
+            compress: info.compress,
+            threads: info.ncpu as usize,
+            ..ConvertOpt::default()
+        };
+        let uuid = plan.uuid;
+        let producer = tokio::task::spawn_blocking(move || produce(paths, uuid, opt, tx));
+        let mut failed: Option<Failure> = None;
+        while let Some(c) = rx.recv().await {
+            if self.is_forced(v) {
+                failed = Some(Failure {
+                    code: ErrorCode::Cancelled,
+                    local_corrupt: false,
+                    msg: "force stop".into(),
+                });
+                break;
+            }
+            if let Err(e) = call.sender.chunk_bytes(c).await {
+                failed = Some(Failure::from_wire(&e));
+                break;
+            }
+        }
+        drop(rx);
+        let produced = producer.await;
+        if let Some(f) = failed {
+            call.sender.reset();
+            return Err(f);
+        }
+        match produced {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                call.sender
+                    .refuse(walb_wire::msg::WireError::new(
+                        ErrorCode::Cancelled,
+                        format!("proxy cannot read its queue: {e}"),
+                    ))
+                    .await;
+                return Err(Failure::local(&e));
+            }
+            Err(e) => {
+                call.sender.reset();
+                return Err(Failure::net(format!("producer thread: {e}")));
+            }
+        }
+        call.sender
+            .end_bulk()
+            .await
+            .map_err(|e| Failure::from_wire(&e))?;
+        let r = call.receiver.step().await;
+        let _ = call.sender.finish();
+        match r {
+            Ok(Step::Ack) => Ok(()),
+            Ok(other) => Err(Failure::net(format!(
+                "archive answered {other:?} instead of an acknowledgement"
+            ))),
+            Err(e) => Err(Failure::from_wire(&e)),
+        }
+    }
+}

@@ -1,0 +1,339 @@
+//! The full backup client (Protocol 3, walb-tools.md §5.4).
+//!
+//! `full-bkp` takes a foreground slot, moves the volume SyncReady → FullSync and asks the
+//! primary archive (`BackupSync::Full`). The controller gets `Accepted` once the archive
+//! accepted (or the archive's refusal). Then, with the volume in FullSync:
+//!
+//! 1. the log is reset (device `reset_wal`; done record `(0, 0)`; uuid from the new
+//!    superblock), the uuid is sent (`Step::Uuid`) and acknowledged, and log monitoring
+//!    starts: logs written during the copy are kept and shipped by the worker;
+//! 2. the device is read in address order in bulks of `bulk_lb` blocks, throttled to
+//!    `--full-scan-bps` (changeable with `set-full-scan-bps`); an all-zero bulk is sent as
+//!    `Step::Zero`, any other as one chunk; then the bulk ends and the archive acks;
+//! 3. an explicit snapshot `gidE` is taken and sent (`Step::MetaSnap(|0,gidE|)`); after
+//!    the archive's ack the base `<|0,gidE|>` is recorded (`fullsync`) and the volume goes
+//!    FullSync → Stopped → StartTarget → Target.
+//!
+//! Any error, a forced stop or a shutdown rolls the volume back to SyncReady (the
+//! transaction guard) and stops the monitoring; the archive call is reset.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tracing::{error, info};
+use walb_kernel::block::is_all_zero;
+use walb_kernel::meta::{MetaSnap, MetaState};
+use walb_wire::msg::{BackupSync, ErrorCode, Reply, Request, SnapDto, Step, SyncStart, WireError};
+use walb_wire::{Call, Role};
+
+use crate::server::{answer, refuse};
+use crate::state::storage::StorageState as S;
+use crate::vol::{now_s, Txn};
+
+use super::{blocking, meta_error, Storage, Vol};
+
+/// Default bulk size: 256 KiB.
+pub(crate) const DEFAULT_BULK_LB: u64 = 512;
+/// Largest bulk: 4 MiB (one chunk).
+pub(crate) const MAX_BULK_LB: u64 = 8192;
+/// How long the archive may take to accept.
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A full backup the archive accepted.
+struct Session {
+    vol: Arc<Vol>,
+    txn: Txn<S>,
+    _permit: OwnedSemaphorePermit,
+    call: Call,
+    size_lb: u64,
+    bulk_lb: u64,
+    time_s: u64,
+    path: String,
+}
+
+/// Runs `full-bkp`: answers the controller, then copies in the background of this call.
+pub(crate) async fn run(st: Arc<Storage>, call: Call, vol: String, bulk_lb: Option<u64>) {
+    let sess = match begin(&st, &vol, bulk_lb).await {
+        Ok(s) => s,
+        Err(e) => {
+            info!(vol = %vol, "full backup refused: {e}");
+            answer(call, Err(e)).await;
+            return;
+        }
+    };
+    answer(call, Ok(Reply::Accepted)).await;
+    let name = sess.vol.name.clone();
+    match copy(&st, sess).await {
+        Ok(gid) => info!(vol = %name, gid, "full backup done; volume is Target"),
+        Err(e) => error!(vol = %name, "full backup failed, volume back to SyncReady: {e}"),
+    }
+}
+
+async fn begin(st: &Arc<Storage>, name: &str, bulk_lb: Option<u64>) -> Result<Session, WireError> {
+    let bulk_lb = bulk_lb.unwrap_or(DEFAULT_BULK_LB);
+    if bulk_lb == 0 || bulk_lb > MAX_BULK_LB {
+        return Err(refuse(
+            ErrorCode::BadRequest,
+            format!("bulk size {bulk_lb} blocks: it must be 1 to {MAX_BULK_LB} (4 MiB)"),
+        ));
+    }
+    let vol = st.vol_or_clear(name)?;
+    let permit = st.ctx.fg_permit()?;
+    if vol.core.stop_state().is_stopping() {
+        return Err(crate::vol::VolError::Stopping {
+            vol: name.to_owned(),
+        }
+        .into());
+    }
+    let txn = vol.core.begin(&[S::SyncReady], S::FullSync)?;
+    let path = vol.meta_copy()?.wdev_path;
+    let (s2, v2, p2) = (Arc::clone(st), Arc::clone(&vol), path.clone());
+    let size_lb = blocking(move || {
+        s2.open_dev(&v2, &p2).and_then(|d| {
+            d.info()
+                .map(|i| i.size_lb)
+                .map_err(|e| super::dev_error(&v2.name, &p2, &e))
+        })
+    })
+    .await??;
+    let time_s = now_s();
+    let archive = st.cfg.archive.clone();
+    let unreachable = |e: String| {
+        refuse(
+            ErrorCode::Internal,
+            format!("volume {name}: cannot reach the archive {archive}: {e}"),
+        )
+    };
+    let peer = tokio::time::timeout(ACCEPT_TIMEOUT, st.ctx.connect(&archive, Role::Archive))
+        .await
+        .map_err(|_| unreachable("timed out".into()))?
+        .map_err(|e| unreachable(format!("{e:#}")))?;
+    let req = Request::BackupSync(BackupSync::Full(SyncStart {
+        vol: name.to_owned(),
+        size_lb,
+        time_s,
+        bulk_lb,
+    }));
+    let r = tokio::time::timeout(ACCEPT_TIMEOUT, async {
+        let mut call = peer.call(req).await?;
+        let reply = call.receiver.reply().await?;
+        Ok::<_, walb_wire::Error>((call, reply))
+    })
+    .await
+    .map_err(|_| unreachable("no answer".into()))?;
+    match r {
+        Ok((call, Reply::Accepted)) => Ok(Session {
+            vol,
+            txn,
+            _permit: permit,
+            call,
+            size_lb,
+            bulk_lb,
+            time_s,
+            path,
+        }),
+        Ok((mut call, other)) => {
+            call.sender.reset();
+            Err(refuse(
+                ErrorCode::Internal,
+                format!("volume {name}: the archive {archive} answered {other:?}"),
+            ))
+        }
+        Err(walb_wire::Error::Remote(e)) => Err(WireError::new(
+            e.code,
+            format!(
+                "volume {name}: the archive {archive} refused the full backup: {}",
+                e.message
+            ),
+        )),
+        Err(e) => Err(unreachable(e.to_string())),
+    }
+}
+
+async fn expect_ack(st: &Storage, vol: &Vol, call: &mut Call, what: &str) -> Result<(), WireError> {
+    let r = tokio::select! {
+        r = call.receiver.step() => r,
+        _ = st.forced(vol) => return Err(refuse(
+            ErrorCode::Cancelled,
+            format!("volume {}: full backup aborted by a forced stop", vol.name),
+        )),
+    };
+    match r {
+        Ok(Step::Ack) => Ok(()),
+        Ok(other) => Err(refuse(
+            ErrorCode::BadRequest,
+            format!("the archive answered {other:?} to {what}, expected an ack"),
+        )),
+        Err(e) => Err(e.to_wire()),
+    }
+}
+
+enum Bulk {
+    Data(Bytes),
+    Zero(u64),
+}
+
+async fn copy(st: &Arc<Storage>, mut s: Session) -> Result<u64, WireError> {
+    let r = copy_inner(st, &mut s).await;
+    let Session { vol, txn, call, .. } = s;
+    let mut call = call;
+    let gid_e = match r {
+        Ok(g) => g,
+        Err(e) => {
+            call.sender.reset();
+            call.receiver.stop();
+            st.stop_monitoring(&vol.name);
+            return Err(e);
+        }
+    };
+    // FullSync → Stopped → StartTarget → Target.
+    let r = (|| -> Result<(), WireError> {
+        txn.commit(S::Stopped)?;
+        vol.core
+            .begin(&[S::Stopped], S::StartTarget)?
+            .commit(S::Target)?;
+        Ok(())
+    })();
+    if r.is_err() {
+        st.stop_monitoring(&vol.name);
+    }
+    r.map(|()| gid_e)
+}
+
+async fn copy_inner(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError> {
+    let vol = Arc::clone(&s.vol);
+    // 1. Reset the log; the uuid goes to the archive.
+    let (s2, v2) = (Arc::clone(st), Arc::clone(&vol));
+    let uuid = blocking(move || s2.reset_wlog(&v2, 0, false)).await??;
+    let wire = |e: walb_wire::Error| e.to_wire();
+    s.call.sender.step(Step::Uuid(uuid)).await.map_err(wire)?;
+    expect_ack(st, &vol, &mut s.call, "the uuid").await?;
+    st.start_monitoring(&vol)?;
+    // 2. The image.
+    let data = {
+        let (s2, p2) = (Arc::clone(st), s.path.clone());
+        let v2 = Arc::clone(&vol);
+        blocking(move || {
+            s2.devices
+                .open_data(&p2)
+                .map_err(|e| super::dev_error(&v2.name, &p2, &e))
+        })
+        .await??
+    };
+    let (tx, mut rx) = mpsc::channel::<Bulk>(4);
+    let abort = Arc::new(AtomicBool::new(false));
+    let scanner = {
+        let (abort, st2) = (Arc::clone(&abort), Arc::clone(st));
+        let (size_lb, bulk_lb, name, path) =
+            (s.size_lb, s.bulk_lb, vol.name.clone(), s.path.clone());
+        tokio::task::spawn_blocking(move || {
+            scan(data, size_lb, bulk_lb, &st2, &tx, &abort)
+                .map_err(|e| super::dev_error(&name, &path, &e))
+        })
+    };
+    let forward = async {
+        while let Some(b) = rx.recv().await {
+            if vol.core.stop_state().is_force() || st.ctx.is_force_shutdown() {
+                return Err(refuse(
+                    ErrorCode::Cancelled,
+                    format!("volume {}: full backup aborted by a forced stop", vol.name),
+                ));
+            }
+            match b {
+                Bulk::Data(d) => s.call.sender.chunk_bytes(d).await.map_err(wire)?,
+                Bulk::Zero(len_lb) => s
+                    .call
+                    .sender
+                    .step(Step::Zero { len_lb })
+                    .await
+                    .map_err(wire)?,
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = forward {
+        abort.store(true, Ordering::Relaxed);
+        drop(rx);
+        return Err(e);
+    }
+    scanner
+        .await
+        .map_err(|e| refuse(ErrorCode::Internal, format!("device reader failed: {e}")))??;
+    s.call.sender.end_bulk().await.map_err(wire)?;
+    expect_ack(st, &vol, &mut s.call, "the image").await?;
+    // 3. The end snapshot.
+    let (s2, v2) = (Arc::clone(st), Arc::clone(&vol));
+    let gid_e = blocking(move || s2.take_snapshot(&v2)).await??;
+    st.monitor.push(&vol.name, Duration::ZERO);
+    s.call
+        .sender
+        .step(Step::MetaSnap(SnapDto { gid_b: 0, gid_e }))
+        .await
+        .map_err(wire)?;
+    expect_ack(st, &vol, &mut s.call, "the end snapshot").await?;
+    let _ = s.call.sender.finish();
+    let base = MetaState::new(
+        MetaSnap::new(0, gid_e).map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?,
+        s.time_s,
+    );
+    {
+        let mut g = vol.meta();
+        if let Some(m) = g.as_mut() {
+            super::vol::save_fullsync(&vol.dir, &base).map_err(|e| meta_error(&vol.name, &e))?;
+            m.fullsync = Some(base);
+        }
+    }
+    Ok(gid_e)
+}
+
+/// Reads the device in bulks, throttled; all-zero bulks become [`Bulk::Zero`].
+fn scan(
+    mut data: Box<dyn super::DataRead>,
+    size_lb: u64,
+    bulk_lb: u64,
+    st: &Storage,
+    tx: &mpsc::Sender<Bulk>,
+    abort: &AtomicBool,
+) -> walb_kernel::Result<()> {
+    let mut off_lb = 0u64;
+    let mut t0 = Instant::now();
+    let mut since = 0u64;
+    let mut bps_seen = st.full_scan_bps.load(Ordering::Relaxed);
+    while off_lb < size_lb {
+        if abort.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let n = bulk_lb.min(size_lb - off_lb);
+        let mut buf = vec![0u8; (n * 512) as usize];
+        data.read_at(off_lb * 512, &mut buf)?;
+        let item = if is_all_zero(&buf) {
+            Bulk::Zero(n)
+        } else {
+            Bulk::Data(Bytes::from(buf))
+        };
+        if tx.blocking_send(item).is_err() {
+            return Ok(());
+        }
+        off_lb += n;
+        // Throttle: restart the budget when the limit changes.
+        let bps = st.full_scan_bps.load(Ordering::Relaxed);
+        if bps != bps_seen {
+            bps_seen = bps;
+            t0 = Instant::now();
+            since = 0;
+        }
+        since += n * 512;
+        if bps > 0 {
+            let due = t0 + Duration::from_secs_f64(since as f64 / bps as f64);
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
+    }
+    Ok(())
+}
