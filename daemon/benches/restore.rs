@@ -15,8 +15,8 @@
 //! 1. **reflink**: the archive's base directory on a loop-mounted XFS (`mkfs.xfs -m
 //!    reflink=1`, loop device with direct IO so the host page cache does not serve its
 //!    reads) made in `WALB_BENCH_DIR` (root and mkfs.xfs needed, else skipped);
-//! 2. **sparse copy**: the same volume (its directory copied, loaded by a second daemon at
-//!    start) in `WALB_BENCH_DIR` itself (the normal disk: ext4/overlay, no reflink).
+//! 2. **sparse copy**: the same volume built again by a second daemon in `WALB_BENCH_DIR`
+//!    itself (the normal disk: ext4/overlay, no reflink), once the XFS is gone.
 //!
 //! Next to each, in the same run and on the same file system, a plain sequential copy of
 //! the base image (`cp --sparse=never --reflink=never` + fsync). Inputs are synced and
@@ -45,8 +45,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use archive_support::{
-    cmd, diff_dto, init_vol, query, send_wdiff, status, wait_num_action, wait_state, Cluster,
-    TestArchive, LB,
+    cmd, diff_dto, init_vol, query, send_wdiff, status, wait_num_action, Cluster, TestArchive, LB,
 };
 use clap::Parser;
 use rand::{RngCore, SeedableRng};
@@ -793,7 +792,8 @@ async fn bench(k: &Knobs) -> Result<Vec<(Case, u64)>> {
         .prefix("walb-restore-bench.")
         .tempdir_in(&k.dir)
         .with_context(|| format!("creating a directory in {}", k.dir.display()))?;
-    let need = 3 * k.size_bytes() + (2 << 30);
+    // At most a base image and one copy of it (restored, or cp's) at a time, plus diffs.
+    let need = 2 * k.size_bytes() + (1 << 30);
     let free = free_bytes(work.path())?;
     ensure!(
         free >= need,
@@ -814,7 +814,6 @@ async fn bench(k: &Knobs) -> Result<Vec<(Case, u64)>> {
     );
     let mut cases = Vec::new();
     let ext_base = work.path().join("archive");
-    let mut gid = None;
 
     let xfs = if k.runs("reflink") {
         Xfs::new(work.path(), 2 * k.size_bytes() + (2 << 30))
@@ -833,56 +832,26 @@ async fn bench(k: &Knobs) -> Result<Vec<(Case, u64)>> {
                 );
                 let g = build_volume(&c, &a, k, &w).await?;
                 let on_disk = wdiff_bytes(&a.vol_dir(VOL))?;
-                let case = run_case(
-                    "reflink",
-                    format!("xfs(loop, dio={})", x.dio()),
-                    &c,
-                    &a,
-                    k,
-                    g,
-                    &w,
-                )
-                .await?;
-                Ok::<_, anyhow::Error>((g, case, on_disk))
+                let fs = format!("xfs(loop, dio={})", x.dio());
+                let case = run_case("reflink", fs, &c, &a, k, g, &w).await?;
+                Ok::<_, anyhow::Error>((case, on_disk))
             }
             .await;
             a.stop().await;
-            let (g, case, on_disk) = res?;
-            cases.push((case, on_disk));
-            if !k.runs("sparse") {
-                return Ok(cases);
-            }
-            // The same volume for the second daemon, on the normal disk.
-            std::fs::create_dir_all(&ext_base)?;
-            let t = Instant::now();
-            run(Proc::new("cp")
-                .args(["-a", "--sparse=always"])
-                .arg(base.join(VOL))
-                .arg(ext_base.join(VOL)))?;
-            println!(
-                "  volume directory copied to {} ({:.1} s)",
-                ext_base.display(),
-                t.elapsed().as_secs_f64()
-            );
-            gid = Some(g);
+            cases.push(res?);
+            // Unmounted and its file removed before the next case takes the disk.
             drop(x);
         }
     }
+    if !k.runs("sparse") {
+        return Ok(cases);
+    }
 
+    // The same volume (same content, same diffs) built again on the normal disk.
     let a = TestArchive::start(&c, daemon_opts(&ext_base)?).await;
     let res = async {
-        let g = match gid {
-            Some(g) => {
-                let node = c.client(Role::Operator, "op");
-                let op = node.connect(a.addr).await?;
-                wait_state(&op, VOL, "Archived").await;
-                g
-            }
-            None => {
-                println!("[sparse] building the volume on the normal disk");
-                build_volume(&c, &a, k, &w).await?
-            }
-        };
+        println!("[sparse] building the volume on the normal disk");
+        let g = build_volume(&c, &a, k, &w).await?;
         let on_disk = wdiff_bytes(&a.vol_dir(VOL))?;
         let fs = fs_type(&ext_base);
         let case = run_case("sparse", fs, &c, &a, k, g, &w).await?;
