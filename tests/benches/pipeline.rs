@@ -6,28 +6,33 @@
 //! 1. **Full backup.** A data device of `WALB_BENCH_GB` GiB (default 4) is filled before
 //!    the device starts with realistic content in 32 MiB extents: half random bytes, a
 //!    quarter text-like (compresses about 3x), a quarter zeros (written: the device files
-//!    are not sparse, like the disks they stand for; the log device is zeroed). Printed next to each other,
-//!    all in the same run: a plain sequential read of the device (its block device, the
-//!    bulk size per read), the full backup (`full-backup s0 vol`: MB/s over the copy, from
-//!    the archive entering FullSync to it being Archived, and end to end as the console
-//!    sees it), and the wire's single-connection figure: one `walb_wire` call in this
-//!    process streaming the same number of bytes of the same kinds of data with
-//!    `chunk_bytes`, in bulk-sized chunks, with the daemons' transport settings. Target:
-//!    full backup ≥ 0.8× the wire.
-//! 2. **Replication lag** under `WALB_BENCH_MBPS` MB/s (default 50) of random writes
-//!    (`wdevc workload`, 16-112 KiB IOs, flushed every 10 ms) for `WALB_BENCH_LAG_S`
-//!    seconds (default 60): every second a snapshot is taken at s0 (it covers every write
-//!    flushed before it) and the time until a0 lists it as restorable is measured
-//!    (polled every 20 ms over one QUIC connection). p50/p99 over the samples and the
-//!    achieved write rate. Target: p99 ≤ 1 s.
+//!    are not sparse, like the disks they stand for; the log device is zeroed). Printed
+//!    next to each other, all in the same run: a plain sequential read of the device (its
+//!    block device, the bulk size per read), the full backup (`full-backup s0 vol`: MB/s
+//!    over the copy, from the archive entering FullSync to it being Archived, and end to
+//!    end as the console sees it), and the wire's single-connection figure: one
+//!    `walb_wire` call in this process streaming the same number of bytes of the same
+//!    kinds of data with `chunk_bytes`, in bulk-sized chunks, with the daemons' transport
+//!    settings. Target: full backup ≥ 0.8× the wire.
+//! 2. **Replication lag**, on a fresh cluster with a device of `WALB_BENCH_LAG_GB` GiB
+//!    (default 1) after its full backup, under `WALB_BENCH_MBPS` MB/s (default 50) of
+//!    random writes (`wdevc workload`, 16-112 KiB IOs, flushed every 10 ms) for
+//!    `WALB_BENCH_LAG_S` seconds (default 60): every second a snapshot is taken at s0 (it
+//!    covers every write flushed before it) and the time until a0 lists it as restorable
+//!    is measured (polled every 20 ms over one QUIC connection). p50/p99 over the samples
+//!    and the achieved write rate. Target: p99 ≤ 1 s.
+//!
+//! Each phase also prints the CPU seconds per GB of every daemon and of the emulated
+//! device's process, and the load average: the machine may be shared.
 //!
 //! Also: `WALB_BENCH_BULK_LB` (the full backup's bulk size in logical blocks, default
-//! 8192 = 4 MiB), `WALB_BENCH_RING_MB` (the log device, default 1024),
+//! 8192 = 4 MiB), `WALB_BENCH_RING_MB` (the log device of the lag run, default 1024),
 //! `WALB_BENCH_VERIFY=1` (after the lag run, restore a last snapshot and compare it with
 //! the device), `WALB_BENCH_ONLY` (`full`, `lag`, or both comma-separated),
-//! `WALB_BENCH_LOGS=DIR` (copy the daemons' logs there at the end), `WALB_BENCH_PERF=DIR`
-//! (`perf record -e cpu-clock` of every daemon and the device process during each phase,
-//! into DIR/PHASE-NAME.data; `WALB_BENCH_PERF_ARGS` adds options, e.g. `--call-graph dwarf`).
+//! `WALB_BENCH_LOGS=DIR` (copy the daemons' logs of each phase to DIR/PHASE/),
+//! `WALB_BENCH_PERF=DIR` (`perf record -e cpu-clock` of every daemon and the device
+//! process during each phase, into DIR/PHASE-NAME.data; `WALB_BENCH_PERF_ARGS` adds
+//! options, e.g. `--call-graph dwarf`; threads started after it attached are missed).
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -53,6 +58,8 @@ const PIECE: usize = 1 << 20;
 /// Smallest and largest IO of the lag workload (mean 64 KiB).
 const LAG_MIN_IO: u64 = 16 << 10;
 const LAG_MAX_IO: u64 = 112 << 10;
+/// The log device of the full-backup phase, MiB.
+const FULL_RING_MB: u64 = 256;
 /// Lag poll period.
 const POLL: Duration = Duration::from_millis(20);
 
@@ -550,21 +557,37 @@ fn pct(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-fn main() -> Result<()> {
-    if !is_root() {
-        eprintln!("skipped: the pipeline benchmark reads the device through its block device (needs root)");
-        return Ok(());
+/// Knobs of one run.
+struct Knobs {
+    gb: u64,
+    lag_gb: u64,
+    lag_s: u64,
+    rate: u64,
+    bulk_lb: u64,
+    ring_mb: u64,
+    verify: bool,
+}
+
+/// Runs `f` on a fresh cluster with a device of `gb` GiB; prints the logs if it fails and
+/// copies them to `WALB_BENCH_LOGS/PHASE/` when asked.
+fn with_cluster(
+    gb: u64,
+    ring_mb: u64,
+    need_mb: u64,
+    phase: &str,
+    f: impl FnOnce(&Cluster, &Operator) -> Result<()>,
+) -> Result<()> {
+    let tmp = std::env::temp_dir();
+    let free_mb = nix::sys::statvfs::statvfs(&tmp)
+        .map(|s| s.blocks_available().saturating_mul(s.fragment_size()) >> 20)
+        .unwrap_or(u64::MAX);
+    if free_mb < need_mb {
+        bail!(
+            "[{phase}] needs about {need_mb} MiB free in {} (device, log, image, diffs), has {free_mb} MiB: \
+             lower WALB_BENCH_GB / WALB_BENCH_LAG_GB / WALB_BENCH_LAG_S or set TMPDIR",
+            tmp.display()
+        );
     }
-    // Cargo passes --bench; nothing else is taken.
-    let gb = env_u64("WALB_BENCH_GB", 4);
-    let lag_s = env_u64("WALB_BENCH_LAG_S", 60);
-    let rate = env_u64("WALB_BENCH_MBPS", 50);
-    let bulk_lb = env_u64("WALB_BENCH_BULK_LB", 8192);
-    let ring_mb = env_u64("WALB_BENCH_RING_MB", 1024);
-    let verify = env_u64("WALB_BENCH_VERIFY", 0) != 0;
-    build_bins()?;
-    let size = gb << 30;
-    let bulk = (bulk_lb * 512) as usize;
     let opts = ClusterOpts {
         ddev_mb: gb << 10,
         ldev_mb: ring_mb,
@@ -572,144 +595,19 @@ fn main() -> Result<()> {
         fill: Some(fill),
         ..ClusterOpts::default()
     };
-    println!(
-        "walb pipeline benchmark (release binaries, loopback, {} CPUs)",
-        std::thread::available_parallelism().map_or(0, |n| n.get())
-    );
-    println!(
-        "knobs: device {gb} GiB (WALB_BENCH_GB; 32 MiB extents: 50% random, 25% text-like, 25% zeros), \
-         ring (log device) {ring_mb} MiB (WALB_BENCH_RING_MB), full-backup bulk {bulk_lb} LB = {} KiB \
-         (WALB_BENCH_BULK_LB), lag run {lag_s} s (WALB_BENCH_LAG_S) at {rate} MB/s (WALB_BENCH_MBPS)",
-        bulk >> 10
-    );
-    println!(
-        "daemons: walb-storage --snapshot-interval {}, walb-proxy, walb-archive; other options \
-         at their defaults (--fg 2 --bg 1, --max-wlog-send-mb 128, --max-wdiff-send-mb 128, \
-         --fsync-interval-mb 1024, transport zstd level 1)",
-        opts.snapshot_interval
-    );
     let t = Instant::now();
     let c = Cluster::start(opts)?;
     println!(
-        "setup (fill {gb} GiB, start the device and daemons): {:.1} s",
+        "[{phase}] setup (write the {gb} GiB device and its {ring_mb} MiB log, start it and the daemons): {:.1} s",
         t.elapsed().as_secs_f64()
     );
     let op = c.operator()?;
-    let r = (|| -> Result<()> {
-        if wanted("full") {
-            drop_cache(&c.wdev_path());
-            let (n, d) = seq_read(&c.wdev_path(), bulk)?;
-            anyhow::ensure!(n == size, "read {n} bytes of the {size}-byte device");
-            let read = mbps(n, d);
-            let me = std::process::id();
-            let cpu0 = proc_cpu_seconds(me).unwrap_or(0.0);
-            let wire_d = wire_single(size, bulk)?;
-            let wire_cpu = proc_cpu_seconds(me).unwrap_or(0.0) - cpu0;
-            let load = loadavg();
-            let cpu0 = c.cpu_seconds();
-            let wire = mbps(size, wire_d);
-            let perf = Perf::start(&c, "full");
-            let f = full_backup(&c, &op, bulk_lb)?;
-            let cpu1 = c.cpu_seconds();
-            drop(perf);
-            let full = mbps(size, f.copy);
-            println!("-- full backup of {gb} GiB (load average before: {load})");
-            println!(
-                "{:<58} {:>8.1} MB/s ({:.2} s)",
-                format!(
-                    "plain sequential read of the device ({} KiB reads)",
-                    bulk >> 10
-                ),
-                read,
-                d.as_secs_f64()
-            );
-            println!(
-                "{:<58} {:>8.1} MB/s ({:.2} s, {:.2} CPU s/GB both ends)",
-                "wire, 1 connection, 1 call, chunk_bytes, in-process",
-                wire,
-                wire_d.as_secs_f64(),
-                wire_cpu / (size as f64 / 1e9)
-            );
-            println!(
-                "{:<58} {:>8.1} MB/s ({:.2} s)  {:.2}x wire, {:.2}x read",
-                "full backup, copy (archive FullSync -> Archived)",
-                full,
-                f.copy.as_secs_f64(),
-                full / wire,
-                full / read
-            );
-            println!(
-                "{:<58} {:>8.1} MB/s ({:.2} s, clean at gid {})",
-                "full backup, end to end (console full-backup)",
-                mbps(size, f.e2e),
-                f.e2e.as_secs_f64(),
-                f.gid
-            );
-            println!(
-                "full backup CPU s/GB (whole command): {}",
-                cpu_line(&cpu0, &cpu1, size)
-            );
-            println!(
-                "target full backup >= 0.8x wire: {}",
-                if full >= 0.8 * wire { "met" } else { "MISSED" }
-            );
-        }
-        if wanted("lag") {
-            if !wanted("full") {
-                c.init_and_full_backup()?;
-            }
-            let load = loadavg();
-            let cpu0 = c.cpu_seconds();
-            let perf = Perf::start(&c, "lag");
-            let l = lag(&c, &op, lag_s, rate)?;
-            let cpu1 = c.cpu_seconds();
-            drop(perf);
-            let mut s = l.samples.clone();
-            s.sort();
-            let ms = |d: Duration| d.as_secs_f64() * 1e3;
-            println!(
-                "-- replication lag (snapshot at s0 -> restorable at a0; load average before: {load})"
-            );
-            println!("writer: {}", l.write_line);
-            let written = l
-                .write_line
-                .split_whitespace()
-                .skip_while(|w| *w != "bytes")
-                .nth(1)
-                .and_then(|b| b.parse::<u64>().ok())
-                .unwrap_or(0);
-            println!(
-                "CPU s/GB written: {}",
-                cpu_line(&cpu0, &cpu1, written.max(1))
-            );
-            println!(
-                "samples {}  p50 {:.0} ms  p99 {:.0} ms  min {:.0} ms  max {:.0} ms",
-                s.len(),
-                ms(pct(&s, 50.0)),
-                ms(pct(&s, 99.0)),
-                ms(pct(&s, 0.0)),
-                ms(pct(&s, 100.0))
-            );
-            println!(
-                "target lag p99 <= 1 s: {}",
-                if pct(&s, 99.0) <= Duration::from_secs(1) {
-                    "met"
-                } else {
-                    "MISSED"
-                }
-            );
-        }
-        if verify {
-            let gid = c.snapshot()?;
-            c.assert_restore_equals_device(gid)?;
-            println!("verified: restored gid {gid} equals the device");
-        }
-        Ok(())
-    })();
+    let r = f(&c, &op);
+    drop(op);
     std::io::stdout().flush()?;
     if let Ok(dir) = std::env::var("WALB_BENCH_LOGS") {
-        let dir = Path::new(&dir);
-        std::fs::create_dir_all(dir)?;
+        let dir = Path::new(&dir).join(phase);
+        std::fs::create_dir_all(&dir)?;
         for n in ["s0", "p0", "a0"] {
             let log = format!("{n}.log");
             let _ = std::fs::copy(c.path().join(&log), dir.join(&log));
@@ -719,4 +617,184 @@ fn main() -> Result<()> {
         eprintln!("{}", c.logs());
     }
     r
+}
+
+fn full_phase(k: &Knobs, c: &Cluster, op: &Operator) -> Result<()> {
+    let gb = k.gb;
+    let size = gb << 30;
+    let bulk = (k.bulk_lb * 512) as usize;
+    drop_cache(&c.wdev_path());
+    let (n, d) = seq_read(&c.wdev_path(), bulk)?;
+    anyhow::ensure!(n == size, "read {n} bytes of the {size}-byte device");
+    let read = mbps(n, d);
+    let me = std::process::id();
+    let cpu0 = proc_cpu_seconds(me).unwrap_or(0.0);
+    let wire_d = wire_single(size, bulk)?;
+    let wire_cpu = proc_cpu_seconds(me).unwrap_or(0.0) - cpu0;
+    let load = loadavg();
+    let cpu0 = c.cpu_seconds();
+    let wire = mbps(size, wire_d);
+    let perf = Perf::start(c, "full");
+    let f = full_backup(c, op, k.bulk_lb)?;
+    let cpu1 = c.cpu_seconds();
+    drop(perf);
+    let full = mbps(size, f.copy);
+    println!("-- full backup of {gb} GiB (load average before: {load})");
+    println!(
+        "{:<58} {:>8.1} MB/s ({:.2} s)",
+        format!(
+            "plain sequential read of the device ({} KiB reads)",
+            bulk >> 10
+        ),
+        read,
+        d.as_secs_f64()
+    );
+    println!(
+        "{:<58} {:>8.1} MB/s ({:.2} s, {:.2} CPU s/GB both ends)",
+        "wire, 1 connection, 1 call, chunk_bytes, in-process",
+        wire,
+        wire_d.as_secs_f64(),
+        wire_cpu / (size as f64 / 1e9)
+    );
+    println!(
+        "{:<58} {:>8.1} MB/s ({:.2} s)  {:.2}x wire, {:.2}x read",
+        "full backup, copy (archive FullSync -> Archived)",
+        full,
+        f.copy.as_secs_f64(),
+        full / wire,
+        full / read
+    );
+    println!(
+        "{:<58} {:>8.1} MB/s ({:.2} s, clean at gid {})",
+        "full backup, end to end (console full-backup)",
+        mbps(size, f.e2e),
+        f.e2e.as_secs_f64(),
+        f.gid
+    );
+    println!(
+        "full backup CPU s/GB (whole command): {}",
+        cpu_line(&cpu0, &cpu1, size)
+    );
+    println!(
+        "target full backup >= 0.8x wire: {}",
+        if full >= 0.8 * wire { "met" } else { "MISSED" }
+    );
+    Ok(())
+}
+
+fn lag_phase(k: &Knobs, c: &Cluster, op: &Operator) -> Result<()> {
+    let gid = c.init_and_full_backup()?;
+    println!(
+        "[lag] full backup of the {} GiB device done (clean at gid {gid})",
+        k.lag_gb
+    );
+    let load = loadavg();
+    let cpu0 = c.cpu_seconds();
+    let perf = Perf::start(c, "lag");
+    let l = lag(c, op, k.lag_s, k.rate)?;
+    let cpu1 = c.cpu_seconds();
+    drop(perf);
+    let mut s = l.samples.clone();
+    s.sort();
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "-- replication lag (snapshot at s0 -> restorable at a0; load average before: {load})"
+    );
+    println!("writer: {}", l.write_line);
+    let written = l
+        .write_line
+        .split_whitespace()
+        .skip_while(|w| *w != "bytes")
+        .nth(1)
+        .and_then(|b| b.parse::<u64>().ok())
+        .unwrap_or(0);
+    println!(
+        "CPU s/GB written: {}",
+        cpu_line(&cpu0, &cpu1, written.max(1))
+    );
+    println!(
+        "samples {}  p50 {:.0} ms  p99 {:.0} ms  min {:.0} ms  max {:.0} ms",
+        s.len(),
+        ms(pct(&s, 50.0)),
+        ms(pct(&s, 99.0)),
+        ms(pct(&s, 0.0)),
+        ms(pct(&s, 100.0))
+    );
+    println!(
+        "target lag p99 <= 1 s: {}",
+        if pct(&s, 99.0) <= Duration::from_secs(1) {
+            "met"
+        } else {
+            "MISSED"
+        }
+    );
+    if k.verify {
+        let gid = c.snapshot()?;
+        c.assert_restore_equals_device(gid)?;
+        println!("verified: restored gid {gid} equals the device");
+    }
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    if !is_root() {
+        eprintln!(
+            "skipped: the pipeline benchmark reads the device through its block device (needs root)"
+        );
+        return Ok(());
+    }
+    let k = Knobs {
+        gb: env_u64("WALB_BENCH_GB", 4),
+        lag_gb: env_u64("WALB_BENCH_LAG_GB", 1),
+        lag_s: env_u64("WALB_BENCH_LAG_S", 60),
+        rate: env_u64("WALB_BENCH_MBPS", 50),
+        bulk_lb: env_u64("WALB_BENCH_BULK_LB", 8192),
+        ring_mb: env_u64("WALB_BENCH_RING_MB", 1024),
+        verify: env_u64("WALB_BENCH_VERIFY", 0) != 0,
+    };
+    build_bins()?;
+    println!(
+        "walb pipeline benchmark (release binaries, loopback, {} CPUs)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    println!(
+        "knobs: full-backup device {} GiB (WALB_BENCH_GB; 32 MiB extents: 50% random, 25% text-like, \
+         25% zeros), full-backup bulk {} LB = {} KiB (WALB_BENCH_BULK_LB), lag device {} GiB \
+         (WALB_BENCH_LAG_GB), lag run {} s (WALB_BENCH_LAG_S) at {} MB/s (WALB_BENCH_MBPS), \
+         ring (log device) {} MiB for the lag run (WALB_BENCH_RING_MB), {FULL_RING_MB} MiB for \
+         the full backup",
+        k.gb,
+        k.bulk_lb,
+        k.bulk_lb / 2,
+        k.lag_gb,
+        k.lag_s,
+        k.rate,
+        k.ring_mb
+    );
+    println!(
+        "daemons: walb-storage --snapshot-interval 1, walb-proxy, walb-archive; other options \
+         at their defaults (--fg 2 --bg 1, --max-wlog-send-mb 128, --max-wdiff-send-mb 128, \
+         --fsync-interval-mb 1024, transport zstd level 1)"
+    );
+    // One cluster per phase: the lag run keeps every diff it makes (3 GB at 50 MB/s for a
+    // minute), which should not come on top of the full backup's device and image.
+    if wanted("full") {
+        // The device, the log (nothing is logged during the copy: a small one), the image
+        // (its non-zero three quarters).
+        let need = (k.gb << 10) + FULL_RING_MB + (k.gb << 10) * 3 / 4 + 256;
+        with_cluster(k.gb, FULL_RING_MB, need, "full", |c, op| {
+            full_phase(&k, c, op)
+        })?;
+    }
+    if wanted("lag") {
+        // The device, the log, the image, every diff of the run (kept by the archive), a
+        // restored image when verifying.
+        let dev = k.lag_gb << 10;
+        let diffs = k.lag_s * k.rate * 1_000_000 / (1 << 20) * 11 / 10;
+        let need = dev + k.ring_mb + dev + diffs + if k.verify { dev } else { 0 } + 256;
+        with_cluster(k.lag_gb, k.ring_mb, need, "lag", |c, op| {
+            lag_phase(&k, c, op)
+        })?;
+    }
+    Ok(())
 }

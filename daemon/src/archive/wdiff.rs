@@ -16,7 +16,6 @@
 //! file and rolls the state back; the sender gets `Message::Error`.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -28,6 +27,7 @@ use walb_kernel::wdiff::WdiffReader;
 use walb_wire::msg::{Step, Uuid, WdiffTransfer};
 use walb_wire::{Call, ErrorCode, PeerId, Reply, WireError};
 
+use super::full::BackgroundWriter;
 use super::vol::ArchiveVol;
 use super::{backend_error, blocking, Archive};
 use crate::dto;
@@ -337,7 +337,7 @@ impl Archive {
             })?,
         );
         let mut off = 0u64;
-        let mut unsynced = 0u64;
+        let mut writer = BackgroundWriter::new(Arc::clone(&file), self.cfg.fsync_bytes, false);
         loop {
             if self.aborting(vol) {
                 return Err(refuse(
@@ -347,25 +347,17 @@ impl Archive {
             }
             let chunk = call.receiver.chunk().await.map_err(|e| e.to_wire())?;
             let Some(data) = chunk else { break };
-            let f = Arc::clone(&file);
-            let at = off;
             let len = data.len() as u64;
-            unsynced += len;
-            let sync = unsynced >= self.cfg.fsync_bytes;
-            if sync {
-                unsynced = 0;
-            }
-            blocking(move || {
-                f.write_all_at(&data, at)?;
-                if sync {
-                    f.sync_data()?;
-                }
-                Ok::<_, std::io::Error>(())
-            })
-            .await?
-            .map_err(|e| refuse(ErrorCode::Internal, format!("writing {name}: {e}")))?;
+            writer
+                .write(off, data)
+                .await
+                .map_err(|e| refuse(e.code, format!("{name}: {}", e.message)))?;
             off += len;
         }
+        writer
+            .finish()
+            .await
+            .map_err(|e| refuse(e.code, format!("{name}: {}", e.message)))?;
         let recv = t0.elapsed();
         let (f, t2, d2) = (Arc::clone(&file), tmp.clone(), dst.clone());
         let dir = vol.dir.clone();
