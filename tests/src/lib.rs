@@ -9,7 +9,10 @@
 //! down when the [`Cluster`] drops.
 //!
 //! Binaries are taken from the cargo target directory this test runs from; if one is
-//! missing the harness builds them once with `cargo build --bins`.
+//! missing the harness builds them once with `cargo build --bins` ([`build_bins`] builds
+//! them unconditionally, for benchmarks that must not run stale binaries). An
+//! [`Operator`] talks to the daemons through the wire library, for polls too fast for a
+//! console process each time.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -36,31 +39,60 @@ const BINS: [&str; 5] = [
     "wdevc",
 ];
 
+/// The directory of the running executable's cargo profile (`target/<profile>`).
+fn profile_dir() -> PathBuf {
+    // target/<profile>/deps/<test-binary>
+    let exe = std::env::current_exe().unwrap_or_default();
+    exe.parent()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Builds the cluster's binaries for the running executable's profile (release under
+/// `cargo bench`); cargo does nothing when they are up to date.
+pub fn build_bins() -> Result<()> {
+    let dir = profile_dir();
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let release = dir.file_name().is_some_and(|n| n == "release");
+    let mut c = Command::new(cargo);
+    c.args(["build", "--bins", "-p", "walb-daemon", "-p", "walb-console"])
+        .args(["-p", "walb-kernel"]);
+    // Cargo runs tests and benches with their package's variables set; build scripts
+    // watching them (ring's) would rebuild, and rebuild again under the next plain build.
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy();
+        let leaked = [
+            "CARGO_PKG_",
+            "CARGO_MANIFEST_",
+            "CARGO_CRATE_",
+            "CARGO_BIN_",
+        ]
+        .iter()
+        .any(|p| k.starts_with(p))
+            || ["CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR", "OUT_DIR"].contains(&&*k);
+        if leaked {
+            c.env_remove(&*k);
+        }
+    }
+    if release {
+        c.arg("--release");
+    }
+    let st = c.status().context("running cargo build")?;
+    if !st.success() {
+        bail!("building the walb binaries failed: {st}");
+    }
+    Ok(())
+}
+
 /// The directory holding the workspace's binaries.
 pub fn bin_dir() -> PathBuf {
     static BUILD: Once = Once::new();
-    // target/<profile>/deps/<test-binary>
-    let exe = std::env::current_exe().unwrap_or_default();
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    let dir = profile_dir();
     BUILD.call_once(|| {
         if BINS.iter().any(|b| !dir.join(b).exists()) {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let release = dir.file_name().is_some_and(|n| n == "release");
-            let mut c = Command::new(cargo);
-            c.args(["build", "--bins", "-p", "walb-daemon", "-p", "walb-console"])
-                .args(["-p", "walb-kernel"]);
-            if release {
-                c.arg("--release");
-            }
-            let st = c.status();
-            assert!(
-                matches!(st, Ok(s) if s.success()),
-                "building the walb binaries failed: {st:?}"
-            );
+            let r = build_bins();
+            assert!(r.is_ok(), "{r:?}");
         }
     });
     dir
@@ -116,6 +148,9 @@ pub struct ClusterOpts {
     pub archive_args: Vec<String>,
     /// Number of proxies (p0, p1, ...), in the storage's priority order.
     pub proxies: usize,
+    /// Writes the initial content of the log and data device files (`(ldev, ddev)`,
+    /// already of their sizes, sparse) before the device is formatted and started.
+    pub fill: Option<fn(&Path, &Path) -> Result<()>>,
 }
 
 impl Default for ClusterOpts {
@@ -128,6 +163,7 @@ impl Default for ClusterOpts {
             proxy_args: Vec::new(),
             archive_args: Vec::new(),
             proxies: 1,
+            fill: None,
         }
     }
 }
@@ -298,6 +334,9 @@ impl Cluster {
         let (ldev, ddev) = (d.join("ldev"), d.join("ddev"));
         std::fs::File::create(&ldev)?.set_len(opts.ldev_mb << 20)?;
         std::fs::File::create(&ddev)?.set_len(opts.ddev_mb << 20)?;
+        if let Some(fill) = opts.fill {
+            fill(&ldev, &ddev).context("filling the device files")?;
+        }
         let out = self.wdevc(&[
             "format-ldev",
             &ldev.display().to_string(),
@@ -441,14 +480,15 @@ impl Cluster {
             .join("\n")
     }
 
-    /// Writes through the device without root: `wdevc workload` with `args`.
+    /// Writes through the device without root: `wdevc workload` with `args` (its one
+    /// line of statistics on stdout, errors on stderr).
     pub fn workload(&self, args: &[&str]) -> Result<Child> {
         let mut c = bin("wdevc");
         self.env(&mut c);
         c.arg("workload")
             .arg(&self.wdev)
             .args(args)
-            .stdout(Stdio::null())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         Ok(c.spawn()?)
     }
@@ -467,6 +507,16 @@ impl Drop for Cluster {
             let _ = self.wdevc(&["delete-wdev", &wdev, "--force"]);
         }
     }
+}
+
+/// CPU seconds (user + system) of process `pid`, from /proc.
+pub fn proc_cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = stat.rsplit(')').next()?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|s| s.parse::<f64>().ok());
+    // Fields 14 and 15 of stat(5), counted after the command name.
+    Some((ticks(11)? + ticks(12)?) / 100.0)
 }
 
 /// Fails with the command's stderr unless it succeeded.
@@ -564,6 +614,100 @@ impl Cluster {
     pub fn state(&self, node: &str) -> Result<String> {
         let out = self.exec_ok(&["get", node, "state", VOL])?;
         Ok(out.trim().to_owned())
+    }
+}
+
+impl Cluster {
+    /// The data device's file (the emulated device's data lives there).
+    pub fn ddev_path(&self) -> PathBuf {
+        self.path().join("ddev")
+    }
+
+    /// CPU seconds (user + system) used so far by each daemon and by the emulated
+    /// device's process (`dev`).
+    pub fn cpu_seconds(&self) -> BTreeMap<String, f64> {
+        self.pids()
+            .into_iter()
+            .filter_map(|(n, pid)| proc_cpu_seconds(pid).map(|s| (n, s)))
+            .collect()
+    }
+
+    /// Process ids of the running daemons and of the emulated device's process (`dev`).
+    pub fn pids(&self) -> Vec<(String, u32)> {
+        let mut pids: Vec<(String, u32)> = self
+            .daemons
+            .iter()
+            .filter_map(|(n, d)| d.child.as_ref().map(|c| (n.clone(), c.id())))
+            .collect();
+        let pidf = self.path().join("emu").join(format!("{}.pid", self.wdev));
+        if let Some(p) = std::fs::read_to_string(pidf)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+        {
+            pids.push(("dev".into(), p));
+        }
+        pids
+    }
+
+    /// A client with the operator's certificate.
+    pub fn operator(&self) -> Result<Operator> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()?;
+        let me = PeerId::new(Role::Operator, "console")?;
+        let files = walb_wire::TlsFiles::in_dir(&self.path().join("certs"), &me);
+        let cfg = walb_wire::NodeConfig::new("127.0.0.1:0".parse()?, false);
+        let node = {
+            let _g = rt.enter();
+            walb_wire::Node::bind(cfg, files)?
+        };
+        Ok(Operator {
+            rt,
+            node,
+            ports: self.ports.clone(),
+        })
+    }
+}
+
+/// An operator's connection to the cluster's daemons (one QUIC connection per daemon,
+/// reused), for fast polls.
+pub struct Operator {
+    rt: tokio::runtime::Runtime,
+    node: walb_wire::Node,
+    ports: BTreeMap<String, u16>,
+}
+
+impl Operator {
+    /// Sends `req` to daemon `name` and returns its reply (a refusal is an error).
+    pub fn request(&self, name: &str, req: walb_wire::Request) -> Result<walb_wire::Reply> {
+        let port = *self
+            .ports
+            .get(name)
+            .with_context(|| format!("no node {name}"))?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        self.rt.block_on(async {
+            let peer = self.node.connect(addr).await?;
+            let r = tokio::time::timeout(Duration::from_secs(30), peer.request(req))
+                .await
+                .context("no answer within 30 s")??;
+            anyhow::Ok(r)
+        })
+    }
+
+    /// The state of `vol` on daemon `name`.
+    pub fn state(&self, name: &str, vol: &str) -> Result<String> {
+        let q = walb_wire::Request::Query(walb_wire::msg::Query::State { vol: vol.into() });
+        match self.request(name, q)? {
+            walb_wire::Reply::Text(t) => Ok(t),
+            other => bail!("state of {vol} on {name}: unexpected reply {other:?}"),
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.rt.block_on(self.node.close());
     }
 }
 

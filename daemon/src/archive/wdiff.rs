@@ -16,9 +16,9 @@
 //! file and rolls the state back; the sender gets `Message::Error`.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info, warn};
@@ -27,6 +27,7 @@ use walb_kernel::wdiff::WdiffReader;
 use walb_wire::msg::{Step, Uuid, WdiffTransfer};
 use walb_wire::{Call, ErrorCode, PeerId, Reply, WireError};
 
+use super::full::BackgroundWriter;
 use super::vol::ArchiveVol;
 use super::{backend_error, blocking, Archive};
 use crate::dto;
@@ -275,7 +276,7 @@ impl Archive {
             size_lb,
         } = acc;
         match self.wdiff_body(&vol, &mut call, &diff, size_lb).await {
-            Ok(stored) => {
+            Ok((stored, tm)) => {
                 if let Err(e) = txn.commit(A::Archived) {
                     // The diff is durable and registered; the state is Archived either way.
                     warn!(vol = %vol.name, "{e}");
@@ -283,7 +284,13 @@ impl Archive {
                 // The slot is free before the sender hears of it (it may send the next one
                 // at once).
                 drop(permit);
-                info!(%peer, vol = %vol.name, diff = %stored, size = stored.data_size, "wdiff received");
+                info!(
+                    %peer, vol = %vol.name, diff = %stored, size = stored.data_size,
+                    ms_recv = tm.recv.as_millis() as u64,
+                    ms_fsync = tm.sync.as_millis() as u64,
+                    ms_validate = tm.validate.as_millis() as u64,
+                    "wdiff received"
+                );
                 self.publish_diffs(&vol);
                 if let Err(e) = call.sender.step(Step::Ack).await {
                     warn!(%peer, vol = %vol.name, "cannot acknowledge the wdiff (the sender will resend; it is too old then): {e}");
@@ -306,7 +313,8 @@ impl Archive {
         call: &mut Call,
         diff: &MetaDiff,
         size_lb: u64,
-    ) -> Result<MetaDiff, WireError> {
+    ) -> Result<(MetaDiff, Timing), WireError> {
+        let t0 = Instant::now();
         let name = diff_file_name(diff);
         let dst = vol.dir.join(&name);
         let tmp = persist::tmp_path(&dst);
@@ -329,7 +337,7 @@ impl Archive {
             })?,
         );
         let mut off = 0u64;
-        let mut unsynced = 0u64;
+        let mut writer = BackgroundWriter::new(Arc::clone(&file), self.cfg.fsync_bytes, false);
         loop {
             if self.aborting(vol) {
                 return Err(refuse(
@@ -339,42 +347,40 @@ impl Archive {
             }
             let chunk = call.receiver.chunk().await.map_err(|e| e.to_wire())?;
             let Some(data) = chunk else { break };
-            let f = Arc::clone(&file);
-            let at = off;
             let len = data.len() as u64;
-            unsynced += len;
-            let sync = unsynced >= self.cfg.fsync_bytes;
-            if sync {
-                unsynced = 0;
-            }
-            blocking(move || {
-                f.write_all_at(&data, at)?;
-                if sync {
-                    f.sync_data()?;
-                }
-                Ok::<_, std::io::Error>(())
-            })
-            .await?
-            .map_err(|e| refuse(ErrorCode::Internal, format!("writing {name}: {e}")))?;
+            writer
+                .write(off, data)
+                .await
+                .map_err(|e| refuse(e.code, format!("{name}: {}", e.message)))?;
             off += len;
         }
+        writer
+            .finish()
+            .await
+            .map_err(|e| refuse(e.code, format!("{name}: {}", e.message)))?;
+        let recv = t0.elapsed();
         let (f, t2, d2) = (Arc::clone(&file), tmp.clone(), dst.clone());
         let dir = vol.dir.clone();
-        blocking(move || -> Result<(), WireError> {
+        let (sync, validate) = blocking(move || -> Result<(Duration, Duration), WireError> {
+            let t = Instant::now();
             f.sync_all().map_err(|e| {
                 refuse(
                     ErrorCode::Internal,
                     format!("syncing {}: {e}", t2.display()),
                 )
             })?;
+            let sync = t.elapsed();
+            let t = Instant::now();
             validate_wdiff(&t2, size_lb)?;
+            let validate = t.elapsed();
             std::fs::rename(&t2, &d2).map_err(|e| {
                 refuse(
                     ErrorCode::Internal,
                     format!("renaming {}: {e}", d2.display()),
                 )
             })?;
-            persist::sync_dir(&dir).map_err(super::persist_error)
+            persist::sync_dir(&dir).map_err(super::persist_error)?;
+            Ok((sync, validate))
         })
         .await??;
         guard.disarm();
@@ -386,8 +392,25 @@ impl Archive {
                 return Err(refuse(ErrorCode::Internal, e.to_string()));
             }
         }
-        Ok(stored)
+        Ok((
+            stored,
+            Timing {
+                recv,
+                sync,
+                validate,
+            },
+        ))
     }
+}
+
+/// Where the time of a wdiff receive went (logged).
+struct Timing {
+    /// Acceptance to the bulk's end (bytes received and written).
+    recv: Duration,
+    /// The final fsync.
+    sync: Duration,
+    /// Reading the file back to validate it.
+    validate: Duration,
 }
 
 #[cfg(test)]

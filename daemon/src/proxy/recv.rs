@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::{BufWriter, Read};
 use std::path::Path;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -78,7 +78,9 @@ impl<R: Read> PackStream<R> {
     }
 
     fn read_full(&mut self, n: usize, what: &str) -> walb_kernel::Result<(Vec<u8>, usize)> {
-        let mut buf = Vec::new();
+        // Room for all of it at once: growing as it arrives copies the pack again and
+        // again (read_to_end doubles from a small probe).
+        let mut buf = Vec::with_capacity(n);
         let got = (&mut self.inner)
             .take(n as u64)
             .read_to_end(&mut buf)
@@ -178,6 +180,15 @@ pub fn convert_opt() -> ConvertOpt {
     }
 }
 
+/// A wdiff written by [`convert_to_file`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Converted {
+    /// File size, bytes.
+    pub size: u64,
+    /// Time the final fsync took.
+    pub sync: Duration,
+}
+
 /// Converts the pack stream of `rd` into an indexed wdiff at `tmp`, fsynced; returns its
 /// size. Removes `tmp` on failure.
 pub fn convert_to_file<R: Read>(
@@ -187,7 +198,7 @@ pub fn convert_to_file<R: Read>(
     uuid: [u8; 16],
     limit_pb: u64,
     tmp: &Path,
-) -> walb_kernel::Result<u64> {
+) -> walb_kernel::Result<Converted> {
     let res = (|| {
         let f =
             File::create(tmp).map_err(|e| KError::io(format!("creating {}", tmp.display()), e))?;
@@ -201,13 +212,15 @@ pub fn convert_to_file<R: Read>(
         let f = w
             .into_inner()
             .map_err(|e| KError::io(format!("writing {}", tmp.display()), e.into_error()))?;
+        let t0 = Instant::now();
         f.sync_all()
             .map_err(|e| KError::io(format!("syncing {}", tmp.display()), e))?;
-        let len = f
+        let sync = t0.elapsed();
+        let size = f
             .metadata()
             .map_err(|e| KError::io(format!("reading metadata of {}", tmp.display()), e))?
             .len();
-        Ok(len)
+        Ok(Converted { size, sync })
     })();
     if res.is_err() {
         let _ = std::fs::remove_file(tmp);
@@ -240,6 +253,16 @@ fn forced(v: &super::ProxyVol) -> WireError {
     )
 }
 
+/// A wlog received and queued, with where its time went.
+struct Received {
+    name: String,
+    size: u64,
+    /// From the acceptance to the converted, fsynced file (the fsync included).
+    convert: Duration,
+    sync: Duration,
+    register: Duration,
+}
+
 impl Proxy {
     /// True when running transfers of `v` must abort (force stop or forced shutdown).
     pub(crate) fn is_forced(&self, v: &super::ProxyVol) -> bool {
@@ -259,7 +282,13 @@ impl Proxy {
         let vol = req.vol.clone();
         let peer = call.peer.clone();
         match self.receive(req, &mut call).await {
-            Ok(name) => info!(%vol, %peer, diff = %name, "wlog received"),
+            Ok(r) => info!(
+                %vol, %peer, diff = %r.name, bytes = r.size,
+                ms_convert = r.convert.as_millis() as u64,
+                ms_fsync = r.sync.as_millis() as u64,
+                ms_register = r.register.as_millis() as u64,
+                "wlog received"
+            ),
             Err(e) => {
                 warn!(%vol, %peer, "wlog transfer failed: {e}");
                 call.receiver.stop();
@@ -272,7 +301,7 @@ impl Proxy {
         self: &Arc<Self>,
         req: WlogTransfer,
         call: &mut Call,
-    ) -> Result<String, WireError> {
+    ) -> Result<Received, WireError> {
         let pbs = Pbs::new(req.pbs).map_err(|e| refuse(ErrorCode::BadRequest, e.to_string()))?;
         let me = format!("proxy {}", self.ctx.id);
         let Some(v) = self.vol(&req.vol) else {
@@ -353,6 +382,7 @@ impl Proxy {
         call.reply(Reply::Accepted).await.map_err(|e| e.to_wire())?;
 
         // Bulk: chunks → converter thread.
+        let t_accepted = Instant::now();
         let tmp = temp_in_received(&v.dir);
         let (tx, rx) = mpsc::channel::<Piece>(CHANNEL_DEPTH);
         let conv = {
@@ -376,9 +406,11 @@ impl Proxy {
                 let _ = std::fs::remove_file(&tmp);
                 return Err(e);
             }
-            (Ok(()), Ok(Ok(size))) => size,
+            (Ok(()), Ok(Ok(c))) => c,
             (Ok(()), Err(e)) => return Err(e),
         };
+        let (size, sync) = (size.size, size.sync);
+        let convert = t_accepted.elapsed();
         let cleanup = |tmp: &Path| {
             let _ = std::fs::remove_file(tmp);
         };
@@ -417,6 +449,7 @@ impl Proxy {
         let grow = (req.size_lb > size_lb).then_some(req.size_lb);
         let name2 = name.clone();
         let tmp2 = tmp.clone();
+        let t_reg = Instant::now();
         let reg = tokio::task::spawn_blocking(move || {
             if let Some(s) = grow {
                 vd.set_size_lb(s)?;
@@ -435,6 +468,7 @@ impl Proxy {
                 return Err(refuse(ErrorCode::Internal, format!("register thread: {e}")));
             }
         }
+        let register = t_reg.elapsed();
         let delays: Vec<(String, u64)> = {
             let mut m = v.meta();
             if let Some(s) = grow {
@@ -460,7 +494,13 @@ impl Proxy {
             warn!(vol = %req.vol, "cannot send the acknowledgement: {e}");
         }
         let _ = call.sender.finish();
-        Ok(name)
+        Ok(Received {
+            name,
+            size,
+            convert,
+            sync,
+            register,
+        })
     }
 
     /// Forwards the bulk's chunks to the converter; ends with [`Piece::End`] after the
@@ -565,7 +605,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let (body, h, end) = raw_packs();
         let tmp = d.path().join("x.tmp");
-        let n = convert_to_file(&body[..], h.pbs, h.salt, h.uuid, end - 1000, &tmp).unwrap();
+        let n = convert_to_file(&body[..], h.pbs, h.salt, h.uuid, end - 1000, &tmp)
+            .unwrap()
+            .size;
         assert_eq!(n, std::fs::metadata(&tmp).unwrap().len());
         let rd = WdiffReader::open(&tmp).unwrap();
         assert_eq!(rd.header().kind, WdiffKind::Indexed);

@@ -181,6 +181,17 @@ fn produce(
     w.finish().map_err(|e| KError::io("sending chunks", e))
 }
 
+/// When the dispatcher must look at the queue again by itself: at the earliest due time,
+/// unless every worker is busy; then only the end of a run (which wakes it) can let
+/// another task start, and waking for a task already due would spin.
+fn wake_at(running: usize, workers: usize, next_due: Option<Instant>) -> Option<Instant> {
+    if running >= workers {
+        None
+    } else {
+        next_due
+    }
+}
+
 impl Proxy {
     /// Schedules `key` at `at` unless it is already scheduled (a retry in backoff keeps
     /// its time).
@@ -216,7 +227,7 @@ impl Proxy {
                     let p = Arc::clone(&self);
                     tokio::spawn(async move { p.run(k).await });
                 }
-                s.queue.next_due()
+                wake_at(s.running.len(), self.ctx.bg, s.queue.next_due())
             };
             let sleep = match next {
                 Some(at) => tokio::time::Instant::from_std(at),
@@ -316,6 +327,7 @@ impl Proxy {
                 None => Next::Nothing,
             };
         }
+        let t0 = Instant::now();
         let res = tokio::select! {
             r = self.transfer(&v, archive, &info, &plan) => r,
             () = self.until_forced(&v) => Err(Failure {
@@ -324,6 +336,7 @@ impl Proxy {
                 msg: "force stop".into(),
             }),
         };
+        let res = res.map(|()| t0.elapsed());
         self.after(&v, archive, &plan.files, res).await
     }
 
@@ -333,14 +346,14 @@ impl Proxy {
         v: &ProxyVol,
         archive: &str,
         files: &[QueuedFile],
-        res: Result<(), Failure>,
+        res: Result<Duration, Failure>,
     ) -> Next {
         let (since, rto) = (
             v.meta().last_wlog.elapsed(),
             Duration::from_secs(self.opts.retry_timeout),
         );
         let reaction = match &res {
-            Ok(()) => Reaction::Delivered,
+            Ok(_) => Reaction::Delivered,
             Err(f) if f.local_corrupt => Reaction::GiveUp,
             Err(f) => react(Some(f.code), since, rto),
         };
@@ -352,8 +365,9 @@ impl Proxy {
                 .join(" ")
         };
         match (&reaction, &res) {
-            (Reaction::Delivered, _) => {
-                info!(vol = %v.name, %archive, files = files.len(), "delivered: {}", names())
+            (Reaction::Delivered, r) => {
+                let ms = r.as_ref().map_or(0, |d| d.as_millis() as u64);
+                info!(vol = %v.name, %archive, files = files.len(), ms, "delivered: {}", names())
             }
             (_, Err(f)) => {
                 warn!(vol = %v.name, %archive, ?reaction, "sending {} failed: {}", names(), f.msg)
@@ -492,5 +506,21 @@ impl Proxy {
             ))),
             Err(e) => Err(Failure::from_wire(&e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dispatcher_waits_for_a_free_worker_not_for_due_tasks() {
+        let due = Instant::now() - Duration::from_secs(1);
+        // All workers busy: a due task must not wake the dispatcher (it would spin).
+        assert_eq!(wake_at(1, 1, Some(due)), None);
+        assert_eq!(wake_at(3, 2, Some(due)), None);
+        // A free worker: wake at the due time.
+        assert_eq!(wake_at(0, 1, Some(due)), Some(due));
+        assert_eq!(wake_at(1, 2, None), None);
     }
 }

@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{error, info};
 use walb_kernel::block::is_all_zero;
@@ -39,6 +39,8 @@ use super::{blocking, meta_error, Storage, Vol};
 pub(crate) const DEFAULT_BULK_LB: u64 = 512;
 /// Largest bulk: 4 MiB (one chunk).
 pub(crate) const MAX_BULK_LB: u64 = 8192;
+/// Bulks read ahead of the sender.
+const READ_AHEAD: usize = 4;
 /// How long the archive may take to accept.
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -223,15 +225,22 @@ async fn copy_inner(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError
         })
         .await??
     };
-    let (tx, mut rx) = mpsc::channel::<Bulk>(4);
+    let (tx, mut rx) = mpsc::channel::<Bulk>(READ_AHEAD);
+    // Buffers the sender is done with go back to the reader (no allocation, zeroing and
+    // page faults per bulk).
+    let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<BytesMut>(READ_AHEAD + 2);
     let abort = Arc::new(AtomicBool::new(false));
     let scanner = {
         let (abort, st2) = (Arc::clone(&abort), Arc::clone(st));
         let (size_lb, bulk_lb, name, path) =
             (s.size_lb, s.bulk_lb, vol.name.clone(), s.path.clone());
         tokio::task::spawn_blocking(move || {
-            scan(data, size_lb, bulk_lb, &st2, &tx, &abort)
-                .map_err(|e| super::dev_error(&name, &path, &e))
+            let io = ScanIo {
+                tx: &tx,
+                spare: &back_rx,
+                abort: &abort,
+            };
+            scan(data, size_lb, bulk_lb, &st2, io).map_err(|e| super::dev_error(&name, &path, &e))
         })
     };
     let forward = async {
@@ -243,7 +252,15 @@ async fn copy_inner(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError
                 ));
             }
             match b {
-                Bulk::Data(d) => s.call.sender.chunk_bytes(d).await.map_err(wire)?,
+                Bulk::Data(d) => {
+                    let keep = d.clone();
+                    s.call.sender.chunk_bytes(d).await.map_err(wire)?;
+                    // Unique once the transport copied it (compressed chunks); raw chunks
+                    // stay with the transport until acknowledged and are not reused.
+                    if let Ok(m) = keep.try_into_mut() {
+                        let _ = back_tx.try_send(m);
+                    }
+                }
                 Bulk::Zero(len_lb) => s
                     .call
                     .sender
@@ -290,15 +307,24 @@ async fn copy_inner(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError
     Ok(gid_e)
 }
 
+/// Where the device reader sends its bulks and gets buffers back.
+struct ScanIo<'a> {
+    tx: &'a mpsc::Sender<Bulk>,
+    spare: &'a std::sync::mpsc::Receiver<BytesMut>,
+    abort: &'a AtomicBool,
+}
+
 /// Reads the device in bulks, throttled; all-zero bulks become [`Bulk::Zero`].
 fn scan(
     mut data: Box<dyn super::DataRead>,
     size_lb: u64,
     bulk_lb: u64,
     st: &Storage,
-    tx: &mpsc::Sender<Bulk>,
-    abort: &AtomicBool,
+    io: ScanIo<'_>,
 ) -> walb_kernel::Result<()> {
+    let ScanIo { tx, spare, abort } = io;
+    // A buffer that held zeros (never sent).
+    let mut idle: Option<BytesMut> = None;
     let mut off_lb = 0u64;
     let mut t0 = Instant::now();
     let mut since = 0u64;
@@ -308,12 +334,19 @@ fn scan(
             return Ok(());
         }
         let n = bulk_lb.min(size_lb - off_lb);
-        let mut buf = vec![0u8; (n * 512) as usize];
+        let len = (n * 512) as usize;
+        let mut buf = idle
+            .take()
+            .or_else(|| spare.try_recv().ok())
+            .unwrap_or_default();
+        // Same length: no zeroing (the read overwrites all of it).
+        buf.resize(len, 0);
         data.read_at(off_lb * 512, &mut buf)?;
         let item = if is_all_zero(&buf) {
+            idle = Some(buf);
             Bulk::Zero(n)
         } else {
-            Bulk::Data(Bytes::from(buf))
+            Bulk::Data(buf.freeze())
         };
         if tx.blocking_send(item).is_err() {
             return Ok(());
