@@ -8,11 +8,11 @@
 //! `wdevc`, `mkfs`, `mount`, and SIGTERM/SIGKILL for failure drills. Everything is torn
 //! down when the [`Cluster`] drops.
 //!
-//! Binaries are taken from the cargo target directory this test runs from; if one is
-//! missing the harness builds them once with `cargo build --bins` ([`build_bins`] builds
-//! them unconditionally, for benchmarks that must not run stale binaries). An
-//! [`Operator`] talks to the daemons through the wire library, for polls too fast for a
-//! console process each time.
+//! Binaries are taken from the cargo target directory this test runs from (or
+//! `$WALB_BIN_DIR`); if one is missing the harness builds them once with `cargo build
+//! --bins` ([`build_bins`] builds them unconditionally, for benchmarks that must not run
+//! stale binaries). An [`Operator`] talks to the daemons through the wire library, for
+//! polls too fast for a console process each time.
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -52,6 +52,9 @@ fn profile_dir() -> PathBuf {
 /// Builds the cluster's binaries for the running executable's profile (release under
 /// `cargo bench`); cargo does nothing when they are up to date.
 pub fn build_bins() -> Result<()> {
+    if std::env::var_os("WALB_BIN_DIR").is_some() {
+        return Ok(());
+    }
     let dir = profile_dir();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let release = dir.file_name().is_some_and(|n| n == "release");
@@ -85,9 +88,14 @@ pub fn build_bins() -> Result<()> {
     Ok(())
 }
 
-/// The directory holding the workspace's binaries.
+/// The directory holding the workspace's binaries: `$WALB_BIN_DIR` if set (binaries built
+/// elsewhere, e.g. an older version to compare with; nothing is built then), else the
+/// running executable's profile directory.
 pub fn bin_dir() -> PathBuf {
     static BUILD: Once = Once::new();
+    if let Some(d) = std::env::var_os("WALB_BIN_DIR") {
+        return PathBuf::from(d);
+    }
     let dir = profile_dir();
     BUILD.call_once(|| {
         if BINS.iter().any(|b| !dir.join(b).exists()) {

@@ -9,17 +9,21 @@
 //! latest snapshot). The pure part is [`refusal_for_state`] and [`check_diff`].
 //!
 //! Accepted: Archived → WdiffRecv; the bytes of one wdiff file arrive as bulk chunks and
-//! go to `<name>.tmp` in the volume directory; at the bulk's end the whole file is read
-//! back and validated (every checksum, every IO inside the volume), synced, renamed to
+//! go to `<name>.tmp` in the volume directory (through the background writer of
+//! [`super::full`], which starts the write-back as it goes); at the bulk's end the whole
+//! file is validated (every checksum, every IO inside the volume; from the received
+//! chunks up to 64 MiB, else read back) while it is synced, then renamed to
 //! `meta::diff_file_name(diff)` and registered; WdiffRecv → Archived; then `Step::Ack`.
 //! Any failure (corrupt or truncated file, disconnect, force stop) removes the temporary
 //! file and rolls the state back; the sender gets `Message::Error`.
 
 use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info, warn};
 use walb_kernel::meta::{diff_file_name, MetaDiff, MetaSnap, Relation};
@@ -167,6 +171,88 @@ impl Drop for TempFile {
 /// Reads the whole wdiff at `path`: every checksum, every IO inside `size_lb`.
 pub fn validate_wdiff(path: &Path, size_lb: u64) -> Result<u64, WireError> {
     let rd = WdiffReader::open(path).map_err(|e| kernel_error(&e))?;
+    validate_ios(rd, size_lb)
+}
+
+/// Like [`validate_wdiff`], for a wdiff held in memory as the chunks it arrived in.
+pub fn validate_chunks(chunks: Vec<Bytes>, size_lb: u64) -> Result<u64, WireError> {
+    let rd = WdiffReader::new(ChunkCursor::new(chunks)).map_err(|e| kernel_error(&e))?;
+    validate_ios(rd, size_lb)
+}
+
+/// Received wdiffs up to this size are validated from the received chunks, larger ones
+/// by reading the file back.
+const VALIDATE_IN_MEMORY_MAX: u64 = 64 << 20;
+
+/// A `Read + Seek` over a byte sequence held as consecutive chunks.
+#[derive(Debug)]
+pub struct ChunkCursor {
+    chunks: Vec<Bytes>,
+    /// End offset of each chunk.
+    ends: Vec<u64>,
+    pos: u64,
+}
+
+impl ChunkCursor {
+    /// The concatenation of `chunks`, positioned at its start.
+    pub fn new(chunks: Vec<Bytes>) -> ChunkCursor {
+        let mut end = 0u64;
+        let ends = chunks
+            .iter()
+            .map(|c| {
+                end += c.len() as u64;
+                end
+            })
+            .collect();
+        ChunkCursor {
+            chunks,
+            ends,
+            pos: 0,
+        }
+    }
+
+    fn len(&self) -> u64 {
+        self.ends.last().copied().unwrap_or(0)
+    }
+}
+
+impl Read for ChunkCursor {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // The chunk holding `pos`: the first whose end is past it.
+        let i = self.ends.partition_point(|&e| e <= self.pos);
+        let Some(c) = self.chunks.get(i) else {
+            return Ok(0);
+        };
+        let start = self.ends[i] - c.len() as u64;
+        let at = (self.pos - start) as usize;
+        let n = buf.len().min(c.len() - at);
+        buf[..n].copy_from_slice(&c[at..at + n]);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl Seek for ChunkCursor {
+    fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
+        let base = match to {
+            SeekFrom::Start(o) => Some(o),
+            SeekFrom::End(d) => self.len().checked_add_signed(d),
+            SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        match base {
+            Some(p) => {
+                self.pos = p;
+                Ok(p)
+            }
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "seek before the start",
+            )),
+        }
+    }
+}
+
+fn validate_ios<R: Read + Seek>(rd: WdiffReader<R>, size_lb: u64) -> Result<u64, WireError> {
     let mut ios = 0u64;
     for io in rd {
         let io = io.map_err(|e| kernel_error(&e))?;
@@ -338,6 +424,8 @@ impl Archive {
         );
         let mut off = 0u64;
         let mut writer = BackgroundWriter::new(Arc::clone(&file), self.cfg.fsync_bytes, false);
+        // The chunks, kept to validate the file without reading it back (small ones).
+        let mut kept: Option<Vec<Bytes>> = Some(Vec::new());
         loop {
             if self.aborting(vol) {
                 return Err(refuse(
@@ -348,6 +436,12 @@ impl Archive {
             let chunk = call.receiver.chunk().await.map_err(|e| e.to_wire())?;
             let Some(data) = chunk else { break };
             let len = data.len() as u64;
+            if off + len > VALIDATE_IN_MEMORY_MAX {
+                kept = None;
+            }
+            if let Some(k) = kept.as_mut() {
+                k.push(data.clone());
+            }
             writer
                 .write(off, data)
                 .await
@@ -359,28 +453,38 @@ impl Archive {
             .await
             .map_err(|e| refuse(e.code, format!("{name}: {}", e.message)))?;
         let recv = t0.elapsed();
-        let (f, t2, d2) = (Arc::clone(&file), tmp.clone(), dst.clone());
-        let dir = vol.dir.clone();
-        let (sync, validate) = blocking(move || -> Result<(Duration, Duration), WireError> {
+        // The fsync and the validation (a disk wait and a computation) at once.
+        let (f, t2) = (Arc::clone(&file), tmp.clone());
+        let syncing = blocking(move || {
             let t = Instant::now();
-            f.sync_all().map_err(|e| {
+            f.sync_all().map(|()| t.elapsed()).map_err(|e| {
                 refuse(
                     ErrorCode::Internal,
                     format!("syncing {}: {e}", t2.display()),
                 )
-            })?;
-            let sync = t.elapsed();
+            })
+        });
+        let t2 = tmp.clone();
+        let validating = blocking(move || {
             let t = Instant::now();
-            validate_wdiff(&t2, size_lb)?;
-            let validate = t.elapsed();
+            match kept {
+                Some(chunks) => validate_chunks(chunks, size_lb),
+                None => validate_wdiff(&t2, size_lb),
+            }
+            .map(|_| t.elapsed())
+        });
+        let (synced, validated) = tokio::join!(syncing, validating);
+        let (sync, validate) = (synced??, validated??);
+        let (t2, d2) = (tmp.clone(), dst.clone());
+        let dir = vol.dir.clone();
+        blocking(move || -> Result<(), WireError> {
             std::fs::rename(&t2, &d2).map_err(|e| {
                 refuse(
                     ErrorCode::Internal,
                     format!("renaming {}: {e}", d2.display()),
                 )
             })?;
-            persist::sync_dir(&dir).map_err(super::persist_error)?;
-            Ok((sync, validate))
+            persist::sync_dir(&dir).map_err(super::persist_error)
         })
         .await??;
         guard.disarm();
@@ -409,13 +513,39 @@ struct Timing {
     recv: Duration,
     /// The final fsync.
     sync: Duration,
-    /// Reading the file back to validate it.
+    /// The validation (at the same time as the fsync).
     validate: Duration,
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunk_cursor_reads_and_seeks_across_chunks() {
+        let data: Vec<u8> = (0..=255u8).cycle().take(1000).collect();
+        let chunks = vec![
+            Bytes::copy_from_slice(&data[..10]),
+            Bytes::new(),
+            Bytes::copy_from_slice(&data[10..700]),
+            Bytes::copy_from_slice(&data[700..]),
+        ];
+        let mut c = ChunkCursor::new(chunks);
+        let mut all = Vec::new();
+        c.read_to_end(&mut all).unwrap();
+        assert_eq!(all, data);
+        assert_eq!(c.seek(SeekFrom::End(-300)).unwrap(), 700);
+        let mut b = [0u8; 5];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b, &data[700..705]);
+        assert_eq!(c.seek(SeekFrom::Current(-698)).unwrap(), 7);
+        let mut b = [0u8; 6];
+        c.read_exact(&mut b).unwrap();
+        assert_eq!(&b, &data[7..13]);
+        assert!(c.seek(SeekFrom::Current(-100)).is_err());
+        c.seek(SeekFrom::Start(5000)).unwrap();
+        assert_eq!(c.read(&mut b).unwrap(), 0);
+    }
 
     #[test]
     fn state_refusals_come_in_the_protocol_order() {

@@ -39,6 +39,8 @@ use super::{vol, Device, Storage, Vol};
 
 /// Largest bulk chunk sent.
 pub(crate) const CHUNK: usize = 4 << 20;
+/// Chunks read ahead of the sender.
+const READ_AHEAD: usize = 4;
 /// How long a proxy may take to accept or refuse a transfer.
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long connecting to a proxy may take.
@@ -417,19 +419,31 @@ async fn send(
         max_pb,
         ..
     } = prep;
-    let (tx, mut rx) = mpsc::channel::<Bytes>(4);
+    let (tx, mut rx) = mpsc::channel::<Bytes>(READ_AHEAD);
+    // Buffers the transport is done with go back to the reader.
+    let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<BytesMut>(READ_AHEAD + 2);
     let abort = Arc::new(AtomicBool::new(false));
     let abort2 = Arc::clone(&abort);
     let (start, limit) = (plan.rec_b.lsid, plan.lsid_limit);
     let reader = tokio::task::spawn_blocking(move || {
-        read_range(&ldev, &sb, start, limit, max_pb, &tx, &abort2)
+        let out = RangeOut {
+            tx: &tx,
+            spare: &back_rx,
+            abort: &abort2,
+        };
+        read_range(&ldev, &sb, start, limit, max_pb, out)
     });
     let r = async {
         while let Some(chunk) = rx.recv().await {
             if st.force_abort(vol) {
                 return Err(ShipError::Aborted);
             }
+            let keep = chunk.clone();
             call.sender.chunk_bytes(chunk).await?;
+            // Unique once the transport copied it (compressed chunks).
+            if let Ok(m) = keep.try_into_mut() {
+                let _ = back_tx.try_send(m);
+            }
         }
         Ok(())
     }
@@ -457,11 +471,16 @@ async fn send(
     }
 }
 
-/// Reads `n` blocks of the ring from `lsid` on, raw.
-fn read_blocks(f: &File, sb: &SuperBlock, lsid: u64, n: u64) -> walb_kernel::Result<Vec<u8>> {
+/// Fills `buf` with the blocks of the ring from `lsid` on, raw.
+fn read_blocks_into(
+    f: &File,
+    sb: &SuperBlock,
+    lsid: u64,
+    buf: &mut [u8],
+) -> walb_kernel::Result<()> {
     use walb_kernel::error::IoContext;
     let pbs = u64::from(sb.pbs.get());
-    let mut buf = vec![0u8; (n * pbs) as usize];
+    let n = buf.len() as u64 / pbs;
     let mut done = 0u64;
     while done < n {
         let l = lsid + done;
@@ -473,20 +492,49 @@ fn read_blocks(f: &File, sb: &SuperBlock, lsid: u64, n: u64) -> walb_kernel::Res
             .ctx(|| format!("reading lsid {l} at byte {off} of the log device"))?;
         done += run;
     }
-    Ok(buf)
+    Ok(())
+}
+
+/// Reads `n` blocks of the ring from `lsid` on into a buffer (a spare one if any).
+fn read_window(
+    f: &File,
+    sb: &SuperBlock,
+    lsid: u64,
+    n: u64,
+    spare: &std::sync::mpsc::Receiver<BytesMut>,
+) -> walb_kernel::Result<Bytes> {
+    let mut buf = spare.try_recv().unwrap_or_default();
+    // A spare buffer has the window's length already: no zeroing.
+    buf.resize((n * u64::from(sb.pbs.get())) as usize, 0);
+    read_blocks_into(f, sb, lsid, &mut buf)?;
+    Ok(buf.freeze())
+}
+
+/// Where [`read_range`] sends its chunks and gets buffers back.
+pub(crate) struct RangeOut<'a> {
+    /// Chunks to send.
+    pub tx: &'a mpsc::Sender<Bytes>,
+    /// Buffers sent and done with.
+    pub spare: &'a std::sync::mpsc::Receiver<BytesMut>,
+    /// Set when the sender gave up.
+    pub abort: &'a AtomicBool,
 }
 
 /// Reads the packs of `[start, limit)` (stopping before a pack that would end after
 /// `limit`), verifies every checksum, and sends their raw blocks as chunks of at most
 /// [`CHUNK`] bytes; returns the lsid after the last pack sent.
+///
+/// The ring is read in windows of [`CHUNK`] bytes; the whole packs of a window are sent
+/// as one chunk straight from the buffer they were read into, and a pack that runs past
+/// the window starts the next one (a pack larger than a window is read alone and sent in
+/// several chunks).
 pub(crate) fn read_range(
     f: &File,
     sb: &SuperBlock,
     start: u64,
     limit: u64,
     max_pb: u64,
-    tx: &mpsc::Sender<Bytes>,
-    abort: &AtomicBool,
+    out: RangeOut<'_>,
 ) -> Result<u64, ShipError> {
     if limit.saturating_sub(start) > sb.ring_buffer_size {
         return Err(ShipError::Inconsistent(format!(
@@ -494,51 +542,76 @@ pub(crate) fn read_range(
             sb.ring_buffer_size
         )));
     }
-    let mut buf = BytesMut::with_capacity(CHUNK);
+    let pbs = u64::from(sb.pbs.get());
+    let window_pb = (CHUNK as u64 / pbs).max(1);
+    let send = |b: Bytes| out.tx.blocking_send(b).map_err(|_| ShipError::Aborted);
     let mut lsid = start;
-    let send = |b: Bytes| tx.blocking_send(b).map_err(|_| ShipError::Aborted);
-    while lsid < limit {
-        if abort.load(Ordering::Relaxed) {
+    'windows: while lsid < limit {
+        if out.abort.load(Ordering::Relaxed) {
             return Err(ShipError::Aborted);
         }
-        let hb = read_blocks(f, sb, lsid, 1)?;
-        let header = LogPackHeader::parse(&hb, sb.pbs, sb.salt, Some(lsid))?;
-        if header.n_records() == 0 {
-            return Err(walb_kernel::Error::corrupt(
-                "log pack header",
-                Location::Lsid(lsid),
-                "pack has no records inside the log range",
-            )
-            .into());
-        }
-        let next = header.next_lsid();
-        if next > limit {
-            if lsid == start {
-                return Err(ShipError::Inconsistent(format!(
-                    "the pack at lsid {lsid} ({} blocks) does not fit a transfer of at most \
-                     {max_pb} blocks ending at {limit}; raise --max-wlog-send-mb",
-                    header.pack_pb()
-                )));
+        let n = window_pb.min(limit - lsid);
+        let win = read_window(f, sb, lsid, n, out.spare)?;
+        // Blocks of whole packs at the start of the window.
+        let mut used = 0u64;
+        while used < n {
+            let at = lsid + used;
+            let hb = &win[(used * pbs) as usize..((used + 1) * pbs) as usize];
+            let header = LogPackHeader::parse(hb, sb.pbs, sb.salt, Some(at))?;
+            if header.n_records() == 0 {
+                return Err(walb_kernel::Error::corrupt(
+                    "log pack header",
+                    Location::Lsid(at),
+                    "pack has no records inside the log range",
+                )
+                .into());
             }
-            break;
+            let next = header.next_lsid();
+            if next > limit {
+                if at == start {
+                    return Err(ShipError::Inconsistent(format!(
+                        "the pack at lsid {at} ({} blocks) does not fit a transfer of at most \
+                         {max_pb} blocks ending at {limit}; raise --max-wlog-send-mb",
+                        header.pack_pb()
+                    )));
+                }
+                if used > 0 {
+                    send(win.slice(..(used * pbs) as usize))?;
+                }
+                lsid = at;
+                break 'windows;
+            }
+            let pack_pb = next - at;
+            if used + pack_pb > n {
+                if used == 0 {
+                    // Larger than a window: alone, in several chunks.
+                    let big = read_window(f, sb, at, pack_pb, out.spare)?;
+                    verify_pack(header, big.slice(pbs as usize..))?;
+                    let mut rest = big;
+                    while !rest.is_empty() {
+                        let c = rest.split_to(rest.len().min(CHUNK));
+                        send(c)?;
+                    }
+                    lsid = next;
+                    continue 'windows;
+                }
+                break;
+            }
+            verify_pack(
+                header,
+                win.slice(((used + 1) * pbs) as usize..((used + pack_pb) * pbs) as usize),
+            )?;
+            used += pack_pb;
         }
-        let data = read_blocks(f, sb, lsid + 1, u64::from(header.total_io_size))?;
-        let pack = LogPack {
-            header,
-            data: Bytes::from(data),
-        };
-        pack.verify_data()?;
-        buf.extend_from_slice(&hb);
-        buf.extend_from_slice(&pack.data);
-        while buf.len() >= CHUNK {
-            send(buf.split_to(CHUNK).freeze())?;
-        }
-        lsid = next;
-    }
-    if !buf.is_empty() {
-        send(buf.freeze())?;
+        send(win.slice(..(used * pbs) as usize))?;
+        lsid += used;
     }
     Ok(lsid)
+}
+
+/// Verifies the data checksums of a pack.
+fn verify_pack(header: LogPackHeader, data: Bytes) -> walb_kernel::Result<()> {
+    LogPack { header, data }.verify_data()
 }
 
 /// After the ack: advance the done record (persisted), free the log, publish the usage.
@@ -582,4 +655,117 @@ fn finish(
     } else {
         Next::Idle
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use walb_kernel::block::Pbs;
+    use walb_kernel::gen::WlogGen;
+    use walb_kernel::wlog::{WlogHeader, WLOG_HEADER_BYTES};
+
+    /// A log device whose ring holds the packs of a generated wlog from `begin` on
+    /// (wrapping); returns the file, the superblock, the raw packs and their end lsid.
+    fn ring(begin: u64, max_io_lb: u32) -> (tempfile::NamedTempFile, SuperBlock, Vec<u8>, u64) {
+        let pbs = Pbs::B512;
+        let ldev_bytes = 64u64 << 20;
+        let mut sb = SuperBlock::format(pbs, ldev_bytes, 1 << 22, "t").unwrap();
+        let mut g = WlogGen::new(1 << 22, 24 << 20);
+        g.pbs = pbs;
+        g.min_io_lb = 8;
+        g.max_io_lb = max_io_lb;
+        g.begin_lsid = begin;
+        g.ring_size = Some(sb.ring_buffer_size);
+        let mut w = Vec::new();
+        let end = g.write(&mut w).unwrap();
+        let h = WlogHeader::parse(&w).unwrap();
+        sb.salt = h.salt;
+        let body = w[WLOG_HEADER_BYTES..w.len() - 512].to_vec();
+        assert_eq!(body.len() as u64, (end - begin) * 512);
+        let f = tempfile::NamedTempFile::new().unwrap();
+        f.as_file().set_len(ldev_bytes).unwrap();
+        for (i, b) in body.chunks(512).enumerate() {
+            f.as_file()
+                .write_all_at(b, sb.offset_of_lsid(begin + i as u64))
+                .unwrap();
+        }
+        (f, sb, body, end)
+    }
+
+    /// Runs [`read_range`]; returns its result and the chunks it sent.
+    fn read(
+        f: &File,
+        sb: &SuperBlock,
+        start: u64,
+        limit: u64,
+    ) -> (Result<u64, ShipError>, Vec<Bytes>) {
+        let (tx, mut rx) = mpsc::channel::<Bytes>(2);
+        let (_back_tx, back_rx) = std::sync::mpsc::sync_channel::<BytesMut>(2);
+        let abort = AtomicBool::new(false);
+        std::thread::scope(|s| {
+            let h = s.spawn(move || {
+                let out = RangeOut {
+                    tx: &tx,
+                    spare: &back_rx,
+                    abort: &abort,
+                };
+                let r = read_range(f, sb, start, limit, limit - start, out);
+                drop(tx);
+                r
+            });
+            let mut chunks = Vec::new();
+            while let Some(c) = rx.blocking_recv() {
+                chunks.push(c);
+            }
+            (h.join().unwrap(), chunks)
+        })
+    }
+
+    #[test]
+    fn read_range_sends_whole_packs_across_windows_and_the_ring_end() {
+        // Packs up to 6 MiB (larger than a window) and small ones, wrapping the ring.
+        for (max_io_lb, begin_back) in [(12_000u32, 20_000u64), (128, 3_000)] {
+            let sb0 = SuperBlock::format(Pbs::B512, 64 << 20, 1, "t").unwrap();
+            let begin = 5 * sb0.ring_buffer_size - begin_back;
+            let (f, sb, body, end) = ring(begin, max_io_lb);
+            let (r, chunks) = read(f.as_file(), &sb, begin, end);
+            assert_eq!(r.unwrap(), end);
+            assert!(chunks.iter().all(|c| !c.is_empty() && c.len() <= CHUNK));
+            assert_eq!(chunks.concat(), body);
+            // A limit inside a pack: the packs before it, nothing of it.
+            let mut starts = vec![begin];
+            while let Some(&l) = starts.last().filter(|&&l| l < end) {
+                let o = ((l - begin) * 512) as usize;
+                let h = LogPackHeader::parse(&body[o..o + 512], sb.pbs, sb.salt, Some(l)).unwrap();
+                starts.push(h.next_lsid());
+            }
+            if starts.len() < 4 {
+                // One huge pack (large IOs): read whole above.
+                assert!(max_io_lb > 1000, "{starts:?}");
+                continue;
+            }
+            let mid = starts[starts.len() / 2];
+            let (r, chunks) = read(f.as_file(), &sb, begin, mid + 1);
+            let got = r.unwrap();
+            assert_eq!(got, mid);
+            assert_eq!(chunks.concat(), body[..((got - begin) * 512) as usize]);
+            // The next range goes on from there.
+            let (r, chunks) = read(f.as_file(), &sb, got, end);
+            assert_eq!(r.unwrap(), end);
+            assert_eq!(chunks.concat(), body[((got - begin) * 512) as usize..]);
+        }
+    }
+
+    #[test]
+    fn read_range_refuses_a_corrupt_pack() {
+        let sb0 = SuperBlock::format(Pbs::B512, 64 << 20, 1, "t").unwrap();
+        let begin = sb0.ring_buffer_size;
+        let (f, sb, _body, end) = ring(begin, 128);
+        // A data block of the first pack.
+        f.as_file()
+            .write_all_at(&[0xff; 16], sb.offset_of_lsid(begin + 1))
+            .unwrap();
+        let (r, _) = read(f.as_file(), &sb, begin, end);
+        assert!(matches!(r, Err(ShipError::Device(e)) if e.is_corrupt()));
+    }
 }
