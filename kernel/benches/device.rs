@@ -9,15 +9,23 @@
 //!   `bare fuse+loop` passes the writes to a plain file (no logging: the ceiling of the
 //!   FUSE path), `emu fuse+loop` is the emulated device as `create-wdev --emulate` serves it.
 //!
-//! Each pair (plain file and emu library; bare and emu fuse+loop) is measured back to back
-//! `WALB_BENCH_ROUNDS` times (default 3), alternating which goes first; the table shows
-//! the medians and the median of the per-round ratios, then each round's ratio (the
-//! machine may be shared: back-to-back pairs and medians keep the ratios steady).
+//! A case writes `WALB_BENCH_MB` MiB (default 128; the address sequence is a permutation
+//! of the blocks, so no block is written twice up to 256 MiB), then flushes; MB/s counts
+//! the flush. The data files (plain, passthrough, ddev) are sparse files of 256 MiB; the
+//! log device is a 512 MiB file written through once (a log device is a block device in
+//! practice, so the file system's allocation of a sparse file is no cost of a deployment)
+//! and formatted afresh for each emulator.
 //!
-//! `WALB_BENCH_MB` sets the data written per case (default 64); `WALB_BENCH_DIR` the
-//! directory (default: a temporary directory under the target directory);
-//! `WALB_BENCH_IO` (KiB, default `4,64`), `WALB_BENCH_QD` (default `1,16`) and
-//! `WALB_BENCH_PAIRS` (default `lib,fuse`) select cases.
+//! The two targets of a pair (plain file and emu library; bare and emu fuse+loop) run one
+//! after the other, the order flipping every round; after each run, what it left dirty
+//! (the emulator's log and data files) is synced, untimed, so that its write-back does not
+//! slow the next run down. `WALB_BENCH_ROUNDS` rounds (default 5); the table shows the
+//! medians and the median of the per-round ratios, then each round's ratio.
+//!
+//! `WALB_BENCH_DIR` sets the directory (default: a temporary directory under the target
+//! directory); `WALB_BENCH_IO` (KiB, default `4,64`), `WALB_BENCH_QD` (default `1,16`) and
+//! `WALB_BENCH_PAIRS` (default `lib,fuse`) select cases; `WALB_BENCH_STATS` prints the
+//! emulator's writer counters.
 
 use std::ffi::OsStr;
 use std::fs::{File, OpenOptions};
@@ -77,9 +85,19 @@ fn aligned(len: usize) -> (Vec<u8>, usize) {
     (v, off)
 }
 
-fn run(t: &dyn Target, io: usize, qd: usize, total: u64) -> Result {
-    let ops = (total / io as u64).max(qd as u64);
-    let next = AtomicU64::new(0);
+/// What one target accumulated over the chunks of a round.
+#[derive(Default)]
+struct Acc {
+    secs: f64,
+    ops: u64,
+    lats: Vec<Duration>,
+}
+
+/// Writes ops `first..first + n` of the address sequence with `qd` threads; adds the time
+/// from the first submission to the last completion.
+fn run_chunk(t: &dyn Target, io: usize, qd: usize, first: u64, n: u64, acc: &mut Acc) {
+    let next = AtomicU64::new(first);
+    let end = first + n;
     let slots = DEV_BYTES / io as u64;
     let t0 = Instant::now();
     let lats: Vec<Vec<Duration>> = std::thread::scope(|s| {
@@ -91,10 +109,11 @@ fn run(t: &dyn Target, io: usize, qd: usize, total: u64) -> Result {
                     let mut lat = Vec::new();
                     loop {
                         let i = next.fetch_add(1, Ordering::Relaxed);
-                        if i >= ops {
+                        if i >= end {
                             return lat;
                         }
-                        // A fixed pseudo-random permutation-ish address sequence.
+                        // An odd multiplier modulo a power of two: a permutation of the
+                        // blocks, each written at most once per pass over the device.
                         let slot = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % slots;
                         let st = Instant::now();
                         t.write(slot * io as u64, data);
@@ -105,15 +124,68 @@ fn run(t: &dyn Target, io: usize, qd: usize, total: u64) -> Result {
             .collect();
         hs.into_iter().map(|h| h.join().expect("thread")).collect()
     });
+    acc.secs += t0.elapsed().as_secs_f64();
+    acc.ops += n;
+    acc.lats.extend(lats.into_iter().flatten());
+}
+
+/// The final flush of a target, timed; the result of its round.
+fn finish(t: &dyn Target, io: usize, mut acc: Acc) -> Result {
+    let t0 = Instant::now();
     t.flush();
-    let secs = t0.elapsed().as_secs_f64();
-    let mut all: Vec<Duration> = lats.into_iter().flatten().collect();
-    all.sort();
+    acc.secs += t0.elapsed().as_secs_f64();
+    acc.lats.sort();
+    let all = &acc.lats;
     let pct = |p: f64| all[((all.len() as f64 * p) as usize).min(all.len() - 1)];
     Result {
-        mbps: ops as f64 * io as f64 / secs / 1e6,
+        mbps: acc.ops as f64 * io as f64 / acc.secs / 1e6,
         p50: pct(0.50),
         p99: pct(0.99),
+    }
+}
+
+/// Writes `total` bytes to `t`, then flushes it.
+fn run(t: &dyn Target, io: usize, qd: usize, total: u64) -> Result {
+    let ops = (total / io as u64).max(qd as u64);
+    let mut acc = Acc::default();
+    run_chunk(t, io, qd, 0, ops, &mut acc);
+    finish(t, io, acc)
+}
+
+/// Syncs files a target left dirty (untimed), so that its deferred write-back does not
+/// run into the next measurement.
+fn settle(files: &[PathBuf]) {
+    for f in files {
+        if let Ok(f) = File::open(f) {
+            let _ = f.sync_all();
+        }
+    }
+}
+
+/// A target and the files it may leave dirty.
+type Side<'a> = (&'a dyn Target, &'a [PathBuf]);
+
+/// One round of a pair: `a` (the reference) and `b` one after the other, each settled
+/// afterwards; the order flips every round.
+fn pair_round(
+    a: Side<'_>,
+    b: Side<'_>,
+    io: usize,
+    qd: usize,
+    total: u64,
+    round: usize,
+) -> (Result, Result) {
+    let one = |(t, files): Side<'_>| {
+        let r = run(t, io, qd, total);
+        settle(files);
+        r
+    };
+    if round % 2 == 0 {
+        let x = one(a);
+        (x, one(b))
+    } else {
+        let y = one(b);
+        (one(a), y)
     }
 }
 
@@ -351,8 +423,8 @@ fn plain_target(dir: &Path) -> PlainFile {
     PlainFile(f)
 }
 
-fn bare_fuse_run(dir: &Path, io: usize, qd: usize, total: u64) -> Result {
-    let mnt = dir.join("mnt");
+fn bare_fuse_target(dir: &Path) -> LoopTarget {
+    let mnt = dir.join("mnt-bare");
     std::fs::create_dir_all(&mnt).expect("mnt");
     let back = OpenOptions::new()
         .read(true)
@@ -364,20 +436,20 @@ fn bare_fuse_run(dir: &Path, io: usize, qd: usize, total: u64) -> Result {
     back.set_len(DEV_BYTES).expect("size");
     let s =
         fuser::spawn_mount(PassFs { file: back }, &mnt, &fuse_cfg()).expect("mount passthrough");
-    let t = LoopTarget::new(&mnt.join("wdev"), s);
-    run(&t, io, qd, total)
+    LoopTarget::new(&mnt.join("wdev"), s)
 }
 
-fn emu_fuse_run(dir: &Path, io: usize, qd: usize, total: u64) -> Result {
-    let mnt = dir.join("mnt");
+fn emu_fuse_target(dir: &Path, emu: &Arc<Emulator>) -> LoopTarget {
+    let mnt = dir.join("mnt-emu");
     std::fs::create_dir_all(&mnt).expect("mnt");
-    let emu = make_emu(dir, "fuse");
     let s = walb_kernel::device::fuse::mount(emu.clone(), &mnt, 4).expect("mount emu");
-    let t = LoopTarget::new(&mnt.join("wdev"), s);
-    let r = run(&t, io, qd, total);
-    drop(t);
-    drop(emu);
-    r
+    LoopTarget::new(&mnt.join("wdev"), s)
+}
+
+fn stats(emu: &Emulator, r: &Result) {
+    if std::env::var_os("WALB_BENCH_STATS").is_some() {
+        eprintln!("  {:?} {:.0} MB/s", emu.write_stats(), r.mbps);
+    }
 }
 
 fn cleanup(dir: &Path) {
@@ -387,14 +459,22 @@ fn cleanup(dir: &Path) {
 }
 
 fn main() {
+    // Warnings of the emulator (a background flush that failed, ...) go to stderr.
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WALB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,fuser=error")),
+        )
+        .init();
     let mb: u64 = std::env::var("WALB_BENCH_MB")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(64);
+        .unwrap_or(128);
     let rounds: usize = std::env::var("WALB_BENCH_ROUNDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(3)
+        .unwrap_or(5)
         .max(1);
     let ios: Vec<usize> = env_list("WALB_BENCH_IO", &["4", "64"])
         .iter()
@@ -415,8 +495,9 @@ fn main() {
     let root = nix::unistd::getuid().is_root();
     let total = mb << 20;
     println!(
-        "walb device benchmark: {mb} MiB of random writes per case, {rounds} rounds (reference and \
-         emulator alternate; medians), device {} MiB, dir {}",
+        "walb device benchmark: {mb} MiB of random writes (each block at most once) per case, \
+         then a flush; {rounds} rounds (the order of a pair flips every round; what a run left \
+         dirty is synced before the next); device {} MiB, dir {}",
         DEV_BYTES >> 20,
         dir.display()
     );
@@ -454,30 +535,17 @@ fn main() {
         for &qd in &qds {
             if pairs.iter().any(|p| p == "lib") {
                 let (mut refs, mut subs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-                for i in 0..rounds {
-                    // Alternate which one goes first, so that drift hits both alike.
-                    let one = |emu: bool| -> Result {
-                        let r = if emu {
-                            let e = make_emu(dir, "lib");
-                            let r = run(&Lib(e.clone()), io, qd, total);
-                            if std::env::var_os("WALB_BENCH_STATS").is_some() {
-                                eprintln!("  {:?} {:.0} MB/s", e.write_stats(), r.mbps);
-                            }
-                            drop(e);
-                            r
-                        } else {
-                            run(&plain_target(dir), io, qd, total)
-                        };
-                        cleanup(dir);
-                        r
-                    };
-                    let (p, l) = if i % 2 == 0 {
-                        let p = one(false);
-                        (p, one(true))
-                    } else {
-                        let l = one(true);
-                        (one(false), l)
-                    };
+                for round in 0..rounds {
+                    let plain = plain_target(dir);
+                    let emu = make_emu(dir, "lib");
+                    let files = [dir.join("ldev.img"), dir.join("lib.ddev")];
+                    let lib = Lib(emu.clone());
+                    let (p, l) = pair_round((&plain, &[]), (&lib, &files), io, qd, total, round);
+                    drop(lib);
+                    stats(&emu, &l);
+                    drop(emu);
+                    drop(plain);
+                    cleanup(dir);
                     ratios.push(l.mbps / p.mbps);
                     refs.push(p);
                     subs.push(l);
@@ -487,23 +555,17 @@ fn main() {
             }
             if root && pairs.iter().any(|p| p == "fuse") {
                 let (mut refs, mut subs, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-                for i in 0..rounds {
-                    let one = |emu: bool| -> Result {
-                        let r = if emu {
-                            emu_fuse_run(dir, io, qd, total)
-                        } else {
-                            bare_fuse_run(dir, io, qd, total)
-                        };
-                        cleanup(dir);
-                        r
-                    };
-                    let (b, f) = if i % 2 == 0 {
-                        let b = one(false);
-                        (b, one(true))
-                    } else {
-                        let f = one(true);
-                        (one(false), f)
-                    };
+                for round in 0..rounds {
+                    let bare = bare_fuse_target(dir);
+                    let emu = make_emu(dir, "fuse");
+                    let fuse = emu_fuse_target(dir, &emu);
+                    let files = [dir.join("ldev.img"), dir.join("fuse.ddev")];
+                    let (b, f) = pair_round((&bare, &[]), (&fuse, &files), io, qd, total, round);
+                    drop(fuse);
+                    drop(bare);
+                    stats(&emu, &f);
+                    drop(emu);
+                    cleanup(dir);
                     ratios.push(f.mbps / b.mbps);
                     refs.push(b);
                     subs.push(f);
@@ -515,12 +577,14 @@ fn main() {
     }
     if root {
         // Anything left mounted (a failed unmount) is detached lazily.
-        let _ = nix::mount::umount2(&dir.join("mnt"), nix::mount::MntFlags::MNT_DETACH);
+        for m in ["mnt-bare", "mnt-emu"] {
+            let _ = nix::mount::umount2(&dir.join(m), nix::mount::MntFlags::MNT_DETACH);
+        }
     } else {
         println!("(FUSE + loop cases skipped: not root)");
     }
     println!(
         "ratio: median over the rounds of emu library / plain file and emu fuse+loop / bare \
-         fuse+loop measured back to back"
+         fuse+loop"
     );
 }

@@ -110,6 +110,11 @@ pub trait WalbDevice: Send + Sync {
     /// True when the log device honours flushes.
     fn is_flush_capable(&self) -> Result<bool>;
     /// Waits until `permanent > after` or `timeout` passes; returns the permanent lsid.
+    ///
+    /// Like a poller of the driver's sysfs `lsids`, an implementation is woken at once on
+    /// the driver's notify edge (the first permanent log while `permanent == oldest`,
+    /// walb-driver.md §4.2) and otherwise looks again at least once a second, so a return
+    /// can lag an advance that is not an edge by up to a second.
     fn wait_for_permanent(&self, after: u64, timeout: Duration) -> Result<u64>;
     /// The driver (or emulated driver) version.
     fn version(&self) -> Result<u32> {

@@ -3,9 +3,9 @@
 //! An [`Emulator`] drives a log device (ldev) and a data device (ddev), each a file or a
 //! block device (or a [`disk::MemDisk`] in crash tests), as the kernel driver does:
 //!
-//! 1. **write**: the write joins the write queue of the group-commit writer
-//!    ([`writer`]): the leading writer packs the queued IOs into log packs as the driver
-//!    does (concurrent writes share a pack, up to `max_logpack_kb` and the header's record
+//! 1. **write**: the write joins the queue of the group-commit writer (the `writer`
+//!    module): the leading writer packs the queued IOs into log packs as the driver does
+//!    (concurrent writes share a pack, up to `max_logpack_kb` and the header's record
 //!    limit; padding at the ring end; checksums), admits them with the lsid state machine
 //!    ([`DeviceState::admit`]: freeze, the `prev_written` guard, overflow or
 //!    error-before-overflow), writes them to the ring, and acknowledges them
