@@ -459,24 +459,13 @@ pub fn clone_file(src: &File, dst: &Path) -> Result<(File, CloneMethod), Backend
     Ok((out, CloneMethod::SparseCopy))
 }
 
-/// Bytes read and written at a time by [`sparse_copy`].
-const COPY_CHUNK: usize = 4 << 20;
+const COPY_CHUNK: usize = 1 << 20;
 const ZERO_GRAIN: usize = 64 << 10;
-/// Data written between two starts of writeback of what lies behind the writes.
-pub const WRITEBACK_STEP: u64 = 16 << 20;
 
 /// Copies the data regions of `src` (per `SEEK_DATA`/`SEEK_HOLE`) into `dst`, which must
 /// read as zeros and have the size `size`; blocks of zeros are not written.
-///
-/// The source is read with sequential read-ahead advised, and the copied part is handed
-/// to writeback every [`WRITEBACK_STEP`] (`sync_file_range`), so the disk writes while
-/// the copy goes on instead of gigabytes of dirty pages waiting for the caller's fsync
-/// (and throttling whatever is written next).
 pub fn sparse_copy(src: &File, dst: &File, size: u64) -> io::Result<()> {
-    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
-    let _ = posix_fadvise(src, 0, 0, PosixFadviseAdvice::POSIX_FADV_SEQUENTIAL);
     let mut buf = vec![0u8; COPY_CHUNK];
-    let (mut kicked, mut unkicked) = (0u64, 0u64);
     let mut pos = 0u64;
     while pos < size {
         let (start, end) = match data_region(src, pos, size)? {
@@ -489,29 +478,10 @@ pub fn sparse_copy(src: &File, dst: &File, size: u64) -> io::Result<()> {
             src.read_exact_at(&mut buf[..n], off)?;
             write_nonzero(dst, &buf[..n], off)?;
             off += n as u64;
-            unkicked += n as u64;
-            if unkicked >= WRITEBACK_STEP {
-                start_writeback(dst, kicked, off);
-                (kicked, unkicked) = (off, 0);
-            }
         }
         pos = end;
     }
     Ok(())
-}
-
-/// Starts writeback of the dirty pages of `[from, to)` of `file` without waiting for it.
-/// Only a hint (the final fsync makes the data durable), so a failure is only logged.
-pub fn start_writeback(file: &File, from: u64, to: u64) {
-    let (Ok(off), Ok(len)) = (i64::try_from(from), i64::try_from(to.saturating_sub(from))) else {
-        return;
-    };
-    // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open.
-    let r =
-        unsafe { libc::sync_file_range(file.as_raw_fd(), off, len, libc::SYNC_FILE_RANGE_WRITE) };
-    if r != 0 {
-        debug!("sync_file_range: {}", io::Error::last_os_error());
-    }
 }
 
 /// Writes the pieces of `data` (at `off`) that are not all zero, in `ZERO_GRAIN` steps

@@ -14,9 +14,8 @@
 //!    `--fsync-interval-mb`, throttled by `--apply-sleep-pct`, with `Event::Progress{op:
 //!    "restore"}`. Reading, decompressing and merging run on a second thread, which also
 //!    reads ahead the image blocks the writes cover only in part (`EdgePrefetch`: else
-//!    each such write waits for a disk read); the part of the image behind the
-//!    address-ordered writes is handed to writeback as it goes (see [`build_restored`]);
-//!    INDEXED wdiffs are read without a buffer ([`open_diff`]);
+//!    each such write waits for a disk read); INDEXED wdiffs are read without a buffer
+//!    ([`open_diff`]);
 //! 3. the image is synced and renamed to `restored/<gid>.img` (and attached to a loop
 //!    device with `--restore-loop`).
 //!
@@ -40,7 +39,7 @@ use walb_kernel::meta::{DiffManager, MetaDiff, MetaSnap, MetaState};
 use walb_kernel::wdiff::{WdiffHeader, WdiffKind, WdiffReader};
 use walb_wire::{ErrorCode, Event, Reply, WireError};
 
-use super::backend::{start_writeback, BackendError, CloneMethod, ImageBackend, WRITEBACK_STEP};
+use super::backend::{BackendError, CloneMethod, ImageBackend};
 use super::vol::diff_path;
 use super::{backend_error, blocking, Archive};
 use crate::server::refuse;
@@ -183,11 +182,10 @@ const BATCH_IOS: usize = 1024;
 /// on every failure.
 ///
 /// Each round's diffs are read, decompressed and merged on a second thread while this one
-/// writes, and the part of the image behind the (address-ordered) writes is handed to
-/// writeback every [`WRITEBACK_STEP`] (`sync_file_range`), so the disk works during the
-/// apply and the final fsync only waits for the tail. No sync between rounds: an
-/// unfinished image is thrown away anyway; `--fsync-interval-mb` still bounds the data
-/// written between two fdatasyncs.
+/// writes. No sync between rounds (an unfinished image is thrown away anyway);
+/// `--fsync-interval-mb` bounds the data written between two fdatasyncs, and one fsync
+/// at the end makes the image durable (starting writeback along the way with
+/// `sync_file_range` was measured slower: the writes then wait for the disk).
 pub fn build_restored(
     backend: &dyn ImageBackend,
     job: &RestoreJob,
@@ -213,8 +211,6 @@ pub fn build_restored(
             file: &file,
             fsync_bytes: job.fsync_bytes,
             unsynced: 0,
-            unkicked: 0,
-            kicked_to: 0,
             ios: 0,
         };
         let mut reader_times = ThreadTimes::default();
@@ -224,7 +220,6 @@ pub fn build_restored(
         for (r, round) in job.rounds.iter().enumerate() {
             let streams = open_round(&job.dir, round)?;
             let done_before = size_lb.saturating_mul(r as u64);
-            w.kicked_to = 0;
             let mut on_io = |end_lb: u64| -> Result<(), RestoreError> {
                 if abort() {
                     return Err(RestoreError::Cancelled);
@@ -280,10 +275,6 @@ struct ImageWriter<'a> {
     fsync_bytes: u64,
     /// Data written since the last fdatasync.
     unsynced: u64,
-    /// Data written since writeback was last started.
-    unkicked: u64,
-    /// Writeback was started for the image below this byte offset (this round).
-    kicked_to: u64,
     ios: u64,
 }
 
@@ -294,23 +285,12 @@ impl ImageWriter<'_> {
         if !io.is_normal() {
             return Ok(());
         }
-        let n = u64::from(io.blocks) * u64::from(LBS);
-        self.unsynced += n;
-        self.unkicked += n;
+        self.unsynced += u64::from(io.blocks) * u64::from(LBS);
         if self.unsynced >= self.fsync_bytes {
             self.unsynced = 0;
-            self.unkicked = 0;
-            self.kicked_to = io.end() * u64::from(LBS);
             self.file
                 .sync_data()
                 .map_err(|e| walb_kernel::Error::io("syncing the restored image", e))?;
-        } else if self.unkicked >= WRITEBACK_STEP {
-            // The IOs of a round come in address order: nothing below this one's end is
-            // written again in this round.
-            let end = io.end() * u64::from(LBS);
-            start_writeback(self.file, self.kicked_to, end);
-            self.kicked_to = end;
-            self.unkicked = 0;
         }
         Ok(())
     }
@@ -737,7 +717,7 @@ mod tests {
     }
 
     /// A 16 MiB base and three diffs of 6 MiB each in two rounds: more than one batch of
-    /// IOs and more than one writeback step.
+    /// IOs, and fdatasyncs along the way (every 8 MiB).
     fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let backend = FileBackend::new(dir.path(), false);
