@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use walb_kernel::diff::convert::{merge_to_sorted, ConvertOpt};
@@ -148,6 +148,7 @@ fn produce(
     uuid: [u8; 16],
     opt: ConvertOpt,
     tx: mpsc::Sender<Bytes>,
+    spare: std::sync::mpsc::Receiver<BytesMut>,
 ) -> walb_kernel::Result<u64> {
     let aborted = || {
         KError::io(
@@ -160,16 +161,24 @@ fn produce(
             File::open(path).map_err(|e| KError::io(format!("opening {}", path.display()), e))?;
         let mut total = 0u64;
         loop {
-            let mut buf = Vec::with_capacity(SEND_CHUNK);
-            let n = (&mut f)
-                .take(SEND_CHUNK as u64)
-                .read_to_end(&mut buf)
-                .map_err(|e| KError::io(format!("reading {}", path.display()), e))?;
+            // A buffer the transport is done with, else a new one.
+            let mut buf = spare.try_recv().unwrap_or_default();
+            buf.resize(SEND_CHUNK, 0);
+            let mut n = 0;
+            while n < SEND_CHUNK {
+                match f.read(&mut buf[n..]) {
+                    Ok(0) => break,
+                    Ok(k) => n += k,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(KError::io(format!("reading {}", path.display()), e)),
+                }
+            }
             if n == 0 {
                 return Ok(total);
             }
+            buf.truncate(n);
             total += n as u64;
-            tx.blocking_send(Bytes::from(buf)).map_err(|_| aborted())?;
+            tx.blocking_send(buf.freeze()).map_err(|_| aborted())?;
         }
     }
     let cache = (MERGE_CACHE_BYTES / paths.len().max(1)).max(1 << 20);
@@ -447,6 +456,7 @@ impl Proxy {
             Err(e) => return Err(Failure::from_wire(&e)),
         }
         let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+        let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<BytesMut>(CHANNEL_DEPTH + 2);
         let paths: Vec<PathBuf> = plan.files.iter().map(|f| f.path.clone()).collect();
         let opt = ConvertOpt {
             kind: WdiffKind::Sorted,
@@ -455,7 +465,7 @@ impl Proxy {
             ..ConvertOpt::default()
         };
         let uuid = plan.uuid;
-        let producer = tokio::task::spawn_blocking(move || produce(paths, uuid, opt, tx));
+        let producer = tokio::task::spawn_blocking(move || produce(paths, uuid, opt, tx, back_rx));
         let mut failed: Option<Failure> = None;
         while let Some(c) = rx.recv().await {
             if self.is_forced(v) {
@@ -466,9 +476,14 @@ impl Proxy {
                 });
                 break;
             }
+            let keep = c.clone();
             if let Err(e) = call.sender.chunk_bytes(c).await {
                 failed = Some(Failure::from_wire(&e));
                 break;
+            }
+            // Unique once the transport copied it (compressed chunks): read into it again.
+            if let Ok(m) = keep.try_into_mut() {
+                let _ = back_tx.try_send(m);
             }
         }
         drop(rx);
