@@ -54,9 +54,19 @@ fn line(name: &str, bytes: u64, secs: f64, zstd: Option<f64>) {
 
 /// Runs `f` `RUNS` times (settling the page cache before each run) and keeps the fastest:
 /// page-cache writes on virtual machines vary a lot from run to run.
-fn time<T>(mut f: impl FnMut() -> T) -> (T, f64) {
+fn time<T>(f: impl FnMut() -> T) -> (T, f64) {
+    time_into(None, f)
+}
+
+/// Like [`time`] for a step that writes `out`: every run, ours and the `zstd` command's
+/// alike, writes a new file. The previous run's output is removed before the untimed
+/// settle, so that freeing (and discarding) its blocks is billed to no run.
+fn time_into<T>(out: Option<&Path>, mut f: impl FnMut() -> T) -> (T, f64) {
     let mut best: Option<(T, f64)> = None;
     for _ in 0..runs() {
+        if let Some(o) = out {
+            let _ = std::fs::remove_file(o);
+        }
         settle();
         let t = Instant::now();
         let r = f();
@@ -151,8 +161,7 @@ fn zstd_cli(path: &Path, out: &Path) -> Option<f64> {
     if !ok {
         return None;
     }
-    let (st, secs) = time(|| {
-        let _ = std::fs::remove_file(out);
+    let (st, secs) = time_into(Some(out), || {
         std::process::Command::new("zstd")
             .args(["-1", "-T1", "-q", "-f", "-o"])
             .arg(out)
@@ -288,7 +297,7 @@ fn main() {
             line("sequential read (page cache)", bytes, s, None);
         }
         if enabled("copy") {
-            let (_, s) = time(|| seq_write(&wlog, &scratch));
+            let (_, s) = time_into(Some(&scratch), || seq_write(&wlog, &scratch));
             line("sequential write of the same bytes (copy)", bytes, s, None);
         }
         let mut zrate = match zstd_cli(&wlog, &scratch) {
@@ -300,7 +309,7 @@ fn main() {
             None => 0.0,
         };
         if enabled("libzstd") || zrate == 0.0 {
-            let (_, z) = time(|| zstd1(&wlog, &scratch));
+            let (_, z) = time_into(Some(&scratch), || zstd1(&wlog, &scratch));
             if zrate == 0.0 {
                 zrate = mbps(bytes, z);
             }
@@ -317,7 +326,7 @@ fn main() {
         }
         let wdiff = dir.join(format!("{tag}.wdiff"));
         if enabled("stream") {
-            let (out, s) = time(|| convert_stream(&wlog, &wdiff));
+            let (out, s) = time_into(Some(&wdiff), || convert_stream(&wlog, &wdiff));
             line(
                 &format!("wlog -> sorted wdiff, stream ({:.0} MB)", out as f64 / 1e6),
                 bytes,
@@ -326,7 +335,7 @@ fn main() {
             );
         }
         if enabled("sorted") {
-            let (out, s) = time(|| convert(&wlog, &wdiff));
+            let (out, s) = time_into(Some(&wdiff), || convert(&wlog, &wdiff));
             line(
                 &format!("wlog -> sorted wdiff zstd:1 ({:.0} MB)", out as f64 / 1e6),
                 bytes,
@@ -336,7 +345,9 @@ fn main() {
         }
         if enabled("indexed") {
             let indexed = dir.join(format!("{tag}.indexed.wdiff"));
-            let (out, s) = time(|| convert_to(&wlog, &indexed, WdiffKind::Indexed));
+            let (out, s) = time_into(Some(&indexed), || {
+                convert_to(&wlog, &indexed, WdiffKind::Indexed)
+            });
             line(
                 &format!("wlog -> indexed wdiff zstd:1 ({:.0} MB)", out as f64 / 1e6),
                 bytes,
@@ -383,7 +394,7 @@ fn main() {
                 .iter()
                 .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
                 .sum();
-            let (out, s) = time(|| merge(&parts, &merged));
+            let (out, s) = time_into(Some(&merged), || merge(&parts, &merged));
             line(
                 &format!(
                     "10-way merge ({:.0} MB in, {:.0} MB out)",

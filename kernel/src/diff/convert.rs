@@ -13,11 +13,12 @@
 //!   of the newest content of every block first, then only the surviving data, read in
 //!   address order while it is compressed and written. No data is held in memory and
 //!   nothing overwritten is compressed.
-//! - INDEXED output: the IOs are appended in arrival order as they come; the writer keeps only
-//!   the index in memory.
+//! - INDEXED output from a stream: the IOs are appended in arrival order as they come; the
+//!   writer keeps only the index in memory. From a file: the two passes of the SORTED case,
+//!   the surviving IOs appended in address order.
 
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 
 use super::io::DiffIo;
 use super::merge::{DiffMerger, DiffStream};
@@ -76,6 +77,26 @@ where
     let mut w = SortedDiffWriter::new(out, &header, opt.compress)?;
     let pieces = split_data_ios(ios, opt.max_io_blocks);
     compress_ordered(pieces, opt.compress, opt.threads, |s| w.push_stored(s))?;
+    w.finish_with_stats()
+}
+
+/// Writes an address-ordered, overlap-free stream of IOs as an INDEXED wdiff (data IOs
+/// compressed in parallel and appended in order, index records capped at the maximum IO
+/// size).
+pub fn write_indexed<I, W>(
+    ios: I,
+    uuid: [u8; 16],
+    out: W,
+    opt: &ConvertOpt,
+) -> Result<(W, WriteStats)>
+where
+    I: IntoIterator<Item = Result<DiffIo>>,
+    W: Write + Send,
+{
+    let header = WdiffHeader::new(WdiffKind::Indexed, uuid);
+    let mut w = IndexedDiffWriter::new(out, &header, opt.compress)?;
+    w.set_max_io_blocks(opt.max_io_blocks);
+    compress_ordered(ios, opt.compress, opt.threads, |s| w.push_stored(s))?;
     w.finish_with_stats()
 }
 
@@ -159,9 +180,6 @@ where
             w.finish_with_stats()
         }
         WdiffKind::Indexed => {
-            let header = WdiffHeader::new(WdiffKind::Indexed, uuid);
-            let mut w = IndexedDiffWriter::new(out, &header, opt.compress)?;
-            w.set_max_io_blocks(opt.max_io_blocks);
             // IOs in arrival order; each becomes one image, indexed in aligned pieces.
             let ios = packs.into_iter().flat_map(|p| -> Vec<Result<DiffIo>> {
                 match p {
@@ -169,8 +187,7 @@ where
                     Err(e) => vec![Err(e)],
                 }
             });
-            compress_ordered(ios, opt.compress, opt.threads, |s| w.push_stored(s))?;
-            w.finish_with_stats()
+            write_indexed(ios, uuid, out, opt)
         }
     }
 }
@@ -189,22 +206,15 @@ pub fn convert_wlog<R: Read, W: Write + Send>(
 /// Converts a wlog file into a wdiff written to `out` (uuid taken from the wlog header),
 /// reading the file from its first byte whatever its cursor.
 ///
-/// SORTED output is built in two passes ([`twopass::convert_sorted`]); INDEXED output
-/// streams as in [`convert_wlog`]. Errors are those of [`convert_wlog`] on the same bytes.
+/// Both kinds are built in two passes ([`twopass::convert`]): only the data that survives
+/// is read, compressed and written. Errors are those of [`convert_wlog`] on the same bytes.
 /// The file must not change during the conversion.
 pub fn convert_wlog_file<W: Write + Send>(
     wlog: &File,
     out: W,
     opt: &ConvertOpt,
 ) -> Result<(W, WriteStats)> {
-    match opt.kind {
-        WdiffKind::Sorted => twopass::convert_sorted(wlog, out, opt),
-        WdiffKind::Indexed => convert_wlog(
-            BufReader::with_capacity(1 << 20, twopass::FileFromStart::new(wlog)),
-            out,
-            opt,
-        ),
-    }
+    twopass::convert(wlog, out, opt)
 }
 
 #[cfg(test)]

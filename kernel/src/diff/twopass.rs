@@ -1,4 +1,4 @@
-//! Two-pass wlog → SORTED wdiff conversion for inputs that can be read at any offset.
+//! Two-pass wlog → wdiff (SORTED or INDEXED) conversion for inputs that can be read at any offset.
 //!
 //! The streaming conversion ([`convert_packs`](super::convert::convert_packs)) compresses
 //! every IO as the log goes by and can write nothing before the whole log was seen, so its
@@ -34,12 +34,12 @@ use std::os::unix::fs::FileExt;
 
 use bytes::Bytes;
 
-use super::convert::{write_sorted, ConvertOpt};
+use super::convert::{write_indexed, write_sorted, ConvertOpt};
 use super::io::DiffIo;
 use crate::block::{is_all_zero, LBS_USIZE};
 use crate::error::{Error, IoContext, Location, Result};
 use crate::logpack::{LogPack, RecordKind};
-use crate::wdiff::{WriteStats, MAX_NORMAL_IO_BLOCKS};
+use crate::wdiff::{WdiffKind, WriteStats, MAX_NORMAL_IO_BLOCKS};
 use crate::wlog::{WlogHeader, WlogReader, WLOG_HEADER_BYTES};
 
 /// Bytes of the buffered reader of pass 1. Small on purpose: the reader reads pack data in
@@ -375,19 +375,23 @@ impl Iterator for IndexedIos<'_> {
     }
 }
 
-/// Converts the wlog file `wlog` into a SORTED wdiff written to `out` in two passes (see
-/// the module docs), whatever `opt.kind` says. The uuid is the wlog header's.
-pub fn convert_sorted<W: Write + Send>(
-    wlog: &File,
-    out: W,
-    opt: &ConvertOpt,
-) -> Result<(W, WriteStats)> {
+/// Converts the wlog file `wlog` into a wdiff of `opt.kind` written to `out` in two passes
+/// (see the module docs). The uuid is the wlog header's.
+///
+/// INDEXED output gets the same address-ordered, overlap-free IOs as SORTED output (an
+/// indexed wdiff may hold its images in any order): nothing overwritten is compressed or
+/// stored, where the streaming conversion appends every write of the log.
+pub fn convert<W: Write + Send>(wlog: &File, out: W, opt: &ConvertOpt) -> Result<(W, WriteStats)> {
     let index = WlogIndex::build(BufReader::with_capacity(
         PASS1_BUFFER,
         FileFromStart::new(wlog),
     ))?;
     let uuid = index.header().uuid;
-    write_sorted(index.into_ios(wlog, opt.max_io_blocks), uuid, out, opt)
+    let ios = index.into_ios(wlog, opt.max_io_blocks);
+    match opt.kind {
+        WdiffKind::Sorted => write_sorted(ios, uuid, out, opt),
+        WdiffKind::Indexed => write_indexed(ios, uuid, out, opt),
+    }
 }
 
 #[cfg(test)]
