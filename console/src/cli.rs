@@ -129,8 +129,7 @@ pub struct LabUpArgs {
     /// Log device size, MiB.
     #[arg(long, default_value_t = 32)]
     pub log_mb: u64,
-    /// Emulate the device without a block device (control socket only; the default
-    /// without root).
+    /// Emulate the device without a block device or FUSE file (control socket only).
     #[arg(long)]
     pub no_block: bool,
     /// Only start things: no init-storage, no full backup.

@@ -332,15 +332,30 @@ impl Filesystem for PassFs {
 }
 
 /// A loop device on `file`, opened O_DIRECT; detached and unmounted on drop.
+/// The FUSE mount under a loop device (kept until the loop device is gone).
+enum Mounted {
+    Bare(fuser::BackgroundSession),
+    Emu(walb_kernel::device::fuse::FuseMount),
+}
+
+impl Mounted {
+    fn umount_and_join(self) {
+        let _ = match self {
+            Mounted::Bare(s) => s.umount_and_join().map_err(|e| e.to_string()),
+            Mounted::Emu(m) => m.unmount().map_err(|e| e.to_string()),
+        };
+    }
+}
+
 struct LoopTarget {
     dev: File,
     lo: String,
     file: PathBuf,
-    _session: Option<fuser::BackgroundSession>,
+    _session: Option<Mounted>,
 }
 
 impl LoopTarget {
-    fn new(file: &Path, session: fuser::BackgroundSession) -> LoopTarget {
+    fn new(file: &Path, session: Mounted) -> LoopTarget {
         let out = Command::new("losetup")
             .args(["--find", "--show"])
             .arg(file)
@@ -381,7 +396,7 @@ impl Drop for LoopTarget {
         let _ = Command::new("losetup").args(["-d", &self.lo]).status();
         wait_loop_released(&self.lo);
         if let Some(s) = self._session.take() {
-            let _ = s.umount_and_join();
+            s.umount_and_join();
         }
         // Make sure the mount is gone before the next case mounts on the same directory.
         if let Some(m) = Path::new(&self.file).parent() {
@@ -446,14 +461,14 @@ fn bare_fuse_target(dir: &Path) -> LoopTarget {
     back.set_len(DEV_BYTES).expect("size");
     let s =
         fuser::spawn_mount(PassFs { file: back }, &mnt, &fuse_cfg()).expect("mount passthrough");
-    LoopTarget::new(&mnt.join("wdev"), s)
+    LoopTarget::new(&mnt.join("wdev"), Mounted::Bare(s))
 }
 
 fn emu_fuse_target(dir: &Path, emu: &Arc<Emulator>) -> LoopTarget {
     let mnt = dir.join("mnt-emu");
     std::fs::create_dir_all(&mnt).expect("mnt");
     let s = walb_kernel::device::fuse::mount(emu.clone(), &mnt, 4).expect("mount emu");
-    LoopTarget::new(&mnt.join("wdev"), s)
+    LoopTarget::new(&mnt.join("wdev"), Mounted::Emu(s))
 }
 
 fn stats(emu: &Emulator, r: &Result) {

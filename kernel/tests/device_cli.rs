@@ -371,3 +371,109 @@ fn ext4_on_the_emulated_wdev_is_reproduced_by_its_log() {
     }
     assert!(!env.path("dev").join(&env.name).exists(), "link removed");
 }
+
+/// Runs `cmd args` as the unprivileged user `nobody` (util-linux `setpriv`), in `env`'s
+/// socket directory.
+fn as_nobody(env: &Env, cmd: &str, args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(cmd)
+        .args(args)
+        .env("WALB_EMU_DIR", env.path("emu"))
+        .env("HOME", env.path(""))
+        .output()
+        .expect("run setpriv")
+}
+
+fn ok_nobody(env: &Env, cmd: &str, args: &[&str]) -> String {
+    let o = as_nobody(env, cmd, args);
+    assert!(
+        o.status.success(),
+        "{cmd} {args:?} as nobody failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn an_unprivileged_user_gets_the_fuse_file_and_writes_through_it() {
+    // Root only to become somebody else; everything below runs as nobody.
+    if !is_root() {
+        eprintln!("SKIPPED: an_unprivileged_user_gets_the_fuse_file_and_writes_through_it needs root to switch to nobody");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let fuse = std::fs::metadata("/dev/fuse").expect("/dev/fuse is needed");
+    assert!(
+        fuse.permissions().mode() & 0o006 == 0o006,
+        "/dev/fuse must be usable by users (mode 0666, as distributions set it); it is {:o}",
+        fuse.permissions().mode() & 0o777
+    );
+    let env = Env::new("u");
+    std::fs::set_permissions(env.path(""), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (l, d) = env.format(16, 16, 512);
+    for f in [&l, &d] {
+        nix::unistd::chown(f, Some(65534.into()), Some(65534.into())).unwrap();
+    }
+    let _g = DeviceGuard {
+        env: &env,
+        mnt: None,
+    };
+    let wdevc = env!("CARGO_BIN_EXE_wdevc");
+    ok_nobody(
+        &env,
+        wdevc,
+        &["create-wdev", s(&l), s(&d), "-n", &env.name, "--emulate"],
+    );
+    // The device is its FUSE file (no loop device without root), owned by nobody.
+    let list = ok_nobody(&env, wdevc, &["list"]);
+    let file = env.path("emu").join(format!("{}.mnt/wdev", env.name));
+    assert!(
+        list.contains(&format!("{} emulated {}", env.name, file.display())),
+        "{list}"
+    );
+    // Write a pattern through the file as nobody, flushed (fsync is the device's flush).
+    let pattern: Vec<u8> = (0..256 * 1024u32).map(|i| (i * 7 % 251) as u8).collect();
+    let src = env.path("pattern");
+    std::fs::write(&src, &pattern).unwrap();
+    ok_nobody(
+        &env,
+        "dd",
+        &[
+            &format!("if={}", s(&src)),
+            &format!("of={}", file.display()),
+            "bs=64k",
+            "seek=3",
+            "conv=notrunc,fsync",
+            "status=none",
+        ],
+    );
+    let permanent: u64 = ok_nobody(&env, wdevc, &["get-permanent-lsid", &env.name])
+        .parse()
+        .unwrap();
+    assert!(
+        permanent >= 512,
+        "permanent lsid {permanent} after 256 KiB written"
+    );
+    // Read back through the file, as nobody.
+    let back = env.path("back");
+    ok_nobody(
+        &env,
+        "dd",
+        &[
+            &format!("if={}", file.display()),
+            &format!("of={}", s(&back)),
+            "bs=64k",
+            "skip=3",
+            "count=4",
+            "status=none",
+        ],
+    );
+    assert!(std::fs::read(&back).unwrap() == pattern);
+    ok_nobody(&env, wdevc, &["delete-wdev", &env.name]);
+    // Unmounted, and the data is on the data device.
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+    assert!(!mounts.contains(&format!("{}.mnt", env.name)), "{mounts}");
+    let ddev = std::fs::read(&d).unwrap();
+    assert!(ddev[3 << 16..(3 << 16) + pattern.len()] == pattern[..]);
+}

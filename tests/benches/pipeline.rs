@@ -8,7 +8,8 @@
 //!    quarter text-like (compresses about 3x), a quarter zeros (written: the device files
 //!    are not sparse, like the disks they stand for; the log device is zeroed). Printed
 //!    next to each other, all in the same run: a plain sequential read of the device (its
-//!    block device, the bulk size per read), the full backup (`full-backup s0 vol`: MB/s
+//!    block device, the bulk size per read), the same read through the emulated device's
+//!    control socket (the storage's data path for an emulated device), the full backup (`full-backup s0 vol`: MB/s
 //!    over the copy, from the archive entering FullSync to it being Archived, and end to
 //!    end as the console sees it), and the wire's single-connection figure: one
 //!    `walb_wire` call in this process streaming the same number of bytes of the same
@@ -44,6 +45,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
+use walb_kernel::device::control::DeviceClient;
 use walb_tests::{
     build_bins, is_root, last_number, proc_cpu_seconds, Cluster, ClusterOpts, Operator, VOL,
 };
@@ -327,6 +329,22 @@ fn seq_read(path: &Path, piece: usize) -> Result<(u64, Duration)> {
         n += r as u64;
     }
     Ok((n, t0.elapsed()))
+}
+
+/// Reads `size` bytes of emulated device `name` through its control socket (the way the
+/// storage reads an emulated device for a full backup), in pieces of `piece` bytes.
+fn socket_read(c: &Cluster, name: &str, size: u64, piece: usize) -> Result<Duration> {
+    let sock = c.path().join("emu").join(format!("{name}.sock"));
+    let dev = DeviceClient::connect(&sock)?;
+    let mut buf = vec![0u8; piece];
+    let t0 = Instant::now();
+    let mut off = 0u64;
+    while off < size {
+        let n = piece.min((size - off) as usize);
+        dev.read(off, &mut buf[..n])?;
+        off += n as u64;
+    }
+    Ok(t0.elapsed())
 }
 
 fn tls(ca: &ClusterCa, role: Role, id: &str) -> Result<Arc<TlsState>> {
@@ -627,6 +645,7 @@ fn full_phase(k: &Knobs, c: &Cluster, op: &Operator) -> Result<()> {
     let (n, d) = seq_read(&c.wdev_path(), bulk)?;
     anyhow::ensure!(n == size, "read {n} bytes of the {size}-byte device");
     let read = mbps(n, d);
+    let sock_d = socket_read(c, &c.wdev_name(), size, bulk)?;
     let me = std::process::id();
     let cpu0 = proc_cpu_seconds(me).unwrap_or(0.0);
     let wire_d = wire_single(size, bulk)?;
@@ -648,6 +667,12 @@ fn full_phase(k: &Knobs, c: &Cluster, op: &Operator) -> Result<()> {
         ),
         read,
         d.as_secs_f64()
+    );
+    println!(
+        "{:<58} {:>8.1} MB/s ({:.2} s)",
+        "read through the emulator's socket (what the storage does)",
+        mbps(size, sock_d),
+        sock_d.as_secs_f64()
     );
     println!(
         "{:<58} {:>8.1} MB/s ({:.2} s, {:.2} CPU s/GB both ends)",

@@ -364,6 +364,11 @@ impl Cluster {
         Ok(())
     }
 
+    /// The WalB device's name.
+    pub fn wdev_name(&self) -> String {
+        self.wdev.clone()
+    }
+
     /// The device as operators name it: the block device link (root) or its name.
     pub fn wdev_path(&self) -> PathBuf {
         let link = self.path().join("dev").join(&self.wdev);

@@ -63,5 +63,6 @@ pub use msg::{
     Command, ErrorCode, Event, Message, Query, Reply, Request, Step, Subscribe, WireError,
 };
 pub use transport::{
-    Call, CallReceiver, CallSender, EventStream, IncomingCall, Node, NodeConfig, Peer, Received,
+    Call, CallReceiver, CallSender, EncodedChunk, EventStream, IncomingCall, Node, NodeConfig,
+    Peer, Received,
 };

@@ -755,6 +755,23 @@ impl CallSender {
         Ok(())
     }
 
+    /// A new encoder with this call's compression settings, for [`EncodedChunk::encode`]
+    /// on another thread.
+    pub fn encoder(&self) -> Result<ChunkEncoder, Error> {
+        Ok(ChunkEncoder::new(self.encoder.level())?)
+    }
+
+    /// Sends a chunk encoded ahead ([`EncodedChunk::encode`]), without a copy. Waits while
+    /// the peer's flow-control window is full.
+    pub async fn chunk_encoded(&mut self, chunk: EncodedChunk) -> Result<(), Error> {
+        tokio::task::consume_budget().await;
+        let mut parts = [chunk.head, chunk.stored];
+        self.send.write_all_chunks(&mut parts).await?;
+        self.chunks += 1;
+        self.bytes += chunk.raw_len;
+        Ok(())
+    }
+
     /// Like [`CallSender::chunk`], for data already in [`Bytes`]: uncompressed chunks
     /// are handed to quinn without any copy.
     pub async fn chunk_bytes(&mut self, data: Bytes) -> Result<(), Error> {
@@ -882,6 +899,47 @@ impl Recycler {
 }
 
 /// The frame and chunk headers of a chunk frame carrying `stored_len` bytes.
+/// A bulk chunk framed ahead of sending: what [`CallSender::chunk`] does (checksum,
+/// compression) done wherever the caller likes, typically on the thread that produced the
+/// data, so that encoding the next chunk overlaps sending this one. Sent with
+/// [`CallSender::chunk_encoded`]; the receiver cannot tell it from any other chunk.
+#[derive(Debug, Clone)]
+pub struct EncodedChunk {
+    head: Bytes,
+    stored: Bytes,
+    raw_len: u64,
+}
+
+impl EncodedChunk {
+    /// Encodes `data` with `enc` (see [`CallSender::encoder`]). Data stored raw is kept
+    /// by reference, not copied.
+    pub fn encode(enc: &mut ChunkEncoder, data: Bytes) -> Result<EncodedChunk, Error> {
+        let (header, stored) = enc.encode(&data)?;
+        let head = chunk_frame_head(&header, stored.len())?;
+        let raw = std::ptr::eq(stored.as_ptr(), data.as_ptr()) && stored.len() == data.len();
+        let stored = if raw {
+            data.clone()
+        } else {
+            Bytes::copy_from_slice(stored)
+        };
+        Ok(EncodedChunk {
+            head: Bytes::copy_from_slice(&head),
+            stored,
+            raw_len: data.len() as u64,
+        })
+    }
+
+    /// Uncompressed bytes.
+    pub fn raw_len(&self) -> u64 {
+        self.raw_len
+    }
+
+    /// Bytes on the wire (frame header included).
+    pub fn wire_len(&self) -> usize {
+        self.head.len() + self.stored.len()
+    }
+}
+
 fn chunk_frame_head(
     header: &[u8; CHUNK_HEADER_LEN],
     stored_len: usize,

@@ -13,8 +13,8 @@ use walb_wire::frame::{FrameHeader, FrameKind};
 use walb_wire::msg::{MetaDiffDto, WdiffTransfer};
 use walb_wire::tls::TlsState;
 use walb_wire::{
-    ClusterCa, Command, Error, ErrorCode, Event, IssueOptions, Message, Node, NodeConfig, PeerId,
-    Query, Reply, Request, Role, Step, Subscribe, TlsFiles,
+    ClusterCa, Command, EncodedChunk, Error, ErrorCode, Event, IssueOptions, Message, Node,
+    NodeConfig, PeerId, Query, Reply, Request, Role, Step, Subscribe, TlsFiles,
 };
 
 const LIMIT: Duration = Duration::from_secs(20);
@@ -464,8 +464,17 @@ async fn bulk_transfer_round_trips_with_compression_and_checksums() {
                 })
                 .collect()
         };
-        call.sender.chunk(&chunk).await.unwrap();
         sent.extend_from_slice(&chunk);
+        if i % 3 == 0 {
+            // Encoded ahead (as a reader thread does), compressible and not.
+            let mut enc = call.sender.encoder().unwrap();
+            let e = EncodedChunk::encode(&mut enc, chunk.into()).unwrap();
+            assert_eq!(e.raw_len(), len as u64);
+            assert_eq!(e.wire_len() < len, i % 2 == 0, "chunk {i}");
+            call.sender.chunk_encoded(e).await.unwrap();
+        } else {
+            call.sender.chunk(&chunk).await.unwrap();
+        }
     }
     call.sender.end_bulk().await.unwrap();
     assert_eq!(call.receiver.step().await.unwrap(), Step::Ack);

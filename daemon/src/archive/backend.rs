@@ -487,6 +487,15 @@ pub fn sparse_copy(src: &File, dst: &File, size: u64) -> io::Result<()> {
 /// Writes the pieces of `data` (at `off`) that are not all zero, in `ZERO_GRAIN` steps
 /// aligned to the start of `data`; zero pieces are skipped (the target reads as zeros).
 pub fn write_nonzero(dst: &File, data: &[u8], off: u64) -> io::Result<()> {
+    for_nonzero(data, |s, e| dst.write_all_at(&data[s..e], off + s as u64))
+}
+
+/// Calls `f(start, end)` for each run of `data` that is not all zero, found in
+/// `ZERO_GRAIN` steps aligned to the start of `data`.
+pub fn for_nonzero(
+    data: &[u8],
+    mut f: impl FnMut(usize, usize) -> io::Result<()>,
+) -> io::Result<()> {
     let mut run: Option<usize> = None;
     let mut i = 0;
     while i < data.len() {
@@ -495,7 +504,7 @@ pub fn write_nonzero(dst: &File, data: &[u8], off: u64) -> io::Result<()> {
         match (zero, run) {
             (false, None) => run = Some(i),
             (true, Some(s)) => {
-                dst.write_all_at(&data[s..i], off + s as u64)?;
+                f(s, i)?;
                 run = None;
             }
             _ => {}
@@ -503,7 +512,7 @@ pub fn write_nonzero(dst: &File, data: &[u8], off: u64) -> io::Result<()> {
         i = end;
     }
     if let Some(s) = run {
-        dst.write_all_at(&data[s..], off + s as u64)?;
+        f(s, data.len())?;
     }
     Ok(())
 }

@@ -18,6 +18,10 @@
 //! On any error, disconnect or forced shutdown the new image is removed and the volume
 //! rolls back to SyncReady; the storage gets `Message::Error` if it is still there.
 //!
+//! The image is written with direct IO where the file system has it: written once and
+//! read later through restores, it has no business in the page cache, and on the machines
+//! we measured, filling fresh page-cache pages cost more CPU than decompressing the stream.
+//!
 //! Received bytes are written by a [`BackgroundWriter`] (also used by the wdiff receive):
 //! a blocking thread fed through a short queue, so that receiving goes on while the disk
 //! writes, which starts the write-back of each range as soon as it is written
@@ -40,7 +44,7 @@ use walb_kernel::meta::{DiffManager, MetaDiff, MetaState};
 use walb_wire::msg::{Message, Step, SyncStart, Uuid};
 use walb_wire::{Call, ErrorCode, Event, PeerId, Received, Reply, WireError};
 
-use super::backend::write_nonzero;
+use super::backend::for_nonzero;
 use super::vol::{ArchiveVol, VolMeta};
 use super::{backend_error, blocking, persist_error, remove_diff_files, Archive};
 use crate::dto;
@@ -181,6 +185,81 @@ impl WriteCadence {
     }
 }
 
+/// Alignment of direct IO: memory, offsets and lengths (the largest logical block size).
+const DIO_ALIGN: usize = 4096;
+
+/// Direct IO (`O_DIRECT`) on an image being written once, front to back: the data goes from
+/// our buffer to the disk without passing through (and crowding out) the page cache, which
+/// also costs the least CPU per byte. The flag is set on the file's open description for
+/// the duration of the copy; a piece that is not aligned is written through the page cache
+/// with the flag cleared for that write. A file system without direct IO (`EINVAL`, e.g.
+/// tmpfs) keeps the buffered path.
+struct DirectIo {
+    flags: nix::fcntl::OFlag,
+    /// Still direct (cleared for good when the file system refuses an aligned write).
+    on: bool,
+    /// An aligned staging buffer (received chunks are not aligned in memory).
+    buf: Vec<u8>,
+}
+
+impl DirectIo {
+    fn new(f: &File) -> Option<DirectIo> {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let flags = OFlag::from_bits_truncate(fcntl(f, FcntlArg::F_GETFL).ok()?);
+        fcntl(f, FcntlArg::F_SETFL(flags | OFlag::O_DIRECT)).ok()?;
+        Some(DirectIo {
+            flags,
+            on: true,
+            buf: Vec::new(),
+        })
+    }
+
+    fn set(&self, f: &File, direct: bool) -> std::io::Result<()> {
+        use nix::fcntl::{fcntl, FcntlArg, OFlag};
+        let fl = if direct {
+            self.flags | OFlag::O_DIRECT
+        } else {
+            self.flags
+        };
+        fcntl(f, FcntlArg::F_SETFL(fl))
+            .map(|_| ())
+            .map_err(std::io::Error::from)
+    }
+
+    fn write_at(&mut self, f: &File, data: &[u8], off: u64) -> std::io::Result<()> {
+        let a = DIO_ALIGN as u64;
+        if !self.on {
+            return f.write_all_at(data, off);
+        }
+        if off % a != 0 || data.len() as u64 % a != 0 {
+            self.set(f, false)?;
+            let r = f.write_all_at(data, off);
+            self.set(f, true)?;
+            return r;
+        }
+        if self.buf.len() < data.len() + DIO_ALIGN {
+            self.buf = vec![0u8; data.len() + DIO_ALIGN];
+        }
+        let start = self.buf.as_ptr().align_offset(DIO_ALIGN);
+        let staged = &mut self.buf[start..start + data.len()];
+        staged.copy_from_slice(data);
+        match f.write_all_at(staged, off) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                // The file system wants a larger alignment: the page cache from now on.
+                self.set(f, false)?;
+                self.on = false;
+                f.write_all_at(data, off)
+            }
+            r => r,
+        }
+    }
+
+    /// Back to buffered IO for what follows the copy.
+    fn end(self, f: &File) -> std::io::Result<()> {
+        self.set(f, false)
+    }
+}
+
 /// Writes chunks at their offsets on a blocking thread (see the module documentation).
 pub(crate) struct BackgroundWriter {
     tx: Option<mpsc::Sender<(u64, Bytes)>>,
@@ -188,14 +267,19 @@ pub(crate) struct BackgroundWriter {
 }
 
 impl BackgroundWriter {
-    /// A writer of `file`; `skip_zeros`: all-zero runs are not written (sparse images).
+    /// A writer of `file`; `skip_zeros`: all-zero runs are not written (sparse images), and
+    /// the data goes to the disk directly ([`DirectIo`]) where the file system allows it.
     pub(crate) fn new(file: Arc<File>, sync_every: u64, skip_zeros: bool) -> BackgroundWriter {
         let (tx, mut rx) = mpsc::channel::<(u64, Bytes)>(WRITE_QUEUE);
         let thread = tokio::task::spawn_blocking(move || {
             let mut cadence = WriteCadence::new(sync_every);
+            let mut direct = skip_zeros.then(|| DirectIo::new(&file)).flatten();
             while let Some((off, data)) = rx.blocking_recv() {
                 if skip_zeros {
-                    write_nonzero(&file, &data, off)?;
+                    for_nonzero(&data, |s, e| match direct.as_mut() {
+                        Some(d) => d.write_at(&file, &data[s..e], off + s as u64),
+                        None => file.write_all_at(&data[s..e], off + s as u64),
+                    })?;
                 } else {
                     file.write_all_at(&data, off)?;
                 }
@@ -205,6 +289,9 @@ impl BackgroundWriter {
                 } else if let Some((o, l)) = act.writeback {
                     start_writeback(&file, o, l);
                 }
+            }
+            if let Some(d) = direct {
+                d.end(&file)?;
             }
             Ok(())
         });
@@ -486,6 +573,32 @@ mod tests {
         let a = c.wrote(4 * mib, 4 * mib);
         assert!(a.sync && a.writeback.is_none());
         assert_eq!(c.wrote(8 * mib, 4 * mib).writeback, None);
+    }
+
+    #[tokio::test]
+    async fn image_writer_handles_unaligned_pieces_and_leaves_the_file_buffered() {
+        // Direct IO where the file system has it: aligned pieces go straight to the disk,
+        // a piece at an odd offset or of an odd length through the page cache; every byte
+        // lands, and the file is back to buffered IO afterwards.
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("img");
+        let f = Arc::new(File::create(&p).unwrap());
+        let size = (3 << 20) + 512 * 3;
+        f.set_len(size).unwrap();
+        let mut w = BackgroundWriter::new(Arc::clone(&f), 1 << 20, true);
+        let body: Vec<u8> = (0..(2 << 20) + 512).map(|i| (i % 251 + 1) as u8).collect();
+        w.write(512, Bytes::from(body.clone())).await.unwrap();
+        w.write((2 << 20) + 1024, Bytes::from(vec![5u8; (1 << 20) + 512]))
+            .await
+            .unwrap();
+        w.finish().await.unwrap();
+        let got = std::fs::read(&p).unwrap();
+        assert_eq!(got.len() as u64, size);
+        assert!(got[..512].iter().all(|&b| b == 0));
+        assert!(got[512..512 + body.len()] == body[..]);
+        assert!(got[(2 << 20) + 1024..].iter().all(|&b| b == 5));
+        let fl = nix::fcntl::fcntl(&*f, nix::fcntl::FcntlArg::F_GETFL).unwrap();
+        assert!(!nix::fcntl::OFlag::from_bits_truncate(fl).contains(nix::fcntl::OFlag::O_DIRECT));
     }
 
     #[tokio::test]

@@ -21,13 +21,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{error, info};
 use walb_kernel::block::is_all_zero;
 use walb_kernel::meta::{MetaSnap, MetaState};
+use walb_wire::frame::ChunkEncoder;
 use walb_wire::msg::{BackupSync, ErrorCode, Reply, Request, SnapDto, Step, SyncStart, WireError};
-use walb_wire::{Call, Role};
+use walb_wire::{Call, EncodedChunk, Role};
 
 use crate::server::{answer, refuse};
 use crate::state::storage::StorageState as S;
@@ -174,7 +175,8 @@ async fn expect_ack(st: &Storage, vol: &Vol, call: &mut Call, what: &str) -> Res
 }
 
 enum Bulk {
-    Data(Bytes),
+    /// A chunk encoded (checksummed, compressed) by the reader thread.
+    Data(EncodedChunk),
     Zero(u64),
 }
 
@@ -226,9 +228,9 @@ async fn copy_inner(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError
         .await??
     };
     let (tx, mut rx) = mpsc::channel::<Bulk>(READ_AHEAD);
-    // Buffers the sender is done with go back to the reader (no allocation, zeroing and
-    // page faults per bulk).
-    let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<BytesMut>(READ_AHEAD + 2);
+    // The reader thread also encodes (checksum, compression): the next bulk is read and
+    // compressed while this one is sent.
+    let encoder = s.call.sender.encoder().map_err(wire)?;
     let abort = Arc::new(AtomicBool::new(false));
     let scanner = {
         let (abort, st2) = (Arc::clone(&abort), Arc::clone(st));
@@ -237,7 +239,7 @@ async fn copy_inner(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError
         tokio::task::spawn_blocking(move || {
             let io = ScanIo {
                 tx: &tx,
-                spare: &back_rx,
+                encoder,
                 abort: &abort,
             };
             scan(data, size_lb, bulk_lb, &st2, io).map_err(|e| super::dev_error(&name, &path, &e))
@@ -252,15 +254,7 @@ async fn copy_inner(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError
                 ));
             }
             match b {
-                Bulk::Data(d) => {
-                    let keep = d.clone();
-                    s.call.sender.chunk_bytes(d).await.map_err(wire)?;
-                    // Unique once the transport copied it (compressed chunks); raw chunks
-                    // stay with the transport until acknowledged and are not reused.
-                    if let Ok(m) = keep.try_into_mut() {
-                        let _ = back_tx.try_send(m);
-                    }
-                }
+                Bulk::Data(c) => s.call.sender.chunk_encoded(c).await.map_err(wire)?,
                 Bulk::Zero(len_lb) => s
                     .call
                     .sender
@@ -310,7 +304,7 @@ async fn copy_inner(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError
 /// Where the device reader sends its bulks and gets buffers back.
 struct ScanIo<'a> {
     tx: &'a mpsc::Sender<Bulk>,
-    spare: &'a std::sync::mpsc::Receiver<BytesMut>,
+    encoder: ChunkEncoder,
     abort: &'a AtomicBool,
 }
 
@@ -322,8 +316,12 @@ fn scan(
     st: &Storage,
     io: ScanIo<'_>,
 ) -> walb_kernel::Result<()> {
-    let ScanIo { tx, spare, abort } = io;
-    // A buffer that held zeros (never sent).
+    let ScanIo {
+        tx,
+        mut encoder,
+        abort,
+    } = io;
+    // The read buffer, reused unless a bulk sent raw keeps it (until the peer has it).
     let mut idle: Option<BytesMut> = None;
     let mut off_lb = 0u64;
     let mut t0 = Instant::now();
@@ -335,10 +333,7 @@ fn scan(
         }
         let n = bulk_lb.min(size_lb - off_lb);
         let len = (n * 512) as usize;
-        let mut buf = idle
-            .take()
-            .or_else(|| spare.try_recv().ok())
-            .unwrap_or_default();
+        let mut buf = idle.take().unwrap_or_default();
         // Same length: no zeroing (the read overwrites all of it).
         buf.resize(len, 0);
         data.read_at(off_lb * 512, &mut buf)?;
@@ -346,7 +341,13 @@ fn scan(
             idle = Some(buf);
             Bulk::Zero(n)
         } else {
-            Bulk::Data(buf.freeze())
+            let frozen = buf.freeze();
+            let c = EncodedChunk::encode(&mut encoder, frozen.clone()).map_err(|e| {
+                walb_kernel::Error::io("encoding a bulk", std::io::Error::other(e.to_string()))
+            })?;
+            // Unique again unless the chunk is stored raw (then it goes with the chunk).
+            idle = frozen.try_into_mut().ok();
+            Bulk::Data(c)
         };
         if tx.blocking_send(item).is_err() {
             return Ok(());

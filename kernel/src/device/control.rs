@@ -142,6 +142,23 @@ fn num(w: Option<&str>, what: &str) -> Result<u64> {
         .ok_or_else(|| Error::Invalid(format!("{what}: a number is required")))
 }
 
+/// Writes `a` then `b` with vectored writes.
+fn write_all_vectored(w: &mut impl Write, a: &[u8], b: &[u8]) -> std::io::Result<()> {
+    let (mut a, mut b) = (a, b);
+    while !a.is_empty() || !b.is_empty() {
+        let n = match w.write_vectored(&[std::io::IoSlice::new(a), std::io::IoSlice::new(b)]) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let from_a = n.min(a.len());
+        a = &a[from_a..];
+        b = &b[n - from_a..];
+    }
+    Ok(())
+}
+
 fn handle_conn(
     conn: UnixStream,
     emu: &Emulator,
@@ -151,6 +168,8 @@ fn handle_conn(
     let mut w = conn.try_clone()?;
     let mut r = BufReader::new(conn);
     let mut line = String::new();
+    // The buffer of reads, kept across requests (no fresh zeroed pages per read).
+    let mut rbuf: Vec<u8> = Vec::new();
     loop {
         line.clear();
         if (&mut r).take(MAX_LINE).read_line(&mut line)? == 0 {
@@ -162,7 +181,7 @@ fn handle_conn(
         }
         let mut words = line.split_whitespace();
         let cmd = words.next().unwrap_or("");
-        let mut payload: Option<Vec<u8>> = None;
+        let mut payload: Option<usize> = None;
         // A write whose payload was not consumed leaves the stream out of step: close it.
         let mut desync = cmd == "write";
         let res: Result<String> = (|| {
@@ -263,9 +282,9 @@ fn handle_conn(
                             "read of {len} bytes is above {MAX_IO_BYTES}"
                         )));
                     }
-                    let mut data = vec![0u8; len as usize];
-                    emu.read(off, &mut data)?;
-                    payload = Some(data);
+                    rbuf.resize(len as usize, 0);
+                    emu.read(off, &mut rbuf)?;
+                    payload = Some(len as usize);
                     format!(" {len}")
                 }
                 "flush" => {
@@ -285,11 +304,12 @@ fn handle_conn(
         })();
         match res {
             Ok(s) => {
-                let mut out = format!("ok{s}\n").into_bytes();
-                if let Some(p) = payload {
-                    out.extend_from_slice(&p);
+                let head = format!("ok{s}\n");
+                match payload {
+                    // The reply line and the data in one system call, without a copy.
+                    Some(n) => write_all_vectored(&mut w, head.as_bytes(), &rbuf[..n])?,
+                    None => w.write_all(head.as_bytes())?,
                 }
-                w.write_all(&out)?;
             }
             Err(e) => {
                 let msg = match &e {

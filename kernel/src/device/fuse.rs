@@ -8,7 +8,11 @@
 //! emulated WalB device a block device that `mkfs` and `mount` accept.
 
 use std::ffi::OsStr;
-use std::path::Path;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::unix::io::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -299,24 +303,156 @@ impl Filesystem for WdevFs {
     }
 }
 
+/// A mounted device file; unmounted by [`FuseMount::unmount`] or when dropped.
+pub struct FuseMount {
+    session: Option<fuser::BackgroundSession>,
+    /// Set for a user's mount (made by `fusermount3`, unmounted by it too).
+    user_mount: Option<PathBuf>,
+}
+
+impl FuseMount {
+    /// Unmounts the file and waits for the serving threads to end.
+    pub fn unmount(mut self) -> Result<()> {
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        match self.user_mount.take() {
+            Some(m) => {
+                fusermount_unmount(&m)?;
+                session.join()
+            }
+            None => session.umount_and_join(),
+        }
+        .ctx(|| "unmounting the FUSE device file".to_string())
+    }
+}
+
+impl Drop for FuseMount {
+    fn drop(&mut self) {
+        if let Some(m) = self.user_mount.take() {
+            if self.session.is_some() {
+                let _ = fusermount_unmount(&m);
+            }
+        }
+    }
+}
+
+/// The mount helper of unprivileged users.
+const FUSERMOUNT: &str = "fusermount3";
+
+fn fusermount_bin() -> std::ffi::OsString {
+    std::env::var_os("FUSERMOUNT_PATH").unwrap_or_else(|| FUSERMOUNT.into())
+}
+
+fn fusermount_unmount(mountpoint: &Path) -> Result<()> {
+    let out = Command::new(fusermount_bin())
+        .args(["-u", "-z", "--"])
+        .arg(mountpoint)
+        .output()
+        .ctx(|| format!("running {FUSERMOUNT} -u"))?;
+    if !out.status.success() {
+        return Err(Error::io(
+            format!("unmounting {}", mountpoint.display()),
+            std::io::Error::other(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+        ));
+    }
+    Ok(())
+}
+
+/// Mounts through the setuid `fusermount3` (what libfuse does for users): it opens
+/// `/dev/fuse`, mounts, and hands the descriptor back over a socket pair.
+fn fusermount_mount(mountpoint: &Path, options: &str) -> Result<OwnedFd> {
+    use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    let ctx = || format!("mounting {} with {FUSERMOUNT}", mountpoint.display());
+    let (ours, theirs) = UnixStream::pair().ctx(ctx)?;
+    // The helper finds its end of the pair by number: keep it open across exec.
+    fcntl(&theirs, FcntlArg::F_SETFD(FdFlag::empty())).map_err(|e| Error::io(ctx(), e.into()))?;
+    let child = Command::new(fusermount_bin())
+        .args(["-o", options, "--"])
+        .arg(mountpoint)
+        .env("_FUSE_COMMFD", theirs.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ctx(|| format!("running {FUSERMOUNT} (package fuse3)"))?;
+    drop(theirs);
+    let mut byte = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut byte)];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let fd = match recvmsg::<()>(
+        ours.as_raw_fd(),
+        &mut iov,
+        Some(&mut space),
+        MsgFlags::empty(),
+    ) {
+        Ok(msg) => msg.cmsgs().ok().and_then(|mut c| {
+            c.find_map(|m| match m {
+                ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                _ => None,
+            })
+        }),
+        Err(_) => None,
+    };
+    let out = child.wait_with_output().ctx(ctx)?;
+    match fd {
+        // SAFETY: the descriptor was just received with SCM_RIGHTS: it is open and ours.
+        Some(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        None => Err(Error::io(
+            ctx(),
+            std::io::Error::other(format!(
+                "{FUSERMOUNT} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )),
+        )),
+    }
+}
+
 /// Mounts the device file of `emu` at `mountpoint` (a directory), served by `threads`
-/// threads. Unmounted when the returned session is dropped or
-/// [`fuser::BackgroundSession::umount_and_join`] is called.
-pub fn mount(
-    emu: Arc<Emulator>,
-    mountpoint: &Path,
-    threads: usize,
-) -> Result<fuser::BackgroundSession> {
+/// threads. Root mounts directly; other users mount through the setuid `fusermount3`
+/// (package fuse3; `$FUSERMOUNT_PATH` names another), and the file then serves its owner
+/// only (`allow_root` would need `user_allow_other` in /etc/fuse.conf; root's mount also
+/// serves root, whose loop driver sends the requests).
+pub fn mount(emu: Arc<Emulator>, mountpoint: &Path, threads: usize) -> Result<FuseMount> {
+    let fsname = format!("walb-emu:{}", emu.name());
     let mut cfg = Config::default();
     cfg.mount_options = vec![
-        MountOption::FSName(format!("walb-emu:{}", emu.name())),
+        MountOption::FSName(fsname.clone()),
         MountOption::Subtype("walb".into()),
         MountOption::NoAtime,
         MountOption::NoExec,
         MountOption::NoSuid,
     ];
-    cfg.acl = SessionACL::RootAndOwner;
     cfg.n_threads = Some(threads.max(1));
-    fuser::spawn_mount(WdevFs::new(emu), mountpoint, &cfg)
-        .ctx(|| format!("mounting the FUSE device file at {}", mountpoint.display()))
+    let ctx = || format!("mounting the FUSE device file at {}", mountpoint.display());
+    if nix::unistd::geteuid().is_root() {
+        cfg.acl = SessionACL::RootAndOwner;
+        let session = fuser::spawn_mount(WdevFs::new(emu), mountpoint, &cfg).ctx(ctx)?;
+        return Ok(FuseMount {
+            session: Some(session),
+            user_mount: None,
+        });
+    }
+    cfg.acl = SessionACL::Owner;
+    // fsname may not hold a comma (the option separator of the helper).
+    let opts = format!(
+        "fsname={},subtype=walb,noatime,noexec,nosuid",
+        fsname.replace(',', "_")
+    );
+    let fd = fusermount_mount(mountpoint, &opts)?;
+    let acl = cfg.acl;
+    let started = fuser::Session::from_fd(WdevFs::new(emu), fd, acl, cfg)
+        .and_then(|s| s.spawn())
+        .ctx(ctx);
+    match started {
+        Ok(session) => Ok(FuseMount {
+            session: Some(session),
+            user_mount: Some(mountpoint.to_path_buf()),
+        }),
+        Err(e) => {
+            let _ = fusermount_unmount(mountpoint);
+            Err(e)
+        }
+    }
 }

@@ -133,13 +133,23 @@ pub trait WalbDevice: Send + Sync {
     }
 }
 
-/// The device name in `wdev`: a name or a path (`/dev/walb/NAME`, any directory), checked
-/// with [`check_name`].
+/// The device name in `wdev`: a name or a path (`/dev/walb/NAME`, any directory, or an
+/// unprivileged emulator's FUSE file `DIR/NAME.mnt/wdev`), checked with [`check_name`].
 pub fn name_of(wdev: &str) -> Result<String> {
-    let name = std::path::Path::new(wdev)
-        .file_name()
-        .and_then(|n| n.to_str())
-        .ok_or_else(|| Error::Invalid(format!("{wdev:?} is not a device name or path")))?;
+    let path = std::path::Path::new(wdev);
+    let bad = || Error::Invalid(format!("{wdev:?} is not a device name or path"));
+    let mut name = path.file_name().and_then(|n| n.to_str()).ok_or_else(bad)?;
+    // An unprivileged emulator's device is its FUSE file, `<dir>/NAME.mnt/wdev`.
+    if name == fuse::FILE_NAME {
+        if let Some(n) = path
+            .parent()
+            .and_then(|p| p.file_name())
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".mnt"))
+        {
+            name = n;
+        }
+    }
     check_name(name)?;
     Ok(name.to_string())
 }
@@ -183,5 +193,27 @@ pub fn check_name(name: &str) -> Result<()> {
         Err(Error::Invalid(format!(
             "device name {name:?} must be 1 to 25 characters of letters, digits, '_', '-', '.'"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_from_names_links_and_fuse_files() {
+        assert_eq!(name_of("vol0").unwrap(), "vol0");
+        assert_eq!(name_of("/dev/walb/vol0").unwrap(), "vol0");
+        assert_eq!(
+            name_of("/run/user/1000/walb-emu/vol0.mnt/wdev").unwrap(),
+            "vol0"
+        );
+        // A device really named "wdev" still works.
+        assert_eq!(name_of("/dev/walb/wdev").unwrap(), "wdev");
+        assert!(matches!(
+            name_of("/x/bad name.mnt/wdev"),
+            Err(Error::Invalid(_))
+        ));
+        assert!(name_of("/").is_err());
     }
 }

@@ -9,7 +9,7 @@
 use std::io::Write;
 use std::os::unix::net::UnixListener;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -377,7 +377,7 @@ impl ServerHooks for Hooks {
 struct Cleanup {
     link: Option<PathBuf>,
     loop_dev: Option<PathBuf>,
-    fuse: Option<fuser::BackgroundSession>,
+    fuse: Option<walb_kernel::device::fuse::FuseMount>,
     mnt: Option<PathBuf>,
     sock: Option<PathBuf>,
     pid: Option<PathBuf>,
@@ -406,7 +406,7 @@ impl Drop for Cleanup {
             }
         }
         if let Some(f) = self.fuse.take() {
-            if let Err(e) = f.umount_and_join() {
+            if let Err(e) = f.unmount() {
                 warn!("unmounting the FUSE file: {e}; detaching lazily");
                 if let Some(m) = &self.mnt {
                     let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
@@ -417,6 +417,12 @@ impl Drop for Cleanup {
             let _ = std::fs::remove_dir(m);
         }
     }
+}
+
+/// The device file in the FUSE mount of emulated device `name`.
+fn mnt_file(dir: &Path, name: &str) -> PathBuf {
+    dir.join(format!("{name}.mnt"))
+        .join(walb_kernel::device::fuse::FILE_NAME)
 }
 
 fn run_device(a: CreateWdev, name: String) -> Result<()> {
@@ -453,12 +459,26 @@ fn run_device(a: CreateWdev, name: String) -> Result<()> {
     clean.pid = Some(pidf);
     let mut info = emu.info()?;
     let root = nix::unistd::getuid().is_root();
-    if !a.no_block && root {
+    if !a.no_block {
         let mnt = dir.join(format!("{name}.mnt"));
         std::fs::create_dir_all(&mnt).with_context(|| format!("creating {}", mnt.display()))?;
         clean.mnt = Some(mnt.clone());
-        clean.fuse = Some(walb_kernel::device::fuse::mount(emu.clone(), &mnt, 4)?);
-        let file = mnt.join(walb_kernel::device::fuse::FILE_NAME);
+        match walb_kernel::device::fuse::mount(emu.clone(), &mnt, 4) {
+            Ok(s) => clean.fuse = Some(s),
+            Err(e) if !root => warn!(
+                "not root and the FUSE file could not be mounted (is fusermount3, package \
+                 fuse3, installed?): {e}; the emulated device {name} is served through its \
+                 control socket only"
+            ),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if clean.fuse.is_some() && !root {
+        // Without root there is no loop device: the FUSE file is the device.
+        let file = mnt_file(&dir, &name);
+        info.wdev_path = Some(file);
+    } else if clean.fuse.is_some() {
+        let file = mnt_file(&dir, &name);
         let out = Command::new("losetup")
             .args(["--find", "--show"])
             .arg(&file)
@@ -480,8 +500,6 @@ fn run_device(a: CreateWdev, name: String) -> Result<()> {
             .with_context(|| format!("linking {} to {}", link.display(), lo.display()))?;
         clean.link = Some(link.clone());
         info.wdev_path = Some(link);
-    } else if !a.no_block {
-        warn!("not root: the emulated device {name} is served through its control socket only");
     }
     let hooks = Arc::new(Hooks {
         stop: Mutex::new(false),
