@@ -200,6 +200,37 @@ fn a_state_bound_task_ends_when_the_archive_leaves_its_state() {
 }
 
 #[test]
+fn a_failed_restore_ends_its_task_with_the_daemons_error() {
+    let mut m = tutorial();
+    let restore = |vol: &str, done_lb| Event::Progress {
+        vol: vol.into(),
+        op: "restore".into(),
+        done_lb,
+        total_lb: 100,
+    };
+    event(&mut m, "a0", restore("vol", 40));
+    assert!(m.tasks.iter().any(|t| t.op == "restore" && t.running()));
+    event(
+        &mut m,
+        "a0",
+        Event::Failed {
+            vol: "vol".into(),
+            op: "restore".into(),
+            error: "restore of gid 7: no space left on device".into(),
+        },
+    );
+    let t = m.tasks.iter().find(|t| t.op == "restore").unwrap();
+    let end = t.end.as_ref().expect("the failure ends the task");
+    assert!(!end.ok);
+    assert!(end.message.contains("no space left"), "{end:?}");
+    assert_eq!(m.running_tasks("a0"), 1, "the full-sync is still running");
+    assert!(m
+        .log
+        .iter()
+        .any(|l| l.level == Level::Error && l.text.contains("no space left")));
+}
+
+#[test]
 fn unknown_operations_still_become_tasks() {
     let mut m = tutorial();
     event(

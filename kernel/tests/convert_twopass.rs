@@ -448,12 +448,28 @@ fn wdevc_converts_files_and_standard_input_alike_and_leaves_nothing_on_failure()
     let stdin = blocks_of(&std::fs::read(d("stdin.wdiff")).unwrap(), lb, max);
     assert_eq!(file.first_difference(&truth(&wlog, lb)), None);
     assert_eq!(stdin.first_difference(&file), None);
+    // A file redirected to standard input (converted in two passes, like a named one), and
+    // a corrupt one (refused alike).
+    let redirected = |input: &str, out: &str| {
+        Command::new(env!("CARGO_BIN_EXE_wdevc"))
+            .args(["wlog-to-wdiff", "-o", p(&d(out))])
+            .stdin(File::open(d(input)).unwrap())
+            .output()
+            .unwrap()
+    };
+    let o = redirected("in.wlog", "redirected.wdiff");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let redir = blocks_of(&std::fs::read(d("redirected.wdiff")).unwrap(), lb, max);
+    assert_eq!(redir.first_difference(&file), None);
     // Corrupt record data: exit 3; truncated: exit 4; neither leaves a file.
     let mut bad = wlog.clone();
     bad[WLOG_HEADER_BYTES + 512 + 3] ^= 0x20;
     std::fs::write(d("corrupt.wlog"), &bad).unwrap();
     std::fs::write(d("cut.wlog"), &wlog[..wlog.len() / 2]).unwrap();
     for (input, code) in [("corrupt.wlog", 3), ("cut.wlog", 4)] {
+        let o = redirected(input, "out.wdiff");
+        assert_eq!(o.status.code(), Some(code), "{input} on standard input");
+        assert!(!d("out.wdiff").exists());
         let o = wdevc(
             &[
                 "wlog-to-wdiff",

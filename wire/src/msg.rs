@@ -855,6 +855,16 @@ pub enum Event {
         /// When, seconds since the epoch.
         at_s: u64,
     },
+    /// A long operation that reported [`Event::Progress`] failed (one that succeeds ends
+    /// with a last progress of `done_lb == total_lb`, or with a state change).
+    Failed {
+        /// Volume.
+        vol: String,
+        /// The operation, as in its progress events.
+        op: String,
+        /// What went wrong.
+        error: String,
+    },
 }
 
 impl Event {
@@ -864,7 +874,8 @@ impl Event {
             Event::DiffList { vol, .. }
             | Event::LogUsage { vol, .. }
             | Event::Progress { vol, .. }
-            | Event::State { vol, .. } => Some(vol),
+            | Event::State { vol, .. }
+            | Event::Failed { vol, .. } => Some(vol),
             Event::Lagged { .. } => None,
         }
     }

@@ -651,6 +651,10 @@ fn on_event(m: &mut Model, node: &str, event: Event, out: &mut Vec<Effect>) {
                 }
             }
         }
+        Event::Failed { vol, op, error } => {
+            let i = start_task(m, node, &vol, &op);
+            end_task(m, i, false, error);
+        }
         Event::Lagged { missed } => {
             m.push_log(
                 Level::Warn,

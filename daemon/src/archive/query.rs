@@ -262,10 +262,11 @@ pub(super) async fn answer_query(a: &Arc<Archive>, q: Query) -> Result<Reply, Wi
 fn summary(a: &Archive) -> Vec<String> {
     let vols = a.live_vols();
     let mut out = vec![format!(
-        "archive {} ({} backend): {} volume(s)",
+        "archive {} ({} backend): {} volume(s), uptime {}s",
         a.ctx().id,
         a.backend().kind(),
-        vols.len()
+        vols.len(),
+        a.ctx().started.elapsed().as_secs()
     )];
     for v in vols {
         let m = v.meta();

@@ -592,13 +592,23 @@ impl Archive {
                         "restored"
                     );
                 }
-                Ok(Err(e)) => warn!(vol = %v.name, gid, "restore failed: {e}"),
-                Err(e) => warn!(vol = %v.name, gid, "restore failed: {e}"),
+                Ok(Err(e)) => me.restore_failed(&v.name, gid, &e.to_string()),
+                Err(e) => me.restore_failed(&v.name, gid, &e.to_string()),
             }
             drop(permit);
             drop(guard);
         });
         Ok(Reply::Accepted)
+    }
+
+    /// Logs and publishes ([`Event::Failed`]) a restore that failed.
+    fn restore_failed(&self, vol: &str, gid: u64, error: &str) {
+        warn!(vol, gid, "restore failed: {error}");
+        self.publish(Event::Failed {
+            vol: vol.to_owned(),
+            op: OP.into(),
+            error: format!("restore of gid {gid}: {error}"),
+        });
     }
 
     /// `del-restored vol gid`.

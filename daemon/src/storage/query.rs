@@ -138,6 +138,7 @@ impl Storage {
         let mut v = vec![
             "hostType storage".to_owned(),
             format!("nodeId {}", self.ctx.id),
+            format!("uptime {}s", self.ctx.started.elapsed().as_secs()),
             format!("baseDir {}", self.ctx.base.path().display()),
             format!("archive {}", self.cfg.archive),
         ];

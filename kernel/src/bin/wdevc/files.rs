@@ -415,10 +415,22 @@ impl WlogToWdiff {
             max_io_blocks: max_io_blocks(self.max_io_size)?,
             ..Default::default()
         };
-        // A regular file is converted in two passes (index, then the surviving data in
-        // address order); standard input, pipes and devices stream.
+        // A regular file, named or redirected to standard input, is converted in two passes
+        // (index, then the surviving data in address order); pipes and devices stream.
         let file = if self.input.as_os_str() == "-" {
-            None
+            use std::os::fd::AsFd;
+            std::io::stdin()
+                .as_fd()
+                .try_clone_to_owned()
+                .ok()
+                .map(File::from)
+                // From its start only: a redirected file read partly before stays a stream.
+                .filter(|f| {
+                    use std::io::Seek;
+                    let mut r: &File = f;
+                    f.metadata().is_ok_and(|m| m.is_file()) && r.stream_position().ok() == Some(0)
+                })
+                .map(|f| (f, true))
         } else {
             let f = File::open(&self.input)
                 .with_context(|| format!("opening {}", self.input.display()))?;
