@@ -17,6 +17,7 @@
 
 pub mod archive;
 pub mod dto;
+pub mod encode;
 pub mod opts;
 pub mod persist;
 pub mod proxy;

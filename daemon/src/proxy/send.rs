@@ -21,11 +21,13 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+use walb_kernel::compress::Codec;
 use walb_kernel::diff::convert::{merge_to_sorted, ConvertOpt};
 use walb_kernel::diff::merge::DiffStream;
 use walb_kernel::meta::MetaDiff;
 use walb_kernel::wdiff::{WdiffHeader, WdiffKind, WdiffReader};
 use walb_kernel::Error as KError;
+use walb_wire::frame::ChunkEncoder;
 use walb_wire::msg::{ErrorCode, Reply, Request, Step, WdiffTransfer};
 use walb_wire::Role;
 
@@ -34,6 +36,7 @@ use super::queue::{cut_at_uuid_change, react, select_batch, BatchLimits, Reactio
 use super::vol::{list_diffs, ArchiveInfo, QueuedFile};
 use super::{Key, Proxy, ProxyVol};
 use crate::dto::diff_to_dto;
+use crate::encode::spawn_encoder;
 use crate::persist;
 use crate::state::proxy::WDIFF_SEND;
 use crate::state::StopState;
@@ -455,7 +458,7 @@ impl Proxy {
             Ok(other) => return Err(Failure::net(format!("archive answered {other:?}"))),
             Err(e) => return Err(Failure::from_wire(&e)),
         }
-        let (tx, mut rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+        let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
         let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<BytesMut>(CHANNEL_DEPTH + 2);
         let paths: Vec<PathBuf> = plan.files.iter().map(|f| f.path.clone()).collect();
         let opt = ConvertOpt {
@@ -465,9 +468,18 @@ impl Proxy {
             ..ConvertOpt::default()
         };
         let uuid = plan.uuid;
+        // Records compressed by the diff codec gain nothing from the transport's zstd:
+        // those chunks go raw (still checksummed).
+        let enc = if opt.compress.codec == Codec::None {
+            call.sender.encoder()
+        } else {
+            ChunkEncoder::new(None).map_err(walb_wire::Error::from)
+        }
+        .map_err(|e| Failure::from_wire(&e))?;
         let producer = tokio::task::spawn_blocking(move || produce(paths, uuid, opt, tx, back_rx));
+        let (mut erx, encoder) = spawn_encoder(rx, back_tx, enc, CHANNEL_DEPTH);
         let mut failed: Option<Failure> = None;
-        while let Some(c) = rx.recv().await {
+        while let Some(c) = erx.recv().await {
             if self.is_forced(v) {
                 failed = Some(Failure {
                     code: ErrorCode::Cancelled,
@@ -476,17 +488,19 @@ impl Proxy {
                 });
                 break;
             }
-            let keep = c.clone();
-            if let Err(e) = call.sender.chunk_bytes(c).await {
+            if let Err(e) = call.sender.chunk_encoded(c).await {
                 failed = Some(Failure::from_wire(&e));
                 break;
             }
-            // Unique once the transport copied it (compressed chunks): read into it again.
-            if let Ok(m) = keep.try_into_mut() {
-                let _ = back_tx.try_send(m);
+        }
+        drop(erx);
+        if failed.is_none() {
+            match encoder.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => failed = Some(Failure::from_wire(&e)),
+                Err(e) => failed = Some(Failure::net(format!("chunk encoder: {e}"))),
             }
         }
-        drop(rx);
         let produced = producer.await;
         if let Some(f) = failed {
             call.sender.reset();

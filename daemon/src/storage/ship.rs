@@ -30,6 +30,8 @@ use walb_kernel::Location;
 use walb_wire::msg::{Reply, Request, Step, WireError, WlogTransfer};
 use walb_wire::{Call, Role};
 
+use crate::encode::spawn_encoder;
+
 use crate::dto::diff_to_dto;
 use crate::vol::now_s;
 
@@ -419,7 +421,7 @@ async fn send(
         max_pb,
         ..
     } = prep;
-    let (tx, mut rx) = mpsc::channel::<Bytes>(READ_AHEAD);
+    let (tx, rx) = mpsc::channel::<Bytes>(READ_AHEAD);
     // Buffers the transport is done with go back to the reader.
     let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<BytesMut>(READ_AHEAD + 2);
     let abort = Arc::new(AtomicBool::new(false));
@@ -433,26 +435,27 @@ async fn send(
         };
         read_range(&ldev, &sb, start, limit, max_pb, out)
     });
+    // A second thread encodes (checksum, compression) what the reader read, so that
+    // reading, encoding and sending overlap.
+    let (mut erx, encoder) = spawn_encoder(rx, back_tx, call.sender.encoder()?, READ_AHEAD);
     let r = async {
-        while let Some(chunk) = rx.recv().await {
+        while let Some(c) = erx.recv().await {
             if st.force_abort(vol) {
                 return Err(ShipError::Aborted);
             }
-            let keep = chunk.clone();
-            call.sender.chunk_bytes(chunk).await?;
-            // Unique once the transport copied it (compressed chunks).
-            if let Ok(m) = keep.try_into_mut() {
-                let _ = back_tx.try_send(m);
-            }
+            call.sender.chunk_encoded(c).await?;
         }
         Ok(())
     }
     .await;
     if let Err(e) = r {
         abort.store(true, Ordering::Relaxed);
-        drop(rx);
+        drop(erx);
         return Err(e);
     }
+    encoder
+        .await
+        .map_err(|e| ShipError::Inconsistent(format!("log encoder failed: {e}")))??;
     let lsid_e = reader
         .await
         .map_err(|e| ShipError::Inconsistent(format!("log reader failed: {e}")))??;
