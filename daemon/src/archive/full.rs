@@ -18,9 +18,10 @@
 //! On any error, disconnect or forced shutdown the new image is removed and the volume
 //! rolls back to SyncReady; the storage gets `Message::Error` if it is still there.
 //!
-//! The image is written with direct IO where the file system has it: written once and
-//! read later through restores, it has no business in the page cache, and on the machines
-//! we measured, filling fresh page-cache pages cost more CPU than decompressing the stream.
+//! The image (and a received wdiff) is written with direct IO where the file system has it:
+//! written once and read later through restores, it has no business in the page cache, and
+//! on the machines we measured, filling fresh page-cache pages cost more CPU than
+//! decompressing the stream.
 //!
 //! Received bytes are written by a [`BackgroundWriter`] (also used by the wdiff receive):
 //! a blocking thread fed through a short queue, so that receiving goes on while the disk
@@ -267,21 +268,22 @@ pub(crate) struct BackgroundWriter {
 }
 
 impl BackgroundWriter {
-    /// A writer of `file`; `skip_zeros`: all-zero runs are not written (sparse images), and
-    /// the data goes to the disk directly ([`DirectIo`]) where the file system allows it.
+    /// A writer of `file`; `skip_zeros`: all-zero runs are not written (sparse images).
+    /// The data goes to the disk directly ([`DirectIo`]) where the file system allows it.
     pub(crate) fn new(file: Arc<File>, sync_every: u64, skip_zeros: bool) -> BackgroundWriter {
         let (tx, mut rx) = mpsc::channel::<(u64, Bytes)>(WRITE_QUEUE);
         let thread = tokio::task::spawn_blocking(move || {
             let mut cadence = WriteCadence::new(sync_every);
-            let mut direct = skip_zeros.then(|| DirectIo::new(&file)).flatten();
+            let mut direct = DirectIo::new(&file);
+            let mut write = |data: &[u8], at: u64| match direct.as_mut() {
+                Some(d) => d.write_at(&file, data, at),
+                None => file.write_all_at(data, at),
+            };
             while let Some((off, data)) = rx.blocking_recv() {
                 if skip_zeros {
-                    for_nonzero(&data, |s, e| match direct.as_mut() {
-                        Some(d) => d.write_at(&file, &data[s..e], off + s as u64),
-                        None => file.write_all_at(&data[s..e], off + s as u64),
-                    })?;
+                    for_nonzero(&data, |s, e| write(&data[s..e], off + s as u64))?;
                 } else {
-                    file.write_all_at(&data, off)?;
+                    write(&data, off)?;
                 }
                 let act = cadence.wrote(off, data.len() as u64);
                 if act.sync {
