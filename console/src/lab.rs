@@ -111,7 +111,7 @@ pub struct LabConfig {
     pub size_mb: u64,
     /// Log device size, MiB.
     pub log_mb: u64,
-    /// Emulated device without a block device (control socket only).
+    /// Emulated device without a block device or FUSE file (control socket only).
     pub no_block: bool,
     /// Where the programs are (`--bin-dir` of `up`), if not beside walb-console or on
     /// PATH.

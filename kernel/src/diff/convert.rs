@@ -80,9 +80,10 @@ where
     w.finish_with_stats()
 }
 
-/// Writes an address-ordered, overlap-free stream of IOs as an INDEXED wdiff (data IOs
-/// compressed in parallel and appended in order, index records capped at the maximum IO
-/// size).
+/// Writes a stream of IOs as an INDEXED wdiff: data IOs compressed in parallel and
+/// appended in the order given, a later IO overriding earlier ones where they overlap
+/// (any order is valid: the streaming conversion gives arrival order, the two-pass one
+/// address order), index records capped at the maximum IO size.
 pub fn write_indexed<I, W>(
     ios: I,
     uuid: [u8; 16],
