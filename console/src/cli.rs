@@ -132,6 +132,17 @@ pub struct LabUpArgs {
     /// Emulate the device without a block device or FUSE file (control socket only).
     #[arg(long)]
     pub no_block: bool,
+    /// Run the device on the WalB kernel driver (root, walb module loaded) instead of the
+    /// userspace emulator.
+    #[arg(long, conflicts_with = "no_block")]
+    pub driver: bool,
+    /// Log device to use instead of an image in the lab directory (e.g. an LVM volume);
+    /// formatted with format-ldev when it has no WalB superblock.
+    #[arg(long, requires = "ddev")]
+    pub ldev: Option<PathBuf>,
+    /// Data device to use instead of an image in the lab directory.
+    #[arg(long, requires = "ldev")]
+    pub ddev: Option<PathBuf>,
     /// Only start things: no init-storage, no full backup.
     #[arg(long)]
     pub no_backup: bool,

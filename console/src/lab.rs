@@ -113,6 +113,16 @@ pub struct LabConfig {
     pub log_mb: u64,
     /// Emulated device without a block device or FUSE file (control socket only).
     pub no_block: bool,
+    /// Run the device on the WalB kernel driver (root, module loaded) instead of the
+    /// userspace emulator.
+    #[serde(default)]
+    pub driver: bool,
+    /// Log device to use instead of `dev/ldev.img` (a block device such as an LVM volume).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ldev: Option<PathBuf>,
+    /// Data device to use instead of `dev/ddev.img`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ddev: Option<PathBuf>,
     /// Where the programs are (`--bin-dir` of `up`), if not beside walb-console or on
     /// PATH.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -129,6 +139,9 @@ impl Default for LabConfig {
             size_mb: 64,
             log_mb: 32,
             no_block: false,
+            driver: false,
+            ldev: None,
+            ddev: None,
             bin_dir: None,
         }
     }
@@ -414,49 +427,123 @@ fn run(cmd: &mut Command) -> Result<String, LabError> {
     Ok(text)
 }
 
-/// The emulated devices `wdevc list` reports: (name, path or `-`).
+/// The devices `wdevc list` reports: (name, path or `-`). Emulated devices are listed
+/// as `NAME emulated PATH|-`, the driver's as `NAME MAJOR:MINOR PATH`.
 fn running_devices(wdevc: &Path) -> Result<Vec<(String, String)>, LabError> {
     let text = run(Command::new(wdevc).arg("list"))?;
-    Ok(text
-        .lines()
+    Ok(parse_device_list(&text))
+}
+
+fn parse_device_list(text: &str) -> Vec<(String, String)> {
+    text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             match f.as_slice() {
                 [name, "emulated", path, ..] => Some(((*name).to_owned(), (*path).to_owned())),
+                [name, majmin, path] if majmin.contains(':') => {
+                    Some(((*name).to_owned(), (*path).to_owned()))
+                }
                 _ => None,
             }
         })
+        .collect()
+}
+
+/// The loop devices attached to `image` (`losetup -j`).
+fn loops_of(image: &Path) -> Result<Vec<PathBuf>, LabError> {
+    let text = run(Command::new("losetup").arg("-j").arg(image))?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.split_once(':').map(|(d, _)| PathBuf::from(d)))
         .collect())
 }
 
-/// Makes the device images (formatting a new log device) and runs the emulated device.
-/// Returns the WalB device to give init-storage: its path, else its name.
+/// The block device over `image`: the loop device already attached to it, else a new one.
+fn loop_for(image: &Path) -> Result<PathBuf, LabError> {
+    if let Some(d) = loops_of(image)?.into_iter().next() {
+        return Ok(d);
+    }
+    let text = run(Command::new("losetup")
+        .args(["--find", "--show", "--direct-io=on"])
+        .arg(image))?;
+    Ok(PathBuf::from(text.trim()))
+}
+
+/// The log and data devices the lab's WalB device runs on: the configured ones, else the
+/// images in `dev/` (created when missing), through loop devices for the driver. A log
+/// device without a WalB superblock is formatted (only then: its logs are kept).
+fn lab_devices(
+    layout: &LabLayout,
+    cfg: &LabConfig,
+    wdevc: &Path,
+) -> Result<(PathBuf, PathBuf), LabError> {
+    let (ldev, ddev) = match (&cfg.ldev, &cfg.ddev) {
+        (Some(l), Some(d)) => (l.clone(), d.clone()),
+        (None, None) => {
+            let dev = layout.dir.join("dev");
+            std::fs::create_dir_all(&dev).map_err(io(format!("creating {}", dev.display())))?;
+            for (p, mb) in [(layout.ddev(), cfg.size_mb), (layout.ldev(), cfg.log_mb)] {
+                if !p.exists() {
+                    let f = std::fs::File::create(&p)
+                        .map_err(io(format!("creating {}", p.display())))?;
+                    f.set_len(mb << 20)
+                        .map_err(io(format!("sizing {}", p.display())))?;
+                }
+            }
+            if cfg.driver {
+                (loop_for(&layout.ldev())?, loop_for(&layout.ddev())?)
+            } else {
+                (layout.ldev(), layout.ddev())
+            }
+        }
+        _ => {
+            return Err(LabError::Other(
+                "give both --ldev and --ddev, or neither".into(),
+            ))
+        }
+    };
+    let formatted = Command::new(wdevc)
+        .arg("ldev-info")
+        .arg(&ldev)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map_err(io(format!("running {} ldev-info", wdevc.display())))?
+        .success();
+    if !formatted {
+        run(Command::new(wdevc)
+            .arg("format-ldev")
+            .arg(&ldev)
+            .arg(&ddev)
+            .args(["-n", &cfg.device]))?;
+    }
+    Ok((ldev, ddev))
+}
+
+/// Makes the device images (formatting a new log device) and runs the WalB device:
+/// emulated, or on the kernel driver with `driver`. Returns the WalB device to give
+/// init-storage: its path, else its name.
 pub fn ensure_device(
     layout: &LabLayout,
     cfg: &LabConfig,
     wdevc: &Path,
 ) -> Result<String, LabError> {
-    let dev = layout.dir.join("dev");
-    std::fs::create_dir_all(&dev).map_err(io(format!("creating {}", dev.display())))?;
-    if !layout.ldev().exists() || !layout.ddev().exists() {
-        for (p, mb) in [(layout.ddev(), cfg.size_mb), (layout.ldev(), cfg.log_mb)] {
-            let f = std::fs::File::create(&p).map_err(io(format!("creating {}", p.display())))?;
-            f.set_len(mb << 20)
-                .map_err(io(format!("sizing {}", p.display())))?;
-        }
-        run(Command::new(wdevc)
-            .arg("format-ldev")
-            .arg(layout.ldev())
-            .arg(layout.ddev())
-            .args(["-n", &cfg.device]))?;
+    if cfg.driver && !nix::unistd::geteuid().is_root() {
+        return Err(LabError::Other(
+            "the lab on the WalB driver needs root (loop devices, /dev/walb/control)".into(),
+        ));
     }
     let find = |list: Vec<(String, String)>| list.into_iter().find(|(n, _)| *n == cfg.device);
     if find(running_devices(wdevc)?).is_none() {
+        let (ldev, ddev) = lab_devices(layout, cfg, wdevc)?;
         let mut c = Command::new(wdevc);
         c.arg("create-wdev")
-            .arg(layout.ldev())
-            .arg(layout.ddev())
-            .args(["-n", &cfg.device, "--emulate"]);
+            .arg(&ldev)
+            .arg(&ddev)
+            .args(["-n", &cfg.device]);
+        if !cfg.driver {
+            c.arg("--emulate");
+        }
         if cfg.no_block {
             c.arg("--no-block");
         }
@@ -466,7 +553,7 @@ pub fn ensure_device(
         Some((_, path)) if path != "-" => Ok(path),
         Some((name, _)) => Ok(name),
         None => Err(LabError::Other(format!(
-            "the emulated device {} is not running after create-wdev",
+            "the WalB device {} is not running after create-wdev",
             cfg.device
         ))),
     }
@@ -905,6 +992,14 @@ pub async fn down(
         run(Command::new(&wdevc).args(["delete-wdev", &cfg.device]))?;
         let _ = writeln!(out, "device {} deleted", cfg.device);
     }
+    if cfg.driver && cfg.ldev.is_none() {
+        for image in [layout.ldev(), layout.ddev()] {
+            for d in loops_of(&image)? {
+                run(Command::new("losetup").arg("-d").arg(&d))?;
+                let _ = writeln!(out, "{} detached", d.display());
+            }
+        }
+    }
     if purge {
         std::fs::remove_dir_all(&layout.dir)
             .map_err(io(format!("removing {}", layout.dir.display())))?;
@@ -1018,6 +1113,32 @@ mod tests {
         std::fs::write(l.pid(&s0), "garbage").unwrap();
         assert_eq!(live_pid(&l, &s0), None);
         let _ = std::fs::remove_dir_all(&l.dir);
+    }
+
+    #[test]
+    fn device_lists_of_both_backends_parse() {
+        let text = "walb-lab emulated /dev/walb/walb-lab\nsock-only emulated -\n\
+                    tut 252:0 /dev/walb/tut\nnoise line here too\n";
+        assert_eq!(
+            parse_device_list(text),
+            [
+                ("walb-lab", "/dev/walb/walb-lab"),
+                ("sock-only", "-"),
+                ("tut", "/dev/walb/tut")
+            ]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        );
+    }
+
+    #[test]
+    fn an_older_lab_file_loads_with_the_emulator() {
+        let cfg: LabConfig = toml::from_str(
+            "host = \"127.0.0.1\"\nport_base = 10000\nvol = \"vol\"\ndevice = \"d\"\n\
+             size_mb = 64\nlog_mb = 32\nno_block = false\n",
+        )
+        .unwrap();
+        assert!(!cfg.driver);
+        assert_eq!(cfg.ldev, None);
     }
 
     #[test]

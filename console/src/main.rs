@@ -197,6 +197,9 @@ fn run(command: Option<Command>) -> Result<()> {
                             size_mb: a.size_mb,
                             log_mb: a.log_mb,
                             no_block: a.no_block,
+                            driver: a.driver,
+                            ldev: a.ldev.map(std::path::absolute).transpose()?,
+                            ddev: a.ddev.map(std::path::absolute).transpose()?,
                             bin_dir: bin_dir.clone(),
                             ..lab::LabConfig::default()
                         },

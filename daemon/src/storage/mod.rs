@@ -430,23 +430,7 @@ pub(crate) fn read_superblock(
     dev: &dyn walb_kernel::device::WalbDevice,
 ) -> walb_kernel::Result<walb_kernel::ldev::SuperBlock> {
     let f = dev.open_ldev()?;
-    drop_cache(&f);
     walb_kernel::ldev::SuperBlock::read(&f)
-}
-
-/// Drops the page cache of a log block device we are about to read, so that logs the
-/// driver wrote under it (not through this file) are read from the device, not from stale
-/// pages of an earlier lap of the ring. A log device that is a regular file (an emulated
-/// device) is written through the same page cache, which is therefore never stale: it is
-/// kept, or every transfer would read back from the disk what was just written. Best
-/// effort.
-pub(crate) fn drop_cache(f: &std::fs::File) {
-    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
-    use std::os::unix::fs::FileTypeExt;
-    if f.metadata().is_ok_and(|m| !m.file_type().is_block_device()) {
-        return;
-    }
-    let _ = posix_fadvise(f, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
 }
 
 /// Formats a snapshot record for status lines.

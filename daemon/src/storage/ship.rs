@@ -379,7 +379,6 @@ fn prepare(st: &Storage, vol: &Vol) -> Result<Prepared, ShipError> {
         ))));
     }
     let ldev = dev.open_ldev()?;
-    super::drop_cache(&ldev);
     let sb = SuperBlock::read(&ldev)?;
     if sb.uuid != uuid {
         return Err(reset_outside(format!(

@@ -120,7 +120,8 @@ pub trait WalbDevice: Send + Sync {
     fn version(&self) -> Result<u32> {
         Ok(WALB_VERSION)
     }
-    /// Opens the raw log device read-only, for [`crate::ldev::LdevReader`].
+    /// Opens the raw log device read-only, for [`crate::ldev::LdevReader`], with no stale
+    /// cached pages ([`crate::ldev::open_fresh`]).
     fn open_ldev(&self) -> Result<File> {
         let info = self.info()?;
         let p = info.ldev_path.ok_or_else(|| {
@@ -129,7 +130,7 @@ pub trait WalbDevice: Send + Sync {
                 info.name
             ))
         })?;
-        File::open(&p).ctx(|| format!("opening log device {}", p.display()))
+        crate::ldev::open_fresh(&p).ctx(|| format!("opening log device {}", p.display()))
     }
 }
 

@@ -207,7 +207,7 @@ impl List {
         }
         if driver::control_path().exists() {
             for (n, maj, min) in driver::list_devs()? {
-                writeln!(out, "{n} {maj}:{min}")?;
+                writeln!(out, "{n} {maj}:{min} {}", dev_dir().join(&n).display())?;
             }
         }
         Ok(())

@@ -210,8 +210,8 @@ pub struct LdevInfo {
 
 impl LdevInfo {
     pub fn run(self) -> Result<()> {
-        let f =
-            File::open(&self.ldev).with_context(|| format!("opening {}", self.ldev.display()))?;
+        let f = walb_kernel::ldev::open_fresh(&self.ldev)
+            .with_context(|| format!("opening {}", self.ldev.display()))?;
         let sb = SuperBlock::read(&f)
             .with_context(|| format!("reading the superblock of {}", self.ldev.display()))?;
         print!("{}", sb.describe());
@@ -257,8 +257,8 @@ pub struct WlogCat {
 
 impl WlogCat {
     pub fn run(self) -> Result<()> {
-        let f =
-            File::open(&self.ldev).with_context(|| format!("opening {}", self.ldev.display()))?;
+        let f = walb_kernel::ldev::open_fresh(&self.ldev)
+            .with_context(|| format!("opening {}", self.ldev.display()))?;
         let sb = SuperBlock::read(&f)
             .with_context(|| format!("reading the superblock of {}", self.ldev.display()))?;
         let begin = self.begin.unwrap_or(sb.oldest_lsid);

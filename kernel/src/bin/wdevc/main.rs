@@ -56,7 +56,8 @@ enum Cmd {
     CreateWdev(device::CreateWdev),
     /// Stop a WalB device.
     DeleteWdev(device::DeleteWdev),
-    /// List WalB devices (emulated ones first).
+    /// List WalB devices: `NAME emulated PATH` (PATH `-` without a block device or FUSE
+    /// file), then the driver's `NAME MAJOR:MINOR PATH`.
     List(device::List),
     /// Print the oldest lsid.
     GetOldestLsid(device::Wdev),
