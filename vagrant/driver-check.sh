@@ -56,6 +56,7 @@ done
 NAME=walb-check-$$
 WORK=$(mktemp -d /var/tmp/walb-driver-check.XXXXXX)
 LOOPS=()
+LDEV="" DDEV="" L2="" D2="" # set by new_loop
 DEVICES=()
 LAB=""
 NCHECK=0
@@ -93,13 +94,14 @@ ok() {
     NCHECK=$((NCHECK + 1))
     printf 'ok %2d  %s\n' "$NCHECK" "$*"
 }
-# A loop device over a new sparse file of $2 MiB.
+# new_loop VAR NAME MIB: a loop device over a new sparse file, its path put in VAR (not
+# echoed: a command substitution's subshell would not record it for the cleanup).
 new_loop() {
-    truncate -s "$2M" "$WORK/$1.img"
+    truncate -s "$3M" "$WORK/$2.img"
     local d
-    d=$(losetup --find --show "$WORK/$1.img")
+    d=$(losetup --find --show "$WORK/$2.img")
     LOOPS+=("$d")
-    echo "$d"
+    printf -v "$1" '%s' "$d"
 }
 # One lsid out of `wdevc get-lsids`.
 lsid() { wdevc get-lsids "$NAME" | awk -v k="$1" '$1 == k { print $2 }'; }
@@ -129,8 +131,8 @@ write_kib() {
 echo "driver-check: backend $BACKEND, work directory $WORK"
 
 # --- create ---------------------------------------------------------------------------
-LDEV=$(new_loop ldev 16)
-DDEV=$(new_loop ddev 64)
+new_loop LDEV ldev 16
+new_loop DDEV ddev 64
 PBS=$(blockdev --getpbsz "$LDEV")
 wdevc format-ldev "$LDEV" "$DDEV" -n "$NAME" >/dev/null
 "${CREATE[@]}" "$LDEV" "$DDEV" -n "$NAME" >/dev/null
@@ -182,8 +184,10 @@ usage=$(wdevc get-log-usage "$NAME")
 expect "log usage" "$usage" "$(($(lsid latest) - $(lsid oldest)))"
 ok "get-log-usage $usage = latest - oldest"
 end=$(lsid permanent)
-wdevc wlog-cat "$LDEV" -b 0 -e "$end" -o "$WORK/all.wlog"
-wdevc wlog-redo "$WORK/ddev-initial.img" "$WORK/all.wlog" >/dev/null
+wdevc wlog-cat "$LDEV" -b 0 -e "$end" -o "$WORK/all.wlog" 2>"$WORK/err" ||
+    fail "wlog-cat: $(cat "$WORK/err")"
+wdevc wlog-redo "$WORK/ddev-initial.img" "$WORK/all.wlog" >/dev/null 2>"$WORK/err" ||
+    fail "wlog-redo: $(cat "$WORK/err")"
 head -c $((64 << 20)) "$WDEV" | cmp -s - "$WORK/ddev-initial.img" ||
     fail "the wlog [0, $end) applied to the initial data device differs from $WDEV"
 ok "wlog-cat [0, $end) + wlog-redo onto the initial data device reproduces the device"
@@ -268,8 +272,8 @@ ok "delete-wdev removes the device; create-wdev again finds the log and the new 
 if [ "$PIPELINE" = 1 ]; then
     LAB=$WORK/lab
     LAB_NAME=$NAME-lab
-    L2=$(new_loop lab-ldev 32)
-    D2=$(new_loop lab-ddev 64)
+    new_loop L2 lab-ldev 32
+    new_loop D2 lab-ddev 64
     up=(walb-console lab --dir "$LAB" up --device "$LAB_NAME" --ldev "$L2" --ddev "$D2"
         --port-base "$PORT_BASE")
     [ "$EMULATE" = 1 ] || up+=(--driver)
