@@ -25,17 +25,21 @@ fn scripts() -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// A base port for a lab (which listens on base, +100 and +200).
+fn lab_port_base() -> Result<u16> {
+    (0..50)
+        .map(|_| free_port())
+        .find(|p| (1024..65000).contains(p))
+        .context("no free port")
+}
+
 #[test]
 fn driver_check_passes_every_check_on_the_emulator() -> Result<()> {
     if !is_root() {
         eprintln!("skipped: driver-check.sh needs root (loop devices, mkfs, mount)");
         return Ok(());
     }
-    // Three ports: base, +100, +200.
-    let port_base = (0..50)
-        .map(|_| free_port())
-        .find(|p| (1024..65000).contains(p))
-        .context("no free port")?;
+    let port_base = lab_port_base()?;
     let out = Command::new("bash")
         .arg(vagrant_dir().join("driver-check.sh"))
         .arg("--emulate")
@@ -181,10 +185,7 @@ fn the_guide_walks_the_tutorial_on_the_emulator() -> Result<()> {
     }
     let t = tempfile::tempdir()?;
     let dir = t.path();
-    let port_base = (0..50)
-        .map(|_| free_port())
-        .find(|p| (1024..65000).contains(p))
-        .context("no free port")?;
+    let port_base = lab_port_base()?;
     // The VM's LVM volumes, directories and driver become loop devices, temporary
     // directories and the emulator; nothing else of the guide's text changes.
     let script = script
