@@ -85,23 +85,6 @@ impl ReadAt for Vec<u8> {
     }
 }
 
-/// Opens a log device or image read-only, dropping the page cache of a block device
-/// first: logs the driver wrote under it (not through this file) must be read from the
-/// device, not from stale pages of an earlier lap of the ring or of an older superblock.
-/// A log device that is a regular file (an emulated device) is written through the same
-/// page cache, which is therefore never stale: it is kept, or every read would go back to
-/// the disk for what was just written.
-pub fn open_fresh(path: &std::path::Path) -> std::io::Result<File> {
-    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
-    use std::os::unix::fs::FileTypeExt;
-    let f = File::open(path)?;
-    if f.metadata()?.file_type().is_block_device() {
-        // Best effort: a failure leaves reads correct for a device nobody wrote under us.
-        let _ = posix_fadvise(&f, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
-    }
-    Ok(f)
-}
-
 /// The superblock of a log device.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SuperBlock {

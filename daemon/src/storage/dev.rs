@@ -82,7 +82,8 @@ impl DeviceAccess for SystemDevices {
             .chain(std::iter::once(Path::new(wdev)));
         for p in candidates {
             if is_readable_device(p) {
-                let f = File::open(p).ctx(|| format!("opening {}", p.display()))?;
+                let f = walb_kernel::device::open_fresh(p)
+                    .ctx(|| format!("opening {}", p.display()))?;
                 return Ok(Box::new(FileData(f)));
             }
         }

@@ -121,7 +121,7 @@ pub trait WalbDevice: Send + Sync {
         Ok(WALB_VERSION)
     }
     /// Opens the raw log device read-only, for [`crate::ldev::LdevReader`], with no stale
-    /// cached pages ([`crate::ldev::open_fresh`]).
+    /// cached pages ([`open_fresh`]).
     fn open_ldev(&self) -> Result<File> {
         let info = self.info()?;
         let p = info.ldev_path.ok_or_else(|| {
@@ -130,8 +130,28 @@ pub trait WalbDevice: Send + Sync {
                 info.name
             ))
         })?;
-        crate::ldev::open_fresh(&p).ctx(|| format!("opening log device {}", p.display()))
+        open_fresh(&p).ctx(|| format!("opening log device {}", p.display()))
     }
+}
+
+/// Opens a device or image read-only, first dropping the page cache of a block device:
+/// what the driver writes to its log device, and a file system to the WalB device, goes
+/// under that cache (as bios), and while another opener (the driver, a mount) keeps the
+/// device open, pages cached by an earlier read stay — an earlier lap of the log ring, an
+/// older superblock, the data of an earlier full backup. Dropping them at open makes every
+/// block read at least as new as the open. A regular file (an emulated device's log) is
+/// written through its own page cache, which is never stale: it is kept, or every read
+/// would go back to the disk for what was just written.
+pub fn open_fresh(path: &std::path::Path) -> std::io::Result<File> {
+    use nix::fcntl::{posix_fadvise, PosixFadviseAdvice};
+    use std::os::unix::fs::FileTypeExt;
+    let f = File::open(path)?;
+    if f.metadata()?.file_type().is_block_device() {
+        // Clean pages are dropped; dirty ones (written through this cache, so the newest)
+        // stay. Best effort: a failure leaves reads as a plain open would.
+        let _ = posix_fadvise(&f, 0, 0, PosixFadviseAdvice::POSIX_FADV_DONTNEED);
+    }
+    Ok(f)
 }
 
 /// The device name in `wdev`: a name or a path (`/dev/walb/NAME`, any directory, or an

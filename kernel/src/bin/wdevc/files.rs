@@ -210,7 +210,7 @@ pub struct LdevInfo {
 
 impl LdevInfo {
     pub fn run(self) -> Result<()> {
-        let f = walb_kernel::ldev::open_fresh(&self.ldev)
+        let f = walb_kernel::device::open_fresh(&self.ldev)
             .with_context(|| format!("opening {}", self.ldev.display()))?;
         let sb = SuperBlock::read(&f)
             .with_context(|| format!("reading the superblock of {}", self.ldev.display()))?;
@@ -257,7 +257,7 @@ pub struct WlogCat {
 
 impl WlogCat {
     pub fn run(self) -> Result<()> {
-        let f = walb_kernel::ldev::open_fresh(&self.ldev)
+        let f = walb_kernel::device::open_fresh(&self.ldev)
             .with_context(|| format!("opening {}", self.ldev.display()))?;
         let sb = SuperBlock::read(&f)
             .with_context(|| format!("reading the superblock of {}", self.ldev.display()))?;
