@@ -34,14 +34,7 @@ async fn env(name: &str, tweak: impl FnOnce(&mut walb_daemon::opts::ArchiveOpts)
     let mut o = opts(base.path());
     tweak(&mut o);
     let a = TestArchive::start(&c, o).await;
-    let nodes = vec![
-        c.client(Role::Operator, "op"),
-        c.client(Role::Storage, "s0"),
-        c.client(Role::Proxy, "p0"),
-    ];
-    let op = nodes[0].connect(a.addr).await.unwrap();
-    let st = nodes[1].connect(a.addr).await.unwrap();
-    let px = nodes[2].connect(a.addr).await.unwrap();
+    let Peers { nodes, op, st, px } = connect_all(&c, a.addr).await;
     Env {
         c,
         base,

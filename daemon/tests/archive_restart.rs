@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use archive_support::*;
 use walb_kernel::wdiff::WdiffKind;
-use walb_wire::{Command, Reply, Role};
+use walb_wire::{Command, Reply};
 
 const VOL: &str = "vol0";
 const UUID: [u8; 16] = [0x42; 16];
@@ -99,14 +99,12 @@ async fn a_restart_after_a_kill_mid_restore_leaves_no_temp_file_and_a_consistent
         &logs.path().join("1.log"),
         &["--apply-sleep-pct", "95"],
     );
-    let nodes = [
-        c.client(Role::Operator, "op"),
-        c.client(Role::Storage, "s0"),
-        c.client(Role::Proxy, "p0"),
-    ];
-    let op = nodes[0].connect(d.addr).await.unwrap();
-    let st = nodes[1].connect(d.addr).await.unwrap();
-    let px = nodes[2].connect(d.addr).await.unwrap();
+    let Peers {
+        nodes,
+        op,
+        st,
+        px,
+    } = connect_all(&c, d.addr).await;
     init_vol(&op, VOL).await;
     full_backup(&st, VOL, &img, 128, UUID, 2, T0).await.unwrap();
     for (i, (b, e)) in [(0u64, 1u64), (1, 3), (3, 5)].into_iter().enumerate() {

@@ -177,6 +177,8 @@ fn the_guide_walks_the_tutorial_on_the_emulator() -> Result<()> {
         "snapshot",
         "restore",
         "del-restored",
+        "merge",
+        "apply",
         "down",
     ] {
         if !script.contains(step) {
@@ -245,6 +247,7 @@ set -x
         "storage Target",
         "archive Archived",
         "abc",
+        "<|",
         "device walb-tutorial-device deleted",
     ] {
         if !stdout.contains(want) {

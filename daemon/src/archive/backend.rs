@@ -129,6 +129,10 @@ pub trait ImageBackend: Send + Sync + fmt::Debug + 'static {
     /// The base image, open for reading.
     fn open_base(&self, vol: &str) -> Result<File, BackendError>;
 
+    /// The base image, open for writing in place (apply: the diffs it writes are
+    /// idempotent, and the base's meta state says which are being applied).
+    fn open_base_rw(&self, vol: &str) -> Result<File, BackendError>;
+
     /// Starts a new base image of `size_lb` logical blocks reading as zeros, not yet
     /// visible as the base; replaces an unfinished one.
     fn create_base(&self, vol: &str, size_lb: u64) -> Result<File, BackendError>;
@@ -199,6 +203,21 @@ impl FileBackend {
     /// The base image file of `vol`.
     pub fn base_path(&self, vol: &str) -> PathBuf {
         self.vol_dir(vol).join(BASE_IMAGE)
+    }
+
+    fn open_base_file(&self, vol: &str, write: bool) -> Result<File, BackendError> {
+        let p = self.base_path(vol);
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(write)
+            .open(&p)
+            .map_err(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    BackendError::Missing(format!("base image of volume {vol}"))
+                } else {
+                    io_err("opening", &p)(e)
+                }
+            })
     }
 
     fn restored_dir(&self, vol: &str) -> PathBuf {
@@ -295,14 +314,11 @@ impl ImageBackend for FileBackend {
     }
 
     fn open_base(&self, vol: &str) -> Result<File, BackendError> {
-        let p = self.base_path(vol);
-        File::open(&p).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                BackendError::Missing(format!("base image of volume {vol}"))
-            } else {
-                io_err("opening", &p)(e)
-            }
-        })
+        self.open_base_file(vol, false)
+    }
+
+    fn open_base_rw(&self, vol: &str) -> Result<File, BackendError> {
+        self.open_base_file(vol, true)
     }
 
     fn create_base(&self, vol: &str, size_lb: u64) -> Result<File, BackendError> {

@@ -21,6 +21,7 @@
 
 pub mod backend;
 pub mod full;
+pub mod maint;
 pub mod query;
 pub mod restore;
 pub mod vol;
@@ -215,6 +216,38 @@ impl Archive {
         self.ctx.node.publish(e);
     }
 
+    /// Logs and publishes ([`Event::Failed`]) a background operation `op` of `vol` that
+    /// failed with `error` (the operator's message).
+    pub fn op_failed(&self, vol: &str, op: &str, error: &str) {
+        warn!(vol, op, "{error}");
+        self.publish(Event::Failed {
+            vol: vol.to_owned(),
+            op: op.into(),
+            error: error.to_owned(),
+        });
+    }
+
+    /// The volume for an action (`what`: restore, merge, apply): archived, not stopping.
+    pub(crate) fn vol_for_action(
+        &self,
+        name: &str,
+        what: &str,
+    ) -> Result<Arc<ArchiveVol>, WireError> {
+        let v = self.vol(name).ok_or_else(|| {
+            refuse(
+                ErrorCode::WrongState,
+                format!("volume {name} is Clear; {what} needs an archived volume"),
+            )
+        })?;
+        if v.core.stop_state().is_stopping() {
+            return Err(refuse(
+                ErrorCode::Stopped,
+                format!("volume {name} is stopping"),
+            ));
+        }
+        Ok(v)
+    }
+
     /// Publishes the diff list of `v`.
     pub fn publish_diffs(&self, v: &ArchiveVol) {
         let diffs = v.meta().diffs.iter().map(dto::diff_to_dto).collect();
@@ -324,9 +357,9 @@ impl Archive {
                     self.backend.kind()
                 ),
             )),
-            Command::Apply { .. }
-            | Command::Merge { .. }
-            | Command::Replicate(_)
+            Command::Merge { vol, gid_b, until } => self.merge(&vol, gid_b, until).await,
+            Command::Apply { vol, gid } => self.apply(&vol, gid).await,
+            Command::Replicate(_)
             | Command::Resize { .. }
             | Command::SetSnapshotsExplicit { .. }
             | Command::VirtFullScan { .. } => Err(refuse(

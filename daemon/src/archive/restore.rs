@@ -48,7 +48,7 @@ use crate::state::archive::{action, deny_list, ACTIVE, ACTIVE_OR_STOPPED};
 /// Name of the operation in progress events.
 pub const OP: &str = "restore";
 /// Least time between two progress events.
-const PROGRESS_EVERY: Duration = Duration::from_millis(500);
+pub(super) const PROGRESS_EVERY: Duration = Duration::from_millis(500);
 /// Work between two throttling sleeps.
 const THROTTLE_SLICE: Duration = Duration::from_millis(20);
 
@@ -200,19 +200,7 @@ pub fn build_restored(
             .map_err(|e| walb_kernel::Error::io("sizing the restored image", e))?
             / u64::from(LBS);
         let total = size_lb.saturating_mul(job.rounds.len().max(1) as u64);
-        let mut w = ImageWriter {
-            redo: Redo::new(
-                FileTarget::new(
-                    file.try_clone()
-                        .map_err(|e| walb_kernel::Error::io("duplicating the image handle", e))?,
-                )?,
-                job.discard,
-            )?,
-            file: &file,
-            fsync_bytes: job.fsync_bytes,
-            unsynced: 0,
-            ios: 0,
-        };
+        let mut w = ImageWriter::new(&file, job.discard, job.fsync_bytes)?;
         let mut reader_times = ThreadTimes::default();
         let mut last = Instant::now();
         let mut throttle = Throttle::new(job.sleep_pct);
@@ -268,17 +256,36 @@ pub fn build_restored(
     res
 }
 
-/// Writes merged IOs to the restored image.
-struct ImageWriter<'a> {
+/// Writes merged IOs to an image (a restored image, or the base for apply).
+pub(super) struct ImageWriter<'a> {
     redo: Redo<FileTarget>,
     file: &'a File,
     fsync_bytes: u64,
     /// Data written since the last fdatasync.
     unsynced: u64,
-    ios: u64,
+    /// IOs written.
+    pub(super) ios: u64,
 }
 
-impl ImageWriter<'_> {
+impl<'a> ImageWriter<'a> {
+    /// Writes to `file` under `discard`, with an fdatasync every `fsync_bytes` of data.
+    pub(super) fn new(
+        file: &'a File,
+        discard: DiscardPolicy,
+        fsync_bytes: u64,
+    ) -> Result<ImageWriter<'a>, RestoreError> {
+        let dup = file
+            .try_clone()
+            .map_err(|e| walb_kernel::Error::io("duplicating the image handle", e))?;
+        Ok(ImageWriter {
+            redo: Redo::new(FileTarget::new(dup)?, discard)?,
+            file,
+            fsync_bytes,
+            unsynced: 0,
+            ios: 0,
+        })
+    }
+
     fn apply(&mut self, io: &DiffIo) -> Result<(), RestoreError> {
         self.redo.apply_io(io)?;
         self.ios += 1;
@@ -303,7 +310,7 @@ impl ImageWriter<'_> {
 /// twice per IO (a reflinked image reads them from the base's extents). Asking for those
 /// blocks (`POSIX_FADV_WILLNEED`) as soon as the IOs are known, on the reading thread,
 /// lets the reads run ahead of the writes, many at once.
-struct EdgePrefetch {
+pub(super) struct EdgePrefetch {
     file: File,
     block: u64,
     discards: bool,
@@ -313,7 +320,7 @@ struct EdgePrefetch {
 impl EdgePrefetch {
     /// For writes to `image` under `policy` (ignored discards write nothing); `None` if
     /// the image cannot be duplicated (no read-ahead then, only slower).
-    fn new(image: &File, policy: DiscardPolicy) -> Option<EdgePrefetch> {
+    pub(super) fn new(image: &File, policy: DiscardPolicy) -> Option<EdgePrefetch> {
         use std::os::unix::fs::MetadataExt;
         let file = image.try_clone().ok()?;
         let block = file
@@ -365,7 +372,7 @@ impl EdgePrefetch {
 /// Applies one round: its diffs are read and merged on a scoped thread (which also asks
 /// for the blocks of `prefetch`) and written here in batches; `on_io(end_lb)` after each
 /// IO may stop the round with an error. Returns the reading thread's CPU use.
-fn apply_round(
+pub(super) fn apply_round(
     streams: Vec<DiffStream<'static>>,
     w: &mut ImageWriter<'_>,
     mut prefetch: Option<EdgePrefetch>,
@@ -429,7 +436,10 @@ fn apply_round(
     })
 }
 
-fn open_round(dir: &Path, round: &[MetaDiff]) -> Result<Vec<DiffStream<'static>>, RestoreError> {
+pub(super) fn open_round(
+    dir: &Path,
+    round: &[MetaDiff],
+) -> Result<Vec<DiffStream<'static>>, RestoreError> {
     round
         .iter()
         .map(|d| open_diff(&diff_path(dir, d)).map_err(RestoreError::from))
@@ -463,20 +473,20 @@ pub fn open_diff(path: &Path) -> Result<DiffStream<'static>, walb_kernel::Error>
 }
 
 /// Sleeps `pct`% of the time: after each slice of work, a proportional pause.
-struct Throttle {
+pub(super) struct Throttle {
     pct: u32,
     since: Instant,
 }
 
 impl Throttle {
-    fn new(pct: u32) -> Throttle {
+    pub(super) fn new(pct: u32) -> Throttle {
         Throttle {
             pct: pct.min(99),
             since: Instant::now(),
         }
     }
 
-    fn tick(&mut self) {
+    pub(super) fn tick(&mut self) {
         if self.pct == 0 {
             return;
         }
@@ -496,18 +506,7 @@ impl Archive {
         name: &str,
         gid: u64,
     ) -> Result<Reply, WireError> {
-        let v = self.vol(name).ok_or_else(|| {
-            refuse(
-                ErrorCode::WrongState,
-                format!("volume {name} is Clear; restore needs an archived volume"),
-            )
-        })?;
-        if v.core.stop_state().is_stopping() {
-            return Err(refuse(
-                ErrorCode::Stopped,
-                format!("volume {name} is stopping"),
-            ));
-        }
+        let v = self.vol_for_action(name, "restore")?;
         let permit = self.ctx.fg_permit()?;
         let guard = v
             .core
@@ -603,12 +602,7 @@ impl Archive {
 
     /// Logs and publishes ([`Event::Failed`]) a restore that failed.
     fn restore_failed(&self, vol: &str, gid: u64, error: &str) {
-        warn!(vol, gid, "restore failed: {error}");
-        self.publish(Event::Failed {
-            vol: vol.to_owned(),
-            op: OP.into(),
-            error: format!("restore of gid {gid}: {error}"),
-        });
+        self.op_failed(vol, OP, &format!("restore of gid {gid}: {error}"));
     }
 
     /// `del-restored vol gid`.

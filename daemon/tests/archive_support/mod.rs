@@ -147,6 +147,27 @@ impl TestArchive {
     }
 }
 
+/// Connections of the operator, the storage and the proxy to the archive at `addr`;
+/// keep the nodes (the first element) alive while the peers are used.
+pub struct Peers {
+    pub nodes: Vec<Node>,
+    pub op: Peer,
+    pub st: Peer,
+    pub px: Peer,
+}
+
+pub async fn connect_all(c: &Cluster, addr: SocketAddr) -> Peers {
+    let nodes = vec![
+        c.client(Role::Operator, "op"),
+        c.client(Role::Storage, "s0"),
+        c.client(Role::Proxy, "p0"),
+    ];
+    let op = nodes[0].connect(addr).await.unwrap();
+    let st = nodes[1].connect(addr).await.unwrap();
+    let px = nodes[2].connect(addr).await.unwrap();
+    Peers { nodes, op, st, px }
+}
+
 /// Sends a command; the reply or the error.
 pub async fn cmd(p: &Peer, c: Command) -> Result<Reply, Error> {
     p.request(Request::Command(c)).await
