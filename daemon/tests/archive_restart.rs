@@ -99,12 +99,7 @@ async fn a_restart_after_a_kill_mid_restore_leaves_no_temp_file_and_a_consistent
         &logs.path().join("1.log"),
         &["--apply-sleep-pct", "95"],
     );
-    let Peers {
-        nodes,
-        op,
-        st,
-        px,
-    } = connect_all(&c, d.addr).await;
+    let Peers { nodes, op, st, px } = connect_all(&c, d.addr).await;
     init_vol(&op, VOL).await;
     full_backup(&st, VOL, &img, 128, UUID, 2, T0).await.unwrap();
     for (i, (b, e)) in [(0u64, 1u64), (1, 3), (3, 5)].into_iter().enumerate() {
