@@ -676,10 +676,47 @@ pub async fn merge(
             "merge {vol}: GIDE ({gid_e}) must be larger than GIDB ({gid_b})"
         )));
     }
+    let before = client.diffs(archive, vol, None, None, None).await?;
     client
         .merge(archive, vol, gid_b, walb_wire::msg::MergeUntil::Gid(gid_e))
         .await?;
-    wait_for_no_action(client, archive, vol, "Merge", timeout).await
+    wait_for_no_action(client, archive, vol, "Merge", timeout).await?;
+    let after = client.diffs(archive, vol, None, None, None).await?;
+    if merged(&before, &after, gid_b) {
+        Ok(())
+    } else {
+        Err(ClientError::State(format!(
+            "the merge of {vol} from gid {gid_b} on {archive} ended without merging (the archive's log says why)"
+        )))
+    }
+}
+
+/// True when `after` shows the merge from `gid_b` done: a diff from the first diff's
+/// begin at or after `gid_b` reaches further than any diff from there did `before`
+/// (diffs arriving meanwhile only add to the end of the chain).
+pub fn merged(
+    before: &[walb_wire::msg::MetaDiffDto],
+    after: &[walb_wire::msg::MetaDiffDto],
+    gid_b: u64,
+) -> bool {
+    let Some(b0) = before
+        .iter()
+        .map(|d| d.range.snap_b.gid_b)
+        .filter(|&g| g >= gid_b)
+        .min()
+    else {
+        return false;
+    };
+    let reach = |list: &[walb_wire::msg::MetaDiffDto]| {
+        list.iter()
+            .filter(|d| d.range.snap_b.gid_b == b0)
+            .map(|d| d.range.snap_e.gid_b)
+            .max()
+    };
+    match (reach(before), reach(after)) {
+        (Some(e0), Some(e1)) => e1 > e0,
+        _ => false,
+    }
 }
 
 /// walblib's `apply`: apply the diffs of `vol` up to `gid` to the base image and wait
@@ -692,9 +729,26 @@ pub async fn apply(
     timeout: Duration,
 ) -> Result<walb_wire::msg::MetaStateDto, ClientError> {
     role_of(client, archive, &[Role::Archive], "apply")?;
+    let before = client.base(archive, vol).await?;
     client.apply(archive, vol, gid).await?;
     wait_for_no_action(client, archive, vol, "Apply", timeout).await?;
-    client.base(archive, vol).await
+    let after = client.base(archive, vol).await?;
+    if applied(&before, &after) {
+        Ok(after)
+    } else {
+        Err(ClientError::State(format!(
+            "the apply of {vol} up to gid {gid} on {archive} ended with the base where it was (the archive's log says why)"
+        )))
+    }
+}
+
+/// True when an apply moved the base from `before` to `after` (or finished an apply in
+/// progress).
+pub fn applied(
+    before: &walb_wire::msg::MetaStateDto,
+    after: &walb_wire::msg::MetaStateDto,
+) -> bool {
+    after.snap_b.gid_b > before.snap_b.gid_b || (before.snap_e.is_some() && after.snap_e.is_none())
 }
 
 /// States a storage passes through during a hash backup.
@@ -792,6 +846,44 @@ pub async fn restored_path(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn merge_and_apply_are_judged_by_their_effect() {
+        use walb_wire::msg::{DiffRange, MetaDiffDto, MetaStateDto, SnapDto};
+        let d = |b, e| MetaDiffDto {
+            range: DiffRange {
+                snap_b: SnapDto { gid_b: b, gid_e: b },
+                snap_e: SnapDto { gid_b: e, gid_e: e },
+            },
+            mergeable: true,
+            comp_diff: false,
+            timestamp_s: 0,
+            size: 0,
+        };
+        let before = [d(0, 1), d(1, 2), d(2, 3), d(3, 4)];
+        assert!(merged(&before, &[d(0, 1), d(1, 4)], 1));
+        // A new diff at the end does not count as merging; nothing from gid_b either.
+        assert!(!merged(
+            &before,
+            &[d(0, 1), d(1, 2), d(2, 3), d(3, 4), d(4, 5)],
+            1
+        ));
+        assert!(!merged(&before, &before, 9));
+        // gid_b between diffs: the first diff after it.
+        assert!(merged(&[d(0, 2), d(2, 3), d(3, 4)], &[d(0, 2), d(2, 4)], 1));
+        let st = |b: u64, e: Option<u64>| MetaStateDto {
+            snap_b: SnapDto { gid_b: b, gid_e: b },
+            snap_e: e.map(|e| SnapDto { gid_b: e, gid_e: e }),
+            timestamp_s: 0,
+        };
+        assert!(applied(&st(0, None), &st(3, None)));
+        assert!(applied(&st(0, Some(2)), &st(0, None)));
+        assert!(!applied(&st(3, None), &st(3, None)));
+        assert!(
+            !applied(&st(0, None), &st(0, Some(3))),
+            "left applying: failed"
+        );
+    }
     use super::*;
 
     #[test]
