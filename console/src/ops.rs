@@ -238,6 +238,17 @@ pub fn prepare_archive(state: &str) -> Result<bool, String> {
     }
 }
 
+/// What the primary archive needs before a hash backup: a base to compare with.
+pub fn prepare_archive_hash(state: &str) -> Result<(), String> {
+    if A::ACTIVE.contains(&state) {
+        Ok(())
+    } else {
+        Err(format!(
+            "it is {state}; a hash backup needs it Archived (take a full backup first)"
+        ))
+    }
+}
+
 /// walb-tools' default compression of forwarded diffs (`snappy:0:1`).
 pub fn default_compress() -> CompressOpt {
     CompressOpt {
@@ -446,10 +457,20 @@ pub async fn prepare_backup(
     client: &Client,
     storage: &str,
     vol: &str,
+    hash: bool,
     timeout: Duration,
 ) -> Result<(), ClientError> {
     let cluster = client.cluster().clone();
     let group = cluster.group(storage, "full-backup")?;
+    // The archive first: nothing is changed for a backup it cannot take.
+    let a = &group.archive.name;
+    let ast = client.state(a, vol).await?;
+    let init_archive = if hash {
+        prepare_archive_hash(&ast).map(|()| false)
+    } else {
+        prepare_archive(&ast)
+    }
+    .map_err(|m| ClientError::State(format!("{a} {vol}: {m}")))?;
     let st = client.state(storage, vol).await?;
     match prepare_storage(&st).map_err(|m| ClientError::State(format!("{storage} {vol}: {m}")))? {
         Some(ClearStep::StopForce) => {
@@ -473,13 +494,59 @@ pub async fn prepare_backup(
             )));
         }
     }
-    let a = &group.archive.name;
-    let ast = client.state(a, vol).await?;
-    if prepare_archive(&ast).map_err(|m| ClientError::State(format!("{a} {vol}: {m}")))? {
+    if init_archive {
         client.init_vol(a, vol, None).await?;
     }
     for p in &group.proxies {
         add_archive_to_proxy(client, &p.name, vol, a, &group.archive.addr, timeout).await?;
+    }
+    Ok(())
+}
+
+/// Waits until the storage volume is Target after a full or hash backup was accepted:
+/// it passes through `during`; SyncReady is where a failed sync rolls back to (tolerated
+/// only for a moment after the start, before the sync shows).
+async fn wait_for_sync(
+    client: &Client,
+    storage: &str,
+    vol: &str,
+    what: &str,
+    during: &[&str],
+    t0: Instant,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let accepted = Instant::now();
+    let mut seen_sync = false;
+    loop {
+        let st = client.state(storage, vol).await?;
+        if st == S::TARGET {
+            return Ok(());
+        }
+        if during.contains(&st.as_str()) {
+            seen_sync = true;
+        } else if !(st == S::SYNC_READY && !seen_sync && accepted.elapsed() < FULL_SYNC_GRACE) {
+            return Err(ClientError::State(format!(
+                "{what} of {storage} {vol} failed: the storage is {st} (see its log)"
+            )));
+        }
+        if t0.elapsed() >= timeout {
+            return Err(ClientError::Timeout {
+                what: format!("the {what} of {storage} {vol} (the storage is {st})"),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(client.options().poll_interval).await;
+    }
+}
+
+/// Kicks the proxies of `storage`'s backup group (after a sync, their archive may be in
+/// backoff).
+async fn kick_proxies(client: &Client, storage: &str, vol: &str) -> Result<(), ClientError> {
+    let group = client.cluster().group(storage, "full-backup")?;
+    for p in &group.proxies {
+        if let Err(e) = client.kick(&p.name, Some(vol), None).await {
+            warn!(proxy = %p.name, "kick after a backup: {e}");
+        }
     }
     Ok(())
 }
@@ -510,45 +577,32 @@ pub async fn full_backup(
     timeout: Duration,
 ) -> Result<FullBackupDone, ClientError> {
     let t0 = Instant::now();
-    prepare_backup(client, storage, vol, TIMEOUT_SHORT.min(timeout)).await?;
+    prepare_backup(client, storage, vol, false, TIMEOUT_SHORT.min(timeout)).await?;
     client.full_backup(storage, vol, bulk_lb).await?;
     info!(storage, vol, "full backup accepted");
-    let accepted = Instant::now();
-    let mut seen_sync = false;
-    loop {
-        let st = client.state(storage, vol).await?;
-        if st == S::TARGET {
-            break;
-        }
-        if DURING_FULL_SYNC.contains(&st.as_str()) {
-            seen_sync = true;
-        } else if !(st == S::SYNC_READY && !seen_sync && accepted.elapsed() < FULL_SYNC_GRACE) {
-            return Err(ClientError::State(format!(
-                "full backup of {storage} {vol} failed: the storage is {st} (see its log)"
-            )));
-        }
-        if t0.elapsed() >= timeout {
-            return Err(ClientError::Timeout {
-                what: format!("the full backup of {storage} {vol} (the storage is {st})"),
-                after: timeout,
-            });
-        }
-        tokio::time::sleep(client.options().poll_interval).await;
-    }
-    let group = client.cluster().group(storage, "full-backup")?;
-    let archive = group.archive.name.clone();
-    let proxies: Vec<String> = group.proxies.iter().map(|p| p.name.clone()).collect();
+    wait_for_sync(
+        client,
+        storage,
+        vol,
+        "full backup",
+        &DURING_FULL_SYNC,
+        t0,
+        timeout,
+    )
+    .await?;
+    let archive = client
+        .cluster()
+        .group(storage, "full-backup")?
+        .archive
+        .name
+        .clone();
     let ast = client.state(&archive, vol).await?;
     if !A::ACTIVE.contains(&ast.as_str()) {
         return Err(ClientError::State(format!(
             "after the full backup of {storage} {vol}, {archive} {vol} is {ast}, not Archived"
         )));
     }
-    for p in &proxies {
-        if let Err(e) = client.kick(p, Some(vol), None).await {
-            warn!(proxy = %p, "kick after full backup: {e}");
-        }
-    }
+    kick_proxies(client, storage, vol).await?;
     let base = client.meta_state(storage, vol, false, None).await?;
     let gid = base.snap_b.gid_e;
     if !wait_restorable {
@@ -754,8 +808,8 @@ pub fn applied(
 /// States a storage passes through during a hash backup.
 const DURING_HASH_SYNC: [&str; 3] = [S::HASH_SYNC, S::STOPPED, S::START_TARGET];
 
-/// walblib's `hash_backup`: hash-bkp of a Stopped (or SyncReady) storage volume, then
-/// wait until it is Target again.
+/// walblib's `hash_backup`: prepares like a full backup (a Stopped storage volume is
+/// reset to SyncReady), runs hash-bkp, waits until the volume is Target again.
 pub async fn hash_backup(
     client: &Client,
     storage: &str,
@@ -763,12 +817,23 @@ pub async fn hash_backup(
     bulk_lb: Option<u64>,
     timeout: Duration,
 ) -> Result<String, ClientError> {
+    let t0 = Instant::now();
     role_of(client, storage, &[Role::Storage], "hash-backup")?;
+    prepare_backup(client, storage, vol, true, TIMEOUT_SHORT.min(timeout)).await?;
     client.hash_backup(storage, vol, bulk_lb).await?;
-    let wait = StateWait::new(&DURING_HASH_SYNC, &[S::TARGET]);
-    let mut with_ready = wait.clone();
-    with_ready.transient.push(S::SYNC_READY);
-    wait_for_state(client, storage, vol, &with_ready, timeout).await
+    info!(storage, vol, "hash backup accepted");
+    wait_for_sync(
+        client,
+        storage,
+        vol,
+        "hash backup",
+        &DURING_HASH_SYNC,
+        t0,
+        timeout,
+    )
+    .await?;
+    kick_proxies(client, storage, vol).await?;
+    Ok(S::TARGET.to_owned())
 }
 
 /// Consecutive polls without a Restore action before a missing image counts as failed.
@@ -846,6 +911,15 @@ pub async fn restored_path(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_hash_backup_needs_an_archived_archive() {
+        assert!(prepare_archive_hash(A::ARCHIVED).is_ok());
+        for st in [A::CLEAR, A::SYNC_READY, A::STOPPED] {
+            let e = prepare_archive_hash(st).unwrap_err();
+            assert!(e.contains("full backup first"), "{st}: {e}");
+        }
+    }
 
     #[test]
     fn merge_and_apply_are_judged_by_their_effect() {

@@ -35,6 +35,7 @@ pub mod device;
 pub mod diff;
 pub mod error;
 pub mod gen;
+pub mod hash;
 pub mod ldev;
 pub mod logpack;
 pub mod meta;

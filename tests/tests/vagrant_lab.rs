@@ -179,6 +179,7 @@ fn the_guide_walks_the_tutorial_on_the_emulator() -> Result<()> {
         "del-restored",
         "merge",
         "apply",
+        "hash-backup",
         "down",
     ] {
         if !script.contains(step) {
@@ -247,6 +248,7 @@ set -x
         "storage Target",
         "archive Archived",
         "abc",
+        "def",
         "<|",
         "device walb-tutorial-device deleted",
     ] {

@@ -345,24 +345,7 @@ impl Archive {
             Err(e) => return answer(call, Err(e)).await,
         };
         let accepted = (|| {
-            if s.size_lb == 0 || s.bulk_lb == 0 {
-                return Err(refuse(
-                    ErrorCode::BadRequest,
-                    format!(
-                        "full backup of {} needs a volume size and a bulk size (got {} and {} blocks)",
-                        s.vol, s.size_lb, s.bulk_lb
-                    ),
-                ));
-            }
-            let v = self.vol(&s.vol).ok_or_else(|| {
-                refuse(
-                    ErrorCode::NotFound,
-                    format!(
-                        "volume {} does not exist on this archive (init-vol first)",
-                        s.vol
-                    ),
-                )
-            })?;
+            let v = self.sync_vol(&s, "full backup")?;
             let txn = v
                 .core
                 .begin_exclusive(&[A::SyncReady], A::FullSync, "full backup", None)?;
@@ -414,6 +397,28 @@ impl Archive {
                 call.sender.refuse(e).await;
             }
         }
+    }
+
+    /// The volume of a full or hash sync opening, after checking its sizes.
+    pub(super) fn sync_vol(&self, s: &SyncStart, what: &str) -> Result<Arc<ArchiveVol>, WireError> {
+        if s.size_lb == 0 || s.bulk_lb == 0 {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!(
+                    "{what} of {} needs a volume size and a bulk size (got {} and {} blocks)",
+                    s.vol, s.size_lb, s.bulk_lb
+                ),
+            ));
+        }
+        self.vol(&s.vol).ok_or_else(|| {
+            refuse(
+                ErrorCode::NotFound,
+                format!(
+                    "volume {} does not exist on this archive (init-vol first)",
+                    s.vol
+                ),
+            )
+        })
     }
 
     async fn full_body(

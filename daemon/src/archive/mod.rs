@@ -21,6 +21,7 @@
 
 pub mod backend;
 pub mod full;
+pub mod hash;
 pub mod maint;
 pub mod query;
 pub mod restore;
@@ -546,12 +547,13 @@ impl Archive {
                 let r = Ok(Reply::Snapshots(self.latest_snaps(Some(&vols))));
                 answer(call, r).await;
             }
-            Request::BackupSync(BackupSync::Hash(_)) | Request::Replicate(_) => {
+            Request::BackupSync(BackupSync::Hash(s)) => self.receive_hash(peer, call, s).await,
+            Request::Replicate(_) => {
                 answer(
                     call,
                     Err(refuse(
                         ErrorCode::Unsupported,
-                        "this archive does not implement hash backup and replication yet",
+                        "this archive does not implement replication yet",
                     )),
                 )
                 .await

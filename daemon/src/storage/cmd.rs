@@ -69,10 +69,6 @@ impl Storage {
                 Ok(Reply::Done)
             }
             Command::Resize { vol, size_lb, .. } => self.resize(&vol, size_lb).await,
-            Command::HashBackup { vol, .. } => Err(refuse(
-                ErrorCode::Unsupported,
-                format!("volume {vol}: hash backup is not implemented by this storage yet"),
-            )),
             other => Err(refuse(
                 ErrorCode::Unsupported,
                 format!("the storage does not run {}", command_name(&other)),

@@ -16,6 +16,9 @@
 //!
 //! Any error, a forced stop or a shutdown rolls the volume back to SyncReady (the
 //! transaction guard) and stops the monitoring; the archive call is reset.
+//!
+//! The hash backup ([`super::hash`]) opens ([`begin`]), paces its reads
+//! ([`ScanThrottle`]) and concludes ([`conclude`]) the same way.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -45,21 +48,46 @@ const READ_AHEAD: usize = 4;
 /// How long the archive may take to accept.
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A full backup the archive accepted.
-struct Session {
-    vol: Arc<Vol>,
+/// Which backup a session runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SyncKind {
+    /// Every block (SyncReady → FullSync).
+    Full,
+    /// The blocks whose hash differs from the archive's (SyncReady → HashSync).
+    Hash,
+}
+
+impl SyncKind {
+    fn state(self) -> S {
+        match self {
+            SyncKind::Full => S::FullSync,
+            SyncKind::Hash => S::HashSync,
+        }
+    }
+
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            SyncKind::Full => "full backup",
+            SyncKind::Hash => "hash backup",
+        }
+    }
+}
+
+/// A full or hash backup the archive accepted.
+pub(crate) struct Session {
+    pub(crate) vol: Arc<Vol>,
     txn: Txn<S>,
     _permit: OwnedSemaphorePermit,
-    call: Call,
-    size_lb: u64,
-    bulk_lb: u64,
-    time_s: u64,
-    path: String,
+    pub(crate) call: Call,
+    pub(crate) size_lb: u64,
+    pub(crate) bulk_lb: u64,
+    pub(crate) time_s: u64,
+    pub(crate) path: String,
 }
 
 /// Runs `full-bkp`: answers the controller, then copies in the background of this call.
 pub(crate) async fn run(st: Arc<Storage>, call: Call, vol: String, bulk_lb: Option<u64>) {
-    let sess = match begin(&st, &vol, bulk_lb).await {
+    let sess = match begin(&st, &vol, bulk_lb, SyncKind::Full).await {
         Ok(s) => s,
         Err(e) => {
             info!(vol = %vol, "full backup refused: {e}");
@@ -75,7 +103,14 @@ pub(crate) async fn run(st: Arc<Storage>, call: Call, vol: String, bulk_lb: Opti
     }
 }
 
-async fn begin(st: &Arc<Storage>, name: &str, bulk_lb: Option<u64>) -> Result<Session, WireError> {
+/// Opens a full or hash backup: checks, SyncReady → FullSync/HashSync, the archive's
+/// acceptance.
+pub(crate) async fn begin(
+    st: &Arc<Storage>,
+    name: &str,
+    bulk_lb: Option<u64>,
+    kind: SyncKind,
+) -> Result<Session, WireError> {
     let bulk_lb = bulk_lb.unwrap_or(DEFAULT_BULK_LB);
     if bulk_lb == 0 || bulk_lb > MAX_BULK_LB {
         return Err(refuse(
@@ -91,7 +126,7 @@ async fn begin(st: &Arc<Storage>, name: &str, bulk_lb: Option<u64>) -> Result<Se
         }
         .into());
     }
-    let txn = vol.core.begin(&[S::SyncReady], S::FullSync)?;
+    let txn = vol.core.begin(&[S::SyncReady], kind.state())?;
     let path = vol.meta_copy()?.wdev_path;
     let (s2, v2, p2) = (Arc::clone(st), Arc::clone(&vol), path.clone());
     let size_lb = blocking(move || {
@@ -114,12 +149,16 @@ async fn begin(st: &Arc<Storage>, name: &str, bulk_lb: Option<u64>) -> Result<Se
         .await
         .map_err(|_| unreachable("timed out".into()))?
         .map_err(|e| unreachable(format!("{e:#}")))?;
-    let req = Request::BackupSync(BackupSync::Full(SyncStart {
+    let start = SyncStart {
         vol: name.to_owned(),
         size_lb,
         time_s,
         bulk_lb,
-    }));
+    };
+    let req = Request::BackupSync(match kind {
+        SyncKind::Full => BackupSync::Full(start),
+        SyncKind::Hash => BackupSync::Hash(start),
+    });
     let r = tokio::time::timeout(ACCEPT_TIMEOUT, async {
         let mut call = peer.call(req).await?;
         let reply = call.receiver.reply().await?;
@@ -148,7 +187,8 @@ async fn begin(st: &Arc<Storage>, name: &str, bulk_lb: Option<u64>) -> Result<Se
         Err(walb_wire::Error::Remote(e)) => Err(WireError::new(
             e.code,
             format!(
-                "volume {name}: the archive {archive} refused the full backup: {}",
+                "volume {name}: the archive {archive} refused the {}: {}",
+                kind.name(),
                 e.message
             ),
         )),
@@ -156,12 +196,18 @@ async fn begin(st: &Arc<Storage>, name: &str, bulk_lb: Option<u64>) -> Result<Se
     }
 }
 
-async fn expect_ack(st: &Storage, vol: &Vol, call: &mut Call, what: &str) -> Result<(), WireError> {
+/// The archive's next step, which must be an ack of `what`.
+pub(crate) async fn expect_ack(
+    st: &Storage,
+    vol: &Vol,
+    call: &mut Call,
+    what: &str,
+) -> Result<(), WireError> {
     let r = tokio::select! {
         r = call.receiver.step() => r,
         _ = st.forced(vol) => return Err(refuse(
             ErrorCode::Cancelled,
-            format!("volume {}: full backup aborted by a forced stop", vol.name),
+            format!("volume {}: backup aborted by a forced stop", vol.name),
         )),
     };
     match r {
@@ -182,6 +228,17 @@ enum Bulk {
 
 async fn copy(st: &Arc<Storage>, mut s: Session) -> Result<u64, WireError> {
     let r = copy_inner(st, &mut s).await;
+    conclude(st, s, r)
+}
+
+/// Ends a session: after a failure the call is reset and monitoring stops (the
+/// transaction rolls the volume back to SyncReady); after success the volume goes
+/// FullSync/HashSync → Stopped → StartTarget → Target.
+pub(crate) fn conclude(
+    st: &Arc<Storage>,
+    s: Session,
+    r: Result<u64, WireError>,
+) -> Result<u64, WireError> {
     let Session { vol, txn, call, .. } = s;
     let mut call = call;
     let gid_e = match r {
@@ -193,7 +250,6 @@ async fn copy(st: &Arc<Storage>, mut s: Session) -> Result<u64, WireError> {
             return Err(e);
         }
     };
-    // FullSync → Stopped → StartTarget → Target.
     let r = (|| -> Result<(), WireError> {
         txn.commit(S::Stopped)?;
         vol.core
@@ -324,9 +380,7 @@ fn scan(
     // The read buffer, reused unless a bulk sent raw keeps it (until the peer has it).
     let mut idle: Option<BytesMut> = None;
     let mut off_lb = 0u64;
-    let mut t0 = Instant::now();
-    let mut since = 0u64;
-    let mut bps_seen = st.full_scan_bps.load(Ordering::Relaxed);
+    let mut throttle = ScanThrottle::new(st);
     while off_lb < size_lb {
         if abort.load(Ordering::Relaxed) {
             return Ok(());
@@ -353,21 +407,43 @@ fn scan(
             return Ok(());
         }
         off_lb += n;
-        // Throttle: restart the budget when the limit changes.
-        let bps = st.full_scan_bps.load(Ordering::Relaxed);
-        if bps != bps_seen {
-            bps_seen = bps;
-            t0 = Instant::now();
-            since = 0;
+        throttle.read(st, n * 512);
+    }
+    Ok(())
+}
+
+/// Holds device reads to `--full-scan-bps` (changeable while a scan runs).
+pub(crate) struct ScanThrottle {
+    t0: Instant,
+    since: u64,
+    bps_seen: u64,
+}
+
+impl ScanThrottle {
+    pub(crate) fn new(st: &Storage) -> ScanThrottle {
+        ScanThrottle {
+            t0: Instant::now(),
+            since: 0,
+            bps_seen: st.full_scan_bps.load(Ordering::Relaxed),
         }
-        since += n * 512;
+    }
+
+    /// After reading `bytes`: sleeps as long as the limit asks.
+    pub(crate) fn read(&mut self, st: &Storage, bytes: u64) {
+        // Restart the budget when the limit changes.
+        let bps = st.full_scan_bps.load(Ordering::Relaxed);
+        if bps != self.bps_seen {
+            self.bps_seen = bps;
+            self.t0 = Instant::now();
+            self.since = 0;
+        }
+        self.since += bytes;
         if bps > 0 {
-            let due = t0 + Duration::from_secs_f64(since as f64 / bps as f64);
+            let due = self.t0 + Duration::from_secs_f64(self.since as f64 / bps as f64);
             let now = Instant::now();
             if due > now {
                 std::thread::sleep(due - now);
             }
         }
     }
-    Ok(())
 }

@@ -27,6 +27,7 @@ pub mod vol;
 
 mod cmd;
 mod full;
+mod hash;
 mod monitor;
 mod query;
 mod ship;
@@ -351,6 +352,9 @@ impl Handler for Storage {
             Request::Command(Command::Stop { vol, mode }) => self.cmd_stop(call, vol, mode).await,
             Request::Command(Command::FullBackup { vol, bulk_lb }) => {
                 full::run(self, call, vol, bulk_lb).await
+            }
+            Request::Command(Command::HashBackup { vol, bulk_lb }) => {
+                hash::run(self, call, vol, bulk_lb).await
             }
             Request::Command(c) => {
                 info!(%peer, command = ?c, "command");

@@ -1,0 +1,340 @@
+//! Hash-backup receive: the archive's side of a hash sync (storage → primary archive,
+//! walb-tools.md §5.5).
+//!
+//! `BackupSync::Hash(SyncStart{vol, size_lb, time_s, bulk_lb})` needs an Archived volume
+//! of that size, no running action and a foreground slot; Archived → HashSync,
+//! `Reply::Accepted`. Then:
+//!
+//! 1. the archive sends `Step::MetaSnap(snapFrom)`, its latest snapshot; the storage resets
+//!    its log to start at `snapFrom.gidE + 1` and sends `Step::Uuid` (its log's new uuid),
+//!    which the archive acks;
+//! 2. a blocking thread reads the virtual image of `snapFrom` (base + diff chain, never
+//!    written anywhere) bulk by bulk and sends `Step::Hash` of each
+//!    ([`walb_kernel::hash::bulk_hash`], seed `time_s`), while the storage streams back a
+//!    SORTED wdiff of the bulks that differ (all-zero ones as ALLZERO records), which the
+//!    archive writes to a temporary file; at the bulk end it is synced and validated whole,
+//!    and acked;
+//! 3. `Step::MetaSnap(|gidB,gidE|)` → the wdiff becomes the diff `snapFrom --> |gidB,gidE|`
+//!    (dirty; mergeable when snapFrom was dirty, so that a clean snapFrom stays
+//!    restorable), the volume takes the new uuid, HashSync → Archived, `Step::Ack`.
+//!
+//! Any error, disconnect or forced shutdown removes the temporary file and rolls the
+//! volume back to Archived with nothing changed.
+
+use std::fs::File;
+use std::path::Path;
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use walb_kernel::block::LBS;
+use walb_kernel::diff::merge::DiffMerger;
+use walb_kernel::diff::virt::VirtualFullScan;
+use walb_kernel::ldev::ReadAt;
+use walb_kernel::meta::{MetaDiff, MetaSnap};
+use walb_wire::msg::{Message, Step, SyncStart, Uuid};
+use walb_wire::{Call, ErrorCode, PeerId, Received, Reply, WireError};
+
+use super::full::BackgroundWriter;
+use super::restore::open_round;
+use super::vol::{diff_path, ArchiveVol};
+use super::wdiff::validate_wdiff;
+use super::{backend_error, blocking, persist_error, Archive};
+use crate::dto;
+use crate::persist;
+use crate::server::{answer, refuse};
+use crate::state::archive::ArchiveState as A;
+
+/// Hashes queued between the image reader and the sender.
+const HASH_QUEUE: usize = 64;
+
+/// What the hash sync needs from the volume, fixed when it is accepted.
+struct Plan {
+    snap_from: MetaSnap,
+    chain: Vec<MetaDiff>,
+}
+
+impl Archive {
+    pub(super) async fn receive_hash(self: &Arc<Self>, peer: PeerId, mut call: Call, s: SyncStart) {
+        let permit = match self.ctx.fg_permit() {
+            Ok(p) => p,
+            Err(e) => return answer(call, Err(e)).await,
+        };
+        let accepted = (|| {
+            let v = self.sync_vol(&s, "hash backup")?;
+            let txn = v
+                .core
+                .begin_exclusive(&[A::Archived], A::HashSync, "hash backup", None)?;
+            let base_lb = self
+                .backend
+                .base_size_lb(&s.vol)
+                .map_err(backend_error)?
+                .unwrap_or(0);
+            if base_lb != s.size_lb {
+                return Err(refuse(
+                    ErrorCode::SmallerLvSize,
+                    format!(
+                        "volume {}: the device has {} blocks, the archive's image {base_lb} (resize first)",
+                        s.vol, s.size_lb
+                    ),
+                ));
+            }
+            let plan = {
+                let m = v.meta();
+                let snap_from = m.latest_snapshot();
+                let chain = m
+                    .diffs
+                    .diffs_to_scan(&m.base, snap_from.gid_b, self.cfg.max_open)
+                    .ok_or_else(|| {
+                        refuse(
+                            ErrorCode::Internal,
+                            format!(
+                                "volume {}: the latest snapshot {snap_from} cannot be scanned (more than --max-open diffs: apply or merge first)",
+                                s.vol
+                            ),
+                        )
+                    })?;
+                Plan { snap_from, chain }
+            };
+            Ok((v, txn, plan))
+        })();
+        let (vol, txn, plan) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                info!(%peer, vol = %s.vol, "hash backup refused: {e}");
+                return answer(call, Err(e)).await;
+            }
+        };
+        if let Err(e) = call.reply(Reply::Accepted).await {
+            warn!(%peer, vol = %s.vol, "cannot accept the hash backup: {e}");
+            return;
+        }
+        info!(%peer, vol = %s.vol, from = %plan.snap_from, diffs = plan.chain.len(), "hash backup started");
+        let tmp = persist::tmp_path(&vol.dir.join("hash-sync.wdiff"));
+        let res = self.hash_body(&vol, &mut call, &s, &plan, &tmp).await;
+        vol.set_progress(0);
+        match res {
+            Ok(diff) => {
+                if let Err(e) = txn.commit(A::Archived) {
+                    warn!(vol = %vol.name, "{e}");
+                    call.sender.refuse(e.into()).await;
+                    return;
+                }
+                drop(permit);
+                info!(%peer, vol = %vol.name, diff = %diff, bytes = diff.data_size, "hash backup received");
+                self.publish_diffs(&vol);
+                if let Err(e) = call.sender.step(Step::Ack).await {
+                    warn!(%peer, vol = %vol.name, "cannot acknowledge the hash backup: {e}");
+                }
+                let _ = call.sender.finish();
+            }
+            Err(e) => {
+                warn!(%peer, vol = %vol.name, "hash backup failed: {e}");
+                let _ = std::fs::remove_file(&tmp);
+                drop(txn);
+                drop(permit);
+                call.receiver.stop();
+                call.sender.refuse(e).await;
+            }
+        }
+    }
+
+    async fn hash_body(
+        self: &Arc<Self>,
+        vol: &Arc<ArchiveVol>,
+        call: &mut Call,
+        s: &SyncStart,
+        plan: &Plan,
+        tmp: &Path,
+    ) -> Result<MetaDiff, WireError> {
+        let wire = |e: walb_wire::Error| e.to_wire();
+        call.sender
+            .step(Step::MetaSnap(dto::snap_to_dto(plan.snap_from)))
+            .await
+            .map_err(wire)?;
+        let uuid: Uuid = match call.receiver.step().await.map_err(wire)? {
+            Step::Uuid(u) => u,
+            other => {
+                return Err(refuse(
+                    ErrorCode::BadRequest,
+                    format!("hash backup: expected the volume uuid, got {other:?}"),
+                ))
+            }
+        };
+        call.sender.step(Step::Ack).await.map_err(wire)?;
+
+        // The hashes of the virtual image go out while the differences come in.
+        let (tx, mut rx) = mpsc::channel::<[u8; 16]>(HASH_QUEUE);
+        let hasher = {
+            let (me, v2, chain) = (Arc::clone(self), Arc::clone(vol), plan.chain.clone());
+            let (size_lb, bulk_lb, seed) = (s.size_lb, s.bulk_lb, s.time_s);
+            tokio::task::spawn_blocking(move || {
+                me.hash_image(&v2, &chain, size_lb, bulk_lb, seed, &tx)
+            })
+        };
+        let f = {
+            let t = tmp.to_path_buf();
+            blocking(move || File::create(&t)).await?.map_err(|e| {
+                refuse(
+                    ErrorCode::Internal,
+                    format!("creating {}: {e}", tmp.display()),
+                )
+            })?
+        };
+        let file = Arc::new(f);
+        let mut writer = BackgroundWriter::new(Arc::clone(&file), self.cfg.fsync_bytes, false);
+        let Call {
+            sender, receiver, ..
+        } = call;
+        let send_hashes = async {
+            while let Some(h) = rx.recv().await {
+                sender.step(Step::Hash(h)).await.map_err(wire)?;
+            }
+            Ok::<_, WireError>(())
+        };
+        let receive = async {
+            let mut off = 0u64;
+            loop {
+                if self.aborting(vol) {
+                    return Err(refuse(
+                        ErrorCode::Cancelled,
+                        format!("volume {}: hash backup aborted (shutdown)", vol.name),
+                    ));
+                }
+                match receiver.next().await.map_err(wire)? {
+                    Some(Received::Chunk(data)) => {
+                        let n = data.len() as u64;
+                        writer.write(off, data).await?;
+                        off += n;
+                    }
+                    Some(Received::End { .. }) => return Ok(()),
+                    Some(Received::Msg(Message::Error(e))) => return Err(e),
+                    Some(other) => {
+                        return Err(refuse(
+                            ErrorCode::BadRequest,
+                            format!("hash backup: unexpected {other:?} inside the diff"),
+                        ))
+                    }
+                    None => {
+                        return Err(refuse(
+                            ErrorCode::Truncated,
+                            "hash backup: the storage ended the stream inside the diff",
+                        ))
+                    }
+                }
+            }
+        };
+        let (sent, received) = tokio::join!(send_hashes, receive);
+        received?;
+        sent?;
+        hasher
+            .await
+            .map_err(|e| refuse(ErrorCode::Internal, format!("image reader failed: {e}")))??;
+        writer.finish().await?;
+        let (t2, f2, size_lb) = (tmp.to_path_buf(), Arc::clone(&file), s.size_lb);
+        let bytes = blocking(move || -> Result<u64, WireError> {
+            f2.sync_all().map_err(|e| {
+                refuse(
+                    ErrorCode::Internal,
+                    format!("syncing {}: {e}", t2.display()),
+                )
+            })?;
+            validate_wdiff(&t2, size_lb)?;
+            f2.metadata()
+                .map(|m| m.len())
+                .map_err(|e| refuse(ErrorCode::Internal, format!("sizing {}: {e}", t2.display())))
+        })
+        .await??;
+        sender.step(Step::Ack).await.map_err(wire)?;
+
+        let snap_e = match receiver.step().await.map_err(wire)? {
+            Step::MetaSnap(snap) => dto::snap_from_dto(snap)?,
+            other => {
+                return Err(refuse(
+                    ErrorCode::BadRequest,
+                    format!("hash backup: expected the end snapshot, got {other:?}"),
+                ))
+            }
+        };
+        let diff = MetaDiff::new(plan.snap_from, snap_e)
+            .map_err(|e| refuse(ErrorCode::BadRequest, format!("hash backup: {e}")))?
+            .with_mergeable(!plan.snap_from.is_clean())
+            .with_timestamp(s.time_s)
+            .with_data_size(bytes);
+        let mut meta = vol.meta().clone();
+        meta.uuid = uuid;
+        meta.diffs
+            .add(diff.clone())
+            .map_err(|e| refuse(ErrorCode::Internal, format!("hash backup: {e}")))?;
+        let (dir, t2, dst, m2) = (
+            vol.dir.clone(),
+            tmp.to_path_buf(),
+            diff_path(&vol.dir, &diff),
+            meta.clone(),
+        );
+        blocking(move || -> Result<(), WireError> {
+            std::fs::rename(&t2, &dst).map_err(|e| {
+                refuse(
+                    ErrorCode::Internal,
+                    format!("renaming {}: {e}", t2.display()),
+                )
+            })?;
+            persist::sync_dir(&dir).map_err(persist_error)?;
+            m2.save(&dir).map_err(persist_error)
+        })
+        .await??;
+        *vol.meta() = meta;
+        Ok(diff)
+    }
+
+    /// Reads the virtual image of the scan chain and queues the hash of every bulk
+    /// (blocking).
+    fn hash_image(
+        &self,
+        vol: &ArchiveVol,
+        chain: &[MetaDiff],
+        size_lb: u64,
+        bulk_lb: u64,
+        seed: u64,
+        tx: &mpsc::Sender<[u8; 16]>,
+    ) -> Result<(), WireError> {
+        let kerr =
+            |e: walb_kernel::Error| refuse(ErrorCode::Internal, format!("reading the image: {e}"));
+        let base = self.backend.open_base(&vol.name).map_err(backend_error)?;
+        let streams =
+            open_round(&vol.dir, chain).map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
+        let base_ref: &dyn ReadAt = &base;
+        let mut scan =
+            VirtualFullScan::new(Some(base_ref), size_lb, Box::new(DiffMerger::new(streams)))
+                .map_err(kerr)?;
+        let mut buf = vec![0u8; (bulk_lb * u64::from(LBS)) as usize];
+        let mut done = 0u64;
+        while done < size_lb {
+            if self.aborting(vol) {
+                return Ok(());
+            }
+            let n = bulk_lb.min(size_lb - done);
+            let b = &mut buf[..(n * u64::from(LBS)) as usize];
+            let mut got = 0;
+            while got < b.len() {
+                let k = scan.read_chunk(&mut b[got..]).map_err(kerr)?;
+                if k == 0 {
+                    return Err(refuse(
+                        ErrorCode::Internal,
+                        format!("the image of {} ended at block {done}", vol.name),
+                    ));
+                }
+                got += k;
+            }
+            if tx
+                .blocking_send(walb_kernel::hash::bulk_hash(b, seed))
+                .is_err()
+            {
+                return Ok(());
+            }
+            done += n;
+            vol.set_progress(done);
+        }
+        Ok(())
+    }
+}

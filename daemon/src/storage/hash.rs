@@ -1,0 +1,254 @@
+//! The hash backup client (walb-tools.md §5.5): only the blocks that differ from the
+//! archive's latest snapshot cross the network.
+//!
+//! `hash-bkp` opens like a full backup ([`super::full::begin`]: a foreground slot,
+//! SyncReady → HashSync, `BackupSync::Hash` accepted by the primary archive). Then:
+//!
+//! 1. the archive sends its latest snapshot `snapFrom`; the log is reset to start at
+//!    `gidB = snapFrom.gidE + 1`, its new uuid is sent and acknowledged, and log
+//!    monitoring starts (writes during the scan are shipped afterwards);
+//! 2. the archive streams the hash of each bulk of its image of `snapFrom`; a blocking
+//!    thread reads the same bulk of the device (throttled to `--full-scan-bps`), hashes it
+//!    ([`walb_kernel::hash::bulk_hash`], seed = the session's start time) and, where they
+//!    differ, adds the bulk to a SORTED wdiff (all-zero bulks as ALLZERO records) that
+//!    streams to the archive as it is written; the bulk ends and the archive acks;
+//! 3. an explicit snapshot `gidE` is taken and sent (`Step::MetaSnap(|gidB,gidE|)`); after
+//!    the archive's ack the volume goes HashSync → Stopped → StartTarget → Target.
+//!
+//! The wdiff is a valid image of `snapFrom → |gidB,gidE|` because every block that may
+//! differ is in it, read from the device after the log reset: writes made during the scan
+//! are in it or in the log after `gidB` (both, at worst), and the log is applied after it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::sync::mpsc;
+use tracing::{error, info};
+use walb_kernel::block::is_all_zero;
+use walb_kernel::diff::convert::{write_sorted, ConvertOpt};
+use walb_kernel::diff::io::DiffIo;
+use walb_wire::msg::{ErrorCode, Reply, SnapDto, Step, WireError};
+use walb_wire::Call;
+
+use super::full::{begin, conclude, expect_ack, ScanThrottle, Session, SyncKind};
+use super::{blocking, DataRead, Storage};
+use crate::proxy::bridge::{ChunkWriter, CHANNEL_DEPTH};
+use crate::server::{answer, refuse};
+
+/// Hashes queued between the network and the device reader.
+const HASH_QUEUE: usize = 64;
+
+/// Runs `hash-bkp`: answers the controller, then syncs in the background of this call.
+pub(crate) async fn run(st: Arc<Storage>, call: Call, vol: String, bulk_lb: Option<u64>) {
+    let sess = match begin(&st, &vol, bulk_lb, SyncKind::Hash).await {
+        Ok(s) => s,
+        Err(e) => {
+            info!(vol = %vol, "hash backup refused: {e}");
+            answer(call, Err(e)).await;
+            return;
+        }
+    };
+    answer(call, Ok(Reply::Accepted)).await;
+    let name = sess.vol.name.clone();
+    let mut sess = sess;
+    let r = sync(&st, &mut sess).await;
+    match conclude(&st, sess, r) {
+        Ok(gid) => info!(vol = %name, gid, "hash backup done; volume is Target"),
+        Err(e) => error!(vol = %name, "hash backup failed, volume back to SyncReady: {e}"),
+    }
+}
+
+async fn sync(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError> {
+    let vol = Arc::clone(&s.vol);
+    let wire = |e: walb_wire::Error| e.to_wire();
+    // 1. The archive's latest snapshot; the log restarts after it.
+    let snap_from = match s.call.receiver.step().await.map_err(wire)? {
+        Step::MetaSnap(snap) => snap,
+        other => {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!("hash backup: expected the archive's latest snapshot, got {other:?}"),
+            ))
+        }
+    };
+    let gid_b = snap_from.gid_e.checked_add(1).ok_or_else(|| {
+        refuse(
+            ErrorCode::BadRequest,
+            "hash backup: the archive's snapshot is at the last gid",
+        )
+    })?;
+    let (s2, v2) = (Arc::clone(st), Arc::clone(&vol));
+    let uuid = blocking(move || s2.reset_wlog(&v2, gid_b, false)).await??;
+    s.call.sender.step(Step::Uuid(uuid)).await.map_err(wire)?;
+    expect_ack(st, &vol, &mut s.call, "the uuid").await?;
+    st.start_monitoring(&vol)?;
+
+    // 2. Hashes in, differences out.
+    let data = {
+        let (s2, p2, v2) = (Arc::clone(st), s.path.clone(), Arc::clone(&vol));
+        blocking(move || {
+            s2.devices
+                .open_data(&p2)
+                .map_err(|e| super::dev_error(&v2.name, &p2, &e))
+        })
+        .await??
+    };
+    let bulks = s.size_lb.div_ceil(s.bulk_lb);
+    let (htx, hrx) = mpsc::channel::<[u8; 16]>(HASH_QUEUE);
+    let (ctx, mut crx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+    let abort = Arc::new(AtomicBool::new(false));
+    let comparer = {
+        let (st2, abort) = (Arc::clone(st), Arc::clone(&abort));
+        let job = Compare {
+            size_lb: s.size_lb,
+            bulk_lb: s.bulk_lb,
+            seed: s.time_s,
+            uuid,
+        };
+        let (name, path) = (vol.name.clone(), s.path.clone());
+        tokio::task::spawn_blocking(move || {
+            compare(data, &job, &st2, hrx, ChunkWriter::new(ctx), &abort)
+                .map_err(|e| super::dev_error(&name, &path, &e))
+        })
+    };
+    let Call {
+        sender, receiver, ..
+    } = &mut s.call;
+    let hashes_in = async {
+        for _ in 0..bulks {
+            let h = match receiver.step().await.map_err(wire)? {
+                Step::Hash(h) => h,
+                other => {
+                    return Err(refuse(
+                        ErrorCode::BadRequest,
+                        format!("hash backup: expected a bulk hash, got {other:?}"),
+                    ))
+                }
+            };
+            if htx.send(h).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    };
+    let diff_out = async {
+        while let Some(c) = crx.recv().await {
+            if vol.core.stop_state().is_force() || st.ctx.is_force_shutdown() {
+                return Err(refuse(
+                    ErrorCode::Cancelled,
+                    format!("volume {}: hash backup aborted by a forced stop", vol.name),
+                ));
+            }
+            sender.chunk(&c).await.map_err(wire)?;
+        }
+        Ok(())
+    };
+    let (a, b) = tokio::join!(hashes_in, diff_out);
+    if let Err(e) = a.and(b) {
+        abort.store(true, Ordering::Relaxed);
+        return Err(e);
+    }
+    let stats = comparer
+        .await
+        .map_err(|e| refuse(ErrorCode::Internal, format!("device reader failed: {e}")))??;
+    s.call.sender.end_bulk().await.map_err(wire)?;
+    expect_ack(st, &vol, &mut s.call, "the diff").await?;
+    info!(
+        vol = %vol.name,
+        bulks,
+        differing = stats.0,
+        bytes_sent = stats.1,
+        "hash scan done"
+    );
+
+    // 3. The end snapshot.
+    let (s2, v2) = (Arc::clone(st), Arc::clone(&vol));
+    let gid_e = blocking(move || s2.take_snapshot(&v2)).await??;
+    st.monitor.push(&vol.name, Duration::ZERO);
+    s.call
+        .sender
+        .step(Step::MetaSnap(SnapDto { gid_b, gid_e }))
+        .await
+        .map_err(wire)?;
+    expect_ack(st, &vol, &mut s.call, "the end snapshot").await?;
+    let _ = s.call.sender.finish();
+    Ok(gid_e)
+}
+
+/// The parameters of one comparison.
+struct Compare {
+    size_lb: u64,
+    bulk_lb: u64,
+    seed: u64,
+    uuid: [u8; 16],
+}
+
+/// Reads the device bulk by bulk against the archive's hashes and writes the differing
+/// bulks as a SORTED wdiff into `out` (blocking). Returns (differing bulks, bytes written).
+fn compare(
+    mut data: Box<dyn DataRead>,
+    job: &Compare,
+    st: &Storage,
+    mut hashes: mpsc::Receiver<[u8; 16]>,
+    out: ChunkWriter,
+    abort: &AtomicBool,
+) -> walb_kernel::Result<(u64, u64)> {
+    let mut throttle = ScanThrottle::new(st);
+    let mut off_lb = 0u64;
+    let mut differing = 0u64;
+    let mut failed: Option<walb_kernel::Error> = None;
+    let ios = std::iter::from_fn(|| loop {
+        if off_lb >= job.size_lb || abort.load(Ordering::Relaxed) || failed.is_some() {
+            return None;
+        }
+        let want = hashes.blocking_recv()?;
+        let n = job.bulk_lb.min(job.size_lb - off_lb);
+        let mut buf = BytesMut::zeroed((n * 512) as usize);
+        if let Err(e) = data.read_at(off_lb * 512, &mut buf) {
+            failed = Some(e);
+            return None;
+        }
+        throttle.read(st, n * 512);
+        let at = off_lb;
+        off_lb += n;
+        if walb_kernel::hash::bulk_hash(&buf, job.seed) == want {
+            continue;
+        }
+        differing += 1;
+        // Bulks are at most 4 MiB (8192 blocks), within a record's u32 block count.
+        let io = if is_all_zero(&buf) {
+            DiffIo::all_zero(at, n as u32)
+        } else {
+            DiffIo::normal(at, buf.freeze())
+        };
+        return Some(Ok(io));
+    });
+    let (w, _) = write_sorted(ios, job.uuid, out, &ConvertOpt::default())?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if abort.load(Ordering::Relaxed) {
+        return Err(walb_kernel::Error::io(
+            "comparing the device",
+            std::io::Error::other("aborted"),
+        ));
+    }
+    if off_lb < job.size_lb {
+        return Err(walb_kernel::Error::io(
+            "comparing the device",
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the archive's hashes ended at block {off_lb} of {}",
+                    job.size_lb
+                ),
+            ),
+        ));
+    }
+    let bytes = w
+        .finish()
+        .map_err(|e| walb_kernel::Error::io("sending the diff", e))?;
+    Ok((differing, bytes))
+}
