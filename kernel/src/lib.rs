@@ -33,6 +33,7 @@ pub mod checksum;
 pub mod compress;
 pub mod device;
 pub mod diff;
+pub mod dio;
 pub mod error;
 pub mod gen;
 pub mod hash;

@@ -300,7 +300,10 @@ impl Archive {
     ) -> Result<(), WireError> {
         let kerr =
             |e: walb_kernel::Error| refuse(ErrorCode::Internal, format!("reading the image: {e}"));
-        let base = self.backend.open_base(&vol.name).map_err(backend_error)?;
+        // Read once, front to back: around the page cache where the file system allows.
+        let base = walb_kernel::dio::DirectReader::from_file(
+            self.backend.open_base(&vol.name).map_err(backend_error)?,
+        );
         let streams =
             open_round(&vol.dir, chain).map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
         let base_ref: &dyn ReadAt = &base;
