@@ -117,6 +117,30 @@ fn n4_stop_start_under_writes() -> Result<()> {
     })
 }
 
+/// 400 writes of 64 KiB (25 MiB, more than the 16 MiB log), at `rate` writes a second
+/// (2.5 MB/s at 40) or as fast as possible.
+fn write_25_mib(c: &Cluster, rate: Option<u64>, seed: u64) -> Result<()> {
+    let (rate, seed) = (rate.unwrap_or(0).to_string(), seed.to_string());
+    let mut w = c.workload(&[
+        "--rate",
+        &rate,
+        "--min-io",
+        "64k",
+        "--max-io",
+        "64k",
+        "--count",
+        "400",
+        "--flush-interval",
+        "50",
+        "--seed",
+        &seed,
+    ])?;
+    if !w.wait()?.success() {
+        bail!("writer failed");
+    }
+    Ok(())
+}
+
 /// The number of diffs a0 holds.
 fn diff_count(c: &Cluster) -> Result<usize> {
     Ok(c.exec_ok(&["diff-list", "a0", VOL])?
@@ -190,21 +214,7 @@ fn e4_storage_down_overflow() -> Result<()> {
         c.init_and_full_backup()?;
         c.kill_node("s0")?;
         // 400 writes of 64 KiB: 25 MiB into a 16 MiB log nobody drains.
-        let mut w = c.workload(&[
-            "--min-io",
-            "64k",
-            "--max-io",
-            "64k",
-            "--count",
-            "400",
-            "--flush-interval",
-            "50",
-            "--seed",
-            "24",
-        ])?;
-        if !w.wait()?.success() {
-            bail!("writer failed");
-        }
+        write_25_mib(c, None, 24)?;
         c.start_node("s0")?;
         let t0 = std::time::Instant::now();
         loop {
@@ -242,23 +252,7 @@ fn e1_proxy_down() -> Result<()> {
         c.kill_node("p0")?;
         // More than the 16 MiB log device (25 MiB), at 2.5 MB/s: the log must drain
         // through p1 while p0 is gone.
-        let mut w = c.workload(&[
-            "--rate",
-            "40",
-            "--min-io",
-            "64k",
-            "--max-io",
-            "64k",
-            "--count",
-            "400",
-            "--flush-interval",
-            "50",
-            "--seed",
-            "11",
-        ])?;
-        if !w.wait()?.success() {
-            bail!("writer failed");
-        }
+        write_25_mib(c, Some(40), 11)?;
         let ov = c.exec_ok(&["get", "s0", "is-overflow", VOL])?;
         if ov.trim() != "0" && ov.trim() != "false" {
             bail!("log overflowed with p0 down: {ov}");
@@ -278,23 +272,7 @@ fn e2_archive_down() -> Result<()> {
         c.init_and_full_backup()?;
         c.kill_node("a0")?;
         // More than the 16 MiB log device, at a rate the log drains at.
-        let mut w = c.workload(&[
-            "--rate",
-            "40",
-            "--min-io",
-            "64k",
-            "--max-io",
-            "64k",
-            "--count",
-            "400",
-            "--flush-interval",
-            "50",
-            "--seed",
-            "12",
-        ])?;
-        if !w.wait()?.success() {
-            bail!("writer failed");
-        }
+        write_25_mib(c, Some(40), 12)?;
         let ov = c.exec_ok(&["get", "s0", "is-overflow", VOL])?;
         if ov.trim() != "0" && ov.trim() != "false" {
             bail!("log overflowed with a0 down: {ov}");
