@@ -953,6 +953,27 @@ impl Client {
         )
     }
 
+    /// `resize VOL SIZE_LB [zeroclear]` on any node.
+    pub async fn resize(
+        &self,
+        node: &str,
+        vol: &str,
+        size_lb: u64,
+        zero_clear: bool,
+    ) -> Result<(), ClientError> {
+        let r = self
+            .command(
+                node,
+                Command::Resize {
+                    vol: vol.into(),
+                    size_lb,
+                    zero_clear,
+                },
+            )
+            .await?;
+        expect_ack(node, "resize", r)
+    }
+
     /// `del-restored VOL GID`.
     pub async fn del_restored(&self, node: &str, vol: &str, gid: u64) -> Result<(), ClientError> {
         let r = self

@@ -280,3 +280,40 @@ async fn an_apply_cut_short_restores_correctly_refuses_merge_and_is_finished_by_
     drop(node);
     s.a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resize_grows_the_image_only() {
+    let s = setup().await;
+    let resize = |size_lb| Command::Resize {
+        vol: VOL.into(),
+        size_lb,
+        zero_clear: false,
+    };
+    let e = cmd(&s.op, resize(SIZE_LB - 8)).await.unwrap_err();
+    assert_eq!(code(&e), ErrorCode::BadRequest);
+    assert!(e.to_string().contains("grow only"), "{e}");
+    assert_eq!(cmd(&s.op, resize(SIZE_LB * 2)).await.unwrap(), Reply::Done);
+    let img = std::fs::read(s.base_image()).unwrap();
+    assert_eq!(img.len() as u64, SIZE_LB * 2 * 512);
+    assert_eq!(&img[..s.img.len()], &s.img[..], "the old part is kept");
+    assert!(
+        img[s.img.len()..].iter().all(|&b| b == 0),
+        "the new part reads as zeros"
+    );
+    // Snapshots from before still restore, at the new size (zeros past the old end).
+    let mut want = s.expected(5);
+    want.resize(img.len(), 0);
+    assert_eq!(restored_bytes(&s.op, 5).await, want);
+    let e = cmd(
+        &s.op,
+        Command::Resize {
+            vol: "nope".into(),
+            size_lb: 1 << 20,
+            zero_clear: false,
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(&e), ErrorCode::WrongState);
+    s.a.stop().await;
+}

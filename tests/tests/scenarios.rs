@@ -1,4 +1,4 @@
-//! walb-tools scenarios n1, n2, n3, n4, n5, n6, e1, e2, e3 and e4 (walb-tools.md §8.3) with real processes
+//! walb-tools scenarios n1 to n6, m3 and e1 to e4 (walb-tools.md §8.3) with real processes
 //! on loopback, each ending in the same check: the SHA-256 of the live device equals that
 //! of the snapshot restored at the archive.
 
@@ -235,6 +235,50 @@ fn e4_storage_down_overflow() -> Result<()> {
         c.exec_ok(&["hash-backup", "s0", VOL])?;
         c.write(20, "16k", 25)?;
         let gid = c.snapshot()?;
+        c.assert_restore_equals_device(gid)
+    })
+}
+
+/// m3: the storage's device grows (data device first, then `resize` of the storage
+/// alone); data written past the old end cannot reach the archive (`smaller-lv-size`: the
+/// proxy stops retrying and reports a send error) until the archive is resized too and
+/// the proxy kicked; then the snapshot is restorable and equals the device.
+#[test]
+fn m3_resize_storage_before_archive() -> Result<()> {
+    scenario(ClusterOpts::default(), |c| {
+        c.init_and_full_backup()?;
+        c.snapshot()?;
+        let ddev = std::fs::OpenOptions::new()
+            .write(true)
+            .open(c.ddev_path())?;
+        ddev.set_len(36 << 20)?;
+        drop(ddev);
+        c.exec_ok(&["resize", "s0", VOL, "36m"])?;
+        let dev = std::fs::OpenOptions::new()
+            .write(true)
+            .open(c.wdev_path())?;
+        let size = std::io::Seek::seek(&mut &dev, std::io::SeekFrom::End(0))?;
+        if size != 36 << 20 {
+            bail!("the device has {size} bytes after resize, not 36 MiB");
+        }
+        // Past the old end of 32 MiB.
+        std::os::unix::fs::FileExt::write_all_at(&dev, &[0x5au8; 65536], 33 << 20)?;
+        dev.sync_all()?;
+        drop(dev);
+        let out = c.exec_ok(&["snapshot", "s0", VOL])?;
+        let gid = walb_tests::last_number(&out).unwrap_or(0);
+        let g = gid.to_string();
+        let waited = c.exec(&["wait-restorable", "a0", VOL, &g, "--timeout", "5"])?;
+        if waited.status.success() {
+            bail!("gid {gid} became restorable at a0 before a0 was resized");
+        }
+        let err = c.exec_ok(&["get", "p0", "is-wdiff-send-error", VOL, "a0"])?;
+        if !matches!(err.trim(), "1" | "true") {
+            bail!("p0 reports no send error to the smaller a0: {err}");
+        }
+        c.exec_ok(&["resize", "a0", VOL, "36m"])?;
+        c.exec_ok(&["kick", "p0", VOL])?;
+        c.exec_ok(&["wait-restorable", "a0", VOL, &g, "--timeout", "60"])?;
         c.assert_restore_equals_device(gid)
     })
 }

@@ -51,6 +51,10 @@ pub struct OptSpec {
     pub value: Option<&'static str>,
 }
 
+const OPT_ZERO_CLEAR: OptSpec = OptSpec {
+    name: "--zero-clear",
+    value: None,
+};
 const OPT_TIMEOUT: OptSpec = OptSpec {
     name: "--timeout",
     value: Some("S"),
@@ -343,6 +347,23 @@ pub static COMMANDS: &[CommandSpec] = &[
         },
     },
     CommandSpec {
+        name: "resize",
+        args: "NODE VOL SIZE",
+        about: "grow a volume to SIZE bytes (k/m/g/t suffixes): an archive's image first, then the storage's device (its data device grown beforehand)",
+        options: &[OPT_ZERO_CLEAR],
+        parse: |a| {
+            let node = a.req("NODE")?;
+            let vol = a.req("VOL")?;
+            let size_lb = size_lb(&a.req("SIZE")?)?;
+            Ok(ExecCmd::Resize {
+                node,
+                vol,
+                size_lb,
+                zero_clear: a.flag("--zero-clear"),
+            })
+        },
+    },
+    CommandSpec {
         name: "restorable",
         args: "ARCHIVE VOL [all]",
         about: "restorable snapshots: gid, time (UTC), explicit 0/1",
@@ -627,6 +648,26 @@ impl Args {
 fn number(s: &str, what: &str) -> Result<u64, String> {
     s.parse()
         .map_err(|_| format!("{what} must be a number, got {s:?}"))
+}
+
+/// A size in bytes (`k`, `m`, `g`, `t` suffixes, powers of 1024) as logical blocks; it
+/// must be a positive multiple of 512.
+fn size_lb(s: &str) -> Result<u64, String> {
+    let bad = || format!("SIZE must be bytes with an optional k/m/g/t suffix, got {s:?}");
+    let t = s.trim().to_ascii_lowercase();
+    let (digits, shift) = match t.char_indices().last() {
+        Some((i, 'k')) => (&t[..i], 10),
+        Some((i, 'm')) => (&t[..i], 20),
+        Some((i, 'g')) => (&t[..i], 30),
+        Some((i, 't')) => (&t[..i], 40),
+        _ => (&t[..], 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let bytes = n.checked_mul(1u64 << shift).ok_or_else(bad)?;
+    if bytes == 0 || bytes % 512 != 0 {
+        return Err(format!("SIZE {s} is not a positive multiple of 512 bytes"));
+    }
+    Ok(bytes / 512)
 }
 
 /// Parses `CODEC[:LEVEL[:NCPU]]` (walb-tools' compression option).
@@ -1127,6 +1168,17 @@ pub enum ExecCmd {
         /// Gid.
         gid: u64,
     },
+    /// `resize NODE VOL SIZE [--zero-clear]`.
+    Resize {
+        /// Storage, proxy or archive.
+        node: String,
+        /// Volume.
+        vol: String,
+        /// New size, logical blocks.
+        size_lb: u64,
+        /// Zero-fill the grown part (archive).
+        zero_clear: bool,
+    },
     /// `del-restored ARCHIVE VOL GID`.
     DelRestored {
         /// Archive.
@@ -1310,6 +1362,7 @@ impl ExecCmd {
             ExecCmd::Restore { .. } => "restore",
             ExecCmd::RestoredPath { .. } => "restored-path",
             ExecCmd::DelRestored { .. } => "del-restored",
+            ExecCmd::Resize { .. } => "resize",
             ExecCmd::Restorable { .. } => "restorable",
             ExecCmd::DiffList { .. } => "diff-list",
             ExecCmd::ArchiveInfo { .. } => "archive-info",
@@ -1381,6 +1434,7 @@ impl ExecCmd {
                 }),
             ),
             ExecCmd::Kick { node, vol, .. } => (Some(node), vol.as_deref()),
+            ExecCmd::Resize { node, vol, .. } => (Some(node), Some(vol)),
             ExecCmd::Get { node, .. } => (Some(node), None),
             ExecCmd::Shutdown { node, .. } => (Some(node), None),
         }
@@ -1563,6 +1617,19 @@ impl ExecCmd {
             ExecCmd::RestoredPath { archive, vol, gid } => Ok(Outcome::Text(
                 ops::restored_path(client, archive, vol, *gid).await?,
             )),
+            ExecCmd::Resize {
+                node,
+                vol,
+                size_lb,
+                zero_clear,
+            } => {
+                client.resize(node, vol, *size_lb, *zero_clear).await?;
+                Ok(Outcome::Done {
+                    node: node.clone(),
+                    vol: Some(vol.clone()),
+                    state: None,
+                })
+            }
             ExecCmd::DelRestored { archive, vol, gid } => {
                 cl.node_as(archive, &[Role::Archive], "del-restored")?;
                 client.del_restored(archive, vol, *gid).await?;
@@ -1841,6 +1908,28 @@ mod tests {
 
     fn err(s: &str) -> String {
         parse(s).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn resize_sizes_take_suffixes_and_whole_blocks() {
+        assert_eq!(size_lb("36m"), Ok(36 << 11));
+        assert_eq!(size_lb("4K"), Ok(8));
+        assert_eq!(size_lb("1024"), Ok(2));
+        assert!(size_lb("1000").unwrap_err().contains("multiple of 512"));
+        assert!(size_lb("0").is_err());
+        assert!(size_lb("12q").unwrap_err().contains("suffix"));
+        assert!(size_lb("99999999999t").is_err(), "overflow");
+        let c = parse_line("resize a0 vol 1g --zero-clear")
+            .unwrap()
+            .unwrap();
+        assert!(matches!(
+            c,
+            ExecCmd::Resize {
+                size_lb: 2_097_152,
+                zero_clear: true,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -19,6 +19,8 @@
 //!
 //! Both answer `Accepted` and run in the background under their action (`num-action`
 //! shows them), with `Event::Progress` (ops `merge`, `apply`) and `Event::Failed`.
+//!
+//! **resize** `vol size` grows the base image (grow only), under the `Resize` action.
 
 use std::fs::File;
 use std::io::BufWriter;
@@ -39,10 +41,20 @@ use super::restore::{
     apply_round, open_round, EdgePrefetch, ImageWriter, RestoreError, Throttle, PROGRESS_EVERY,
 };
 use super::vol::{diff_path, ArchiveVol, BASE_FILE};
-use super::{blocking, remove_diff_files, Archive};
+use super::{backend_error, blocking, remove_diff_files, Archive};
 use crate::persist;
 use crate::server::refuse;
-use crate::state::archive::{action, deny_list, ACTIVE};
+use crate::state::archive::{action, deny_list, ArchiveState as A, ACTIVE};
+
+/// States an archive volume can be resized in (walb-tools: aActive, Stopped, SyncReady).
+const RESIZE_ACCEPT: &[A] = &[
+    A::Archived,
+    A::HashSync,
+    A::WdiffRecv,
+    A::ReplSyncAsServer,
+    A::Stopped,
+    A::SyncReady,
+];
 
 /// Operation names in progress and failure events.
 pub const OP_MERGE: &str = "merge";
@@ -360,6 +372,47 @@ impl Archive {
             "applied"
         );
         Ok(())
+    }
+
+    /// `resize vol size_lb`: grows the base image (grow only; a file backend's new part
+    /// reads as zeros, so `zero_clear` has nothing left to do). Later wdiffs of the larger
+    /// volume are accepted from then on.
+    pub(super) async fn resize(
+        self: &Arc<Self>,
+        name: &str,
+        size_lb: u64,
+    ) -> Result<Reply, WireError> {
+        let v = self.vol(name).ok_or_else(|| {
+            refuse(
+                ErrorCode::WrongState,
+                format!("volume {name} is Clear; resize needs an initialized volume"),
+            )
+        })?;
+        let _guard =
+            v.core
+                .begin_action(RESIZE_ACCEPT, action::RESIZE, deny_list(action::RESIZE))?;
+        let (b, n) = (Arc::clone(&self.backend), name.to_owned());
+        let have = blocking(move || b.base_size_lb(&n))
+            .await?
+            .map_err(backend_error)?
+            .ok_or_else(|| {
+                refuse(
+                    ErrorCode::NotFound,
+                    format!("volume {name} has no base image yet (full backup first)"),
+                )
+            })?;
+        if size_lb < have {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!("resize {name}: {size_lb} blocks is smaller than the image's {have} (grow only)"),
+            ));
+        }
+        let (b, n) = (Arc::clone(&self.backend), name.to_owned());
+        blocking(move || b.grow_base(&n, size_lb))
+            .await?
+            .map_err(backend_error)?;
+        info!(vol = name, from_lb = have, to_lb = size_lb, "resized");
+        Ok(Reply::Done)
     }
 
     /// Persists `st` as the base state of `v`, then shows it.

@@ -360,8 +360,8 @@ impl Archive {
             )),
             Command::Merge { vol, gid_b, until } => self.merge(&vol, gid_b, until).await,
             Command::Apply { vol, gid } => self.apply(&vol, gid).await,
+            Command::Resize { vol, size_lb, .. } => self.resize(&vol, size_lb).await,
             Command::Replicate(_)
-            | Command::Resize { .. }
             | Command::SetSnapshotsExplicit { .. }
             | Command::VirtFullScan { .. } => Err(refuse(
                 ErrorCode::Unsupported,
