@@ -1,4 +1,4 @@
-//! walb-tools scenarios n1 to n6, m3 and e1 to e4 (walb-tools.md §8.3) with real processes
+//! walb-tools scenarios n1 to n6, n13, m3 and e1 to e4 (walb-tools.md §8.3) with real processes
 //! on loopback, each ending in the same check: the SHA-256 of the live device equals that
 //! of the snapshot restored at the archive.
 
@@ -236,6 +236,53 @@ fn e4_storage_down_overflow() -> Result<()> {
         c.write(20, "16k", 25)?;
         let gid = c.snapshot()?;
         c.assert_restore_equals_device(gid)
+    })
+}
+
+/// The gids a0 lists as restorable (explicit snapshots).
+fn restorable(c: &Cluster) -> Result<Vec<u64>> {
+    Ok(c.exec_ok(&["restorable", "a0", VOL])?
+        .lines()
+        .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+        .collect())
+}
+
+/// n13: disable-snapshot makes snapshots implicit (no longer restorable, mergeable);
+/// enable-snapshot brings them back; the last one restores as before.
+#[test]
+fn n13_disable_enable_snapshot() -> Result<()> {
+    scenario(ClusterOpts::default(), |c| {
+        c.init_and_full_backup()?;
+        let mut gids = Vec::new();
+        for seed in 0..5 {
+            c.write(20, "16k", 30 + seed)?;
+            gids.push(c.snapshot()?);
+        }
+        let all = restorable(c)?;
+        for g in &gids {
+            if !all.contains(g) {
+                bail!("snapshot {g} is not restorable: {all:?}");
+            }
+        }
+        let first4: Vec<String> = gids[..4].iter().map(u64::to_string).collect();
+        let mut args = vec!["disable-snapshot", "a0", VOL];
+        args.extend(first4.iter().map(String::as_str));
+        c.exec_ok(&args)?;
+        let now = restorable(c)?;
+        if gids[..4].iter().any(|g| now.contains(g)) || !now.contains(&gids[4]) {
+            bail!("after disabling {first4:?}: restorable {now:?}");
+        }
+        args[0] = "enable-snapshot";
+        c.exec_ok(&args)?;
+        let out = c.exec(&["disable-snapshot", "a0", VOL, "999999"])?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !err.contains("no diff starts at gid 999999") {
+            bail!("disabling a gid no diff starts at: {err}");
+        }
+        if restorable(c)? != all {
+            bail!("after enabling again: {:?}, before {all:?}", restorable(c)?);
+        }
+        c.assert_restore_equals_device(gids[4])
     })
 }
 

@@ -415,6 +415,76 @@ impl Archive {
         Ok(Reply::Done)
     }
 
+    /// `enable-snapshot` / `disable-snapshot vol gid...`: the diffs that start at each gid
+    /// get the mergeable flag cleared (the snapshot is explicit: restorable, a merge stops
+    /// there) or set (implicit). The flag is in the file name: the files are renamed, the
+    /// directory synced, then the list changed.
+    pub(super) async fn set_explicit(
+        self: &Arc<Self>,
+        name: &str,
+        gids: &[u64],
+        explicit: bool,
+    ) -> Result<Reply, WireError> {
+        let what = if explicit {
+            "enable-snapshot"
+        } else {
+            "disable-snapshot"
+        };
+        let v = self.vol_for_action(name, what)?;
+        v.core.require(ACTIVE)?;
+        v.core
+            .actions()
+            .check_none(what, deny_list(what))
+            .map_err(|e| refuse(ErrorCode::Busy, format!("volume {name}: {e}")))?;
+        let (renames, after) = {
+            let m = v.meta();
+            let mut d = m.diffs.clone();
+            let mut renames = Vec::new();
+            for &g in gids {
+                let Some(changed) = d.set_mergeable_at(g, !explicit) else {
+                    return Err(refuse(
+                        ErrorCode::NotFound,
+                        format!("{what} {name}: no diff starts at gid {g}"),
+                    ));
+                };
+                for now in changed {
+                    let before = now.clone().with_mergeable(explicit);
+                    renames.push((diff_path(&v.dir, &before), diff_path(&v.dir, &now)));
+                }
+            }
+            (renames, d)
+        };
+        let dir = v.dir.clone();
+        let n = renames.len();
+        blocking(move || -> Result<(), WireError> {
+            for (from, to) in &renames {
+                std::fs::rename(from, to).map_err(|e| {
+                    refuse(
+                        ErrorCode::Internal,
+                        format!("renaming {}: {e}", from.display()),
+                    )
+                })?;
+            }
+            File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| {
+                refuse(
+                    ErrorCode::Internal,
+                    format!("syncing {}: {e}", dir.display()),
+                )
+            })
+        })
+        .await??;
+        v.meta().diffs = after;
+        self.publish_diffs(&v);
+        info!(
+            vol = name,
+            ?gids,
+            explicit,
+            renamed = n,
+            "snapshots {what}d"
+        );
+        Ok(Reply::Done)
+    }
+
     /// Persists `st` as the base state of `v`, then shows it.
     fn save_base(&self, v: &ArchiveVol, st: MetaState) -> Result<(), String> {
         persist::write_atomic(&v.dir.join(BASE_FILE), &st.to_bytes()).map_err(|e| e.to_string())?;

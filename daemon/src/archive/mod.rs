@@ -361,9 +361,12 @@ impl Archive {
             Command::Merge { vol, gid_b, until } => self.merge(&vol, gid_b, until).await,
             Command::Apply { vol, gid } => self.apply(&vol, gid).await,
             Command::Resize { vol, size_lb, .. } => self.resize(&vol, size_lb).await,
-            Command::Replicate(_)
-            | Command::SetSnapshotsExplicit { .. }
-            | Command::VirtFullScan { .. } => Err(refuse(
+            Command::SetSnapshotsExplicit {
+                vol,
+                gids,
+                explicit,
+            } => self.set_explicit(&vol, &gids, explicit).await,
+            Command::Replicate(_) | Command::VirtFullScan { .. } => Err(refuse(
                 ErrorCode::Unsupported,
                 "this archive does not implement this command yet",
             )),
