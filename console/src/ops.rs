@@ -462,7 +462,11 @@ pub async fn prepare_backup(
 ) -> Result<(), ClientError> {
     let cluster = client.cluster().clone();
     let group = cluster.group(storage, "full-backup")?;
-    // The archive first: nothing is changed for a backup it cannot take.
+    // Both ends are judged before anything changes: the storage first (as walblib), then
+    // the archive, whose refusal would otherwise come after the storage was reset.
+    let st = client.state(storage, vol).await?;
+    let step =
+        prepare_storage(&st).map_err(|m| ClientError::State(format!("{storage} {vol}: {m}")))?;
     let a = &group.archive.name;
     let ast = client.state(a, vol).await?;
     let init_archive = if hash {
@@ -471,8 +475,7 @@ pub async fn prepare_backup(
         prepare_archive(&ast)
     }
     .map_err(|m| ClientError::State(format!("{a} {vol}: {m}")))?;
-    let st = client.state(storage, vol).await?;
-    match prepare_storage(&st).map_err(|m| ClientError::State(format!("{storage} {vol}: {m}")))? {
+    match step {
         Some(ClearStep::StopForce) => {
             stop(client, storage, vol, StopMode::Graceful, timeout).await?;
         }
