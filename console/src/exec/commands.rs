@@ -2001,6 +2001,8 @@ mod tests {
             "hash-backup s0 vol --bulk 64 --timeout 9",
             "merge a0 vol 2 7",
             "apply a0 vol 8",
+            "resize s0 vol 64m",
+            "resize a0 vol 1g --zero-clear",
             "disable-snapshot a0 vol 3 4",
             "enable-snapshot a0 vol 3",
             "metrics",

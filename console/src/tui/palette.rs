@@ -300,7 +300,7 @@ addr = "localhost:10201"
     fn completes_commands_nodes_by_role_volumes_gids_and_keywords() {
         assert_eq!(
             cands("res"),
-            ["reset", "restore", "restored-path", "restorable"]
+            ["reset", "restore", "restored-path", "resize", "restorable"]
         );
         assert_eq!(cands("restore "), ["a0", "a1"]);
         assert_eq!(cands("restore a0 "), ["data", "vol"]);
