@@ -111,6 +111,54 @@ impl Ctx {
         self.shutdown.cancel();
     }
 
+    /// Opens `request` on the daemon at `addr` (role `role`) and waits for its first
+    /// reply, within `limit`.
+    ///
+    /// A pooled connection may lead to a daemon that was killed since: QUIC notices only at
+    /// the idle timeout, and a call on it would hang that long. So when the pooled
+    /// connection fails or gives no reply within [`STALE_PROBE`], it is closed and the call
+    /// made once more on a fresh connection. (A daemon accepts or refuses at once; only a
+    /// dead one is that slow.)
+    pub async fn call_first_reply(
+        &self,
+        addr: &str,
+        role: Role,
+        request: Request,
+        limit: Duration,
+    ) -> Result<(Call, Reply), CallError> {
+        let attempt = |peer: Peer, request: Request| async move {
+            let mut call = peer.call(request).await?;
+            let reply = call.receiver.reply().await?;
+            Ok::<_, walb_wire::Error>((call, reply))
+        };
+        let connect = || async {
+            tokio::time::timeout(limit, self.connect(addr, role))
+                .await
+                .map_err(|_| CallError::Unreachable("timed out".into()))?
+                .map_err(|e| CallError::Unreachable(format!("{e:#}")))
+        };
+        let peer = connect().await?;
+        match tokio::time::timeout(
+            STALE_PROBE.min(limit),
+            attempt(peer.clone(), request.clone()),
+        )
+        .await
+        {
+            Ok(Ok(r)) => return Ok(r),
+            Ok(Err(walb_wire::Error::Remote(e))) => {
+                return Err(CallError::Wire(walb_wire::Error::Remote(e)))
+            }
+            Ok(Err(e)) => warn!(%addr, "connection broken ({e}): dialling again"),
+            Err(_) => warn!(%addr, "no answer in {STALE_PROBE:?}: dialling again"),
+        }
+        peer.close();
+        let peer = connect().await?;
+        match tokio::time::timeout(limit, attempt(peer, request)).await {
+            Ok(r) => r.map_err(CallError::Wire),
+            Err(_) => Err(CallError::Unreachable("no answer".into())),
+        }
+    }
+
     /// Connects to the daemon at `addr` (HOST:PORT) and checks that it has role `role`.
     pub async fn connect(&self, addr: &str, role: Role) -> Result<Peer> {
         let sa = resolve(addr).await?;
@@ -127,6 +175,20 @@ impl Ctx {
         }
         Ok(peer)
     }
+}
+
+/// How long a pooled connection may take to answer a call before it is taken for dead.
+pub const STALE_PROBE: Duration = Duration::from_secs(5);
+
+/// Why [`Ctx::call_first_reply`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// No connection, or no answer on a fresh one.
+    #[error("{0}")]
+    Unreachable(String),
+    /// The call failed (a refusal is [`walb_wire::Error::Remote`]).
+    #[error(transparent)]
+    Wire(walb_wire::Error),
 }
 
 /// Resolves HOST:PORT (or a bare port, on localhost) to one socket address.

@@ -1,4 +1,4 @@
-//! walb-tools scenarios n1 to n6, n13, m3 and e1 to e4 (walb-tools.md §8.3) with real processes
+//! walb-tools scenarios n1 to n6, n13, m3, e1 to e5 and e8 (walb-tools.md §8.3) with real processes
 //! on loopback, each ending in the same check: the SHA-256 of the live device equals that
 //! of the snapshot restored at the archive.
 
@@ -393,6 +393,68 @@ fn e3_storage_down() -> Result<()> {
         c.kill_node("s0")?;
         c.write(200, "64k", 13)?;
         c.start_node("s0")?;
+        let gid = c.snapshot()?;
+        c.assert_restore_equals_device(gid)
+    })
+}
+
+/// e5: the proxy loses its data (the diffs it held for a stopped archive): what follows
+/// cannot reach the archive (the chain has a hole); a hash backup levels the archive with
+/// the device, after which shipping resumes.
+#[test]
+fn e5_proxy_data_lost() -> Result<()> {
+    scenario(ClusterOpts::default(), |c| {
+        c.init_and_full_backup()?;
+        c.kill_node("a0")?;
+        c.write(100, "64k", 42)?;
+        // Until p0 holds diffs for the absent a0.
+        let t0 = std::time::Instant::now();
+        while !c
+            .exec_ok(&["get", "p0", "diff", VOL, "a0"])?
+            .contains("-->")
+        {
+            if t0.elapsed() > Duration::from_secs(60) {
+                bail!("p0 never queued a diff for a0");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        c.kill_node("p0")?;
+        std::fs::remove_dir_all(c.path().join("p0"))?;
+        c.start_node("a0")?;
+        c.start_node("p0")?;
+        c.exec_ok(&["archive-info", "p0", "add", VOL, "a0"])?;
+        c.exec_ok(&["start", "p0", VOL])?;
+        c.exec_ok(&["kick", "s0"])?;
+        c.write(20, "16k", 43)?;
+        let out = c.exec_ok(&["snapshot", "s0", VOL])?;
+        let gid = walb_tests::last_number(&out).unwrap_or(0).to_string();
+        let w = c.exec(&["wait-restorable", "a0", VOL, &gid, "--timeout", "5"])?;
+        if w.status.success() {
+            bail!("gid {gid} became restorable across the diffs p0 lost");
+        }
+        c.exec_ok(&["stop", "s0", VOL])?;
+        c.exec_ok(&["hash-backup", "s0", VOL])?;
+        c.write(20, "16k", 44)?;
+        let gid = c.snapshot()?;
+        c.assert_restore_equals_device(gid)
+    })
+}
+
+/// e8: the storage loses its metadata: after a new init-storage, a hash backup levels the
+/// archive with the device.
+#[test]
+fn e8_storage_metadata_lost() -> Result<()> {
+    scenario(ClusterOpts::default(), |c| {
+        c.init_and_full_backup()?;
+        c.write(50, "64k", 45)?;
+        c.kill_node("s0")?;
+        std::fs::remove_dir_all(c.path().join("s0"))?;
+        c.start_node("s0")?;
+        let wdev = c.wdev_path().display().to_string();
+        c.exec_ok(&["init-storage", "s0", VOL, &wdev])?;
+        c.write(50, "64k", 46)?;
+        c.exec_ok(&["hash-backup", "s0", VOL])?;
+        c.write(20, "16k", 47)?;
         let gid = c.snapshot()?;
         c.assert_restore_equals_device(gid)
     })

@@ -33,7 +33,7 @@ use walb_wire::frame::ChunkEncoder;
 use walb_wire::msg::{BackupSync, ErrorCode, Reply, Request, SnapDto, Step, SyncStart, WireError};
 use walb_wire::{Call, EncodedChunk, Role};
 
-use crate::server::{answer, refuse};
+use crate::server::{answer, refuse, CallError};
 use crate::state::storage::StorageState as S;
 use crate::vol::{now_s, Txn};
 
@@ -145,10 +145,6 @@ pub(crate) async fn begin(
             format!("volume {name}: cannot reach the archive {archive}: {e}"),
         )
     };
-    let peer = tokio::time::timeout(ACCEPT_TIMEOUT, st.ctx.connect(&archive, Role::Archive))
-        .await
-        .map_err(|_| unreachable("timed out".into()))?
-        .map_err(|e| unreachable(format!("{e:#}")))?;
     let start = SyncStart {
         vol: name.to_owned(),
         size_lb,
@@ -159,13 +155,15 @@ pub(crate) async fn begin(
         SyncKind::Full => BackupSync::Full(start),
         SyncKind::Hash => BackupSync::Hash(start),
     });
-    let r = tokio::time::timeout(ACCEPT_TIMEOUT, async {
-        let mut call = peer.call(req).await?;
-        let reply = call.receiver.reply().await?;
-        Ok::<_, walb_wire::Error>((call, reply))
-    })
-    .await
-    .map_err(|_| unreachable("no answer".into()))?;
+    let r = match st
+        .ctx
+        .call_first_reply(&archive, Role::Archive, req, ACCEPT_TIMEOUT)
+        .await
+    {
+        Ok(x) => Ok(x),
+        Err(CallError::Wire(e)) => Err(e),
+        Err(CallError::Unreachable(why)) => return Err(unreachable(why)),
+    };
     match r {
         Ok((call, Reply::Accepted)) => Ok(Session {
             vol,
