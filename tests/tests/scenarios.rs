@@ -1,4 +1,4 @@
-//! walb-tools scenarios n1 to n6, n13, m3, e1 to e5 and e8 (walb-tools.md §8.3) with real processes
+//! walb-tools scenarios n1 to n6, n13, m1 to m3, e1 to e5 and e8 (walb-tools.md §8.3) with real processes
 //! on loopback, each ending in the same check: the SHA-256 of the live device equals that
 //! of the snapshot restored at the archive.
 
@@ -283,6 +283,42 @@ fn n13_disable_enable_snapshot() -> Result<()> {
             bail!("after enabling again: {:?}, before {all:?}", restorable(c)?);
         }
         c.assert_restore_equals_device(gids[4])
+    })
+}
+
+/// m1 and m2: a full backup or a hash backup of a Target storage is refused with the
+/// reason and changes nothing; a hash backup to an archive that lost its data (reset to
+/// SyncReady) is refused before the storage is touched; a full backup recovers.
+#[test]
+fn m1_m2_backups_refused_in_the_wrong_states() -> Result<()> {
+    scenario(ClusterOpts::default(), |c| {
+        c.init_and_full_backup()?;
+        for cmd in ["full-backup", "hash-backup"] {
+            let out = c.exec(&[cmd, "s0", VOL, "--timeout", "10"])?;
+            let err = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() || !err.contains("s0 vol: it is Target") {
+                bail!("{cmd} of a Target volume: {err}");
+            }
+            if c.state("s0")? != "Target" {
+                bail!("{cmd} refused, yet s0 left Target: {}", c.state("s0")?);
+            }
+        }
+        // m2: the archive loses its data.
+        c.exec_ok(&["stop", "a0", VOL])?;
+        c.exec_ok(&["reset", "a0", VOL])?;
+        c.exec_ok(&["stop", "s0", VOL])?;
+        c.write(20, "16k", 50)?;
+        let out = c.exec(&["hash-backup", "s0", VOL, "--timeout", "10"])?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !err.contains("a0 vol: it is SyncReady") {
+            bail!("hash backup to a SyncReady archive: {err}");
+        }
+        if c.state("s0")? != "Stopped" {
+            bail!("the refused hash backup moved s0 to {}", c.state("s0")?);
+        }
+        let out = c.exec_ok(&["full-backup", "s0", VOL])?;
+        let gid = walb_tests::last_number(&out).unwrap_or(0);
+        c.assert_restore_equals_device(gid)
     })
 }
 
