@@ -220,3 +220,34 @@ async fn a_corrupt_diff_or_a_wrong_size_is_refused_and_nothing_changes() {
     );
     a.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreadable_diff_in_the_chain_ends_the_sync_with_an_error_not_a_hang() {
+    let c = Cluster::new("hash-unreadable");
+    let base = tempfile::tempdir().unwrap();
+    let a = TestArchive::start(&c, opts(base.path())).await;
+    let p = connect_all(&c, a.addr).await;
+    archived(&p).await;
+    let dir = a.vol_dir(VOL);
+    let wdiff = files(&dir)
+        .into_iter()
+        .find(|f| f.ends_with(".wdiff"))
+        .expect("a wdiff");
+    std::fs::write(dir.join(&wdiff), b"this is no longer a wdiff").unwrap();
+    let r = tokio::time::timeout(
+        LIMIT,
+        hash_sync(
+            &p.st,
+            SIZE_LB,
+            |_| Vec::new(),
+            SnapDto { gid_b: 3, gid_e: 4 },
+        ),
+    )
+    .await
+    .expect("the sync hung");
+    let e = r.unwrap_err();
+    assert!(e.to_string().contains("wdiff"), "{e}");
+    assert_eq!(state(&p.op, VOL).await, "Archived");
+    assert_eq!(uuid(&p.op).await, UUID);
+    a.stop().await;
+}

@@ -190,7 +190,11 @@ impl Archive {
             while let Some(h) = rx.recv().await {
                 sender.step(Step::Hash(h)).await.map_err(wire)?;
             }
-            Ok::<_, WireError>(())
+            // The queue ends with the reader: its failure (a diff or the base unreadable)
+            // ends the session, or the storage would wait for hashes that never come.
+            hasher
+                .await
+                .map_err(|e| refuse(ErrorCode::Internal, format!("image reader failed: {e}")))?
         };
         let receive = async {
             let mut off = 0u64;
@@ -224,12 +228,8 @@ impl Archive {
                 }
             }
         };
-        let (sent, received) = tokio::join!(send_hashes, receive);
-        received?;
-        sent?;
-        hasher
-            .await
-            .map_err(|e| refuse(ErrorCode::Internal, format!("image reader failed: {e}")))??;
+        // The first failure ends both directions; dropping the hash queue ends the reader.
+        tokio::try_join!(send_hashes, receive)?;
         writer.finish().await?;
         let (t2, f2, size_lb) = (tmp.to_path_buf(), Arc::clone(&file), s.size_lb);
         let bytes = blocking(move || -> Result<u64, WireError> {

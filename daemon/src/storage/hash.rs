@@ -145,8 +145,9 @@ async fn sync(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError> {
         }
         Ok(())
     };
-    let (a, b) = tokio::join!(hashes_in, diff_out);
-    if let Err(e) = a.and(b) {
+    // The first failure ends both directions (the other may be waiting on a full queue);
+    // returning drops the channels, which ends the device reader.
+    if let Err(e) = tokio::try_join!(hashes_in, diff_out) {
         abort.store(true, Ordering::Relaxed);
         return Err(e);
     }
