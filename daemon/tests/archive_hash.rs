@@ -11,8 +11,8 @@ use walb_kernel::diff::convert::{write_sorted, ConvertOpt};
 use walb_kernel::diff::io::DiffIo;
 use walb_kernel::hash::bulk_hash;
 use walb_kernel::wdiff::WdiffKind;
-use walb_wire::msg::{BackupSync, SnapDto, Step, SyncStart};
-use walb_wire::{ErrorCode, Peer, Query, Reply, Request};
+use walb_wire::msg::{BackupSync, SnapDto, Step, Subscribe, SyncStart};
+use walb_wire::{ErrorCode, Event, Peer, Query, Reply, Request};
 
 const VOL: &str = "vol0";
 const UUID: [u8; 16] = [0x21; 16];
@@ -117,6 +117,12 @@ async fn the_archive_hashes_its_latest_image_and_stores_the_differences_as_a_dir
     let a = TestArchive::start(&c, opts(base.path())).await;
     let p = connect_all(&c, a.addr).await;
     let img2 = archived(&p).await;
+    let mut events =
+        p.op.subscribe(Subscribe {
+            vols: vec![VOL.into()],
+        })
+        .await
+        .unwrap();
     // The device changed in three bulks since snapshot 2 (one of them now all zero).
     let mut dev = img2.clone();
     dev[5 * BULK..5 * BULK + 100].fill(0xee);
@@ -137,6 +143,25 @@ async fn the_archive_hashes_its_latest_image_and_stores_the_differences_as_a_dir
     .await
     .unwrap();
     assert_eq!(from, SnapDto { gid_b: 2, gid_e: 2 }, "the latest snapshot");
+    // The scan's progress reaches the whole image (the console's hash-backup task).
+    let done = tokio::time::timeout(LIMIT, async {
+        while let Ok(Some(ev)) = events.next().await {
+            if let Event::Progress {
+                op,
+                done_lb,
+                total_lb,
+                ..
+            } = ev
+            {
+                if op == "hash-sync" && done_lb == total_lb && total_lb == SIZE_LB {
+                    return true;
+                }
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(done, Ok(true), "no complete hash-sync progress event");
     let want: Vec<[u8; 16]> = img2.chunks(BULK).map(|b| bulk_hash(b, seed)).collect();
     assert_eq!(hashes, want, "the hashes of the image of snapshot 2");
     let changed = img2

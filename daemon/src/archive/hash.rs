@@ -9,7 +9,8 @@
 //!    its log to start at `snapFrom.gidE + 1` and sends `Step::Uuid` (its log's new uuid),
 //!    which the archive acks;
 //! 2. a blocking thread reads the virtual image of `snapFrom` (base + diff chain, never
-//!    written anywhere) bulk by bulk and sends `Step::Hash` of each
+//!    written anywhere; with direct IO) bulk by bulk (progress: `Query::Progress` and
+//!    `Event::Progress{op: "hash-sync"}`) and sends `Step::Hash` of each
 //!    ([`walb_kernel::hash::bulk_hash`], seed `time_s`), while the storage streams back a
 //!    SORTED wdiff of the bulks that differ (all-zero ones as ALLZERO records), which the
 //!    archive writes to a temporary file; at the bulk end it is synced and validated whole,
@@ -33,10 +34,10 @@ use walb_kernel::diff::virt::VirtualFullScan;
 use walb_kernel::ldev::ReadAt;
 use walb_kernel::meta::{MetaDiff, MetaSnap};
 use walb_wire::msg::{Message, Step, SyncStart, Uuid};
-use walb_wire::{Call, ErrorCode, PeerId, Received, Reply, WireError};
+use walb_wire::{Call, ErrorCode, Event, PeerId, Received, Reply, WireError};
 
 use super::full::BackgroundWriter;
-use super::restore::open_round;
+use super::restore::{open_round, PROGRESS_EVERY};
 use super::vol::{diff_path, ArchiveVol};
 use super::wdiff::validate_wdiff;
 use super::{backend_error, blocking, persist_error, Archive};
@@ -44,6 +45,9 @@ use crate::dto;
 use crate::persist;
 use crate::server::{answer, refuse};
 use crate::state::archive::ArchiveState as A;
+
+/// Name of the operation in progress events (the TUI's hash-backup task).
+pub const OP: &str = "hash-sync";
 
 /// Hashes queued between the image reader and the sender.
 const HASH_QUEUE: usize = 64;
@@ -312,6 +316,7 @@ impl Archive {
                 .map_err(kerr)?;
         let mut buf = vec![0u8; (bulk_lb * u64::from(LBS)) as usize];
         let mut done = 0u64;
+        let mut last = std::time::Instant::now();
         while done < size_lb {
             if self.aborting(vol) {
                 return Ok(());
@@ -337,6 +342,15 @@ impl Archive {
             }
             done += n;
             vol.set_progress(done);
+            if last.elapsed() >= PROGRESS_EVERY || done == size_lb {
+                last = std::time::Instant::now();
+                self.publish(Event::Progress {
+                    vol: vol.name.clone(),
+                    op: OP.into(),
+                    done_lb: done,
+                    total_lb: size_lb,
+                });
+            }
         }
         Ok(())
     }
