@@ -41,6 +41,7 @@ use tokio::sync::mpsc;
 
 use tracing::{info, warn};
 use walb_kernel::block::LBS;
+use walb_kernel::dio::DIO_ALIGN;
 use walb_kernel::meta::{DiffManager, MetaDiff, MetaState};
 use walb_wire::msg::{Message, Step, SyncStart, Uuid};
 use walb_wire::{Call, ErrorCode, Event, PeerId, Received, Reply, WireError};
@@ -185,9 +186,6 @@ impl WriteCadence {
         CadenceAction { writeback, sync }
     }
 }
-
-/// Alignment of direct IO: memory, offsets and lengths (the largest logical block size).
-const DIO_ALIGN: usize = 4096;
 
 /// Direct IO (`O_DIRECT`) on an image being written once, front to back: the data goes from
 /// our buffer to the disk without passing through (and crowding out) the page cache, which

@@ -41,7 +41,7 @@ use super::restore::{
     apply_round, open_round, EdgePrefetch, ImageWriter, RestoreError, Throttle, PROGRESS_EVERY,
 };
 use super::vol::{diff_path, ArchiveVol, BASE_FILE};
-use super::{backend_error, blocking, remove_diff_files, Archive};
+use super::{backend_error, blocking, persist_error, remove_diff_files, Archive};
 use crate::persist;
 use crate::server::refuse;
 use crate::state::archive::{action, deny_list, ArchiveState as A, ACTIVE};
@@ -145,9 +145,8 @@ pub fn merge_files(
             .len();
         std::fs::rename(&tmp, &dst)
             .map_err(|e| walb_kernel::Error::io(format!("renaming {}", tmp.display()), e))?;
-        File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| walb_kernel::Error::io(format!("syncing {}", dir.display()), e))?;
+        persist::sync_dir(dir)
+            .map_err(|e| walb_kernel::Error::io(format!("syncing {}", dir.display()), e.source))?;
         Ok(merged.with_data_size(size))
     })();
     if res.is_err() {
@@ -156,17 +155,8 @@ pub fn merge_files(
     res
 }
 
-/// What one apply round wrote.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RoundStats {
-    /// IOs written.
-    pub ios: u64,
-    /// Writing and syncing the base.
-    pub time: Duration,
-}
-
-/// Writes the merged IOs of `round` (files in `dir`) into `base`, then syncs it.
-/// `on_io(end_lb)` after every IO may stop it ([`RestoreError::Cancelled`]).
+/// Writes the merged IOs of `round` (files in `dir`) into `base`, then syncs it; returns
+/// the IOs written. `on_io(end_lb)` after every IO may stop it ([`RestoreError::Cancelled`]).
 pub fn write_round(
     base: &File,
     dir: &Path,
@@ -174,8 +164,7 @@ pub fn write_round(
     discard: walb_kernel::diff::apply::DiscardPolicy,
     fsync_bytes: u64,
     on_io: &mut dyn FnMut(u64) -> Result<(), RestoreError>,
-) -> Result<RoundStats, RestoreError> {
-    let t0 = Instant::now();
+) -> Result<u64, RestoreError> {
     let mut w = ImageWriter::new(base, discard, fsync_bytes)?;
     let streams = open_round(dir, round)?;
     apply_round(streams, &mut w, EdgePrefetch::new(base, discard), on_io)?;
@@ -183,10 +172,7 @@ pub fn write_round(
     drop(w);
     base.sync_all()
         .map_err(|e| walb_kernel::Error::io("syncing the base image", e))?;
-    Ok(RoundStats {
-        ios,
-        time: t0.elapsed(),
-    })
+    Ok(ios)
 }
 
 impl Archive {
@@ -343,7 +329,7 @@ impl Archive {
                 throttle.tick();
                 Ok(())
             };
-            let s = write_round(
+            let written = write_round(
                 &base,
                 &v.dir,
                 &list,
@@ -358,7 +344,7 @@ impl Archive {
             v.meta().diffs.remove_all(&garbage);
             self.publish_diffs(v);
             rounds += 1;
-            ios += s.ios;
+            ios += written;
             removed += garbage.len();
         }
         info!(
@@ -465,12 +451,7 @@ impl Archive {
                     )
                 })?;
             }
-            File::open(&dir).and_then(|d| d.sync_all()).map_err(|e| {
-                refuse(
-                    ErrorCode::Internal,
-                    format!("syncing {}: {e}", dir.display()),
-                )
-            })
+            persist::sync_dir(&dir).map_err(persist_error)
         })
         .await??;
         v.meta().diffs = after;

@@ -17,8 +17,9 @@
 //! Any error, a forced stop or a shutdown rolls the volume back to SyncReady (the
 //! transaction guard) and stops the monitoring; the archive call is reset.
 //!
-//! The hash backup ([`super::hash`]) opens ([`begin`]), paces its reads
-//! ([`ScanThrottle`]) and concludes ([`conclude`]) the same way.
+//! The hash backup ([`super::hash`]) is run the same way ([`run`] with
+//! [`SyncKind::Hash`]: opened by [`begin`], concluded by [`conclude`]) and paces its reads
+//! with the same [`ScanThrottle`].
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -65,7 +66,7 @@ impl SyncKind {
         }
     }
 
-    pub(crate) fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             SyncKind::Full => "full backup",
             SyncKind::Hash => "hash backup",
@@ -85,27 +86,42 @@ pub(crate) struct Session {
     pub(crate) path: String,
 }
 
-/// Runs `full-bkp`: answers the controller, then copies in the background of this call.
-pub(crate) async fn run(st: Arc<Storage>, call: Call, vol: String, bulk_lb: Option<u64>) {
-    let sess = match begin(&st, &vol, bulk_lb, SyncKind::Full).await {
+/// Runs `full-bkp` or `hash-bkp`: answers the controller, then copies (or compares, in
+/// [`super::hash`]) in the background of this call.
+pub(crate) async fn run(
+    st: Arc<Storage>,
+    call: Call,
+    vol: String,
+    bulk_lb: Option<u64>,
+    kind: SyncKind,
+) {
+    let mut sess = match begin(&st, &vol, bulk_lb, kind).await {
         Ok(s) => s,
         Err(e) => {
-            info!(vol = %vol, "full backup refused: {e}");
+            info!(vol = %vol, "{} refused: {e}", kind.name());
             answer(call, Err(e)).await;
             return;
         }
     };
     answer(call, Ok(Reply::Accepted)).await;
     let name = sess.vol.name.clone();
-    match copy(&st, sess).await {
-        Ok(gid) => info!(vol = %name, gid, "full backup done; volume is Target"),
-        Err(e) => error!(vol = %name, "full backup failed, volume back to SyncReady: {e}"),
+    let r = match kind {
+        SyncKind::Full => copy(&st, &mut sess).await,
+        SyncKind::Hash => super::hash::sync(&st, &mut sess).await,
+    };
+    match conclude(&st, sess, r) {
+        Ok(gid) => info!(vol = %name, gid, "{} done; volume is Target", kind.name()),
+        Err(e) => error!(
+            vol = %name,
+            "{} failed, volume back to SyncReady: {e}",
+            kind.name()
+        ),
     }
 }
 
 /// Opens a full or hash backup: checks, SyncReady → FullSync/HashSync, the archive's
 /// acceptance.
-pub(crate) async fn begin(
+async fn begin(
     st: &Arc<Storage>,
     name: &str,
     bulk_lb: Option<u64>,
@@ -224,19 +240,10 @@ enum Bulk {
     Zero(u64),
 }
 
-async fn copy(st: &Arc<Storage>, mut s: Session) -> Result<u64, WireError> {
-    let r = copy_inner(st, &mut s).await;
-    conclude(st, s, r)
-}
-
 /// Ends a session: after a failure the call is reset and monitoring stops (the
 /// transaction rolls the volume back to SyncReady); after success the volume goes
 /// FullSync/HashSync → Stopped → StartTarget → Target.
-pub(crate) fn conclude(
-    st: &Arc<Storage>,
-    s: Session,
-    r: Result<u64, WireError>,
-) -> Result<u64, WireError> {
+fn conclude(st: &Arc<Storage>, s: Session, r: Result<u64, WireError>) -> Result<u64, WireError> {
     let Session { vol, txn, call, .. } = s;
     let mut call = call;
     let gid_e = match r {
@@ -261,7 +268,7 @@ pub(crate) fn conclude(
     r.map(|()| gid_e)
 }
 
-async fn copy_inner(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError> {
+async fn copy(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError> {
     let vol = Arc::clone(&s.vol);
     // 1. Reset the log; the uuid goes to the archive.
     let (s2, v2) = (Arc::clone(st), Arc::clone(&vol));

@@ -1,8 +1,9 @@
 //! The hash backup client (walb-tools.md §5.5): only the blocks that differ from the
 //! archive's latest snapshot cross the network.
 //!
-//! `hash-bkp` opens like a full backup ([`super::full::begin`]: a foreground slot,
-//! SyncReady → HashSync, `BackupSync::Hash` accepted by the primary archive). Then:
+//! `hash-bkp` runs like a full backup ([`super::full::run`] with `SyncKind::Hash`: a
+//! foreground slot, SyncReady → HashSync, `BackupSync::Hash` accepted by the primary
+//! archive). Then:
 //!
 //! 1. the archive sends its latest snapshot `snapFrom`; the log is reset to start at
 //!    `gidB = snapFrom.gidE + 1`, its new uuid is sent and acknowledged, and log
@@ -25,42 +26,23 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
-use tracing::{error, info};
+use tracing::info;
 use walb_kernel::block::is_all_zero;
 use walb_kernel::diff::convert::{write_sorted, ConvertOpt};
 use walb_kernel::diff::io::DiffIo;
-use walb_wire::msg::{ErrorCode, Reply, SnapDto, Step, WireError};
+use walb_wire::msg::{ErrorCode, SnapDto, Step, WireError};
 use walb_wire::Call;
 
-use super::full::{begin, conclude, expect_ack, ScanThrottle, Session, SyncKind};
+use super::full::{expect_ack, ScanThrottle, Session};
 use super::{blocking, DataRead, Storage};
 use crate::proxy::bridge::{ChunkWriter, CHANNEL_DEPTH};
-use crate::server::{answer, refuse};
+use crate::server::refuse;
 
 /// Hashes queued between the network and the device reader.
 const HASH_QUEUE: usize = 64;
 
-/// Runs `hash-bkp`: answers the controller, then syncs in the background of this call.
-pub(crate) async fn run(st: Arc<Storage>, call: Call, vol: String, bulk_lb: Option<u64>) {
-    let sess = match begin(&st, &vol, bulk_lb, SyncKind::Hash).await {
-        Ok(s) => s,
-        Err(e) => {
-            info!(vol = %vol, "hash backup refused: {e}");
-            answer(call, Err(e)).await;
-            return;
-        }
-    };
-    answer(call, Ok(Reply::Accepted)).await;
-    let name = sess.vol.name.clone();
-    let mut sess = sess;
-    let r = sync(&st, &mut sess).await;
-    match conclude(&st, sess, r) {
-        Ok(gid) => info!(vol = %name, gid, "hash backup done; volume is Target"),
-        Err(e) => error!(vol = %name, "hash backup failed, volume back to SyncReady: {e}"),
-    }
-}
-
-async fn sync(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError> {
+/// The comparison of an accepted session (steps 1 to 3 above); the end snapshot's gid.
+pub(super) async fn sync(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError> {
     let vol = Arc::clone(&s.vol);
     let wire = |e: walb_wire::Error| e.to_wire();
     // 1. The archive's latest snapshot; the log restarts after it.

@@ -351,10 +351,10 @@ impl Handler for Storage {
         match request {
             Request::Command(Command::Stop { vol, mode }) => self.cmd_stop(call, vol, mode).await,
             Request::Command(Command::FullBackup { vol, bulk_lb }) => {
-                full::run(self, call, vol, bulk_lb).await
+                full::run(self, call, vol, bulk_lb, full::SyncKind::Full).await
             }
             Request::Command(Command::HashBackup { vol, bulk_lb }) => {
-                hash::run(self, call, vol, bulk_lb).await
+                full::run(self, call, vol, bulk_lb, full::SyncKind::Hash).await
             }
             Request::Command(c) => {
                 info!(%peer, command = ?c, "command");
