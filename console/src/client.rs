@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use tracing::debug;
 use walb_wire::msg::{
-    ArchiveDest, ArchiveInfoCommand, MergeUntil, MetaDiffDto, MetaStateDto, SnapshotInfo,
-    StartMode, StopMode, Uuid,
+    ArchiveDest, ArchiveInfoCommand, MergeUntil, MetaDiffDto, MetaStateDto, ReplicateCommand,
+    SnapshotInfo, StartMode, StopMode, Uuid,
 };
 use walb_wire::{
     Command, ErrorCode, EventStream, Node, NodeConfig, Peer, PeerId, Query, Reply, Request,
@@ -972,6 +972,14 @@ impl Client {
             )
             .await?;
         expect_ack(node, "resize", r)
+    }
+
+    /// `replicate VOL ...` to the source archive `node` (asynchronous: `Accepted` once
+    /// the destination accepted the session; the source then runs it as its
+    /// `ReplSyncAsClient` action).
+    pub async fn replicate(&self, node: &str, cmd: ReplicateCommand) -> Result<(), ClientError> {
+        let r = self.command(node, Command::Replicate(cmd)).await?;
+        expect_ack(node, "replicate", r)
     }
 
     /// `del-restored VOL GID`.

@@ -8,13 +8,22 @@
 //! walblib) and fails when the volume leaves the states it may pass through on the way,
 //! or when the timeout runs out, naming the last state seen.
 //!
+//! Replication follows walblib too: `replicate_once` (init the destination if Clear, the
+//! gid defaults to the source's latest restorable snapshot, wait until the source's
+//! `ReplSyncAsClient` ends and the destination holds the gid), `synchronize` (the proxies
+//! drained with `stop empty`, the destination added to their archive-info, a last
+//! replication, the proxies started again) and `start/stop/is_synchronizing`.
+//!
 //! The decisions (which states a wait may pass through, what `clear` or `full-backup`
-//! must do first from a given state) are pure functions, unit-tested without daemons.
+//! must do first from a given state, what a replication's destination needs, whether the
+//! proxies agree on an archive) are pure functions, unit-tested without daemons.
 
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
-use walb_wire::msg::{ArchiveDest, Codec, CompressOpt, StartMode, StopMode};
+use walb_wire::msg::{
+    ArchiveDest, Codec, CompressOpt, MergeUntil, ReplicateCommand, StartMode, StopMode,
+};
 use walb_wire::Role;
 
 use crate::client::{Client, ClientError};
@@ -69,6 +78,7 @@ pub mod states {
         pub const HASH_SYNC: &str = "HashSync";
         pub const WDIFF_RECV: &str = "WdiffRecv";
         pub const REPL_SYNC_AS_SERVER: &str = "ReplSyncAsServer";
+        pub const RESYNC: &str = "Resync";
         /// walblib's `aActive`: states in which an archive volume holds a usable backup.
         pub const ACTIVE: [&str; 4] = [ARCHIVED, HASH_SYNC, WDIFF_RECV, REPL_SYNC_AS_SERVER];
     }
@@ -912,8 +922,594 @@ pub async fn restored_path(
         })
 }
 
+// ------------------------------------------------------------------------------------
+// Replication between archives (walblib's replicate_once, synchronize, replicate,
+// start/stop/is_synchronizing).
+
+/// The action a source archive runs while it replicates.
+pub const REPL_ACTION: &str = "ReplSyncAsClient";
+
+/// The `op` of a replication's progress and failure events.
+pub const REPL_OP: &str = "replicate";
+
+/// What `replicate` was asked besides the source, volume and destination.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReplicateOpts {
+    /// Replicate up to this gid (default: the source's latest restorable snapshot).
+    pub gid: Option<u64>,
+    /// Let the destination throw away what it holds when it diverged (another archive
+    /// uuid) and take the source's data instead.
+    pub do_resync: bool,
+    /// Send the diffs one by one instead of merging them.
+    pub dont_merge: bool,
+}
+
+/// What the destination of a replication needs first, by its state.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReplicaPrep {
+    /// It is Clear: `init-vol` (a full replication follows).
+    Init,
+    /// It is SyncReady: ready for a full replication.
+    Ready,
+    /// It is Archived: it gets what it lacks (its archive uuid must match the source's
+    /// unless resyncing).
+    Archived,
+}
+
+/// What the destination needs before a replication, from its state (walblib's
+/// `replicate_once_nbk`): Clear is initialized, SyncReady and Archived are ready.
+pub fn prepare_replica(state: &str) -> Result<ReplicaPrep, String> {
+    match state {
+        A::CLEAR => Ok(ReplicaPrep::Init),
+        A::SYNC_READY => Ok(ReplicaPrep::Ready),
+        A::ARCHIVED => Ok(ReplicaPrep::Archived),
+        A::STOPPED => Err(
+            "it is Stopped; start it first (a replication needs it Archived, \
+                           SyncReady or Clear)"
+                .into(),
+        ),
+        other => Err(format!(
+            "it is {other}; a replication needs it Clear, SyncReady or Archived (wait for \
+             the running operation)"
+        )),
+    }
+}
+
+/// The gid a replication goes up to: `given`, which must be restorable at the source
+/// (`src_gids`: its restorable gids, implicit ones included), else the source's latest.
+pub fn replicate_gid(given: Option<u64>, src_gids: &[u64]) -> Result<u64, String> {
+    let latest = src_gids.iter().copied().max();
+    match (given, latest) {
+        (_, None) => Err("it has no restorable snapshot to replicate".into()),
+        (Some(g), Some(l)) if !src_gids.contains(&g) => Err(format!(
+            "gid {g} is not restorable there (the latest is {l}; `restorable SRC VOL all` \
+             lists them)"
+        )),
+        (Some(g), _) => Ok(g),
+        (None, Some(l)) => Ok(l),
+    }
+}
+
+/// True when a destination whose restorable gids are `dst_gids` holds `gid` or later.
+pub fn replica_reaches(dst_gids: &[u64], gid: u64) -> bool {
+    dst_gids.iter().any(|g| *g >= gid)
+}
+
+/// Whether every proxy has the archive (`Some(true)`), none has (`Some(false)`), or
+/// they disagree (`None`; walblib raises then). No proxies: `Some(false)`.
+pub fn all_or_none(has: &[bool]) -> Option<bool> {
+    match (has.iter().all(|h| *h), has.iter().any(|h| *h)) {
+        (true, true) => Some(true),
+        (_, false) => Some(false),
+        _ => None,
+    }
+}
+
+/// The proxies that serve volumes (walblib's layout `proxyL`): those of every storage's
+/// backup group in the cluster file, in order; every proxy of the file if no storage
+/// names one.
+pub fn serving_proxies(cluster: &crate::cluster::Cluster) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for s in cluster.nodes_of(Role::Storage) {
+        for p in &s.proxies {
+            if !out.contains(p) {
+                out.push(p.clone());
+            }
+        }
+    }
+    if out.is_empty() {
+        out = cluster
+            .nodes_of(Role::Proxy)
+            .map(|p| p.name.clone())
+            .collect();
+    }
+    out
+}
+
+/// The restorable gids of `archive`'s `vol`, implicit ones included (empty when it is
+/// not Archived).
+async fn restorable_gids(
+    client: &Client,
+    archive: &str,
+    vol: &str,
+) -> Result<Vec<u64>, ClientError> {
+    Ok(client
+        .restorable(archive, vol, true)
+        .await?
+        .iter()
+        .filter_map(|s| s.gid)
+        .collect())
+}
+
+/// Listens to the source's events for the failure of a replication of `vol`; ends when
+/// dropped.
+struct FailureWatch {
+    error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl FailureWatch {
+    async fn start(client: &Client, node: &str, vol: &str) -> FailureWatch {
+        let error = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let task = match client.subscribe(node, vec![vol.to_owned()]).await {
+            Ok(mut stream) => {
+                let (slot, vol) = (error.clone(), vol.to_owned());
+                Some(tokio::spawn(async move {
+                    while let Ok(Some(ev)) = stream.next().await {
+                        if let walb_wire::msg::Event::Failed { vol: v, op, error } = ev {
+                            if v == vol && op == REPL_OP {
+                                if let Ok(mut s) = slot.lock() {
+                                    *s = Some(error);
+                                }
+                            }
+                        }
+                    }
+                }))
+            }
+            Err(e) => {
+                warn!(
+                    node,
+                    "no event stream, a failure will be told without its reason: {e}"
+                );
+                None
+            }
+        };
+        FailureWatch { error, task }
+    }
+
+    fn error(&self) -> Option<String> {
+        self.error.lock().ok().and_then(|e| e.clone())
+    }
+}
+
+impl Drop for FailureWatch {
+    fn drop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+}
+
+/// Consecutive polls without a running replication before a destination short of the
+/// gid counts as failed.
+const REPL_IDLE_POLLS: u32 = 4;
+
+/// walblib's `replicate_once`: initializes the destination if Clear (checks its archive
+/// uuid and size if Archived), sends `replicate` to the source for the gid (default: the
+/// source's latest restorable snapshot), and waits until the source's replication ends
+/// with the destination holding that gid. Returns the gid.
+pub async fn replicate_once(
+    client: &Client,
+    src: &str,
+    vol: &str,
+    dst: &str,
+    opts: ReplicateOpts,
+    timeout: Duration,
+) -> Result<u64, ClientError> {
+    let t0 = Instant::now();
+    role_of(client, src, &[Role::Archive], "replicate")?;
+    let dest = client
+        .cluster()
+        .node_as(dst, &[Role::Archive], "replicate")?
+        .addr
+        .clone();
+    if src == dst {
+        return Err(ClientError::State(format!(
+            "replicate {vol}: the source and the destination are both {src}"
+        )));
+    }
+    let src_state = client.state(src, vol).await?;
+    let gid = replicate_gid(opts.gid, &restorable_gids(client, src, vol).await?)
+        .map_err(|m| ClientError::State(format!("{src} {vol} ({src_state}): {m}")))?;
+    let dst_state = client.state(dst, vol).await?;
+    let prep =
+        prepare_replica(&dst_state).map_err(|m| ClientError::State(format!("{dst} {vol}: {m}")))?;
+    match prep {
+        ReplicaPrep::Init => {
+            info!(dst, vol, "init-vol before the replication");
+            client.init_vol(dst, vol, None).await?;
+        }
+        ReplicaPrep::Ready => {}
+        ReplicaPrep::Archived => {
+            if !opts.do_resync {
+                let (a, b) = (
+                    client.archive_uuid(src, vol).await?,
+                    client.archive_uuid(dst, vol).await?,
+                );
+                if a != b {
+                    return Err(ClientError::State(format!(
+                        "{dst} {vol} holds another archive's data (archive uuid {} where {src} \
+                         has {}); replicate with --resync replaces it with {src}'s",
+                        crate::exec::output::uuid_hex(&b),
+                        crate::exec::output::uuid_hex(&a)
+                    )));
+                }
+            }
+            let (src_lb, dst_lb) = (
+                client.vol_size(src, vol).await?,
+                client.vol_size(dst, vol).await?,
+            );
+            if dst_lb < src_lb {
+                info!(dst, vol, src_lb, dst_lb, "growing the destination first");
+                client.resize(dst, vol, src_lb, false).await?;
+            }
+        }
+    }
+    let watch = FailureWatch::start(client, src, vol).await;
+    client
+        .replicate(
+            src,
+            ReplicateCommand {
+                vol: vol.to_owned(),
+                until: MergeUntil::Gid(gid),
+                dest,
+                do_resync: opts.do_resync,
+                dont_merge: opts.dont_merge,
+                compress: None,
+                merge_size_max: None,
+                bulk_lb: None,
+            },
+        )
+        .await?;
+    info!(src, vol, dst, gid, "replication accepted");
+    let left = timeout.saturating_sub(t0.elapsed());
+    wait_for_replicated(client, src, vol, dst, gid, &watch, left).await?;
+    Ok(gid)
+}
+
+/// walblib's `wait_for_replicated`: until the source runs no replication of `vol` and
+/// the destination is Archived holding `gid` or later; a replication that ends short of
+/// it fails with the source's reason (its failure event) when there is one.
+async fn wait_for_replicated(
+    client: &Client,
+    src: &str,
+    vol: &str,
+    dst: &str,
+    gid: u64,
+    watch: &FailureWatch,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let t0 = Instant::now();
+    let mut idle = 0;
+    loop {
+        let running = client.num_action(src, vol, REPL_ACTION).await?;
+        let st = client.state(dst, vol).await?;
+        let gids = if A::ACTIVE.contains(&st.as_str()) {
+            restorable_gids(client, dst, vol).await?
+        } else {
+            Vec::new()
+        };
+        let reached = replica_reaches(&gids, gid);
+        if running == 0 && reached && st == A::ARCHIVED {
+            return Ok(());
+        }
+        if let Some(e) = watch.error() {
+            return Err(ClientError::State(format!(
+                "the replication of {vol} from {src} to {dst} failed: {e}"
+            )));
+        }
+        if running == 0 {
+            idle += 1;
+            if idle >= REPL_IDLE_POLLS {
+                let latest = gids
+                    .iter()
+                    .max()
+                    .map_or("nothing restorable".to_owned(), |g| {
+                        format!("latest gid {g}")
+                    });
+                return Err(ClientError::State(format!(
+                    "the replication of {vol} from {src} to {dst} ended short of gid {gid}: \
+                     {dst} is {st} with {latest} (see {src}'s and {dst}'s logs)"
+                )));
+            }
+        } else {
+            idle = 0;
+        }
+        if t0.elapsed() >= timeout {
+            return Err(ClientError::Timeout {
+                what: format!(
+                    "the replication of {vol} from {src} to {dst} up to gid {gid} ({dst} is {st})"
+                ),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(client.options().poll_interval).await;
+    }
+}
+
+/// Kicks every storage of the cluster file (after the proxies changed, their wlog
+/// transfers may be in backoff); an unreachable one is only logged.
+async fn kick_storages(client: &Client) {
+    let names: Vec<String> = client
+        .cluster()
+        .nodes_of(Role::Storage)
+        .map(|n| n.name.clone())
+        .collect();
+    for s in names {
+        if let Err(e) = client.kick(&s, None, None).await {
+            warn!(storage = %s, "kick: {e}");
+        }
+    }
+}
+
+/// The archives `proxy` sends `vol` to (none while its volume is Clear).
+async fn proxy_archives(
+    client: &Client,
+    proxy: &str,
+    vol: &str,
+) -> Result<Vec<String>, ClientError> {
+    if client.state(proxy, vol).await? == P::CLEAR {
+        return Ok(Vec::new());
+    }
+    client.archive_info_list(proxy, vol).await
+}
+
+/// walblib's `synchronize`: drains every serving proxy (`stop empty`), adds `dst` to
+/// their archive-info, replicates once more (the destination then holds everything the
+/// proxies delivered), and starts the proxies again: from then on they send every diff
+/// to `dst` too. Returns the gid of that last replication. If it fails, an archive-info
+/// entry added here is removed again and the proxies are started all the same.
+pub async fn synchronize(
+    client: &Client,
+    src: &str,
+    vol: &str,
+    dst: &str,
+    timeout: Duration,
+) -> Result<u64, ClientError> {
+    let t0 = Instant::now();
+    role_of(client, src, &[Role::Archive], "replicate")?;
+    let addr = client
+        .cluster()
+        .node_as(dst, &[Role::Archive], "replicate")?
+        .addr
+        .clone();
+    let proxies = serving_proxies(client.cluster());
+    if proxies.is_empty() {
+        return Err(ClientError::State(format!(
+            "the cluster file {} has no proxy to send {vol} to {dst}",
+            client.cluster().origin
+        )));
+    }
+    let mut stopping = Vec::new();
+    for p in &proxies {
+        let st = client.state(p, vol).await?;
+        if st == P::STARTED || st == P::WLOG_RECV {
+            // A destination the proxy gave up on (send error) must be retried, or its
+            // queue never empties.
+            if let Err(e) = client.kick(p, Some(vol), None).await {
+                warn!(proxy = %p, "kick before stop empty: {e}");
+            }
+            client.stop(p, vol, StopMode::Empty).await?;
+            stopping.push((p.clone(), st));
+        }
+    }
+    for (p, prev) in &stopping {
+        let left = timeout.saturating_sub(t0.elapsed());
+        wait_for_state(client, p, vol, &stop_wait(Role::Proxy, prev), left).await?;
+    }
+    let mut added = Vec::new();
+    for p in &proxies {
+        let listed = proxy_archives(client, p, vol).await?;
+        let have = listed.iter().any(|a| a == dst);
+        if have {
+            let info = client.archive_info_get(p, vol, dst).await?;
+            if info.split_whitespace().next() == Some(addr.as_str()) {
+                continue;
+            }
+        } else {
+            added.push(p.clone());
+        }
+        let dest = ArchiveDest {
+            addr: addr.clone(),
+            compress: default_compress(),
+            delay_s: 0,
+        };
+        info!(proxy = %p, vol, archive = dst, update = have, "archive-info");
+        client.archive_info_set(p, vol, dst, dest, have).await?;
+    }
+    let left = timeout.saturating_sub(t0.elapsed());
+    let r = replicate_once(client, src, vol, dst, ReplicateOpts::default(), left).await;
+    if r.is_err() {
+        for p in &added {
+            if let Err(e) = client.archive_info_delete(p, vol, dst).await {
+                warn!(proxy = %p, "taking {dst} out again: {e}");
+            }
+        }
+    }
+    for p in &proxies {
+        if client.state(p, vol).await? == P::STOPPED {
+            start(client, p, vol, None, TIMEOUT_SHORT).await?;
+        }
+    }
+    kick_storages(client).await;
+    r
+}
+
+/// walblib's `replicate`: [`replicate_once`], then with `sync` [`synchronize`] (the
+/// first copy runs while the proxies keep working; they stop only for the catch-up).
+/// Returns the last gid replicated.
+pub async fn replicate(
+    client: &Client,
+    src: &str,
+    vol: &str,
+    dst: &str,
+    opts: ReplicateOpts,
+    sync: bool,
+    timeout: Duration,
+) -> Result<u64, ClientError> {
+    let t0 = Instant::now();
+    let gid = replicate_once(client, src, vol, dst, opts, timeout).await?;
+    if !sync {
+        return Ok(gid);
+    }
+    let left = timeout.saturating_sub(t0.elapsed());
+    synchronize(client, src, vol, dst, left).await
+}
+
+/// walblib's `is_synchronizing`: whether every serving proxy sends `vol` to `archive`
+/// (an error when some do and some do not).
+pub async fn is_synchronizing(
+    client: &Client,
+    archive: &str,
+    vol: &str,
+) -> Result<bool, ClientError> {
+    role_of(client, archive, &[Role::Archive], "is-synchronizing")?;
+    let proxies = serving_proxies(client.cluster());
+    let mut has = Vec::with_capacity(proxies.len());
+    for p in &proxies {
+        has.push(
+            proxy_archives(client, p, vol)
+                .await?
+                .iter()
+                .any(|a| a == archive),
+        );
+    }
+    all_or_none(&has).ok_or_else(|| {
+        let yes: Vec<&str> = proxies
+            .iter()
+            .zip(&has)
+            .filter(|(_, h)| **h)
+            .map(|(p, _)| p.as_str())
+            .collect();
+        let no: Vec<&str> = proxies
+            .iter()
+            .zip(&has)
+            .filter(|(_, h)| !**h)
+            .map(|(p, _)| p.as_str())
+            .collect();
+        ClientError::State(format!(
+            "the proxies disagree: {} send {vol} to {archive}, {} do not (start-synchronizing \
+             or stop-synchronizing {archive} {vol} makes them agree)",
+            yes.join(", "),
+            no.join(", ")
+        ))
+    })
+}
+
+/// walblib's `start_synchronizing`: every serving proxy sends `vol` to `archive` too
+/// (added to its archive-info, proxy started), then the storages are kicked. The archive
+/// must already hold everything up to what the proxies will send (see [`synchronize`]).
+pub async fn start_synchronizing(
+    client: &Client,
+    archive: &str,
+    vol: &str,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let addr = client
+        .cluster()
+        .node_as(archive, &[Role::Archive], "start-synchronizing")?
+        .addr
+        .clone();
+    for p in serving_proxies(client.cluster()) {
+        add_archive_to_proxy(client, &p, vol, archive, &addr, timeout).await?;
+    }
+    kick_storages(client).await;
+    Ok(())
+}
+
+/// walblib's `stop_synchronizing`: every serving proxy that sends `vol` to `archive` is
+/// stopped, forgets the archive (and its queue), and is started again (a proxy volume
+/// left without archives is gone: Clear); then the storages are kicked. Like walblib,
+/// the primary archive may be taken out too (its backups then stop).
+pub async fn stop_synchronizing(
+    client: &Client,
+    archive: &str,
+    vol: &str,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    role_of(client, archive, &[Role::Archive], "stop-synchronizing")?;
+    for p in serving_proxies(client.cluster()) {
+        if !proxy_archives(client, &p, vol)
+            .await?
+            .iter()
+            .any(|a| a == archive)
+        {
+            continue;
+        }
+        let st = client.state(&p, vol).await?;
+        if st == P::STARTED || st == P::WLOG_RECV {
+            stop(client, &p, vol, StopMode::Graceful, timeout).await?;
+        }
+        info!(proxy = %p, vol, archive, "archive-info delete");
+        client.archive_info_delete(&p, vol, archive).await?;
+        if client.state(&p, vol).await? == P::STOPPED {
+            start(client, &p, vol, None, timeout).await?;
+        }
+    }
+    kick_storages(client).await;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn replication_destinations_and_gids_follow_walblib() {
+        assert_eq!(prepare_replica("Clear"), Ok(ReplicaPrep::Init));
+        assert_eq!(prepare_replica("SyncReady"), Ok(ReplicaPrep::Ready));
+        assert_eq!(prepare_replica("Archived"), Ok(ReplicaPrep::Archived));
+        assert!(prepare_replica("Stopped").unwrap_err().contains("start it"));
+        assert!(prepare_replica("FullSync")
+            .unwrap_err()
+            .contains("FullSync"));
+        assert_eq!(replicate_gid(None, &[3, 8, 5]), Ok(8));
+        assert_eq!(replicate_gid(Some(5), &[3, 8, 5]), Ok(5));
+        let e = replicate_gid(Some(6), &[3, 8, 5]).unwrap_err();
+        assert!(
+            e.contains("gid 6 is not restorable") && e.contains("latest is 8"),
+            "{e}"
+        );
+        assert!(replicate_gid(None, &[])
+            .unwrap_err()
+            .contains("no restorable"));
+        assert!(replica_reaches(&[0, 5], 5));
+        assert!(replica_reaches(&[0, 9], 5), "later is enough");
+        assert!(!replica_reaches(&[0, 4], 5));
+        assert!(!replica_reaches(&[], 0));
+    }
+
+    #[test]
+    fn proxies_agree_or_not_on_an_archive() {
+        assert_eq!(all_or_none(&[true, true]), Some(true));
+        assert_eq!(all_or_none(&[false, false]), Some(false));
+        assert_eq!(all_or_none(&[]), Some(false));
+        assert_eq!(all_or_none(&[true, false]), None);
+        let text = |storages: &str| {
+            format!(
+                "name = \"t\"\n[certs]\nca = \"ca\"\ncert = \"c\"\nkey = \"k\"\n{storages}\
+                 [[node]]\nname = \"p0\"\nrole = \"proxy\"\naddr = \"1\"\n\
+                 [[node]]\nname = \"p1\"\nrole = \"proxy\"\naddr = \"2\"\n\
+                 [[node]]\nname = \"a0\"\nrole = \"archive\"\naddr = \"3\"\n"
+            )
+        };
+        let parse =
+            |t: &str| crate::cluster::Cluster::parse(t, std::path::Path::new("/"), "t").unwrap();
+        let c = parse(&text(
+            "[[node]]\nname = \"s0\"\nrole = \"storage\"\naddr = \"4\"\narchive = \"a0\"\nproxies = [\"p1\"]\n",
+        ));
+        assert_eq!(serving_proxies(&c), ["p1"]);
+        assert_eq!(serving_proxies(&parse(&text(""))), ["p0", "p1"]);
+    }
 
     #[test]
     fn a_hash_backup_needs_an_archived_archive() {

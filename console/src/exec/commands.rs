@@ -6,7 +6,7 @@
 //! palette and scripts accept exactly the same commands, and errors name the command and
 //! show its usage. Roles are checked when a command runs, against the cluster file.
 //!
-//! Adding a command (hash-backup, merge, apply, replicate...) is one row, one variant and
+//! Adding a command (like hash-backup, merge, apply or replicate) is one row, one variant and
 //! one arm; nothing else changes.
 
 use std::collections::VecDeque;
@@ -74,6 +74,22 @@ const OPT_OUT: OptSpec = OptSpec {
 const OPT_SAMPLE: OptSpec = OptSpec {
     name: "--sample",
     value: Some("S"),
+};
+const OPT_GID: OptSpec = OptSpec {
+    name: "--gid",
+    value: Some("GID"),
+};
+const OPT_RESYNC: OptSpec = OptSpec {
+    name: "--resync",
+    value: None,
+};
+const OPT_DONT_MERGE: OptSpec = OptSpec {
+    name: "--dont-merge",
+    value: None,
+};
+const OPT_SYNC: OptSpec = OptSpec {
+    name: "--sync",
+    value: None,
 };
 
 type ParseFn = fn(&mut Args) -> Result<ExecCmd, String>;
@@ -432,6 +448,66 @@ pub static COMMANDS: &[CommandSpec] = &[
         about: "make snapshots explicit (restorable) again",
         options: &[],
         parse: |a| parse_set_explicit(a, true),
+    },
+    CommandSpec {
+        name: "replicate",
+        args: "SRC VOL DST",
+        about: "replicate the volume from archive SRC to archive DST (init DST if Clear) up to --gid (default: SRC's latest restorable); wait, print the gid; --sync: DST then receives every diff from the proxies",
+        options: &[OPT_GID, OPT_RESYNC, OPT_DONT_MERGE, OPT_SYNC, OPT_TIMEOUT],
+        parse: |a| {
+            Ok(ExecCmd::Replicate {
+                src: a.req("SRC")?,
+                vol: a.req("VOL")?,
+                dst: a.req("DST")?,
+                opts: ops::ReplicateOpts {
+                    gid: a.value_num("--gid")?,
+                    do_resync: a.flag("--resync"),
+                    dont_merge: a.flag("--dont-merge"),
+                },
+                sync: a.flag("--sync"),
+                timeout: a.timeout(TIMEOUT_LONG)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "start-synchronizing",
+        args: "ARCHIVE VOL",
+        about: "make every proxy send the volume's diffs to the archive too (it must hold the latest snapshot: replicate --sync does both)",
+        options: &[OPT_TIMEOUT],
+        parse: |a| {
+            Ok(ExecCmd::Synchronizing {
+                archive: a.req("ARCHIVE")?,
+                vol: a.req("VOL")?,
+                start: true,
+                timeout: a.timeout(TIMEOUT_SHORT)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "stop-synchronizing",
+        args: "ARCHIVE VOL",
+        about: "the proxies stop sending the volume's diffs to the archive (their queue for it is dropped)",
+        options: &[OPT_TIMEOUT],
+        parse: |a| {
+            Ok(ExecCmd::Synchronizing {
+                archive: a.req("ARCHIVE")?,
+                vol: a.req("VOL")?,
+                start: false,
+                timeout: a.timeout(TIMEOUT_SHORT)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "is-synchronizing",
+        args: "ARCHIVE VOL",
+        about: "1 if every proxy sends the volume's diffs to the archive, 0 if none does",
+        options: &[],
+        parse: |a| {
+            Ok(ExecCmd::IsSynchronizing {
+                archive: a.req("ARCHIVE")?,
+                vol: a.req("VOL")?,
+            })
+        },
     },
     CommandSpec {
         name: "archive-info",
@@ -1130,6 +1206,39 @@ pub enum ExecCmd {
         /// `true` for enable-snapshot.
         explicit: bool,
     },
+    /// `replicate SRC VOL DST [--gid GID] [--resync] [--dont-merge] [--sync]`.
+    Replicate {
+        /// Source archive.
+        src: String,
+        /// Volume.
+        vol: String,
+        /// Destination archive.
+        dst: String,
+        /// Gid, resync, merging.
+        opts: ops::ReplicateOpts,
+        /// Synchronize afterwards (the proxies send to DST too).
+        sync: bool,
+        /// Wait limit.
+        timeout: Duration,
+    },
+    /// `start-synchronizing|stop-synchronizing ARCHIVE VOL`.
+    Synchronizing {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
+        /// `true` for start-synchronizing.
+        start: bool,
+        /// Wait limit of each proxy's stop and start.
+        timeout: Duration,
+    },
+    /// `is-synchronizing ARCHIVE VOL`.
+    IsSynchronizing {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
+    },
     /// `metrics [--out FILE] [--sample S]`.
     Metrics {
         /// Write the text atomically to this file instead of stdout.
@@ -1377,6 +1486,10 @@ impl ExecCmd {
                 explicit: false, ..
             } => "disable-snapshot",
             ExecCmd::Metrics { .. } => "metrics",
+            ExecCmd::Replicate { .. } => "replicate",
+            ExecCmd::Synchronizing { start: true, .. } => "start-synchronizing",
+            ExecCmd::Synchronizing { start: false, .. } => "stop-synchronizing",
+            ExecCmd::IsSynchronizing { .. } => "is-synchronizing",
         }
     }
 
@@ -1392,6 +1505,7 @@ impl ExecCmd {
             | ExecCmd::Restorable { .. }
             | ExecCmd::DiffList { .. }
             | ExecCmd::Get { .. }
+            | ExecCmd::IsSynchronizing { .. }
             | ExecCmd::Metrics { .. } => true,
             ExecCmd::ArchiveInfo { op, .. } => {
                 matches!(op, ArchiveInfoOp::Get { .. } | ArchiveInfoOp::List { .. })
@@ -1423,7 +1537,10 @@ impl ExecCmd {
             | ExecCmd::DiffList { archive, vol, .. }
             | ExecCmd::Merge { archive, vol, .. }
             | ExecCmd::Apply { archive, vol, .. }
-            | ExecCmd::SetExplicit { archive, vol, .. } => (Some(archive), Some(vol)),
+            | ExecCmd::SetExplicit { archive, vol, .. }
+            | ExecCmd::Synchronizing { archive, vol, .. }
+            | ExecCmd::IsSynchronizing { archive, vol } => (Some(archive), Some(vol)),
+            ExecCmd::Replicate { src, vol, .. } => (Some(src), Some(vol)),
             ExecCmd::ArchiveInfo { proxy, op } => (
                 Some(proxy),
                 Some(match op {
@@ -1579,6 +1696,36 @@ impl ExecCmd {
                     state: None,
                 })
             }
+            ExecCmd::Replicate {
+                src,
+                vol,
+                dst,
+                opts,
+                sync,
+                timeout,
+            } => Ok(Outcome::Gid(
+                ops::replicate(client, src, vol, dst, *opts, *sync, *timeout).await?,
+            )),
+            ExecCmd::Synchronizing {
+                archive,
+                vol,
+                start,
+                timeout,
+            } => {
+                if *start {
+                    ops::start_synchronizing(client, archive, vol, *timeout).await?;
+                } else {
+                    ops::stop_synchronizing(client, archive, vol, *timeout).await?;
+                }
+                Ok(Outcome::Done {
+                    node: archive.clone(),
+                    vol: Some(vol.clone()),
+                    state: None,
+                })
+            }
+            ExecCmd::IsSynchronizing { archive, vol } => Ok(Outcome::Bool(
+                ops::is_synchronizing(client, archive, vol).await?,
+            )),
             ExecCmd::Metrics { out, sample } => {
                 let model = crate::tui::app::load_snapshot(client, *sample).await;
                 let text = crate::metrics::render(&model);
@@ -2007,6 +2154,11 @@ mod tests {
             "enable-snapshot a0 vol 3",
             "metrics",
             "metrics --out /tmp/walb.prom --sample 0.5",
+            "replicate a0 vol a1",
+            "replicate a0 vol a1 --gid 8 --resync --dont-merge --sync --timeout 60",
+            "start-synchronizing a1 vol",
+            "stop-synchronizing a1 vol --timeout 30",
+            "is-synchronizing a1 vol",
         ];
         for line in ok {
             let c = parse(line).unwrap_or_else(|e| panic!("{line}: {e}"));
@@ -2078,6 +2230,32 @@ mod tests {
             }
         );
         assert_eq!(
+            parse("replicate a0 vol a1 --gid 8 --sync").unwrap(),
+            ExecCmd::Replicate {
+                src: "a0".into(),
+                vol: "vol".into(),
+                dst: "a1".into(),
+                opts: ops::ReplicateOpts {
+                    gid: Some(8),
+                    do_resync: false,
+                    dont_merge: false,
+                },
+                sync: true,
+                timeout: TIMEOUT_LONG,
+            }
+        );
+        assert_eq!(
+            parse("stop-synchronizing a1 vol").unwrap(),
+            ExecCmd::Synchronizing {
+                archive: "a1".into(),
+                vol: "vol".into(),
+                start: false,
+                timeout: TIMEOUT_SHORT,
+            }
+        );
+        assert!(parse("is-synchronizing a1 vol").unwrap().is_read_only());
+        assert!(!parse("replicate a0 vol a1").unwrap().is_read_only());
+        assert_eq!(
             parse("get a0 meta-state vol 1 20").unwrap(),
             ExecCmd::Get {
                 node: "a0".into(),
@@ -2111,6 +2289,9 @@ mod tests {
         assert!(err("get a0 meta-state vol 2").contains("wants 0 or 1"));
         assert!(err("shutdown s0 now").contains("unknown shutdown mode"));
         assert!(err("kick p0 vol a0 extra").contains("unexpected argument"));
+        assert!(err("replicate a0 vol").contains("missing DST"));
+        assert!(err("replicate a0 vol a1 --gid x").contains("--gid must be a number"));
+        assert!(err("replicate a0 vol a1 --sync=1").contains("takes no value"));
         assert_eq!(
             parse_args(&[]).unwrap_err().to_string(),
             "no command given (try: help)"

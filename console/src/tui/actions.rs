@@ -513,6 +513,21 @@ pub fn loss(cmd: &ExecCmd, m: &Model) -> Option<Vec<String>> {
             }
             Some(out)
         }
+        ExecCmd::Replicate {
+            src,
+            vol,
+            dst,
+            opts: crate::ops::ReplicateOpts {
+                do_resync: true, ..
+            },
+            ..
+        } => {
+            let mut out = vec![format!(
+                "if {dst} holds {vol} from elsewhere (another archive uuid), {src}'s copy replaces:"
+            )];
+            out.extend(archive_data(dst, vol));
+            Some(out)
+        }
         ExecCmd::DelRestored {
             archive, vol, gid, ..
         } => {
@@ -640,6 +655,20 @@ mod tests {
         for a in ACTIONS {
             assert!(used.contains(a.label), "{} never offered", a.label);
         }
+    }
+
+    #[test]
+    fn a_resync_asks_for_confirmation_naming_the_destination() {
+        let text = "name = \"t\"\n[certs]\nca = \"ca\"\ncert = \"c\"\nkey = \"k\"\n\
+                    [[node]]\nname = \"a0\"\nrole = \"archive\"\naddr = \"1\"\n\
+                    [[node]]\nname = \"a1\"\nrole = \"archive\"\naddr = \"2\"\n";
+        let c = crate::cluster::Cluster::parse(text, std::path::Path::new("/"), "t").unwrap();
+        let m = Model::new(&c);
+        let cmd = |l: &str| crate::exec::parse_line(l).unwrap().unwrap();
+        assert_eq!(loss(&cmd("replicate a0 vol a1"), &m), None);
+        let lines = loss(&cmd("replicate a0 vol a1 --resync"), &m).unwrap();
+        assert!(lines[0].contains("a0's copy replaces"), "{lines:?}");
+        assert!(lines.iter().any(|l| l.contains("a1")), "{lines:?}");
     }
 
     #[test]

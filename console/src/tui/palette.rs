@@ -121,7 +121,7 @@ fn values_for(slot: &str, words: &[String], m: &Model) -> Vec<String> {
     };
     match slot {
         "NODE" => nodes(None),
-        "ARCHIVE" => nodes(Some(Role::Archive)),
+        "ARCHIVE" | "SRC" | "DST" => nodes(Some(Role::Archive)),
         "PROXY" => nodes(Some(Role::Proxy)),
         "STORAGE" => nodes(Some(Role::Storage)),
         "VOL" => m.vols.keys().cloned().collect(),
@@ -311,6 +311,13 @@ addr = "localhost:10201"
         assert_eq!(cands("get a0 rest"), ["restorable", "restored"]);
         assert_eq!(cands("get a0 restorable "), ["data", "vol"]);
         assert_eq!(cands("snapshot s0 vol a0 "), ["a0", "a1"]);
+        assert_eq!(cands("replicate "), ["a0", "a1"]);
+        assert_eq!(cands("replicate a0 vol "), ["a0", "a1"]);
+        assert_eq!(
+            cands("replicate a0 vol a1 --"),
+            ["--gid", "--resync", "--dont-merge", "--sync", "--timeout"]
+        );
+        assert_eq!(cands("is-synchronizing a"), ["a0", "a1"]);
         assert_eq!(
             cands("full-backup s0 vol --"),
             ["--bulk", "--no-wait", "--timeout"]
