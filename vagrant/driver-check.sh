@@ -12,7 +12,7 @@
 #   --emulate        use the userspace emulator (wdevc create-wdev --emulate)
 #   --bin-dir DIR    where wdevc, walb-console and the daemons are (default: next to this
 #                    script's ../target/release, else PATH)
-#   --port-base N    ports of the pipeline check's lab (default 11000; +100, +200)
+#   --port-base N    ports of the pipeline check's lab (default 11000; +100, +200, +201)
 #   --no-pipeline    only the device commands
 #   --keep           keep the work directory
 #
@@ -280,7 +280,7 @@ if [ "$PIPELINE" = 1 ]; then
     "${up[@]}" >"$WORK/lab-up.out" 2>&1 || fail "lab up: $(cat "$WORK/lab-up.out")"
     DEVICES+=("$LAB_NAME")
     grep -q "restorable at gid" "$WORK/lab-up.out" || fail "lab up made no full backup: $(cat "$WORK/lab-up.out")"
-    ok "lab up on $L2/$D2: s0, p0, a0 answer, full backup restorable"
+    ok "lab up on $L2/$D2: s0, p0, a0, a1 answer, full backup restorable"
     C=(walb-console --cluster "$LAB/cluster.toml" --exec)
     LWDEV=/dev/walb/$LAB_NAME
     mkfs.ext4 -q -F "$LWDEV"

@@ -56,7 +56,7 @@ pub enum Command {
     /// Manage the cluster CA and peer certificates.
     #[command(subcommand)]
     Ca(CaCommand),
-    /// Run the tutorial's cluster (s0, p0, a0 and an emulated device) on this machine.
+    /// Run the tutorial's cluster (s0, p0, a0, a1 and an emulated device) on this machine.
     Lab(LabArgs),
 }
 
@@ -93,7 +93,7 @@ pub enum LabCommand {
     },
     /// Stop one daemon with SIGTERM.
     Stop {
-        /// s0, p0 or a0.
+        /// s0, p0, a0 or a1.
         node: String,
         /// Seconds to wait for it to exit.
         #[arg(long, default_value_t = 30)]
@@ -101,12 +101,12 @@ pub enum LabCommand {
     },
     /// Kill one daemon with SIGKILL.
     Kill {
-        /// s0, p0 or a0.
+        /// s0, p0, a0 or a1.
         node: String,
     },
     /// Start one daemon again (same arguments as up).
     Start {
-        /// s0, p0 or a0.
+        /// s0, p0, a0 or a1.
         node: String,
     },
 }
@@ -114,7 +114,7 @@ pub enum LabCommand {
 /// `lab up` options (a lab that exists keeps its own settings).
 #[derive(Debug, Args)]
 pub struct LabUpArgs {
-    /// Storage port; the proxy listens on +100, the archive on +200.
+    /// Storage port; the proxy listens on +100, the archives on +200 (a0) and +201 (a1).
     #[arg(long, default_value_t = 10000)]
     pub port_base: u16,
     /// The volume.

@@ -5,9 +5,9 @@
 //! ```text
 //! lab.toml            the lab's settings (ports, volume, device), reused by later commands
 //! cluster.toml        the cluster file (the console finds it when no other exists)
-//! certs/              cluster CA, storage-s0, proxy-p0, archive-a0, operator-console
+//! certs/              cluster CA, storage-s0, proxy-p0, archive-a0, archive-a1, operator-console
 //! dev/ldev.img        the WalB log device image      dev/ddev.img  the data device image
-//! s0/ p0/ a0/         the daemons' base directories
+//! s0/ p0/ a0/ a1/     the daemons' base directories
 //! NODE.log NODE.out   each daemon's log, and its stdout/stderr
 //! NODE.pid            each daemon's pid
 //! ```
@@ -15,8 +15,10 @@
 //! It formats the device images with `wdevc format-ldev`, runs an emulated WalB device
 //! (`wdevc create-wdev --emulate`; as root it appears as `/dev/walb/NAME`, otherwise only
 //! its control socket, written to with `wdevc workload`), starts walb-storage s0 on
-//! 127.0.0.1:10000, walb-proxy p0 on :10100 and walb-archive a0 on :10200, waits until each
-//! answers, then runs init-storage and full-backup of volume `vol` like the tutorial.
+//! 127.0.0.1:10000, walb-proxy p0 on :10100, walb-archive a0 on :10200 and a second
+//! walb-archive a1 on :10201 (the tutorial's replication target: in the cluster file, not
+//! in s0's backup group), waits until each answers, then runs init-storage and
+//! full-backup of volume `vol` like the tutorial.
 //! Running `up` again resumes whatever is missing (a stopped daemon, the device, the
 //! backup). `down` shuts the daemons down (SIGKILL after a timeout) and deletes the
 //! device; `--purge` removes the directory.
@@ -101,7 +103,7 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> LabError {
 pub struct LabConfig {
     /// Address the daemons listen on.
     pub host: String,
-    /// Storage port; the proxy listens on +100, the archive on +200.
+    /// Storage port; the proxy listens on +100, the archives on +200 (a0) and +201 (a1).
     pub port_base: u16,
     /// The volume.
     pub vol: String,
@@ -159,11 +161,16 @@ pub struct LabNode {
 }
 
 /// The lab's daemons, in start order.
-pub const LAB_NODES: [LabNode; 3] = [
+pub const LAB_NODES: [LabNode; 4] = [
     LabNode {
         name: "a0",
         role: Role::Archive,
         port_offset: 200,
+    },
+    LabNode {
+        name: "a1",
+        role: Role::Archive,
+        port_offset: 201,
     },
     LabNode {
         name: "p0",
@@ -177,6 +184,12 @@ pub const LAB_NODES: [LabNode; 3] = [
     },
 ];
 
+/// The lab's nodes in the order operators list them (the cluster file, `lab status`).
+pub const LAB_LISTING: [&str; 4] = ["s0", "p0", "a0", "a1"];
+
+/// The lab's primary archive (s0's backup group); a1 is only a replication target.
+pub const LAB_PRIMARY_ARCHIVE: &str = "a0";
+
 /// The console's certificate id in the lab.
 pub const CONSOLE_ID: &str = "console";
 
@@ -187,7 +200,12 @@ impl LabNode {
             .iter()
             .copied()
             .find(|n| n.name == name)
-            .ok_or_else(|| LabError::Other(format!("the lab has no node {name:?} (s0, p0, a0)")))
+            .ok_or_else(|| {
+                LabError::Other(format!(
+                    "the lab has no node {name:?} ({})",
+                    LAB_LISTING.join(", ")
+                ))
+            })
     }
 
     /// The daemon's program name.
@@ -306,14 +324,14 @@ pub fn lab_cluster_file(cfg: &LabConfig) -> ClusterFile {
             cert: format!("certs/operator-{CONSOLE_ID}.crt").into(),
             key: format!("certs/operator-{CONSOLE_ID}.key").into(),
         },
-        nodes: ["s0", "p0", "a0"]
+        nodes: LAB_LISTING
             .iter()
             .filter_map(|n| LabNode::by_name(n).ok())
             .map(|n| NodeSection {
                 name: n.name.into(),
                 role: n.role.to_string(),
                 addr: n.addr(cfg),
-                archive: (n.role == Role::Storage).then(|| "a0".into()),
+                archive: (n.role == Role::Storage).then(|| LAB_PRIMARY_ARCHIVE.into()),
                 proxies: if n.role == Role::Storage {
                     vec!["p0".into()]
                 } else {
@@ -339,12 +357,17 @@ pub fn daemon_args(layout: &LabLayout, cfg: &LabConfig, n: &LabNode) -> Vec<OsSt
         layout.certs().into(),
     ];
     if n.role == Role::Storage {
-        let (a0, p0) = (LAB_NODES[0], LAB_NODES[1]);
+        let addr = |name: &str| {
+            LAB_NODES
+                .iter()
+                .find(|x| x.name == name)
+                .map_or_else(String::new, |x| x.addr(cfg))
+        };
         a.extend([
             "--archive".into(),
-            a0.addr(cfg).into(),
+            addr(LAB_PRIMARY_ARCHIVE).into(),
             "--proxy".into(),
-            p0.addr(cfg).into(),
+            addr("p0").into(),
         ]);
     }
     a
@@ -671,6 +694,15 @@ pub async fn wait_answering(
     }
 }
 
+/// Makes the certificates that are missing and writes the cluster file: a lab made by an
+/// older walb-console (before a1) gets a1's certificate and entry this way.
+pub fn refresh_cluster(layout: &LabLayout, cfg: &LabConfig) -> Result<(), LabError> {
+    ensure_certs(layout)?;
+    let cl = Cluster::from_file(lab_cluster_file(cfg), &layout.dir, "lab")?;
+    cl.save(&layout.cluster_file())?;
+    Ok(())
+}
+
 fn lab_client(layout: &LabLayout) -> Result<Client, LabError> {
     let cl = Cluster::load(&layout.cluster_file())?;
     let opts = ClientOptions {
@@ -720,9 +752,7 @@ pub async fn up(
     for n in &LAB_NODES {
         find_binary(n.binary(), bin_dir)?;
     }
-    ensure_certs(layout)?;
-    let cl = Cluster::from_file(lab_cluster_file(&cfg), &layout.dir, "lab")?;
-    cl.save(&layout.cluster_file())?;
+    refresh_cluster(layout, &cfg)?;
     let wdev = ensure_device(layout, &cfg, &wdevc)?;
     w(out, format!("device {} ({wdev})", cfg.device));
     let client = lab_client(layout)?;
@@ -746,7 +776,7 @@ pub async fn up(
     for n in &LAB_NODES {
         wait_answering(&client, layout, n, Duration::from_secs(30)).await?;
     }
-    w(out, "s0, p0 and a0 answer".into());
+    w(out, "s0, p0, a0 and a1 answer".into());
     let vol = cfg.vol.as_str();
     let mut gid = None;
     if !req.no_backup {
@@ -825,6 +855,7 @@ pub fn next_steps(
         format!("  {c} --exec restorable a0 {vol}"),
         format!("  {c} --exec diff-list a0 {vol}"),
         format!("  {c} --exec state-all {vol}"),
+        format!("  {c} --exec replicate a0 {vol} a1 [--sync]   # the second archive a1 gets a copy"),
         format!(
             "  {} status | stop|kill|start NODE | down [--purge]",
             lab_invocation(layout)
@@ -845,10 +876,7 @@ pub async fn status(
     let cfg = layout.load_config()?;
     let bin_dir = bin_dir.or(cfg.bin_dir.as_deref());
     let client = lab_client(layout)?;
-    for n in ["s0", "p0", "a0"]
-        .iter()
-        .filter_map(|x| LabNode::by_name(x).ok())
-    {
+    for n in LAB_LISTING.iter().filter_map(|x| LabNode::by_name(x).ok()) {
         let pid = live_pid(layout, &n);
         let state = match pid {
             None => "-".to_owned(),
@@ -934,6 +962,7 @@ pub async fn start_node(
     if let Some(pid) = live_pid(layout, &n) {
         return Ok(format!("{name} already running (pid {pid})"));
     }
+    refresh_cluster(layout, &cfg)?;
     let pid = spawn_daemon(layout, &cfg, &n, bin_dir.or(cfg.bin_dir.as_deref()))?;
     let client = lab_client(layout)?;
     wait_answering(&client, layout, &n, Duration::from_secs(30)).await?;
@@ -1028,6 +1057,11 @@ mod tests {
         assert_eq!(g.proxies[0].addr, "127.0.0.1:10100");
         assert_eq!(g.archive.addr, "127.0.0.1:10200");
         assert_eq!(c.tls.cert, l.dir.join("certs/operator-console.crt"));
+        // The second archive is a replication target, outside s0's backup group.
+        assert_eq!(c.node("a1").unwrap().addr, "127.0.0.1:10201");
+        assert_eq!(c.node("a1").unwrap().role, Role::Archive);
+        let names: Vec<&str> = c.nodes.iter().map(|n| n.name.as_str()).collect();
+        assert_eq!(names, ["s0", "p0", "a0", "a1"]);
     }
 
     #[test]
@@ -1057,7 +1091,18 @@ mod tests {
         let a0 = LabNode::by_name("a0").unwrap();
         let args = daemon_args(&l, &cfg, &a0);
         assert!(!args.iter().any(|a| a == "--archive"));
-        assert!(LabNode::by_name("x9").is_err());
+        let a1 = LabNode::by_name("a1").unwrap();
+        let args: Vec<String> = daemon_args(&l, &cfg, &a1)
+            .into_iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            args[args.iter().position(|a| a == "--listen").unwrap() + 1],
+            "127.0.0.1:20201"
+        );
+        assert_eq!(a1.binary(), "walb-archive");
+        let e = LabNode::by_name("x9").unwrap_err().to_string();
+        assert!(e.contains("(s0, p0, a0, a1)"), "{e}");
     }
 
     #[test]
@@ -1072,6 +1117,7 @@ mod tests {
             "storage/s0"
         );
         assert!(l.certs().join("operator-console.key").exists());
+        assert!(l.certs().join("archive-a1.crt").exists());
         std::fs::remove_file(l.certs().join("archive-a0.crt")).unwrap();
         ensure_certs(&l).unwrap();
         assert_eq!(
@@ -1098,6 +1144,29 @@ mod tests {
         };
         l.save_config(&cfg).unwrap();
         assert_eq!(l.load_config().unwrap(), cfg);
+        let _ = std::fs::remove_dir_all(&l.dir);
+    }
+
+    #[test]
+    fn a_lab_from_before_a1_gets_its_certificate_and_entry() {
+        let l = tmp("refresh");
+        std::fs::create_dir_all(&l.dir).unwrap();
+        let cfg = LabConfig::default();
+        ensure_certs(&l).unwrap();
+        let mut old = lab_cluster_file(&cfg);
+        old.nodes.retain(|n| n.name != "a1");
+        Cluster::from_file(old, &l.dir, "lab")
+            .unwrap()
+            .save(&l.cluster_file())
+            .unwrap();
+        std::fs::remove_file(l.certs().join("archive-a1.crt")).unwrap();
+        assert!(Cluster::load(&l.cluster_file())
+            .unwrap()
+            .node("a1")
+            .is_err());
+        refresh_cluster(&l, &cfg).unwrap();
+        assert!(Cluster::load(&l.cluster_file()).unwrap().node("a1").is_ok());
+        assert!(l.certs().join("archive-a1.crt").exists());
         let _ = std::fs::remove_dir_all(&l.dir);
     }
 
@@ -1150,6 +1219,7 @@ mod tests {
         assert!(text.contains("--exec snapshot s0 vol a0"), "{text}");
         assert!(text.contains("restorable at gid 5"), "{text}");
         assert!(text.contains("# the terminal UI"), "{text}");
+        assert!(text.contains("--exec replicate a0 vol a1"), "{text}");
         let text = next_steps(&l, &cfg, "/dev/walb/walb-lab", None).join("\n");
         assert!(text.contains("mkfs.ext4 /dev/walb/walb-lab"), "{text}");
     }

@@ -25,7 +25,7 @@ fn scripts() -> Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-/// A base port for a lab (which listens on base, +100 and +200).
+/// A base port for a lab (which listens on base, +100, +200 and +201).
 fn lab_port_base() -> Result<u16> {
     (0..50)
         .map(|_| free_port())
