@@ -8,6 +8,7 @@
 //! - [`vol`]: a volume's live state shared by tokio tasks (transactions that roll back
 //!   when dropped, actions, stop flag, state events).
 //! - [`dto`]: kernel snapshot model ↔ wire DTOs, validated on the way in.
+//! - [`bulk`]: an image sent as bulks in address order (full backup, full replication).
 //! - [`server`]: the QUIC node, the accept loop, signals, shutdown, the answers every
 //!   role gives (host type, pid, version), and the mapping of errors to wire errors.
 //! - [`storage`], [`proxy`], [`archive`]: the roles.
@@ -16,6 +17,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod archive;
+pub(crate) mod bulk;
 pub mod dto;
 pub mod encode;
 pub mod opts;

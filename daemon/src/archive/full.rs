@@ -419,24 +419,20 @@ impl Archive {
         })
     }
 
-    async fn full_body(
+    /// Receives an image of `size_lb` blocks in address order (chunks and `Step::Zero`
+    /// runs, then the bulk end) into a new base image ([`ImageBackend::create_base`], not
+    /// yet committed), syncs it and publishes progress as `op`; returns the time spent
+    /// receiving and syncing. The caller commits or aborts the image.
+    ///
+    /// [`ImageBackend::create_base`]: super::backend::ImageBackend::create_base
+    pub(super) async fn receive_image(
         &self,
         vol: &Arc<ArchiveVol>,
         call: &mut Call,
-        s: &SyncStart,
-    ) -> Result<(MetaState, (Duration, Duration)), WireError> {
-        let uuid: Uuid = match call.receiver.step().await.map_err(|e| e.to_wire())? {
-            Step::Uuid(u) => u,
-            other => {
-                return Err(refuse(
-                    ErrorCode::BadRequest,
-                    format!("full backup: expected the volume uuid, got {other:?}"),
-                ))
-            }
-        };
-        call.sender.step(Step::Ack).await.map_err(|e| e.to_wire())?;
-
-        let (b, n, size_lb) = (Arc::clone(&self.backend), vol.name.clone(), s.size_lb);
+        size_lb: u64,
+        op: &str,
+    ) -> Result<(Duration, Duration), WireError> {
+        let (b, n) = (Arc::clone(&self.backend), vol.name.clone());
         let size = size_lb
             .checked_mul(u64::from(LBS))
             .ok_or_else(|| refuse(ErrorCode::BadRequest, "volume size overflows"))?;
@@ -453,7 +449,7 @@ impl Archive {
             if self.aborting(vol) {
                 return Err(refuse(
                     ErrorCode::Cancelled,
-                    format!("volume {}: full backup aborted (shutdown)", vol.name),
+                    format!("volume {}: {op} aborted (shutdown)", vol.name),
                 ));
             }
             match call.receiver.next().await.map_err(|e| e.to_wire())? {
@@ -472,13 +468,13 @@ impl Archive {
                 Some(other) => {
                     return Err(refuse(
                         ErrorCode::BadRequest,
-                        format!("full backup: unexpected {other:?} inside the image"),
+                        format!("{op}: unexpected {other:?} inside the image"),
                     ))
                 }
                 None => {
                     return Err(refuse(
                         ErrorCode::Truncated,
-                        "full backup: the storage ended the stream inside the image",
+                        format!("{op}: the sender ended the stream inside the image"),
                     ))
                 }
             }
@@ -489,7 +485,7 @@ impl Archive {
                 last_event = Instant::now();
                 self.publish(Event::Progress {
                     vol: vol.name.clone(),
-                    op: OP.into(),
+                    op: op.into(),
                     done_lb,
                     total_lb: size_lb,
                 });
@@ -506,10 +502,31 @@ impl Archive {
         let ms_sync = t_sync.elapsed();
         self.publish(Event::Progress {
             vol: vol.name.clone(),
-            op: OP.into(),
+            op: op.into(),
             done_lb: size_lb,
             total_lb: size_lb,
         });
+        Ok((ms_image, ms_sync))
+    }
+
+    async fn full_body(
+        &self,
+        vol: &Arc<ArchiveVol>,
+        call: &mut Call,
+        s: &SyncStart,
+    ) -> Result<(MetaState, (Duration, Duration)), WireError> {
+        let uuid: Uuid = match call.receiver.step().await.map_err(|e| e.to_wire())? {
+            Step::Uuid(u) => u,
+            other => {
+                return Err(refuse(
+                    ErrorCode::BadRequest,
+                    format!("full backup: expected the volume uuid, got {other:?}"),
+                ))
+            }
+        };
+        call.sender.step(Step::Ack).await.map_err(|e| e.to_wire())?;
+
+        let (ms_image, ms_sync) = self.receive_image(vol, call, s.size_lb, OP).await?;
         call.sender.step(Step::Ack).await.map_err(|e| e.to_wire())?;
 
         let snap = match call.receiver.step().await.map_err(|e| e.to_wire())? {

@@ -13,6 +13,9 @@
 //!   All of them refuse to run beside any action.
 //! - full backup SyncReady → FullSync → Archived; wdiff receive Archived → WdiffRecv →
 //!   Archived.
+//! - replication ([`repl`]): as the source, the action `ReplSyncAsClient`; as the
+//!   destination SyncReady → FullSync → Archived (a first, full copy) and Archived →
+//!   ReplSyncAsServer → Archived (diffs, resync).
 //! - `restore` and `del-restored` are actions (`Restore`, with its deny list).
 //!
 //! At start ([`start`]) every volume directory is loaded, temporary files are removed,
@@ -24,6 +27,7 @@ pub mod full;
 pub mod hash;
 pub mod maint;
 pub mod query;
+pub mod repl;
 pub mod restore;
 pub mod vol;
 pub mod wdiff;
@@ -366,7 +370,8 @@ impl Archive {
                 gids,
                 explicit,
             } => self.set_explicit(&vol, &gids, explicit).await,
-            Command::Replicate(_) | Command::VirtFullScan { .. } => Err(refuse(
+            Command::Replicate(cmd) => self.replicate(cmd).await,
+            Command::VirtFullScan { .. } => Err(refuse(
                 ErrorCode::Unsupported,
                 "this archive does not implement this command yet",
             )),
@@ -551,16 +556,7 @@ impl Archive {
                 answer(call, r).await;
             }
             Request::BackupSync(BackupSync::Hash(s)) => self.receive_hash(peer, call, s).await,
-            Request::Replicate(_) => {
-                answer(
-                    call,
-                    Err(refuse(
-                        ErrorCode::Unsupported,
-                        "this archive does not implement replication yet",
-                    )),
-                )
-                .await
-            }
+            Request::Replicate(r) => self.receive_repl(peer, call, r).await,
             other => {
                 answer(
                     call,

@@ -393,7 +393,7 @@ impl Archive {
         }
     }
 
-    async fn wdiff_body(
+    pub(super) async fn wdiff_body(
         &self,
         vol: &Arc<ArchiveVol>,
         call: &mut Call,
@@ -508,7 +508,7 @@ impl Archive {
 }
 
 /// Where the time of a wdiff receive went (logged).
-struct Timing {
+pub(super) struct Timing {
     /// Acceptance to the bulk's end (bytes received and written).
     recv: Duration,
     /// The final fsync.

@@ -146,7 +146,7 @@ fn open_for_merge(
 
 /// Produces the bytes of one transfer into `tx` (blocking): the file itself for one
 /// diff, else the sorted merge of all, oldest first. Returns the bytes produced.
-fn produce(
+pub(crate) fn produce(
     paths: Vec<PathBuf>,
     uuid: [u8; 16],
     opt: ConvertOpt,

@@ -25,15 +25,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{error, info};
-use walb_kernel::block::is_all_zero;
 use walb_kernel::meta::{MetaSnap, MetaState};
-use walb_wire::frame::ChunkEncoder;
 use walb_wire::msg::{BackupSync, ErrorCode, Reply, Request, SnapDto, Step, SyncStart, WireError};
-use walb_wire::{Call, EncodedChunk, Role};
+use walb_wire::{Call, Role};
 
+use crate::bulk::{self, Bulk, ScanIo, READ_AHEAD};
 use crate::server::{answer, refuse, CallError};
 use crate::state::storage::StorageState as S;
 use crate::vol::{now_s, Txn};
@@ -44,8 +42,6 @@ use super::{blocking, meta_error, Storage, Vol};
 pub(crate) const DEFAULT_BULK_LB: u64 = 512;
 /// Largest bulk: 4 MiB (one chunk).
 pub(crate) const MAX_BULK_LB: u64 = 8192;
-/// Bulks read ahead of the sender.
-const READ_AHEAD: usize = 4;
 /// How long the archive may take to accept.
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -234,12 +230,6 @@ pub(crate) async fn expect_ack(
     }
 }
 
-enum Bulk {
-    /// A chunk encoded (checksummed, compressed) by the reader thread.
-    Data(EncodedChunk),
-    Zero(u64),
-}
-
 /// Ends a session: after a failure the call is reset and monitoring stops (the
 /// transaction rolls the volume back to SyncReady); after success the volume goes
 /// FullSync/HashSync → Stopped → StartTarget → Target.
@@ -298,36 +288,33 @@ async fn copy(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError> {
         let (size_lb, bulk_lb, name, path) =
             (s.size_lb, s.bulk_lb, vol.name.clone(), s.path.clone());
         tokio::task::spawn_blocking(move || {
+            let mut data = data;
             let io = ScanIo {
                 tx: &tx,
                 encoder,
                 abort: &abort,
             };
-            scan(data, size_lb, bulk_lb, &st2, io).map_err(|e| super::dev_error(&name, &path, &e))
+            let mut throttle = ScanThrottle::new(&st2);
+            bulk::scan(
+                &mut |off, buf| data.read_at(off, buf),
+                0,
+                size_lb,
+                bulk_lb,
+                io,
+                &mut |bytes| throttle.read(&st2, bytes),
+            )
+            .map_err(|e| super::dev_error(&name, &path, &e))
         })
     };
-    let forward = async {
-        while let Some(b) = rx.recv().await {
-            if vol.core.stop_state().is_force() || st.ctx.is_force_shutdown() {
-                return Err(refuse(
-                    ErrorCode::Cancelled,
-                    format!("volume {}: full backup aborted by a forced stop", vol.name),
-                ));
-            }
-            match b {
-                Bulk::Data(c) => s.call.sender.chunk_encoded(c).await.map_err(wire)?,
-                Bulk::Zero(len_lb) => s
-                    .call
-                    .sender
-                    .step(Step::Zero { len_lb })
-                    .await
-                    .map_err(wire)?,
-            }
-        }
-        Ok(())
-    }
-    .await;
-    if let Err(e) = forward {
+    let cancelled = || {
+        (vol.core.stop_state().is_force() || st.ctx.is_force_shutdown()).then(|| {
+            refuse(
+                ErrorCode::Cancelled,
+                format!("volume {}: full backup aborted by a forced stop", vol.name),
+            )
+        })
+    };
+    if let Err(e) = bulk::forward(&mut rx, &mut s.call.sender, &cancelled).await {
         abort.store(true, Ordering::Relaxed);
         drop(rx);
         return Err(e);
@@ -360,61 +347,6 @@ async fn copy(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError> {
         }
     }
     Ok(gid_e)
-}
-
-/// Where the device reader sends its bulks and gets buffers back.
-struct ScanIo<'a> {
-    tx: &'a mpsc::Sender<Bulk>,
-    encoder: ChunkEncoder,
-    abort: &'a AtomicBool,
-}
-
-/// Reads the device in bulks, throttled; all-zero bulks become [`Bulk::Zero`].
-fn scan(
-    mut data: Box<dyn super::DataRead>,
-    size_lb: u64,
-    bulk_lb: u64,
-    st: &Storage,
-    io: ScanIo<'_>,
-) -> walb_kernel::Result<()> {
-    let ScanIo {
-        tx,
-        mut encoder,
-        abort,
-    } = io;
-    // The read buffer, reused unless a bulk sent raw keeps it (until the peer has it).
-    let mut idle: Option<BytesMut> = None;
-    let mut off_lb = 0u64;
-    let mut throttle = ScanThrottle::new(st);
-    while off_lb < size_lb {
-        if abort.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        let n = bulk_lb.min(size_lb - off_lb);
-        let len = (n * 512) as usize;
-        let mut buf = idle.take().unwrap_or_default();
-        // Same length: no zeroing (the read overwrites all of it).
-        buf.resize(len, 0);
-        data.read_at(off_lb * 512, &mut buf)?;
-        let item = if is_all_zero(&buf) {
-            idle = Some(buf);
-            Bulk::Zero(n)
-        } else {
-            let frozen = buf.freeze();
-            let c = EncodedChunk::encode(&mut encoder, frozen.clone()).map_err(|e| {
-                walb_kernel::Error::io("encoding a bulk", std::io::Error::other(e.to_string()))
-            })?;
-            // Unique again unless the chunk is stored raw (then it goes with the chunk).
-            idle = frozen.try_into_mut().ok();
-            Bulk::Data(c)
-        };
-        if tx.blocking_send(item).is_err() {
-            return Ok(());
-        }
-        off_lb += n;
-        throttle.read(st, n * 512);
-    }
-    Ok(())
 }
 
 /// Holds device reads to `--full-scan-bps` (changeable while a scan runs).

@@ -116,14 +116,22 @@ pub struct TestArchive {
 
 impl TestArchive {
     pub async fn start(c: &Cluster, o: ArchiveOpts) -> TestArchive {
+        TestArchive::start_as(c, o, "a0").await
+    }
+
+    /// An archive with the certificate of `id` (issued if needed).
+    pub async fn start_as(c: &Cluster, o: ArchiveOpts, id: &str) -> TestArchive {
+        if !c.files(Role::Archive, id).cert.exists() {
+            c.issue(Role::Archive, id);
+        }
         let node = Node::bind(
             NodeConfig::new("127.0.0.1:0".parse().unwrap(), true),
-            c.files(Role::Archive, "a0"),
+            c.files(Role::Archive, id),
         )
         .unwrap();
         let addr = node.local_addr().unwrap();
         let base = BaseDir::lock(&o.common.base_dir).unwrap();
-        let ctx = Ctx::new(node, base, Role::Archive, "a0", o.common.fg, 1);
+        let ctx = Ctx::new(node, base, Role::Archive, id, o.common.fg, 1);
         let archive = archive::start(Arc::clone(&ctx), o).await.unwrap();
         let serve = tokio::spawn(server::serve(Arc::clone(&ctx), Arc::clone(&archive)));
         TestArchive {

@@ -1,0 +1,922 @@
+//! Replication between archives (walb-tools.md §5.6): `replicate` on the source archive
+//! (action `ReplSyncAsClient`), the session served by the destination archive.
+//!
+//! The source opens `Request::Replicate(ReplSync{vol, archive_uuid, do_resync})` on the
+//! destination and answers the operator `Reply::Accepted` once the destination accepted
+//! (or passes on its refusal). The destination needs a volume in SyncReady or Archived,
+//! no running action and a foreground slot, and chooses the kind ([`choose_kind`]):
+//! `Full` for a SyncReady volume, `Resync` for an Archived one of another lineage
+//! (archive uuid) when the source allows it (refused otherwise), else `HashOrDiff`. It
+//! answers `Reply::Accepted` and `Step::ReplKind`. Then:
+//!
+//! 1. `Full` and `Resync`: the source sends `Step::ReplFull{size_lb, bulk_lb, base,
+//!    uuid}`; the destination answers `Step::StartLb(0)`; the source sends its base image
+//!    in bulks (all-zero ones as `Step::Zero`, [`crate::bulk`]) and ends the bulk; the
+//!    destination writes a new image, syncs it and acks; it then takes the source's base
+//!    state, volume uuid and archive uuid, drops every diff it held and commits the image
+//!    (crash-safe order: an empty base first, so that an interruption boots SyncReady).
+//!    A resync rebuilds the destination this way (walb-tools compares hashes instead; the
+//!    result is the same image).
+//! 2. Rounds: the destination sends `Step::MetaState` of its latest snapshot; the source
+//!    decides ([`plan_round`]): `Done`, or `Diff` followed by `Step::Uuid` (the volume's
+//!    uuid), `Step::MetaDiff` and the bytes of one sorted wdiff, the applicable and
+//!    mergeable chain from the destination's snapshot merged on the fly (cut at
+//!    `merge_size_max` bytes and [`MAX_DIFFS_PER_ROUND`] files; one diff per round with
+//!    `dont_merge`), then the bulk end. The destination validates and stores it like a
+//!    proxy's wdiff, removes the diffs it made redundant, takes the uuid and acks.
+//! 3. `Done`: the destination acks and the session ends.
+//!
+//! The destination is in FullSync (then Archived) during a full replication and in
+//! ReplSyncAsServer during rounds and resyncs. Any failure rolls back what was not
+//! committed (a partial image is removed; received diffs are kept, they are valid); the
+//! source publishes `Event::Failed{op: "replicate"}` and its volume's progress
+//! (`Event::Progress{op: "replicate"}`, `Query::Progress`) counts the blocks of a full copy.
+//!
+//! Not yet: the `Hash` decision (a destination older than the source's base, whose diffs
+//! were applied away) is refused with advice to resync; a full copy restarts from block 0.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+use walb_kernel::block::LBS;
+use walb_kernel::diff::convert::ConvertOpt;
+use walb_kernel::ldev::ReadAt;
+use walb_kernel::meta::{DiffManager, MergeLimits, MetaDiff, MetaSnap, MetaState, Relation};
+use walb_kernel::wdiff::WdiffKind;
+use walb_wire::frame::ChunkEncoder;
+use walb_wire::msg::{MergeUntil, ReplDecision, ReplKind, ReplSync, ReplicateCommand, Uuid};
+use walb_wire::{
+    Call, EncodedChunk, ErrorCode, Event, PeerId, Reply, Request, Role, Step, WireError,
+};
+
+use super::restore::PROGRESS_EVERY;
+use super::vol::{ArchiveVol, VolMeta};
+use super::wdiff::hex;
+use super::{backend_error, blocking, persist_error, remove_diff_files, Archive};
+use crate::bulk::{self, Bulk, ScanIo, READ_AHEAD};
+use crate::dto;
+use crate::server::{answer, refuse, CallError};
+use crate::state::archive::{action, deny_list, ArchiveState as A, ACTIVE};
+use crate::state::VolState;
+use crate::vol::Txn;
+
+/// Name of the operation in events.
+pub const OP: &str = "replicate";
+/// Default bulk size of a full copy: 256 KiB.
+pub const DEFAULT_BULK_LB: u64 = 512;
+/// Largest bulk: 4 MiB (one chunk).
+pub const MAX_BULK_LB: u64 = 8192;
+/// Default cut of one round's merged diffs (walb-tools' `maxWdiffMergeSize`): 1 GiB.
+pub const DEFAULT_MERGE_MAX: u64 = 1 << 30;
+/// Most diff files merged into one round (walb-tools' `-wn`).
+pub const MAX_DIFFS_PER_ROUND: usize = 1000;
+/// How long the destination may take to accept.
+const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Chunks queued between the diff producer and the sender.
+const DIFF_QUEUE: usize = 8;
+
+/// The kind a destination in `state`, of lineage `mine`, chooses for a source of lineage
+/// `theirs` (pure; `Err` is the refusal).
+pub fn choose_kind(
+    vol: &str,
+    state: A,
+    mine: &Uuid,
+    theirs: &Uuid,
+    do_resync: bool,
+) -> Result<ReplKind, WireError> {
+    match state {
+        A::SyncReady => Ok(ReplKind::Full),
+        A::Archived if mine != theirs && !do_resync => Err(refuse(
+            ErrorCode::DifferentUuid,
+            format!(
+                "volume {vol}: this archive holds another lineage (archive uuid {} here, {} at the source): replicate with resync to rebuild it",
+                hex(mine),
+                hex(theirs)
+            ),
+        )),
+        A::Archived if do_resync || mine != theirs => Ok(ReplKind::Resync),
+        A::Archived => Ok(ReplKind::HashOrDiff),
+        A::Clear => Err(refuse(
+            ErrorCode::NotFound,
+            format!("volume {vol} does not exist on the destination archive (init-vol first)"),
+        )),
+        s => Err(refuse(
+            ErrorCode::WrongState,
+            format!(
+                "volume {vol} is {} on the destination: replication needs SyncReady or Archived",
+                s.name()
+            ),
+        )),
+    }
+}
+
+/// What the source sends in one round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoundPlan {
+    /// The destination has what was asked.
+    Done,
+    /// Send these diffs merged into one (oldest first).
+    Diffs(Vec<MetaDiff>),
+    /// The destination's snapshot is older than every diff the source holds: only a hash
+    /// replication or a resync can move it.
+    Behind {
+        /// The destination's latest snapshot.
+        dest: MetaSnap,
+        /// The source's base.
+        base: MetaSnap,
+    },
+}
+
+/// The source's decision for a destination at `dest` (pure): `Done` once the destination
+/// reached `until` (a gid; a size: less than that many MiB of diffs remain) or the
+/// source's latest snapshot; else the applicable and mergeable chain from `dest`, cut by
+/// `limits`.
+pub fn plan_round(
+    diffs: &DiffManager,
+    base: &MetaState,
+    dest: MetaSnap,
+    until: MergeUntil,
+    limits: &MergeLimits,
+) -> RoundPlan {
+    let latest = diffs.latest_snapshot(base);
+    let chain = diffs.applicable_mergeable(dest, limits);
+    if chain.is_empty() {
+        return if dest.gid_b >= latest.gid_b {
+            RoundPlan::Done
+        } else {
+            RoundPlan::Behind {
+                dest,
+                base: base.snap_b,
+            }
+        };
+    }
+    match until {
+        MergeUntil::Gid(g) if dest.gid_b >= g && dest.is_clean() => RoundPlan::Done,
+        MergeUntil::SizeMib(mib) if mib > 0 => {
+            let rest: u64 = diffs
+                .applicable_chain(dest, walb_kernel::meta::ChainBound::NONE)
+                .iter()
+                .map(|d| d.data_size)
+                .sum();
+            if rest < mib.saturating_mul(1 << 20) {
+                RoundPlan::Done
+            } else {
+                RoundPlan::Diffs(chain)
+            }
+        }
+        _ => RoundPlan::Diffs(chain),
+    }
+}
+
+/// The limits of one round for `cmd`.
+fn round_limits(cmd: &ReplicateCommand) -> MergeLimits {
+    MergeLimits {
+        before_gid: None,
+        max_total_size: Some(cmd.merge_size_max.unwrap_or(DEFAULT_MERGE_MAX)),
+        max_count: Some(if cmd.dont_merge {
+            1
+        } else {
+            MAX_DIFFS_PER_ROUND
+        }),
+    }
+}
+
+fn wire(e: walb_wire::Error) -> WireError {
+    e.to_wire()
+}
+
+/// The next step of `call`, which must be what `pick` takes; `what` names it.
+async fn expect<T>(
+    call: &mut Call,
+    what: &str,
+    pick: impl FnOnce(Step) -> Result<T, Step>,
+) -> Result<T, WireError> {
+    let step = call.receiver.step().await.map_err(wire)?;
+    pick(step).map_err(|other| {
+        refuse(
+            ErrorCode::BadRequest,
+            format!("{OP}: expected {what}, got {other:?}"),
+        )
+    })
+}
+
+impl Archive {
+    // --------------------------------------------------------------------------------
+    // Source
+
+    /// `replicate` (see the module documentation): answers once the destination accepted.
+    pub(super) async fn replicate(
+        self: &Arc<Self>,
+        cmd: ReplicateCommand,
+    ) -> Result<Reply, WireError> {
+        let bulk_lb = cmd.bulk_lb.unwrap_or(DEFAULT_BULK_LB);
+        if bulk_lb == 0 || bulk_lb > MAX_BULK_LB {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!("bulk size {bulk_lb} blocks: it must be 1 to {MAX_BULK_LB} (4 MiB)"),
+            ));
+        }
+        let v = self.vol_for_action(&cmd.vol, "replicate")?;
+        let permit = self.ctx.fg_permit()?;
+        let guard = v.core.begin_action(
+            ACTIVE,
+            action::REPL_SYNC_AS_CLIENT,
+            deny_list(action::REPL_SYNC_AS_CLIENT),
+        )?;
+        let archive_uuid = v.meta().archive_uuid;
+        let req = Request::Replicate(ReplSync {
+            vol: cmd.vol.clone(),
+            archive_uuid,
+            do_resync: cmd.do_resync,
+        });
+        let dest = cmd.dest.clone();
+        let r = self
+            .ctx
+            .call_first_reply(&dest, Role::Archive, req, ACCEPT_TIMEOUT)
+            .await;
+        let call = match r {
+            Ok((call, Reply::Accepted)) => call,
+            Ok((mut call, other)) => {
+                call.sender.reset();
+                return Err(refuse(
+                    ErrorCode::Internal,
+                    format!("the destination archive {dest} answered {other:?}"),
+                ));
+            }
+            Err(CallError::Wire(walb_wire::Error::Remote(e))) => {
+                return Err(WireError::new(
+                    e.code,
+                    format!("the destination archive {dest} refused: {}", e.message),
+                ))
+            }
+            Err(e) => {
+                return Err(refuse(
+                    ErrorCode::Internal,
+                    format!("cannot reach the destination archive {dest}: {e}"),
+                ))
+            }
+        };
+        info!(vol = %cmd.vol, %dest, "replication started");
+        let me = Arc::clone(self);
+        self.tasks.spawn(async move {
+            let mut call = call;
+            let t0 = Instant::now();
+            let r = me.run_source(&v, &mut call, &cmd, bulk_lb).await;
+            v.set_progress(0);
+            match r {
+                Ok(rounds) => {
+                    let _ = call.sender.finish();
+                    info!(
+                        vol = %v.name, dest = %cmd.dest, rounds,
+                        secs = t0.elapsed().as_secs_f64(),
+                        "replication done"
+                    );
+                    me.publish(Event::Progress {
+                        vol: v.name.clone(),
+                        op: OP.into(),
+                        done_lb: 1,
+                        total_lb: 1,
+                    });
+                }
+                Err(e) => {
+                    call.sender.reset();
+                    call.receiver.stop();
+                    me.op_failed(&v.name, OP, &format!("{OP} to {}: {}", cmd.dest, e.message));
+                }
+            }
+            drop(guard);
+            drop(permit);
+        });
+        Ok(Reply::Accepted)
+    }
+
+    /// The source's side after the acceptance; returns the diff rounds sent.
+    async fn run_source(
+        self: &Arc<Self>,
+        v: &Arc<ArchiveVol>,
+        call: &mut Call,
+        cmd: &ReplicateCommand,
+        bulk_lb: u64,
+    ) -> Result<u64, WireError> {
+        let kind = expect(call, "the replication kind", |s| match s {
+            Step::ReplKind(k) => Ok(k),
+            o => Err(o),
+        })
+        .await?;
+        match kind {
+            ReplKind::Full | ReplKind::Resync => self.send_full(v, call, bulk_lb, kind).await?,
+            ReplKind::HashOrDiff => {}
+        }
+        let limits = round_limits(cmd);
+        let mut rounds = 0u64;
+        loop {
+            let dest = expect(call, "the destination's latest state", |s| match s {
+                Step::MetaState(st) => Ok(st),
+                o => Err(o),
+            })
+            .await?;
+            let dest = dto::state_from_dto(&dest)?.snap_b;
+            let (plan, uuid) = {
+                let m = v.meta();
+                (
+                    plan_round(&m.diffs, &m.base, dest, cmd.until, &limits),
+                    m.uuid,
+                )
+            };
+            match plan {
+                RoundPlan::Done => {
+                    call.sender
+                        .step(Step::ReplDecision(ReplDecision::Done))
+                        .await
+                        .map_err(wire)?;
+                    expect(call, "the final acknowledgement", |s| match s {
+                        Step::Ack => Ok(()),
+                        o => Err(o),
+                    })
+                    .await?;
+                    return Ok(rounds);
+                }
+                RoundPlan::Behind { dest, base } => {
+                    return Err(refuse(
+                        ErrorCode::Unsupported,
+                        format!(
+                            "volume {}: the destination's latest snapshot {dest} is older than this archive's base {base} (the diffs between were applied): replicate with resync to rebuild the destination",
+                            v.name
+                        ),
+                    ))
+                }
+                RoundPlan::Diffs(chain) => {
+                    self.send_diffs(v, call, &chain, uuid).await?;
+                    rounds += 1;
+                }
+            }
+        }
+    }
+
+    /// Sends the base image (the `Full`/`Resync` part of the session).
+    async fn send_full(
+        self: &Arc<Self>,
+        v: &Arc<ArchiveVol>,
+        call: &mut Call,
+        bulk_lb: u64,
+        kind: ReplKind,
+    ) -> Result<(), WireError> {
+        let (base, uuid) = {
+            let m = v.meta();
+            (m.base, m.uuid)
+        };
+        if base.applying {
+            return Err(refuse(
+                ErrorCode::WrongState,
+                format!(
+                    "volume {}: the base is being applied ({}): apply again to finish it before a full replication",
+                    v.name,
+                    base.snapshots_string()
+                ),
+            ));
+        }
+        let file = self.backend.open_base(&v.name).map_err(backend_error)?;
+        let size_lb = ReadAt::size(&file)
+            .map_err(|e| refuse(ErrorCode::Internal, format!("sizing the base image: {e}")))?
+            / u64::from(LBS);
+        call.sender
+            .step(Step::ReplFull {
+                size_lb,
+                bulk_lb,
+                base: dto::state_to_dto(&base),
+                uuid,
+            })
+            .await
+            .map_err(wire)?;
+        let start_lb = expect(call, "where the copy starts", |s| match s {
+            Step::StartLb(lb) => Ok(lb),
+            o => Err(o),
+        })
+        .await?;
+        if start_lb > size_lb {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!("the destination asked to start at block {start_lb} of {size_lb}"),
+            ));
+        }
+        info!(vol = %v.name, ?kind, size_lb, start_lb, "sending the base image");
+        let (tx, mut rx) = mpsc::channel::<Bulk>(READ_AHEAD);
+        let encoder = call.sender.encoder().map_err(wire)?;
+        let abort = Arc::new(AtomicBool::new(false));
+        let reader = {
+            let (abort, me, v2) = (Arc::clone(&abort), Arc::clone(self), Arc::clone(v));
+            let base = walb_kernel::dio::DirectReader::from_file(file);
+            tokio::task::spawn_blocking(move || {
+                let io = ScanIo {
+                    tx: &tx,
+                    encoder,
+                    abort: &abort,
+                };
+                let (mut done, mut last) = (start_lb, Instant::now());
+                bulk::scan(
+                    &mut |off, buf| {
+                        base.read_exact_at(buf, off).map_err(|e| {
+                            walb_kernel::Error::io(
+                                format!("reading the base image at byte {off}"),
+                                e,
+                            )
+                        })
+                    },
+                    start_lb,
+                    size_lb,
+                    bulk_lb,
+                    io,
+                    &mut |bytes| {
+                        done += bytes / u64::from(LBS);
+                        v2.set_progress(done);
+                        if last.elapsed() >= PROGRESS_EVERY {
+                            last = Instant::now();
+                            me.publish(Event::Progress {
+                                vol: v2.name.clone(),
+                                op: OP.into(),
+                                done_lb: done,
+                                total_lb: size_lb,
+                            });
+                        }
+                    },
+                )
+                .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))
+            })
+        };
+        let cancelled = || {
+            self.aborting(v).then(|| {
+                refuse(
+                    ErrorCode::Cancelled,
+                    format!(
+                        "volume {}: replication aborted (force stop or shutdown)",
+                        v.name
+                    ),
+                )
+            })
+        };
+        if let Err(e) = bulk::forward(&mut rx, &mut call.sender, &cancelled).await {
+            abort.store(true, Ordering::Relaxed);
+            drop(rx);
+            return Err(e);
+        }
+        reader
+            .await
+            .map_err(|e| refuse(ErrorCode::Internal, format!("base image reader: {e}")))??;
+        call.sender.end_bulk().await.map_err(wire)?;
+        expect(call, "an acknowledgement of the image", |s| match s {
+            Step::Ack => Ok(()),
+            o => Err(o),
+        })
+        .await
+    }
+
+    /// Sends `chain` merged into one sorted wdiff (one round).
+    async fn send_diffs(
+        self: &Arc<Self>,
+        v: &Arc<ArchiveVol>,
+        call: &mut Call,
+        chain: &[MetaDiff],
+        uuid: Uuid,
+    ) -> Result<(), WireError> {
+        let merged = if let [one] = chain {
+            one.clone()
+        } else {
+            MetaDiff::merge_all(chain).map_err(|e| {
+                refuse(
+                    ErrorCode::Internal,
+                    format!("the chain does not merge: {e}"),
+                )
+            })?
+        };
+        call.sender
+            .step(Step::ReplDecision(ReplDecision::Diff))
+            .await
+            .map_err(wire)?;
+        call.sender.step(Step::Uuid(uuid)).await.map_err(wire)?;
+        call.sender
+            .step(Step::MetaDiff(dto::diff_to_dto(&merged)))
+            .await
+            .map_err(wire)?;
+        let paths: Vec<PathBuf> = chain.iter().map(|d| v.diff_path(d)).collect();
+        let (tx, mut rx) = mpsc::channel::<Bytes>(DIFF_QUEUE);
+        let opt = ConvertOpt {
+            kind: WdiffKind::Sorted,
+            ..ConvertOpt::default()
+        };
+        let producer = tokio::task::spawn_blocking(move || {
+            // No buffers come back: the producer allocates its own.
+            let (_none, spare) = std::sync::mpsc::sync_channel(1);
+            crate::proxy::send::produce(paths, uuid, opt, tx, spare)
+        });
+        // The records are compressed by the diff codec: the chunks go raw (checksummed).
+        let mut enc = ChunkEncoder::new(None).map_err(|e| wire(e.into()))?;
+        while let Some(data) = rx.recv().await {
+            if self.aborting(v) {
+                return Err(refuse(
+                    ErrorCode::Cancelled,
+                    format!(
+                        "volume {}: replication aborted (force stop or shutdown)",
+                        v.name
+                    ),
+                ));
+            }
+            let c = EncodedChunk::encode(&mut enc, data).map_err(wire)?;
+            call.sender.chunk_encoded(c).await.map_err(wire)?;
+        }
+        let bytes = producer
+            .await
+            .map_err(|e| refuse(ErrorCode::Internal, format!("diff reader: {e}")))?
+            .map_err(|e| {
+                refuse(
+                    ErrorCode::Internal,
+                    format!("reading the diffs of {}: {e}", v.name),
+                )
+            })?;
+        call.sender.end_bulk().await.map_err(wire)?;
+        expect(call, "an acknowledgement of the diff", |s| match s {
+            Step::Ack => Ok(()),
+            o => Err(o),
+        })
+        .await?;
+        info!(vol = %v.name, diff = %merged, files = chain.len(), bytes, "diff replicated");
+        Ok(())
+    }
+
+    // --------------------------------------------------------------------------------
+    // Destination
+
+    /// Serves one replication session (see the module documentation).
+    pub(super) async fn receive_repl(self: &Arc<Self>, peer: PeerId, mut call: Call, r: ReplSync) {
+        let permit = match self.ctx.fg_permit() {
+            Ok(p) => p,
+            Err(e) => return answer(call, Err(e)).await,
+        };
+        let accepted = (|| {
+            crate::persist::check_vol_name(&r.vol).map_err(|m| refuse(ErrorCode::BadRequest, m))?;
+            let state = self.state_of(&r.vol);
+            let mine = self
+                .vol(&r.vol)
+                .map(|v| v.meta().archive_uuid)
+                .unwrap_or_default();
+            let kind = choose_kind(&r.vol, state, &mine, &r.archive_uuid, r.do_resync)?;
+            let v = self
+                .vol(&r.vol)
+                .ok_or_else(|| refuse(ErrorCode::Internal, "volume vanished"))?;
+            if v.core.stop_state().is_stopping() {
+                return Err(refuse(
+                    ErrorCode::Stopped,
+                    format!("volume {} is stopping", r.vol),
+                ));
+            }
+            let txn = match kind {
+                ReplKind::Full => {
+                    v.core
+                        .begin_exclusive(&[A::SyncReady], A::FullSync, "replication", None)?
+                }
+                _ => v.core.begin_exclusive(
+                    &[A::Archived],
+                    A::ReplSyncAsServer,
+                    "replication",
+                    None,
+                )?,
+            };
+            Ok((v, txn, kind))
+        })();
+        let (vol, txn, kind) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                info!(%peer, vol = %r.vol, "replication refused: {e}");
+                return answer(call, Err(e)).await;
+            }
+        };
+        if let Err(e) = call.reply(Reply::Accepted).await {
+            warn!(%peer, vol = %r.vol, "cannot accept the replication: {e}");
+            return;
+        }
+        info!(%peer, vol = %r.vol, ?kind, "replication started");
+        let mut txn = Some(txn);
+        let res = self
+            .repl_body(&vol, &mut call, kind, &r.archive_uuid, &mut txn)
+            .await;
+        vol.set_progress(0);
+        match res {
+            Ok(rounds) => {
+                if let Some(t) = txn.take() {
+                    if let Err(e) = t.commit(A::Archived) {
+                        warn!(vol = %vol.name, "{e}");
+                    }
+                }
+                drop(permit);
+                info!(%peer, vol = %vol.name, rounds, latest = %vol.meta().latest_snapshot(), "replication received");
+                if let Err(e) = call.sender.step(Step::Ack).await {
+                    warn!(%peer, vol = %vol.name, "cannot acknowledge the replication: {e}");
+                }
+                let _ = call.sender.finish();
+            }
+            Err(e) => {
+                warn!(%peer, vol = %vol.name, "replication failed: {e}");
+                let (b, n) = (Arc::clone(&self.backend), vol.name.clone());
+                if let Ok(Err(e)) = blocking(move || b.abort_base(&n)).await {
+                    warn!(vol = %vol.name, "cannot remove the partial image: {e}");
+                }
+                drop(txn);
+                drop(permit);
+                self.publish_diffs(&vol);
+                call.receiver.stop();
+                call.sender.refuse(e).await;
+            }
+        }
+    }
+
+    /// The destination's side after the acceptance; returns the diff rounds received.
+    /// `txn` holds the volume's transaction (replaced when a full copy commits).
+    async fn repl_body(
+        self: &Arc<Self>,
+        vol: &Arc<ArchiveVol>,
+        call: &mut Call,
+        kind: ReplKind,
+        archive_uuid: &Uuid,
+        txn: &mut Option<Txn<A>>,
+    ) -> Result<u64, WireError> {
+        call.sender.step(Step::ReplKind(kind)).await.map_err(wire)?;
+        if kind != ReplKind::HashOrDiff {
+            self.receive_full_repl(vol, call, archive_uuid).await?;
+            if kind == ReplKind::Full {
+                // FullSync → Archived; the rounds run in ReplSyncAsServer.
+                if let Some(t) = txn.take() {
+                    t.commit(A::Archived)?;
+                }
+                *txn = Some(vol.core.begin_exclusive(
+                    &[A::Archived],
+                    A::ReplSyncAsServer,
+                    "replication",
+                    None,
+                )?);
+            }
+            self.publish_diffs(vol);
+        }
+        let mut rounds = 0u64;
+        loop {
+            let latest = {
+                let m = vol.meta();
+                MetaState::new(m.latest_snapshot(), m.latest_state().timestamp)
+            };
+            call.sender
+                .step(Step::MetaState(dto::state_to_dto(&latest)))
+                .await
+                .map_err(wire)?;
+            let d = expect(call, "the source's decision", |s| match s {
+                Step::ReplDecision(d) => Ok(d),
+                o => Err(o),
+            })
+            .await?;
+            match d {
+                ReplDecision::Done => return Ok(rounds),
+                ReplDecision::Hash => return Err(refuse(
+                    ErrorCode::Unsupported,
+                    "hash replication is not implemented by this archive; replicate with resync",
+                )),
+                ReplDecision::Diff => {
+                    self.receive_repl_diff(vol, call, latest.snap_b).await?;
+                    rounds += 1;
+                    self.publish_diffs(vol);
+                    call.sender.step(Step::Ack).await.map_err(wire)?;
+                }
+            }
+        }
+    }
+
+    /// Receives the source's base image and makes it this volume's (full or resync).
+    async fn receive_full_repl(
+        self: &Arc<Self>,
+        vol: &Arc<ArchiveVol>,
+        call: &mut Call,
+        archive_uuid: &Uuid,
+    ) -> Result<(), WireError> {
+        let (size_lb, bulk_lb, base, uuid) =
+            expect(call, "the full copy's parameters", |s| match s {
+                Step::ReplFull {
+                    size_lb,
+                    bulk_lb,
+                    base,
+                    uuid,
+                } => Ok((size_lb, bulk_lb, base, uuid)),
+                o => Err(o),
+            })
+            .await?;
+        let base = dto::state_from_dto(&base)?;
+        if size_lb == 0 || bulk_lb == 0 || base.is_empty() {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!(
+                    "{OP} of {}: needs a volume size, a bulk size and a base state (got {size_lb} and {bulk_lb} blocks, base {})",
+                    vol.name,
+                    base.snapshots_string()
+                ),
+            ));
+        }
+        call.sender.step(Step::StartLb(0)).await.map_err(wire)?;
+        self.receive_image(vol, call, size_lb, OP).await?;
+        // Commit: an empty base first (an interruption from here boots SyncReady and drops
+        // the rest), the image, the old diffs gone, then the new metadata.
+        let meta = VolMeta {
+            uuid,
+            archive_uuid: *archive_uuid,
+            base,
+            diffs: DiffManager::new(),
+        };
+        let old: Vec<MetaDiff> = vol.meta().diffs.iter().cloned().collect();
+        let (b, n, dir, m2) = (
+            Arc::clone(&self.backend),
+            vol.name.clone(),
+            vol.dir.clone(),
+            meta.clone(),
+        );
+        blocking(move || -> Result<(), WireError> {
+            VolMeta::initial().save(&dir).map_err(persist_error)?;
+            b.commit_base(&n).map_err(backend_error)?;
+            remove_diff_files(&dir, &old).map_err(persist_error)?;
+            m2.save(&dir).map_err(persist_error)
+        })
+        .await??;
+        *vol.meta() = meta;
+        call.sender.step(Step::Ack).await.map_err(wire)?;
+        info!(vol = %vol.name, %base, size_lb, "base image replicated");
+        Ok(())
+    }
+
+    /// Receives one round's diff; `latest` is the snapshot the source planned from.
+    async fn receive_repl_diff(
+        self: &Arc<Self>,
+        vol: &Arc<ArchiveVol>,
+        call: &mut Call,
+        latest: MetaSnap,
+    ) -> Result<(), WireError> {
+        let uuid = expect(call, "the volume uuid", |s| match s {
+            Step::Uuid(u) => Ok(u),
+            o => Err(o),
+        })
+        .await?;
+        let diff = expect(call, "the diff", |s| match s {
+            Step::MetaDiff(d) => Ok(d),
+            o => Err(o),
+        })
+        .await?;
+        let diff = dto::diff_from_dto(&diff)?;
+        match latest.relation(&diff) {
+            Relation::Applicable => {}
+            r => return Err(refuse(
+                ErrorCode::BadRequest,
+                format!(
+                    "volume {}: {r}: diff {diff} does not apply to the latest snapshot {latest}",
+                    vol.name
+                ),
+            )),
+        }
+        let size_lb = self
+            .backend
+            .base_size_lb(&vol.name)
+            .map_err(backend_error)?
+            .unwrap_or(0);
+        let (stored, _) = self.wdiff_body(vol, call, &diff, size_lb).await?;
+        // The diffs the new one makes redundant; their files go unless a restore may be
+        // reading them (then the next gc-diff or start removes them).
+        let (garbage, meta) = {
+            let mut m = vol.meta();
+            let g = m.diffs.gc_range(stored.snap_b.gid_b, stored.snap_e.gid_b);
+            m.uuid = uuid;
+            (g, m.clone())
+        };
+        let restoring = vol.core.actions().count(action::RESTORE) > 0;
+        let dir = vol.dir.clone();
+        blocking(move || -> Result<(), WireError> {
+            meta.save(&dir).map_err(persist_error)?;
+            if !restoring {
+                remove_diff_files(&dir, &garbage).map_err(persist_error)?;
+            }
+            Ok(())
+        })
+        .await??;
+        info!(vol = %vol.name, diff = %stored, bytes = stored.data_size, "replicated diff received");
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mgr(diffs: &[MetaDiff]) -> DiffManager {
+        DiffManager::from_diffs(diffs.iter().cloned()).unwrap()
+    }
+
+    fn d(b: u64, e: u64, size: u64) -> MetaDiff {
+        MetaDiff::clean(b, e)
+            .unwrap()
+            .with_mergeable(true)
+            .with_data_size(size)
+    }
+
+    fn snap(g: u64) -> MetaSnap {
+        MetaSnap::new(g, g).unwrap()
+    }
+
+    #[test]
+    fn the_destination_chooses_full_resync_or_rounds_and_refuses_the_rest() {
+        let (a, b) = ([1u8; 16], [2u8; 16]);
+        assert_eq!(
+            choose_kind("v", A::SyncReady, &a, &b, false).unwrap(),
+            ReplKind::Full
+        );
+        assert_eq!(
+            choose_kind("v", A::Archived, &a, &a, false).unwrap(),
+            ReplKind::HashOrDiff
+        );
+        assert_eq!(
+            choose_kind("v", A::Archived, &a, &a, true).unwrap(),
+            ReplKind::Resync
+        );
+        assert_eq!(
+            choose_kind("v", A::Archived, &a, &b, true).unwrap(),
+            ReplKind::Resync
+        );
+        let e = choose_kind("v", A::Archived, &a, &b, false).unwrap_err();
+        assert_eq!(e.code, ErrorCode::DifferentUuid);
+        assert!(e.message.contains("resync"), "{e}");
+        let e = choose_kind("v", A::Clear, &a, &a, false).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        assert!(e.message.contains("init-vol"), "{e}");
+        for s in [A::Stopped, A::FullSync, A::HashSync, A::WdiffRecv] {
+            assert_eq!(
+                choose_kind("v", s, &a, &a, false).unwrap_err().code,
+                ErrorCode::WrongState
+            );
+        }
+    }
+
+    #[test]
+    fn rounds_send_the_chain_from_the_destination_until_it_is_reached() {
+        let base = MetaState::new(snap(2), 0);
+        let m = mgr(&[d(2, 4, 10), d(4, 6, 10), d(6, 9, 10)]);
+        let all = MergeLimits::default();
+        let to_latest = MergeUntil::SizeMib(0);
+        // From the base: the whole mergeable chain.
+        assert_eq!(
+            plan_round(&m, &base, snap(2), to_latest, &all),
+            RoundPlan::Diffs(vec![d(2, 4, 10), d(4, 6, 10), d(6, 9, 10)])
+        );
+        // From the middle, and a merged diff that starts before the destination's
+        // snapshot still applies.
+        assert_eq!(
+            plan_round(&m, &base, snap(6), to_latest, &all),
+            RoundPlan::Diffs(vec![d(6, 9, 10)])
+        );
+        let merged = mgr(&[d(2, 9, 30)]);
+        assert_eq!(
+            plan_round(&merged, &base, snap(6), to_latest, &all),
+            RoundPlan::Diffs(vec![d(2, 9, 30)])
+        );
+        // Reached: the latest, or the gid asked for.
+        assert_eq!(
+            plan_round(&m, &base, snap(9), to_latest, &all),
+            RoundPlan::Done
+        );
+        assert_eq!(
+            plan_round(&m, &base, snap(4), MergeUntil::Gid(4), &all),
+            RoundPlan::Done
+        );
+        assert!(matches!(
+            plan_round(&m, &base, snap(4), MergeUntil::Gid(5), &all),
+            RoundPlan::Diffs(_)
+        ));
+        // Limits cut a round; dont-merge sends one diff at a time.
+        let one = MergeLimits {
+            max_count: Some(1),
+            ..MergeLimits::default()
+        };
+        assert_eq!(
+            plan_round(&m, &base, snap(2), to_latest, &one),
+            RoundPlan::Diffs(vec![d(2, 4, 10)])
+        );
+        // Less than the size asked remains: nothing to do.
+        assert_eq!(
+            plan_round(&m, &base, snap(2), MergeUntil::SizeMib(1), &all),
+            RoundPlan::Done
+        );
+        // Older than every diff held: only a resync (or hash) can move it.
+        let applied = mgr(&[d(6, 9, 10)]);
+        let base6 = MetaState::new(snap(6), 0);
+        assert_eq!(
+            plan_round(&applied, &base6, snap(2), to_latest, &all),
+            RoundPlan::Behind {
+                dest: snap(2),
+                base: snap(6)
+            }
+        );
+    }
+}

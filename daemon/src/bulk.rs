@@ -1,0 +1,157 @@
+//! Sending an image as bulks, in address order: the storage's full backup (its device)
+//! and the archive's full replication (its base image).
+//!
+//! A reader thread ([`scan`]) reads one bulk at a time; an all-zero bulk becomes
+//! [`Bulk::Zero`] (sent as `Step::Zero`), any other is encoded (checksum, compression) on
+//! that thread, so that the next bulk is read and compressed while this one is sent.
+//! [`forward`] sends what the thread queued. The receiving side is the archive's image
+//! writer ([`crate::archive::full`]).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::BytesMut;
+use tokio::sync::mpsc;
+use walb_kernel::block::{is_all_zero, LBS};
+use walb_wire::frame::ChunkEncoder;
+use walb_wire::msg::{Step, WireError};
+use walb_wire::{CallSender, EncodedChunk};
+
+/// Bulks read ahead of the sender.
+pub(crate) const READ_AHEAD: usize = 4;
+
+/// One bulk of the image.
+#[derive(Debug)]
+pub(crate) enum Bulk {
+    /// A chunk encoded (checksummed, compressed) by the reader thread.
+    Data(EncodedChunk),
+    /// This many all-zero logical blocks.
+    Zero(u64),
+}
+
+/// Where the reader thread sends its bulks, and when it must stop.
+pub(crate) struct ScanIo<'a> {
+    /// The queue to the sender.
+    pub(crate) tx: &'a mpsc::Sender<Bulk>,
+    /// The call's chunk encoder.
+    pub(crate) encoder: ChunkEncoder,
+    /// Set when the sender gave up.
+    pub(crate) abort: &'a AtomicBool,
+}
+
+/// Reads blocks `[from_lb, size_lb)` in bulks of `bulk_lb` with `read(byte offset, buf)`
+/// and queues them; `after(bytes)` runs after each read (throttling, progress). Returns
+/// early, without error, when the sender is gone or `abort` is set.
+pub(crate) fn scan(
+    read: &mut dyn FnMut(u64, &mut [u8]) -> walb_kernel::Result<()>,
+    from_lb: u64,
+    size_lb: u64,
+    bulk_lb: u64,
+    io: ScanIo<'_>,
+    after: &mut dyn FnMut(u64),
+) -> walb_kernel::Result<()> {
+    let ScanIo {
+        tx,
+        mut encoder,
+        abort,
+    } = io;
+    let lbs = u64::from(LBS);
+    // The read buffer, reused unless a bulk sent raw keeps it (until the peer has it).
+    let mut idle: Option<BytesMut> = None;
+    let mut off_lb = from_lb;
+    while off_lb < size_lb {
+        if abort.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let n = bulk_lb.max(1).min(size_lb - off_lb);
+        let len = (n * lbs) as usize;
+        let mut buf = idle.take().unwrap_or_default();
+        // Same length: no zeroing (the read overwrites all of it).
+        buf.resize(len, 0);
+        read(off_lb * lbs, &mut buf)?;
+        let item = if is_all_zero(&buf) {
+            idle = Some(buf);
+            Bulk::Zero(n)
+        } else {
+            let frozen = buf.freeze();
+            let c = EncodedChunk::encode(&mut encoder, frozen.clone()).map_err(|e| {
+                walb_kernel::Error::io("encoding a bulk", std::io::Error::other(e.to_string()))
+            })?;
+            // Unique again unless the chunk is stored raw (then it goes with the chunk).
+            idle = frozen.try_into_mut().ok();
+            Bulk::Data(c)
+        };
+        if tx.blocking_send(item).is_err() {
+            return Ok(());
+        }
+        off_lb += n;
+        after(n * lbs);
+    }
+    Ok(())
+}
+
+/// Sends the queued bulks until the reader ends the queue; `cancelled()` is asked before
+/// each bulk and ends the copy with its error.
+pub(crate) async fn forward(
+    rx: &mut mpsc::Receiver<Bulk>,
+    sender: &mut CallSender,
+    cancelled: &(dyn Fn() -> Option<WireError> + Sync),
+) -> Result<(), WireError> {
+    let wire = |e: walb_wire::Error| e.to_wire();
+    while let Some(b) = rx.recv().await {
+        if let Some(e) = cancelled() {
+            return Err(e);
+        }
+        match b {
+            Bulk::Data(c) => sender.chunk_encoded(c).await.map_err(wire)?,
+            Bulk::Zero(len_lb) => sender.step(Step::Zero { len_lb }).await.map_err(wire)?,
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scan_sends_zero_bulks_as_lengths_and_stops_when_aborted() {
+        let img: Vec<u8> = (0..10 * 512)
+            .map(|i| if (2048..3072).contains(&i) { 0 } else { 7 })
+            .collect();
+        let (tx, mut rx) = mpsc::channel(16);
+        let abort = AtomicBool::new(false);
+        let mut read = |off: u64, buf: &mut [u8]| {
+            let o = off as usize;
+            buf.copy_from_slice(&img[o..o + buf.len()]);
+            Ok(())
+        };
+        let mut bytes = 0;
+        let io = ScanIo {
+            tx: &tx,
+            encoder: ChunkEncoder::new(None).unwrap(),
+            abort: &abort,
+        };
+        // From block 2, bulks of 2: [2,4) data, [4,6) zero, [6,8) data, [8,10) data.
+        scan(&mut read, 2, 10, 2, io, &mut |b| bytes += b).unwrap();
+        drop(tx);
+        let mut got = Vec::new();
+        while let Ok(b) = rx.try_recv() {
+            got.push(match b {
+                Bulk::Data(c) => format!("d{}", c.raw_len()),
+                Bulk::Zero(n) => format!("z{n}"),
+            });
+        }
+        assert_eq!(got, ["d1024", "z2", "d1024", "d1024"]);
+        assert_eq!(bytes, 8 * 512);
+
+        let (tx, mut rx) = mpsc::channel(16);
+        let abort = AtomicBool::new(true);
+        let io = ScanIo {
+            tx: &tx,
+            encoder: ChunkEncoder::new(None).unwrap(),
+            abort: &abort,
+        };
+        scan(&mut read, 0, 10, 2, io, &mut |_| {}).unwrap();
+        assert!(rx.try_recv().is_err());
+    }
+}

@@ -1,0 +1,338 @@
+//! Replication between two in-process archives over real QUIC: a first full copy, diff
+//! rounds, a gid bound, a resync of another lineage, the refusals, and a failure that
+//! leaves the destination as it was.
+
+mod archive_support;
+
+use archive_support::*;
+use walb_kernel::wdiff::WdiffKind;
+use walb_wire::msg::{MergeUntil, ReplicateCommand, SnapshotInfo, Subscribe};
+use walb_wire::{Command, ErrorCode, Event, EventStream, Peer, Query, Reply, Role};
+
+const VOL: &str = "vol0";
+const UUID: [u8; 16] = [0x3c; 16];
+const T0: u64 = 1_700_000_000;
+const SIZE_LB: u64 = 4096;
+
+/// Two archives: `a0` (the source, with a full backup and diffs) and `a1`.
+struct Two {
+    c: Cluster,
+    _b0: tempfile::TempDir,
+    _b1: tempfile::TempDir,
+    a0: TestArchive,
+    a1: TestArchive,
+    p0: Peers,
+    op1: Peer,
+    img: Vec<u8>,
+    wdiffs: Vec<Vec<u8>>,
+    _nodes: Vec<walb_wire::Node>,
+}
+
+impl Two {
+    /// The image after the first `n` diffs.
+    fn expected(&self, n: usize) -> Vec<u8> {
+        let w: Vec<&[u8]> = self.wdiffs[..n].iter().map(Vec::as_slice).collect();
+        apply_all(&self.img, &w)
+    }
+
+    /// Sends diff `i` (`|i|-->|i+1|`, explicit snapshots when `explicit`) to a0.
+    async fn send(&mut self, i: usize, explicit: bool) {
+        while self.wdiffs.len() <= i {
+            let k = [WdiffKind::Sorted, WdiffKind::Indexed][self.wdiffs.len() % 2];
+            let seed = 50 + self.wdiffs.len() as u64;
+            self.wdiffs.push(make_wdiff(SIZE_LB, 192 << 10, seed, k));
+        }
+        let g = i as u64;
+        let d = diff_dto(g, g + 1, !explicit, T0 + 10 * (g + 1));
+        send_wdiff(&self.p0.px, VOL, UUID, SIZE_LB, d, &self.wdiffs[i])
+            .await
+            .unwrap();
+    }
+
+    fn repl(&self, until: MergeUntil, do_resync: bool, dont_merge: bool) -> Command {
+        Command::Replicate(ReplicateCommand {
+            vol: VOL.into(),
+            until,
+            dest: self.a1.addr.to_string(),
+            do_resync,
+            dont_merge,
+            compress: None,
+            merge_size_max: None,
+            bulk_lb: Some(64),
+        })
+    }
+
+    /// Runs a replication to its end; the source's failure message, if any.
+    async fn replicate(&self, c: Command) -> Result<(), String> {
+        let mut ev = self
+            .p0
+            .op
+            .subscribe(Subscribe {
+                vols: vec![VOL.into()],
+            })
+            .await
+            .unwrap();
+        let r = cmd(&self.p0.op, c).await.map_err(|e| e.to_string())?;
+        assert_eq!(r, Reply::Accepted);
+        wait_num_action(&self.p0.op, VOL, "ReplSyncAsClient", 0).await;
+        failure(&mut ev).await
+    }
+}
+
+/// The `replicate` failure published so far, if any (events already sent).
+async fn failure(ev: &mut EventStream) -> Result<(), String> {
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_millis(300), ev.next()).await {
+            Ok(Ok(Some(Event::Failed { op, error, .. }))) if op == "replicate" => {
+                return Err(error)
+            }
+            Ok(Ok(Some(Event::Progress {
+                op,
+                done_lb,
+                total_lb,
+                ..
+            }))) if op == "replicate" && total_lb == 1 && done_lb == 1 => return Ok(()),
+            Ok(Ok(Some(_))) => {}
+            _ => return Err("no end event".into()),
+        }
+    }
+}
+
+async fn two(name: &str, diffs: usize) -> Two {
+    let c = Cluster::new(name);
+    let (b0, b1) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a0 = TestArchive::start(&c, opts(b0.path())).await;
+    let a1 = TestArchive::start_as(&c, opts(b1.path()), "a1").await;
+    let p0 = connect_all(&c, a0.addr).await;
+    let n1 = c.client(Role::Operator, "op");
+    let op1 = n1.connect(a1.addr).await.unwrap();
+    init_vol(&p0.op, VOL).await;
+    let img = make_image(SIZE_LB, 128, 5, 3);
+    full_backup(&p0.st, VOL, &img, 128, UUID, 0, T0)
+        .await
+        .unwrap();
+    wait_state(&p0.op, VOL, "Archived").await;
+    let mut t = Two {
+        c,
+        _b0: b0,
+        _b1: b1,
+        a0,
+        a1,
+        p0,
+        op1,
+        img,
+        wdiffs: Vec::new(),
+        _nodes: vec![n1],
+    };
+    for i in 0..diffs {
+        t.send(i, i % 2 == 1).await;
+    }
+    t
+}
+
+fn gids(v: &[SnapshotInfo]) -> Vec<u64> {
+    v.iter().filter_map(|s| s.gid).collect()
+}
+
+async fn restored_bytes(p: &Peer, gid: u64) -> Vec<u8> {
+    let path = restore(p, VOL, gid).await;
+    let b = std::fs::read(&path).unwrap();
+    cmd(
+        p,
+        Command::DelRestored {
+            vol: VOL.into(),
+            gid,
+        },
+    )
+    .await
+    .unwrap();
+    b
+}
+
+async fn archive_uuid(p: &Peer) -> Reply {
+    query(p, Query::ArchiveUuid { vol: VOL.into() }).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_copy_then_diff_rounds_give_the_destination_the_same_snapshots_and_bytes() {
+    let mut t = two("repl-full", 3).await;
+    init_vol(&t.op1, VOL).await;
+    t.replicate(t.repl(MergeUntil::SizeMib(0), false, false))
+        .await
+        .unwrap();
+    assert_eq!(state(&t.op1, VOL).await, "Archived");
+    assert_eq!(archive_uuid(&t.op1).await, archive_uuid(&t.p0.op).await);
+    // Explicit snapshots stay restorable on the destination (the implicit ones may be
+    // merged away in transit).
+    let src = gids(&restorable(&t.p0.op, VOL, false).await);
+    assert_eq!(gids(&restorable(&t.op1, VOL, false).await), src);
+    assert_eq!(src.last(), Some(&3));
+    let want = t.expected(3);
+    assert!(restored_bytes(&t.op1, 3).await == want, "gid 3 on a1");
+    assert!(restored_bytes(&t.p0.op, 3).await == want, "gid 3 on a0");
+
+    // Later diffs go as rounds (the destination stays Archived, its base unchanged).
+    for i in 3..6 {
+        t.send(i, false).await;
+    }
+    let before = query(
+        &t.op1,
+        Query::Base {
+            vol: Some(VOL.into()),
+        },
+    )
+    .await;
+    t.replicate(t.repl(MergeUntil::SizeMib(0), false, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        query(
+            &t.op1,
+            Query::Base {
+                vol: Some(VOL.into())
+            }
+        )
+        .await,
+        before
+    );
+    assert_eq!(
+        gids(&restorable(&t.op1, VOL, false).await),
+        gids(&restorable(&t.p0.op, VOL, false).await)
+    );
+    // The three new diffs arrived merged as one.
+    let d1 = diffs(&t.op1, VOL).await;
+    assert_eq!(
+        d1.last()
+            .map(|d| (d.range.snap_b.gid_b, d.range.snap_e.gid_b)),
+        Some((3, 6))
+    );
+    let want = t.expected(6);
+    assert!(restored_bytes(&t.op1, 6).await == want, "gid 6 on a1");
+    assert!(temp_files(&t.a1.vol_dir(VOL)).is_empty());
+    // Nothing new: a round that sends nothing.
+    t.replicate(t.repl(MergeUntil::SizeMib(0), false, false))
+        .await
+        .unwrap();
+    assert_eq!(diffs(&t.op1, VOL).await.len(), d1.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gid_bound_and_dont_merge_send_one_diff_per_round_up_to_that_gid() {
+    let t = two("repl-gid", 5).await;
+    init_vol(&t.op1, VOL).await;
+    t.replicate(t.repl(MergeUntil::Gid(3), false, true))
+        .await
+        .unwrap();
+    let d = diffs(&t.op1, VOL).await;
+    let ranges: Vec<(u64, u64)> = d
+        .iter()
+        .map(|d| (d.range.snap_b.gid_b, d.range.snap_e.gid_b))
+        .collect();
+    assert_eq!(
+        ranges,
+        [(0, 1), (1, 2), (2, 3)],
+        "one diff per round, to gid 3"
+    );
+    assert!(restored_bytes(&t.op1, 3).await == t.expected(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_name_the_reason_and_change_nothing() {
+    let t = two("repl-refuse", 2).await;
+    // The destination has no such volume.
+    let e = cmd(&t.p0.op, t.repl(MergeUntil::SizeMib(0), false, false))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ErrorCode::NotFound, "{e}");
+    assert!(e.to_string().contains("init-vol"), "{e}");
+    assert_eq!(
+        query(
+            &t.p0.op,
+            Query::NumAction {
+                vol: VOL.into(),
+                action: "ReplSyncAsClient".into()
+            }
+        )
+        .await,
+        Reply::Number(0)
+    );
+    // Another lineage on the destination: refused without resync.
+    init_vol(&t.op1, VOL).await;
+    let st1 = t.c.client(Role::Storage, "s0");
+    let st1 = st1.connect(t.a1.addr).await.unwrap();
+    let other = make_image(SIZE_LB, 128, 7, 11);
+    full_backup(&st1, VOL, &other, 128, [9; 16], 0, T0)
+        .await
+        .unwrap();
+    wait_state(&t.op1, VOL, "Archived").await;
+    let e = cmd(&t.p0.op, t.repl(MergeUntil::SizeMib(0), false, false))
+        .await
+        .unwrap_err();
+    assert_eq!(code(&e), ErrorCode::DifferentUuid, "{e}");
+    assert!(e.to_string().contains("resync"), "{e}");
+    assert!(
+        restored_bytes(&t.op1, 0).await == other,
+        "a1 kept its own data"
+    );
+    // A source that is not archived.
+    let e = cmd(
+        &t.op1,
+        Command::Replicate(ReplicateCommand {
+            vol: "nosuch".into(),
+            until: MergeUntil::SizeMib(0),
+            dest: t.a0.addr.to_string(),
+            do_resync: false,
+            dont_merge: false,
+            compress: None,
+            merge_size_max: None,
+            bulk_lb: None,
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(code(&e), ErrorCode::WrongState, "{e}");
+
+    // With resync the destination is rebuilt as the source's.
+    t.replicate(t.repl(MergeUntil::SizeMib(0), true, false))
+        .await
+        .unwrap();
+    assert_eq!(archive_uuid(&t.op1).await, archive_uuid(&t.p0.op).await);
+    assert_eq!(
+        gids(&restorable(&t.op1, VOL, false).await),
+        gids(&restorable(&t.p0.op, VOL, false).await)
+    );
+    assert!(restored_bytes(&t.op1, 2).await == t.expected(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_corrupt_diff_at_the_source_fails_the_round_and_the_destination_keeps_what_it_had() {
+    let mut t = two("repl-corrupt", 2).await;
+    init_vol(&t.op1, VOL).await;
+    t.replicate(t.repl(MergeUntil::SizeMib(0), false, false))
+        .await
+        .unwrap();
+    let have = diffs(&t.op1, VOL).await;
+    t.send(2, true).await;
+    // Damage the new diff's data on a0 (its header stays readable).
+    let dir = t.a0.vol_dir(VOL);
+    let f = files(&dir)
+        .into_iter()
+        .find(|n| n.contains("-2-3"))
+        .expect("diff 2-3 on a0");
+    let p = dir.join(f);
+    let mut b = std::fs::read(&p).unwrap();
+    let n = b.len();
+    for x in &mut b[n / 2..n / 2 + 64] {
+        *x ^= 0x5a;
+    }
+    std::fs::write(&p, &b).unwrap();
+    let e = t
+        .replicate(t.repl(MergeUntil::SizeMib(0), false, false))
+        .await
+        .unwrap_err();
+    assert!(e.contains("replicate"), "{e}");
+    assert_eq!(state(&t.op1, VOL).await, "Archived");
+    assert_eq!(diffs(&t.op1, VOL).await, have);
+    assert!(temp_files(&t.a1.vol_dir(VOL)).is_empty());
+    assert!(restored_bytes(&t.op1, 2).await == t.expected(2));
+}
