@@ -62,6 +62,15 @@ struct World {
     archive_info: Vec<(String, String)>,
     /// A refusal the archive gives to restore.
     refuse_restore: Option<WireError>,
+    /// a1's restorable gids (a0's are `restorable`).
+    a1_restorable: Vec<u64>,
+    /// A running replication: polls of num-action left, its gid.
+    repl_polls: u32,
+    repl_gid: u64,
+    /// The running replication fails (a1 keeps what it had).
+    repl_fails: bool,
+    /// a1 holds another archive's data (a different archive uuid).
+    a1_foreign: bool,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -137,6 +146,12 @@ fn answer(w: &mut World, me: &str, role: Role, req: &Request) -> Result<Reply, W
                 timestamp_s: TS,
             }))
         }
+        Request::Query(Query::Restorable { vol, all }) if me == "a1" => Ok(Reply::Snapshots(
+            w.a1_restorable
+                .iter()
+                .map(|g| snap(vol, *g, !*all || *g % 2 == 0))
+                .collect(),
+        )),
         Request::Query(Query::Restorable { vol, all }) => {
             if let Some(g) = w.pending_gid {
                 if w.restorable_polls == 0 {
@@ -171,8 +186,47 @@ fn answer(w: &mut World, me: &str, role: Role, req: &Request) -> Result<Reply, W
                     .collect(),
             ))
         }
+        Request::Query(Query::NumAction { vol, action }) if action == "ReplSyncAsClient" => {
+            // The replication ends after a few polls: a1 then holds a0's snapshots up to
+            // the gid (unless it fails).
+            if w.repl_polls > 0 {
+                w.repl_polls -= 1;
+                if w.repl_polls == 0 && !w.repl_fails {
+                    let g = w.repl_gid;
+                    w.a1_restorable = w.restorable.iter().copied().filter(|x| *x <= g).collect();
+                    w.set("a1", vol, "Archived");
+                }
+            }
+            Ok(Reply::Number(u64::from(w.repl_polls > 0)))
+        }
         Request::Query(Query::NumAction { .. }) => {
             Ok(Reply::Number(u64::from(w.restore_polls > 0)))
+        }
+        Request::Query(Query::ArchiveUuid { .. }) => {
+            Ok(Reply::Uuid(if me == "a1" && w.a1_foreign {
+                [2; 16]
+            } else {
+                [1; 16]
+            }))
+        }
+        Request::Query(Query::VolSize { .. }) => Ok(Reply::Number(65536)),
+        Request::Command(Command::Replicate(cmd)) => {
+            if w.state(me, &cmd.vol) != "Archived" {
+                return refuse(&format!("volume {} is not Archived", cmd.vol));
+            }
+            w.repl_polls = 3;
+            w.repl_gid = match cmd.until {
+                walb_wire::msg::MergeUntil::Gid(g) => g,
+                walb_wire::msg::MergeUntil::SizeMib(_) => u64::MAX,
+            };
+            Ok(Reply::Accepted)
+        }
+        Request::Command(Command::ArchiveInfo(ArchiveInfoCommand::Delete { vol, archive })) => {
+            w.archive_info.retain(|(a, _)| a != archive);
+            if w.archive_info.is_empty() {
+                w.set(me, vol, "Clear");
+            }
+            Ok(Reply::Done)
         }
         Request::Query(Query::ArchiveInfo { archive: None, .. }) => Ok(Reply::Lines(
             w.archive_info.iter().map(|(a, _)| a.clone()).collect(),
@@ -326,17 +380,26 @@ fn fake_daemon(
 /// s0, p0, a0 as fakes (a0 optionally at a dead address), and a cluster file for them.
 /// `swap` puts a0's address on s0's entry (a wrong peer).
 fn cluster(name: &str, a0_dead: bool, swap: bool) -> Cluster {
+    cluster_of(name, a0_dead, swap, false)
+}
+
+/// [`cluster`], with a second archive a1 (outside s0's backup group) if `a1`.
+fn cluster_of(name: &str, a0_dead: bool, swap: bool, a1: bool) -> Cluster {
     let dir = Dir::new(name);
     let ca = ClusterCa::generate("test", 1).unwrap();
     let certs = dir.0.join("certs");
     let world: Shared = Arc::new(Mutex::new(World::default()));
     let mut nodes = Vec::new();
     let mut addrs = HashMap::new();
-    for (role, id) in [
+    let mut ids = vec![
         (Role::Storage, "s0"),
         (Role::Proxy, "p0"),
         (Role::Archive, "a0"),
-    ] {
+    ];
+    if a1 {
+        ids.push((Role::Archive, "a1"));
+    }
+    for (role, id) in ids {
         let files = issue(&ca, &certs, role, id);
         if id == "a0" && a0_dead {
             // A port nobody answers on.
@@ -350,7 +413,7 @@ fn cluster(name: &str, a0_dead: bool, swap: bool) -> Cluster {
     }
     issue(&ca, &certs, Role::Operator, "console");
     let s0_addr = if swap { &addrs["a0"] } else { &addrs["s0"] };
-    let text = format!(
+    let mut text = format!(
         r#"name = "test"
 [certs]
 ca = "certs/ca.crt"
@@ -376,6 +439,9 @@ addr = "{}"
 "#,
         addrs["p0"], addrs["a0"]
     );
+    if let Some(a) = addrs.get("a1") {
+        text += &format!("\n[[node]]\nname = \"a1\"\nrole = \"archive\"\naddr = \"{a}\"\n");
+    }
     let cluster_file = dir.0.join("cluster.toml");
     std::fs::write(&cluster_file, text).unwrap();
     Cluster {
@@ -532,6 +598,177 @@ async fn full_backup_prepares_like_walblib_then_prints_the_clean_gid() {
     assert_eq!(r.code, EXIT_FAILED);
     assert!(r.err.contains("s0 vol: it is Target"), "{}", r.err);
     assert_eq!(c.world.lock().unwrap().count("FullBackup"), 1);
+}
+
+/// a0 Archived with restorable 5 and 8, p0 Started sending to a0, a1 Clear.
+fn replication_cluster(name: &str) -> Cluster {
+    let c = cluster_of(name, false, false, true);
+    {
+        let mut w = c.world.lock().unwrap();
+        w.set("s0", "vol", "Target");
+        w.set("p0", "vol", "Started");
+        w.set("a0", "vol", "Archived");
+        w.restorable = vec![5, 8];
+        let a0 = addr_of(&c, "a0");
+        w.archive_info.push(("a0".into(), a0));
+    }
+    c
+}
+
+#[tokio::test]
+async fn replicate_inits_the_destination_and_waits_until_it_holds_the_gid() {
+    let c = replication_cluster("replicate");
+    let r = exec(&c, false, &["replicate", "a0", "vol", "a1"], "").await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(r.out, "8\n", "the source's latest restorable");
+    let a1_addr = addr_of(&c, "a1");
+    {
+        let w = c.world.lock().unwrap();
+        let order = |needle: &str| {
+            w.log
+                .iter()
+                .position(|l| l.contains(needle))
+                .unwrap_or_else(|| panic!("{needle} never sent: {:#?}", w.log))
+        };
+        assert!(order("a1 Command(InitVol") < order("a0 Command(Replicate"));
+        let sent = &w.log[order("a0 Command(Replicate")];
+        assert!(sent.contains(&format!("dest: \"{a1_addr}\"")), "{sent}");
+        assert!(sent.contains("until: Gid(8)"), "{sent}");
+        assert!(sent.contains("do_resync: false"), "{sent}");
+        assert_eq!(w.a1_restorable, [5, 8]);
+        assert_eq!(w.state("a1", "vol"), "Archived");
+        // Not synchronizing: the proxy was left alone.
+        assert_eq!(w.count("p0 Command"), 0);
+    }
+    // Again, to an older gid a0 holds: a1 (Archived, same archive uuid) already has it.
+    let r = exec(
+        &c,
+        true,
+        &["replicate", "a0", "vol", "a1", "--gid", "5"],
+        "",
+    )
+    .await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(r.out.trim(), r#"{"gid":5}"#);
+    // A gid a0 cannot restore is refused before anything is sent.
+    let r = exec(
+        &c,
+        false,
+        &["replicate", "a0", "vol", "a1", "--gid", "6"],
+        "",
+    )
+    .await;
+    assert_eq!(r.code, EXIT_FAILED);
+    assert!(r.err.contains("gid 6 is not restorable"), "{}", r.err);
+    assert_eq!(c.world.lock().unwrap().count("Command(Replicate"), 2);
+    // Archives only, and two of them.
+    let r = exec(&c, false, &["replicate", "a0", "vol", "p0"], "").await;
+    assert_eq!(r.code, EXIT_USAGE, "{}", r.err);
+    assert!(
+        r.err.contains("p0 is a proxy, replicate needs an archive"),
+        "{}",
+        r.err
+    );
+    let r = exec(&c, false, &["replicate", "a0", "vol", "a0"], "").await;
+    assert_eq!(r.code, EXIT_FAILED);
+    assert!(r.err.contains("both a0"), "{}", r.err);
+}
+
+#[tokio::test]
+async fn replicate_to_a_diverged_destination_needs_resync_and_a_failure_is_reported() {
+    let c = replication_cluster("replicate-resync");
+    {
+        let mut w = c.world.lock().unwrap();
+        w.set("a1", "vol", "Archived");
+        w.a1_restorable = vec![3];
+        w.a1_foreign = true;
+    }
+    let r = exec(&c, false, &["replicate", "a0", "vol", "a1"], "").await;
+    assert_eq!(r.code, EXIT_FAILED);
+    assert!(r.err.contains("another archive's data"), "{}", r.err);
+    assert!(r.err.contains("--resync"), "{}", r.err);
+    assert_eq!(c.world.lock().unwrap().count("Command(Replicate"), 0);
+    let r = exec(&c, false, &["replicate", "a0", "vol", "a1", "--resync"], "").await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert!(c.world.lock().unwrap().count("do_resync: true") == 1);
+    // A replication that ends without a1 reaching the gid fails, naming where a1 is.
+    {
+        let mut w = c.world.lock().unwrap();
+        w.a1_restorable = vec![3];
+        w.repl_fails = true;
+    }
+    let r = exec(&c, false, &["replicate", "a0", "vol", "a1", "--resync"], "").await;
+    assert_eq!(r.code, EXIT_FAILED);
+    assert!(
+        r.err.contains("ended short of gid 8") && r.err.contains("latest gid 3"),
+        "{}",
+        r.err
+    );
+}
+
+#[tokio::test]
+async fn replicate_sync_makes_the_proxies_send_to_the_destination_too() {
+    let c = replication_cluster("replicate-sync");
+    let r = exec(&c, false, &["is-synchronizing", "a1", "vol"], "").await;
+    assert_eq!((r.code, r.out.as_str()), (0, "0\n"), "{}", r.err);
+    let r = exec(&c, false, &["replicate", "a0", "vol", "a1", "--sync"], "").await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(r.out, "8\n");
+    let a1_addr = addr_of(&c, "a1");
+    {
+        let w = c.world.lock().unwrap();
+        let all = |needle: &str| -> Vec<usize> {
+            w.log
+                .iter()
+                .enumerate()
+                .filter(|(_, l)| l.contains(needle))
+                .map(|(i, _)| i)
+                .collect()
+        };
+        // Once while the proxy works, once more after it was drained and told about a1.
+        let repl = all("a0 Command(Replicate");
+        assert_eq!(repl.len(), 2, "{:#?}", w.log);
+        let stop = all("p0 Command(Stop { vol: \"vol\", mode: Empty");
+        let add = all(&format!("addr: \"{a1_addr}\""));
+        let start = all("p0 Command(Start");
+        let kick = all("s0 Command(Kick");
+        assert_eq!(
+            (stop.len(), add.len(), start.len()),
+            (1, 1, 1),
+            "{:#?}",
+            w.log
+        );
+        assert!(
+            repl[0] < stop[0] && stop[0] < add[0] && add[0] < repl[1],
+            "{:#?}",
+            w.log
+        );
+        assert!(repl[1] < start[0] && start[0] < kick[0], "{:#?}", w.log);
+        assert_eq!(w.state("p0", "vol"), "Started");
+        let names: Vec<&str> = w.archive_info.iter().map(|(a, _)| a.as_str()).collect();
+        assert_eq!(names, ["a0", "a1"]);
+    }
+    let r = exec(&c, false, &["is-synchronizing", "a1", "vol"], "").await;
+    assert_eq!((r.code, r.out.as_str()), (0, "1\n"), "{}", r.err);
+    let r = exec(&c, false, &["stop-synchronizing", "a1", "vol"], "").await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    {
+        let w = c.world.lock().unwrap();
+        let names: Vec<&str> = w.archive_info.iter().map(|(a, _)| a.as_str()).collect();
+        assert_eq!(names, ["a0"]);
+        assert_eq!(w.state("p0", "vol"), "Started");
+    }
+    let r = exec(&c, false, &["is-synchronizing", "a1", "vol"], "").await;
+    assert_eq!((r.code, r.out.as_str()), (0, "0\n"), "{}", r.err);
+    // Stopping again touches nothing; starting adds it back.
+    let before = c.world.lock().unwrap().count("p0 Command");
+    let r = exec(&c, false, &["stop-synchronizing", "a1", "vol"], "").await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(c.world.lock().unwrap().count("p0 Command"), before);
+    let r = exec(&c, false, &["start-synchronizing", "a1", "vol"], "").await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    let r = exec(&c, false, &["is-synchronizing", "a1", "vol"], "").await;
+    assert_eq!((r.code, r.out.as_str()), (0, "1\n"), "{}", r.err);
 }
 
 #[tokio::test]

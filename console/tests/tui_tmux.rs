@@ -229,7 +229,7 @@ fn the_tui_takes_the_lab_through_backup_snapshot_restore_and_del_restored() {
     ]));
     let long = Duration::from_secs(300);
     t.wait("every daemon up", Duration::from_secs(60), |s| {
-        s.contains("3/3 up").then_some(())
+        s.contains("4/4 up").then_some(())
     });
 
     // init-storage from the palette.
