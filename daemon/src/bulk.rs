@@ -1,20 +1,28 @@
 //! Sending an image as bulks, in address order: the storage's full backup (its device)
-//! and the archive's full replication (its base image).
+//! and the archive's full replication (its base image); and comparing an image with a
+//! peer's bulk hashes (hash backup, hash replication).
 //!
 //! A reader thread ([`scan`]) reads one bulk at a time; an all-zero bulk becomes
 //! [`Bulk::Zero`] (sent as `Step::Zero`), any other is encoded (checksum, compression) on
 //! that thread, so that the next bulk is read and compressed while this one is sent.
 //! [`forward`] sends what the thread queued. The receiving side is the archive's image
 //! writer ([`crate::archive::full`]).
+//!
+//! [`compare`] reads an image bulk by bulk against the hashes a peer streams and writes
+//! the bulks that differ as a sorted wdiff.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::BytesMut;
 use tokio::sync::mpsc;
 use walb_kernel::block::{is_all_zero, LBS};
+use walb_kernel::diff::convert::{write_sorted, ConvertOpt};
+use walb_kernel::diff::io::DiffIo;
 use walb_wire::frame::ChunkEncoder;
 use walb_wire::msg::{Step, WireError};
 use walb_wire::{CallSender, EncodedChunk};
+
+use crate::proxy::bridge::ChunkWriter;
 
 /// Bulks read ahead of the sender.
 pub(crate) const READ_AHEAD: usize = 4;
@@ -107,6 +115,90 @@ pub(crate) async fn forward(
         }
     }
     Ok(())
+}
+
+/// Hashes queued between the network and the image reader of a comparison.
+pub(crate) const HASH_QUEUE: usize = 64;
+
+/// The parameters of one comparison.
+pub(crate) struct Compare {
+    /// Image size, logical blocks.
+    pub(crate) size_lb: u64,
+    /// Bulk size, logical blocks.
+    pub(crate) bulk_lb: u64,
+    /// Hash seed.
+    pub(crate) seed: u64,
+    /// Uuid written in the wdiff's header.
+    pub(crate) uuid: [u8; 16],
+}
+
+/// Reads an image bulk by bulk (`read(byte offset, buf)`, in address order; `after(bytes)`
+/// after each read) against the peer's hashes and writes the differing bulks as a SORTED
+/// wdiff into `out` (blocking; all-zero bulks as ALLZERO records). Returns (differing
+/// bulks, bytes written).
+pub(crate) fn compare(
+    read: &mut dyn FnMut(u64, &mut [u8]) -> walb_kernel::Result<()>,
+    after: &mut dyn FnMut(u64),
+    job: &Compare,
+    mut hashes: mpsc::Receiver<[u8; 16]>,
+    out: ChunkWriter,
+    abort: &AtomicBool,
+) -> walb_kernel::Result<(u64, u64)> {
+    let mut off_lb = 0u64;
+    let mut differing = 0u64;
+    let mut failed: Option<walb_kernel::Error> = None;
+    let ios = std::iter::from_fn(|| loop {
+        if off_lb >= job.size_lb || abort.load(Ordering::Relaxed) || failed.is_some() {
+            return None;
+        }
+        let want = hashes.blocking_recv()?;
+        let n = job.bulk_lb.min(job.size_lb - off_lb);
+        let mut buf = BytesMut::zeroed((n * 512) as usize);
+        if let Err(e) = read(off_lb * 512, &mut buf) {
+            failed = Some(e);
+            return None;
+        }
+        after(n * 512);
+        let at = off_lb;
+        off_lb += n;
+        if walb_kernel::hash::bulk_hash(&buf, job.seed) == want {
+            continue;
+        }
+        differing += 1;
+        // Bulks are at most 4 MiB (8192 blocks), within a record's u32 block count.
+        let io = if is_all_zero(&buf) {
+            DiffIo::all_zero(at, n as u32)
+        } else {
+            DiffIo::normal(at, buf.freeze())
+        };
+        return Some(Ok(io));
+    });
+    let (w, _) = write_sorted(ios, job.uuid, out, &ConvertOpt::default())?;
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    if abort.load(Ordering::Relaxed) {
+        return Err(walb_kernel::Error::io(
+            "comparing the image",
+            std::io::Error::other("aborted"),
+        ));
+    }
+    if off_lb < job.size_lb {
+        return Err(walb_kernel::Error::io(
+            "comparing the image",
+            std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!(
+                    "the archive's hashes ended at block {off_lb} of {}",
+                    job.size_lb
+                ),
+            ),
+        ));
+    }
+    let bytes = w
+        .finish()
+        .map_err(|e| walb_kernel::Error::io("sending the diff", e))?;
+    Ok((differing, bytes))
 }
 
 #[cfg(test)]

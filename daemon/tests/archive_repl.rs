@@ -336,3 +336,61 @@ async fn a_corrupt_diff_at_the_source_fails_the_round_and_the_destination_keeps_
     assert!(temp_files(&t.a1.vol_dir(VOL)).is_empty());
     assert!(restored_bytes(&t.op1, 2).await == t.expected(2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_destination_behind_the_applied_base_gets_a_hash_round_then_diffs() {
+    let mut t = two("repl-hash", 2).await;
+    init_vol(&t.op1, VOL).await;
+    t.replicate(t.repl(MergeUntil::Gid(1), false, true))
+        .await
+        .unwrap();
+    assert!(restored_bytes(&t.op1, 1).await == t.expected(1));
+    // a0 applies past a1's snapshot: the diffs a1 would need are gone.
+    t.send(2, true).await;
+    let r = cmd(
+        &t.p0.op,
+        Command::Apply {
+            vol: VOL.into(),
+            gid: 3,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(r, Reply::Accepted);
+    wait_num_action(&t.p0.op, VOL, "Apply", 0).await;
+    assert!(
+        diffs(&t.p0.op, VOL).await.is_empty(),
+        "a0 applied everything"
+    );
+    t.send(3, true).await;
+
+    t.replicate(t.repl(MergeUntil::SizeMib(0), false, false))
+        .await
+        .unwrap();
+    let d = diffs(&t.op1, VOL).await;
+    let comp: Vec<_> = d
+        .iter()
+        .filter(|d| d.comp_diff)
+        .map(|d| (d.range.snap_b.gid_b, d.range.snap_e.gid_b))
+        .collect();
+    assert_eq!(
+        comp,
+        [(1, 3)],
+        "a compared diff from a1's snapshot to a0's base"
+    );
+    assert_eq!(
+        d.last()
+            .map(|d| (d.range.snap_b.gid_b, d.range.snap_e.gid_b)),
+        Some((3, 4)),
+        "then the diff after it"
+    );
+    assert!(
+        restored_bytes(&t.op1, 3).await == t.expected(3),
+        "gid 3 on a1"
+    );
+    assert!(
+        restored_bytes(&t.op1, 4).await == t.expected(4),
+        "gid 4 on a1"
+    );
+    assert!(temp_files(&t.a1.vol_dir(VOL)).is_empty());
+}

@@ -762,7 +762,8 @@ pub enum Step {
     },
     /// The kind of replication the destination chose.
     ReplKind(ReplKind),
-    /// Parameters of a resync.
+    /// Parameters of a hash round of a replication (`oldest`: the snapshot the source
+    /// compares with; the destination answers with its bulk hashes).
     ReplResync {
         /// Volume size, logical blocks.
         size_lb: u64,

@@ -52,6 +52,17 @@ pub const OP: &str = "hash-sync";
 /// Hashes queued between the image reader and the sender.
 const HASH_QUEUE: usize = 64;
 
+/// The bulks a hash sync hashes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct HashScan {
+    /// Image size, logical blocks.
+    pub(super) size_lb: u64,
+    /// Bulk size, logical blocks.
+    pub(super) bulk_lb: u64,
+    /// Hash seed.
+    pub(super) seed: u64,
+}
+
 /// What the hash sync needs from the volume, fixed when it is accepted.
 struct Plan {
     snap_from: MetaSnap,
@@ -167,14 +178,96 @@ impl Archive {
         };
         call.sender.step(Step::Ack).await.map_err(wire)?;
 
+        let bytes = self
+            .exchange_hashes(
+                vol,
+                call,
+                &plan.chain,
+                &HashScan {
+                    size_lb: s.size_lb,
+                    bulk_lb: s.bulk_lb,
+                    seed: s.time_s,
+                },
+                tmp,
+                OP,
+            )
+            .await?;
+        call.sender.step(Step::Ack).await.map_err(wire)?;
+
+        let snap_e = match call.receiver.step().await.map_err(wire)? {
+            Step::MetaSnap(snap) => dto::snap_from_dto(snap)?,
+            other => {
+                return Err(refuse(
+                    ErrorCode::BadRequest,
+                    format!("hash backup: expected the end snapshot, got {other:?}"),
+                ))
+            }
+        };
+        let diff = MetaDiff::new(plan.snap_from, snap_e)
+            .map_err(|e| refuse(ErrorCode::BadRequest, format!("hash backup: {e}")))?
+            .with_mergeable(!plan.snap_from.is_clean())
+            .with_timestamp(s.time_s)
+            .with_data_size(bytes);
+        self.commit_temp_diff(vol, tmp, &diff, uuid, OP).await?;
+        Ok(diff)
+    }
+
+    /// Registers the synced and validated wdiff `tmp` as `diff` of `vol`, which takes the
+    /// volume uuid `uuid`: renamed into place, directory synced, metadata saved.
+    pub(super) async fn commit_temp_diff(
+        &self,
+        vol: &Arc<ArchiveVol>,
+        tmp: &Path,
+        diff: &MetaDiff,
+        uuid: Uuid,
+        op: &str,
+    ) -> Result<(), WireError> {
+        let mut meta = vol.meta().clone();
+        meta.uuid = uuid;
+        meta.diffs
+            .add(diff.clone())
+            .map_err(|e| refuse(ErrorCode::Internal, format!("{op}: {e}")))?;
+        let (dir, t2, dst, m2) = (
+            vol.dir.clone(),
+            tmp.to_path_buf(),
+            diff_path(&vol.dir, diff),
+            meta.clone(),
+        );
+        blocking(move || -> Result<(), WireError> {
+            std::fs::rename(&t2, &dst).map_err(|e| {
+                refuse(
+                    ErrorCode::Internal,
+                    format!("renaming {}: {e}", t2.display()),
+                )
+            })?;
+            persist::sync_dir(&dir).map_err(persist_error)?;
+            m2.save(&dir).map_err(persist_error)
+        })
+        .await??;
+        *vol.meta() = meta;
+        Ok(())
+    }
+
+    /// The middle of a hash sync (hash backup, hash replication): streams the bulk hashes
+    /// of the virtual image of `chain` (seed `seed`) while the peer's SORTED wdiff of the
+    /// differing bulks is written to `tmp`; at the bulk end the file is synced and
+    /// validated. Returns its size. The caller renames or removes `tmp`.
+    pub(super) async fn exchange_hashes(
+        self: &Arc<Self>,
+        vol: &Arc<ArchiveVol>,
+        call: &mut Call,
+        chain: &[MetaDiff],
+        job: &HashScan,
+        tmp: &Path,
+        op: &str,
+    ) -> Result<u64, WireError> {
+        let wire = |e: walb_wire::Error| e.to_wire();
         // The hashes of the virtual image go out while the differences come in.
         let (tx, mut rx) = mpsc::channel::<[u8; 16]>(HASH_QUEUE);
         let hasher = {
-            let (me, v2, chain) = (Arc::clone(self), Arc::clone(vol), plan.chain.clone());
-            let (size_lb, bulk_lb, seed) = (s.size_lb, s.bulk_lb, s.time_s);
-            tokio::task::spawn_blocking(move || {
-                me.hash_image(&v2, &chain, size_lb, bulk_lb, seed, &tx)
-            })
+            let (me, v2, chain, job) = (Arc::clone(self), Arc::clone(vol), chain.to_vec(), *job);
+            let op = op.to_owned();
+            tokio::task::spawn_blocking(move || me.hash_image(&v2, &chain, &job, &tx, &op))
         };
         let f = {
             let t = tmp.to_path_buf();
@@ -206,7 +299,7 @@ impl Archive {
                 if self.aborting(vol) {
                     return Err(refuse(
                         ErrorCode::Cancelled,
-                        format!("volume {}: hash backup aborted (shutdown)", vol.name),
+                        format!("volume {}: {op} aborted (shutdown)", vol.name),
                     ));
                 }
                 match receiver.next().await.map_err(wire)? {
@@ -220,13 +313,13 @@ impl Archive {
                     Some(other) => {
                         return Err(refuse(
                             ErrorCode::BadRequest,
-                            format!("hash backup: unexpected {other:?} inside the diff"),
+                            format!("{op}: unexpected {other:?} inside the diff"),
                         ))
                     }
                     None => {
                         return Err(refuse(
                             ErrorCode::Truncated,
-                            "hash backup: the storage ended the stream inside the diff",
+                            format!("{op}: the peer ended the stream inside the diff"),
                         ))
                     }
                 }
@@ -235,7 +328,7 @@ impl Archive {
         // The first failure ends both directions; dropping the hash queue ends the reader.
         tokio::try_join!(send_hashes, receive)?;
         writer.finish().await?;
-        let (t2, f2, size_lb) = (tmp.to_path_buf(), Arc::clone(&file), s.size_lb);
+        let (t2, f2, size_lb) = (tmp.to_path_buf(), Arc::clone(&file), job.size_lb);
         let bytes = blocking(move || -> Result<u64, WireError> {
             f2.sync_all().map_err(|e| {
                 refuse(
@@ -249,46 +342,7 @@ impl Archive {
                 .map_err(|e| refuse(ErrorCode::Internal, format!("sizing {}: {e}", t2.display())))
         })
         .await??;
-        sender.step(Step::Ack).await.map_err(wire)?;
-
-        let snap_e = match receiver.step().await.map_err(wire)? {
-            Step::MetaSnap(snap) => dto::snap_from_dto(snap)?,
-            other => {
-                return Err(refuse(
-                    ErrorCode::BadRequest,
-                    format!("hash backup: expected the end snapshot, got {other:?}"),
-                ))
-            }
-        };
-        let diff = MetaDiff::new(plan.snap_from, snap_e)
-            .map_err(|e| refuse(ErrorCode::BadRequest, format!("hash backup: {e}")))?
-            .with_mergeable(!plan.snap_from.is_clean())
-            .with_timestamp(s.time_s)
-            .with_data_size(bytes);
-        let mut meta = vol.meta().clone();
-        meta.uuid = uuid;
-        meta.diffs
-            .add(diff.clone())
-            .map_err(|e| refuse(ErrorCode::Internal, format!("hash backup: {e}")))?;
-        let (dir, t2, dst, m2) = (
-            vol.dir.clone(),
-            tmp.to_path_buf(),
-            diff_path(&vol.dir, &diff),
-            meta.clone(),
-        );
-        blocking(move || -> Result<(), WireError> {
-            std::fs::rename(&t2, &dst).map_err(|e| {
-                refuse(
-                    ErrorCode::Internal,
-                    format!("renaming {}: {e}", t2.display()),
-                )
-            })?;
-            persist::sync_dir(&dir).map_err(persist_error)?;
-            m2.save(&dir).map_err(persist_error)
-        })
-        .await??;
-        *vol.meta() = meta;
-        Ok(diff)
+        Ok(bytes)
     }
 
     /// Reads the virtual image of the scan chain and queues the hash of every bulk
@@ -297,11 +351,15 @@ impl Archive {
         &self,
         vol: &ArchiveVol,
         chain: &[MetaDiff],
-        size_lb: u64,
-        bulk_lb: u64,
-        seed: u64,
+        job: &HashScan,
         tx: &mpsc::Sender<[u8; 16]>,
+        op: &str,
     ) -> Result<(), WireError> {
+        let HashScan {
+            size_lb,
+            bulk_lb,
+            seed,
+        } = *job;
         let kerr =
             |e: walb_kernel::Error| refuse(ErrorCode::Internal, format!("reading the image: {e}"));
         // Read once, front to back: around the page cache where the file system allows.
@@ -346,7 +404,7 @@ impl Archive {
                 last = std::time::Instant::now();
                 self.publish(Event::Progress {
                     vol: vol.name.clone(),
-                    op: OP.into(),
+                    op: op.into(),
                     done_lb: done,
                     total_lb: size_lb,
                 });

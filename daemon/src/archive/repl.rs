@@ -32,8 +32,15 @@
 //! source publishes `Event::Failed{op: "replicate"}` and its volume's progress
 //! (`Event::Progress{op: "replicate"}`, `Query::Progress`) counts the blocks of a full copy.
 //!
-//! Not yet: the `Hash` decision (a destination older than the source's base, whose diffs
-//! were applied away) is refused with advice to resync; a full copy restarts from block 0.
+//! A destination older than every diff the source holds (the diffs between were applied
+//! away) gets a hash round instead of a diff: `Step::ReplDecision(Hash)` and
+//! `Step::ReplResync{size_lb, bulk_lb, oldest: the source's first clean snapshot after the
+//! destination's, uuid, hash_seed}`; the destination streams the bulk hashes of its
+//! virtual image of its latest snapshot while the source streams back a sorted wdiff of
+//! the bulks of its own virtual image that differ ([`crate::bulk::compare`]); stored as
+//! the compared diff `latest --> oldest` (walb-tools' compDiff), acked; rounds go on.
+//!
+//! Not yet: a full copy that breaks restarts from block 0 (walb-tools resumes it).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -45,6 +52,8 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 use walb_kernel::block::LBS;
 use walb_kernel::diff::convert::ConvertOpt;
+use walb_kernel::diff::merge::DiffMerger;
+use walb_kernel::diff::virt::VirtualFullScan;
 use walb_kernel::ldev::ReadAt;
 use walb_kernel::meta::{DiffManager, MergeLimits, MetaDiff, MetaSnap, MetaState, Relation};
 use walb_kernel::wdiff::WdiffKind;
@@ -54,12 +63,14 @@ use walb_wire::{
     Call, EncodedChunk, ErrorCode, Event, PeerId, Reply, Request, Role, Step, WireError,
 };
 
-use super::restore::PROGRESS_EVERY;
+use super::hash::HashScan;
+use super::restore::{open_round, PROGRESS_EVERY};
 use super::vol::{ArchiveVol, VolMeta};
 use super::wdiff::hex;
 use super::{backend_error, blocking, persist_error, remove_diff_files, Archive};
-use crate::bulk::{self, Bulk, ScanIo, READ_AHEAD};
+use crate::bulk::{self, compare, Bulk, Compare, ScanIo, HASH_QUEUE, READ_AHEAD};
 use crate::dto;
+use crate::proxy::bridge::{ChunkWriter, CHANNEL_DEPTH};
 use crate::server::{answer, refuse, CallError};
 use crate::state::archive::{action, deny_list, ArchiveState as A, ACTIVE};
 use crate::state::VolState;
@@ -341,14 +352,9 @@ impl Archive {
                     .await?;
                     return Ok(rounds);
                 }
-                RoundPlan::Behind { dest, base } => {
-                    return Err(refuse(
-                        ErrorCode::Unsupported,
-                        format!(
-                            "volume {}: the destination's latest snapshot {dest} is older than this archive's base {base} (the diffs between were applied): replicate with resync to rebuild the destination",
-                            v.name
-                        ),
-                    ))
+                RoundPlan::Behind { dest, .. } => {
+                    self.send_hash(v, call, dest, bulk_lb, uuid).await?;
+                    rounds += 1;
                 }
                 RoundPlan::Diffs(chain) => {
                     self.send_diffs(v, call, &chain, uuid).await?;
@@ -547,6 +553,202 @@ impl Archive {
         Ok(())
     }
 
+    /// A hash round: the destination at `dest` is older than every diff held here, so
+    /// the blocks of the first clean snapshot after it that differ from the destination's
+    /// image travel, found by comparing the destination's bulk hashes with this archive's
+    /// virtual image of that snapshot.
+    async fn send_hash(
+        self: &Arc<Self>,
+        v: &Arc<ArchiveVol>,
+        call: &mut Call,
+        dest: MetaSnap,
+        bulk_lb: u64,
+        uuid: Uuid,
+    ) -> Result<(), WireError> {
+        let (to, chain) = {
+            let m = v.meta();
+            let point = m
+                .diffs
+                .restorable(&m.base, true)
+                .into_iter()
+                .find(|p| p.gid > dest.gid_b)
+                .ok_or_else(|| {
+                    refuse(
+                        ErrorCode::NotFound,
+                        format!(
+                            "volume {}: no clean snapshot after the destination's {dest} to compare with",
+                            v.name
+                        ),
+                    )
+                })?;
+            let snap = MetaSnap::new(point.gid, point.gid)
+                .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
+            let chain = m
+                .diffs
+                .diffs_to_scan(&m.base, point.gid, self.cfg.max_open)
+                .ok_or_else(|| {
+                    refuse(
+                        ErrorCode::Internal,
+                        format!(
+                            "volume {}: snapshot {} needs more than --max-open diffs to scan: apply or merge first",
+                            v.name, point.gid
+                        ),
+                    )
+                })?;
+            (MetaState::new(snap, point.timestamp), chain)
+        };
+        let size_lb = self
+            .backend
+            .base_size_lb(&v.name)
+            .map_err(backend_error)?
+            .unwrap_or(0);
+        // The seed: the low bits of the clock (any value works; a fresh one per round).
+        let seed = crate::vol::now_s() as u32;
+        info!(vol = %v.name, from = %dest, to = %to.snap_b, diffs = chain.len(), "hash round");
+        call.sender
+            .step(Step::ReplDecision(ReplDecision::Hash))
+            .await
+            .map_err(wire)?;
+        call.sender
+            .step(Step::ReplResync {
+                size_lb,
+                bulk_lb,
+                oldest: dto::state_to_dto(&to),
+                uuid,
+                hash_seed: seed,
+            })
+            .await
+            .map_err(wire)?;
+        let bulks = size_lb.div_ceil(bulk_lb);
+        let (htx, hrx) = mpsc::channel::<[u8; 16]>(HASH_QUEUE);
+        let (ctx, mut crx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
+        let abort = Arc::new(AtomicBool::new(false));
+        let comparer = {
+            let (me, v2, abort) = (Arc::clone(self), Arc::clone(v), Arc::clone(&abort));
+            let job = Compare {
+                size_lb,
+                bulk_lb,
+                seed: u64::from(seed),
+                uuid,
+            };
+            tokio::task::spawn_blocking(move || {
+                me.compare_image(&v2, &chain, &job, hrx, ChunkWriter::new(ctx), &abort)
+            })
+        };
+        let Call {
+            sender, receiver, ..
+        } = call;
+        let hashes_in = async {
+            for _ in 0..bulks {
+                let h = match receiver.step().await.map_err(wire)? {
+                    Step::Hash(h) => h,
+                    other => {
+                        return Err(refuse(
+                            ErrorCode::BadRequest,
+                            format!("{OP}: expected a bulk hash, got {other:?}"),
+                        ))
+                    }
+                };
+                if htx.send(h).await.is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        };
+        let diff_out = async {
+            while let Some(c) = crx.recv().await {
+                if self.aborting(v) {
+                    return Err(refuse(
+                        ErrorCode::Cancelled,
+                        format!(
+                            "volume {}: replication aborted (force stop or shutdown)",
+                            v.name
+                        ),
+                    ));
+                }
+                sender.chunk(&c).await.map_err(wire)?;
+            }
+            Ok(())
+        };
+        if let Err(e) = tokio::try_join!(hashes_in, diff_out) {
+            abort.store(true, Ordering::Relaxed);
+            return Err(e);
+        }
+        let (differing, bytes) = comparer
+            .await
+            .map_err(|e| refuse(ErrorCode::Internal, format!("image reader: {e}")))?
+            .map_err(|e| refuse(ErrorCode::Internal, format!("comparing {}: {e}", v.name)))?;
+        call.sender.end_bulk().await.map_err(wire)?;
+        expect(call, "an acknowledgement of the hash round", |s| match s {
+            Step::Ack => Ok(()),
+            o => Err(o),
+        })
+        .await?;
+        info!(vol = %v.name, bulks, differing, bytes, "hash round done");
+        Ok(())
+    }
+
+    /// Compares the virtual image of `chain` with the destination's hashes (blocking).
+    fn compare_image(
+        &self,
+        v: &ArchiveVol,
+        chain: &[MetaDiff],
+        job: &Compare,
+        hashes: mpsc::Receiver<[u8; 16]>,
+        out: ChunkWriter,
+        abort: &AtomicBool,
+    ) -> walb_kernel::Result<(u64, u64)> {
+        let base = walb_kernel::dio::DirectReader::from_file(
+            self.backend.open_base(&v.name).map_err(|e| {
+                walb_kernel::Error::io(
+                    "opening the base image",
+                    std::io::Error::other(e.to_string()),
+                )
+            })?,
+        );
+        let streams = open_round(&v.dir, chain).map_err(|e| {
+            walb_kernel::Error::io("opening the diffs", std::io::Error::other(e.to_string()))
+        })?;
+        let base_ref: &dyn ReadAt = &base;
+        let mut scan = VirtualFullScan::new(
+            Some(base_ref),
+            job.size_lb,
+            Box::new(DiffMerger::new(streams)),
+        )?;
+        let mut pos = 0u64;
+        compare(
+            &mut |off, buf| {
+                if off != pos {
+                    return Err(walb_kernel::Error::io(
+                        "reading the image",
+                        std::io::Error::other(format!("read at byte {off}, the scan is at {pos}")),
+                    ));
+                }
+                let mut got = 0;
+                while got < buf.len() {
+                    let k = scan.read_chunk(&mut buf[got..])?;
+                    if k == 0 {
+                        return Err(walb_kernel::Error::io(
+                            "reading the image",
+                            std::io::Error::new(
+                                std::io::ErrorKind::UnexpectedEof,
+                                format!("the image ended at byte {}", pos + got as u64),
+                            ),
+                        ));
+                    }
+                    got += k;
+                }
+                pos += got as u64;
+                Ok(())
+            },
+            &mut |_| {},
+            job,
+            hashes,
+            out,
+            abort,
+        )
+    }
+
     // --------------------------------------------------------------------------------
     // Destination
 
@@ -677,10 +879,12 @@ impl Archive {
             .await?;
             match d {
                 ReplDecision::Done => return Ok(rounds),
-                ReplDecision::Hash => return Err(refuse(
-                    ErrorCode::Unsupported,
-                    "hash replication is not implemented by this archive; replicate with resync",
-                )),
+                ReplDecision::Hash => {
+                    self.receive_repl_hash(vol, call, latest.snap_b).await?;
+                    rounds += 1;
+                    self.publish_diffs(vol);
+                    call.sender.step(Step::Ack).await.map_err(wire)?;
+                }
                 ReplDecision::Diff => {
                     self.receive_repl_diff(vol, call, latest.snap_b).await?;
                     rounds += 1;
@@ -770,13 +974,15 @@ impl Archive {
         let diff = dto::diff_from_dto(&diff)?;
         match latest.relation(&diff) {
             Relation::Applicable => {}
-            r => return Err(refuse(
-                ErrorCode::BadRequest,
-                format!(
+            r => {
+                return Err(refuse(
+                    ErrorCode::BadRequest,
+                    format!(
                     "volume {}: {r}: diff {diff} does not apply to the latest snapshot {latest}",
                     vol.name
                 ),
-            )),
+                ))
+            }
         }
         let size_lb = self
             .backend
@@ -804,6 +1010,106 @@ impl Archive {
         .await??;
         info!(vol = %vol.name, diff = %stored, bytes = stored.data_size, "replicated diff received");
         Ok(())
+    }
+    /// Receives a hash round: this archive's image of `latest` is hashed bulk by bulk,
+    /// the source answers with the differing bulks of its snapshot `to`, stored as the
+    /// compared diff `latest --> to`.
+    async fn receive_repl_hash(
+        self: &Arc<Self>,
+        vol: &Arc<ArchiveVol>,
+        call: &mut Call,
+        latest: MetaSnap,
+    ) -> Result<(), WireError> {
+        let (size_lb, bulk_lb, to, uuid, seed) =
+            expect(call, "the hash round's parameters", |s| match s {
+                Step::ReplResync {
+                    size_lb,
+                    bulk_lb,
+                    oldest,
+                    uuid,
+                    hash_seed,
+                } => Ok((size_lb, bulk_lb, oldest, uuid, hash_seed)),
+                o => Err(o),
+            })
+            .await?;
+        let to = dto::state_from_dto(&to)?;
+        let have_lb = self
+            .backend
+            .base_size_lb(&vol.name)
+            .map_err(backend_error)?
+            .unwrap_or(0);
+        if size_lb != have_lb {
+            return Err(refuse(
+                ErrorCode::SmallerLvSize,
+                format!(
+                    "volume {}: the source's image has {size_lb} blocks, this archive's {have_lb} (resize first)",
+                    vol.name
+                ),
+            ));
+        }
+        if bulk_lb == 0 || bulk_lb > MAX_BULK_LB {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!("bulk size {bulk_lb} blocks: it must be 1 to {MAX_BULK_LB}"),
+            ));
+        }
+        let diff = MetaDiff::new(latest, to.snap_b)
+            .map_err(|e| refuse(ErrorCode::BadRequest, format!("{OP}: {e}")))?
+            .with_comp_diff(true)
+            .with_timestamp(to.timestamp);
+        if !to.snap_b.is_clean() || to.snap_b.gid_b <= latest.gid_b {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!(
+                    "{OP}: a hash round to {} does not move the latest snapshot {latest}",
+                    to.snap_b
+                ),
+            ));
+        }
+        let chain = {
+            let m = vol.meta();
+            m.diffs.diffs_to_scan(&m.base, latest.gid_b, self.cfg.max_open)
+        }
+        .ok_or_else(|| {
+            refuse(
+                ErrorCode::Internal,
+                format!(
+                    "volume {}: the latest snapshot {latest} needs more than --max-open diffs to scan: apply or merge first",
+                    vol.name
+                ),
+            )
+        })?;
+        let tmp = crate::persist::tmp_path(&vol.dir.join("repl-hash.wdiff"));
+        let r = async {
+            let bytes = self
+                .exchange_hashes(
+                    vol,
+                    call,
+                    &chain,
+                    &HashScan {
+                        size_lb,
+                        bulk_lb,
+                        seed: u64::from(seed),
+                    },
+                    &tmp,
+                    OP,
+                )
+                .await?;
+            let diff = diff.with_data_size(bytes);
+            self.commit_temp_diff(vol, &tmp, &diff, uuid, OP).await?;
+            Ok::<_, WireError>(diff)
+        }
+        .await;
+        match r {
+            Ok(diff) => {
+                info!(vol = %vol.name, %diff, bytes = diff.data_size, "hash round received");
+                Ok(())
+            }
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
+        }
     }
 }
 

@@ -24,22 +24,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::info;
-use walb_kernel::block::is_all_zero;
-use walb_kernel::diff::convert::{write_sorted, ConvertOpt};
-use walb_kernel::diff::io::DiffIo;
 use walb_wire::msg::{ErrorCode, SnapDto, Step, WireError};
 use walb_wire::Call;
 
 use super::full::{expect_ack, ScanThrottle, Session};
-use super::{blocking, DataRead, Storage};
+use super::{blocking, Storage};
+use crate::bulk::{compare, Compare};
 use crate::proxy::bridge::{ChunkWriter, CHANNEL_DEPTH};
 use crate::server::refuse;
 
-/// Hashes queued between the network and the device reader.
-const HASH_QUEUE: usize = 64;
+use crate::bulk::HASH_QUEUE;
 
 /// The comparison of an accepted session (steps 1 to 3 above); the end snapshot's gid.
 pub(super) async fn sync(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError> {
@@ -91,8 +88,17 @@ pub(super) async fn sync(st: &Arc<Storage>, s: &mut Session) -> Result<u64, Wire
         };
         let (name, path) = (vol.name.clone(), s.path.clone());
         tokio::task::spawn_blocking(move || {
-            compare(data, &job, &st2, hrx, ChunkWriter::new(ctx), &abort)
-                .map_err(|e| super::dev_error(&name, &path, &e))
+            let mut data = data;
+            let mut throttle = ScanThrottle::new(&st2);
+            compare(
+                &mut |off, buf| data.read_at(off, buf),
+                &mut |bytes| throttle.read(&st2, bytes),
+                &job,
+                hrx,
+                ChunkWriter::new(ctx),
+                &abort,
+            )
+            .map_err(|e| super::dev_error(&name, &path, &e))
         })
     };
     let Call {
@@ -158,80 +164,4 @@ pub(super) async fn sync(st: &Arc<Storage>, s: &mut Session) -> Result<u64, Wire
     expect_ack(st, &vol, &mut s.call, "the end snapshot").await?;
     let _ = s.call.sender.finish();
     Ok(gid_e)
-}
-
-/// The parameters of one comparison.
-struct Compare {
-    size_lb: u64,
-    bulk_lb: u64,
-    seed: u64,
-    uuid: [u8; 16],
-}
-
-/// Reads the device bulk by bulk against the archive's hashes and writes the differing
-/// bulks as a SORTED wdiff into `out` (blocking). Returns (differing bulks, bytes written).
-fn compare(
-    mut data: Box<dyn DataRead>,
-    job: &Compare,
-    st: &Storage,
-    mut hashes: mpsc::Receiver<[u8; 16]>,
-    out: ChunkWriter,
-    abort: &AtomicBool,
-) -> walb_kernel::Result<(u64, u64)> {
-    let mut throttle = ScanThrottle::new(st);
-    let mut off_lb = 0u64;
-    let mut differing = 0u64;
-    let mut failed: Option<walb_kernel::Error> = None;
-    let ios = std::iter::from_fn(|| loop {
-        if off_lb >= job.size_lb || abort.load(Ordering::Relaxed) || failed.is_some() {
-            return None;
-        }
-        let want = hashes.blocking_recv()?;
-        let n = job.bulk_lb.min(job.size_lb - off_lb);
-        let mut buf = BytesMut::zeroed((n * 512) as usize);
-        if let Err(e) = data.read_at(off_lb * 512, &mut buf) {
-            failed = Some(e);
-            return None;
-        }
-        throttle.read(st, n * 512);
-        let at = off_lb;
-        off_lb += n;
-        if walb_kernel::hash::bulk_hash(&buf, job.seed) == want {
-            continue;
-        }
-        differing += 1;
-        // Bulks are at most 4 MiB (8192 blocks), within a record's u32 block count.
-        let io = if is_all_zero(&buf) {
-            DiffIo::all_zero(at, n as u32)
-        } else {
-            DiffIo::normal(at, buf.freeze())
-        };
-        return Some(Ok(io));
-    });
-    let (w, _) = write_sorted(ios, job.uuid, out, &ConvertOpt::default())?;
-    if let Some(e) = failed {
-        return Err(e);
-    }
-    if abort.load(Ordering::Relaxed) {
-        return Err(walb_kernel::Error::io(
-            "comparing the device",
-            std::io::Error::other("aborted"),
-        ));
-    }
-    if off_lb < job.size_lb {
-        return Err(walb_kernel::Error::io(
-            "comparing the device",
-            std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!(
-                    "the archive's hashes ended at block {off_lb} of {}",
-                    job.size_lb
-                ),
-            ),
-        ));
-    }
-    let bytes = w
-        .finish()
-        .map_err(|e| walb_kernel::Error::io("sending the diff", e))?;
-    Ok((differing, bytes))
 }
