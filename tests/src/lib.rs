@@ -1,9 +1,10 @@
 //! The end-to-end harness: a real walb cluster of processes on loopback.
 //!
 //! A [`Cluster`] lives in a temporary directory: a cluster CA with certificates for s0
-//! (storage), p0 (proxy), a0 (archive) and an operator console, an emulated WalB device on
-//! two files (`wdevc create-wdev --emulate`, which as root also exposes a loop block
-//! device), the three daemons on free loopback ports, and a cluster file for
+//! (storage), p0 (proxy), a0 (archive; with [`ClusterOpts::archives`] also a1, a2...
+//! outside s0's backup group, for replication) and an operator console, an emulated WalB
+//! device on two files (`wdevc create-wdev --emulate`, which as root also exposes a loop
+//! block device), the daemons on free loopback ports, and a cluster file for
 //! `walb-console`. Tests drive it exactly as operators do: `walb-console --exec`,
 //! `wdevc`, `mkfs`, `mount`, and SIGTERM/SIGKILL for failure drills. Everything is torn
 //! down when the [`Cluster`] drops.
@@ -156,6 +157,9 @@ pub struct ClusterOpts {
     pub archive_args: Vec<String>,
     /// Number of proxies (p0, p1, ...), in the storage's priority order.
     pub proxies: usize,
+    /// Number of archives: a0 (the storage's) and a1, a2... (replication targets, in the
+    /// cluster file but in no backup group).
+    pub archives: usize,
     /// Writes the initial content of the log and data device files (`(ldev, ddev)`,
     /// already of their sizes, sparse) before the device is formatted and started.
     pub fill: Option<fn(&Path, &Path) -> Result<()>>,
@@ -171,6 +175,7 @@ impl Default for ClusterOpts {
             proxy_args: Vec::new(),
             archive_args: Vec::new(),
             proxies: 1,
+            archives: 1,
             fill: None,
         }
     }
@@ -221,11 +226,12 @@ impl Cluster {
         let ca = ClusterCa::generate("walb-e2e", 30)?;
         ca.save(&certs, false)?;
         let proxies: Vec<String> = (0..opts.proxies.max(1)).map(|i| format!("p{i}")).collect();
+        let archives: Vec<String> = (0..opts.archives.max(1)).map(|i| format!("a{i}")).collect();
         let mut ids: Vec<(Role, String)> = vec![
             (Role::Storage, "s0".into()),
-            (Role::Archive, "a0".into()),
             (Role::Operator, "console".into()),
         ];
+        ids.extend(archives.iter().map(|a| (Role::Archive, a.clone())));
         ids.extend(proxies.iter().map(|p| (Role::Proxy, p.clone())));
         for (role, id) in &ids {
             let peer = PeerId::new(*role, id)?;
@@ -260,10 +266,12 @@ impl Cluster {
                 addr(p)
             );
         }
-        cluster += &format!(
-            "[[node]]\nname = \"a0\"\nrole = \"archive\"\naddr = \"{}\"\n",
-            addr("a0")
-        );
+        for a in &archives {
+            cluster += &format!(
+                "[[node]]\nname = \"{a}\"\nrole = \"archive\"\naddr = \"{}\"\n\n",
+                addr(a)
+            );
+        }
         std::fs::write(d.join("cluster.toml"), cluster)?;
         let mut c = Cluster {
             _serial: serial,
@@ -300,10 +308,12 @@ impl Cluster {
             opts.snapshot_interval.to_string(),
         ]);
         s.extend(opts.storage_args.iter().cloned());
-        let mut a = common("a0");
-        a.extend(opts.archive_args.iter().cloned());
-        let mut order: Vec<(String, &'static str, Vec<String>)> =
-            vec![("a0".into(), "walb-archive", a)];
+        let mut order: Vec<(String, &'static str, Vec<String>)> = Vec::new();
+        for ax in &archives {
+            let mut a = common(ax);
+            a.extend(opts.archive_args.iter().cloned());
+            order.push((ax.clone(), "walb-archive", a));
+        }
         for px in &proxies {
             let mut p = common(px);
             p.extend(opts.proxy_args.iter().cloned());
@@ -575,8 +585,34 @@ impl Cluster {
 
     /// Takes a snapshot that must become restorable on a0; returns its gid.
     pub fn snapshot(&self) -> Result<u64> {
-        let out = self.exec_ok(&["snapshot", "s0", VOL, "a0"])?;
+        self.snapshot_at(&["a0"])
+    }
+
+    /// Takes a snapshot that must become restorable on each of `archives`; returns its
+    /// gid.
+    pub fn snapshot_at(&self, archives: &[&str]) -> Result<u64> {
+        let mut args = vec!["snapshot", "s0", VOL, "--timeout", "120"];
+        args.extend(archives);
+        let out = self.exec_ok(&args)?;
         last_number(&out).with_context(|| format!("no gid in {out:?}"))
+    }
+
+    /// `restorable ARCHIVE vol`: its lines (gid, time, explicit).
+    pub fn restorable_lines(&self, archive: &str) -> Result<Vec<String>> {
+        Ok(self
+            .exec_ok(&["restorable", archive, VOL])?
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// The gids `archive` lists as restorable (explicit snapshots).
+    pub fn restorable_gids(&self, archive: &str) -> Result<Vec<u64>> {
+        Ok(self
+            .restorable_lines(archive)?
+            .iter()
+            .filter_map(|l| l.split_whitespace().next()?.parse().ok())
+            .collect())
     }
 
     /// The device equals the restored image of `gid` at a0.

@@ -1,11 +1,12 @@
-//! walb-tools scenarios n1 to n6, n13, m1 to m3, e1 to e5 and e8 (walb-tools.md §8.3) with real processes
-//! on loopback, each ending in the same check: the SHA-256 of the live device equals that
-//! of the snapshot restored at the archive.
+//! walb-tools scenarios n1 to n8, n10, n13, m1 to m3, e1 to e5, e7 and e8 (walb-tools.md
+//! §8.3) with real processes on loopback, each ending in the same check: the SHA-256 of the
+//! live device equals that of the snapshot restored at the archive (at both archives for
+//! the replication scenarios n7, n8, n10 and e7, which run a second archive a1).
 
 use std::time::Duration;
 
-use anyhow::{bail, Result};
-use walb_tests::{is_root, Cluster, ClusterOpts, VOL};
+use anyhow::{bail, Context, Result};
+use walb_tests::{is_root, last_number, Cluster, ClusterOpts, VOL};
 
 /// Runs `f` on a fresh cluster; prints the daemons' logs when it fails.
 fn scenario(opts: ClusterOpts, f: impl FnOnce(&mut Cluster) -> Result<()>) -> Result<()> {
@@ -493,5 +494,205 @@ fn e8_storage_metadata_lost() -> Result<()> {
         c.write(20, "16k", 47)?;
         let gid = c.snapshot()?;
         c.assert_restore_equals_device(gid)
+    })
+}
+
+/// A cluster with a second archive a1 (outside s0's backup group).
+fn two_archives() -> ClusterOpts {
+    ClusterOpts {
+        archives: 2,
+        ..ClusterOpts::default()
+    }
+}
+
+/// `replicate a0 vol a1 EXTRA...`; returns the gid it printed.
+fn replicate(c: &Cluster, extra: &[&str]) -> Result<u64> {
+    let mut args = vec!["replicate", "a0", VOL, "a1", "--timeout", "120"];
+    args.extend(extra);
+    let out = c.exec_ok(&args)?;
+    last_number(&out).with_context(|| format!("replicate printed no gid: {out:?}"))
+}
+
+/// Whether every proxy sends the volume to a1 (`is-synchronizing a1 vol`).
+fn a1_synchronizing(c: &Cluster) -> Result<bool> {
+    let out = c.exec_ok(&["is-synchronizing", "a1", VOL])?;
+    match out.trim() {
+        "1" => Ok(true),
+        "0" => Ok(false),
+        other => bail!("is-synchronizing printed {other:?}"),
+    }
+}
+
+/// a0 and a1 list the same restorable snapshots and share the archive uuid; `gid`
+/// restores the same on both, equal to the device.
+fn assert_replica_equals_device(c: &Cluster, gid: u64) -> Result<()> {
+    let (l0, l1) = (c.restorable_lines("a0")?, c.restorable_lines("a1")?);
+    if l0 != l1 {
+        bail!(
+            "restorable differs:\na0:\n{}\na1:\n{}",
+            l0.join("\n"),
+            l1.join("\n")
+        );
+    }
+    let uuid = |a: &str| c.exec_ok(&["get", a, "archive-uuid", VOL]);
+    if uuid("a0")? != uuid("a1")? {
+        bail!("a0 and a1 have different archive uuids after the replication");
+    }
+    let dev = c.device_sha256()?;
+    for a in ["a0", "a1"] {
+        let img = c.restored_sha256(a, gid)?;
+        if img != dev {
+            bail!("gid {gid} restored at {a} differs from the device: {img} != {dev}");
+        }
+    }
+    Ok(())
+}
+
+/// n7: a fresh a1 gets a full replication of a0 (init-vol by replicate); both list the
+/// same snapshots, and the latest restores the same on both, equal to the device.
+#[test]
+fn n7_replicate_full() -> Result<()> {
+    scenario(two_archives(), |c| {
+        c.init_and_full_backup()?;
+        c.write(100, "64k", 70)?;
+        let gid = c.snapshot()?;
+        if c.state("a1")? != "Clear" {
+            bail!("a1 is {} before the replication, not Clear", c.state("a1")?);
+        }
+        let r = replicate(c, &[])?;
+        if r != gid {
+            bail!("replicate printed gid {r}, a0's latest restorable is {gid}");
+        }
+        if c.state("a1")? != "Archived" {
+            bail!("a1 is {} after the replication", c.state("a1")?);
+        }
+        if a1_synchronizing(c)? {
+            bail!("a replication without --sync made the proxy send to a1");
+        }
+        assert_replica_equals_device(c, gid)
+    })
+}
+
+/// n8: after a full replication, writes and a snapshot at a0; a second replication
+/// brings a1 up by diffs (its base stays); lists and bytes equal.
+#[test]
+fn n8_replicate_diff() -> Result<()> {
+    scenario(two_archives(), |c| {
+        c.init_and_full_backup()?;
+        c.write(100, "64k", 80)?;
+        c.snapshot()?;
+        replicate(c, &[])?;
+        let base = c.exec_ok(&["get", "a1", "base", VOL])?;
+        c.write(100, "64k", 81)?;
+        let gid = c.snapshot()?;
+        let a1_latest = c.restorable_gids("a1")?.into_iter().max().unwrap_or(0);
+        if a1_latest >= gid {
+            bail!("a1 already holds gid {a1_latest} >= {gid} before the replication");
+        }
+        let r = replicate(c, &[])?;
+        if r != gid {
+            bail!("replicate printed gid {r}, not a0's latest {gid}");
+        }
+        if c.exec_ok(&["get", "a1", "base", VOL])? != base {
+            bail!("the second replication replaced a1's base (a full copy, not diffs)");
+        }
+        let diffs = c.exec_ok(&["diff-list", "a1", VOL])?;
+        if !diffs.contains(&format!("-->|{gid}|")) {
+            bail!("a1 has no diff up to {gid}:\n{diffs}");
+        }
+        assert_replica_equals_device(c, gid)
+    })
+}
+
+/// n10: `replicate --sync` under writes: afterwards the proxy sends every diff to a1
+/// too, so a new snapshot becomes restorable on both and restores the same; after
+/// stop-synchronizing a1 no longer follows.
+#[test]
+fn n10_synchronizing() -> Result<()> {
+    scenario(two_archives(), |c| {
+        c.init_and_full_backup()?;
+        let mut w = c.workload(&[
+            "--rate",
+            "40",
+            "--max-io",
+            "16k",
+            "--duration",
+            "8",
+            "--flush-interval",
+            "50",
+            "--seed",
+            "100",
+        ])?;
+        replicate(c, &["--sync"])?;
+        if !w.wait()?.success() {
+            bail!("background writer failed");
+        }
+        if !a1_synchronizing(c)? {
+            bail!("after replicate --sync, the proxy does not send to a1");
+        }
+        if c.state("p0")? != "Started" {
+            bail!("p0 is {} after replicate --sync", c.state("p0")?);
+        }
+        let gid = c.snapshot_at(&["a0", "a1"])?;
+        let dev = c.device_sha256()?;
+        for a in ["a0", "a1"] {
+            if c.restored_sha256(a, gid)? != dev {
+                bail!("gid {gid} restored at {a} differs from the device");
+            }
+        }
+        c.exec_ok(&["stop-synchronizing", "a1", VOL])?;
+        if a1_synchronizing(c)? {
+            bail!("still synchronizing after stop-synchronizing");
+        }
+        c.write(20, "16k", 101)?;
+        let gid2 = c.snapshot()?;
+        let a1_latest = c.restorable_gids("a1")?.into_iter().max().unwrap_or(0);
+        if a1_latest >= gid2 {
+            bail!("a1 follows after stop-synchronizing: it holds {a1_latest} >= {gid2}");
+        }
+        let g = gid2.to_string();
+        if c.exec(&["wait-restorable", "a1", VOL, &g, "--timeout", "3"])?
+            .status
+            .success()
+        {
+            bail!("gid {gid2} became restorable at a1 after stop-synchronizing");
+        }
+        c.assert_restore_equals_device(gid2)
+    })
+}
+
+/// e7: the secondary archive loses its data while synchronizing: new snapshots reach
+/// a0 only; `replicate --sync` again rebuilds a1 (full) and it follows again; device, a0
+/// and a1 agree; stop-synchronizing ends it.
+#[test]
+fn e7_secondary_archive_data_lost() -> Result<()> {
+    scenario(two_archives(), |c| {
+        c.init_and_full_backup()?;
+        c.write(50, "64k", 110)?;
+        replicate(c, &["--sync"])?;
+        c.kill_node("a1")?;
+        std::fs::remove_dir_all(c.path().join("a1"))?;
+        c.start_node("a1")?;
+        c.write(20, "16k", 111)?;
+        let gid = c.snapshot()?;
+        let g = gid.to_string();
+        if c.exec(&["wait-restorable", "a1", VOL, &g, "--timeout", "3"])?
+            .status
+            .success()
+        {
+            bail!("gid {gid} became restorable at a1, which lost its data");
+        }
+        if c.state("a1")? != "Clear" {
+            bail!("a1 is {} after losing its data, not Clear", c.state("a1")?);
+        }
+        replicate(c, &["--sync"])?;
+        c.write(20, "16k", 112)?;
+        let gid2 = c.snapshot_at(&["a0", "a1"])?;
+        assert_replica_equals_device(c, gid2)?;
+        c.exec_ok(&["stop-synchronizing", "a1", VOL])?;
+        if a1_synchronizing(c)? {
+            bail!("still synchronizing after stop-synchronizing");
+        }
+        Ok(())
     })
 }
