@@ -180,6 +180,10 @@ fn the_guide_walks_the_tutorial_on_the_emulator() -> Result<()> {
         "merge",
         "apply",
         "hash-backup",
+        "replicate a0 vol a1",
+        "replicate a0 vol a1 --sync",
+        "is-synchronizing",
+        "stop-synchronizing",
         "down",
     ] {
         if !script.contains(step) {
@@ -249,6 +253,9 @@ set -x
         "archive Archived",
         "abc",
         "def",
+        "ghi",
+        "archive SyncReady",
+        "identically",
         "<|",
         "device walb-tutorial-device deleted",
     ] {
