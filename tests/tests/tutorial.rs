@@ -1,7 +1,10 @@
-//! The first half of the tutorial, end to end with real processes: format and create the
-//! device, init, full backup, mkfs and mount, write a file, umount, snapshot, restore,
-//! compare the restored image with the device, read the file back from the mounted
-//! restore, delete the restore.
+//! The tutorial, end to end with real processes: format and create the device, init,
+//! full backup, mkfs and mount, write a file, umount, snapshot, restore, compare the
+//! restored image with the device, read the file back from the mounted restore, delete
+//! the restore; then its replication part: a second archive a1 initialized, a
+//! replication once (the gid restores the same on a0 and a1), `replicate --sync` (a1 is
+//! synchronizing: a file written afterwards reaches it through the proxy), and
+//! stop-synchronizing.
 
 use std::path::Path;
 use std::process::Command;
@@ -109,16 +112,82 @@ fn tutorial(c: &Cluster) -> Result<()> {
     if path.exists() && path.is_file() {
         bail!("{} still exists after del-restored", path.display());
     }
+    replication(c, &mnt)
+}
+
+/// `is-synchronizing a1 vol` as a boolean.
+fn a1_synchronizing(c: &Cluster) -> Result<bool> {
+    Ok(c.exec_ok(&["is-synchronizing", "a1", VOL])?.trim() == "1")
+}
+
+/// The tutorial's "Replication" part, with the cluster's second archive a1.
+fn replication(c: &Cluster, mnt: &Path) -> Result<()> {
+    let states = c.exec_ok(&["state-all", VOL])?;
+    if !states
+        .lines()
+        .any(|l| l.starts_with("a1 ") && l.ends_with("archive Clear"))
+    {
+        bail!("a1 should be Clear before the replication:\n{states}");
+    }
+    c.exec_ok(&["init-archive", "a1", VOL])?;
+    if c.exec_ok(&["get", "a1", "state", VOL])?.trim() != "SyncReady" {
+        bail!("init-archive left a1 not SyncReady");
+    }
+    let out = c.exec_ok(&["replicate", "a0", VOL, "a1", "--timeout", "120"])?;
+    let gid = last_number(&out).context("replicate printed no gid")?;
+    let g = gid.to_string();
+    let mut sums = Vec::new();
+    for a in ["a0", "a1"] {
+        let img = c.exec_ok(&["restore", a, VOL, &g])?;
+        sums.push(sha256_file(Path::new(img.trim()))?);
+        c.exec_ok(&["del-restored", a, VOL, &g])?;
+    }
+    if sums[0] != sums[1] {
+        bail!("gid {gid} restores differently on a0 and a1");
+    }
+    if a1_synchronizing(c)? {
+        bail!("a1 is synchronizing after a replication without --sync");
+    }
+    c.exec_ok(&["replicate", "a0", VOL, "a1", "--sync", "--timeout", "120"])?;
+    if !a1_synchronizing(c)? {
+        bail!("a1 is not synchronizing after replicate --sync");
+    }
+    let wdev = c.wdev_path();
+    mount(&wdev, mnt, false)?;
+    std::fs::write(mnt.join("test3.txt"), "ghi\n")?;
+    run(Command::new("umount").arg(mnt), "umount")?;
+    let out = c.exec_ok(&["snapshot", "s0", VOL, "a0", "a1", "--timeout", "120"])?;
+    let gid = last_number(&out).context("snapshot printed no gid")?;
+    let g = gid.to_string();
+    let img = c.exec_ok(&["restore", "a1", VOL, &g])?;
+    let img = Path::new(img.trim()).to_path_buf();
+    if sha256_file(&img)? != sha256_file(&wdev)? {
+        bail!("gid {gid} restored at a1 differs from the device");
+    }
+    mount(&img, mnt, true)?;
+    let text = std::fs::read_to_string(mnt.join("test3.txt"));
+    run(Command::new("umount").arg(mnt), "umount restore")?;
+    if text.context("reading test3.txt from a1's restore")? != "ghi\n" {
+        bail!("test3.txt in a1's restore has the wrong content");
+    }
+    c.exec_ok(&["del-restored", "a1", VOL, &g])?;
+    c.exec_ok(&["stop-synchronizing", "a1", VOL])?;
+    if a1_synchronizing(c)? {
+        bail!("a1 is still synchronizing after stop-synchronizing");
+    }
     Ok(())
 }
 
 #[test]
-fn tutorial_up_to_delete_the_snapshot() -> Result<()> {
+fn tutorial_up_to_delete_the_snapshot_then_replication() -> Result<()> {
     if !is_root() {
         eprintln!("skipped: the tutorial needs root (block device, mkfs, mount)");
         return Ok(());
     }
-    let c = Cluster::start(ClusterOpts::default())?;
+    let c = Cluster::start(ClusterOpts {
+        archives: 2,
+        ..ClusterOpts::default()
+    })?;
     let r = tutorial(&c);
     if r.is_err() {
         let _ = Command::new("umount").arg(c.path().join("mnt")).output();
