@@ -982,8 +982,7 @@ pub fn replicate_gid(given: Option<u64>, src_gids: &[u64]) -> Result<u64, String
     match (given, latest) {
         (_, None) => Err("it has no restorable snapshot to replicate".into()),
         (Some(g), Some(l)) if !src_gids.contains(&g) => Err(format!(
-            "gid {g} is not restorable there (the latest is {l}; `restorable SRC VOL all` \
-             lists them)"
+            "gid {g} is not restorable there (the latest is {l})"
         )),
         (Some(g), _) => Ok(g),
         (None, Some(l)) => Ok(l),
@@ -1119,8 +1118,14 @@ pub async fn replicate_once(
         )));
     }
     let src_state = client.state(src, vol).await?;
-    let gid = replicate_gid(opts.gid, &restorable_gids(client, src, vol).await?)
-        .map_err(|m| ClientError::State(format!("{src} {vol} ({src_state}): {m}")))?;
+    let gid = replicate_gid(opts.gid, &restorable_gids(client, src, vol).await?).map_err(|m| {
+        let hint = if opts.gid.is_some() {
+            format!("; `restorable {src} {vol} all` lists them")
+        } else {
+            String::new()
+        };
+        ClientError::State(format!("{src} {vol} ({src_state}): {m}{hint}"))
+    })?;
     let dst_state = client.state(dst, vol).await?;
     let prep =
         prepare_replica(&dst_state).map_err(|m| ClientError::State(format!("{dst} {vol}: {m}")))?;
