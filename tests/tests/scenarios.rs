@@ -1,7 +1,7 @@
-//! walb-tools scenarios n1 to n8, n10, n13, m1 to m3, e1 to e5, e7 and e8 (walb-tools.md
+//! walb-tools scenarios n1 to n10, n13, n14, m1 to m3, e1 to e5, e7 and e8 (walb-tools.md
 //! §8.3) with real processes on loopback, each ending in the same check: the SHA-256 of the
 //! live device equals that of the snapshot restored at the archive (at both archives for
-//! the replication scenarios n7, n8, n10 and e7, which run a second archive a1).
+//! the replication scenarios n7 to n10, n14 and e7, which run a second archive a1).
 
 use std::time::Duration;
 
@@ -694,5 +694,76 @@ fn e7_secondary_archive_data_lost() -> Result<()> {
             bail!("still synchronizing after stop-synchronizing");
         }
         Ok(())
+    })
+}
+
+/// n9: a1 is behind a0's base (a0 applied the diffs a1 would need): the replication
+/// compares the images and sends the differing bulks (a hash round); the latest
+/// snapshots agree and restore the same, equal to the device.
+#[test]
+fn n9_replicate_hash() -> Result<()> {
+    scenario(two_archives(), |c| {
+        c.init_and_full_backup()?;
+        c.write(50, "64k", 90)?;
+        c.snapshot()?;
+        replicate(c, &[])?;
+        c.write(50, "64k", 91)?;
+        let gid0 = c.snapshot()?;
+        c.exec_ok(&["apply", "a0", VOL, &gid0.to_string()])?;
+        let a0 = c.restorable_gids("a0")?;
+        if a0 != [gid0] {
+            bail!("a0 lists {a0:?} after applying up to {gid0}");
+        }
+        c.write(50, "64k", 92)?;
+        let gid = c.snapshot()?;
+        let r = replicate(c, &[])?;
+        if r != gid {
+            bail!("replicate printed gid {r}, not a0's latest {gid}");
+        }
+        let latest =
+            |a: &str| -> Result<Option<u64>> { Ok(c.restorable_gids(a)?.into_iter().max()) };
+        if latest("a0")? != latest("a1")? {
+            bail!(
+                "latest restorable: a0 {:?}, a1 {:?}",
+                latest("a0")?,
+                latest("a1")?
+            );
+        }
+        let dev = c.device_sha256()?;
+        for a in ["a0", "a1"] {
+            if c.restored_sha256(a, gid)? != dev {
+                bail!("gid {gid} restored at {a} differs from the device");
+            }
+        }
+        Ok(())
+    })
+}
+
+/// n14: a0 starts a new lineage (cleared, new full backup): a replication to a1, which
+/// holds the old one, is refused with the reason until `--resync`, which rebuilds a1;
+/// both then restore the same, equal to the device.
+#[test]
+fn n14_resync() -> Result<()> {
+    scenario(two_archives(), |c| {
+        c.init_and_full_backup()?;
+        c.write(50, "64k", 140)?;
+        c.snapshot()?;
+        replicate(c, &[])?;
+        c.exec_ok(&["clear", "a0", VOL])?;
+        c.exec_ok(&["stop", "s0", VOL])?;
+        c.write(50, "64k", 141)?;
+        c.exec_ok(&["full-backup", "s0", VOL])?;
+        c.write(20, "16k", 142)?;
+        let gid = c.snapshot()?;
+        let out = c.exec(&["replicate", "a0", VOL, "a1", "--timeout", "60"])?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !err.contains("--resync") {
+            bail!("a replication onto another lineage without --resync: {err}");
+        }
+        let r = replicate(c, &["--resync"])?;
+        if r != gid {
+            bail!("replicate --resync printed gid {r}, not a0's latest {gid}");
+        }
+        assert_replica_equals_device(c, gid)
     })
 }
