@@ -394,3 +394,91 @@ async fn a_destination_behind_the_applied_base_gets_a_hash_round_then_diffs() {
     );
     assert!(temp_files(&t.a1.vol_dir(VOL)).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_full_copy_resumes_where_it_broke() {
+    use walb_wire::msg::{ReplKind, ReplSync};
+    use walb_wire::{Request, Step};
+    let t = two("repl-resume", 1).await;
+    init_vol(&t.op1, VOL).await;
+    // A source that breaks off half-way: a node with an archive's certificate speaking
+    // the protocol with a0's lineage and base.
+    t.c.issue(Role::Archive, "a9");
+    let n9 = t.c.client(Role::Archive, "a9");
+    let src = n9.connect(t.a1.addr).await.unwrap();
+    let Reply::Uuid(au) = archive_uuid(&t.p0.op).await else {
+        panic!("archive uuid")
+    };
+    let Reply::MetaState(base) = query(
+        &t.p0.op,
+        Query::Base {
+            vol: Some(VOL.into()),
+        },
+    )
+    .await
+    else {
+        panic!("base")
+    };
+    let mut call = src
+        .call(Request::Replicate(ReplSync {
+            vol: VOL.into(),
+            archive_uuid: au,
+            do_resync: false,
+        }))
+        .await
+        .unwrap();
+    assert_eq!(call.receiver.reply().await.unwrap(), Reply::Accepted);
+    assert_eq!(
+        call.receiver.step().await.unwrap(),
+        Step::ReplKind(ReplKind::Full)
+    );
+    call.sender
+        .step(Step::ReplFull {
+            size_lb: SIZE_LB,
+            bulk_lb: 64,
+            base,
+            uuid: UUID,
+        })
+        .await
+        .unwrap();
+    assert_eq!(call.receiver.step().await.unwrap(), Step::StartLb(0));
+    let half = SIZE_LB / 2;
+    for c in t.img[..half as usize * LB].chunks(64 * LB) {
+        if c.iter().all(|&b| b == 0) {
+            call.sender.step(Step::Zero { len_lb: 64 }).await.unwrap();
+        } else {
+            call.sender.chunk(c).await.unwrap();
+        }
+    }
+    // Once a1 has it all, the source goes away.
+    let t0 = std::time::Instant::now();
+    while query(&t.op1, Query::Progress { vol: VOL.into() }).await != Reply::Number(half) {
+        assert!(t0.elapsed() < LIMIT, "a1 did not receive half the image");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    call.sender.reset();
+    drop(call);
+    wait_state(&t.op1, VOL, "SyncReady").await;
+
+    // The real source: the copy resumes at the half.
+    let mut ev = t
+        .op1
+        .subscribe(Subscribe {
+            vols: vec![VOL.into()],
+        })
+        .await
+        .unwrap();
+    t.replicate(t.repl(MergeUntil::SizeMib(0), false, false))
+        .await
+        .unwrap();
+    let first = loop {
+        match ev.next().await.unwrap() {
+            Some(Event::Progress { op, done_lb, .. }) if op == "replicate" => break done_lb,
+            Some(_) => {}
+            None => panic!("no progress from a1"),
+        }
+    };
+    assert_eq!(first, half, "the copy resumed where it broke");
+    assert!(restored_bytes(&t.op1, 1).await == t.expected(1));
+    assert!(!t.a1.vol_dir(VOL).join("full_repl_state").exists());
+}

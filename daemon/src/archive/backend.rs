@@ -137,6 +137,10 @@ pub trait ImageBackend: Send + Sync + fmt::Debug + 'static {
     /// visible as the base; replaces an unfinished one.
     fn create_base(&self, vol: &str, size_lb: u64) -> Result<File, BackendError>;
 
+    /// The unfinished image of [`ImageBackend::create_base`], open for writing, if it
+    /// exists with `size_lb` blocks (a copy resumed where it broke); `None` otherwise.
+    fn resume_base(&self, vol: &str, size_lb: u64) -> Result<Option<File>, BackendError>;
+
     /// Makes the image of [`ImageBackend::create_base`] the base image (synced, atomic).
     fn commit_base(&self, vol: &str) -> Result<(), BackendError>;
 
@@ -324,6 +328,21 @@ impl ImageBackend for FileBackend {
     fn create_base(&self, vol: &str, size_lb: u64) -> Result<File, BackendError> {
         let tmp = persist::tmp_path(&self.base_path(vol));
         new_sparse(&tmp, size_lb * u64::from(LBS))
+    }
+
+    fn resume_base(&self, vol: &str, size_lb: u64) -> Result<Option<File>, BackendError> {
+        let tmp = persist::tmp_path(&self.base_path(vol));
+        match fs::metadata(&tmp) {
+            Ok(m) if m.len() == size_lb * u64::from(LBS) => OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&tmp)
+                .map(Some)
+                .map_err(io_err("opening", &tmp)),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_err("inspecting", &tmp)(e)),
+        }
     }
 
     fn commit_base(&self, vol: &str) -> Result<(), BackendError> {

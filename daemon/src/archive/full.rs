@@ -46,7 +46,7 @@ use walb_kernel::meta::{DiffManager, MetaDiff, MetaState};
 use walb_wire::msg::{Message, Step, SyncStart, Uuid};
 use walb_wire::{Call, ErrorCode, Event, PeerId, Received, Reply, WireError};
 
-use super::backend::for_nonzero;
+use super::backend::{for_nonzero, BackendError};
 use super::vol::{ArchiveVol, VolMeta};
 use super::{backend_error, blocking, persist_error, remove_diff_files, Archive};
 use crate::dto;
@@ -107,6 +107,16 @@ impl Cursor {
             ))
         }
     }
+}
+
+/// Where a received image starts, and how much of it stays after a failure (a resumable
+/// copy: replication).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resume {
+    /// Continue the unfinished image from this block (0: a new image).
+    pub start_lb: u64,
+    /// After a failure: the blocks written and synced (0: nothing worth keeping).
+    pub kept_lb: u64,
 }
 
 /// Bytes written between two write-back starts.
@@ -430,20 +440,72 @@ impl Archive {
         vol: &Arc<ArchiveVol>,
         call: &mut Call,
         size_lb: u64,
+        resume: &mut Resume,
         op: &str,
     ) -> Result<(Duration, Duration), WireError> {
         let (b, n) = (Arc::clone(&self.backend), vol.name.clone());
         let size = size_lb
             .checked_mul(u64::from(LBS))
             .ok_or_else(|| refuse(ErrorCode::BadRequest, "volume size overflows"))?;
+        let start_lb = resume.start_lb;
         let file: Arc<File> = Arc::new(
-            blocking(move || b.create_base(&n, size_lb))
-                .await?
-                .map_err(backend_error)?,
+            blocking(move || match start_lb {
+                0 => b.create_base(&n, size_lb),
+                _ => b.resume_base(&n, size_lb).and_then(|f| {
+                    f.ok_or_else(|| BackendError::Missing("the unfinished image to resume".into()))
+                }),
+            })
+            .await?
+            .map_err(backend_error)?,
         );
-        let mut cur = Cursor { off: 0, size };
+        let mut cur = Cursor {
+            off: start_lb * u64::from(LBS),
+            size,
+        };
         let t_image = Instant::now();
         let mut writer = BackgroundWriter::new(Arc::clone(&file), self.cfg.fsync_bytes, true);
+        let received = self
+            .receive_bulks(vol, call, size_lb, &mut cur, &mut writer, op)
+            .await;
+        if let Err(e) = received {
+            // What arrived stays for a resumed copy once it is written and synced.
+            let f = Arc::clone(&file);
+            if writer.finish().await.is_ok()
+                && blocking(move || f.sync_data())
+                    .await
+                    .is_ok_and(|r| r.is_ok())
+            {
+                resume.kept_lb = cur.off / u64::from(LBS);
+            }
+            return Err(e);
+        }
+        writer.finish().await?;
+        let ms_image = t_image.elapsed();
+        let t_sync = Instant::now();
+        let f = Arc::clone(&file);
+        blocking(move || f.sync_all())
+            .await?
+            .map_err(|e| refuse(ErrorCode::Internal, format!("syncing the base image: {e}")))?;
+        let ms_sync = t_sync.elapsed();
+        self.publish(Event::Progress {
+            vol: vol.name.clone(),
+            op: op.into(),
+            done_lb: size_lb,
+            total_lb: size_lb,
+        });
+        Ok((ms_image, ms_sync))
+    }
+
+    /// The bulks of an image, up to the bulk end, handed to `writer` at `cur`.
+    async fn receive_bulks(
+        &self,
+        vol: &Arc<ArchiveVol>,
+        call: &mut Call,
+        size_lb: u64,
+        cur: &mut Cursor,
+        writer: &mut BackgroundWriter,
+        op: &str,
+    ) -> Result<(), WireError> {
         let mut last_event = Instant::now();
         loop {
             if self.aborting(vol) {
@@ -491,22 +553,7 @@ impl Archive {
                 });
             }
         }
-        cur.finish()?;
-        writer.finish().await?;
-        let ms_image = t_image.elapsed();
-        let t_sync = Instant::now();
-        let f = Arc::clone(&file);
-        blocking(move || f.sync_all())
-            .await?
-            .map_err(|e| refuse(ErrorCode::Internal, format!("syncing the base image: {e}")))?;
-        let ms_sync = t_sync.elapsed();
-        self.publish(Event::Progress {
-            vol: vol.name.clone(),
-            op: op.into(),
-            done_lb: size_lb,
-            total_lb: size_lb,
-        });
-        Ok((ms_image, ms_sync))
+        cur.finish()
     }
 
     async fn full_body(
@@ -526,7 +573,9 @@ impl Archive {
         };
         call.sender.step(Step::Ack).await.map_err(|e| e.to_wire())?;
 
-        let (ms_image, ms_sync) = self.receive_image(vol, call, s.size_lb, OP).await?;
+        let (ms_image, ms_sync) = self
+            .receive_image(vol, call, s.size_lb, &mut Resume::default(), OP)
+            .await?;
         call.sender.step(Step::Ack).await.map_err(|e| e.to_wire())?;
 
         let snap = match call.receiver.step().await.map_err(|e| e.to_wire())? {

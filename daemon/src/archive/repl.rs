@@ -40,7 +40,10 @@
 //! the bulks of its own virtual image that differ ([`crate::bulk::compare`]); stored as
 //! the compared diff `latest --> oldest` (walb-tools' compDiff), acked; rounds go on.
 //!
-//! Not yet: a full copy that breaks restarts from block 0 (walb-tools resumes it).
+//! A full copy that breaks (network, source stopped) keeps what was written and synced,
+//! with a [`FullReplState`]; the next full copy of the same lineage and base resumes there
+//! (`Step::StartLb`). Not yet across a restart of the destination: its start removes
+//! unfinished images.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -63,6 +66,7 @@ use walb_wire::{
     Call, EncodedChunk, ErrorCode, Event, PeerId, Reply, Request, Role, Step, WireError,
 };
 
+use super::full::Resume;
 use super::hash::HashScan;
 use super::restore::{open_round, PROGRESS_EVERY};
 use super::vol::{ArchiveVol, VolMeta};
@@ -90,6 +94,70 @@ pub const MAX_DIFFS_PER_ROUND: usize = 1000;
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Chunks queued between the diff producer and the sender.
 const DIFF_QUEUE: usize = 8;
+
+/// File of an unfinished full copy (walb-tools' `full_repl_state`).
+pub const FULL_REPL_FILE: &str = "full_repl_state";
+
+/// An unfinished full copy, persisted beside its image: resumed when the same source
+/// lineage sends the same base again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FullReplState {
+    /// The source's archive uuid.
+    pub archive_uuid: Uuid,
+    /// The base being copied.
+    pub base: MetaState,
+    /// The image size, logical blocks.
+    pub size_lb: u64,
+    /// Blocks written and synced.
+    pub done_lb: u64,
+}
+
+impl FullReplState {
+    const LEN: usize = 16 + MetaState::ENCODED_LEN + 16;
+
+    /// The persistent form.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(Self::LEN);
+        v.extend_from_slice(&self.archive_uuid);
+        v.extend_from_slice(&self.base.to_bytes());
+        v.extend_from_slice(&self.size_lb.to_le_bytes());
+        v.extend_from_slice(&self.done_lb.to_le_bytes());
+        v
+    }
+
+    /// Parses [`FullReplState::to_bytes`]; `None` for anything else.
+    pub fn from_bytes(b: &[u8]) -> Option<FullReplState> {
+        if b.len() != Self::LEN {
+            return None;
+        }
+        let (uuid, rest) = b.split_at(16);
+        let (base, rest) = rest.split_at(MetaState::ENCODED_LEN);
+        let (size, done) = rest.split_at(8);
+        Some(FullReplState {
+            archive_uuid: uuid.try_into().ok()?,
+            base: MetaState::from_bytes(base).ok()?,
+            size_lb: u64::from_le_bytes(size.try_into().ok()?),
+            done_lb: u64::from_le_bytes(done.try_into().ok()?),
+        })
+    }
+
+    /// The state in `dir`, if any and readable (an unreadable one only costs a restart
+    /// of the copy).
+    pub fn load(dir: &std::path::Path) -> Option<FullReplState> {
+        let b = crate::persist::read_opt(&dir.join(FULL_REPL_FILE)).ok()??;
+        FullReplState::from_bytes(&b)
+    }
+
+    /// Persists the state in `dir`.
+    pub fn save(&self, dir: &std::path::Path) -> Result<(), crate::persist::PersistError> {
+        crate::persist::write_atomic(&dir.join(FULL_REPL_FILE), &self.to_bytes())
+    }
+
+    /// Removes the state of `dir` (absent is fine).
+    pub fn remove(dir: &std::path::Path) -> Result<(), crate::persist::PersistError> {
+        crate::persist::remove_file(&dir.join(FULL_REPL_FILE))
+    }
+}
 
 /// The kind a destination in `state`, of lineage `mine`, chooses for a source of lineage
 /// `theirs` (pure; `Err` is the refusal).
@@ -822,10 +890,6 @@ impl Archive {
             }
             Err(e) => {
                 warn!(%peer, vol = %vol.name, "replication failed: {e}");
-                let (b, n) = (Arc::clone(&self.backend), vol.name.clone());
-                if let Ok(Err(e)) = blocking(move || b.abort_base(&n)).await {
-                    warn!(vol = %vol.name, "cannot remove the partial image: {e}");
-                }
                 drop(txn);
                 drop(permit);
                 self.publish_diffs(&vol);
@@ -924,16 +988,105 @@ impl Archive {
                 ),
             ));
         }
-        call.sender.step(Step::StartLb(0)).await.map_err(wire)?;
-        self.receive_image(vol, call, size_lb, OP).await?;
-        // Commit: an empty base first (an interruption from here boots SyncReady and drops
-        // the rest), the image, the old diffs gone, then the new metadata.
-        let meta = VolMeta {
-            uuid,
+        // Resume an unfinished copy of the same lineage and base; else start afresh
+        // (and forget the old one first: its image is about to be replaced).
+        let saved = FullReplState::load(&vol.dir);
+        let resumable = match saved {
+            Some(st)
+                if st.archive_uuid == *archive_uuid && st.base == base && st.size_lb == size_lb =>
+            {
+                let (b, n) = (Arc::clone(&self.backend), vol.name.clone());
+                blocking(move || b.resume_base(&n, size_lb))
+                    .await?
+                    .map_err(backend_error)?
+                    .is_some()
+                    .then_some(st.done_lb)
+            }
+            _ => None,
+        };
+        let start_lb = match resumable {
+            Some(lb) => lb,
+            None => {
+                FullReplState::remove(&vol.dir).map_err(persist_error)?;
+                0
+            }
+        };
+        let mut resume = Resume {
+            start_lb,
+            kept_lb: 0,
+        };
+        let r = self
+            .copy_base(
+                vol,
+                call,
+                size_lb,
+                &mut resume,
+                VolMeta {
+                    uuid,
+                    archive_uuid: *archive_uuid,
+                    base,
+                    diffs: DiffManager::new(),
+                },
+            )
+            .await;
+        let Err(e) = r else {
+            return Ok(());
+        };
+        // Keep what arrived for the next attempt, or nothing.
+        let dir = vol.dir.clone();
+        let (b, n) = (Arc::clone(&self.backend), vol.name.clone());
+        let kept = FullReplState {
             archive_uuid: *archive_uuid,
             base,
-            diffs: DiffManager::new(),
+            size_lb,
+            done_lb: resume.kept_lb,
         };
+        let cleaned = blocking(move || {
+            if kept.done_lb > 0 {
+                kept.save(&dir).map_err(|e| e.to_string())
+            } else {
+                FullReplState::remove(&dir).map_err(|e| e.to_string())?;
+                b.abort_base(&n).map_err(|e| e.to_string())
+            }
+        })
+        .await;
+        match cleaned {
+            Ok(Ok(())) if kept.done_lb > 0 => {
+                info!(vol = %vol.name, kept_lb = kept.done_lb, "unfinished copy kept for a resumed replication")
+            }
+            Ok(Ok(())) => {}
+            Ok(Err(m)) => warn!(vol = %vol.name, "cleaning up the unfinished copy: {m}"),
+            Err(m) => warn!(vol = %vol.name, "cleaning up the unfinished copy: {m}"),
+        }
+        Err(e)
+    }
+
+    /// The image of a full copy from `resume.start_lb`, then its commit as the base of
+    /// `meta` (the source's base, uuids; no diffs).
+    async fn copy_base(
+        self: &Arc<Self>,
+        vol: &Arc<ArchiveVol>,
+        call: &mut Call,
+        size_lb: u64,
+        resume: &mut Resume,
+        meta: VolMeta,
+    ) -> Result<(), WireError> {
+        call.sender
+            .step(Step::StartLb(resume.start_lb))
+            .await
+            .map_err(wire)?;
+        if resume.start_lb > 0 {
+            info!(vol = %vol.name, start_lb = resume.start_lb, size_lb, "resuming an unfinished copy");
+            self.publish(Event::Progress {
+                vol: vol.name.clone(),
+                op: OP.into(),
+                done_lb: resume.start_lb,
+                total_lb: size_lb,
+            });
+        }
+        self.receive_image(vol, call, size_lb, resume, OP).await?;
+        // Commit: an empty base first (an interruption from here boots SyncReady and drops
+        // the rest), the image, the old diffs gone, then the new metadata.
         let old: Vec<MetaDiff> = vol.meta().diffs.iter().cloned().collect();
         let (b, n, dir, m2) = (
             Arc::clone(&self.backend),
@@ -944,10 +1097,12 @@ impl Archive {
         blocking(move || -> Result<(), WireError> {
             VolMeta::initial().save(&dir).map_err(persist_error)?;
             b.commit_base(&n).map_err(backend_error)?;
+            FullReplState::remove(&dir).map_err(persist_error)?;
             remove_diff_files(&dir, &old).map_err(persist_error)?;
             m2.save(&dir).map_err(persist_error)
         })
         .await??;
+        let base = meta.base;
         *vol.meta() = meta;
         call.sender.step(Step::Ack).await.map_err(wire)?;
         info!(vol = %vol.name, %base, size_lb, "base image replicated");
@@ -1224,5 +1379,28 @@ mod tests {
                 base: snap(6)
             }
         );
+    }
+
+    #[test]
+    fn the_state_of_an_unfinished_copy_round_trips_and_garbage_reads_as_none() {
+        let st = FullReplState {
+            archive_uuid: [7; 16],
+            base: MetaState::new(MetaSnap::new(0, 5).unwrap(), 1_700_000_000),
+            size_lb: 1 << 30,
+            done_lb: 12345,
+        };
+        assert_eq!(FullReplState::from_bytes(&st.to_bytes()), Some(st));
+        let b = st.to_bytes();
+        assert_eq!(FullReplState::from_bytes(&b[..b.len() - 1]), None);
+        let mut bad = b.clone();
+        bad[16] ^= 0xff; // the base's preamble
+        assert_eq!(FullReplState::from_bytes(&bad), None);
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(FullReplState::load(d.path()), None);
+        st.save(d.path()).unwrap();
+        assert_eq!(FullReplState::load(d.path()), Some(st));
+        FullReplState::remove(d.path()).unwrap();
+        FullReplState::remove(d.path()).unwrap();
+        assert_eq!(FullReplState::load(d.path()), None);
     }
 }
