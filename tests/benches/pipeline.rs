@@ -14,7 +14,11 @@
 //!    end as the console sees it), and the wire's single-connection figure: one
 //!    `walb_wire` call in this process streaming the same number of bytes of the same
 //!    kinds of data with `chunk_bytes`, in bulk-sized chunks, with the daemons' transport
-//!    settings. Target: full backup ≥ 0.8× the wire.
+//!    settings. Target: full backup ≥ 0.8× the wire. Then, on the same cluster:
+//!    `replicate a0 vol a1` to a second archive (the full copy of a0's base image: MB/s
+//!    end to end against the wire figure); a hash backup after 1000 scattered writes made
+//!    while the storage was stopped (scan rate, bulks differing, bytes sent); and
+//!    `replicate a0 vol a1` again (its diff rounds: time, bytes sent).
 //! 2. **Replication lag**, on a fresh cluster with a device of `WALB_BENCH_LAG_GB` GiB
 //!    (default 1) after its full backup, under `WALB_BENCH_MBPS` MB/s (default 50) of
 //!    random writes (`wdevc workload`, 16-112 KiB IOs, flushed every 10 ms) for
@@ -611,6 +615,8 @@ fn with_cluster(
         ldev_mb: ring_mb,
         snapshot_interval: 1,
         fill: Some(fill),
+        // The full phase also replicates to a second archive.
+        archives: if phase == "full" { 2 } else { 1 },
         ..ClusterOpts::default()
     };
     let t = Instant::now();
@@ -626,7 +632,7 @@ fn with_cluster(
     if let Ok(dir) = std::env::var("WALB_BENCH_LOGS") {
         let dir = Path::new(&dir).join(phase);
         std::fs::create_dir_all(&dir)?;
-        for n in ["s0", "p0", "a0"] {
+        for n in ["s0", "p0", "a0", "a1"] {
             let log = format!("{n}.log");
             let _ = std::fs::copy(c.path().join(&log), dir.join(&log));
         }
@@ -704,7 +710,69 @@ fn full_phase(k: &Knobs, c: &Cluster, op: &Operator) -> Result<()> {
         "target full backup >= 0.8x wire: {}",
         if full >= 0.8 * wire { "met" } else { "MISSED" }
     );
-    hash_after_changes(c, size, f.copy)
+    let wire_s = wire_d.as_secs_f64();
+    replicate_timed(
+        c,
+        "replication a0 -> a1, first: full copy of the base image",
+        size,
+        wire_s,
+    )?;
+    hash_after_changes(c, size, f.copy)?;
+    replicate_timed(
+        c,
+        "replication a0 -> a1, then: the hash backup's diff",
+        size,
+        wire_s,
+    )
+}
+
+/// `replicate a0 vol a1` end to end (the console's command, until a1 holds the gid); what
+/// a0 sent (its log's last rounds) and the daemons' CPU.
+fn replicate_timed(c: &Cluster, what: &str, size: u64, wire_s: f64) -> Result<()> {
+    let a0_log = c.path().join("a0.log");
+    let log_len = std::fs::metadata(&a0_log).map(|m| m.len()).unwrap_or(0);
+    let cpu0 = c.cpu_seconds();
+    let perf = Perf::start(c, "repl");
+    let t = Instant::now();
+    let out = c.exec_ok(&["replicate", "a0", VOL, "a1"])?;
+    let d = t.elapsed();
+    let cpu1 = c.cpu_seconds();
+    drop(perf);
+    let log = std::fs::read(&a0_log).unwrap_or_default();
+    let new = String::from_utf8_lossy(log.get(log_len as usize..).unwrap_or_default());
+    let diff_bytes: u64 = new
+        .lines()
+        .filter(|l| l.contains("diff replicated"))
+        .filter_map(|l| {
+            l.split_whitespace()
+                .find_map(|w| w.strip_prefix("bytes="))
+                .and_then(|v| v.parse::<u64>().ok())
+        })
+        .sum();
+    let full = new.contains("sending the base image");
+    println!("-- {what} (to gid {})", last_number(&out).unwrap_or(0));
+    if full {
+        println!(
+            "{:<58} {:>8.1} MB/s ({:.2} s)  {:.2}x wire",
+            "replicate, end to end (console replicate)",
+            mbps(size, d),
+            d.as_secs_f64(),
+            wire_s / d.as_secs_f64()
+        );
+    } else {
+        println!(
+            "{:<58} {:>8.2} s, {:.1} MB of diffs sent ({:.2}% of the device)",
+            "replicate, end to end (console replicate)",
+            d.as_secs_f64(),
+            diff_bytes as f64 / 1e6,
+            diff_bytes as f64 * 100.0 / size as f64
+        );
+    }
+    println!(
+        "replication CPU s/GB of device: {}",
+        cpu_line(&cpu0, &cpu1, size)
+    );
+    Ok(())
 }
 
 /// Hash backup of the same device after scattered writes made while the storage was
@@ -849,9 +917,9 @@ fn main() -> Result<()> {
     // One cluster per phase: the lag run keeps every diff it makes (3 GB at 50 MB/s for a
     // minute), which should not come on top of the full backup's device and image.
     if wanted("full") {
-        // The device, the log (nothing is logged during the copy: a small one), the image
-        // (its non-zero three quarters).
-        let need = (k.gb << 10) + FULL_RING_MB + (k.gb << 10) * 3 / 4 + 256;
+        // The device, the log (nothing is logged during the copy: a small one), the images
+        // of a0 and a1 (their non-zero three quarters).
+        let need = (k.gb << 10) + FULL_RING_MB + (k.gb << 10) * 3 / 2 + 256;
         with_cluster(k.gb, FULL_RING_MB, need, "full", |c, op| {
             full_phase(&k, c, op)
         })?;

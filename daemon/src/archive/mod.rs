@@ -94,6 +94,8 @@ pub struct Archive {
     cfg: Config,
     backend: Arc<dyn ImageBackend>,
     vols: Mutex<BTreeMap<String, Arc<ArchiveVol>>>,
+    /// Where each destination stood after the last replication (volume, destination).
+    replicas: Mutex<BTreeMap<(String, String), walb_kernel::meta::MetaState>>,
     tasks: TaskTracker,
 }
 
@@ -130,6 +132,7 @@ pub async fn start_with_backend(
         cfg,
         backend,
         vols: Mutex::new(BTreeMap::new()),
+        replicas: Mutex::new(BTreeMap::new()),
         tasks: TaskTracker::new(),
     });
     let a = Arc::clone(&archive);

@@ -248,7 +248,7 @@ pub(super) async fn answer_query(a: &Arc<Archive>, q: Query) -> Result<Reply, Wi
                 &walb_kernel::meta::MetaState::new(snap, st.timestamp),
             )))
         }
-        Query::TsDelta => Ok(Reply::Lines(Vec::new())),
+        Query::TsDelta => Ok(Reply::Lines(a.ts_delta_lines())),
         Query::HostType | Query::Pid | Query::Version => {
             Err(refuse(ErrorCode::Internal, "answered by the server core"))
         }

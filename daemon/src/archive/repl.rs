@@ -252,6 +252,17 @@ pub fn plan_round(
     }
 }
 
+/// One `ts-delta` line (pure).
+pub fn ts_delta_line(vol: &str, dest: &str, gid: u64, ts: u64, dest_st: &MetaState) -> String {
+    format!(
+        "name:{vol}\tdest:{dest}\tkind:archive\tdest_kind:archive\tgid:{gid}\tts:{}\tdest_gid:{}\tdest_ts:{}\tts_delta:{}",
+        walb_kernel::meta::timestamp::format_pretty(ts),
+        dest_st.snap_b.gid_b,
+        walb_kernel::meta::timestamp::format_pretty(dest_st.timestamp),
+        ts.saturating_sub(dest_st.timestamp)
+    )
+}
+
 /// The limits of one round for `cmd`.
 fn round_limits(cmd: &ReplicateCommand) -> MergeLimits {
     MergeLimits {
@@ -348,8 +359,9 @@ impl Archive {
             let r = me.run_source(&v, &mut call, &cmd, bulk_lb).await;
             v.set_progress(0);
             match r {
-                Ok(rounds) => {
+                Ok((rounds, dest_state)) => {
                     let _ = call.sender.finish();
+                    me.record_replica(&v.name, &cmd.dest, dest_state);
                     info!(
                         vol = %v.name, dest = %cmd.dest, rounds,
                         secs = t0.elapsed().as_secs_f64(),
@@ -374,14 +386,15 @@ impl Archive {
         Ok(Reply::Accepted)
     }
 
-    /// The source's side after the acceptance; returns the diff rounds sent.
+    /// The source's side after the acceptance; returns the rounds sent and the
+    /// destination's last state.
     async fn run_source(
         self: &Arc<Self>,
         v: &Arc<ArchiveVol>,
         call: &mut Call,
         cmd: &ReplicateCommand,
         bulk_lb: u64,
-    ) -> Result<u64, WireError> {
+    ) -> Result<(u64, MetaState), WireError> {
         let kind = expect(call, "the replication kind", |s| match s {
             Step::ReplKind(k) => Ok(k),
             o => Err(o),
@@ -399,7 +412,8 @@ impl Archive {
                 o => Err(o),
             })
             .await?;
-            let dest = dto::state_from_dto(&dest)?.snap_b;
+            let dest_state = dto::state_from_dto(&dest)?;
+            let dest = dest_state.snap_b;
             let (plan, uuid) = {
                 let m = v.meta();
                 (
@@ -418,7 +432,7 @@ impl Archive {
                         o => Err(o),
                     })
                     .await?;
-                    return Ok(rounds);
+                    return Ok((rounds, dest_state));
                 }
                 RoundPlan::Behind { dest, .. } => {
                     self.send_hash(v, call, dest, bulk_lb, uuid).await?;
@@ -815,6 +829,29 @@ impl Archive {
             out,
             abort,
         )
+    }
+
+    /// Records where `dest` stands after a replication of `vol` (for `get ts-delta`).
+    fn record_replica(&self, vol: &str, dest: &str, st: MetaState) {
+        let mut g = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
+        g.insert((vol.to_owned(), dest.to_owned()), st);
+    }
+
+    /// `get ts-delta`: per volume and destination replicated to, this archive's latest
+    /// snapshot and the destination's as of the last replication (LTSV, walb-tools'
+    /// fields; the delta in seconds).
+    pub fn ts_delta_lines(&self) -> Vec<String> {
+        let g = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
+        g.iter()
+            .filter_map(|((vol, dest), st)| {
+                let v = self.vol(vol)?;
+                let (snap, ts) = {
+                    let m = v.meta();
+                    (m.latest_snapshot(), m.latest_state().timestamp)
+                };
+                Some(ts_delta_line(vol, dest, snap.gid_b, ts, st))
+            })
+            .collect()
     }
 
     // --------------------------------------------------------------------------------
