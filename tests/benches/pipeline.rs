@@ -713,6 +713,7 @@ fn full_phase(k: &Knobs, c: &Cluster, op: &Operator) -> Result<()> {
     let wire_s = wire_d.as_secs_f64();
     replicate_timed(
         c,
+        op,
         "replication a0 -> a1, first: full copy of the base image",
         size,
         wire_s,
@@ -720,6 +721,7 @@ fn full_phase(k: &Knobs, c: &Cluster, op: &Operator) -> Result<()> {
     hash_after_changes(c, size, f.copy)?;
     replicate_timed(
         c,
+        op,
         "replication a0 -> a1, then: the hash backup's diff",
         size,
         wire_s,
@@ -728,13 +730,36 @@ fn full_phase(k: &Knobs, c: &Cluster, op: &Operator) -> Result<()> {
 
 /// `replicate a0 vol a1` end to end (the console's command, until a1 holds the gid); what
 /// a0 sent (its log's last rounds) and the daemons' CPU.
-fn replicate_timed(c: &Cluster, what: &str, size: u64, wire_s: f64) -> Result<()> {
+fn replicate_timed(c: &Cluster, op: &Operator, what: &str, size: u64, wire_s: f64) -> Result<()> {
     let a0_log = c.path().join("a0.log");
     let log_len = std::fs::metadata(&a0_log).map(|m| m.len()).unwrap_or(0);
     let cpu0 = c.cpu_seconds();
     let perf = Perf::start(c, "repl");
     let t = Instant::now();
-    let out = c.exec_ok(&["replicate", "a0", VOL, "a1"])?;
+    // The copy: a1 in FullSync (polled while the console runs).
+    let (copy, out) = std::thread::scope(|s| {
+        let h = s.spawn(|| c.exec_ok(&["replicate", "a0", VOL, "a1"]));
+        let (mut began, mut ended) = (None, None);
+        while !h.is_finished() {
+            let st = op.state("a1", VOL).unwrap_or_default();
+            if st == "FullSync" && began.is_none() {
+                began = Some(Instant::now());
+            }
+            if st != "FullSync" && began.is_some() && ended.is_none() {
+                ended = Some(Instant::now());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let out = h
+            .join()
+            .map_err(|_| anyhow::anyhow!("console thread panicked"));
+        let copy = match (began, ended) {
+            (Some(b), Some(e)) => Some(e - b),
+            _ => None,
+        };
+        (copy, out)
+    });
+    let out = out??;
     let d = t.elapsed();
     let cpu1 = c.cpu_seconds();
     drop(perf);
@@ -752,6 +777,15 @@ fn replicate_timed(c: &Cluster, what: &str, size: u64, wire_s: f64) -> Result<()
     let full = new.contains("sending the base image");
     println!("-- {what} (to gid {})", last_number(&out).unwrap_or(0));
     if full {
+        if let Some(copy) = copy {
+            println!(
+                "{:<58} {:>8.1} MB/s ({:.2} s)  {:.2}x wire",
+                "replicate, copy (a1 FullSync -> Archived)",
+                mbps(size, copy),
+                copy.as_secs_f64(),
+                wire_s / copy.as_secs_f64()
+            );
+        }
         println!(
             "{:<58} {:>8.1} MB/s ({:.2} s)  {:.2}x wire",
             "replicate, end to end (console replicate)",
