@@ -149,6 +149,14 @@ async fn restored_bytes(p: &Peer, gid: u64) -> Vec<u8> {
     b
 }
 
+async fn bhash(p: &Peer, gid: u64) -> Result<Reply, walb_wire::Error> {
+    p.request(walb_wire::Request::Query(Query::BlockHash {
+        vol: VOL.into(),
+        gid,
+    }))
+    .await
+}
+
 async fn archive_uuid(p: &Peer) -> Reply {
     query(p, Query::ArchiveUuid { vol: VOL.into() }).await
 }
@@ -176,6 +184,13 @@ async fn a_full_copy_then_diff_rounds_give_the_destination_the_same_snapshots_an
         assert!(l[0].split('\t').any(|x| x == f), "{f} in {l:?}");
     }
     let want = t.expected(3);
+    // bhash: both archives hash their snapshot as the bytes it must hold.
+    let mut h = walb_kernel::hash::Murmur3::new(0);
+    h.update(&want);
+    assert_eq!(bhash(&t.op1, 3).await.unwrap(), Reply::Hash(h.finish()));
+    assert_eq!(bhash(&t.p0.op, 3).await.unwrap(), Reply::Hash(h.finish()));
+    let e = bhash(&t.op1, 2).await.unwrap_err();
+    assert_eq!(code(&e), ErrorCode::NotFound, "{e}");
     assert!(restored_bytes(&t.op1, 3).await == want, "gid 3 on a1");
     assert!(restored_bytes(&t.p0.op, 3).await == want, "gid 3 on a0");
 

@@ -16,6 +16,7 @@
 //! - replication ([`repl`]): as the source, the action `ReplSyncAsClient`; as the
 //!   destination SyncReady → FullSync → Archived (a first, full copy) and Archived →
 //!   ReplSyncAsServer → Archived (diffs, resync).
+//! - `bhash` ([`scan`]): the hash of a snapshot's virtual image.
 //! - `restore` and `del-restored` are actions (`Restore`, with its deny list).
 //!
 //! At start ([`start`]) every volume directory is loaded, temporary files are removed,
@@ -29,6 +30,7 @@ pub mod maint;
 pub mod query;
 pub mod repl;
 pub mod restore;
+pub mod scan;
 pub mod vol;
 pub mod wdiff;
 

@@ -249,6 +249,7 @@ pub(super) async fn answer_query(a: &Arc<Archive>, q: Query) -> Result<Reply, Wi
             )))
         }
         Query::TsDelta => Ok(Reply::Lines(a.ts_delta_lines())),
+        Query::BlockHash { vol, gid } => a.block_hash(&vol, gid).await,
         Query::HostType | Query::Pid | Query::Version => {
             Err(refuse(ErrorCode::Internal, "answered by the server core"))
         }
