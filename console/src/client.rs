@@ -831,6 +831,36 @@ impl Client {
         expect_uuid(node, "get archive-uuid", r)
     }
 
+    /// `get ts-delta`: the source archive's lag behind each replication destination
+    /// (walb-tools' LTSV lines).
+    pub async fn ts_delta(&self, node: &str) -> Result<Vec<String>, ClientError> {
+        let r = self.query(node, Query::TsDelta).await?;
+        expect_lines(node, "get ts-delta", r)
+    }
+
+    /// `bhash VOL GID`: the MurmurHash3 of snapshot `gid`'s image (restorable snapshots
+    /// only), equal on two archives holding the same bytes.
+    pub async fn block_hash(
+        &self,
+        node: &str,
+        vol: &str,
+        gid: u64,
+    ) -> Result<[u8; 16], ClientError> {
+        let r = self
+            .query(
+                node,
+                Query::BlockHash {
+                    vol: vol.into(),
+                    gid,
+                },
+            )
+            .await?;
+        match r {
+            Reply::Hash(h) => Ok(h),
+            other => Err(unexpected(node, "bhash", "a hash", &other)),
+        }
+    }
+
     /// `get vol-size VOL` (logical blocks).
     pub async fn vol_size(&self, node: &str, vol: &str) -> Result<u64, ClientError> {
         let r = self.query(node, Query::VolSize { vol: vol.into() }).await?;

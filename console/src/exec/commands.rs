@@ -470,6 +470,19 @@ pub static COMMANDS: &[CommandSpec] = &[
         },
     },
     CommandSpec {
+        name: "bhash",
+        args: "ARCHIVE VOL GID",
+        about: "hash of snapshot GID's image (restorable snapshots): equal on two archives that hold the same bytes",
+        options: &[],
+        parse: |a| {
+            Ok(ExecCmd::BlockHash {
+                archive: a.req("ARCHIVE")?,
+                vol: a.req("VOL")?,
+                gid: a.req_num("GID")?,
+            })
+        },
+    },
+    CommandSpec {
         name: "start-synchronizing",
         args: "ARCHIVE VOL",
         about: "make every proxy send the volume's diffs to the archive too (it must hold the latest snapshot: replicate --sync does both)",
@@ -926,6 +939,8 @@ pub enum GetTarget {
     ArchiveUuid(String),
     /// `meta-state VOL [0|1 [GID]]`.
     MetaState(String, bool, Option<u64>),
+    /// `ts-delta`.
+    TsDelta,
 }
 
 const SPA: &[Role] = &[Role::Storage, Role::Proxy, Role::Archive];
@@ -966,6 +981,7 @@ pub static GET_TARGETS: &[(&str, &str, &[Role])] = &[
     ),
     ("archive-uuid", "VOL", A),
     ("meta-state", "VOL [0|1 [GID]]", SA),
+    ("ts-delta", "", A),
 ];
 
 impl GetTarget {
@@ -999,6 +1015,7 @@ impl GetTarget {
             "exists-base-image" => G::ExistsBaseImage(a.req("VOL")?),
             "num-action" => G::NumAction(a.req("VOL")?, a.req("ACTION")?),
             "archive-uuid" => G::ArchiveUuid(a.req("VOL")?),
+            "ts-delta" => G::TsDelta,
             "meta-state" => {
                 let vol = a.req("VOL")?;
                 let applying = match a.opt().as_deref() {
@@ -1044,6 +1061,7 @@ impl GetTarget {
             G::NumAction(..) => "num-action",
             G::ArchiveUuid(_) => "archive-uuid",
             G::MetaState(..) => "meta-state",
+            G::TsDelta => "ts-delta",
         }
     }
 
@@ -1231,6 +1249,15 @@ pub enum ExecCmd {
         start: bool,
         /// Wait limit of each proxy's stop and start.
         timeout: Duration,
+    },
+    /// `bhash ARCHIVE VOL GID`.
+    BlockHash {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
+        /// Snapshot gid.
+        gid: u64,
     },
     /// `is-synchronizing ARCHIVE VOL`.
     IsSynchronizing {
@@ -1490,6 +1517,7 @@ impl ExecCmd {
             ExecCmd::Synchronizing { start: true, .. } => "start-synchronizing",
             ExecCmd::Synchronizing { start: false, .. } => "stop-synchronizing",
             ExecCmd::IsSynchronizing { .. } => "is-synchronizing",
+            ExecCmd::BlockHash { .. } => "bhash",
         }
     }
 
@@ -1506,6 +1534,7 @@ impl ExecCmd {
             | ExecCmd::DiffList { .. }
             | ExecCmd::Get { .. }
             | ExecCmd::IsSynchronizing { .. }
+            | ExecCmd::BlockHash { .. }
             | ExecCmd::Metrics { .. } => true,
             ExecCmd::ArchiveInfo { op, .. } => {
                 matches!(op, ArchiveInfoOp::Get { .. } | ArchiveInfoOp::List { .. })
@@ -1539,7 +1568,8 @@ impl ExecCmd {
             | ExecCmd::Apply { archive, vol, .. }
             | ExecCmd::SetExplicit { archive, vol, .. }
             | ExecCmd::Synchronizing { archive, vol, .. }
-            | ExecCmd::IsSynchronizing { archive, vol } => (Some(archive), Some(vol)),
+            | ExecCmd::IsSynchronizing { archive, vol }
+            | ExecCmd::BlockHash { archive, vol, .. } => (Some(archive), Some(vol)),
             ExecCmd::Replicate { src, vol, .. } => (Some(src), Some(vol)),
             ExecCmd::ArchiveInfo { proxy, op } => (
                 Some(proxy),
@@ -1722,6 +1752,13 @@ impl ExecCmd {
                     vol: Some(vol.clone()),
                     state: None,
                 })
+            }
+            ExecCmd::BlockHash { archive, vol, gid } => {
+                cl.node_as(archive, &[Role::Archive], "bhash")?;
+                let h = client.block_hash(archive, vol, *gid).await?;
+                Ok(Outcome::Text(
+                    h.iter().map(|b| format!("{b:02x}")).collect(),
+                ))
             }
             ExecCmd::IsSynchronizing { archive, vol } => Ok(Outcome::Bool(
                 ops::is_synchronizing(client, archive, vol).await?,
@@ -2038,6 +2075,7 @@ async fn run_get(
         G::MetaState(vol, applying, gid) => {
             Outcome::MetaState(client.meta_state(node, vol, *applying, *gid).await?)
         }
+        G::TsDelta => Outcome::Lines(client.ts_delta(node).await?),
     })
 }
 
@@ -2159,6 +2197,8 @@ mod tests {
             "start-synchronizing a1 vol",
             "stop-synchronizing a1 vol --timeout 30",
             "is-synchronizing a1 vol",
+            "bhash a0 vol 8",
+            "get a0 ts-delta",
         ];
         for line in ok {
             let c = parse(line).unwrap_or_else(|e| panic!("{line}: {e}"));
