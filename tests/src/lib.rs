@@ -15,6 +15,8 @@
 //! stale binaries). An [`Operator`] talks to the daemons through the wire library, for
 //! polls too fast for a console process each time.
 
+pub mod repeater;
+
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::net::UdpSocket;
@@ -163,6 +165,9 @@ pub struct ClusterOpts {
     /// Writes the initial content of the log and data device files (`(ldev, ddev)`,
     /// already of their sizes, sparse) before the device is formatted and started.
     pub fill: Option<fn(&Path, &Path) -> Result<()>>,
+    /// s0 reaches p0 through a [`repeater::Repeater`] (`Cluster::repeater("s0-p0")`), whose
+    /// link a test can cut.
+    pub repeat_s0_p0: bool,
 }
 
 impl Default for ClusterOpts {
@@ -177,6 +182,7 @@ impl Default for ClusterOpts {
             proxies: 1,
             archives: 1,
             fill: None,
+            repeat_s0_p0: false,
         }
     }
 }
@@ -204,6 +210,8 @@ pub struct Cluster {
     /// Node name → port.
     pub ports: BTreeMap<String, u16>,
     device_up: bool,
+    /// Relays between nodes, by link name (`s0-p0`).
+    repeaters: BTreeMap<String, repeater::Repeater>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -280,8 +288,14 @@ impl Cluster {
             daemons: BTreeMap::new(),
             ports: ports.clone(),
             device_up: false,
+            repeaters: BTreeMap::new(),
         };
         c.create_device(&opts)?;
+        let s0_p0 = if opts.repeat_s0_p0 {
+            Some(c.add_repeater("s0-p0", "p0")?)
+        } else {
+            None
+        };
         let common = |id: &str| -> Vec<String> {
             let base = c.path().join(id);
             vec![
@@ -298,7 +312,10 @@ impl Cluster {
             ]
         };
         let mut s = common("s0");
-        let proxy_addrs: Vec<String> = proxies.iter().map(|p| addr(p)).collect();
+        let mut proxy_addrs: Vec<String> = proxies.iter().map(|p| addr(p)).collect();
+        if let Some(a) = s0_p0 {
+            proxy_addrs[0] = a;
+        }
         s.extend([
             "--archive".into(),
             addr("a0"),
@@ -332,6 +349,26 @@ impl Cluster {
             c.start_node(&name)?;
         }
         Ok(c)
+    }
+
+    /// A relay between two nodes (`s0-p0`, or one added by [`Cluster::add_repeater`]).
+    pub fn repeater(&self, link: &str) -> Result<&repeater::Repeater> {
+        self.repeaters
+            .get(link)
+            .ok_or_else(|| anyhow::anyhow!("no repeater on the link {link}"))
+    }
+
+    /// Starts a relay to `node` under the name `link`; its address.
+    pub fn add_repeater(&mut self, link: &str, node: &str) -> Result<String> {
+        let port = self
+            .ports
+            .get(node)
+            .copied()
+            .ok_or_else(|| anyhow::anyhow!("no node {node}"))?;
+        let r = repeater::Repeater::start(format!("127.0.0.1:{port}").parse()?)?;
+        let a = r.addr().to_string();
+        self.repeaters.insert(link.into(), r);
+        Ok(a)
     }
 
     /// The cluster's directory.

@@ -1,4 +1,4 @@
-//! walb-tools scenarios n1 to n10, n13, n14, m1 to m3, e1 to e5, e7 and e8 (walb-tools.md
+//! walb-tools scenarios n1 to n10, n13, n14, m1 to m3, e1 to e5, e7 to e9 and e11 (walb-tools.md
 //! §8.3) with real processes on loopback, each ending in the same check: the SHA-256 of the
 //! live device equals that of the snapshot restored at the archive (at both archives for
 //! the replication scenarios n7 to n10, n14 and e7, which run a second archive a1).
@@ -472,6 +472,87 @@ fn e5_proxy_data_lost() -> Result<()> {
         c.exec_ok(&["stop", "s0", VOL])?;
         c.exec_ok(&["hash-backup", "s0", VOL])?;
         c.write(20, "16k", 44)?;
+        let gid = c.snapshot()?;
+        c.assert_restore_equals_device(gid)
+    })
+}
+
+/// Takes a snapshot at s0 and checks that it does not become restorable at a0 within
+/// `secs` seconds (a cut link holds it back); its gid.
+fn snapshot_held_back(c: &Cluster, secs: u64) -> Result<String> {
+    let out = c.exec_ok(&["snapshot", "s0", VOL])?;
+    let gid = last_number(&out)
+        .with_context(|| format!("no gid in {out:?}"))?
+        .to_string();
+    let w = c.exec(&[
+        "wait-restorable",
+        "a0",
+        VOL,
+        &gid,
+        "--timeout",
+        &secs.to_string(),
+    ])?;
+    if w.status.success() {
+        bail!("gid {gid} became restorable across a cut link");
+    }
+    Ok(gid)
+}
+
+/// e9: the network between the storage and the proxy is cut (a relay drops every datagram
+/// both ways): writes stay in the log and a snapshot is not restorable; once the link is
+/// back, shipping resumes on its own and the device equals the restore.
+#[test]
+fn e9_storage_proxy_link_cut() -> Result<()> {
+    let opts = ClusterOpts {
+        repeat_s0_p0: true,
+        ..ClusterOpts::default()
+    };
+    scenario(opts, |c| {
+        c.init_and_full_backup()?;
+        c.repeater("s0-p0")?.cut(true);
+        c.write(200, "64k", 91)?;
+        let held = snapshot_held_back(c, 10)?;
+        let r = c.repeater("s0-p0")?;
+        if r.dropped() == 0 {
+            bail!("the relay dropped nothing: s0 did not use it");
+        }
+        r.cut(false);
+        c.exec_ok(&["wait-restorable", "a0", VOL, &held, "--timeout", "120"])?;
+        c.write(20, "16k", 92)?;
+        let gid = c.snapshot()?;
+        c.assert_restore_equals_device(gid)
+    })
+}
+
+/// e11: the network between the proxy and the archive is cut while the storage writes:
+/// the proxy keeps the diffs; once the link is back and the proxy kicked, the snapshot
+/// taken meanwhile becomes restorable and equals the device.
+#[test]
+fn e11_proxy_archive_link_cut() -> Result<()> {
+    scenario(ClusterOpts::default(), |c| {
+        c.init_and_full_backup()?;
+        // p0 reaches a0 through a relay from now on.
+        let via = c.add_repeater("p0-a0", "a0")?;
+        c.exec_ok(&["stop", "p0", VOL])?;
+        c.exec_ok(&["archive-info", "p0", "update", VOL, "a0", &via])?;
+        c.exec_ok(&["start", "p0", VOL])?;
+        c.write(20, "16k", 93)?;
+        let gid = c.snapshot()?;
+        c.repeater("p0-a0")?.cut(true);
+        let w = c.workload(&["--rate", "40", "--duration", "8", "--flush-interval", "100"])?;
+        let held = snapshot_held_back(c, 10)?;
+        let out = w.wait_with_output()?;
+        walb_tests::check(&out, "workload")?;
+        let r = c.repeater("p0-a0")?;
+        if r.dropped() == 0 {
+            bail!("the relay dropped nothing: p0 did not use it");
+        }
+        r.cut(false);
+        c.exec_ok(&["kick", "p0"])?;
+        c.exec_ok(&["wait-restorable", "a0", VOL, &held, "--timeout", "120"])?;
+        if gid.to_string() == held {
+            bail!("the snapshot under the cut is the one before it");
+        }
         let gid = c.snapshot()?;
         c.assert_restore_equals_device(gid)
     })
