@@ -168,6 +168,8 @@ pub struct ClusterOpts {
     /// s0 reaches p0 through a [`repeater::Repeater`] (`Cluster::repeater("s0-p0")`), whose
     /// link a test can cut.
     pub repeat_s0_p0: bool,
+    /// s0 reaches a0 (its archive) through a relay (`Cluster::repeater("s0-a0")`).
+    pub repeat_s0_a0: bool,
 }
 
 impl Default for ClusterOpts {
@@ -183,6 +185,7 @@ impl Default for ClusterOpts {
             archives: 1,
             fill: None,
             repeat_s0_p0: false,
+            repeat_s0_a0: false,
         }
     }
 }
@@ -296,6 +299,11 @@ impl Cluster {
         } else {
             None
         };
+        let s0_a0 = if opts.repeat_s0_a0 {
+            Some(c.add_repeater("s0-a0", "a0")?)
+        } else {
+            None
+        };
         let common = |id: &str| -> Vec<String> {
             let base = c.path().join(id);
             vec![
@@ -318,7 +326,7 @@ impl Cluster {
         }
         s.extend([
             "--archive".into(),
-            addr("a0"),
+            s0_a0.unwrap_or_else(|| addr("a0")),
             "--proxy".into(),
             proxy_addrs.join(","),
             "--snapshot-interval".into(),
@@ -442,6 +450,19 @@ impl Cluster {
             .arg("--exec")
             .args(args);
         Ok(c.output()?)
+    }
+
+    /// Starts `walb-console --exec ARGS` without waiting (output piped).
+    pub fn exec_spawn(&self, args: &[&str]) -> Result<Child> {
+        let mut c = bin("walb-console");
+        self.env(&mut c);
+        c.arg("--cluster")
+            .arg(self.path().join("cluster.toml"))
+            .arg("--exec")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Ok(c.spawn()?)
     }
 
     /// Runs `walb-console --exec ARGS` and returns its stdout; fails with its stderr.

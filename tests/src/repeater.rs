@@ -5,7 +5,9 @@
 //! datagram to the peer from one socket per client (so that the answers find their way
 //! back) and the answers to the client. While cut, datagrams are dropped both ways, as on
 //! a broken network: QUIC notices only by its timeouts, and a restored link carries the
-//! same connections on. Plain threads, no runtime: it runs beside blocking tests.
+//! same connections on. A rate limit on the client → target direction makes a slow link
+//! (a copy that lasts long enough to be cut). Plain threads, no runtime: it runs beside
+//! blocking tests.
 
 use std::collections::HashMap;
 use std::io;
@@ -24,6 +26,8 @@ struct Shared {
     cut: AtomicBool,
     stop: AtomicBool,
     dropped: AtomicU64,
+    /// Client → target bytes per second (0: unlimited).
+    rate: AtomicU64,
 }
 
 /// A running relay (stopped when dropped).
@@ -57,6 +61,7 @@ impl Repeater {
             cut: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
+            rate: AtomicU64::new(0),
         });
         let threads = Arc::new(Mutex::new(Vec::new()));
         let h = {
@@ -79,6 +84,12 @@ impl Repeater {
     /// Cuts (`true`) or restores (`false`) the link.
     pub fn cut(&self, on: bool) {
         self.shared.cut.store(on, Ordering::Relaxed);
+    }
+
+    /// Limits the client → target direction to `bytes_per_s` (0: no limit), a slow link
+    /// that makes a copy last long enough to be cut in the middle.
+    pub fn set_rate(&self, bytes_per_s: u64) {
+        self.shared.rate.store(bytes_per_s, Ordering::Relaxed);
     }
 
     /// Whether the link is cut.
@@ -116,6 +127,7 @@ fn forward(
 ) {
     let mut ups: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
     let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut pace = Pace::default();
     while !shared.stop.load(Ordering::Relaxed) {
         let (n, client) = match front.recv_from(&mut buf) {
             Ok(x) => x,
@@ -150,7 +162,35 @@ fn forward(
                 u
             }
         };
+        pace.wait(n as u64, shared.rate.load(Ordering::Relaxed));
         let _ = up.send_to(&buf[..n], target);
+    }
+}
+
+/// Holds a direction to a byte rate (restarts its budget when the rate changes).
+#[derive(Default)]
+struct Pace {
+    rate: u64,
+    since: Option<std::time::Instant>,
+    bytes: u64,
+}
+
+impl Pace {
+    /// Before sending `n` bytes: sleeps as long as `rate` asks.
+    fn wait(&mut self, n: u64, rate: u64) {
+        if rate != self.rate || self.since.is_none() {
+            self.rate = rate;
+            self.since = Some(std::time::Instant::now());
+            self.bytes = 0;
+        }
+        self.bytes += n;
+        if let (Some(t0), true) = (self.since, rate > 0) {
+            let due = t0 + Duration::from_secs_f64(self.bytes as f64 / rate as f64);
+            let now = std::time::Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+        }
     }
 }
 
@@ -223,6 +263,14 @@ mod tests {
         c2.set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
         assert_eq!(ask(&c2, r.addr(), b"four").as_deref(), Some(&b"four"[..]));
+        // A slow link: 20 datagrams of 1000 bytes at 40 kB/s take about half a second.
+        r.set_rate(40_000);
+        let t = std::time::Instant::now();
+        for _ in 0..20 {
+            assert!(ask(&c, r.addr(), &[7u8; 1000]).is_some());
+        }
+        let d = t.elapsed();
+        assert!(d >= Duration::from_millis(400), "{d:?}");
         drop(r);
         stop.store(true, Ordering::Relaxed);
     }

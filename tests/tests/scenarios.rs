@@ -1,4 +1,4 @@
-//! walb-tools scenarios n1 to n10, n13, n14, m1 to m3, e1 to e5, e7 to e9 and e11 (walb-tools.md
+//! walb-tools scenarios n1 to n10, n13, n14, m1 to m3, e1 to e5, e7 to e9, e11, e12 and e14 (walb-tools.md
 //! §8.3) with real processes on loopback, each ending in the same check: the SHA-256 of the
 //! live device equals that of the snapshot restored at the archive (at both archives for
 //! the replication scenarios n7 to n10, n14 and e7, which run a second archive a1).
@@ -554,6 +554,126 @@ fn e11_proxy_archive_link_cut() -> Result<()> {
             bail!("the snapshot under the cut is the one before it");
         }
         let gid = c.snapshot()?;
+        c.assert_restore_equals_device(gid)
+    })
+}
+
+/// Polls `f` every 100 ms until it holds, for at most `secs` seconds.
+fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    while !f()? {
+        if t0.elapsed() > Duration::from_secs(secs) {
+            bail!("{what}: not within {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// e14: a full replication over a slow link is cut in the middle: the source's action
+/// ends and the destination falls back to SyncReady; the next replication resumes the
+/// copy where it broke, and both archives restore the device.
+#[test]
+fn e14_full_replication_cut_and_resumed() -> Result<()> {
+    use walb_wire::msg::{Command, MergeUntil, ReplicateCommand};
+    use walb_wire::{Query, Reply, Request};
+    scenario(two_archives(), |c| {
+        // Data in the base image (written before the full backup): what a full copy sends.
+        let wdev = c.wdev_path().display().to_string();
+        c.exec_ok(&["init-storage", "s0", VOL, &wdev])?;
+        c.exec_ok(&["stop", "s0", VOL])?;
+        c.write(400, "64k", 141)?;
+        let out = c.exec_ok(&["full-backup", "s0", VOL])?;
+        let gid = last_number(&out).with_context(|| format!("no gid in {out:?}"))?;
+        c.exec_ok(&["wait-restorable", "a0", VOL, &gid.to_string()])?;
+        c.exec_ok(&["init-archive", "a1", VOL])?;
+        // a0 reaches a1 through a slow relay: the copy of ~12 MiB of data takes ~12 s.
+        let via = c.add_repeater("a0-a1", "a1")?;
+        c.repeater("a0-a1")?.set_rate(1_000_000);
+        let op = c.operator()?;
+        let r = op.request(
+            "a0",
+            Request::Command(Command::Replicate(ReplicateCommand {
+                vol: VOL.into(),
+                until: MergeUntil::Gid(gid),
+                dest: via,
+                do_resync: false,
+                dont_merge: false,
+                compress: None,
+                merge_size_max: None,
+                bulk_lb: None,
+            })),
+        )?;
+        if r != Reply::Accepted {
+            bail!("replicate answered {r:?}");
+        }
+        wait_until(30, "a1 in FullSync", || {
+            Ok(op.state("a1", VOL)? == "FullSync")
+        })?;
+        std::thread::sleep(Duration::from_secs(3));
+        c.repeater("a0-a1")?.cut(true);
+        let replicating = || {
+            op.request(
+                "a0",
+                Request::Query(Query::NumAction {
+                    vol: VOL.into(),
+                    action: "ReplSyncAsClient".into(),
+                }),
+            )
+        };
+        wait_until(90, "a0's replication to end", || {
+            Ok(replicating()? == Reply::Number(0))
+        })?;
+        wait_until(90, "a1 back to SyncReady", || {
+            Ok(op.state("a1", VOL)? == "SyncReady")
+        })?;
+        // Again, directly: the copy resumes.
+        replicate(c, &["--gid", &gid.to_string()])?;
+        let log = std::fs::read_to_string(c.path().join("a1.log"))?;
+        if !log.contains("resuming an unfinished copy") {
+            bail!("a1 copied the image again from the start");
+        }
+        assert_replica_equals_device(c, gid)
+    })
+}
+
+/// e12: a full backup over a slow link to the archive is cut in the middle: the storage
+/// and the archive both fall back to SyncReady; once the link is back a new full backup
+/// succeeds and the restore equals the device.
+#[test]
+fn e12_full_backup_cut() -> Result<()> {
+    let opts = ClusterOpts {
+        repeat_s0_a0: true,
+        ..ClusterOpts::default()
+    };
+    scenario(opts, |c| {
+        let wdev = c.wdev_path().display().to_string();
+        c.exec_ok(&["init-storage", "s0", VOL, &wdev])?;
+        c.exec_ok(&["stop", "s0", VOL])?;
+        c.write(400, "64k", 121)?;
+        c.repeater("s0-a0")?.set_rate(1_000_000);
+        let op = c.operator()?;
+        let backup = c.exec_spawn(&["full-backup", "s0", VOL, "--timeout", "300"])?;
+        wait_until(30, "a0 in FullSync", || {
+            Ok(op.state("a0", VOL)? == "FullSync")
+        })?;
+        std::thread::sleep(Duration::from_secs(3));
+        c.repeater("s0-a0")?.cut(true);
+        let out = backup.wait_with_output()?;
+        if out.status.success() {
+            bail!("the full backup succeeded across a cut link");
+        }
+        wait_until(90, "s0 back to SyncReady", || {
+            Ok(op.state("s0", VOL)? == "SyncReady")
+        })?;
+        wait_until(90, "a0 back to SyncReady", || {
+            Ok(op.state("a0", VOL)? == "SyncReady")
+        })?;
+        let r = c.repeater("s0-a0")?;
+        r.cut(false);
+        r.set_rate(0);
+        let out = c.exec_ok(&["full-backup", "s0", VOL])?;
+        let gid = last_number(&out).with_context(|| format!("no gid in {out:?}"))?;
         c.assert_restore_equals_device(gid)
     })
 }
