@@ -505,3 +505,42 @@ async fn a_broken_full_copy_resumes_where_it_broke() {
     assert!(restored_bytes(&t.op1, 1).await == t.expected(1));
     assert!(!t.a1.vol_dir(VOL).join("full_repl_state").exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resync_levels_a_diverged_replica_with_the_source() {
+    let mut t = two("repl-resync", 2).await;
+    init_vol(&t.op1, VOL).await;
+    t.replicate(t.repl(MergeUntil::SizeMib(0), false, false))
+        .await
+        .unwrap();
+    // a1 takes a diff a0 never had (it diverged).
+    let n = t.c.client(Role::Proxy, "p0");
+    let px1 = n.connect(t.a1.addr).await.unwrap();
+    let stray = make_wdiff(SIZE_LB, 256 << 10, 999, WdiffKind::Sorted);
+    send_wdiff(
+        &px1,
+        VOL,
+        UUID,
+        SIZE_LB,
+        diff_dto(2, 3, false, T0 + 99),
+        &stray,
+    )
+    .await
+    .unwrap();
+    assert_eq!(gids(&restorable(&t.op1, VOL, true).await).last(), Some(&3));
+    // A later diff of a0 then goes on top of a0's 2, which a1 no longer is at.
+    t.send(2, true).await;
+    t.replicate(t.repl(MergeUntil::SizeMib(0), true, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        gids(&restorable(&t.op1, VOL, true).await),
+        gids(&restorable(&t.p0.op, VOL, true).await)
+    );
+    assert_eq!(archive_uuid(&t.op1).await, archive_uuid(&t.p0.op).await);
+    assert!(
+        restored_bytes(&t.op1, 3).await == t.expected(3),
+        "a0's 3, not the stray one"
+    );
+    assert!(temp_files(&t.a1.vol_dir(VOL)).is_empty());
+}

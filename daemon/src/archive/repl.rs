@@ -15,8 +15,12 @@
 //!    destination writes a new image, syncs it and acks; it then takes the source's base
 //!    state, volume uuid and archive uuid, drops every diff it held and commits the image
 //!    (crash-safe order: an empty base first, so that an interruption boots SyncReady).
-//!    A resync rebuilds the destination this way (walb-tools compares hashes instead; the
-//!    result is the same image).
+//!    A `Resync` instead compares: the source sends `Step::ReplResync{size_lb, bulk_lb,
+//!    base, uuid, hash_seed}`, the destination streams the bulk hashes of its own base
+//!    image and the source the sorted wdiff of its base's differing bulks, which the
+//!    destination writes into its image (after an empty base state is saved, and the
+//!    diffs it held are deleted) before taking the source's base, uuids and archive
+//!    uuid; acked. Only what differs travels (walb-tools' resync).
 //! 2. Rounds: the destination sends `Step::MetaState` of its latest snapshot; the source
 //!    decides ([`plan_round`]): `Done`, or `Diff` followed by `Step::Uuid` (the volume's
 //!    uuid), `Step::MetaDiff` and the bytes of one sorted wdiff, the applicable and
@@ -401,7 +405,8 @@ impl Archive {
         })
         .await?;
         match kind {
-            ReplKind::Full | ReplKind::Resync => self.send_full(v, call, bulk_lb, kind).await?,
+            ReplKind::Full => self.send_full(v, call, bulk_lb, kind).await?,
+            ReplKind::Resync => self.send_resync(v, call, bulk_lb).await?,
             ReplKind::HashOrDiff => {}
         }
         let limits = round_limits(cmd);
@@ -679,6 +684,52 @@ impl Archive {
                 })?;
             (MetaState::new(snap, point.timestamp), chain)
         };
+        info!(vol = %v.name, from = %dest, to = %to.snap_b, diffs = chain.len(), "hash round");
+        call.sender
+            .step(Step::ReplDecision(ReplDecision::Hash))
+            .await
+            .map_err(wire)?;
+        self.send_compared(v, call, &to, chain, bulk_lb, uuid).await
+    }
+
+    /// A resync: the destination's base image is compared with this archive's base, and
+    /// the differing bulks travel (the destination then takes this base).
+    async fn send_resync(
+        self: &Arc<Self>,
+        v: &Arc<ArchiveVol>,
+        call: &mut Call,
+        bulk_lb: u64,
+    ) -> Result<(), WireError> {
+        let (base, uuid) = {
+            let m = v.meta();
+            (m.base, m.uuid)
+        };
+        if base.applying {
+            return Err(refuse(
+                ErrorCode::WrongState,
+                format!(
+                    "volume {}: the base is being applied ({}): apply again to finish it before a resync",
+                    v.name,
+                    base.snapshots_string()
+                ),
+            ));
+        }
+        info!(vol = %v.name, base = %base.snap_b, "resync by hashes of the base image");
+        self.send_compared(v, call, &base, Vec::new(), bulk_lb, uuid)
+            .await
+    }
+
+    /// Sends `Step::ReplResync` for `to` and the differing bulks of this archive's
+    /// virtual image of `chain` against the destination's hashes.
+    async fn send_compared(
+        self: &Arc<Self>,
+        v: &Arc<ArchiveVol>,
+        call: &mut Call,
+        to: &MetaState,
+        chain: Vec<MetaDiff>,
+        bulk_lb: u64,
+        uuid: Uuid,
+    ) -> Result<(), WireError> {
         let size_lb = self
             .backend
             .base_size_lb(&v.name)
@@ -686,16 +737,11 @@ impl Archive {
             .unwrap_or(0);
         // The seed: the low bits of the clock (any value works; a fresh one per round).
         let seed = crate::vol::now_s() as u32;
-        info!(vol = %v.name, from = %dest, to = %to.snap_b, diffs = chain.len(), "hash round");
-        call.sender
-            .step(Step::ReplDecision(ReplDecision::Hash))
-            .await
-            .map_err(wire)?;
         call.sender
             .step(Step::ReplResync {
                 size_lb,
                 bulk_lb,
-                oldest: dto::state_to_dto(&to),
+                oldest: dto::state_to_dto(to),
                 uuid,
                 hash_seed: seed,
             })
@@ -766,7 +812,7 @@ impl Archive {
             o => Err(o),
         })
         .await?;
-        info!(vol = %v.name, bulks, differing, bytes, "hash round done");
+        info!(vol = %v.name, bulks, differing, bytes, "compared image sent");
         Ok(())
     }
 
@@ -928,6 +974,17 @@ impl Archive {
             Err(e) => {
                 warn!(%peer, vol = %vol.name, "replication failed: {e}");
                 drop(txn);
+                if vol.meta().base.is_empty() && vol.state() == A::Archived {
+                    // A resync that failed while committing: what a restart would find.
+                    warn!(vol = %vol.name, "the resync left no base: the volume is SyncReady");
+                    if let Err(e) = vol.core.force(A::SyncReady) {
+                        warn!(vol = %vol.name, "{e}");
+                    }
+                    let (b, n) = (Arc::clone(&self.backend), vol.name.clone());
+                    if let Ok(Err(e)) = blocking(move || b.remove_base(&n)).await {
+                        warn!(vol = %vol.name, "cannot remove the base image: {e}");
+                    }
+                }
                 drop(permit);
                 self.publish_diffs(&vol);
                 call.receiver.stop();
@@ -947,20 +1004,22 @@ impl Archive {
         txn: &mut Option<Txn<A>>,
     ) -> Result<u64, WireError> {
         call.sender.step(Step::ReplKind(kind)).await.map_err(wire)?;
-        if kind != ReplKind::HashOrDiff {
+        if kind == ReplKind::Resync {
+            self.receive_resync(vol, call, archive_uuid).await?;
+            self.publish_diffs(vol);
+        }
+        if kind == ReplKind::Full {
             self.receive_full_repl(vol, call, archive_uuid).await?;
-            if kind == ReplKind::Full {
-                // FullSync → Archived; the rounds run in ReplSyncAsServer.
-                if let Some(t) = txn.take() {
-                    t.commit(A::Archived)?;
-                }
-                *txn = Some(vol.core.begin_exclusive(
-                    &[A::Archived],
-                    A::ReplSyncAsServer,
-                    "replication",
-                    None,
-                )?);
+            // FullSync → Archived; the rounds run in ReplSyncAsServer.
+            if let Some(t) = txn.take() {
+                t.commit(A::Archived)?;
             }
+            *txn = Some(vol.core.begin_exclusive(
+                &[A::Archived],
+                A::ReplSyncAsServer,
+                "replication",
+                None,
+            )?);
             self.publish_diffs(vol);
         }
         let mut rounds = 0u64;
@@ -1143,6 +1202,117 @@ impl Archive {
         *vol.meta() = meta;
         call.sender.step(Step::Ack).await.map_err(wire)?;
         info!(vol = %vol.name, %base, size_lb, "base image replicated");
+        Ok(())
+    }
+
+    /// A resync: this archive's base image is hashed bulk by bulk, the source answers with
+    /// the differing bulks of its base, which are written into the image; the volume then
+    /// takes the source's base state, uuids and no diffs. Until the data is here nothing
+    /// changes; from the commit on, an interruption leaves an empty base (SyncReady).
+    async fn receive_resync(
+        self: &Arc<Self>,
+        vol: &Arc<ArchiveVol>,
+        call: &mut Call,
+        archive_uuid: &Uuid,
+    ) -> Result<(), WireError> {
+        let (size_lb, bulk_lb, base, uuid, seed) =
+            expect(call, "the resync's parameters", |s| match s {
+                Step::ReplResync {
+                    size_lb,
+                    bulk_lb,
+                    oldest,
+                    uuid,
+                    hash_seed,
+                } => Ok((size_lb, bulk_lb, oldest, uuid, hash_seed)),
+                o => Err(o),
+            })
+            .await?;
+        let base = dto::state_from_dto(&base)?;
+        if base.is_empty() || base.applying || bulk_lb == 0 || bulk_lb > MAX_BULK_LB {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!(
+                    "{OP} of {}: a resync needs a settled base and a bulk size of 1 to {MAX_BULK_LB} blocks (got {} and {bulk_lb})",
+                    vol.name,
+                    base.snapshots_string()
+                ),
+            ));
+        }
+        let have_lb = self
+            .backend
+            .base_size_lb(&vol.name)
+            .map_err(backend_error)?
+            .unwrap_or(0);
+        if size_lb < have_lb {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!(
+                    "volume {}: this archive's image ({have_lb} blocks) is larger than the source's ({size_lb}); clear it and replicate again",
+                    vol.name
+                ),
+            ));
+        }
+        if size_lb > have_lb {
+            let (b, n) = (Arc::clone(&self.backend), vol.name.clone());
+            blocking(move || b.grow_base(&n, size_lb))
+                .await?
+                .map_err(backend_error)?;
+        }
+        let tmp = crate::persist::tmp_path(&vol.dir.join("repl-resync.wdiff"));
+        let scan = HashScan {
+            size_lb,
+            bulk_lb,
+            seed: u64::from(seed),
+        };
+        let received = self.exchange_hashes(vol, call, &[], &scan, &tmp, OP).await;
+        let bytes = match received {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        // Commit: an empty base first, the old diffs gone, the differences written into
+        // the image and synced, then the source's metadata.
+        let meta = VolMeta {
+            uuid,
+            archive_uuid: *archive_uuid,
+            base,
+            diffs: DiffManager::new(),
+        };
+        let old: Vec<MetaDiff> = vol.meta().diffs.iter().cloned().collect();
+        *vol.meta() = VolMeta::initial();
+        let (me, v2, t2, m2) = (Arc::clone(self), Arc::clone(vol), tmp.clone(), meta.clone());
+        let r = blocking(move || -> Result<u64, WireError> {
+            let dir = &v2.dir;
+            VolMeta::initial().save(dir).map_err(persist_error)?;
+            remove_diff_files(dir, &old).map_err(persist_error)?;
+            let img = me.backend.open_base_rw(&v2.name).map_err(backend_error)?;
+            let stream = super::restore::open_diff(&t2)
+                .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
+            let cfg = me.config();
+            let mut w = super::restore::ImageWriter::new(&img, cfg.discard, cfg.fsync_bytes)
+                .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
+            super::restore::apply_round(vec![stream], &mut w, None, &mut |_| Ok(())).map_err(
+                |e| refuse(ErrorCode::Internal, format!("writing the differences: {e}")),
+            )?;
+            drop(w);
+            img.sync_all()
+                .map_err(|e| refuse(ErrorCode::Internal, format!("syncing the base image: {e}")))?;
+            crate::persist::remove_file(&t2).map_err(persist_error)?;
+            FullReplState::remove(dir).map_err(persist_error)?;
+            m2.save(dir).map_err(persist_error)?;
+            Ok(bytes)
+        })
+        .await
+        .and_then(|r| r);
+        if let Err(e) = r {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        *vol.meta() = meta;
+        call.sender.step(Step::Ack).await.map_err(wire)?;
+        info!(vol = %vol.name, base = %base, bytes, "resynced by hashes");
         Ok(())
     }
 
