@@ -136,4 +136,118 @@ pub struct ArchiveOpts {
     /// Percentage of time a restore sleeps between writes (0-99), to leave IO to others.
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..100))]
     pub apply_sleep_pct: u32,
+    /// Maintenance: apply what is older than this (PERIOD: seconds, or with s/m/h/d, or
+    /// hh:mm:ss); off if unset.
+    #[arg(long, value_name = "PERIOD")]
+    pub apply_keep: Option<String>,
+    /// Maintenance: least time between two applies of a volume by age.
+    #[arg(long, value_name = "PERIOD", default_value = "1d")]
+    pub apply_interval: String,
+    /// Maintenance: merge a volume holding at least this many diffs; off if unset.
+    #[arg(long, value_name = "N")]
+    pub merge_threshold: Option<usize>,
+    /// Maintenance: merge a volume whose last merge began this long ago; off if unset.
+    #[arg(long, value_name = "PERIOD")]
+    pub merge_interval: Option<String>,
+    /// Maintenance: most diffs in one merge (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub merge_max_nr: usize,
+    /// Maintenance: largest diff and largest merge, MiB (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    pub merge_max_mb: u64,
+    /// Maintenance: replicate every volume to the archive at ADDR every PERIOD
+    /// (`ADDR@PERIOD`; repeatable).
+    #[arg(long, value_name = "ADDR@PERIOD")]
+    pub replicate_to: Vec<String>,
+    /// Maintenance: how many merges, applies and replications may run before the policy
+    /// starts no more.
+    #[arg(long, default_value_t = 1)]
+    pub policy_max_tasks: usize,
+    /// Maintenance: how often the policy looks for work, seconds.
+    #[arg(long, default_value_t = 1)]
+    pub policy_tick_s: u64,
+}
+
+/// A PERIOD: seconds, `N` with `s`/`m`/`h`/`d`, or `hh:mm:ss`.
+pub fn parse_period(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let bad = || format!("{s:?} is not a period (seconds, 30m, 12h, 7d or hh:mm:ss)");
+    if t.contains(':') {
+        let parts: Vec<&str> = t.split(':').collect();
+        let [h, m, sec] = parts[..] else {
+            return Err(bad());
+        };
+        let n = |x: &str| x.parse::<u64>().map_err(|_| bad());
+        return Ok(n(h)? * 3600 + n(m)? * 60 + n(sec)?);
+    }
+    let (num, mul) = match t.char_indices().last() {
+        Some((i, 's')) => (&t[..i], 1),
+        Some((i, 'm')) => (&t[..i], 60),
+        Some((i, 'h')) => (&t[..i], 3600),
+        Some((i, 'd')) => (&t[..i], 86400),
+        _ => (t, 1),
+    };
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .ok_or_else(bad)
+}
+
+impl ArchiveOpts {
+    /// The maintenance policy of these options.
+    pub fn policy(&self) -> anyhow::Result<crate::archive::policy::Policy> {
+        use crate::archive::policy::{Policy, ReplTarget};
+        let period =
+            |what: &str, v: &str| parse_period(v).map_err(|e| anyhow::anyhow!("--{what}: {e}"));
+        let replicate_to = self
+            .replicate_to
+            .iter()
+            .map(|r| {
+                let (addr, per) = r
+                    .rsplit_once('@')
+                    .ok_or_else(|| anyhow::anyhow!("--replicate-to {r:?}: expected ADDR@PERIOD"))?;
+                Ok(ReplTarget {
+                    addr: addr.to_owned(),
+                    interval_s: period("replicate-to", per)?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Policy {
+            apply_keep_s: self
+                .apply_keep
+                .as_deref()
+                .map(|v| period("apply-keep", v))
+                .transpose()?,
+            apply_interval_s: period("apply-interval", &self.apply_interval)?,
+            merge_threshold: self.merge_threshold,
+            merge_interval_s: self
+                .merge_interval
+                .as_deref()
+                .map(|v| period("merge-interval", v))
+                .transpose()?,
+            merge_max_nr: self.merge_max_nr,
+            merge_max_size: self.merge_max_mb.saturating_mul(1 << 20),
+            replicate_to,
+            max_tasks: self.policy_max_tasks.max(1),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn periods_parse_in_every_form_and_garbage_is_named() {
+        assert_eq!(parse_period("90"), Ok(90));
+        assert_eq!(parse_period("30s"), Ok(30));
+        assert_eq!(parse_period("10m"), Ok(600));
+        assert_eq!(parse_period("12h"), Ok(43200));
+        assert_eq!(parse_period("7d"), Ok(604800));
+        assert_eq!(parse_period("01:02:03"), Ok(3723));
+        for bad in ["", "x", "1w", "1:2", "-3", "99999999999999999999d"] {
+            let e = parse_period(bad).unwrap_err();
+            assert!(e.contains("period"), "{bad}: {e}");
+        }
+    }
 }

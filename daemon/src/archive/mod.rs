@@ -17,6 +17,7 @@
 //!   destination SyncReady → FullSync → Archived (a first, full copy) and Archived →
 //!   ReplSyncAsServer → Archived (diffs, resync).
 //! - `bhash` ([`scan`]): the hash of a snapshot's virtual image.
+//! - [`policy`]: built-in maintenance (apply by age, merge, replication at intervals).
 //! - `restore` and `del-restored` are actions (`Restore`, with its deny list).
 //!
 //! At start ([`start`]) every volume directory is loaded, temporary files are removed,
@@ -27,6 +28,7 @@ pub mod backend;
 pub mod full;
 pub mod hash;
 pub mod maint;
+pub mod policy;
 pub mod query;
 pub mod repl;
 pub mod restore;
@@ -71,6 +73,12 @@ pub struct Config {
     pub auto_resize: bool,
     /// Percentage of time a restore sleeps (throttling), 0–99.
     pub apply_sleep_pct: u32,
+    /// Most wdiffs merged into one replication round.
+    pub max_wdiff_send_nr: usize,
+    /// The maintenance policy (off unless configured).
+    pub policy: policy::Policy,
+    /// How often the policy looks for work.
+    pub policy_tick: Duration,
 }
 
 impl Config {
@@ -86,6 +94,9 @@ impl Config {
             max_open: opts.max_open,
             auto_resize: opts.auto_resize,
             apply_sleep_pct: opts.apply_sleep_pct.min(99),
+            max_wdiff_send_nr: opts.max_wdiff_send_nr.max(1),
+            policy: opts.policy()?,
+            policy_tick: Duration::from_secs(opts.policy_tick_s.max(1)),
         })
     }
 }
@@ -141,6 +152,14 @@ pub async fn start_with_backend(
     tokio::task::spawn_blocking(move || a.load_all())
         .await
         .context("loading volumes")??;
+    if archive.cfg.policy.is_on() {
+        let (a, p, tick) = (
+            Arc::clone(&archive),
+            archive.cfg.policy.clone(),
+            archive.cfg.policy_tick,
+        );
+        archive.tasks.spawn(a.run_policy(p, tick));
+    }
     Ok(archive)
 }
 

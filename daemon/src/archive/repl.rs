@@ -25,7 +25,7 @@
 //!    decides ([`plan_round`]): `Done`, or `Diff` followed by `Step::Uuid` (the volume's
 //!    uuid), `Step::MetaDiff` and the bytes of one sorted wdiff, the applicable and
 //!    mergeable chain from the destination's snapshot merged on the fly (cut at
-//!    `merge_size_max` bytes and [`MAX_DIFFS_PER_ROUND`] files; one diff per round with
+//!    `merge_size_max` bytes and `--max-wdiff-send-nr` files; one diff per round with
 //!    `dont_merge`), then the bulk end. The destination validates and stores it like a
 //!    proxy's wdiff, removes the diffs it made redundant, takes the uuid and acks.
 //! 3. `Done`: the destination acks and the session ends.
@@ -49,6 +49,7 @@
 //! (`Step::StartLb`). Not yet across a restart of the destination: its start removes
 //! unfinished images.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -92,8 +93,6 @@ pub const DEFAULT_BULK_LB: u64 = 512;
 pub const MAX_BULK_LB: u64 = 8192;
 /// Default cut of one round's merged diffs (walb-tools' `maxWdiffMergeSize`): 1 GiB.
 pub const DEFAULT_MERGE_MAX: u64 = 1 << 30;
-/// Most diff files merged into one round (walb-tools' `-wn`).
-pub const MAX_DIFFS_PER_ROUND: usize = 1000;
 /// How long the destination may take to accept.
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Chunks queued between the diff producer and the sender.
@@ -267,16 +266,12 @@ pub fn ts_delta_line(vol: &str, dest: &str, gid: u64, ts: u64, dest_st: &MetaSta
     )
 }
 
-/// The limits of one round for `cmd`.
-fn round_limits(cmd: &ReplicateCommand) -> MergeLimits {
+/// The limits of one round for `cmd`, with at most `max_nr` files (`--max-wdiff-send-nr`).
+fn round_limits(cmd: &ReplicateCommand, max_nr: usize) -> MergeLimits {
     MergeLimits {
         before_gid: None,
         max_total_size: Some(cmd.merge_size_max.unwrap_or(DEFAULT_MERGE_MAX)),
-        max_count: Some(if cmd.dont_merge {
-            1
-        } else {
-            MAX_DIFFS_PER_ROUND
-        }),
+        max_count: Some(if cmd.dont_merge { 1 } else { max_nr.max(1) }),
     }
 }
 
@@ -409,7 +404,7 @@ impl Archive {
             ReplKind::Resync => self.send_resync(v, call, bulk_lb).await?,
             ReplKind::HashOrDiff => {}
         }
-        let limits = round_limits(cmd);
+        let limits = round_limits(cmd, self.cfg.max_wdiff_send_nr);
         let mut rounds = 0u64;
         loop {
             let dest = expect(call, "the destination's latest state", |s| match s {
@@ -881,6 +876,18 @@ impl Archive {
     fn record_replica(&self, vol: &str, dest: &str, st: MetaState) {
         let mut g = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
         g.insert((vol.to_owned(), dest.to_owned()), st);
+    }
+
+    /// Per volume, per destination: the gid it was at after the last replication.
+    pub fn replica_gids(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        let g = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for ((vol, dest), st) in g.iter() {
+            out.entry(vol.clone())
+                .or_default()
+                .insert(dest.clone(), st.snap_b.gid_b);
+        }
+        out
     }
 
     /// `get ts-delta`: per volume and destination replicated to, this archive's latest

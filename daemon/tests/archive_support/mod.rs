@@ -103,6 +103,15 @@ pub fn opts(base: &Path) -> ArchiveOpts {
         sync_compress: "zstd:1:1".into(),
         restore_loop: false,
         apply_sleep_pct: 0,
+        apply_keep: None,
+        apply_interval: "1d".into(),
+        merge_threshold: None,
+        merge_interval: None,
+        merge_max_nr: 0,
+        merge_max_mb: 0,
+        replicate_to: Vec::new(),
+        policy_max_tasks: 1,
+        policy_tick_s: 1,
     }
 }
 

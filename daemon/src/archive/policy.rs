@@ -1,0 +1,545 @@
+//! Built-in maintenance of an archive's volumes (walb-tools' `walb-worker`, walb-tools.md
+//! §6.3): finish interrupted applies, apply what is older than a keep period, merge when
+//! diffs pile up, replicate to other archives at an interval.
+//!
+//! Off unless configured (`--apply-keep`, `--merge-threshold`, `--merge-interval`,
+//! `--replicate-to`). Every `--policy-tick` the archive looks at its volumes and starts at
+//! most one task, trying in walb-worker's order ([`select`], pure: the volumes' views,
+//! the history of what ran, the time):
+//!
+//! 1. a volume whose base is being applied (an interrupted apply): apply to its end;
+//! 2. apply by age: on a volume whose last apply began more than `--apply-interval` ago,
+//!    the newest restorable snapshot older than `now - keep` (never the base itself);
+//!    the volume with the most diff bytes to apply first;
+//! 3. merge by count: the volume with the most diffs, if at least `--merge-threshold`;
+//! 4. replication: per destination and volume whose interval elapsed and whose latest
+//!    snapshot the destination does not have yet, the least recently replicated pair;
+//! 5. merge by interval: a volume whose last merge began more than `--merge-interval` ago.
+//!
+//! A merge takes the run of mergeable diffs with the smallest average size (at least two,
+//! within `--merge-max-nr` and `--merge-max-size`), never the run at the tail (it is still
+//! growing) and never one that would swallow the snapshot a destination is at (so that
+//! replication can go on from there) ([`merge_range`]). No task starts while
+//! `--policy-max-tasks` archive actions (merge, apply, replication) run; the tasks run
+//! as the commands of the same names do, with their checks and events.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{info, warn};
+use walb_kernel::meta::{MetaDiff, MetaState};
+use walb_wire::msg::{MergeUntil, ReplicateCommand};
+
+use super::Archive;
+use crate::state::archive::{action, ArchiveState as A};
+
+/// A destination of the replication policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplTarget {
+    /// `host:port` of the destination archive.
+    pub addr: String,
+    /// Least time between two replications of a volume, seconds.
+    pub interval_s: u64,
+}
+
+/// The policy's settings (see the module documentation).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Policy {
+    /// Apply what is older than this many seconds (`None`: no apply by age).
+    pub apply_keep_s: Option<u64>,
+    /// Least time between two applies of a volume by age, seconds.
+    pub apply_interval_s: u64,
+    /// Merge a volume holding at least this many diffs (`None`: no merge by count).
+    pub merge_threshold: Option<usize>,
+    /// Merge a volume whose last merge began this long ago (`None`: no merge by interval).
+    pub merge_interval_s: Option<u64>,
+    /// Most diffs in one merge (0: no limit).
+    pub merge_max_nr: usize,
+    /// Largest diff and largest merge, bytes (0: no limit).
+    pub merge_max_size: u64,
+    /// Replication destinations.
+    pub replicate_to: Vec<ReplTarget>,
+    /// How many archive actions may run before the policy starts no more.
+    pub max_tasks: usize,
+}
+
+impl Policy {
+    /// Whether anything is configured.
+    pub fn is_on(&self) -> bool {
+        self.apply_keep_s.is_some()
+            || self.merge_threshold.is_some()
+            || self.merge_interval_s.is_some()
+            || !self.replicate_to.is_empty()
+    }
+}
+
+/// What the policy sees of a volume.
+#[derive(Debug, Clone)]
+pub struct VolView {
+    /// Name.
+    pub name: String,
+    /// State.
+    pub state: A,
+    /// Whether no action runs on it.
+    pub idle: bool,
+    /// Base state.
+    pub base: MetaState,
+    /// The applicable chain from the base, oldest first.
+    pub chain: Vec<MetaDiff>,
+    /// Restorable points (all): gid and timestamp, oldest first.
+    pub restorable: Vec<(u64, u64)>,
+    /// The latest snapshot's gid.
+    pub latest_gid: u64,
+    /// Per destination address: the gid it was at after the last replication.
+    pub replicas: BTreeMap<String, u64>,
+}
+
+/// A task the policy starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Task {
+    /// `apply vol gid`.
+    Apply {
+        /// Volume.
+        vol: String,
+        /// Up to this gid.
+        gid: u64,
+    },
+    /// `merge vol gid_b until gid_e`.
+    Merge {
+        /// Volume.
+        vol: String,
+        /// First gid.
+        gid_b: u64,
+        /// Stop before diffs starting at or after this gid.
+        gid_e: u64,
+    },
+    /// `replicate vol` to `dest`.
+    Replicate {
+        /// Volume.
+        vol: String,
+        /// `host:port`.
+        dest: String,
+    },
+}
+
+/// When each kind of task last began (seconds), per volume (and destination).
+#[derive(Debug, Clone, Default)]
+pub struct History {
+    /// Last apply by age, per volume.
+    pub apply: BTreeMap<String, u64>,
+    /// Last merge, per volume.
+    pub merge: BTreeMap<String, u64>,
+    /// Last replication, per (volume, destination).
+    pub repl: BTreeMap<(String, String), u64>,
+}
+
+impl History {
+    /// Records that `t` began at `now`.
+    pub fn began(&mut self, t: &Task, now: u64) {
+        match t {
+            Task::Apply { vol, .. } => {
+                self.apply.insert(vol.clone(), now);
+            }
+            Task::Merge { vol, .. } => {
+                self.merge.insert(vol.clone(), now);
+            }
+            Task::Replicate { vol, dest } => {
+                self.repl.insert((vol.clone(), dest.clone()), now);
+            }
+        }
+    }
+}
+
+fn due(last: Option<&u64>, interval: u64, now: u64) -> bool {
+    last.is_none_or(|&t| now.saturating_sub(t) >= interval)
+}
+
+/// The run of `chain` to merge (see the module documentation): `(gid_b, gid_e)`.
+pub fn merge_range(chain: &[MetaDiff], p: &Policy, replica_gids: &[u64]) -> Option<(u64, u64)> {
+    let max_size = if p.merge_max_size == 0 {
+        u64::MAX
+    } else {
+        p.merge_max_size
+    };
+    let max_nr = if p.merge_max_nr == 0 {
+        usize::MAX
+    } else {
+        p.merge_max_nr
+    };
+    let mut best: Option<(u64, u64, f64)> = None;
+    let mut i = 0;
+    while i < chain.len() {
+        let first = &chain[i];
+        if first.comp_diff || first.data_size > max_size {
+            i += 1;
+            continue;
+        }
+        let (mut j, mut total) = (i + 1, first.data_size);
+        while j < chain.len() && j - i < max_nr {
+            let d = &chain[j];
+            let inside = replica_gids.contains(&d.snap_b.gid_b);
+            if !d.mergeable
+                || d.comp_diff
+                || d.data_size > max_size
+                || total.saturating_add(d.data_size) > max_size
+                || inside
+            {
+                break;
+            }
+            total += d.data_size;
+            j += 1;
+        }
+        // chain[i..j] is a run; the tail run is still growing.
+        if j - i >= 2 && j < chain.len() {
+            let avg = total as f64 / (j - i) as f64;
+            if best.is_none_or(|(_, _, a)| avg < a) {
+                best = Some((first.snap_b.gid_b, chain[j - 1].snap_e.gid_b, avg));
+            }
+        }
+        i = j.max(i + 1);
+    }
+    best.map(|(b, e, _)| (b, e))
+}
+
+/// The next task, if any (see the module documentation).
+pub fn select(vols: &[VolView], h: &History, p: &Policy, now: u64) -> Option<Task> {
+    let ready: Vec<&VolView> = vols
+        .iter()
+        .filter(|v| v.idle && v.state == A::Archived)
+        .collect();
+    // 1. An interrupted apply.
+    if let Some(v) = ready.iter().find(|v| v.base.applying) {
+        return Some(Task::Apply {
+            vol: v.name.clone(),
+            gid: v.base.snap_e.gid_b,
+        });
+    }
+    // 2. Apply by age.
+    if let Some(keep) = p.apply_keep_s {
+        let limit = now.saturating_sub(keep);
+        let best = ready
+            .iter()
+            .filter(|v| due(h.apply.get(&v.name), p.apply_interval_s, now))
+            .filter_map(|v| {
+                let gid = v
+                    .restorable
+                    .iter()
+                    .skip(1)
+                    .filter(|(g, ts)| *ts < limit && *g > v.base.snap_b.gid_b)
+                    .map(|(g, _)| *g)
+                    .next_back()?;
+                let bytes: u64 = v
+                    .chain
+                    .iter()
+                    .take_while(|d| d.snap_e.gid_b <= gid)
+                    .map(|d| d.data_size)
+                    .sum();
+                Some((bytes, v.name.clone(), gid))
+            })
+            .max_by_key(|(bytes, _, _)| *bytes);
+        if let Some((_, vol, gid)) = best {
+            return Some(Task::Apply { vol, gid });
+        }
+    }
+    let merge_of = |v: &VolView| {
+        let at: Vec<u64> = v.replicas.values().copied().collect();
+        merge_range(&v.chain, p, &at).map(|(gid_b, gid_e)| Task::Merge {
+            vol: v.name.clone(),
+            gid_b,
+            gid_e,
+        })
+    };
+    // 3. Merge by count.
+    if let Some(n) = p.merge_threshold {
+        let mut by_count: Vec<&&VolView> = ready.iter().filter(|v| v.chain.len() >= n).collect();
+        by_count.sort_by_key(|v| std::cmp::Reverse(v.chain.len()));
+        if let Some(t) = by_count.iter().find_map(|v| merge_of(v)) {
+            return Some(t);
+        }
+    }
+    // 4. Replication: the least recently replicated due pair whose destination lags.
+    let mut pairs: Vec<(u64, Task)> = Vec::new();
+    for r in &p.replicate_to {
+        for v in &ready {
+            let key = (v.name.clone(), r.addr.clone());
+            let last = h.repl.get(&key);
+            if !due(last, r.interval_s, now) {
+                continue;
+            }
+            if v.replicas.get(&r.addr) == Some(&v.latest_gid) {
+                continue;
+            }
+            pairs.push((
+                last.copied().unwrap_or(0),
+                Task::Replicate {
+                    vol: v.name.clone(),
+                    dest: r.addr.clone(),
+                },
+            ));
+        }
+    }
+    if let Some((_, t)) = pairs.into_iter().min_by_key(|(t, _)| *t) {
+        return Some(t);
+    }
+    // 5. Merge by interval.
+    if let Some(iv) = p.merge_interval_s {
+        if let Some(t) = ready
+            .iter()
+            .filter(|v| due(h.merge.get(&v.name), iv, now))
+            .find_map(|v| merge_of(v))
+        {
+            return Some(t);
+        }
+    }
+    None
+}
+
+impl Archive {
+    /// What the policy sees of each live volume.
+    fn policy_views(&self) -> Vec<VolView> {
+        let replicas = self.replica_gids();
+        self.live_vols()
+            .iter()
+            .map(|v| {
+                let m = v.meta();
+                let chain = m.diffs.applicable_chain(m.base.snap_b, Default::default());
+                let restorable = m
+                    .diffs
+                    .restorable(&m.base, true)
+                    .iter()
+                    .map(|p| (p.gid, p.timestamp))
+                    .collect();
+                VolView {
+                    name: v.name.clone(),
+                    state: v.state(),
+                    idle: v.core.actions().is_idle(),
+                    base: m.base,
+                    chain,
+                    restorable,
+                    latest_gid: m.latest_snapshot().gid_b,
+                    replicas: replicas.get(&v.name).cloned().unwrap_or_default(),
+                }
+            })
+            .collect()
+    }
+
+    /// Runs the policy until shutdown (see the module documentation).
+    pub(super) async fn run_policy(self: Arc<Self>, p: Policy, tick: Duration) {
+        info!(?p, "maintenance policy on");
+        let mut h = History::default();
+        let token = self.ctx.shutdown.clone();
+        let mut shutdown = std::pin::pin!(token.cancelled_owned());
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(tick) => {}
+                _ = &mut shutdown => return,
+            }
+            let running: usize = self
+                .live_vols()
+                .iter()
+                .map(|v| {
+                    let a = v.core.actions();
+                    (a.count(action::MERGE)
+                        + a.count(action::APPLY)
+                        + a.count(action::REPL_SYNC_AS_CLIENT)) as usize
+                })
+                .sum();
+            if running >= p.max_tasks.max(1) {
+                continue;
+            }
+            let now = crate::vol::now_s();
+            let Some(task) = select(&self.policy_views(), &h, &p, now) else {
+                continue;
+            };
+            h.began(&task, now);
+            info!(?task, "maintenance task");
+            let r = match &task {
+                Task::Apply { vol, gid } => self.apply(vol, *gid).await,
+                Task::Merge { vol, gid_b, gid_e } => {
+                    self.merge(vol, *gid_b, MergeUntil::Gid(*gid_e)).await
+                }
+                Task::Replicate { vol, dest } => {
+                    self.replicate(ReplicateCommand {
+                        vol: vol.clone(),
+                        until: MergeUntil::SizeMib(0),
+                        dest: dest.clone(),
+                        do_resync: false,
+                        dont_merge: false,
+                        compress: None,
+                        merge_size_max: None,
+                        bulk_lb: None,
+                    })
+                    .await
+                }
+            };
+            if let Err(e) = r {
+                warn!(?task, "maintenance task refused: {e}");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use walb_kernel::meta::MetaSnap;
+
+    fn d(b: u64, e: u64, size: u64, mergeable: bool) -> MetaDiff {
+        MetaDiff::clean(b, e)
+            .unwrap()
+            .with_mergeable(mergeable)
+            .with_data_size(size)
+    }
+
+    fn view(name: &str, chain: Vec<MetaDiff>, times: &[(u64, u64)]) -> VolView {
+        VolView {
+            name: name.into(),
+            state: A::Archived,
+            idle: true,
+            base: MetaState::new(MetaSnap::new(0, 0).unwrap(), 100),
+            latest_gid: chain.last().map_or(0, |d| d.snap_e.gid_b),
+            chain,
+            restorable: times.to_vec(),
+            replicas: BTreeMap::new(),
+        }
+    }
+
+    fn pol() -> Policy {
+        Policy {
+            max_tasks: 1,
+            ..Policy::default()
+        }
+    }
+
+    #[test]
+    fn merge_takes_the_cheapest_closed_run_and_spares_replica_points() {
+        let chain = vec![
+            d(0, 1, 100, false),
+            d(1, 2, 100, true),
+            d(2, 3, 100, true),
+            d(3, 4, 10, false),
+            d(4, 5, 10, true),
+            d(5, 6, 10, true),
+            d(6, 7, 50, false),
+            d(7, 8, 5, true),
+        ];
+        let p = pol();
+        // Runs: [0..3) avg 100, [3..6) avg 10, the tail [6..8) is never taken.
+        assert_eq!(merge_range(&chain, &p, &[]), Some((3, 6)));
+        // A destination at gid 5 cuts that run to [3..5).
+        assert_eq!(merge_range(&chain, &p, &[5]), Some((3, 5)));
+        // Limits.
+        let small = Policy {
+            merge_max_nr: 2,
+            ..pol()
+        };
+        assert_eq!(merge_range(&chain, &small, &[]), Some((3, 5)));
+        let tight = Policy {
+            merge_max_size: 15,
+            ..pol()
+        };
+        assert_eq!(merge_range(&chain, &tight, &[]), None);
+        // Nothing closed to merge.
+        assert_eq!(merge_range(&chain[6..], &p, &[]), None);
+    }
+
+    #[test]
+    fn tasks_come_in_walb_worker_order() {
+        let now = 10_000;
+        // Snapshot 3 is explicit: the run up to it is closed.
+        let chain = vec![
+            d(0, 1, 100, true),
+            d(1, 2, 100, true),
+            d(2, 3, 100, true),
+            d(3, 4, 100, false),
+        ];
+        let times = [(0, 100), (1, 1000), (2, 5000), (3, 9000), (4, 9900)];
+        let v = view("v", chain.clone(), &times);
+        let mut h = History::default();
+        // Nothing configured: nothing to do.
+        assert_eq!(select(std::slice::from_ref(&v), &h, &pol(), now), None);
+        // An interrupted apply first.
+        let mut applying = v.clone();
+        applying.base = MetaState::new_applying(
+            MetaSnap::new(0, 0).unwrap(),
+            MetaSnap::new(2, 2).unwrap(),
+            100,
+        )
+        .unwrap();
+        assert_eq!(
+            select(&[applying], &h, &pol(), now),
+            Some(Task::Apply {
+                vol: "v".into(),
+                gid: 2
+            })
+        );
+        // Apply by age: the newest snapshot older than now - keep (gid 2 at 5000).
+        let p = Policy {
+            apply_keep_s: Some(3000),
+            apply_interval_s: 3600,
+            merge_threshold: Some(3),
+            ..pol()
+        };
+        let t = select(std::slice::from_ref(&v), &h, &p, now).unwrap();
+        assert_eq!(
+            t,
+            Task::Apply {
+                vol: "v".into(),
+                gid: 2
+            }
+        );
+        // Not again within the interval: merge by count comes next.
+        h.began(&t, now);
+        assert_eq!(
+            select(std::slice::from_ref(&v), &h, &p, now + 10),
+            Some(Task::Merge {
+                vol: "v".into(),
+                gid_b: 0,
+                gid_e: 3
+            })
+        );
+        // A busy volume gets nothing.
+        let mut busy = v.clone();
+        busy.idle = false;
+        assert_eq!(select(&[busy], &History::default(), &p, now), None);
+    }
+
+    #[test]
+    fn replication_goes_to_the_least_recently_served_lagging_pair() {
+        let now = 10_000;
+        let chain = vec![d(0, 1, 100, false), d(1, 2, 100, false)];
+        let a = view("a", chain.clone(), &[(0, 1), (1, 2), (2, 3)]);
+        let mut b = view("b", chain, &[(0, 1), (1, 2), (2, 3)]);
+        let p = Policy {
+            replicate_to: vec![ReplTarget {
+                addr: "h:1".into(),
+                interval_s: 60,
+            }],
+            ..pol()
+        };
+        let mut h = History::default();
+        h.repl.insert(("a".into(), "h:1".into()), now - 100);
+        h.repl.insert(("b".into(), "h:1".into()), now - 200);
+        let t = select(&[a.clone(), b.clone()], &h, &p, now);
+        assert_eq!(
+            t,
+            Some(Task::Replicate {
+                vol: "b".into(),
+                dest: "h:1".into()
+            })
+        );
+        // b's destination already has its latest: a goes.
+        b.replicas.insert("h:1".into(), 2);
+        assert_eq!(
+            select(&[a.clone(), b.clone()], &h, &p, now),
+            Some(Task::Replicate {
+                vol: "a".into(),
+                dest: "h:1".into()
+            })
+        );
+        // Within the interval: nothing.
+        h.repl.insert(("a".into(), "h:1".into()), now - 10);
+        assert_eq!(select(&[a, b], &h, &p, now), None);
+    }
+}
