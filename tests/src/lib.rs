@@ -758,11 +758,17 @@ impl Cluster {
 
     /// A client with the operator's certificate.
     pub fn operator(&self) -> Result<Operator> {
+        self.wire_client(Role::Operator, "console")
+    }
+
+    /// A client with the certificate of `role` `id` from the cluster's certificate
+    /// directory (a proxy's, to speak to an archive as that proxy does).
+    pub fn wire_client(&self, role: Role, id: &str) -> Result<Operator> {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()?;
-        let me = PeerId::new(Role::Operator, "console")?;
+        let me = PeerId::new(role, id)?;
         let files = walb_wire::TlsFiles::in_dir(&self.path().join("certs"), &me);
         let cfg = walb_wire::NodeConfig::new("127.0.0.1:0".parse()?, false);
         let node = {
@@ -799,6 +805,51 @@ impl Operator {
                 .await
                 .context("no answer within 30 s")??;
             anyhow::Ok(r)
+        })
+    }
+
+    /// Sends one wdiff file to archive `name` as a proxy does (wdiff transfer: the
+    /// request, the file as chunks, the end of the bulk, the archive's `Ack`). `None` once
+    /// the archive acknowledged it, the code of its refusal of the request otherwise.
+    pub fn send_wdiff(
+        &self,
+        name: &str,
+        transfer: walb_wire::msg::WdiffTransfer,
+        wdiff: &[u8],
+    ) -> Result<Option<walb_wire::ErrorCode>> {
+        let port = *self
+            .ports
+            .get(name)
+            .with_context(|| format!("no node {name}"))?;
+        let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        self.rt.block_on(async {
+            let peer = self.node.connect(addr).await?;
+            let send = async {
+                let mut call = peer
+                    .call(walb_wire::Request::WdiffTransfer(transfer))
+                    .await?;
+                match call.receiver.reply().await {
+                    Ok(walb_wire::Reply::Accepted) => {}
+                    Ok(other) => bail!("the wdiff transfer was answered {other:?}"),
+                    Err(e) => match e.remote_code() {
+                        Some(code) => return Ok(Some(code)),
+                        None => return Err(e.into()),
+                    },
+                }
+                for c in wdiff.chunks(1 << 20) {
+                    call.sender.chunk(c).await?;
+                }
+                call.sender.end_bulk().await?;
+                let step = call.receiver.step().await?;
+                if step != walb_wire::Step::Ack {
+                    bail!("the archive answered the wdiff with {step:?}, not Ack");
+                }
+                call.sender.finish()?;
+                anyhow::Ok(None)
+            };
+            tokio::time::timeout(Duration::from_secs(60), send)
+                .await
+                .context("the wdiff transfer did not end within 60 s")?
         })
     }
 

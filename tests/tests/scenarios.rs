@@ -1,7 +1,8 @@
-//! walb-tools scenarios n1 to n10, n13, n14, m1 to m3, e1 to e5, e7 to e9, e11, e12 and e14 (walb-tools.md
+//! walb-tools scenarios n1 to n10, n13, n14, m1 to m3, e1 to e14 and e17 (walb-tools.md
 //! §8.3) with real processes on loopback, each ending in the same check: the SHA-256 of the
-//! live device equals that of the snapshot restored at the archive (at both archives for
-//! the replication scenarios n7 to n10, n14 and e7, which run a second archive a1).
+//! live device equals that of the snapshot restored at the archive (at both archives, with
+//! equal bhash, for the replication scenarios n7 to n10, n14, e6 and e7, which run a
+//! second archive a1). Network faults (e9 to e14) go through the harness's UDP relay.
 
 use std::time::Duration;
 
@@ -976,5 +977,275 @@ fn n14_resync() -> Result<()> {
             bail!("replicate --resync printed gid {r}, not a0's latest {gid}");
         }
         assert_replica_equals_device(c, gid)
+    })
+}
+
+/// e6: the primary archive loses its data (killed, its directory deleted): re-initialised,
+/// it receives nothing from the proxy and a snapshot is not restorable; a full backup
+/// brings it level with the device again, on a new lineage: the replica a1 then needs
+/// `replicate --resync`, after which both archives restore the device.
+#[test]
+fn e6_primary_archive_data_lost() -> Result<()> {
+    scenario(two_archives(), |c| {
+        c.init_and_full_backup()?;
+        c.write(50, "64k", 60)?;
+        c.snapshot()?;
+        replicate(c, &[])?;
+        let old_uuid = c.exec_ok(&["get", "a1", "archive-uuid", VOL])?;
+        c.kill_node("a0")?;
+        std::fs::remove_dir_all(c.path().join("a0"))?;
+        c.start_node("a0")?;
+        if c.state("a0")? != "Clear" {
+            bail!("a0 is {} after losing its data, not Clear", c.state("a0")?);
+        }
+        c.exec_ok(&["init-archive", "a0", VOL])?;
+        c.write(20, "16k", 61)?;
+        snapshot_held_back(c, 5)?;
+        if c.state("a0")? != "SyncReady" {
+            bail!("a0 is {} before its new full backup", c.state("a0")?);
+        }
+        c.exec_ok(&["stop", "s0", VOL])?;
+        c.write(20, "16k", 62)?;
+        let out = c.exec_ok(&["full-backup", "s0", VOL])?;
+        let gid = last_number(&out).with_context(|| format!("no gid in {out:?}"))?;
+        c.assert_restore_equals_device(gid)?;
+        // a1 still holds the lost lineage: a plain replication is refused.
+        let out = c.exec(&["replicate", "a0", VOL, "a1", "--timeout", "60"])?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        if out.status.success() || !err.contains("--resync") {
+            bail!("a replication onto the lost lineage without --resync: {err}");
+        }
+        let r = replicate(c, &["--resync"])?;
+        if r != gid {
+            bail!("replicate --resync printed gid {r}, not a0's latest {gid}");
+        }
+        if c.exec_ok(&["get", "a1", "archive-uuid", VOL])? == old_uuid {
+            bail!("a1 kept the lost lineage's archive uuid after --resync");
+        }
+        assert_replica_equals_device(c, gid)
+    })
+}
+
+/// e10: the link between the storage and the proxy is cut while more than the log
+/// device holds is written: nothing drains, the log overflows and the storage reports it
+/// (and stops the volume); once the link is back, a hash backup levels the archive with
+/// the device and shipping resumes.
+#[test]
+fn e10_storage_proxy_cut_overflow() -> Result<()> {
+    let opts = ClusterOpts {
+        repeat_s0_p0: true,
+        ..ClusterOpts::default()
+    };
+    scenario(opts, |c| {
+        c.init_and_full_backup()?;
+        c.repeater("s0-p0")?.cut(true);
+        // 25 MiB into a 16 MiB log at a rate it drains at (e1, e2), but it cannot drain:
+        // s0 tries to ship all along, into the cut link.
+        write_25_mib(c, Some(40), 101)?;
+        wait_until(60, "s0 reports the overflow", || {
+            let ov = c.exec_ok(&["get", "s0", "is-overflow", VOL])?;
+            Ok(matches!(ov.trim(), "1" | "true"))
+        })?;
+        let r = c.repeater("s0-p0")?;
+        if r.dropped() == 0 {
+            bail!("the relay dropped nothing: s0 did not use it");
+        }
+        r.cut(false);
+        c.exec_ok(&["stop", "s0", VOL])?;
+        if c.state("s0")? != "Stopped" {
+            bail!("s0 is {} after the overflow and stop", c.state("s0")?);
+        }
+        c.exec_ok(&["hash-backup", "s0", VOL])?;
+        let ov = c.exec_ok(&["get", "s0", "is-overflow", VOL])?;
+        if !matches!(ov.trim(), "0" | "false") {
+            bail!("s0 still reports an overflow after the hash backup: {ov}");
+        }
+        c.write(20, "16k", 102)?;
+        let gid = c.snapshot()?;
+        c.assert_restore_equals_device(gid)
+    })
+}
+
+/// e13: a hash backup over a slow link to the archive is cut in the middle: the archive
+/// falls back to Archived with the snapshots it had (unchanged while the backup ran), the
+/// storage to SyncReady; once the link is back a new hash backup succeeds and the
+/// restore equals the device.
+#[test]
+fn e13_hash_backup_cut() -> Result<()> {
+    let opts = ClusterOpts {
+        repeat_s0_a0: true,
+        ..ClusterOpts::default()
+    };
+    scenario(opts, |c| {
+        c.init_and_full_backup()?;
+        c.write(20, "16k", 130)?;
+        c.snapshot()?;
+        c.exec_ok(&["stop", "s0", VOL])?;
+        // ~10 MiB of differences (less than the log holds) for the hash backup to send.
+        c.write(200, "64k", 131)?;
+        let before = c.restorable_lines("a0")?;
+        c.repeater("s0-a0")?.set_rate(1_000_000);
+        let op = c.operator()?;
+        let backup = c.exec_spawn(&["hash-backup", "s0", VOL, "--timeout", "300"])?;
+        wait_until(30, "a0 in HashSync", || {
+            Ok(op.state("a0", VOL)? == "HashSync")
+        })?;
+        if c.restorable_lines("a0")? != before {
+            bail!("a0's restorable list changed while the hash backup ran");
+        }
+        std::thread::sleep(Duration::from_secs(3));
+        c.repeater("s0-a0")?.cut(true);
+        let out = backup.wait_with_output()?;
+        if out.status.success() {
+            bail!("the hash backup succeeded across a cut link");
+        }
+        wait_until(90, "a0 back to Archived", || {
+            Ok(op.state("a0", VOL)? == "Archived")
+        })?;
+        wait_until(90, "s0 back to SyncReady", || {
+            Ok(op.state("s0", VOL)? == "SyncReady")
+        })?;
+        let r = c.repeater("s0-a0")?;
+        if r.dropped() == 0 {
+            bail!("the relay dropped nothing: s0 did not use it");
+        }
+        if c.restorable_lines("a0")? != before {
+            bail!("the cut hash backup changed a0's restorable list");
+        }
+        r.cut(false);
+        r.set_rate(0);
+        c.exec_ok(&["hash-backup", "s0", VOL])?;
+        c.write(20, "16k", 132)?;
+        let gid = c.snapshot()?;
+        c.assert_restore_equals_device(gid)
+    })
+}
+
+/// e17: the same wdiff sent twice to the archive, as a proxy whose Ack was lost would:
+/// the first is accepted and becomes the latest snapshot (restoring to the image with
+/// that diff applied), the second is refused as too old and changes nothing; a hash
+/// backup then levels the archive with the device.
+#[test]
+fn e17_duplicate_wdiff() -> Result<()> {
+    use sha2::Digest;
+    use walb_kernel::diff::apply::{DiscardPolicy, Redo};
+    use walb_kernel::diff::convert::{convert_wlog, ConvertOpt};
+    use walb_kernel::gen::WlogGen;
+    use walb_kernel::wdiff::{WdiffKind, WdiffReader};
+    use walb_wire::msg::{DiffRange, MetaDiffDto, Query, SnapDto, WdiffTransfer};
+    use walb_wire::{ErrorCode, Reply, Request, Role};
+    scenario(ClusterOpts::default(), |c| {
+        c.init_and_full_backup()?;
+        c.write(50, "64k", 170)?;
+        c.snapshot()?;
+        // Nothing else reaches a0 from now on: s0 stopped, p0's queue empty.
+        c.exec_ok(&["stop", "s0", VOL])?;
+        wait_until(60, "p0's queue for a0 to empty", || {
+            Ok(!c
+                .exec_ok(&["get", "p0", "diff", VOL, "a0"])?
+                .contains("-->"))
+        })?;
+        let op = c.operator()?;
+        let latest = |op: &walb_tests::Operator| -> Result<u64> {
+            match op.request(
+                "a0",
+                Request::Query(Query::LatestSnap {
+                    vol: Some(VOL.into()),
+                }),
+            )? {
+                Reply::Snapshots(s) => s
+                    .first()
+                    .and_then(|i| i.gid)
+                    .context("a0 names no latest snapshot"),
+                other => bail!("latest-snap answered {other:?}"),
+            }
+        };
+        let g0 = latest(&op)?;
+        let uuid = match op.request("a0", Request::Query(Query::Uuid { vol: VOL.into() }))? {
+            Reply::Uuid(u) => u,
+            other => bail!("uuid answered {other:?}"),
+        };
+        let size_lb = match op.request("a0", Request::Query(Query::VolSize { vol: VOL.into() }))? {
+            Reply::Number(n) => n,
+            other => bail!("vol-size answered {other:?}"),
+        };
+        // A dummy diff of ~1 MiB (walb-tools: wlog-gen + wlog-to-wdiff), indexed as the
+        // proxy's, the explicit snapshot |g0+1| at its end.
+        let mut gen = WlogGen::new(size_lb, 1 << 20);
+        gen.seed = 17;
+        let mut wlog = Vec::new();
+        gen.write(&mut wlog)?;
+        let opt = ConvertOpt {
+            kind: WdiffKind::Indexed,
+            threads: 0,
+            ..ConvertOpt::default()
+        };
+        let wdiff = convert_wlog(&wlog[..], Vec::new(), &opt)?.0;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_secs();
+        let transfer = WdiffTransfer {
+            vol: VOL.into(),
+            uuid,
+            size_lb,
+            diff: MetaDiffDto {
+                range: DiffRange {
+                    snap_b: SnapDto {
+                        gid_b: g0,
+                        gid_e: g0,
+                    },
+                    snap_e: SnapDto {
+                        gid_b: g0 + 1,
+                        gid_e: g0 + 1,
+                    },
+                },
+                mergeable: false,
+                comp_diff: false,
+                timestamp_s: now,
+                size: wdiff.len() as u64,
+            },
+        };
+        let proxy = c.wire_client(Role::Proxy, "p0")?;
+        if let Some(code) = proxy.send_wdiff("a0", transfer.clone(), &wdiff)? {
+            bail!(
+                "the first send of |{g0}|-->|{}| was refused: {code:?}",
+                g0 + 1
+            );
+        }
+        match proxy.send_wdiff("a0", transfer, &wdiff)? {
+            Some(ErrorCode::TooOldDiff) => {}
+            other => bail!("the second send of the same wdiff: {other:?}, not too-old-diff"),
+        }
+        if latest(&op)? != g0 + 1 {
+            bail!(
+                "a0's latest is {} after the duplicate, not {}",
+                latest(&op)?,
+                g0 + 1
+            );
+        }
+        let diffs = c.exec_ok(&["diff-list", "a0", VOL])?;
+        let ending = diffs.matches(&format!("-->|{}|", g0 + 1)).count();
+        if ending != 1 {
+            bail!("a0 holds {ending} diffs ending at {}:\n{diffs}", g0 + 1);
+        }
+        // The snapshot is the device (unchanged since s0 stopped) with the diff applied.
+        let dev = std::fs::read(c.wdev_path())?;
+        let mut redo = Redo::new(dev, DiscardPolicy::Zero)?;
+        for io in WdiffReader::new(std::io::Cursor::new(&wdiff[..]))? {
+            redo.apply_io(&io?)?;
+        }
+        let want = hex::encode(sha2::Sha256::digest(redo.finish()?.0));
+        let got = c.restored_sha256("a0", g0 + 1)?;
+        if got != want {
+            bail!(
+                "gid {} restores to {got}, not the device with the diff applied ({want})",
+                g0 + 1
+            );
+        }
+        // What users rely on: a hash backup brings a0 back to the device.
+        c.exec_ok(&["hash-backup", "s0", VOL])?;
+        c.write(20, "16k", 171)?;
+        let gid = c.snapshot()?;
+        c.assert_restore_equals_device(gid)
     })
 }
