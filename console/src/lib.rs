@@ -28,4 +28,5 @@ pub mod exec;
 pub mod lab;
 pub mod metrics;
 pub mod ops;
+pub mod scan;
 pub mod tui;

@@ -112,6 +112,23 @@ fn tutorial(c: &Cluster) -> Result<()> {
     if path.exists() && path.is_file() {
         bail!("{} still exists after del-restored", path.display());
     }
+    // The same snapshot exported without a restore: the same bytes, written whole.
+    let out = c.path().join("export.img");
+    c.exec_ok(&["virt-full-scan", "a0", VOL, &g, &out.display().to_string()])?;
+    if sha256_file(&out)? != dev_sha {
+        bail!("virt-full-scan of gid {gid} differs from the device");
+    }
+    let e = c.exec(&[
+        "virt-full-scan",
+        "a0",
+        VOL,
+        "999999",
+        &out.display().to_string(),
+    ])?;
+    if e.status.success() || sha256_file(&out)? != dev_sha {
+        bail!("a refused virt-full-scan succeeded or touched the existing file");
+    }
+    std::fs::remove_file(&out)?;
     replication(c, &mnt)
 }
 

@@ -483,6 +483,21 @@ pub static COMMANDS: &[CommandSpec] = &[
         },
     },
     CommandSpec {
+        name: "virt-full-scan",
+        args: "ARCHIVE VOL GID OUT",
+        about: "write snapshot GID's image from the archive into OUT (a file, written whole or not at all, or a block device), without a restore",
+        options: &[OPT_BULK],
+        parse: |a| {
+            Ok(ExecCmd::VirtFullScan {
+                archive: a.req("ARCHIVE")?,
+                vol: a.req("VOL")?,
+                gid: a.req_num("GID")?,
+                out: a.req("OUT")?.into(),
+                bulk_lb: a.value_num("--bulk")?,
+            })
+        },
+    },
+    CommandSpec {
         name: "start-synchronizing",
         args: "ARCHIVE VOL",
         about: "make every proxy send the volume's diffs to the archive too (it must hold the latest snapshot: replicate --sync does both)",
@@ -1250,6 +1265,19 @@ pub enum ExecCmd {
         /// Wait limit of each proxy's stop and start.
         timeout: Duration,
     },
+    /// `virt-full-scan ARCHIVE VOL GID OUT`.
+    VirtFullScan {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
+        /// Snapshot gid.
+        gid: u64,
+        /// Where the image goes.
+        out: std::path::PathBuf,
+        /// Bulk size, logical blocks.
+        bulk_lb: Option<u64>,
+    },
     /// `bhash ARCHIVE VOL GID`.
     BlockHash {
         /// Archive.
@@ -1518,6 +1546,7 @@ impl ExecCmd {
             ExecCmd::Synchronizing { start: false, .. } => "stop-synchronizing",
             ExecCmd::IsSynchronizing { .. } => "is-synchronizing",
             ExecCmd::BlockHash { .. } => "bhash",
+            ExecCmd::VirtFullScan { .. } => "virt-full-scan",
         }
     }
 
@@ -1569,7 +1598,8 @@ impl ExecCmd {
             | ExecCmd::SetExplicit { archive, vol, .. }
             | ExecCmd::Synchronizing { archive, vol, .. }
             | ExecCmd::IsSynchronizing { archive, vol }
-            | ExecCmd::BlockHash { archive, vol, .. } => (Some(archive), Some(vol)),
+            | ExecCmd::BlockHash { archive, vol, .. }
+            | ExecCmd::VirtFullScan { archive, vol, .. } => (Some(archive), Some(vol)),
             ExecCmd::Replicate { src, vol, .. } => (Some(src), Some(vol)),
             ExecCmd::ArchiveInfo { proxy, op } => (
                 Some(proxy),
@@ -1752,6 +1782,23 @@ impl ExecCmd {
                     vol: Some(vol.clone()),
                     state: None,
                 })
+            }
+            ExecCmd::VirtFullScan {
+                archive,
+                vol,
+                gid,
+                out,
+                bulk_lb,
+            } => {
+                cl.node_as(archive, &[Role::Archive], "virt-full-scan")?;
+                let s =
+                    crate::scan::virt_full_scan(client, archive, vol, *gid, *bulk_lb, out).await?;
+                Ok(Outcome::Text(format!(
+                    "{} bytes ({} of data) written to {}",
+                    s.bytes,
+                    s.data_bytes,
+                    out.display()
+                )))
             }
             ExecCmd::BlockHash { archive, vol, gid } => {
                 cl.node_as(archive, &[Role::Archive], "bhash")?;
@@ -2198,6 +2245,8 @@ mod tests {
             "stop-synchronizing a1 vol --timeout 30",
             "is-synchronizing a1 vol",
             "bhash a0 vol 8",
+            "virt-full-scan a0 vol 8 /tmp/img",
+            "virt-full-scan a0 vol 8 /dev/loop9 --bulk 4096",
             "get a0 ts-delta",
         ];
         for line in ok {

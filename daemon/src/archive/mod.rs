@@ -396,8 +396,8 @@ impl Archive {
             } => self.set_explicit(&vol, &gids, explicit).await,
             Command::Replicate(cmd) => self.replicate(cmd).await,
             Command::VirtFullScan { .. } => Err(refuse(
-                ErrorCode::Unsupported,
-                "this archive does not implement this command yet",
+                ErrorCode::BadRequest,
+                "virt-full-scan streams the image: it is served on its call",
             )),
             other => Err(refuse(
                 ErrorCode::BadRequest,
@@ -561,6 +561,9 @@ impl Archive {
             ..
         } = inc;
         match request {
+            Request::Command(Command::VirtFullScan { vol, gid, bulk_lb }) => {
+                self.virt_full_scan(peer, call, vol, gid, bulk_lb).await
+            }
             Request::Command(cmd) => {
                 let what = format!("{cmd:?}");
                 let r = self.command(cmd).await;

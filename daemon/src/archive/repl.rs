@@ -833,37 +833,14 @@ impl Archive {
             walb_kernel::Error::io("opening the diffs", std::io::Error::other(e.to_string()))
         })?;
         let base_ref: &dyn ReadAt = &base;
-        let mut scan = VirtualFullScan::new(
+        let scan = VirtualFullScan::new(
             Some(base_ref),
             job.size_lb,
             Box::new(DiffMerger::new(streams)),
         )?;
-        let mut pos = 0u64;
+        let mut rd = super::scan::SeqRead::new(scan);
         compare(
-            &mut |off, buf| {
-                if off != pos {
-                    return Err(walb_kernel::Error::io(
-                        "reading the image",
-                        std::io::Error::other(format!("read at byte {off}, the scan is at {pos}")),
-                    ));
-                }
-                let mut got = 0;
-                while got < buf.len() {
-                    let k = scan.read_chunk(&mut buf[got..])?;
-                    if k == 0 {
-                        return Err(walb_kernel::Error::io(
-                            "reading the image",
-                            std::io::Error::new(
-                                std::io::ErrorKind::UnexpectedEof,
-                                format!("the image ended at byte {}", pos + got as u64),
-                            ),
-                        ));
-                    }
-                    got += k;
-                }
-                pos += got as u64;
-                Ok(())
-            },
+            &mut |off, buf| rd.read(off, buf),
             &mut |_| {},
             job,
             hashes,
