@@ -942,6 +942,8 @@ pub struct ReplicateOpts {
     pub do_resync: bool,
     /// Send the diffs one by one instead of merging them.
     pub dont_merge: bool,
+    /// Bulk size of a full copy, logical blocks (default: the archive's, 256 KiB).
+    pub bulk_lb: Option<u64>,
 }
 
 /// What the destination of a replication needs first, by its state.
@@ -1172,7 +1174,7 @@ pub async fn replicate_once(
                 dont_merge: opts.dont_merge,
                 compress: None,
                 merge_size_max: None,
-                bulk_lb: None,
+                bulk_lb: opts.bulk_lb,
             },
         )
         .await?;

@@ -711,12 +711,14 @@ fn full_phase(k: &Knobs, c: &Cluster, op: &Operator) -> Result<()> {
         if full >= 0.8 * wire { "met" } else { "MISSED" }
     );
     let wire_s = wire_d.as_secs_f64();
+    let bulk = k.bulk_lb.to_string();
     replicate_timed(
         c,
         op,
         "replication a0 -> a1, first: full copy of the base image",
         size,
         wire_s,
+        &["--bulk", &bulk],
     )?;
     hash_after_changes(c, size, f.copy)?;
     replicate_timed(
@@ -725,12 +727,20 @@ fn full_phase(k: &Knobs, c: &Cluster, op: &Operator) -> Result<()> {
         "replication a0 -> a1, then: the hash backup's diff",
         size,
         wire_s,
+        &[],
     )
 }
 
 /// `replicate a0 vol a1` end to end (the console's command, until a1 holds the gid); what
 /// a0 sent (its log's last rounds) and the daemons' CPU.
-fn replicate_timed(c: &Cluster, op: &Operator, what: &str, size: u64, wire_s: f64) -> Result<()> {
+fn replicate_timed(
+    c: &Cluster,
+    op: &Operator,
+    what: &str,
+    size: u64,
+    wire_s: f64,
+    extra: &[&str],
+) -> Result<()> {
     let a0_log = c.path().join("a0.log");
     let log_len = std::fs::metadata(&a0_log).map(|m| m.len()).unwrap_or(0);
     let cpu0 = c.cpu_seconds();
@@ -738,7 +748,9 @@ fn replicate_timed(c: &Cluster, op: &Operator, what: &str, size: u64, wire_s: f6
     let t = Instant::now();
     // The copy: a1 in FullSync (polled while the console runs).
     let (copy, out) = std::thread::scope(|s| {
-        let h = s.spawn(|| c.exec_ok(&["replicate", "a0", VOL, "a1"]));
+        let mut args = vec!["replicate", "a0", VOL, "a1"];
+        args.extend(extra);
+        let h = s.spawn(move || c.exec_ok(&args));
         let (mut began, mut ended) = (None, None);
         while !h.is_finished() {
             let st = op.state("a1", VOL).unwrap_or_default();
@@ -780,7 +792,7 @@ fn replicate_timed(c: &Cluster, op: &Operator, what: &str, size: u64, wire_s: f6
         if let Some(copy) = copy {
             println!(
                 "{:<58} {:>8.1} MB/s ({:.2} s)  {:.2}x wire",
-                "replicate, copy (a1 FullSync -> Archived)",
+                "replicate, copy (a1 FullSync -> Archived), bulk of the full backup",
                 mbps(size, copy),
                 copy.as_secs_f64(),
                 wire_s / copy.as_secs_f64()
@@ -819,8 +831,11 @@ fn hash_after_changes(c: &Cluster, size: u64, full_copy: Duration) -> Result<()>
     let cpu0 = c.cpu_seconds();
     let perf = Perf::start(c, "hash");
     let t = Instant::now();
-    c.exec_ok(&["hash-backup", "s0", VOL])?;
+    let out = c.exec_ok(&["hash-backup", "s0", VOL])?;
     let d = t.elapsed();
+    // Its snapshot becomes restorable once the logs up to it arrive.
+    let gid = last_number(&out).with_context(|| format!("no gid in {out:?}"))?;
+    c.exec_ok(&["wait-restorable", "a0", VOL, &gid.to_string()])?;
     let cpu1 = c.cpu_seconds();
     drop(perf);
     let log = std::fs::read_to_string(c.path().join("s0.log")).unwrap_or_default();

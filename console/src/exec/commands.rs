@@ -453,7 +453,7 @@ pub static COMMANDS: &[CommandSpec] = &[
         name: "replicate",
         args: "SRC VOL DST",
         about: "replicate the volume from archive SRC to archive DST (init DST if Clear) up to --gid (default: SRC's latest restorable); wait, print the gid; --sync: DST then receives every diff from the proxies",
-        options: &[OPT_GID, OPT_RESYNC, OPT_DONT_MERGE, OPT_SYNC, OPT_TIMEOUT],
+        options: &[OPT_GID, OPT_RESYNC, OPT_DONT_MERGE, OPT_SYNC, OPT_BULK, OPT_TIMEOUT],
         parse: |a| {
             Ok(ExecCmd::Replicate {
                 src: a.req("SRC")?,
@@ -463,6 +463,7 @@ pub static COMMANDS: &[CommandSpec] = &[
                     gid: a.value_num("--gid")?,
                     do_resync: a.flag("--resync"),
                     dont_merge: a.flag("--dont-merge"),
+                    bulk_lb: a.value_num("--bulk")?,
                 },
                 sync: a.flag("--sync"),
                 timeout: a.timeout(TIMEOUT_LONG)?,
@@ -2328,6 +2329,7 @@ mod tests {
                     gid: Some(8),
                     do_resync: false,
                     dont_merge: false,
+                    bulk_lb: None,
                 },
                 sync: true,
                 timeout: TIMEOUT_LONG,
