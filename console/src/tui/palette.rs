@@ -315,7 +315,14 @@ addr = "localhost:10201"
         assert_eq!(cands("replicate a0 vol "), ["a0", "a1"]);
         assert_eq!(
             cands("replicate a0 vol a1 --"),
-            ["--gid", "--resync", "--dont-merge", "--sync", "--timeout"]
+            [
+                "--gid",
+                "--resync",
+                "--dont-merge",
+                "--sync",
+                "--bulk",
+                "--timeout"
+            ]
         );
         assert_eq!(cands("is-synchronizing a"), ["a0", "a1"]);
         assert_eq!(
