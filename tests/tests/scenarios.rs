@@ -1,8 +1,9 @@
-//! walb-tools scenarios n1 to n10, n13, n14, m1 to m3, e1 to e14 and e17 (walb-tools.md
-//! §8.3) with real processes on loopback, each ending in the same check: the SHA-256 of the
-//! live device equals that of the snapshot restored at the archive (at both archives, with
-//! equal bhash, for the replication scenarios n7 to n10, n14, e6 and e7, which run a
-//! second archive a1). Network faults (e9 to e14) go through the harness's UDP relay.
+//! walb-tools scenarios n1 to n11 (n11a, n11b), n13, n14, m1 to m3 and e1 to e17
+//! (walb-tools.md §8.3) with real processes on loopback, each ending in the same check: the
+//! SHA-256 of the live device equals that of the snapshot restored at the archive (at both
+//! archives, with equal bhash, for the replication scenarios n7 to n10, n14, e6, e7 and
+//! e14 to e16, which run a second archive a1). Network faults (e9 to e16) go through the
+//! harness's UDP relay. Not here: n12 (two storages), r1 to r4 (replacements).
 
 use std::time::Duration;
 
@@ -980,6 +981,20 @@ fn n14_resync() -> Result<()> {
     })
 }
 
+/// The latest restorable gid of `archive`.
+fn latest_restorable(c: &Cluster, archive: &str) -> Result<u64> {
+    c.restorable_gids(archive)?
+        .into_iter()
+        .max()
+        .with_context(|| format!("{archive} lists no restorable snapshot"))
+}
+
+/// Occurrences of `text` in the log of daemon `node`.
+fn log_count(c: &Cluster, node: &str, text: &str) -> Result<usize> {
+    let log = std::fs::read_to_string(c.path().join(format!("{node}.log")))?;
+    Ok(log.matches(text).count())
+}
+
 /// e6: the primary archive loses its data (killed, its directory deleted): re-initialised,
 /// it receives nothing from the proxy and a snapshot is not restorable; a full backup
 /// brings it level with the device again, on a new lineage: the replica a1 then needs
@@ -1121,6 +1136,165 @@ fn e13_hash_backup_cut() -> Result<()> {
     })
 }
 
+/// Starts `replicate a0 vol a1` up to `gid` as a wire command whose destination is the
+/// relay `a0-a1` (added here, slowed to 1 MB/s), so that the link can be cut under it.
+fn replicate_through_slow_relay(
+    c: &mut Cluster,
+    op: &walb_tests::Operator,
+    gid: u64,
+) -> Result<()> {
+    use walb_wire::msg::{Command, MergeUntil, ReplicateCommand};
+    use walb_wire::{Reply, Request};
+    let via = c.add_repeater("a0-a1", "a1")?;
+    c.repeater("a0-a1")?.set_rate(1_000_000);
+    let r = op.request(
+        "a0",
+        Request::Command(Command::Replicate(ReplicateCommand {
+            vol: VOL.into(),
+            until: MergeUntil::Gid(gid),
+            dest: via,
+            do_resync: false,
+            dont_merge: false,
+            compress: None,
+            merge_size_max: None,
+            bulk_lb: None,
+        })),
+    )?;
+    if r != Reply::Accepted {
+        bail!("replicate answered {r:?}");
+    }
+    Ok(())
+}
+
+/// Cuts the relay `a0-a1` and waits until a0's replication ended and a1 is Archived
+/// again; checks the relay dropped datagrams.
+fn cut_replication(c: &Cluster, op: &walb_tests::Operator) -> Result<()> {
+    use walb_wire::{Query, Reply, Request};
+    c.repeater("a0-a1")?.cut(true);
+    wait_until(90, "a0's replication to end", || {
+        let n = op.request(
+            "a0",
+            Request::Query(Query::NumAction {
+                vol: VOL.into(),
+                action: "ReplSyncAsClient".into(),
+            }),
+        )?;
+        Ok(n == Reply::Number(0))
+    })?;
+    wait_until(90, "a1 back to Archived", || {
+        Ok(op.state("a1", VOL)? == "Archived")
+    })?;
+    if c.repeater("a0-a1")?.dropped() == 0 {
+        bail!("the relay dropped nothing: a0 did not use it");
+    }
+    Ok(())
+}
+
+/// e15: a replication whose hash round (a1 is behind a0's applied base) is cut in the
+/// middle: a1 stays Archived with the snapshots it had; the next replication (direct)
+/// reaches a0's latest, and both archives restore the device.
+#[test]
+fn e15_replication_hash_round_cut() -> Result<()> {
+    scenario(two_archives(), |c| {
+        c.init_and_full_backup()?;
+        c.write(50, "64k", 150)?;
+        c.snapshot()?;
+        replicate(c, &[])?;
+        let a1_before = c.restorable_lines("a1")?;
+        // About a third of the device differs between a1's latest and a0's new base.
+        c.write(160, "64k", 151)?;
+        let gid0 = c.snapshot()?;
+        c.exec_ok(&["apply", "a0", VOL, &gid0.to_string()])?;
+        c.write(20, "16k", 152)?;
+        let gid1 = c.snapshot()?;
+        let op = c.operator()?;
+        let rounds = log_count(c, "a0", "hash round")?;
+        let compared = log_count(c, "a0", "compared image sent")?;
+        replicate_through_slow_relay(c, &op, gid1)?;
+        wait_until(30, "a0 to start the hash round", || {
+            Ok(log_count(c, "a0", "hash round")? > rounds)
+        })?;
+        std::thread::sleep(Duration::from_secs(2));
+        if op.state("a1", VOL)? != "ReplSyncAsServer" {
+            bail!("a1 is {} during the hash round", op.state("a1", VOL)?);
+        }
+        cut_replication(c, &op)?;
+        if log_count(c, "a0", "compared image sent")? != compared {
+            bail!("the hash round finished before the cut: the test cut nothing");
+        }
+        if c.restorable_lines("a1")? != a1_before {
+            bail!(
+                "the cut hash round changed a1's snapshots: {:?}, before {a1_before:?}",
+                c.restorable_lines("a1")?
+            );
+        }
+        let r = replicate(c, &[])?;
+        if r != gid1 {
+            bail!("replicate printed gid {r}, not a0's latest {gid1}");
+        }
+        if latest_restorable(c, "a1")? != gid1 {
+            bail!(
+                "a1's latest is {} after the replication, not {gid1}",
+                latest_restorable(c, "a1")?
+            );
+        }
+        let g = gid1.to_string();
+        let bhash = |a: &str| c.exec_ok(&["bhash", a, VOL, &g]);
+        if bhash("a0")? != bhash("a1")? {
+            bail!("bhash of gid {gid1} differs between a0 and a1");
+        }
+        let dev = c.device_sha256()?;
+        for a in ["a0", "a1"] {
+            if c.restored_sha256(a, gid1)? != dev {
+                bail!("gid {gid1} restored at {a} differs from the device");
+            }
+        }
+        Ok(())
+    })
+}
+
+/// e16: a replication's diff round is cut in the middle: a1 stays Archived and does not
+/// reach the new snapshot; the next replication (direct) does, and both archives list the
+/// same snapshots and restore the device.
+#[test]
+fn e16_replication_diff_round_cut() -> Result<()> {
+    scenario(two_archives(), |c| {
+        c.init_and_full_backup()?;
+        c.write(50, "64k", 160)?;
+        c.snapshot()?;
+        replicate(c, &[])?;
+        let a1_before = c.restorable_lines("a1")?;
+        // About a third of the device: one diff round of ~9 MiB.
+        c.write(160, "64k", 161)?;
+        let gid0 = c.snapshot()?;
+        let op = c.operator()?;
+        let sent = log_count(c, "a0", "diff replicated")?;
+        replicate_through_slow_relay(c, &op, gid0)?;
+        wait_until(30, "a1 in ReplSyncAsServer", || {
+            Ok(op.state("a1", VOL)? == "ReplSyncAsServer")
+        })?;
+        std::thread::sleep(Duration::from_secs(3));
+        cut_replication(c, &op)?;
+        if log_count(c, "a0", "diff replicated")? != sent {
+            bail!("the diff round finished before the cut: the test cut nothing");
+        }
+        if c.restorable_gids("a1")?.contains(&gid0) {
+            bail!("a1 reached gid {gid0} across a cut link");
+        }
+        if c.restorable_lines("a1")? != a1_before {
+            bail!(
+                "the cut diff round changed a1's snapshots: {:?}, before {a1_before:?}",
+                c.restorable_lines("a1")?
+            );
+        }
+        let r = replicate(c, &[])?;
+        if r != gid0 {
+            bail!("replicate printed gid {r}, not a0's latest {gid0}");
+        }
+        assert_replica_equals_device(c, gid0)
+    })
+}
+
 /// e17: the same wdiff sent twice to the archive, as a proxy whose Ack was lost would:
 /// the first is accepted and becomes the latest snapshot (restoring to the image with
 /// that diff applied), the second is refused as too old and changes nothing; a hash
@@ -1245,6 +1419,99 @@ fn e17_duplicate_wdiff() -> Result<()> {
         // What users rely on: a hash backup brings a0 back to the device.
         c.exec_ok(&["hash-backup", "s0", VOL])?;
         c.write(20, "16k", 171)?;
+        let gid = c.snapshot()?;
+        c.assert_restore_equals_device(gid)
+    })
+}
+
+/// n11: under a background writer, a snapshot; the data device grows from 32 to 36 MiB
+/// (its new part zero, or garbage with `garbage`, as an LV that was not zero-filled); the
+/// archive and then the storage are resized (`zero_clear` for the archive's new part);
+/// the device must have grown; once the writer is done, 64 KiB are written across the
+/// old end.
+fn resize_under_writes(c: &Cluster, garbage: bool, zero_clear: bool) -> Result<()> {
+    const OLD: u64 = 32 << 20;
+    const NEW: u64 = 36 << 20;
+    let mut w = c.workload(&[
+        "--rate",
+        "40",
+        "--max-io",
+        "16k",
+        "--duration",
+        "6",
+        "--flush-interval",
+        "50",
+        "--seed",
+        "110",
+    ])?;
+    c.snapshot()?;
+    let ddev = std::fs::OpenOptions::new()
+        .write(true)
+        .open(c.ddev_path())?;
+    ddev.set_len(NEW)?;
+    if garbage {
+        let junk: Vec<u8> = (0..NEW - OLD)
+            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 | 1)
+            .collect();
+        std::os::unix::fs::FileExt::write_all_at(&ddev, &junk, OLD)?;
+    }
+    ddev.sync_all()?;
+    drop(ddev);
+    let mut args = vec!["resize", "a0", VOL, "36m"];
+    if zero_clear {
+        args.push("--zero-clear");
+    }
+    c.exec_ok(&args)?;
+    c.exec_ok(&["resize", "s0", VOL, "36m"])?;
+    let dev = std::fs::OpenOptions::new()
+        .write(true)
+        .open(c.wdev_path())?;
+    let size = std::io::Seek::seek(&mut &dev, std::io::SeekFrom::End(0))?;
+    if size != NEW {
+        bail!("the device has {size} bytes after resize, not 36 MiB");
+    }
+    if !w.wait()?.success() {
+        bail!("background writer failed");
+    }
+    std::os::unix::fs::FileExt::write_all_at(&dev, &[0xa5u8; 65536], OLD - 32768)?;
+    dev.sync_all()?;
+    Ok(())
+}
+
+/// n11a: the device grows under writes (its new part zero, the archive's zero-cleared);
+/// a snapshot with data across the old end restores equal to the device.
+#[test]
+fn n11a_resize_zero_filled() -> Result<()> {
+    scenario(ClusterOpts::default(), |c| {
+        c.init_and_full_backup()?;
+        resize_under_writes(c, false, true)?;
+        let gid = c.snapshot()?;
+        let size = c.exec_ok(&["get", "a0", "vol-size", VOL])?;
+        if last_number(&size) != Some(36 << 11) {
+            bail!("a0's volume has {size} logical blocks, not 36 MiB");
+        }
+        c.assert_restore_equals_device(gid)
+    })
+}
+
+/// n11b: the device grows under writes, its new part garbage that never went through
+/// the log: a snapshot differs from the device until the storage goes standby and a
+/// hash backup brings the new part over; then the restore equals the device.
+#[test]
+fn n11b_resize_hash_backup() -> Result<()> {
+    scenario(ClusterOpts::default(), |c| {
+        c.init_and_full_backup()?;
+        resize_under_writes(c, true, false)?;
+        let gid = c.snapshot()?;
+        if c.restored_sha256("a0", gid)? == c.device_sha256()? {
+            bail!("the garbage of the new part reached a0 without a hash backup");
+        }
+        // go_standby, then the hash backup.
+        c.exec_ok(&["stop", "s0", VOL, "force"])?;
+        c.exec_ok(&["reset", "s0", VOL])?;
+        c.exec_ok(&["start", "s0", VOL, "standby"])?;
+        c.exec_ok(&["hash-backup", "s0", VOL])?;
+        c.write(20, "16k", 111)?;
         let gid = c.snapshot()?;
         c.assert_restore_equals_device(gid)
     })
