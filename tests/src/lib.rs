@@ -1,9 +1,10 @@
 //! The end-to-end harness: a real walb cluster of processes on loopback.
 //!
 //! A [`Cluster`] lives in a temporary directory: a cluster CA with certificates for s0
-//! (storage), p0 (proxy), a0 (archive; with [`ClusterOpts::archives`] also a1, a2...
-//! outside s0's backup group, for replication) and an operator console, an emulated WalB
-//! device on two files (`wdevc create-wdev --emulate`, which as root also exposes a loop
+//! (storage; with [`ClusterOpts::storages`] also s1, s2..., each with its own device, in
+//! the same backup group), p0 (proxy), a0 (archive; with [`ClusterOpts::archives`] also
+//! a1, a2... outside s0's backup group, for replication) and an operator console, an
+//! emulated WalB device on two files (`wdevc create-wdev --emulate`, which as root also exposes a loop
 //! block device), the daemons on free loopback ports, and a cluster file for
 //! `walb-console`. Tests drive it exactly as operators do: `walb-console --exec`,
 //! `wdevc`, `mkfs`, `mount`, and SIGTERM/SIGKILL for failure drills. Everything is torn
@@ -165,6 +166,10 @@ pub struct ClusterOpts {
     /// Writes the initial content of the log and data device files (`(ldev, ddev)`,
     /// already of their sizes, sparse) before the device is formatted and started.
     pub fill: Option<fn(&Path, &Path) -> Result<()>>,
+    /// Number of storages: s0, and s1, s2... (walb-tools' n12), each with its own
+    /// emulated device ([`Cluster::wdev_path_of`]), all in s0's backup group (a0 and the
+    /// proxies, reached directly).
+    pub storages: usize,
     /// s0 reaches p0 through a [`repeater::Repeater`] (`Cluster::repeater("s0-p0")`), whose
     /// link a test can cut.
     pub repeat_s0_p0: bool,
@@ -183,6 +188,7 @@ impl Default for ClusterOpts {
             archive_args: Vec::new(),
             proxies: 1,
             archives: 1,
+            storages: 1,
             fill: None,
             repeat_s0_p0: false,
             repeat_s0_a0: false,
@@ -207,8 +213,10 @@ static NEXT: AtomicU32 = AtomicU32::new(0);
 pub struct Cluster {
     _serial: MutexGuard<'static, ()>,
     dir: tempfile::TempDir,
-    /// The emulated device's name.
+    /// The emulated device's name (s0's).
     pub wdev: String,
+    /// The emulated devices of s0, s1...
+    wdevs: Vec<String>,
     daemons: BTreeMap<String, Daemon>,
     /// Node name → port.
     pub ports: BTreeMap<String, u16>,
@@ -238,10 +246,9 @@ impl Cluster {
         ca.save(&certs, false)?;
         let proxies: Vec<String> = (0..opts.proxies.max(1)).map(|i| format!("p{i}")).collect();
         let archives: Vec<String> = (0..opts.archives.max(1)).map(|i| format!("a{i}")).collect();
-        let mut ids: Vec<(Role, String)> = vec![
-            (Role::Storage, "s0".into()),
-            (Role::Operator, "console".into()),
-        ];
+        let storages: Vec<String> = (0..opts.storages.max(1)).map(|i| format!("s{i}")).collect();
+        let mut ids: Vec<(Role, String)> = vec![(Role::Operator, "console".into())];
+        ids.extend(storages.iter().map(|s| (Role::Storage, s.clone())));
         ids.extend(archives.iter().map(|a| (Role::Archive, a.clone())));
         ids.extend(proxies.iter().map(|p| (Role::Proxy, p.clone())));
         for (role, id) in &ids {
@@ -264,13 +271,17 @@ impl Cluster {
             .collect();
         let addr = |n: &str| format!("127.0.0.1:{}", ports.get(n).copied().unwrap_or(0));
         let quoted: Vec<String> = proxies.iter().map(|p| format!("\"{p}\"")).collect();
-        let mut cluster = format!(
-            "name = \"e2e\"\n\n[certs]\nca = \"certs/ca.crt\"\ncert = \"certs/operator-console.crt\"\n\
-             key = \"certs/operator-console.key\"\n\n\
-             [[node]]\nname = \"s0\"\nrole = \"storage\"\naddr = \"{}\"\narchive = \"a0\"\nproxies = [{}]\n\n",
-            addr("s0"),
-            quoted.join(", ")
-        );
+        let mut cluster = "name = \"e2e\"\n\n[certs]\nca = \"certs/ca.crt\"\n\
+             cert = \"certs/operator-console.crt\"\nkey = \"certs/operator-console.key\"\n\n"
+            .to_string();
+        for st in &storages {
+            cluster += &format!(
+                "[[node]]\nname = \"{st}\"\nrole = \"storage\"\naddr = \"{}\"\narchive = \"a0\"\n\
+                 proxies = [{}]\n\n",
+                addr(st),
+                quoted.join(", ")
+            );
+        }
         for p in &proxies {
             cluster += &format!(
                 "[[node]]\nname = \"{p}\"\nrole = \"proxy\"\naddr = \"{}\"\n\n",
@@ -287,13 +298,21 @@ impl Cluster {
         let mut c = Cluster {
             _serial: serial,
             dir,
+            wdevs: (0..storages.len())
+                .map(|i| match i {
+                    0 => wdev.clone(),
+                    i => format!("{wdev}s{i}"),
+                })
+                .collect(),
             wdev,
             daemons: BTreeMap::new(),
             ports: ports.clone(),
             device_up: false,
             repeaters: BTreeMap::new(),
         };
-        c.create_device(&opts)?;
+        for i in 0..storages.len() {
+            c.create_device(&opts, i)?;
+        }
         let s0_p0 = if opts.repeat_s0_p0 {
             Some(c.add_repeater("s0-p0", "p0")?)
         } else {
@@ -345,6 +364,20 @@ impl Cluster {
             order.push((px.clone(), "walb-proxy", p));
         }
         order.push(("s0".into(), "walb-storage", s));
+        for st in &storages[1..] {
+            let mut s = common(st);
+            let direct: Vec<String> = proxies.iter().map(|p| addr(p)).collect();
+            s.extend([
+                "--archive".into(),
+                addr("a0"),
+                "--proxy".into(),
+                direct.join(","),
+                "--snapshot-interval".into(),
+                opts.snapshot_interval.to_string(),
+            ]);
+            s.extend(opts.storage_args.iter().cloned());
+            order.push((st.clone(), "walb-storage", s));
+        }
         for (name, bin, args) in order {
             c.daemons.insert(
                 name.clone(),
@@ -392,9 +425,11 @@ impl Cluster {
             .env("WALB_LOG", "info");
     }
 
-    fn create_device(&mut self, opts: &ClusterOpts) -> Result<()> {
+    /// Creates the device of storage `i` (s0: files `ldev` and `ddev`, s1: `ldev1`...).
+    fn create_device(&mut self, opts: &ClusterOpts, i: usize) -> Result<()> {
         let d = self.path().to_path_buf();
-        let (ldev, ddev) = (d.join("ldev"), d.join("ddev"));
+        let n = if i == 0 { String::new() } else { i.to_string() };
+        let (ldev, ddev) = (d.join(format!("ldev{n}")), d.join(format!("ddev{n}")));
         std::fs::File::create(&ldev)?.set_len(opts.ldev_mb << 20)?;
         std::fs::File::create(&ddev)?.set_len(opts.ddev_mb << 20)?;
         if let Some(fill) = opts.fill {
@@ -411,7 +446,7 @@ impl Cluster {
             &ldev.display().to_string(),
             &ddev.display().to_string(),
             "-n",
-            &self.wdev.clone(),
+            &self.wdevs[i].clone(),
             "--emulate",
         ])?;
         check(&out, "wdevc create-wdev")?;
@@ -426,11 +461,17 @@ impl Cluster {
 
     /// The device as operators name it: the block device link (root) or its name.
     pub fn wdev_path(&self) -> PathBuf {
-        let link = self.path().join("dev").join(&self.wdev);
+        self.wdev_path_of(0)
+    }
+
+    /// The device of storage `i` (s0, s1...) as operators name it.
+    pub fn wdev_path_of(&self, i: usize) -> PathBuf {
+        let name = self.wdevs.get(i).unwrap_or(&self.wdev);
+        let link = self.path().join("dev").join(name);
         if link.exists() {
             link
         } else {
-            PathBuf::from(&self.wdev)
+            PathBuf::from(name)
         }
     }
 
@@ -564,10 +605,15 @@ impl Cluster {
     /// Writes through the device without root: `wdevc workload` with `args` (its one
     /// line of statistics on stdout, errors on stderr).
     pub fn workload(&self, args: &[&str]) -> Result<Child> {
+        self.workload_on(0, args)
+    }
+
+    /// [`Cluster::workload`] on the device of storage `i`.
+    pub fn workload_on(&self, i: usize, args: &[&str]) -> Result<Child> {
         let mut c = bin("wdevc");
         self.env(&mut c);
         c.arg("workload")
-            .arg(&self.wdev)
+            .arg(self.wdevs.get(i).unwrap_or(&self.wdev))
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -584,8 +630,9 @@ impl Drop for Cluster {
             }
         }
         if self.device_up {
-            let wdev = self.wdev.clone();
-            let _ = self.wdevc(&["delete-wdev", &wdev, "--force"]);
+            for wdev in self.wdevs.clone() {
+                let _ = self.wdevc(&["delete-wdev", &wdev, "--force"]);
+            }
         }
     }
 }
@@ -623,7 +670,12 @@ pub fn last_number(text: &str) -> Option<u64> {
 impl Cluster {
     /// SHA-256 of the live device (root: through its block device).
     pub fn device_sha256(&self) -> Result<String> {
-        let p = self.wdev_path();
+        self.device_sha256_of(0)
+    }
+
+    /// SHA-256 of the live device of storage `i`.
+    pub fn device_sha256_of(&self, i: usize) -> Result<String> {
+        let p = self.wdev_path_of(i);
         if !p.exists() {
             bail!("the device has no block device here (needs root)");
         }

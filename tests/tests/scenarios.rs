@@ -1,9 +1,10 @@
-//! walb-tools scenarios n1 to n11 (n11a, n11b), n13, n14, m1 to m3 and e1 to e17
+//! walb-tools scenarios n1 to n14 (n11 as n11a and n11b), m1 to m3 and e1 to e17
 //! (walb-tools.md §8.3) with real processes on loopback, each ending in the same check: the
 //! SHA-256 of the live device equals that of the snapshot restored at the archive (at both
 //! archives, with equal bhash, for the replication scenarios n7 to n10, n14, e6, e7 and
-//! e14 to e16, which run a second archive a1). Network faults (e9 to e16) go through the
-//! harness's UDP relay. Not here: n12 (two storages), r1 to r4 (replacements).
+//! e14 to e16, which run a second archive a1; n12 runs a second storage s1 on its own
+//! device). Network faults (e9 to e16) go through the harness's UDP relay. Not here: r1
+//! to r4 (replacements) and scenario1's random actions.
 
 use std::time::Duration;
 
@@ -1514,5 +1515,80 @@ fn n11b_resize_hash_backup() -> Result<()> {
         c.write(20, "16k", 111)?;
         let gid = c.snapshot()?;
         c.assert_restore_equals_device(gid)
+    })
+}
+
+/// go_standby: a Target storage stops (force), resets its log and starts Standby.
+fn go_standby(c: &Cluster, storage: &str) -> Result<()> {
+    c.exec_ok(&["stop", storage, VOL, "force"])?;
+    c.exec_ok(&["reset", storage, VOL])?;
+    c.exec_ok(&["start", storage, VOL, "standby"])?;
+    Ok(())
+}
+
+/// n12: two storages of one volume on two devices, written to all along: the Target one
+/// goes standby and a hash backup from the other makes it the Target (only one at a
+/// time); the restore equals the new Target's device; then back again.
+#[test]
+fn n12_switch_target() -> Result<()> {
+    let opts = ClusterOpts {
+        storages: 2,
+        ..ClusterOpts::default()
+    };
+    scenario(opts, |c| {
+        c.init_and_full_backup()?;
+        let wdev1 = c.wdev_path_of(1).display().to_string();
+        c.exec_ok(&["init-storage", "s1", VOL, &wdev1])?;
+        let writer = |i: usize, seed: u64| {
+            c.workload_on(
+                i,
+                &[
+                    "--rate",
+                    "40",
+                    "--max-io",
+                    "16k",
+                    "--duration",
+                    "6",
+                    "--flush-interval",
+                    "50",
+                    "--seed",
+                    &seed.to_string(),
+                ],
+            )
+        };
+        for (from, to, i, seed) in [("s0", "s1", 1, 120), ("s1", "s0", 0, 122)] {
+            let mut w0 = writer(0, seed)?;
+            let mut w1 = writer(1, seed + 1)?;
+            // Both Target at once is refused.
+            let out = c.exec(&["hash-backup", to, VOL, "--timeout", "10"])?;
+            let err = String::from_utf8_lossy(&out.stderr);
+            if out.status.success() || !err.contains(&format!("{from} {VOL} is Target")) {
+                bail!("a hash backup of {to} while {from} is Target: {err}");
+            }
+            // (As walb-tools' _prepare_backup, the console stops `to` before it looks at
+            // the other storages: the refused backup leaves `to` SyncReady, from where
+            // the next one starts.)
+            go_standby(c, from)?;
+            c.exec_ok(&["hash-backup", to, VOL])?;
+            for w in [&mut w0, &mut w1] {
+                if !w.wait()?.success() {
+                    bail!("background writer failed");
+                }
+            }
+            let (sf, st) = (c.state(from)?, c.state(to)?);
+            if sf != "Standby" || st != "Target" {
+                bail!("after the switch {from} is {sf} and {to} is {st}");
+            }
+            let out = c.exec_ok(&["snapshot", to, VOL, "a0", "--timeout", "120"])?;
+            let gid = last_number(&out).with_context(|| format!("no gid in {out:?}"))?;
+            let img = c.restored_sha256("a0", gid)?;
+            if img != c.device_sha256_of(i)? {
+                bail!("gid {gid} restored differs from {to}'s device");
+            }
+            if img == c.device_sha256_of(1 - i)? {
+                bail!("the two devices are equal: the switch to {to} proves nothing");
+            }
+        }
+        Ok(())
     })
 }
