@@ -99,16 +99,7 @@ pub async fn virt_full_scan(
     out: &Path,
 ) -> Result<Scanned, ClientError> {
     let peer = client.peer(node).await?;
-    let transport = |source: walb_wire::Error| match source {
-        walb_wire::Error::Remote(error) => ClientError::Refused {
-            node: node.to_owned(),
-            error,
-        },
-        source => ClientError::Transport {
-            node: node.to_owned(),
-            source,
-        },
-    };
+    let transport = |source| wire_error(node, source);
     let mut call = peer
         .call(Request::Command(Command::VirtFullScan {
             vol: vol.to_owned(),
@@ -191,6 +182,20 @@ pub async fn virt_full_scan(
     Ok(scanned)
 }
 
+/// A failure of the call to `node`: its refusal, or the broken conversation.
+fn wire_error(node: &str, source: walb_wire::Error) -> ClientError {
+    match source {
+        walb_wire::Error::Remote(error) => ClientError::Refused {
+            node: node.to_owned(),
+            error,
+        },
+        source => ClientError::Transport {
+            node: node.to_owned(),
+            source,
+        },
+    }
+}
+
 /// The bulks, written at their offsets, up to the bulk end.
 async fn receive(
     call: &mut walb_wire::Call,
@@ -206,16 +211,11 @@ async fn receive(
         ))
     };
     loop {
-        let next = call.receiver.next().await.map_err(|source| match source {
-            walb_wire::Error::Remote(error) => ClientError::Refused {
-                node: node.to_owned(),
-                error,
-            },
-            source => ClientError::Transport {
-                node: node.to_owned(),
-                source,
-            },
-        })?;
+        let next = call
+            .receiver
+            .next()
+            .await
+            .map_err(|source| wire_error(node, source))?;
         match next {
             Some(Received::Chunk(data)) => {
                 let len = data.len() as u64;

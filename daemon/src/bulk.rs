@@ -117,6 +117,51 @@ pub(crate) async fn forward(
     Ok(())
 }
 
+/// The comparing side of a hash sync on the network: `bulks` hashes from the peer go to
+/// the comparison (`htx`) while the wdiff chunks it writes (`crx`) go to the peer, both at
+/// once; the first failure ends both (the other may be waiting on a full queue).
+/// `cancelled()` is asked before each chunk; `what` names the operation in errors.
+pub(crate) async fn hashes_in_diff_out(
+    call: &mut walb_wire::Call,
+    bulks: u64,
+    htx: mpsc::Sender<[u8; 16]>,
+    crx: &mut mpsc::Receiver<bytes::Bytes>,
+    cancelled: &(dyn Fn() -> Option<WireError> + Sync),
+    what: &str,
+) -> Result<(), WireError> {
+    let wire = |e: walb_wire::Error| e.to_wire();
+    let walb_wire::Call {
+        sender, receiver, ..
+    } = call;
+    let hashes_in = async {
+        for _ in 0..bulks {
+            let h = match receiver.step().await.map_err(wire)? {
+                Step::Hash(h) => h,
+                other => {
+                    return Err(WireError::new(
+                        walb_wire::ErrorCode::BadRequest,
+                        format!("{what}: expected a bulk hash, got {other:?}"),
+                    ))
+                }
+            };
+            if htx.send(h).await.is_err() {
+                break;
+            }
+        }
+        Ok(())
+    };
+    let diff_out = async {
+        while let Some(c) = crx.recv().await {
+            if let Some(e) = cancelled() {
+                return Err(e);
+            }
+            sender.chunk(&c).await.map_err(wire)?;
+        }
+        Ok(())
+    };
+    tokio::try_join!(hashes_in, diff_out).map(|_| ())
+}
+
 /// Hashes queued between the network and the image reader of a comparison.
 pub(crate) const HASH_QUEUE: usize = 64;
 

@@ -623,6 +623,53 @@ impl Handler for Archive {
     }
 }
 
+/// The progress of a long operation on a volume as blocks go by: the volume's
+/// `Query::Progress`, and `Event::Progress{op}` at most every
+/// [`restore::PROGRESS_EVERY`] and once the end is reached.
+pub(crate) struct Ticker<'a> {
+    archive: &'a Archive,
+    vol: &'a ArchiveVol,
+    op: &'a str,
+    done_lb: u64,
+    total_lb: u64,
+    last: std::time::Instant,
+}
+
+impl<'a> Ticker<'a> {
+    /// A ticker at `done_lb` of `total_lb`.
+    pub(crate) fn new(
+        archive: &'a Archive,
+        vol: &'a ArchiveVol,
+        op: &'a str,
+        done_lb: u64,
+        total_lb: u64,
+    ) -> Ticker<'a> {
+        Ticker {
+            archive,
+            vol,
+            op,
+            done_lb,
+            total_lb,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// `bytes` more are done.
+    pub(crate) fn add_bytes(&mut self, bytes: u64) {
+        self.done_lb += bytes / u64::from(walb_kernel::block::LBS);
+        self.vol.set_progress(self.done_lb);
+        if self.last.elapsed() >= restore::PROGRESS_EVERY || self.done_lb == self.total_lb {
+            self.last = std::time::Instant::now();
+            self.archive.publish(Event::Progress {
+                vol: self.vol.name.clone(),
+                op: self.op.into(),
+                done_lb: self.done_lb,
+                total_lb: self.total_lb,
+            });
+        }
+    }
+}
+
 /// Deletes the files of `diffs` in `dir` (absent is fine).
 pub fn remove_diff_files(dir: &std::path::Path, diffs: &[MetaDiff]) -> Result<(), PersistError> {
     for d in diffs {

@@ -73,7 +73,7 @@ use walb_wire::{
 
 use super::full::Resume;
 use super::hash::HashScan;
-use super::restore::{open_round, PROGRESS_EVERY};
+use super::restore::open_round;
 use super::vol::{ArchiveVol, VolMeta};
 use super::wdiff::hex;
 use super::{backend_error, blocking, persist_error, remove_diff_files, Archive};
@@ -294,6 +294,44 @@ async fn expect<T>(
     })
 }
 
+/// The parameters of a compared image (`Step::ReplResync`): a hash round or a resync.
+struct Compared {
+    size_lb: u64,
+    bulk_lb: u64,
+    /// The snapshot (hash round) or base (resync) the source compares.
+    to: MetaState,
+    uuid: Uuid,
+    seed: u32,
+}
+
+/// The next step, which must be `Step::ReplResync` with a usable bulk size.
+async fn expect_compared(call: &mut Call, what: &str) -> Result<Compared, WireError> {
+    let (size_lb, bulk_lb, to, uuid, seed) = expect(call, what, |s| match s {
+        Step::ReplResync {
+            size_lb,
+            bulk_lb,
+            oldest,
+            uuid,
+            hash_seed,
+        } => Ok((size_lb, bulk_lb, oldest, uuid, hash_seed)),
+        o => Err(o),
+    })
+    .await?;
+    if bulk_lb == 0 || bulk_lb > MAX_BULK_LB {
+        return Err(refuse(
+            ErrorCode::BadRequest,
+            format!("{what}: bulk size {bulk_lb} blocks, it must be 1 to {MAX_BULK_LB}"),
+        ));
+    }
+    Ok(Compared {
+        size_lb,
+        bulk_lb,
+        to: dto::state_from_dto(&to)?,
+        uuid,
+        seed,
+    })
+}
+
 impl Archive {
     // --------------------------------------------------------------------------------
     // Source
@@ -505,7 +543,7 @@ impl Archive {
                     encoder,
                     abort: &abort,
                 };
-                let (mut done, mut last) = (start_lb, Instant::now());
+                let mut tick = super::Ticker::new(&me, &v2, OP, start_lb, size_lb);
                 bulk::scan(
                     &mut |off, buf| {
                         base.read_exact_at(buf, off).map_err(|e| {
@@ -519,19 +557,7 @@ impl Archive {
                     size_lb,
                     bulk_lb,
                     io,
-                    &mut |bytes| {
-                        done += bytes / u64::from(LBS);
-                        v2.set_progress(done);
-                        if last.elapsed() >= PROGRESS_EVERY {
-                            last = Instant::now();
-                            me.publish(Event::Progress {
-                                vol: v2.name.clone(),
-                                op: OP.into(),
-                                done_lb: done,
-                                total_lb: size_lb,
-                            });
-                        }
-                    },
+                    &mut |bytes| tick.add_bytes(bytes),
                 )
                 .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))
             })
@@ -758,42 +784,19 @@ impl Archive {
                 me.compare_image(&v2, &chain, &job, hrx, ChunkWriter::new(ctx), &abort)
             })
         };
-        let Call {
-            sender, receiver, ..
-        } = call;
-        let hashes_in = async {
-            for _ in 0..bulks {
-                let h = match receiver.step().await.map_err(wire)? {
-                    Step::Hash(h) => h,
-                    other => {
-                        return Err(refuse(
-                            ErrorCode::BadRequest,
-                            format!("{OP}: expected a bulk hash, got {other:?}"),
-                        ))
-                    }
-                };
-                if htx.send(h).await.is_err() {
-                    break;
-                }
-            }
-            Ok(())
+        let cancelled = || {
+            self.aborting(v).then(|| {
+                refuse(
+                    ErrorCode::Cancelled,
+                    format!(
+                        "volume {}: replication aborted (force stop or shutdown)",
+                        v.name
+                    ),
+                )
+            })
         };
-        let diff_out = async {
-            while let Some(c) = crx.recv().await {
-                if self.aborting(v) {
-                    return Err(refuse(
-                        ErrorCode::Cancelled,
-                        format!(
-                            "volume {}: replication aborted (force stop or shutdown)",
-                            v.name
-                        ),
-                    ));
-                }
-                sender.chunk(&c).await.map_err(wire)?;
-            }
-            Ok(())
-        };
-        if let Err(e) = tokio::try_join!(hashes_in, diff_out) {
+        let exchanged = bulk::hashes_in_diff_out(call, bulks, htx, &mut crx, &cancelled, OP).await;
+        if let Err(e) = exchanged {
             abort.store(true, Ordering::Relaxed);
             return Err(e);
         }
@@ -1199,24 +1202,18 @@ impl Archive {
         call: &mut Call,
         archive_uuid: &Uuid,
     ) -> Result<(), WireError> {
-        let (size_lb, bulk_lb, base, uuid, seed) =
-            expect(call, "the resync's parameters", |s| match s {
-                Step::ReplResync {
-                    size_lb,
-                    bulk_lb,
-                    oldest,
-                    uuid,
-                    hash_seed,
-                } => Ok((size_lb, bulk_lb, oldest, uuid, hash_seed)),
-                o => Err(o),
-            })
-            .await?;
-        let base = dto::state_from_dto(&base)?;
-        if base.is_empty() || base.applying || bulk_lb == 0 || bulk_lb > MAX_BULK_LB {
+        let Compared {
+            size_lb,
+            bulk_lb,
+            to: base,
+            uuid,
+            seed,
+        } = expect_compared(call, "the resync's parameters").await?;
+        if base.is_empty() || base.applying {
             return Err(refuse(
                 ErrorCode::BadRequest,
                 format!(
-                    "{OP} of {}: a resync needs a settled base and a bulk size of 1 to {MAX_BULK_LB} blocks (got {} and {bulk_lb})",
+                    "{OP} of {}: a resync needs a settled base (got {})",
                     vol.name,
                     base.snapshots_string()
                 ),
@@ -1366,19 +1363,13 @@ impl Archive {
         call: &mut Call,
         latest: MetaSnap,
     ) -> Result<(), WireError> {
-        let (size_lb, bulk_lb, to, uuid, seed) =
-            expect(call, "the hash round's parameters", |s| match s {
-                Step::ReplResync {
-                    size_lb,
-                    bulk_lb,
-                    oldest,
-                    uuid,
-                    hash_seed,
-                } => Ok((size_lb, bulk_lb, oldest, uuid, hash_seed)),
-                o => Err(o),
-            })
-            .await?;
-        let to = dto::state_from_dto(&to)?;
+        let Compared {
+            size_lb,
+            bulk_lb,
+            to,
+            uuid,
+            seed,
+        } = expect_compared(call, "the hash round's parameters").await?;
         let have_lb = self
             .backend
             .base_size_lb(&vol.name)
@@ -1391,12 +1382,6 @@ impl Archive {
                     "volume {}: the source's image has {size_lb} blocks, this archive's {have_lb} (resize first)",
                     vol.name
                 ),
-            ));
-        }
-        if bulk_lb == 0 || bulk_lb > MAX_BULK_LB {
-            return Err(refuse(
-                ErrorCode::BadRequest,
-                format!("bulk size {bulk_lb} blocks: it must be 1 to {MAX_BULK_LB}"),
             ));
         }
         let diff = MetaDiff::new(latest, to.snap_b)

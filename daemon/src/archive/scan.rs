@@ -18,7 +18,6 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use tokio::sync::mpsc;
 use tracing::{info, warn};
@@ -28,9 +27,9 @@ use walb_kernel::diff::virt::VirtualFullScan;
 use walb_kernel::hash::Murmur3;
 use walb_kernel::ldev::ReadAt;
 use walb_kernel::meta::{MetaDiff, MetaState};
-use walb_wire::{Call, ErrorCode, Event, PeerId, Reply, Step, WireError};
+use walb_wire::{Call, ErrorCode, PeerId, Reply, Step, WireError};
 
-use super::restore::{open_round, PROGRESS_EVERY};
+use super::restore::open_round;
 use super::vol::ArchiveVol;
 use super::{backend_error, blocking, Archive};
 use crate::bulk::{self, Bulk, ScanIo, READ_AHEAD};
@@ -174,7 +173,9 @@ impl Archive {
         }
         let r = self
             .virt_body(&v, &mut call, gid, bulk_lb, chain, file)
-            .await
+            .await;
+        v.set_progress(0);
+        let r = r
             .and_then(|()| {
                 if v.meta().base == base_st {
                     Ok(())
@@ -249,25 +250,14 @@ impl Archive {
                     encoder,
                     abort: &abort,
                 };
-                let (mut done, mut last) = (0u64, Instant::now());
+                let mut tick = super::Ticker::new(&me, &v2, OP_VIRT, 0, size_lb);
                 bulk::scan(
                     &mut |off, buf| rd.read(off, buf),
                     0,
                     size_lb,
                     bulk_lb,
                     io,
-                    &mut |bytes| {
-                        done += bytes / u64::from(LBS);
-                        if last.elapsed() >= PROGRESS_EVERY || done == size_lb {
-                            last = Instant::now();
-                            me.publish(Event::Progress {
-                                vol: v2.name.clone(),
-                                op: OP_VIRT.into(),
-                                done_lb: done,
-                                total_lb: size_lb,
-                            });
-                        }
-                    },
+                    &mut |bytes| tick.add_bytes(bytes),
                 )
                 .map_err(kerr)
             })

@@ -28,7 +28,6 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 use tracing::info;
 use walb_wire::msg::{ErrorCode, SnapDto, Step, WireError};
-use walb_wire::Call;
 
 use super::full::{expect_ack, ScanThrottle, Session};
 use super::{blocking, Storage};
@@ -101,41 +100,25 @@ pub(super) async fn sync(st: &Arc<Storage>, s: &mut Session) -> Result<u64, Wire
             .map_err(|e| super::dev_error(&name, &path, &e))
         })
     };
-    let Call {
-        sender, receiver, ..
-    } = &mut s.call;
-    let hashes_in = async {
-        for _ in 0..bulks {
-            let h = match receiver.step().await.map_err(wire)? {
-                Step::Hash(h) => h,
-                other => {
-                    return Err(refuse(
-                        ErrorCode::BadRequest,
-                        format!("hash backup: expected a bulk hash, got {other:?}"),
-                    ))
-                }
-            };
-            if htx.send(h).await.is_err() {
-                break;
-            }
-        }
-        Ok(())
+    let cancelled = || {
+        (vol.core.stop_state().is_force() || st.ctx.is_force_shutdown()).then(|| {
+            refuse(
+                ErrorCode::Cancelled,
+                format!("volume {}: hash backup aborted by a forced stop", vol.name),
+            )
+        })
     };
-    let diff_out = async {
-        while let Some(c) = crx.recv().await {
-            if vol.core.stop_state().is_force() || st.ctx.is_force_shutdown() {
-                return Err(refuse(
-                    ErrorCode::Cancelled,
-                    format!("volume {}: hash backup aborted by a forced stop", vol.name),
-                ));
-            }
-            sender.chunk(&c).await.map_err(wire)?;
-        }
-        Ok(())
-    };
-    // The first failure ends both directions (the other may be waiting on a full queue);
-    // returning drops the channels, which ends the device reader.
-    if let Err(e) = tokio::try_join!(hashes_in, diff_out) {
+    // Returning drops the channels, which ends the device reader.
+    let exchanged = crate::bulk::hashes_in_diff_out(
+        &mut s.call,
+        bulks,
+        htx,
+        &mut crx,
+        &cancelled,
+        "hash backup",
+    )
+    .await;
+    if let Err(e) = exchanged {
         abort.store(true, Ordering::Relaxed);
         return Err(e);
     }
