@@ -418,17 +418,17 @@ async fn a_destination_behind_the_applied_base_gets_a_hash_round_then_diffs() {
     assert!(temp_files(&t.a1.vol_dir(VOL)).is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_broken_full_copy_resumes_where_it_broke() {
+/// A source that breaks off half-way through a full copy to the archive at `dest`: a
+/// node with an archive's certificate speaking the protocol with a0's lineage and base.
+/// Returns where it broke (blocks), once `op` (an operator of `dest`) sees it SyncReady.
+async fn break_off_half_way(t: &Two, dest: std::net::SocketAddr, op: &Peer) -> u64 {
     use walb_wire::msg::{ReplKind, ReplSync};
     use walb_wire::{Request, Step};
-    let t = two("repl-resume", 1).await;
-    init_vol(&t.op1, VOL).await;
-    // A source that breaks off half-way: a node with an archive's certificate speaking
-    // the protocol with a0's lineage and base.
-    t.c.issue(Role::Archive, "a9");
+    if !t.c.files(Role::Archive, "a9").cert.exists() {
+        t.c.issue(Role::Archive, "a9");
+    }
     let n9 = t.c.client(Role::Archive, "a9");
-    let src = n9.connect(t.a1.addr).await.unwrap();
+    let src = n9.connect(dest).await.unwrap();
     let Reply::Uuid(au) = archive_uuid(&t.p0.op).await else {
         panic!("archive uuid")
     };
@@ -473,16 +473,37 @@ async fn a_broken_full_copy_resumes_where_it_broke() {
             call.sender.chunk(c).await.unwrap();
         }
     }
-    // Once a1 has it all, the source goes away.
+    // Once the destination has it all, the source goes away.
     let t0 = std::time::Instant::now();
-    while query(&t.op1, Query::Progress { vol: VOL.into() }).await != Reply::Number(half) {
-        assert!(t0.elapsed() < LIMIT, "a1 did not receive half the image");
+    while query(op, Query::Progress { vol: VOL.into() }).await != Reply::Number(half) {
+        assert!(
+            t0.elapsed() < LIMIT,
+            "the destination did not receive half the image"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
     call.sender.reset();
     drop(call);
-    wait_state(&t.op1, VOL, "SyncReady").await;
+    wait_state(op, VOL, "SyncReady").await;
+    half
+}
 
+/// The first `replicate` progress `op`'s archive publishes.
+async fn first_progress(ev: &mut EventStream) -> u64 {
+    loop {
+        match ev.next().await.unwrap() {
+            Some(Event::Progress { op, done_lb, .. }) if op == "replicate" => return done_lb,
+            Some(_) => {}
+            None => panic!("no progress from the destination"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_full_copy_resumes_where_it_broke() {
+    let t = two("repl-resume", 1).await;
+    init_vol(&t.op1, VOL).await;
+    let half = break_off_half_way(&t, t.a1.addr, &t.op1).await;
     // The real source: the copy resumes at the half.
     let mut ev = t
         .op1
@@ -494,16 +515,48 @@ async fn a_broken_full_copy_resumes_where_it_broke() {
     t.replicate(t.repl(MergeUntil::SizeMib(0), false, false))
         .await
         .unwrap();
-    let first = loop {
-        match ev.next().await.unwrap() {
-            Some(Event::Progress { op, done_lb, .. }) if op == "replicate" => break done_lb,
-            Some(_) => {}
-            None => panic!("no progress from a1"),
-        }
-    };
-    assert_eq!(first, half, "the copy resumed where it broke");
+    assert_eq!(
+        first_progress(&mut ev).await,
+        half,
+        "the copy resumed where it broke"
+    );
     assert!(restored_bytes(&t.op1, 1).await == t.expected(1));
     assert!(!t.a1.vol_dir(VOL).join("full_repl_state").exists());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_full_copy_resumes_after_the_destination_restarts() {
+    let t = two("repl-resume-restart", 1).await;
+    // A third archive, restarted between the break and the next replication.
+    let b2 = tempfile::tempdir().unwrap();
+    let a2 = TestArchive::start_as(&t.c, opts(b2.path()), "a2").await;
+    let n = t.c.client(Role::Operator, "op");
+    let op2 = n.connect(a2.addr).await.unwrap();
+    init_vol(&op2, VOL).await;
+    let half = break_off_half_way(&t, a2.addr, &op2).await;
+    a2.stop().await;
+    let a2 = TestArchive::start_as(&t.c, opts(b2.path()), "a2").await;
+    let op2 = n.connect(a2.addr).await.unwrap();
+    assert_eq!(state(&op2, VOL).await, "SyncReady");
+    let mut ev = op2
+        .subscribe(Subscribe {
+            vols: vec![VOL.into()],
+        })
+        .await
+        .unwrap();
+    let mut cmd = t.repl(MergeUntil::SizeMib(0), false, false);
+    if let Command::Replicate(r) = &mut cmd {
+        r.dest = a2.addr.to_string();
+    }
+    t.replicate(cmd).await.unwrap();
+    assert_eq!(
+        first_progress(&mut ev).await,
+        half,
+        "the copy resumed after the restart"
+    );
+    assert!(restored_bytes(&op2, 1).await == t.expected(1));
+    assert!(!a2.vol_dir(VOL).join("full_repl_state").exists());
+    a2.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

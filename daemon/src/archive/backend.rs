@@ -137,14 +137,20 @@ pub trait ImageBackend: Send + Sync + fmt::Debug + 'static {
     /// visible as the base; replaces an unfinished one.
     fn create_base(&self, vol: &str, size_lb: u64) -> Result<File, BackendError>;
 
-    /// The unfinished image of [`ImageBackend::create_base`], open for writing, if it
-    /// exists with `size_lb` blocks (a copy resumed where it broke); `None` otherwise.
+    /// Keeps the unfinished image of [`ImageBackend::create_base`] for a copy resumed
+    /// later, out of the temporaries a restart removes.
+    fn keep_partial(&self, vol: &str) -> Result<(), BackendError>;
+
+    /// The unfinished image (kept by [`ImageBackend::keep_partial`], or still being
+    /// written), open for writing as [`ImageBackend::create_base`]'s, if it exists with
+    /// `size_lb` blocks (a copy resumed where it broke); `None` otherwise.
     fn resume_base(&self, vol: &str, size_lb: u64) -> Result<Option<File>, BackendError>;
 
     /// Makes the image of [`ImageBackend::create_base`] the base image (synced, atomic).
     fn commit_base(&self, vol: &str) -> Result<(), BackendError>;
 
-    /// Drops the image of [`ImageBackend::create_base`] (absent is fine).
+    /// Drops the image of [`ImageBackend::create_base`] and a kept unfinished one (absent
+    /// is fine).
     fn abort_base(&self, vol: &str) -> Result<(), BackendError>;
 
     /// Grows the base image to `size_lb` (never shrinks).
@@ -207,6 +213,13 @@ impl FileBackend {
     /// The base image file of `vol`.
     pub fn base_path(&self, vol: &str) -> PathBuf {
         self.vol_dir(vol).join(BASE_IMAGE)
+    }
+
+    /// Where an unfinished copy of the base waits to be resumed.
+    fn partial_path(&self, vol: &str) -> PathBuf {
+        let mut s = self.base_path(vol).into_os_string();
+        s.push(".partial");
+        PathBuf::from(s)
     }
 
     fn open_base_file(&self, vol: &str, write: bool) -> Result<File, BackendError> {
@@ -330,8 +343,17 @@ impl ImageBackend for FileBackend {
         new_sparse(&tmp, size_lb * u64::from(LBS))
     }
 
+    fn keep_partial(&self, vol: &str) -> Result<(), BackendError> {
+        let tmp = persist::tmp_path(&self.base_path(vol));
+        commit_file(&tmp, &self.partial_path(vol))
+    }
+
     fn resume_base(&self, vol: &str, size_lb: u64) -> Result<Option<File>, BackendError> {
         let tmp = persist::tmp_path(&self.base_path(vol));
+        let partial = self.partial_path(vol);
+        if partial.exists() {
+            commit_file(&partial, &tmp)?;
+        }
         match fs::metadata(&tmp) {
             Ok(m) if m.len() == size_lb * u64::from(LBS) => OpenOptions::new()
                 .read(true)
@@ -351,6 +373,7 @@ impl ImageBackend for FileBackend {
     }
 
     fn abort_base(&self, vol: &str) -> Result<(), BackendError> {
+        remove_file_durably(&self.partial_path(vol))?;
         remove_file_durably(&persist::tmp_path(&self.base_path(vol))).map(|_| ())
     }
 
@@ -442,9 +465,10 @@ impl ImageBackend for FileBackend {
     fn recover(&self, vol: &str) -> Result<Recovered, BackendError> {
         let mut r = Recovered::default();
         let vdir = self.vol_dir(vol);
+        // An image being written when the daemon stopped (a kept unfinished copy, under
+        // its own name, stays for a resumed replication).
         let base_tmp = persist::tmp_path(&self.base_path(vol));
-        if base_tmp.exists() {
-            self.abort_base(vol)?;
+        if remove_file_durably(&base_tmp)? {
             r.removed_temps += 1;
         }
         r.removed_temps += persist::remove_temp_files(&self.restored_dir(vol))?;

@@ -46,8 +46,8 @@
 //!
 //! A full copy that breaks (network, source stopped) keeps what was written and synced,
 //! with a [`FullReplState`]; the next full copy of the same lineage and base resumes there
-//! (`Step::StartLb`). Not yet across a restart of the destination: its start removes
-//! unfinished images.
+//! (`Step::StartLb`), also after a restart of the destination (the kept image is not one
+//! of the temporaries a start removes).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -1091,6 +1091,10 @@ impl Archive {
             Some(lb) => lb,
             None => {
                 FullReplState::remove(&vol.dir).map_err(persist_error)?;
+                let (b, n) = (Arc::clone(&self.backend), vol.name.clone());
+                blocking(move || b.abort_base(&n))
+                    .await?
+                    .map_err(backend_error)?;
                 0
             }
         };
@@ -1126,7 +1130,8 @@ impl Archive {
         };
         let cleaned = blocking(move || {
             if kept.done_lb > 0 {
-                kept.save(&dir).map_err(|e| e.to_string())
+                kept.save(&dir).map_err(|e| e.to_string())?;
+                b.keep_partial(&n).map_err(|e| e.to_string())
             } else {
                 FullReplState::remove(&dir).map_err(|e| e.to_string())?;
                 b.abort_base(&n).map_err(|e| e.to_string())
