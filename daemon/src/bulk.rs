@@ -24,6 +24,30 @@ use walb_wire::{CallSender, EncodedChunk};
 
 use crate::proxy::bridge::ChunkWriter;
 
+/// The zstd level of an image's bulks from a `--sync-compress` value `CODEC[:LEVEL[:THREADS]]`:
+/// `zstd` (level 1 unless given) or `none` (`None`: checksummed, stored raw). The transport
+/// compresses with zstd or not at all, so walb-tools' other codecs are refused by name.
+pub fn sync_level(spec: &str) -> Result<Option<i32>, String> {
+    let mut parts = spec.split(':');
+    let codec = parts.next().unwrap_or_default().trim();
+    let level = parts.next().map(str::trim).filter(|l| !l.is_empty());
+    match codec {
+        "none" => Ok(None),
+        "zstd" => match level {
+            None => Ok(Some(1)),
+            Some(l) => l
+                .parse::<i32>()
+                .ok()
+                .filter(|l| (1..=19).contains(l))
+                .map(Some)
+                .ok_or_else(|| format!("{spec:?}: the zstd level must be 1 to 19")),
+        },
+        other => Err(format!(
+            "{spec:?}: images travel compressed with zstd or not at all (none), not {other:?}"
+        )),
+    }
+}
+
 /// Bulks read ahead of the sender.
 pub(crate) const READ_AHEAD: usize = 4;
 
@@ -249,6 +273,18 @@ pub(crate) fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sync_compression_is_zstd_at_a_level_or_none() {
+        assert_eq!(sync_level("zstd:1:1"), Ok(Some(1)));
+        assert_eq!(sync_level("zstd:3"), Ok(Some(3)));
+        assert_eq!(sync_level("zstd"), Ok(Some(1)));
+        assert_eq!(sync_level("none:0:1"), Ok(None));
+        for bad in ["snappy:0:1", "zstd:0", "zstd:x", "gzip", ""] {
+            assert!(sync_level(bad).is_err(), "{bad}");
+        }
+        assert!(sync_level("snappy:0:1").unwrap_err().contains("snappy"));
+    }
 
     #[test]
     fn scan_sends_zero_bulks_as_lengths_and_stops_when_aborted() {

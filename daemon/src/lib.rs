@@ -17,7 +17,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod archive;
-pub(crate) mod bulk;
+pub mod bulk;
 pub mod dto;
 pub mod encode;
 pub mod opts;

@@ -243,9 +243,16 @@ async fn a_full_copy_then_diff_rounds_give_the_destination_the_same_snapshots_an
 async fn a_gid_bound_and_dont_merge_send_one_diff_per_round_up_to_that_gid() {
     let t = two("repl-gid", 5).await;
     init_vol(&t.op1, VOL).await;
-    t.replicate(t.repl(MergeUntil::Gid(3), false, true))
-        .await
-        .unwrap();
+    // The full copy's bulks go uncompressed this time.
+    let mut cmd = t.repl(MergeUntil::Gid(3), false, true);
+    if let Command::Replicate(r) = &mut cmd {
+        r.compress = Some(walb_wire::msg::CompressOpt {
+            codec: walb_wire::msg::Codec::None,
+            level: 0,
+            ncpu: 1,
+        });
+    }
+    t.replicate(cmd).await.unwrap();
     let d = diffs(&t.op1, VOL).await;
     let ranges: Vec<(u64, u64)> = d
         .iter()

@@ -75,6 +75,8 @@ pub struct Config {
     pub apply_sleep_pct: u32,
     /// Most wdiffs merged into one replication round.
     pub max_wdiff_send_nr: usize,
+    /// zstd level of a full copy's bulks as a replication source (`None`: raw).
+    pub sync_level: Option<i32>,
     /// The maintenance policy (off unless configured).
     pub policy: policy::Policy,
     /// How often the policy looks for work.
@@ -95,6 +97,8 @@ impl Config {
             auto_resize: opts.auto_resize,
             apply_sleep_pct: opts.apply_sleep_pct.min(99),
             max_wdiff_send_nr: opts.max_wdiff_send_nr.max(1),
+            sync_level: crate::bulk::sync_level(&opts.sync_compress)
+                .map_err(|e| anyhow::anyhow!("--sync-compress {e}"))?,
             policy: opts.policy()?,
             policy_tick: Duration::from_secs(opts.policy_tick_s.max(1)),
         })

@@ -438,7 +438,22 @@ impl Archive {
         })
         .await?;
         match kind {
-            ReplKind::Full => self.send_full(v, call, bulk_lb, kind).await?,
+            ReplKind::Full => {
+                let level = match &cmd.compress {
+                    None => self.cfg.sync_level,
+                    Some(c) => match c.codec {
+                        walb_wire::msg::Codec::Zstd => Some(c.level.clamp(1, 19)),
+                        walb_wire::msg::Codec::None => None,
+                        other => return Err(refuse(
+                            ErrorCode::BadRequest,
+                            format!(
+                                "images travel compressed with zstd or not at all, not {other:?}"
+                            ),
+                        )),
+                    },
+                };
+                self.send_full(v, call, bulk_lb, kind, level).await?
+            }
             ReplKind::Resync => self.send_resync(v, call, bulk_lb).await?,
             ReplKind::HashOrDiff => {}
         }
@@ -491,6 +506,7 @@ impl Archive {
         call: &mut Call,
         bulk_lb: u64,
         kind: ReplKind,
+        level: Option<i32>,
     ) -> Result<(), WireError> {
         let (base, uuid) = {
             let m = v.meta();
@@ -532,7 +548,8 @@ impl Archive {
         }
         info!(vol = %v.name, ?kind, size_lb, start_lb, "sending the base image");
         let (tx, mut rx) = mpsc::channel::<Bulk>(READ_AHEAD);
-        let encoder = call.sender.encoder().map_err(wire)?;
+        let encoder = ChunkEncoder::new(level)
+            .map_err(|e| refuse(ErrorCode::Internal, format!("the chunk encoder: {e}")))?;
         let abort = Arc::new(AtomicBool::new(false));
         let reader = {
             let (abort, me, v2) = (Arc::clone(&abort), Arc::clone(self), Arc::clone(v));

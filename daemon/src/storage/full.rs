@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{error, info};
 use walb_kernel::meta::{MetaSnap, MetaState};
+use walb_wire::frame::ChunkEncoder;
 use walb_wire::msg::{BackupSync, ErrorCode, Reply, Request, SnapDto, Step, SyncStart, WireError};
 use walb_wire::{Call, Role};
 
@@ -281,7 +282,8 @@ async fn copy(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError> {
     let (tx, mut rx) = mpsc::channel::<Bulk>(READ_AHEAD);
     // The reader thread also encodes (checksum, compression): the next bulk is read and
     // compressed while this one is sent.
-    let encoder = s.call.sender.encoder().map_err(wire)?;
+    let encoder = ChunkEncoder::new(st.cfg.sync_level)
+        .map_err(|e| refuse(ErrorCode::Internal, format!("the chunk encoder: {e}")))?;
     let abort = Arc::new(AtomicBool::new(false));
     let scanner = {
         let (abort, st2) = (Arc::clone(&abort), Arc::clone(st));

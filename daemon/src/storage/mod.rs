@@ -79,6 +79,8 @@ pub struct StorageConfig {
     pub proxy_check_interval: Duration,
     /// How long `stop` waits for running work.
     pub stop_timeout: Duration,
+    /// zstd level of full-backup bulks (`None`: raw), from `--sync-compress`.
+    pub sync_level: Option<i32>,
 }
 
 impl From<&StorageOpts> for StorageConfig {
@@ -93,6 +95,7 @@ impl From<&StorageOpts> for StorageConfig {
             full_scan_bps: o.full_scan_bps,
             proxy_check_interval: Duration::from_secs(10),
             stop_timeout: Duration::from_secs(60),
+            sync_level: crate::bulk::sync_level(&o.sync_compress).unwrap_or(Some(1)),
         }
     }
 }
@@ -155,6 +158,8 @@ impl std::fmt::Debug for Storage {
 
 /// Starts the storage role with the host's devices.
 pub async fn start(ctx: Arc<Ctx>, opts: StorageOpts) -> Result<Arc<Storage>> {
+    crate::bulk::sync_level(&opts.sync_compress)
+        .map_err(|e| anyhow::anyhow!("--sync-compress {e}"))?;
     start_with(ctx, StorageConfig::from(&opts), Arc::new(SystemDevices)).await
 }
 

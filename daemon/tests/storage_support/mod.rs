@@ -446,6 +446,7 @@ pub fn config(archive: SocketAddr, proxies: &[SocketAddr]) -> StorageConfig {
         full_scan_bps: 0,
         proxy_check_interval: Duration::from_secs(1),
         stop_timeout: Duration::from_secs(10),
+        sync_level: Some(1),
     }
 }
 
