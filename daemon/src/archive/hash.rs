@@ -34,10 +34,10 @@ use walb_kernel::diff::virt::VirtualFullScan;
 use walb_kernel::ldev::ReadAt;
 use walb_kernel::meta::{MetaDiff, MetaSnap};
 use walb_wire::msg::{Message, Step, SyncStart, Uuid};
-use walb_wire::{Call, ErrorCode, Event, PeerId, Received, Reply, WireError};
+use walb_wire::{Call, ErrorCode, PeerId, Received, Reply, WireError};
 
 use super::full::BackgroundWriter;
-use super::restore::{open_round, PROGRESS_EVERY};
+use super::restore::open_round;
 use super::vol::{diff_path, ArchiveVol};
 use super::wdiff::validate_wdiff;
 use super::{backend_error, blocking, persist_error, Archive};
@@ -369,29 +369,20 @@ impl Archive {
         let streams =
             open_round(&vol.dir, chain).map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
         let base_ref: &dyn ReadAt = &base;
-        let mut scan =
+        let scan =
             VirtualFullScan::new(Some(base_ref), size_lb, Box::new(DiffMerger::new(streams)))
                 .map_err(kerr)?;
         let mut buf = vec![0u8; (bulk_lb * u64::from(LBS)) as usize];
         let mut done = 0u64;
-        let mut last = std::time::Instant::now();
+        let mut tick = super::Ticker::new(self, vol, op, 0, size_lb);
+        let mut rd = super::scan::SeqRead::new(scan);
         while done < size_lb {
             if self.aborting(vol) {
                 return Ok(());
             }
             let n = bulk_lb.min(size_lb - done);
             let b = &mut buf[..(n * u64::from(LBS)) as usize];
-            let mut got = 0;
-            while got < b.len() {
-                let k = scan.read_chunk(&mut b[got..]).map_err(kerr)?;
-                if k == 0 {
-                    return Err(refuse(
-                        ErrorCode::Internal,
-                        format!("the image of {} ended at block {done}", vol.name),
-                    ));
-                }
-                got += k;
-            }
+            rd.read(done * u64::from(LBS), b).map_err(kerr)?;
             if tx
                 .blocking_send(walb_kernel::hash::bulk_hash(b, seed))
                 .is_err()
@@ -399,16 +390,7 @@ impl Archive {
                 return Ok(());
             }
             done += n;
-            vol.set_progress(done);
-            if last.elapsed() >= PROGRESS_EVERY || done == size_lb {
-                last = std::time::Instant::now();
-                self.publish(Event::Progress {
-                    vol: vol.name.clone(),
-                    op: op.into(),
-                    done_lb: done,
-                    total_lb: size_lb,
-                });
-            }
+            tick.add_bytes(n * u64::from(LBS));
         }
         Ok(())
     }
