@@ -266,6 +266,19 @@ pub fn ts_delta_line(vol: &str, dest: &str, gid: u64, ts: u64, dest_st: &MetaSta
     )
 }
 
+/// The zstd level of a full copy's bulks asked by a `replicate` command.
+fn image_level(c: &walb_wire::msg::CompressOpt) -> Result<Option<i32>, WireError> {
+    use walb_wire::msg::Codec;
+    match c.codec {
+        Codec::Zstd => Ok(Some(c.level.clamp(1, 19))),
+        Codec::None => Ok(None),
+        other => Err(refuse(
+            ErrorCode::BadRequest,
+            format!("images travel compressed with zstd or not at all, not {other:?}"),
+        )),
+    }
+}
+
 /// The limits of one round for `cmd`, with at most `max_nr` files (`--max-wdiff-send-nr`).
 fn round_limits(cmd: &ReplicateCommand, max_nr: usize) -> MergeLimits {
     MergeLimits {
@@ -441,16 +454,7 @@ impl Archive {
             ReplKind::Full => {
                 let level = match &cmd.compress {
                     None => self.cfg.sync_level,
-                    Some(c) => match c.codec {
-                        walb_wire::msg::Codec::Zstd => Some(c.level.clamp(1, 19)),
-                        walb_wire::msg::Codec::None => None,
-                        other => return Err(refuse(
-                            ErrorCode::BadRequest,
-                            format!(
-                                "images travel compressed with zstd or not at all, not {other:?}"
-                            ),
-                        )),
-                    },
+                    Some(c) => image_level(c)?,
                 };
                 self.send_full(v, call, bulk_lb, kind, level).await?
             }
