@@ -5,7 +5,7 @@
 //! A reader thread ([`scan`]) reads one bulk at a time; an all-zero bulk becomes
 //! [`Bulk::Zero`] (sent as `Step::Zero`), any other is encoded (checksum, compression) on
 //! that thread, so that the next bulk is read and compressed while this one is sent.
-//! [`forward`] sends what the thread queued. The receiving side is the archive's image
+//! [`send_bulks`] sends what the thread queued. The receiving side is the archive's image
 //! writer ([`crate::archive::full`]).
 //!
 //! [`compare`] reads an image bulk by bulk against the hashes a peer streams and writes
@@ -123,7 +123,7 @@ pub(crate) fn scan(
 
 /// Sends the queued bulks until the reader ends the queue; `cancelled()` is asked before
 /// each bulk and ends the copy with its error.
-pub(crate) async fn forward(
+async fn forward(
     rx: &mut mpsc::Receiver<Bulk>,
     sender: &mut CallSender,
     cancelled: &(dyn Fn() -> Option<WireError> + Sync),
@@ -139,6 +139,29 @@ pub(crate) async fn forward(
         }
     }
     Ok(())
+}
+
+/// Sends an image its reader thread queues ([`scan`] in `reader`) until the queue ends,
+/// then waits for the reader and ends the bulk. On a failure to send (or `cancelled()`)
+/// the reader is told to stop (`abort`) and the error returned; a failed reader's error
+/// is returned as is, a panicked one named `what`.
+pub(crate) async fn send_bulks(
+    mut rx: mpsc::Receiver<Bulk>,
+    reader: tokio::task::JoinHandle<Result<(), WireError>>,
+    abort: &AtomicBool,
+    sender: &mut CallSender,
+    cancelled: &(dyn Fn() -> Option<WireError> + Sync),
+    what: &str,
+) -> Result<(), WireError> {
+    if let Err(e) = forward(&mut rx, sender, cancelled).await {
+        abort.store(true, Ordering::Relaxed);
+        drop(rx);
+        return Err(e);
+    }
+    reader
+        .await
+        .map_err(|e| WireError::new(walb_wire::ErrorCode::Internal, format!("{what}: {e}")))??;
+    sender.end_bulk().await.map_err(|e| e.to_wire())
 }
 
 /// The comparing side of a hash sync on the network: `bulks` hashes from the peer go to

@@ -295,6 +295,17 @@ impl Archive {
         self.ctx.is_force_shutdown() || v.core.stop_state().is_force()
     }
 
+    /// The refusal that ends `op` on `v` when it must abort now (see
+    /// [`Archive::aborting`]).
+    pub(crate) fn cancel_error(&self, v: &ArchiveVol, op: &str) -> Option<WireError> {
+        self.aborting(v).then(|| {
+            refuse(
+                ErrorCode::Cancelled,
+                format!("volume {}: {op} aborted (force stop or shutdown)", v.name),
+            )
+        })
+    }
+
     // --------------------------------------------------------------------------------
     // Start
 

@@ -27,7 +27,12 @@ fn clear(vol: &str, what: &str) -> WireError {
 }
 
 impl Archive {
-    fn vol_in(&self, name: &str, states: &[A], what: &str) -> Result<Arc<ArchiveVol>, WireError> {
+    pub(super) fn vol_in(
+        &self,
+        name: &str,
+        states: &[A],
+        what: &str,
+    ) -> Result<Arc<ArchiveVol>, WireError> {
         let v = self.vol(name).ok_or_else(|| clear(name, what))?;
         v.core.require(states)?;
         Ok(v)

@@ -551,7 +551,7 @@ impl Archive {
             ));
         }
         info!(vol = %v.name, ?kind, size_lb, start_lb, "sending the base image");
-        let (tx, mut rx) = mpsc::channel::<Bulk>(READ_AHEAD);
+        let (tx, rx) = mpsc::channel::<Bulk>(READ_AHEAD);
         let encoder = ChunkEncoder::new(level)
             .map_err(|e| refuse(ErrorCode::Internal, format!("the chunk encoder: {e}")))?;
         let abort = Arc::new(AtomicBool::new(false));
@@ -583,26 +583,16 @@ impl Archive {
                 .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))
             })
         };
-        let cancelled = || {
-            self.aborting(v).then(|| {
-                refuse(
-                    ErrorCode::Cancelled,
-                    format!(
-                        "volume {}: replication aborted (force stop or shutdown)",
-                        v.name
-                    ),
-                )
-            })
-        };
-        if let Err(e) = bulk::forward(&mut rx, &mut call.sender, &cancelled).await {
-            abort.store(true, Ordering::Relaxed);
-            drop(rx);
-            return Err(e);
-        }
-        reader
-            .await
-            .map_err(|e| refuse(ErrorCode::Internal, format!("base image reader: {e}")))??;
-        call.sender.end_bulk().await.map_err(wire)?;
+        let cancelled = || self.cancel_error(v, "replication");
+        bulk::send_bulks(
+            rx,
+            reader,
+            &abort,
+            &mut call.sender,
+            &cancelled,
+            "base image reader",
+        )
+        .await?;
         expect(call, "an acknowledgement of the image", |s| match s {
             Step::Ack => Ok(()),
             o => Err(o),
@@ -651,14 +641,8 @@ impl Archive {
         // The records are compressed by the diff codec: the chunks go raw (checksummed).
         let mut enc = ChunkEncoder::new(None).map_err(|e| wire(e.into()))?;
         while let Some(data) = rx.recv().await {
-            if self.aborting(v) {
-                return Err(refuse(
-                    ErrorCode::Cancelled,
-                    format!(
-                        "volume {}: replication aborted (force stop or shutdown)",
-                        v.name
-                    ),
-                ));
+            if let Some(e) = self.cancel_error(v, "replication") {
+                return Err(e);
             }
             let c = EncodedChunk::encode(&mut enc, data).map_err(wire)?;
             call.sender.chunk_encoded(c).await.map_err(wire)?;
@@ -805,17 +789,7 @@ impl Archive {
                 me.compare_image(&v2, &chain, &job, hrx, ChunkWriter::new(ctx), &abort)
             })
         };
-        let cancelled = || {
-            self.aborting(v).then(|| {
-                refuse(
-                    ErrorCode::Cancelled,
-                    format!(
-                        "volume {}: replication aborted (force stop or shutdown)",
-                        v.name
-                    ),
-                )
-            })
-        };
+        let cancelled = || self.cancel_error(v, "replication");
         let exchanged = bulk::hashes_in_diff_out(call, bulks, htx, &mut crx, &cancelled, OP).await;
         if let Err(e) = exchanged {
             abort.store(true, Ordering::Relaxed);

@@ -16,7 +16,7 @@
 //! moved the base meanwhile: the bytes sent are then not the snapshot). Progress:
 //! `Event::Progress{op: "virt-full-scan"}`.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
@@ -89,13 +89,7 @@ impl Archive {
         name: &str,
         gid: u64,
     ) -> Result<Reply, WireError> {
-        let v = self.vol(name).ok_or_else(|| {
-            refuse(
-                ErrorCode::WrongState,
-                format!("volume {name} is Clear; bhash needs an archived volume"),
-            )
-        })?;
-        v.core.require(ACTIVE_OR_STOPPED)?;
+        let v = self.vol_in(name, ACTIVE_OR_STOPPED, "bhash")?;
         let me = Arc::clone(self);
         blocking(move || me.hash_snapshot(&v, gid)).await?
     }
@@ -153,13 +147,7 @@ impl Archive {
                     ),
                 ));
             }
-            let v = self.vol(&vol).ok_or_else(|| {
-                refuse(
-                    ErrorCode::WrongState,
-                    format!("volume {vol} is Clear; virt-full-scan needs an archived volume"),
-                )
-            })?;
-            v.core.require(ACTIVE_OR_STOPPED)?;
+            let v = self.vol_in(&vol, ACTIVE_OR_STOPPED, "virt-full-scan")?;
             let (base, chain) = self.scan_chain(&v, gid, "a virtual full scan")?;
             let file = self.backend().open_base(&v.name).map_err(backend_error)?;
             Ok((v, base, chain, file))
@@ -223,7 +211,7 @@ impl Archive {
             })
             .await
             .map_err(wire)?;
-        let (tx, mut rx) = mpsc::channel::<Bulk>(READ_AHEAD);
+        let (tx, rx) = mpsc::channel::<Bulk>(READ_AHEAD);
         let encoder = call.sender.encoder().map_err(wire)?;
         let abort = Arc::new(AtomicBool::new(false));
         let reader = {
@@ -262,26 +250,16 @@ impl Archive {
                 .map_err(kerr)
             })
         };
-        let cancelled = || {
-            self.aborting(v).then(|| {
-                refuse(
-                    ErrorCode::Cancelled,
-                    format!(
-                        "volume {}: virt-full-scan aborted (force stop or shutdown)",
-                        v.name
-                    ),
-                )
-            })
-        };
-        if let Err(e) = bulk::forward(&mut rx, &mut call.sender, &cancelled).await {
-            abort.store(true, Ordering::Relaxed);
-            drop(rx);
-            return Err(e);
-        }
-        reader
-            .await
-            .map_err(|e| refuse(ErrorCode::Internal, format!("image reader: {e}")))??;
-        call.sender.end_bulk().await.map_err(wire)?;
+        let cancelled = || self.cancel_error(v, "virt-full-scan");
+        bulk::send_bulks(
+            rx,
+            reader,
+            &abort,
+            &mut call.sender,
+            &cancelled,
+            "image reader",
+        )
+        .await?;
         match call.receiver.step().await.map_err(wire)? {
             Step::Ack => Ok(()),
             other => Err(refuse(
@@ -317,11 +295,8 @@ impl Archive {
         let mut h = Murmur3::new(0);
         let mut buf = vec![0u8; SCAN_CHUNK];
         loop {
-            if self.aborting(v) {
-                return Err(refuse(
-                    ErrorCode::Cancelled,
-                    format!("volume {}: bhash aborted (force stop or shutdown)", v.name),
-                ));
+            if let Some(e) = self.cancel_error(v, "bhash") {
+                return Err(e);
             }
             let n = scan.read_chunk(&mut buf).map_err(kerr)?;
             if n == 0 {

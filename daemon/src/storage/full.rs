@@ -279,7 +279,7 @@ async fn copy(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError> {
         })
         .await??
     };
-    let (tx, mut rx) = mpsc::channel::<Bulk>(READ_AHEAD);
+    let (tx, rx) = mpsc::channel::<Bulk>(READ_AHEAD);
     // The reader thread also encodes (checksum, compression): the next bulk is read and
     // compressed while this one is sent.
     let encoder = ChunkEncoder::new(st.cfg.sync_level)
@@ -316,15 +316,15 @@ async fn copy(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError> {
             )
         })
     };
-    if let Err(e) = bulk::forward(&mut rx, &mut s.call.sender, &cancelled).await {
-        abort.store(true, Ordering::Relaxed);
-        drop(rx);
-        return Err(e);
-    }
-    scanner
-        .await
-        .map_err(|e| refuse(ErrorCode::Internal, format!("device reader failed: {e}")))??;
-    s.call.sender.end_bulk().await.map_err(wire)?;
+    bulk::send_bulks(
+        rx,
+        scanner,
+        &abort,
+        &mut s.call.sender,
+        &cancelled,
+        "device reader failed",
+    )
+    .await?;
     expect_ack(st, &vol, &mut s.call, "the image").await?;
     // 3. The end snapshot.
     let (s2, v2) = (Arc::clone(st), Arc::clone(&vol));
