@@ -197,24 +197,9 @@ impl BaseDir {
     }
 }
 
-/// Checks a volume id: 1–64 characters of `[0-9A-Za-z-]` (walb-tools' rule; `_` and `.`
-/// are accepted too, never as the whole name).
+/// Checks a volume name (the wire's rule, [`walb_wire::admit::vol_name`]).
 pub fn check_vol_name(vol: &str) -> Result<(), String> {
-    let ok = !vol.is_empty()
-        && vol.len() <= 64
-        && vol != "."
-        && vol != ".."
-        && vol
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && !vol.ends_with(TMP_SUFFIX);
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "volume name {vol:?} must be 1 to 64 characters of letters, digits, '-', '_', '.'"
-        ))
-    }
+    walb_wire::admit::vol_name(vol).map_err(|e| e.message)
 }
 
 #[cfg(test)]

@@ -39,6 +39,8 @@ pub struct WireConfig {
     pub incoming_calls_max: usize,
     /// Events queued per subscriber before it is told it lagged.
     pub events_queue: usize,
+    /// What a peer may ask for: sizes, counts, lists, step timeout ([`crate::admit`]).
+    pub limits: crate::admit::Limits,
 }
 
 impl Default for WireConfig {
@@ -58,6 +60,7 @@ impl Default for WireConfig {
             socket_buffer: 8 << 20,
             incoming_calls_max: 64,
             events_queue: 1024,
+            limits: crate::admit::Limits::default(),
         }
     }
 }

@@ -15,10 +15,13 @@
 //! - [`msg`]: the versioned postcard messages ([`Request`], [`Reply`], [`Step`],
 //!   [`Event`], [`WireError`]) and version negotiation.
 //! - [`frame`]: framing on a stream, bulk chunks (zstd + XXH3 checksum).
+//! - [`admit`]: [`Limits`] and the bounds every request and step keeps (sizes, counts,
+//!   names, lists), checked before anything is allocated.
 //!
 //! At the edges:
 //!
 //! - [`certs`]: the cluster CA and certificate issuing (rcgen), PEM files.
+//! - [`files`]: files written whole or not at all, created exclusively with their mode.
 //! - [`tls`]: rustls configurations with reloadable material.
 //! - [`config`]: transport tunables ([`WireConfig`]).
 //! - [`transport`]: [`Node`], [`Peer`], [`Call`], [`EventStream`] over quinn and tokio.
@@ -44,16 +47,19 @@
 #![warn(missing_docs, unreachable_pub)]
 #![forbid(unsafe_code)]
 
+pub mod admit;
 pub mod auth;
 pub mod certs;
 pub mod config;
 mod error;
+pub mod files;
 pub mod frame;
 pub mod identity;
 pub mod msg;
 pub mod tls;
 pub mod transport;
 
+pub use admit::Limits;
 pub use auth::{authorize, Denied, OpClass};
 pub use certs::{ClusterCa, IssueOptions, IssuedCert, TlsFiles};
 pub use config::WireConfig;
