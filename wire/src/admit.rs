@@ -206,7 +206,10 @@ pub fn request(req: &Request, lim: &Limits) -> Result<(), WireError> {
 fn command(c: &Command, lim: &Limits) -> Result<(), WireError> {
     match c {
         Command::ArchiveInfo(ArchiveInfoCommand::Set {
-            vol, archive, dest: d, ..
+            vol,
+            archive,
+            dest: d,
+            ..
         }) => {
             vol_name(vol)?;
             node_name("archive", archive)?;
@@ -385,8 +388,17 @@ mod tests {
         for ok in ["vol0", "a", "v-1_x.y", &"x".repeat(64)] {
             assert!(vol_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", ".", "..", "../../etc", "/etc", "a/b", "a b", "x.tmp", &"x".repeat(65)]
-        {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../../etc",
+            "/etc",
+            "a/b",
+            "a b",
+            "x.tmp",
+            &"x".repeat(65),
+        ] {
             let e = vol_name(bad).unwrap_err();
             assert_eq!(e.code, ErrorCode::BadRequest, "{bad}");
             assert!(e.message.contains("volume name"), "{e}");

@@ -168,7 +168,11 @@ mod tests {
         let p = d.join("key");
         write_file(&p, b"secret", MODE_PRIVATE, Place::New).unwrap();
         let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode & 0o077, 0, "a private file is not readable by others: {mode:o}");
+        assert_eq!(
+            mode & 0o077,
+            0,
+            "a private file is not readable by others: {mode:o}"
+        );
         let e = write_file(&p, b"other", MODE_PRIVATE, Place::New).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&p).unwrap(), b"secret");
