@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use tracing::debug;
 use walb_wire::msg::{
-    ArchiveDest, ArchiveInfoCommand, MergeUntil, MetaDiffDto, MetaStateDto, ReplicateCommand,
-    SnapshotInfo, StartMode, StopMode, Uuid,
+    ArchiveDest, ArchiveInfoCommand, BindCommand, BindHow, MergeUntil, MetaDiffDto, MetaStateDto,
+    PeerRole, ReplicateCommand, SnapshotInfo, StartMode, StopMode, Uuid, VolPeers,
 };
 use walb_wire::{
     Command, ErrorCode, EventStream, Node, NodeConfig, Peer, PeerId, Query, Reply, Request,
@@ -1012,6 +1012,36 @@ impl Client {
         expect_ack(node, "replicate", r)
     }
 
+    /// `bind VOL ROLE IDS`: changes the peers of `role` bound to `vol` on `node`; returns
+    /// the volume's peers after the change.
+    pub async fn bind(
+        &self,
+        node: &str,
+        vol: &str,
+        role: PeerRole,
+        ids: &[String],
+        how: BindHow,
+    ) -> Result<VolPeers, ClientError> {
+        let r = self
+            .command(
+                node,
+                Command::Bind(BindCommand {
+                    vol: vol.into(),
+                    role,
+                    ids: ids.to_vec(),
+                    how,
+                }),
+            )
+            .await?;
+        expect_peers(node, "bind", r)
+    }
+
+    /// `peers VOL`: the peers bound to `vol` on `node`.
+    pub async fn peers(&self, node: &str, vol: &str) -> Result<VolPeers, ClientError> {
+        let r = self.query(node, Query::Peers { vol: vol.into() }).await?;
+        expect_peers(node, "peers", r)
+    }
+
     /// `del-restored VOL GID`.
     pub async fn del_restored(&self, node: &str, vol: &str, gid: u64) -> Result<(), ClientError> {
         let r = self
@@ -1060,6 +1090,13 @@ pub fn expect_ack(node: &str, asked: &str, r: Reply) -> Result<(), ClientError> 
     match r {
         Reply::Done | Reply::Accepted => Ok(()),
         other => Err(unexpected(node, asked, "done", &other)),
+    }
+}
+
+fn expect_peers(node: &str, asked: &str, r: Reply) -> Result<VolPeers, ClientError> {
+    match r {
+        Reply::Peers(p) => Ok(p),
+        other => Err(unexpected(node, asked, "peers", &other)),
     }
 }
 

@@ -357,11 +357,12 @@ pub fn daemon_args(layout: &LabLayout, cfg: &LabConfig, n: &LabNode) -> Vec<OsSt
         layout.certs().into(),
     ];
     if n.role == Role::Storage {
+        // ID@HOST:PORT: the storage pins the id of each daemon it dials.
         let addr = |name: &str| {
             LAB_NODES
                 .iter()
                 .find(|x| x.name == name)
-                .map_or_else(String::new, |x| x.addr(cfg))
+                .map_or_else(String::new, |x| format!("{name}@{}", x.addr(cfg)))
         };
         a.extend([
             "--archive".into(),
@@ -1078,8 +1079,8 @@ mod tests {
             .collect();
         let pos = |k: &str| args.iter().position(|a| a == k).unwrap();
         assert_eq!(args[pos("--listen") + 1], "127.0.0.1:20000");
-        assert_eq!(args[pos("--archive") + 1], "127.0.0.1:20200");
-        assert_eq!(args[pos("--proxy") + 1], "127.0.0.1:20100");
+        assert_eq!(args[pos("--archive") + 1], "a0@127.0.0.1:20200");
+        assert_eq!(args[pos("--proxy") + 1], "p0@127.0.0.1:20100");
         assert_eq!(args[pos("--id") + 1], "s0");
         // Every long option given exists in the daemons' option structs (daemon/src/opts.rs):
         // a renamed option there fails here instead of at `lab up`.

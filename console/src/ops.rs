@@ -22,7 +22,8 @@ use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
 use walb_wire::msg::{
-    ArchiveDest, Codec, CompressOpt, MergeUntil, ReplicateCommand, StartMode, StopMode,
+    ArchiveDest, BindHow, Codec, CompressOpt, MergeUntil, PeerRole, ReplicateCommand, StartMode,
+    StopMode,
 };
 use walb_wire::Role;
 
@@ -510,8 +511,21 @@ pub async fn prepare_backup(
     if init_archive {
         client.init_vol(a, vol, None).await?;
     }
+    // The archive takes this storage's backups and the group's proxies' diffs; each proxy
+    // takes this storage's wlogs. The storage becomes the volume's owner everywhere.
+    let owner = [storage.to_owned()];
+    let proxies: Vec<String> = group.proxies.iter().map(|p| p.name.clone()).collect();
+    client
+        .bind(a, vol, PeerRole::Storage, &owner, BindHow::Set)
+        .await?;
+    client
+        .bind(a, vol, PeerRole::Proxy, &proxies, BindHow::Add)
+        .await?;
     for p in &group.proxies {
         add_archive_to_proxy(client, &p.name, vol, a, &group.archive.addr, timeout).await?;
+        client
+            .bind(&p.name, vol, PeerRole::Storage, &owner, BindHow::Set)
+            .await?;
     }
     Ok(())
 }
@@ -1162,6 +1176,10 @@ pub async fn replicate_once(
             }
         }
     }
+    // The destination takes copies of this volume from the source only once told so.
+    client
+        .bind(dst, vol, PeerRole::Archive, &[src.to_owned()], BindHow::Add)
+        .await?;
     let watch = FailureWatch::start(client, src, vol).await;
     client
         .replicate(
@@ -1170,6 +1188,7 @@ pub async fn replicate_once(
                 vol: vol.to_owned(),
                 until: MergeUntil::Gid(gid),
                 dest,
+                dest_id: dst.to_owned(),
                 do_resync: opts.do_resync,
                 dont_merge: opts.dont_merge,
                 compress: None,
@@ -1335,7 +1354,16 @@ pub async fn synchronize(
         client.archive_info_set(p, vol, dst, dest, have).await?;
     }
     let left = timeout.saturating_sub(t0.elapsed());
-    let r = replicate_once(client, src, vol, dst, ReplicateOpts::default(), left).await;
+    let mut r = replicate_once(client, src, vol, dst, ReplicateOpts::default(), left).await;
+    if r.is_ok() {
+        // The destination takes the proxies' diffs from now on.
+        if let Err(e) = client
+            .bind(dst, vol, PeerRole::Proxy, &proxies, BindHow::Add)
+            .await
+        {
+            r = Err(e);
+        }
+    }
     if r.is_err() {
         for p in &added {
             if let Err(e) = client.archive_info_delete(p, vol, dst).await {
@@ -1427,7 +1455,11 @@ pub async fn start_synchronizing(
         .node_as(archive, &[Role::Archive], "start-synchronizing")?
         .addr
         .clone();
-    for p in serving_proxies(client.cluster()) {
+    let proxies = serving_proxies(client.cluster());
+    client
+        .bind(archive, vol, PeerRole::Proxy, &proxies, BindHow::Add)
+        .await?;
+    for p in proxies {
         add_archive_to_proxy(client, &p, vol, archive, &addr, timeout).await?;
     }
     kick_storages(client).await;

@@ -12,7 +12,8 @@ use std::time::Duration;
 use walb_console::client::ClientOptions;
 use walb_console::exec::{exec_main, ExecRequest, EXIT_FAILED, EXIT_USAGE};
 use walb_wire::msg::{
-    ArchiveInfoCommand, DiffRange, MetaDiffDto, MetaStateDto, SnapDto, SnapshotInfo,
+    ArchiveInfoCommand, BindHow, DiffRange, MetaDiffDto, MetaStateDto, PeerRole, SnapDto,
+    SnapshotInfo, VolPeers,
 };
 use walb_wire::{
     ClusterCa, Command, ErrorCode, IssueOptions, Node, NodeConfig, PeerId, Query, Reply, Request,
@@ -71,6 +72,8 @@ struct World {
     repl_fails: bool,
     /// a1 holds another archive's data (a different archive uuid).
     a1_foreign: bool,
+    /// (node, vol) → the peers bound there.
+    peers: HashMap<(String, String), VolPeers>,
 }
 
 type Shared = Arc<Mutex<World>>;
@@ -310,6 +313,41 @@ fn answer(w: &mut World, me: &str, role: Role, req: &Request) -> Result<Reply, W
             Ok(Reply::Accepted)
         }
         Request::Command(Command::Kick { .. }) => Ok(Reply::Done),
+        Request::Command(Command::Bind(b)) => {
+            if role == Role::Storage || w.state(me, &b.vol) == "Clear" {
+                return Err(WireError::new(
+                    ErrorCode::NotFound,
+                    format!("{me}: no volume {} to bind", b.vol),
+                ));
+            }
+            let p = w.peers.entry((me.to_owned(), b.vol.clone())).or_default();
+            let set = match b.role {
+                PeerRole::Storage => {
+                    p.storage = b.ids.first().cloned();
+                    return Ok(Reply::Peers(p.clone()));
+                }
+                PeerRole::Proxy => &mut p.proxies,
+                PeerRole::Archive => &mut p.archives,
+            };
+            match b.how {
+                BindHow::Set => *set = b.ids.clone(),
+                BindHow::Add => set.extend(
+                    b.ids
+                        .iter()
+                        .filter(|i| !set.contains(i))
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                ),
+                BindHow::Remove => set.retain(|i| !b.ids.contains(i)),
+            }
+            Ok(Reply::Peers(p.clone()))
+        }
+        Request::Query(Query::Peers { vol }) => Ok(Reply::Peers(
+            w.peers
+                .get(&(me.to_owned(), vol.clone()))
+                .cloned()
+                .unwrap_or_default(),
+        )),
         Request::Query(Query::Vols) => {
             let mut v: Vec<String> = w
                 .states
@@ -592,6 +630,15 @@ async fn full_backup_prepares_like_walblib_then_prints_the_clean_gid() {
         assert!(order("s0 Query(MetaState") < order("a0 Query(Restorable"));
         assert_eq!(w.state("s0", "vol"), "Target");
         assert_eq!(w.state("p0", "vol"), "Started");
+        // The backup group is bound: a0 takes s0's backups and p0's diffs, p0 s0's wlogs.
+        let peers = |n: &str| w.peers.get(&(n.to_owned(), "vol".to_owned())).cloned();
+        let a0 = peers("a0").expect("a0 bound");
+        assert_eq!(
+            (a0.storage.as_deref(), a0.proxies.as_slice()),
+            (Some("s0"), &["p0".to_owned()][..])
+        );
+        assert_eq!(peers("p0").and_then(|p| p.storage).as_deref(), Some("s0"));
+        assert!(order("a0 Command(Bind") < order("s0 Command(FullBackup"));
     }
     // From Target it is refused with the reason, and nothing is sent but queries.
     let r = exec(&c, false, &["full-backup", "s0", "vol", "--no-wait"], "").await;
@@ -631,9 +678,14 @@ async fn replicate_inits_the_destination_and_waits_until_it_holds_the_gid() {
                 .unwrap_or_else(|| panic!("{needle} never sent: {:#?}", w.log))
         };
         assert!(order("a1 Command(InitVol") < order("a0 Command(Replicate"));
+        // a1 takes copies of vol from a0, and a0 dials a1 by its id.
+        assert!(order("a1 Command(Bind") < order("a0 Command(Replicate"));
+        let a1 = w.peers.get(&("a1".to_owned(), "vol".to_owned())).unwrap();
+        assert_eq!(a1.archives, ["a0"]);
         let sent = &w.log[order("a0 Command(Replicate")];
         assert!(sent.contains(&format!("dest: \"{a1_addr}\"")), "{sent}");
         assert!(sent.contains("until: Gid(8)"), "{sent}");
+        assert!(sent.contains("dest_id: \"a1\""), "{sent}");
         assert!(sent.contains("do_resync: false"), "{sent}");
         assert_eq!(w.a1_restorable, [5, 8]);
         assert_eq!(w.state("a1", "vol"), "Archived");
@@ -744,6 +796,18 @@ async fn replicate_sync_makes_the_proxies_send_to_the_destination_too() {
             w.log
         );
         assert!(repl[1] < start[0] && start[0] < kick[0], "{:#?}", w.log);
+        // a1 takes p0's diffs from before p0 starts again.
+        let bound = all("a1 Command(Bind(BindCommand { vol: \"vol\", role: Proxy");
+        assert!(
+            bound.len() == 1 && repl[1] < bound[0] && bound[0] < start[0],
+            "{:#?}",
+            w.log
+        );
+        let a1 = w.peers.get(&("a1".to_owned(), "vol".to_owned())).unwrap();
+        assert_eq!(
+            (a1.proxies.as_slice(), a1.archives.as_slice()),
+            (&["p0".to_owned()][..], &["a0".to_owned()][..])
+        );
         assert_eq!(w.state("p0", "vol"), "Started");
         let names: Vec<&str> = w.archive_info.iter().map(|(a, _)| a.as_str()).collect();
         assert_eq!(names, ["a0", "a1"]);

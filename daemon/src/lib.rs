@@ -8,6 +8,7 @@
 //! - [`vol`]: a volume's live state shared by tokio tasks (transactions that roll back
 //!   when dropped, actions, stop flag, state events).
 //! - [`dto`]: kernel snapshot model ↔ wire DTOs, validated on the way in.
+//! - [`peers`]: who may touch a volume (the peers bound to it) and the admission check.
 //! - [`bulk`]: an image sent as bulks in address order (full backup, full replication).
 //! - [`server`]: the QUIC node, the accept loop, signals, shutdown, the answers every
 //!   role gives (host type, pid, version), and the mapping of errors to wire errors.
@@ -21,6 +22,7 @@ pub mod bulk;
 pub mod dto;
 pub mod encode;
 pub mod opts;
+pub mod peers;
 pub mod persist;
 pub mod proxy;
 pub mod server;

@@ -35,6 +35,61 @@ pub struct CommonOpts {
     /// Debug logging.
     #[arg(long)]
     pub debug: bool,
+    /// What peers may ask for.
+    #[command(flatten)]
+    pub limits: LimitOpts,
+}
+
+/// Bounds of what a peer may ask of a daemon, even one with a valid certificate (see
+/// `walb_wire::admit`). Requests beyond them are refused, naming the bound.
+#[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Limits on what peers may ask")]
+pub struct LimitOpts {
+    /// Largest volume a peer may announce, GiB.
+    #[arg(long, value_name = "GIB", default_value_t = 65536)]
+    pub max_volume_gb: u64,
+    /// Largest bulk of a full, hash or virtual scan, KiB.
+    #[arg(long, value_name = "KIB", default_value_t = 8192)]
+    pub max_bulk_kb: u64,
+    /// Most entries of a list in one request (volume names, gids).
+    #[arg(long, value_name = "N", default_value_t = 4096)]
+    pub max_list: usize,
+    /// Largest wlog transfer a storage may announce, MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 4096)]
+    pub max_wlog_mb: u64,
+    /// Largest wdiff a peer may send in one transfer, MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 16384)]
+    pub max_wdiff_mb: u64,
+}
+
+impl Default for LimitOpts {
+    fn default() -> Self {
+        LimitOpts::from_limits(&walb_wire::Limits::default())
+    }
+}
+
+impl LimitOpts {
+    /// The options that give `l` (rounded down to the options' units).
+    pub fn from_limits(l: &walb_wire::Limits) -> LimitOpts {
+        LimitOpts {
+            max_volume_gb: l.vol_size_lb_max / (2 << 20),
+            max_bulk_kb: l.bulk_lb_max / 2,
+            max_list: l.list_max,
+            max_wlog_mb: l.wlog_len_max >> 20,
+            max_wdiff_mb: l.wdiff_len_max >> 20,
+        }
+    }
+
+    /// The limits these options set.
+    pub fn limits(&self) -> walb_wire::Limits {
+        walb_wire::Limits {
+            vol_size_lb_max: self.max_volume_gb.saturating_mul(2 << 20),
+            bulk_lb_max: self.max_bulk_kb.saturating_mul(2).max(1),
+            list_max: self.max_list,
+            wlog_len_max: self.max_wlog_mb.saturating_mul(1 << 20),
+            wdiff_len_max: self.max_wdiff_mb.saturating_mul(1 << 20),
+        }
+    }
 }
 
 /// `walb-storage`: runs beside WalB devices and ships their logs.
@@ -44,11 +99,18 @@ pub struct StorageOpts {
     /// Common options.
     #[command(flatten)]
     pub common: CommonOpts,
-    /// The primary archive, HOST:PORT (full and hash backups go there).
-    #[arg(long)]
+    /// The primary archive (full and hash backups go there), ID@HOST:PORT: its id (as
+    /// in its certificate) and address; a daemon answering there with another
+    /// certificate is refused.
+    #[arg(long, value_name = "ID@HOST:PORT")]
     pub archive: String,
-    /// Proxies in priority order, HOST:PORT,HOST:PORT...
-    #[arg(long, value_delimiter = ',', required = true)]
+    /// Proxies in priority order, ID@HOST:PORT,ID@HOST:PORT...
+    #[arg(
+        long,
+        value_delimiter = ',',
+        required = true,
+        value_name = "ID@HOST:PORT"
+    )]
     pub proxy: Vec<String>,
     /// Most wlog MiB sent per transfer (also the gid spacing of snapshots).
     #[arg(long, default_value_t = 128)]
@@ -155,9 +217,10 @@ pub struct ArchiveOpts {
     /// Maintenance: largest diff and largest merge, MiB (0: no limit).
     #[arg(long, default_value_t = 0)]
     pub merge_max_mb: u64,
-    /// Maintenance: replicate every volume to the archive at ADDR every PERIOD
-    /// (`ADDR@PERIOD`; repeatable).
-    #[arg(long, value_name = "ADDR@PERIOD")]
+    /// Maintenance: replicate every volume to the archive ID at HOST:PORT every PERIOD
+    /// (`ID@HOST:PORT@PERIOD`; repeatable). Each volume must be bound to this archive
+    /// there (`walb-console --exec replicate` does it).
+    #[arg(long, value_name = "ID@HOST:PORT@PERIOD")]
     pub replicate_to: Vec<String>,
     /// Maintenance: how many merges, applies and replications may run before the policy
     /// starts no more.
@@ -203,9 +266,11 @@ impl ArchiveOpts {
             .replicate_to
             .iter()
             .map(|r| {
-                let (addr, per) = r
-                    .rsplit_once('@')
-                    .ok_or_else(|| anyhow::anyhow!("--replicate-to {r:?}: expected ADDR@PERIOD"))?;
+                let (addr, per) = r.rsplit_once('@').ok_or_else(|| {
+                    anyhow::anyhow!("--replicate-to {r:?}: expected ID@HOST:PORT@PERIOD")
+                })?;
+                crate::peers::PeerAddr::parse(walb_wire::Role::Archive, addr)
+                    .map_err(|e| anyhow::anyhow!("--replicate-to {e}"))?;
                 Ok(ReplTarget {
                     addr: addr.to_owned(),
                     interval_s: period("replicate-to", per)?,
@@ -236,6 +301,29 @@ impl ArchiveOpts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limit_options_default_to_the_wire_defaults() {
+        assert_eq!(LimitOpts::default().limits(), walb_wire::Limits::default());
+        let o = StorageOpts::parse_from([
+            "walb-storage",
+            "-b",
+            "x",
+            "-p",
+            "1",
+            "--archive",
+            "a0@h:1",
+            "--proxy",
+            "p0@h:2",
+            "--max-volume-gb",
+            "1",
+            "--max-list",
+            "3",
+        ]);
+        let l = o.common.limits.limits();
+        assert_eq!((l.vol_size_lb_max, l.list_max), (2 << 20, 3));
+        assert_eq!(l.bulk_lb_max, walb_wire::Limits::default().bulk_lb_max);
+    }
 
     #[test]
     fn periods_parse_in_every_form_and_garbage_is_named() {

@@ -25,6 +25,7 @@ use walb_wire::msg::{Command, ErrorCode, Event, Query, Reply, Request, WireError
 use walb_wire::{Call, IncomingCall, Node, NodeConfig, Peer, PeerId, Role, TlsFiles};
 
 use crate::opts::{ArchiveOpts, CommonOpts, ProxyOpts, StorageOpts};
+use crate::peers::PeerAddr;
 use crate::persist::BaseDir;
 use crate::vol::{Publish, VolError};
 
@@ -80,6 +81,11 @@ impl Ctx {
         Arc::new(move |e: Event| node.publish(e))
     }
 
+    /// What peers may ask for ([`walb_wire::Limits`], from the options).
+    pub fn limits(&self) -> &walb_wire::Limits {
+        &self.node.wire_config().limits
+    }
+
     /// Takes a foreground slot or refuses with `busy`.
     pub fn fg_permit(&self) -> Result<OwnedSemaphorePermit, WireError> {
         Arc::clone(&self.fg).try_acquire_owned().map_err(|_| {
@@ -111,8 +117,8 @@ impl Ctx {
         self.shutdown.cancel();
     }
 
-    /// Opens `request` on the daemon at `addr` (role `role`) and waits for its first
-    /// reply, within `limit`.
+    /// Opens `request` on the daemon `to` (its id pinned) and waits for its first reply,
+    /// within `limit`.
     ///
     /// A pooled connection may lead to a daemon that was killed since: QUIC notices only at
     /// the idle timeout, and a call on it would hang that long. So when the pooled
@@ -121,18 +127,18 @@ impl Ctx {
     /// dead one is that slow.)
     pub async fn call_first_reply(
         &self,
-        addr: &str,
-        role: Role,
+        to: &PeerAddr,
         request: Request,
         limit: Duration,
     ) -> Result<(Call, Reply), CallError> {
+        let addr = &to.addr;
         let attempt = |peer: Peer, request: Request| async move {
             let mut call = peer.call(request).await?;
             let reply = call.receiver.reply().await?;
             Ok::<_, walb_wire::Error>((call, reply))
         };
         let connect = || async {
-            tokio::time::timeout(limit, self.connect(addr, role))
+            tokio::time::timeout(limit, self.connect(to))
                 .await
                 .map_err(|_| CallError::Unreachable("timed out".into()))?
                 .map_err(|e| CallError::Unreachable(format!("{e:#}")))
@@ -159,18 +165,21 @@ impl Ctx {
         }
     }
 
-    /// Connects to the daemon at `addr` (HOST:PORT) and checks that it has role `role`.
-    pub async fn connect(&self, addr: &str, role: Role) -> Result<Peer> {
+    /// Connects to the daemon `to` and checks that its certificate carries the id
+    /// expected: a daemon never talks to whoever happens to answer at an address.
+    pub async fn connect(&self, to: &PeerAddr) -> Result<Peer> {
+        let addr = &to.addr;
         let sa = resolve(addr).await?;
         let peer = self
             .node
             .connect(sa)
             .await
-            .with_context(|| format!("connecting to {addr}"))?;
-        if peer.identity().role() != role {
+            .with_context(|| format!("connecting to {to}"))?;
+        if peer.identity() != &to.id {
             bail!(
-                "{addr} is {}, expected a {role} (check the address)",
-                peer.identity()
+                "{addr} is {}, expected {} (check the address and the id)",
+                peer.identity(),
+                to.id
             );
         }
         Ok(peer)
@@ -322,6 +331,7 @@ pub fn setup(role: Role, common: &CommonOpts, rt: &tokio::runtime::Runtime) -> R
     };
     let mut cfg = NodeConfig::new(bind, true);
     cfg.software = format!("walb-{role} {}", env!("CARGO_PKG_VERSION"));
+    cfg.wire.limits = common.limits.limits();
     let node = {
         let _g = rt.enter();
         Node::bind(cfg, files.clone()).with_context(|| {

@@ -36,7 +36,7 @@ async fn old_diffs_are_applied_and_volumes_replicated_without_an_operator() {
     let mut o = opts(b0.path());
     o.apply_keep = Some("1h".into());
     o.apply_interval = "0".into();
-    o.replicate_to = vec![format!("{}@1s", a1.addr)];
+    o.replicate_to = vec![format!("a1@{}@1s", a1.addr)];
     let a0 = TestArchive::start(&c, o).await;
     let p = connect_all(&c, a0.addr).await;
     let n1 = c.client(walb_wire::Role::Operator, "op");

@@ -54,6 +54,7 @@ impl Two {
             vol: VOL.into(),
             until,
             dest: self.a1.addr.to_string(),
+            dest_id: "a1".into(),
             do_resync,
             dont_merge,
             compress: None,
@@ -311,6 +312,7 @@ async fn refusals_name_the_reason_and_change_nothing() {
             vol: "nosuch".into(),
             until: MergeUntil::SizeMib(0),
             dest: t.a0.addr.to_string(),
+            dest_id: "a0".into(),
             do_resync: false,
             dont_merge: false,
             compress: None,
@@ -435,6 +437,15 @@ async fn break_off_half_way(t: &Two, dest: std::net::SocketAddr, op: &Peer) -> u
         t.c.issue(Role::Archive, "a9");
     }
     let n9 = t.c.client(Role::Archive, "a9");
+    bind(
+        op,
+        VOL,
+        walb_wire::msg::PeerRole::Archive,
+        &["a9"],
+        walb_wire::msg::BindHow::Add,
+    )
+    .await
+    .unwrap();
     let src = n9.connect(dest).await.unwrap();
     let Reply::Uuid(au) = archive_uuid(&t.p0.op).await else {
         panic!("archive uuid")
@@ -554,6 +565,7 @@ async fn a_broken_full_copy_resumes_after_the_destination_restarts() {
     let mut cmd = t.repl(MergeUntil::SizeMib(0), false, false);
     if let Command::Replicate(r) = &mut cmd {
         r.dest = a2.addr.to_string();
+        r.dest_id = "a2".into();
     }
     t.replicate(cmd).await.unwrap();
     assert_eq!(

@@ -25,8 +25,8 @@ use walb_kernel::meta::{diff_file_name, MetaDiff};
 use walb_kernel::wdiff::{WdiffKind, WdiffReader};
 use walb_kernel::wlog::{WlogHeader, WlogReader, WLOG_HEADER_BYTES};
 use walb_wire::msg::{
-    ArchiveDest, ArchiveInfoCommand, Codec, CompressOpt, DiffRange, MetaDiffDto, SnapDto, StopMode,
-    WdiffTransfer, WireError, WlogTransfer,
+    ArchiveDest, ArchiveInfoCommand, BindCommand, BindHow, Codec, CompressOpt, DiffRange,
+    MetaDiffDto, PeerRole, SnapDto, StopMode, WdiffTransfer, WireError, WlogTransfer,
 };
 use walb_wire::{
     ClusterCa, Command, ErrorCode, IssueOptions, Node, NodeConfig, Peer, PeerId, Query, Reply,
@@ -88,6 +88,7 @@ fn opts(base: &Path) -> ProxyOpts {
             fg: 2,
             bg: 2,
             debug: false,
+            limits: Default::default(),
         },
         stopped: false,
         max_wdiff_send_mb: 128,
@@ -189,21 +190,31 @@ impl Op {
         delay_s: u64,
         update: bool,
     ) -> Result<Reply, WireError> {
-        self.cmd(Command::ArchiveInfo(ArchiveInfoCommand::Set {
-            vol: VOL.into(),
-            archive: a.into(),
-            dest: ArchiveDest {
-                addr: addr.into(),
-                compress: CompressOpt {
-                    codec: Codec::Zstd,
-                    level: 1,
-                    ncpu: 1,
+        let r = self
+            .cmd(Command::ArchiveInfo(ArchiveInfoCommand::Set {
+                vol: VOL.into(),
+                archive: a.into(),
+                dest: ArchiveDest {
+                    addr: addr.into(),
+                    compress: CompressOpt {
+                        codec: Codec::Zstd,
+                        level: 1,
+                        ncpu: 1,
+                    },
+                    delay_s,
                 },
-                delay_s,
-            },
-            update,
+                update,
+            }))
+            .await?;
+        // The volume takes the test storage's wlogs (walb-console binds it so).
+        self.cmd(Command::Bind(BindCommand {
+            vol: VOL.into(),
+            role: PeerRole::Storage,
+            ids: vec!["s0".into()],
+            how: BindHow::Set,
         }))
-        .await
+        .await?;
+        Ok(r)
     }
 
     async fn delete_archive(&self, a: &str) -> Result<Reply, WireError> {

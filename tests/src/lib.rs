@@ -339,13 +339,15 @@ impl Cluster {
             ]
         };
         let mut s = common("s0");
-        let mut proxy_addrs: Vec<String> = proxies.iter().map(|p| addr(p)).collect();
+        // ID@HOST:PORT: a storage pins the id of each daemon it dials.
+        let mut proxy_addrs: Vec<String> =
+            proxies.iter().map(|p| format!("{p}@{}", addr(p))).collect();
         if let Some(a) = s0_p0 {
-            proxy_addrs[0] = a;
+            proxy_addrs[0] = format!("{}@{a}", proxies[0]);
         }
         s.extend([
             "--archive".into(),
-            s0_a0.unwrap_or_else(|| addr("a0")),
+            format!("a0@{}", s0_a0.unwrap_or_else(|| addr("a0"))),
             "--proxy".into(),
             proxy_addrs.join(","),
             "--snapshot-interval".into(),
@@ -366,10 +368,10 @@ impl Cluster {
         order.push(("s0".into(), "walb-storage", s));
         for st in &storages[1..] {
             let mut s = common(st);
-            let direct: Vec<String> = proxies.iter().map(|p| addr(p)).collect();
+            let direct: Vec<String> = proxies.iter().map(|p| format!("{p}@{}", addr(p))).collect();
             s.extend([
                 "--archive".into(),
-                addr("a0"),
+                format!("a0@{}", addr("a0")),
                 "--proxy".into(),
                 direct.join(","),
                 "--snapshot-interval".into(),

@@ -590,6 +590,8 @@ fn e14_full_replication_cut_and_resumed() -> Result<()> {
         let gid = last_number(&out).with_context(|| format!("no gid in {out:?}"))?;
         c.exec_ok(&["wait-restorable", "a0", VOL, &gid.to_string()])?;
         c.exec_ok(&["init-archive", "a1", VOL])?;
+        // The wire command below skips the console's replicate, which binds the source.
+        c.exec_ok(&["bind", "a1", VOL, "archive", "a0", "--add"])?;
         // a0 reaches a1 through a slow relay: the copy of ~12 MiB of data takes ~12 s.
         let via = c.add_repeater("a0-a1", "a1")?;
         c.repeater("a0-a1")?.set_rate(1_000_000);
@@ -600,6 +602,7 @@ fn e14_full_replication_cut_and_resumed() -> Result<()> {
                 vol: VOL.into(),
                 until: MergeUntil::Gid(gid),
                 dest: via,
+                dest_id: "a1".into(),
                 do_resync: false,
                 dont_merge: false,
                 compress: None,
@@ -1154,6 +1157,7 @@ fn replicate_through_slow_relay(
             vol: VOL.into(),
             until: MergeUntil::Gid(gid),
             dest: via,
+            dest_id: "a1".into(),
             do_resync: false,
             dont_merge: false,
             compress: None,

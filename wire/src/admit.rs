@@ -11,8 +11,8 @@
 
 use crate::identity::validate_id;
 use crate::msg::{
-    ArchiveDest, ArchiveInfoCommand, BackupSync, Command, CompressOpt, ErrorCode, MergeUntil,
-    Query, ReplicateCommand, Request, Step, SyncStart, WireError,
+    ArchiveDest, ArchiveInfoCommand, BackupSync, BindCommand, Command, CompressOpt, ErrorCode,
+    MergeUntil, PeerRole, Query, ReplicateCommand, Request, Step, SyncStart, WireError,
 };
 
 /// Logical block size, bytes (the kernel's `LBS`; the wire does not depend on the kernel).
@@ -219,6 +219,7 @@ fn command(c: &Command, lim: &Limits) -> Result<(), WireError> {
             vol_name(vol)?;
             node_name("archive", archive)
         }
+        Command::Bind(b) => bind(b, lim),
         Command::Apply { vol, .. }
         | Command::ClearVol { vol }
         | Command::DelCold { vol, .. }
@@ -270,14 +271,28 @@ fn command(c: &Command, lim: &Limits) -> Result<(), WireError> {
     }
 }
 
+fn bind(b: &BindCommand, lim: &Limits) -> Result<(), WireError> {
+    vol_name(&b.vol)?;
+    list("bind", b.ids.len(), lim)?;
+    b.ids
+        .iter()
+        .try_for_each(|id| node_name(b.role.as_str(), id))?;
+    if b.role == PeerRole::Storage && b.ids.len() > 1 {
+        return Err(bad(format!(
+            "volume {}: one storage owns a volume, {} were named",
+            b.vol,
+            b.ids.len()
+        )));
+    }
+    Ok(())
+}
+
 fn replicate(r: &ReplicateCommand, lim: &Limits) -> Result<(), WireError> {
     vol_name(&r.vol)?;
     text("destination address", &r.dest, TEXT_MAX)?;
+    node_name("destination archive", &r.dest_id)?;
     if let Some(c) = &r.compress {
         compress(c)?;
-    }
-    if let MergeUntil::SizeMib(0) = r.until {
-        return Err(bad("replicate up to 0 MiB"));
     }
     bulk_opt("replicate", r.bulk_lb, lim)
 }
@@ -295,6 +310,7 @@ fn query(q: &Query, _lim: &Limits) -> Result<(), WireError> {
         | Query::IsOverflow { vol }
         | Query::MetaSnap { vol, .. }
         | Query::MetaState { vol, .. }
+        | Query::Peers { vol }
         | Query::Progress { vol }
         | Query::Restorable { vol, .. }
         | Query::Restored { vol }

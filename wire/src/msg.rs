@@ -27,9 +27,11 @@ use serde::{Deserialize, Serialize};
 pub use crate::auth::OpClass;
 
 /// The protocol version this build speaks best.
-pub const PROTOCOL_VERSION: u16 = 1;
-/// The oldest protocol version this build still speaks.
-pub const PROTOCOL_VERSION_MIN: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+/// The oldest protocol version this build still speaks (version 2 added peer bindings:
+/// `Command::Bind`, `Query::Peers`, the destination's id in a `replicate`; a version-1 peer
+/// is told to upgrade).
+pub const PROTOCOL_VERSION_MIN: u16 = 2;
 /// The magic at the start of every [`Hello`].
 pub const MAGIC: [u8; 4] = *b"WALB";
 
@@ -165,6 +167,9 @@ impl Request {
 pub enum Command {
     /// Add, update, delete archive destinations of a proxy volume.
     ArchiveInfo(ArchiveInfoCommand),
+    /// Bind peers to a volume: who may ship its wlogs, send its diffs, back it up or
+    /// replicate it here (proxy, archive). See [`BindCommand`].
+    Bind(BindCommand),
     /// Apply diffs to the base image up to `gid` (archive).
     Apply {
         /// Volume.
@@ -304,6 +309,79 @@ pub enum Command {
     },
 }
 
+/// The `bind` command: which peers of one role are bound to a volume on the daemon that
+/// receives it. An archive takes a storage (the one whose full and hash backups and latest
+/// snapshots it serves), proxies (whose wdiffs it takes) and archives (replication sources
+/// it takes copies from); a proxy takes a storage (whose wlogs it takes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct BindCommand {
+    /// Volume.
+    pub vol: String,
+    /// The role of the peers named.
+    pub role: PeerRole,
+    /// Their ids (a storage: at most one).
+    pub ids: Vec<String>,
+    /// Replace the role's set, add to it or remove from it.
+    pub how: BindHow,
+}
+
+/// The daemon roles a volume can be bound to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub enum PeerRole {
+    /// Archives (replication sources).
+    Archive,
+    /// Proxies.
+    Proxy,
+    /// The storage that owns the volume.
+    Storage,
+}
+
+impl PeerRole {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerRole::Archive => "archive",
+            PeerRole::Proxy => "proxy",
+            PeerRole::Storage => "storage",
+        }
+    }
+
+    /// The certificate role of peers of this kind.
+    pub fn role(self) -> crate::identity::Role {
+        match self {
+            PeerRole::Archive => crate::identity::Role::Archive,
+            PeerRole::Proxy => crate::identity::Role::Proxy,
+            PeerRole::Storage => crate::identity::Role::Storage,
+        }
+    }
+}
+
+/// How a [`BindCommand`] changes a role's set of peers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub enum BindHow {
+    /// Add the ids.
+    Add,
+    /// Remove the ids.
+    Remove,
+    /// The set becomes exactly the ids (none: nobody).
+    Set,
+}
+
+/// The peers bound to a volume on one daemon (the answer to [`Query::Peers`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct VolPeers {
+    /// The storage that owns the volume.
+    pub storage: Option<String>,
+    /// Proxies.
+    pub proxies: Vec<String>,
+    /// Archives (on an archive: replication sources; on a storage: its primary archive).
+    pub archives: Vec<String>,
+}
+
 /// How a storage volume starts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
@@ -412,6 +490,8 @@ pub struct ReplicateCommand {
     pub until: MergeUntil,
     /// `host:port` of the destination archive.
     pub dest: String,
+    /// The destination archive's id (its certificate must say so).
+    pub dest_id: String,
     /// Allow a resync if the destination diverged.
     pub do_resync: bool,
     /// Send diffs one by one, without merging.
@@ -571,6 +651,11 @@ pub enum Query {
         /// Volume.
         vol: String,
     },
+    /// The peers bound to a volume ([`Reply::Peers`]).
+    Peers {
+        /// Volume.
+        vol: String,
+    },
     /// Human-readable status lines (a summary if `vol` is `None`).
     Status {
         /// Volume.
@@ -711,6 +796,8 @@ pub enum Reply {
     MetaState(MetaStateDto),
     /// A number (sizes, counts, pids).
     Number(u64),
+    /// The peers bound to a volume.
+    Peers(VolPeers),
     /// Snapshots (latest-snap, restorable, gather-latest-snap).
     Snapshots(Vec<SnapshotInfo>),
     /// A string.
@@ -1124,7 +1211,7 @@ mod tests {
     fn hello_encoding_is_frozen() {
         let h = Hello::ours("x");
         let bytes = postcard::to_stdvec(&h).unwrap();
-        assert_eq!(bytes, [b'W', b'A', b'L', b'B', 1, 1, 1, b'x']);
+        assert_eq!(bytes, [b'W', b'A', b'L', b'B', 2, 2, 1, b'x']);
     }
 
     #[test]

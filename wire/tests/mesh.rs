@@ -124,7 +124,7 @@ async fn request_reply_over_mutual_tls_with_identities() {
         reply,
         Reply::Version {
             software: "test".into(),
-            protocol: 1
+            protocol: walb_wire::msg::PROTOCOL_VERSION
         }
     );
     // The connection is reused.
@@ -619,7 +619,12 @@ async fn version_mismatch_fails_with_a_clear_message() {
     let e = timeout(LIMIT, op.connect(addr)).await.unwrap().unwrap_err();
     assert_eq!(e.remote_code(), Some(ErrorCode::VersionMismatch), "{e}");
     let s = e.to_string();
-    assert!(s.contains("7..=9") && s.contains("1..=1"), "{s}");
+    let ours = format!(
+        "{}..={}",
+        walb_wire::msg::PROTOCOL_VERSION_MIN,
+        walb_wire::msg::PROTOCOL_VERSION
+    );
+    assert!(s.contains("7..=9") && s.contains(&ours), "{s}");
 }
 
 /// The server trusts CA 1 only; a client of CA 2 is refused. After the server's CA file

@@ -13,7 +13,9 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use tokio::task::JoinSet;
-use walb_wire::msg::{ArchiveDest, Codec, CompressOpt, StartMode, StopMode};
+use walb_wire::msg::{
+    ArchiveDest, BindHow, Codec, CompressOpt, PeerRole, StartMode, StopMode, VolPeers,
+};
 use walb_wire::Role;
 
 use crate::client::{Client, ClientError};
@@ -89,6 +91,14 @@ const OPT_DONT_MERGE: OptSpec = OptSpec {
 };
 const OPT_SYNC: OptSpec = OptSpec {
     name: "--sync",
+    value: None,
+};
+const OPT_ADD: OptSpec = OptSpec {
+    name: "--add",
+    value: None,
+};
+const OPT_REMOVE: OptSpec = OptSpec {
+    name: "--remove",
     value: None,
 };
 
@@ -534,6 +544,47 @@ pub static COMMANDS: &[CommandSpec] = &[
         parse: |a| {
             Ok(ExecCmd::IsSynchronizing {
                 archive: a.req("ARCHIVE")?,
+                vol: a.req("VOL")?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "bind",
+        args: "NODE VOL storage|proxy|archive [ID...]",
+        about: "who may touch the volume on a proxy or archive: its storage (wlogs, backups), proxies (wdiffs), archives (replication sources); sets the role's list (--add, --remove change it); init-storage, full-backup, hash-backup, replicate and start-synchronizing bind the cluster's backup groups",
+        options: &[OPT_ADD, OPT_REMOVE],
+        parse: |a| {
+            let node = a.req("NODE")?;
+            let vol = a.req("VOL")?;
+            let role = match a.req("ROLE")?.as_str() {
+                "storage" => PeerRole::Storage,
+                "proxy" => PeerRole::Proxy,
+                "archive" => PeerRole::Archive,
+                r => return Err(format!("role {r:?}: want storage, proxy or archive")),
+            };
+            let how = match (a.flag("--add"), a.flag("--remove")) {
+                (false, false) => BindHow::Set,
+                (true, false) => BindHow::Add,
+                (false, true) => BindHow::Remove,
+                (true, true) => return Err("--add or --remove, not both".into()),
+            };
+            Ok(ExecCmd::Bind {
+                node,
+                vol,
+                role,
+                ids: a.rest(),
+                how,
+            })
+        },
+    },
+    CommandSpec {
+        name: "peers",
+        args: "NODE VOL",
+        about: "the peers bound to the volume on the node (see bind)",
+        options: &[],
+        parse: |a| {
+            Ok(ExecCmd::Peers {
+                node: a.req("NODE")?,
                 vol: a.req("VOL")?,
             })
         },
@@ -1279,6 +1330,26 @@ pub enum ExecCmd {
         /// Bulk size, logical blocks.
         bulk_lb: Option<u64>,
     },
+    /// `bind NODE VOL ROLE [ID...] [--add|--remove]`.
+    Bind {
+        /// Proxy or archive.
+        node: String,
+        /// Volume.
+        vol: String,
+        /// The role bound.
+        role: PeerRole,
+        /// Peer ids.
+        ids: Vec<String>,
+        /// Set, add or remove.
+        how: BindHow,
+    },
+    /// `peers NODE VOL`.
+    Peers {
+        /// Any daemon.
+        node: String,
+        /// Volume.
+        vol: String,
+    },
     /// `bhash ARCHIVE VOL GID`.
     BlockHash {
         /// Archive.
@@ -1548,6 +1619,8 @@ impl ExecCmd {
             ExecCmd::IsSynchronizing { .. } => "is-synchronizing",
             ExecCmd::BlockHash { .. } => "bhash",
             ExecCmd::VirtFullScan { .. } => "virt-full-scan",
+            ExecCmd::Bind { .. } => "bind",
+            ExecCmd::Peers { .. } => "peers",
         }
     }
 
@@ -1565,6 +1638,7 @@ impl ExecCmd {
             | ExecCmd::Get { .. }
             | ExecCmd::IsSynchronizing { .. }
             | ExecCmd::BlockHash { .. }
+            | ExecCmd::Peers { .. }
             | ExecCmd::Metrics { .. } => true,
             ExecCmd::ArchiveInfo { op, .. } => {
                 matches!(op, ArchiveInfoOp::Get { .. } | ArchiveInfoOp::List { .. })
@@ -1612,6 +1686,9 @@ impl ExecCmd {
                 }),
             ),
             ExecCmd::Kick { node, vol, .. } => (Some(node), vol.as_deref()),
+            ExecCmd::Bind { node, vol, .. } | ExecCmd::Peers { node, vol } => {
+                (Some(node), Some(vol))
+            }
             ExecCmd::Resize { node, vol, .. } => (Some(node), Some(vol)),
             ExecCmd::Get { node, .. } => (Some(node), None),
             ExecCmd::Shutdown { node, .. } => (Some(node), None),
@@ -1800,6 +1877,21 @@ impl ExecCmd {
                     s.data_bytes,
                     out.display()
                 )))
+            }
+            ExecCmd::Bind {
+                node,
+                vol,
+                role,
+                ids,
+                how,
+            } => {
+                cl.node_as(node, &[Role::Proxy, Role::Archive], "bind")?;
+                let p = client.bind(node, vol, *role, ids, *how).await?;
+                Ok(Outcome::Lines(peers_lines(&p)))
+            }
+            ExecCmd::Peers { node, vol } => {
+                let p = client.peers(node, vol).await?;
+                Ok(Outcome::Lines(peers_lines(&p)))
             }
             ExecCmd::BlockHash { archive, vol, gid } => {
                 cl.node_as(archive, &[Role::Archive], "bhash")?;
@@ -2127,6 +2219,22 @@ async fn run_get(
     })
 }
 
+/// `peers`'s lines: `storage ID`, `proxies ID...`, `archives ID...` (`-` for none).
+pub fn peers_lines(p: &VolPeers) -> Vec<String> {
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "-".to_owned()
+        } else {
+            v.join(" ")
+        }
+    };
+    vec![
+        format!("storage {}", p.storage.as_deref().unwrap_or("-")),
+        format!("proxies {}", list(&p.proxies)),
+        format!("archives {}", list(&p.archives)),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -2249,6 +2357,10 @@ mod tests {
             "virt-full-scan a0 vol 8 /tmp/img",
             "virt-full-scan a0 vol 8 /dev/loop9 --bulk 4096",
             "get a0 ts-delta",
+            "bind a0 vol storage s0",
+            "bind a0 vol proxy p0 p1 --add",
+            "bind p0 vol storage --remove s1",
+            "peers a0 vol",
         ];
         for line in ok {
             let c = parse(line).unwrap_or_else(|e| panic!("{line}: {e}"));

@@ -348,18 +348,16 @@ impl BackgroundWriter {
 impl Archive {
     /// Serves one full backup (see the module documentation).
     pub(super) async fn receive_full(self: &Arc<Self>, peer: PeerId, mut call: Call, s: SyncStart) {
-        let permit = match self.ctx.fg_permit() {
-            Ok(p) => p,
-            Err(e) => return answer(call, Err(e)).await,
-        };
         let accepted = (|| {
+            super::admit::full(&peer, &s, &self.view(&s.vol)?)?;
+            let permit = self.ctx.fg_permit()?;
             let v = self.sync_vol(&s, "full backup")?;
             let txn = v
                 .core
                 .begin_exclusive(&[A::SyncReady], A::FullSync, "full backup", None)?;
-            Ok((v, txn))
+            Ok((v, txn, permit))
         })();
-        let (vol, txn) = match accepted {
+        let (vol, txn, permit) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 info!(%peer, vol = %s.vol, "full backup refused: {e}");

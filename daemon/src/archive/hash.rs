@@ -71,29 +71,13 @@ struct Plan {
 
 impl Archive {
     pub(super) async fn receive_hash(self: &Arc<Self>, peer: PeerId, mut call: Call, s: SyncStart) {
-        let permit = match self.ctx.fg_permit() {
-            Ok(p) => p,
-            Err(e) => return answer(call, Err(e)).await,
-        };
         let accepted = (|| {
+            super::admit::hash(&peer, &s, &self.view(&s.vol)?)?;
+            let permit = self.ctx.fg_permit()?;
             let v = self.sync_vol(&s, "hash backup")?;
             let txn = v
                 .core
                 .begin_exclusive(&[A::Archived], A::HashSync, "hash backup", None)?;
-            let base_lb = self
-                .backend
-                .base_size_lb(&s.vol)
-                .map_err(backend_error)?
-                .unwrap_or(0);
-            if base_lb != s.size_lb {
-                return Err(refuse(
-                    ErrorCode::SmallerLvSize,
-                    format!(
-                        "volume {}: the device has {} blocks, the archive's image {base_lb} (resize first)",
-                        s.vol, s.size_lb
-                    ),
-                ));
-            }
             let plan = {
                 let m = v.meta();
                 let snap_from = m.latest_snapshot();
@@ -111,9 +95,9 @@ impl Archive {
                     })?;
                 Plan { snap_from, chain }
             };
-            Ok((v, txn, plan))
+            Ok((v, txn, plan, permit))
         })();
-        let (vol, txn, plan) = match accepted {
+        let (vol, txn, plan, permit) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 info!(%peer, vol = %s.vol, "hash backup refused: {e}");
@@ -293,6 +277,12 @@ impl Archive {
                 .await
                 .map_err(|e| refuse(ErrorCode::Internal, format!("image reader failed: {e}")))?
         };
+        // The differences of an image are at most the image and their records: a peer
+        // that sends more is not sending a diff of this image.
+        let diff_max = job
+            .size_lb
+            .saturating_mul(2 * u64::from(LBS))
+            .saturating_add(1 << 20);
         let receive = async {
             let mut off = 0u64;
             loop {
@@ -305,6 +295,14 @@ impl Archive {
                 match receiver.next().await.map_err(wire)? {
                     Some(Received::Chunk(data)) => {
                         let n = data.len() as u64;
+                        if off.saturating_add(n) > diff_max {
+                            return Err(refuse(
+                                ErrorCode::TooLarge,
+                                format!(
+                                    "{op}: the differences pass {diff_max} bytes, twice the image"
+                                ),
+                            ));
+                        }
                         writer.write(off, data).await?;
                         off += n;
                     }

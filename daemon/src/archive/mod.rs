@@ -24,6 +24,7 @@
 //! volumes whose metadata cannot back their state fall back to SyncReady, and wdiffs off
 //! the chain from the base are deleted ([`walb_kernel::meta::DiffManager::gc`]).
 
+pub mod admit;
 pub mod backend;
 pub mod full;
 pub mod hash;
@@ -52,6 +53,7 @@ use self::backend::{BackendError, FileBackend, ImageBackend};
 use self::vol::{ArchiveVol, MetaError, VolMeta};
 use crate::dto;
 use crate::opts::ArchiveOpts;
+use crate::peers::PeerBook;
 use crate::persist::{self, PersistError};
 use crate::server::{answer, refuse, Ctx, Handler};
 use crate::state::archive::{ArchiveState as A, ACTIVE, ACTIVE_OR_STOPPED};
@@ -113,6 +115,8 @@ pub struct Archive {
     vols: Mutex<BTreeMap<String, Arc<ArchiveVol>>>,
     /// Where each destination stood after the last replication (volume, destination).
     replicas: Mutex<BTreeMap<(String, String), walb_kernel::meta::MetaState>>,
+    /// The peers bound to each volume.
+    peers: PeerBook,
     tasks: TaskTracker,
 }
 
@@ -150,6 +154,7 @@ pub async fn start_with_backend(
         backend,
         vols: Mutex::new(BTreeMap::new()),
         replicas: Mutex::new(BTreeMap::new()),
+        peers: PeerBook::default(),
         tasks: TaskTracker::new(),
     });
     let a = Arc::clone(&archive);
@@ -242,6 +247,87 @@ impl Archive {
             )
         });
         Ok(Arc::clone(v))
+    }
+
+    /// `archive ID`, for messages.
+    pub(crate) fn me(&self) -> String {
+        crate::peers::me(walb_wire::Role::Archive, &self.ctx.id)
+    }
+
+    /// What admission needs to know of volume `name` ([`admit::View`]). Reads the base
+    /// image's size (a `stat`) and, the first time, the volume's peers file.
+    pub(crate) fn view(&self, name: &str) -> Result<admit::View, WireError> {
+        let v = self.vol(name);
+        let state = v.as_ref().map_or(A::Clear, |v| v.state());
+        let peers = if state == A::Clear {
+            crate::peers::VolPeers::default()
+        } else {
+            self.peers
+                .get(name, &self.ctx.base.vol_dir(name))
+                .map_err(persist_error)?
+        };
+        let base_lb = if state == A::Clear {
+            None
+        } else {
+            self.backend.base_size_lb(name).map_err(backend_error)?
+        };
+        let (holding, archive_uuid) = match &v {
+            Some(v) if state != A::Clear => {
+                let m = v.meta();
+                (
+                    base_lb.map(|size_lb| wdiff::Holding {
+                        uuid: m.uuid,
+                        size_lb,
+                        latest: m.latest_snapshot(),
+                    }),
+                    m.archive_uuid,
+                )
+            }
+            _ => (None, [0; 16]),
+        };
+        Ok(admit::View {
+            me: self.me(),
+            vol: name.to_owned(),
+            state,
+            stopping: v
+                .as_ref()
+                .is_some_and(|v| v.core.stop_state().is_stopping()),
+            peers,
+            fg_free: self.ctx.fg.available_permits() > 0,
+            base_lb,
+            holding,
+            archive_uuid,
+        })
+    }
+
+    /// `bind`: changes the peers bound to an existing volume.
+    fn bind(&self, cmd: &walb_wire::msg::BindCommand) -> Result<Reply, WireError> {
+        let v = self
+            .vol(&cmd.vol)
+            .filter(|v| v.state() != A::Clear)
+            .ok_or_else(|| {
+                refuse(
+                    ErrorCode::NotFound,
+                    format!(
+                        "volume {} does not exist on {} (init-vol first)",
+                        cmd.vol,
+                        self.me()
+                    ),
+                )
+            })?;
+        let p = self.peers.bind(&v.dir, cmd)?;
+        info!(vol = %cmd.vol, role = cmd.role.as_str(), ids = ?cmd.ids, how = ?cmd.how, "peers bound");
+        Ok(Reply::Peers(p.to_dto()))
+    }
+
+    /// The peers bound to `name` (nobody for a Clear volume).
+    pub(crate) fn peers_of(&self, name: &str) -> Result<crate::peers::VolPeers, WireError> {
+        if self.state_of(name) == A::Clear {
+            return Ok(crate::peers::VolPeers::default());
+        }
+        self.peers
+            .get(name, &self.ctx.base.vol_dir(name))
+            .map_err(persist_error)
     }
 
     /// Publishes an event to subscribers.
@@ -386,6 +472,7 @@ impl Archive {
 
     async fn command(self: &Arc<Self>, cmd: Command) -> Result<Reply, WireError> {
         match cmd {
+            Command::Bind(b) => self.bind(&b),
             Command::InitVol { vol, .. } => self.init_vol(&vol).await,
             Command::ClearVol { vol } => self.clear_vol(&vol).await,
             Command::ResetVol { vol, .. } => self.reset_vol(&vol).await,
@@ -438,6 +525,7 @@ impl Archive {
         })
         .await??;
         *v.meta() = VolMeta::initial();
+        self.peers.forget(name);
         txn.commit(A::SyncReady)?;
         info!(vol = name, "volume initialized");
         self.publish_diffs(&v);
@@ -458,6 +546,7 @@ impl Archive {
         })
         .await??;
         *v.meta() = VolMeta::initial();
+        self.peers.forget(name);
         txn.commit(A::Clear)?;
         info!(vol = name, "volume cleared");
         self.publish_diffs(&v);
@@ -594,7 +683,15 @@ impl Archive {
             Request::WdiffTransfer(t) => self.receive_wdiff(peer, call, t).await,
             Request::BackupSync(BackupSync::Full(s)) => self.receive_full(peer, call, s).await,
             Request::BackupSync(BackupSync::GatherLatestSnap { vols }) => {
-                let r = Ok(Reply::Snapshots(self.latest_snaps(Some(&vols))));
+                let r = vols
+                    .iter()
+                    .map(|v| self.view(v))
+                    .collect::<Result<Vec<_>, _>>()
+                    .and_then(|views| admit::gather(&peer, &views))
+                    .map(|()| Reply::Snapshots(self.latest_snaps(Some(&vols))));
+                if let Err(e) = &r {
+                    info!(%peer, "latest snapshots refused: {e}");
+                }
                 answer(call, r).await;
             }
             Request::BackupSync(BackupSync::Hash(s)) => self.receive_hash(peer, call, s).await,

@@ -29,15 +29,18 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 use walb_kernel::meta::{MetaDiff, MetaState};
-use walb_wire::msg::{MergeUntil, ReplicateCommand};
+use walb_wire::msg::{ErrorCode, MergeUntil, ReplicateCommand};
+use walb_wire::Role;
 
 use super::Archive;
+use crate::peers::PeerAddr;
+use crate::server::refuse;
 use crate::state::archive::{action, ArchiveState as A};
 
 /// A destination of the replication policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplTarget {
-    /// `host:port` of the destination archive.
+    /// `ID@HOST:PORT` of the destination archive.
     pub addr: String,
     /// Least time between two replications of a volume, seconds.
     pub interval_s: u64,
@@ -359,19 +362,23 @@ impl Archive {
                 Task::Merge { vol, gid_b, gid_e } => {
                     self.merge(vol, *gid_b, MergeUntil::Gid(*gid_e)).await
                 }
-                Task::Replicate { vol, dest } => {
-                    self.replicate(ReplicateCommand {
-                        vol: vol.clone(),
-                        until: MergeUntil::SizeMib(0),
-                        dest: dest.clone(),
-                        do_resync: false,
-                        dont_merge: false,
-                        compress: None,
-                        merge_size_max: None,
-                        bulk_lb: None,
-                    })
-                    .await
-                }
+                Task::Replicate { vol, dest } => match PeerAddr::parse(Role::Archive, dest) {
+                    Err(e) => Err(refuse(ErrorCode::BadRequest, format!("--replicate-to {e}"))),
+                    Ok(to) => {
+                        self.replicate(ReplicateCommand {
+                            vol: vol.clone(),
+                            until: MergeUntil::SizeMib(0),
+                            dest: to.addr,
+                            dest_id: to.id.id().to_owned(),
+                            do_resync: false,
+                            dont_merge: false,
+                            compress: None,
+                            merge_size_max: None,
+                            bulk_lb: None,
+                        })
+                        .await
+                    }
+                },
             };
             if let Err(e) = r {
                 warn!(?task, "maintenance task refused: {e}");

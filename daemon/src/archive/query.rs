@@ -73,6 +73,7 @@ impl Archive {
 pub(super) async fn answer_query(a: &Arc<Archive>, q: Query) -> Result<Reply, WireError> {
     match q {
         Query::State { vol } => Ok(Reply::Text(a.state_of(&vol).name().to_owned())),
+        Query::Peers { vol } => Ok(Reply::Peers(a.peers_of(&vol)?.to_dto())),
         Query::Vols => Ok(Reply::Lines(
             a.live_vols().iter().map(|v| v.name.clone()).collect(),
         )),

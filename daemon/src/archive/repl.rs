@@ -79,6 +79,7 @@ use super::wdiff::hex;
 use super::{backend_error, blocking, persist_error, remove_diff_files, Archive};
 use crate::bulk::{self, compare, Bulk, Compare, ScanIo, HASH_QUEUE, READ_AHEAD};
 use crate::dto;
+use crate::peers::PeerAddr;
 use crate::proxy::bridge::{ChunkWriter, CHANNEL_DEPTH};
 use crate::server::{answer, refuse, CallError};
 use crate::state::archive::{action, deny_list, ArchiveState as A, ACTIVE};
@@ -375,10 +376,12 @@ impl Archive {
             do_resync: cmd.do_resync,
         });
         let dest = cmd.dest.clone();
-        let r = self
-            .ctx
-            .call_first_reply(&dest, Role::Archive, req, ACCEPT_TIMEOUT)
-            .await;
+        let to = PeerAddr {
+            id: PeerId::new(Role::Archive, &cmd.dest_id)
+                .map_err(|e| refuse(ErrorCode::BadRequest, format!("destination: {e}")))?,
+            addr: dest.clone(),
+        };
+        let r = self.ctx.call_first_reply(&to, req, ACCEPT_TIMEOUT).await;
         let call = match r {
             Ok((call, Reply::Accepted)) => call,
             Ok((mut call, other)) => {
@@ -887,27 +890,12 @@ impl Archive {
 
     /// Serves one replication session (see the module documentation).
     pub(super) async fn receive_repl(self: &Arc<Self>, peer: PeerId, mut call: Call, r: ReplSync) {
-        let permit = match self.ctx.fg_permit() {
-            Ok(p) => p,
-            Err(e) => return answer(call, Err(e)).await,
-        };
         let accepted = (|| {
-            crate::persist::check_vol_name(&r.vol).map_err(|m| refuse(ErrorCode::BadRequest, m))?;
-            let state = self.state_of(&r.vol);
-            let mine = self
-                .vol(&r.vol)
-                .map(|v| v.meta().archive_uuid)
-                .unwrap_or_default();
-            let kind = choose_kind(&r.vol, state, &mine, &r.archive_uuid, r.do_resync)?;
+            let kind = super::admit::repl(&peer, &r, &self.view(&r.vol)?)?;
+            let permit = self.ctx.fg_permit()?;
             let v = self
                 .vol(&r.vol)
                 .ok_or_else(|| refuse(ErrorCode::Internal, "volume vanished"))?;
-            if v.core.stop_state().is_stopping() {
-                return Err(refuse(
-                    ErrorCode::Stopped,
-                    format!("volume {} is stopping", r.vol),
-                ));
-            }
             let txn = match kind {
                 ReplKind::Full => {
                     v.core
@@ -920,9 +908,9 @@ impl Archive {
                     None,
                 )?,
             };
-            Ok((v, txn, kind))
+            Ok((v, txn, kind, permit))
         })();
-        let (vol, txn, kind) = match accepted {
+        let (vol, txn, kind, permit) = match accepted {
             Ok(x) => x,
             Err(e) => {
                 info!(%peer, vol = %r.vol, "replication refused: {e}");

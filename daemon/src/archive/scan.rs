@@ -90,8 +90,12 @@ impl Archive {
         gid: u64,
     ) -> Result<Reply, WireError> {
         let v = self.vol_in(name, ACTIVE_OR_STOPPED, "bhash")?;
+        // The whole image is read: a foreground task like any other.
+        let permit = self.ctx().fg_permit()?;
         let me = Arc::clone(self);
-        blocking(move || me.hash_snapshot(&v, gid)).await?
+        let r = blocking(move || me.hash_snapshot(&v, gid)).await?;
+        drop(permit);
+        r
     }
 
     /// The chain to scan snapshot `gid` of `v` and the base it starts from, refused
@@ -154,6 +158,11 @@ impl Archive {
         })();
         let (v, base_st, chain, file) = match accepted {
             Ok(x) => x,
+            Err(e) => return answer(call, Err(e)).await,
+        };
+        // The whole image is read and sent: a foreground task like any other.
+        let _permit = match self.ctx().fg_permit() {
+            Ok(p) => p,
             Err(e) => return answer(call, Err(e)).await,
         };
         if call.reply(Reply::Accepted).await.is_err() {

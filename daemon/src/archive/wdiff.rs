@@ -34,7 +34,6 @@ use walb_wire::{Call, ErrorCode, PeerId, Reply, WireError};
 use super::full::BackgroundWriter;
 use super::vol::ArchiveVol;
 use super::{backend_error, blocking, Archive};
-use crate::dto;
 use crate::persist;
 use crate::server::{answer, kernel_error, refuse};
 use crate::state::archive::ArchiveState as A;
@@ -279,58 +278,26 @@ struct Accepted {
 }
 
 impl Archive {
-    fn accept_wdiff(&self, t: &WdiffTransfer) -> Result<Accepted, WireError> {
-        let diff = dto::diff_from_dto(&t.diff)?;
-        let v = self.vol(&t.vol);
-        let state = v.as_ref().map_or(A::Clear, |v| v.state());
-        let stopping = v
-            .as_ref()
-            .is_some_and(|v| v.core.stop_state().is_stopping());
-        let permit = self.ctx.fg_permit();
-        if let Some(e) = refusal_for_state(&t.vol, state, stopping, permit.is_ok()) {
-            return Err(e);
-        }
-        let (Some(v), Ok(permit)) = (v, permit) else {
-            return Err(refuse(ErrorCode::Internal, "volume vanished"));
-        };
+    fn accept_wdiff(&self, peer: &PeerId, t: &WdiffTransfer) -> Result<Accepted, WireError> {
+        let view = self.view(&t.vol)?;
+        let plan = super::admit::wdiff(peer, t, &view, self.cfg.auto_resize)?;
+        let permit = self.ctx.fg_permit()?;
+        let v = self
+            .vol(&t.vol)
+            .ok_or_else(|| refuse(ErrorCode::Internal, "volume vanished"))?;
         let txn = v.core.begin(&[A::Archived], A::WdiffRecv)?;
-        let mut size_lb = self
-            .backend
-            .base_size_lb(&v.name)
-            .map_err(backend_error)?
-            .ok_or_else(|| {
-                refuse(
-                    ErrorCode::Internal,
-                    format!("volume {} is Archived but has no base image", v.name),
-                )
-            })?;
-        let have = {
-            let m = v.meta();
-            Holding {
-                uuid: m.uuid,
-                size_lb,
-                latest: m.latest_snapshot(),
+        let size_lb = match plan.grow_to {
+            Some(s) => {
+                self.backend.grow_base(&v.name, s).map_err(backend_error)?;
+                s
             }
+            None => view.base_lb.unwrap_or(0),
         };
-        check_diff(
-            &v.name,
-            &have,
-            &t.uuid,
-            t.size_lb,
-            &diff,
-            self.cfg.auto_resize,
-        )?;
-        if t.size_lb > size_lb {
-            self.backend
-                .grow_base(&v.name, t.size_lb)
-                .map_err(backend_error)?;
-            size_lb = t.size_lb;
-        }
         Ok(Accepted {
             vol: v,
             txn,
             permit,
-            diff,
+            diff: plan.diff,
             size_lb,
         })
     }
@@ -342,7 +309,7 @@ impl Archive {
         mut call: Call,
         t: WdiffTransfer,
     ) {
-        let acc = match self.accept_wdiff(&t) {
+        let acc = match self.accept_wdiff(&peer, &t) {
             Ok(a) => a,
             Err(e) => {
                 debug!(%peer, vol = %t.vol, "wdiff refused: {e}");
@@ -436,6 +403,16 @@ impl Archive {
             let chunk = call.receiver.chunk().await.map_err(|e| e.to_wire())?;
             let Some(data) = chunk else { break };
             let len = data.len() as u64;
+            let wdiff_len_max = self.ctx.limits().wdiff_len_max;
+            if off.saturating_add(len) > wdiff_len_max {
+                return Err(refuse(
+                    ErrorCode::TooLarge,
+                    format!(
+                        "volume {}: the wdiff passes {wdiff_len_max} bytes (--max-wdiff-mb)",
+                        vol.name
+                    ),
+                ));
+            }
             if off + len > VALIDATE_IN_MEMORY_MAX {
                 kept = None;
             }

@@ -33,6 +33,7 @@ use walb_wire::IncomingCall;
 
 use crate::dto::diff_to_dto;
 use crate::opts::ProxyOpts;
+use crate::peers::{PeerBook, VolPeers};
 use crate::persist::{check_vol_name, PersistError};
 use crate::server::{answer, internal, refuse, Ctx, Handler};
 use crate::state::proxy::{ProxyState as P, WDIFF_SEND};
@@ -101,6 +102,8 @@ pub struct Proxy {
     vols: Mutex<BTreeMap<String, Arc<ProxyVol>>>,
     sched: Mutex<Sched>,
     wake: Notify,
+    /// The storage bound to each volume.
+    peers: PeerBook,
 }
 
 /// Starts the proxy role: loads every volume directory as Stopped, starts them unless
@@ -112,6 +115,7 @@ pub async fn start(ctx: Arc<Ctx>, opts: ProxyOpts) -> Result<Arc<Proxy>> {
         vols: Mutex::new(BTreeMap::new()),
         sched: Mutex::new(Sched::default()),
         wake: Notify::new(),
+        peers: PeerBook::default(),
     });
     let names = ctx.base.vols()?;
     for name in &names {
@@ -204,6 +208,42 @@ impl Proxy {
         }
     }
 
+    /// The peers bound to `vol` (nobody for a Clear volume); on a proxy only the storage
+    /// is bound, the archives are those of its archive-info.
+    pub(crate) fn peers_of(&self, vol: &str) -> Result<VolPeers, WireError> {
+        match self.vol(vol) {
+            Some(v) if v.core.state() != P::Clear => self
+                .peers
+                .get(vol, v.dir.path())
+                .map_err(|e| refuse(ErrorCode::Internal, e.to_string())),
+            _ => Ok(VolPeers::default()),
+        }
+    }
+
+    /// `bind` on a proxy: the storage whose wlogs a volume takes.
+    fn bind(&self, cmd: &walb_wire::msg::BindCommand) -> Result<Reply, WireError> {
+        if cmd.role != walb_wire::msg::PeerRole::Storage {
+            return Err(refuse(
+                ErrorCode::BadRequest,
+                format!(
+                    "a proxy binds a volume to its storage only ({} given); the archives it \
+                     sends to are its archive-info",
+                    cmd.role.as_str()
+                ),
+            ));
+        }
+        let v = self.known_vol(&cmd.vol)?;
+        let p = self.peers.bind(v.dir.path(), cmd)?;
+        info!(vol = %cmd.vol, ids = ?cmd.ids, how = ?cmd.how, "storage bound");
+        Ok(self.peers_dto(&v, &p))
+    }
+
+    fn peers_dto(&self, v: &ProxyVol, p: &VolPeers) -> Reply {
+        let mut dto = p.to_dto();
+        dto.archives = v.meta().archives.keys().cloned().collect();
+        Reply::Peers(dto)
+    }
+
     fn check_vol_arg(vol: &str) -> Result<(), WireError> {
         check_vol_name(vol).map_err(|e| refuse(ErrorCode::BadRequest, e))
     }
@@ -221,6 +261,7 @@ impl Proxy {
 
     async fn command(self: &Arc<Self>, c: Command) -> Result<Reply, WireError> {
         match c {
+            Command::Bind(b) => self.bind(&b),
             Command::ArchiveInfo(ArchiveInfoCommand::Set {
                 vol,
                 archive,
@@ -325,6 +366,7 @@ impl Proxy {
                 m.size_lb = 0;
                 m.send.clear();
                 m.archives.clear();
+                self.peers.forget(vol);
             }
             m.archives.insert(archive.to_owned(), info);
             m.send.entry(archive.to_owned()).or_insert(fresh);
@@ -369,6 +411,9 @@ impl Proxy {
         }
         let key = (vol.to_owned(), archive.to_owned());
         self.lock_sched().queue.remove(&key);
+        if last {
+            self.peers.forget(vol);
+        }
         txn.commit(if last { P::Clear } else { P::Stopped })?;
         info!(%vol, %archive, last, "archive-info deleted");
         Ok(())
@@ -557,6 +602,7 @@ impl Proxy {
             m.size_lb = 0;
         }
         self.lock_sched().queue.remove_if(|k| k.0 == vol);
+        self.peers.forget(vol);
         txn.commit(P::Clear)?;
         info!(%vol, "cleared");
         Ok(())
@@ -638,6 +684,13 @@ impl Proxy {
                     .collect(),
             )),
             Query::Status { vol } => self.status(vol.as_deref()).await,
+            Query::Peers { vol } => {
+                let p = self.peers_of(&vol)?;
+                match self.vol(&vol) {
+                    Some(v) => Ok(self.peers_dto(&v, &p)),
+                    None => Ok(Reply::Peers(p.to_dto())),
+                }
+            }
             Query::ArchiveInfo { vol, archive } => {
                 let v = match self.vol(&vol) {
                     Some(v) if v.core.state() != P::Clear => v,

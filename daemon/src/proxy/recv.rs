@@ -30,15 +30,19 @@ use walb_kernel::meta::{diff_file_name, MetaDiff};
 use walb_kernel::wdiff::WdiffKind;
 use walb_kernel::{Error as KError, Location};
 use walb_wire::msg::{ErrorCode, Reply, Step, WireError, WlogTransfer};
-use walb_wire::Call;
+use walb_wire::{Call, PeerId};
 
 use super::bridge::{ChannelReader, Piece, CHANNEL_DEPTH};
 use super::vol::{register_received, temp_in_received};
 use super::Proxy;
 use crate::dto::diff_from_dto;
+use crate::peers::{Access, VolPeers};
 use crate::server::{internal, kernel_error, refuse};
 use crate::state::proxy::ProxyState as P;
 use crate::state::{StopState, VolState};
+
+/// The most a pack read reserves before its bytes arrive.
+const READ_RESERVE_MAX: usize = 4 << 20;
 
 /// Log packs read from a raw byte stream (no wlog header, no end marker).
 pub struct PackStream<R> {
@@ -78,9 +82,11 @@ impl<R: Read> PackStream<R> {
     }
 
     fn read_full(&mut self, n: usize, what: &str) -> walb_kernel::Result<(Vec<u8>, usize)> {
-        // Room for all of it at once: growing as it arrives copies the pack again and
-        // again (read_to_end doubles from a small probe).
-        let mut buf = Vec::with_capacity(n);
+        // The size comes from a header the storage sent: reserve at most
+        // `READ_RESERVE_MAX` ahead and grow as the bytes arrive, so a pack that claims
+        // gigabytes and never sends them costs nothing. Real packs fit the first
+        // reservation and are not copied again.
+        let mut buf = Vec::with_capacity(n.min(READ_RESERVE_MAX));
         let got = (&mut self.inner)
             .take(n as u64)
             .read_to_end(&mut buf)
@@ -263,6 +269,93 @@ struct Received {
     register: Duration,
 }
 
+/// What the proxy knows of a volume when a wlog transfer for it arrives.
+#[derive(Clone, Debug)]
+pub struct WlogView {
+    /// This proxy, for messages (`proxy p0`).
+    pub me: String,
+    /// The volume's state (Clear when unknown).
+    pub state: P,
+    /// Whether a stop is under way.
+    pub stopping: bool,
+    /// The peers bound to the volume.
+    pub peers: VolPeers,
+    /// Whether a foreground slot is free.
+    pub fg_free: bool,
+    /// Free bytes in the base directory's file system.
+    pub free_bytes: u64,
+    /// Bytes to keep free beyond the transfer (`--min-free-mb`).
+    pub min_free: u64,
+}
+
+/// The admission of a wlog transfer (Protocol 1), pure: the volume's storage, a Started
+/// volume, a slot, room for the announced log; returns the log device's block size.
+pub fn admit_wlog(peer: &PeerId, req: &WlogTransfer, v: &WlogView) -> Result<Pbs, WireError> {
+    let me = &v.me;
+    let vol = &req.vol;
+    let pbs = Pbs::new(req.pbs).map_err(|e| refuse(ErrorCode::BadRequest, e.to_string()))?;
+    if v.state == P::Clear {
+        return Err(refuse(
+            ErrorCode::Stopped,
+            format!("volume {vol} is Clear on {me}: add an archive-info and start it"),
+        ));
+    }
+    crate::peers::admit(me, vol, &v.peers, peer, Access::Wlog)?;
+    match v.state {
+        P::Stopped => {
+            return Err(refuse(
+                ErrorCode::Stopped,
+                format!("volume {vol} is Stopped on {me}: start it to receive wlogs"),
+            ))
+        }
+        _ if v.stopping => {
+            return Err(refuse(
+                ErrorCode::Stopped,
+                format!("volume {vol} is stopping on {me}"),
+            ))
+        }
+        P::Started => {}
+        P::WlogRecv => {
+            return Err(refuse(
+                ErrorCode::Busy,
+                format!("volume {vol} is receiving another wlog on {me}; retry later"),
+            ))
+        }
+        other => {
+            return Err(refuse(
+                ErrorCode::WrongState,
+                format!(
+                    "volume {vol} is {} on {me}; wlogs need Started",
+                    other.name()
+                ),
+            ))
+        }
+    }
+    if !v.fg_free {
+        return Err(refuse(
+            ErrorCode::Busy,
+            format!("{me} runs its maximum of foreground tasks; try again later"),
+        ));
+    }
+    let need = req
+        .log_size_pb
+        .saturating_mul(u64::from(req.pbs))
+        .saturating_add(v.min_free);
+    if v.free_bytes < need {
+        return Err(refuse(
+            ErrorCode::TooLarge,
+            format!(
+                "{me} has {} MiB free, needs {} MiB for {} log blocks plus --min-free-mb {}",
+                v.free_bytes >> 20,
+                need.div_ceil(1 << 20),
+                req.log_size_pb,
+                v.min_free >> 20
+            ),
+        ));
+    }
+    Ok(pbs)
+}
+
 impl Proxy {
     /// True when running transfers of `v` must abort (force stop or forced shutdown).
     pub(crate) fn is_forced(&self, v: &super::ProxyVol) -> bool {
@@ -302,82 +395,39 @@ impl Proxy {
         req: WlogTransfer,
         call: &mut Call,
     ) -> Result<Received, WireError> {
-        let pbs = Pbs::new(req.pbs).map_err(|e| refuse(ErrorCode::BadRequest, e.to_string()))?;
-        let me = format!("proxy {}", self.ctx.id);
-        let Some(v) = self.vol(&req.vol) else {
-            return Err(refuse(
-                ErrorCode::Stopped,
-                format!(
-                    "volume {} is Clear on {me}: add an archive-info and start it",
-                    req.vol
-                ),
-            ));
+        let me = crate::peers::me(walb_wire::Role::Proxy, &self.ctx.id);
+        let v = self.vol(&req.vol);
+        let state = v.as_ref().map_or(P::Clear, |v| v.core.state());
+        let view = WlogView {
+            me: me.clone(),
+            state,
+            stopping: v
+                .as_ref()
+                .is_some_and(|v| v.core.stop_state().is_stopping()),
+            peers: if state == P::Clear {
+                VolPeers::default()
+            } else {
+                self.peers_of(&req.vol)?
+            },
+            fg_free: self.ctx.fg.available_permits() > 0,
+            free_bytes: if state == P::Clear {
+                0
+            } else {
+                free_bytes(self.ctx.base.path()).map_err(|e| {
+                    refuse(
+                        ErrorCode::Internal,
+                        format!(
+                            "cannot read the free space of {}: {e}",
+                            self.ctx.base.path().display()
+                        ),
+                    )
+                })?
+            },
+            min_free: self.opts.min_free_mb.saturating_mul(1 << 20),
         };
-        let state = v.core.state();
-        match state {
-            P::Clear | P::Stopped => {
-                return Err(refuse(
-                    ErrorCode::Stopped,
-                    format!(
-                        "volume {} is {} on {me}: start it to receive wlogs",
-                        req.vol,
-                        state.name()
-                    ),
-                ))
-            }
-            _ if v.core.stop_state().is_stopping() => {
-                return Err(refuse(
-                    ErrorCode::Stopped,
-                    format!("volume {} is stopping on {me}", req.vol),
-                ))
-            }
-            P::Started => {}
-            P::WlogRecv => {
-                return Err(refuse(
-                    ErrorCode::Busy,
-                    format!(
-                        "volume {} is receiving another wlog on {me}; retry later",
-                        req.vol
-                    ),
-                ))
-            }
-            other => {
-                return Err(refuse(
-                    ErrorCode::WrongState,
-                    format!(
-                        "volume {} is {} on {me}; wlogs need Started",
-                        req.vol,
-                        other.name()
-                    ),
-                ))
-            }
-        }
+        let pbs = admit_wlog(&call.peer, &req, &view)?;
         let _permit = self.ctx.fg_permit()?;
-        let need = req
-            .log_size_pb
-            .saturating_mul(u64::from(req.pbs))
-            .saturating_add(self.opts.min_free_mb.saturating_mul(1 << 20));
-        let free = free_bytes(self.ctx.base.path()).map_err(|e| {
-            refuse(
-                ErrorCode::Internal,
-                format!(
-                    "cannot read the free space of {}: {e}",
-                    self.ctx.base.path().display()
-                ),
-            )
-        })?;
-        if free < need {
-            return Err(refuse(
-                ErrorCode::TooLarge,
-                format!(
-                    "{me} has {} MiB free, needs {} MiB for {} log blocks plus --min-free-mb {}",
-                    free >> 20,
-                    need.div_ceil(1 << 20),
-                    req.log_size_pb,
-                    self.opts.min_free_mb
-                ),
-            ));
-        }
+        let v = v.ok_or_else(|| refuse(ErrorCode::Internal, "volume vanished"))?;
         let txn = v.core.begin(&[P::Started], P::WlogRecv)?;
         call.reply(Reply::Accepted).await.map_err(|e| e.to_wire())?;
 

@@ -29,7 +29,7 @@ use walb_kernel::wdiff::{WdiffHeader, WdiffKind, WdiffReader};
 use walb_kernel::Error as KError;
 use walb_wire::frame::ChunkEncoder;
 use walb_wire::msg::{ErrorCode, Reply, Request, Step, WdiffTransfer};
-use walb_wire::Role;
+use walb_wire::{PeerId, Role};
 
 use super::bridge::{ChunkWriter, CHANNEL_DEPTH, SEND_CHUNK};
 use super::queue::{cut_at_uuid_change, react, select_batch, BatchLimits, Reaction};
@@ -37,6 +37,7 @@ use super::vol::{list_diffs, ArchiveInfo, QueuedFile};
 use super::{Key, Proxy, ProxyVol};
 use crate::dto::diff_to_dto;
 use crate::encode::spawn_encoder;
+use crate::peers::PeerAddr;
 use crate::persist;
 use crate::state::proxy::WDIFF_SEND;
 use crate::state::StopState;
@@ -440,7 +441,14 @@ impl Proxy {
         let size_lb = v.meta().size_lb;
         let peer = self
             .ctx
-            .connect(&info.addr, Role::Archive)
+            .connect(&PeerAddr {
+                id: PeerId::new(Role::Archive, archive).map_err(|e| Failure {
+                    code: ErrorCode::BadRequest,
+                    local_corrupt: false,
+                    msg: format!("archive-info {archive}: {e}"),
+                })?,
+                addr: info.addr.clone(),
+            })
             .await
             .map_err(|e| Failure::net(format!("archive {archive} at {}: {e:#}", info.addr)))?;
         let req = WdiffTransfer {

@@ -69,6 +69,11 @@ impl Storage {
                 Ok(Reply::Done)
             }
             Command::Resize { vol, size_lb, .. } => self.resize(&vol, size_lb).await,
+            Command::Bind(_) => Err(refuse(
+                ErrorCode::Unsupported,
+                "a storage takes no requests from peers: the proxies and the archive it \
+                 sends to are its --proxy and --archive options (ID@HOST:PORT)",
+            )),
             other => Err(refuse(
                 ErrorCode::Unsupported,
                 format!("the storage does not run {}", command_name(&other)),
@@ -405,6 +410,7 @@ fn command_name(c: &Command) -> &'static str {
     match c {
         Command::ArchiveInfo(_) => "archive-info",
         Command::Apply { .. } => "apply",
+        Command::Bind(_) => "bind",
         Command::ClearVol { .. } => "clear-vol",
         Command::DelCold { .. } => "del-cold",
         Command::DelRestored { .. } => "del-restored",

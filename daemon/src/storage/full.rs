@@ -30,7 +30,7 @@ use tracing::{error, info};
 use walb_kernel::meta::{MetaSnap, MetaState};
 use walb_wire::frame::ChunkEncoder;
 use walb_wire::msg::{BackupSync, ErrorCode, Reply, Request, SnapDto, Step, SyncStart, WireError};
-use walb_wire::{Call, Role};
+use walb_wire::Call;
 
 use crate::bulk::{self, Bulk, ScanIo, READ_AHEAD};
 use crate::server::{answer, refuse, CallError};
@@ -168,11 +168,7 @@ async fn begin(
         SyncKind::Full => BackupSync::Full(start),
         SyncKind::Hash => BackupSync::Hash(start),
     });
-    let r = match st
-        .ctx
-        .call_first_reply(&archive, Role::Archive, req, ACCEPT_TIMEOUT)
-        .await
-    {
+    let r = match st.ctx.call_first_reply(&archive, req, ACCEPT_TIMEOUT).await {
         Ok(x) => Ok(x),
         Err(CallError::Wire(e)) => Err(e),
         Err(CallError::Unreachable(why)) => return Err(unreachable(why)),

@@ -42,9 +42,10 @@ use anyhow::{Context, Result};
 use tracing::{error, info, warn};
 use walb_kernel::meta::timestamp::format_pretty;
 use walb_wire::msg::{Command, ErrorCode, Request, WireError};
-use walb_wire::IncomingCall;
+use walb_wire::{IncomingCall, Role};
 
 use crate::opts::StorageOpts;
+use crate::peers::PeerAddr;
 use crate::persist;
 use crate::server::{answer, kernel_error, refuse, Ctx, Handler};
 use crate::state::storage::StorageState;
@@ -61,10 +62,10 @@ use vol::VolMeta;
 /// What the storage runs with (from [`StorageOpts`], or set by tests).
 #[derive(Debug, Clone)]
 pub struct StorageConfig {
-    /// The primary archive, HOST:PORT.
-    pub archive: String,
+    /// The primary archive.
+    pub archive: PeerAddr,
     /// Proxies in priority order.
-    pub proxies: Vec<String>,
+    pub proxies: Vec<PeerAddr>,
     /// Most wlog MiB per transfer (also the gid spacing).
     pub max_wlog_send_mb: u64,
     /// Implicit snapshot interval.
@@ -83,11 +84,20 @@ pub struct StorageConfig {
     pub sync_level: Option<i32>,
 }
 
-impl From<&StorageOpts> for StorageConfig {
-    fn from(o: &StorageOpts) -> Self {
-        StorageConfig {
-            archive: o.archive.clone(),
-            proxies: o.proxy.clone(),
+impl TryFrom<&StorageOpts> for StorageConfig {
+    type Error = anyhow::Error;
+
+    fn try_from(o: &StorageOpts) -> Result<Self> {
+        let archive = PeerAddr::parse(Role::Archive, &o.archive)
+            .map_err(|e| anyhow::anyhow!("--archive {e}"))?;
+        let proxies = o
+            .proxy
+            .iter()
+            .map(|p| PeerAddr::parse(Role::Proxy, p).map_err(|e| anyhow::anyhow!("--proxy {e}")))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(StorageConfig {
+            archive,
+            proxies,
             max_wlog_send_mb: o.max_wlog_send_mb,
             snapshot_interval_s: o.snapshot_interval,
             delay: Duration::from_secs(o.delay),
@@ -96,7 +106,7 @@ impl From<&StorageOpts> for StorageConfig {
             proxy_check_interval: Duration::from_secs(10),
             stop_timeout: Duration::from_secs(60),
             sync_level: crate::bulk::sync_level(&o.sync_compress).unwrap_or(Some(1)),
-        }
+        })
     }
 }
 
@@ -160,7 +170,12 @@ impl std::fmt::Debug for Storage {
 pub async fn start(ctx: Arc<Ctx>, opts: StorageOpts) -> Result<Arc<Storage>> {
     crate::bulk::sync_level(&opts.sync_compress)
         .map_err(|e| anyhow::anyhow!("--sync-compress {e}"))?;
-    start_with(ctx, StorageConfig::from(&opts), Arc::new(SystemDevices)).await
+    start_with(
+        ctx,
+        StorageConfig::try_from(&opts)?,
+        Arc::new(SystemDevices),
+    )
+    .await
 }
 
 /// Starts the storage role: loads every volume of the base directory (finishing or
@@ -172,7 +187,7 @@ pub async fn start_with(
     devices: Arc<dyn DeviceAccess>,
 ) -> Result<Arc<Storage>> {
     if cfg.proxies.is_empty() {
-        anyhow::bail!("no proxy given (--proxy HOST:PORT,...)");
+        anyhow::bail!("no proxy given (--proxy ID@HOST:PORT,...)");
     }
     let st = Arc::new(Storage {
         proxies: Proxies::new(&cfg.proxies),

@@ -114,6 +114,17 @@ impl Storage {
                 }
             }
             Query::TsDelta => Ok(Reply::Lines(Vec::new())),
+            // What a storage sends to: the same for every volume (its options).
+            Query::Peers { .. } => Ok(Reply::Peers(walb_wire::msg::VolPeers {
+                storage: Some(self.ctx.id.clone()),
+                proxies: self
+                    .cfg
+                    .proxies
+                    .iter()
+                    .map(|p| p.id.id().to_owned())
+                    .collect(),
+                archives: vec![self.cfg.archive.id.id().to_owned()],
+            })),
             other => Err(refuse(
                 ErrorCode::Unsupported,
                 format!("the storage does not answer {other:?}"),

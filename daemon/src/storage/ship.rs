@@ -28,9 +28,10 @@ use walb_kernel::ldev::SuperBlock;
 use walb_kernel::logpack::{LogPack, LogPackHeader};
 use walb_kernel::Location;
 use walb_wire::msg::{Reply, Request, Step, WireError, WlogTransfer};
-use walb_wire::{Call, Role};
+use walb_wire::Call;
 
 use crate::encode::spawn_encoder;
+use crate::peers::PeerAddr;
 
 use crate::dto::diff_to_dto;
 use crate::vol::now_s;
@@ -96,7 +97,7 @@ impl From<WireError> for ShipError {
 
 #[derive(Debug, Clone)]
 struct ProxyInfo {
-    addr: String,
+    addr: PeerAddr,
     available: bool,
     checked: Option<Instant>,
 }
@@ -108,7 +109,7 @@ pub(crate) struct Proxies {
 }
 
 impl Proxies {
-    pub(crate) fn new(addrs: &[String]) -> Proxies {
+    pub(crate) fn new(addrs: &[PeerAddr]) -> Proxies {
         Proxies {
             list: Mutex::new(
                 addrs
@@ -128,9 +129,9 @@ impl Proxies {
     }
 
     /// Available proxies in priority order; all of them when none is known available.
-    pub(crate) fn candidates(&self) -> Vec<String> {
+    pub(crate) fn candidates(&self) -> Vec<PeerAddr> {
         let l = self.lock();
-        let av: Vec<String> = l
+        let av: Vec<PeerAddr> = l
             .iter()
             .filter(|p| p.available)
             .map(|p| p.addr.clone())
@@ -142,8 +143,8 @@ impl Proxies {
         }
     }
 
-    fn set(&self, addr: &str, available: bool) {
-        for p in self.lock().iter_mut().filter(|p| p.addr == addr) {
+    fn set(&self, addr: &PeerAddr, available: bool) {
+        for p in self.lock().iter_mut().filter(|p| p.addr == *addr) {
             p.available = available;
             p.checked = Some(Instant::now());
         }
@@ -172,7 +173,7 @@ impl Proxies {
 
     /// Proxies whose last check is older than `every` (unavailable ones, or never
     /// checked).
-    fn due(&self, every: Duration) -> Vec<String> {
+    fn due(&self, every: Duration) -> Vec<PeerAddr> {
         let now = Instant::now();
         self.lock()
             .iter()
@@ -204,11 +205,12 @@ impl Storage {
     }
 
     /// A proxy is available when a handshake with it succeeds: the negotiation proves a
-    /// live walb daemon, and [`Ctx::connect`] checks that its certificate says proxy.
-    /// (Storages may not send queries to proxies; the handshake is the heartbeat.)
-    async fn check_proxy(&self, addr: &str) -> bool {
+    /// live walb daemon, and [`Ctx::connect`] checks that its certificate carries the
+    /// proxy's id. (Storages may not send queries to proxies; the handshake is the
+    /// heartbeat.)
+    async fn check_proxy(&self, addr: &PeerAddr) -> bool {
         matches!(
-            tokio::time::timeout(CHECK_TIMEOUT, self.ctx.connect(addr, Role::Proxy)).await,
+            tokio::time::timeout(CHECK_TIMEOUT, self.ctx.connect(addr)).await,
             Ok(Ok(_))
         )
     }
@@ -218,25 +220,22 @@ impl Storage {
     }
 
     /// Opens a transfer on the first proxy that accepts it.
-    async fn open_transfer(&self, req: &WlogTransfer) -> Result<(String, Call), ShipError> {
+    async fn open_transfer(&self, req: &WlogTransfer) -> Result<(PeerAddr, Call), ShipError> {
         let mut why = Vec::new();
         for addr in self.proxies.candidates() {
-            let peer =
-                match tokio::time::timeout(CONNECT_TIMEOUT, self.ctx.connect(&addr, Role::Proxy))
-                    .await
-                {
-                    Ok(Ok(p)) => p,
-                    Ok(Err(e)) => {
-                        self.proxies.set(&addr, false);
-                        why.push(format!("{addr}: {e:#}"));
-                        continue;
-                    }
-                    Err(_) => {
-                        self.proxies.set(&addr, false);
-                        why.push(format!("{addr}: connection timed out"));
-                        continue;
-                    }
-                };
+            let peer = match tokio::time::timeout(CONNECT_TIMEOUT, self.ctx.connect(&addr)).await {
+                Ok(Ok(p)) => p,
+                Ok(Err(e)) => {
+                    self.proxies.set(&addr, false);
+                    why.push(format!("{addr}: {e:#}"));
+                    continue;
+                }
+                Err(_) => {
+                    self.proxies.set(&addr, false);
+                    why.push(format!("{addr}: connection timed out"));
+                    continue;
+                }
+            };
             let r = tokio::time::timeout(ACCEPT_TIMEOUT, async {
                 let mut call = peer.call(Request::WlogTransfer(req.clone())).await?;
                 let reply = call.receiver.reply().await?;

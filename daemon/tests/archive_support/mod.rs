@@ -20,7 +20,8 @@ use walb_kernel::gen::{DataKind, WlogGen};
 use walb_kernel::meta::MetaDiff;
 use walb_kernel::wdiff::{WdiffKind, WdiffReader};
 use walb_wire::msg::{
-    BackupSync, MetaDiffDto, SnapDto, SnapshotInfo, Step, SyncStart, Uuid, WdiffTransfer,
+    BackupSync, BindCommand, BindHow, MetaDiffDto, PeerRole, SnapDto, SnapshotInfo, Step,
+    SyncStart, Uuid, WdiffTransfer,
 };
 use walb_wire::{
     ClusterCa, Command, Error, IssueOptions, Node, NodeConfig, Peer, PeerId, Query, Reply, Request,
@@ -94,6 +95,7 @@ pub fn opts(base: &Path) -> ArchiveOpts {
             fg: 2,
             bg: 1,
             debug: false,
+            limits: Default::default(),
         },
         discard: "punch".into(),
         fsync_interval_mb: 1,
@@ -214,6 +216,9 @@ pub async fn wait_state(p: &Peer, vol: &str, want: &str) {
     }
 }
 
+/// `init-vol`, then binds the test peers to the volume: storage `s0`, proxy `p0` and
+/// archive `a0` (a replication source), as walb-console does from the cluster's backup
+/// groups.
 pub async fn init_vol(p: &Peer, vol: &str) {
     let r = cmd(
         p,
@@ -225,6 +230,33 @@ pub async fn init_vol(p: &Peer, vol: &str) {
     .await
     .unwrap();
     assert_eq!(r, Reply::Done);
+    for (role, id) in [
+        (PeerRole::Storage, "s0"),
+        (PeerRole::Proxy, "p0"),
+        (PeerRole::Archive, "a0"),
+    ] {
+        bind(p, vol, role, &[id], BindHow::Add).await.unwrap();
+    }
+}
+
+/// `bind vol role ids`.
+pub async fn bind(
+    p: &Peer,
+    vol: &str,
+    role: PeerRole,
+    ids: &[&str],
+    how: BindHow,
+) -> Result<Reply, Error> {
+    cmd(
+        p,
+        Command::Bind(BindCommand {
+            vol: vol.into(),
+            role,
+            ids: ids.iter().map(|s| s.to_string()).collect(),
+            how,
+        }),
+    )
+    .await
 }
 
 /// The error code of a refused request.

@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use walb_daemon::peers::PeerAddr;
 use walb_daemon::persist::BaseDir;
 use walb_daemon::server::{serve, Ctx};
 use walb_daemon::storage::{self, DataRead, Device, DeviceAccess, Storage, StorageConfig};
@@ -434,11 +435,20 @@ impl FakeArchive {
 // ---------------------------------------------------------------------------------------
 // The storage and an operator
 
-/// A test configuration talking to `proxies` and `archive`.
+/// A test configuration talking to `proxies` (ids `p0`, `p1`, ... in order) and the
+/// archive `a0` at `archive`.
 pub fn config(archive: SocketAddr, proxies: &[SocketAddr]) -> StorageConfig {
+    let to = |role, id: String, addr: &SocketAddr| PeerAddr {
+        id: PeerId::new(role, &id).unwrap(),
+        addr: addr.to_string(),
+    };
     StorageConfig {
-        archive: archive.to_string(),
-        proxies: proxies.iter().map(|a| a.to_string()).collect(),
+        archive: to(Role::Archive, "a0".into(), &archive),
+        proxies: proxies
+            .iter()
+            .enumerate()
+            .map(|(i, a)| to(Role::Proxy, format!("p{i}"), a))
+            .collect(),
         max_wlog_send_mb: 1,
         snapshot_interval_s: 10,
         delay: Duration::from_millis(200),
