@@ -1176,10 +1176,27 @@ pub async fn replicate_once(
             }
         }
     }
-    // The destination takes copies of this volume from the source only once told so.
+    // The destination takes copies of this volume from the source only once told so, and
+    // the diffs of the proxies that already send to it (it was synchronizing): without
+    // that they could not deliver their queues for it.
     client
         .bind(dst, vol, PeerRole::Archive, &[src.to_owned()], BindHow::Add)
         .await?;
+    let mut sending = Vec::new();
+    for p in serving_proxies(client.cluster()) {
+        if proxy_archives(client, &p, vol)
+            .await?
+            .iter()
+            .any(|a| a == dst)
+        {
+            sending.push(p);
+        }
+    }
+    if !sending.is_empty() {
+        client
+            .bind(dst, vol, PeerRole::Proxy, &sending, BindHow::Add)
+            .await?;
+    }
     let watch = FailureWatch::start(client, src, vol).await;
     client
         .replicate(
@@ -1354,16 +1371,8 @@ pub async fn synchronize(
         client.archive_info_set(p, vol, dst, dest, have).await?;
     }
     let left = timeout.saturating_sub(t0.elapsed());
-    let mut r = replicate_once(client, src, vol, dst, ReplicateOpts::default(), left).await;
-    if r.is_ok() {
-        // The destination takes the proxies' diffs from now on.
-        if let Err(e) = client
-            .bind(dst, vol, PeerRole::Proxy, &proxies, BindHow::Add)
-            .await
-        {
-            r = Err(e);
-        }
-    }
+    // The proxies send to dst now: replicate_once binds them there.
+    let r = replicate_once(client, src, vol, dst, ReplicateOpts::default(), left).await;
     if r.is_err() {
         for p in &added {
             if let Err(e) = client.archive_info_delete(p, vol, dst).await {

@@ -796,10 +796,10 @@ async fn replicate_sync_makes_the_proxies_send_to_the_destination_too() {
             w.log
         );
         assert!(repl[1] < start[0] && start[0] < kick[0], "{:#?}", w.log);
-        // a1 takes p0's diffs from before p0 starts again.
+        // a1 takes p0's diffs once p0 sends to it, before the last replication.
         let bound = all("a1 Command(Bind(BindCommand { vol: \"vol\", role: Proxy");
         assert!(
-            bound.len() == 1 && repl[1] < bound[0] && bound[0] < start[0],
+            bound.len() == 1 && add[0] < bound[0] && bound[0] < repl[1],
             "{:#?}",
             w.log
         );

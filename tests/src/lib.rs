@@ -16,6 +16,7 @@
 //! stale binaries). An [`Operator`] talks to the daemons through the wire library, for
 //! polls too fast for a console process each time.
 
+pub mod hostile;
 pub mod repeater;
 
 use std::collections::BTreeMap;
@@ -808,6 +809,29 @@ impl Cluster {
             pids.push(("dev".into(), p));
         }
         pids
+    }
+
+    /// The process id of daemon `name`, while it runs.
+    pub fn pid_of(&self, name: &str) -> Option<u32> {
+        self.pids()
+            .into_iter()
+            .find_map(|(n, p)| (n == name).then_some(p))
+    }
+
+    /// The base directory of daemon `name`.
+    pub fn base_of(&self, name: &str) -> PathBuf {
+        self.path().join(name)
+    }
+
+    /// Issues a certificate for `role`/`id` with the cluster's CA into its certificate
+    /// directory (an identity the cluster file does not know, for hostile peers).
+    pub fn issue(&self, role: Role, id: &str) -> Result<()> {
+        let certs = self.path().join("certs");
+        let ca = ClusterCa::load(&certs)?;
+        let peer = PeerId::new(role, id)?;
+        ca.issue(&peer, &IssueOptions::default())?
+            .save(&certs, false)?;
+        Ok(())
     }
 
     /// A client with the operator's certificate.

@@ -436,6 +436,11 @@ async fn serve_stream(
             .await;
         return;
     }
+    if let Err(e) = crate::admit::request(&request, &inner.wire.limits) {
+        info!(%peer, "refused: {e}");
+        call.sender.refuse(e).await;
+        return;
+    }
     if let Request::Subscribe(sub) = request {
         let events = inner.events.subscribe();
         if let Err(e) = serve_events(call, sub, events).await {
@@ -572,6 +577,21 @@ impl Peer {
         let mut call = Call::new(send, recv, self.identity.clone(), &self.wire)?;
         call.sender.send(&Message::Request(request)).await?;
         Ok(call)
+    }
+
+    /// Opens a stream and sends nothing: the caller writes raw bytes on it (tests of what
+    /// a daemon does with malformed or hostile input).
+    #[doc(hidden)]
+    pub async fn call_raw(&self) -> Result<Call, Error> {
+        let (send, recv) = self
+            .conn
+            .open_bi()
+            .await
+            .map_err(|source| Error::Connection {
+                peer: self.identity.to_string(),
+                source,
+            })?;
+        Call::new(send, recv, self.identity.clone(), &self.wire)
     }
 
     /// Sends a one-shot request and waits for its reply.

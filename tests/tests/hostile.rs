@@ -1,0 +1,513 @@
+//! Hostile peers with valid cluster certificates, against real daemons: one test per
+//! attack. Each sends the attack through [`walb_tests::hostile::Hostile`] (wire framing,
+//! not the console's client, which validates for itself) and checks what operators rely
+//! on: the refusal and its code, the daemon still serving, its memory under a stated
+//! bound, and everything it stored (images, diffs, metadata: SHA-256 of every file of
+//! its base directory) unchanged.
+
+use std::time::Duration;
+
+use anyhow::{bail, ensure, Result};
+use walb_tests::hostile::{memory_kib, Hostile, Stored};
+use walb_tests::{Cluster, ClusterOpts, VOL};
+use walb_wire::msg::{
+    BackupSync, Command, DiffRange, ErrorCode, MetaDiffDto, Query, ReplSync, Request, SnapDto,
+    SyncStart, WdiffTransfer, WlogTransfer,
+};
+use walb_wire::Role;
+
+/// Resident memory a refused attack may add to a daemon, KiB.
+const RSS_SLACK_KIB: u64 = 64 << 10;
+/// Volume size of the test clusters (`ClusterOpts::default().ddev_mb`), logical blocks.
+const SIZE_LB: u64 = 32 << 11;
+
+/// A cluster with `vol` fully backed up (s0 Target, p0 Started, a0 Archived), as the
+/// operator's commands leave it: every daemon's peers bound from the backup group.
+fn backed_up() -> Result<Cluster> {
+    let c = Cluster::start(ClusterOpts::default())?;
+    c.init_and_full_backup()?;
+    Ok(c)
+}
+
+/// What a daemon is before an attack: its memory and what it stored.
+struct Before {
+    name: &'static str,
+    pid: u32,
+    rss: u64,
+    stored: Stored,
+}
+
+impl Before {
+    fn of(c: &Cluster, name: &'static str) -> Result<Before> {
+        let pid = c
+            .pid_of(name)
+            .ok_or_else(|| anyhow::anyhow!("{name} is not running"))?;
+        let (rss, _) = memory_kib(pid).ok_or_else(|| anyhow::anyhow!("no memory of {name}"))?;
+        Ok(Before {
+            name,
+            pid,
+            rss,
+            stored: Stored::of(&c.base_of(name))?,
+        })
+    }
+
+    /// The daemon serves, its memory stayed within the bound, and nothing it stored
+    /// changed.
+    fn unharmed(&self, c: &Cluster, h: &Hostile) -> Result<()> {
+        ensure!(h.serves(self.name), "{} stopped serving", self.name);
+        ensure!(
+            c.pid_of(self.name) == Some(self.pid),
+            "{} was restarted",
+            self.name
+        );
+        let (rss, _) = memory_kib(self.pid).unwrap_or((u64::MAX, 0));
+        ensure!(
+            rss <= self.rss + RSS_SLACK_KIB,
+            "{}'s memory grew from {} to {} KiB",
+            self.name,
+            self.rss,
+            rss
+        );
+        Stored::of(&c.base_of(self.name))?.same_as(&self.stored)
+    }
+}
+
+fn expect(e: &walb_wire::WireError, code: ErrorCode, words: &[&str]) -> Result<()> {
+    ensure!(e.code == code, "want {code}, got {e}");
+    for w in words {
+        ensure!(e.message.contains(w), "{e:?} does not say {w:?}");
+    }
+    Ok(())
+}
+
+fn sync(size_lb: u64, bulk_lb: u64) -> SyncStart {
+    SyncStart {
+        vol: VOL.into(),
+        size_lb,
+        time_s: 1,
+        bulk_lb,
+    }
+}
+
+/// The attack that aborted walb-archive: a hash backup from the volume's own storage with
+/// a bulk of 2^40 blocks. Also: a wrong size is refused without telling the image's size.
+#[test]
+fn a_hash_backup_with_a_huge_bulk_is_refused() -> Result<()> {
+    let c = backed_up()?;
+    let h = Hostile::new(&c, Role::Storage, "s0")?;
+    let a0 = Before::of(&c, "a0")?;
+    let e = h.refusal(
+        "a0",
+        Request::BackupSync(BackupSync::Hash(sync(SIZE_LB, 1 << 40))),
+    )?;
+    expect(&e, ErrorCode::BadRequest, &["bulk"])?;
+    let e = h.refusal(
+        "a0",
+        Request::BackupSync(BackupSync::Hash(sync(SIZE_LB + 8, 128))),
+    )?;
+    expect(&e, ErrorCode::SmallerLvSize, &[&(SIZE_LB + 8).to_string()])?;
+    ensure!(
+        !e.message.contains(&SIZE_LB.to_string()),
+        "the refusal tells the image's size: {e}"
+    );
+    a0.unharmed(&c, &h)
+}
+
+/// A storage certificate of an id nobody bound: no full or hash backup, whatever the
+/// volume's state.
+#[test]
+fn an_unbound_storage_cannot_back_up_a_volume() -> Result<()> {
+    let c = backed_up()?;
+    c.issue(Role::Storage, "s9")?;
+    let h = Hostile::new(&c, Role::Storage, "s9")?;
+    let a0 = Before::of(&c, "a0")?;
+    for req in [
+        BackupSync::Hash(sync(SIZE_LB, 128)),
+        BackupSync::Full(sync(SIZE_LB, 128)),
+    ] {
+        let e = h.refusal("a0", Request::BackupSync(req))?;
+        expect(
+            &e,
+            ErrorCode::Forbidden,
+            &["storage/s9", "volume vol", "s0"],
+        )?;
+    }
+    a0.unharmed(&c, &h)?;
+    // Even once the operator re-initialises the volume (SyncReady), it stays s0's.
+    c.exec_ok(&["stop", "a0", VOL])?;
+    c.exec_ok(&["reset", "a0", VOL])?;
+    let a0 = Before::of(&c, "a0")?;
+    let e = h.refusal(
+        "a0",
+        Request::BackupSync(BackupSync::Full(sync(SIZE_LB, 128))),
+    )?;
+    expect(&e, ErrorCode::Forbidden, &["storage/s9"])?;
+    a0.unharmed(&c, &h)
+}
+
+/// An archive certificate of an id nobody set up asks for a resync into a0: refused
+/// before anything is chosen (the audit saw `Accepted` + `Resync`).
+#[test]
+fn an_unbound_archive_cannot_replicate_into_a_volume() -> Result<()> {
+    let c = backed_up()?;
+    c.issue(Role::Archive, "a9")?;
+    let h = Hostile::new(&c, Role::Archive, "a9")?;
+    let a0 = Before::of(&c, "a0")?;
+    let e = h.refusal(
+        "a0",
+        Request::Replicate(ReplSync {
+            vol: VOL.into(),
+            archive_uuid: [9; 16],
+            do_resync: true,
+        }),
+    )?;
+    expect(&e, ErrorCode::Forbidden, &["archive/a9", "volume vol"])?;
+    a0.unharmed(&c, &h)
+}
+
+/// Only the volume's storage reads its latest snapshot at the archive.
+#[test]
+fn an_unbound_storage_cannot_read_latest_snapshots() -> Result<()> {
+    let c = backed_up()?;
+    c.issue(Role::Storage, "s9")?;
+    let gather = || {
+        Request::BackupSync(BackupSync::GatherLatestSnap {
+            vols: vec![VOL.into()],
+        })
+    };
+    let s0 = Hostile::new(&c, Role::Storage, "s0")?;
+    match s0.open("a0", gather())? {
+        Ok((_, walb_wire::Reply::Snapshots(s))) if s.len() == 1 => {}
+        other => bail!("s0's own latest snapshot: {other:?}"),
+    }
+    let h = Hostile::new(&c, Role::Storage, "s9")?;
+    let a0 = Before::of(&c, "a0")?;
+    let e = h.refusal("a0", gather())?;
+    expect(&e, ErrorCode::Forbidden, &["storage/s9", "volume vol"])?;
+    a0.unharmed(&c, &h)
+}
+
+fn diff_dto(b: u64, e: u64) -> MetaDiffDto {
+    MetaDiffDto {
+        range: DiffRange {
+            snap_b: SnapDto { gid_b: b, gid_e: b },
+            snap_e: SnapDto { gid_b: e, gid_e: e },
+        },
+        mergeable: false,
+        comp_diff: false,
+        timestamp_s: 1,
+        size: 0,
+    }
+}
+
+/// A proxy certificate of an id the volume does not know sends a wdiff: refused, and a
+/// storage certificate may not send one either.
+#[test]
+fn an_unbound_proxy_cannot_send_wdiffs() -> Result<()> {
+    let c = backed_up()?;
+    c.issue(Role::Proxy, "p9")?;
+    let latest = c
+        .restorable_gids("a0")?
+        .into_iter()
+        .max()
+        .unwrap_or_default();
+    let t = WdiffTransfer {
+        vol: VOL.into(),
+        uuid: [0; 16],
+        size_lb: SIZE_LB,
+        diff: diff_dto(latest, latest + 1),
+    };
+    let h = Hostile::new(&c, Role::Proxy, "p9")?;
+    let a0 = Before::of(&c, "a0")?;
+    let e = h.refusal("a0", Request::WdiffTransfer(t.clone()))?;
+    expect(&e, ErrorCode::Forbidden, &["proxy/p9", "volume vol", "p0"])?;
+    let s0 = Hostile::new(&c, Role::Storage, "s0")?;
+    let e = s0.refusal("a0", Request::WdiffTransfer(t))?;
+    expect(&e, ErrorCode::Forbidden, &["storage"])?;
+    a0.unharmed(&c, &h)
+}
+
+/// A storage certificate of an id the volume does not know ships wlogs to p0.
+#[test]
+fn an_unbound_storage_cannot_ship_wlogs() -> Result<()> {
+    let c = backed_up()?;
+    c.issue(Role::Storage, "s9")?;
+    let h = Hostile::new(&c, Role::Storage, "s9")?;
+    let p0 = Before::of(&c, "p0")?;
+    let e = h.refusal(
+        "p0",
+        Request::WlogTransfer(WlogTransfer {
+            vol: VOL.into(),
+            uuid: [0; 16],
+            pbs: 4096,
+            salt: 0,
+            size_lb: SIZE_LB,
+            log_size_pb: 16,
+        }),
+    )?;
+    expect(
+        &e,
+        ErrorCode::Forbidden,
+        &["storage/s9", "volume vol", "s0"],
+    )?;
+    p0.unharmed(&c, &h)
+}
+
+/// A daemon dialling a peer pins the id it expects: a replication whose destination
+/// address answers with another archive's certificate is refused, naming both.
+#[test]
+fn a_daemon_dialling_a_peer_pins_its_id() -> Result<()> {
+    let c = Cluster::start(ClusterOpts {
+        archives: 2,
+        ..ClusterOpts::default()
+    })?;
+    c.init_and_full_backup()?;
+    c.exec_ok(&["init-archive", "a1", VOL])?;
+    c.exec_ok(&["bind", "a1", VOL, "archive", "a0"])?;
+    let op = Hostile::new(&c, Role::Operator, "console")?;
+    let a1 = op.addr("a1")?;
+    let e = op.refusal(
+        "a0",
+        Request::Command(Command::Replicate(walb_wire::msg::ReplicateCommand {
+            vol: VOL.into(),
+            until: walb_wire::msg::MergeUntil::SizeMib(0),
+            dest: a1.to_string(),
+            dest_id: "a7".into(),
+            do_resync: false,
+            dont_merge: false,
+            compress: None,
+            merge_size_max: None,
+            bulk_lb: None,
+        })),
+    )?;
+    expect(
+        &e,
+        ErrorCode::Internal,
+        &["archive/a1", "expected archive/a7"],
+    )?;
+    ensure!(c.state("a1")? == "SyncReady", "a1 was touched");
+    Ok(())
+}
+
+/// Volume names that climb out of the base directory, or name it, are refused by every
+/// daemon before anything is created.
+#[test]
+fn volume_names_that_climb_out_are_refused() -> Result<()> {
+    let c = backed_up()?;
+    let h = Hostile::new(&c, Role::Operator, "console")?;
+    let before: Vec<Before> = ["s0", "p0", "a0"]
+        .into_iter()
+        .map(|n| Before::of(&c, n))
+        .collect::<Result<_>>()?;
+    for node in ["s0", "p0", "a0"] {
+        for vol in ["../../etc", "/etc", "..", ".", "", "a/b"] {
+            let e = h.refusal(
+                node,
+                Request::Command(Command::InitVol {
+                    vol: vol.into(),
+                    wdev_path: None,
+                }),
+            )?;
+            expect(&e, ErrorCode::BadRequest, &["volume name"])?;
+            let e = h.refusal(node, Request::Query(Query::State { vol: vol.into() }))?;
+            expect(&e, ErrorCode::BadRequest, &["volume name"])?;
+        }
+    }
+    for b in &before {
+        b.unharmed(&c, &h)?;
+    }
+    Ok(())
+}
+
+/// Frames no client sends: too long, of an unknown kind, garbage postcard. Each is
+/// refused on its stream and the daemon serves on.
+#[test]
+fn malformed_frames_are_refused_and_the_daemon_serves() -> Result<()> {
+    let c = backed_up()?;
+    c.issue(Role::Viewer, "v9")?;
+    let h = Hostile::new(&c, Role::Viewer, "v9")?;
+    let a0 = Before::of(&c, "a0")?;
+    // A message frame claiming 4 GiB.
+    let mut huge = vec![1u8];
+    huge.extend_from_slice(&u32::MAX.to_le_bytes());
+    if let Some(e) = h.raw("a0", &huge)? {
+        expect(&e, ErrorCode::TooLarge, &[])?;
+    }
+    // An unknown frame kind.
+    let mut unknown = vec![9u8];
+    unknown.extend_from_slice(&4u32.to_le_bytes());
+    unknown.extend_from_slice(&[0; 4]);
+    if let Some(e) = h.raw("a0", &unknown)? {
+        ensure!(e.code != ErrorCode::Forbidden, "{e}");
+    }
+    // A message frame of garbage.
+    let garbage = [0xffu8; 64];
+    let mut frame = vec![1u8];
+    frame.extend_from_slice(&(garbage.len() as u32).to_le_bytes());
+    frame.extend_from_slice(&garbage);
+    if let Some(e) = h.raw("a0", &frame)? {
+        ensure!(
+            matches!(e.code, ErrorCode::BadRequest | ErrorCode::Corrupt),
+            "{e}"
+        );
+    }
+    a0.unharmed(&c, &h)
+}
+
+/// 60,000 garbage UDP datagrams at a daemon's port: it serves on, with its memory.
+#[test]
+fn garbage_datagrams_leave_the_daemon_serving() -> Result<()> {
+    let c = backed_up()?;
+    let h = Hostile::new(&c, Role::Operator, "console")?;
+    let a0 = Before::of(&c, "a0")?;
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0")?;
+    let to = h.addr("a0")?;
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut buf = [0u8; 1200];
+    for i in 0..60_000u32 {
+        for b in buf.iter_mut() {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        // Long-header-looking packets now and then, to reach the handshake parser.
+        if i % 3 == 0 {
+            buf[0] = 0xc0 | (buf[0] & 0x0f);
+        }
+        let _ = sock.send_to(&buf[..(i as usize % 1200) + 1], to);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    a0.unharmed(&c, &h)
+}
+
+/// Every image-sized read takes a foreground slot: with both of a0's slots held by
+/// virtual scans a reader does not drain, a viewer's bhash is refused `busy`; once they
+/// end, it runs.
+#[test]
+fn image_sized_reads_take_foreground_slots() -> Result<()> {
+    // An image of random bytes: a scan of it outgrows the stream window of a reader that
+    // does not read, and so stays running.
+    let c = Cluster::start(ClusterOpts {
+        fill: Some(|_, ddev| {
+            let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+            let mut buf = vec![0u8; 32 << 20];
+            for b in buf.chunks_mut(8) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                b.copy_from_slice(&x.to_le_bytes());
+            }
+            std::fs::write(ddev, &buf)?;
+            Ok(())
+        }),
+        ..ClusterOpts::default()
+    })?;
+    c.init_and_full_backup()?;
+    c.issue(Role::Viewer, "v9")?;
+    let op = Hostile::new(&c, Role::Operator, "console")?;
+    let viewer = Hostile::new(&c, Role::Viewer, "v9")?;
+    let gid = c
+        .restorable_gids("a0")?
+        .into_iter()
+        .max()
+        .unwrap_or_default();
+    let scan = || {
+        Request::Command(Command::VirtFullScan {
+            vol: VOL.into(),
+            gid,
+            bulk_lb: Some(128),
+        })
+    };
+    let bhash = || {
+        Request::Query(Query::BlockHash {
+            vol: VOL.into(),
+            gid,
+        })
+    };
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        match op.open("a0", scan())? {
+            Ok((call, walb_wire::Reply::Accepted)) => held.push(call),
+            other => bail!("a virtual scan: {other:?}"),
+        }
+    }
+    let e = viewer.refusal("a0", bhash())?;
+    expect(&e, ErrorCode::Busy, &["foreground"])?;
+    let e = op.refusal("a0", scan())?;
+    expect(&e, ErrorCode::Busy, &["foreground"])?;
+    for mut call in held {
+        call.receiver.stop();
+        call.sender.reset();
+    }
+    let t0 = std::time::Instant::now();
+    loop {
+        match viewer.open("a0", bhash())? {
+            Ok((_, walb_wire::Reply::Hash(_))) => return Ok(()),
+            Err(e) if e.code == ErrorCode::Busy && t0.elapsed() < Duration::from_secs(20) => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            other => bail!("bhash after the scans ended: {other:?}"),
+        }
+    }
+}
+
+/// A wlog transfer from the volume's own storage whose first pack claims 65535 blocks of
+/// 64 KiB (4 GiB) and then sends nothing: the proxy reserves nothing for it (its virtual
+/// memory does not jump by the claim) and nothing is queued.
+#[test]
+fn a_pack_claiming_gigabytes_reserves_nothing() -> Result<()> {
+    use walb_kernel::block::Pbs;
+    use walb_kernel::logpack::{LogPackHeader, LogRecord};
+    let c = backed_up()?;
+    // The real storage stops shipping, so that the volume is free for the attack.
+    c.exec_ok(&["stop", "s0", VOL])?;
+    let h = Hostile::new(&c, Role::Storage, "s0")?;
+    let p0 = Before::of(&c, "p0")?;
+    let (_, vm_before) = memory_kib(p0.pid).unwrap_or_default();
+    let pbs = Pbs::new(65536)?;
+    let mut hdr = LogPackHeader::new(pbs, 0, 0);
+    let per_record_pb = 512u16; // 65535 logical blocks in 64 KiB blocks, rounded up.
+    while hdr.total_io_size <= 65535 - per_record_pb {
+        let lsid_local = 1 + hdr.total_io_size;
+        hdr.records.push(LogRecord {
+            checksum: 0,
+            flags: walb_kernel::logpack::FLAG_EXIST,
+            offset: 0,
+            io_size: 65535,
+            lsid_local,
+            lsid: u64::from(lsid_local),
+        });
+        hdr.total_io_size += per_record_pb;
+    }
+    let block = hdr.to_block();
+    let req = Request::WlogTransfer(WlogTransfer {
+        vol: VOL.into(),
+        uuid: [0; 16],
+        pbs: 65536,
+        salt: 0,
+        size_lb: SIZE_LB,
+        log_size_pb: 65536,
+    });
+    let (mut call, reply) = match h.open("p0", req)? {
+        Ok(x) => x,
+        Err(e) => bail!("the storage's own transfer was refused: {e}"),
+    };
+    ensure!(reply == walb_wire::Reply::Accepted, "{reply:?}");
+    h.run(async {
+        call.sender.chunk(&block).await?;
+        Ok(())
+    })?;
+    std::thread::sleep(Duration::from_secs(1));
+    let (_, vm) = memory_kib(p0.pid).unwrap_or((0, u64::MAX));
+    ensure!(
+        vm < vm_before + (1 << 20),
+        "p0's virtual memory grew from {vm_before} to {vm} KiB for a pack it never got"
+    );
+    h.run(async {
+        call.sender.reset();
+        Ok(())
+    })?;
+    std::thread::sleep(Duration::from_millis(500));
+    p0.unharmed(&c, &h)
+}
