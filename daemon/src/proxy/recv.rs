@@ -601,6 +601,139 @@ mod tests {
         (body, h, end)
     }
 
+    fn wlog_view(state: P) -> WlogView {
+        let mut peers = VolPeers::default();
+        peers
+            .bind(&walb_wire::msg::BindCommand {
+                vol: "v".into(),
+                role: walb_wire::msg::PeerRole::Storage,
+                ids: vec!["s0".into()],
+                how: walb_wire::msg::BindHow::Set,
+            })
+            .unwrap();
+        WlogView {
+            me: "proxy p0".into(),
+            state,
+            stopping: false,
+            peers,
+            fg_free: true,
+            free_bytes: 1 << 30,
+            min_free: 64 << 20,
+        }
+    }
+
+    fn wlog_req(log_size_pb: u64) -> WlogTransfer {
+        WlogTransfer {
+            vol: "v".into(),
+            uuid: [0; 16],
+            pbs: 4096,
+            salt: 0,
+            size_lb: 1 << 20,
+            log_size_pb,
+        }
+    }
+
+    /// The admission of a wlog transfer, case by case: the owner, the states in order,
+    /// the slot, the room.
+    #[test]
+    fn wlog_admission_table() {
+        let s0 = PeerId::new(walb_wire::Role::Storage, "s0").unwrap();
+        let s1 = PeerId::new(walb_wire::Role::Storage, "s1").unwrap();
+        let p0 = PeerId::new(walb_wire::Role::Proxy, "s0").unwrap();
+        let ok = wlog_view(P::Started);
+        let code = |peer: &PeerId, req: &WlogTransfer, v: &WlogView| {
+            admit_wlog(peer, req, v).err().map(|e| e.code)
+        };
+        let cases: Vec<(&str, &PeerId, WlogTransfer, WlogView, Option<ErrorCode>)> = vec![
+            ("the owner, started", &s0, wlog_req(100), ok.clone(), None),
+            (
+                "another storage",
+                &s1,
+                wlog_req(100),
+                ok.clone(),
+                Some(ErrorCode::Forbidden),
+            ),
+            (
+                "the owner's id as a proxy",
+                &p0,
+                wlog_req(100),
+                ok.clone(),
+                Some(ErrorCode::Forbidden),
+            ),
+            (
+                "a clear volume",
+                &s1,
+                wlog_req(100),
+                wlog_view(P::Clear),
+                Some(ErrorCode::Stopped),
+            ),
+            (
+                "stopped",
+                &s0,
+                wlog_req(100),
+                wlog_view(P::Stopped),
+                Some(ErrorCode::Stopped),
+            ),
+            (
+                "another stopped storage",
+                &s1,
+                wlog_req(100),
+                wlog_view(P::Stopped),
+                Some(ErrorCode::Forbidden),
+            ),
+            (
+                "receiving",
+                &s0,
+                wlog_req(100),
+                wlog_view(P::WlogRecv),
+                Some(ErrorCode::Busy),
+            ),
+            (
+                "stopping",
+                &s0,
+                wlog_req(100),
+                WlogView {
+                    stopping: true,
+                    ..ok.clone()
+                },
+                Some(ErrorCode::Stopped),
+            ),
+            (
+                "no slot",
+                &s0,
+                wlog_req(100),
+                WlogView {
+                    fg_free: false,
+                    ..ok.clone()
+                },
+                Some(ErrorCode::Busy),
+            ),
+            (
+                "no room",
+                &s0,
+                wlog_req(1 << 18),
+                ok.clone(),
+                Some(ErrorCode::TooLarge),
+            ),
+            (
+                "no storage bound",
+                &s0,
+                wlog_req(100),
+                WlogView {
+                    peers: VolPeers::default(),
+                    ..ok.clone()
+                },
+                Some(ErrorCode::Forbidden),
+            ),
+        ];
+        for (what, peer, req, v, want) in cases {
+            assert_eq!(code(peer, &req, &v), want, "{what}");
+        }
+        let mut bad = wlog_req(100);
+        bad.pbs = 1000;
+        assert_eq!(code(&s0, &bad, &ok), Some(ErrorCode::BadRequest));
+    }
+
     #[test]
     fn pack_stream_reads_contiguous_packs() {
         let (body, h, end) = raw_packs();
