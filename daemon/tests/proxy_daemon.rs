@@ -88,6 +88,7 @@ fn opts(base: &Path) -> ProxyOpts {
             fg: 2,
             bg: 2,
             debug: false,
+            group_access: false,
         },
         stopped: false,
         max_wdiff_send_mb: 128,

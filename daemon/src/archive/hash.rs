@@ -22,7 +22,6 @@
 //! Any error, disconnect or forced shutdown removes the temporary file and rolls the
 //! volume back to Archived with nothing changed.
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -271,12 +270,14 @@ impl Archive {
         };
         let f = {
             let t = tmp.to_path_buf();
-            blocking(move || File::create(&t)).await?.map_err(|e| {
-                refuse(
-                    ErrorCode::Internal,
-                    format!("creating {}: {e}", tmp.display()),
-                )
-            })?
+            blocking(move || crate::persist::create_file(&t))
+                .await?
+                .map_err(|e| {
+                    refuse(
+                        ErrorCode::Internal,
+                        format!("creating {}: {e}", tmp.display()),
+                    )
+                })?
         };
         let file = Arc::new(f);
         let mut writer = BackgroundWriter::new(Arc::clone(&file), self.cfg.fsync_bytes, false);

@@ -94,6 +94,7 @@ pub fn opts(base: &Path) -> ArchiveOpts {
             fg: 2,
             bg: 1,
             debug: false,
+            group_access: false,
         },
         discard: "punch".into(),
         fsync_interval_mb: 1,
