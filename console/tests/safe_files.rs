@@ -413,6 +413,14 @@ async fn metrics_are_written_whole_and_never_through_a_link() {
 // ----------------------------------------------------------------------------------------
 // ca init / ca issue
 
+/// A directory with a CA in `ca/`, and the path of an output directory `out/`.
+fn with_ca() -> (TempDir, PathBuf, PathBuf) {
+    let d = tempdir();
+    let (cadir, out) = (d.path().join("ca"), d.path().join("out"));
+    ca::init(&cadir, "t", 5, false).unwrap();
+    (d, cadir, out)
+}
+
 fn req(force: bool) -> IssueRequest {
     IssueRequest {
         role: Role::Storage,
@@ -453,9 +461,7 @@ async fn keys_are_0600_and_certificates_0644_whatever_the_umask() {
 #[tokio::test]
 async fn force_replaces_a_key_atomically_and_makes_it_private() {
     let _g = SERIAL.lock().await;
-    let d = tempdir();
-    let (cadir, out) = (d.path().join("ca"), d.path().join("out"));
-    ca::init(&cadir, "t", 5, false).unwrap();
+    let (_d, cadir, out) = with_ca();
     let files = ca::issue(&cadir, &out, &req(false)).unwrap();
     // A key made readable by others, as `ca issue --force` kept it before.
     std::fs::set_permissions(&files.key, std::fs::Permissions::from_mode(0o644)).unwrap();
@@ -472,9 +478,7 @@ async fn force_replaces_a_key_atomically_and_makes_it_private() {
 #[tokio::test]
 async fn links_planted_at_key_certificate_and_ca_copy_are_never_followed() {
     let _g = SERIAL.lock().await;
-    let d = tempdir();
-    let (cadir, out) = (d.path().join("ca"), d.path().join("out"));
-    ca::init(&cadir, "t", 5, false).unwrap();
+    let (d, cadir, out) = with_ca();
     std::fs::create_dir(&out).unwrap();
     let victim = d.path().join("victim");
     std::fs::write(&victim, b"precious").unwrap();
@@ -511,9 +515,7 @@ async fn links_planted_at_key_certificate_and_ca_copy_are_never_followed() {
 #[tokio::test]
 async fn a_failed_issue_leaves_no_file_and_the_old_ones_intact() {
     let _g = SERIAL.lock().await;
-    let d = tempdir();
-    let (cadir, out) = (d.path().join("ca"), d.path().join("out"));
-    ca::init(&cadir, "t", 5, false).unwrap();
+    let (d, cadir, out) = with_ca();
     let files = ca::issue(&cadir, &out, &req(false)).unwrap();
     let (key, cert) = (
         std::fs::read(&files.key).unwrap(),

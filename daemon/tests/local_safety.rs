@@ -23,12 +23,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use clap::Parser;
 use storage_support::{Certs, Op, TestDevices};
-use walb_daemon::archive::{self, Archive};
-use walb_daemon::opts::{CommonOpts, ProxyOpts};
+use walb_daemon::archive;
+use walb_daemon::opts::ProxyOpts;
 use walb_daemon::persist::{self, voldir::MARKER, BaseDir};
-use walb_daemon::proxy::{self, Proxy};
-use walb_daemon::server::{serve, Ctx};
+use walb_daemon::proxy;
+use walb_daemon::server::{serve, Ctx, Handler};
 use walb_kernel::block::Pbs;
 use walb_kernel::wdiff::WdiffKind;
 use walb_wire::msg::{ArchiveDest, ArchiveInfoCommand, Codec, CompressOpt};
@@ -70,8 +71,11 @@ fn wrong_modes(dir: &Path, dirs: u32, files: u32) -> Vec<String> {
     bad
 }
 
+/// Entries by relative path: bytes (of files) and mode.
+type Tree = BTreeMap<PathBuf, (Option<Vec<u8>>, u32)>;
+
 /// Every entry under `dir` by relative path: its bytes (files) and mode.
-fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Option<Vec<u8>>, u32)> {
+fn snapshot(dir: &Path) -> Tree {
     let mut out = BTreeMap::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(p) = stack.pop() {
@@ -92,31 +96,9 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, (Option<Vec<u8>>, u32)> {
     out
 }
 
-fn common(base: &Path, id: &str) -> CommonOpts {
-    CommonOpts {
-        base_dir: base.to_path_buf(),
-        log_file: "-".into(),
-        listen: "127.0.0.1:0".into(),
-        id: Some(id.into()),
-        cert_dir: None,
-        fg: 2,
-        bg: 1,
-        debug: false,
-        group_access: false,
-    }
-}
-
 fn proxy_opts(base: &Path) -> ProxyOpts {
-    ProxyOpts {
-        common: common(base, "p0"),
-        stopped: false,
-        max_wdiff_send_mb: 128,
-        max_wdiff_send_nr: 1000,
-        delay: 1,
-        max_delay: 2,
-        retry_timeout: 1800,
-        min_free_mb: 0,
-    }
+    let base = base.to_string_lossy();
+    ProxyOpts::parse_from(["walb-proxy", "-b", &base, "-p", "0", "--id", "p0"])
 }
 
 /// A daemon of this process: its context (the base directory's lock) and its server.
@@ -127,50 +109,47 @@ struct Running {
 }
 
 impl Running {
+    /// The context of a daemon of `role` on `base` (locked, waiting for a stopped daemon of
+    /// this process to let it go), and its address.
+    async fn ctx(certs: &Certs, role: Role, id: &str, base: &Path) -> (Arc<Ctx>, SocketAddr) {
+        let node = certs.node(role, id, true);
+        let addr = node.local_addr().unwrap();
+        let t0 = std::time::Instant::now();
+        let lock = loop {
+            match BaseDir::lock(base) {
+                Ok(l) => break l,
+                Err(e) => assert!(t0.elapsed() < archive_support::LIMIT, "{e}"),
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        (Ctx::new(node, lock, role, id, 2, 1), addr)
+    }
+
+    /// Serves `handler` on `ctx`.
+    fn serve<H: Handler>(ctx: Arc<Ctx>, addr: SocketAddr, handler: Arc<H>) -> Running {
+        let c2 = Arc::clone(&ctx);
+        let serving = tokio::spawn(async move {
+            let _ = serve(c2, handler).await;
+        });
+        Running { ctx, addr, serving }
+    }
+
     async fn stop(self) {
         self.ctx.begin_shutdown(false);
         let _ = tokio::time::timeout(Duration::from_secs(60), self.serving).await;
     }
 }
 
-/// Locks `base`, waiting for a stopped daemon of this process to let it go.
-async fn lock(base: &Path) -> BaseDir {
-    let t0 = std::time::Instant::now();
-    loop {
-        match BaseDir::lock(base) {
-            Ok(l) => return l,
-            Err(e) => assert!(t0.elapsed() < archive_support::LIMIT, "{e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 async fn start_archive(certs: &Certs, base: &Path) -> Running {
-    let node = certs.node(Role::Archive, "a0", true);
-    let addr = node.local_addr().unwrap();
-    let ctx = Ctx::new(node, lock(base).await, Role::Archive, "a0", 2, 1);
-    let a: Arc<Archive> = archive::start(Arc::clone(&ctx), archive_support::opts(base))
-        .await
-        .unwrap();
-    let c2 = Arc::clone(&ctx);
-    let serving = tokio::spawn(async move {
-        let _ = serve(c2, a).await;
-    });
-    Running { ctx, addr, serving }
+    let (ctx, addr) = Running::ctx(certs, Role::Archive, "a0", base).await;
+    let a = archive::start(Arc::clone(&ctx), archive_support::opts(base)).await;
+    Running::serve(ctx, addr, a.unwrap())
 }
 
 async fn start_proxy(certs: &Certs, base: &Path) -> Running {
-    let node = certs.node(Role::Proxy, "p0", true);
-    let addr = node.local_addr().unwrap();
-    let ctx = Ctx::new(node, lock(base).await, Role::Proxy, "p0", 2, 1);
-    let p: Arc<Proxy> = proxy::start(Arc::clone(&ctx), proxy_opts(base))
-        .await
-        .unwrap();
-    let c2 = Arc::clone(&ctx);
-    let serving = tokio::spawn(async move {
-        let _ = serve(c2, p).await;
-    });
-    Running { ctx, addr, serving }
+    let (ctx, addr) = Running::ctx(certs, Role::Proxy, "p0", base).await;
+    let p = proxy::start(Arc::clone(&ctx), proxy_opts(base)).await;
+    Running::serve(ctx, addr, p.unwrap())
 }
 
 fn archive_dest(addr: SocketAddr) -> ArchiveDest {
@@ -451,9 +430,19 @@ async fn a_real_archive_sets_its_umask_and_tightens_its_base_directory() {
 // ----------------------------------------------------------------------------------------
 // What the daemons remove
 
+/// A temporary directory, certificates in it, and the path of an empty base directory
+/// `name` in it.
+fn fixture(name: &str) -> (tempfile::TempDir, Certs, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let certs = Certs::new(&tmp.path().join("certs"));
+    let base = tmp.path().join(name);
+    std::fs::create_dir(&base).unwrap();
+    (tmp, certs, base)
+}
+
 /// A base directory with a directory of files that are not the daemon's (named `data`,
 /// a valid volume name), a file at the top, and an interrupted init-vol `half`.
-fn seeded_base(base: &Path) -> BTreeMap<PathBuf, (Option<Vec<u8>>, u32)> {
+fn seeded_base(base: &Path) -> Tree {
     std::fs::create_dir_all(base.join("data/deeper")).unwrap();
     std::fs::write(base.join("data/state.txt"), b"precious").unwrap();
     std::fs::write(base.join("data/deeper/x.tmp"), b"also precious").unwrap();
@@ -466,11 +455,49 @@ fn seeded_base(base: &Path) -> BTreeMap<PathBuf, (Option<Vec<u8>>, u32)> {
 }
 
 /// What is not the daemon's in a seeded base directory.
-fn foreign(base: &Path) -> BTreeMap<PathBuf, (Option<Vec<u8>>, u32)> {
+fn foreign(base: &Path) -> Tree {
     let mut m = snapshot(&base.join("data"));
     let top = std::fs::read(base.join("top.tmp")).unwrap();
     m.insert("../top.tmp".into(), (Some(top), 0));
     m
+}
+
+/// Through `op`: creates volume [`VOL`] (`create`), is refused `data` (a directory that
+/// is not the daemon's, named in the refusal), removes [`VOL`] (`remove`); what is not the
+/// daemon's stays as `before`.
+async fn create_refused_remove(
+    op: &Op,
+    base: &Path,
+    before: &Tree,
+    create: impl Fn(&str) -> Command,
+    remove: Command,
+) {
+    assert_eq!(op.cmd(create(VOL)).await, Ok(Reply::Done));
+    assert!(base.join(VOL).is_dir());
+    assert!(!base.join(VOL).join(MARKER).exists(), "unmarked once whole");
+    assert_refused(
+        op.cmd(create("data")).await,
+        ErrorCode::WrongState,
+        &base.join("data"),
+    );
+    assert_eq!(op.state("data").await, "Clear");
+    assert_eq!(op.cmd(remove).await, Ok(Reply::Done));
+    assert!(!base.join(VOL).exists());
+    assert_eq!(&foreign(base), before);
+}
+
+/// Stops `r`, starts the daemon again (`start`), checks that what is not the daemon's is
+/// still `before`, and stops it.
+async fn restart_keeps(
+    r: Running,
+    start: impl std::future::Future<Output = Running>,
+    base: &Path,
+    before: &Tree,
+) {
+    r.stop().await;
+    let r = start.await;
+    assert_eq!(&foreign(base), before, "a second start");
+    r.stop().await;
 }
 
 /// Starts a storage in a runtime of its own (dropped, it kills the daemon).
@@ -503,10 +530,8 @@ fn boot_storage(
 fn a_storage_removes_only_what_it_created() {
     let _g = SERIAL.blocking_lock();
     let main = tokio::runtime::Runtime::new().unwrap();
-    let tmp = tempfile::tempdir().unwrap();
-    let certs = Arc::new(Certs::new(&tmp.path().join("certs")));
-    let base = tmp.path().join("s0");
-    std::fs::create_dir(&base).unwrap();
+    let (tmp, certs, base) = fixture("s0");
+    let certs = Arc::new(certs);
     let before = seeded_base(&base);
     let devs = TestDevices::default();
     for d in ["e0", "e1"] {
@@ -521,24 +546,20 @@ fn a_storage_removes_only_what_it_created() {
     assert_eq!(foreign(&base), before);
     main.block_on(async {
         let op = Op::connect(&certs, addr).await;
-        assert_eq!(
-            op.cmd(init_vol(VOL, Some("/dev/walb/e0"))).await,
-            Ok(Reply::Done)
-        );
-        assert!(!base.join(VOL).join(MARKER).exists());
-        assert_refused(
-            op.cmd(init_vol("data", Some("/dev/walb/e1"))).await,
-            ErrorCode::WrongState,
-            &base.join("data"),
-        );
-        assert_eq!(op.state("data").await, "Clear");
-        assert_eq!(
-            op.cmd(Command::ClearVol { vol: VOL.into() }).await,
-            Ok(Reply::Done)
-        );
+        // Each volume its own device.
+        let dev = |v: &str| {
+            init_vol(
+                v,
+                Some(if v == VOL {
+                    "/dev/walb/e0"
+                } else {
+                    "/dev/walb/e1"
+                }),
+            )
+        };
+        let clear = Command::ClearVol { vol: VOL.into() };
+        create_refused_remove(&op, &base, &before, dev, clear).await;
     });
-    assert!(!base.join(VOL).exists());
-    assert_eq!(foreign(&base), before);
     rt.shutdown_background();
     let (rt, _) = boot_storage(&certs, &base, &devs);
     assert_eq!(foreign(&base), before, "a second start");
@@ -554,10 +575,7 @@ fn a_storage_removes_only_what_it_created() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_archive_removes_only_what_it_created() {
     let _g = SERIAL.lock().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let certs = Certs::new(&tmp.path().join("certs"));
-    let base = tmp.path().join("a0");
-    std::fs::create_dir(&base).unwrap();
+    let (_tmp, certs, base) = fixture("a0");
     let before = seeded_base(&base);
     // An interrupted clear-vol: marked, its state gone, its image still there.
     std::fs::create_dir(base.join("gone")).unwrap();
@@ -574,34 +592,16 @@ async fn an_archive_removes_only_what_it_created() {
     );
     assert_eq!(foreign(&base), before);
     let op = Op::connect(&certs, a.addr).await;
-    assert_eq!(op.cmd(init_vol(VOL, None)).await, Ok(Reply::Done));
-    assert!(!base.join(VOL).join(MARKER).exists());
-    assert_refused(
-        op.cmd(init_vol("data", None)).await,
-        ErrorCode::WrongState,
-        &base.join("data"),
-    );
-    assert_eq!(op.state("data").await, "Clear");
-    assert_eq!(
-        op.cmd(Command::ClearVol { vol: VOL.into() }).await,
-        Ok(Reply::Done)
-    );
-    assert!(!base.join(VOL).exists());
-    assert_eq!(foreign(&base), before);
+    let clear = Command::ClearVol { vol: VOL.into() };
+    create_refused_remove(&op, &base, &before, |v| init_vol(v, None), clear).await;
     drop(op);
-    a.stop().await;
-    let a = start_archive(&certs, &base).await;
-    assert_eq!(foreign(&base), before, "a second start");
-    a.stop().await;
+    restart_keeps(a, start_archive(&certs, &base), &base, &before).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_proxy_removes_only_what_it_created() {
     let _g = SERIAL.lock().await;
-    let tmp = tempfile::tempdir().unwrap();
-    let certs = Certs::new(&tmp.path().join("certs"));
-    let base = tmp.path().join("p0");
-    std::fs::create_dir(&base).unwrap();
+    let (_tmp, certs, base) = fixture("p0");
     // What the proxy's start used to take for a volume: received/ and sendto/ inside.
     std::fs::create_dir_all(base.join("data/sendto/old")).unwrap();
     std::fs::write(base.join("data/sendto/old/q"), b"queued by someone else").unwrap();
@@ -614,28 +614,12 @@ async fn a_proxy_removes_only_what_it_created() {
     assert_eq!(foreign(&base), before);
     let op = Op::connect(&certs, p.addr).await;
     let archive: SocketAddr = "127.0.0.1:9".parse().unwrap();
-    assert_eq!(op.cmd(add_archive(VOL, archive)).await, Ok(Reply::Done));
-    assert!(!base.join(VOL).join(MARKER).exists());
-    assert_refused(
-        op.cmd(add_archive("data", archive)).await,
-        ErrorCode::WrongState,
-        &base.join("data"),
-    );
-    assert_eq!(op.state("data").await, "Clear");
     // Deleting the last destination removes the volume's directory, and only that.
-    assert_eq!(
-        op.cmd(Command::ArchiveInfo(ArchiveInfoCommand::Delete {
-            vol: VOL.into(),
-            archive: "a0".into(),
-        }))
-        .await,
-        Ok(Reply::Done)
-    );
-    assert!(!base.join(VOL).exists());
-    assert_eq!(foreign(&base), before);
+    let delete = Command::ArchiveInfo(ArchiveInfoCommand::Delete {
+        vol: VOL.into(),
+        archive: "a0".into(),
+    });
+    create_refused_remove(&op, &base, &before, |v| add_archive(v, archive), delete).await;
     drop(op);
-    p.stop().await;
-    let p = start_proxy(&certs, &base).await;
-    assert_eq!(foreign(&base), before, "a second start");
-    p.stop().await;
+    restart_keeps(p, start_proxy(&certs, &base), &base, &before).await;
 }
