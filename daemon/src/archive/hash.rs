@@ -41,7 +41,7 @@ use super::vol::{diff_path, ArchiveVol};
 use super::wdiff::validate_wdiff;
 use super::{backend_error, blocking, persist_error, Archive};
 use crate::dto;
-use crate::persist;
+use crate::persist::{self, create_file};
 use crate::server::{answer, refuse};
 use crate::state::archive::ArchiveState as A;
 
@@ -270,14 +270,12 @@ impl Archive {
         };
         let f = {
             let t = tmp.to_path_buf();
-            blocking(move || crate::persist::create_file(&t))
-                .await?
-                .map_err(|e| {
-                    refuse(
-                        ErrorCode::Internal,
-                        format!("creating {}: {e}", tmp.display()),
-                    )
-                })?
+            blocking(move || create_file(&t)).await?.map_err(|e| {
+                refuse(
+                    ErrorCode::Internal,
+                    format!("creating {}: {e}", tmp.display()),
+                )
+            })?
         };
         let file = Arc::new(f);
         let mut writer = BackgroundWriter::new(Arc::clone(&file), self.cfg.fsync_bytes, false);
