@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use walb_wire::certs::{self, CA_CERT_FILE};
+use walb_wire::files::{self, Place, MODE_PUBLIC};
 use walb_wire::{ClusterCa, IssueOptions, PeerId, Role, TlsFiles};
 
 /// Resolves the CA directory: the flag, else the XDG default.
@@ -65,10 +66,29 @@ pub fn issue(ca_dir: &Path, out_dir: &Path, req: &IssueRequest) -> Result<TlsFil
         .with_context(|| format!("writing into {}", out_dir.display()))?;
     let ca_src = ca_dir.join(CA_CERT_FILE);
     if ca_src.canonicalize().ok() != files.ca_cert.canonicalize().ok() {
-        std::fs::copy(&ca_src, &files.ca_cert)
-            .with_context(|| format!("copying {} beside the certificate", ca_src.display()))?;
+        copy_ca_cert(&ca_src, &files.ca_cert, req.force)?;
     }
     Ok(files)
+}
+
+/// Puts a copy of the CA certificate `src` at `dst` (0644, through
+/// [`walb_wire::files`]): kept if it is already there, refused if another one is there
+/// unless `force`, which replaces it (a link at `dst` is replaced, not followed).
+fn copy_ca_cert(src: &Path, dst: &Path, force: bool) -> Result<()> {
+    let pem = std::fs::read(src).with_context(|| format!("reading {}", src.display()))?;
+    match std::fs::symlink_metadata(dst) {
+        Ok(m) if m.is_file() && std::fs::read(dst).ok().as_deref() == Some(&pem[..]) => {
+            return Ok(())
+        }
+        Ok(_) if !force => bail!(
+            "{} exists and is not the CA's certificate (pass --force to overwrite)",
+            dst.display()
+        ),
+        _ => {}
+    }
+    let place = if force { Place::Replace } else { Place::New };
+    files::write_file(dst, &pem, MODE_PUBLIC, place)
+        .with_context(|| format!("copying {} to {}", src.display(), dst.display()))
 }
 
 #[cfg(test)]

@@ -433,7 +433,8 @@ impl Cluster {
         })
     }
 
-    /// Writes this cluster as a TOML file (atomically: a temporary file renamed over it).
+    /// Writes this cluster as a TOML file, mode 0644, atomically and never through a link
+    /// ([`walb_wire::files`]: an exclusive temporary file renamed over it).
     pub fn save(&self, path: &Path) -> Result<(), ClusterError> {
         let err = |source| ClusterError::Write {
             path: path.to_owned(),
@@ -441,9 +442,14 @@ impl Cluster {
         };
         let text = toml::to_string(&self.to_file())
             .map_err(|e| err(std::io::Error::other(e.to_string())))?;
-        let tmp = path.with_extension("toml.tmp");
-        std::fs::write(&tmp, format!("# walb cluster file\n{text}")).map_err(err)?;
-        std::fs::rename(&tmp, path).map_err(err)
+        let text = format!("# walb cluster file\n{text}");
+        walb_wire::files::write_file(
+            path,
+            text.as_bytes(),
+            walb_wire::files::MODE_PUBLIC,
+            walb_wire::files::Place::Replace,
+        )
+        .map_err(err)
     }
 }
 

@@ -27,12 +27,14 @@
 //! walb-console executable first, then on `PATH`.
 
 use std::ffi::OsString;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
+use walb_wire::files::{self, NewFile, Place};
 use walb_wire::{ClusterCa, IssueOptions, PeerId, Role};
 
 use crate::client::{Client, ClientError, ClientOptions};
@@ -307,11 +309,17 @@ impl LabLayout {
         toml::from_str(&text).map_err(|e| LabError::Other(format!("{}: {e}", p.display())))
     }
 
-    /// Writes `lab.toml`.
+    /// Writes `lab.toml` (0644, atomically, never through a link).
     pub fn save_config(&self, cfg: &LabConfig) -> Result<(), LabError> {
         let text = toml::to_string(cfg).map_err(|e| LabError::Other(e.to_string()))?;
-        std::fs::write(self.config(), format!("# walb lab settings\n{text}"))
-            .map_err(io(format!("writing {}", self.config().display())))
+        let text = format!("# walb lab settings\n{text}");
+        files::write_file(
+            &self.config(),
+            text.as_bytes(),
+            files::MODE_PUBLIC,
+            Place::Replace,
+        )
+        .map_err(io(format!("writing {}", self.config().display())))
     }
 }
 
@@ -507,11 +515,8 @@ fn lab_devices(
             let dev = layout.dir.join("dev");
             std::fs::create_dir_all(&dev).map_err(io(format!("creating {}", dev.display())))?;
             for (p, mb) in [(layout.ddev(), cfg.size_mb), (layout.ldev(), cfg.log_mb)] {
-                if !p.exists() {
-                    let f = std::fs::File::create(&p)
-                        .map_err(io(format!("creating {}", p.display())))?;
-                    f.set_len(mb << 20)
-                        .map_err(io(format!("sizing {}", p.display())))?;
+                if std::fs::symlink_metadata(&p).is_err() {
+                    new_image(&p, mb << 20)?;
                 }
             }
             if cfg.driver {
@@ -626,11 +631,17 @@ pub fn spawn_daemon(
     bin_dir: Option<&Path>,
 ) -> Result<i32, LabError> {
     let exe = find_binary(n.binary(), bin_dir)?;
-    std::fs::create_dir_all(layout.base(n))
+    // Private, as the daemon would make it (it tightens a looser one, with a warning).
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(layout.base(n))
         .map_err(io(format!("creating {}", layout.base(n).display())))?;
     let out = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(files::MODE_PRIVATE)
+        .custom_flags(nix::libc::O_NOFOLLOW)
         .open(layout.out(n))
         .map_err(io(format!("opening {}", layout.out(n).display())))?;
     let err = out
@@ -646,12 +657,29 @@ pub fn spawn_daemon(
         .spawn()
         .map_err(io(format!("starting {}", exe.display())))?;
     let pid = i32::try_from(child.id()).map_err(|_| LabError::Other("pid out of range".into()))?;
-    std::fs::write(layout.pid(n), format!("{pid}\n"))
-        .map_err(io(format!("writing {}", layout.pid(n).display())))?;
+    files::write_file(
+        &layout.pid(n),
+        format!("{pid}\n").as_bytes(),
+        files::MODE_PUBLIC,
+        Place::Replace,
+    )
+    .map_err(io(format!("writing {}", layout.pid(n).display())))?;
     info!(node = n.name, pid, "started {}", exe.display());
     // The child is not waited for: it outlives this command.
     drop(child);
     Ok(pid)
+}
+
+/// Creates the sparse image `p` of `bytes` (0600), which must not exist yet: written under
+/// a temporary name and linked into place ([`walb_wire::files`]).
+fn new_image(p: &Path, bytes: u64) -> Result<(), LabError> {
+    let mut f =
+        NewFile::create(p, files::MODE_PRIVATE).map_err(io(format!("creating {}", p.display())))?;
+    f.file()
+        .set_len(bytes)
+        .map_err(io(format!("sizing {}", p.display())))?;
+    f.commit(Place::New)
+        .map_err(io(format!("creating {}", p.display())))
 }
 
 fn tail(path: &Path, lines: usize) -> String {

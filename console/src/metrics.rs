@@ -11,6 +11,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
+use walb_wire::files;
+
 use crate::tui::model::{is_temporary, Model, Reach};
 
 /// Escapes a label value (backslash, double quote, newline).
@@ -433,18 +435,16 @@ pub fn render(m: &Model) -> String {
     o.text
 }
 
-/// Writes `text` to `path` atomically (a temporary file in the same directory, renamed
-/// over it).
+/// Writes `text` to `path` atomically, mode 0644 (a textfile collector runs as another
+/// user): an exclusive temporary file in the same directory, synced and renamed over it,
+/// never written through a link ([`walb_wire::files`]).
 pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "metrics".into());
-    let tmp = path.with_file_name(format!(".{name}.tmp.{}", std::process::id()));
-    std::fs::write(&tmp, text)?;
-    std::fs::rename(&tmp, path).inspect_err(|_| {
-        let _ = std::fs::remove_file(&tmp);
-    })
+    files::write_file(
+        path,
+        text.as_bytes(),
+        files::MODE_PUBLIC,
+        files::Place::Replace,
+    )
 }
 
 #[cfg(test)]

@@ -4,15 +4,21 @@
 //! The archive answers `Accepted`, the image size (`Step::Progress{total_lb}`), the image
 //! in bulks (`Zero` steps for all-zero bulks) and the bulk end; this side writes it,
 //! syncs, acknowledges, and waits for the archive to end the call (it refuses instead
-//! when an apply moved its base meanwhile). A regular file is written under a temporary
-//! name, sparse (zero bulks are not written), and renamed into place only once the
-//! archive confirmed: a failed scan leaves no file and never touches an existing one. A
-//! block device is written in place, zeros included.
+//! when an apply moved its base meanwhile).
+//!
+//! A block device is written in place, zeros included: `OUT` names it, or is a link to it
+//! owned by root or by the user running the scan (as `/dev/VG/LV` names are); the device
+//! opened is checked to be one. Anything else is written as a new regular file, mode
+//! 0600, sparse (zero bulks are not written), under an unpredictable temporary name
+//! created exclusively ([`walb_wire::files::NewFile`]) and renamed over `OUT` only once
+//! the archive confirmed: a failed scan leaves no file and never touches an existing one,
+//! and a link at `OUT` (or at any temporary name) is replaced or refused, never followed.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::{FileExt, FileTypeExt};
-use std::path::{Path, PathBuf};
+use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
+use std::path::Path;
 
+use walb_wire::files::{NewFile, Place, MODE_PRIVATE};
 use walb_wire::msg::{Command, Message, Request, Step};
 use walb_wire::{Received, Reply};
 
@@ -33,59 +39,85 @@ pub struct Scanned {
 }
 
 /// Where the image goes.
-struct Sink {
-    file: File,
-    /// The temporary file of a regular output (renamed at the end).
-    tmp: Option<PathBuf>,
-    device: bool,
+enum Sink {
+    /// A block device, written in place.
+    Device(File),
+    /// A new file, renamed over the output once the archive confirmed (removed if
+    /// dropped before).
+    New(NewFile),
 }
 
 impl Sink {
     fn open(out: &Path, size: u64) -> std::io::Result<Sink> {
-        let device = std::fs::metadata(out).is_ok_and(|m| m.file_type().is_block_device());
-        if device {
-            let file = OpenOptions::new().write(true).open(out)?;
-            return Ok(Sink {
-                file,
-                tmp: None,
-                device,
-            });
+        if let Some(dev) = open_device(out)? {
+            return Ok(Sink::Device(dev));
         }
-        let mut name = out.file_name().unwrap_or_default().to_os_string();
-        name.push(".walb-tmp");
-        let tmp = out.with_file_name(name);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
-        file.set_len(size)?;
-        Ok(Sink {
-            file,
-            tmp: Some(tmp),
-            device,
-        })
+        let mut f = NewFile::create(out, MODE_PRIVATE)?;
+        f.file().set_len(size)?;
+        Ok(Sink::New(f))
     }
 
-    fn zeros(&self, off: u64, len: u64) -> std::io::Result<()> {
-        if !self.device {
-            return Ok(());
+    fn file(&mut self) -> &File {
+        match self {
+            Sink::Device(f) => f,
+            Sink::New(f) => f.file(),
         }
+    }
+
+    fn zeros(&mut self, off: u64, len: u64) -> std::io::Result<()> {
+        let Sink::Device(dev) = self else {
+            return Ok(());
+        };
         let z = vec![0u8; ZEROS.min(len as usize)];
         let mut done = 0u64;
         while done < len {
             let n = (len - done).min(z.len() as u64) as usize;
-            self.file.write_all_at(&z[..n], off + done)?;
+            dev.write_all_at(&z[..n], off + done)?;
             done += n as u64;
         }
         Ok(())
     }
 
-    fn discard(&self) {
-        if let Some(t) = &self.tmp {
-            let _ = std::fs::remove_file(t);
+    /// Puts a new file in place (a device is written already).
+    fn commit(self) -> std::io::Result<()> {
+        match self {
+            Sink::Device(_) => Ok(()),
+            Sink::New(f) => f.commit(Place::Replace),
         }
     }
+}
+
+/// The block device at `out`, open for writing, when `out` names one directly or through
+/// a link owned by root or by this user; `None` when the output is to be a new file.
+fn open_device(out: &Path) -> std::io::Result<Option<File>> {
+    let m = match std::fs::symlink_metadata(out) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let me = nix::unistd::geteuid().as_raw();
+    let follow = if m.file_type().is_block_device() {
+        false
+    } else if m.file_type().is_symlink() && (m.uid() == 0 || m.uid() == me) {
+        true
+    } else {
+        return Ok(None);
+    };
+    if follow && !std::fs::metadata(out).is_ok_and(|t| t.file_type().is_block_device()) {
+        return Ok(None);
+    }
+    let nofollow = if follow { 0 } else { nix::libc::O_NOFOLLOW };
+    let dev = OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_NOCTTY | nofollow)
+        .open(out)?;
+    // What was opened is what was looked at (a link swapped meanwhile is refused).
+    if !dev.metadata()?.file_type().is_block_device() {
+        return Err(std::io::Error::other(
+            "it changed while it was opened: no longer a block device",
+        ));
+    }
+    Ok(Some(dev))
 }
 
 /// Streams snapshot `gid` of `vol` from archive `node` into `out` (see the module
@@ -134,19 +166,18 @@ pub async fn virt_full_scan(
     let local = |what: &str, e: std::io::Error| {
         ClientError::State(format!("virt-full-scan: {what} {}: {e}", out.display()))
     };
-    let sink = Sink::open(out, size).map_err(|e| local("opening", e))?;
-    let r = receive(&mut call, &sink, size, node).await;
+    // From here on, an early return drops a new file's temporary name with it.
+    let mut sink = Sink::open(out, size).map_err(|e| local("opening", e))?;
+    let r = receive(&mut call, &mut sink, size, node).await;
     let scanned = match r {
         Ok(s) => s,
         Err(e) => {
-            sink.discard();
             call.sender.reset();
             return Err(e);
         }
     };
-    let synced = sink.file.sync_all().map_err(|e| local("syncing", e));
+    let synced = sink.file().sync_all().map_err(|e| local("syncing", e));
     if let Err(e) = synced {
-        sink.discard();
         call.sender.reset();
         return Err(e);
     }
@@ -167,18 +198,8 @@ pub async fn virt_full_scan(
         }),
         Err(e) => Err(e),
     };
-    if let Err(e) = confirmed {
-        sink.discard();
-        return Err(e);
-    }
-    if let Some(tmp) = &sink.tmp {
-        std::fs::rename(tmp, out).map_err(|e| local("renaming into", e))?;
-        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(dir) {
-                let _ = d.sync_all();
-            }
-        }
-    }
+    confirmed?;
+    sink.commit().map_err(|e| local("renaming into", e))?;
     Ok(scanned)
 }
 
@@ -199,7 +220,7 @@ fn wire_error(node: &str, source: walb_wire::Error) -> ClientError {
 /// The bulks, written at their offsets, up to the bulk end.
 async fn receive(
     call: &mut walb_wire::Call,
-    sink: &Sink,
+    sink: &mut Sink,
     size: u64,
     node: &str,
 ) -> Result<Scanned, ClientError> {
@@ -222,7 +243,7 @@ async fn receive(
                 if off.saturating_add(len) > size {
                     return Err(past_end(len, off));
                 }
-                sink.file.write_all_at(&data, off).map_err(|e| {
+                sink.file().write_all_at(&data, off).map_err(|e| {
                     ClientError::State(format!("virt-full-scan: writing at byte {off}: {e}"))
                 })?;
                 off += len;

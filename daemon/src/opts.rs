@@ -35,6 +35,10 @@ pub struct CommonOpts {
     /// Debug logging.
     #[arg(long)]
     pub debug: bool,
+    /// Let the daemon's group read what it creates: directories 0750 and files 0640
+    /// (umask 0027) instead of 0700 and 0600 (umask 0077).
+    #[arg(long)]
+    pub group_access: bool,
     /// What peers may ask for.
     #[command(flatten)]
     pub limits: LimitOpts,
@@ -192,7 +196,9 @@ pub struct ArchiveOpts {
     /// Compression of replication chunks as a client, CODEC:LEVEL:THREADS.
     #[arg(long, default_value = "zstd:1:1")]
     pub sync_compress: String,
-    /// Attach restored images to loop devices (root only) so they can be mounted.
+    /// Attach restored images to loop devices (root only) so they can be mounted. The
+    /// image files stay private to the daemon's user, but a loop device opens the image to
+    /// whoever may open /dev/loopN (root, and usually the disk group).
     #[arg(long)]
     pub restore_loop: bool,
     /// Percentage of time a restore sleeps between writes (0-99), to leave IO to others.

@@ -3,14 +3,31 @@
 //! [`write_atomic`] writes a temporary file beside the target, fsyncs it, renames it over
 //! the target and fsyncs the directory, so a daemon killed at any instant finds either the
 //! old or the new content, never a mix. Temporary files end in [`TMP_SUFFIX`];
-//! [`remove_temp_files`] deletes leftovers at start. [`BaseDir::lock`] takes an exclusive
-//! `flock` on the base directory so two daemons never share one.
+//! [`remove_temp_files`] deletes leftovers in the daemon's own directories at start.
+//! [`BaseDir::lock`] takes an exclusive `flock` on the base directory so two daemons
+//! never share one; [`BaseDir::scan`] tells its volume directories from what is not the
+//! daemon's ([`voldir`]).
+//!
+//! Modes: everything a daemon creates is private to its user, whatever the umask it was
+//! started with: directories [`dir_mode`] (0700), files [`file_mode`] (0600), or 0750 /
+//! 0640 with `--group-access` ([`set_group_access`]). Files are created anew with their
+//! mode ([`create_file`]: never through a link, never by truncating what was there),
+//! directories with theirs ([`create_dir`]); a looser base directory is tightened at
+//! start ([`BaseDir::lock`]).
+
+pub mod voldir;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::fcntl::{Flock, FlockArg};
+use tracing::warn;
+use walb_wire::msg::{ErrorCode, WireError};
+
+pub use voldir::{DirKind, Scan, VolRule};
 
 /// Suffix of files being written.
 pub const TMP_SUFFIX: &str = ".tmp";
@@ -30,12 +47,106 @@ pub struct PersistError {
     pub source: io::Error,
 }
 
+impl PersistError {
+    /// Whether this is a refusal to take over a directory the daemon did not create
+    /// ([`voldir::NotOurs`]).
+    pub fn is_not_ours(&self) -> bool {
+        self.source
+            .get_ref()
+            .is_some_and(|e| e.is::<voldir::NotOurs>())
+    }
+
+    /// The wire code of this failure: `wrong-state` for a directory in the way, else
+    /// `internal`.
+    pub fn wire_code(&self) -> ErrorCode {
+        if self.is_not_ours() {
+            ErrorCode::WrongState
+        } else {
+            ErrorCode::Internal
+        }
+    }
+}
+
+impl From<PersistError> for WireError {
+    fn from(e: PersistError) -> Self {
+        WireError::new(e.wire_code(), e.to_string())
+    }
+}
+
 fn err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> PersistError + 'a {
     move |source| PersistError {
         what,
         path: path.to_path_buf(),
         source,
     }
+}
+
+/// Whether directories and files are group-readable (`--group-access`).
+static GROUP_ACCESS: AtomicBool = AtomicBool::new(false);
+
+/// Lets the daemon's group read what it creates (`--group-access`): directories 0750,
+/// files 0640, umask 0027. Off by default (0700, 0600, 0077). Process-wide, like the
+/// umask it goes with.
+pub fn set_group_access(on: bool) {
+    GROUP_ACCESS.store(on, Ordering::Relaxed);
+}
+
+/// Whether [`set_group_access`] is on.
+pub fn group_access() -> bool {
+    GROUP_ACCESS.load(Ordering::Relaxed)
+}
+
+/// Mode of every directory a daemon creates: 0700, or 0750 with group access.
+pub fn dir_mode() -> u32 {
+    if group_access() {
+        0o750
+    } else {
+        0o700
+    }
+}
+
+/// Mode of every file a daemon creates: 0600, or 0640 with group access.
+pub fn file_mode() -> u32 {
+    if group_access() {
+        0o640
+    } else {
+        0o600
+    }
+}
+
+/// The umask a daemon runs with: 0077, or 0027 with group access.
+pub fn umask() -> u32 {
+    0o777 & !dir_mode()
+}
+
+/// Creates `path` anew, open for reading and writing, with mode [`file_mode`]: a
+/// leftover of that name (a file or a link, never what a link points to) is removed
+/// first, and the file is created exclusively, so nothing is written through a link.
+pub fn create_file(path: &Path) -> io::Result<File> {
+    match fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .mode(file_mode())
+        .open(path)
+}
+
+/// Removes the permission bits of the open file or directory `f` beyond `allowed`;
+/// returns the old and new modes when it changed them.
+pub fn tighten(f: &File, allowed: u32) -> io::Result<Option<(u32, u32)>> {
+    let mode = f.metadata()?.permissions().mode();
+    let perm = mode & 0o777;
+    if perm & !allowed == 0 {
+        return Ok(None);
+    }
+    let new = (mode & !0o777) | (perm & allowed);
+    f.set_permissions(fs::Permissions::from_mode(new))?;
+    Ok(Some((perm, new & 0o777)))
 }
 
 /// The temporary name used while `path` is written.
@@ -56,11 +167,7 @@ pub fn sync_dir(dir: &Path) -> Result<(), PersistError> {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PersistError> {
     let tmp = tmp_path(path);
     let res = (|| {
-        let mut f = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)?;
+        let mut f = create_file(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()
     })();
@@ -86,9 +193,13 @@ pub fn read_text_opt(path: &Path) -> Result<Option<String>, PersistError> {
     Ok(read_opt(path)?.map(|b| String::from_utf8_lossy(&b).trim().to_owned()))
 }
 
-/// Creates `dir` (and parents) and makes the new entry durable.
+/// Creates `dir` (and parents) with mode [`dir_mode`] and makes the new entry durable.
 pub fn create_dir(dir: &Path) -> Result<(), PersistError> {
-    fs::create_dir_all(dir).map_err(err("creating directory", dir))?;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(dir_mode())
+        .create(dir)
+        .map_err(err("creating directory", dir))?;
     sync_dir(parent(dir))
 }
 
@@ -122,7 +233,7 @@ pub fn remove_temp_files(dir: &Path) -> Result<usize, PersistError> {
         let ent = ent.map_err(err("listing", dir))?;
         if ent.file_name().to_string_lossy().ends_with(TMP_SUFFIX) {
             let p = ent.path();
-            if p.is_dir() {
+            if ent.file_type().map_err(err("inspecting", &p))?.is_dir() {
                 fs::remove_dir_all(&p).map_err(err("removing", &p))?;
             } else {
                 fs::remove_file(&p).map_err(err("removing", &p))?;
@@ -151,14 +262,26 @@ pub struct BaseDir {
 }
 
 impl BaseDir {
-    /// Creates `path` if needed and locks it; fails if another daemon holds it.
+    /// Creates `path` if needed (mode [`dir_mode`]), tightens it if it is looser (with a
+    /// log line), and locks it; fails if another daemon holds it.
     pub fn lock(path: &Path) -> Result<BaseDir, PersistError> {
-        fs::create_dir_all(path).map_err(err("creating base directory", path))?;
+        create_base_dir(path)?;
+        let d = File::open(path).map_err(err("opening base directory", path))?;
+        if let Some((old, new)) =
+            tighten(&d, dir_mode()).map_err(err("tightening the mode of", path))?
+        {
+            warn!(
+                dir = %path.display(),
+                "base directory was mode {old:04o}, readable by others: tightened to {new:04o}"
+            );
+        }
         let lp = path.join(LOCK_FILE);
         let f = OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(false)
+            .mode(file_mode())
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&lp)
             .map_err(err("opening lock file", &lp))?;
         let lock = Flock::lock(f, FlockArg::LockExclusiveNonblock).map_err(|(_, e)| {
@@ -182,19 +305,22 @@ impl BaseDir {
         self.path.join(vol)
     }
 
-    /// Names of the volume directories (every subdirectory not ending in `.tmp`).
-    pub fn vols(&self) -> Result<Vec<String>, PersistError> {
-        let mut v = Vec::new();
-        for ent in fs::read_dir(&self.path).map_err(err("listing", &self.path))? {
-            let ent = ent.map_err(err("listing", &self.path))?;
-            let name = ent.file_name().to_string_lossy().into_owned();
-            if ent.path().is_dir() && !name.ends_with(TMP_SUFFIX) && check_vol_name(&name).is_ok() {
-                v.push(name);
-            }
-        }
-        v.sort();
-        Ok(v)
+    /// Sorts the subdirectories by `rule`: volumes, interrupted creations and removals
+    /// (for the role to remove), and the rest, which are named in warnings and left alone
+    /// (see [`voldir`]). Files are not looked at.
+    pub fn scan(&self, rule: &VolRule) -> Result<Scan, PersistError> {
+        voldir::scan(&self.path, rule)
     }
+}
+
+/// Creates the base directory `path` (and parents) with mode [`dir_mode`] if it does not
+/// exist.
+pub fn create_base_dir(path: &Path) -> Result<(), PersistError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(dir_mode())
+        .create(path)
+        .map_err(err("creating base directory", path))
 }
 
 /// Checks a volume name (the wire's rule, [`walb_wire::admit::vol_name`]).
@@ -224,6 +350,35 @@ mod tests {
         fs::write(d.path().join("keep"), b"ok").unwrap();
         assert_eq!(remove_temp_files(d.path()).unwrap(), 1);
         assert!(d.path().join("keep").exists());
+    }
+
+    #[test]
+    fn create_file_replaces_a_leftover_and_never_writes_through_a_link() {
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let p = d.path().join("state.tmp");
+        std::os::unix::fs::symlink(&victim, &p).unwrap();
+        let mut f = create_file(&p).unwrap();
+        f.write_all(b"new").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(fs::symlink_metadata(&p).unwrap().is_file());
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o077, 0);
+        write_atomic(&d.path().join("state"), b"x").unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+    }
+
+    #[test]
+    fn tighten_removes_only_the_bits_beyond_the_allowed_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("b");
+        fs::create_dir(&p).unwrap();
+        fs::set_permissions(&p, fs::Permissions::from_mode(0o2775)).unwrap();
+        let f = File::open(&p).unwrap();
+        assert_eq!(tighten(&f, 0o750).unwrap(), Some((0o775, 0o750)));
+        let m = fs::metadata(&p).unwrap().permissions().mode();
+        assert_eq!(m & 0o7777, 0o2750, "the setgid bit stays: {m:o}");
+        assert_eq!(tighten(&f, 0o750).unwrap(), None);
     }
 
     #[test]

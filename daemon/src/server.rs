@@ -10,6 +10,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -26,7 +27,7 @@ use walb_wire::{Call, IncomingCall, Node, NodeConfig, Peer, PeerId, Role, TlsFil
 
 use crate::opts::{ArchiveOpts, CommonOpts, ProxyOpts, StorageOpts};
 use crate::peers::PeerAddr;
-use crate::persist::BaseDir;
+use crate::persist::{self, BaseDir};
 use crate::vol::{Publish, VolError};
 
 /// What every role's handler gets: the node, the base directory, limits, shutdown.
@@ -274,6 +275,8 @@ pub fn refuse(code: ErrorCode, msg: impl Into<String>) -> WireError {
     WireError::new(code, msg)
 }
 
+/// Logs to stderr or to the log file, which is created with the daemon's file mode (an
+/// existing, looser one is tightened, with a log line).
 fn init_logging(common: &CommonOpts) -> Result<()> {
     use tracing_subscriber::EnvFilter;
     let default = if common.debug { "debug" } else { "info" };
@@ -292,12 +295,25 @@ fn init_logging(common: &CommonOpts) -> Result<()> {
         let f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
+            .mode(persist::file_mode())
             .open(&path)
             .with_context(|| format!("opening log file {}", path.display()))?;
+        let tightened = persist::tighten(&f, persist::file_mode());
         builder
             .with_ansi(false)
             .with_writer(std::sync::Mutex::new(f))
             .init();
+        match tightened {
+            Ok(Some((old, new))) => warn!(
+                file = %path.display(),
+                "log file was mode {old:04o}, readable by others: tightened to {new:04o}"
+            ),
+            Ok(None) => {}
+            Err(e) => warn!(
+                file = %path.display(),
+                "cannot tighten the mode of the log file ({e}); others may read it"
+            ),
+        }
     }
     Ok(())
 }
@@ -309,10 +325,12 @@ fn host_name() -> String {
         .unwrap_or_else(|| "localhost".to_owned())
 }
 
-/// Sets up a daemon from its common options: base directory, logging, node.
+/// Sets up a daemon from its common options: umask and modes, base directory, logging,
+/// node.
 pub fn setup(role: Role, common: &CommonOpts, rt: &tokio::runtime::Runtime) -> Result<Arc<Ctx>> {
-    std::fs::create_dir_all(&common.base_dir)
-        .with_context(|| format!("creating base directory {}", common.base_dir.display()))?;
+    persist::set_group_access(common.group_access);
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(persist::umask()));
+    persist::create_base_dir(&common.base_dir)?;
     init_logging(common)?;
     let base = BaseDir::lock(&common.base_dir)?;
     let id = common.id.clone().unwrap_or_else(host_name);

@@ -89,6 +89,7 @@ fn opts(base: &Path) -> ProxyOpts {
             bg: 2,
             debug: false,
             limits: Default::default(),
+            group_access: false,
         },
         stopped: false,
         max_wdiff_send_mb: 128,

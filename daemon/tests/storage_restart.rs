@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use storage_support::*;
+use walb_daemon::persist::voldir::MARKER;
 use walb_daemon::storage::{vol, StorageConfig};
 use walb_kernel::block::Pbs;
 use walb_kernel::device::WalbDevice;
@@ -140,12 +141,18 @@ fn a_crash_mid_transfer_resends_from_the_done_record() {
         .unwrap();
     assert_eq!(hung.diff.unwrap().range.snap_b.gid_b, done_before.gid);
 
-    // What other interrupted operations leave behind.
+    // What other interrupted operations leave behind: an init-vol cut short (marked, no
+    // state), a clear-vol cut short (marked, the state already gone), and beside them a
+    // directory that is not the daemon's.
     std::fs::write(dir.join("stale.tmp"), b"half a file").unwrap();
     std::fs::create_dir_all(s.base.join("v5")).unwrap();
+    std::fs::write(s.base.join("v5").join(MARKER), b"").unwrap();
     std::fs::write(s.base.join("v5/path"), b"/dev/walb/x").unwrap();
-    std::fs::create_dir_all(s.base.join("v6.tmp")).unwrap();
-    std::fs::write(s.base.join("v6.tmp/state"), b"SyncReady").unwrap();
+    std::fs::create_dir_all(s.base.join("v6")).unwrap();
+    std::fs::write(s.base.join("v6").join(MARKER), b"").unwrap();
+    std::fs::write(s.base.join("v6/queue"), b"half").unwrap();
+    std::fs::create_dir_all(s.base.join("v7")).unwrap();
+    std::fs::write(s.base.join("v7/path"), b"not the daemon's").unwrap();
 
     s.proxy.set_mode(ProxyMode::Ack);
     let n_before = s.proxy.got().len();
@@ -159,10 +166,13 @@ fn a_crash_mid_transfer_resends_from_the_done_record() {
             Ok(Reply::Lines(vec!["v0".into()]))
         );
         assert!(!s.base.join("v5").exists(), "interrupted init-vol removed");
-        assert!(
-            !s.base.join("v6.tmp").exists(),
-            "interrupted clear-vol removed"
+        assert!(!s.base.join("v6").exists(), "interrupted clear-vol removed");
+        assert_eq!(
+            std::fs::read(s.base.join("v7/path")).unwrap(),
+            b"not the daemon's",
+            "a directory without marker or state is left alone"
         );
+        assert_eq!(op.state("v7").await, "Clear");
         assert!(!dir.join("stale.tmp").exists(), "temporary file removed");
         // Monitoring resumed: the logs go out again, from the done record.
         wait_for("the done record to reach the end", || {

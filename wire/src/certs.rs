@@ -30,6 +30,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use time::{Duration, OffsetDateTime};
 
+use crate::files::{NewFile, Place, MODE_PRIVATE, MODE_PUBLIC};
 use crate::identity::PeerId;
 #[cfg(test)]
 use crate::identity::Role;
@@ -143,17 +144,16 @@ impl ClusterCa {
         Self::from_pem(&cert, &key)
     }
 
-    /// Writes `ca.crt` and `ca.key` into `dir` (created if needed). Refuses to overwrite
-    /// an existing CA unless `overwrite`.
+    /// Writes `ca.crt` (0644) and `ca.key` (0600) into `dir` (created if needed), each
+    /// whole or not at all and never through a link ([`crate::files`]). Refuses to
+    /// overwrite an existing CA unless `overwrite`, which replaces both atomically.
     pub fn save(&self, dir: &Path, overwrite: bool) -> Result<(), CertError> {
         fs::create_dir_all(dir).map_err(|e| CertError::io(dir, e))?;
-        write_file(
-            &dir.join(CA_KEY_FILE),
-            &self.key.serialize_pem(),
-            true,
+        write_pair(
+            (&dir.join(CA_KEY_FILE), &self.key.serialize_pem()),
+            (&dir.join(CA_CERT_FILE), &self.cert.pem()),
             overwrite,
-        )?;
-        write_file(&dir.join(CA_CERT_FILE), &self.cert.pem(), false, overwrite)
+        )
     }
 
     /// The CA certificate, PEM.
@@ -220,13 +220,17 @@ pub struct IssuedCert {
 }
 
 impl IssuedCert {
-    /// Writes `ROLE-ID.crt` and `ROLE-ID.key` into `dir`; returns the files of this peer
-    /// (with `ca_cert` pointing at `dir/ca.crt`).
+    /// Writes `ROLE-ID.crt` (0644) and `ROLE-ID.key` (0600) into `dir`, as
+    /// [`ClusterCa::save`] writes its pair; returns the files of this peer (with `ca_cert`
+    /// pointing at `dir/ca.crt`).
     pub fn save(&self, dir: &Path, overwrite: bool) -> Result<TlsFiles, CertError> {
         fs::create_dir_all(dir).map_err(|e| CertError::io(dir, e))?;
         let files = TlsFiles::in_dir(dir, &self.peer);
-        write_file(&files.key, &self.key_pem, true, overwrite)?;
-        write_file(&files.cert, &self.cert_pem, false, overwrite)?;
+        write_pair(
+            (&files.key, &self.key_pem),
+            (&files.cert, &self.cert_pem),
+            overwrite,
+        )?;
         Ok(files)
     }
 
@@ -271,22 +275,46 @@ fn read_to_string(path: &Path) -> Result<String, CertError> {
     fs::read_to_string(path).map_err(|e| CertError::io(path, e))
 }
 
-fn write_file(path: &Path, text: &str, secret: bool, overwrite: bool) -> Result<(), CertError> {
-    if !overwrite && path.exists() {
-        return Err(CertError::Exists(path.to_owned()));
+/// Writes a key (0600) and its certificate (0644) through [`crate::files`]: both are
+/// written and synced under temporary names first, then moved into place, the
+/// certificate first (a failure there replaces nothing). Without `overwrite`, an existing
+/// file (or link) of either name is refused and nothing is written; with it, each is
+/// replaced atomically (a link is replaced, not followed; a replaced key becomes 0600).
+fn write_pair(
+    (key, key_pem): (&Path, &str),
+    (cert, cert_pem): (&Path, &str),
+    overwrite: bool,
+) -> Result<(), CertError> {
+    if !overwrite {
+        for p in [key, cert] {
+            if fs::symlink_metadata(p).is_ok() {
+                return Err(CertError::Exists(p.to_owned()));
+            }
+        }
     }
-    let mut opts = fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        opts.mode(if secret { 0o600 } else { 0o644 });
+    let stage = |path: &Path, text: &str, mode: u32| {
+        let mut f = NewFile::create(path, mode).map_err(|e| CertError::io(path, e))?;
+        f.write_all(text.as_bytes())
+            .map_err(|e| CertError::io(path, e))?;
+        Ok::<_, CertError>(f)
+    };
+    let key_file = stage(key, key_pem, MODE_PRIVATE)?;
+    let cert_file = stage(cert, cert_pem, MODE_PUBLIC)?;
+    let place = if overwrite {
+        Place::Replace
+    } else {
+        Place::New
+    };
+    for (f, path) in [(cert_file, cert), (key_file, key)] {
+        f.commit(place).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                CertError::Exists(path.to_owned())
+            } else {
+                CertError::io(path, e)
+            }
+        })?;
     }
-    let _ = secret;
-    let mut f = opts.open(path).map_err(|e| CertError::io(path, e))?;
-    f.write_all(text.as_bytes())
-        .and_then(|_| f.sync_all())
-        .map_err(|e| CertError::io(path, e))
+    Ok(())
 }
 
 /// Why a certificate could not be made, read or written.

@@ -2,9 +2,10 @@
 //!
 //! Everything the console and `walb-console ca` write (keys, certificates, deny lists,
 //! cluster files, exported images) goes through [`NewFile`]: the bytes go to a new
-//! temporary file beside the destination, created exclusively (`O_CREAT | O_EXCL`, which
-//! also never follows a symbolic link planted at that name), with the mode asked for from the
-//! start (a key is never readable by others, not even for an instant); the file is synced
+//! temporary file beside the destination, under a name nobody can guess (a random part),
+//! created exclusively (`O_CREAT | O_EXCL`, which also never follows a symbolic link
+//! planted at that name), with the mode asked for from the start (a key is never readable
+//! by others, not even for an instant; the umask does not change it); the file is synced
 //! and then moved into place: renamed over the destination ([`Place::Replace`]; a link
 //! at the destination is replaced, not followed), or linked to a name that must not exist
 //! yet ([`Place::New`], which fails with `AlreadyExists` instead of overwriting). The
@@ -12,9 +13,8 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Mode of secrets: private keys, and anything only the owner may read.
 pub const MODE_PRIVATE: u32 = 0o600;
@@ -38,12 +38,10 @@ pub struct NewFile {
     dst: PathBuf,
 }
 
-/// Tells temporary names of one process apart.
-static SEQ: AtomicU64 = AtomicU64::new(0);
-
 impl NewFile {
-    /// Creates the temporary file of `dst` with `mode`, exclusively (so never through a
-    /// link). Its name is `.NAME.PID.N.tmp` in `dst`'s directory.
+    /// Creates the temporary file of `dst` with `mode` (exactly: whatever the umask),
+    /// exclusively (so never through a link). Its name is `.NAME.RANDOM.tmp` in `dst`'s
+    /// directory.
     pub fn create(dst: &Path, mode: u32) -> io::Result<NewFile> {
         let name = dst.file_name().ok_or_else(|| {
             io::Error::new(
@@ -54,10 +52,9 @@ impl NewFile {
         let dir = parent(dst);
         let mut last = None;
         for _ in 0..16 {
-            let n = SEQ.fetch_add(1, Ordering::Relaxed);
             let mut tmp_name = std::ffi::OsString::from(".");
             tmp_name.push(name);
-            tmp_name.push(format!(".{}.{n}.tmp", std::process::id()));
+            tmp_name.push(format!(".{:016x}.tmp", rand::random::<u64>()));
             let tmp = dir.join(tmp_name);
             match OpenOptions::new()
                 .write(true)
@@ -66,11 +63,14 @@ impl NewFile {
                 .open(&tmp)
             {
                 Ok(file) => {
-                    return Ok(NewFile {
+                    let f = NewFile {
                         file,
                         tmp,
                         dst: dst.to_path_buf(),
-                    })
+                    };
+                    // The umask may have taken bits away; `f` removes the file on failure.
+                    f.file.set_permissions(fs::Permissions::from_mode(mode))?;
+                    return Ok(f);
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => last = Some(e),
                 Err(e) => return Err(e),
@@ -197,6 +197,35 @@ mod tests {
         let e = write_file(&q, b"x", MODE_PUBLIC, Place::New).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn the_mode_is_the_one_asked_for_whatever_the_umask() {
+        let d = tmpdir("mode");
+        // 0666 is more than a usual umask (022) lets through.
+        let p = d.join("shared");
+        write_file(&p, b"x", 0o666, Place::New).unwrap();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o777,
+            0o666
+        );
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn temporary_names_are_not_predictable() {
+        let d = tmpdir("names");
+        let p = d.join("out");
+        let a = NewFile::create(&p, MODE_PRIVATE).unwrap();
+        let b = NewFile::create(&p, MODE_PRIVATE).unwrap();
+        let name = |f: &NewFile| f.tmp_path().file_name().unwrap().to_owned();
+        assert_ne!(name(&a), name(&b));
+        assert!(!name(&a)
+            .to_string_lossy()
+            .contains(&std::process::id().to_string()));
+        drop((a, b));
+        assert!(leftovers(&d).is_empty());
         fs::remove_dir_all(&d).unwrap();
     }
 

@@ -305,13 +305,7 @@ fn commit_file(tmp: &Path, dst: &Path) -> Result<(), BackendError> {
 }
 
 fn new_sparse(path: &Path, bytes: u64) -> Result<File, BackendError> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(path)
-        .map_err(io_err("creating", path))?;
+    let f = persist::create_file(path).map_err(io_err("creating", path))?;
     f.set_len(bytes).map_err(io_err("sizing", path))?;
     Ok(f)
 }
@@ -497,13 +491,7 @@ impl ImageBackend for FileBackend {
 /// Makes `dst` a copy of `src`: a reflink clone where the file system supports it, else
 /// a sparse copy. Returns `dst` open for reading and writing.
 pub fn clone_file(src: &File, dst: &Path) -> Result<(File, CloneMethod), BackendError> {
-    let out = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(dst)
-        .map_err(io_err("creating", dst))?;
+    let out = persist::create_file(dst).map_err(io_err("creating", dst))?;
     // SAFETY: FICLONE takes the source file descriptor as its argument; both descriptors
     // are open for the duration of the call.
     let r = unsafe { libc::ioctl(out.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };

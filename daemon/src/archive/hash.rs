@@ -22,7 +22,6 @@
 //! Any error, disconnect or forced shutdown removes the temporary file and rolls the
 //! volume back to Archived with nothing changed.
 
-use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -42,7 +41,7 @@ use super::vol::{diff_path, ArchiveVol};
 use super::wdiff::validate_wdiff;
 use super::{backend_error, blocking, persist_error, Archive};
 use crate::dto;
-use crate::persist;
+use crate::persist::{self, create_file};
 use crate::server::{answer, refuse};
 use crate::state::archive::ArchiveState as A;
 
@@ -255,7 +254,7 @@ impl Archive {
         };
         let f = {
             let t = tmp.to_path_buf();
-            blocking(move || File::create(&t)).await?.map_err(|e| {
+            blocking(move || create_file(&t)).await?.map_err(|e| {
                 refuse(
                     ErrorCode::Internal,
                     format!("creating {}: {e}", tmp.display()),

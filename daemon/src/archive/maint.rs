@@ -123,7 +123,7 @@ pub fn merge_files(
     let tmp = persist::tmp_path(&dst);
     let res = (|| {
         let streams = open_round(dir, inputs)?;
-        let f = File::create(&tmp)
+        let f = persist::create_file(&tmp)
             .map_err(|e| walb_kernel::Error::io(format!("creating {}", tmp.display()), e))?;
         let (w, _) = merge_to_sorted(
             streams,

@@ -20,7 +20,9 @@
 //! - [`policy`]: built-in maintenance (apply by age, merge, replication at intervals).
 //! - `restore` and `del-restored` are actions (`Restore`, with its deny list).
 //!
-//! At start ([`start`]) every volume directory is loaded, temporary files are removed,
+//! At start ([`start`]) interrupted init-vols and clear-vols are removed (directories the
+//! daemon did not create are left alone, [`crate::persist::voldir`]), every volume
+//! directory is loaded, temporary files are removed,
 //! volumes whose metadata cannot back their state fall back to SyncReady, and wdiffs off
 //! the chain from the base are deleted ([`walb_kernel::meta::DiffManager::gc`]).
 
@@ -54,10 +56,13 @@ use self::vol::{ArchiveVol, MetaError, VolMeta};
 use crate::dto;
 use crate::opts::ArchiveOpts;
 use crate::peers::PeerBook;
-use crate::persist::{self, PersistError};
+use crate::persist::{self, voldir, DirKind, PersistError, VolRule};
 use crate::server::{answer, refuse, Ctx, Handler};
 use crate::state::archive::{ArchiveState as A, ACTIVE, ACTIVE_OR_STOPPED};
 use crate::state::{StopState, VolState};
+
+/// What makes an archive volume directory: its state file.
+pub const DIR_RULE: VolRule = VolRule::File(vol::STATE_FILE);
 
 /// How long `stop` waits for running work before giving up.
 pub const STOP_WAIT: Duration = Duration::from_secs(60);
@@ -396,26 +401,47 @@ impl Archive {
     // Start
 
     fn load_all(&self) -> Result<()> {
-        for name in self.ctx.base.vols()? {
+        let scan = self.ctx.base.scan(&DIR_RULE)?;
+        for name in &scan.interrupted {
+            warn!(vol = %name, "removing an interrupted init-vol or clear-vol");
+            if let Err(e) = self.remove_interrupted(name) {
+                error!(vol = %name, "cannot remove: {e}");
+            }
+        }
+        for name in scan.vols {
             match self.load_vol(&name) {
                 Ok(Some(v)) => {
                     info!(vol = %name, state = v.state().name(), "volume loaded");
                     self.vols_lock().insert(name, v);
                 }
-                Ok(None) => {
-                    warn!(vol = %name, "directory without a state (an interrupted init-vol or clear-vol); ignored until init-vol")
-                }
+                Ok(None) => warn!(
+                    vol = %name,
+                    "the state file holds a state this daemon never leaves on disk (Clear or \
+                     InitVol); the directory is left alone (move it out of the base directory \
+                     to init-vol {name})"
+                ),
                 Err(e) => error!(vol = %name, "cannot load volume: {e:#}"),
             }
         }
         Ok(())
     }
 
+    /// Removes the directory of an interrupted init-vol or clear-vol (marked, no state):
+    /// its images first (restored ones may be attached to loop devices), then the rest.
+    fn remove_interrupted(&self, name: &str) -> Result<(), BackendError> {
+        self.backend.remove_all(name)?;
+        voldir::remove_marked(&self.ctx.base.vol_dir(name))?;
+        Ok(())
+    }
+
     fn load_vol(&self, name: &str) -> Result<Option<Arc<ArchiveVol>>> {
         let dir = self.ctx.base.vol_dir(name);
-        let Some(persisted) = crate::vol::VolCore::<A>::load_state(&dir.join(vol::STATE_FILE))?
-        else {
-            return Ok(None);
+        let state_file = dir.join(vol::STATE_FILE);
+        let Some(persisted) = crate::vol::VolCore::<A>::load_state(&state_file)? else {
+            anyhow::bail!(
+                "{} does not hold an archive state; the volume is left alone",
+                state_file.display()
+            );
         };
         let state = recover_state(persisted);
         if state == A::Clear {
@@ -514,19 +540,29 @@ impl Archive {
             .core
             .begin_exclusive(&[A::Clear], A::InitVol, "init-vol", None)?;
         let (b, n, dir) = (Arc::clone(&self.backend), name.to_owned(), v.dir.clone());
+        let d2 = dir.clone();
         blocking(move || -> Result<(), WireError> {
-            if dir.exists() {
-                // Leftovers of an interrupted init-vol or clear-vol.
+            if dir.is_dir() && voldir::classify(&dir, &DIR_RULE).ok() == Some(DirKind::Interrupted)
+            {
+                // Leftovers of an interrupted init-vol or clear-vol: images first.
                 b.remove_all(&n).map_err(backend_error)?;
-                persist::remove_dir(&dir).map_err(persist_error)?;
             }
-            persist::create_dir(&dir).map_err(persist_error)?;
+            // Marked before anything goes in; a directory this daemon did not create is
+            // refused and left alone.
+            voldir::begin(&dir, &DIR_RULE).map_err(persist_error)?;
             VolMeta::initial().save(&dir).map_err(persist_error)
         })
         .await??;
         *v.meta() = VolMeta::initial();
         self.peers.forget(name);
         txn.commit(A::SyncReady)?;
+        // The state is durable: the directory is a whole volume.
+        if let Err(e) = blocking(move || voldir::end(&d2)).await? {
+            error!(
+                vol = name,
+                "removing the marker of the new volume directory: {e}"
+            );
+        }
         info!(vol = name, "volume initialized");
         self.publish_diffs(&v);
         Ok(Reply::Done)
@@ -539,10 +575,12 @@ impl Archive {
                 .begin_exclusive(&[A::SyncReady, A::Stopped], A::ClearVol, "clear-vol", None)?;
         let (b, n, dir) = (Arc::clone(&self.backend), name.to_owned(), v.dir.clone());
         blocking(move || -> Result<(), WireError> {
-            // Without its state file the directory is a leftover whatever happens next.
+            // Marked, and without its state file, the directory is a leftover of this
+            // daemon's whatever happens next.
+            voldir::mark(&dir).map_err(persist_error)?;
             persist::remove_file(&dir.join(vol::STATE_FILE)).map_err(persist_error)?;
             b.remove_all(&n).map_err(backend_error)?;
-            persist::remove_dir(&dir).map_err(persist_error)
+            voldir::remove_marked(&dir).map_err(persist_error)
         })
         .await??;
         *v.meta() = VolMeta::initial();
@@ -810,7 +848,7 @@ pub(crate) fn backend_error(e: BackendError) -> WireError {
 
 /// A persistence failure as told to a peer.
 pub(crate) fn persist_error(e: PersistError) -> WireError {
-    refuse(ErrorCode::Internal, e.to_string())
+    e.into()
 }
 
 impl From<MetaError> for WireError {

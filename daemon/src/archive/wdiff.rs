@@ -17,7 +17,7 @@
 //! Any failure (corrupt or truncated file, disconnect, force stop) removes the temporary
 //! file and rolls the state back; the sender gets `Message::Error`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -374,20 +374,14 @@ impl Archive {
         let mut guard = TempFile(Some(tmp.clone()));
         let t2 = tmp.clone();
         let file: Arc<File> = Arc::new(
-            blocking(move || {
-                OpenOptions::new()
-                    .write(true)
-                    .create(true)
-                    .truncate(true)
-                    .open(&t2)
-            })
-            .await?
-            .map_err(|e| {
-                refuse(
-                    ErrorCode::Internal,
-                    format!("creating {}: {e}", tmp.display()),
-                )
-            })?,
+            blocking(move || persist::create_file(&t2))
+                .await?
+                .map_err(|e| {
+                    refuse(
+                        ErrorCode::Internal,
+                        format!("creating {}: {e}", tmp.display()),
+                    )
+                })?,
         );
         let mut off = 0u64;
         let mut writer = BackgroundWriter::new(Arc::clone(&file), self.cfg.fsync_bytes, false);

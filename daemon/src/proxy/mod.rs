@@ -35,7 +35,7 @@ use crate::dto::diff_to_dto;
 use crate::opts::ProxyOpts;
 use crate::peers::{PeerBook, VolPeers};
 use crate::persist::{check_vol_name, PersistError};
-use crate::server::{answer, internal, refuse, Ctx, Handler};
+use crate::server::{answer, refuse, Ctx, Handler};
 use crate::state::proxy::{ProxyState as P, WDIFF_SEND};
 use crate::state::{StopState, VolState};
 use crate::task::Backoff;
@@ -117,7 +117,10 @@ pub async fn start(ctx: Arc<Ctx>, opts: ProxyOpts) -> Result<Arc<Proxy>> {
         wake: Notify::new(),
         peers: PeerBook::default(),
     });
-    let names = ctx.base.vols()?;
+    let names = {
+        let c = Arc::clone(&ctx);
+        tokio::task::spawn_blocking(move || scan_base(&c)).await??
+    };
     for name in &names {
         let v = p.new_vol(name, P::Stopped);
         let dir = v.dir.clone();
@@ -147,6 +150,19 @@ pub async fn start(ctx: Arc<Ctx>, opts: ProxyOpts) -> Result<Arc<Proxy>> {
         }
     }
     Ok(p)
+}
+
+/// The volume directories of the base directory, once interrupted creations and removals
+/// are removed (what is not the proxy's is left alone, with a warning).
+fn scan_base(ctx: &Ctx) -> Result<Vec<String>, PersistError> {
+    let scan = ctx.base.scan(&vol::DIR_RULE)?;
+    for name in &scan.interrupted {
+        warn!(vol = %name, "removing an interrupted archive-info add or clear-vol");
+        if let Err(e) = crate::persist::voldir::remove_marked(&ctx.base.vol_dir(name)) {
+            error!(vol = %name, "cannot remove: {e}");
+        }
+    }
+    Ok(scan.vols)
 }
 
 impl Proxy {
@@ -835,13 +851,14 @@ impl Proxy {
     }
 }
 
-/// Runs blocking IO on a blocking thread; errors become internal wire errors.
+/// Runs blocking IO on a blocking thread; errors become wire errors (internal, or
+/// wrong-state for a directory the proxy did not create).
 async fn spawn_io<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, PersistError> + Send + 'static,
 ) -> Result<T, WireError> {
     match tokio::task::spawn_blocking(f).await {
         Ok(Ok(t)) => Ok(t),
-        Ok(Err(e)) => Err(internal(&anyhow::Error::new(e))),
+        Ok(Err(e)) => Err(e.into()),
         Err(e) => Err(refuse(ErrorCode::Internal, format!("io thread: {e}"))),
     }
 }

@@ -13,7 +13,6 @@
 //! On any failure the storage gets the error (corrupt, truncated, ...) and nothing is
 //! kept.
 
-use std::fs::File;
 use std::io::{BufWriter, Read};
 use std::path::Path;
 use std::sync::Arc;
@@ -206,8 +205,8 @@ pub fn convert_to_file<R: Read>(
     tmp: &Path,
 ) -> walb_kernel::Result<Converted> {
     let res = (|| {
-        let f =
-            File::create(tmp).map_err(|e| KError::io(format!("creating {}", tmp.display()), e))?;
+        let f = crate::persist::create_file(tmp)
+            .map_err(|e| KError::io(format!("creating {}", tmp.display()), e))?;
         let packs = PackStream::new(rd, pbs, salt, limit_pb);
         let (w, _stats) = convert_packs(
             packs,

@@ -7,10 +7,16 @@
 //! - `received/`: the landing directory of converted wlogs (empty between transfers);
 //! - `sendto/<archive>/*.wdiff`: one queue per archive, hard links to the same files.
 //!
-//! The proxy persists no state file: a volume directory boots Stopped. Every change here
-//! is atomic and durable ([`crate::persist`]), and [`recover`] (run at `start`) finishes
-//! what a crash interrupted: temporary files are deleted, queue directories are made to
-//! match the destinations, and files left in `received/` are linked into every queue.
+//! The proxy persists no state file: a directory holding a destination is a volume
+//! ([`DIR_RULE`]), which boots Stopped. The first `archive-info add` marks the new
+//! directory before creating anything in it and unmarks it once the destination is
+//! durable; removing the last destination (and `clear-vol`) marks it first
+//! ([`crate::persist::voldir`]). So at start a marked directory without a destination is
+//! an interrupted creation or removal, removed, and any other directory without one is
+//! not the proxy's and is left alone. Every change here is atomic and durable
+//! ([`crate::persist`]), and [`recover`] (run at `start`) finishes what a crash
+//! interrupted: temporary files are deleted, queue directories are made to match the
+//! destinations, and files left in `received/` are linked into every queue.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -22,7 +28,7 @@ use walb_kernel::compress::{Codec as KCodec, CompressOpt as KCompressOpt};
 use walb_kernel::meta::{parse_diff_file_name, MetaDiff, DIFF_FILE_SUFFIX};
 use walb_wire::msg::{ArchiveDest, Codec, CompressOpt};
 
-use crate::persist::{self, PersistError, TMP_SUFFIX};
+use crate::persist::{self, voldir, PersistError, VolRule, TMP_SUFFIX};
 
 /// Suffix of destination files.
 pub const ARCHIVE_SUFFIX: &str = ".archive";
@@ -32,6 +38,9 @@ pub const RECEIVED_DIR: &str = "received";
 pub const SENDTO_DIR: &str = "sendto";
 /// The size record.
 pub const SIZE_FILE: &str = "size";
+
+/// What makes a proxy volume directory: a destination file (`ARCHIVE.archive`).
+pub const DIR_RULE: VolRule = VolRule::Suffix(ARCHIVE_SUFFIX);
 
 fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> PersistError + 'a {
     move |source| PersistError {
@@ -205,15 +214,20 @@ impl VolDir {
         self.dir.join(format!("{archive}{ARCHIVE_SUFFIX}"))
     }
 
-    /// Creates the directory and `received/` (first `archive-info add`).
+    /// Creates the directory, marked as unfinished until its first destination is saved
+    /// ([`VolDir::save_archive`]), and `received/` and `sendto/` in it (first
+    /// `archive-info add`). A directory of that name the proxy did not create is refused
+    /// and left alone.
     pub fn create(&self) -> Result<(), PersistError> {
+        voldir::begin(&self.dir, &DIR_RULE)?;
         persist::create_dir(&self.received())?;
         persist::create_dir(&self.dir.join(SENDTO_DIR))
     }
 
-    /// Removes the directory and everything in it.
+    /// Removes the directory and everything in it: marked, its destinations removed
+    /// first, then the rest.
     pub fn remove(&self) -> Result<(), PersistError> {
-        persist::remove_dir(&self.dir)
+        voldir::remove(&self.dir, &DIR_RULE)
     }
 
     /// The destinations, by archive name.
@@ -247,16 +261,29 @@ impl VolDir {
         Ok(m)
     }
 
-    /// Saves a destination and makes sure its queue exists.
+    /// Saves a destination and makes sure its queue exists; the directory is a whole
+    /// volume then (the marker of [`VolDir::create`] goes).
     pub fn save_archive(&self, archive: &str, info: &ArchiveInfo) -> Result<(), PersistError> {
         persist::create_dir(&self.queue(archive))?;
-        persist::write_atomic(&self.archive_file(archive), info.to_text().as_bytes())
+        persist::write_atomic(&self.archive_file(archive), info.to_text().as_bytes())?;
+        voldir::end(&self.dir)
     }
 
     /// Removes a destination and its queue (the file first: a crash in between leaves an
-    /// orphan queue, which [`recover`] removes).
+    /// orphan queue, which [`recover`] removes). The last one marks the directory first,
+    /// so that a crash before [`VolDir::remove`] leaves an interrupted removal.
     pub fn delete_archive(&self, archive: &str) -> Result<(), PersistError> {
-        persist::remove_file(&self.archive_file(archive))?;
+        let file = self.archive_file(archive);
+        let others = DIR_RULE
+            .volume_files(&self.dir)
+            .map_err(io_err("listing", &self.dir))?
+            .into_iter()
+            .filter(|p| *p != file)
+            .count();
+        if others == 0 {
+            voldir::mark(&self.dir)?;
+        }
+        persist::remove_file(&file)?;
         persist::remove_dir(&self.queue(archive))
     }
 

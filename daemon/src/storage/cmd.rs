@@ -142,6 +142,15 @@ impl Storage {
             let _ = vol::remove(&vol.dir);
             return Err(e.into());
         }
+        // The state is durable: the directory is a whole volume (a marker left by a
+        // failure here is removed at the next start).
+        let dir = vol.dir.clone();
+        if let Err(e) = blocking(move || crate::persist::voldir::end(&dir)).await? {
+            error!(
+                vol = name,
+                "removing the marker of the new volume directory: {e}"
+            );
+        }
         info!(vol = name, path = %path, "volume initialized");
         Ok(Reply::Done)
     }

@@ -17,7 +17,7 @@
 //! [`VolCore`] transaction whose steady end is persisted before it shows. A daemon killed
 //! at any instant restarts from its base directory ([`start_with`]): temporary states
 //! roll back (only steady states are on disk), an interrupted `init-vol` or `clear-vol`
-//! leaves no volume, an interrupted log reset is finished (the volume is SyncReady), the
+//! leaves no volume (and a directory the daemon did not create is left alone), an interrupted log reset is finished (the volume is SyncReady), the
 //! done record only moves after a proxy acknowledged a durable wdiff, and Target/Standby
 //! volumes resume their monitoring.
 
@@ -199,10 +199,10 @@ pub async fn start_with(
         init_lock: tokio::sync::Mutex::new(()),
         monitor: Monitor::default(),
     });
-    let base = st.ctx.base.path().to_path_buf();
-    // Leftovers of an interrupted clear-vol (renamed to <vol>.tmp before deletion).
-    persist::remove_temp_files(&base).context("removing temporary entries")?;
-    let names = st.ctx.base.vols().context("listing volumes")?;
+    let s2 = Arc::clone(&st);
+    let names = tokio::task::spawn_blocking(move || s2.scan_base())
+        .await
+        .context("listing volumes")??;
     for name in names {
         let s2 = Arc::clone(&st);
         let n2 = name.clone();
@@ -210,7 +210,7 @@ pub async fn start_with(
             .await
             .context("loading a volume")?;
         match vol {
-            Ok(Some(v)) => {
+            Ok(v) => {
                 let state = v.core.state();
                 info!(vol = %name, state = state.name(), "volume loaded");
                 st.vols_lock().insert(name.clone(), Arc::clone(&v));
@@ -220,7 +220,6 @@ pub async fn start_with(
                     }
                 }
             }
-            Ok(None) => {}
             Err(e) => error!(vol = %name, "cannot load volume: {e:#}"),
         }
     }
@@ -234,15 +233,30 @@ impl Storage {
         self.vols.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Loads one volume directory at boot; `None` if it was an interrupted init-vol.
-    fn boot_vol(&self, name: &str) -> Result<Option<Arc<Vol>>> {
+    /// The volume directories of the base directory, once the interrupted init-vols and
+    /// clear-vols are removed (what is not the daemon's is left alone, with a warning).
+    fn scan_base(&self) -> Result<Vec<String>> {
+        let scan = self.ctx.base.scan(&vol::DIR_RULE)?;
+        for name in &scan.interrupted {
+            warn!(vol = %name, "removing an interrupted init-vol or clear-vol");
+            let dir = self.ctx.base.vol_dir(name);
+            if let Err(e) = persist::voldir::remove_marked(&dir) {
+                error!(vol = %name, "cannot remove: {e}");
+            }
+        }
+        Ok(scan.vols)
+    }
+
+    /// Loads one volume directory at boot.
+    fn boot_vol(&self, name: &str) -> Result<Arc<Vol>> {
         let dir = self.ctx.base.vol_dir(name);
         persist::remove_temp_files(&dir)?;
         let state_file = dir.join(vol::file::STATE);
         let Some(mut state) = VolCore::<StorageState>::load_state(&state_file)? else {
-            warn!(vol = %name, "no state file: removing an interrupted init-vol");
-            vol::remove(&dir)?;
-            return Ok(None);
+            anyhow::bail!(
+                "{} does not hold a storage state; the volume is left alone",
+                state_file.display()
+            );
         };
         let (meta, broken) = match vol::load(&dir) {
             Ok(m) => (Some(m), None),
@@ -265,13 +279,13 @@ impl Storage {
             core.force(state)?;
             vol::remove_reset_intent(&dir)?;
         }
-        Ok(Some(Arc::new(Vol {
+        Ok(Arc::new(Vol {
             name: name.to_owned(),
             dir,
             core,
             meta: Mutex::new(meta),
             broken,
-        })))
+        }))
     }
 
     /// Finishes the records of a log reset whose intent was found at boot: they restart
@@ -425,9 +439,13 @@ pub(crate) fn dev_error(vol: &str, path: &str, e: &walb_kernel::Error) -> WireEr
     )
 }
 
-/// A metadata failure.
+/// A metadata failure (`wrong-state` for a directory the daemon did not create).
 pub(crate) fn meta_error(vol: &str, e: &vol::MetaError) -> WireError {
-    refuse(ErrorCode::Internal, format!("volume {vol}: {e}"))
+    let code = match e {
+        vol::MetaError::Persist(p) => p.wire_code(),
+        _ => ErrorCode::Internal,
+    };
+    refuse(code, format!("volume {vol}: {e}"))
 }
 
 /// A refused snapshot operation.

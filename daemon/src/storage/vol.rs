@@ -14,17 +14,23 @@
 //! Every file is replaced atomically ([`crate::persist::write_atomic`]), so a daemon
 //! killed at any instant finds each file old or new. The done record is written before
 //! the queue: a queue still holding records at or before the done record is trimmed when
-//! loaded. A volume directory is created whole before its `state` file; one without a
-//! `state` file is an interrupted `init-vol` and is removed at boot. `clear-vol` renames
-//! the directory to `<vol>.tmp` before deleting it, so a half-deleted volume never loads.
+//! loaded. A volume directory is created whole before its `state` file, between the
+//! marker of an unfinished directory ([`crate::persist::voldir`]) written first and
+//! removed last; `clear-vol` marks the directory and removes the `state` file before
+//! anything else. So a directory with the marker and no `state` file is an interrupted
+//! `init-vol` or `clear-vol`, removed at boot, while a directory with neither is not the
+//! daemon's and is left alone.
 
 use std::path::{Path, PathBuf};
 
 use walb_kernel::meta::{MetaLsidGid, MetaState};
 use walb_wire::msg::Uuid;
 
-use crate::persist::{self, PersistError, TMP_SUFFIX};
+use crate::persist::{self, voldir, PersistError, VolRule};
 use crate::storage::snap::Snaps;
+
+/// What makes a storage volume directory: its state file.
+pub const DIR_RULE: VolRule = VolRule::File(file::STATE);
 
 /// File names.
 pub mod file {
@@ -129,9 +135,11 @@ fn read_required(path: &Path) -> Result<Vec<u8>, MetaError> {
     persist::read_opt(path)?.ok_or_else(|| MetaError::Missing(path.to_path_buf()))
 }
 
-/// Creates the files of a new volume in `dir` (all but `state`).
+/// Creates the files of a new volume in `dir` (all but `state`), after the marker of an
+/// unfinished directory ([`voldir::begin`]: a directory this daemon did not create is
+/// refused). [`voldir::end`] removes the marker once the state is written.
 pub fn init(dir: &Path, wdev_path: &str, now: u64) -> Result<VolMeta, MetaError> {
-    persist::create_dir(dir)?;
+    voldir::begin(dir, &DIR_RULE)?;
     let meta = VolMeta {
         wdev_path: wdev_path.to_owned(),
         uuid: [0; 16],
@@ -226,27 +234,10 @@ pub fn remove_reset_intent(dir: &Path) -> Result<(), MetaError> {
     Ok(())
 }
 
-/// Removes a volume directory: renamed to `<dir>.tmp` first (atomic), then deleted.
+/// Removes a volume directory: marked, its `state` file removed, then the rest
+/// ([`voldir::remove`]).
 pub fn remove(dir: &Path) -> Result<(), MetaError> {
-    let mut tmp = dir.as_os_str().to_owned();
-    tmp.push(TMP_SUFFIX);
-    let tmp = PathBuf::from(tmp);
-    persist::remove_dir(&tmp)?;
-    match std::fs::rename(dir, &tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(source) => {
-            return Err(MetaError::Persist(PersistError {
-                what: "renaming for removal",
-                path: dir.to_path_buf(),
-                source,
-            }))
-        }
-    }
-    if let Some(parent) = dir.parent() {
-        persist::sync_dir(parent)?;
-    }
-    persist::remove_dir(&tmp)?;
+    voldir::remove(dir, &DIR_RULE)?;
     Ok(())
 }
 
@@ -306,17 +297,23 @@ mod tests {
     }
 
     #[test]
-    fn removal_goes_through_a_temporary_name() {
+    fn removal_goes_through_the_marker() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path().join("v0");
         init(&dir, "/dev/walb/w0", 0).unwrap();
+        assert!(
+            dir.join(voldir::MARKER).exists(),
+            "marked until the state is written"
+        );
         write_reset_intent(&dir, 9).unwrap();
         assert_eq!(read_reset_intent(&dir).unwrap(), Some(9));
         remove_reset_intent(&dir).unwrap();
         assert_eq!(read_reset_intent(&dir).unwrap(), None);
+        persist::write_atomic(&dir.join(file::STATE), b"SyncReady").unwrap();
+        voldir::end(&dir).unwrap();
         remove(&dir).unwrap();
         assert!(!dir.exists());
-        assert!(!d.path().join("v0.tmp").exists());
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0);
         remove(&dir).unwrap();
     }
 }

@@ -96,6 +96,7 @@ pub fn opts(base: &Path) -> ArchiveOpts {
             bg: 1,
             debug: false,
             limits: Default::default(),
+            group_access: false,
         },
         discard: "punch".into(),
         fsync_interval_mb: 1,
