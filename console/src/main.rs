@@ -30,10 +30,7 @@ fn init_logging(debug: bool) {
 fn init_file_logging(path: Option<&std::path::Path>, debug: bool) -> Result<()> {
     use tracing_subscriber::EnvFilter;
     let Some(path) = path else { return Ok(()) };
-    let file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
+    let file = walb_wire::files::open_append(path, walb_wire::files::MODE_PRIVATE)
         .with_context(|| format!("opening the log file {}", path.display()))?;
     let default = if debug { "debug" } else { "info" };
     let filter = EnvFilter::try_from_env("WALB_LOG").unwrap_or_else(|_| {

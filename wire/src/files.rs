@@ -130,6 +130,17 @@ pub fn write_file(dst: &Path, bytes: &[u8], mode: u32, place: Place) -> io::Resu
     f.commit(place)
 }
 
+/// Opens `path` to append to it (a log), created with `mode` if absent, never through a
+/// symbolic link planted at that name (`O_NOFOLLOW`: refused with `ELOOP`).
+pub fn open_append(path: &Path, mode: u32) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(mode)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
 /// Fsyncs a directory, so that entries created, renamed or removed in it are durable.
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
@@ -226,6 +237,29 @@ mod tests {
             .contains(&std::process::id().to_string()));
         drop((a, b));
         assert!(leftovers(&d).is_empty());
+        fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn a_log_is_appended_to_but_never_through_a_link() {
+        let d = tmpdir("log");
+        let p = d.join("log");
+        open_append(&p, MODE_PRIVATE)
+            .unwrap()
+            .write_all(b"a")
+            .unwrap();
+        open_append(&p, MODE_PRIVATE)
+            .unwrap()
+            .write_all(b"b")
+            .unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"ab");
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o077, 0);
+        let victim = d.join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let q = d.join("planted");
+        std::os::unix::fs::symlink(&victim, &q).unwrap();
+        assert!(open_append(&q, MODE_PRIVATE).is_err());
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
         fs::remove_dir_all(&d).unwrap();
     }
 
