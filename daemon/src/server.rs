@@ -10,7 +10,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -292,11 +291,8 @@ fn init_logging(common: &CommonOpts) -> Result<()> {
         } else {
             common.log_file.clone()
         };
-        let f = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .mode(persist::file_mode())
-            .open(&path)
+        // Never through a link planted at the name: a daemon runs as root.
+        let f = walb_wire::files::open_append(&path, persist::file_mode())
             .with_context(|| format!("opening log file {}", path.display()))?;
         let tightened = persist::tighten(&f, persist::file_mode());
         builder
