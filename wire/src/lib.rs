@@ -51,11 +51,14 @@ pub mod admit;
 pub mod auth;
 pub mod certs;
 pub mod config;
+pub mod deny;
 mod error;
 pub mod files;
 pub mod frame;
 pub mod identity;
+pub mod intake;
 pub mod msg;
+mod quota;
 pub mod tls;
 pub mod transport;
 
