@@ -154,6 +154,10 @@ impl TlsState {
             .with_cert_resolver(Arc::new(ReloadingCert(self.clone())));
         cfg.alpn_protocols = vec![ALPN.to_vec()];
         cfg.max_early_data_size = 0;
+        // No session resumption: a resumed session skips certificate verification, so a
+        // revoked or expired client could come back on an old session.
+        cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        cfg.send_tls13_tickets = 0;
         Ok(cfg)
     }
 
@@ -166,6 +170,9 @@ impl TlsState {
             .with_client_cert_resolver(Arc::new(ReloadingCert(self.clone())));
         cfg.alpn_protocols = vec![ALPN.to_vec()];
         cfg.enable_early_data = false;
+        // No session resumption (see the server's configuration): every handshake
+        // verifies the daemon's certificate against the material in force.
+        cfg.resumption = rustls::client::Resumption::disabled();
         Ok(cfg)
     }
 }

@@ -1,8 +1,8 @@
 //! Real quinn on loopback: mutual TLS refusals, authorization, framing abuse, bulk
 //! transfers, events, version negotiation and TLS reload. Every test is bounded in time.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,101 +14,10 @@ use walb_wire::msg::{MetaDiffDto, WdiffTransfer};
 use walb_wire::tls::TlsState;
 use walb_wire::{
     ClusterCa, Command, EncodedChunk, Error, ErrorCode, Event, IssueOptions, Message, Node,
-    NodeConfig, PeerId, Query, Reply, Request, Role, Step, Subscribe, TlsFiles,
+    NodeConfig, PeerId, Query, Reply, Request, Role, Step, Subscribe,
 };
 
-const LIMIT: Duration = Duration::from_secs(20);
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("walb-mesh-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn issue(ca: &ClusterCa, dir: &Path, role: Role, id: &str, opts: &IssueOptions) -> TlsFiles {
-    std::fs::create_dir_all(dir).unwrap();
-    let peer = PeerId::new(role, id).unwrap();
-    let files = ca.issue(&peer, opts).unwrap().save(dir, true).unwrap();
-    std::fs::write(&files.ca_cert, ca.cert_pem()).unwrap();
-    files
-}
-
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-fn daemon(files: TlsFiles) -> (Node, SocketAddr) {
-    let node = Node::bind(NodeConfig::new(loopback(), true), files).unwrap();
-    let addr = node.local_addr().unwrap();
-    (node, addr)
-}
-
-fn client(files: TlsFiles) -> Node {
-    Node::bind(NodeConfig::new(loopback(), false), files).unwrap()
-}
-
-/// Answers `Query::Version` with a version reply and every command with `Done`.
-fn serve_simple(node: Node) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Some(mut inc) = node.accept().await {
-            let reply = match inc.request {
-                Request::Query(Query::Version) => Reply::Version {
-                    software: "test".into(),
-                    protocol: inc.version,
-                },
-                _ => Reply::Done,
-            };
-            let _ = inc.call.reply(reply).await;
-        }
-    })
-}
-
-struct Cluster {
-    _dir: Dir,
-    ca: ClusterCa,
-    root: PathBuf,
-}
-
-impl Cluster {
-    fn new(name: &str) -> Cluster {
-        let dir = Dir::new(name);
-        let root = dir.0.clone();
-        Cluster {
-            _dir: dir,
-            ca: ClusterCa::generate(name, 1).unwrap(),
-            root,
-        }
-    }
-
-    fn files(&self, role: Role, id: &str) -> TlsFiles {
-        issue(
-            &self.ca,
-            &self.root.join(format!("{role}-{id}")),
-            role,
-            id,
-            &IssueOptions::default(),
-        )
-    }
-}
-
-fn assert_refused_by_tls(e: &Error) {
-    let s = e.to_string();
-    assert!(
-        matches!(e, Error::Connection { .. }) && s.contains("TLS handshake refused"),
-        "want a TLS refusal, got: {s}"
-    );
-}
+use common::*;
 
 #[tokio::test]
 async fn request_reply_over_mutual_tls_with_identities() {
