@@ -1587,3 +1587,35 @@ fn grow(out: &mut BytesMut, n: usize, arrived: usize) {
     let target = want.max(out.capacity().saturating_mul(2)).min(n);
     out.reserve(target - out.len());
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_buffer_grows_with_what_arrived() {
+        let n = 8 << 20;
+        let mut out = BytesMut::new();
+        grow(&mut out, n, 100);
+        assert!(
+            out.capacity() >= 100 && out.capacity() < 4096,
+            "{}",
+            out.capacity()
+        );
+        out.put_slice(&[0; 100]);
+        // Each step at least doubles, never past twice what has arrived.
+        let mut arrived = 100;
+        while out.len() < n {
+            let more = 1200.min(n - out.len());
+            grow(&mut out, n, more);
+            out.put_slice(&vec![0; more]);
+            arrived += more;
+            assert!(
+                out.capacity() <= 2 * arrived,
+                "{} for {arrived}",
+                out.capacity()
+            );
+        }
+        assert_eq!(out.len(), n);
+    }
+}

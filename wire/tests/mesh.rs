@@ -592,3 +592,54 @@ async fn sighup_reloads_trust_without_dropping_live_connections() {
     assert_eq!(p.identity().to_string(), "archive/a0");
     let _ = (load_key(&server_files.key), Bytes::new());
 }
+
+/// A proxy sends a zstd chunk whose header lies about its size: the archive's read fails
+/// with a corruption error naming the lengths, and the proxy is told.
+#[tokio::test]
+async fn zstd_chunks_lying_about_their_size_are_refused() {
+    use walb_wire::frame::{ChunkCodec, ChunkHeader};
+    let c = Cluster::new("zlie");
+    let (archive, addr) = daemon(c.files(Role::Archive, "a0"));
+    let srv = tokio::spawn(async move {
+        let mut inc = archive.accept().await.unwrap();
+        inc.call.reply(Reply::Accepted).await.unwrap();
+        let e = inc.call.receiver.chunk().await.unwrap_err();
+        inc.call.sender.refuse(e.to_wire()).await;
+        e
+    });
+    let proxy = client(c.files(Role::Proxy, "p0"));
+    let peer = proxy.connect(addr).await.unwrap();
+    let mut call = peer
+        .call(Request::WdiffTransfer(WdiffTransfer {
+            vol: "v0".into(),
+            uuid: [1; 16],
+            size_lb: 8,
+            diff: diff_dto(),
+        }))
+        .await
+        .unwrap();
+    call.receiver.reply().await.unwrap();
+    let data = vec![4u8; 100_000];
+    let stored = zstd::bulk::compress(&data, 1).unwrap();
+    let head = ChunkHeader {
+        codec: ChunkCodec::Zstd,
+        raw_len: 4096,
+        checksum: walb_wire::frame::checksum(&data),
+    };
+    let mut bytes = FrameHeader {
+        kind: FrameKind::Chunk,
+        len: (16 + stored.len()) as u32,
+    }
+    .encode()
+    .to_vec();
+    bytes.extend_from_slice(&head.encode());
+    bytes.extend_from_slice(&stored);
+    call.sender.write_raw(&bytes).await.unwrap();
+    let e = timeout(LIMIT, srv).await.unwrap().unwrap();
+    assert!(
+        e.to_string().contains("header says 4096 bytes, got 100000"),
+        "{e}"
+    );
+    let told = call.receiver.step().await.unwrap_err();
+    assert_eq!(told.remote_code(), Some(ErrorCode::Corrupt), "{told}");
+}
