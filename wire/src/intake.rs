@@ -152,7 +152,8 @@ mod tests {
         use ErrorCode as C;
         use Role as R;
         // (payload, peer, own, Ok or the code and a piece of the message)
-        let cases: Vec<(&[u8], R, R, Result<(), (C, &str)>)> = vec![
+        type Want = Result<(), (ErrorCode, &'static str)>;
+        let cases: Vec<(&[u8], R, R, Want)> = vec![
             (&version, R::Viewer, R::Archive, Ok(())),
             (&gc, R::Operator, R::Archive, Ok(())),
             (
