@@ -83,7 +83,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 /// Presents `chain` to the daemon at `addr` from a bare quinn client (which trusts the
-/// CA and dials "localhost"); returns the TLS alert the daemon closed with.
+/// CA and dials "localhost"); returns the close code the daemon closed with.
 async fn present_as_client(
     ca: &TestCa,
     addr: std::net::SocketAddr,
@@ -92,31 +92,52 @@ async fn present_as_client(
 ) -> u64 {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(der(&ca.cert)).unwrap();
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(chain, key)
-        .unwrap();
-    cfg.alpn_protocols = vec![b"walb".to_vec()];
-    let qc = quinn::crypto::rustls::QuicClientConfig::try_from(cfg).unwrap();
-    let mut endpoint = quinn::Endpoint::client(loopback()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(qc)));
-    let closed = timeout(LIMIT, async {
-        let conn = endpoint.connect(addr, "localhost").unwrap().await?;
-        // The client's half of the handshake may finish before the server judged the
-        // certificate: the refusal then arrives as the connection's close.
-        Ok::<_, quinn::ConnectionError>(conn.closed().await)
-    })
-    .await
-    .unwrap();
-    let e = match closed {
-        Ok(e) | Err(e) => e,
-    };
-    match e {
+    match bare_client_end(addr, roots, Some((chain, key))).await {
         quinn::ConnectionError::ConnectionClosed(c) => u64::from(c.error_code),
         other => panic!("want a TLS refusal, got {other}"),
     }
+}
+
+/// A bad certificate to present: what is wrong, its SANs and usages, and whether a
+/// (legitimate) leaf signs it instead of the CA.
+type Case = (
+    &'static str,
+    Vec<&'static str>,
+    Vec<ExtendedKeyUsagePurpose>,
+    bool,
+);
+
+/// The chain and key of each case; `usage` is the usage a well-formed peer of that side
+/// has (a leaf signing a leaf has it too).
+fn chains(
+    ca: &TestCa,
+    usage: Vec<ExtendedKeyUsagePurpose>,
+    cases: Vec<Case>,
+) -> Vec<(
+    &'static str,
+    Vec<CertificateDer<'static>>,
+    PrivateKeyDer<'static>,
+)> {
+    let (legit, legit_key) = craft(&ca.cert, &ca.key, &["walb://archive/legit"], usage);
+    let issuer = CertificateParams::from_ca_cert_pem(&legit.pem())
+        .unwrap()
+        .self_signed(&legit_key)
+        .unwrap();
+    cases
+        .into_iter()
+        .map(|(what, sans, eku, leaf_signed)| {
+            let (cert, key) = if leaf_signed {
+                craft(&issuer, &legit_key, &sans, eku)
+            } else {
+                craft(&ca.cert, &ca.key, &sans, eku)
+            };
+            let mut chain = vec![der(&cert)];
+            if leaf_signed {
+                chain.push(der(&legit));
+            }
+            (what, chain, key_der(&key))
+        })
+        .collect()
 }
 
 /// Serves `chain` from a bare quinn server; returns its address.
@@ -167,19 +188,7 @@ async fn malformed_identities_usages_and_chains_are_refused_at_the_handshake() {
     let _srv = serve_simple(archive);
     use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
 
-    // A legitimate leaf, whose key then signs another leaf.
-    let (legit, legit_key) = craft(
-        &ca.cert,
-        &ca.key,
-        &["walb://operator/alice"],
-        vec![ClientAuth],
-    );
-    let issuer = CertificateParams::from_ca_cert_pem(&legit.pem())
-        .unwrap()
-        .self_signed(&legit_key)
-        .unwrap();
-
-    let cases: Vec<(&str, Vec<&str>, Vec<ExtendedKeyUsagePurpose>, bool)> = vec![
+    let cases: Vec<Case> = vec![
         ("no walb SAN", vec!["localhost"], vec![ClientAuth], false),
         (
             "two walb SANs",
@@ -206,17 +215,8 @@ async fn malformed_identities_usages_and_chains_are_refused_at_the_handshake() {
             true,
         ),
     ];
-    for (what, sans, eku, leaf_signed) in cases {
-        let (cert, key) = if leaf_signed {
-            craft(&issuer, &legit_key, &sans, eku)
-        } else {
-            craft(&ca.cert, &ca.key, &sans, eku)
-        };
-        let mut chain = vec![der(&cert)];
-        if leaf_signed {
-            chain.push(der(&legit));
-        }
-        let code = present_as_client(&ca, addr, chain, key_der(&key)).await;
+    for (what, chain, key) in chains(&ca, vec![ClientAuth, ServerAuth], cases) {
+        let code = present_as_client(&ca, addr, chain, key).await;
         assert!(
             (0x100..0x200).contains(&code),
             "{what}: want a TLS alert, got close code {code:#x}"
@@ -230,8 +230,6 @@ async fn malformed_identities_usages_and_chains_are_refused_at_the_handshake() {
         &["walb://operator/alice"],
         vec![ClientAuth],
     );
-    let files = dir.0.join("alice");
-    std::fs::create_dir_all(&files).unwrap();
     let tls =
         walb_wire::tls::TlsState::from_der(vec![der(&ca.cert)], vec![der(&ok)], key_der(&ok_key))
             .unwrap();
@@ -254,17 +252,7 @@ async fn a_dialling_node_refuses_daemons_with_bad_certificates() {
     std::fs::write(&files.ca_cert, ca.cert.pem()).unwrap();
     let op = client(files);
     use ExtendedKeyUsagePurpose::{ClientAuth, ServerAuth};
-    let (legit, legit_key) = craft(
-        &ca.cert,
-        &ca.key,
-        &["walb://archive/a0"],
-        vec![ClientAuth, ServerAuth],
-    );
-    let issuer = CertificateParams::from_ca_cert_pem(&legit.pem())
-        .unwrap()
-        .self_signed(&legit_key)
-        .unwrap();
-    let cases: Vec<(&str, Vec<&str>, Vec<ExtendedKeyUsagePurpose>, bool)> = vec![
+    let cases: Vec<Case> = vec![
         ("no walb SAN", vec!["localhost"], vec![ServerAuth], false),
         (
             "two walb SANs",
@@ -291,17 +279,8 @@ async fn a_dialling_node_refuses_daemons_with_bad_certificates() {
             true,
         ),
     ];
-    for (what, sans, eku, leaf_signed) in cases {
-        let (cert, key) = if leaf_signed {
-            craft(&issuer, &legit_key, &sans, eku)
-        } else {
-            craft(&ca.cert, &ca.key, &sans, eku)
-        };
-        let mut chain = vec![der(&cert)];
-        if leaf_signed {
-            chain.push(der(&legit));
-        }
-        let (_ep, addr) = present_as_server(chain, key_der(&key));
+    for (what, chain, key) in chains(&ca, vec![ClientAuth, ServerAuth], cases) {
+        let (_ep, addr) = present_as_server(chain, key);
         let e = timeout(LIMIT, op.connect(addr)).await.unwrap().unwrap_err();
         let s = e.to_string();
         assert!(

@@ -9,32 +9,12 @@ use std::time::Duration;
 
 use tokio::time::timeout;
 use walb_wire::frame::{FrameHeader, FrameKind};
-use walb_wire::msg::{MetaDiffDto, SnapDto, WdiffTransfer};
 use walb_wire::{
     Error, ErrorCode, Event, Message, Node, Peer, Query, Reply, Request, Role, Step, Subscribe,
     WireConfig, WireError,
 };
 
 use common::*;
-
-fn wdiff() -> Request {
-    let snap = SnapDto { gid_b: 0, gid_e: 0 };
-    Request::WdiffTransfer(WdiffTransfer {
-        vol: "v0".into(),
-        uuid: [1; 16],
-        size_lb: 1 << 20,
-        diff: MetaDiffDto {
-            range: walb_wire::msg::DiffRange {
-                snap_b: snap,
-                snap_e: SnapDto { gid_b: 1, gid_e: 1 },
-            },
-            mergeable: false,
-            comp_diff: false,
-            timestamp_s: 0,
-            size: 0,
-        },
-    })
-}
 
 fn version() -> Request {
     Request::Query(Query::Version)
@@ -144,13 +124,13 @@ async fn calls_per_identity_are_capped_across_connections() {
     );
     let mut calls = Vec::new();
     for p in [&p1, &p2, &p1] {
-        calls.push(p.call(wdiff()).await.unwrap());
+        calls.push(p.call(wdiff(1 << 20)).await.unwrap());
     }
     let mut held = Vec::new();
     for _ in 0..3 {
         held.push(timeout(LIMIT, held_rx.recv()).await.unwrap().unwrap());
     }
-    let e = timeout(LIMIT, p2.request(wdiff()))
+    let e = timeout(LIMIT, p2.request(wdiff(1 << 20)))
         .await
         .unwrap()
         .unwrap_err();
@@ -169,7 +149,7 @@ async fn calls_per_identity_are_capped_across_connections() {
     assert_eq!(op_call.receiver.reply().await.unwrap(), Reply::Done);
     // The daemon ends a call: its slot is free.
     drop(held.pop());
-    let mut next = p2.call(wdiff()).await.unwrap();
+    let mut next = p2.call(wdiff(1 << 20)).await.unwrap();
     let mut inc = timeout(LIMIT, held_rx.recv()).await.unwrap().unwrap();
     inc.call.reply(Reply::Accepted).await.unwrap();
     assert_eq!(next.receiver.reply().await.unwrap(), Reply::Accepted);
@@ -293,7 +273,7 @@ async fn every_step_is_admitted_before_protocol_code_sees_it() {
     });
     let proxy = client(c.files(Role::Proxy, "p0"));
     let peer = proxy.connect(addr).await.unwrap();
-    let mut call = peer.call(wdiff()).await.unwrap();
+    let mut call = peer.call(wdiff(1 << 20)).await.unwrap();
     call.receiver.reply().await.unwrap();
     call.sender.step(Step::Zero { len_lb: 0 }).await.unwrap();
     call.sender
@@ -356,7 +336,7 @@ async fn a_silent_peer_times_out_on_either_end() {
     // A client with a step timeout waits for a reply that never comes.
     let proxy = client_with(c.files(Role::Proxy, "p0"), short(t));
     let ppeer = proxy.connect(addr).await.unwrap();
-    let e = timeout(LIMIT, ppeer.request(wdiff()))
+    let e = timeout(LIMIT, ppeer.request(wdiff(1 << 20)))
         .await
         .unwrap()
         .unwrap_err();
@@ -369,7 +349,7 @@ async fn a_silent_peer_times_out_on_either_end() {
 
     // The daemon waits for a step that never comes.
     let _unanswered = timeout(LIMIT, held_rx.recv()).await.unwrap().unwrap();
-    let mut call = ppeer.call(wdiff()).await.unwrap();
+    let mut call = ppeer.call(wdiff(1 << 20)).await.unwrap();
     let mut inc = timeout(LIMIT, held_rx.recv()).await.unwrap().unwrap();
     inc.call.reply(Reply::Accepted).await.unwrap();
     call.receiver.reply().await.unwrap();
@@ -421,7 +401,7 @@ async fn a_writer_blocked_by_flow_control_times_out_only_without_credit() {
     let srv = slow_reader(archive, Duration::from_millis(50));
     let proxy = client_with(c.files(Role::Proxy, "p0"), small_windows(t));
     let peer = proxy.connect(addr).await.unwrap();
-    let mut call = peer.call(wdiff()).await.unwrap();
+    let mut call = peer.call(wdiff(1 << 20)).await.unwrap();
     call.receiver.reply().await.unwrap();
     let t0 = std::time::Instant::now();
     for _ in 0..16 {
@@ -439,7 +419,7 @@ async fn a_writer_blocked_by_flow_control_times_out_only_without_credit() {
     let (archive, addr) = daemon_with(c.files(Role::Archive, "a1"), small_windows(t));
     let _srv = slow_reader(archive, Duration::from_secs(3600));
     let peer = proxy.connect(addr).await.unwrap();
-    let mut call = peer.call(wdiff()).await.unwrap();
+    let mut call = peer.call(wdiff(1 << 20)).await.unwrap();
     call.receiver.reply().await.unwrap();
     let e = timeout(LIMIT, async {
         loop {

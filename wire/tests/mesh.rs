@@ -3,14 +3,12 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::timeout;
 use walb_wire::certs::{load_certs, load_key};
 use walb_wire::frame::{FrameHeader, FrameKind};
-use walb_wire::msg::{MetaDiffDto, WdiffTransfer};
 use walb_wire::tls::TlsState;
 use walb_wire::{
     ClusterCa, Command, EncodedChunk, Error, ErrorCode, Event, IssueOptions, Message, Node,
@@ -70,27 +68,7 @@ async fn missing_client_certificate_is_refused() {
     for cert in load_certs(&server_files.ca_cert).unwrap() {
         roots.add(cert).unwrap();
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"walb".to_vec()];
-    let qc = quinn::crypto::rustls::QuicClientConfig::try_from(cfg).unwrap();
-    let mut endpoint = quinn::Endpoint::client(loopback()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(qc)));
-    let closed = timeout(LIMIT, async {
-        let conn = endpoint.connect(addr, "localhost").unwrap().await?;
-        // The client's side of the handshake may complete before the server has judged
-        // the (missing) certificate: the refusal then arrives as the connection's close.
-        Ok::<_, quinn::ConnectionError>(conn.closed().await)
-    })
-    .await
-    .unwrap();
-    let e = match closed {
-        Ok(e) | Err(e) => e,
-    };
+    let e = bare_client_end(addr, roots, None).await;
     match &e {
         quinn::ConnectionError::ConnectionClosed(c) => {
             // TLS alert 116, certificate_required, as a QUIC crypto error.
@@ -201,15 +179,7 @@ async fn roles_asking_for_what_they_may_not_are_refused() {
     // A storage may not send wdiffs (only proxies may).
     let storage = client(c.files(Role::Storage, "s0"));
     let peer = storage.connect(addr).await.unwrap();
-    let e = peer
-        .request(Request::WdiffTransfer(WdiffTransfer {
-            vol: "v0".into(),
-            uuid: [0; 16],
-            size_lb: 8,
-            diff: diff_dto(),
-        }))
-        .await
-        .unwrap_err();
+    let e = peer.request(wdiff(8)).await.unwrap_err();
     assert_eq!(e.remote_code(), Some(ErrorCode::Forbidden), "{e}");
     assert!(
         e.to_string()
@@ -222,20 +192,6 @@ async fn roles_asking_for_what_they_may_not_are_refused() {
     ))
     .await
     .unwrap();
-}
-
-fn diff_dto() -> MetaDiffDto {
-    let snap = walb_wire::msg::SnapDto { gid_b: 0, gid_e: 0 };
-    MetaDiffDto {
-        range: walb_wire::msg::DiffRange {
-            snap_b: snap,
-            snap_e: walb_wire::msg::SnapDto { gid_b: 1, gid_e: 1 },
-        },
-        mergeable: false,
-        comp_diff: false,
-        timestamp_s: 0,
-        size: 0,
-    }
 }
 
 /// Opens a raw stream, writes `bytes`, finishes, and decodes the server's answer.
@@ -346,15 +302,7 @@ async fn bulk_transfer_round_trips_with_compression_and_checksums() {
     });
     let proxy = client(c.files(Role::Proxy, "p0"));
     let peer = proxy.connect(addr).await.unwrap();
-    let mut call = peer
-        .call(Request::WdiffTransfer(WdiffTransfer {
-            vol: "v0".into(),
-            uuid: [1; 16],
-            size_lb: 1 << 20,
-            diff: diff_dto(),
-        }))
-        .await
-        .unwrap();
+    let mut call = peer.call(wdiff(1 << 20)).await.unwrap();
     assert_eq!(call.receiver.reply().await.unwrap(), Reply::Accepted);
     let mut sent = Vec::new();
     let mut x: u64 = 1;
@@ -412,15 +360,7 @@ async fn peer_vanishing_mid_transfer_ends_with_an_error() {
     });
     let proxy = client(c.files(Role::Proxy, "p0"));
     let peer = proxy.connect(addr).await.unwrap();
-    let mut call = peer
-        .call(Request::WdiffTransfer(WdiffTransfer {
-            vol: "v0".into(),
-            uuid: [1; 16],
-            size_lb: 8,
-            diff: diff_dto(),
-        }))
-        .await
-        .unwrap();
+    let mut call = peer.call(wdiff(8)).await.unwrap();
     call.receiver.reply().await.unwrap();
     for _ in 0..3 {
         call.sender.chunk(&[5u8; 65536]).await.unwrap();
@@ -448,15 +388,7 @@ async fn peer_vanishing_mid_transfer_ends_with_an_error() {
     });
     let proxy = client(c.files(Role::Proxy, "p1"));
     let peer = proxy.connect(addr).await.unwrap();
-    let mut call = peer
-        .call(Request::WdiffTransfer(WdiffTransfer {
-            vol: "v0".into(),
-            uuid: [1; 16],
-            size_lb: 8,
-            diff: diff_dto(),
-        }))
-        .await
-        .unwrap();
+    let mut call = peer.call(wdiff(8)).await.unwrap();
     call.receiver.reply().await.unwrap();
     let t0 = std::time::Instant::now();
     let sent = timeout(LIMIT, async {
@@ -609,15 +541,7 @@ async fn zstd_chunks_lying_about_their_size_are_refused() {
     });
     let proxy = client(c.files(Role::Proxy, "p0"));
     let peer = proxy.connect(addr).await.unwrap();
-    let mut call = peer
-        .call(Request::WdiffTransfer(WdiffTransfer {
-            vol: "v0".into(),
-            uuid: [1; 16],
-            size_lb: 8,
-            diff: diff_dto(),
-        }))
-        .await
-        .unwrap();
+    let mut call = peer.call(wdiff(8)).await.unwrap();
     call.receiver.reply().await.unwrap();
     let data = vec![4u8; 100_000];
     let stored = zstd::bulk::compress(&data, 1).unwrap();

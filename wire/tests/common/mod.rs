@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use walb_wire::msg::{DiffRange, MetaDiffDto, SnapDto, WdiffTransfer};
 use walb_wire::{
     ClusterCa, Error, IssueOptions, Node, NodeConfig, PeerId, Query, Reply, Request, Role,
     TlsFiles, WireConfig,
@@ -138,4 +139,64 @@ pub fn status_kib(field: &str) -> u64 {
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap()
+}
+
+/// The diff of gid 0 → 1.
+pub fn diff_dto() -> MetaDiffDto {
+    MetaDiffDto {
+        range: DiffRange {
+            snap_b: SnapDto { gid_b: 0, gid_e: 0 },
+            snap_e: SnapDto { gid_b: 1, gid_e: 1 },
+        },
+        mergeable: false,
+        comp_diff: false,
+        timestamp_s: 0,
+        size: 0,
+    }
+}
+
+/// A wdiff transfer of volume v0 of `size_lb` blocks.
+pub fn wdiff(size_lb: u64) -> Request {
+    Request::WdiffTransfer(WdiffTransfer {
+        vol: "v0".into(),
+        uuid: [1; 16],
+        size_lb,
+        diff: diff_dto(),
+    })
+}
+
+/// A quinn client endpoint trusting `roots`, presenting `auth` (a chain and its key) if
+/// given, dialling "localhost" at `addr`; returns how the connection ended, the handshake
+/// refusal included (the client's half may finish before the server judged it: the
+/// refusal then arrives as the connection's close).
+pub async fn bare_client_end(
+    addr: SocketAddr,
+    roots: rustls::RootCertStore,
+    auth: Option<(
+        Vec<rustls::pki_types::CertificateDer<'static>>,
+        rustls::pki_types::PrivateKeyDer<'static>,
+    )>,
+) -> quinn::ConnectionError {
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .with_root_certificates(roots);
+    let mut cfg = match auth {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key).unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    cfg.alpn_protocols = vec![b"walb".to_vec()];
+    let qc = quinn::crypto::rustls::QuicClientConfig::try_from(cfg).unwrap();
+    let mut endpoint = quinn::Endpoint::client(loopback()).unwrap();
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(qc)));
+    let ended = tokio::time::timeout(LIMIT, async {
+        let conn = endpoint.connect(addr, "localhost").unwrap().await?;
+        Ok::<_, quinn::ConnectionError>(conn.closed().await)
+    })
+    .await
+    .unwrap();
+    match ended {
+        Ok(e) | Err(e) => e,
+    }
 }
