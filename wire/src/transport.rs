@@ -471,6 +471,11 @@ impl NodeInner {
         });
         (closed, live.values().filter_map(|l| l.not_after).min())
     }
+
+    /// The earliest expiry among live connections' peer certificates.
+    fn next_expiry(&self) -> Option<SystemTime> {
+        lock(&self.live).values().filter_map(|l| l.not_after).min()
+    }
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -478,14 +483,23 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 /// Checks live connections' certificates every `interval` and just after the earliest
-/// expiry, and whenever a connection is registered; ends with the node.
+/// expiry; a registered connection only moves the next wake-up earlier. Ends with the
+/// node.
 async fn recheck_loop(node: Weak<NodeInner>, wake: Arc<Notify>, interval: Duration) {
+    let mut last_full = tokio::time::Instant::now();
+    let mut full = true;
     loop {
         let next = {
             let Some(inner) = node.upgrade() else { return };
-            inner.recheck().1
+            if full {
+                last_full = tokio::time::Instant::now();
+                inner.recheck().1
+            } else {
+                inner.next_expiry()
+            }
         };
-        let mut wait = interval;
+        let mut wait =
+            (last_full + interval).saturating_duration_since(tokio::time::Instant::now());
         if let Some(t) = next {
             // webpki refuses a certificate once the time is past its notAfter second.
             let due = t + Duration::from_secs(1);
@@ -494,10 +508,10 @@ async fn recheck_loop(node: Weak<NodeInner>, wake: Arc<Notify>, interval: Durati
                 .unwrap_or(Duration::from_secs(1));
             wait = wait.min(until.max(Duration::from_millis(100)));
         }
-        tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = wake.notified() => {}
-        }
+        full = tokio::select! {
+            _ = tokio::time::sleep(wait) => true,
+            _ = wake.notified() => false,
+        };
     }
 }
 
