@@ -930,6 +930,7 @@ impl Call {
                 bytes: 0,
                 buffers: Recycler::default(),
                 step_timeout: wire.step_timeout,
+                watchdog: Watchdog::default(),
                 _slot: None,
             },
             receiver: CallReceiver {
@@ -945,6 +946,7 @@ impl Call {
                 buffers: Recycler::default(),
                 limits: wire.limits.clone(),
                 step_timeout: wire.step_timeout,
+                watchdog: Watchdog::default(),
                 _slot: None,
             },
         })
@@ -1011,6 +1013,7 @@ pub struct CallSender {
     buffers: Recycler,
     /// A write that makes no progress for this long fails.
     step_timeout: Option<Duration>,
+    watchdog: Watchdog,
     /// The quota unit of a served call, shared with the receiver.
     _slot: Option<Arc<Slot>>,
 }
@@ -1152,9 +1155,7 @@ impl CallSender {
             return Ok(self.send.write_all(buf).await?);
         };
         while !buf.is_empty() {
-            let n = timeout(t, self.send.write(buf))
-                .await
-                .map_err(|_| Error::Timeout(TimedOut::inactive(what, t)))??;
+            let n = self.watchdog.run(t, what, self.send.write(buf)).await??;
             buf = &buf[n..];
         }
         Ok(())
@@ -1170,9 +1171,10 @@ impl CallSender {
             return Ok(self.send.write_all_chunks(bufs).await?);
         };
         while !bufs.is_empty() {
-            let written = timeout(t, self.send.write_chunks(bufs))
-                .await
-                .map_err(|_| Error::Timeout(TimedOut::inactive(what, t)))??;
+            let written = self
+                .watchdog
+                .run(t, what, self.send.write_chunks(bufs))
+                .await??;
             bufs = &mut bufs[written.chunks..];
         }
         Ok(())
@@ -1333,6 +1335,7 @@ pub struct CallReceiver {
     limits: Limits,
     /// A read that makes no progress for this long fails.
     step_timeout: Option<Duration>,
+    watchdog: Watchdog,
     /// The quota unit of a served call, shared with the sender.
     _slot: Option<Arc<Slot>>,
 }
@@ -1571,9 +1574,11 @@ impl CallReceiver {
         }
         let got = match self.step_timeout {
             None => self.recv.read_chunks(&mut self.batch).await?,
-            Some(t) => timeout(t, self.recv.read_chunks(&mut self.batch))
-                .await
-                .map_err(|_| Error::Timeout(TimedOut::inactive(what, t)))??,
+            Some(t) => {
+                self.watchdog
+                    .run(t, what, self.recv.read_chunks(&mut self.batch))
+                    .await??
+            }
         };
         match got {
             Some(n) => {
@@ -1585,6 +1590,45 @@ impl CallReceiver {
             None => {
                 self.finished = true;
                 Ok(false)
+            }
+        }
+    }
+}
+
+/// The step timeout of one half of a call, without a timer per read or write: one timer,
+/// armed once, that may fire early (it is then moved to the current deadline), so that
+/// the timer is touched at most once per timeout period whatever the number of reads.
+#[derive(Default)]
+struct Watchdog {
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Watchdog {
+    /// Runs `fut`; fails if it does not finish within `t` from now.
+    async fn run<F: std::future::Future>(
+        &mut self,
+        t: Duration,
+        what: &'static str,
+        fut: F,
+    ) -> Result<F::Output, Error> {
+        let deadline = tokio::time::Instant::now() + t;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() > deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut fut => return Ok(out),
+                () = sleep.as_mut() => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(Error::Timeout(TimedOut::inactive(what, t)));
+                    }
+                    sleep.as_mut().reset(deadline);
+                }
             }
         }
     }
