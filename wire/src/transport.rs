@@ -1212,25 +1212,21 @@ impl Recycler {
         b
     }
 
-    /// A kept buffer that is free, emptied, whatever its size; or a new empty one.
+    /// The free kept buffer that held the largest frame, emptied; or a new empty one.
+    /// Free buffers beyond it and `SPARE_MAX` spares are let go.
     fn reuse(&mut self) -> BytesMut {
-        let mut reuse = None;
+        let best = (0..self.held.len())
+            .filter(|&i| self.held[i].is_unique())
+            .max_by_key(|&i| self.held[i].len());
+        let reuse = best.and_then(|i| self.held.remove(i));
         let mut spare = 0;
-        let mut i = 0;
-        while i < self.held.len() {
-            if self.held[i].is_unique() {
-                if reuse.is_none() {
-                    reuse = self.held.remove(i);
-                    continue;
-                }
-                spare += 1;
-                if spare > SPARE_MAX {
-                    self.held.remove(i);
-                    continue;
-                }
+        self.held.retain(|b| {
+            if !b.is_unique() {
+                return true;
             }
-            i += 1;
-        }
+            spare += 1;
+            spare <= SPARE_MAX
+        });
         match reuse.map(Bytes::try_into_mut) {
             Some(Ok(mut b)) => {
                 b.clear();
