@@ -4,11 +4,16 @@
 //! (`~/.config/walb/certs`). `issue` writes `ROLE-ID.crt` and `ROLE-ID.key` into an output
 //! directory (the CA directory by default) and puts a copy of `ca.crt` beside them, so the
 //! output directory is everything a daemon needs, and never the CA key.
+//!
+//! `revoke` adds an entry to the deny list (`revoked.txt`, see [`walb_wire::deny`]) beside
+//! the CA certificate, and writes the same list beside the `ca.crt` of each daemon
+//! certificate directory it is given; daemons read it at start and on SIGHUP.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use walb_wire::certs::{self, CA_CERT_FILE};
+use walb_wire::deny::{self, Entry};
 use walb_wire::files::{self, Place, MODE_PUBLIC};
 use walb_wire::{ClusterCa, IssueOptions, PeerId, Role, TlsFiles};
 
@@ -89,6 +94,90 @@ fn copy_ca_cert(src: &Path, dst: &Path, force: bool) -> Result<()> {
     let place = if force { Place::Replace } else { Place::New };
     files::write_file(dst, &pem, MODE_PUBLIC, place)
         .with_context(|| format!("copying {} to {}", src.display(), dst.display()))
+}
+
+/// What `ca revoke` did.
+#[derive(Debug)]
+pub struct Revoked {
+    /// The entry.
+    pub entry: Entry,
+    /// Whether the CA's list had it already.
+    pub already: bool,
+    /// The deny lists written (the CA's first).
+    pub written: Vec<PathBuf>,
+}
+
+/// Parses `--id ROLE/ID` or `--serial HEX` into a deny list entry.
+pub fn revoke_entry(id: Option<&str>, serial: Option<&str>) -> Result<Entry> {
+    match (id, serial) {
+        (Some(id), None) => Ok(Entry::Id(id.parse().with_context(|| format!("--id {id}"))?)),
+        (None, Some(s)) => Ok(Entry::Serial(
+            s.parse().with_context(|| format!("--serial {s}"))?,
+        )),
+        _ => bail!("give one of --id ROLE/ID or --serial HEX"),
+    }
+}
+
+/// `ca revoke`: adds `entry` to the deny list beside the CA certificate in `ca_dir`, and
+/// writes the resulting list beside the `ca.crt` of every directory of `out_dirs`. Each
+/// file is written whole or not at all.
+pub fn revoke(ca_dir: &Path, entry: Entry, out_dirs: &[PathBuf]) -> Result<Revoked> {
+    let ca_cert = ca_dir.join(CA_CERT_FILE);
+    if !ca_cert.is_file() {
+        bail!(
+            "no CA certificate at {} (run `ca init`, or pass --ca-dir)",
+            ca_cert.display()
+        );
+    }
+    // Check every destination first: nothing is written unless all can be.
+    for dir in out_dirs {
+        if !dir.join(CA_CERT_FILE).is_file() {
+            bail!(
+                "--out-dir {}: no {CA_CERT_FILE} there; it must be a daemon's certificate \
+                 directory",
+                dir.display()
+            );
+        }
+    }
+    let path = deny::path_beside(&ca_cert);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    let note = format!(
+        "revoked {}",
+        time::OffsetDateTime::now_utc()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default()
+    );
+    let appended = deny::append(&text, &entry, &note).with_context(|| {
+        format!(
+            "{} does not parse; fix it before revoking more",
+            path.display()
+        )
+    })?;
+    let already = appended.is_none();
+    let list = appended.unwrap_or(text);
+    let mut written = Vec::new();
+    let dests = std::iter::once(path).chain(out_dirs.iter().map(|d| d.join(deny::DENY_FILE)));
+    for dst in dests {
+        files::write_file(&dst, list.as_bytes(), files::MODE_PUBLIC, Place::Replace)
+            .with_context(|| format!("writing {}", dst.display()))?;
+        written.push(dst);
+    }
+    Ok(Revoked {
+        entry,
+        already,
+        written,
+    })
+}
+
+/// The serial number of the certificate in a PEM file, for `ca issue` to print.
+pub fn serial_of(cert: &Path) -> Result<deny::Serial> {
+    let chain = certs::load_certs(cert)?;
+    let leaf = chain.first().context("no certificate")?;
+    Ok(deny::Serial::of_cert(leaf)?)
 }
 
 #[cfg(test)]

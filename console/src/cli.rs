@@ -194,6 +194,25 @@ pub enum CaCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Revoke a certificate: add it to the deny list (revoked.txt) beside the CA
+    /// certificate, and beside the ca.crt of each --out-dir. Daemons read it at start and
+    /// on SIGHUP: they refuse the certificate's handshakes and close its connections.
+    #[command(group(clap::ArgGroup::new("what").required(true).args(["id", "serial"])))]
+    Revoke {
+        /// Every certificate of this identity, ROLE/ID (for example operator/alice).
+        #[arg(long, value_name = "ROLE/ID")]
+        id: Option<String>,
+        /// The certificate of this serial number, hex (`ca issue` prints it).
+        #[arg(long, value_name = "HEX")]
+        serial: Option<String>,
+        /// Directory of the CA [default: $XDG_CONFIG_HOME/walb/certs].
+        #[arg(long)]
+        ca_dir: Option<PathBuf>,
+        /// A daemon's certificate directory (holding its ca.crt) to write the deny list
+        /// into as well (repeatable).
+        #[arg(long = "out-dir", value_name = "DIR")]
+        out_dirs: Vec<PathBuf>,
+    },
 }
 
 fn parse_role(s: &str) -> Result<Role, String> {
@@ -271,5 +290,39 @@ mod tests {
             }))
         ));
         assert!(Cli::try_parse_from(["walb-console", "lab", "stop"]).is_err());
+    }
+
+    #[test]
+    fn revoke_takes_an_id_or_a_serial() {
+        let c = Cli::try_parse_from([
+            "walb-console",
+            "ca",
+            "revoke",
+            "--id",
+            "operator/alice",
+            "--out-dir",
+            "a",
+            "--out-dir",
+            "b",
+        ])
+        .unwrap();
+        match c.command {
+            Some(Command::Ca(CaCommand::Revoke { id, out_dirs, .. })) => {
+                assert_eq!(id.as_deref(), Some("operator/alice"));
+                assert_eq!(out_dirs.len(), 2);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(Cli::try_parse_from(["walb-console", "ca", "revoke"]).is_err());
+        assert!(Cli::try_parse_from([
+            "walb-console",
+            "ca",
+            "revoke",
+            "--id",
+            "operator/a",
+            "--serial",
+            "01"
+        ])
+        .is_err());
     }
 }

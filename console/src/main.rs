@@ -173,6 +173,26 @@ fn run(command: Option<Command>) -> Result<()> {
             println!("certificate: {}", files.cert.display());
             println!("key:         {}", files.key.display());
             println!("CA:          {}", files.ca_cert.display());
+            println!("serial:      {}", ca::serial_of(&files.cert)?.colons());
+        }
+        Command::Ca(CaCommand::Revoke {
+            id,
+            serial,
+            ca_dir,
+            out_dirs,
+        }) => {
+            let dir = ca::ca_dir(ca_dir)?;
+            let entry = ca::revoke_entry(id.as_deref(), serial.as_deref())?;
+            let r = ca::revoke(&dir, entry, &out_dirs)?;
+            if r.already {
+                println!("already revoked: {}", r.entry);
+            } else {
+                println!("revoked: {}", r.entry);
+            }
+            for p in &r.written {
+                println!("deny list:   {}", p.display());
+            }
+            println!("daemons apply it at start and on SIGHUP");
         }
         Command::Lab(args) => {
             let layout = lab::LabLayout::new(args.dir)?;

@@ -64,23 +64,71 @@ pub struct LimitOpts {
     /// Largest wdiff a peer may send in one transfer, MiB.
     #[arg(long, value_name = "MIB", default_value_t = 16384)]
     pub max_wdiff_mb: u64,
+    /// Largest control message (request, protocol step) a peer may send, KiB; bulk data
+    /// travels in chunks, never in messages.
+    #[arg(long, value_name = "KIB", default_value_t = 64)]
+    pub max_request_kb: u32,
+    /// A protocol step that makes no progress for this long fails, seconds (0: never):
+    /// the peer's slot is freed, temporary files removed, the volume rolled back.
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    pub step_timeout: u64,
+    /// Most connections one peer identity may hold open to this daemon.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_conns_per_peer: u32,
+    /// Most requests one peer identity may have in progress at once.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_calls_per_peer: u32,
+    /// Most event subscriptions one peer identity may hold.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub max_subscriptions_per_peer: u32,
+    /// Most event subscriptions this daemon serves, all peers together.
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub max_subscriptions: u32,
+    /// How often live connections' certificates are checked again (expiry, the CA, the
+    /// deny list `revoked.txt` beside `ca.crt`), seconds; also at SIGHUP.
+    #[arg(long, value_name = "S", default_value_t = 60)]
+    pub recheck_interval: u64,
 }
 
 impl Default for LimitOpts {
     fn default() -> Self {
-        LimitOpts::from_limits(&walb_wire::Limits::default())
+        LimitOpts::from_config(&walb_wire::WireConfig::default())
     }
 }
 
 impl LimitOpts {
-    /// The options that give `l` (rounded down to the options' units).
-    pub fn from_limits(l: &walb_wire::Limits) -> LimitOpts {
+    /// The options that give `w` (rounded down to the options' units).
+    pub fn from_config(w: &walb_wire::WireConfig) -> LimitOpts {
+        let l = &w.limits;
         LimitOpts {
             max_volume_gb: l.vol_size_lb_max / (2 << 20),
             max_bulk_kb: l.bulk_lb_max / 2,
             max_list: l.list_max,
             max_wlog_mb: l.wlog_len_max >> 20,
             max_wdiff_mb: l.wdiff_len_max >> 20,
+            max_request_kb: w.msg_len_max >> 10,
+            step_timeout: w.step_timeout.map_or(0, |t| t.as_secs()),
+            max_conns_per_peer: w.identity_connections_max,
+            max_calls_per_peer: w.identity_calls_max,
+            max_subscriptions_per_peer: w.identity_subscriptions_max,
+            max_subscriptions: w.subscriptions_max,
+            recheck_interval: w.recheck_interval.as_secs(),
+        }
+    }
+
+    /// A daemon's transport configuration with these options.
+    pub fn wire_config(&self) -> walb_wire::WireConfig {
+        let secs = std::time::Duration::from_secs;
+        walb_wire::WireConfig {
+            limits: self.limits(),
+            msg_len_max: self.max_request_kb.saturating_mul(1 << 10).max(1 << 10),
+            step_timeout: (self.step_timeout > 0).then(|| secs(self.step_timeout)),
+            identity_connections_max: self.max_conns_per_peer.max(1),
+            identity_calls_max: self.max_calls_per_peer.max(1),
+            identity_subscriptions_max: self.max_subscriptions_per_peer,
+            subscriptions_max: self.max_subscriptions,
+            recheck_interval: secs(self.recheck_interval.max(1)),
+            ..walb_wire::WireConfig::default()
         }
     }
 
@@ -311,6 +359,30 @@ mod tests {
     #[test]
     fn limit_options_default_to_the_wire_defaults() {
         assert_eq!(LimitOpts::default().limits(), walb_wire::Limits::default());
+        let (ours, theirs) = (
+            LimitOpts::default().wire_config(),
+            walb_wire::WireConfig::default(),
+        );
+        assert_eq!(
+            (
+                ours.msg_len_max,
+                ours.step_timeout,
+                ours.identity_connections_max,
+                ours.identity_calls_max,
+                ours.identity_subscriptions_max,
+                ours.subscriptions_max,
+                ours.recheck_interval,
+            ),
+            (
+                theirs.msg_len_max,
+                theirs.step_timeout,
+                theirs.identity_connections_max,
+                theirs.identity_calls_max,
+                theirs.identity_subscriptions_max,
+                theirs.subscriptions_max,
+                theirs.recheck_interval,
+            )
+        );
         let o = StorageOpts::parse_from([
             "walb-storage",
             "-b",

@@ -86,6 +86,21 @@ impl Ctx {
         &self.node.wire_config().limits
     }
 
+    /// How long a call waits for a peer's acknowledgement of a bulk it sent: the peer
+    /// answers only once what it received is validated and durable, which takes longer
+    /// than a step (the step timeout, at least [`ACK_WAIT`]); `None`: for ever.
+    pub fn ack_timeout(&self) -> Option<Duration> {
+        self.node
+            .wire_config()
+            .step_timeout
+            .map(|t| t.max(ACK_WAIT))
+    }
+
+    /// The step timeout of this daemon's calls (`--step-timeout`).
+    pub fn step_timeout(&self) -> Option<Duration> {
+        self.node.wire_config().step_timeout
+    }
+
     /// Takes a foreground slot or refuses with `busy`.
     pub fn fg_permit(&self) -> Result<OwnedSemaphorePermit, WireError> {
         Arc::clone(&self.fg).try_acquire_owned().map_err(|_| {
@@ -185,6 +200,10 @@ impl Ctx {
         Ok(peer)
     }
 }
+
+/// The least time a peer is given to acknowledge a bulk (validate, sync) before the call
+/// fails ([`Ctx::ack_timeout`]).
+pub const ACK_WAIT: Duration = Duration::from_secs(600);
 
 /// How long a pooled connection may take to answer a call before it is taken for dead.
 pub const STALE_PROBE: Duration = Duration::from_secs(5);
@@ -345,7 +364,7 @@ pub fn setup(role: Role, common: &CommonOpts, rt: &tokio::runtime::Runtime) -> R
     };
     let mut cfg = NodeConfig::new(bind, true);
     cfg.software = format!("walb-{role} {}", env!("CARGO_PKG_VERSION"));
-    cfg.wire.limits = common.limits.limits();
+    cfg.wire = common.limits.wire_config();
     let node = {
         let _g = rt.enter();
         Node::bind(cfg, files.clone()).with_context(|| {

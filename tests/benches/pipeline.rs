@@ -396,7 +396,7 @@ fn wire_single(total: u64, chunk: usize) -> Result<Duration> {
         let req = Request::WdiffTransfer(WdiffTransfer {
             vol: "bench".into(),
             uuid: [0; 16],
-            size_lb: 0,
+            size_lb: total.div_ceil(512).max(1),
             diff: MetaDiffDto {
                 range: DiffRange {
                     snap_b: s,

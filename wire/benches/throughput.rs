@@ -187,7 +187,8 @@ fn wdiff_request() -> Request {
     Request::WdiffTransfer(WdiffTransfer {
         vol: "bench".into(),
         uuid: [0; 16],
-        size_lb: 0,
+        // A volume of 1 TiB: the transport admits only sizes a volume can have.
+        size_lb: 1 << 31,
         diff: MetaDiffDto {
             range: walb_wire::msg::DiffRange {
                 snap_b: s,

@@ -1,6 +1,7 @@
 //! The error type of the transport.
 
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use crate::frame::FrameError;
 use crate::identity::{IdentityError, PeerId};
@@ -55,7 +56,11 @@ pub enum Error {
     StreamEnded(&'static str),
     /// Something took too long.
     #[error("timed out: {0}")]
-    Timeout(&'static str),
+    Timeout(TimedOut),
+    /// What the peer sent is out of bounds or not allowed ([`crate::admit`],
+    /// [`crate::auth`]); the error told to the peer.
+    #[error("refused: {0}")]
+    Refused(WireError),
     /// TLS material problem.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -109,14 +114,14 @@ impl Error {
     /// The error as told to a peer.
     pub fn to_wire(&self) -> WireError {
         let code = match self {
-            Error::Remote(e) => return e.clone(),
+            Error::Remote(e) | Error::Refused(e) => return e.clone(),
             Error::Decode(_) | Error::Unexpected(_) => ErrorCode::BadRequest,
             Error::Frame(FrameError::TooLarge { .. }) => ErrorCode::TooLarge,
             Error::Frame(FrameError::Truncated { .. }) | Error::StreamEnded(_) => {
                 ErrorCode::Truncated
             }
             Error::Frame(_) => ErrorCode::Corrupt,
-            Error::Shutdown => ErrorCode::Cancelled,
+            Error::Shutdown | Error::Timeout(_) => ErrorCode::Cancelled,
             _ => ErrorCode::Internal,
         };
         WireError::new(code, self.to_string())
@@ -128,6 +133,52 @@ impl Error {
             Error::Remote(e) => Some(e.code),
             _ => None,
         }
+    }
+}
+
+/// What timed out, and after how long without progress.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TimedOut {
+    /// What was being done ("waiting for a step", "handshake").
+    pub what: &'static str,
+    /// How long nothing moved, when it is an inactivity timeout.
+    pub after: Option<Duration>,
+}
+
+impl TimedOut {
+    /// A deadline for `what` passed.
+    pub fn new(what: &'static str) -> Self {
+        Self { what, after: None }
+    }
+
+    /// Nothing moved for `after` while doing `what`.
+    pub fn inactive(what: &'static str, after: Duration) -> Self {
+        Self {
+            what,
+            after: Some(after),
+        }
+    }
+}
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.after {
+            Some(d) => write!(
+                f,
+                "no progress for {} while {} (step timeout)",
+                show_duration(d),
+                self.what
+            ),
+            None => f.write_str(self.what),
+        }
+    }
+}
+
+fn show_duration(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{:.3} s", d.as_secs_f64())
     }
 }
 

@@ -232,6 +232,16 @@ impl ChunkDecoder {
                 stored
             }
             ChunkCodec::Zstd => {
+                // A zstd frame that states its size must state ours: a lie is refused
+                // before the output is allocated.
+                if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(&stored) {
+                    if size != u64::from(h.raw_len) {
+                        return Err(FrameError::BadLength {
+                            want: h.raw_len,
+                            got: usize::try_from(size).unwrap_or(usize::MAX),
+                        });
+                    }
+                }
                 let mut out = Vec::with_capacity(h.raw_len as usize);
                 let n = self
                     .zstd
@@ -367,6 +377,42 @@ mod tests {
             FrameHeader::parse([9, 0, 0, 0, 0], 1000),
             Err(FrameError::UnknownKind(9))
         ));
+    }
+
+    /// A zstd chunk whose header states another size than its data: larger (with or
+    /// without the size in the zstd frame), smaller.
+    #[test]
+    fn zstd_chunks_lying_about_their_size_are_refused() {
+        let data = vec![3u8; 10_000];
+        let mut enc = ChunkEncoder::new(Some(1)).unwrap();
+        let (h, stored) = enc.encode(&data).unwrap();
+        let stored = stored.to_vec();
+        let mut dec = ChunkDecoder::new(1 << 20).unwrap();
+        for lie in [9_999u32, 10_001, 1 << 20] {
+            let mut head = ChunkHeader::parse(&h, 1 << 20).unwrap();
+            head.raw_len = lie;
+            let mut payload = head.encode().to_vec();
+            payload.extend_from_slice(&stored);
+            let e = dec.decode(Bytes::from(payload)).unwrap_err();
+            assert!(
+                matches!(e, FrameError::BadLength { want, got: 10_000 } if want == lie),
+                "{lie}: {e}"
+            );
+        }
+        // A zstd frame that does not state its size is checked after decompression.
+        let mut z = zstd::bulk::Compressor::new(1).unwrap();
+        z.set_parameter(zstd::zstd_safe::CParameter::ContentSizeFlag(false))
+            .unwrap();
+        let bare = z.compress(&data).unwrap();
+        let head = ChunkHeader {
+            codec: ChunkCodec::Zstd,
+            raw_len: 20_000,
+            checksum: checksum(&data),
+        };
+        let mut payload = head.encode().to_vec();
+        payload.extend_from_slice(&bare);
+        let e = dec.decode(Bytes::from(payload)).unwrap_err();
+        assert!(matches!(e, FrameError::BadLength { .. }), "{e}");
     }
 
     #[test]

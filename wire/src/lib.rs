@@ -17,6 +17,9 @@
 //! - [`frame`]: framing on a stream, bulk chunks (zstd + XXH3 checksum).
 //! - [`admit`]: [`Limits`] and the bounds every request and step keeps (sizes, counts,
 //!   names, lists), checked before anything is allocated.
+//! - [`intake`]: the gate of a served call, from its first message's bytes to an
+//!   authorized and admitted [`Request`] (authorized before it is decoded).
+//! - [`deny`]: the deny list of revoked certificates (`revoked.txt` beside `ca.crt`).
 //!
 //! At the edges:
 //!
@@ -51,11 +54,14 @@ pub mod admit;
 pub mod auth;
 pub mod certs;
 pub mod config;
+pub mod deny;
 mod error;
 pub mod files;
 pub mod frame;
 pub mod identity;
+pub mod intake;
 pub mod msg;
+mod quota;
 pub mod tls;
 pub mod transport;
 
@@ -63,7 +69,7 @@ pub use admit::Limits;
 pub use auth::{authorize, Denied, OpClass};
 pub use certs::{ClusterCa, IssueOptions, IssuedCert, TlsFiles};
 pub use config::WireConfig;
-pub use error::Error;
+pub use error::{Error, TimedOut};
 pub use identity::{PeerId, Role};
 pub use msg::{
     Command, ErrorCode, Event, Message, Query, Reply, Request, Step, Subscribe, WireError,

@@ -8,7 +8,12 @@
 //!
 //! Both sides verify the other's certificate chain against the cluster CA. Servers are not
 //! verified by name: peers are identified by the `walb://ROLE/ID` in their certificates
-//! (see [`crate::identity`]), which [`crate::transport`] reads once the handshake is done.
+//! (see [`crate::identity`]). The handshake also fails, on either side, for a certificate
+//! without exactly one valid identity, and for one the deny list ([`crate::deny`], read
+//! beside the CA certificate at every load) revokes. [`TlsState::verify_peer`] runs the
+//! same checks again on a live connection's certificate, against the material in force:
+//! [`crate::transport`] closes connections whose peer was revoked, expired or is no longer
+//! trusted since.
 
 use std::fmt;
 use std::sync::Arc;
@@ -24,6 +29,7 @@ use rustls::sign::CertifiedKey;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, SignatureScheme};
 
 use crate::certs::{load_certs, load_key, CertError, TlsFiles};
+use crate::deny::{self, DenyError, DenyList, Serial};
 use crate::identity::PeerId;
 
 /// The ALPN protocol name of walb connections.
@@ -35,6 +41,16 @@ struct Material {
     certified: Arc<CertifiedKey>,
     client_verifier: Arc<dyn ClientCertVerifier>,
     server_verifier: Arc<WebPkiServerVerifier>,
+    deny: DenyList,
+}
+
+/// Which end of a connection a peer is, for [`TlsState::verify_peer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerSide {
+    /// The peer dialled us: its certificate must allow client authentication.
+    Client,
+    /// We dialled the peer: its certificate must allow server authentication.
+    Server,
 }
 
 /// A peer's reloadable TLS material.
@@ -72,7 +88,7 @@ impl TlsState {
         key: PrivateKeyDer<'static>,
     ) -> Result<Arc<Self>, TlsError> {
         let provider = provider();
-        let material = build_material(ca, chain, key, &provider)?;
+        let material = build_material(ca, chain, key, DenyList::default(), &provider)?;
         Ok(Arc::new(Self {
             files: None,
             provider,
@@ -102,6 +118,34 @@ impl TlsState {
         self.material.load().identity.clone()
     }
 
+    /// Entries of the deny list in force.
+    pub fn denied(&self) -> usize {
+        self.material.load().deny.len()
+    }
+
+    /// Checks a live connection's peer certificate chain (leaf first) as its handshake
+    /// would now: chain to the CA in force, validity at `now`, key usage for `side`, one
+    /// valid identity, not denied.
+    pub fn verify_peer(
+        &self,
+        chain: &[CertificateDer<'static>],
+        side: PeerSide,
+        now: UnixTime,
+    ) -> Result<(), rustls::Error> {
+        let (leaf, intermediates) = chain
+            .split_first()
+            .ok_or(rustls::Error::NoCertificatesPresented)?;
+        let m = self.material.load();
+        match side {
+            PeerSide::Client => check_client(&m, leaf, intermediates, now),
+            PeerSide::Server => {
+                let name = ServerName::try_from("walb")
+                    .map_err(|e| rustls::Error::General(e.to_string()))?;
+                check_server(&m, leaf, intermediates, &name, &[], now)
+            }
+        }
+    }
+
     /// A server configuration that requires client certificates from the cluster CA.
     pub fn server_config(self: &Arc<Self>) -> Result<rustls::ServerConfig, TlsError> {
         let mut cfg = rustls::ServerConfig::builder_with_provider(self.provider.clone())
@@ -110,6 +154,10 @@ impl TlsState {
             .with_cert_resolver(Arc::new(ReloadingCert(self.clone())));
         cfg.alpn_protocols = vec![ALPN.to_vec()];
         cfg.max_early_data_size = 0;
+        // No session resumption: a resumed session skips certificate verification, so a
+        // revoked or expired client could come back on an old session.
+        cfg.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+        cfg.send_tls13_tickets = 0;
         Ok(cfg)
     }
 
@@ -122,6 +170,9 @@ impl TlsState {
             .with_client_cert_resolver(Arc::new(ReloadingCert(self.clone())));
         cfg.alpn_protocols = vec![ALPN.to_vec()];
         cfg.enable_early_data = false;
+        // No session resumption (see the server's configuration): every handshake
+        // verifies the daemon's certificate against the material in force.
+        cfg.resumption = rustls::client::Resumption::disabled();
         Ok(cfg)
     }
 }
@@ -134,13 +185,15 @@ fn load_material(files: &TlsFiles, provider: &Arc<CryptoProvider>) -> Result<Mat
     let ca = load_certs(&files.ca_cert)?;
     let chain = load_certs(&files.cert)?;
     let key = load_key(&files.key)?;
-    build_material(ca, chain, key, provider)
+    let deny = DenyList::load(&deny::path_beside(&files.ca_cert))?;
+    build_material(ca, chain, key, deny, provider)
 }
 
 fn build_material(
     ca: Vec<CertificateDer<'static>>,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    deny: DenyList,
     provider: &Arc<CryptoProvider>,
 ) -> Result<Material, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
@@ -163,7 +216,59 @@ fn build_material(
         certified,
         client_verifier,
         server_verifier,
+        deny,
     })
+}
+
+/// A peer's certificate as a client: the chain (webpki: trust, validity, client usage),
+/// then identity and deny list.
+fn check_client(
+    m: &Material,
+    leaf: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    now: UnixTime,
+) -> Result<(), rustls::Error> {
+    m.client_verifier
+        .verify_client_cert(leaf, intermediates, now)?;
+    check_identity(m, leaf)
+}
+
+/// A peer's certificate as a server: the chain only (webpki checks trust, validity and
+/// usage before the name, so a name error means the chain is good), then identity and
+/// deny list.
+fn check_server(
+    m: &Material,
+    leaf: &CertificateDer<'_>,
+    intermediates: &[CertificateDer<'_>],
+    server_name: &ServerName<'_>,
+    ocsp_response: &[u8],
+    now: UnixTime,
+) -> Result<(), rustls::Error> {
+    match m
+        .server_verifier
+        .verify_server_cert(leaf, intermediates, server_name, ocsp_response, now)
+    {
+        Ok(_)
+        | Err(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
+        )) => {}
+        Err(e) => return Err(e),
+    }
+    check_identity(m, leaf)
+}
+
+/// Exactly one valid `walb://ROLE/ID`, and not in the deny list.
+fn check_identity(m: &Material, leaf: &CertificateDer<'_>) -> Result<(), rustls::Error> {
+    let bad = |e: crate::identity::IdentityError| {
+        rustls::Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(e))))
+    };
+    let peer = PeerId::from_cert_der(leaf).map_err(bad)?;
+    let serial = Serial::of_cert(leaf).map_err(bad)?;
+    if let Some(why) = m.deny.denies(&peer, &serial) {
+        tracing::info!("refusing a certificate: {why}");
+        return Err(rustls::Error::InvalidCertificate(CertificateError::Revoked));
+    }
+    Ok(())
 }
 
 /// Presents the current certificate, as a server and as a client.
@@ -241,11 +346,8 @@ impl ClientCertVerifier for ReloadingClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
-        self.0
-            .material
-            .load()
-            .client_verifier
-            .verify_client_cert(end_entity, intermediates, now)
+        check_client(&self.0.material.load(), end_entity, intermediates, now)?;
+        Ok(ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -285,22 +387,15 @@ impl ServerCertVerifier for ClusterServerVerifier {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        let verifier = self.0.material.load().server_verifier.clone();
-        // webpki checks the chain (trust, validity, usage) before the name, so a name
-        // error means the chain is good.
-        match verifier.verify_server_cert(
+        check_server(
+            &self.0.material.load(),
             end_entity,
             intermediates,
             server_name,
             ocsp_response,
             now,
-        ) {
-            Ok(v) => Ok(v),
-            Err(rustls::Error::InvalidCertificate(
-                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
-            )) => Ok(ServerCertVerified::assertion()),
-            Err(e) => Err(e),
-        }
+        )?;
+        Ok(ServerCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -346,6 +441,9 @@ pub enum TlsError {
     /// Material built from memory has no files to reload.
     #[error("TLS material was not loaded from files and cannot be reloaded")]
     NotReloadable,
+    /// The deny list beside the CA certificate is unusable.
+    #[error(transparent)]
+    Deny(#[from] DenyError),
     /// rustls refused the material.
     #[error("TLS: {0}")]
     Rustls(#[from] rustls::Error),

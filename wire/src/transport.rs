@@ -14,23 +14,46 @@
 //!    the other's identity from its certificate.
 //! 2. Negotiation on the first stream: [`Hello`] → [`Welcome`]. On a version mismatch the
 //!    server answers [`Welcome::Reject`] and closes the connection.
-//! 3. Calls. The server reads each stream's [`Request`], checks it against the
-//!    authorization table ([`crate::auth::authorize`]) and refuses it with a
-//!    [`ErrorCode::Forbidden`] error, answers subscriptions itself from the events the
-//!    daemon [`Node::publish`]es, and queues every other request for [`Node::accept`].
+//! 3. Calls. The server takes a call only while its peer's identity holds fewer than
+//!    [`WireConfig::identity_calls_max`] (else `Busy`), reads the stream's first message
+//!    (at most [`WireConfig::msg_len_max`] bytes) and passes it through
+//!    [`crate::intake::request`]: the operation class is authorized
+//!    ([`crate::auth::authorize`], `Forbidden`) before the body is decoded, then the
+//!    request's bounds are admitted ([`crate::admit::request`]). It answers subscriptions
+//!    itself from the events the daemon [`Node::publish`]es (within
+//!    [`WireConfig::identity_subscriptions_max`] and [`WireConfig::subscriptions_max`]),
+//!    and queues every other request for [`Node::accept`].
+//!
+//! What a peer may hold of a node is bounded: [`WireConfig::identity_connections_max`]
+//! connections per identity (the connection over the cap is closed, naming it),
+//! [`WireConfig::streams_max`] streams per connection, the calls and subscriptions above.
+//! Every step of a call (a read or a write, on both ends; not subscriptions) fails with
+//! [`Error::Timeout`] when nothing moves for [`WireConfig::step_timeout`]. Every step a
+//! [`CallReceiver`] hands over has been admitted ([`crate::admit::step`]).
+//!
+//! A frame's buffer grows as its bytes arrive, never reserved from its header: a peer
+//! costs the memory of what it sent, which flow control bounds.
+//!
+//! Live connections are watched: at every TLS reload, at each peer certificate's expiry
+//! and every [`WireConfig::recheck_interval`], every peer's certificate chain is checked
+//! again against the material in force ([`TlsState::verify_peer`]: trust, validity, the
+//! deny list of [`crate::deny`]); a connection whose peer fails is closed with the reason.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use tokio::sync::{broadcast, mpsc, Mutex};
+use rustls::pki_types::{CertificateDer, UnixTime};
+use tokio::sync::{broadcast, mpsc, Mutex, Notify};
 use tokio::time::timeout;
 use tracing::{debug, info, warn};
 
-use crate::auth::authorize;
+use crate::admit::Limits;
 use crate::certs::TlsFiles;
 use crate::config::WireConfig;
+use crate::error::TimedOut;
 use crate::frame::{
     encode_end, parse_end, ChunkDecoder, ChunkEncoder, FrameError, FrameHeader, FrameKind,
     CHUNK_HEADER_LEN, FRAME_HEADER_LEN,
@@ -40,7 +63,8 @@ use crate::msg::{
     negotiate, ErrorCode, Event, Hello, Message, Reply, Request, Step, Subscribe, Welcome,
     WireError, PROTOCOL_VERSION, PROTOCOL_VERSION_MIN,
 };
-use crate::tls::TlsState;
+use crate::quota::{self, Over, Slot};
+use crate::tls::{PeerSide, TlsState};
 use crate::Error;
 
 /// Application close code: the peer's certificate carries no usable identity.
@@ -49,6 +73,11 @@ const CLOSE_IDENTITY: u32 = 1;
 const CLOSE_NEGOTIATION: u32 = 2;
 /// Application close code: the node shuts down.
 const CLOSE_SHUTDOWN: u32 = 3;
+/// Application close code: the peer's identity has too many connections open.
+const CLOSE_BUSY: u32 = 4;
+/// Application close code: the peer's certificate is no longer accepted (revoked,
+/// expired, no longer trusted).
+const CLOSE_CERTIFICATE: u32 = 5;
 /// Stream reset code: the call was abandoned.
 const RESET_ABANDONED: u32 = 1;
 /// Received pieces taken from quinn per lock of the connection (`read_chunks`).
@@ -71,12 +100,17 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
-    /// A configuration with default tunables.
+    /// A configuration with default tunables. A node that only dials (a console) has no
+    /// step timeout ([`WireConfig::step_timeout`]): its operations have their own.
     pub fn new(bind: SocketAddr, listen: bool) -> Self {
+        let mut wire = WireConfig::default();
+        if !listen {
+            wire.step_timeout = None;
+        }
         Self {
             bind,
             listen,
-            wire: WireConfig::default(),
+            wire,
             software: format!("walb {}", env!("CARGO_PKG_VERSION")),
             versions: (PROTOCOL_VERSION_MIN, PROTOCOL_VERSION),
         }
@@ -100,6 +134,26 @@ struct NodeInner {
     pool: Mutex<HashMap<SocketAddr, Peer>>,
     calls: Mutex<mpsc::Receiver<IncomingCall>>,
     events: broadcast::Sender<Event>,
+    /// Connections per identity (served connections only).
+    conn_quota: quota::Shared,
+    /// Calls in progress per identity (served calls only).
+    call_quota: quota::Shared,
+    /// Event subscriptions per identity and in total.
+    sub_quota: quota::Shared,
+    /// Live connections whose peer certificates are checked again, by `stable_id`.
+    live: std::sync::Mutex<HashMap<usize, Live>>,
+    /// Wakes the recheck task (a connection was registered).
+    recheck: Arc<Notify>,
+}
+
+/// A live connection and the certificate chain its peer presented.
+struct Live {
+    conn: quinn::Connection,
+    peer: PeerId,
+    side: PeerSide,
+    chain: Vec<CertificateDer<'static>>,
+    /// The earliest end of validity in the chain.
+    not_after: Option<SystemTime>,
 }
 
 impl Node {
@@ -138,6 +192,8 @@ impl Node {
         let (calls_tx, calls_rx) = mpsc::channel(cfg.wire.incoming_calls_max.max(1));
         let (events, _) = broadcast::channel(cfg.wire.events_queue.max(1));
         let identity = tls.identity();
+        let recheck = Arc::new(Notify::new());
+        let recheck_interval = cfg.wire.recheck_interval;
         let inner = Arc::new(NodeInner {
             endpoint,
             tls,
@@ -149,7 +205,17 @@ impl Node {
             pool: Mutex::new(HashMap::new()),
             calls: Mutex::new(calls_rx),
             events,
+            conn_quota: Arc::default(),
+            call_quota: Arc::default(),
+            sub_quota: Arc::default(),
+            live: std::sync::Mutex::new(HashMap::new()),
+            recheck: recheck.clone(),
         });
+        tokio::spawn(recheck_loop(
+            Arc::downgrade(&inner),
+            recheck,
+            recheck_interval,
+        ));
         if cfg.listen {
             tokio::spawn(accept_loop(inner.clone(), calls_tx));
         }
@@ -227,13 +293,14 @@ impl Node {
                 peer: addr.to_string(),
                 source,
             })?;
-            let identity = identity_of(&conn)?;
+            let (identity, chain) = identity_of(&conn)?;
+            inner.watch(&conn, &identity, PeerSide::Server, chain);
             let conn_err = |source| Error::Connection {
                 peer: format!("{addr} ({identity})"),
                 source,
             };
             let (send, recv) = conn.open_bi().await.map_err(conn_err)?;
-            let mut call = Call::new(send, recv, identity.clone(), &inner.wire)?;
+            let mut call = Call::new(send, recv, identity.clone(), &inner.wire, End::Opened)?;
             let hello = Hello {
                 version_min: inner.versions.0,
                 version_max: inner.versions.1,
@@ -257,16 +324,31 @@ impl Node {
         };
         match timeout(inner.wire.handshake_timeout, handshake).await {
             Ok(r) => r,
-            Err(_) => Err(Error::Timeout("handshake and negotiation")),
+            Err(_) => Err(Error::Timeout(TimedOut::new("handshake and negotiation"))),
         }
     }
 
-    /// Reads the certificate files again; new handshakes use the new material, live
-    /// connections go on. The identity may not change.
-    pub fn reload_tls(&self) -> Result<(), Error> {
+    /// Reads the certificate files (and the deny list beside the CA certificate) again;
+    /// new handshakes use the new material. Live connections go on unless their peer's
+    /// certificate no longer passes (revoked, expired, no longer trusted): those are
+    /// closed, with the reason. The identity may not change. Returns how many
+    /// connections were closed.
+    pub fn reload_tls(&self) -> Result<usize, Error> {
         let identity = self.inner.tls.reload()?;
-        info!(%identity, "TLS material reloaded");
-        Ok(())
+        let (closed, _) = self.inner.recheck();
+        info!(
+            %identity,
+            denied = self.inner.tls.denied(),
+            closed,
+            "TLS material reloaded"
+        );
+        Ok(closed)
+    }
+
+    /// Checks every live connection's peer certificate again now (as at a reload);
+    /// returns how many connections were closed.
+    pub fn recheck_peers(&self) -> usize {
+        self.inner.recheck().0
     }
 
     /// Spawns a task that reloads the TLS material on every SIGHUP (Unix).
@@ -303,18 +385,134 @@ fn set_socket_buffers(socket: &std::net::UdpSocket, size: usize) {
     }
 }
 
-fn identity_of(conn: &quinn::Connection) -> Result<PeerId, Error> {
+/// The peer's identity and the certificate chain it presented.
+fn identity_of(conn: &quinn::Connection) -> Result<(PeerId, Vec<CertificateDer<'static>>), Error> {
     let certs = conn
         .peer_identity()
-        .and_then(|any| {
-            any.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
-                .ok()
-        })
+        .and_then(|any| any.downcast::<Vec<CertificateDer<'static>>>().ok())
         .ok_or(Error::Identity(crate::identity::IdentityError::NoIdentity))?;
     let leaf = certs
         .first()
         .ok_or(Error::Identity(crate::identity::IdentityError::NoIdentity))?;
-    Ok(PeerId::from_cert_der(leaf)?)
+    Ok((PeerId::from_cert_der(leaf)?, *certs))
+}
+
+/// The earliest end of validity of a certificate chain.
+fn chain_not_after(chain: &[CertificateDer<'_>]) -> Option<SystemTime> {
+    chain
+        .iter()
+        .filter_map(|c| {
+            let (_, cert) = x509_parser::parse_x509_certificate(c).ok()?;
+            let t = cert.validity().not_after.timestamp();
+            let secs = u64::try_from(t).ok()?;
+            Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
+        })
+        .min()
+}
+
+/// Why a live connection's peer certificate is no longer accepted, for its close reason.
+fn cert_failure(peer: &PeerId, e: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    let why = match e {
+        rustls::Error::InvalidCertificate(C::Revoked) => "is revoked (deny list)".to_owned(),
+        rustls::Error::InvalidCertificate(C::Expired | C::ExpiredContext { .. }) => {
+            "has expired".to_owned()
+        }
+        rustls::Error::InvalidCertificate(C::UnknownIssuer) => {
+            "is not signed by a CA in force".to_owned()
+        }
+        other => format!("is no longer valid: {other}"),
+    };
+    format!("the certificate of {peer} {why}")
+}
+
+impl NodeInner {
+    /// Registers a live connection whose peer certificate is checked again (at reloads,
+    /// at its expiry, periodically).
+    fn watch(
+        &self,
+        conn: &quinn::Connection,
+        peer: &PeerId,
+        side: PeerSide,
+        chain: Vec<CertificateDer<'static>>,
+    ) {
+        let live = Live {
+            conn: conn.clone(),
+            peer: peer.clone(),
+            side,
+            not_after: chain_not_after(&chain),
+            chain,
+        };
+        lock(&self.live).insert(conn.stable_id(), live);
+        self.recheck.notify_one();
+    }
+
+    /// Checks every live connection's peer certificate against the material in force;
+    /// closes those that fail, forgets closed ones. Returns how many were closed and the
+    /// earliest expiry among those left.
+    fn recheck(&self) -> (usize, Option<SystemTime>) {
+        let now = UnixTime::now();
+        let mut closed = 0;
+        let mut live = lock(&self.live);
+        live.retain(|_, l| {
+            if l.conn.close_reason().is_some() {
+                return false;
+            }
+            match self.tls.verify_peer(&l.chain, l.side, now) {
+                Ok(()) => true,
+                Err(e) => {
+                    let reason = cert_failure(&l.peer, &e);
+                    info!(peer = %l.peer, addr = %l.conn.remote_address(), "closing: {reason}");
+                    l.conn.close(CLOSE_CERTIFICATE.into(), reason.as_bytes());
+                    closed += 1;
+                    false
+                }
+            }
+        });
+        (closed, live.values().filter_map(|l| l.not_after).min())
+    }
+
+    /// The earliest expiry among live connections' peer certificates.
+    fn next_expiry(&self) -> Option<SystemTime> {
+        lock(&self.live).values().filter_map(|l| l.not_after).min()
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Checks live connections' certificates every `interval` and just after the earliest
+/// expiry; a registered connection only moves the next wake-up earlier. Ends with the
+/// node.
+async fn recheck_loop(node: Weak<NodeInner>, wake: Arc<Notify>, interval: Duration) {
+    let mut last_full = tokio::time::Instant::now();
+    let mut full = true;
+    loop {
+        let next = {
+            let Some(inner) = node.upgrade() else { return };
+            if full {
+                last_full = tokio::time::Instant::now();
+                inner.recheck().1
+            } else {
+                inner.next_expiry()
+            }
+        };
+        let mut wait =
+            (last_full + interval).saturating_duration_since(tokio::time::Instant::now());
+        if let Some(t) = next {
+            // webpki refuses a certificate once the time is past its notAfter second.
+            let due = t + Duration::from_secs(1);
+            let until = due
+                .duration_since(SystemTime::now())
+                .unwrap_or(Duration::from_secs(1));
+            wait = wait.min(until.max(Duration::from_millis(100)));
+        }
+        full = tokio::select! {
+            _ = tokio::time::sleep(wait) => true,
+            _ = wake.notified() => false,
+        };
+    }
 }
 
 async fn accept_loop(inner: Arc<NodeInner>, calls: mpsc::Sender<IncomingCall>) {
@@ -342,15 +540,35 @@ async fn serve_connection(
     };
     let conn = match timeout(inner.wire.handshake_timeout, incoming).await {
         Ok(r) => r.map_err(conn_err)?,
-        Err(_) => return Err(Error::Timeout("handshake")),
+        Err(_) => return Err(Error::Timeout(TimedOut::new("handshake"))),
     };
-    let peer = match identity_of(&conn) {
+    let (peer, chain) = match identity_of(&conn) {
         Ok(p) => p,
         Err(e) => {
             conn.close(CLOSE_IDENTITY.into(), e.to_string().as_bytes());
             return Err(e);
         }
     };
+    let _slot = match Slot::take(
+        &inner.conn_quota,
+        &peer,
+        inner.wire.identity_connections_max,
+        None,
+    ) {
+        Ok(s) => s,
+        Err(over) => {
+            let why = format!(
+                "{peer} has {} connections open to {}; at most {} per identity",
+                over.max(),
+                inner.identity,
+                over.max()
+            );
+            info!(%remote, "refused a connection: {why}");
+            conn.close(CLOSE_BUSY.into(), why.as_bytes());
+            return Err(Error::Unexpected(why));
+        }
+    };
+    inner.watch(&conn, &peer, PeerSide::Client, chain);
     let version = match timeout(
         inner.wire.handshake_timeout,
         negotiate_server(&inner, &conn, &peer),
@@ -366,14 +584,23 @@ async fn serve_connection(
         }
         Err(_) => {
             conn.close(CLOSE_NEGOTIATION.into(), b"negotiation timed out");
-            return Err(Error::Timeout("negotiation"));
+            return Err(Error::Timeout(TimedOut::new("negotiation")));
         }
     };
     debug!(%remote, %peer, version, "peer connected");
     loop {
         let (send, recv) = conn.accept_bi().await.map_err(conn_err)?;
-        let call = Call::new(send, recv, peer.clone(), &inner.wire)?;
+        let call = Call::new(send, recv, peer.clone(), &inner.wire, End::Served)?;
         tokio::spawn(serve_stream(inner.clone(), call, version, calls.clone()));
+    }
+}
+
+impl Over {
+    /// The cap that was reached.
+    fn max(self) -> u32 {
+        match self {
+            Over::Identity(m) | Over::Total(m) => m,
+        }
     }
 }
 
@@ -386,7 +613,7 @@ async fn negotiate_server(
         peer: peer.to_string(),
         source,
     })?;
-    let mut call = Call::new(send, recv, peer.clone(), &inner.wire)?;
+    let mut call = Call::new(send, recv, peer.clone(), &inner.wire, End::Served)?;
     let hello: Hello = call.receiver.read_postcard(FrameKind::Hello).await?;
     let result = negotiate(&hello, inner.versions.0, inner.versions.1);
     let welcome = match &result {
@@ -410,42 +637,70 @@ async fn serve_stream(
     calls: mpsc::Sender<IncomingCall>,
 ) {
     let peer = call.peer.clone();
-    let request = match call.receiver.msg().await {
-        Ok(Message::Request(r)) => r,
-        Ok(other) => {
-            let e = WireError::new(
-                ErrorCode::BadRequest,
-                format!(
-                    "a stream must start with a request, got {}",
-                    kind_of(&other)
-                ),
+    let wire = &inner.wire;
+    match Slot::take(&inner.call_quota, &peer, wire.identity_calls_max, None) {
+        Ok(slot) => call.hold(slot),
+        Err(over) => {
+            let why = format!(
+                "{peer} has {} calls in progress on {}; at most {} per identity",
+                over.max(),
+                inner.identity,
+                over.max()
             );
+            info!("refused a call: {why}");
+            call.sender
+                .refuse(WireError::new(ErrorCode::Busy, why))
+                .await;
+            return;
+        }
+    }
+    let request = match call.receiver.opening().await.and_then(|payload| {
+        crate::intake::request(&payload, peer.role(), inner.identity.role(), wire)
+            .map_err(Error::Refused)
+    }) {
+        Ok(r) => r,
+        Err(e) => {
+            let e = e.to_wire();
+            if e.code == ErrorCode::Forbidden {
+                info!(%peer, "refused: {}", e.message);
+            } else {
+                debug!(%peer, "bad request stream: {e}");
+            }
             call.sender.refuse(e).await;
             return;
         }
-        Err(e) => {
-            debug!(%peer, "bad request stream: {e}");
-            call.sender.refuse(e.to_wire()).await;
-            return;
-        }
     };
-    if let Err(denied) = authorize(peer.role(), inner.identity.role(), request.op_class()) {
-        info!(%peer, "refused: {denied}");
-        call.sender
-            .refuse(WireError::new(ErrorCode::Forbidden, denied.to_string()))
-            .await;
-        return;
-    }
-    if let Err(e) = crate::admit::request(&request, &inner.wire.limits) {
-        info!(%peer, "refused: {e}");
-        call.sender.refuse(e).await;
-        return;
-    }
     if let Request::Subscribe(sub) = request {
+        let slot = match Slot::take(
+            &inner.sub_quota,
+            &peer,
+            wire.identity_subscriptions_max,
+            Some(wire.subscriptions_max),
+        ) {
+            Ok(s) => s,
+            Err(over) => {
+                let why = match over {
+                    Over::Identity(m) => format!(
+                        "{peer} holds {m} event subscriptions on {}; at most {m} per identity",
+                        inner.identity
+                    ),
+                    Over::Total(m) => format!(
+                        "{} serves {m} event subscriptions; at most {m}",
+                        inner.identity
+                    ),
+                };
+                info!("refused a subscription: {why}");
+                call.sender
+                    .refuse(WireError::new(ErrorCode::Busy, why))
+                    .await;
+                return;
+            }
+        };
         let events = inner.events.subscribe();
         if let Err(e) = serve_events(call, sub, events).await {
             debug!(%peer, "subscription ended: {e}");
         }
+        drop(slot);
         return;
     }
     let incoming = IncomingCall {
@@ -470,6 +725,8 @@ async fn serve_events(
     sub: Subscribe,
     mut events: broadcast::Receiver<Event>,
 ) -> Result<(), Error> {
+    // Events may be quiet for hours, and a slow viewer only lags.
+    call.set_step_timeout(None);
     call.sender.reply(Reply::Accepted).await?;
     let stopped = call.sender.send.stopped();
     tokio::pin!(stopped);
@@ -574,7 +831,7 @@ impl Peer {
                 peer: self.identity.to_string(),
                 source,
             })?;
-        let mut call = Call::new(send, recv, self.identity.clone(), &self.wire)?;
+        let mut call = Call::new(send, recv, self.identity.clone(), &self.wire, End::Opened)?;
         call.sender.send(&Message::Request(request)).await?;
         Ok(call)
     }
@@ -591,7 +848,7 @@ impl Peer {
                 peer: self.identity.to_string(),
                 source,
             })?;
-        Call::new(send, recv, self.identity.clone(), &self.wire)
+        Call::new(send, recv, self.identity.clone(), &self.wire, End::Opened)
     }
 
     /// Sends a one-shot request and waits for its reply.
@@ -605,7 +862,10 @@ impl Peer {
     pub async fn subscribe(&self, sub: Subscribe) -> Result<EventStream, Error> {
         let mut call = self.call(Request::Subscribe(sub)).await?;
         match call.receiver.reply().await? {
-            Reply::Accepted => Ok(EventStream { call }),
+            Reply::Accepted => {
+                call.set_step_timeout(None);
+                Ok(EventStream { call })
+            }
             other => Err(Error::Unexpected(format!(
                 "subscription answered with {other:?}"
             ))),
@@ -653,13 +913,29 @@ pub struct Call {
     pub receiver: CallReceiver,
 }
 
+/// Which end of a call we are: it decides how large the messages we read may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum End {
+    /// We serve a call a peer opened: we read requests and steps
+    /// ([`WireConfig::msg_len_max`]).
+    Served,
+    /// We opened the call: we read replies, steps and events
+    /// ([`WireConfig::reply_len_max`]).
+    Opened,
+}
+
 impl Call {
     fn new(
         send: quinn::SendStream,
         recv: quinn::RecvStream,
         peer: PeerId,
         wire: &WireConfig,
+        end: End,
     ) -> Result<Call, Error> {
+        let msg_len_max = match end {
+            End::Served => wire.msg_len_max,
+            End::Opened => wire.reply_len_max,
+        };
         Ok(Call {
             peer,
             sender: CallSender {
@@ -668,6 +944,9 @@ impl Call {
                 chunks: 0,
                 bytes: 0,
                 buffers: Recycler::default(),
+                step_timeout: wire.step_timeout,
+                watchdog: Watchdog::default(),
+                _slot: None,
             },
             receiver: CallReceiver {
                 recv,
@@ -675,13 +954,32 @@ impl Call {
                 batch: vec![Bytes::new(); READ_BATCH],
                 finished: false,
                 decoder: ChunkDecoder::new(wire.chunk_len_max)?,
-                frame_len_max: wire.frame_len_max(),
-                msg_len_max: wire.msg_len_max,
+                chunk_frame_len_max: wire.chunk_frame_len_max(),
+                msg_len_max,
                 chunks: 0,
                 bytes: 0,
                 buffers: Recycler::default(),
+                limits: wire.limits.clone(),
+                step_timeout: wire.step_timeout,
+                watchdog: Watchdog::default(),
+                _slot: None,
             },
         })
+    }
+
+    /// Keeps a unit of a quota until both halves of the call are dropped.
+    fn hold(&mut self, slot: Slot) {
+        let slot = Arc::new(slot);
+        self.sender._slot = Some(slot.clone());
+        self.receiver._slot = Some(slot);
+    }
+
+    /// Sets the step timeout of both halves ([`WireConfig::step_timeout`]): a protocol
+    /// that knows a step may legitimately take longer (the peer syncs a large file before
+    /// answering) widens it for that step.
+    pub fn set_step_timeout(&mut self, t: Option<Duration>) {
+        self.sender.step_timeout = t;
+        self.receiver.step_timeout = t;
     }
 
     /// Answers with a reply (server side).
@@ -728,6 +1026,11 @@ pub struct CallSender {
     chunks: u64,
     bytes: u64,
     buffers: Recycler,
+    /// A write that makes no progress for this long fails.
+    step_timeout: Option<Duration>,
+    watchdog: Watchdog,
+    /// The quota unit of a served call, shared with the receiver.
+    _slot: Option<Arc<Slot>>,
 }
 
 impl CallSender {
@@ -769,7 +1072,8 @@ impl CallSender {
         frame.put_slice(stored);
         let frame = frame.freeze();
         self.buffers.keep(&frame);
-        self.send.write_chunk(frame).await?;
+        self.write_all_chunks(&mut [frame], "sending a bulk chunk")
+            .await?;
         self.chunks += 1;
         self.bytes += data.len() as u64;
         Ok(())
@@ -786,7 +1090,8 @@ impl CallSender {
     pub async fn chunk_encoded(&mut self, chunk: EncodedChunk) -> Result<(), Error> {
         tokio::task::consume_budget().await;
         let mut parts = [chunk.head, chunk.stored];
-        self.send.write_all_chunks(&mut parts).await?;
+        self.write_all_chunks(&mut parts, "sending a bulk chunk")
+            .await?;
         self.chunks += 1;
         self.bytes += chunk.raw_len;
         Ok(())
@@ -804,7 +1109,8 @@ impl CallSender {
         let head = chunk_frame_head(&header, data.len())?;
         let raw_len = data.len() as u64;
         let mut parts = [Bytes::copy_from_slice(&head), data];
-        self.send.write_all_chunks(&mut parts).await?;
+        self.write_all_chunks(&mut parts, "sending a bulk chunk")
+            .await?;
         self.chunks += 1;
         self.bytes += raw_len;
         Ok(())
@@ -850,8 +1156,42 @@ impl CallSender {
             len_max: u32::MAX - 1,
         })?;
         let header = FrameHeader { kind, len }.encode();
-        self.send.write_all(&header).await?;
-        self.send.write_all(payload).await?;
+        let what = match kind {
+            FrameKind::End => "ending a bulk",
+            _ => "sending a message",
+        };
+        self.write_all(&header, what).await?;
+        self.write_all(payload, what).await
+    }
+
+    /// `write_all`, failing when no byte leaves for the step timeout.
+    async fn write_all(&mut self, mut buf: &[u8], what: &'static str) -> Result<(), Error> {
+        let Some(t) = self.step_timeout else {
+            return Ok(self.send.write_all(buf).await?);
+        };
+        while !buf.is_empty() {
+            let n = self.watchdog.run(t, what, self.send.write(buf)).await??;
+            buf = &buf[n..];
+        }
+        Ok(())
+    }
+
+    /// `write_all_chunks` (no copy), failing when no byte leaves for the step timeout.
+    async fn write_all_chunks(
+        &mut self,
+        mut bufs: &mut [Bytes],
+        what: &'static str,
+    ) -> Result<(), Error> {
+        let Some(t) = self.step_timeout else {
+            return Ok(self.send.write_all_chunks(bufs).await?);
+        };
+        while !bufs.is_empty() {
+            let written = self
+                .watchdog
+                .run(t, what, self.send.write_chunks(bufs))
+                .await??;
+            bufs = &mut bufs[written.chunks..];
+        }
         Ok(())
     }
 }
@@ -877,32 +1217,38 @@ const RECYCLE_MAX: usize = 24;
 const SPARE_MAX: usize = 2;
 
 impl Recycler {
-    /// An empty buffer of at least `cap` bytes, reused if a kept one is free.
+    /// An empty buffer of at least `cap` bytes, reused if a kept one is free (the
+    /// sender's: it has the bytes in hand).
     fn get(&mut self, cap: usize) -> BytesMut {
-        let mut reuse = None;
+        let mut b = self.reuse();
+        if b.capacity() < cap {
+            b = BytesMut::with_capacity(cap);
+        }
+        b
+    }
+
+    /// The free kept buffer that held the largest frame, emptied; or a new empty one.
+    /// Free buffers beyond it and `SPARE_MAX` spares are let go.
+    fn reuse(&mut self) -> BytesMut {
+        let best = (0..self.held.len())
+            .filter(|&i| self.held[i].is_unique())
+            .max_by_key(|&i| self.held[i].len());
+        let reuse = best.and_then(|i| self.held.remove(i));
         let mut spare = 0;
-        let mut i = 0;
-        while i < self.held.len() {
-            if self.held[i].is_unique() {
-                if reuse.is_none() {
-                    reuse = self.held.remove(i);
-                    continue;
-                }
-                spare += 1;
-                if spare > SPARE_MAX {
-                    self.held.remove(i);
-                    continue;
-                }
+        self.held.retain(|b| {
+            if !b.is_unique() {
+                return true;
             }
-            i += 1;
-        }
-        if let Some(Ok(mut b)) = reuse.map(Bytes::try_into_mut) {
-            if b.capacity() >= cap {
+            spare += 1;
+            spare <= SPARE_MAX
+        });
+        match reuse.map(Bytes::try_into_mut) {
+            Some(Ok(mut b)) => {
                 b.clear();
-                return b;
+                b
             }
+            _ => BytesMut::new(),
         }
-        BytesMut::with_capacity(cap)
     }
 
     /// Keeps a handle on a buffer handed out, to reuse it once it is free.
@@ -988,22 +1334,40 @@ pub struct CallReceiver {
     /// The peer finished the stream and everything was taken from quinn.
     finished: bool,
     decoder: ChunkDecoder,
-    frame_len_max: u32,
+    /// Largest chunk frame payload.
+    chunk_frame_len_max: u32,
+    /// Largest message frame payload (other kinds than chunks): small on a served call,
+    /// larger on a call we opened (replies).
     msg_len_max: u32,
     chunks: u64,
     bytes: u64,
     buffers: Recycler,
+    /// The bounds every step we hand over keeps.
+    limits: Limits,
+    /// A read that makes no progress for this long fails.
+    step_timeout: Option<Duration>,
+    watchdog: Watchdog,
+    /// The quota unit of a served call, shared with the sender.
+    _slot: Option<Arc<Slot>>,
 }
 
 impl CallReceiver {
-    /// The next frame; `None` if the peer finished the stream at a frame boundary.
+    /// The next frame; `None` if the peer finished the stream at a frame boundary. Every
+    /// step has been admitted ([`crate::admit::step`]).
     pub async fn next(&mut self) -> Result<Option<Received>, Error> {
-        let Some((kind, payload)) = self.read_frame().await? else {
+        self.next_for("waiting for a message or a bulk chunk").await
+    }
+
+    async fn next_for(&mut self, what: &'static str) -> Result<Option<Received>, Error> {
+        let Some((kind, payload)) = self.read_frame(what).await? else {
             return Ok(None);
         };
         match kind {
             FrameKind::Msg => {
                 let msg = postcard::from_bytes(&payload).map_err(Error::Decode)?;
+                if let Message::Step(step) = &msg {
+                    crate::admit::step(step, &self.limits).map_err(Error::Refused)?;
+                }
                 Ok(Some(Received::Msg(msg)))
             }
             FrameKind::Chunk => {
@@ -1035,7 +1399,11 @@ impl CallReceiver {
 
     /// The next control message; a peer's error message becomes [`Error::Remote`].
     pub async fn msg(&mut self) -> Result<Message, Error> {
-        match self.next().await? {
+        self.msg_for("waiting for a message").await
+    }
+
+    async fn msg_for(&mut self, what: &'static str) -> Result<Message, Error> {
+        match self.next_for(what).await? {
             Some(Received::Msg(Message::Error(e))) => Err(Error::Remote(e)),
             Some(Received::Msg(m)) => Ok(m),
             Some(other) => Err(Error::Unexpected(format!(
@@ -1048,7 +1416,7 @@ impl CallReceiver {
 
     /// The next message, which must be a reply.
     pub async fn reply(&mut self) -> Result<Reply, Error> {
-        match self.msg().await? {
+        match self.msg_for("waiting for a reply").await? {
             Message::Reply(r) => Ok(r),
             other => Err(Error::Unexpected(format!(
                 "expected a reply, got {}",
@@ -1057,9 +1425,9 @@ impl CallReceiver {
         }
     }
 
-    /// The next message, which must be a step.
+    /// The next message, which must be a step (admitted, see [`CallReceiver::next`]).
     pub async fn step(&mut self) -> Result<Step, Error> {
-        match self.msg().await? {
+        match self.msg_for("waiting for a step").await? {
             Message::Step(s) => Ok(s),
             other => Err(Error::Unexpected(format!(
                 "expected a step, got {}",
@@ -1070,7 +1438,7 @@ impl CallReceiver {
 
     /// The next bulk chunk; `None` at the bulk's end (whose counts were checked).
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
-        match self.next().await? {
+        match self.next_for("waiting for a bulk chunk").await? {
             Some(Received::Chunk(c)) => Ok(Some(c)),
             Some(Received::End { .. }) => Ok(None),
             Some(Received::Msg(Message::Error(e))) => Err(Error::Remote(e)),
@@ -1087,11 +1455,23 @@ impl CallReceiver {
         let _ = self.recv.stop(RESET_ABANDONED.into());
     }
 
+    /// The payload of a served call's first frame, which must be a message (not decoded:
+    /// [`crate::intake::request`] does that).
+    async fn opening(&mut self) -> Result<Bytes, Error> {
+        match self.read_frame("waiting for the request").await? {
+            Some((FrameKind::Msg, payload)) => Ok(payload),
+            Some((kind, _)) => Err(Error::Unexpected(format!(
+                "a call must open with a request message, got a {kind:?} frame"
+            ))),
+            None => Err(Error::StreamEnded("expected a request")),
+        }
+    }
+
     async fn read_postcard<T: serde::de::DeserializeOwned>(
         &mut self,
         want: FrameKind,
     ) -> Result<T, Error> {
-        match self.read_frame().await? {
+        match self.read_frame("negotiating").await? {
             Some((kind, payload)) if kind == want => {
                 postcard::from_bytes(&payload).map_err(Error::Decode)
             }
@@ -1102,10 +1482,13 @@ impl CallReceiver {
         }
     }
 
-    async fn read_frame(&mut self) -> Result<Option<(FrameKind, Bytes)>, Error> {
+    async fn read_frame(
+        &mut self,
+        what: &'static str,
+    ) -> Result<Option<(FrameKind, Bytes)>, Error> {
         tokio::task::consume_budget().await;
         let mut head = [0u8; FRAME_HEADER_LEN];
-        match self.take(FRAME_HEADER_LEN).await? {
+        match self.take(FRAME_HEADER_LEN, what).await? {
             Ok(b) => head.copy_from_slice(&b),
             Err(0) => return Ok(None),
             Err(got) => {
@@ -1116,15 +1499,19 @@ impl CallReceiver {
                 .into())
             }
         }
-        let h = FrameHeader::parse(head, self.frame_len_max)?;
-        if h.kind != FrameKind::Chunk && h.len > self.msg_len_max {
+        let h = FrameHeader::parse(head, u32::MAX)?;
+        let len_max = match h.kind {
+            FrameKind::Chunk => self.chunk_frame_len_max,
+            _ => self.msg_len_max,
+        };
+        if h.len > len_max {
             return Err(FrameError::TooLarge {
                 len: h.len,
-                len_max: self.msg_len_max,
+                len_max,
             }
             .into());
         }
-        match self.take(h.len as usize).await? {
+        match self.take(h.len as usize, what).await? {
             Ok(payload) => Ok(Some((h.kind, payload))),
             Err(got) => Err(FrameError::Truncated {
                 want: h.len as usize,
@@ -1138,9 +1525,10 @@ impl CallReceiver {
     ///
     /// quinn hands received data over as the pieces it arrived in (`read_chunks`, which
     /// moves them out under one short lock of the connection). A frame inside one piece
-    /// is returned without copying; otherwise its pieces are copied once into a buffer
-    /// allocated for it (not zero-filled first).
-    async fn take(&mut self, n: usize) -> Result<Result<Bytes, usize>, Error> {
+    /// is returned without copying; otherwise its pieces are copied into a buffer that
+    /// grows with what has arrived — a free recycled one, else a new one (not
+    /// zero-filled) — and never from the announced length alone.
+    async fn take(&mut self, n: usize, what: &'static str) -> Result<Result<Bytes, usize>, Error> {
         loop {
             match self.pending.front_mut() {
                 Some(front) if front.is_empty() => {
@@ -1156,25 +1544,32 @@ impl CallReceiver {
                 Some(_) => break,
                 None if n == 0 => return Ok(Ok(Bytes::new())),
                 None => {
-                    if !self.fill().await? {
+                    if !self.fill(what).await? {
                         return Ok(Err(0));
                     }
                 }
             }
         }
-        let mut out = self.buffers.get(n);
-        while out.len() < n {
-            let Some(front) = self.pending.front_mut() else {
-                if !self.fill().await? {
-                    return Ok(Err(out.len()));
+        let mut out = self.buffers.reuse();
+        loop {
+            let arrived: usize = self.pending.iter().map(Bytes::len).sum();
+            grow(&mut out, n, arrived);
+            while out.len() < n {
+                let Some(front) = self.pending.front_mut() else {
+                    break;
+                };
+                let k = (n - out.len()).min(front.len());
+                out.put_slice(&front[..k]);
+                front.advance(k);
+                if front.is_empty() {
+                    self.pending.pop_front();
                 }
-                continue;
-            };
-            let k = (n - out.len()).min(front.len());
-            out.put_slice(&front[..k]);
-            front.advance(k);
-            if front.is_empty() {
-                self.pending.pop_front();
+            }
+            if out.len() == n {
+                break;
+            }
+            if !self.fill(what).await? {
+                return Ok(Err(out.len()));
             }
         }
         let out = out.freeze();
@@ -1183,11 +1578,20 @@ impl CallReceiver {
     }
 
     /// Moves more received pieces from quinn; `false` once the peer finished the stream.
-    async fn fill(&mut self) -> Result<bool, Error> {
+    /// Fails when nothing arrives for the step timeout.
+    async fn fill(&mut self, what: &'static str) -> Result<bool, Error> {
         if self.finished {
             return Ok(false);
         }
-        match self.recv.read_chunks(&mut self.batch).await? {
+        let got = match self.step_timeout {
+            None => self.recv.read_chunks(&mut self.batch).await?,
+            Some(t) => {
+                self.watchdog
+                    .run(t, what, self.recv.read_chunks(&mut self.batch))
+                    .await??
+            }
+        };
+        match got {
             Some(n) => {
                 for b in self.batch.iter_mut().take(n) {
                     self.pending.push_back(std::mem::take(b));
@@ -1199,5 +1603,88 @@ impl CallReceiver {
                 Ok(false)
             }
         }
+    }
+}
+
+/// The step timeout of one half of a call, without a timer per read or write: one timer,
+/// armed once, that may fire early (it is then moved to the current deadline), so that
+/// the timer is touched at most once per timeout period whatever the number of reads.
+#[derive(Default)]
+struct Watchdog {
+    sleep: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Watchdog {
+    /// Runs `fut`; fails if it does not finish within `t` from now.
+    async fn run<F: std::future::Future>(
+        &mut self,
+        t: Duration,
+        what: &'static str,
+        fut: F,
+    ) -> Result<F::Output, Error> {
+        let deadline = tokio::time::Instant::now() + t;
+        let sleep = self
+            .sleep
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if sleep.deadline() > deadline {
+            sleep.as_mut().reset(deadline);
+        }
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut fut => return Ok(out),
+                () = sleep.as_mut() => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(Error::Timeout(TimedOut::inactive(what, t)));
+                    }
+                    sleep.as_mut().reset(deadline);
+                }
+            }
+        }
+    }
+}
+
+/// Makes room in `out` (holding part of an `n`-byte frame) for the `arrived` bytes at
+/// hand, at least doubling so that a frame costs few reallocations: the capacity stays
+/// within twice the bytes of the frame that have arrived.
+fn grow(out: &mut BytesMut, n: usize, arrived: usize) {
+    let want = (out.len() + arrived).min(n);
+    if want <= out.capacity() {
+        return;
+    }
+    let target = want.max(out.capacity().saturating_mul(2)).min(n);
+    out.reserve(target - out.len());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_buffer_grows_with_what_arrived() {
+        let n = 8 << 20;
+        let mut out = BytesMut::new();
+        grow(&mut out, n, 100);
+        assert!(
+            out.capacity() >= 100 && out.capacity() < 4096,
+            "{}",
+            out.capacity()
+        );
+        out.put_slice(&[0; 100]);
+        // Each step at least doubles, never past twice what has arrived.
+        let mut arrived = 100;
+        while out.len() < n {
+            let more = 1200.min(n - out.len());
+            grow(&mut out, n, more);
+            out.put_slice(&vec![0; more]);
+            arrived += more;
+            assert!(
+                out.capacity() <= 2 * arrived,
+                "{} for {arrived}",
+                out.capacity()
+            );
+        }
+        assert_eq!(out.len(), n);
     }
 }

@@ -1,114 +1,21 @@
 //! Real quinn on loopback: mutual TLS refusals, authorization, framing abuse, bulk
 //! transfers, events, version negotiation and TLS reload. Every test is bounded in time.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::time::timeout;
 use walb_wire::certs::{load_certs, load_key};
 use walb_wire::frame::{FrameHeader, FrameKind};
-use walb_wire::msg::{MetaDiffDto, WdiffTransfer};
 use walb_wire::tls::TlsState;
 use walb_wire::{
     ClusterCa, Command, EncodedChunk, Error, ErrorCode, Event, IssueOptions, Message, Node,
-    NodeConfig, PeerId, Query, Reply, Request, Role, Step, Subscribe, TlsFiles,
+    NodeConfig, PeerId, Query, Reply, Request, Role, Step, Subscribe,
 };
 
-const LIMIT: Duration = Duration::from_secs(20);
-
-struct Dir(PathBuf);
-
-impl Dir {
-    fn new(name: &str) -> Dir {
-        let p = std::env::temp_dir().join(format!("walb-mesh-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&p);
-        std::fs::create_dir_all(&p).unwrap();
-        Dir(p)
-    }
-}
-
-impl Drop for Dir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn issue(ca: &ClusterCa, dir: &Path, role: Role, id: &str, opts: &IssueOptions) -> TlsFiles {
-    std::fs::create_dir_all(dir).unwrap();
-    let peer = PeerId::new(role, id).unwrap();
-    let files = ca.issue(&peer, opts).unwrap().save(dir, true).unwrap();
-    std::fs::write(&files.ca_cert, ca.cert_pem()).unwrap();
-    files
-}
-
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-fn daemon(files: TlsFiles) -> (Node, SocketAddr) {
-    let node = Node::bind(NodeConfig::new(loopback(), true), files).unwrap();
-    let addr = node.local_addr().unwrap();
-    (node, addr)
-}
-
-fn client(files: TlsFiles) -> Node {
-    Node::bind(NodeConfig::new(loopback(), false), files).unwrap()
-}
-
-/// Answers `Query::Version` with a version reply and every command with `Done`.
-fn serve_simple(node: Node) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        while let Some(mut inc) = node.accept().await {
-            let reply = match inc.request {
-                Request::Query(Query::Version) => Reply::Version {
-                    software: "test".into(),
-                    protocol: inc.version,
-                },
-                _ => Reply::Done,
-            };
-            let _ = inc.call.reply(reply).await;
-        }
-    })
-}
-
-struct Cluster {
-    _dir: Dir,
-    ca: ClusterCa,
-    root: PathBuf,
-}
-
-impl Cluster {
-    fn new(name: &str) -> Cluster {
-        let dir = Dir::new(name);
-        let root = dir.0.clone();
-        Cluster {
-            _dir: dir,
-            ca: ClusterCa::generate(name, 1).unwrap(),
-            root,
-        }
-    }
-
-    fn files(&self, role: Role, id: &str) -> TlsFiles {
-        issue(
-            &self.ca,
-            &self.root.join(format!("{role}-{id}")),
-            role,
-            id,
-            &IssueOptions::default(),
-        )
-    }
-}
-
-fn assert_refused_by_tls(e: &Error) {
-    let s = e.to_string();
-    assert!(
-        matches!(e, Error::Connection { .. }) && s.contains("TLS handshake refused"),
-        "want a TLS refusal, got: {s}"
-    );
-}
+use common::*;
 
 #[tokio::test]
 async fn request_reply_over_mutual_tls_with_identities() {
@@ -161,27 +68,7 @@ async fn missing_client_certificate_is_refused() {
     for cert in load_certs(&server_files.ca_cert).unwrap() {
         roots.add(cert).unwrap();
     }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"walb".to_vec()];
-    let qc = quinn::crypto::rustls::QuicClientConfig::try_from(cfg).unwrap();
-    let mut endpoint = quinn::Endpoint::client(loopback()).unwrap();
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(qc)));
-    let closed = timeout(LIMIT, async {
-        let conn = endpoint.connect(addr, "localhost").unwrap().await?;
-        // The client's side of the handshake may complete before the server has judged
-        // the (missing) certificate: the refusal then arrives as the connection's close.
-        Ok::<_, quinn::ConnectionError>(conn.closed().await)
-    })
-    .await
-    .unwrap();
-    let e = match closed {
-        Ok(e) | Err(e) => e,
-    };
+    let e = bare_client_end(addr, roots, None).await;
     match &e {
         quinn::ConnectionError::ConnectionClosed(c) => {
             // TLS alert 116, certificate_required, as a QUIC crypto error.
@@ -292,15 +179,7 @@ async fn roles_asking_for_what_they_may_not_are_refused() {
     // A storage may not send wdiffs (only proxies may).
     let storage = client(c.files(Role::Storage, "s0"));
     let peer = storage.connect(addr).await.unwrap();
-    let e = peer
-        .request(Request::WdiffTransfer(WdiffTransfer {
-            vol: "v0".into(),
-            uuid: [0; 16],
-            size_lb: 8,
-            diff: diff_dto(),
-        }))
-        .await
-        .unwrap_err();
+    let e = peer.request(wdiff(8)).await.unwrap_err();
     assert_eq!(e.remote_code(), Some(ErrorCode::Forbidden), "{e}");
     assert!(
         e.to_string()
@@ -313,20 +192,6 @@ async fn roles_asking_for_what_they_may_not_are_refused() {
     ))
     .await
     .unwrap();
-}
-
-fn diff_dto() -> MetaDiffDto {
-    let snap = walb_wire::msg::SnapDto { gid_b: 0, gid_e: 0 };
-    MetaDiffDto {
-        range: walb_wire::msg::DiffRange {
-            snap_b: snap,
-            snap_e: walb_wire::msg::SnapDto { gid_b: 1, gid_e: 1 },
-        },
-        mergeable: false,
-        comp_diff: false,
-        timestamp_s: 0,
-        size: 0,
-    }
 }
 
 /// Opens a raw stream, writes `bytes`, finishes, and decodes the server's answer.
@@ -437,15 +302,7 @@ async fn bulk_transfer_round_trips_with_compression_and_checksums() {
     });
     let proxy = client(c.files(Role::Proxy, "p0"));
     let peer = proxy.connect(addr).await.unwrap();
-    let mut call = peer
-        .call(Request::WdiffTransfer(WdiffTransfer {
-            vol: "v0".into(),
-            uuid: [1; 16],
-            size_lb: 1 << 20,
-            diff: diff_dto(),
-        }))
-        .await
-        .unwrap();
+    let mut call = peer.call(wdiff(1 << 20)).await.unwrap();
     assert_eq!(call.receiver.reply().await.unwrap(), Reply::Accepted);
     let mut sent = Vec::new();
     let mut x: u64 = 1;
@@ -503,15 +360,7 @@ async fn peer_vanishing_mid_transfer_ends_with_an_error() {
     });
     let proxy = client(c.files(Role::Proxy, "p0"));
     let peer = proxy.connect(addr).await.unwrap();
-    let mut call = peer
-        .call(Request::WdiffTransfer(WdiffTransfer {
-            vol: "v0".into(),
-            uuid: [1; 16],
-            size_lb: 8,
-            diff: diff_dto(),
-        }))
-        .await
-        .unwrap();
+    let mut call = peer.call(wdiff(8)).await.unwrap();
     call.receiver.reply().await.unwrap();
     for _ in 0..3 {
         call.sender.chunk(&[5u8; 65536]).await.unwrap();
@@ -539,15 +388,7 @@ async fn peer_vanishing_mid_transfer_ends_with_an_error() {
     });
     let proxy = client(c.files(Role::Proxy, "p1"));
     let peer = proxy.connect(addr).await.unwrap();
-    let mut call = peer
-        .call(Request::WdiffTransfer(WdiffTransfer {
-            vol: "v0".into(),
-            uuid: [1; 16],
-            size_lb: 8,
-            diff: diff_dto(),
-        }))
-        .await
-        .unwrap();
+    let mut call = peer.call(wdiff(8)).await.unwrap();
     call.receiver.reply().await.unwrap();
     let t0 = std::time::Instant::now();
     let sent = timeout(LIMIT, async {
@@ -687,4 +528,47 @@ async fn sighup_reloads_trust_without_dropping_live_connections() {
     let p = fresh.connect(addr).await.unwrap();
     assert_eq!(p.identity().to_string(), "archive/a0");
     let _ = (load_key(&server_files.key), Bytes::new());
+}
+
+/// A proxy sends a zstd chunk whose header lies about its size: the archive's read fails
+/// with a corruption error naming the lengths, and the proxy is told.
+#[tokio::test]
+async fn zstd_chunks_lying_about_their_size_are_refused() {
+    use walb_wire::frame::{ChunkCodec, ChunkHeader};
+    let c = Cluster::new("zlie");
+    let (archive, addr) = daemon(c.files(Role::Archive, "a0"));
+    let srv = tokio::spawn(async move {
+        let mut inc = archive.accept().await.unwrap();
+        inc.call.reply(Reply::Accepted).await.unwrap();
+        let e = inc.call.receiver.chunk().await.unwrap_err();
+        inc.call.sender.refuse(e.to_wire()).await;
+        e
+    });
+    let proxy = client(c.files(Role::Proxy, "p0"));
+    let peer = proxy.connect(addr).await.unwrap();
+    let mut call = peer.call(wdiff(8)).await.unwrap();
+    call.receiver.reply().await.unwrap();
+    let data = vec![4u8; 100_000];
+    let stored = zstd::bulk::compress(&data, 1).unwrap();
+    let head = ChunkHeader {
+        codec: ChunkCodec::Zstd,
+        raw_len: 4096,
+        checksum: walb_wire::frame::checksum(&data),
+    };
+    let mut bytes = FrameHeader {
+        kind: FrameKind::Chunk,
+        len: (16 + stored.len()) as u32,
+    }
+    .encode()
+    .to_vec();
+    bytes.extend_from_slice(&head.encode());
+    bytes.extend_from_slice(&stored);
+    call.sender.write_raw(&bytes).await.unwrap();
+    let e = timeout(LIMIT, srv).await.unwrap().unwrap();
+    assert!(
+        e.to_string().contains("header says 4096 bytes, got 100000"),
+        "{e}"
+    );
+    let told = call.receiver.step().await.unwrap_err();
+    assert_eq!(told.remote_code(), Some(ErrorCode::Corrupt), "{told}");
 }

@@ -383,7 +383,12 @@ impl Archive {
         };
         let r = self.ctx.call_first_reply(&to, req, ACCEPT_TIMEOUT).await;
         let call = match r {
-            Ok((call, Reply::Accepted)) => call,
+            // The destination acknowledges each round once it is validated and durable,
+            // which takes longer than a step: the whole session waits that long.
+            Ok((mut call, Reply::Accepted)) => {
+                call.set_step_timeout(self.ctx.ack_timeout());
+                call
+            }
             Ok((mut call, other)) => {
                 call.sender.reset();
                 return Err(refuse(

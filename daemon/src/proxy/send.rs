@@ -534,6 +534,8 @@ impl Proxy {
             .end_bulk()
             .await
             .map_err(|e| Failure::from_wire(&e))?;
+        // The archive acknowledges once the diff is validated and durable.
+        call.set_step_timeout(self.ctx.ack_timeout());
         let r = call.receiver.step().await;
         let _ = call.sender.finish();
         match r {

@@ -210,6 +210,8 @@ pub(crate) async fn expect_ack(
     call: &mut Call,
     what: &str,
 ) -> Result<(), WireError> {
+    // The archive acknowledges once what it got is durable: longer than a step.
+    call.set_step_timeout(st.ctx.ack_timeout());
     let r = tokio::select! {
         r = call.receiver.step() => r,
         _ = st.forced(vol) => return Err(refuse(
@@ -217,6 +219,7 @@ pub(crate) async fn expect_ack(
             format!("volume {}: backup aborted by a forced stop", vol.name),
         )),
     };
+    call.set_step_timeout(st.ctx.step_timeout());
     match r {
         Ok(Step::Ack) => Ok(()),
         Ok(other) => Err(refuse(

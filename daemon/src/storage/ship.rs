@@ -460,6 +460,8 @@ async fn send(
     call.sender.end_bulk().await?;
     let diff = snap::transfer_diff(&plan.rec_b, &plan.rec_e, lsid_e)?;
     call.sender.step(Step::MetaDiff(diff_to_dto(&diff))).await?;
+    // The proxy acknowledges once the diff is durable in every archive queue.
+    call.set_step_timeout(st.ctx.ack_timeout());
     let ack = tokio::select! {
         r = call.receiver.step() => r?,
         _ = st.forced(vol) => return Err(ShipError::Aborted),
