@@ -110,13 +110,29 @@ impl Hostile {
         let peer = self.peer(name)?;
         self.run(async {
             let mut call = peer.call_raw().await?;
-            call.sender.write_raw(bytes).await?;
-            call.sender.finish()?;
+            // The daemon may refuse and stop reading before all of it is sent.
+            if call.sender.write_raw(bytes).await.is_ok() {
+                let _ = call.sender.finish();
+            }
             match call.receiver.msg().await {
                 Err(walb_wire::Error::Remote(e)) => Ok(Some(e)),
                 Ok(m) => bail!("{name} answered raw bytes with {m:?}"),
                 Err(_) => Ok(None),
             }
+        })
+    }
+
+    /// A new connection to `name` from a fresh endpoint (not the pooled one), kept open
+    /// by the caller; the daemon's refusal of it, if it closes it at once.
+    pub fn fresh_connection(&self, name: &str) -> Result<(Node, Peer)> {
+        let addr = self.addr(name)?;
+        self.run(async {
+            let node = Node::bind(
+                NodeConfig::new("127.0.0.1:0".parse()?, false),
+                self.files.clone(),
+            )?;
+            let peer = node.connect(addr).await?;
+            Ok((node, peer))
         })
     }
 

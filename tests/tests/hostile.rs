@@ -511,3 +511,266 @@ fn a_pack_claiming_gigabytes_reserves_nothing() -> Result<()> {
     std::thread::sleep(Duration::from_millis(500));
     p0.unharmed(&c, &h)
 }
+
+/// A viewer's subscription of 16 Mi empty volume names (16 MiB of postcard; the audit
+/// saw it decode to ~400 MiB held for the subscription's life): refused from its frame
+/// header, before anything is read or decoded; the daemon's memory stays.
+#[test]
+fn a_huge_subscription_is_refused_before_it_is_read() -> Result<()> {
+    use walb_wire::msg::{Message, Subscribe};
+    let c = backed_up()?;
+    c.issue(Role::Viewer, "v9")?;
+    let h = Hostile::new(&c, Role::Viewer, "v9")?;
+    let a0 = Before::of(&c, "a0")?;
+    let msg = Message::Request(Request::Subscribe(Subscribe {
+        vols: vec![String::new(); 16 << 20],
+    }));
+    let payload = postcard::to_stdvec(&msg)?;
+    let mut frame = vec![1u8];
+    frame.extend_from_slice(&u32::try_from(payload.len())?.to_le_bytes());
+    frame.extend_from_slice(&payload);
+    for _ in 0..3 {
+        if let Some(e) = h.raw("a0", &frame)? {
+            expect(&e, ErrorCode::TooLarge, &[])?;
+        }
+    }
+    a0.unharmed(&c, &h)
+}
+
+/// Subscriptions are capped per identity: the ninth a viewer holds is refused `busy`,
+/// naming the cap; the daemon serves everyone else.
+#[test]
+fn subscriptions_are_capped_per_identity() -> Result<()> {
+    use walb_wire::msg::Subscribe;
+    let c = backed_up()?;
+    c.issue(Role::Viewer, "v9")?;
+    let h = Hostile::new(&c, Role::Viewer, "v9")?;
+    let a0 = Before::of(&c, "a0")?;
+    let sub = || {
+        Request::Subscribe(Subscribe {
+            vols: vec![VOL.into()],
+        })
+    };
+    let mut held = Vec::new();
+    let refused = loop {
+        match h.open("a0", sub())? {
+            Ok((call, walb_wire::Reply::Accepted)) => held.push(call),
+            Ok((_, r)) => bail!("a subscription answered {r:?}"),
+            Err(e) => break e,
+        }
+        ensure!(held.len() <= 64, "64 subscriptions of one viewer were all accepted");
+    };
+    expect(&refused, ErrorCode::Busy, &["subscriptions"])?;
+    ensure!(held.len() == 8, "{} subscriptions held before the refusal", held.len());
+    a0.unharmed(&c, &h)?;
+    // Once they end, the viewer may subscribe again.
+    drop(held);
+    let t0 = std::time::Instant::now();
+    loop {
+        match h.open("a0", sub())? {
+            Ok(_) => return Ok(()),
+            Err(e) if e.code == ErrorCode::Busy && t0.elapsed() < Duration::from_secs(10) => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => bail!("after the subscriptions ended: {e}"),
+        }
+    }
+}
+
+/// Two silent full backups from the volume's own storage take both of a0's foreground
+/// slots, and a third request is `busy`; after the step timeout (2 s here) both are
+/// rolled back — volumes SyncReady again, partial images removed, slots free — and the
+/// real storage's full backup goes through.
+#[test]
+fn silent_peers_lose_their_slots_at_the_step_timeout() -> Result<()> {
+    let c = Cluster::start(ClusterOpts {
+        archive_args: vec!["--step-timeout".into(), "2".into()],
+        ..ClusterOpts::default()
+    })?;
+    let wdev = c.wdev_path().display().to_string();
+    c.exec_ok(&["init-storage", "s0", VOL, &wdev])?;
+    for v in [VOL, "vol2"] {
+        c.exec_ok(&["init-archive", "a0", v])?;
+        c.exec_ok(&["bind", "a0", v, "storage", "s0"])?;
+    }
+    let h = Hostile::new(&c, Role::Storage, "s0")?;
+    let a0 = Before::of(&c, "a0")?;
+    let full = |v: &str| {
+        Request::BackupSync(BackupSync::Full(SyncStart {
+            vol: v.into(),
+            ..sync(SIZE_LB, 128)
+        }))
+    };
+    let mut silent = Vec::new();
+    for v in [VOL, "vol2"] {
+        match h.open("a0", full(v))? {
+            Ok((call, walb_wire::Reply::Accepted)) => silent.push(call),
+            other => bail!("a full backup of {v}: {other:?}"),
+        }
+    }
+    let op = Hostile::new(&c, Role::Operator, "console")?;
+    let e = op.refusal(
+        "a0",
+        Request::Command(Command::VirtFullScan {
+            vol: VOL.into(),
+            gid: 0,
+            bulk_lb: None,
+        }),
+    );
+    // Both slots are held (a scan of a SyncReady volume would be refused otherwise).
+    ensure!(
+        matches!(&e, Ok(e) if e.code == ErrorCode::Busy || e.code == ErrorCode::WrongState),
+        "{e:?}"
+    );
+    let t0 = std::time::Instant::now();
+    while op_state(&op, VOL)? != "SyncReady" || op_state(&op, "vol2")? != "SyncReady" {
+        ensure!(
+            t0.elapsed() < Duration::from_secs(30),
+            "the silent backups still hold a0 after 30 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // Rolled back: nothing of the partial images is left.
+    a0.unharmed(&c, &h)?;
+    drop(silent);
+    c.exec_ok(&["stop", "s0", VOL])?;
+    let out = c.exec_ok(&["full-backup", "s0", VOL])?;
+    let gid = walb_tests::last_number(&out).unwrap_or_default();
+    c.assert_restore_equals_device(gid)
+}
+
+fn op_state(op: &Hostile, vol: &str) -> Result<String> {
+    match op.open("a0", Request::Query(Query::State { vol: vol.into() }))? {
+        Ok((_, walb_wire::Reply::Text(s))) => Ok(s),
+        other => bail!("state of {vol}: {other:?}"),
+    }
+}
+
+/// 512 streams each announcing a 16 MiB message frame and sending nothing more: each is
+/// refused (`too-large`, from its header) or capped (`busy`), and the daemon's virtual
+/// memory does not follow the announcements (the audit saw +9.3 GiB).
+#[test]
+fn announced_frames_reserve_nothing() -> Result<()> {
+    let c = backed_up()?;
+    c.issue(Role::Viewer, "v9")?;
+    let h = Hostile::new(&c, Role::Viewer, "v9")?;
+    let a0 = Before::of(&c, "a0")?;
+    let (_, vm_before) = memory_kib(a0.pid).unwrap_or_default();
+    // Two connections of 256 streams each (QUIC's cap per connection).
+    let conns = [h.fresh_connection("a0")?, h.fresh_connection("a0")?];
+    let mut head = vec![1u8];
+    head.extend_from_slice(&(16u32 << 20).to_le_bytes());
+    let mut open = Vec::new();
+    let mut refused = 0;
+    h.run(async {
+        for (_, peer) in &conns {
+            for _ in 0..256 {
+                let Ok(Ok(mut call)) =
+                    tokio::time::timeout(Duration::from_secs(1), peer.call_raw()).await
+                else {
+                    break;
+                };
+                if call.sender.write_raw(&head).await.is_ok() {
+                    open.push(call);
+                }
+            }
+        }
+        for call in open.iter_mut() {
+            if let Ok(Err(walb_wire::Error::Remote(e))) =
+                tokio::time::timeout(Duration::from_millis(50), call.receiver.msg()).await
+            {
+                if matches!(e.code, ErrorCode::TooLarge | ErrorCode::Busy) {
+                    refused += 1;
+                }
+            }
+        }
+        Ok(())
+    })?;
+    let (_, vm) = memory_kib(a0.pid).unwrap_or((0, u64::MAX));
+    ensure!(
+        vm < vm_before + (1 << 20),
+        "a0's virtual memory grew from {vm_before} to {vm} KiB"
+    );
+    ensure!(refused > 0, "no stream was refused");
+    drop(open);
+    a0.unharmed(&c, &h)
+}
+
+/// Connections per identity are capped: a viewer's 65th connection is closed with a
+/// reason naming the cap, while other identities still get in.
+#[test]
+fn connections_are_capped_per_identity() -> Result<()> {
+    let c = backed_up()?;
+    c.issue(Role::Viewer, "v9")?;
+    let h = Hostile::new(&c, Role::Viewer, "v9")?;
+    let a0 = Before::of(&c, "a0")?;
+    let mut held = Vec::new();
+    let mut closed = None;
+    for _ in 0..80 {
+        match h.fresh_connection("a0") {
+            Ok((node, peer)) => {
+                // A connection over the cap is closed right after the handshake.
+                let r = h.run(async {
+                    Ok(peer.request(Request::Query(Query::Version)).await)
+                })?;
+                match r {
+                    Ok(_) => held.push((node, peer)),
+                    Err(e) => {
+                        closed = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+            Err(e) => {
+                closed = Some(format!("{e:#}"));
+                break;
+            }
+        }
+    }
+    let why = closed.ok_or_else(|| anyhow::anyhow!("80 connections of one viewer were kept"))?;
+    ensure!(held.len() == 64, "{} connections before the cap", held.len());
+    ensure!(why.contains("connections"), "the closing reason: {why}");
+    // The operator still gets in.
+    let op = Hostile::new(&c, Role::Operator, "console")?;
+    ensure!(op.serves("a0"), "a0 refuses everyone once a viewer is at its cap");
+    drop(held);
+    a0.unharmed(&c, &op)
+}
+
+/// `ca revoke --id` and a SIGHUP: the revoked viewer's live connection is closed, its
+/// next handshake fails, and the operator's connection stays.
+#[test]
+fn a_revoked_certificate_is_cut_off_at_reload() -> Result<()> {
+    let c = backed_up()?;
+    c.issue(Role::Viewer, "v9")?;
+    let h = Hostile::new(&c, Role::Viewer, "v9")?;
+    let op = Hostile::new(&c, Role::Operator, "console")?;
+    let (_vn, viewer_conn) = h.fresh_connection("a0")?;
+    let (_on, op_conn) = op.fresh_connection("a0")?;
+    let certs = c.path().join("certs");
+    let out = walb_tests::bin("walb-console")
+        .args(["ca", "revoke", "--id", "viewer/v9", "--ca-dir"])
+        .arg(&certs)
+        .output()?;
+    walb_tests::check(&out, "ca revoke")?;
+    let pid = c.pid_of("a0").ok_or_else(|| anyhow::anyhow!("a0 is not running"))?;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(pid)?),
+        nix::sys::signal::Signal::SIGHUP,
+    )?;
+    let t0 = std::time::Instant::now();
+    while viewer_conn.connection().close_reason().is_none() {
+        ensure!(
+            t0.elapsed() < Duration::from_secs(20),
+            "the revoked viewer's connection is still open"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        op_conn.connection().close_reason().is_none(),
+        "the operator's connection was closed too"
+    );
+    ensure!(h.fresh_connection("a0").is_err(), "a revoked viewer got in again");
+    ensure!(op.serves("a0"), "a0 stopped serving");
+    Ok(())
+}

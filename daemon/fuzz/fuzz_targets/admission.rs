@@ -1,7 +1,8 @@
-//! A daemon's admission of whatever a peer sends: the request decoded from the bytes,
-//! authorized by role, bounded by `walb_wire::admit`, then admitted by the archive's and
-//! the proxy's per-protocol functions against a volume state chosen by the input. Nothing
-//! may panic, and nothing admitted may break the bounds.
+//! A daemon's admission of whatever a peer sends: the bytes go through the transport's
+//! intake (size, operation class, authorization, decode, bounds: `walb_wire::intake`) as
+//! an archive and as a proxy, then through the archive's and the proxy's per-protocol
+//! admission against a volume state chosen by the input. Nothing may panic, and nothing
+//! admitted may break the bounds.
 
 #![no_main]
 
@@ -13,7 +14,7 @@ use walb_daemon::state::archive::ArchiveState;
 use walb_daemon::state::proxy::ProxyState;
 use walb_daemon::state::VolState;
 use walb_wire::msg::{BackupSync, BindCommand, BindHow, PeerRole, Request};
-use walb_wire::{authorize, Limits, PeerId, Role};
+use walb_wire::{PeerId, Role};
 
 fn peers(bits: u8) -> VolPeers {
     let mut p = VolPeers::default();
@@ -43,10 +44,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(peer) = PeerId::new(from, id) else {
         return;
     };
-    let Ok(req) = postcard::from_bytes::<Request>(rest) else {
-        return;
-    };
-    let lim = Limits::default();
+    let wire = walb_wire::WireConfig::default();
+    let lim = &wire.limits;
     let vol = |name: &str, state: ArchiveState| View {
         me: "archive a1".into(),
         vol: name.to_owned(),
@@ -59,9 +58,8 @@ fuzz_target!(|data: &[u8]| {
         archive_uuid: [*bits; 16],
     };
     let astate = ArchiveState::ALL[usize::from(*bits) % ArchiveState::ALL.len()];
-    if authorize(from, Role::Archive, req.op_class()).is_ok()
-        && walb_wire::admit::request(&req, &lim).is_ok()
-    {
+    // The transport's intake (size, class, authorization, decode, bounds), as an archive.
+    if let Ok(req) = walb_wire::intake::request(rest, from, Role::Archive, &wire) {
         let _ = match &req {
             Request::BackupSync(BackupSync::Full(st)) => {
                 admit::full(&peer, st, &vol(&st.vol, astate)).map(|_| ())
@@ -80,9 +78,9 @@ fuzz_target!(|data: &[u8]| {
             _ => Ok(()),
         };
     }
-    if let Request::WlogTransfer(t) = &req {
-        if authorize(from, Role::Proxy, req.op_class()).is_ok()
-            && walb_wire::admit::request(&req, &lim).is_ok()
+    // As a proxy.
+    if let Ok(Request::WlogTransfer(t)) = walb_wire::intake::request(rest, from, Role::Proxy, &wire)
+    {
         {
             let pstate = ProxyState::ALL[usize::from(*bits) % ProxyState::ALL.len()];
             let v = WlogView {
@@ -94,7 +92,7 @@ fuzz_target!(|data: &[u8]| {
                 free_bytes: u64::from(*bits) << 24,
                 min_free: 64 << 20,
             };
-            if admit_wlog(&peer, t, &v).is_ok() {
+            if admit_wlog(&peer, &t, &v).is_ok() {
                 assert!(t.log_size_pb.saturating_mul(u64::from(t.pbs)) <= lim.wlog_len_max);
             }
         }
