@@ -558,10 +558,17 @@ fn subscriptions_are_capped_per_identity() -> Result<()> {
             Ok((_, r)) => bail!("a subscription answered {r:?}"),
             Err(e) => break e,
         }
-        ensure!(held.len() <= 64, "64 subscriptions of one viewer were all accepted");
+        ensure!(
+            held.len() <= 64,
+            "64 subscriptions of one viewer were all accepted"
+        );
     };
     expect(&refused, ErrorCode::Busy, &["subscriptions"])?;
-    ensure!(held.len() == 8, "{} subscriptions held before the refusal", held.len());
+    ensure!(
+        held.len() == 8,
+        "{} subscriptions held before the refusal",
+        held.len()
+    );
     a0.unharmed(&c, &h)?;
     // Once they end, the viewer may subscribe again.
     drop(held);
@@ -710,9 +717,7 @@ fn connections_are_capped_per_identity() -> Result<()> {
         match h.fresh_connection("a0") {
             Ok((node, peer)) => {
                 // A connection over the cap is closed right after the handshake.
-                let r = h.run(async {
-                    Ok(peer.request(Request::Query(Query::Version)).await)
-                })?;
+                let r = h.run(async { Ok(peer.request(Request::Query(Query::Version)).await) })?;
                 match r {
                     Ok(_) => held.push((node, peer)),
                     Err(e) => {
@@ -728,11 +733,18 @@ fn connections_are_capped_per_identity() -> Result<()> {
         }
     }
     let why = closed.ok_or_else(|| anyhow::anyhow!("80 connections of one viewer were kept"))?;
-    ensure!(held.len() == 64, "{} connections before the cap", held.len());
+    ensure!(
+        held.len() == 64,
+        "{} connections before the cap",
+        held.len()
+    );
     ensure!(why.contains("connections"), "the closing reason: {why}");
     // The operator still gets in.
     let op = Hostile::new(&c, Role::Operator, "console")?;
-    ensure!(op.serves("a0"), "a0 refuses everyone once a viewer is at its cap");
+    ensure!(
+        op.serves("a0"),
+        "a0 refuses everyone once a viewer is at its cap"
+    );
     drop(held);
     a0.unharmed(&c, &op)
 }
@@ -753,7 +765,9 @@ fn a_revoked_certificate_is_cut_off_at_reload() -> Result<()> {
         .arg(&certs)
         .output()?;
     walb_tests::check(&out, "ca revoke")?;
-    let pid = c.pid_of("a0").ok_or_else(|| anyhow::anyhow!("a0 is not running"))?;
+    let pid = c
+        .pid_of("a0")
+        .ok_or_else(|| anyhow::anyhow!("a0 is not running"))?;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(i32::try_from(pid)?),
         nix::sys::signal::Signal::SIGHUP,
@@ -770,7 +784,10 @@ fn a_revoked_certificate_is_cut_off_at_reload() -> Result<()> {
         op_conn.connection().close_reason().is_none(),
         "the operator's connection was closed too"
     );
-    ensure!(h.fresh_connection("a0").is_err(), "a revoked viewer got in again");
+    ensure!(
+        h.fresh_connection("a0").is_err(),
+        "a revoked viewer got in again"
+    );
     ensure!(op.serves("a0"), "a0 stopped serving");
     Ok(())
 }
