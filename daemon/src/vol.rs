@@ -190,6 +190,13 @@ impl<S: VolState> VolCore<S> {
         what: &str,
         deny: Option<&[&str]>,
     ) -> Result<Txn<S>, VolError> {
+        // A volume at rest in a state the operation does not start from is refused for
+        // that, whatever runs beside it (a transfer in progress must not turn "wrong
+        // state" into "busy, try again").
+        let cur = self.state();
+        if cur.is_steady() && !froms.contains(&cur) {
+            self.require(froms)?;
+        }
         {
             let g = self.lock();
             if g.stop.is_stopping() {

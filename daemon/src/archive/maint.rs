@@ -338,10 +338,19 @@ impl Archive {
                 &mut on_io,
             )
             .map_err(|e| e.to_string())?;
-            self.save_base(v, done)?;
-            let garbage = v.meta().diffs.clone().erase_before_gid(done.snap_b.gid_b);
+            // The new base and the diffs it swallowed leave the volume's view at once (a
+            // query never sees the base past diffs still listed); their files go after
+            // (a start removes what a crash left behind).
+            persist::write_atomic(&v.dir.join(BASE_FILE), &done.to_bytes())
+                .map_err(|e| e.to_string())?;
+            let garbage = {
+                let mut m = v.meta();
+                m.base = done;
+                let g = m.diffs.clone().erase_before_gid(done.snap_b.gid_b);
+                m.diffs.remove_all(&g);
+                g
+            };
             remove_diff_files(&v.dir, &garbage).map_err(|e| e.to_string())?;
-            v.meta().diffs.remove_all(&garbage);
             self.publish_diffs(v);
             rounds += 1;
             ios += written;
