@@ -823,15 +823,7 @@ impl Peer {
 
     /// Opens a stream and sends `request`; the returned call carries the rest.
     pub async fn call(&self, request: Request) -> Result<Call, Error> {
-        let (send, recv) = self
-            .conn
-            .open_bi()
-            .await
-            .map_err(|source| Error::Connection {
-                peer: self.identity.to_string(),
-                source,
-            })?;
-        let mut call = Call::new(send, recv, self.identity.clone(), &self.wire, End::Opened)?;
+        let mut call = self.call_raw().await?;
         call.sender.send(&Message::Request(request)).await?;
         Ok(call)
     }
