@@ -215,6 +215,14 @@ impl Client {
         })
     }
 
+    /// Closes every connection, so that daemons free what they count per identity at once
+    /// rather than at their idle timeout (a script of many `--exec` runs would otherwise
+    /// meet the per-identity connection cap), and waits a bounded time for the close to
+    /// go out.
+    pub async fn close(&self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.node.close()).await;
+    }
+
     /// The cluster this client talks to.
     pub fn cluster(&self) -> &Cluster {
         &self.inner.cluster

@@ -72,13 +72,15 @@ fn tui_main(cli: &Cli) -> Result<()> {
             for l in tui::dump::lines(&m) {
                 writeln!(out, "{l}")?;
             }
+            client.close().await;
             return Ok(());
         }
         let cfg = TuiConfig {
             read_only: cli.read_only.then(|| "--read-only".to_owned()),
             plain: no_color(),
         };
-        tui::app::run(client, cfg).await?;
+        tui::app::run(client.clone(), cfg).await?;
+        client.close().await;
         Ok(())
     })
 }

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use anyhow::{bail, ensure, Result};
+use anyhow::{bail, ensure, Context, Result};
 use walb_tests::hostile::{memory_kib, Hostile, Stored};
 use walb_tests::{Cluster, ClusterOpts, VOL};
 use walb_wire::msg::{
@@ -747,6 +747,19 @@ fn connections_are_capped_per_identity() -> Result<()> {
     );
     drop(held);
     a0.unharmed(&c, &op)
+}
+
+/// The connection cap does not bite an operator's script: 80 `walb-console --exec` runs
+/// in a row (each a connection, faster than the daemons' idle timeout) all succeed, as
+/// each run closes its connections when it ends.
+#[test]
+fn a_script_of_many_console_runs_stays_under_the_connection_cap() -> Result<()> {
+    let c = backed_up()?;
+    for i in 0..80 {
+        c.exec_ok(&["snapshot", "s0", "vol", "a0"])
+            .with_context(|| format!("run {i} of 80"))?;
+    }
+    Ok(())
 }
 
 /// `ca revoke --id` and a SIGHUP: the revoked viewer's live connection is closed, its

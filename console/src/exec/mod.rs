@@ -168,9 +168,25 @@ pub async fn exec_main(
     } else {
         None
     };
-    for l in &lines {
+    let code = run_lines(&lines, client.as_ref(), &req, script, out, err).await;
+    if let Some(c) = &client {
+        c.close().await;
+    }
+    code
+}
+
+/// Runs the lines in order; the exit code (at the first failing line).
+async fn run_lines(
+    lines: &[ScriptLine],
+    client: Option<&Client>,
+    req: &ExecRequest,
+    script: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    for l in lines {
         let where_ = script.then_some(l);
-        let result = match (&l.cmd, &client) {
+        let result = match (&l.cmd, client) {
             (ExecCmd::Help { command }, _) => commands::help_lines(command.as_deref())
                 .map(Outcome::Lines)
                 .map_err(|e| ClientError::State(e.to_string())),
