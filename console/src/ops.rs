@@ -537,8 +537,7 @@ async fn wait_for_sync(
     client: &Client,
     storage: &str,
     vol: &str,
-    what: &str,
-    during: &[&str],
+    kind: &Backup,
     watch: &FailureWatch,
     t0: Instant,
     timeout: Duration,
@@ -553,7 +552,8 @@ async fn wait_for_sync(
         if let Some(e) = watch.error() {
             return Err(ClientError::State(format!("{storage} {vol}: {e}")));
         }
-        if during.contains(&st.as_str()) {
+        let what = kind.what;
+        if kind.during.contains(&st.as_str()) {
             seen_sync = true;
         } else if !(st == S::SYNC_READY && !seen_sync && accepted.elapsed() < FULL_SYNC_GRACE) {
             let fallback = format!("{what} failed: the storage is {st} (see its log)");
@@ -562,7 +562,7 @@ async fn wait_for_sync(
         }
         if t0.elapsed() >= timeout {
             return Err(ClientError::Timeout {
-                what: format!("the {what} of {storage} {vol} (the storage is {st})"),
+                what: format!("the {} of {storage} {vol} (the storage is {st})", kind.what),
                 after: timeout,
             });
         }
@@ -591,17 +591,33 @@ pub struct FullBackupDone {
     pub restorable: bool,
 }
 
-/// The operation a storage's failed full backup publishes (its `Event::Failed`).
-const OP_FULL_BACKUP: &str = "full-backup";
-/// The operation a storage's failed hash backup publishes.
-const OP_HASH_BACKUP: &str = "hash-backup";
+/// A kind of backup as the console waits for it.
+struct Backup {
+    /// For messages.
+    what: &'static str,
+    /// The states the storage passes through meanwhile.
+    during: [&'static str; 3],
+    /// The operation of the storage's `Event::Failed` when it fails.
+    op: &'static str,
+}
+
+/// A full backup: the states are walblib's `sDuringFullSync`.
+const FULL_BACKUP: Backup = Backup {
+    what: "full backup",
+    during: [S::FULL_SYNC, S::STOPPED, S::START_TARGET],
+    op: "full-backup",
+};
+/// A hash backup.
+const HASH_BACKUP: Backup = Backup {
+    what: "hash backup",
+    during: [S::HASH_SYNC, S::STOPPED, S::START_TARGET],
+    op: "hash-backup",
+};
 /// The operations an archive's failed restore, merge and apply publish.
 const OP_RESTORE: &str = "restore";
 const OP_MERGE: &str = "merge";
 const OP_APPLY: &str = "apply";
 
-/// States a storage passes through during a full backup (walblib's `sDuringFullSync`).
-const DURING_FULL_SYNC: [&str; 3] = [S::FULL_SYNC, S::STOPPED, S::START_TARGET];
 /// A SyncReady seen this soon after the command may precede the FullSync state.
 const FULL_SYNC_GRACE: Duration = Duration::from_secs(2);
 
@@ -618,20 +634,10 @@ pub async fn full_backup(
 ) -> Result<FullBackupDone, ClientError> {
     let t0 = Instant::now();
     prepare_backup(client, storage, vol, false, TIMEOUT_SHORT.min(timeout)).await?;
-    let watch = FailureWatch::start(client, storage, vol, OP_FULL_BACKUP).await;
+    let watch = FailureWatch::start(client, storage, vol, FULL_BACKUP.op).await;
     client.full_backup(storage, vol, bulk_lb).await?;
     info!(storage, vol, "full backup accepted");
-    wait_for_sync(
-        client,
-        storage,
-        vol,
-        "full backup",
-        &DURING_FULL_SYNC,
-        &watch,
-        t0,
-        timeout,
-    )
-    .await?;
+    wait_for_sync(client, storage, vol, &FULL_BACKUP, &watch, t0, timeout).await?;
     let archive = client
         .cluster()
         .group(storage, "full-backup")?
@@ -854,9 +860,6 @@ pub fn applied(
     after.snap_b.gid_b > before.snap_b.gid_b || (before.snap_e.is_some() && after.snap_e.is_none())
 }
 
-/// States a storage passes through during a hash backup.
-const DURING_HASH_SYNC: [&str; 3] = [S::HASH_SYNC, S::STOPPED, S::START_TARGET];
-
 /// walblib's `hash_backup`: prepares like a full backup (a Stopped storage volume is
 /// reset to SyncReady), runs hash-bkp, waits until the volume is Target again.
 pub async fn hash_backup(
@@ -869,20 +872,10 @@ pub async fn hash_backup(
     let t0 = Instant::now();
     role_of(client, storage, &[Role::Storage], "hash-backup")?;
     prepare_backup(client, storage, vol, true, TIMEOUT_SHORT.min(timeout)).await?;
-    let watch = FailureWatch::start(client, storage, vol, OP_HASH_BACKUP).await;
+    let watch = FailureWatch::start(client, storage, vol, HASH_BACKUP.op).await;
     client.hash_backup(storage, vol, bulk_lb).await?;
     info!(storage, vol, "hash backup accepted");
-    wait_for_sync(
-        client,
-        storage,
-        vol,
-        "hash backup",
-        &DURING_HASH_SYNC,
-        &watch,
-        t0,
-        timeout,
-    )
-    .await?;
+    wait_for_sync(client, storage, vol, &HASH_BACKUP, &watch, t0, timeout).await?;
     kick_proxies(client, storage, vol).await?;
     Ok(S::TARGET.to_owned())
 }

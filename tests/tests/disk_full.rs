@@ -72,6 +72,17 @@ fn says_no_space(text: &str) -> bool {
     text.to_lowercase().contains("no space left")
 }
 
+/// Fails when `node` logged the full disk more than a retry with backoff would in the
+/// drill's seconds (a hot loop logs hundreds); prints the count.
+fn assert_no_flood(c: &Cluster, node: &str) -> Result<()> {
+    let n = log_of(c, node).lines().filter(|l| says_no_space(l)).count();
+    eprintln!("{node} logged the full disk {n} times");
+    if n > 40 {
+        bail!("{node} logged the full disk {n} times: no backoff");
+    }
+    Ok(())
+}
+
 /// SHA-256 of every file of the archive's volume directory but its small state files
 /// (the base image, the diffs), by name.
 fn stored(c: &Cluster) -> Result<BTreeMap<String, String>> {
@@ -158,6 +169,77 @@ fn proxy_queued(c: &Cluster) -> Result<u64> {
         .with_context(|| format!("no queue length in {l:?}"))
 }
 
+/// What a drill checks again after the full disk: a snapshot restorable before it.
+struct Before {
+    gid: u64,
+    sha: String,
+    stored: BTreeMap<String, String>,
+}
+
+/// A full backup, writes (workload seed `seed`) and a snapshot restorable at a0.
+fn backed_up(c: &Cluster, seed: u64) -> Result<Before> {
+    c.init_and_full_backup()?;
+    c.write(50, "16k", seed)?;
+    let gid = c.snapshot()?;
+    Ok(Before {
+        sha: c.restored_sha256("a0", gid)?,
+        stored: stored(c)?,
+        gid,
+    })
+}
+
+/// 5: `node` restarted on its full disk starts, answers, and its volume is `state`.
+fn restart_while_full(c: &mut Cluster, node: &str, state: &str) -> Result<()> {
+    c.stop_node(node)?;
+    c.start_node(node)?;
+    let st = c.state(node)?;
+    if st != state {
+        bail!("{node} restarted on a full disk is {st}, not {state}");
+    }
+    Ok(())
+}
+
+/// Frees `node`'s disk and kicks `kick` (no daemon restarted): the snapshot `held` back
+/// by the full disk becomes restorable, the one restorable before restores the same,
+/// and a new one equals the device.
+fn recovers(c: &Cluster, node: &str, kick: &str, held: u64, before: &Before) -> Result<()> {
+    c.small_fs(node)?.free()?;
+    c.exec_ok(&["kick", kick])?;
+    let held = held.to_string();
+    c.exec_ok(&["wait-restorable", "a0", VOL, &held, "--timeout", "120"])?;
+    if c.restored_sha256("a0", before.gid)? != before.sha {
+        bail!(
+            "gid {} restores differently after the full disk",
+            before.gid
+        );
+    }
+    goes_on(c, 100)
+}
+
+/// Runs `walb-console --exec ARGS`, which must fail with an error saying the disk is
+/// full; then waits until a0's volume is back in `state`.
+fn fails_on_full_disk(c: &Cluster, args: &[&str], state: &str) -> Result<()> {
+    let out = c.exec(args)?;
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    eprintln!("{} on a full disk: {err}", args[0]);
+    if out.status.success() {
+        bail!("{} succeeded on a full disk", args[0]);
+    }
+    if !says_no_space(&err) {
+        bail!("{}'s error does not say the disk is full: {err}", args[0]);
+    }
+    wait_until(30, &format!("a0 back in {state}"), || {
+        Ok(c.state("a0")? == state)
+    })
+}
+
+/// Writes go on (workload seed `seed`) and a new snapshot restores equal to the device.
+fn goes_on(c: &Cluster, seed: u64) -> Result<()> {
+    c.write(20, "16k", seed)?;
+    let gid = c.snapshot()?;
+    c.assert_restore_equals_device(gid)
+}
+
 /// 1 and 5: the proxy's disk is full while wlogs come in. The proxy refuses the
 /// transfers saying so, the storage keeps its log, nothing reaches the archive; a proxy
 /// restarted on the full disk starts and answers; once space is freed the storage ships
@@ -165,12 +247,7 @@ fn proxy_queued(c: &Cluster) -> Result<u64> {
 #[test]
 fn proxy_disk_full() -> Result<()> {
     drill(&[("p0", PROXY_FS_MIB)], |c| {
-        c.init_and_full_backup()?;
-        c.write(50, "16k", 1)?;
-        let gid1 = c.snapshot()?;
-        let sha1 = c.restored_sha256("a0", gid1)?;
-        let before = stored(c)?;
-
+        let before = backed_up(c, 1)?;
         let fs = c.small_fs("p0")?;
         let took = fs.fill(0)?;
         eprintln!(
@@ -186,33 +263,18 @@ fn proxy_disk_full() -> Result<()> {
                 .lines()
                 .any(|l| says_no_space(l) && l.contains("p0") && l.contains(VOL)))
         })?;
-        assert_intact(c, &before)?;
-
-        // 5: a proxy restarted on its full disk starts, answers, and still refuses.
-        c.stop_node("p0")?;
-        c.start_node("p0")?;
-        let st = c.state("p0")?;
-        if st != "Started" {
-            bail!("p0 restarted on a full disk is {st}, not Started");
+        assert_intact(c, &before.stored)?;
+        let tmp = temporaries(&c.base_of("p0"))?;
+        if !tmp.is_empty() {
+            bail!("temporaries left on p0: {tmp:?}");
         }
+        assert_no_flood(c, "s0")?;
+        assert_no_flood(c, "p0")?;
+
+        // 5: restarted on its full disk, the proxy starts, answers, and still refuses.
+        restart_while_full(c, "p0", "Started")?;
         snapshot_held_back(c, 3)?;
-
-        c.small_fs("p0")?.free()?;
-        c.exec_ok(&["kick", "s0"])?;
-        c.exec_ok(&[
-            "wait-restorable",
-            "a0",
-            VOL,
-            &held.to_string(),
-            "--timeout",
-            "120",
-        ])?;
-        if c.restored_sha256("a0", gid1)? != sha1 {
-            bail!("gid {gid1} restores differently after the full disk");
-        }
-        c.write(20, "16k", 3)?;
-        let gid = c.snapshot()?;
-        c.assert_restore_equals_device(gid)
+        recovers(c, "p0", "s0", held, &before)
     })
 }
 
@@ -224,12 +286,7 @@ fn proxy_disk_full() -> Result<()> {
 #[test]
 fn archive_disk_full_under_wdiffs() -> Result<()> {
     drill(&[("a0", ARCHIVE_FS_MIB)], |c| {
-        c.init_and_full_backup()?;
-        c.write(50, "16k", 11)?;
-        let gid1 = c.snapshot()?;
-        let sha1 = c.restored_sha256("a0", gid1)?;
-        let before = stored(c)?;
-
+        let before = backed_up(c, 11)?;
         c.small_fs("a0")?.fill(0)?;
         c.write(100, "64k", 12)?;
         let held = snapshot_held_back(c, 8)?;
@@ -248,39 +305,14 @@ fn archive_disk_full_under_wdiffs() -> Result<()> {
         {
             bail!("a0's log does not name the full path");
         }
-        // A flood would be one line per chunk or per millisecond; backoff keeps it short.
-        let failures = a0_log.lines().filter(|l| says_no_space(l)).count();
-        eprintln!("a0 logged {failures} failed wdiff receives");
-        if failures > 40 {
-            bail!("a0 logged {failures} failures in seconds: no backoff");
-        }
-        assert_intact(c, &before)?;
+        assert_no_flood(c, "a0")?;
+        assert_no_flood(c, "p0")?;
+        assert_intact(c, &before.stored)?;
 
         // 5: restarted on the full disk, the archive starts and still serves its data.
-        c.stop_node("a0")?;
-        c.start_node("a0")?;
-        let st = c.state("a0")?;
-        if st != "Archived" {
-            bail!("a0 restarted on a full disk is {st}, not Archived");
-        }
-        assert_intact(c, &before)?;
-
-        c.small_fs("a0")?.free()?;
-        c.exec_ok(&["kick", "p0"])?;
-        c.exec_ok(&[
-            "wait-restorable",
-            "a0",
-            VOL,
-            &held.to_string(),
-            "--timeout",
-            "120",
-        ])?;
-        if c.restored_sha256("a0", gid1)? != sha1 {
-            bail!("gid {gid1} restores differently after the full disk");
-        }
-        c.write(20, "16k", 13)?;
-        let gid = c.snapshot()?;
-        c.assert_restore_equals_device(gid)
+        restart_while_full(c, "a0", "Archived")?;
+        assert_intact(c, &before.stored)?;
+        recovers(c, "a0", "p0", held, &before)
     })
 }
 
@@ -296,18 +328,7 @@ fn archive_disk_full_during_full_backup() -> Result<()> {
         c.exec_ok(&["init-storage", "s0", VOL, &wdev])?;
         c.exec_ok(&["stop", "s0", VOL])?;
         c.small_fs("a0")?.fill(12 << 20)?;
-        let out = c.exec(&["full-backup", "s0", VOL])?;
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        eprintln!("full-backup on a full disk: {err}");
-        if out.status.success() {
-            bail!("the full backup succeeded on a disk too small for the image");
-        }
-        if !says_no_space(&err) {
-            bail!("the full backup's error does not say the disk is full: {err}");
-        }
-        wait_until(30, "a0 back in SyncReady", || {
-            Ok(c.state("a0")? == "SyncReady")
-        })?;
+        fails_on_full_disk(c, &["full-backup", "s0", VOL], "SyncReady")?;
         let tmp = temporaries(&c.base_of("a0"))?;
         if !tmp.is_empty() {
             bail!("the failed full backup left {tmp:?}");
@@ -320,9 +341,7 @@ fn archive_disk_full_during_full_backup() -> Result<()> {
         let out = c.exec_ok(&["full-backup", "s0", VOL])?;
         let gid = last_number(&out).with_context(|| format!("no gid in {out:?}"))?;
         c.assert_restore_equals_device(gid)?;
-        c.write(20, "16k", 22)?;
-        let gid = c.snapshot()?;
-        c.assert_restore_equals_device(gid)
+        goes_on(c, 22)
     })
 }
 
@@ -352,23 +371,12 @@ fn archive_disk_full_during_restore_merge_apply() -> Result<()> {
         let (b, e) = (gid_b.to_string(), gid_e.to_string());
 
         c.small_fs("a0")?.fill(0)?;
-        for (what, args) in [
-            ("restore", vec!["restore", "a0", VOL, &e]),
-            ("merge", vec!["merge", "a0", VOL, &b, &e]),
-            ("apply", vec!["apply", "a0", VOL, &e]),
+        for args in [
+            vec!["restore", "a0", VOL, &e],
+            vec!["merge", "a0", VOL, &b, &e],
+            vec!["apply", "a0", VOL, &e],
         ] {
-            let out = c.exec(&args)?;
-            let err = String::from_utf8_lossy(&out.stderr).into_owned();
-            eprintln!("{what} on a full disk: {err}");
-            if out.status.success() {
-                bail!("{what} succeeded on a full disk");
-            }
-            if !says_no_space(&err) {
-                bail!("{what}'s error does not say the disk is full: {err}");
-            }
-            wait_until(30, "a0 back in Archived", || {
-                Ok(c.state("a0")? == "Archived")
-            })?;
+            fails_on_full_disk(c, &args, "Archived")?;
             assert_intact(c, &before)?;
         }
 
@@ -384,8 +392,6 @@ fn archive_disk_full_during_restore_merge_apply() -> Result<()> {
         if c.restored_sha256("a0", gid_e)? != sha_e {
             bail!("gid {gid_e} restores differently after the apply");
         }
-        c.write(20, "16k", 39)?;
-        let gid = c.snapshot()?;
-        c.assert_restore_equals_device(gid)
+        goes_on(c, 39)
     })
 }

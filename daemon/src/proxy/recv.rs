@@ -211,11 +211,12 @@ pub fn convert_to_file<R: Read>(
         let (w, _stats) = convert_packs(
             packs,
             uuid,
-            BufWriter::with_capacity(1 << 20, f),
+            BufWriter::with_capacity(1 << 20, crate::persist::NamedWriter::new(f, tmp)),
             &convert_opt(),
         )?;
         let f = w
             .into_inner()
+            .map(crate::persist::NamedWriter::into_inner)
             .map_err(|e| KError::io(format!("writing {}", tmp.display()), e.into_error()))?;
         let t0 = Instant::now();
         f.sync_all()
