@@ -537,8 +537,8 @@ async fn wait_for_sync(
     client: &Client,
     storage: &str,
     vol: &str,
-    what: &str,
-    during: &[&str],
+    kind: &Backup,
+    watch: &FailureWatch,
     t0: Instant,
     timeout: Duration,
 ) -> Result<(), ClientError> {
@@ -549,16 +549,20 @@ async fn wait_for_sync(
         if st == S::TARGET {
             return Ok(());
         }
-        if during.contains(&st.as_str()) {
+        if let Some(e) = watch.error() {
+            return Err(ClientError::State(format!("{storage} {vol}: {e}")));
+        }
+        let what = kind.what;
+        if kind.during.contains(&st.as_str()) {
             seen_sync = true;
         } else if !(st == S::SYNC_READY && !seen_sync && accepted.elapsed() < FULL_SYNC_GRACE) {
-            return Err(ClientError::State(format!(
-                "{what} of {storage} {vol} failed: the storage is {st} (see its log)"
-            )));
+            let fallback = format!("{what} failed: the storage is {st} (see its log)");
+            let why = watch.reason_or(fallback).await;
+            return Err(ClientError::State(format!("{storage} {vol}: {why}")));
         }
         if t0.elapsed() >= timeout {
             return Err(ClientError::Timeout {
-                what: format!("the {what} of {storage} {vol} (the storage is {st})"),
+                what: format!("the {} of {storage} {vol} (the storage is {st})", kind.what),
                 after: timeout,
             });
         }
@@ -587,8 +591,33 @@ pub struct FullBackupDone {
     pub restorable: bool,
 }
 
-/// States a storage passes through during a full backup (walblib's `sDuringFullSync`).
-const DURING_FULL_SYNC: [&str; 3] = [S::FULL_SYNC, S::STOPPED, S::START_TARGET];
+/// A kind of backup as the console waits for it.
+struct Backup {
+    /// For messages.
+    what: &'static str,
+    /// The states the storage passes through meanwhile.
+    during: [&'static str; 3],
+    /// The operation of the storage's `Event::Failed` when it fails.
+    op: &'static str,
+}
+
+/// A full backup: the states are walblib's `sDuringFullSync`.
+const FULL_BACKUP: Backup = Backup {
+    what: "full backup",
+    during: [S::FULL_SYNC, S::STOPPED, S::START_TARGET],
+    op: "full-backup",
+};
+/// A hash backup.
+const HASH_BACKUP: Backup = Backup {
+    what: "hash backup",
+    during: [S::HASH_SYNC, S::STOPPED, S::START_TARGET],
+    op: "hash-backup",
+};
+/// The operations an archive's failed restore, merge and apply publish.
+const OP_RESTORE: &str = "restore";
+const OP_MERGE: &str = "merge";
+const OP_APPLY: &str = "apply";
+
 /// A SyncReady seen this soon after the command may precede the FullSync state.
 const FULL_SYNC_GRACE: Duration = Duration::from_secs(2);
 
@@ -605,18 +634,10 @@ pub async fn full_backup(
 ) -> Result<FullBackupDone, ClientError> {
     let t0 = Instant::now();
     prepare_backup(client, storage, vol, false, TIMEOUT_SHORT.min(timeout)).await?;
+    let watch = FailureWatch::start(client, storage, vol, FULL_BACKUP.op).await;
     client.full_backup(storage, vol, bulk_lb).await?;
     info!(storage, vol, "full backup accepted");
-    wait_for_sync(
-        client,
-        storage,
-        vol,
-        "full backup",
-        &DURING_FULL_SYNC,
-        t0,
-        timeout,
-    )
-    .await?;
+    wait_for_sync(client, storage, vol, &FULL_BACKUP, &watch, t0, timeout).await?;
     let archive = client
         .cluster()
         .group(storage, "full-backup")?
@@ -758,6 +779,7 @@ pub async fn merge(
         )));
     }
     let before = client.diffs(archive, vol, None, None, None).await?;
+    let watch = FailureWatch::start(client, archive, vol, OP_MERGE).await;
     client
         .merge(archive, vol, gid_b, walb_wire::msg::MergeUntil::Gid(gid_e))
         .await?;
@@ -766,8 +788,10 @@ pub async fn merge(
     if merged(&before, &after, gid_b) {
         Ok(())
     } else {
+        let fallback = "it ended without merging (the archive's log says why)".to_owned();
         Err(ClientError::State(format!(
-            "the merge of {vol} from gid {gid_b} on {archive} ended without merging (the archive's log says why)"
+            "the merge of {vol} from gid {gid_b} on {archive} failed: {}",
+            watch.reason_or(fallback).await
         )))
     }
 }
@@ -811,14 +835,18 @@ pub async fn apply(
 ) -> Result<walb_wire::msg::MetaStateDto, ClientError> {
     role_of(client, archive, &[Role::Archive], "apply")?;
     let before = client.base(archive, vol).await?;
+    let watch = FailureWatch::start(client, archive, vol, OP_APPLY).await;
     client.apply(archive, vol, gid).await?;
     wait_for_no_action(client, archive, vol, "Apply", timeout).await?;
     let after = client.base(archive, vol).await?;
     if applied(&before, &after) {
         Ok(after)
     } else {
+        let fallback =
+            "it ended with the base where it was (the archive's log says why)".to_owned();
         Err(ClientError::State(format!(
-            "the apply of {vol} up to gid {gid} on {archive} ended with the base where it was (the archive's log says why)"
+            "the apply of {vol} up to gid {gid} on {archive} failed: {}",
+            watch.reason_or(fallback).await
         )))
     }
 }
@@ -832,9 +860,6 @@ pub fn applied(
     after.snap_b.gid_b > before.snap_b.gid_b || (before.snap_e.is_some() && after.snap_e.is_none())
 }
 
-/// States a storage passes through during a hash backup.
-const DURING_HASH_SYNC: [&str; 3] = [S::HASH_SYNC, S::STOPPED, S::START_TARGET];
-
 /// walblib's `hash_backup`: prepares like a full backup (a Stopped storage volume is
 /// reset to SyncReady), runs hash-bkp, waits until the volume is Target again.
 pub async fn hash_backup(
@@ -847,18 +872,10 @@ pub async fn hash_backup(
     let t0 = Instant::now();
     role_of(client, storage, &[Role::Storage], "hash-backup")?;
     prepare_backup(client, storage, vol, true, TIMEOUT_SHORT.min(timeout)).await?;
+    let watch = FailureWatch::start(client, storage, vol, HASH_BACKUP.op).await;
     client.hash_backup(storage, vol, bulk_lb).await?;
     info!(storage, vol, "hash backup accepted");
-    wait_for_sync(
-        client,
-        storage,
-        vol,
-        "hash backup",
-        &DURING_HASH_SYNC,
-        t0,
-        timeout,
-    )
-    .await?;
+    wait_for_sync(client, storage, vol, &HASH_BACKUP, &watch, t0, timeout).await?;
     kick_proxies(client, storage, vol).await?;
     Ok(S::TARGET.to_owned())
 }
@@ -875,8 +892,15 @@ pub async fn restore(
     timeout: Duration,
 ) -> Result<String, ClientError> {
     role_of(client, archive, &[Role::Archive], "restore")?;
+    let watch = FailureWatch::start(client, archive, vol, OP_RESTORE).await;
     client.restore(archive, vol, gid).await?;
-    wait_for_restored(client, archive, vol, gid, timeout).await
+    match wait_for_restored(client, archive, vol, gid, timeout).await {
+        Err(ClientError::State(fallback)) => {
+            let why = watch.reason_or(fallback).await;
+            Err(ClientError::State(format!("{archive} {vol}: {why}")))
+        }
+        r => r,
+    }
 }
 
 /// walblib's `wait_for_restored`: until `gid` is restored (its path), failing once no
@@ -1056,23 +1080,29 @@ async fn restorable_gids(
         .collect())
 }
 
-/// Listens to the source's events for the failure of a replication of `vol`; ends when
-/// dropped.
+/// Listens to a daemon's events for the failure ([`walb_wire::msg::Event::Failed`]) of
+/// operation `op` of `vol` (a replication at its source, a backup at the storage, a
+/// restore, merge or apply at the archive), so that the operator hears the daemon's
+/// reason (a full disk, ...) rather than "see the log"; ends when dropped.
 struct FailureWatch {
     error: std::sync::Arc<std::sync::Mutex<Option<String>>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
+/// How long a failure seen by polling waits for its reason to arrive as an event.
+const FAILURE_REASON_GRACE: Duration = Duration::from_secs(2);
+
 impl FailureWatch {
-    async fn start(client: &Client, node: &str, vol: &str) -> FailureWatch {
+    /// Subscribes to `node`'s events of `vol`; call it before sending the command.
+    async fn start(client: &Client, node: &str, vol: &str, op: &'static str) -> FailureWatch {
         let error = std::sync::Arc::new(std::sync::Mutex::new(None));
         let task = match client.subscribe(node, vec![vol.to_owned()]).await {
             Ok(mut stream) => {
-                let (slot, vol) = (error.clone(), vol.to_owned());
+                let (slot, vol, watched) = (error.clone(), vol.to_owned(), op);
                 Some(tokio::spawn(async move {
                     while let Ok(Some(ev)) = stream.next().await {
                         if let walb_wire::msg::Event::Failed { vol: v, op, error } = ev {
-                            if v == vol && op == REPL_OP {
+                            if v == vol && op == watched {
                                 if let Ok(mut s) = slot.lock() {
                                     *s = Some(error);
                                 }
@@ -1094,6 +1124,21 @@ impl FailureWatch {
 
     fn error(&self) -> Option<String> {
         self.error.lock().ok().and_then(|e| e.clone())
+    }
+
+    /// The failure's reason, waiting up to [`FAILURE_REASON_GRACE`] for its event (the
+    /// daemon may publish it just after the poll saw the failure); `fallback` if none.
+    async fn reason_or(&self, fallback: String) -> String {
+        let t0 = Instant::now();
+        loop {
+            if let Some(e) = self.error() {
+                return e;
+            }
+            if self.task.is_none() || t0.elapsed() >= FAILURE_REASON_GRACE {
+                return fallback;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 }
 
@@ -1197,7 +1242,7 @@ pub async fn replicate_once(
             .bind(dst, vol, PeerRole::Proxy, &sending, BindHow::Add)
             .await?;
     }
-    let watch = FailureWatch::start(client, src, vol).await;
+    let watch = FailureWatch::start(client, src, vol, REPL_OP).await;
     client
         .replicate(
             src,

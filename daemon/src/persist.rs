@@ -313,6 +313,43 @@ impl BaseDir {
     }
 }
 
+/// A writer whose errors name the file it writes (`PATH: No space left on device`), for
+/// writers handed to code that knows only a `Write` (the kernel's wdiff writers).
+#[derive(Debug)]
+pub struct NamedWriter<W> {
+    inner: W,
+    path: PathBuf,
+}
+
+impl<W: Write> NamedWriter<W> {
+    /// `inner`, writing the file at `path`.
+    pub fn new(inner: W, path: &Path) -> NamedWriter<W> {
+        NamedWriter {
+            inner,
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// The inner writer.
+    pub fn into_inner(self) -> W {
+        self.inner
+    }
+
+    fn named(&self, e: io::Error) -> io::Error {
+        io::Error::new(e.kind(), format!("{}: {e}", self.path.display()))
+    }
+}
+
+impl<W: Write> Write for NamedWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.inner.write(buf).map_err(|e| self.named(e))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush().map_err(|e| self.named(e))
+    }
+}
+
 /// Creates the base directory `path` (and parents) with mode [`dir_mode`] if it does not
 /// exist.
 pub fn create_base_dir(path: &Path) -> Result<(), PersistError> {
@@ -331,6 +368,24 @@ pub fn check_vol_name(vol: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn named_writer_names_the_file_in_its_errors() {
+        // /dev/full fails every write with ENOSPC, as a full disk does.
+        let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") else {
+            return;
+        };
+        let mut w = NamedWriter::new(full, Path::new("/srv/a0/vol/x.wdiff.tmp"));
+        let e = w.write_all(&[1u8; 4096]).and_then(|()| w.flush());
+        let msg = e.err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(
+            msg.starts_with("/srv/a0/vol/x.wdiff.tmp: No space left on device"),
+            "{msg}"
+        );
+        let mut ok = NamedWriter::new(Vec::new(), Path::new("v"));
+        ok.write_all(b"abc").unwrap();
+        assert_eq!(ok.into_inner(), b"abc");
+    }
 
     #[test]
     fn atomic_write_replaces_and_leaves_no_temp() {

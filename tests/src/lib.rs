@@ -18,6 +18,7 @@
 
 pub mod hostile;
 pub mod repeater;
+pub mod smallfs;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -224,6 +225,8 @@ pub struct Cluster {
     device_up: bool,
     /// Relays between nodes, by link name (`s0-p0`).
     repeaters: BTreeMap<String, repeater::Repeater>,
+    /// Small file systems under base directories, by node ([`Cluster::put_on_small_fs`]).
+    small_fs: BTreeMap<String, smallfs::SmallFs>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -310,6 +313,7 @@ impl Cluster {
             ports: ports.clone(),
             device_up: false,
             repeaters: BTreeMap::new(),
+            small_fs: BTreeMap::new(),
         };
         for i in 0..storages.len() {
             c.create_device(&opts, i)?;
@@ -632,6 +636,8 @@ impl Drop for Cluster {
                 let _ = c.wait();
             }
         }
+        // Unmounted once no daemon holds them, before the directory goes.
+        self.small_fs.clear();
         if self.device_up {
             for wdev in self.wdevs.clone() {
                 let _ = self.wdevc(&["delete-wdev", &wdev, "--force"]);
@@ -816,6 +822,23 @@ impl Cluster {
         self.pids()
             .into_iter()
             .find_map(|(n, p)| (n == name).then_some(p))
+    }
+
+    /// Moves daemon `name`'s base directory onto an ext4 of `mib` MiB of its own (stopped,
+    /// mounted, restarted; needs root), for disk-full drills ([`Cluster::small_fs`]).
+    pub fn put_on_small_fs(&mut self, name: &str, mib: u64) -> Result<()> {
+        self.stop_node(name)?;
+        let image = self.path().join(format!("{name}.ext4"));
+        let fs = smallfs::SmallFs::mount(&self.base_of(name), &image, mib)?;
+        self.small_fs.insert(name.into(), fs);
+        self.start_node(name)
+    }
+
+    /// The small file system under daemon `name`'s base directory.
+    pub fn small_fs(&self, name: &str) -> Result<&smallfs::SmallFs> {
+        self.small_fs
+            .get(name)
+            .with_context(|| format!("{name} is not on a small file system"))
     }
 
     /// The base directory of daemon `name`.

@@ -271,6 +271,8 @@ impl DirectIo {
 
 /// Writes chunks at their offsets on a blocking thread (see the module documentation).
 pub(crate) struct BackgroundWriter {
+    /// What is written (a path), for errors.
+    what: String,
     tx: Option<mpsc::Sender<(u64, Bytes)>>,
     thread: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
@@ -278,7 +280,13 @@ pub(crate) struct BackgroundWriter {
 impl BackgroundWriter {
     /// A writer of `file`; `skip_zeros`: all-zero runs are not written (sparse images).
     /// The data goes to the disk directly ([`DirectIo`]) where the file system allows it.
-    pub(crate) fn new(file: Arc<File>, sync_every: u64, skip_zeros: bool) -> BackgroundWriter {
+    /// `what` names the file in errors (`writing WHAT: No space left on device`).
+    pub(crate) fn new(
+        file: Arc<File>,
+        what: String,
+        sync_every: u64,
+        skip_zeros: bool,
+    ) -> BackgroundWriter {
         let (tx, mut rx) = mpsc::channel::<(u64, Bytes)>(WRITE_QUEUE);
         let thread = tokio::task::spawn_blocking(move || {
             let mut cadence = WriteCadence::new(sync_every);
@@ -306,6 +314,7 @@ impl BackgroundWriter {
             Ok(())
         });
         BackgroundWriter {
+            what,
             tx: Some(tx),
             thread: Some(thread),
         }
@@ -341,7 +350,7 @@ impl BackgroundWriter {
         };
         t.await
             .map_err(|e| refuse(ErrorCode::Internal, format!("image writer thread: {e}")))?
-            .map_err(|e| refuse(ErrorCode::Internal, format!("writing the image: {e}")))
+            .map_err(|e| refuse(ErrorCode::Internal, format!("writing {}: {e}", self.what)))
     }
 }
 
@@ -461,7 +470,8 @@ impl Archive {
             size,
         };
         let t_image = Instant::now();
-        let mut writer = BackgroundWriter::new(Arc::clone(&file), self.cfg.fsync_bytes, true);
+        let what = format!("the new base image in {}", vol.dir.display());
+        let mut writer = BackgroundWriter::new(Arc::clone(&file), what, self.cfg.fsync_bytes, true);
         let received = self
             .receive_bulks(vol, call, size_lb, &mut cur, &mut writer, op)
             .await;
@@ -654,7 +664,7 @@ mod tests {
         let f = Arc::new(File::create(&p).unwrap());
         let size = (3 << 20) + 512 * 3;
         f.set_len(size).unwrap();
-        let mut w = BackgroundWriter::new(Arc::clone(&f), 1 << 20, true);
+        let mut w = BackgroundWriter::new(Arc::clone(&f), "img".into(), 1 << 20, true);
         let body: Vec<u8> = (0..(2 << 20) + 512).map(|i| (i % 251 + 1) as u8).collect();
         w.write(512, Bytes::from(body.clone())).await.unwrap();
         w.write((2 << 20) + 1024, Bytes::from(vec![5u8; (1 << 20) + 512]))
@@ -676,7 +686,7 @@ mod tests {
         let p = d.path().join("img");
         let f = Arc::new(File::create(&p).unwrap());
         f.set_len(3 << 20).unwrap();
-        let mut w = BackgroundWriter::new(Arc::clone(&f), 1 << 20, true);
+        let mut w = BackgroundWriter::new(Arc::clone(&f), "img".into(), 1 << 20, true);
         w.write(0, Bytes::from(vec![7u8; 1 << 20])).await.unwrap();
         w.write(1 << 20, Bytes::from(vec![0u8; 1 << 20]))
             .await
@@ -691,7 +701,7 @@ mod tests {
         assert!(got[2 << 20..].iter().all(|&b| b == 9));
         // A failing writer (read-only file) reports its error.
         let ro = Arc::new(File::open(&p).unwrap());
-        let mut w = BackgroundWriter::new(ro, 1 << 20, false);
+        let mut w = BackgroundWriter::new(ro, "img".into(), 1 << 20, false);
         let mut failed = false;
         for i in 0..8u64 {
             if w.write(i << 20, Bytes::from(vec![1u8; 1 << 20]))

@@ -262,7 +262,9 @@ impl Archive {
             })?
         };
         let file = Arc::new(f);
-        let mut writer = BackgroundWriter::new(Arc::clone(&file), self.cfg.fsync_bytes, false);
+        let what = tmp.display().to_string();
+        let mut writer =
+            BackgroundWriter::new(Arc::clone(&file), what, self.cfg.fsync_bytes, false);
         let Call {
             sender, receiver, ..
         } = call;

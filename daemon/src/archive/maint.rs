@@ -128,11 +128,12 @@ pub fn merge_files(
         let (w, _) = merge_to_sorted(
             streams,
             uuid,
-            BufWriter::with_capacity(1 << 20, f),
+            BufWriter::with_capacity(1 << 20, persist::NamedWriter::new(f, &tmp)),
             &ConvertOpt::default(),
         )?;
         let f = w
             .into_inner()
+            .map(persist::NamedWriter::into_inner)
             .map_err(|e| walb_kernel::Error::io(format!("writing {}", tmp.display()), e.into()))?;
         f.sync_all()
             .map_err(|e| walb_kernel::Error::io(format!("syncing {}", tmp.display()), e))?;

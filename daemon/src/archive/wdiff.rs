@@ -351,7 +351,7 @@ impl Archive {
                 let _ = call.sender.finish();
             }
             Err(e) => {
-                info!(%peer, vol = %vol.name, %diff, "wdiff receive failed: {e}");
+                warn!(%peer, vol = %vol.name, %diff, "wdiff receive failed: {e}");
                 drop(txn);
                 drop(permit);
                 call.receiver.stop();
@@ -384,7 +384,9 @@ impl Archive {
                 })?,
         );
         let mut off = 0u64;
-        let mut writer = BackgroundWriter::new(Arc::clone(&file), self.cfg.fsync_bytes, false);
+        let what = tmp.display().to_string();
+        let mut writer =
+            BackgroundWriter::new(Arc::clone(&file), what, self.cfg.fsync_bytes, false);
         // The chunks, kept to validate the file without reading it back (small ones).
         let mut kept: Option<Vec<Bytes>> = Some(Vec::new());
         loop {
@@ -416,13 +418,13 @@ impl Archive {
             writer
                 .write(off, data)
                 .await
-                .map_err(|e| refuse(e.code, format!("{name}: {}", e.message)))?;
+                .map_err(|e| refuse(e.code, format!("volume {}: {}", vol.name, e.message)))?;
             off += len;
         }
         writer
             .finish()
             .await
-            .map_err(|e| refuse(e.code, format!("{name}: {}", e.message)))?;
+            .map_err(|e| refuse(e.code, format!("volume {}: {}", vol.name, e.message)))?;
         let recv = t0.elapsed();
         // The fsync and the validation (a disk wait and a computation) at once.
         let (f, t2) = (Arc::clone(&file), tmp.clone());

@@ -50,6 +50,9 @@ const STOP_WAIT: Duration = Duration::from_secs(60);
 pub(crate) struct SendState {
     /// Why sending gave up (`is-wdiff-send-error`), until `kick` or `start`.
     pub error: Option<String>,
+    /// Why the last attempt failed while retries go on (shown beside the retry delay),
+    /// until a delivery.
+    pub last_failure: Option<String>,
     /// Retry delays.
     pub backoff: Backoff,
 }
@@ -177,6 +180,7 @@ impl Proxy {
     fn fresh_send_state(&self) -> SendState {
         SendState {
             error: None,
+            last_failure: None,
             backoff: Backoff::new(
                 Duration::from_secs(self.opts.delay),
                 Duration::from_secs(self.opts.max_delay),
@@ -843,6 +847,9 @@ impl Proxy {
                     l.push_str(&format!("\tsend-error:{e}"));
                 } else if let Some(d) = s.backoff.current() {
                     l.push_str(&format!("\tretry-delay:{}s", d.as_secs()));
+                    if let Some(e) = &s.last_failure {
+                        l.push_str(&format!("\tlast-error:{e}"));
+                    }
                 }
             }
             lines.push(l);

@@ -211,11 +211,12 @@ pub fn convert_to_file<R: Read>(
         let (w, _stats) = convert_packs(
             packs,
             uuid,
-            BufWriter::with_capacity(1 << 20, f),
+            BufWriter::with_capacity(1 << 20, crate::persist::NamedWriter::new(f, tmp)),
             &convert_opt(),
         )?;
         let f = w
             .into_inner()
+            .map(crate::persist::NamedWriter::into_inner)
             .map_err(|e| KError::io(format!("writing {}", tmp.display()), e.into_error()))?;
         let t0 = Instant::now();
         f.sync_all()
@@ -281,6 +282,8 @@ pub struct WlogView {
     pub peers: VolPeers,
     /// Whether a foreground slot is free.
     pub fg_free: bool,
+    /// The base directory, for messages.
+    pub base: std::path::PathBuf,
     /// Free bytes in the base directory's file system.
     pub free_bytes: u64,
     /// Bytes to keep free beyond the transfer (`--min-free-mb`).
@@ -344,7 +347,9 @@ pub fn admit_wlog(peer: &PeerId, req: &WlogTransfer, v: &WlogView) -> Result<Pbs
         return Err(refuse(
             ErrorCode::TooLarge,
             format!(
-                "{me} has {} MiB free, needs {} MiB for {} log blocks plus --min-free-mb {}",
+                "no space left on {me} for volume {vol}: {} has {} MiB free, needs {} MiB \
+                 for {} log blocks plus --min-free-mb {}",
+                v.base.display(),
                 v.free_bytes >> 20,
                 need.div_ceil(1 << 20),
                 req.log_size_pb,
@@ -409,6 +414,7 @@ impl Proxy {
                 self.peers_of(&req.vol)?
             },
             fg_free: self.ctx.fg.available_permits() > 0,
+            base: self.ctx.base.path().to_path_buf(),
             free_bytes: if state == P::Clear {
                 0
             } else {
@@ -616,6 +622,7 @@ mod tests {
             stopping: false,
             peers,
             fg_free: true,
+            base: "/srv/walb-proxy".into(),
             free_bytes: 1 << 30,
             min_free: 64 << 20,
         }
@@ -728,6 +735,19 @@ mod tests {
         for (what, peer, req, v, want) in cases {
             assert_eq!(code(peer, &req, &v), want, "{what}");
         }
+        // A full disk is named as such, with the volume and the directory.
+        let full = WlogView {
+            free_bytes: 0,
+            ..ok.clone()
+        };
+        let msg = admit_wlog(&s0, &wlog_req(100), &full)
+            .err()
+            .map(|e| e.message)
+            .unwrap_or_default();
+        assert!(
+            msg.starts_with("no space left on proxy p0 for volume v: /srv/walb-proxy has 0 MiB"),
+            "{msg}"
+        );
         let mut bad = wlog_req(100);
         bad.pbs = 1000;
         assert_eq!(code(&s0, &bad, &ok), Some(ErrorCode::BadRequest));

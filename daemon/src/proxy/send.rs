@@ -409,6 +409,7 @@ impl Proxy {
         match reaction {
             Reaction::Delivered | Reaction::Drop => {
                 s.backoff.reset();
+                s.last_failure = None;
                 Next::At(Instant::now())
             }
             Reaction::GiveUp => {
@@ -416,7 +417,10 @@ impl Proxy {
                 s.error = Some(msg);
                 Next::Nothing
             }
-            Reaction::Retry => Next::Retry(Instant::now() + s.backoff.next_delay()),
+            Reaction::Retry => {
+                s.last_failure = res.err().map(|f| f.msg);
+                Next::Retry(Instant::now() + s.backoff.next_delay())
+            }
         }
     }
 

@@ -29,7 +29,9 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit};
 use tracing::{error, info};
 use walb_kernel::meta::{MetaSnap, MetaState};
 use walb_wire::frame::ChunkEncoder;
-use walb_wire::msg::{BackupSync, ErrorCode, Reply, Request, SnapDto, Step, SyncStart, WireError};
+use walb_wire::msg::{
+    BackupSync, ErrorCode, Event, Reply, Request, SnapDto, Step, SyncStart, WireError,
+};
 use walb_wire::Call;
 
 use crate::bulk::{self, Bulk, ScanIo, READ_AHEAD};
@@ -45,6 +47,11 @@ pub(crate) const DEFAULT_BULK_LB: u64 = 512;
 pub(crate) const MAX_BULK_LB: u64 = 8192;
 /// How long the archive may take to accept.
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The operation of a failed full backup's [`Event::Failed`] (the console waits for it).
+pub(crate) const OP_FULL: &str = "full-backup";
+/// The operation of a failed hash backup's [`Event::Failed`].
+pub(crate) const OP_HASH: &str = "hash-backup";
 
 /// Which backup a session runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,6 +74,14 @@ impl SyncKind {
         match self {
             SyncKind::Full => "full backup",
             SyncKind::Hash => "hash backup",
+        }
+    }
+
+    /// The operation named in its failure event ([`Event::Failed`]).
+    pub(crate) fn op(self) -> &'static str {
+        match self {
+            SyncKind::Full => OP_FULL,
+            SyncKind::Hash => OP_HASH,
         }
     }
 }
@@ -106,13 +121,21 @@ pub(crate) async fn run(
         SyncKind::Full => copy(&st, &mut sess).await,
         SyncKind::Hash => super::hash::sync(&st, &mut sess).await,
     };
-    match conclude(&st, sess, r) {
+    match conclude(&st, sess, r).await {
         Ok(gid) => info!(vol = %name, gid, "{} done; volume is Target", kind.name()),
-        Err(e) => error!(
-            vol = %name,
-            "{} failed, volume back to SyncReady: {e}",
-            kind.name()
-        ),
+        Err(e) => {
+            error!(
+                vol = %name,
+                "{} failed, volume back to SyncReady: {e}",
+                kind.name()
+            );
+            // The console waiting for the backup tells the operator why.
+            st.ctx.node.publish(Event::Failed {
+                vol: name,
+                op: kind.op().into(),
+                error: format!("{} failed: {e}", kind.name()),
+            });
+        }
     }
 }
 
@@ -233,12 +256,17 @@ pub(crate) async fn expect_ack(
 /// Ends a session: after a failure the call is reset and monitoring stops (the
 /// transaction rolls the volume back to SyncReady); after success the volume goes
 /// FullSync/HashSync → Stopped → StartTarget → Target.
-fn conclude(st: &Arc<Storage>, s: Session, r: Result<u64, WireError>) -> Result<u64, WireError> {
+async fn conclude(
+    st: &Arc<Storage>,
+    s: Session,
+    r: Result<u64, WireError>,
+) -> Result<u64, WireError> {
     let Session { vol, txn, call, .. } = s;
     let mut call = call;
     let gid_e = match r {
         Ok(g) => g,
         Err(e) => {
+            let e = archive_reason(&mut call, e).await;
             call.sender.reset();
             call.receiver.stop();
             st.stop_monitoring(&vol.name);
@@ -256,6 +284,25 @@ fn conclude(st: &Arc<Storage>, s: Session, r: Result<u64, WireError>) -> Result<
         st.stop_monitoring(&vol.name);
     }
     r.map(|()| gid_e)
+}
+
+/// How long a failed backup waits for the archive's own error.
+const REASON_WAIT: Duration = Duration::from_secs(1);
+
+/// The archive's reason for a failure seen on our side of the call: an archive that
+/// fails (its disk full, ...) stops our sending and answers with its error, which says
+/// more than "sending stopped by peer". `e` itself when the archive said nothing more
+/// within [`REASON_WAIT`], or when the failure is ours (a forced stop).
+async fn archive_reason(call: &mut Call, e: WireError) -> WireError {
+    if e.code == ErrorCode::Cancelled {
+        return e;
+    }
+    match tokio::time::timeout(REASON_WAIT, call.receiver.step()).await {
+        Ok(Err(walb_wire::Error::Remote(w))) if w != e => {
+            WireError::new(w.code, format!("the archive: {}", w.message))
+        }
+        _ => e,
+    }
 }
 
 async fn copy(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError> {
