@@ -168,9 +168,27 @@ pub async fn exec_main(
     } else {
         None
     };
-    for l in &lines {
+    let code = run_lines(&lines, script, client.as_ref(), req.json, out, err).await;
+    // The daemons count this console's connections until they close: close them now
+    // rather than leave them to the idle timeout (scripts run many consoles in a row).
+    if let Some(c) = client {
+        c.close().await;
+    }
+    code
+}
+
+/// Runs the lines in order; the exit code of the first that fails, else 0.
+async fn run_lines(
+    lines: &[ScriptLine],
+    script: bool,
+    client: Option<&Client>,
+    json: bool,
+    out: &mut dyn Write,
+    err: &mut dyn Write,
+) -> i32 {
+    for l in lines {
         let where_ = script.then_some(l);
-        let result = match (&l.cmd, &client) {
+        let result = match (&l.cmd, client) {
             (ExecCmd::Help { command }, _) => commands::help_lines(command.as_deref())
                 .map(Outcome::Lines)
                 .map_err(|e| ClientError::State(e.to_string())),
@@ -179,10 +197,10 @@ pub async fn exec_main(
         };
         match result {
             Ok(o) => {
-                let _ = print_outcome(out, &o, req.json, where_);
+                let _ = print_outcome(out, &o, json, where_);
             }
             Err(e) => {
-                if req.json {
+                if json {
                     let _ = writeln!(out, "{}", error_json(&e, where_));
                     let _ = out.flush();
                 }
