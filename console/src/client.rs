@@ -189,6 +189,9 @@ pub async fn resolve(addr: &str) -> std::io::Result<SocketAddr> {
         .ok_or_else(|| std::io::Error::other("resolves to no address"))
 }
 
+/// How long [`Client::close`] waits for the close to reach the peers.
+const CLOSE_WAIT: Duration = Duration::from_secs(1);
+
 impl Client {
     /// Binds the console's endpoint with the cluster's certificate.
     pub fn new(cluster: Cluster, opts: ClientOptions) -> Result<Client, ClientError> {
@@ -215,12 +218,13 @@ impl Client {
         })
     }
 
-    /// Closes every connection, so that daemons free what they count per identity at once
-    /// rather than at their idle timeout (a script of many `--exec` runs would otherwise
-    /// meet the per-identity connection cap), and waits a bounded time for the close to
-    /// go out.
+    /// Closes every connection this client opened (the daemons stop counting them at
+    /// once, not after their idle timeout) and waits until the peers were told, briefly.
     pub async fn close(&self) {
-        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.node.close()).await;
+        let closing = self.inner.node.close();
+        if tokio::time::timeout(CLOSE_WAIT, closing).await.is_err() {
+            debug!("closing the console's connections took over {CLOSE_WAIT:?}");
+        }
     }
 
     /// The cluster this client talks to.

@@ -861,23 +861,54 @@ pub fn applied(
 }
 
 /// walblib's `hash_backup`: prepares like a full backup (a Stopped storage volume is
-/// reset to SyncReady), runs hash-bkp, waits until the volume is Target again.
+/// reset to SyncReady), runs hash-bkp, waits until the volume is Target again and a
+/// snapshot newer than every one restorable before is restorable at the archive;
+/// returns that snapshot's gid (the image holds everything written before the backup).
 pub async fn hash_backup(
     client: &Client,
     storage: &str,
     vol: &str,
     bulk_lb: Option<u64>,
     timeout: Duration,
-) -> Result<String, ClientError> {
+) -> Result<u64, ClientError> {
     let t0 = Instant::now();
     role_of(client, storage, &[Role::Storage], "hash-backup")?;
+    let archive = client
+        .cluster()
+        .group(storage, "hash-backup")?
+        .archive
+        .name
+        .clone();
+    let before = restorable_gids(client, &archive, vol)
+        .await?
+        .into_iter()
+        .max();
     prepare_backup(client, storage, vol, true, TIMEOUT_SHORT.min(timeout)).await?;
     let watch = FailureWatch::start(client, storage, vol, HASH_BACKUP.op).await;
     client.hash_backup(storage, vol, bulk_lb).await?;
     info!(storage, vol, "hash backup accepted");
     wait_for_sync(client, storage, vol, &HASH_BACKUP, &watch, t0, timeout).await?;
     kick_proxies(client, storage, vol).await?;
-    Ok(S::TARGET.to_owned())
+    loop {
+        let latest = restorable_gids(client, &archive, vol)
+            .await?
+            .into_iter()
+            .max();
+        if let Some(gid) = latest.filter(|g| before.is_none_or(|b| *g > b)) {
+            return Ok(gid);
+        }
+        if t0.elapsed() >= timeout {
+            return Err(ClientError::Timeout {
+                what: format!(
+                    "a snapshot newer than {} to be restorable at {archive} {vol} after the \
+                     hash backup",
+                    before.map_or("none".to_owned(), |g| g.to_string())
+                ),
+                after: timeout,
+            });
+        }
+        tokio::time::sleep(client.options().poll_interval).await;
+    }
 }
 
 /// Consecutive polls without a Restore action before a missing image counts as failed.

@@ -6,7 +6,10 @@
 //! a1, a2... outside s0's backup group, for replication) and an operator console, an
 //! emulated WalB device on two files (`wdevc create-wdev --emulate`, which as root also exposes a loop
 //! block device), the daemons on free loopback ports, and a cluster file for
-//! `walb-console`. Tests drive it exactly as operators do: `walb-console --exec`,
+//! `walb-console`. With [`ClusterOpts::devices`] there are more devices than storages
+//! (several volumes on one storage), with [`ClusterOpts::spares`] nodes ready to replace
+//! others, and [`Cluster::set_layout`] moves the storages to another archive or other
+//! proxies. Tests drive it exactly as operators do: `walb-console --exec`,
 //! `wdevc`, `mkfs`, `mount`, and SIGTERM/SIGKILL for failure drills. Everything is torn
 //! down when the [`Cluster`] drops.
 //!
@@ -20,7 +23,7 @@ pub mod hostile;
 pub mod repeater;
 pub mod smallfs;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -177,6 +180,15 @@ pub struct ClusterOpts {
     pub repeat_s0_p0: bool,
     /// s0 reaches a0 (its archive) through a relay (`Cluster::repeater("s0-a0")`).
     pub repeat_s0_a0: bool,
+    /// Number of emulated devices, at least one per storage: device `i < storages` is
+    /// storage `i`'s, the others are free for any storage to `init-storage` (scenario1's
+    /// three volumes on s0, a spare storage's device).
+    pub devices: usize,
+    /// Spare nodes (walb-tools' s2, p2, a2; the role from the name's first letter):
+    /// certificates issued, ports reserved, daemons ready but not started, and not in
+    /// the cluster file until [`Cluster::start_node`] deploys them. A spare storage runs
+    /// in the current [`Layout`].
+    pub spares: Vec<String>,
 }
 
 impl Default for ClusterOpts {
@@ -194,6 +206,8 @@ impl Default for ClusterOpts {
             fill: None,
             repeat_s0_p0: false,
             repeat_s0_a0: false,
+            devices: 1,
+            spares: Vec::new(),
         }
     }
 }
@@ -217,7 +231,7 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     /// The emulated device's name (s0's).
     pub wdev: String,
-    /// The emulated devices of s0, s1...
+    /// The emulated devices: s0's, s1's... then the extra ones of [`ClusterOpts::devices`].
     wdevs: Vec<String>,
     daemons: BTreeMap<String, Daemon>,
     /// Node name → port.
@@ -227,6 +241,26 @@ pub struct Cluster {
     repeaters: BTreeMap<String, repeater::Repeater>,
     /// Small file systems under base directories, by node ([`Cluster::put_on_small_fs`]).
     small_fs: BTreeMap<String, smallfs::SmallFs>,
+    /// Every node (spares too) with its role, in the cluster file's order.
+    nodes: Vec<(Role, String)>,
+    /// The nodes written into the cluster file (a spare joins at its first start).
+    in_file: BTreeSet<String>,
+    /// The backup group every storage belongs to: its archive and proxies in order.
+    layout: Layout,
+    /// Addresses s0 dials instead of a node's own (its relays).
+    s0_via: BTreeMap<String, String>,
+    /// Options every storage runs with beyond its layout.
+    storage_extra: Vec<String>,
+}
+
+/// The backup group of the cluster's storages (walb-tools' server layout): the primary
+/// archive and the proxies in priority order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The archive full and hash backups go to.
+    pub archive: String,
+    /// The proxies, in the storages' priority order.
+    pub proxies: Vec<String>,
 }
 
 impl std::fmt::Debug for Cluster {
@@ -235,6 +269,16 @@ impl std::fmt::Debug for Cluster {
             .field("dir", &self.dir.path())
             .field("ports", &self.ports)
             .finish()
+    }
+}
+
+/// The role a node's name gives (`s2` storage, `p2` proxy, `a2` archive).
+fn role_of_name(name: &str) -> Result<Role> {
+    match name.chars().next() {
+        Some('s') => Ok(Role::Storage),
+        Some('p') => Ok(Role::Proxy),
+        Some('a') => Ok(Role::Archive),
+        _ => bail!("a node name starts with s, p or a: {name:?}"),
     }
 }
 
@@ -251,11 +295,20 @@ impl Cluster {
         let proxies: Vec<String> = (0..opts.proxies.max(1)).map(|i| format!("p{i}")).collect();
         let archives: Vec<String> = (0..opts.archives.max(1)).map(|i| format!("a{i}")).collect();
         let storages: Vec<String> = (0..opts.storages.max(1)).map(|i| format!("s{i}")).collect();
-        let mut ids: Vec<(Role, String)> = vec![(Role::Operator, "console".into())];
-        ids.extend(storages.iter().map(|s| (Role::Storage, s.clone())));
-        ids.extend(archives.iter().map(|a| (Role::Archive, a.clone())));
-        ids.extend(proxies.iter().map(|p| (Role::Proxy, p.clone())));
-        for (role, id) in &ids {
+        let mut nodes: Vec<(Role, String)> = Vec::new();
+        nodes.extend(storages.iter().map(|s| (Role::Storage, s.clone())));
+        nodes.extend(archives.iter().map(|a| (Role::Archive, a.clone())));
+        nodes.extend(proxies.iter().map(|p| (Role::Proxy, p.clone())));
+        for s in &opts.spares {
+            if nodes.iter().any(|(_, n)| n == s) {
+                bail!("spare {s} is already a node of the cluster");
+            }
+            nodes.push((role_of_name(s)?, s.clone()));
+        }
+        for (role, id) in nodes
+            .iter()
+            .chain(std::iter::once(&(Role::Operator, "console".to_string())))
+        {
             let peer = PeerId::new(*role, id)?;
             let opts = IssueOptions {
                 hosts: vec!["localhost".into(), "127.0.0.1".into()],
@@ -268,41 +321,19 @@ impl Cluster {
             std::process::id() % 100_000,
             NEXT.fetch_add(1, Ordering::Relaxed)
         );
-        let ports: BTreeMap<String, u16> = ids
+        let ports: BTreeMap<String, u16> = nodes
             .iter()
-            .filter(|(r, _)| *r != Role::Operator)
             .map(|(_, id)| (id.clone(), free_port()))
             .collect();
-        let addr = |n: &str| format!("127.0.0.1:{}", ports.get(n).copied().unwrap_or(0));
-        let quoted: Vec<String> = proxies.iter().map(|p| format!("\"{p}\"")).collect();
-        let mut cluster = "name = \"e2e\"\n\n[certs]\nca = \"certs/ca.crt\"\n\
-             cert = \"certs/operator-console.crt\"\nkey = \"certs/operator-console.key\"\n\n"
-            .to_string();
-        for st in &storages {
-            cluster += &format!(
-                "[[node]]\nname = \"{st}\"\nrole = \"storage\"\naddr = \"{}\"\narchive = \"a0\"\n\
-                 proxies = [{}]\n\n",
-                addr(st),
-                quoted.join(", ")
-            );
-        }
-        for p in &proxies {
-            cluster += &format!(
-                "[[node]]\nname = \"{p}\"\nrole = \"proxy\"\naddr = \"{}\"\n\n",
-                addr(p)
-            );
-        }
-        for a in &archives {
-            cluster += &format!(
-                "[[node]]\nname = \"{a}\"\nrole = \"archive\"\naddr = \"{}\"\n\n",
-                addr(a)
-            );
-        }
-        std::fs::write(d.join("cluster.toml"), cluster)?;
+        let in_file = nodes
+            .iter()
+            .filter(|(_, n)| !opts.spares.contains(n))
+            .map(|(_, n)| n.clone())
+            .collect();
         let mut c = Cluster {
             _serial: serial,
             dir,
-            wdevs: (0..storages.len())
+            wdevs: (0..storages.len().max(opts.devices))
                 .map(|i| match i {
                     0 => wdev.clone(),
                     i => format!("{wdev}s{i}"),
@@ -310,82 +341,49 @@ impl Cluster {
                 .collect(),
             wdev,
             daemons: BTreeMap::new(),
-            ports: ports.clone(),
+            ports,
             device_up: false,
             repeaters: BTreeMap::new(),
             small_fs: BTreeMap::new(),
+            nodes: nodes.clone(),
+            in_file,
+            layout: Layout {
+                archive: "a0".into(),
+                proxies: proxies.clone(),
+            },
+            s0_via: BTreeMap::new(),
+            storage_extra: opts.storage_args.clone(),
         };
-        for i in 0..storages.len() {
-            c.create_device(&opts, i)?;
-        }
-        let s0_p0 = if opts.repeat_s0_p0 {
-            Some(c.add_repeater("s0-p0", "p0")?)
-        } else {
-            None
-        };
-        let s0_a0 = if opts.repeat_s0_a0 {
-            Some(c.add_repeater("s0-a0", "a0")?)
-        } else {
-            None
-        };
-        let common = |id: &str| -> Vec<String> {
-            let base = c.path().join(id);
-            vec![
-                "-b".into(),
-                base.display().to_string(),
-                "-l".into(),
-                c.path().join(format!("{id}.log")).display().to_string(),
-                "-p".into(),
-                addr(id),
-                "--id".into(),
-                id.into(),
-                "--cert-dir".into(),
-                certs.display().to_string(),
-            ]
-        };
-        let mut s = common("s0");
-        // ID@HOST:PORT: a storage pins the id of each daemon it dials.
-        let mut proxy_addrs: Vec<String> =
-            proxies.iter().map(|p| format!("{p}@{}", addr(p))).collect();
-        if let Some(a) = s0_p0 {
-            proxy_addrs[0] = format!("{}@{a}", proxies[0]);
-        }
-        s.extend([
-            "--archive".into(),
-            format!("a0@{}", s0_a0.unwrap_or_else(|| addr("a0"))),
-            "--proxy".into(),
-            proxy_addrs.join(","),
+        c.storage_extra.extend([
             "--snapshot-interval".into(),
             opts.snapshot_interval.to_string(),
         ]);
-        s.extend(opts.storage_args.iter().cloned());
-        let mut order: Vec<(String, &'static str, Vec<String>)> = Vec::new();
-        for ax in &archives {
-            let mut a = common(ax);
-            a.extend(opts.archive_args.iter().cloned());
-            order.push((ax.clone(), "walb-archive", a));
+        c.write_cluster_file()?;
+        for i in 0..c.wdevs.len() {
+            c.create_device(&opts, i)?;
         }
-        for px in &proxies {
-            let mut p = common(px);
-            p.extend(opts.proxy_args.iter().cloned());
-            order.push((px.clone(), "walb-proxy", p));
+        if opts.repeat_s0_p0 {
+            let a = c.add_repeater("s0-p0", "p0")?;
+            c.s0_via.insert("p0".into(), a);
         }
-        order.push(("s0".into(), "walb-storage", s));
-        for st in &storages[1..] {
-            let mut s = common(st);
-            let direct: Vec<String> = proxies.iter().map(|p| format!("{p}@{}", addr(p))).collect();
-            s.extend([
-                "--archive".into(),
-                format!("a0@{}", addr("a0")),
-                "--proxy".into(),
-                direct.join(","),
-                "--snapshot-interval".into(),
-                opts.snapshot_interval.to_string(),
-            ]);
-            s.extend(opts.storage_args.iter().cloned());
-            order.push((st.clone(), "walb-storage", s));
+        if opts.repeat_s0_a0 {
+            let a = c.add_repeater("s0-a0", "a0")?;
+            c.s0_via.insert("a0".into(), a);
         }
-        for (name, bin, args) in order {
+        // Archives first, then proxies, then storages: each finds what it dials running.
+        let rank = |r: Role| match r {
+            Role::Archive => 0,
+            Role::Proxy => 1,
+            _ => 2,
+        };
+        let mut order = nodes.clone();
+        order.sort_by_key(|(r, _)| rank(*r));
+        for (role, name) in order {
+            let (bin, args) = match role {
+                Role::Archive => ("walb-archive", c.daemon_args(&name, &opts.archive_args)),
+                Role::Proxy => ("walb-proxy", c.daemon_args(&name, &opts.proxy_args)),
+                _ => ("walb-storage", c.storage_args(&name)),
+            };
             c.daemons.insert(
                 name.clone(),
                 Daemon {
@@ -394,9 +392,134 @@ impl Cluster {
                     child: None,
                 },
             );
-            c.start_node(&name)?;
+            if !opts.spares.contains(&name) {
+                c.start_node(&name)?;
+            }
         }
         Ok(c)
+    }
+
+    /// `127.0.0.1:PORT` of node `n`.
+    fn addr(&self, n: &str) -> String {
+        format!("127.0.0.1:{}", self.ports.get(n).copied().unwrap_or(0))
+    }
+
+    /// The options every daemon `id` runs with, then `extra`.
+    fn daemon_args(&self, id: &str, extra: &[String]) -> Vec<String> {
+        let mut a: Vec<String> = vec![
+            "-b".into(),
+            self.path().join(id).display().to_string(),
+            "-l".into(),
+            self.path().join(format!("{id}.log")).display().to_string(),
+            "-p".into(),
+            self.addr(id),
+            "--id".into(),
+            id.into(),
+            "--cert-dir".into(),
+            self.path().join("certs").display().to_string(),
+        ];
+        a.extend(extra.iter().cloned());
+        a
+    }
+
+    /// The options of storage `id` under the current layout: the archive and proxies it
+    /// dials as `ID@HOST:PORT` (s0 through its relays, if any).
+    fn storage_args(&self, id: &str) -> Vec<String> {
+        let dial = |n: &str| {
+            let via = (id == "s0").then(|| self.s0_via.get(n)).flatten();
+            format!("{n}@{}", via.cloned().unwrap_or_else(|| self.addr(n)))
+        };
+        let proxies: Vec<String> = self.layout.proxies.iter().map(|p| dial(p)).collect();
+        let mut s = vec![
+            "--archive".to_string(),
+            dial(&self.layout.archive),
+            "--proxy".into(),
+            proxies.join(","),
+        ];
+        s.extend(self.storage_extra.iter().cloned());
+        self.daemon_args(id, &s)
+    }
+
+    /// Writes the cluster file: the nodes deployed so far, every storage in the layout's
+    /// backup group.
+    fn write_cluster_file(&self) -> Result<()> {
+        let quoted: Vec<String> = self
+            .layout
+            .proxies
+            .iter()
+            .map(|p| format!("\"{p}\""))
+            .collect();
+        let mut text = "name = \"e2e\"\n\n[certs]\nca = \"certs/ca.crt\"\n\
+             cert = \"certs/operator-console.crt\"\nkey = \"certs/operator-console.key\"\n\n"
+            .to_string();
+        for (role, n) in self.nodes.iter().filter(|(_, n)| self.in_file.contains(n)) {
+            let kind = match role {
+                Role::Storage => "storage",
+                Role::Proxy => "proxy",
+                _ => "archive",
+            };
+            text += &format!(
+                "[[node]]\nname = \"{n}\"\nrole = \"{kind}\"\naddr = \"{}\"\n",
+                self.addr(n)
+            );
+            if *role == Role::Storage {
+                text += &format!(
+                    "archive = \"{}\"\nproxies = [{}]\n",
+                    self.layout.archive,
+                    quoted.join(", ")
+                );
+            }
+            text += "\n";
+        }
+        std::fs::write(self.path().join("cluster.toml"), text)?;
+        Ok(())
+    }
+
+    /// The current backup group of the storages.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Changes the storages' backup group as an operator does (walb-tools'
+    /// `set_server_layout` and restart of the storages): the cluster file names the new
+    /// archive and proxies, and every running storage is restarted (SIGTERM) with them as
+    /// its `--archive` and `--proxy`.
+    pub fn set_layout(&mut self, archive: &str, proxies: &[&str]) -> Result<()> {
+        self.layout = Layout {
+            archive: archive.into(),
+            proxies: proxies.iter().map(|p| p.to_string()).collect(),
+        };
+        self.write_cluster_file()?;
+        let storages: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|(r, _)| *r == Role::Storage)
+            .map(|(_, n)| n.clone())
+            .collect();
+        for s in storages {
+            let args = self.storage_args(&s);
+            let running = match self.daemons.get_mut(&s) {
+                Some(d) => {
+                    d.args = args;
+                    d.child.is_some()
+                }
+                None => false,
+            };
+            if running {
+                self.stop_node(&s)?;
+                self.start_node(&s)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes daemon `name` out of service: stopped (SIGTERM) and removed from the cluster
+    /// file, as an operator decommissions a replaced node. [`Cluster::start_node`] deploys
+    /// it again.
+    pub fn retire(&mut self, name: &str) -> Result<()> {
+        self.stop_node(name)?;
+        self.in_file.remove(name);
+        self.write_cluster_file()
     }
 
     /// A relay between two nodes (`s0-p0`, or one added by [`Cluster::add_repeater`]).
@@ -520,8 +643,12 @@ impl Cluster {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
-    /// (Re)starts daemon `name` and waits until it answers.
+    /// (Re)starts daemon `name` and waits until it answers; a spare not yet in the
+    /// cluster file is added to it first.
     pub fn start_node(&mut self, name: &str) -> Result<()> {
+        if self.in_file.insert(name.to_owned()) {
+            self.write_cluster_file()?;
+        }
         let mut cmd = {
             let d = self.daemons.get(name).context("no such node")?;
             let mut c = bin(d.bin);
@@ -656,6 +783,21 @@ pub fn proc_cpu_seconds(pid: u32) -> Option<f64> {
     Some((ticks(11)? + ticks(12)?) / 100.0)
 }
 
+/// Runs `f` on a fresh cluster started with `opts`; prints the daemons' logs when it
+/// fails. Skipped (Ok) unless root: scenarios read the device through its block device.
+pub fn scenario(opts: ClusterOpts, f: impl FnOnce(&mut Cluster) -> Result<()>) -> Result<()> {
+    if !is_root() {
+        eprintln!("skipped: scenarios read the device through its block device (needs root)");
+        return Ok(());
+    }
+    let mut c = Cluster::start(opts)?;
+    let r = f(&mut c);
+    if r.is_err() {
+        eprintln!("{}", c.logs());
+    }
+    r
+}
+
 /// Fails with the command's stderr unless it succeeded.
 pub fn check(out: &Output, what: &str) -> Result<()> {
     if !out.status.success() {
@@ -693,12 +835,17 @@ impl Cluster {
 
     /// Restores `gid` on `archive`, hashes the restored image, deletes it.
     pub fn restored_sha256(&self, archive: &str, gid: u64) -> Result<String> {
+        self.restored_sha256_vol(archive, VOL, gid)
+    }
+
+    /// [`Cluster::restored_sha256`] of volume `vol`.
+    pub fn restored_sha256_vol(&self, archive: &str, vol: &str, gid: u64) -> Result<String> {
         let g = gid.to_string();
-        self.exec_ok(&["restore", archive, VOL, &g])?;
-        let path = self.exec_ok(&["restored-path", archive, VOL, &g])?;
+        self.exec_ok(&["restore", archive, vol, &g])?;
+        let path = self.exec_ok(&["restored-path", archive, vol, &g])?;
         let path = PathBuf::from(path.trim());
         let sha = sha256_file(&path)?;
-        self.exec_ok(&["del-restored", archive, VOL, &g])?;
+        self.exec_ok(&["del-restored", archive, vol, &g])?;
         Ok(sha)
     }
 
@@ -710,7 +857,13 @@ impl Cluster {
     /// Takes a snapshot that must become restorable on each of `archives`; returns its
     /// gid.
     pub fn snapshot_at(&self, archives: &[&str]) -> Result<u64> {
-        let mut args = vec!["snapshot", "s0", VOL, "--timeout", "120"];
+        self.snapshot_vol("s0", VOL, archives)
+    }
+
+    /// Takes a snapshot of `vol` on `storage` that must become restorable on each of
+    /// `archives`; returns its gid.
+    pub fn snapshot_vol(&self, storage: &str, vol: &str, archives: &[&str]) -> Result<u64> {
+        let mut args = vec!["snapshot", storage, vol, "--timeout", "120"];
         args.extend(archives);
         let out = self.exec_ok(&args)?;
         last_number(&out).with_context(|| format!("no gid in {out:?}"))
@@ -727,9 +880,14 @@ impl Cluster {
 
     /// The gids `archive` lists as restorable (explicit snapshots).
     pub fn restorable_gids(&self, archive: &str) -> Result<Vec<u64>> {
+        self.restorable_gids_vol(archive, VOL)
+    }
+
+    /// The gids `archive` lists as restorable for `vol` (explicit snapshots).
+    pub fn restorable_gids_vol(&self, archive: &str, vol: &str) -> Result<Vec<u64>> {
         Ok(self
-            .restorable_lines(archive)?
-            .iter()
+            .exec_ok(&["restorable", archive, vol])?
+            .lines()
             .filter_map(|l| l.split_whitespace().next()?.parse().ok())
             .collect())
     }
@@ -757,16 +915,24 @@ impl Cluster {
     /// Writes `count` random IOs of up to `max_io` through the device, flushing every
     /// 50 ms, and waits for them.
     pub fn write(&self, count: u64, max_io: &str, seed: u64) -> Result<()> {
-        let mut w = self.workload(&[
-            "--count",
-            &count.to_string(),
-            "--max-io",
-            max_io,
-            "--flush-interval",
-            "50",
-            "--seed",
-            &seed.to_string(),
-        ])?;
+        self.write_on(0, count, max_io, seed)
+    }
+
+    /// [`Cluster::write`] on device `i`.
+    pub fn write_on(&self, i: usize, count: u64, max_io: &str, seed: u64) -> Result<()> {
+        let mut w = self.workload_on(
+            i,
+            &[
+                "--count",
+                &count.to_string(),
+                "--max-io",
+                max_io,
+                "--flush-interval",
+                "50",
+                "--seed",
+                &seed.to_string(),
+            ],
+        )?;
         let st = w.wait()?;
         if !st.success() {
             let mut err = String::new();
@@ -780,10 +946,107 @@ impl Cluster {
 
     /// The state line of `node` in `state-all`.
     pub fn state(&self, node: &str) -> Result<String> {
-        let out = self.exec_ok(&["get", node, "state", VOL])?;
+        self.state_of(node, VOL)
+    }
+
+    /// The state of `vol` on `node`.
+    pub fn state_of(&self, node: &str, vol: &str) -> Result<String> {
+        let out = self.exec_ok(&["get", node, "state", vol])?;
         Ok(out.trim().to_owned())
     }
+
+    /// walblib's `go_standby` from Target: `storage` stops `vol` (force), resets its
+    /// log and starts Standby.
+    pub fn go_standby(&self, storage: &str, vol: &str) -> Result<()> {
+        self.exec_ok(&["stop", storage, vol, "force"])?;
+        self.exec_ok(&["reset", storage, vol])?;
+        self.exec_ok(&["start", storage, vol, "standby"])?;
+        Ok(())
+    }
+
+    /// Whether every serving proxy sends `vol` to `archive` (`is-synchronizing`).
+    pub fn is_synchronizing(&self, archive: &str, vol: &str) -> Result<bool> {
+        let out = self.exec_ok(&["is-synchronizing", archive, vol])?;
+        match out.trim() {
+            "1" => Ok(true),
+            "0" => Ok(false),
+            other => bail!("is-synchronizing printed {other:?}"),
+        }
+    }
+
+    /// Starts a background writer on device `i` as walb-tools' `RandomWriter`: one
+    /// random 512-byte block every 50 ms, each flushed, until [`Writer::stop`].
+    pub fn writer(&self, i: usize, seed: u64) -> Result<Writer> {
+        let child = self.workload_on(
+            i,
+            &[
+                "--rate",
+                "20",
+                "--min-io",
+                "512",
+                "--max-io",
+                "512",
+                "--flush-interval",
+                "50",
+                "--duration",
+                "86400",
+                "--seed",
+                &seed.to_string(),
+            ],
+        )?;
+        Ok(Writer {
+            child: Some(child),
+            dev: self.wdev_path_of(i),
+        })
+    }
 }
+
+/// A background writer ([`Cluster::writer`]); killed if dropped unstopped.
+#[derive(Debug)]
+pub struct Writer {
+    child: Option<Child>,
+    /// The device it writes to.
+    dev: PathBuf,
+}
+
+impl Writer {
+    /// Stops the writer and flushes the device (fsync of its block device, as root);
+    /// fails if the writer had failed on its own (a write refused by the device). Every
+    /// write it had acknowledged is on the device and permanent afterwards.
+    pub fn stop(mut self) -> Result<()> {
+        let Some(mut c) = self.child.take() else {
+            return Ok(());
+        };
+        if let Some(st) = c.try_wait()? {
+            let mut err = String::new();
+            if let Some(mut e) = c.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            bail!("the background writer ended on its own ({st}): {err}");
+        }
+        let _ = c.kill();
+        c.wait()?;
+        if self.dev.is_absolute() {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&self.dev)
+                .and_then(|f| f.sync_all())
+                .with_context(|| format!("flushing {}", self.dev.display()))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Writer {
+    fn drop(&mut self) {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Cluster {}
 
 impl Cluster {
     /// The data device's file (the emulated device's data lives there).

@@ -3,27 +3,14 @@
 //! SHA-256 of the live device equals that of the snapshot restored at the archive (at both
 //! archives, with equal bhash, for the replication scenarios n7 to n10, n14, e6, e7 and
 //! e14 to e16, which run a second archive a1; n12 runs a second storage s1 on its own
-//! device). Network faults (e9 to e16) go through the harness's UDP relay. Not here: r1
-//! to r4 (replacements) and scenario1's random actions.
+//! device). Network faults (e9 to e16) go through the harness's UDP relay. Elsewhere:
+//! r1 to r4 (replacements) in `replacement.rs`, n4a/n4b (volume-level stop/start) and
+//! scenario1 in `volumes.rs`.
 
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use walb_tests::{is_root, last_number, Cluster, ClusterOpts, VOL};
-
-/// Runs `f` on a fresh cluster; prints the daemons' logs when it fails.
-fn scenario(opts: ClusterOpts, f: impl FnOnce(&mut Cluster) -> Result<()>) -> Result<()> {
-    if !is_root() {
-        eprintln!("skipped: scenarios read the device through its block device (needs root)");
-        return Ok(());
-    }
-    let mut c = Cluster::start(opts)?;
-    let r = f(&mut c);
-    if r.is_err() {
-        eprintln!("{}", c.logs());
-    }
-    r
-}
+use walb_tests::{last_number, scenario, Cluster, ClusterOpts, VOL};
 
 /// n1: full backup of a written device; the restored clean gid equals the device.
 #[test]
@@ -720,16 +707,6 @@ fn replicate(c: &Cluster, extra: &[&str]) -> Result<u64> {
     last_number(&out).with_context(|| format!("replicate printed no gid: {out:?}"))
 }
 
-/// Whether every proxy sends the volume to a1 (`is-synchronizing a1 vol`).
-fn a1_synchronizing(c: &Cluster) -> Result<bool> {
-    let out = c.exec_ok(&["is-synchronizing", "a1", VOL])?;
-    match out.trim() {
-        "1" => Ok(true),
-        "0" => Ok(false),
-        other => bail!("is-synchronizing printed {other:?}"),
-    }
-}
-
 /// a0 and a1 list the same restorable snapshots and share the archive uuid; `gid` has
 /// the same bhash on both and restores the same on both, equal to the device.
 fn assert_replica_equals_device(c: &Cluster, gid: u64) -> Result<()> {
@@ -778,7 +755,7 @@ fn n7_replicate_full() -> Result<()> {
         if c.state("a1")? != "Archived" {
             bail!("a1 is {} after the replication", c.state("a1")?);
         }
-        if a1_synchronizing(c)? {
+        if c.is_synchronizing("a1", VOL)? {
             bail!("a replication without --sync made the proxy send to a1");
         }
         // The source tells its lag behind a1 (none: a1 holds its latest).
@@ -844,7 +821,7 @@ fn n10_synchronizing() -> Result<()> {
         if !w.wait()?.success() {
             bail!("background writer failed");
         }
-        if !a1_synchronizing(c)? {
+        if !c.is_synchronizing("a1", VOL)? {
             bail!("after replicate --sync, the proxy does not send to a1");
         }
         if c.state("p0")? != "Started" {
@@ -858,7 +835,7 @@ fn n10_synchronizing() -> Result<()> {
             }
         }
         c.exec_ok(&["stop-synchronizing", "a1", VOL])?;
-        if a1_synchronizing(c)? {
+        if c.is_synchronizing("a1", VOL)? {
             bail!("still synchronizing after stop-synchronizing");
         }
         c.write(20, "16k", 101)?;
@@ -907,7 +884,7 @@ fn e7_secondary_archive_data_lost() -> Result<()> {
         let gid2 = c.snapshot_at(&["a0", "a1"])?;
         assert_replica_equals_device(c, gid2)?;
         c.exec_ok(&["stop-synchronizing", "a1", VOL])?;
-        if a1_synchronizing(c)? {
+        if c.is_synchronizing("a1", VOL)? {
             bail!("still synchronizing after stop-synchronizing");
         }
         Ok(())
@@ -1522,14 +1499,6 @@ fn n11b_resize_hash_backup() -> Result<()> {
     })
 }
 
-/// go_standby: a Target storage stops (force), resets its log and starts Standby.
-fn go_standby(c: &Cluster, storage: &str) -> Result<()> {
-    c.exec_ok(&["stop", storage, VOL, "force"])?;
-    c.exec_ok(&["reset", storage, VOL])?;
-    c.exec_ok(&["start", storage, VOL, "standby"])?;
-    Ok(())
-}
-
 /// n12: two storages of one volume on two devices, written to all along: the Target one
 /// goes standby and a hash backup from the other makes it the Target (only one at a
 /// time); the restore equals the new Target's device; then back again.
@@ -1572,7 +1541,7 @@ fn n12_switch_target() -> Result<()> {
             // (As walb-tools' _prepare_backup, the console stops `to` before it looks at
             // the other storages: the refused backup leaves `to` SyncReady, from where
             // the next one starts.)
-            go_standby(c, from)?;
+            c.go_standby(from, VOL)?;
             c.exec_ok(&["hash-backup", to, VOL])?;
             for w in [&mut w0, &mut w1] {
                 if !w.wait()?.success() {

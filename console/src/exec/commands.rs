@@ -307,7 +307,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "hash-backup",
         args: "NODE VOL",
-        about: "hash backup of a Stopped storage volume to its archive (only the differences travel); wait for Target",
+        about: "hash backup of a Stopped storage volume to its archive (only the differences travel); wait for Target and print the gid of the first snapshot restorable after it",
         options: &[OPT_BULK, OPT_TIMEOUT],
         parse: |a| {
             Ok(ExecCmd::HashBackup {
@@ -1792,10 +1792,9 @@ impl ExecCmd {
                 vol,
                 bulk_lb,
                 timeout,
-            } => {
-                let st = ops::hash_backup(client, node, vol, *bulk_lb, *timeout).await?;
-                Ok(done(node, vol, st))
-            }
+            } => Ok(Outcome::Gid(
+                ops::hash_backup(client, node, vol, *bulk_lb, *timeout).await?,
+            )),
             ExecCmd::Merge {
                 archive,
                 vol,

@@ -168,19 +168,21 @@ pub async fn exec_main(
     } else {
         None
     };
-    let code = run_lines(&lines, client.as_ref(), &req, script, out, err).await;
-    if let Some(c) = &client {
+    let code = run_lines(&lines, script, client.as_ref(), req.json, out, err).await;
+    // The daemons count this console's connections until they close: close them now
+    // rather than leave them to the idle timeout (scripts run many consoles in a row).
+    if let Some(c) = client {
         c.close().await;
     }
     code
 }
 
-/// Runs the lines in order; the exit code (at the first failing line).
+/// Runs the lines in order; the exit code of the first that fails, else 0.
 async fn run_lines(
     lines: &[ScriptLine],
-    client: Option<&Client>,
-    req: &ExecRequest,
     script: bool,
+    client: Option<&Client>,
+    json: bool,
     out: &mut dyn Write,
     err: &mut dyn Write,
 ) -> i32 {
@@ -195,10 +197,10 @@ async fn run_lines(
         };
         match result {
             Ok(o) => {
-                let _ = print_outcome(out, &o, req.json, where_);
+                let _ = print_outcome(out, &o, json, where_);
             }
             Err(e) => {
-                if req.json {
+                if json {
                     let _ = writeln!(out, "{}", error_json(&e, where_));
                     let _ = out.flush();
                 }
