@@ -346,6 +346,9 @@ fn query(q: &Query, _lim: &Limits) -> Result<(), WireError> {
     }
 }
 
+/// Longest queue name in a [`Step::Queued`] (`archive ID`).
+const NOTE_QUEUE_LEN_MAX: usize = 512;
+
 /// Checks every bound of a step received inside a protocol.
 pub fn step(s: &Step, lim: &Limits) -> Result<(), WireError> {
     match s {
@@ -376,6 +379,21 @@ pub fn step(s: &Step, lim: &Limits) -> Result<(), WireError> {
         Step::Progress { done_lb, total_lb } => {
             if done_lb > total_lb {
                 return Err(bad(format!("progress {done_lb} of {total_lb}")));
+            }
+            Ok(())
+        }
+        Step::Queued(q) => {
+            if q.queue.len() > NOTE_QUEUE_LEN_MAX {
+                return Err(bad(format!(
+                    "a queue note naming a queue of {} bytes",
+                    q.queue.len()
+                )));
+            }
+            if q.running > q.slots {
+                return Err(bad(format!(
+                    "a queue note of {} running tasks in {} slots",
+                    q.running, q.slots
+                )));
             }
             Ok(())
         }

@@ -26,8 +26,12 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::auth::OpClass;
 
-/// The protocol version this build speaks best.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// The protocol version this build speaks best (version 3 added the queue for foreground
+/// slots: [`Step::Queued`] before a reply and [`Event::Queue`], sent only on connections
+/// that speak 3; nothing a version-2 peer sends or receives changed, so 2 is still spoken).
+pub const PROTOCOL_VERSION: u16 = 3;
+/// The first protocol version with [`Step::Queued`] and [`Event::Queue`].
+pub const PROTOCOL_VERSION_QUEUE: u16 = 3;
 /// The oldest protocol version this build still speaks (version 2 added peer bindings:
 /// `Command::Bind`, `Query::Peers`, the destination's id in a `replicate`; a version-1 peer
 /// is told to upgrade).
@@ -872,6 +876,28 @@ pub enum Step {
         /// Length, logical blocks.
         len_lb: u64,
     },
+    /// Server → client, before the reply (protocol 3): the request waits in the queue for
+    /// a foreground slot. Sent when the queue moves and at least every few seconds, so
+    /// that the caller's step timeout does not fire while it waits; the caller that does
+    /// not want to wait longer closes the call, which takes it out of the queue.
+    Queued(QueueNote),
+}
+
+/// Where a request waiting for a foreground slot stands ([`Step::Queued`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct QueueNote {
+    /// Whose queue (`archive a0`): a storage waiting in its archive's queue passes the
+    /// archive's notes on to its own caller.
+    pub queue: String,
+    /// Requests ahead of this one in the queue.
+    pub ahead: u32,
+    /// Foreground tasks running.
+    pub running: u32,
+    /// Foreground slots (`--fg`).
+    pub slots: u32,
+    /// How much longer the daemon lets it wait, seconds.
+    pub wait_left_s: u64,
 }
 
 /// The replication kind the destination chose.
@@ -953,9 +979,31 @@ pub enum Event {
         /// What went wrong.
         error: String,
     },
+    /// Protocol 3: an operation waits for a foreground slot (`ahead: Some`), or got one
+    /// and runs (`ahead: None`). One that gives up waiting ends with [`Event::Failed`].
+    Queue {
+        /// Volume.
+        vol: String,
+        /// The operation, as in its progress events.
+        op: String,
+        /// Operations ahead of it in the queue; `None`: it left the queue with a slot.
+        ahead: Option<u32>,
+        /// Foreground tasks running.
+        running: u32,
+        /// Foreground slots (`--fg`).
+        slots: u32,
+    },
 }
 
 impl Event {
+    /// The oldest protocol version a subscriber must speak to be sent this event.
+    pub fn since_version(&self) -> u16 {
+        match self {
+            Event::Queue { .. } => PROTOCOL_VERSION_QUEUE,
+            _ => PROTOCOL_VERSION_MIN,
+        }
+    }
+
     /// The volume this event is about, if any.
     pub fn vol(&self) -> Option<&str> {
         match self {
@@ -963,7 +1011,8 @@ impl Event {
             | Event::LogUsage { vol, .. }
             | Event::Progress { vol, .. }
             | Event::State { vol, .. }
-            | Event::Failed { vol, .. } => Some(vol),
+            | Event::Failed { vol, .. }
+            | Event::Queue { vol, .. } => Some(vol),
             Event::Lagged { .. } => None,
         }
     }

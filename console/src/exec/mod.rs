@@ -174,7 +174,14 @@ pub async fn exec_main(
             (ExecCmd::Help { command }, _) => commands::help_lines(command.as_deref())
                 .map(Outcome::Lines)
                 .map_err(|e| ClientError::State(e.to_string())),
-            (cmd, Some(c)) => cmd.run(c).await,
+            (cmd, Some(c)) => {
+                // A daemon running its --fg tasks queues the command's heavy request: the
+                // command waits up to its --timeout, saying so on stderr (stdout stays
+                // what scripts parse).
+                let wait = cmd.timeout().unwrap_or(req.client.request_timeout);
+                let c = c.with_queue_patience(wait, Some(queue_report()));
+                cmd.run(&c).await
+            }
             (_, None) => Err(ClientError::State("no cluster loaded".into())),
         };
         match result {
@@ -267,4 +274,37 @@ mod tests {
         let err = String::from_utf8(err).unwrap();
         assert!(err.contains("line 2"), "{err}");
     }
+}
+
+/// Prints where a queued request stands on stderr, once per change of place:
+/// `queued: storage s0 runs 2 of 2 foreground tasks, 1 ahead; waiting up to 600 s`
+/// (the queue may be another daemon's than the one asked: a storage waiting for its
+/// archive passes the archive's notes on).
+fn queue_report() -> crate::client::QueueReport {
+    let last = std::sync::Mutex::new(None::<(String, u32, u32)>);
+    std::sync::Arc::new(move |node: &str, n: &walb_wire::msg::QueueNote, wait| {
+        let now = (n.queue.clone(), n.ahead, n.running);
+        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_ref() != Some(&now) {
+            eprintln!("{}", queue_line(node, n, wait));
+            *last = Some(now);
+        }
+    })
+}
+
+/// The stderr line of a queued request.
+pub fn queue_line(node: &str, n: &walb_wire::msg::QueueNote, wait: std::time::Duration) -> String {
+    let via = if n.queue.ends_with(&format!(" {node}")) {
+        String::new()
+    } else {
+        format!(" (for {node})")
+    };
+    format!(
+        "queued: {}{via} runs {} of {} foreground tasks, {} ahead; waiting up to {} s",
+        n.queue,
+        n.running,
+        n.slots,
+        n.ahead,
+        wait.as_secs()
+    )
 }

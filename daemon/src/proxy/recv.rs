@@ -408,7 +408,7 @@ impl Proxy {
             } else {
                 self.peers_of(&req.vol)?
             },
-            fg_free: self.ctx.fg.available_permits() > 0,
+            fg_free: self.ctx.fg.free(),
             free_bytes: if state == P::Clear {
                 0
             } else {
