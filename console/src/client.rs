@@ -309,6 +309,12 @@ impl Client {
         }
     }
 
+    /// Closes every connection of this console (the daemons are told at once), waiting
+    /// briefly for them to be acknowledged.
+    pub async fn close(&self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.node.close()).await;
+    }
+
     /// The cluster this client talks to.
     pub fn cluster(&self) -> &Cluster {
         &self.inner.cluster

@@ -168,40 +168,48 @@ pub async fn exec_main(
     } else {
         None
     };
-    for l in &lines {
-        let where_ = script.then_some(l);
-        let result = match (&l.cmd, &client) {
-            (ExecCmd::Help { command }, _) => commands::help_lines(command.as_deref())
-                .map(Outcome::Lines)
-                .map_err(|e| ClientError::State(e.to_string())),
-            (cmd, Some(c)) => {
-                // A daemon running its --fg tasks queues the command's heavy request: the
-                // command waits up to its --timeout, saying so on stderr (stdout stays
-                // what scripts parse).
-                let wait = cmd.timeout().unwrap_or(req.client.request_timeout);
-                let c = c.with_queue_patience(wait, Some(queue_report()));
-                cmd.run(&c).await
-            }
-            (_, None) => Err(ClientError::State("no cluster loaded".into())),
-        };
-        match result {
-            Ok(o) => {
-                let _ = print_outcome(out, &o, req.json, where_);
-            }
-            Err(e) => {
-                if req.json {
-                    let _ = writeln!(out, "{}", error_json(&e, where_));
-                    let _ = out.flush();
+    let code = 'lines: {
+        for l in &lines {
+            let where_ = script.then_some(l);
+            let result = match (&l.cmd, &client) {
+                (ExecCmd::Help { command }, _) => commands::help_lines(command.as_deref())
+                    .map(Outcome::Lines)
+                    .map_err(|e| ClientError::State(e.to_string())),
+                (cmd, Some(c)) => {
+                    // A daemon running its --fg tasks queues the command's heavy request: the
+                    // command waits up to its --timeout, saying so on stderr (stdout stays
+                    // what scripts parse).
+                    let wait = cmd.timeout().unwrap_or(req.client.request_timeout);
+                    let c = c.with_queue_patience(wait, Some(queue_report()));
+                    cmd.run(&c).await
                 }
-                let _ = match where_ {
-                    Some(l) => writeln!(err, "error: line {} ({}): {e}", l.line, l.text),
-                    None => writeln!(err, "error: {e}"),
-                };
-                return exit_code(&e);
+                (_, None) => Err(ClientError::State("no cluster loaded".into())),
+            };
+            match result {
+                Ok(o) => {
+                    let _ = print_outcome(out, &o, req.json, where_);
+                }
+                Err(e) => {
+                    if req.json {
+                        let _ = writeln!(out, "{}", error_json(&e, where_));
+                        let _ = out.flush();
+                    }
+                    let _ = match where_ {
+                        Some(l) => writeln!(err, "error: line {} ({}): {e}", l.line, l.text),
+                        None => writeln!(err, "error: {e}"),
+                    };
+                    break 'lines exit_code(&e);
+                }
             }
         }
+        0
+    };
+    if let Some(c) = &client {
+        // Tell the daemons the connections are over (else each lingers there until its
+        // idle timeout, counted against the operator's connections).
+        c.close().await;
     }
-    0
+    code
 }
 
 #[cfg(test)]
