@@ -537,5 +537,23 @@ mod tests {
             )),
             Some(ErrorCode::BadRequest)
         );
+        let note = |queue: String, running: u32| {
+            Step::Queued(crate::msg::QueueNote {
+                queue,
+                ahead: 3,
+                running,
+                slots: 2,
+                wait_left_s: 60,
+            })
+        };
+        assert_eq!(code(step(&note("archive a0".into(), 2), &lim)), None);
+        assert_eq!(
+            code(step(&note("archive a0".into(), 3), &lim)),
+            Some(ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(step(&note("x".repeat(NOTE_QUEUE_LEN_MAX + 1), 1), &lim)),
+            Some(ErrorCode::BadRequest)
+        );
     }
 }

@@ -1189,6 +1189,51 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Protocol 3 only appended variants: what a version-2 peer sends and receives keeps
+    /// its encoding, and what it cannot decode is never sent to it.
+    #[test]
+    fn protocol_3_appends_only() {
+        let first = |v: &dyn erased::Enc| v.first_byte();
+        assert_eq!(first(&Step::Zero { len_lb: 1 }), 12);
+        let note = QueueNote {
+            queue: "archive a0".into(),
+            ahead: 0,
+            running: 2,
+            slots: 2,
+            wait_left_s: 5,
+        };
+        assert_eq!(first(&Step::Queued(note)), 13);
+        let failed = Event::Failed {
+            vol: "v".into(),
+            op: "restore".into(),
+            error: "e".into(),
+        };
+        assert_eq!(first(&failed), 5);
+        let queue = Event::Queue {
+            vol: "v".into(),
+            op: "restore".into(),
+            ahead: Some(1),
+            running: 2,
+            slots: 2,
+        };
+        assert_eq!(first(&queue), 6);
+        assert_eq!(queue.since_version(), PROTOCOL_VERSION_QUEUE);
+        assert_eq!(failed.since_version(), PROTOCOL_VERSION_MIN);
+        assert!(PROTOCOL_VERSION_MIN < PROTOCOL_VERSION_QUEUE);
+        assert_eq!(queue.vol(), Some("v"));
+    }
+
+    mod erased {
+        pub(super) trait Enc {
+            fn first_byte(&self) -> u8;
+        }
+        impl<T: serde::Serialize> Enc for T {
+            fn first_byte(&self) -> u8 {
+                postcard::to_stdvec(self).unwrap()[0]
+            }
+        }
+    }
+
     fn round_trip<T>(v: &T)
     where
         T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
@@ -1260,7 +1305,8 @@ mod tests {
     fn hello_encoding_is_frozen() {
         let h = Hello::ours("x");
         let bytes = postcard::to_stdvec(&h).unwrap();
-        assert_eq!(bytes, [b'W', b'A', b'L', b'B', 2, 2, 1, b'x']);
+        // Versions 2..=3, then the software string.
+        assert_eq!(bytes, [b'W', b'A', b'L', b'B', 2, 3, 1, b'x']);
     }
 
     #[test]

@@ -212,6 +212,39 @@ pub async fn exec_main(
     code
 }
 
+/// Prints where a queued request stands on stderr, once per change of place:
+/// `queued: storage s0 runs 2 of 2 foreground tasks, 1 ahead; waiting up to 600 s`
+/// (the queue may be another daemon's than the one asked: a storage waiting for its
+/// archive passes the archive's notes on).
+fn queue_report() -> crate::client::QueueReport {
+    let last = std::sync::Mutex::new(None::<(String, u32, u32)>);
+    std::sync::Arc::new(move |node: &str, n: &walb_wire::msg::QueueNote, wait| {
+        let now = (n.queue.clone(), n.ahead, n.running);
+        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_ref() != Some(&now) {
+            eprintln!("{}", queue_line(node, n, wait));
+            *last = Some(now);
+        }
+    })
+}
+
+/// The stderr line of a queued request.
+pub fn queue_line(node: &str, n: &walb_wire::msg::QueueNote, wait: std::time::Duration) -> String {
+    let via = if n.queue.ends_with(&format!(" {node}")) {
+        String::new()
+    } else {
+        format!(" (for {node})")
+    };
+    format!(
+        "queued: {}{via} runs {} of {} foreground tasks, {} ahead; waiting up to {} s",
+        n.queue,
+        n.running,
+        n.slots,
+        n.ahead,
+        wait.as_secs()
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,37 +315,4 @@ mod tests {
         let err = String::from_utf8(err).unwrap();
         assert!(err.contains("line 2"), "{err}");
     }
-}
-
-/// Prints where a queued request stands on stderr, once per change of place:
-/// `queued: storage s0 runs 2 of 2 foreground tasks, 1 ahead; waiting up to 600 s`
-/// (the queue may be another daemon's than the one asked: a storage waiting for its
-/// archive passes the archive's notes on).
-fn queue_report() -> crate::client::QueueReport {
-    let last = std::sync::Mutex::new(None::<(String, u32, u32)>);
-    std::sync::Arc::new(move |node: &str, n: &walb_wire::msg::QueueNote, wait| {
-        let now = (n.queue.clone(), n.ahead, n.running);
-        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
-        if last.as_ref() != Some(&now) {
-            eprintln!("{}", queue_line(node, n, wait));
-            *last = Some(now);
-        }
-    })
-}
-
-/// The stderr line of a queued request.
-pub fn queue_line(node: &str, n: &walb_wire::msg::QueueNote, wait: std::time::Duration) -> String {
-    let via = if n.queue.ends_with(&format!(" {node}")) {
-        String::new()
-    } else {
-        format!(" (for {node})")
-    };
-    format!(
-        "queued: {}{via} runs {} of {} foreground tasks, {} ahead; waiting up to {} s",
-        n.queue,
-        n.running,
-        n.slots,
-        n.ahead,
-        wait.as_secs()
-    )
 }
