@@ -404,12 +404,9 @@ pub struct QueuePos {
 }
 
 impl QueuePos {
-    /// `queued: 1 ahead (2/2 running)`.
+    /// `waiting: 2/2 slots busy` (its place is in the progress column).
     pub fn describe(&self) -> String {
-        format!(
-            "queued: {} ahead ({}/{} running)",
-            self.ahead, self.running, self.slots
-        )
+        format!("waiting: {}/{} slots busy", self.running, self.slots)
     }
 }
 

@@ -73,7 +73,16 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
             }
         })
         .collect();
-    let running = tasks.iter().filter(|t| t.running()).count();
+    let queued = tasks
+        .iter()
+        .filter(|t| t.running() && t.queued.is_some())
+        .count();
+    let running = tasks.iter().filter(|t| t.running()).count() - queued;
+    let queued = if queued > 0 {
+        format!(", {queued} queued")
+    } else {
+        String::new()
+    };
     let table = Table::new(
         rows,
         [
@@ -95,7 +104,7 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
     )
     .column_spacing(1)
     .block(Block::default().borders(Borders::ALL).title(format!(
-        " tasks ({running} running, {} in all) ",
+        " tasks ({running} running{queued}, {} in all) ",
         tasks.len()
     )));
     f.render_widget(table, area);
