@@ -255,7 +255,10 @@ fn queued_operations_show_their_place_until_they_run() {
     let screen = snap_at(&m, 100, 24);
     assert!(screen.contains("queued #2"), "{screen}");
     assert!(screen.contains("waiting: 2/2 slots busy"), "{screen}");
-    assert!(screen.contains("(1 running, 2 queued, 3 in all)"), "{screen}");
+    assert!(
+        screen.contains("(1 running, 2 queued, 3 in all)"),
+        "{screen}"
+    );
     // The line moves, then the task gets its slot and reports progress.
     event(&mut m, "a0", queue("vol", Some(0)));
     assert_eq!(waiting(&m, "vol"), Some(0));
