@@ -1219,7 +1219,7 @@ mod tests {
         assert_eq!(first(&queue), 6);
         assert_eq!(queue.since_version(), PROTOCOL_VERSION_QUEUE);
         assert_eq!(failed.since_version(), PROTOCOL_VERSION_MIN);
-        assert!(PROTOCOL_VERSION_MIN < PROTOCOL_VERSION_QUEUE);
+        const { assert!(PROTOCOL_VERSION_MIN < PROTOCOL_VERSION_QUEUE) };
         assert_eq!(queue.vol(), Some("v"));
     }
 
