@@ -19,7 +19,7 @@ use std::time::Duration;
 use tracing::debug;
 use walb_wire::msg::{
     ArchiveDest, ArchiveInfoCommand, BindCommand, BindHow, MergeUntil, MetaDiffDto, MetaStateDto,
-    PeerRole, ReplicateCommand, SnapshotInfo, StartMode, StopMode, Uuid, VolPeers,
+    PeerRole, QueueNote, ReplicateCommand, SnapshotInfo, StartMode, StopMode, Uuid, VolPeers,
 };
 use walb_wire::{
     Command, ErrorCode, EventStream, Node, NodeConfig, Peer, PeerId, Query, Reply, Request,
@@ -159,6 +159,19 @@ impl ClientError {
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<Inner>,
+    patience: Patience,
+}
+
+/// Told each time a request waits in a daemon's queue for a foreground slot: the node,
+/// where the request stands, and how long this client waits in all.
+pub type QueueReport = Arc<dyn Fn(&str, &QueueNote, Duration) + Send + Sync>;
+
+/// How long a request may wait in a daemon's queue, and who hears about it.
+#[derive(Clone, Default)]
+struct Patience {
+    /// `None`: the request timeout.
+    wait: Option<Duration>,
+    report: Option<QueueReport>,
 }
 
 struct Inner {
@@ -189,9 +202,6 @@ pub async fn resolve(addr: &str) -> std::io::Result<SocketAddr> {
         .ok_or_else(|| std::io::Error::other("resolves to no address"))
 }
 
-/// How long [`Client::close`] waits for the close to reach the peers.
-const CLOSE_WAIT: Duration = Duration::from_secs(1);
-
 impl Client {
     /// Binds the console's endpoint with the cluster's certificate.
     pub fn new(cluster: Cluster, opts: ClientOptions) -> Result<Client, ClientError> {
@@ -215,16 +225,94 @@ impl Client {
                 node,
                 opts,
             }),
+            patience: Patience::default(),
         })
     }
 
-    /// Closes every connection this client opened (the daemons stop counting them at
-    /// once, not after their idle timeout) and waits until the peers were told, briefly.
-    pub async fn close(&self) {
-        let closing = self.inner.node.close();
-        if tokio::time::timeout(CLOSE_WAIT, closing).await.is_err() {
-            debug!("closing the console's connections took over {CLOSE_WAIT:?}");
+    /// This client, its requests waiting at most `wait` in a daemon's queue for a
+    /// foreground slot (a daemon that runs its `--fg` tasks queues heavy requests: full
+    /// and hash backups, restores, replications, scans), each queue note handed to
+    /// `report`. A request that waited `wait` leaves the queue and fails with
+    /// [`ClientError::Timeout`] naming the queue.
+    pub fn with_queue_patience(&self, wait: Duration, report: Option<QueueReport>) -> Client {
+        Client {
+            inner: Arc::clone(&self.inner),
+            patience: Patience {
+                wait: Some(wait),
+                report,
+            },
         }
+    }
+
+    /// The reply to the request on `call` (sent to `node`): each message within the
+    /// request timeout; while the request waits in the daemon's queue for a foreground
+    /// slot (its notes keep coming), at most the queue patience in all
+    /// ([`Client::with_queue_patience`]).
+    pub async fn await_reply(
+        &self,
+        node: &str,
+        call: &mut walb_wire::Call,
+    ) -> Result<Reply, ClientError> {
+        let per_msg = self.inner.opts.request_timeout;
+        let patience = self.patience.wait.unwrap_or(per_msg);
+        let t0 = tokio::time::Instant::now();
+        let mut last: Option<QueueNote> = None;
+        loop {
+            let limit = match last {
+                None => per_msg,
+                Some(_) => per_msg.min(patience.saturating_sub(t0.elapsed())),
+            };
+            let r = tokio::time::timeout(limit, call.receiver.reply_or_queued()).await;
+            let msg = match r {
+                Ok(m) => m,
+                Err(_) => {
+                    call.sender.reset();
+                    call.receiver.stop();
+                    return Err(match last {
+                        Some(n) => ClientError::Timeout {
+                            what: format!(
+                                "a foreground slot in the queue of {} (asked {node}; it runs \
+                                 {} of {} foreground tasks, {} ahead)",
+                                n.queue, n.running, n.slots, n.ahead
+                            ),
+                            after: patience,
+                        },
+                        None => ClientError::Timeout {
+                            what: format!("{node} to answer"),
+                            after: per_msg,
+                        },
+                    });
+                }
+            };
+            match msg {
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(note)) => {
+                    debug!(node, ?note, "queued");
+                    if let Some(report) = &self.patience.report {
+                        report(node, &note, patience);
+                    }
+                    last = Some(note);
+                }
+                Err(walb_wire::Error::Remote(error)) => {
+                    return Err(ClientError::Refused {
+                        node: node.to_owned(),
+                        error,
+                    })
+                }
+                Err(source) => {
+                    return Err(ClientError::Transport {
+                        node: node.to_owned(),
+                        source,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Closes every connection of this console (the daemons are told at once), waiting
+    /// briefly for them to be acknowledged.
+    pub async fn close(&self) {
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.inner.node.close()).await;
     }
 
     /// The cluster this client talks to.
@@ -307,23 +395,32 @@ impl Client {
     pub async fn request(&self, name: &str, request: Request) -> Result<Reply, ClientError> {
         let peer = self.peer(name).await?;
         debug!(node = name, ?request, "request");
-        let r = tokio::time::timeout(self.inner.opts.request_timeout, peer.request(request))
-            .await
-            .map_err(|_| ClientError::Timeout {
-                what: format!("{name} to answer"),
-                after: self.inner.opts.request_timeout,
-            })?;
-        match r {
-            Ok(reply) => Ok(reply),
-            Err(walb_wire::Error::Remote(error)) => Err(ClientError::Refused {
-                node: name.to_owned(),
-                error,
-            }),
-            Err(source) => Err(ClientError::Transport {
-                node: name.to_owned(),
-                source,
-            }),
-        }
+        let opened = tokio::time::timeout(self.inner.opts.request_timeout, async {
+            let mut call = peer.call(request).await?;
+            call.sender.finish()?;
+            Ok::<_, walb_wire::Error>(call)
+        })
+        .await
+        .map_err(|_| ClientError::Timeout {
+            what: format!("{name} to answer"),
+            after: self.inner.opts.request_timeout,
+        })?;
+        let mut call = match opened {
+            Ok(c) => c,
+            Err(walb_wire::Error::Remote(error)) => {
+                return Err(ClientError::Refused {
+                    node: name.to_owned(),
+                    error,
+                })
+            }
+            Err(source) => {
+                return Err(ClientError::Transport {
+                    node: name.to_owned(),
+                    source,
+                })
+            }
+        };
+        self.await_reply(name, &mut call).await
     }
 
     /// Sends a query.

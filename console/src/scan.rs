@@ -140,7 +140,7 @@ pub async fn virt_full_scan(
         }))
         .await
         .map_err(transport)?;
-    match call.receiver.reply().await.map_err(transport)? {
+    match client.await_reply(node, &mut call).await? {
         Reply::Accepted => {}
         other => {
             return Err(ClientError::Unexpected {

@@ -231,6 +231,59 @@ fn a_failed_restore_ends_its_task_with_the_daemons_error() {
 }
 
 #[test]
+fn queued_operations_show_their_place_until_they_run() {
+    let mut m = tutorial();
+    let queue = |vol: &str, ahead| Event::Queue {
+        vol: vol.into(),
+        op: "restore".into(),
+        ahead,
+        running: 2,
+        slots: 2,
+    };
+    event(&mut m, "a0", queue("vol", Some(1)));
+    event(&mut m, "a0", queue("db", Some(0)));
+    let waiting = |m: &Model, vol: &str| {
+        m.tasks
+            .iter()
+            .find(|t| t.op == "restore" && t.vol.as_deref() == Some(vol))
+            .and_then(|t| t.queued)
+            .map(|q| q.ahead)
+    };
+    assert_eq!(waiting(&m, "vol"), Some(1));
+    assert_eq!(waiting(&m, "db"), Some(0));
+    m.view = View::Tasks;
+    let screen = snap_at(&m, 100, 24);
+    assert!(screen.contains("queued #2"), "{screen}");
+    assert!(screen.contains("waiting: 2/2 slots busy"), "{screen}");
+    assert!(
+        screen.contains("(1 running, 2 queued, 3 in all)"),
+        "{screen}"
+    );
+    // The line moves, then the task gets its slot and reports progress.
+    event(&mut m, "a0", queue("vol", Some(0)));
+    assert_eq!(waiting(&m, "vol"), Some(0));
+    event(&mut m, "a0", queue("vol", None));
+    assert_eq!(waiting(&m, "vol"), None);
+    assert!(m
+        .tasks
+        .iter()
+        .any(|t| t.op == "restore" && t.vol.as_deref() == Some("vol") && t.running()));
+    event(
+        &mut m,
+        "a0",
+        Event::Progress {
+            vol: "db".into(),
+            op: "restore".into(),
+            done_lb: 10,
+            total_lb: 100,
+        },
+    );
+    assert_eq!(waiting(&m, "db"), None, "progress means it runs");
+    let screen = snap_at(&m, 100, 24);
+    assert!(!screen.contains("queued"), "{screen}");
+}
+
+#[test]
 fn unknown_operations_still_become_tasks() {
     let mut m = tutorial();
     event(

@@ -10,6 +10,7 @@
 //! - [`dto`]: kernel snapshot model ↔ wire DTOs, validated on the way in.
 //! - [`peers`]: who may touch a volume (the peers bound to it) and the admission check.
 //! - [`bulk`]: an image sent as bulks in address order (full backup, full replication).
+//! - [`fgq`]: foreground slots and the fair, bounded queue of the tasks waiting for one.
 //! - [`server`]: the QUIC node, the accept loop, signals, shutdown, the answers every
 //!   role gives (host type, pid, version), and the mapping of errors to wire errors.
 //! - [`storage`], [`proxy`], [`archive`]: the roles.
@@ -21,6 +22,7 @@ pub mod archive;
 pub mod bulk;
 pub mod dto;
 pub mod encode;
+pub mod fgq;
 pub mod opts;
 pub mod peers;
 pub mod persist;

@@ -32,6 +32,17 @@ pub struct CommonOpts {
     /// Background workers (storage: wlog transfers; proxy: wdiff sends).
     #[arg(long = "bg", default_value_t = 1)]
     pub bg: usize,
+    /// Most requests waiting for a foreground slot (they are served in order); beyond,
+    /// a request is refused busy.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub fg_queue: usize,
+    /// Most requests of one peer identity waiting for a foreground slot.
+    #[arg(long, value_name = "N", default_value_t = 16)]
+    pub fg_queue_per_peer: usize,
+    /// Longest a request waits for a foreground slot, seconds (its caller may give up
+    /// sooner: the console after its --timeout).
+    #[arg(long, value_name = "S", default_value_t = 3600)]
+    pub fg_queue_wait: u64,
     /// Debug logging.
     #[arg(long)]
     pub debug: bool,
@@ -42,6 +53,26 @@ pub struct CommonOpts {
     /// What peers may ask for.
     #[command(flatten)]
     pub limits: LimitOpts,
+}
+
+impl CommonOpts {
+    /// The bounds of the foreground queue these options set.
+    pub fn queue_bounds(&self) -> crate::fgq::QueueBounds {
+        let d = crate::fgq::QueueBounds::default();
+        // A waiter's caller hears from it well within the step timeout.
+        let step = std::time::Duration::from_secs(self.limits.step_timeout);
+        let heartbeat = if self.limits.step_timeout == 0 {
+            d.heartbeat
+        } else {
+            d.heartbeat.min(step / 4)
+        };
+        crate::fgq::QueueBounds {
+            len_max: self.fg_queue,
+            per_peer_max: self.fg_queue_per_peer.max(1),
+            wait_max: std::time::Duration::from_secs(self.fg_queue_wait.max(1)),
+            heartbeat: heartbeat.max(std::time::Duration::from_millis(100)),
+        }
+    }
 }
 
 /// Bounds of what a peer may ask of a daemon, even one with a valid certificate (see

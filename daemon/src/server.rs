@@ -18,11 +18,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
-use walb_wire::msg::{Command, ErrorCode, Event, Query, Reply, Request, WireError};
-use walb_wire::{Call, IncomingCall, Node, NodeConfig, Peer, PeerId, Role, TlsFiles};
+use tracing::{debug, error, info, warn};
+use walb_wire::msg::{
+    Command, ErrorCode, Event, Query, QueueNote, Reply, Request, Step, WireError,
+    PROTOCOL_VERSION_QUEUE,
+};
+use walb_wire::{Call, CallSender, IncomingCall, Node, NodeConfig, Peer, PeerId, Role, TlsFiles};
+
+use crate::fgq::{Admission, FgSlots, QueueBounds, Turn};
 
 use crate::opts::{ArchiveOpts, CommonOpts, ProxyOpts, StorageOpts};
 use crate::peers::PeerAddr;
@@ -39,8 +44,8 @@ pub struct Ctx {
     pub role: Role,
     /// This daemon's id.
     pub id: String,
-    /// Foreground task slots (`--fg`).
-    pub fg: Arc<Semaphore>,
+    /// Foreground task slots (`--fg`) and their queue.
+    pub fg: Arc<FgSlots>,
     /// Background workers (`--bg`).
     pub bg: usize,
     /// Cancelled when the daemon shuts down.
@@ -62,12 +67,25 @@ impl std::fmt::Debug for Ctx {
 impl Ctx {
     /// A context around an already bound node (tests build daemons in-process this way).
     pub fn new(node: Node, base: BaseDir, role: Role, id: &str, fg: usize, bg: usize) -> Arc<Ctx> {
+        Ctx::with_queue(node, base, role, id, fg, bg, QueueBounds::default())
+    }
+
+    /// A context whose foreground queue has `bounds`.
+    pub fn with_queue(
+        node: Node,
+        base: BaseDir,
+        role: Role,
+        id: &str,
+        fg: usize,
+        bg: usize,
+        bounds: QueueBounds,
+    ) -> Arc<Ctx> {
         Arc::new(Ctx {
+            fg: FgSlots::new(&format!("{role} {id}"), fg, bounds),
             node,
             base,
             role,
             id: id.to_owned(),
-            fg: Arc::new(Semaphore::new(fg.max(1))),
             bg: bg.max(1),
             shutdown: CancellationToken::new(),
             force: AtomicBool::new(false),
@@ -101,17 +119,103 @@ impl Ctx {
         self.node.wire_config().step_timeout
     }
 
-    /// Takes a foreground slot or refuses with `busy`.
+    /// Takes a foreground slot or refuses with `busy` (work that is retried on its own).
     pub fn fg_permit(&self) -> Result<OwnedSemaphorePermit, WireError> {
-        Arc::clone(&self.fg).try_acquire_owned().map_err(|_| {
-            WireError::new(
-                ErrorCode::Busy,
-                format!(
-                    "{} {} runs its maximum of foreground tasks; try again later",
-                    self.role, self.id
-                ),
-            )
-        })
+        self.fg.try_take()
+    }
+
+    /// The status lines of the foreground slots: `foreground R/S running, Q queued`, then
+    /// one line per request in line.
+    pub fn fg_status(&self) -> Vec<String> {
+        let queued = self.fg.status_lines();
+        let mut out = vec![format!(
+            "foreground {}/{} running, {} queued",
+            self.fg.running(),
+            self.fg.slots(),
+            queued.len()
+        )];
+        out.extend(queued);
+        out
+    }
+
+    /// A foreground slot for `op` of `vol`. With a `caller` (a request an operator's
+    /// command is waiting on), a task that finds every slot taken waits its turn in the
+    /// queue ([`crate::fgq`]): the caller is sent [`Step::Queued`] notes (protocol 3) and
+    /// subscribers [`Event::Queue`]; a caller that leaves leaves the queue. Without one
+    /// (background work, which is retried on its own), it is a slot now or `busy`.
+    pub async fn fg_slot(
+        &self,
+        caller: Option<&mut Caller<'_>>,
+        vol: &str,
+        op: &str,
+    ) -> Result<OwnedSemaphorePermit, WireError> {
+        let Some(caller) = caller else {
+            return self.fg_permit();
+        };
+        let mut w = match self.fg.enter(&caller.peer.to_string(), vol, op)? {
+            Admission::Now(p) => return Ok(p),
+            Admission::Wait(w) => w,
+        };
+        let first = w.note();
+        info!(
+            peer = %caller.peer,
+            vol,
+            op,
+            ahead = first.ahead,
+            "every foreground slot is taken: queued"
+        );
+        let publish = |ahead: Option<u32>, n: &QueueNote| {
+            self.node.publish(Event::Queue {
+                vol: vol.to_owned(),
+                op: op.to_owned(),
+                ahead,
+                running: n.running,
+                slots: n.slots,
+            })
+        };
+        let failed = |error: &WireError| {
+            self.node.publish(Event::Failed {
+                vol: vol.to_owned(),
+                op: op.to_owned(),
+                error: error.message.clone(),
+            })
+        };
+        let gone = caller.call.peer_gone();
+        tokio::pin!(gone);
+        let mut note = Ok(first);
+        loop {
+            let r = match note {
+                Ok(n) => {
+                    publish(Some(n.ahead), &n);
+                    caller.note(n).await
+                }
+                Err(e) => Err(e),
+            };
+            if let Err(e) = r {
+                failed(&e);
+                return Err(e);
+            }
+            let turn = tokio::select! {
+                t = w.next() => t,
+                _ = &mut gone => Err(WireError::new(
+                    ErrorCode::Cancelled,
+                    format!("{} left the queue of {} {}", caller.peer, self.role, self.id),
+                )),
+                _ = self.shutdown.cancelled() => Err(WireError::new(
+                    ErrorCode::Cancelled,
+                    format!("{} {} is shutting down", self.role, self.id),
+                )),
+            };
+            note = match turn {
+                Ok(Turn::Granted(p)) => {
+                    info!(peer = %caller.peer, vol, op, "left the queue with a slot");
+                    publish(None, &w.note());
+                    return Ok(p);
+                }
+                Ok(Turn::Waiting(n)) => Ok(n),
+                Err(e) => Err(e),
+            };
+        }
     }
 
     /// True once shutdown began.
@@ -132,25 +236,30 @@ impl Ctx {
         self.shutdown.cancel();
     }
 
-    /// Opens `request` on the daemon `to` (its id pinned) and waits for its first reply,
-    /// within `limit`.
+    /// Opens `request` on the daemon `to` (its id pinned) and waits for its reply: the
+    /// first answer (the reply, or a note that the request waits in the peer's queue for a
+    /// foreground slot) within `limit`; then, while it waits there, for as long as the
+    /// peer keeps it (its `--fg-queue-wait`) and the `caller` we serve stays. The peer's
+    /// queue notes go on to that caller, so that an operator sees where the request
+    /// stands.
     ///
     /// A pooled connection may lead to a daemon that was killed since: QUIC notices only at
     /// the idle timeout, and a call on it would hang that long. So when the pooled
-    /// connection fails or gives no reply within [`STALE_PROBE`], it is closed and the call
-    /// made once more on a fresh connection. (A daemon accepts or refuses at once; only a
-    /// dead one is that slow.)
+    /// connection fails or gives no answer within [`STALE_PROBE`], it is closed and the
+    /// call made once more on a fresh connection. (A daemon answers at once; only a dead
+    /// one is that slow.)
     pub async fn call_first_reply(
         &self,
         to: &PeerAddr,
         request: Request,
         limit: Duration,
+        mut caller: Option<&mut Caller<'_>>,
     ) -> Result<(Call, Reply), CallError> {
         let addr = &to.addr;
         let attempt = |peer: Peer, request: Request| async move {
             let mut call = peer.call(request).await?;
-            let reply = call.receiver.reply().await?;
-            Ok::<_, walb_wire::Error>((call, reply))
+            let first = call.receiver.reply_or_queued().await?;
+            Ok::<_, walb_wire::Error>((call, first))
         };
         let connect = || async {
             tokio::time::timeout(limit, self.connect(to))
@@ -159,24 +268,63 @@ impl Ctx {
                 .map_err(|e| CallError::Unreachable(format!("{e:#}")))
         };
         let peer = connect().await?;
-        match tokio::time::timeout(
+        let first = match tokio::time::timeout(
             STALE_PROBE.min(limit),
             attempt(peer.clone(), request.clone()),
         )
         .await
         {
-            Ok(Ok(r)) => return Ok(r),
+            Ok(Ok(r)) => Some(r),
             Ok(Err(walb_wire::Error::Remote(e))) => {
                 return Err(CallError::Wire(walb_wire::Error::Remote(e)))
             }
-            Ok(Err(e)) => warn!(%addr, "connection broken ({e}): dialling again"),
-            Err(_) => warn!(%addr, "no answer in {STALE_PROBE:?}: dialling again"),
-        }
-        peer.close();
-        let peer = connect().await?;
-        match tokio::time::timeout(limit, attempt(peer, request)).await {
-            Ok(r) => r.map_err(CallError::Wire),
-            Err(_) => Err(CallError::Unreachable("no answer".into())),
+            Ok(Err(e)) => {
+                warn!(%addr, "connection broken ({e}): dialling again");
+                None
+            }
+            Err(_) => {
+                warn!(%addr, "no answer in {STALE_PROBE:?}: dialling again");
+                None
+            }
+        };
+        let (mut call, mut first) = match first {
+            Some(r) => r,
+            None => {
+                peer.close();
+                let peer = connect().await?;
+                match tokio::time::timeout(limit, attempt(peer, request)).await {
+                    Ok(r) => r.map_err(CallError::Wire)?,
+                    Err(_) => return Err(CallError::Unreachable("no answer".into())),
+                }
+            }
+        };
+        loop {
+            let note = match first {
+                Ok(reply) => return Ok((call, reply)),
+                Err(note) => note,
+            };
+            debug!(%addr, ahead = note.ahead, "waiting in the queue of {}", note.queue);
+            if let Some(c) = caller.as_deref_mut() {
+                c.note(note)
+                    .await
+                    .map_err(|e| CallError::Wire(walb_wire::Error::Remote(e)))?;
+            }
+            let gone = async {
+                match caller.as_deref() {
+                    Some(c) => c.call.peer_gone().await,
+                    None => std::future::pending().await,
+                }
+            };
+            first = tokio::select! {
+                r = call.receiver.reply_or_queued() => r.map_err(CallError::Wire)?,
+                _ = gone => {
+                    call.sender.reset();
+                    return Err(CallError::Wire(walb_wire::Error::Remote(WireError::new(
+                        ErrorCode::Cancelled,
+                        format!("our caller left while we waited in the queue of {}", to.id),
+                    ))));
+                }
+            };
         }
     }
 
@@ -198,6 +346,31 @@ impl Ctx {
             );
         }
         Ok(peer)
+    }
+}
+
+/// Whom a task waiting for a foreground slot serves: the peer of the call it answers,
+/// told where it stands in the queue.
+pub struct Caller<'a> {
+    /// Who asked.
+    pub peer: &'a PeerId,
+    /// The protocol version of its connection (notes need [`PROTOCOL_VERSION_QUEUE`]).
+    pub version: u16,
+    /// Our half of its call.
+    pub call: &'a mut CallSender,
+}
+
+impl Caller<'_> {
+    /// Tells the caller where its request stands (a version-2 caller is told nothing; it
+    /// waits in silence, within its own step timeout).
+    pub async fn note(&mut self, n: QueueNote) -> Result<(), WireError> {
+        if self.version < PROTOCOL_VERSION_QUEUE {
+            return Ok(());
+        }
+        self.call
+            .step(Step::Queued(n))
+            .await
+            .map_err(|e| e.to_wire())
     }
 }
 
@@ -374,7 +547,15 @@ pub fn setup(role: Role, common: &CommonOpts, rt: &tokio::runtime::Runtime) -> R
             )
         })?
     };
-    Ok(Ctx::new(node, base, role, &id, common.fg, common.bg))
+    Ok(Ctx::with_queue(
+        node,
+        base,
+        role,
+        &id,
+        common.fg,
+        common.bg,
+        common.queue_bounds(),
+    ))
 }
 
 /// Serves calls until shutdown, then stops the role's work and closes the node.

@@ -15,7 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use walb_wire::msg::{Query, Reply, Request};
+use walb_wire::msg::{Query, QueueNote, Reply, Request};
 use walb_wire::{Call, Node, NodeConfig, Peer, PeerId, Role, TlsFiles, WireError};
 
 use crate::{sha256_file, Cluster};
@@ -89,6 +89,22 @@ impl Hostile {
             let mut call = peer.call(req).await?;
             match call.receiver.reply().await {
                 Ok(r) => Ok(Ok((call, r))),
+                Err(walb_wire::Error::Remote(e)) => Ok(Err(e)),
+                Err(e) => Err(e.into()),
+            }
+        })
+    }
+
+    /// Sends `req` and expects it to wait for a foreground slot: the call and the
+    /// daemon's first queue note (or its refusal). The call stays in line until it is
+    /// dropped; [`walb_wire::CallReceiver::reply`] waits for the slot.
+    pub fn queued(&self, name: &str, req: Request) -> Result<Result<(Call, QueueNote), WireError>> {
+        let peer = self.peer(name)?;
+        self.run(async {
+            let mut call = peer.call(req).await?;
+            match call.receiver.reply_or_queued().await {
+                Ok(Err(note)) => Ok(Ok((call, note))),
+                Ok(Ok(r)) => bail!("{name} answered at once instead of queueing: {r:?}"),
                 Err(walb_wire::Error::Remote(e)) => Ok(Err(e)),
                 Err(e) => Err(e.into()),
             }

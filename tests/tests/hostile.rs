@@ -382,8 +382,11 @@ fn garbage_datagrams_leave_the_daemon_serving() -> Result<()> {
 }
 
 /// Every image-sized read takes a foreground slot: with both of a0's slots held by
-/// virtual scans a reader does not drain, a viewer's bhash is refused `busy`; once they
-/// end, it runs.
+/// virtual scans a reader does not drain, a viewer's bhash waits in line (told it is
+/// first, behind 2 of 2 running tasks), an operator's scan behind it; the status lists
+/// both. A peer cannot fill the line beyond its share (`--fg-queue-per-peer 3`: its
+/// fourth waiting request is refused `busy`), and once the scans end the first bhash in
+/// line runs.
 #[test]
 fn image_sized_reads_take_foreground_slots() -> Result<()> {
     // An image of random bytes: a scan of it outgrows the stream window of a reader that
@@ -401,6 +404,7 @@ fn image_sized_reads_take_foreground_slots() -> Result<()> {
             std::fs::write(ddev, &buf)?;
             Ok(())
         }),
+        archive_args: vec!["--fg-queue-per-peer".into(), "3".into()],
         ..ClusterOpts::default()
     })?;
     c.init_and_full_backup()?;
@@ -432,24 +436,59 @@ fn image_sized_reads_take_foreground_slots() -> Result<()> {
             other => bail!("a virtual scan: {other:?}"),
         }
     }
+    let mut line = Vec::new();
+    for ahead in 0..3 {
+        match viewer.queued("a0", bhash())? {
+            Ok((call, note)) => {
+                ensure!(
+                    (note.ahead, note.running, note.slots) == (ahead, 2, 2)
+                        && note.queue == "archive a0",
+                    "bhash {ahead}: {note:?}"
+                );
+                line.push(call);
+            }
+            Err(e) => bail!("bhash {ahead} refused: {e:?}"),
+        }
+    }
     let e = viewer.refusal("a0", bhash())?;
-    expect(&e, ErrorCode::Busy, &["foreground"])?;
-    let e = op.refusal("a0", scan())?;
-    expect(&e, ErrorCode::Busy, &["foreground"])?;
+    expect(&e, ErrorCode::Busy, &["--fg-queue-per-peer", "v9"])?;
+    let (_scan, note) = match op.queued("a0", scan())? {
+        Ok(x) => x,
+        Err(e) => bail!("another identity's scan: {e:?}"),
+    };
+    ensure!(
+        note.ahead == 3,
+        "the scan is behind the 3 bhashes: {note:?}"
+    );
+    let status = match op.open("a0", Request::Query(Query::Status { vol: None }))? {
+        Ok((_, walb_wire::Reply::Lines(l))) => l,
+        other => bail!("status: {other:?}"),
+    };
+    ensure!(
+        status
+            .iter()
+            .any(|l| l == "foreground 2/2 running, 4 queued")
+            && status
+                .iter()
+                .any(|l| l.starts_with("queued vol bhash by viewer/v9: 0 ahead")),
+        "the status lists what waits: {status:?}"
+    );
     for mut call in held {
         call.receiver.stop();
         call.sender.reset();
     }
-    let t0 = std::time::Instant::now();
-    loop {
-        match viewer.open("a0", bhash())? {
-            Ok((_, walb_wire::Reply::Hash(_))) => return Ok(()),
-            Err(e) if e.code == ErrorCode::Busy && t0.elapsed() < Duration::from_secs(20) => {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            other => bail!("bhash after the scans ended: {other:?}"),
-        }
-    }
+    let mut first = line.remove(0);
+    let r = viewer.run(async {
+        tokio::time::timeout(Duration::from_secs(30), first.receiver.reply())
+            .await
+            .map_err(|_| anyhow::anyhow!("the first bhash in line got no slot in 30 s"))?
+            .map_err(anyhow::Error::from)
+    })?;
+    ensure!(
+        matches!(r, walb_wire::Reply::Hash(_)),
+        "bhash after the scans ended: {r:?}"
+    );
+    Ok(())
 }
 
 /// A wlog transfer from the volume's own storage whose first pack claims 65535 blocks of
@@ -585,9 +624,10 @@ fn subscriptions_are_capped_per_identity() -> Result<()> {
 }
 
 /// Two silent full backups from the volume's own storage take both of a0's foreground
-/// slots, and a third request is `busy`; after the step timeout (2 s here) both are
-/// rolled back — volumes SyncReady again, partial images removed, slots free — and the
-/// real storage's full backup goes through.
+/// slots, and a third waits in line for one; after the step timeout (2 s here) both are
+/// rolled back — volumes SyncReady again, partial images removed, slots free — the third
+/// gets its slot and, silent too, loses it the same way; the real storage's full backup
+/// goes through.
 #[test]
 fn silent_peers_lose_their_slots_at_the_step_timeout() -> Result<()> {
     let c = Cluster::start(ClusterOpts {
@@ -596,7 +636,7 @@ fn silent_peers_lose_their_slots_at_the_step_timeout() -> Result<()> {
     })?;
     let wdev = c.wdev_path().display().to_string();
     c.exec_ok(&["init-storage", "s0", VOL, &wdev])?;
-    for v in [VOL, "vol2"] {
+    for v in [VOL, "vol2", "vol3"] {
         c.exec_ok(&["init-archive", "a0", v])?;
         c.exec_ok(&["bind", "a0", v, "storage", "s0"])?;
     }
@@ -615,6 +655,14 @@ fn silent_peers_lose_their_slots_at_the_step_timeout() -> Result<()> {
             other => bail!("a full backup of {v}: {other:?}"),
         }
     }
+    let (mut third, note) = match h.queued("a0", full("vol3"))? {
+        Ok(x) => x,
+        Err(e) => bail!("a third full backup: {e:?}"),
+    };
+    ensure!(
+        (note.ahead, note.running, note.slots) == (0, 2, 2),
+        "the third waits first in line: {note:?}"
+    );
     let op = Hostile::new(&c, Role::Operator, "console")?;
     let e = op.refusal(
         "a0",
@@ -629,8 +677,22 @@ fn silent_peers_lose_their_slots_at_the_step_timeout() -> Result<()> {
         matches!(&e, Ok(e) if e.code == ErrorCode::Busy || e.code == ErrorCode::WrongState),
         "{e:?}"
     );
+    // The silent two lose their slots at the step timeout: the third gets one.
+    let r = h.run(async {
+        tokio::time::timeout(Duration::from_secs(30), third.receiver.reply())
+            .await
+            .map_err(|_| anyhow::anyhow!("the third backup got no slot in 30 s"))?
+            .map_err(anyhow::Error::from)
+    })?;
+    ensure!(r == walb_wire::Reply::Accepted, "the third backup: {r:?}");
     let t0 = std::time::Instant::now();
-    while op_state(&op, VOL)? != "SyncReady" || op_state(&op, "vol2")? != "SyncReady" {
+    while [VOL, "vol2", "vol3"]
+        .iter()
+        .map(|v| op_state(&op, v))
+        .collect::<Result<Vec<_>>>()?
+        .iter()
+        .any(|s| s != "SyncReady")
+    {
         ensure!(
             t0.elapsed() < Duration::from_secs(30),
             "the silent backups still hold a0 after 30 s"
@@ -640,6 +702,7 @@ fn silent_peers_lose_their_slots_at_the_step_timeout() -> Result<()> {
     // Rolled back: nothing of the partial images is left.
     a0.unharmed(&c, &h)?;
     drop(silent);
+    drop(third);
     c.exec_ok(&["stop", "s0", VOL])?;
     let out = c.exec_ok(&["full-backup", "s0", VOL])?;
     let gid = walb_tests::last_number(&out).unwrap_or_default();

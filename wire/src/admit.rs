@@ -346,6 +346,9 @@ fn query(q: &Query, _lim: &Limits) -> Result<(), WireError> {
     }
 }
 
+/// Longest queue name in a [`Step::Queued`] (`archive ID`).
+const NOTE_QUEUE_LEN_MAX: usize = 512;
+
 /// Checks every bound of a step received inside a protocol.
 pub fn step(s: &Step, lim: &Limits) -> Result<(), WireError> {
     match s {
@@ -376,6 +379,21 @@ pub fn step(s: &Step, lim: &Limits) -> Result<(), WireError> {
         Step::Progress { done_lb, total_lb } => {
             if done_lb > total_lb {
                 return Err(bad(format!("progress {done_lb} of {total_lb}")));
+            }
+            Ok(())
+        }
+        Step::Queued(q) => {
+            if q.queue.len() > NOTE_QUEUE_LEN_MAX {
+                return Err(bad(format!(
+                    "a queue note naming a queue of {} bytes",
+                    q.queue.len()
+                )));
+            }
+            if q.running > q.slots {
+                return Err(bad(format!(
+                    "a queue note of {} running tasks in {} slots",
+                    q.running, q.slots
+                )));
             }
             Ok(())
         }
@@ -517,6 +535,24 @@ mod tests {
                 },
                 &lim
             )),
+            Some(ErrorCode::BadRequest)
+        );
+        let note = |queue: String, running: u32| {
+            Step::Queued(crate::msg::QueueNote {
+                queue,
+                ahead: 3,
+                running,
+                slots: 2,
+                wait_left_s: 60,
+            })
+        };
+        assert_eq!(code(step(&note("archive a0".into(), 2), &lim)), None);
+        assert_eq!(
+            code(step(&note("archive a0".into(), 3), &lim)),
+            Some(ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            code(step(&note("x".repeat(NOTE_QUEUE_LEN_MAX + 1), 1), &lim)),
             Some(ErrorCode::BadRequest)
         );
     }

@@ -26,8 +26,12 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::auth::OpClass;
 
-/// The protocol version this build speaks best.
-pub const PROTOCOL_VERSION: u16 = 2;
+/// The protocol version this build speaks best (version 3 added the queue for foreground
+/// slots: [`Step::Queued`] before a reply and [`Event::Queue`], sent only on connections
+/// that speak 3; nothing a version-2 peer sends or receives changed, so 2 is still spoken).
+pub const PROTOCOL_VERSION: u16 = 3;
+/// The first protocol version with [`Step::Queued`] and [`Event::Queue`].
+pub const PROTOCOL_VERSION_QUEUE: u16 = 3;
 /// The oldest protocol version this build still speaks (version 2 added peer bindings:
 /// `Command::Bind`, `Query::Peers`, the destination's id in a `replicate`; a version-1 peer
 /// is told to upgrade).
@@ -872,6 +876,28 @@ pub enum Step {
         /// Length, logical blocks.
         len_lb: u64,
     },
+    /// Server → client, before the reply (protocol 3): the request waits in the queue for
+    /// a foreground slot. Sent when the queue moves and at least every few seconds, so
+    /// that the caller's step timeout does not fire while it waits; the caller that does
+    /// not want to wait longer closes the call, which takes it out of the queue.
+    Queued(QueueNote),
+}
+
+/// Where a request waiting for a foreground slot stands ([`Step::Queued`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
+pub struct QueueNote {
+    /// Whose queue (`archive a0`): a storage waiting in its archive's queue passes the
+    /// archive's notes on to its own caller.
+    pub queue: String,
+    /// Requests ahead of this one in the queue.
+    pub ahead: u32,
+    /// Foreground tasks running.
+    pub running: u32,
+    /// Foreground slots (`--fg`).
+    pub slots: u32,
+    /// How much longer the daemon lets it wait, seconds.
+    pub wait_left_s: u64,
 }
 
 /// The replication kind the destination chose.
@@ -953,9 +979,31 @@ pub enum Event {
         /// What went wrong.
         error: String,
     },
+    /// Protocol 3: an operation waits for a foreground slot (`ahead: Some`), or got one
+    /// and runs (`ahead: None`). One that gives up waiting ends with [`Event::Failed`].
+    Queue {
+        /// Volume.
+        vol: String,
+        /// The operation, as in its progress events.
+        op: String,
+        /// Operations ahead of it in the queue; `None`: it left the queue with a slot.
+        ahead: Option<u32>,
+        /// Foreground tasks running.
+        running: u32,
+        /// Foreground slots (`--fg`).
+        slots: u32,
+    },
 }
 
 impl Event {
+    /// The oldest protocol version a subscriber must speak to be sent this event.
+    pub fn since_version(&self) -> u16 {
+        match self {
+            Event::Queue { .. } => PROTOCOL_VERSION_QUEUE,
+            _ => PROTOCOL_VERSION_MIN,
+        }
+    }
+
     /// The volume this event is about, if any.
     pub fn vol(&self) -> Option<&str> {
         match self {
@@ -963,7 +1011,8 @@ impl Event {
             | Event::LogUsage { vol, .. }
             | Event::Progress { vol, .. }
             | Event::State { vol, .. }
-            | Event::Failed { vol, .. } => Some(vol),
+            | Event::Failed { vol, .. }
+            | Event::Queue { vol, .. } => Some(vol),
             Event::Lagged { .. } => None,
         }
     }
@@ -1140,6 +1189,51 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    /// Protocol 3 only appended variants: what a version-2 peer sends and receives keeps
+    /// its encoding, and what it cannot decode is never sent to it.
+    #[test]
+    fn protocol_3_appends_only() {
+        let first = |v: &dyn erased::Enc| v.first_byte();
+        assert_eq!(first(&Step::Zero { len_lb: 1 }), 12);
+        let note = QueueNote {
+            queue: "archive a0".into(),
+            ahead: 0,
+            running: 2,
+            slots: 2,
+            wait_left_s: 5,
+        };
+        assert_eq!(first(&Step::Queued(note)), 13);
+        let failed = Event::Failed {
+            vol: "v".into(),
+            op: "restore".into(),
+            error: "e".into(),
+        };
+        assert_eq!(first(&failed), 5);
+        let queue = Event::Queue {
+            vol: "v".into(),
+            op: "restore".into(),
+            ahead: Some(1),
+            running: 2,
+            slots: 2,
+        };
+        assert_eq!(first(&queue), 6);
+        assert_eq!(queue.since_version(), PROTOCOL_VERSION_QUEUE);
+        assert_eq!(failed.since_version(), PROTOCOL_VERSION_MIN);
+        const { assert!(PROTOCOL_VERSION_MIN < PROTOCOL_VERSION_QUEUE) };
+        assert_eq!(queue.vol(), Some("v"));
+    }
+
+    mod erased {
+        pub(super) trait Enc {
+            fn first_byte(&self) -> u8;
+        }
+        impl<T: serde::Serialize> Enc for T {
+            fn first_byte(&self) -> u8 {
+                postcard::to_stdvec(self).unwrap()[0]
+            }
+        }
+    }
+
     fn round_trip<T>(v: &T)
     where
         T: Serialize + for<'de> Deserialize<'de> + PartialEq + std::fmt::Debug,
@@ -1211,7 +1305,8 @@ mod tests {
     fn hello_encoding_is_frozen() {
         let h = Hello::ours("x");
         let bytes = postcard::to_stdvec(&h).unwrap();
-        assert_eq!(bytes, [b'W', b'A', b'L', b'B', 2, 2, 1, b'x']);
+        // Versions 2..=3, then the software string.
+        assert_eq!(bytes, [b'W', b'A', b'L', b'B', 2, 3, 1, b'x']);
     }
 
     #[test]

@@ -697,7 +697,7 @@ async fn serve_stream(
             }
         };
         let events = inner.events.subscribe();
-        if let Err(e) = serve_events(call, sub, events).await {
+        if let Err(e) = serve_events(call, sub, events, version).await {
             debug!(%peer, "subscription ended: {e}");
         }
         drop(slot);
@@ -724,6 +724,7 @@ async fn serve_events(
     mut call: Call,
     sub: Subscribe,
     mut events: broadcast::Receiver<Event>,
+    version: u16,
 ) -> Result<(), Error> {
     // Events may be quiet for hours, and a slow viewer only lags.
     call.set_step_timeout(None);
@@ -742,7 +743,7 @@ async fn serve_events(
         let wanted = match event.vol() {
             Some(v) => sub.vols.is_empty() || sub.vols.iter().any(|w| w == v),
             None => true,
-        };
+        } && event.since_version() <= version;
         if wanted {
             call.sender.send(&Message::Event(event)).await?;
         }
@@ -1122,6 +1123,15 @@ impl CallSender {
         Ok(self.send.finish()?)
     }
 
+    /// Resolves once the peer will read no more of this call: it stopped or dropped its
+    /// end, or the connection closed (a server learns that its caller left).
+    pub fn peer_gone(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let stopped = self.send.stopped();
+        async move {
+            let _ = stopped.await;
+        }
+    }
+
     /// Abandons the call: the peer's reads fail.
     pub fn reset(&mut self) {
         let _ = self.send.reset(RESET_ABANDONED.into());
@@ -1406,10 +1416,37 @@ impl CallReceiver {
         }
     }
 
-    /// The next message, which must be a reply.
+    /// The next message, which must be a reply (queue notes before it are skipped: see
+    /// [`CallReceiver::reply_queued`]).
     pub async fn reply(&mut self) -> Result<Reply, Error> {
+        self.reply_queued(|_| ()).await
+    }
+
+    /// The next message, which must be a reply; every [`Step::Queued`] before it (the
+    /// request waits for a foreground slot) is handed to `queued`.
+    pub async fn reply_queued(
+        &mut self,
+        mut queued: impl FnMut(&crate::msg::QueueNote),
+    ) -> Result<Reply, Error> {
+        loop {
+            match self.msg_for("waiting for a reply").await? {
+                Message::Reply(r) => return Ok(r),
+                Message::Step(Step::Queued(note)) => queued(&note),
+                other => {
+                    return Err(Error::Unexpected(format!(
+                        "expected a reply, got {}",
+                        kind_of(&other)
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The next message, which must be a reply or a [`Step::Queued`].
+    pub async fn reply_or_queued(&mut self) -> Result<Result<Reply, crate::msg::QueueNote>, Error> {
         match self.msg_for("waiting for a reply").await? {
-            Message::Reply(r) => Ok(r),
+            Message::Reply(r) => Ok(Ok(r)),
+            Message::Step(Step::Queued(note)) => Ok(Err(note)),
             other => Err(Error::Unexpected(format!(
                 "expected a reply, got {}",
                 kind_of(&other)

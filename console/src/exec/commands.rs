@@ -1695,6 +1695,27 @@ impl ExecCmd {
         }
     }
 
+    /// The command's `--timeout` (its default when not given), for those that take one.
+    pub fn timeout(&self) -> Option<Duration> {
+        match self {
+            ExecCmd::InitStorage { timeout, .. }
+            | ExecCmd::Start { timeout, .. }
+            | ExecCmd::Stop { timeout, .. }
+            | ExecCmd::Reset { timeout, .. }
+            | ExecCmd::Clear { timeout, .. }
+            | ExecCmd::FullBackup { timeout, .. }
+            | ExecCmd::Snapshot { timeout, .. }
+            | ExecCmd::HashBackup { timeout, .. }
+            | ExecCmd::Merge { timeout, .. }
+            | ExecCmd::Apply { timeout, .. }
+            | ExecCmd::Replicate { timeout, .. }
+            | ExecCmd::Synchronizing { timeout, .. }
+            | ExecCmd::WaitRestorable { timeout, .. }
+            | ExecCmd::Restore { timeout, .. } => Some(*timeout),
+            _ => None,
+        }
+    }
+
     /// Whether the command talks to daemons (and so needs a cluster file).
     pub fn needs_cluster(&self) -> bool {
         !matches!(self, ExecCmd::Help { .. })

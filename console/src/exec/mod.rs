@@ -168,51 +168,81 @@ pub async fn exec_main(
     } else {
         None
     };
-    let code = run_lines(&lines, script, client.as_ref(), req.json, out, err).await;
-    // The daemons count this console's connections until they close: close them now
-    // rather than leave them to the idle timeout (scripts run many consoles in a row).
-    if let Some(c) = client {
+    let code = 'lines: {
+        for l in &lines {
+            let where_ = script.then_some(l);
+            let result = match (&l.cmd, &client) {
+                (ExecCmd::Help { command }, _) => commands::help_lines(command.as_deref())
+                    .map(Outcome::Lines)
+                    .map_err(|e| ClientError::State(e.to_string())),
+                (cmd, Some(c)) => {
+                    // A daemon running its --fg tasks queues the command's heavy request: the
+                    // command waits up to its --timeout, saying so on stderr (stdout stays
+                    // what scripts parse).
+                    let wait = cmd.timeout().unwrap_or(req.client.request_timeout);
+                    let c = c.with_queue_patience(wait, Some(queue_report()));
+                    cmd.run(&c).await
+                }
+                (_, None) => Err(ClientError::State("no cluster loaded".into())),
+            };
+            match result {
+                Ok(o) => {
+                    let _ = print_outcome(out, &o, req.json, where_);
+                }
+                Err(e) => {
+                    if req.json {
+                        let _ = writeln!(out, "{}", error_json(&e, where_));
+                        let _ = out.flush();
+                    }
+                    let _ = match where_ {
+                        Some(l) => writeln!(err, "error: line {} ({}): {e}", l.line, l.text),
+                        None => writeln!(err, "error: {e}"),
+                    };
+                    break 'lines exit_code(&e);
+                }
+            }
+        }
+        0
+    };
+    if let Some(c) = &client {
+        // Tell the daemons the connections are over (else each lingers there until its
+        // idle timeout, counted against the operator's connections).
         c.close().await;
     }
     code
 }
 
-/// Runs the lines in order; the exit code of the first that fails, else 0.
-async fn run_lines(
-    lines: &[ScriptLine],
-    script: bool,
-    client: Option<&Client>,
-    json: bool,
-    out: &mut dyn Write,
-    err: &mut dyn Write,
-) -> i32 {
-    for l in lines {
-        let where_ = script.then_some(l);
-        let result = match (&l.cmd, client) {
-            (ExecCmd::Help { command }, _) => commands::help_lines(command.as_deref())
-                .map(Outcome::Lines)
-                .map_err(|e| ClientError::State(e.to_string())),
-            (cmd, Some(c)) => cmd.run(c).await,
-            (_, None) => Err(ClientError::State("no cluster loaded".into())),
-        };
-        match result {
-            Ok(o) => {
-                let _ = print_outcome(out, &o, json, where_);
-            }
-            Err(e) => {
-                if json {
-                    let _ = writeln!(out, "{}", error_json(&e, where_));
-                    let _ = out.flush();
-                }
-                let _ = match where_ {
-                    Some(l) => writeln!(err, "error: line {} ({}): {e}", l.line, l.text),
-                    None => writeln!(err, "error: {e}"),
-                };
-                return exit_code(&e);
-            }
+/// Prints where a queued request stands on stderr, once per change of place:
+/// `queued: storage s0 runs 2 of 2 foreground tasks, 1 ahead; waiting up to 600 s`
+/// (the queue may be another daemon's than the one asked: a storage waiting for its
+/// archive passes the archive's notes on).
+fn queue_report() -> crate::client::QueueReport {
+    let last = std::sync::Mutex::new(None::<(String, u32, u32)>);
+    std::sync::Arc::new(move |node: &str, n: &walb_wire::msg::QueueNote, wait| {
+        let now = (n.queue.clone(), n.ahead, n.running);
+        let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
+        if last.as_ref() != Some(&now) {
+            eprintln!("{}", queue_line(node, n, wait));
+            *last = Some(now);
         }
-    }
-    0
+    })
+}
+
+/// The stderr line of a queued request.
+pub fn queue_line(node: &str, n: &walb_wire::msg::QueueNote, wait: std::time::Duration) -> String {
+    let via = if n.queue.ends_with(&format!(" {node}")) {
+        String::new()
+    } else {
+        format!(" (for {node})")
+    };
+    format!(
+        "queued: {}{via} runs {} of {} foreground tasks, {} ahead; waiting up to {} s",
+        n.queue,
+        n.running,
+        n.slots,
+        n.ahead,
+        wait.as_secs()
+    )
 }
 
 #[cfg(test)]

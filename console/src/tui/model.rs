@@ -388,6 +388,26 @@ pub struct Task {
     pub rate_bps: Option<f64>,
     /// How it ended.
     pub end: Option<TaskEnd>,
+    /// Waiting in the daemon's queue for a foreground slot (`None`: not, or no longer).
+    pub queued: Option<QueuePos>,
+}
+
+/// Where a task waiting for a foreground slot stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct QueuePos {
+    /// Tasks ahead of it.
+    pub ahead: u32,
+    /// Foreground tasks running on its node.
+    pub running: u32,
+    /// The node's foreground slots.
+    pub slots: u32,
+}
+
+impl QueuePos {
+    /// `waiting: 2/2 slots busy` (its place is in the progress column).
+    pub fn describe(&self) -> String {
+        format!("waiting: {}/{} slots busy", self.running, self.slots)
+    }
 }
 
 impl Task {
@@ -422,6 +442,7 @@ impl Task {
 
     /// Records progress at `now`, updating the smoothed throughput.
     pub fn progress(&mut self, now: Ms, done_lb: u64, total_lb: u64) {
+        self.queued = None;
         if let Some((t, d)) = self.sample {
             let dt = now.saturating_sub(t);
             if dt >= 200 && done_lb >= d {
@@ -908,6 +929,7 @@ mod tests {
             sample: None,
             rate_bps: None,
             end: None,
+            queued: None,
         };
         t.progress(0, 0, 20_480);
         assert_eq!(t.rate_bps, None);

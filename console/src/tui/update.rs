@@ -15,7 +15,7 @@ use super::actions::{self, Target};
 use super::keys::{self, Action};
 use super::model::{
     is_temporary, CellState, Confirm, DiffsFocus, Level, LogUsage, Menu, Mode, Model, Output,
-    Palette, Queue, Reach, Snap, Task, TaskEnd, View, ENDED_TASKS_MAX, TASK_KINDS,
+    Palette, Queue, QueuePos, Reach, Snap, Task, TaskEnd, View, ENDED_TASKS_MAX, TASK_KINDS,
 };
 use super::palette;
 use crate::exec::commands::{help_lines, split_words};
@@ -385,6 +385,7 @@ fn start_task(m: &mut Model, node: &str, vol: &str, op: &str) -> usize {
         sample: None,
         rate_bps: None,
         end: None,
+        queued: None,
     });
     let label = super::model::task_label(op);
     m.push_log(
@@ -654,6 +655,24 @@ fn on_event(m: &mut Model, node: &str, event: Event, out: &mut Vec<Effect>) {
         Event::Failed { vol, op, error } => {
             let i = start_task(m, node, &vol, &op);
             end_task(m, i, false, error);
+        }
+        Event::Queue {
+            vol,
+            op,
+            ahead,
+            running,
+            slots,
+        } => {
+            let i = start_task(m, node, &vol, &op);
+            let now = m.now;
+            if let Some(t) = m.tasks.get_mut(i) {
+                t.updated = now;
+                t.queued = ahead.map(|ahead| QueuePos {
+                    ahead,
+                    running,
+                    slots,
+                });
+            }
         }
         Event::Lagged { missed } => {
             m.push_log(
@@ -1213,6 +1232,7 @@ fn run_command(m: &mut Model, line: String, cmd: ExecCmd, out: &mut Vec<Effect>)
         sample: None,
         rate_bps: None,
         end: None,
+        queued: None,
     });
     let vol = vol.map(str::to_owned);
     m.push_log(

@@ -43,7 +43,8 @@ pub struct View {
     pub stopping: bool,
     /// The peers bound to it.
     pub peers: VolPeers,
-    /// Whether a foreground slot is free.
+    /// Whether a foreground slot is free (a wdiff transfer does not queue for one: the
+    /// proxy retries it).
     pub fg_free: bool,
     /// The base image's size, logical blocks (`None`: no image).
     pub base_lb: Option<u64>,
@@ -58,18 +59,6 @@ fn not_found(v: &View, what: &str) -> WireError {
         ErrorCode::NotFound,
         format!("volume {} does not exist on {} ({what})", v.vol, v.me),
     )
-}
-
-fn busy(v: &View) -> Option<WireError> {
-    (!v.fg_free).then(|| {
-        refuse(
-            ErrorCode::Busy,
-            format!(
-                "{} runs its maximum of foreground tasks; try again later",
-                v.me
-            ),
-        )
-    })
 }
 
 fn stopping(v: &View) -> Option<WireError> {
@@ -99,21 +88,18 @@ fn first(checks: impl IntoIterator<Item = Option<WireError>>) -> Result<(), Wire
     }
 }
 
-/// A full backup (`BackupSync::Full`): the volume's storage, a SyncReady volume, a slot.
+/// A full backup (`BackupSync::Full`): the volume's storage, a SyncReady volume. (With
+/// every foreground slot taken, the request then waits in the queue: `crate::fgq`.)
 pub fn full(peer: &PeerId, _s: &SyncStart, v: &View) -> Result<(), WireError> {
     if v.state == A::Clear {
         return Err(not_found(v, "init-vol first"));
     }
     peers::admit(&v.me, &v.vol, &v.peers, peer, Access::Backup)?;
-    first([
-        stopping(v),
-        wrong_state(v, "a full backup", A::SyncReady),
-        busy(v),
-    ])
+    first([stopping(v), wrong_state(v, "a full backup", A::SyncReady)])
 }
 
 /// A hash backup (`BackupSync::Hash`): the volume's storage, an Archived volume whose
-/// image has the device's size, a slot.
+/// image has the device's size (then the queue for a slot).
 pub fn hash(peer: &PeerId, s: &SyncStart, v: &View) -> Result<(), WireError> {
     if v.state == A::Clear {
         return Err(not_found(v, "init-vol and a full backup first"));
@@ -131,7 +117,7 @@ pub fn hash(peer: &PeerId, s: &SyncStart, v: &View) -> Result<(), WireError> {
             ),
         ));
     }
-    first([busy(v)])
+    Ok(())
 }
 
 /// Latest snapshots (`BackupSync::GatherLatestSnap`): every volume named that exists here
@@ -180,7 +166,8 @@ pub fn wdiff(
 }
 
 /// A replication into this archive (`Replicate`): one of the volume's source archives;
-/// the kind follows from the state and the lineages ([`choose_kind`]).
+/// the kind follows from the state and the lineages ([`choose_kind`]) (then the queue for
+/// a slot).
 pub fn repl(peer: &PeerId, r: &ReplSync, v: &View) -> Result<ReplKind, WireError> {
     if v.state == A::Clear {
         return Err(not_found(v, "init-vol first"));
@@ -194,7 +181,6 @@ pub fn repl(peer: &PeerId, r: &ReplSync, v: &View) -> Result<ReplKind, WireError
         &r.archive_uuid,
         r.do_resync,
     )?;
-    first([busy(v)])?;
     Ok(kind)
 }
 
@@ -296,13 +282,13 @@ mod tests {
                 Some(ErrorCode::Stopped),
             ),
             (
-                "no slot",
+                "no slot: admitted, it queues for one",
                 &s0,
                 View {
                     fg_free: false,
                     ..ok.clone()
                 },
-                Some(ErrorCode::Busy),
+                None,
             ),
             (
                 "no storage bound",

@@ -356,16 +356,24 @@ impl BackgroundWriter {
 
 impl Archive {
     /// Serves one full backup (see the module documentation).
-    pub(super) async fn receive_full(self: &Arc<Self>, peer: PeerId, mut call: Call, s: SyncStart) {
-        let accepted = (|| {
-            super::admit::full(&peer, &s, &self.view(&s.vol)?)?;
-            let permit = self.ctx.fg_permit()?;
+    pub(super) async fn receive_full(
+        self: &Arc<Self>,
+        peer: PeerId,
+        version: u16,
+        mut call: Call,
+        s: SyncStart,
+    ) {
+        let admit = || super::admit::full(&peer, &s, &self.view(&s.vol)?);
+        let slot = self
+            .admitted_slot(&peer, version, &mut call, &s.vol, "full-sync", admit)
+            .await;
+        let accepted = slot.and_then(|((), permit)| {
             let v = self.sync_vol(&s, "full backup")?;
             let txn = v
                 .core
                 .begin_exclusive(&[A::SyncReady], A::FullSync, "full backup", None)?;
             Ok((v, txn, permit))
-        })();
+        });
         let (vol, txn, permit) = match accepted {
             Ok(x) => x,
             Err(e) => {

@@ -69,10 +69,18 @@ struct Plan {
 }
 
 impl Archive {
-    pub(super) async fn receive_hash(self: &Arc<Self>, peer: PeerId, mut call: Call, s: SyncStart) {
-        let accepted = (|| {
-            super::admit::hash(&peer, &s, &self.view(&s.vol)?)?;
-            let permit = self.ctx.fg_permit()?;
+    pub(super) async fn receive_hash(
+        self: &Arc<Self>,
+        peer: PeerId,
+        version: u16,
+        mut call: Call,
+        s: SyncStart,
+    ) {
+        let admit = || super::admit::hash(&peer, &s, &self.view(&s.vol)?);
+        let slot = self
+            .admitted_slot(&peer, version, &mut call, &s.vol, "hash-sync", admit)
+            .await;
+        let accepted = slot.and_then(|((), permit)| {
             let v = self.sync_vol(&s, "hash backup")?;
             let txn = v
                 .core
@@ -95,7 +103,7 @@ impl Archive {
                 Plan { snap_from, chain }
             };
             Ok((v, txn, plan, permit))
-        })();
+        });
         let (vol, txn, plan, permit) = match accepted {
             Ok(x) => x,
             Err(e) => {

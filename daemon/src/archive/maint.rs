@@ -43,7 +43,7 @@ use super::restore::{
 use super::vol::{diff_path, ArchiveVol, BASE_FILE};
 use super::{backend_error, blocking, persist_error, remove_diff_files, Archive};
 use crate::persist;
-use crate::server::refuse;
+use crate::server::{refuse, Caller};
 use crate::state::archive::{action, deny_list, ArchiveState as A, ACTIVE};
 
 /// States an archive volume can be resized in (walb-tools: aActive, Stopped, SyncReady).
@@ -183,9 +183,10 @@ impl Archive {
         name: &str,
         gid_b: u64,
         until: MergeUntil,
+        caller: Option<&mut Caller<'_>>,
     ) -> Result<Reply, WireError> {
         let v = self.vol_for_action(name, "merge")?;
-        let permit = self.ctx.fg_permit()?;
+        let permit = self.ctx.fg_slot(caller, name, "merge").await?;
         let guard = v
             .core
             .begin_action(ACTIVE, action::MERGE, deny_list(action::MERGE))?;
@@ -254,9 +255,14 @@ impl Archive {
     }
 
     /// `apply vol gid` (see the module documentation).
-    pub(super) async fn apply(self: &Arc<Self>, name: &str, gid: u64) -> Result<Reply, WireError> {
+    pub(super) async fn apply(
+        self: &Arc<Self>,
+        name: &str,
+        gid: u64,
+        caller: Option<&mut Caller<'_>>,
+    ) -> Result<Reply, WireError> {
         let v = self.vol_for_action(name, "apply")?;
-        let permit = self.ctx.fg_permit()?;
+        let permit = self.ctx.fg_slot(caller, name, "apply").await?;
         let guard = v
             .core
             .begin_action(ACTIVE, action::APPLY, deny_list(action::APPLY))?;

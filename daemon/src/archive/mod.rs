@@ -48,7 +48,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 use walb_kernel::diff::apply::DiscardPolicy;
 use walb_kernel::meta::MetaDiff;
-use walb_wire::msg::{BackupSync, Command, ErrorCode, Event, Query, Reply, Request, StopMode};
+use walb_wire::msg::{BackupSync, Command, ErrorCode, Event, Reply, Request, StopMode};
 use walb_wire::{IncomingCall, WireError};
 
 use self::backend::{BackendError, FileBackend, ImageBackend};
@@ -57,7 +57,7 @@ use crate::dto;
 use crate::opts::ArchiveOpts;
 use crate::peers::PeerBook;
 use crate::persist::{self, voldir, DirKind, PersistError, VolRule};
-use crate::server::{answer, refuse, Ctx, Handler};
+use crate::server::{answer, refuse, Caller, Ctx, Handler};
 use crate::state::archive::{ArchiveState as A, ACTIVE, ACTIVE_OR_STOPPED};
 use crate::state::{StopState, VolState};
 
@@ -298,7 +298,7 @@ impl Archive {
                 .as_ref()
                 .is_some_and(|v| v.core.stop_state().is_stopping()),
             peers,
-            fg_free: self.ctx.fg.available_permits() > 0,
+            fg_free: self.ctx.fg.free(),
             base_lb,
             holding,
             archive_uuid,
@@ -496,7 +496,11 @@ impl Archive {
     // --------------------------------------------------------------------------------
     // Commands
 
-    async fn command(self: &Arc<Self>, cmd: Command) -> Result<Reply, WireError> {
+    async fn command(
+        self: &Arc<Self>,
+        cmd: Command,
+        caller: Option<&mut Caller<'_>>,
+    ) -> Result<Reply, WireError> {
         match cmd {
             Command::Bind(b) => self.bind(&b),
             Command::InitVol { vol, .. } => self.init_vol(&vol).await,
@@ -504,7 +508,7 @@ impl Archive {
             Command::ResetVol { vol, .. } => self.reset_vol(&vol).await,
             Command::Start { vol, .. } => self.start_vol(&vol),
             Command::Stop { vol, mode } => self.stop_vol(&vol, mode),
-            Command::Restore { vol, gid } => self.restore(&vol, gid).await,
+            Command::Restore { vol, gid } => self.restore(&vol, gid, caller).await,
             Command::DelRestored { vol, gid } => self.del_restored(&vol, gid).await,
             Command::GcDiff { vol } => self.gc_diff(&vol).await,
             Command::DelCold { vol, gid } => Err(refuse(
@@ -514,15 +518,15 @@ impl Archive {
                     self.backend.kind()
                 ),
             )),
-            Command::Merge { vol, gid_b, until } => self.merge(&vol, gid_b, until).await,
-            Command::Apply { vol, gid } => self.apply(&vol, gid).await,
+            Command::Merge { vol, gid_b, until } => self.merge(&vol, gid_b, until, caller).await,
+            Command::Apply { vol, gid } => self.apply(&vol, gid, caller).await,
             Command::Resize { vol, size_lb, .. } => self.resize(&vol, size_lb).await,
             Command::SetSnapshotsExplicit {
                 vol,
                 gids,
                 explicit,
             } => self.set_explicit(&vol, &gids, explicit).await,
-            Command::Replicate(cmd) => self.replicate(cmd).await,
+            Command::Replicate(cmd) => self.replicate(cmd, caller).await,
             Command::VirtFullScan { .. } => Err(refuse(
                 ErrorCode::BadRequest,
                 "virt-full-scan streams the image: it is served on its call",
@@ -692,6 +696,28 @@ impl Archive {
         Ok(Reply::Done)
     }
 
+    /// Admits a peer's protocol request (`admit`), waits for a foreground slot in the
+    /// queue ([`Ctx::fg_slot`], the peer told where it stands), and admits it again:
+    /// the volume may have changed while it waited.
+    pub(crate) async fn admitted_slot<T>(
+        &self,
+        peer: &walb_wire::PeerId,
+        version: u16,
+        call: &mut walb_wire::Call,
+        vol: &str,
+        op: &str,
+        admit: impl Fn() -> Result<T, WireError>,
+    ) -> Result<(T, tokio::sync::OwnedSemaphorePermit), WireError> {
+        admit()?;
+        let mut caller = Caller {
+            peer,
+            version,
+            call: &mut call.sender,
+        };
+        let permit = self.ctx.fg_slot(Some(&mut caller), vol, op).await?;
+        Ok((admit()?, permit))
+    }
+
     // --------------------------------------------------------------------------------
     // Dispatch
 
@@ -699,27 +725,35 @@ impl Archive {
         let IncomingCall {
             peer,
             request,
-            call,
-            ..
+            mut call,
+            version,
         } = inc;
+        let mut caller = Caller {
+            peer: &peer,
+            version,
+            call: &mut call.sender,
+        };
         match request {
             Request::Command(Command::VirtFullScan { vol, gid, bulk_lb }) => {
-                self.virt_full_scan(peer, call, vol, gid, bulk_lb).await
+                self.virt_full_scan(peer.clone(), version, call, vol, gid, bulk_lb)
+                    .await
             }
             Request::Command(cmd) => {
                 let what = format!("{cmd:?}");
-                let r = self.command(cmd).await;
+                let r = self.command(cmd, Some(&mut caller)).await;
                 if let Err(e) = &r {
                     info!(%peer, "refused {what}: {e}");
                 }
                 answer(call, r).await;
             }
             Request::Query(q) => {
-                let r = self.query(q).await;
+                let r = query::answer_query(self, q, Some(&mut caller)).await;
                 answer(call, r).await;
             }
             Request::WdiffTransfer(t) => self.receive_wdiff(peer, call, t).await,
-            Request::BackupSync(BackupSync::Full(s)) => self.receive_full(peer, call, s).await,
+            Request::BackupSync(BackupSync::Full(s)) => {
+                self.receive_full(peer.clone(), version, call, s).await
+            }
             Request::BackupSync(BackupSync::GatherLatestSnap { vols }) => {
                 let r = vols
                     .iter()
@@ -732,8 +766,10 @@ impl Archive {
                 }
                 answer(call, r).await;
             }
-            Request::BackupSync(BackupSync::Hash(s)) => self.receive_hash(peer, call, s).await,
-            Request::Replicate(r) => self.receive_repl(peer, call, r).await,
+            Request::BackupSync(BackupSync::Hash(s)) => {
+                self.receive_hash(peer.clone(), version, call, s).await
+            }
+            Request::Replicate(r) => self.receive_repl(peer.clone(), version, call, r).await,
             other => {
                 answer(
                     call,
@@ -745,10 +781,6 @@ impl Archive {
                 .await
             }
         }
-    }
-
-    async fn query(self: &Arc<Self>, q: Query) -> Result<Reply, WireError> {
-        query::answer_query(self, q).await
     }
 }
 

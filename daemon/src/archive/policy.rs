@@ -358,24 +358,27 @@ impl Archive {
             h.began(&task, now);
             info!(?task, "maintenance task");
             let r = match &task {
-                Task::Apply { vol, gid } => self.apply(vol, *gid).await,
+                Task::Apply { vol, gid } => self.apply(vol, *gid, None).await,
                 Task::Merge { vol, gid_b, gid_e } => {
-                    self.merge(vol, *gid_b, MergeUntil::Gid(*gid_e)).await
+                    self.merge(vol, *gid_b, MergeUntil::Gid(*gid_e), None).await
                 }
                 Task::Replicate { vol, dest } => match PeerAddr::parse(Role::Archive, dest) {
                     Err(e) => Err(refuse(ErrorCode::BadRequest, format!("--replicate-to {e}"))),
                     Ok(to) => {
-                        self.replicate(ReplicateCommand {
-                            vol: vol.clone(),
-                            until: MergeUntil::SizeMib(0),
-                            dest: to.addr,
-                            dest_id: to.id.id().to_owned(),
-                            do_resync: false,
-                            dont_merge: false,
-                            compress: None,
-                            merge_size_max: None,
-                            bulk_lb: None,
-                        })
+                        self.replicate(
+                            ReplicateCommand {
+                                vol: vol.clone(),
+                                until: MergeUntil::SizeMib(0),
+                                dest: to.addr,
+                                dest_id: to.id.id().to_owned(),
+                                do_resync: false,
+                                dont_merge: false,
+                                compress: None,
+                                merge_size_max: None,
+                                bulk_lb: None,
+                            },
+                            None,
+                        )
                         .await
                     }
                 },

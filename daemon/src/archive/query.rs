@@ -15,7 +15,7 @@ use super::vol::ArchiveVol;
 use super::wdiff::hex;
 use super::{backend_error, blocking, Archive};
 use crate::dto;
-use crate::server::refuse;
+use crate::server::{refuse, Caller};
 use crate::state::archive::{action, ArchiveState as A, ACTIVE, ACTIVE_OR_STOPPED};
 use crate::state::VolState;
 
@@ -70,7 +70,11 @@ impl Archive {
 }
 
 /// Answers one query.
-pub(super) async fn answer_query(a: &Arc<Archive>, q: Query) -> Result<Reply, WireError> {
+pub(super) async fn answer_query(
+    a: &Arc<Archive>,
+    q: Query,
+    caller: Option<&mut Caller<'_>>,
+) -> Result<Reply, WireError> {
     match q {
         Query::State { vol } => Ok(Reply::Text(a.state_of(&vol).name().to_owned())),
         Query::Peers { vol } => Ok(Reply::Peers(a.peers_of(&vol)?.to_dto())),
@@ -255,7 +259,7 @@ pub(super) async fn answer_query(a: &Arc<Archive>, q: Query) -> Result<Reply, Wi
             )))
         }
         Query::TsDelta => Ok(Reply::Lines(a.ts_delta_lines())),
-        Query::BlockHash { vol, gid } => a.block_hash(&vol, gid).await,
+        Query::BlockHash { vol, gid } => a.block_hash(&vol, gid, caller).await,
         Query::HostType | Query::Pid | Query::Version => {
             Err(refuse(ErrorCode::Internal, "answered by the server core"))
         }
@@ -286,6 +290,7 @@ fn summary(a: &Archive) -> Vec<String> {
             m.diffs.len()
         ));
     }
+    out.extend(a.ctx().fg_status());
     out
 }
 

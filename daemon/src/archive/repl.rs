@@ -81,7 +81,7 @@ use crate::bulk::{self, compare, Bulk, Compare, ScanIo, HASH_QUEUE, READ_AHEAD};
 use crate::dto;
 use crate::peers::PeerAddr;
 use crate::proxy::bridge::{ChunkWriter, CHANNEL_DEPTH};
-use crate::server::{answer, refuse, CallError};
+use crate::server::{answer, refuse, CallError, Caller};
 use crate::state::archive::{action, deny_list, ArchiveState as A, ACTIVE};
 use crate::state::VolState;
 use crate::vol::Txn;
@@ -354,6 +354,7 @@ impl Archive {
     pub(super) async fn replicate(
         self: &Arc<Self>,
         cmd: ReplicateCommand,
+        mut caller: Option<&mut Caller<'_>>,
     ) -> Result<Reply, WireError> {
         let bulk_lb = cmd.bulk_lb.unwrap_or(DEFAULT_BULK_LB);
         if bulk_lb == 0 || bulk_lb > MAX_BULK_LB {
@@ -363,7 +364,10 @@ impl Archive {
             ));
         }
         let v = self.vol_for_action(&cmd.vol, "replicate")?;
-        let permit = self.ctx.fg_permit()?;
+        let permit = self
+            .ctx
+            .fg_slot(caller.as_deref_mut(), &cmd.vol, "replicate")
+            .await?;
         let guard = v.core.begin_action(
             ACTIVE,
             action::REPL_SYNC_AS_CLIENT,
@@ -381,7 +385,10 @@ impl Archive {
                 .map_err(|e| refuse(ErrorCode::BadRequest, format!("destination: {e}")))?,
             addr: dest.clone(),
         };
-        let r = self.ctx.call_first_reply(&to, req, ACCEPT_TIMEOUT).await;
+        let r = self
+            .ctx
+            .call_first_reply(&to, req, ACCEPT_TIMEOUT, caller)
+            .await;
         let call = match r {
             // The destination acknowledges each round once it is validated and durable,
             // which takes longer than a step: the whole session waits that long.
@@ -894,10 +901,18 @@ impl Archive {
     // Destination
 
     /// Serves one replication session (see the module documentation).
-    pub(super) async fn receive_repl(self: &Arc<Self>, peer: PeerId, mut call: Call, r: ReplSync) {
-        let accepted = (|| {
-            let kind = super::admit::repl(&peer, &r, &self.view(&r.vol)?)?;
-            let permit = self.ctx.fg_permit()?;
+    pub(super) async fn receive_repl(
+        self: &Arc<Self>,
+        peer: PeerId,
+        version: u16,
+        mut call: Call,
+        r: ReplSync,
+    ) {
+        let admit = || super::admit::repl(&peer, &r, &self.view(&r.vol)?);
+        let slot = self
+            .admitted_slot(&peer, version, &mut call, &r.vol, "replicate", admit)
+            .await;
+        let accepted = slot.and_then(|(kind, permit)| {
             let v = self
                 .vol(&r.vol)
                 .ok_or_else(|| refuse(ErrorCode::Internal, "volume vanished"))?;
@@ -914,7 +929,7 @@ impl Archive {
                 )?,
             };
             Ok((v, txn, kind, permit))
-        })();
+        });
         let (vol, txn, kind, permit) = match accepted {
             Ok(x) => x,
             Err(e) => {

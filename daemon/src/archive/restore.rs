@@ -42,7 +42,7 @@ use walb_wire::{ErrorCode, Event, Reply, WireError};
 use super::backend::{BackendError, CloneMethod, ImageBackend};
 use super::vol::diff_path;
 use super::{backend_error, blocking, Archive};
-use crate::server::refuse;
+use crate::server::{refuse, Caller};
 use crate::state::archive::{action, deny_list, ACTIVE, ACTIVE_OR_STOPPED};
 
 /// Name of the operation in progress events.
@@ -505,9 +505,10 @@ impl Archive {
         self: &Arc<Self>,
         name: &str,
         gid: u64,
+        caller: Option<&mut Caller<'_>>,
     ) -> Result<Reply, WireError> {
         let v = self.vol_for_action(name, "restore")?;
-        let permit = self.ctx.fg_permit()?;
+        let permit = self.ctx.fg_slot(caller, name, "restore").await?;
         let guard = v
             .core
             .begin_action(ACTIVE, action::RESTORE, deny_list(action::RESTORE))?;

@@ -33,7 +33,7 @@ use super::restore::open_round;
 use super::vol::ArchiveVol;
 use super::{backend_error, blocking, Archive};
 use crate::bulk::{self, Bulk, ScanIo, READ_AHEAD};
-use crate::server::{answer, refuse};
+use crate::server::{answer, refuse, Caller};
 use crate::state::archive::ACTIVE_OR_STOPPED;
 
 /// Bytes read per step of a scan.
@@ -88,10 +88,11 @@ impl Archive {
         self: &Arc<Self>,
         name: &str,
         gid: u64,
+        caller: Option<&mut Caller<'_>>,
     ) -> Result<Reply, WireError> {
         let v = self.vol_in(name, ACTIVE_OR_STOPPED, "bhash")?;
         // The whole image is read: a foreground task like any other.
-        let permit = self.ctx().fg_permit()?;
+        let permit = self.ctx().fg_slot(caller, name, "bhash").await?;
         let me = Arc::clone(self);
         let r = blocking(move || me.hash_snapshot(&v, gid)).await?;
         drop(permit);
@@ -135,6 +136,7 @@ impl Archive {
     pub(super) async fn virt_full_scan(
         self: &Arc<Self>,
         peer: PeerId,
+        version: u16,
         mut call: Call,
         vol: String,
         gid: u64,
@@ -161,7 +163,16 @@ impl Archive {
             Err(e) => return answer(call, Err(e)).await,
         };
         // The whole image is read and sent: a foreground task like any other.
-        let _permit = match self.ctx().fg_permit() {
+        let mut caller = Caller {
+            peer: &peer,
+            version,
+            call: &mut call.sender,
+        };
+        let slot = self
+            .ctx()
+            .fg_slot(Some(&mut caller), &vol, "virt-full-scan")
+            .await;
+        let _permit = match slot {
             Ok(p) => p,
             Err(e) => return answer(call, Err(e)).await,
         };

@@ -792,7 +792,7 @@ impl Proxy {
                 self.ctx.id,
                 self.ctx.started.elapsed().as_secs(),
                 self.ctx.bg,
-                self.ctx.fg.available_permits()
+                self.ctx.fg.free_slots()
             )];
             for v in vols.iter().filter(|v| v.core.state() != P::Clear) {
                 let m = v.meta();

@@ -413,7 +413,7 @@ impl Proxy {
             } else {
                 self.peers_of(&req.vol)?
             },
-            fg_free: self.ctx.fg.available_permits() > 0,
+            fg_free: self.ctx.fg.free(),
             base: self.ctx.base.path().to_path_buf(),
             free_bytes: if state == P::Clear {
                 0

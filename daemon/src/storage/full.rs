@@ -1,8 +1,10 @@
 //! The full backup client (Protocol 3, walb-tools.md §5.4).
 //!
-//! `full-bkp` takes a foreground slot, moves the volume SyncReady → FullSync and asks the
+//! `full-bkp` takes a foreground slot (waiting its turn in the queue when every slot is
+//! taken, the controller told where it stands: [`crate::fgq`]), moves the volume SyncReady → FullSync and asks the
 //! primary archive (`BackupSync::Full`). The controller gets `Accepted` once the archive
-//! accepted (or the archive's refusal). Then, with the volume in FullSync:
+//! accepted (or the archive's refusal; while the request waits in the archive's queue,
+//! the archive's notes go on to the controller). Then, with the volume in FullSync:
 //!
 //! 1. the log is reset (device `reset_wal`; done record `(0, 0)`; uuid from the new
 //!    superblock), the uuid is sent (`Step::Uuid`) and acknowledged, and log monitoring
@@ -35,7 +37,7 @@ use walb_wire::msg::{
 use walb_wire::Call;
 
 use crate::bulk::{self, Bulk, ScanIo, READ_AHEAD};
-use crate::server::{answer, refuse, CallError};
+use crate::server::{answer, refuse, CallError, Caller};
 use crate::state::storage::StorageState as S;
 use crate::vol::{now_s, Txn};
 
@@ -70,6 +72,14 @@ impl SyncKind {
         }
     }
 
+    /// The operation's name in progress and queue events.
+    fn op(self) -> &'static str {
+        match self {
+            SyncKind::Full => "full-sync",
+            SyncKind::Hash => "hash-sync",
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             SyncKind::Full => "full backup",
@@ -78,7 +88,7 @@ impl SyncKind {
     }
 
     /// The operation named in its failure event ([`Event::Failed`]).
-    pub(crate) fn op(self) -> &'static str {
+    pub(crate) fn failed_op(self) -> &'static str {
         match self {
             SyncKind::Full => OP_FULL,
             SyncKind::Hash => OP_HASH,
@@ -102,12 +112,24 @@ pub(crate) struct Session {
 /// [`super::hash`]) in the background of this call.
 pub(crate) async fn run(
     st: Arc<Storage>,
-    call: Call,
+    inc: walb_wire::IncomingCall,
     vol: String,
     bulk_lb: Option<u64>,
     kind: SyncKind,
 ) {
-    let mut sess = match begin(&st, &vol, bulk_lb, kind).await {
+    let walb_wire::IncomingCall {
+        peer,
+        version,
+        mut call,
+        ..
+    } = inc;
+    let mut caller = Caller {
+        peer: &peer,
+        version,
+        call: &mut call.sender,
+    };
+    let began = begin(&st, &vol, bulk_lb, kind, &mut caller).await;
+    let mut sess = match began {
         Ok(s) => s,
         Err(e) => {
             info!(vol = %vol, "{} refused: {e}", kind.name());
@@ -132,7 +154,7 @@ pub(crate) async fn run(
             // The console waiting for the backup tells the operator why.
             st.ctx.node.publish(Event::Failed {
                 vol: name,
-                op: kind.op().into(),
+                op: kind.failed_op().into(),
                 error: format!("{} failed: {e}", kind.name()),
             });
         }
@@ -146,6 +168,7 @@ async fn begin(
     name: &str,
     bulk_lb: Option<u64>,
     kind: SyncKind,
+    caller: &mut Caller<'_>,
 ) -> Result<Session, WireError> {
     let bulk_lb = bulk_lb.unwrap_or(DEFAULT_BULK_LB);
     if bulk_lb == 0 || bulk_lb > MAX_BULK_LB {
@@ -155,7 +178,7 @@ async fn begin(
         ));
     }
     let vol = st.vol_or_clear(name)?;
-    let permit = st.ctx.fg_permit()?;
+    let permit = st.ctx.fg_slot(Some(&mut *caller), name, kind.op()).await?;
     if vol.core.stop_state().is_stopping() {
         return Err(crate::vol::VolError::Stopping {
             vol: name.to_owned(),
@@ -191,7 +214,11 @@ async fn begin(
         SyncKind::Full => BackupSync::Full(start),
         SyncKind::Hash => BackupSync::Hash(start),
     });
-    let r = match st.ctx.call_first_reply(&archive, req, ACCEPT_TIMEOUT).await {
+    let r = match st
+        .ctx
+        .call_first_reply(&archive, req, ACCEPT_TIMEOUT, Some(caller))
+        .await
+    {
         Ok(x) => Ok(x),
         Err(CallError::Wire(e)) => Err(e),
         Err(CallError::Unreachable(why)) => return Err(unreachable(why)),

@@ -376,6 +376,17 @@ impl Storage {
 
 impl Handler for Storage {
     async fn handle(self: Arc<Self>, inc: IncomingCall) {
+        match &inc.request {
+            Request::Command(Command::FullBackup { vol, bulk_lb }) => {
+                let (vol, bulk_lb) = (vol.clone(), *bulk_lb);
+                return full::run(self, inc, vol, bulk_lb, full::SyncKind::Full).await;
+            }
+            Request::Command(Command::HashBackup { vol, bulk_lb }) => {
+                let (vol, bulk_lb) = (vol.clone(), *bulk_lb);
+                return full::run(self, inc, vol, bulk_lb, full::SyncKind::Hash).await;
+            }
+            _ => {}
+        }
         let IncomingCall {
             peer,
             request,
@@ -384,12 +395,6 @@ impl Handler for Storage {
         } = inc;
         match request {
             Request::Command(Command::Stop { vol, mode }) => self.cmd_stop(call, vol, mode).await,
-            Request::Command(Command::FullBackup { vol, bulk_lb }) => {
-                full::run(self, call, vol, bulk_lb, full::SyncKind::Full).await
-            }
-            Request::Command(Command::HashBackup { vol, bulk_lb }) => {
-                full::run(self, call, vol, bulk_lb, full::SyncKind::Hash).await
-            }
             Request::Command(c) => {
                 info!(%peer, command = ?c, "command");
                 let r = self.command(c).await;

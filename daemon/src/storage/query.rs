@@ -164,6 +164,7 @@ impl Storage {
             self.full_scan_bps.load(Ordering::Relaxed)
         ));
         v.push(format!("scheduledTasks {}", self.monitor.scheduled()));
+        v.extend(self.ctx.fg_status());
         for vol in self.all_vols() {
             let st = vol.core.state();
             if st == S::Clear {

@@ -1,6 +1,7 @@
 //! The Tasks view: every long operation (full and hash backup, restore, merge, apply,
 //! replication, and the commands the console runs) with a progress bar, throughput,
-//! elapsed time and time left; running ones first.
+//! elapsed time and time left; running ones first. A task waiting in its daemon's queue for
+//! a foreground slot shows `queued #N` (its place) and how many run.
 
 use ratatui::layout::{Constraint, Rect};
 use ratatui::text::Span;
@@ -27,10 +28,11 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
         .map(|(i, task)| {
             let end = task.end.as_ref().map_or(m.now, |e| e.at);
             let elapsed = end.saturating_sub(task.started) / 1000;
-            let progress = match task.ratio() {
-                Some(r) => format!("{} {:>3.0}%", bar(r, 8), r * 100.0),
-                None if task.running() => "running".to_owned(),
-                None => String::new(),
+            let progress = match (task.ratio(), task.queued.filter(|_| task.running())) {
+                (_, Some(q)) => format!("queued #{}", q.ahead + 1),
+                (Some(r), None) => format!("{} {:>3.0}%", bar(r, 8), r * 100.0),
+                (None, None) if task.running() => "running".to_owned(),
+                (None, None) => String::new(),
             };
             let rate = task
                 .rate_bps
@@ -38,6 +40,10 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
                 .map_or("-".to_owned(), |r| format!("{}/s", size(r)));
             let left = task.eta_s().map_or("-".to_owned(), dur);
             let (status, style) = match &task.end {
+                None if task.queued.is_some() => (
+                    task.queued.map(|q| q.describe()).unwrap_or_default(),
+                    t.temporary(),
+                ),
                 None if task.command.is_none()
                     && m.now.saturating_sub(task.updated) > STALLED_MS =>
                 {
@@ -67,7 +73,16 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
             }
         })
         .collect();
-    let running = tasks.iter().filter(|t| t.running()).count();
+    let queued = tasks
+        .iter()
+        .filter(|t| t.running() && t.queued.is_some())
+        .count();
+    let running = tasks.iter().filter(|t| t.running()).count() - queued;
+    let queued = if queued > 0 {
+        format!(", {queued} queued")
+    } else {
+        String::new()
+    };
     let table = Table::new(
         rows,
         [
@@ -89,7 +104,7 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
     )
     .column_spacing(1)
     .block(Block::default().borders(Borders::ALL).title(format!(
-        " tasks ({running} running, {} in all) ",
+        " tasks ({running} running{queued}, {} in all) ",
         tasks.len()
     )));
     f.render_widget(table, area);
