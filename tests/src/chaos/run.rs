@@ -516,16 +516,22 @@ impl Chaos {
                 Ok(format!("up to {g}"))
             }
             Op::FullBackup { vol } => {
+                // A full backup starts over: the archive reset (its backups dropped),
+                // the storage stopped (walb-tools' m1).
                 let (v, s) = (self.vol(*vol), self.storage(*vol));
+                w.exec(&["stop", "a0", &v, "--timeout", "120"])?;
+                w.exec(&["reset", "a0", &v])?;
                 w.exec(&["stop", &s, &v])?;
-                let out = w.exec_peers(&["full-backup", &s, &v, "--timeout", "300"])?;
-                Ok(out.trim().to_string())
+                let out = w.exec_peers(&["full-backup", &s, &v, "--timeout", "300"]);
+                self.backed_up(*vol);
+                Ok(out?.trim().to_string())
             }
             Op::HashBackup { vol } => {
                 let (v, s) = (self.vol(*vol), self.storage(*vol));
                 w.exec(&["stop", &s, &v])?;
-                w.exec_peers(&["hash-backup", &s, &v, "--timeout", "300"])?;
-                Ok(String::new())
+                let r = w.exec_peers(&["hash-backup", &s, &v, "--timeout", "300"]);
+                self.backed_up(*vol);
+                r.map(|_| String::new())
             }
             Op::Replicate { vol, sync } => {
                 let v = self.vol(*vol);
@@ -565,8 +571,9 @@ impl Chaos {
                 w.exec(&["stop", &s, &v, "force"])?;
                 w.exec(&["reset", &s, &v])?;
                 w.exec(&["start", &s, &v, "standby"])?;
-                w.exec_peers(&["hash-backup", &s, &v, "--timeout", "300"])?;
-                Ok(String::new())
+                let r = w.exec_peers(&["hash-backup", &s, &v, "--timeout", "300"]);
+                self.backed_up(*vol);
+                r.map(|_| String::new())
             }
             Op::Resize { vol } => {
                 let (v, s) = (self.vol(*vol), self.storage(*vol));
@@ -618,6 +625,12 @@ impl Chaos {
                 Ok(String::new())
             }
         }
+    }
+
+    /// A full or hash backup (even one that failed after its preparation) stops the
+    /// synchronizing of the secondary archive, as walblib's does.
+    fn backed_up(&mut self, i: usize) {
+        self.vols[i].syncing = false;
     }
 
     fn kick_all(&self) {
@@ -752,8 +765,11 @@ impl Chaos {
             bail!("{v} did not overflow after writing past its log");
         }
         self.world.exec(&["stop", &s, &v, "--timeout", "120"])?;
-        self.world
-            .exec_peers(&["hash-backup", &s, &v, "--timeout", "300"])?;
+        let r = self
+            .world
+            .exec_peers(&["hash-backup", &s, &v, "--timeout", "300"]);
+        self.backed_up(i);
+        r?;
         self.kick_all();
         Ok("overflowed, recovered by a hash backup".into())
     }
@@ -823,6 +839,9 @@ impl Chaos {
                 }
             };
             repairs += 1;
+            if st != "Stopped" || over {
+                self.backed_up(i);
+            }
             let what = match &r {
                 Ok(_) => "ok".to_string(),
                 Err(e) => format!("{e:#}").replace('\n', " | "),
