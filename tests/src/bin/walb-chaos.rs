@@ -2,19 +2,20 @@
 //! chaos run against a cluster of real processes (see `walb_tests::chaos`). Prints the
 //! summary (operations and faults by kind, checks passed; on a violated invariant the
 //! seed, the operation log and the daemons' log tails) and exits non-zero when an
-//! invariant was violated. Needs root for the small file systems of the disk-full fault
+//! invariant was violated; `--print-schedule` prints the steps a seed schedules and
+//! exits. Needs root for the small file systems of the disk-full fault
 //! (skipped otherwise).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
-use walb_tests::chaos::{run, Options, Plan};
+use walb_tests::chaos::{generate, run, Options, Plan};
 
 const USAGE: &str = "usage: walb-chaos [--seed S] [--duration SECONDS] [--volumes N] \
-[--faults on|off] [--keep] [--rate WRITES_PER_S] [--sample N] [--dir DIR]";
+[--faults on|off] [--keep] [--rate WRITES_PER_S] [--sample N] [--dir DIR] [--print-schedule]";
 
-fn parse() -> Result<(Plan, Options)> {
+fn parse() -> Result<(Plan, Options, bool)> {
     let mut plan = Plan {
         seed: 1,
         duration_s: 60,
@@ -27,6 +28,7 @@ fn parse() -> Result<(Plan, Options)> {
         rate: 10,
         sample: 2,
     };
+    let mut print = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || {
@@ -45,6 +47,7 @@ fn parse() -> Result<(Plan, Options)> {
                 }
             }
             "--keep" => opts.keep = true,
+            "--print-schedule" => print = true,
             "--rate" => opts.rate = val()?.parse().context("--rate")?,
             "--sample" => opts.sample = val()?.parse().context("--sample")?,
             "--dir" => opts.dir = PathBuf::from(val()?),
@@ -58,7 +61,7 @@ fn parse() -> Result<(Plan, Options)> {
     if plan.volumes < 6 {
         bail!("--volumes: at least 6 (two storages with three volumes each)");
     }
-    Ok((plan, opts))
+    Ok((plan, opts, print))
 }
 
 fn main() -> ExitCode {
@@ -72,13 +75,23 @@ fn main() -> ExitCode {
             std::env::set_var("WALB_BIN_DIR", dir);
         }
     }
-    let (plan, opts) = match parse() {
+    let (plan, opts, print) = match parse() {
         Ok(p) => p,
         Err(e) => {
             eprintln!("{e:#}");
             return ExitCode::from(2);
         }
     };
+    if print {
+        let plan = Plan {
+            volumes: walb_tests::chaos::topology::Topology::new(plan.volumes).volumes,
+            ..plan
+        };
+        for step in generate(&plan) {
+            println!("{step}");
+        }
+        return ExitCode::SUCCESS;
+    }
     match run(plan, opts) {
         Ok(report) => {
             println!("{}", report.summary());

@@ -823,6 +823,13 @@ impl Chaos {
                 "Standby" => self
                     .world
                     .exec_peers(&["hash-backup", &s, &v, "--timeout", "300"]),
+                // A backup whose preparation reset the storage and which the archive
+                // then refused: a hash backup levels an archive that has a base, a full
+                // backup fills one that has none.
+                "SyncReady" if a0 == "Archived" => {
+                    self.world
+                        .exec_peers(&["hash-backup", &s, &v, "--timeout", "300"])
+                }
                 "SyncReady" => self
                     .world
                     .exec_peers(&["full-backup", &s, &v, "--timeout", "300"]),
