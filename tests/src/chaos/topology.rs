@@ -183,7 +183,10 @@ impl World {
         }
         if crate::is_root() {
             for n in w.topo.disk_nodes() {
-                let mb = if n.starts_with('a') { 640 } else { 256 };
+                // Sized for the volumes: an archive holds each base image, its diffs
+                // (nothing applies them but the schedule) and a restore at a time.
+                let per_vol = if n.starts_with('a') { 96 } else { 40 };
+                let mb = (w.topo.volumes as u64 * per_vol).max(256);
                 w.small_fs(&n, mb)?;
             }
         }
