@@ -521,6 +521,7 @@ impl Chaos {
                 let (v, s) = (self.vol(*vol), self.storage(*vol));
                 w.exec(&["stop", "a0", &v, "--timeout", "120"])?;
                 w.exec(&["reset", "a0", &v])?;
+                self.restarted_gids(*vol);
                 w.exec(&["stop", &s, &v])?;
                 let out = w.exec_peers(&["full-backup", &s, &v, "--timeout", "300"]);
                 self.backed_up(*vol);
@@ -631,6 +632,17 @@ impl Chaos {
     /// synchronizing of the secondary archive, as walblib's does.
     fn backed_up(&mut self, i: usize) {
         self.vols[i].syncing = false;
+    }
+
+    /// The archive dropped its backups for a new full backup, which numbers its gids
+    /// from the start again: the snapshots taken so far no longer name those bytes, and
+    /// a1's replica is of another lineage.
+    fn restarted_gids(&mut self, i: usize) {
+        let m = &mut self.vols[i];
+        m.snaps.clear();
+        m.disabled.clear();
+        m.replicated = false;
+        m.syncing = false;
     }
 
     fn kick_all(&self) {
@@ -830,9 +842,11 @@ impl Chaos {
                     self.world
                         .exec_peers(&["hash-backup", &s, &v, "--timeout", "300"])
                 }
-                "SyncReady" => self
-                    .world
-                    .exec_peers(&["full-backup", &s, &v, "--timeout", "300"]),
+                "SyncReady" => {
+                    self.restarted_gids(i);
+                    self.world
+                        .exec_peers(&["full-backup", &s, &v, "--timeout", "300"])
+                }
                 "Target" if ARCHIVE_STEADY.contains(&a0.as_str()) => {
                     // The archive lost track (e.g. reset): level it with a hash backup.
                     self.world.exec(&["stop", &s, &v]).and_then(|_| {
