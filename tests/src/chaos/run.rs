@@ -522,6 +522,7 @@ impl Chaos {
                 w.exec(&["stop", "a0", &v, "--timeout", "120"])?;
                 w.exec(&["reset", "a0", &v])?;
                 self.restarted_gids(*vol);
+                let w = &self.world;
                 w.exec(&["stop", &s, &v])?;
                 let out = w.exec_peers(&["full-backup", &s, &v, "--timeout", "300"]);
                 self.backed_up(*vol);
