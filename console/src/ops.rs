@@ -508,6 +508,15 @@ pub async fn prepare_backup(
             )));
         }
     }
+    // walblib stops synchronizing every archive before a backup: the backup gives the
+    // volume a new uuid at the primary, so a secondary still fed by the proxies would
+    // refuse every later diff (different-uuid) for good. It follows again after
+    // `replicate --sync`.
+    for other in cluster.nodes_of(Role::Archive) {
+        if other.name != *a {
+            stop_synchronizing(client, &other.name, vol, timeout).await?;
+        }
+    }
     if init_archive {
         client.init_vol(a, vol, None).await?;
     }

@@ -835,6 +835,38 @@ async fn replicate_sync_makes_the_proxies_send_to_the_destination_too() {
     assert_eq!((r.code, r.out.as_str()), (0, "1\n"), "{}", r.err);
 }
 
+/// A backup gives the volume a new uuid at the primary: as walblib's `_prepare_backup`,
+/// the console first stops synchronizing every other archive (the proxies would feed it
+/// diffs it refuses for good), and keeps the primary.
+#[tokio::test]
+async fn a_backup_stops_synchronizing_the_secondary_archives() {
+    let c = replication_cluster("backup-stops-sync");
+    let r = exec(&c, false, &["replicate", "a0", "vol", "a1", "--sync"], "").await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    let r = exec(&c, false, &["is-synchronizing", "a1", "vol"], "").await;
+    assert_eq!((r.code, r.out.as_str()), (0, "1\n"), "{}", r.err);
+    {
+        let mut w = c.world.lock().unwrap();
+        w.set("s0", "vol", "Standby");
+        w.set("a0", "vol", "SyncReady");
+    }
+    let r = exec(&c, false, &["full-backup", "s0", "vol"], "").await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    let w = c.world.lock().unwrap();
+    let names: Vec<&str> = w.archive_info.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(names, ["a0"], "{:#?}", w.log);
+    let deleted = w
+        .log
+        .iter()
+        .position(|l| l.contains("p0 Command(ArchiveInfo(Delete"))
+        .unwrap_or_else(|| panic!("a1 never taken out: {:#?}", w.log));
+    let backup = w
+        .log
+        .iter()
+        .position(|l| l.contains("s0 Command(FullBackup"));
+    assert!(backup.is_some_and(|b| deleted < b), "{:#?}", w.log);
+}
+
 #[tokio::test]
 async fn snapshot_with_archives_waits_until_restorable() {
     let c = cluster("snapshot", false, false);

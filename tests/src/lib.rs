@@ -19,6 +19,7 @@
 //! stale binaries). An [`Operator`] talks to the daemons through the wire library, for
 //! polls too fast for a console process each time.
 
+pub mod chaos;
 pub mod hostile;
 pub mod repeater;
 pub mod smallfs;
