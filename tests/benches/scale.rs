@@ -359,11 +359,12 @@ struct Watching {
     want: Arc<Mutex<Want>>,
 }
 
-/// The row a driver waits for, and when it showed.
+/// The row a driver waits for, and when it showed; the last frame's rows.
 #[derive(Default)]
 struct Want {
     row: Option<String>,
     seen: Option<Instant>,
+    last: Vec<String>,
 }
 
 impl Backend for Watching {
@@ -405,12 +406,15 @@ impl Backend for Watching {
             if let Some(vol) = w.row.clone() {
                 let buf = self.inner.buffer();
                 let width = buf.area.width as usize;
-                let text: String = buf.content.iter().map(|c| c.symbol()).collect();
-                let shows = text
-                    .as_bytes()
+                let rows: Vec<String> = buf
+                    .content
                     .chunks(width.max(1))
-                    .filter_map(|r| std::str::from_utf8(r).ok())
+                    .map(|r| r.iter().map(|c| c.symbol()).collect())
+                    .collect();
+                let shows = rows
+                    .iter()
                     .any(|r| r.contains(&vol) && r.contains("SyncReady"));
+                w.last = rows;
                 if shows {
                     w.seen = Some(now);
                 }
@@ -477,7 +481,17 @@ fn tui_latency() -> Result<()> {
                 .is_none()
             {
                 if t.elapsed() > Duration::from_secs(60) {
-                    bail!("the UI did not show {vols} volumes within 60 s");
+                    let w = want.lock().unwrap_or_else(|p| p.into_inner());
+                    let shown: Vec<&String> =
+                        w.last.iter().filter(|r| !r.trim().is_empty()).collect();
+                    bail!(
+                        "the UI did not show {vols} volumes within 60 s; its last frame:\n{}",
+                        shown
+                            .iter()
+                            .map(|r| r.trim_end())
+                            .collect::<Vec<_>>()
+                            .join("\n")
+                    );
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
