@@ -51,7 +51,8 @@ use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use walb_kernel::device::control::DeviceClient;
 use walb_tests::{
-    build_bins, is_root, last_number, proc_cpu_seconds, Cluster, ClusterOpts, Operator, VOL,
+    bench_wanted, build_bins, env_u64, is_root, last_number, proc_cpu_seconds, Cluster,
+    ClusterOpts, Operator, VOL,
 };
 use walb_wire::msg::{Command as Cmd, DiffRange, MetaDiffDto, Query, SnapDto, WdiffTransfer};
 use walb_wire::tls::TlsState;
@@ -68,20 +69,6 @@ const LAG_MAX_IO: u64 = 112 << 10;
 const FULL_RING_MB: u64 = 256;
 /// Lag poll period.
 const POLL: Duration = Duration::from_millis(20);
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn wanted(case: &str) -> bool {
-    match std::env::var("WALB_BENCH_ONLY") {
-        Ok(only) => only.split(',').any(|c| c.trim() == case),
-        Err(_) => true,
-    }
-}
 
 /// The kinds of content, extent by extent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -964,7 +951,7 @@ fn main() -> Result<()> {
     );
     // One cluster per phase: the lag run keeps every diff it makes (3 GB at 50 MB/s for a
     // minute), which should not come on top of the full backup's device and image.
-    if wanted("full") {
+    if bench_wanted("full") {
         // The device, the log (nothing is logged during the copy: a small one), the images
         // of a0 and a1 (their non-zero three quarters).
         let need = (k.gb << 10) + FULL_RING_MB + (k.gb << 10) * 3 / 2 + 256;
@@ -972,7 +959,7 @@ fn main() -> Result<()> {
             full_phase(&k, c, op)
         })?;
     }
-    if wanted("lag") {
+    if bench_wanted("lag") {
         // The device, the log, the image, every diff of the run (kept by the archive), a
         // restored image when verifying.
         let dev = k.lag_gb << 10;

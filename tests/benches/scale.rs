@@ -38,29 +38,11 @@ use ratatui::Terminal;
 use walb_console::client::{Client, ClientOptions};
 use walb_console::tui::app::{model_for, run_loop, Runner, TuiConfig};
 use walb_console::tui::model::View;
-use walb_tests::{bin_dir, build_bins, check, is_root, proc_cpu_seconds, Cluster, ClusterOpts};
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn wanted(case: &str) -> bool {
-    match std::env::var("WALB_BENCH_ONLY") {
-        Ok(v) => v.split(',').any(|c| c.trim() == case),
-        Err(_) => true,
-    }
-}
-
-/// Resident memory of process `pid`, KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
-    let st = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    st.lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-}
+use walb_tests::hostile::memory_kib;
+use walb_tests::{
+    bench_wanted, bin_dir, build_bins, check, env_u64, is_root, proc_cpu_seconds, Cluster,
+    ClusterOpts,
+};
 
 /// A cluster with extra emulated devices (beyond the harness's own), deleted before the
 /// cluster goes.
@@ -182,10 +164,10 @@ fn storage_scale() -> Result<()> {
         "[scale] {vols} volumes on s0 created and backed up in {:.1} s",
         t.elapsed().as_secs_f64()
     );
-    if wanted("idle") {
+    if bench_wanted("idle") {
         idle(&devs, idle_s)?;
     }
-    if wanted("ship") {
+    if bench_wanted("ship") {
         let rt = runtime()?;
         let cl = {
             let _g = rt.enter();
@@ -265,7 +247,11 @@ fn idle(devs: &Devices, idle_s: u64) -> Result<()> {
     );
     for ((name, pids), b) in who.iter().zip(before) {
         let pct = (cpu(pids) - b) / wall * 100.0;
-        let rss: u64 = pids.iter().filter_map(|p| rss_kib(*p)).sum();
+        let rss: u64 = pids
+            .iter()
+            .filter_map(|p| memory_kib(*p))
+            .map(|(rss, _)| rss)
+            .sum();
         println!(
             "{name:<28} CPU {pct:6.2} % of a core   RSS {:8.1} MiB",
             rss as f64 / 1024.0
@@ -554,10 +540,10 @@ fn main() -> Result<()> {
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
     let t = Instant::now();
-    if wanted("idle") || wanted("ship") {
+    if bench_wanted("idle") || bench_wanted("ship") {
         storage_scale()?;
     }
-    if wanted("tui") {
+    if bench_wanted("tui") {
         tui_latency()?;
     }
     println!("done in {:.0} s", t.elapsed().as_secs_f64());

@@ -121,6 +121,24 @@ pub fn bin(name: &str) -> Command {
     Command::new(bin_dir().join(name))
 }
 
+/// A benchmark knob: environment variable `name` as a number, `default` when unset or not
+/// a number.
+pub fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Whether a benchmark runs phase `case`: `WALB_BENCH_ONLY` (comma-separated phases) names
+/// it, or is unset.
+pub fn bench_wanted(case: &str) -> bool {
+    match std::env::var("WALB_BENCH_ONLY") {
+        Ok(only) => only.split(',').any(|c| c.trim() == case),
+        Err(_) => true,
+    }
+}
+
 /// True when running as root (block devices, mount).
 pub fn is_root() -> bool {
     nix::unistd::getuid().is_root()
