@@ -16,18 +16,6 @@ use walb_console::tui::update::{init, update, Answer, Ask, Effect, Msg};
 use walb_console::tui::view;
 use walb_wire::Event;
 
-fn key(m: &mut Model, code: KeyCode) -> Vec<Effect> {
-    update(m, Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)))
-}
-
-fn chars(m: &mut Model, s: &str) -> Vec<Effect> {
-    let mut out = Vec::new();
-    for c in s.chars() {
-        out.extend(key(m, KeyCode::Char(c)));
-    }
-    out
-}
-
 fn palette(m: &mut Model, line: &str) -> Vec<Effect> {
     key(m, KeyCode::Char(':'));
     chars(m, line);
@@ -509,9 +497,9 @@ fn read_only_hides_actions_and_refuses_commands_that_change_the_cluster() {
     let Mode::Menu(menu) = &m.mode else {
         panic!("{:?}", m.mode)
     };
-    for (_, _, line) in &menu.items {
-        let c = parse_line(line).unwrap().unwrap();
-        assert!(c.is_read_only(), "{line}");
+    for item in &menu.items {
+        let c = parse_line(&item.line).unwrap().unwrap();
+        assert!(c.is_read_only(), "{}", item.line);
     }
     let t = render(&m, 80, 24);
     assert!(screen(&t).contains(" RO"), "{}", screen(&t));
@@ -538,7 +526,7 @@ fn the_diffs_view_offers_merge_for_a_range_and_restore_apply_for_a_gid() {
     let Mode::Menu(menu) = &m.mode else {
         panic!("{:?}", m.mode)
     };
-    let lines: Vec<&str> = menu.items.iter().map(|i| i.2.as_str()).collect();
+    let lines: Vec<&str> = menu.items.iter().map(|i| i.line.as_str()).collect();
     assert!(lines.contains(&"merge a0 vol 2 7"), "{lines:?}");
     let e = key(&mut m, KeyCode::Char('m'));
     assert_eq!(
@@ -553,7 +541,7 @@ fn the_diffs_view_offers_merge_for_a_range_and_restore_apply_for_a_gid() {
     let Mode::Menu(menu) = &m.mode else {
         panic!("{:?}", m.mode)
     };
-    let lines: Vec<&str> = menu.items.iter().map(|i| i.2.as_str()).collect();
+    let lines: Vec<&str> = menu.items.iter().map(|i| i.line.as_str()).collect();
     for want in [
         "restore a0 vol 8",
         "apply a0 vol 8",

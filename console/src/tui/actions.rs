@@ -2,14 +2,18 @@
 //!
 //! Every action builds the words of an exec command, so an action and the same command
 //! typed in the palette are the same thing: they go through [`crate::exec::parse_args`],
-//! the read-only check and the confirmation of destructive commands ([`loss`]). Adding a
-//! command to the console's menus is one row of [`ACTIONS`].
+//! the read-only check and the confirmation of destructive commands
+//! ([`super::loss::loss`]). Adding a command to the console's menus is one row of
+//! [`ACTIONS`].
+//!
+//! An action whose command needs more than the target gives (a size, a destination
+//! archive, a path) has a [`Param`]: the line is complete but for its last arguments,
+//! which the operator types in a prompt ([`Param::Text`]) or picks from a list the model
+//! gives ([`Param::Choice`], e.g. the other archives).
 
 use walb_wire::Role;
 
-use super::model::{Model, Node};
-use crate::exec::output::snap_str;
-use crate::exec::ExecCmd;
+use super::model::{MenuItem, Model, Node, Then};
 
 /// What the actions apply to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -98,8 +102,39 @@ pub struct ActionSpec {
     pub key: char,
     /// What it is called.
     pub label: &'static str,
-    /// The command line, if it applies to the target.
+    /// The command line, if it applies to the target (without the words [`Param`] asks
+    /// for).
     pub line: fn(&Target) -> Option<String>,
+    /// What else the command needs.
+    pub param: Param,
+}
+
+/// The last arguments of an action's command, when the target does not give them.
+#[derive(Clone, Copy)]
+pub enum Param {
+    /// None: the line is the whole command.
+    None,
+    /// Typed in a prompt.
+    Text {
+        /// The arguments' names, as the menu shows them (`SIZE`).
+        args: &'static str,
+        /// What to type.
+        hint: &'static str,
+        /// A value that parses (it decides whether a read-only console offers it).
+        example: &'static str,
+    },
+    /// Picked from a list; the action is offered only when the list is not empty.
+    Choice {
+        /// The argument's name, as the menu shows it (`DST`).
+        args: &'static str,
+        /// The values, from what the console knows.
+        list: fn(&Target, &Model) -> Vec<String>,
+    },
+}
+
+/// The line with the words the operator gave after it.
+pub fn fill(line: &str, words: &str) -> String {
+    format!("{line} {}", words.trim())
 }
 
 impl std::fmt::Debug for ActionSpec {
@@ -110,17 +145,89 @@ impl std::fmt::Debug for ActionSpec {
     }
 }
 
+/// The line of an action on a volume that a node of `roles` holds (not Clear there: a
+/// Clear volume only offers its status and init).
 fn cell(t: &Target, roles: &[Role], f: impl Fn(&str, &str) -> String) -> Option<String> {
     match t {
         Target::Cell {
-            node, role, vol, ..
-        } if roles.contains(role) => Some(f(node, vol)),
+            node,
+            role,
+            vol,
+            state,
+            ..
+        } if roles.contains(role) && state != "Clear" => Some(f(node, vol)),
         _ => None,
     }
 }
 
 const SPA: &[Role] = &[Role::Storage, Role::Proxy, Role::Archive];
 const SA: &[Role] = &[Role::Storage, Role::Archive];
+const PA: &[Role] = &[Role::Proxy, Role::Archive];
+
+/// The archive and volume of an archive cell or of a snapshot.
+fn archive_vol(t: &Target) -> Option<(&str, &str)> {
+    match t {
+        Target::Cell {
+            node,
+            role: Role::Archive,
+            vol,
+            ..
+        } => Some((node, vol)),
+        Target::Gid { archive, vol, .. } => Some((archive, vol)),
+        _ => None,
+    }
+}
+
+/// Choice: the archives of the cluster but the target's.
+fn other_archives(t: &Target, m: &Model) -> Vec<String> {
+    let Some((a, _)) = archive_vol(t) else {
+        return Vec::new();
+    };
+    let mut all = m.names_of(Role::Archive);
+    all.retain(|x| x != a);
+    all
+}
+
+/// Choice: the archive's restorable snapshots of the volume, newest first (its latest
+/// snapshot when the list is not loaded).
+fn restorable_gids(t: &Target, m: &Model) -> Vec<String> {
+    const MAX: usize = 32;
+    let Some(av) = archive_vol(t).and_then(|(a, v)| m.vols.get(v)?.archives.get(a)) else {
+        return Vec::new();
+    };
+    let gids: Vec<u64> = match &av.restorable {
+        Some(r) => r.iter().rev().filter_map(|s| s.gid).take(MAX).collect(),
+        None => av.latest.iter().map(|s| s.gid).collect(),
+    };
+    gids.iter().map(u64::to_string).collect()
+}
+
+/// Choice: the archives a proxy cell sends the volume to (its archive-info list).
+fn proxy_archives(t: &Target, m: &Model) -> Vec<String> {
+    match t {
+        Target::Cell {
+            node,
+            role: Role::Proxy,
+            vol,
+            ..
+        } => m.vols.get(vol).map_or_else(Vec::new, |v| {
+            v.queues
+                .keys()
+                .filter(|(p, _)| p == node)
+                .map(|(_, a)| a.clone())
+                .collect()
+        }),
+        _ => Vec::new(),
+    }
+}
+
+/// Choice: the archives of the cluster a proxy cell does not send the volume to.
+fn unlisted_archives(t: &Target, m: &Model) -> Vec<String> {
+    let listed = proxy_archives(t, m);
+    let mut all = m.names_of(Role::Archive);
+    all.retain(|a| !listed.contains(a));
+    all
+}
 
 /// Every action, in menu order.
 pub static ACTIONS: &[ActionSpec] = &[
@@ -128,6 +235,7 @@ pub static ACTIONS: &[ActionSpec] = &[
     ActionSpec {
         key: 's',
         label: "status",
+        param: Param::None,
         line: |t| match t {
             Target::Node { node, .. } => Some(format!("status {node}")),
             Target::Cell { node, vol, .. } => Some(format!("status {node} {vol}")),
@@ -137,6 +245,7 @@ pub static ACTIONS: &[ActionSpec] = &[
     ActionSpec {
         key: 'k',
         label: "kick (retry transfers now)",
+        param: Param::None,
         line: |t| match t {
             Target::Node { node, role, .. } if *role != Role::Archive => {
                 Some(format!("kick {node}"))
@@ -150,6 +259,7 @@ pub static ACTIONS: &[ActionSpec] = &[
     ActionSpec {
         key: 'x',
         label: "shutdown",
+        param: Param::None,
         line: |t| match t {
             Target::Node { node, .. } => Some(format!("shutdown {node}")),
             _ => None,
@@ -158,8 +268,43 @@ pub static ACTIONS: &[ActionSpec] = &[
     ActionSpec {
         key: 'X',
         label: "shutdown force",
+        param: Param::None,
         line: |t| match t {
             Target::Node { node, .. } => Some(format!("shutdown {node} force")),
+            _ => None,
+        },
+    },
+    ActionSpec {
+        key: 'I',
+        label: "init a volume (init-storage)",
+        param: Param::Text {
+            args: "VOL WDEV",
+            hint: "the new volume's name and its WalB device",
+            example: "vol /dev/walb/vol",
+        },
+        line: |t| match t {
+            Target::Node {
+                node,
+                role: Role::Storage,
+                ..
+            } => Some(format!("init-storage {node}")),
+            _ => None,
+        },
+    },
+    ActionSpec {
+        key: 'I',
+        label: "init a volume (init-archive)",
+        param: Param::Text {
+            args: "VOL",
+            hint: "the new volume's name",
+            example: "vol",
+        },
+        line: |t| match t {
+            Target::Node {
+                node,
+                role: Role::Archive,
+                ..
+            } => Some(format!("init-archive {node}")),
             _ => None,
         },
     },
@@ -167,6 +312,7 @@ pub static ACTIONS: &[ActionSpec] = &[
     ActionSpec {
         key: 'i',
         label: "init-archive",
+        param: Param::None,
         line: |t| match t {
             Target::Cell {
                 node,
@@ -179,18 +325,40 @@ pub static ACTIONS: &[ActionSpec] = &[
         },
     },
     ActionSpec {
+        key: 'I',
+        label: "init-storage (then standby)",
+        param: Param::Text {
+            args: "WDEV",
+            hint: "the volume's WalB device",
+            example: "/dev/walb/vol",
+        },
+        line: |t| match t {
+            Target::Cell {
+                node,
+                role: Role::Storage,
+                vol,
+                state,
+                ..
+            } if state == "Clear" => Some(format!("init-storage {node} {vol}")),
+            _ => None,
+        },
+    },
+    ActionSpec {
         key: 'f',
         label: "full-backup",
+        param: Param::None,
         line: |t| cell(t, &[Role::Storage], |n, v| format!("full-backup {n} {v}")),
     },
     ActionSpec {
         key: 'h',
         label: "hash-backup",
+        param: Param::None,
         line: |t| cell(t, &[Role::Storage], |n, v| format!("hash-backup {n} {v}")),
     },
     ActionSpec {
         key: 'n',
         label: "snapshot (wait until restorable)",
+        param: Param::None,
         line: |t| match t {
             Target::Cell {
                 node,
@@ -208,42 +376,161 @@ pub static ACTIONS: &[ActionSpec] = &[
     ActionSpec {
         key: 'S',
         label: "start",
+        param: Param::None,
         line: |t| cell(t, SPA, |n, v| format!("start {n} {v}")),
     },
     ActionSpec {
         key: 'T',
         label: "stop",
+        param: Param::None,
         line: |t| cell(t, SPA, |n, v| format!("stop {n} {v}")),
     },
     ActionSpec {
         key: 'E',
         label: "stop empty (deliver the queue first)",
+        param: Param::None,
         line: |t| cell(t, &[Role::Proxy], |n, v| format!("stop {n} {v} empty")),
     },
     ActionSpec {
         key: 'F',
         label: "stop force",
+        param: Param::None,
         line: |t| cell(t, SPA, |n, v| format!("stop {n} {v} force")),
     },
     ActionSpec {
         key: 'R',
         label: "reset",
+        param: Param::None,
         line: |t| cell(t, SA, |n, v| format!("reset {n} {v}")),
     },
     ActionSpec {
         key: 'C',
         label: "clear",
+        param: Param::None,
         line: |t| cell(t, SPA, |n, v| format!("clear {n} {v}")),
     },
     ActionSpec {
         key: 'l',
         label: "restorable",
+        param: Param::None,
         line: |t| cell(t, &[Role::Archive], |n, v| format!("restorable {n} {v}")),
+    },
+    ActionSpec {
+        key: 'z',
+        label: "resize (grow)",
+        param: Param::Text {
+            args: "SIZE",
+            hint: "the new size in bytes, k/m/g/t suffixes (volumes only grow; the archive first, then the storage; an archive takes --zero-clear)",
+            example: "1g",
+        },
+        line: |t| cell(t, SA, |n, v| format!("resize {n} {v}")),
+    },
+    ActionSpec {
+        key: 'K',
+        label: "kick towards one archive",
+        param: Param::Choice {
+            args: "ARCHIVE",
+            list: proxy_archives,
+        },
+        line: |t| cell(t, &[Role::Proxy], |n, v| format!("kick {n} {v}")),
+    },
+    ActionSpec {
+        key: 'A',
+        label: "archive-info add (send to it too)",
+        param: Param::Choice {
+            args: "ARCHIVE",
+            list: unlisted_archives,
+        },
+        line: |t| cell(t, &[Role::Proxy], |n, v| format!("archive-info {n} add {v}")),
+    },
+    ActionSpec {
+        key: 'U',
+        label: "archive-info update",
+        param: Param::Text {
+            args: "ARCHIVE [ADDR] [CODEC:LEVEL:NCPU] [DELAY]",
+            hint: "the archive, then what changes: its address, compression, delay in seconds",
+            example: "a0",
+        },
+        line: |t| cell(t, &[Role::Proxy], |n, v| format!("archive-info {n} update {v}")),
+    },
+    ActionSpec {
+        key: 'O',
+        label: "archive-info delete (drop its queue)",
+        param: Param::Choice {
+            args: "ARCHIVE",
+            list: proxy_archives,
+        },
+        line: |t| cell(t, &[Role::Proxy], |n, v| format!("archive-info {n} delete {v}")),
+    },
+    ActionSpec {
+        key: 'P',
+        label: "replicate to",
+        param: Param::Choice {
+            args: "DST",
+            list: other_archives,
+        },
+        line: |t| cell(t, &[Role::Archive], |n, v| format!("replicate {n} {v}")),
+    },
+    ActionSpec {
+        key: 'Y',
+        label: "replicate, then synchronize",
+        param: Param::Choice {
+            args: "DST",
+            list: other_archives,
+        },
+        line: |t| cell(t, &[Role::Archive], |n, v| format!("replicate {n} {v} --sync")),
+    },
+    ActionSpec {
+        key: 'W',
+        label: "replicate, replacing its copy",
+        param: Param::Choice {
+            args: "DST",
+            list: other_archives,
+        },
+        line: |t| cell(t, &[Role::Archive], |n, v| format!("replicate {n} {v} --resync")),
+    },
+    ActionSpec {
+        key: 'y',
+        label: "start-synchronizing",
+        param: Param::None,
+        line: |t| cell(t, &[Role::Archive], |n, v| format!("start-synchronizing {n} {v}")),
+    },
+    ActionSpec {
+        key: 'u',
+        label: "stop-synchronizing",
+        param: Param::None,
+        line: |t| cell(t, &[Role::Archive], |n, v| format!("stop-synchronizing {n} {v}")),
+    },
+    ActionSpec {
+        key: 'g',
+        label: "is-synchronizing",
+        param: Param::None,
+        line: |t| cell(t, &[Role::Archive], |n, v| format!("is-synchronizing {n} {v}")),
+    },
+    ActionSpec {
+        key: 'b',
+        label: "bhash of a snapshot",
+        param: Param::Choice {
+            args: "GID",
+            list: restorable_gids,
+        },
+        line: |t| cell(t, &[Role::Archive], |n, v| format!("bhash {n} {v}")),
+    },
+    ActionSpec {
+        key: 'B',
+        label: "bind (who may send)",
+        param: Param::Text {
+            args: "storage|proxy|archive [ID...] [--add|--remove]",
+            hint: "the role, then the peers of the volume it may hear from (--add, --remove change the list)",
+            example: "storage s0 --add",
+        },
+        line: |t| cell(t, PA, |n, v| format!("bind {n} {v}")),
     },
     // Snapshots.
     ActionSpec {
         key: 'r',
         label: "restore",
+        param: Param::None,
         line: |t| match t {
             Target::Gid {
                 archive, vol, gid, ..
@@ -254,6 +541,7 @@ pub static ACTIONS: &[ActionSpec] = &[
     ActionSpec {
         key: 'p',
         label: "restored-path",
+        param: Param::None,
         line: |t| match t {
             Target::Gid {
                 archive,
@@ -268,6 +556,7 @@ pub static ACTIONS: &[ActionSpec] = &[
     ActionSpec {
         key: 'D',
         label: "del-restored",
+        param: Param::None,
         line: |t| match t {
             Target::Gid {
                 archive,
@@ -282,6 +571,7 @@ pub static ACTIONS: &[ActionSpec] = &[
     ActionSpec {
         key: 'a',
         label: "apply (fold older diffs into the base)",
+        param: Param::None,
         line: |t| match t {
             Target::Gid {
                 archive, vol, gid, ..
@@ -292,6 +582,7 @@ pub static ACTIONS: &[ActionSpec] = &[
     ActionSpec {
         key: 'd',
         label: "disable-snapshot",
+        param: Param::None,
         line: |t| match t {
             Target::Gid {
                 archive,
@@ -306,6 +597,7 @@ pub static ACTIONS: &[ActionSpec] = &[
     ActionSpec {
         key: 'e',
         label: "enable-snapshot",
+        param: Param::None,
         line: |t| match t {
             Target::Gid {
                 archive,
@@ -317,10 +609,51 @@ pub static ACTIONS: &[ActionSpec] = &[
             _ => None,
         },
     },
+    ActionSpec {
+        key: 'b',
+        label: "bhash",
+        param: Param::None,
+        line: |t| match t {
+            Target::Gid {
+                archive, vol, gid, ..
+            } => Some(format!("bhash {archive} {vol} {gid}")),
+            _ => None,
+        },
+    },
+    ActionSpec {
+        key: 'v',
+        label: "virt-full-scan to a file or device",
+        param: Param::Text {
+            args: "OUT",
+            hint: "where the image goes: a file (written whole or not at all) or a block device",
+            example: "vol.img",
+        },
+        line: |t| match t {
+            Target::Gid {
+                archive, vol, gid, ..
+            } => Some(format!("virt-full-scan {archive} {vol} {gid}")),
+            _ => None,
+        },
+    },
+    ActionSpec {
+        key: 'P',
+        label: "replicate up to this gid to",
+        param: Param::Choice {
+            args: "DST",
+            list: other_archives,
+        },
+        line: |t| match t {
+            Target::Gid {
+                archive, vol, gid, ..
+            } => Some(format!("replicate {archive} {vol} --gid {gid}")),
+            _ => None,
+        },
+    },
     // Ranges of diffs.
     ActionSpec {
         key: 'm',
         label: "merge",
+        param: Param::None,
         line: |t| match t {
             Target::Range {
                 archive,
@@ -334,6 +667,7 @@ pub static ACTIONS: &[ActionSpec] = &[
     ActionSpec {
         key: 'L',
         label: "diff-list of the range",
+        param: Param::None,
         line: |t| match t {
             Target::Range {
                 archive,
@@ -346,280 +680,153 @@ pub static ACTIONS: &[ActionSpec] = &[
     },
 ];
 
-/// The menu items for `target`: (key, label, command line); commands that change the
-/// cluster are left out when `read_only`.
-pub fn items(target: &Target, read_only: bool) -> Vec<(char, String, String)> {
+/// The menu items for `target`; commands that change the cluster are left out when the
+/// console is read-only, and choices with nothing to choose from are left out.
+pub fn items(target: &Target, m: &Model) -> Vec<MenuItem> {
     ACTIONS
         .iter()
         .filter_map(|a| {
             let line = (a.line)(target)?;
-            let cmd = crate::exec::parse_line(&line).ok().flatten()?;
-            if read_only && !cmd.is_read_only() {
+            let (then, sample) = match a.param {
+                Param::None => (Then::Run, line.clone()),
+                Param::Text {
+                    args,
+                    hint,
+                    example,
+                } => (
+                    Then::Prompt {
+                        args: args.to_owned(),
+                        hint: hint.to_owned(),
+                    },
+                    fill(&line, example),
+                ),
+                Param::Choice { args, list } => {
+                    let values = list(target, m);
+                    let first = fill(&line, values.first()?);
+                    (
+                        Then::Choose {
+                            args: args.to_owned(),
+                            values,
+                        },
+                        first,
+                    )
+                }
+            };
+            let cmd = crate::exec::parse_line(&sample).ok().flatten()?;
+            if m.read_only && !cmd.is_read_only() {
                 return None;
             }
-            Some((a.key, a.label.to_owned(), line))
+            Some(MenuItem {
+                key: a.key,
+                label: a.label.to_owned(),
+                line,
+                then,
+            })
         })
         .collect()
 }
 
-fn mib(bytes: u64) -> String {
-    super::view::size(bytes as f64)
+/// The key of the `i`th value of a choice menu: 1-9, then letters (not j, k, q: they
+/// move and close).
+pub fn choice_key(i: usize) -> char {
+    const KEYS: &[u8] = b"123456789abcdefghilmnoprstuvwxyz";
+    KEYS.get(i).map_or(' ', |k| char::from(*k))
 }
 
-fn gids(list: &[u64]) -> String {
-    const MAX: usize = 8;
-    let mut s: Vec<String> = list.iter().take(MAX).map(|g| g.to_string()).collect();
-    if list.len() > MAX {
-        s.push(format!("... ({} in all)", list.len()));
-    }
-    s.join(" ")
-}
-
-/// What a destructive command loses, from what the console knows, or `None` for a
-/// command that destroys nothing. The confirmation shows these lines.
-pub fn loss(cmd: &ExecCmd, m: &Model) -> Option<Vec<String>> {
-    use walb_wire::msg::StopMode;
-    let vol_of = |v: &str| m.vols.get(v);
-    let archive_data = |a: &str, v: &str| -> Vec<String> {
-        let mut out = Vec::new();
-        let Some(av) = vol_of(v).and_then(|x| x.archives.get(a)) else {
-            out.push(format!("whatever {a} holds of {v} (not loaded)"));
-            return out;
-        };
-        if let Some(b) = av.base {
-            out.push(format!(
-                "the base image of {v} on {a} ({})",
-                crate::exec::output::meta_state_str(&b)
-            ));
-        } else {
-            out.push(format!("the base image of {v} on {a}"));
-        }
-        if let Some(d) = &av.diffs {
-            let bytes: u64 = d.iter().map(|d| d.size).sum();
-            out.push(format!("{} diffs ({})", d.len(), mib(bytes)));
-        }
-        if let Some(r) = &av.restorable {
-            let g: Vec<u64> = r.iter().filter_map(|s| s.gid).collect();
-            if !g.is_empty() {
-                out.push(format!("restorable snapshots: {}", gids(&g)));
-            }
-        } else if let Some(l) = av.latest {
-            out.push(format!("every snapshot up to the latest, gid {}", l.gid));
-        }
-        if !av.restored.is_empty() {
-            let g: Vec<u64> = av.restored.iter().map(|(g, _)| *g).collect();
-            out.push(format!("restored images: {}", gids(&g)));
-        }
-        out
+/// The menu that a [`Then::Choose`] item opens: its line completed with each value.
+pub fn choices(item: &MenuItem) -> Option<super::model::Menu> {
+    let Then::Choose { args, values } = &item.then else {
+        return None;
     };
-    let running = |node: &str, vol: &str| -> Vec<String> {
-        m.tasks
+    Some(super::model::Menu {
+        title: format!("{}: {args}", item.label),
+        items: values
             .iter()
-            .filter(|t| t.running() && t.node == node && t.vol.as_deref() == Some(vol))
-            .map(|t| {
-                let pct = t
-                    .ratio()
-                    .map_or(String::new(), |r| format!(" at {:.0}%", r * 100.0));
-                format!("the running {}{pct}", t.label())
+            .enumerate()
+            .map(|(i, v)| MenuItem {
+                key: choice_key(i),
+                label: v.clone(),
+                line: fill(&item.line, v),
+                then: Then::Run,
             })
-            .collect()
-    };
-    match cmd {
-        ExecCmd::Clear { node, vol, .. } => {
-            let mut out = vec![format!("{node} forgets volume {vol}")];
-            match m.role(node) {
-                Some(Role::Archive) => out.extend(archive_data(node, vol)),
-                Some(Role::Storage) => {
-                    if let Some(l) = vol_of(vol).and_then(|v| v.log.get(node.as_str())) {
-                        out.push(format!(
-                            "its log ({} of {} physical blocks not yet shipped)",
-                            l.usage_pb, l.capacity_pb
-                        ));
-                    }
-                    out.push(
-                        "its link to the archive: backing up again needs a full backup".into(),
-                    );
-                }
-                _ => {
-                    let queued: u64 = vol_of(vol)
-                        .map(|v| {
-                            v.queues
-                                .iter()
-                                .filter(|((p, _), _)| p == node)
-                                .map(|(_, q)| q.diffs)
-                                .sum()
-                        })
-                        .unwrap_or(0);
-                    out.push(format!("{queued} queued diffs not yet delivered"));
-                }
-            }
-            out.extend(running(node, vol));
-            Some(out)
-        }
-        ExecCmd::Reset { node, vol, gid, .. } => {
-            let mut out = Vec::new();
-            if m.role(node) == Some(Role::Archive) {
-                out.extend(archive_data(node, vol));
-            } else {
-                if let Some(l) = vol_of(vol).and_then(|v| v.log.get(node.as_str())) {
-                    out.push(format!(
-                        "the log of {vol} on {node} ({} physical blocks not yet shipped)",
-                        l.usage_pb
-                    ));
-                }
-                out.push(format!(
-                    "the gid epoch (a new one starts at {}); archives need a new full or hash backup",
-                    gid.unwrap_or(0)
-                ));
-            }
-            out.extend(running(node, vol));
-            Some(out)
-        }
-        ExecCmd::Apply {
-            archive, vol, gid, ..
-        } => {
-            let av = vol_of(vol).and_then(|v| v.archives.get(archive));
-            let mut out = Vec::new();
-            if let Some(d) = av.and_then(|a| a.diffs.as_ref()) {
-                let folded: Vec<String> = d
-                    .iter()
-                    .filter(|d| d.range.snap_e.gid_e <= *gid)
-                    .map(|d| {
-                        format!(
-                            "{}-->{}",
-                            snap_str(d.range.snap_b),
-                            snap_str(d.range.snap_e)
-                        )
-                    })
-                    .collect();
-                out.push(format!(
-                    "{} diffs up to gid {gid} are folded into the base image",
-                    folded.len()
-                ));
-            }
-            let older: Vec<u64> = av
-                .and_then(|a| a.restorable.as_ref())
-                .map(|r| r.iter().filter_map(|s| s.gid).filter(|g| g < gid).collect())
-                .unwrap_or_default();
-            if older.is_empty() {
-                out.push(format!(
-                    "snapshots older than gid {gid} stop being restorable"
-                ));
-            } else {
-                out.push(format!(
-                    "these snapshots stop being restorable: {}",
-                    gids(&older)
-                ));
-            }
-            Some(out)
-        }
-        ExecCmd::Replicate {
-            src,
-            vol,
-            dst,
-            opts: crate::ops::ReplicateOpts {
-                do_resync: true, ..
-            },
-            ..
-        } => {
-            let mut out = vec![format!(
-                "if {dst} holds {vol} from elsewhere (another archive uuid), {src}'s copy replaces:"
-            )];
-            out.extend(archive_data(dst, vol));
-            Some(out)
-        }
-        ExecCmd::DelRestored {
-            archive, vol, gid, ..
-        } => {
-            let path = vol_of(vol)
-                .and_then(|v| v.archives.get(archive))
-                .and_then(|a| a.restored.iter().find(|(g, _)| g == gid))
-                .map(|(_, p)| p.clone());
-            Some(vec![format!(
-                "the restored image of {vol} gid {gid}{} and anything written to it",
-                path.map_or(String::new(), |p| format!(" ({p})"))
-            )])
-        }
-        ExecCmd::SetExplicit {
-            archive,
-            vol,
-            gids: g,
-            explicit: false,
-        } => Some(vec![format!(
-            "snapshots {} of {vol} on {archive} stop being restorable, and a merge may remove them",
-            gids(g)
-        )]),
-        ExecCmd::Stop {
-            node,
-            vol,
-            mode: StopMode::Force,
-            ..
-        } => {
-            let mut out = vec![format!(
-                "transfers of {vol} running on {node} are aborted and must start over"
-            )];
-            out.extend(running(node, vol));
-            Some(out)
-        }
-        ExecCmd::Shutdown { node, force } => {
-            let mut out = vec![format!(
-                "{node} stops{}; it answers nothing until started again",
-                if *force { " at once" } else { "" }
-            )];
-            if *force {
-                let r: Vec<String> = m
-                    .tasks
-                    .iter()
-                    .filter(|t| t.running() && &t.node == node)
-                    .map(|t| {
-                        format!(
-                            "the running {} of {}",
-                            t.label(),
-                            t.vol.as_deref().unwrap_or("-")
-                        )
-                    })
-                    .collect();
-                out.extend(r);
-            }
-            Some(out)
-        }
-        _ => None,
-    }
+            .collect(),
+        sel: 0,
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// Two storages' worth of roles: s0, p0, a0 and a1; p0 sends vol to a0, a0 holds
+    /// restorable snapshots 3 and 8.
+    fn model() -> Model {
+        let text = "name = \"t\"\n[certs]\nca = \"ca\"\ncert = \"c\"\nkey = \"k\"\n\
+                    [[node]]\nname = \"s0\"\nrole = \"storage\"\naddr = \"1\"\narchive = \"a0\"\n\
+                    [[node]]\nname = \"p0\"\nrole = \"proxy\"\naddr = \"2\"\n\
+                    [[node]]\nname = \"a0\"\nrole = \"archive\"\naddr = \"3\"\n\
+                    [[node]]\nname = \"a1\"\nrole = \"archive\"\naddr = \"4\"\n";
+        let c = crate::cluster::Cluster::parse(text, std::path::Path::new("/"), "t").unwrap();
+        let mut m = Model::new(&c);
+        let v = m.vol_mut("vol");
+        v.queues.insert(
+            ("p0".into(), "a0".into()),
+            super::super::model::Queue::default(),
+        );
+        let snap = |gid| walb_wire::msg::SnapshotInfo {
+            vol: "vol".into(),
+            gid: Some(gid),
+            timestamp_s: 0,
+            lsid: None,
+            explicit: true,
+        };
+        v.archives.entry("a0".into()).or_default().restorable = Some(vec![snap(3), snap(8)]);
+        m
+    }
+
+    fn cell(node: &str, role: Role, state: &str) -> Target {
+        Target::Cell {
+            node: node.into(),
+            role,
+            vol: "vol".into(),
+            state: state.into(),
+            archive: (role == Role::Storage).then(|| "a0".into()),
+        }
+    }
+
+    /// Every line a menu item can end in: as it is, with the prompt's example, or with
+    /// each choice.
+    fn completed(item: &MenuItem) -> Vec<String> {
+        match &item.then {
+            Then::Run => vec![item.line.clone()],
+            Then::Prompt { .. } => {
+                let a = ACTIONS.iter().find(|a| a.label == item.label).unwrap();
+                let Param::Text { example, .. } = a.param else {
+                    panic!("{}", item.label)
+                };
+                vec![fill(&item.line, example)]
+            }
+            Then::Choose { values, .. } => values.iter().map(|v| fill(&item.line, v)).collect(),
+        }
+    }
+
     #[test]
-    fn every_action_line_is_an_exec_command() {
+    fn every_action_is_an_exec_command_and_every_change_is_in_a_menu() {
+        let m = model();
+        let node = |n: &str, role| Target::Node {
+            node: n.into(),
+            role,
+            archive: None,
+        };
         let targets = [
-            Target::Node {
-                node: "s0".into(),
-                role: Role::Storage,
-                archive: Some("a0".into()),
-            },
-            Target::Cell {
-                node: "s0".into(),
-                role: Role::Storage,
-                vol: "vol".into(),
-                state: "Target".into(),
-                archive: Some("a0".into()),
-            },
-            Target::Cell {
-                node: "p0".into(),
-                role: Role::Proxy,
-                vol: "vol".into(),
-                state: "Started".into(),
-                archive: None,
-            },
-            Target::Cell {
-                node: "a0".into(),
-                role: Role::Archive,
-                vol: "vol".into(),
-                state: "Clear".into(),
-                archive: None,
-            },
+            node("s0", Role::Storage),
+            node("p0", Role::Proxy),
+            node("a0", Role::Archive),
+            cell("s0", Role::Storage, "Target"),
+            cell("s0", Role::Storage, "Clear"),
+            cell("p0", Role::Proxy, "Started"),
+            cell("a0", Role::Archive, "Clear"),
+            cell("a0", Role::Archive, "Archived"),
             Target::Gid {
                 archive: "a0".into(),
                 vol: "vol".into(),
@@ -642,45 +849,98 @@ mod tests {
             },
         ];
         let mut used = std::collections::HashSet::new();
+        let mut lines = Vec::new();
         for t in &targets {
-            let items = items(t, false);
+            let items = items(t, &m);
             assert!(!items.is_empty(), "{t:?}");
             let mut keys = std::collections::HashSet::new();
-            for (k, label, line) in &items {
-                assert!(keys.insert(*k), "key {k} twice for {t:?}");
-                crate::exec::parse_line(line).unwrap_or_else(|e| panic!("{label}: {line}: {e}"));
-                used.insert(label.clone());
+            for item in &items {
+                assert!(keys.insert(item.key), "key {} twice for {t:?}", item.key);
+                for line in completed(item) {
+                    crate::exec::parse_line(&line)
+                        .unwrap_or_else(|e| panic!("{}: {line}: {e}", item.label));
+                    lines.push(line);
+                }
+                used.insert(item.label.clone());
             }
         }
         for a in ACTIONS {
             assert!(used.contains(a.label), "{} never offered", a.label);
         }
+        // Every exec command that changes the cluster is in some menu; what no menu
+        // offers only reads (or is the palette's own help).
+        let offered: std::collections::HashSet<&str> =
+            lines.iter().filter_map(|l| l.split(' ').next()).collect();
+        let queries = [
+            ("help", "help"),
+            ("state-all", "state-all vol"),
+            ("wait-restorable", "wait-restorable a0 vol 8"),
+            ("get", "get s0 vol"),
+            ("peers", "peers a0 vol"),
+            ("metrics", "metrics"),
+        ];
+        for c in crate::exec::COMMANDS {
+            assert!(
+                offered.contains(c.name) || queries.iter().any(|q| q.0 == c.name),
+                "{} is in no menu",
+                c.name
+            );
+        }
+        for (_, q) in queries {
+            let cmd = crate::exec::parse_line(q).unwrap().unwrap();
+            assert!(cmd.is_read_only(), "{q}");
+        }
     }
 
     #[test]
-    fn a_resync_asks_for_confirmation_naming_the_destination() {
-        let text = "name = \"t\"\n[certs]\nca = \"ca\"\ncert = \"c\"\nkey = \"k\"\n\
-                    [[node]]\nname = \"a0\"\nrole = \"archive\"\naddr = \"1\"\n\
-                    [[node]]\nname = \"a1\"\nrole = \"archive\"\naddr = \"2\"\n";
-        let c = crate::cluster::Cluster::parse(text, std::path::Path::new("/"), "t").unwrap();
-        let m = Model::new(&c);
-        let cmd = |l: &str| crate::exec::parse_line(l).unwrap().unwrap();
-        assert_eq!(loss(&cmd("replicate a0 vol a1"), &m), None);
-        let lines = loss(&cmd("replicate a0 vol a1 --resync"), &m).unwrap();
-        assert!(lines[0].contains("a0's copy replaces"), "{lines:?}");
-        assert!(lines.iter().any(|l| l.contains("a1")), "{lines:?}");
+    fn choices_come_from_the_model_and_an_empty_choice_is_not_offered() {
+        let mut m = model();
+        let a0 = cell("a0", Role::Archive, "Archived");
+        let find =
+            |m: &Model, t: &Target, key: char| items(t, m).into_iter().find(|i| i.key == key);
+        let values = |i: Option<MenuItem>| match i.map(|i| i.then) {
+            Some(Then::Choose { values, .. }) => values,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(values(find(&m, &a0, 'P')), ["a1"]);
+        assert_eq!(values(find(&m, &a0, 'b')), ["8", "3"]);
+        let p0 = cell("p0", Role::Proxy, "Started");
+        assert_eq!(values(find(&m, &p0, 'K')), ["a0"]);
+        assert_eq!(values(find(&m, &p0, 'A')), ["a1"]);
+        // With a0 the only archive there is nothing to replicate to.
+        m.nodes.retain(|n| n.name != "a1");
+        assert!(find(&m, &a0, 'P').is_none());
+        assert!(find(&m, &p0, 'A').is_none());
+        let menu = choices(&find(&m, &a0, 'b').unwrap()).unwrap();
+        let lines: Vec<(char, &str)> = menu
+            .items
+            .iter()
+            .map(|i| (i.key, i.line.as_str()))
+            .collect();
+        assert_eq!(lines, [('1', "bhash a0 vol 8"), ('2', "bhash a0 vol 3")]);
     }
 
     #[test]
     fn read_only_menus_keep_only_queries() {
-        let t = Target::Cell {
-            node: "s0".into(),
-            role: Role::Storage,
-            vol: "vol".into(),
-            state: "Target".into(),
-            archive: Some("a0".into()),
-        };
-        let ro: Vec<String> = items(&t, true).into_iter().map(|i| i.2).collect();
+        let mut m = model();
+        m.set_read_only("--read-only");
+        let ro: Vec<String> = items(&cell("s0", Role::Storage, "Target"), &m)
+            .into_iter()
+            .map(|i| i.line)
+            .collect();
         assert_eq!(ro, ["status s0 vol"]);
+        let ro: Vec<String> = items(&cell("a0", Role::Archive, "Archived"), &m)
+            .into_iter()
+            .map(|i| i.shown())
+            .collect();
+        assert_eq!(
+            ro,
+            [
+                "status a0 vol",
+                "restorable a0 vol",
+                "is-synchronizing a0 vol",
+                "bhash a0 vol GID"
+            ]
+        );
     }
 }

@@ -154,7 +154,7 @@ pub static BINDINGS: &[Binding] = &[
         "enter",
         A::Actions,
         In(View::Cluster),
-        "actions for the node (status, kick, shutdown)",
+        "actions for the node (status, kick, init a volume, shutdown)",
         true,
     ),
     b(
@@ -203,7 +203,7 @@ pub static BINDINGS: &[Binding] = &[
         "enter",
         A::Actions,
         In(View::Diffs),
-        "actions: merge a range; restore, apply, del-restored, disable-snapshot a gid",
+        "actions: merge a range; restore, apply, bhash, replicate, virt-full-scan a gid",
         true,
     ),
     b(

@@ -10,9 +10,12 @@
 //! - [`model`]: what the console knows (nodes, volumes, tasks, the log) and the screen's
 //!   state; the tables of steady states and task kinds.
 //! - [`update`]: messages, effects and the update function.
+//! - [`ask`]: the questions for daemons and their answers.
+//! - [`input`]: what keys do in each mode (menus, prompts, palette, confirmations).
 //! - [`keys`]: the key binding table (help and footer come from it).
-//! - [`actions`]: the action table (each action an exec command line) and what
-//!   destructive commands lose.
+//! - [`actions`]: the action table (each action an exec command line).
+//! - [`mode`]: what has the keyboard besides the view (menus, prompts, palette).
+//! - [`loss`]: what a destructive command loses (the confirmation's lines).
 //! - [`palette`]: completion for the command palette.
 //! - [`view`]: drawing, one module per view plus overlays.
 //! - [`dump`]: the plain status dump printed when stdout is not a terminal.
@@ -20,8 +23,12 @@
 
 pub mod actions;
 pub mod app;
+pub mod ask;
 pub mod dump;
+pub mod input;
 pub mod keys;
+pub mod loss;
+pub mod mode;
 pub mod model;
 pub mod palette;
 pub mod update;

@@ -17,8 +17,8 @@ use std::collections::{BTreeMap, VecDeque};
 use walb_wire::msg::{MetaDiffDto, MetaStateDto, SnapshotInfo};
 use walb_wire::Role;
 
+pub use super::mode::{Confirm, Menu, MenuItem, Mode, Output, Palette, Prompt, Then};
 use crate::cluster::Cluster;
-use crate::exec::ExecCmd;
 
 /// Milliseconds since the Unix epoch.
 pub type Ms = u64;
@@ -411,6 +411,33 @@ impl QueuePos {
 }
 
 impl Task {
+    /// A task that starts now: `op` of `vol` on `node`, run by the console (`command`)
+    /// or seen in a daemon's events.
+    pub fn new(
+        id: u64,
+        node: String,
+        vol: Option<String>,
+        op: String,
+        command: Option<String>,
+        now: Ms,
+    ) -> Task {
+        Task {
+            id,
+            node,
+            vol,
+            op,
+            command,
+            done_lb: 0,
+            total_lb: 0,
+            started: now,
+            updated: now,
+            sample: None,
+            rate_bps: None,
+            end: None,
+            queued: None,
+        }
+    }
+
     /// Done fraction, if the total is known.
     pub fn ratio(&self) -> Option<f64> {
         (self.total_lb > 0).then(|| (self.done_lb as f64 / self.total_lb as f64).clamp(0.0, 1.0))
@@ -522,74 +549,6 @@ pub enum DiffsFocus {
     Diffs,
     /// The restorable snapshots.
     Snapshots,
-}
-
-/// The command palette.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Palette {
-    /// What is typed.
-    pub input: String,
-    /// The last parse or refusal message.
-    pub error: Option<String>,
-    /// Completion candidates for the word being typed.
-    pub candidates: Vec<String>,
-    /// Which candidate Tab put in last (cycling).
-    pub cycle: Option<usize>,
-    /// Position in the history while browsing it.
-    pub history_pos: Option<usize>,
-}
-
-/// A destructive command waiting for `y`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Confirm {
-    /// The command line.
-    pub line: String,
-    /// The parsed command.
-    pub cmd: ExecCmd,
-    /// What will be lost, one point per line.
-    pub loss: Vec<String>,
-}
-
-/// An action menu: the commands that apply to the selection.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Menu {
-    /// What the actions apply to.
-    pub title: String,
-    /// (key, label, command line).
-    pub items: Vec<(char, String, String)>,
-    /// The highlighted item.
-    pub sel: usize,
-}
-
-/// A command's output, shown until `esc`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Output {
-    /// The command line.
-    pub title: String,
-    /// Its lines.
-    pub lines: Vec<String>,
-    /// First line shown.
-    pub scroll: usize,
-}
-
-/// What has the keyboard.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub enum Mode {
-    /// The view.
-    #[default]
-    Normal,
-    /// The help overlay.
-    Help,
-    /// Typing a filter.
-    Filter,
-    /// The command palette.
-    Palette(Palette),
-    /// A confirmation.
-    Confirm(Confirm),
-    /// An action menu.
-    Menu(Menu),
-    /// A command's output.
-    Output(Output),
 }
 
 /// The whole model.

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use walb_console::cluster::Cluster;
 use walb_console::tui::model::Model;
 use walb_console::tui::update::{init, update, Answer, Ask, Effect, Msg};
@@ -85,6 +86,20 @@ pub fn snap(vol: &str, gid: u64, ts: u64, explicit: bool) -> SnapshotInfo {
     }
 }
 
+/// Presses a key.
+pub fn key(m: &mut Model, code: KeyCode) -> Vec<Effect> {
+    update(m, Msg::Key(KeyEvent::new(code, KeyModifiers::NONE)))
+}
+
+/// Types the characters of `s`.
+pub fn chars(m: &mut Model, s: &str) -> Vec<Effect> {
+    let mut out = Vec::new();
+    for c in s.chars() {
+        out.extend(key(m, KeyCode::Char(c)));
+    }
+    out
+}
+
 /// Feeds a reply as the shell would.
 pub fn reply(m: &mut Model, node: &str, ask: Ask, answer: Answer) -> Vec<Effect> {
     let seq = m.seq;
@@ -124,7 +139,12 @@ pub fn state(m: &mut Model, node: &str, vol: &str, s: &str) -> Vec<Effect> {
 /// The tutorial after a full backup and snapshots: `vol` Target/Started/Archived with
 /// the tutorial's diff list, `db` being fully backed up.
 pub fn tutorial() -> Model {
-    let mut m = Model::new(&cluster());
+    tutorial_on(&cluster())
+}
+
+/// [`tutorial`] on another cluster file that has the tutorial's s0, p0 and a0.
+pub fn tutorial_on(c: &Cluster) -> Model {
+    let mut m = Model::new(c);
     m.clock(T0);
     init(&mut m);
     for (n, sw, up) in [

@@ -267,6 +267,7 @@ fn footer(m: &Model, f: &mut Frame, area: Rect) {
         Mode::Palette(_) => vec![("enter", "run"), ("tab", "complete"), ("esc", "close")],
         Mode::Confirm(_) => vec![("y", "yes"), ("n/esc", "no")],
         Mode::Menu(_) => vec![("key/enter", "run"), ("esc", "close")],
+        Mode::Prompt(_) => vec![("enter", "run"), ("esc", "cancel")],
         Mode::Output(_) => vec![("↑↓", "scroll"), ("esc", "close")],
     };
     for (k, label) in hints {

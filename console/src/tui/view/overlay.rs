@@ -1,6 +1,6 @@
 //! Overlays drawn over the view: the help of the current view (`?`), the command
-//! palette (`:`), the confirmation of a destructive command, an action menu and a
-//! command's output. Each one says how to back out (`esc`).
+//! palette (`:`), the confirmation of a destructive command, an action menu, the prompt
+//! for an action's last arguments and a command's output. Each one says how to back out (`esc`).
 
 use ratatui::layout::Rect;
 use ratatui::text::{Line, Span};
@@ -97,23 +97,7 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
                     lines.push(Line::from(row));
                 }
             }
-            let h = lines.len() as u16 + 2;
-            let r = Rect {
-                x: area.x,
-                y: area.y + area.height.saturating_sub(h + 1),
-                width: area.width,
-                height: h.min(area.height),
-            };
-            f.render_widget(Clear, r);
-            f.render_widget(
-                Paragraph::new(lines).block(
-                    Block::default()
-                        .borders(Borders::ALL)
-                        .title(" command ")
-                        .border_style(t.key()),
-                ),
-                r,
-            );
+            input_box(f, area, lines, " command ".into(), &t);
         }
         Mode::Confirm(c) => {
             let mut lines = vec![
@@ -151,14 +135,16 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
             let lw = menu
                 .items
                 .iter()
-                .map(|i| i.1.chars().count())
+                .map(|i| i.label.chars().count())
                 .max()
                 .unwrap_or(0);
+            // A menu taller than the screen scrolls to keep the highlighted item shown.
+            let first = super::offset(menu.sel, area.height.saturating_sub(2) as usize);
             let mut lines = Vec::new();
-            for (i, (k, label, line)) in menu.items.iter().enumerate() {
-                let text = clip(&format!("{label:<lw$}  {line}"), width - 5);
+            for (i, item) in menu.items.iter().enumerate().skip(first) {
+                let text = clip(&format!("{:<lw$}  {}", item.label, item.shown()), width - 5);
                 let l = Line::from(vec![
-                    Span::styled(format!(" {k} "), t.key()),
+                    Span::styled(format!(" {} ", item.key), t.key()),
                     Span::raw(text),
                 ]);
                 lines.push(if i == menu.sel {
@@ -178,6 +164,21 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
                 ),
                 r,
             );
+        }
+        Mode::Prompt(p) => {
+            let width = area.width.saturating_sub(2) as usize;
+            let lines = vec![
+                Line::from(vec![
+                    Span::styled(format!("{} ", p.line), t.title()),
+                    Span::raw(p.input.clone()),
+                    Span::styled("█", t.key()),
+                ]),
+                match &p.error {
+                    Some(e) => Line::from(Span::styled(clip(e, width), t.error())),
+                    None => Line::from(Span::styled(clip(&p.hint, width), t.dim())),
+                },
+            ];
+            input_box(f, area, lines, format!(" {} ", p.args), &t);
         }
         Mode::Output(o) => {
             let w = area.width.saturating_sub(4).max(20);
@@ -202,4 +203,25 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
             );
         }
     }
+}
+
+/// A box over the bottom of `area` for typing (the palette, a prompt).
+fn input_box(f: &mut Frame, area: Rect, lines: Vec<Line>, title: String, t: &Theme) {
+    let h = lines.len() as u16 + 2;
+    let r = Rect {
+        x: area.x,
+        y: area.y + area.height.saturating_sub(h + 1),
+        width: area.width,
+        height: h.min(area.height),
+    };
+    f.render_widget(Clear, r);
+    f.render_widget(
+        Paragraph::new(lines).block(
+            Block::default()
+                .borders(Borders::ALL)
+                .title(title)
+                .border_style(t.key()),
+        ),
+        r,
+    );
 }
