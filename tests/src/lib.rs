@@ -642,6 +642,19 @@ impl Cluster {
         Ok(c.output()?)
     }
 
+    /// Runs `walb-console --json --exec ARGS` (stdout: one JSON value, or an `error`
+    /// object).
+    pub fn exec_json(&self, args: &[&str]) -> Result<Output> {
+        let mut c = bin("walb-console");
+        self.env(&mut c);
+        c.arg("--cluster")
+            .arg(self.path().join("cluster.toml"))
+            .arg("--json")
+            .arg("--exec")
+            .args(args);
+        Ok(c.output()?)
+    }
+
     /// Starts `walb-console --exec ARGS` without waiting (output piped).
     pub fn exec_spawn(&self, args: &[&str]) -> Result<Child> {
         let mut c = bin("walb-console");
@@ -974,12 +987,15 @@ impl Cluster {
         Ok(out.trim().to_owned())
     }
 
-    /// walblib's `go_standby` from Target: `storage` stops `vol` (force), resets its
-    /// log and starts Standby.
+    /// walblib's `go_standby` (`go-standby`): from Target, `storage` stops `vol` (force),
+    /// its primary archive stops being synchronized, its log is reset and it starts
+    /// Standby; it must end Standby.
     pub fn go_standby(&self, storage: &str, vol: &str) -> Result<()> {
-        self.exec_ok(&["stop", storage, vol, "force"])?;
-        self.exec_ok(&["reset", storage, vol])?;
-        self.exec_ok(&["start", storage, vol, "standby"])?;
+        self.exec_ok(&["go-standby", storage, vol])?;
+        let st = self.state_of(storage, vol)?;
+        if st != "Standby" {
+            bail!("{storage} {vol} is {st} after go-standby");
+        }
         Ok(())
     }
 
