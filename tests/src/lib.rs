@@ -631,40 +631,33 @@ impl Cluster {
         Ok(c.args(args).output()?)
     }
 
-    /// Runs `walb-console --exec ARGS`.
-    pub fn exec(&self, args: &[&str]) -> Result<Output> {
+    /// `walb-console --cluster FILE [--json] --exec ARGS` in this cluster's environment.
+    fn console(&self, json: bool, args: &[&str]) -> Command {
         let mut c = bin("walb-console");
         self.env(&mut c);
-        c.arg("--cluster")
-            .arg(self.path().join("cluster.toml"))
-            .arg("--exec")
-            .args(args);
-        Ok(c.output()?)
+        c.arg("--cluster").arg(self.path().join("cluster.toml"));
+        if json {
+            c.arg("--json");
+        }
+        c.arg("--exec").args(args);
+        c
+    }
+
+    /// Runs `walb-console --exec ARGS`.
+    pub fn exec(&self, args: &[&str]) -> Result<Output> {
+        Ok(self.console(false, args).output()?)
     }
 
     /// Runs `walb-console --json --exec ARGS` (stdout: one JSON value, or an `error`
     /// object).
     pub fn exec_json(&self, args: &[&str]) -> Result<Output> {
-        let mut c = bin("walb-console");
-        self.env(&mut c);
-        c.arg("--cluster")
-            .arg(self.path().join("cluster.toml"))
-            .arg("--json")
-            .arg("--exec")
-            .args(args);
-        Ok(c.output()?)
+        Ok(self.console(true, args).output()?)
     }
 
     /// Starts `walb-console --exec ARGS` without waiting (output piped).
     pub fn exec_spawn(&self, args: &[&str]) -> Result<Child> {
-        let mut c = bin("walb-console");
-        self.env(&mut c);
-        c.arg("--cluster")
-            .arg(self.path().join("cluster.toml"))
-            .arg("--exec")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut c = self.console(false, args);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
         Ok(c.spawn()?)
     }
 
