@@ -315,6 +315,19 @@ fn merge_max_mb_merges_only_up_to_the_size() -> Result<()> {
                 latest("a1")?
             );
         }
+        // --max-merge-mb 1 reached a0: every round carried one diff (of about 2.8 MB),
+        // where the default (1 GiB) merges the whole run of three into one round.
+        let log = std::fs::read_to_string(c.path().join("a0.log"))?;
+        let rounds: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("diff replicated"))
+            .collect();
+        if rounds.len() < 3 || rounds.iter().any(|l| !l.contains("files=1")) {
+            bail!(
+                "replicate --max-merge-mb 1 sent these rounds:\n{}",
+                rounds.join("\n")
+            );
+        }
         refused(c, &["latest-clean", "s0", VOL], "s0 is a storage")?;
         Ok(())
     })
