@@ -111,7 +111,7 @@ const OPT_MAX_MB: OptSpec = OptSpec {
 };
 const OPT_COMPRESS: OptSpec = OptSpec {
     name: "--compress",
-    value: Some("zstd:LEVEL|none"),
+    value: Some("CODEC:LEVEL"),
 };
 const OPT_MAX_MERGE_MB: OptSpec = OptSpec {
     name: "--max-merge-mb",
@@ -491,7 +491,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "replicate",
         args: "SRC VOL DST",
-        about: "replicate the volume from archive SRC to archive DST (init DST if Clear) up to --gid (default: SRC's latest restorable); wait, print the gid; --sync: DST then receives every diff from the proxies; --bulk: a full copy's bulk size (logical blocks), --compress: its image's compression, --max-merge-mb: the largest diff a round merges",
+        about: "replicate the volume from archive SRC to archive DST (init DST if Clear) up to --gid (default: SRC's latest restorable); wait, print the gid; --sync: DST then receives every diff from the proxies; --bulk: a full copy's bulk size (logical blocks), --compress: its image's compression (zstd:LEVEL or none), --max-merge-mb: the largest diff a round merges",
         options: &[
             OPT_GID,
             OPT_RESYNC,
@@ -599,7 +599,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "go-standby",
         args: "STORAGE VOL",
-        about: "make a storage replica Standby (walblib go_standby): from Target stop force, stop synchronizing its primary archive, reset, start standby; from SyncReady start standby",
+        about: "make a storage replica Standby (walblib go_standby): from Target stop force, stop synchronizing its primary archive, reset, start standby (from Stopped the same without the stop); from SyncReady start standby; Standby stays",
         options: &[OPT_TIMEOUT],
         parse: |a| {
             Ok(ExecCmd::GoStandby {
