@@ -219,15 +219,16 @@ pub struct ResizeNode {
     pub role: Role,
     /// The volume's state there.
     pub state: String,
-    /// The archive's image size, logical blocks (`None`: no image yet, or a storage).
+    /// The archive's image or the storage's device size, logical blocks (`None`: no
+    /// image yet, or the storage did not say).
     pub size_lb: Option<u64>,
 }
 
 /// The nodes a resize of a volume to `size_lb` grows, in order (archives first, then
-/// storages), or why it may not run: a node in a state that refuses it, an archive image
-/// larger than `size_lb` (grow only), or no node holding the volume. Clear volumes are
-/// skipped, and so are archives without an image (a full backup brings the new size) or
-/// already of that size.
+/// storages), or why it may not run: a node in a state that refuses it, an image or a
+/// device larger than `size_lb` (grow only), or no node holding the volume. Clear volumes
+/// are skipped, and so are archives without an image (a full backup brings the new size)
+/// and nodes already of that size.
 pub fn resize_plan(nodes: &[ResizeNode], size_lb: u64) -> Result<Vec<String>, String> {
     const ARCHIVE_OK: [&str; 6] = [
         A::ARCHIVED,
@@ -254,17 +255,9 @@ pub fn resize_plan(nodes: &[ResizeNode], size_lb: u64) -> Result<Vec<String>, St
                         n.name, n.state
                     ));
                 }
-                match n.size_lb {
-                    Some(have) if have > size_lb => {
-                        return Err(format!(
-                            "{} holds {} bytes, more than {} (resize only grows)",
-                            n.name,
-                            have * 512,
-                            size_lb * 512
-                        ))
-                    }
-                    Some(have) if have < size_lb => archives.push(n.name.clone()),
-                    _ => {}
+                shrinks(n, size_lb)?;
+                if n.size_lb.is_some_and(|have| have < size_lb) {
+                    archives.push(n.name.clone());
                 }
             }
             Role::Storage => {
@@ -275,7 +268,10 @@ pub fn resize_plan(nodes: &[ResizeNode], size_lb: u64) -> Result<Vec<String>, St
                         n.name, n.state
                     ));
                 }
-                storages.push(n.name.clone());
+                shrinks(n, size_lb)?;
+                if n.size_lb != Some(size_lb) {
+                    storages.push(n.name.clone());
+                }
             }
             _ => {}
         }
@@ -285,6 +281,26 @@ pub fn resize_plan(nodes: &[ResizeNode], size_lb: u64) -> Result<Vec<String>, St
     }
     archives.extend(storages);
     Ok(archives)
+}
+
+/// An error if node `n` holds more than `size_lb` (resize only grows).
+fn shrinks(n: &ResizeNode, size_lb: u64) -> Result<(), String> {
+    match n.size_lb {
+        Some(have) if have > size_lb => Err(format!(
+            "{} holds {} bytes, more than {} (resize only grows)",
+            n.name,
+            have.saturating_mul(512),
+            size_lb.saturating_mul(512)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The device size in a storage's `status NODE VOL` lines (`sizeLb N`).
+pub fn status_size_lb(lines: &[String]) -> Option<u64> {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix("sizeLb ")?.trim().parse().ok())
 }
 
 /// walblib's `resize(vol, size)`: every archive of the cluster file holding `vol` grows
@@ -305,10 +321,11 @@ pub async fn resize_cluster(
         .chain(cluster.nodes_of(Role::Storage))
     {
         let state = client.state(&n.name, vol).await?;
-        let size_lb = if n.role == Role::Archive
-            && state != A::CLEAR
-            && client.exists_base_image(&n.name, vol).await?
-        {
+        let size_lb = if state == A::CLEAR {
+            None
+        } else if n.role == Role::Storage {
+            status_size_lb(&client.status(&n.name, Some(vol)).await?)
+        } else if client.exists_base_image(&n.name, vol).await? {
             Some(client.vol_size(&n.name, vol).await?)
         } else {
             None
@@ -395,15 +412,16 @@ mod tests {
     #[test]
     fn resize_grows_archives_then_storages() {
         let nodes = [
-            node("s0", Role::Storage, "Target", None),
+            node("s0", Role::Storage, "Target", Some(100)),
             node("s1", Role::Storage, "Clear", None),
+            node("s2", Role::Storage, "Standby", Some(200)),
             node("a0", Role::Archive, "Archived", Some(100)),
             node("a1", Role::Archive, "Archived", Some(200)),
             node("a2", Role::Archive, "SyncReady", None),
         ];
         assert_eq!(resize_plan(&nodes, 200).unwrap(), ["a0", "s0"]);
         let e = resize_plan(&nodes, 150).unwrap_err();
-        assert!(e.contains("a1") && e.contains("only grows"), "{e}");
+        assert!(e.contains("s2 holds") && e.contains("only grows"), "{e}");
         let busy = [
             node("a0", Role::Archive, "FullSync", Some(100)),
             node("s0", Role::Storage, "Target", None),
@@ -415,6 +433,14 @@ mod tests {
         assert!(resize_plan(&busy, 200)
             .unwrap_err()
             .contains("s0 is HashSync"));
+        let big = [node("s0", Role::Storage, "Standby", Some(300))];
+        let e = resize_plan(&big, 200).unwrap_err();
+        assert!(e.contains("s0 holds 153600 bytes"), "{e}");
+        assert_eq!(
+            status_size_lb(&["state Target".into(), "sizeLb 65536".into()]),
+            Some(65536)
+        );
+        assert_eq!(status_size_lb(&["deviceError gone".into()]), None);
         let none = [node("s0", Role::Storage, "Clear", None)];
         assert!(resize_plan(&none, 200).unwrap_err().contains("holds it"));
     }

@@ -71,7 +71,8 @@ fn go_standby_then_hash_backup_restores_the_device() -> Result<()> {
 }
 
 /// `resize VOL SIZE` refuses to shrink and an unknown volume, then grows a0's image and
-/// then s0's device (in that order); data written across the old end restores equal.
+/// then s0's device (in that order), and a second time nothing; data written across the
+/// old end restores equal.
 #[test]
 fn cluster_resize_grows_archive_then_storage() -> Result<()> {
     const OLD: u64 = 32 << 20;
@@ -110,6 +111,11 @@ fn cluster_resize_grows_archive_then_storage() -> Result<()> {
         std::os::unix::fs::FileExt::write_all_at(&dev, &[0xa5u8; 65536], OLD - 32768)?;
         dev.sync_all()?;
         drop(dev);
+        // Again: every node has the size already, nothing is grown.
+        let again = json_ok(c, &["resize", VOL, "36m"])?;
+        if again != serde_json::json!([]) {
+            bail!("a second resize to the same size grew {again}");
+        }
         // The one-node form still works (the size is reached already: nothing changes).
         c.exec_ok(&["resize", "s0", VOL, "36m"])?;
         let gid = c.snapshot()?;
