@@ -28,5 +28,6 @@ pub mod exec;
 pub mod lab;
 pub mod metrics;
 pub mod ops;
+pub mod procs;
 pub mod scan;
 pub mod tui;

@@ -301,7 +301,12 @@ pub async fn wait_for_state(
     }
 }
 
-fn role_of(client: &Client, node: &str, want: &[Role], command: &str) -> Result<Role, ClientError> {
+pub(crate) fn role_of(
+    client: &Client,
+    node: &str,
+    want: &[Role],
+    command: &str,
+) -> Result<Role, ClientError> {
     Ok(client.cluster().node_as(node, want, command)?.role)
 }
 
@@ -771,38 +776,67 @@ pub async fn wait_for_no_action(
     }
 }
 
-/// walblib's `merge`: merge the diffs of `vol` from `gid_b` up to `gid_e` and wait until
-/// the merge ends.
+/// walblib's `merge`: merge the diffs of `vol` from `gid_b` up to where `until` stops
+/// (before gid E, or within N MiB: walb-tools' `merge vol gidB size N`) and wait until
+/// the merge ends; returns the merged diff.
 pub async fn merge(
     client: &Client,
     archive: &str,
     vol: &str,
     gid_b: u64,
-    gid_e: u64,
+    until: MergeUntil,
     timeout: Duration,
-) -> Result<(), ClientError> {
+) -> Result<walb_wire::msg::MetaDiffDto, ClientError> {
     role_of(client, archive, &[Role::Archive], "merge")?;
-    if gid_e <= gid_b {
-        return Err(ClientError::State(format!(
-            "merge {vol}: GIDE ({gid_e}) must be larger than GIDB ({gid_b})"
-        )));
+    match until {
+        MergeUntil::Gid(gid_e) if gid_e <= gid_b => {
+            return Err(ClientError::State(format!(
+                "merge {vol}: GIDE ({gid_e}) must be larger than GIDB ({gid_b})"
+            )))
+        }
+        MergeUntil::SizeMib(0) => {
+            return Err(ClientError::State(format!(
+                "merge {vol}: --max-mb must be positive"
+            )))
+        }
+        _ => {}
     }
     let before = client.diffs(archive, vol, None, None, None).await?;
     let watch = FailureWatch::start(client, archive, vol, OP_MERGE).await;
-    client
-        .merge(archive, vol, gid_b, walb_wire::msg::MergeUntil::Gid(gid_e))
-        .await?;
+    client.merge(archive, vol, gid_b, until).await?;
     wait_for_no_action(client, archive, vol, "Merge", timeout).await?;
     let after = client.diffs(archive, vol, None, None, None).await?;
-    if merged(&before, &after, gid_b) {
-        Ok(())
-    } else {
-        let fallback = "it ended without merging (the archive's log says why)".to_owned();
-        Err(ClientError::State(format!(
-            "the merge of {vol} from gid {gid_b} on {archive} failed: {}",
-            watch.reason_or(fallback).await
-        )))
+    match merged_diff(&before, &after, gid_b) {
+        Some(d) => Ok(d),
+        None => {
+            let fallback = "it ended without merging (the archive's log says why)".to_owned();
+            Err(ClientError::State(format!(
+                "the merge of {vol} from gid {gid_b} on {archive} failed: {}",
+                watch.reason_or(fallback).await
+            )))
+        }
     }
+}
+
+/// The diff a merge from `gid_b` made, if `after` shows one (see [`merged`]).
+pub fn merged_diff(
+    before: &[walb_wire::msg::MetaDiffDto],
+    after: &[walb_wire::msg::MetaDiffDto],
+    gid_b: u64,
+) -> Option<walb_wire::msg::MetaDiffDto> {
+    if !merged(before, after, gid_b) {
+        return None;
+    }
+    let b0 = before
+        .iter()
+        .map(|d| d.range.snap_b.gid_b)
+        .filter(|&g| g >= gid_b)
+        .min()?;
+    after
+        .iter()
+        .filter(|d| d.range.snap_b.gid_b == b0)
+        .max_by_key(|d| d.range.snap_e.gid_b)
+        .cloned()
 }
 
 /// True when `after` shows the merge from `gid_b` done: a diff from the first diff's
@@ -1022,6 +1056,10 @@ pub struct ReplicateOpts {
     pub dont_merge: bool,
     /// Bulk size of a full copy, logical blocks (default: the archive's, 256 KiB).
     pub bulk_lb: Option<u64>,
+    /// Compression of a full copy's image (zstd:LEVEL or none; default: the archive's).
+    pub compress: Option<CompressOpt>,
+    /// Largest merged diff of a round, bytes (default: the archive's).
+    pub merge_size_max: Option<u64>,
 }
 
 /// What the destination of a replication needs first, by its state.
@@ -1293,8 +1331,8 @@ pub async fn replicate_once(
                 dest_id: dst.to_owned(),
                 do_resync: opts.do_resync,
                 dont_merge: opts.dont_merge,
-                compress: None,
-                merge_size_max: None,
+                compress: opts.compress,
+                merge_size_max: opts.merge_size_max,
                 bulk_lb: opts.bulk_lb,
             },
         )

@@ -631,27 +631,33 @@ impl Cluster {
         Ok(c.args(args).output()?)
     }
 
-    /// Runs `walb-console --exec ARGS`.
-    pub fn exec(&self, args: &[&str]) -> Result<Output> {
+    /// `walb-console --cluster FILE [--json] --exec ARGS` in this cluster's environment.
+    fn console(&self, json: bool, args: &[&str]) -> Command {
         let mut c = bin("walb-console");
         self.env(&mut c);
-        c.arg("--cluster")
-            .arg(self.path().join("cluster.toml"))
-            .arg("--exec")
-            .args(args);
-        Ok(c.output()?)
+        c.arg("--cluster").arg(self.path().join("cluster.toml"));
+        if json {
+            c.arg("--json");
+        }
+        c.arg("--exec").args(args);
+        c
+    }
+
+    /// Runs `walb-console --exec ARGS`.
+    pub fn exec(&self, args: &[&str]) -> Result<Output> {
+        Ok(self.console(false, args).output()?)
+    }
+
+    /// Runs `walb-console --json --exec ARGS` (stdout: one JSON value, or an `error`
+    /// object).
+    pub fn exec_json(&self, args: &[&str]) -> Result<Output> {
+        Ok(self.console(true, args).output()?)
     }
 
     /// Starts `walb-console --exec ARGS` without waiting (output piped).
     pub fn exec_spawn(&self, args: &[&str]) -> Result<Child> {
-        let mut c = bin("walb-console");
-        self.env(&mut c);
-        c.arg("--cluster")
-            .arg(self.path().join("cluster.toml"))
-            .arg("--exec")
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        let mut c = self.console(false, args);
+        c.stdout(Stdio::piped()).stderr(Stdio::piped());
         Ok(c.spawn()?)
     }
 
@@ -974,12 +980,15 @@ impl Cluster {
         Ok(out.trim().to_owned())
     }
 
-    /// walblib's `go_standby` from Target: `storage` stops `vol` (force), resets its
-    /// log and starts Standby.
+    /// walblib's `go_standby` (`go-standby`): from Target, `storage` stops `vol` (force),
+    /// its primary archive stops being synchronized, its log is reset and it starts
+    /// Standby; it must end Standby.
     pub fn go_standby(&self, storage: &str, vol: &str) -> Result<()> {
-        self.exec_ok(&["stop", storage, vol, "force"])?;
-        self.exec_ok(&["reset", storage, vol])?;
-        self.exec_ok(&["start", storage, vol, "standby"])?;
+        self.exec_ok(&["go-standby", storage, vol])?;
+        let st = self.state_of(storage, vol)?;
+        if st != "Standby" {
+            bail!("{storage} {vol} is {st} after go-standby");
+        }
         Ok(())
     }
 

@@ -66,35 +66,19 @@ fn r1_replace_storage() -> Result<()> {
     })
 }
 
-/// walblib's `copy_archive_info` with the console: every archive `src` sends the volume
-/// to is added to `dst` with the same address, compression and delay; `dst` takes the
-/// storage `src` takes wlogs from and each archive takes `dst`'s wdiffs (bind); then
-/// `dst` starts.
+/// walblib's `copy_archive_info` (`copy-archive-info`): `dst` sends the volume to every
+/// archive `src` does, the archives take `dst`'s diffs, `dst` takes the storage's wlogs;
+/// `dst` ends Started.
 fn copy_archive_info(c: &Cluster, src: &str, dst: &str) -> Result<()> {
-    let archives = c.exec_ok(&["archive-info", src, "list", VOL])?;
-    for a in archives.split_whitespace() {
-        let info = c.exec_ok(&["archive-info", src, "get", VOL, a])?;
-        let mut args = vec!["archive-info", dst, "add", VOL, a];
-        args.extend(info.split_whitespace());
-        c.exec_ok(&args)?;
-        c.exec_ok(&["bind", a, VOL, "proxy", dst, "--add"])?;
+    let out = c.exec_ok(&["copy-archive-info", src, VOL, dst])?;
+    if !out.lines().any(|l| l.starts_with("storage s")) {
+        bail!("copy-archive-info {src} -> {dst} bound no storage:\n{out}");
     }
-    let peers = c.exec_ok(&["peers", src, VOL])?;
-    let storage =
-        storage_of(&peers).with_context(|| format!("{src} binds no storage:\n{peers}"))?;
-    c.exec_ok(&["bind", dst, VOL, "storage", &storage])?;
-    if c.state(dst)? != "Started" {
-        c.exec_ok(&["start", dst, VOL])?;
+    let st = c.state(dst)?;
+    if st != "Started" {
+        bail!("{dst} is {st} after copy-archive-info");
     }
     Ok(())
-}
-
-/// The storage named in a `peers` listing.
-fn storage_of(peers: &str) -> Option<String> {
-    peers.lines().find_map(|l| {
-        let mut w = l.split_whitespace();
-        (w.next()? == "storage").then(|| w.next().map(str::to_owned))?
-    })
 }
 
 /// walb-tools' `replace_proxy`: `add` (a spare, or a retired proxy) gets `del`'s

@@ -31,10 +31,8 @@ fn n3_hash_backup() -> Result<()> {
         c.init_and_full_backup()?;
         c.write(100, "64k", 3)?;
         c.snapshot()?;
-        // go_standby: Target → stop force, reset, start standby.
-        c.exec_ok(&["stop", "s0", VOL, "force"])?;
-        c.exec_ok(&["reset", "s0", VOL])?;
-        c.exec_ok(&["start", "s0", VOL, "standby"])?;
+        // go_standby: Target → stop force, stop synchronizing a0, reset, start standby.
+        c.go_standby("s0", VOL)?;
         c.write(100, "64k", 4)?;
         c.exec_ok(&["hash-backup", "s0", VOL])?;
         if c.state("s0")? != "Target" {
@@ -1489,9 +1487,7 @@ fn n11b_resize_hash_backup() -> Result<()> {
             bail!("the garbage of the new part reached a0 without a hash backup");
         }
         // go_standby, then the hash backup.
-        c.exec_ok(&["stop", "s0", VOL, "force"])?;
-        c.exec_ok(&["reset", "s0", VOL])?;
-        c.exec_ok(&["start", "s0", VOL, "standby"])?;
+        c.go_standby("s0", VOL)?;
         c.exec_ok(&["hash-backup", "s0", VOL])?;
         c.write(20, "16k", 111)?;
         let gid = c.snapshot()?;

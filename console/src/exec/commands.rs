@@ -14,13 +14,14 @@ use std::time::Duration;
 
 use tokio::task::JoinSet;
 use walb_wire::msg::{
-    ArchiveDest, BindHow, Codec, CompressOpt, PeerRole, StartMode, StopMode, VolPeers,
+    ArchiveDest, BindHow, Codec, CompressOpt, MergeUntil, PeerRole, StartMode, StopMode, VolPeers,
 };
 use walb_wire::Role;
 
 use crate::client::{Client, ClientError};
 use crate::exec::output::{Outcome, RowError, StateRow, StatusBlock};
 use crate::ops::{self, TIMEOUT_LONG, TIMEOUT_SHORT};
+use crate::procs;
 
 /// A command-line mistake: what is wrong and the command's usage.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -100,6 +101,21 @@ const OPT_ADD: OptSpec = OptSpec {
 const OPT_REMOVE: OptSpec = OptSpec {
     name: "--remove",
     value: None,
+};
+
+// Options of the walblib procedures (go-standby, copy-archive-info, cluster resize, merge
+// by size, replicate's compression and merge size, latest-clean).
+const OPT_MAX_MB: OptSpec = OptSpec {
+    name: "--max-mb",
+    value: Some("N"),
+};
+const OPT_COMPRESS: OptSpec = OptSpec {
+    name: "--compress",
+    value: Some("CODEC:LEVEL"),
+};
+const OPT_MAX_MERGE_MB: OptSpec = OptSpec {
+    name: "--max-merge-mb",
+    value: Some("N"),
 };
 
 type ParseFn = fn(&mut Args) -> Result<ExecCmd, String>;
@@ -374,17 +390,20 @@ pub static COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "resize",
-        args: "NODE VOL SIZE",
-        about: "grow a volume to SIZE bytes (k/m/g/t suffixes): an archive's image first, then the storage's device (its data device grown beforehand)",
+        args: "[NODE] VOL SIZE",
+        about: "grow a volume to SIZE bytes (k/m/g/t suffixes); without NODE across the cluster: every archive's image, then every storage's device (data devices grown beforehand); prints the nodes grown",
         options: &[OPT_ZERO_CLEAR],
         parse: |a| {
-            let node = a.req("NODE")?;
-            let vol = a.req("VOL")?;
-            let size_lb = size_lb(&a.req("SIZE")?)?;
+            let first = a.req("VOL")?;
+            let second = a.req("SIZE")?;
+            let (node, vol, size) = match a.opt() {
+                Some(size) => (Some(first), second, size),
+                None => (None, first, second),
+            };
             Ok(ExecCmd::Resize {
                 node,
                 vol,
-                size_lb,
+                size_lb: size_lb(&size)?,
                 zero_clear: a.flag("--zero-clear"),
             })
         },
@@ -418,15 +437,25 @@ pub static COMMANDS: &[CommandSpec] = &[
     },
     CommandSpec {
         name: "merge",
-        args: "ARCHIVE VOL GIDB GIDE",
-        about: "merge the mergeable diffs from GIDB to GIDE into one; wait until done",
-        options: &[OPT_TIMEOUT],
+        args: "ARCHIVE VOL GIDB [GIDE]",
+        about: "merge the mergeable diffs from GIDB up to GIDE, or (--max-mb) as far as they total at most N MiB, into one; wait until done; print the merged diff",
+        options: &[OPT_MAX_MB, OPT_TIMEOUT],
         parse: |a| {
+            let archive = a.req("ARCHIVE")?;
+            let vol = a.req("VOL")?;
+            let gid_b = a.req_num("GIDB")?;
+            let until = match (a.opt_num("GIDE")?, a.value_num("--max-mb")?) {
+                (Some(e), None) => MergeUntil::Gid(e),
+                (None, Some(0)) => return Err("--max-mb must be positive".into()),
+                (None, Some(mb)) => MergeUntil::SizeMib(mb),
+                (Some(_), Some(_)) => return Err("GIDE or --max-mb, not both".into()),
+                (None, None) => return Err("missing GIDE (or --max-mb N)".into()),
+            };
             Ok(ExecCmd::Merge {
-                archive: a.req("ARCHIVE")?,
-                vol: a.req("VOL")?,
-                gid_b: a.req_num("GIDB")?,
-                gid_e: a.req_num("GIDE")?,
+                archive,
+                vol,
+                gid_b,
+                until,
                 timeout: a.timeout(TIMEOUT_LONG)?,
             })
         },
@@ -462,8 +491,17 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "replicate",
         args: "SRC VOL DST",
-        about: "replicate the volume from archive SRC to archive DST (init DST if Clear) up to --gid (default: SRC's latest restorable); wait, print the gid; --sync: DST then receives every diff from the proxies",
-        options: &[OPT_GID, OPT_RESYNC, OPT_DONT_MERGE, OPT_SYNC, OPT_BULK, OPT_TIMEOUT],
+        about: "replicate the volume from archive SRC to archive DST (init DST if Clear) up to --gid (default: SRC's latest restorable); wait, print the gid; --sync: DST then receives every diff from the proxies; --bulk: a full copy's bulk size (logical blocks), --compress: its image's compression (zstd:LEVEL or none), --max-merge-mb: the largest diff a round merges",
+        options: &[
+            OPT_GID,
+            OPT_RESYNC,
+            OPT_DONT_MERGE,
+            OPT_SYNC,
+            OPT_BULK,
+            OPT_COMPRESS,
+            OPT_MAX_MERGE_MB,
+            OPT_TIMEOUT,
+        ],
         parse: |a| {
             Ok(ExecCmd::Replicate {
                 src: a.req("SRC")?,
@@ -474,6 +512,15 @@ pub static COMMANDS: &[CommandSpec] = &[
                     do_resync: a.flag("--resync"),
                     dont_merge: a.flag("--dont-merge"),
                     bulk_lb: a.value_num("--bulk")?,
+                    compress: a.value_str("--compress").map(|c| image_compress(&c)).transpose()?,
+                    merge_size_max: match a.value_num("--max-merge-mb")? {
+                        Some(0) => return Err("--max-merge-mb must be positive".into()),
+                        Some(mb) => Some(
+                            mb.checked_mul(1 << 20)
+                                .ok_or("--max-merge-mb is too large")?,
+                        ),
+                        None => None,
+                    },
                 },
                 sync: a.flag("--sync"),
                 timeout: a.timeout(TIMEOUT_LONG)?,
@@ -543,6 +590,46 @@ pub static COMMANDS: &[CommandSpec] = &[
         options: &[],
         parse: |a| {
             Ok(ExecCmd::IsSynchronizing {
+                archive: a.req("ARCHIVE")?,
+                vol: a.req("VOL")?,
+            })
+        },
+    },
+    // walblib procedures: go-standby, copy-archive-info, latest-clean.
+    CommandSpec {
+        name: "go-standby",
+        args: "STORAGE VOL",
+        about: "make a storage replica Standby (walblib go_standby): from Target stop force, stop synchronizing its primary archive, reset, start standby (from Stopped the same without the stop); from SyncReady start standby; Standby stays",
+        options: &[OPT_TIMEOUT],
+        parse: |a| {
+            Ok(ExecCmd::GoStandby {
+                node: a.req("STORAGE")?,
+                vol: a.req("VOL")?,
+                timeout: a.timeout(TIMEOUT_SHORT)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "copy-archive-info",
+        args: "SRC_PROXY VOL DST_PROXY",
+        about: "DST_PROXY sends the volume to every archive SRC_PROXY does (same address, compression, delay), the archives take its diffs and it takes the storage's wlogs (bind); then it starts; storages ship to it once it is among their proxies; prints the archives and the storage",
+        options: &[OPT_TIMEOUT],
+        parse: |a| {
+            Ok(ExecCmd::CopyArchiveInfo {
+                src: a.req("SRC_PROXY")?,
+                vol: a.req("VOL")?,
+                dst: a.req("DST_PROXY")?,
+                timeout: a.timeout(TIMEOUT_SHORT)?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "latest-clean",
+        args: "ARCHIVE VOL",
+        about: "the latest restorable gid (walblib get_latest_clean_snapshot; the last line of `restorable ARCHIVE VOL all`)",
+        options: &[],
+        parse: |a| {
+            Ok(ExecCmd::LatestClean {
                 archive: a.req("ARCHIVE")?,
                 vol: a.req("VOL")?,
             })
@@ -850,6 +937,17 @@ pub fn parse_compress(s: &str) -> Option<CompressOpt> {
         return None;
     }
     Some(CompressOpt { codec, level, ncpu })
+}
+
+/// A replication's image compression: `zstd[:LEVEL[:NCPU]]` or `none` (what a full copy's
+/// bulks travel with).
+fn image_compress(s: &str) -> Result<CompressOpt, String> {
+    match parse_compress(s) {
+        Some(c) if matches!(c.codec, Codec::Zstd | Codec::None) => Ok(c),
+        _ => Err(format!(
+            "--compress {s:?}: a replicated image travels as zstd[:LEVEL] or none"
+        )),
+    }
 }
 
 fn parse_set_explicit(a: &mut Args, explicit: bool) -> Result<ExecCmd, String> {
@@ -1256,7 +1354,7 @@ pub enum ExecCmd {
         /// Wait limit.
         timeout: Duration,
     },
-    /// `merge ARCHIVE VOL GIDB GIDE`.
+    /// `merge ARCHIVE VOL GIDB (GIDE | --max-mb N)`.
     Merge {
         /// Archive.
         archive: String,
@@ -1264,8 +1362,8 @@ pub enum ExecCmd {
         vol: String,
         /// First gid of the chain.
         gid_b: u64,
-        /// Where the chain ends.
-        gid_e: u64,
+        /// Where the chain ends (before a gid, or within a size).
+        until: MergeUntil,
         /// Wait limit.
         timeout: Duration,
     },
@@ -1404,10 +1502,10 @@ pub enum ExecCmd {
         /// Gid.
         gid: u64,
     },
-    /// `resize NODE VOL SIZE [--zero-clear]`.
+    /// `resize [NODE] VOL SIZE [--zero-clear]`.
     Resize {
-        /// Storage, proxy or archive.
-        node: String,
+        /// Storage, proxy or archive; `None`: the whole cluster, archives first.
+        node: Option<String>,
         /// Volume.
         vol: String,
         /// New size, logical blocks.
@@ -1466,6 +1564,34 @@ pub enum ExecCmd {
         node: String,
         /// Target.
         target: GetTarget,
+    },
+    // walblib procedures.
+    /// `go-standby STORAGE VOL`.
+    GoStandby {
+        /// Storage.
+        node: String,
+        /// Volume.
+        vol: String,
+        /// Wait limit of each step.
+        timeout: Duration,
+    },
+    /// `copy-archive-info SRC_PROXY VOL DST_PROXY`.
+    CopyArchiveInfo {
+        /// The proxy copied from.
+        src: String,
+        /// Volume.
+        vol: String,
+        /// The proxy copied to.
+        dst: String,
+        /// Wait limit of its stop and start.
+        timeout: Duration,
+    },
+    /// `latest-clean ARCHIVE VOL`.
+    LatestClean {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
     },
     /// `shutdown NODE [graceful|force]`.
     Shutdown {
@@ -1621,6 +1747,9 @@ impl ExecCmd {
             ExecCmd::VirtFullScan { .. } => "virt-full-scan",
             ExecCmd::Bind { .. } => "bind",
             ExecCmd::Peers { .. } => "peers",
+            ExecCmd::GoStandby { .. } => "go-standby",
+            ExecCmd::CopyArchiveInfo { .. } => "copy-archive-info",
+            ExecCmd::LatestClean { .. } => "latest-clean",
         }
     }
 
@@ -1639,6 +1768,7 @@ impl ExecCmd {
             | ExecCmd::IsSynchronizing { .. }
             | ExecCmd::BlockHash { .. }
             | ExecCmd::Peers { .. }
+            | ExecCmd::LatestClean { .. }
             | ExecCmd::Metrics { .. } => true,
             ExecCmd::ArchiveInfo { op, .. } => {
                 matches!(op, ArchiveInfoOp::Get { .. } | ArchiveInfoOp::List { .. })
@@ -1674,8 +1804,11 @@ impl ExecCmd {
             | ExecCmd::Synchronizing { archive, vol, .. }
             | ExecCmd::IsSynchronizing { archive, vol }
             | ExecCmd::BlockHash { archive, vol, .. }
-            | ExecCmd::VirtFullScan { archive, vol, .. } => (Some(archive), Some(vol)),
+            | ExecCmd::VirtFullScan { archive, vol, .. }
+            | ExecCmd::LatestClean { archive, vol } => (Some(archive), Some(vol)),
             ExecCmd::Replicate { src, vol, .. } => (Some(src), Some(vol)),
+            ExecCmd::GoStandby { node, vol, .. } => (Some(node), Some(vol)),
+            ExecCmd::CopyArchiveInfo { src, vol, .. } => (Some(src), Some(vol)),
             ExecCmd::ArchiveInfo { proxy, op } => (
                 Some(proxy),
                 Some(match op {
@@ -1689,7 +1822,7 @@ impl ExecCmd {
             ExecCmd::Bind { node, vol, .. } | ExecCmd::Peers { node, vol } => {
                 (Some(node), Some(vol))
             }
-            ExecCmd::Resize { node, vol, .. } => (Some(node), Some(vol)),
+            ExecCmd::Resize { node, vol, .. } => (node.as_deref(), Some(vol)),
             ExecCmd::Get { node, .. } => (Some(node), None),
             ExecCmd::Shutdown { node, .. } => (Some(node), None),
         }
@@ -1711,7 +1844,9 @@ impl ExecCmd {
             | ExecCmd::Replicate { timeout, .. }
             | ExecCmd::Synchronizing { timeout, .. }
             | ExecCmd::WaitRestorable { timeout, .. }
-            | ExecCmd::Restore { timeout, .. } => Some(*timeout),
+            | ExecCmd::Restore { timeout, .. }
+            | ExecCmd::GoStandby { timeout, .. }
+            | ExecCmd::CopyArchiveInfo { timeout, .. } => Some(*timeout),
             _ => None,
         }
     }
@@ -1820,16 +1955,11 @@ impl ExecCmd {
                 archive,
                 vol,
                 gid_b,
-                gid_e,
+                until,
                 timeout,
-            } => {
-                ops::merge(client, archive, vol, *gid_b, *gid_e, *timeout).await?;
-                Ok(Outcome::Done {
-                    node: archive.clone(),
-                    vol: Some(vol.clone()),
-                    state: None,
-                })
-            }
+            } => Ok(Outcome::Diffs(vec![
+                ops::merge(client, archive, vol, *gid_b, *until, *timeout).await?,
+            ])),
             ExecCmd::Apply {
                 archive,
                 vol,
@@ -1962,11 +2092,12 @@ impl ExecCmd {
                 ops::restored_path(client, archive, vol, *gid).await?,
             )),
             ExecCmd::Resize {
-                node,
+                node: Some(node),
                 vol,
                 size_lb,
                 zero_clear,
             } => {
+                cl.node(node)?;
                 client.resize(node, vol, *size_lb, *zero_clear).await?;
                 Ok(Outcome::Done {
                     node: node.clone(),
@@ -1974,6 +2105,14 @@ impl ExecCmd {
                     state: None,
                 })
             }
+            ExecCmd::Resize {
+                node: None,
+                vol,
+                size_lb,
+                zero_clear,
+            } => Ok(Outcome::Lines(
+                procs::resize_cluster(client, vol, *size_lb, *zero_clear).await?,
+            )),
             ExecCmd::DelRestored { archive, vol, gid } => {
                 cl.node_as(archive, &[Role::Archive], "del-restored")?;
                 client.del_restored(archive, vol, *gid).await?;
@@ -2019,6 +2158,23 @@ impl ExecCmd {
                 let n = cl.node_as(node, target.roles(), &format!("get {}", target.name()))?;
                 run_get(client, node, n.role, target).await
             }
+            // walblib procedures.
+            ExecCmd::GoStandby { node, vol, timeout } => {
+                let st = procs::go_standby(client, node, vol, *timeout).await?;
+                Ok(done(node, vol, st))
+            }
+            ExecCmd::CopyArchiveInfo {
+                src,
+                vol,
+                dst,
+                timeout,
+            } => {
+                let r = procs::copy_archive_info(client, src, vol, dst, *timeout).await?;
+                Ok(Outcome::Lines(copy_lines(src, dst, vol, &r)))
+            }
+            ExecCmd::LatestClean { archive, vol } => Ok(Outcome::Gid(
+                procs::latest_clean(client, archive, vol).await?,
+            )),
             ExecCmd::Shutdown { node, force } => {
                 cl.node(node)?;
                 client.shutdown(node, *force).await?;
@@ -2239,6 +2395,23 @@ async fn run_get(
     })
 }
 
+/// `copy-archive-info`'s lines: `archive NAME HOST:PORT CODEC:LEVEL:NCPU DELAY` per
+/// archive, then `storage ID` (or what to bind when the source proxy binds none).
+pub fn copy_lines(src: &str, dst: &str, vol: &str, r: &procs::CopyDone) -> Vec<String> {
+    let mut out: Vec<String> = r
+        .archives
+        .iter()
+        .map(|(a, info)| format!("archive {a} {info}"))
+        .collect();
+    out.push(match &r.storage {
+        Some(s) => format!("storage {s}"),
+        None => format!(
+            "storage - ({src} binds none for {vol}: `bind {dst} {vol} storage ID` lets a storage ship to {dst})"
+        ),
+    });
+    out
+}
+
 /// `peers`'s lines: `storage ID`, `proxies ID...`, `archives ID...` (`-` for none).
 pub fn peers_lines(p: &VolPeers) -> Vec<String> {
     let list = |v: &[String]| {
@@ -2381,6 +2554,12 @@ mod tests {
             "bind a0 vol proxy p0 p1 --add",
             "bind p0 vol storage --remove s1",
             "peers a0 vol",
+            "go-standby s0 vol --timeout 30",
+            "copy-archive-info p0 vol p2",
+            "resize vol 36m --zero-clear",
+            "merge a0 vol 2 --max-mb 4",
+            "replicate a0 vol a1 --compress zstd:3 --max-merge-mb 64 --bulk 1024",
+            "latest-clean a0 vol",
         ];
         for line in ok {
             let c = parse(line).unwrap_or_else(|e| panic!("{line}: {e}"));
@@ -2462,6 +2641,8 @@ mod tests {
                     do_resync: false,
                     dont_merge: false,
                     bulk_lb: None,
+                    compress: None,
+                    merge_size_max: None,
                 },
                 sync: true,
                 timeout: TIMEOUT_LONG,
@@ -2485,6 +2666,92 @@ mod tests {
                 target: GetTarget::MetaState("vol".into(), true, Some(20)),
             }
         );
+    }
+
+    #[test]
+    fn procedure_commands_parse_their_forms() {
+        assert_eq!(
+            parse("resize vol 36m").unwrap(),
+            ExecCmd::Resize {
+                node: None,
+                vol: "vol".into(),
+                size_lb: 36 << 11,
+                zero_clear: false,
+            }
+        );
+        assert!(matches!(
+            parse("resize a0 vol 36m").unwrap(),
+            ExecCmd::Resize { node: Some(n), .. } if n == "a0"
+        ));
+        assert!(err("resize vol").contains("missing SIZE"));
+        assert!(err("resize a0 vol 36m 1").contains("unexpected argument"));
+        assert!(err("resize vol 1000").contains("multiple of 512"));
+        assert!(matches!(
+            parse("merge a0 vol 2 --max-mb 4").unwrap(),
+            ExecCmd::Merge {
+                gid_b: 2,
+                until: MergeUntil::SizeMib(4),
+                ..
+            }
+        ));
+        assert!(matches!(
+            parse("merge a0 vol 2 7").unwrap(),
+            ExecCmd::Merge {
+                until: MergeUntil::Gid(7),
+                ..
+            }
+        ));
+        assert!(err("merge a0 vol 2").contains("missing GIDE (or --max-mb N)"));
+        assert!(err("merge a0 vol 2 7 --max-mb 4").contains("not both"));
+        assert!(err("merge a0 vol 2 --max-mb 0").contains("positive"));
+        let ExecCmd::Replicate { opts, .. } =
+            parse("replicate a0 vol a1 --compress zstd:3 --max-merge-mb 64 --bulk 1024").unwrap()
+        else {
+            panic!("not a replicate");
+        };
+        assert_eq!(
+            opts.compress,
+            Some(CompressOpt {
+                codec: Codec::Zstd,
+                level: 3,
+                ncpu: 1
+            })
+        );
+        assert_eq!(opts.merge_size_max, Some(64 << 20));
+        assert_eq!(opts.bulk_lb, Some(1024));
+        assert!(err("replicate a0 vol a1 --compress snappy").contains("zstd[:LEVEL] or none"));
+        assert!(err("replicate a0 vol a1 --max-merge-mb 0").contains("positive"));
+        assert!(err("replicate a0 vol a1 --max-merge-mb 99999999999999").contains("too large"));
+        assert_eq!(
+            parse("go-standby s0 vol").unwrap(),
+            ExecCmd::GoStandby {
+                node: "s0".into(),
+                vol: "vol".into(),
+                timeout: TIMEOUT_SHORT,
+            }
+        );
+        assert!(err("go-standby s0").contains("missing VOL"));
+        assert!(err("copy-archive-info p0 vol").contains("missing DST_PROXY"));
+        assert!(parse("latest-clean a0 vol").unwrap().is_read_only());
+        assert!(!parse("go-standby s0 vol").unwrap().is_read_only());
+        let help = help_lines(Some("latest-clean")).unwrap().join("\n");
+        assert!(help.contains("restorable ARCHIVE VOL all"), "{help}");
+    }
+
+    #[test]
+    fn copy_archive_info_says_what_to_bind() {
+        let r = procs::CopyDone {
+            archives: vec![("a0".into(), "localhost:1 snappy:0:1 0".into())],
+            storage: None,
+        };
+        let l = copy_lines("p0", "p2", "vol", &r);
+        assert_eq!(l[0], "archive a0 localhost:1 snappy:0:1 0");
+        assert!(l[1].contains("bind p2 vol storage ID"), "{}", l[1]);
+        let r = procs::CopyDone {
+            storage: Some("s0".into()),
+            ..r
+        };
+        assert_eq!(copy_lines("p0", "p2", "vol", &r)[1], "storage s0");
     }
 
     #[test]

@@ -122,7 +122,7 @@ fn values_for(slot: &str, words: &[String], m: &Model) -> Vec<String> {
     match slot {
         "NODE" => nodes(None),
         "ARCHIVE" | "SRC" | "DST" => nodes(Some(Role::Archive)),
-        "PROXY" => nodes(Some(Role::Proxy)),
+        "PROXY" | "SRC_PROXY" | "DST_PROXY" => nodes(Some(Role::Proxy)),
         "STORAGE" => nodes(Some(Role::Storage)),
         "VOL" => m.vols.keys().cloned().collect(),
         "GID" | "GIDB" | "GIDE" | "MAXGID" => gids(words, m),
@@ -321,9 +321,13 @@ addr = "localhost:10201"
                 "--dont-merge",
                 "--sync",
                 "--bulk",
+                "--compress",
+                "--max-merge-mb",
                 "--timeout"
             ]
         );
+        assert_eq!(cands("copy-archive-info "), ["p0"]);
+        assert_eq!(cands("copy-archive-info p0 vol "), ["p0"]);
         assert_eq!(cands("is-synchronizing a"), ["a0", "a1"]);
         assert_eq!(
             cands("full-backup s0 vol --"),
