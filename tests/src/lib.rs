@@ -23,6 +23,7 @@ pub mod chaos;
 pub mod hostile;
 pub mod repeater;
 pub mod smallfs;
+pub mod tools;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -631,24 +632,24 @@ impl Cluster {
         Ok(c.args(args).output()?)
     }
 
-    /// Runs `walb-console --exec ARGS`.
-    pub fn exec(&self, args: &[&str]) -> Result<Output> {
+    /// `walb-console --cluster FILE` in this cluster's environment, for the caller to add
+    /// `--exec ARGS` (or options first).
+    pub fn console(&self) -> Command {
         let mut c = bin("walb-console");
         self.env(&mut c);
-        c.arg("--cluster")
-            .arg(self.path().join("cluster.toml"))
-            .arg("--exec")
-            .args(args);
-        Ok(c.output()?)
+        c.arg("--cluster").arg(self.path().join("cluster.toml"));
+        c
+    }
+
+    /// Runs `walb-console --exec ARGS`.
+    pub fn exec(&self, args: &[&str]) -> Result<Output> {
+        Ok(self.console().arg("--exec").args(args).output()?)
     }
 
     /// Starts `walb-console --exec ARGS` without waiting (output piped).
     pub fn exec_spawn(&self, args: &[&str]) -> Result<Child> {
-        let mut c = bin("walb-console");
-        self.env(&mut c);
-        c.arg("--cluster")
-            .arg(self.path().join("cluster.toml"))
-            .arg("--exec")
+        let mut c = self.console();
+        c.arg("--exec")
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
