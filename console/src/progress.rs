@@ -115,15 +115,18 @@ pub enum Step {
         /// Bytes done.
         done: u64,
     },
+    /// A phase ended (`done == total`; a replication's source ends with "1 of 1"): the bar
+    /// is full if it was drawn, and nothing is drawn for a phase it never saw run.
+    Complete,
 }
 
 /// The step of an event of `done_lb` of `total_lb` blocks, the bar being at `pos` of
 /// `len` bytes (`len` `None` before the first event).
 pub fn step(len: Option<u64>, pos: u64, done_lb: u64, total_lb: u64) -> Step {
-    let (done, total) = (
-        done_lb.saturating_mul(LBS),
-        total_lb.max(done_lb).saturating_mul(LBS),
-    );
+    if done_lb >= total_lb {
+        return Step::Complete;
+    }
+    let (done, total) = (done_lb.saturating_mul(LBS), total_lb.saturating_mul(LBS));
     if len != Some(total) || done < pos {
         Step::Start { done, total }
     } else {
@@ -156,6 +159,11 @@ fn show(bar: &ProgressBar, done_lb: u64, total_lb: u64) {
             bar.reset_eta();
         }
         Step::Advance { done } => bar.set_position(done),
+        Step::Complete => {
+            if let Some(len) = bar.length() {
+                bar.set_position(len);
+            }
+        }
     }
 }
 
@@ -328,13 +336,11 @@ mod tests {
                 total: 16384
             }
         );
-        // A count beyond the total (a peer's bug) does not overflow the bar.
-        assert_eq!(
-            step(None, 0, 20, 16),
-            Step::Start {
-                done: 10240,
-                total: 10240
-            }
-        );
+        // The end of a phase fills the bar; a replication's "1 of 1" at its source (or a
+        // count beyond the total) does not start a bar of one block.
+        assert_eq!(step(Some(8192), 6144, 16, 16), Step::Complete);
+        assert_eq!(step(Some(8192), 6144, 1, 1), Step::Complete);
+        assert_eq!(step(None, 0, 1, 1), Step::Complete);
+        assert_eq!(step(None, 0, 20, 16), Step::Complete);
     }
 }

@@ -1,11 +1,11 @@
 //! Progress bars of long `--exec` commands: a full backup run with stderr a pipe prints
 //! the gid on stdout and writes no bar to stderr; the same command on a terminal (a
 //! pseudo-terminal made by `script`) draws a bar with a rate and the time left on
-//! stderr, and its stdout is the same gid line.
+//! stderr, and its stdout is the same gid line; with `--quiet` it draws none.
 //!
 //! The storage reads its device at 16 MB/s (`--full-scan-bps`), so that a 48 MiB backup
 //! lasts about 3 s and the archive publishes several progress events meanwhile. Root
-//! only (the emulated block device). About 15 s.
+//! only (the emulated block device). About 20 s.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -101,12 +101,12 @@ fn a_full_backup_draws_a_bar_on_a_terminal_and_nothing_on_a_pipe() -> Result<()>
     }
     let c = Cluster::start(ClusterOpts {
         ddev_mb: 48,
-        devices: 2,
+        devices: 3,
         storage_args: vec!["--full-scan-bps".into(), "16000000".into()],
         ..ClusterOpts::default()
     })?;
-    let (vol0, vol1) = ("vol", "vol1");
-    for (i, vol) in [vol0, vol1].into_iter().enumerate() {
+    let (vol0, vol1, vol2) = ("vol", "vol1", "vol2");
+    for (i, vol) in [vol0, vol1, vol2].into_iter().enumerate() {
         let wdev = c.wdev_path_of(i).display().to_string();
         c.exec_ok(&["init-storage", "s0", vol, &wdev])?;
         c.exec_ok(&["stop", "s0", vol])?;
@@ -139,19 +139,34 @@ fn a_full_backup_draws_a_bar_on_a_terminal_and_nothing_on_a_pipe() -> Result<()>
         bail!("no bar on the terminal: {screen:?}");
     }
     let r = rates(&screen);
-    let fastest = r.iter().copied().fold(0.0, f64::max);
-    // The device is read at 16 MB/s; the bar's rate must be of that order.
-    if !(1e6..=200e6).contains(&fastest) {
+    let mut live: Vec<f64> = r.iter().copied().filter(|v| *v > 0.0).collect();
+    live.sort_by(f64::total_cmp);
+    let median = live.get(live.len() / 2).copied().unwrap_or(0.0);
+    // The rate moves as the backup goes, and is of the order of the 16 MB/s the device
+    // is read at (the estimate is smoothed; events may arrive bunched).
+    if live.len() < 3 || !(2e6..=100e6).contains(&median) {
         bail!("the bar's rates {r:?} are not those of a 16 MB/s backup: {screen:?}");
     }
     if !screen.contains(" left") || !screen.contains("48.00 MiB") {
         bail!("the bar shows no time left or no total: {screen:?}");
     }
+
+    // On a terminal with --quiet: no bar, the same gid line.
+    let quiet_out = c.path().join("quiet.out");
+    let screen = on_a_terminal(
+        &c.console(),
+        &["--quiet", "--exec", "full-backup", "s0", vol2],
+        &quiet_out,
+    )?;
+    restorable_at_a0(&c, vol2, gid_line(&std::fs::read_to_string(&quiet_out)?)?)?;
+    if screen.contains("full-backup s0 vol2") || !rates(&screen).is_empty() {
+        bail!("--quiet drew a bar: {screen:?}");
+    }
     eprintln!(
-        "terminal run: {:.1} s, {} rates drawn, fastest {:.1} MB/s",
+        "terminal run: {:.1} s, {} rates drawn, median {:.1} MB/s",
         took.as_secs_f64(),
-        r.len(),
-        fastest / 1e6
+        live.len(),
+        median / 1e6
     );
     Ok(())
 }
