@@ -10,6 +10,8 @@
 //! Failures go to stderr (a daemon's refusal message verbatim) and set the exit code:
 //! [`EXIT_FAILED`] when a command failed, [`EXIT_USAGE`] for a bad command line, cluster
 //! file or node name. With `--json`, stdout also gets an `{"error": ...}` object.
+//! Long commands draw a progress bar on stderr when it is a terminal
+//! ([`ExecRequest::progress`], see [`crate::progress`]); stdout never changes with it.
 
 pub mod commands;
 pub mod output;
