@@ -1,6 +1,6 @@
 //! The command line of `walb-console`.
 //!
-//! Console-wide options (`--cluster`, `--json`, `--debug`) come first; then either
+//! Console-wide options (`--cluster`, `--json`, `--quiet`, `--debug`) come first; then either
 //! `--exec CMD ARGS...` (everything after `--exec` belongs to the command, see
 //! [`crate::exec`]) or one subcommand per command group: `ca`, `lab`. With neither, the
 //! terminal UI opens on the cluster file (`--read-only`, `--log FILE`).
@@ -26,6 +26,10 @@ pub struct Cli {
     /// Print machine-readable results (JSON; one object per line for scripts).
     #[arg(long)]
     pub json: bool,
+    /// `--exec`: draw no progress bars (they are drawn on stderr only when it is a
+    /// terminal; standard output is the same either way).
+    #[arg(long, short)]
+    pub quiet: bool,
     /// Debug logging (on stderr; the terminal UI logs only to --log).
     #[arg(long)]
     pub debug: bool,

@@ -509,6 +509,40 @@ pub fn locate_in(
         .ok_or(ClusterError::NotFound { looked })
 }
 
+/// A cluster for unit tests: s0 (archive a0, proxy p0), p0, a0 and a1.
+#[cfg(test)]
+pub(crate) fn test_cluster() -> Cluster {
+    let text = r#"
+name = "t"
+[certs]
+ca = "ca.crt"
+cert = "c.crt"
+key = "c.key"
+[[node]]
+name = "s0"
+role = "storage"
+addr = "localhost:10000"
+archive = "a0"
+proxies = ["p0"]
+[[node]]
+name = "p0"
+role = "proxy"
+addr = "localhost:10100"
+[[node]]
+name = "a0"
+role = "archive"
+addr = "localhost:10200"
+[[node]]
+name = "a1"
+role = "archive"
+addr = "localhost:10201"
+"#;
+    match Cluster::parse(text, Path::new("/"), "t") {
+        Ok(c) => c,
+        Err(e) => panic!("the test cluster does not parse: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@
 //! - [`lab`]: `lab up|status|down|stop|kill|start`, the tutorial's cluster on one machine.
 //! - [`tui`]: the terminal UI (live views from the daemons' event streams), and the
 //!   one-shot status dump when stdout is not a terminal.
+//! - [`progress`]: the progress bars of long `--exec` commands on stderr (a terminal only).
 //! - [`metrics`]: `--exec metrics`, the same live data in Prometheus text format.
 //! - [`cli`]: the command line (clap).
 //! - [`ca`]: the `ca` commands, as plain functions over paths.
@@ -29,5 +30,6 @@ pub mod lab;
 pub mod metrics;
 pub mod ops;
 pub mod procs;
+pub mod progress;
 pub mod scan;
 pub mod tui;

@@ -20,8 +20,10 @@ fn init_logging(debug: bool) {
     let filter = EnvFilter::try_from_env("WALB_LOG").unwrap_or_else(|_| {
         EnvFilter::new(format!("{default},quinn=warn,quinn_proto=warn,rustls=warn"))
     });
+    // Colours only on a terminal: a log piped to a file or a script stays plain text.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init();
 }
@@ -117,6 +119,7 @@ fn main() -> ExitCode {
             cluster: cli.cluster,
             json: cli.json,
             args,
+            progress: walb_console::progress::wanted(std::io::stderr().is_terminal(), cli.quiet),
             ..ExecRequest::default()
         };
         let stdin = std::io::stdin();

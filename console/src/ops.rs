@@ -627,10 +627,12 @@ const HASH_BACKUP: Backup = Backup {
     during: [S::HASH_SYNC, S::STOPPED, S::START_TARGET],
     op: "hash-backup",
 };
-/// The operations an archive's failed restore, merge and apply publish.
-const OP_RESTORE: &str = "restore";
-const OP_MERGE: &str = "merge";
-const OP_APPLY: &str = "apply";
+/// The operation an archive's restore names in its progress and failure events.
+pub const OP_RESTORE: &str = "restore";
+/// ... its merge.
+pub const OP_MERGE: &str = "merge";
+/// ... its apply.
+pub const OP_APPLY: &str = "apply";
 
 /// A SyncReady seen this soon after the command may precede the FullSync state.
 const FULL_SYNC_GRACE: Duration = Duration::from_secs(2);

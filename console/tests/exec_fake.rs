@@ -506,6 +506,7 @@ async fn exec(c: &Cluster, json: bool, args: &[&str], stdin: &str) -> Run {
             request_timeout: Duration::from_secs(10),
             poll_interval: Duration::from_millis(20),
         },
+        progress: false,
     };
     let (mut out, mut err) = (Vec::new(), Vec::new());
     let mut input = stdin.as_bytes();

@@ -2,8 +2,9 @@
 //! volume, full backup, snapshot, restore and del-restored, each result read from the
 //! screen (`tmux capture-pane`) and checked on disk.
 //!
-//! Runs when `tmux` is installed and the test runs as root (the lab's emulated device is
-//! a block device only for root); otherwise it prints why it skipped. The daemons and
+//! Runs as root (the lab's emulated device is a block device only for root); otherwise it
+//! prints why it skipped. Without `tmux` it fails naming the package (see
+//! `tests/src/tools.rs`). The daemons and
 //! `wdevc` are taken from `$WALB_BIN_DIR`, else next to the walb-console under test (built
 //! with `cargo build --bins` once if missing). It also skips, saying so, while the
 //! storage daemon answers "not implemented" (its implementation is landing separately).
@@ -12,20 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "../../tests/src/tools.rs"]
+mod tools;
+
 const CONSOLE: &str = env!("CARGO_BIN_EXE_walb-console");
 const BINS: [&str; 4] = ["walb-storage", "walb-proxy", "walb-archive", "wdevc"];
 
 fn skip(why: &str) {
     eprintln!("skipped: {why}");
-}
-
-fn have_tmux() -> bool {
-    Command::new("tmux")
-        .arg("-V")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
 }
 
 fn bin_dir() -> PathBuf {
@@ -166,11 +161,14 @@ fn after<'a>(screen: &'a str, prefix: &str) -> Option<&'a str> {
 
 #[test]
 fn the_tui_takes_the_lab_through_backup_snapshot_restore_and_del_restored() {
-    if !have_tmux() {
-        return skip("tmux is not installed (apt-get install tmux)");
-    }
     if !nix::unistd::geteuid().is_root() {
         return skip("the lab's block device needs root");
+    }
+    if !tools::require(
+        "the_tui_takes_the_lab_through_backup_snapshot_restore_and_del_restored",
+        &["tmux", "mkfs.ext4", "mount", "umount"],
+    ) {
+        return;
     }
     let bins = bin_dir();
     let lab = std::env::temp_dir().join(format!("walb-tui-tmux-{}", std::process::id()));

@@ -1,8 +1,11 @@
 //! Restored images on real storage: the reflink clone on a loop-mounted XFS or btrfs, and
 //! loop-device attachment with `--restore-loop`. Both need root (and mkfs.xfs or
-//! mkfs.btrfs for the first); without them the tests print why they skip.
+//! mkfs.btrfs for the first); without root they print why they skip, without the tools
+//! they fail naming the package (see `tests/src/tools.rs`).
 
 mod archive_support;
+#[path = "../../tests/src/tools.rs"]
+mod tools;
 
 use std::path::{Path, PathBuf};
 use std::process::Command as Proc;
@@ -40,10 +43,14 @@ impl Mounted {
         if !is_root() {
             return Err("not root".into());
         }
-        let (fs, mkfs): (&'static str, Vec<&str>) = if have("mkfs.xfs") {
-            ("xfs", vec!["mkfs.xfs", "-q", "-f", "-m", "reflink=1"])
-        } else if have("mkfs.btrfs") {
+        // XFS (what CI installs) unless only btrfs is at hand.
+        let (fs, mkfs): (&'static str, Vec<&str>) = if have("mkfs.btrfs") && !have("mkfs.xfs") {
             ("btrfs", vec!["mkfs.btrfs", "-q", "-f"])
+        } else if tools::require(
+            "restore_clones_the_base_by_reflink_on_xfs_or_btrfs (or mkfs.btrfs)",
+            &["mkfs.xfs", "mount", "umount"],
+        ) {
+            ("xfs", vec!["mkfs.xfs", "-q", "-f", "-m", "reflink=1"])
         } else {
             return Err("neither mkfs.xfs nor mkfs.btrfs is installed".into());
         };
@@ -188,7 +195,7 @@ fn loop_usable() -> Result<(), String> {
     if !is_root() {
         return Err("not root".into());
     }
-    if !have("losetup") {
+    if !tools::require("the --restore-loop tests", &["losetup", "mount", "umount"]) {
         return Err("losetup is not installed".into());
     }
     let out = Proc::new("losetup")

@@ -11,6 +11,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+#[path = "../../tests/src/tools.rs"]
+mod tools;
+
 struct Env {
     dir: tempfile::TempDir,
     name: String,
@@ -310,6 +313,12 @@ fn ext4_on_the_emulated_wdev_is_reproduced_by_its_log() {
         eprintln!("SKIPPED: ext4_on_the_emulated_wdev_is_reproduced_by_its_log needs /dev/fuse and loop devices");
         return;
     }
+    if !tools::require(
+        "ext4_on_the_emulated_wdev_is_reproduced_by_its_log",
+        &["mkfs.ext4", "mount", "umount", "losetup", "fstrim"],
+    ) {
+        return;
+    }
     let env = Env::new("e");
     let (l, d) = env.format(64, 64, 512);
     let init = env.path("ddev.init");
@@ -402,6 +411,12 @@ fn an_unprivileged_user_gets_the_fuse_file_and_writes_through_it() {
         eprintln!("SKIPPED: an_unprivileged_user_gets_the_fuse_file_and_writes_through_it needs root to switch to nobody");
         return;
     }
+    if !tools::require(
+        "an_unprivileged_user_gets_the_fuse_file_and_writes_through_it",
+        &["setpriv", "fusermount3"],
+    ) {
+        return;
+    }
     use std::os::unix::fs::PermissionsExt;
     let fuse = std::fs::metadata("/dev/fuse").expect("/dev/fuse is needed");
     assert!(
@@ -488,6 +503,12 @@ fn a_fresh_open_of_a_block_device_does_not_read_stale_cached_pages() {
     use std::os::unix::fs::FileExt;
     if !is_root() {
         eprintln!("skipped: needs root (loop device)");
+        return;
+    }
+    if !tools::require(
+        "a_fresh_open_of_a_block_device_does_not_read_stale_cached_pages",
+        &["losetup"],
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -23,6 +23,7 @@ pub mod chaos;
 pub mod hostile;
 pub mod repeater;
 pub mod smallfs;
+pub mod tools;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
@@ -631,33 +632,33 @@ impl Cluster {
         Ok(c.args(args).output()?)
     }
 
-    /// `walb-console --cluster FILE [--json] --exec ARGS` in this cluster's environment.
-    fn console(&self, json: bool, args: &[&str]) -> Command {
+    /// `walb-console --cluster FILE` in this cluster's environment, for the caller to add
+    /// `--exec ARGS` (or options first).
+    pub fn console(&self) -> Command {
         let mut c = bin("walb-console");
         self.env(&mut c);
         c.arg("--cluster").arg(self.path().join("cluster.toml"));
-        if json {
-            c.arg("--json");
-        }
-        c.arg("--exec").args(args);
         c
     }
 
     /// Runs `walb-console --exec ARGS`.
     pub fn exec(&self, args: &[&str]) -> Result<Output> {
-        Ok(self.console(false, args).output()?)
+        Ok(self.console().arg("--exec").args(args).output()?)
     }
 
     /// Runs `walb-console --json --exec ARGS` (stdout: one JSON value, or an `error`
     /// object).
     pub fn exec_json(&self, args: &[&str]) -> Result<Output> {
-        Ok(self.console(true, args).output()?)
+        Ok(self.console().arg("--json").arg("--exec").args(args).output()?)
     }
 
     /// Starts `walb-console --exec ARGS` without waiting (output piped).
     pub fn exec_spawn(&self, args: &[&str]) -> Result<Child> {
-        let mut c = self.console(false, args);
-        c.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut c = self.console();
+        c.arg("--exec")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         Ok(c.spawn()?)
     }
 

@@ -44,6 +44,10 @@ fn run(c: &mut Command) -> Result<()> {
 impl SmallFs {
     /// Puts an ext4 of `mib` MiB (image at `image`) over `dir`, keeping what `dir` held.
     pub fn mount(dir: &Path, image: &Path, mib: u64) -> Result<SmallFs> {
+        let tools = ["truncate", "mkfs.ext4", "mount", "umount", "cp"];
+        if !crate::tools::require("a small file system", &tools) {
+            bail!("a small file system needs {}", tools.join(", "));
+        }
         run(Command::new("truncate")
             .arg("-s")
             .arg(format!("{mib}M"))

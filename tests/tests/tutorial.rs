@@ -201,6 +201,12 @@ fn tutorial_up_to_delete_the_snapshot_then_replication() -> Result<()> {
         eprintln!("skipped: the tutorial needs root (block device, mkfs, mount)");
         return Ok(());
     }
+    if !walb_tests::tools::require(
+        "tutorial_up_to_delete_the_snapshot_then_replication",
+        &["mkfs.ext4", "mount", "umount"],
+    ) {
+        return Ok(());
+    }
     let c = Cluster::start(ClusterOpts {
         archives: 2,
         ..ClusterOpts::default()

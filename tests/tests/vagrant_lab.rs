@@ -3,13 +3,24 @@
 //! (same `wdevc` commands, same daemons), so a broken check or a command that changed
 //! under it fails here rather than in a user's VM. `GUIDE.md`'s `sh` blocks, the tutorial,
 //! run as they stand on the emulator too. Every script must also parse, and pass
-//! shellcheck where it is installed (CI installs it).
+//! shellcheck (a test whose tool is missing says which; see `walb_tests::tools`).
 
 use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use walb_tests::{bin_dir, free_port, is_root};
+use walb_tests::{bin_dir, free_port, is_root, tools};
+
+/// What driver-check.sh and the guide run besides walb's own programs.
+const LAB_SCRIPT_TOOLS: &[&str] = &[
+    "bash",
+    "losetup",
+    "mkfs.ext4",
+    "mount",
+    "umount",
+    "truncate",
+    "sha256sum",
+];
 
 fn vagrant_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../vagrant")
@@ -37,6 +48,12 @@ fn lab_port_base() -> Result<u16> {
 fn driver_check_passes_every_check_on_the_emulator() -> Result<()> {
     if !is_root() {
         eprintln!("skipped: driver-check.sh needs root (loop devices, mkfs, mount)");
+        return Ok(());
+    }
+    if !tools::require(
+        "driver_check_passes_every_check_on_the_emulator",
+        LAB_SCRIPT_TOOLS,
+    ) {
         return Ok(());
     }
     let port_base = lab_port_base()?;
@@ -109,14 +126,11 @@ fn the_lab_scripts_parse_and_pass_shellcheck() -> Result<()> {
             );
         }
     }
-    match Command::new("shellcheck").arg("--version").output() {
-        Ok(o) if o.status.success() => {
-            let out = Command::new("shellcheck").args(&scripts).output()?;
-            if !out.status.success() {
-                bail!("shellcheck:\n{}", String::from_utf8_lossy(&out.stdout));
-            }
+    if tools::require("the_lab_scripts_parse_and_pass_shellcheck", &["shellcheck"]) {
+        let out = Command::new("shellcheck").args(&scripts).output()?;
+        if !out.status.success() {
+            bail!("shellcheck:\n{}", String::from_utf8_lossy(&out.stdout));
         }
-        _ => eprintln!("shellcheck not installed: only bash -n"),
     }
     // What `vagrant up` runs: the Vagrantfile provisions with provision.sh, which installs
     // the other two scripts from the synced checkout and runs the check.
@@ -163,6 +177,12 @@ fn guide_blocks() -> Result<Vec<String>> {
 fn the_guide_walks_the_tutorial_on_the_emulator() -> Result<()> {
     if !is_root() {
         eprintln!("skipped: the guide needs root (loop devices, mkfs, mount)");
+        return Ok(());
+    }
+    if !tools::require(
+        "the_guide_walks_the_tutorial_on_the_emulator",
+        LAB_SCRIPT_TOOLS,
+    ) {
         return Ok(());
     }
     let blocks = guide_blocks()?;

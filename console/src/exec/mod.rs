@@ -10,6 +10,8 @@
 //! Failures go to stderr (a daemon's refusal message verbatim) and set the exit code:
 //! [`EXIT_FAILED`] when a command failed, [`EXIT_USAGE`] for a bad command line, cluster
 //! file or node name. With `--json`, stdout also gets an `{"error": ...}` object.
+//! Long commands draw a progress bar on stderr when it is a terminal
+//! ([`ExecRequest::progress`], see [`crate::progress`]); stdout never changes with it.
 
 pub mod commands;
 pub mod output;
@@ -40,6 +42,8 @@ pub struct ExecRequest {
     pub args: Vec<String>,
     /// Client tunables.
     pub client: ClientOptions,
+    /// Draw progress bars of long commands on stderr (see [`crate::progress::wanted`]).
+    pub progress: bool,
 }
 
 /// One line of a script, parsed.
@@ -168,6 +172,7 @@ pub async fn exec_main(
     } else {
         None
     };
+    let bar = crate::progress::Bar::default();
     let code = 'lines: {
         for l in &lines {
             let where_ = script.then_some(l);
@@ -180,8 +185,14 @@ pub async fn exec_main(
                     // command waits up to its --timeout, saying so on stderr (stdout stays
                     // what scripts parse).
                     let wait = cmd.timeout().unwrap_or(req.client.request_timeout);
-                    let c = c.with_queue_patience(wait, Some(queue_report()));
-                    cmd.run(&c).await
+                    let c = c.with_queue_patience(wait, Some(queue_report(bar.clone())));
+                    if req.progress {
+                        let watches = crate::progress::watches(cmd, c.cluster());
+                        bar.start(&c, l.text.clone(), watches).await;
+                    }
+                    let r = cmd.run(&c).await;
+                    bar.finish();
+                    r
                 }
                 (_, None) => Err(ClientError::State("no cluster loaded".into())),
             };
@@ -215,14 +226,14 @@ pub async fn exec_main(
 /// Prints where a queued request stands on stderr, once per change of place:
 /// `queued: storage s0 runs 2 of 2 foreground tasks, 1 ahead; waiting up to 600 s`
 /// (the queue may be another daemon's than the one asked: a storage waiting for its
-/// archive passes the archive's notes on).
-fn queue_report() -> crate::client::QueueReport {
+/// archive passes the archive's notes on). A progress bar drawn meanwhile stays below.
+fn queue_report(bar: crate::progress::Bar) -> crate::client::QueueReport {
     let last = std::sync::Mutex::new(None::<(String, u32, u32)>);
     std::sync::Arc::new(move |node: &str, n: &walb_wire::msg::QueueNote, wait| {
         let now = (n.queue.clone(), n.ahead, n.running);
         let mut last = last.lock().unwrap_or_else(|p| p.into_inner());
         if last.as_ref() != Some(&now) {
-            eprintln!("{}", queue_line(node, n, wait));
+            bar.println(&queue_line(node, n, wait));
             *last = Some(now);
         }
     })

@@ -238,37 +238,11 @@ pub fn hint(input: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::Cluster;
     use crate::tui::model::ArchiveVol;
     use walb_wire::msg::SnapshotInfo;
 
     fn model() -> Model {
-        let text = r#"
-name = "t"
-[certs]
-ca = "ca.crt"
-cert = "c.crt"
-key = "c.key"
-[[node]]
-name = "s0"
-role = "storage"
-addr = "localhost:10000"
-archive = "a0"
-proxies = ["p0"]
-[[node]]
-name = "p0"
-role = "proxy"
-addr = "localhost:10100"
-[[node]]
-name = "a0"
-role = "archive"
-addr = "localhost:10200"
-[[node]]
-name = "a1"
-role = "archive"
-addr = "localhost:10201"
-"#;
-        let c = Cluster::parse(text, std::path::Path::new("/"), "t").unwrap();
+        let c = crate::cluster::test_cluster();
         let mut m = Model::new(&c);
         m.vol_mut("vol");
         m.vol_mut("data").archives.insert(

@@ -534,6 +534,10 @@ impl World {
     // ---- small file systems
 
     fn small_fs(&mut self, node: &str, mb: u64) -> Result<()> {
+        let tools = ["mkfs.ext4", "losetup", "mount", "umount", "fallocate"];
+        if !crate::tools::require("a chaos run's full disks", &tools) {
+            bail!("full disks need {}", tools.join(", "));
+        }
         let img = self.dir.join(format!("fs-{node}.img"));
         std::fs::File::create(&img)?.set_len(mb << 20)?;
         let out = Command::new("mkfs.ext4")
