@@ -848,3 +848,38 @@ fn metrics_carry_states_lag_queues_and_throughput() {
         assert!(seen.insert(l.to_owned()), "{l} twice");
     }
 }
+
+#[test]
+fn an_overflow_names_the_one_command_that_recovers_given_the_archive() {
+    // a0 holds the volume (Archived): hash-backup, never full-backup (a0 would refuse it).
+    let mut m = tutorial();
+    reply(
+        &mut m,
+        "s0",
+        Ask::Overflow { vol: "vol".into() },
+        Answer::Bool(true),
+    );
+    let last = m.log.back().unwrap();
+    assert_eq!(last.level, Level::Error);
+    assert!(
+        last.text.contains("run `hash-backup s0 vol`"),
+        "{}",
+        last.text
+    );
+    assert!(!last.text.contains("full-backup"), "{}", last.text);
+    // a0 holds nothing (Clear): the full backup is the one.
+    let mut m = tutorial();
+    state(&mut m, "a0", "vol", "Clear");
+    reply(
+        &mut m,
+        "s0",
+        Ask::Overflow { vol: "vol".into() },
+        Answer::Bool(true),
+    );
+    let last = m.log.back().unwrap();
+    assert!(
+        last.text.contains("run `full-backup s0 vol`"),
+        "{}",
+        last.text
+    );
+}

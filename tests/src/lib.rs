@@ -152,6 +152,15 @@ pub fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
+/// A base port for a `walb-console lab` (which listens on base, +100, +200 and +201, and
+/// on the next ports of each band for nodes it adds).
+pub fn lab_port_base() -> Result<u16> {
+    (0..50)
+        .map(|_| free_port())
+        .find(|p| (1024..65000).contains(p))
+        .context("no free port")
+}
+
 /// SHA-256 of a file or block device, hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
