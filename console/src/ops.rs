@@ -299,6 +299,19 @@ pub async fn overflow_advice(
     Ok(Some(overflow_recovery(storage, vol, &archive, &ast)))
 }
 
+/// `e`, or when `storage vol` overflowed (the reason `e` happened), what recovers it.
+async fn or_overflow_advice(
+    client: &Client,
+    storage: &str,
+    vol: &str,
+    e: ClientError,
+) -> ClientError {
+    match overflow_advice(client, storage, vol).await {
+        Ok(Some(advice)) => ClientError::State(advice),
+        _ => e,
+    }
+}
+
 /// What the primary archive needs before a hash backup: a base to compare with.
 pub fn prepare_archive_hash(state: &str) -> Result<(), String> {
     if A::ACTIVE.contains(&state) {
@@ -795,12 +808,16 @@ pub async fn snapshot(
         }
         let st = client.state(storage, vol).await?;
         if st != S::TARGET {
-            return Err(ClientError::State(format!(
+            let e = ClientError::State(format!(
                 "{storage} {vol} is {st}: a snapshot reaches the archives only from Target"
-            )));
+            ));
+            return Err(or_overflow_advice(client, storage, vol, e).await);
         }
     }
-    let gid = client.snapshot(storage, vol).await?;
+    let gid = match client.snapshot(storage, vol).await {
+        Ok(g) => g,
+        Err(e) => return Err(or_overflow_advice(client, storage, vol, e).await),
+    };
     let t0 = Instant::now();
     for a in archives {
         let left = timeout.saturating_sub(t0.elapsed());

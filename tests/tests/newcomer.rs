@@ -328,11 +328,16 @@ fn an_overflow_names_hash_backup_which_recovers_the_volume() -> Result<()> {
     if status.contains("full-backup") {
         bail!("a0 holds the volume: full-backup is not the command to name:\n{status}");
     }
-    // The storage's own refusal names it too.
+    // What the newcomer tries next, a snapshot, names it too.
     let snap = lab.exec(&["snapshot", "s0", VOL, "a0", "--timeout", "10"])?;
     let err = String::from_utf8_lossy(&snap.stderr);
-    if snap.status.success() || !err.contains("`hash-backup` of this volume recovers it") {
+    if snap.status.success() || !err.contains(&want) || err.contains("full-backup") {
         bail!("snapshot after the overflow: {err}");
+    }
+    // The storage's own word, for those who read its log or ask it directly.
+    let s0_log = std::fs::read_to_string(lab.path().join("s0.log"))?;
+    if !s0_log.contains("`hash-backup` of this volume recovers it") {
+        bail!("s0's log does not name hash-backup:\n{}", lab.logs());
     }
     // And the one command does recover it.
     lab.exec_ok(&["hash-backup", "s0", VOL, "--timeout", "300"])?;

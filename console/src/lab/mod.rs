@@ -394,7 +394,8 @@ pub fn lab_cluster_file(cfg: &LabConfig) -> ClusterFile {
     }
 }
 
-/// The most log s0 sends in one transfer: a quarter of its `log_mb` log (at least 1 MiB).
+/// The most log s0 sends in one transfer when the lab made its log: a quarter of its
+/// `log_mb` (at least 1 MiB).
 /// A transfer frees its part of the log only once the proxy acknowledged all of it, and
 /// the storage waits longer for logs not yet permanent when they are a small part of a
 /// transfer; the daemon's default (128 MiB) is larger than the lab's whole log.
@@ -436,11 +437,15 @@ pub fn daemon_args(layout: &LabLayout, cfg: &LabConfig, n: &LabNode) -> Vec<OsSt
             archive.into(),
             "--proxy".into(),
             proxies.join(",").into(),
-            // Transfers of a quarter of the log: a burst frees the log in steps as the proxy
-            // acknowledges them, and a filling log is looked at again within 100 ms.
-            "--max-wlog-send-mb".into(),
-            send_mb_for(cfg.log_mb).to_string().into(),
         ]);
+        if cfg.ldev.is_none() {
+            // Transfers of a quarter of the lab's log: a burst frees the log in steps as the
+            // proxy acknowledges them. (A log given with --ldev keeps the daemon's default.)
+            a.extend([
+                "--max-wlog-send-mb".into(),
+                send_mb_for(cfg.log_mb).to_string().into(),
+            ]);
+        }
     }
     a
 }
@@ -1191,6 +1196,16 @@ mod tests {
             args[pos("--max-wlog-send-mb") + 1],
             "24",
             "a quarter of the 96 MiB log"
+        );
+        let given = LabConfig {
+            ldev: Some("/dev/vg/wlog".into()),
+            ddev: Some("/dev/vg/wdata".into()),
+            ..cfg.clone()
+        };
+        let given_args = daemon_args(&l, &given, &s0);
+        assert!(
+            !given_args.iter().any(|a| a == "--max-wlog-send-mb"),
+            "{given_args:?}"
         );
         // Every long option given exists in the daemons' option structs (daemon/src/opts.rs):
         // a renamed option there fails here instead of at `lab up`.
