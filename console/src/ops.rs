@@ -603,19 +603,38 @@ pub async fn prepare_backup(
     // The archive takes this storage's backups and the group's proxies' diffs; each proxy
     // takes this storage's wlogs. The storage becomes the volume's owner everywhere.
     let owner = [storage.to_owned()];
-    let proxies: Vec<String> = group.proxies.iter().map(|p| p.name.clone()).collect();
     client
         .bind(a, vol, PeerRole::Storage, &owner, BindHow::Set)
         .await?;
-    client
-        .bind(a, vol, PeerRole::Proxy, &proxies, BindHow::Add)
-        .await?;
     for p in &group.proxies {
-        add_archive_to_proxy(client, &p.name, vol, a, &group.archive.addr, timeout).await?;
-        client
-            .bind(&p.name, vol, PeerRole::Storage, &owner, BindHow::Set)
-            .await?;
+        serve_through_proxy(client, storage, vol, &p.name, timeout).await?;
     }
+    Ok(())
+}
+
+/// Makes `proxy` one of the ways of `vol` from `storage` to its primary archive: the
+/// archive takes the proxy's diffs, the proxy sends `vol` to the archive (started) and
+/// takes the storage's wlogs. Done for every proxy of the group before a backup; for a
+/// proxy added to a running group (`lab add-node proxy`), on its own.
+pub async fn serve_through_proxy(
+    client: &Client,
+    storage: &str,
+    vol: &str,
+    proxy: &str,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let cluster = client.cluster().clone();
+    let group = cluster.group(storage, "serve-through-proxy")?;
+    let (a, addr) = (&group.archive.name, &group.archive.addr);
+    let p = [proxy.to_owned()];
+    client
+        .bind(a, vol, PeerRole::Proxy, &p, BindHow::Add)
+        .await?;
+    add_archive_to_proxy(client, proxy, vol, a, addr, timeout).await?;
+    let owner = [storage.to_owned()];
+    client
+        .bind(proxy, vol, PeerRole::Storage, &owner, BindHow::Set)
+        .await?;
     Ok(())
 }
 

@@ -1,8 +1,10 @@
 //! What a newcomer does with the lab, as they do it: `walb-console lab up` with its
 //! defaults, `mkfs.ext4` on the device, mount, copy ~100 MB of files into the 64 MiB file
 //! system (the copy fills it), umount. The log must not overflow, and a snapshot taken
-//! afterwards must restore to the device's exact bytes. The lab then grows by an archive
-//! (`lab add-node archive a2`), which a replication fills with the same image.
+//! afterwards must restore to the device's exact bytes; so must one after a longer burst of
+//! twice the log, which the storage ships while it is written. The lab then grows by an
+//! archive (`lab add-node archive a2`), which a replication fills with the same image, and
+//! by a proxy (`lab add-node proxy p1`), which carries the logs while p0 is down.
 //!
 //! The second test forces an overflow (a 2 MiB log under a 16 MiB burst) and checks that
 //! `lab status` and the storage's refusal name the one command that recovers given what
@@ -96,7 +98,7 @@ impl Lab {
     /// The tails of the daemons' logs, for a failure's message.
     fn logs(&self) -> String {
         let mut s = String::new();
-        for n in ["s0", "p0", "a0", "a2"] {
+        for n in ["s0", "p0", "p1", "a0", "a2"] {
             let text =
                 std::fs::read_to_string(self.path().join(format!("{n}.log"))).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
@@ -295,6 +297,33 @@ fn a_copy_that_fills_the_new_file_system_is_backed_up_then_the_lab_grows() -> Re
     eprintln!(
         "add-node a2, replicate, restore, stop and start a2: {:.1} s",
         t3.elapsed().as_secs_f64()
+    );
+
+    // And by a proxy, which takes over when p0 is down.
+    let t4 = Instant::now();
+    let out = lab.lab(&["add-node", "proxy", "p1"])?;
+    if !out.contains("p1 sends vol to a0") || !out.contains("s0 restarted") {
+        bail!("add-node proxy printed:\n{out}");
+    }
+    lab.lab(&["kill", "p0"])?;
+    let w = bin("wdevc")
+        .args([
+            "workload", &wdev, "--count", "300", "--max-io", "64k", "--seed", "7",
+        ])
+        .output()?;
+    check(&w, "wdevc workload")?;
+    let gid = lab.snapshot()?;
+    if lab.restored_sha("a0", gid)? != sha256_file(Path::new(&wdev))? {
+        bail!("gid {gid}, shipped through p1, restores differently from the device");
+    }
+    let p1_log = std::fs::read_to_string(lab.path().join("p1.log"))?;
+    if !p1_log.contains("wlog received") {
+        bail!("p1 received no wlog while p0 was down:\n{}", lab.logs());
+    }
+    lab.lab(&["start", "p0"])?;
+    eprintln!(
+        "add-node p1, p0 killed, write, snapshot through p1: {:.1} s",
+        t4.elapsed().as_secs_f64()
     );
     Ok(())
 }

@@ -7,17 +7,21 @@
 //! [`crate::cluster::Cluster`], as every other entry), then its daemon, started and
 //! waited for until it answers.
 //!
-//! What the new node does is then the operator's business, as in a real cluster: an
-//! archive is a replication target (`replicate a0 vol NAME`); a proxy joins the lab's
-//! storages' proxy list (in the cluster file at once; a running storage dials it after
-//! its restart); a storage backs up to a0 through the lab's proxies once it has a WalB
-//! device of its own and `init-storage`.
+//! An archive is then a replication target (`replicate a0 vol NAME`). A proxy joins s0's
+//! proxy list, after p0: in the cluster file, and when s0 backs the lab's volume up, at
+//! once — a0 takes its diffs, it sends the volume to a0, and s0 is restarted gracefully to
+//! dial it — so that it takes over when p0 is down. A storage backs up to a0 through the
+//! lab's proxies once it has a WalB device of its own and `init-storage` (the operator's
+//! business, as in a real cluster).
 
 use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use walb_wire::{PeerId, Role, TlsFiles};
+
+use crate::client::Client;
+use crate::ops;
 
 use super::{
     find_binary, lab_client, live_pid, refresh_cluster, spawn_daemon, wait_answering, LabConfig,
@@ -112,8 +116,8 @@ pub fn next_steps(cfg: &LabConfig, n: &LabNode, console: &str, lab: &str) -> Vec
             format!("  {console} --exec replicate a0 {vol} {name} --sync   # ... kept up to date by the proxies"),
         ],
         Role::Proxy => vec![
-            format!("the cluster file lists {name} among s0's proxies; s0 dials it once restarted:"),
-            format!("  {lab} stop s0 && {lab} start s0"),
+            format!("the cluster file lists {name} among s0's proxies, after p0; s0 dials it once (re)started,"),
+            format!("and the next backup of a volume makes it one of its ways to a0:  {lab} start s0"),
         ],
         _ => vec![
             format!("{name} backs up to a0 through the lab's proxies; give it a WalB device and a volume:"),
@@ -148,6 +152,10 @@ pub async fn add_node(
     let pid = spawn_daemon(layout, &cfg, &n, bin_dir.as_deref())?;
     let client = lab_client(layout)?;
     wait_answering(&client, layout, &n, Duration::from_secs(30)).await?;
+    let mut joined = Vec::new();
+    if n.role == Role::Proxy {
+        joined = join_proxy(layout, &cfg, &client, &n.name).await?;
+    }
     let peer = PeerId::new(n.role, &n.name).map_err(|e| LabError::Other(e.to_string()))?;
     let mut lines = vec![format!(
         "{} {} started (pid {pid}) on {}; certificate {}, cluster file {}",
@@ -157,13 +165,45 @@ pub async fn add_node(
         TlsFiles::in_dir(&layout.certs(), &peer).cert.display(),
         layout.cluster_file().display()
     )];
-    lines.extend(next_steps(
-        &cfg,
-        &n,
-        &super::console_invocation(layout),
-        &super::lab_invocation(layout),
-    ));
+    if joined.is_empty() {
+        lines.extend(next_steps(
+            &cfg,
+            &n,
+            &super::console_invocation(layout),
+            &super::lab_invocation(layout),
+        ));
+    } else {
+        lines.extend(joined);
+    }
     Ok(lines)
+}
+
+/// A new proxy joins s0's backup group while the lab runs: when s0 backs the lab's
+/// volume up, the proxy is made one of its ways to a0 ([`ops::serve_through_proxy`]) and
+/// s0 restarted (gracefully) so that it dials it. Returns what was done (nothing while s0
+/// is down or the volume not backed up: `lab up` and the next backup take the proxy in).
+async fn join_proxy(
+    layout: &LabLayout,
+    cfg: &LabConfig,
+    client: &Client,
+    proxy: &str,
+) -> Result<Vec<String>, LabError> {
+    let s0 = cfg.node("s0")?;
+    if live_pid(layout, &s0).is_none() {
+        return Ok(Vec::new());
+    }
+    let vol = &cfg.vol;
+    let st = client.state("s0", vol).await?;
+    if st != ops::states::storage::TARGET {
+        return Ok(Vec::new());
+    }
+    ops::serve_through_proxy(client, "s0", vol, proxy, ops::TIMEOUT_SHORT).await?;
+    let stopped = super::stop_node(layout, "s0", false, Duration::from_secs(30)).await?;
+    let started = super::start_node(layout, "s0", cfg.bin_dir.as_deref()).await?;
+    Ok(vec![
+        format!("{proxy} sends {vol} to a0 and takes s0's wlogs of it"),
+        format!("s0 restarted to dial {proxy} after p0: {stopped}; {started}"),
+    ])
 }
 
 #[cfg(test)]
