@@ -154,7 +154,7 @@ pub async fn add_node(
     wait_answering(&client, layout, &n, Duration::from_secs(30)).await?;
     let mut joined = Vec::new();
     if n.role == Role::Proxy {
-        joined = join_proxy(layout, &cfg, &client, &n.name).await?;
+        joined = join_proxy(layout, &cfg, &client, &n.name, bin_dir.as_deref()).await?;
     }
     let peer = PeerId::new(n.role, &n.name).map_err(|e| LabError::Other(e.to_string()))?;
     let mut lines = vec![format!(
@@ -181,12 +181,13 @@ pub async fn add_node(
 /// A new proxy joins s0's backup group while the lab runs: when s0 backs the lab's
 /// volume up, the proxy is made one of its ways to a0 ([`ops::serve_through_proxy`]) and
 /// s0 restarted (gracefully) so that it dials it. Returns what was done (nothing while s0
-/// is down or the volume not backed up: `lab up` and the next backup take the proxy in).
+/// is down or the volume not backed up: the next backup takes the proxy in).
 async fn join_proxy(
     layout: &LabLayout,
     cfg: &LabConfig,
     client: &Client,
     proxy: &str,
+    bin_dir: Option<&Path>,
 ) -> Result<Vec<String>, LabError> {
     let s0 = cfg.node("s0")?;
     if live_pid(layout, &s0).is_none() {
@@ -199,7 +200,7 @@ async fn join_proxy(
     }
     ops::serve_through_proxy(client, "s0", vol, proxy, ops::TIMEOUT_SHORT).await?;
     let stopped = super::stop_node(layout, "s0", false, Duration::from_secs(30)).await?;
-    let started = super::start_node(layout, "s0", cfg.bin_dir.as_deref()).await?;
+    let started = super::start_node(layout, "s0", bin_dir).await?;
     Ok(vec![
         format!("{proxy} sends {vol} to a0 and takes s0's wlogs of it"),
         format!("s0 restarted to dial {proxy} after p0: {stopped}; {started}"),
