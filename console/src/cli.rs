@@ -113,6 +113,15 @@ pub enum LabCommand {
         /// s0, p0, a0 or a1.
         node: String,
     },
+    /// Grow the running lab by one daemon: its certificate, its cluster-file entry, the
+    /// daemon started (a storage backs up to a0 through the lab's proxies; a proxy joins
+    /// s0's proxies; an archive is a replication target).
+    AddNode {
+        /// storage, proxy or archive.
+        role: String,
+        /// Its id (s1, p1, a2, ...).
+        name: String,
+    },
 }
 
 /// `lab up` options (a lab that exists keeps its own settings).
@@ -130,9 +139,10 @@ pub struct LabUpArgs {
     /// Data device size, MiB.
     #[arg(long, default_value_t = 64)]
     pub size_mb: u64,
-    /// Log device size, MiB.
-    #[arg(long, default_value_t = 32)]
-    pub log_mb: u64,
+    /// Log device size, MiB [default: the data device and half again, at least 16, so that
+    /// a burst rewriting the whole device fits before anything is shipped].
+    #[arg(long)]
+    pub log_mb: Option<u64>,
     /// Emulate the device without a block device or FUSE file (control socket only).
     #[arg(long)]
     pub no_block: bool,
@@ -282,7 +292,16 @@ mod tests {
                 assert_eq!(dir.as_deref(), Some(std::path::Path::new("/tmp/l")));
                 assert_eq!(a.port_base, 20000);
                 assert_eq!(a.vol, "vol");
+                assert_eq!(a.log_mb, None, "sized against the device unless given");
             }
+            other => panic!("{other:?}"),
+        }
+        let c = Cli::try_parse_from(["walb-console", "lab", "add-node", "archive", "a2"]).unwrap();
+        match c.command {
+            Some(Command::Lab(LabArgs {
+                command: LabCommand::AddNode { role, name },
+                ..
+            })) => assert_eq!((role.as_str(), name.as_str()), ("archive", "a2")),
             other => panic!("{other:?}"),
         }
         let c = Cli::try_parse_from(["walb-console", "lab", "kill", "s0", "--dir", "d"]).unwrap();

@@ -217,7 +217,7 @@ fn run(command: Option<Command>) -> Result<()> {
                             vol: a.vol,
                             device: a.device,
                             size_mb: a.size_mb,
-                            log_mb: a.log_mb,
+                            log_mb: a.log_mb.unwrap_or_else(|| lab::log_mb_for(a.size_mb)),
                             no_block: a.no_block,
                             driver: a.driver,
                             ldev: a.ldev.map(std::path::absolute).transpose()?,
@@ -261,6 +261,17 @@ fn run(command: Option<Command>) -> Result<()> {
                 LabCommand::Start { node } => {
                     let m = rt.block_on(lab::start_node(&layout, &node, bin_dir.as_deref()))?;
                     writeln!(out, "{m}")?;
+                }
+                LabCommand::AddNode { role, name } => {
+                    let lines = rt.block_on(lab::add::add_node(
+                        &layout,
+                        &role,
+                        &name,
+                        bin_dir.as_deref(),
+                    ))?;
+                    for l in lines {
+                        writeln!(out, "{l}")?;
+                    }
                 }
             }
         }

@@ -249,6 +249,69 @@ pub fn prepare_archive(state: &str) -> Result<bool, String> {
     }
 }
 
+/// The one command that brings `storage vol` back after its log overflowed, given the
+/// state of its primary archive `archive`: `hash-backup` when the archive holds the
+/// volume (a full backup is refused then; the hash backup resets the storage's volume
+/// and sends only the blocks that differ), `full-backup` when it holds nothing yet.
+pub fn overflow_recovery(storage: &str, vol: &str, archive: &str, archive_state: &str) -> String {
+    let lost = format!("the log of {storage} {vol} overflowed");
+    if A::ACTIVE.contains(&archive_state) {
+        format!(
+            "{lost}: run `hash-backup {storage} {vol}` ({archive} holds {vol}: the volume is \
+             reset and only the blocks that differ travel)"
+        )
+    } else if archive_state == A::CLEAR || archive_state == A::SYNC_READY {
+        format!("{lost}: run `full-backup {storage} {vol}` ({archive} holds no copy of {vol})")
+    } else {
+        format!(
+            "{lost}: run `hash-backup {storage} {vol}` once {archive} {vol} is Archived again \
+             (it is {archive_state})"
+        )
+    }
+}
+
+/// The name of `storage`'s primary archive (its backup group's), for `command`.
+pub fn primary_archive(
+    client: &Client,
+    storage: &str,
+    command: &str,
+) -> Result<String, ClientError> {
+    Ok(client
+        .cluster()
+        .group(storage, command)?
+        .archive
+        .name
+        .clone())
+}
+
+/// When `storage vol` has overflowed: [`overflow_recovery`] from the state of its
+/// primary archive; `None` while its log is fine.
+pub async fn overflow_advice(
+    client: &Client,
+    storage: &str,
+    vol: &str,
+) -> Result<Option<String>, ClientError> {
+    if !client.is_overflow(storage, vol).await? {
+        return Ok(None);
+    }
+    let archive = primary_archive(client, storage, "is-overflow")?;
+    let ast = client.state(&archive, vol).await?;
+    Ok(Some(overflow_recovery(storage, vol, &archive, &ast)))
+}
+
+/// `e`, or when `storage vol` overflowed (the reason `e` happened), what recovers it.
+async fn or_overflow_advice(
+    client: &Client,
+    storage: &str,
+    vol: &str,
+    e: ClientError,
+) -> ClientError {
+    match overflow_advice(client, storage, vol).await {
+        Ok(Some(advice)) => ClientError::State(advice),
+        _ => e,
+    }
+}
+
 /// What the primary archive needs before a hash backup: a base to compare with.
 pub fn prepare_archive_hash(state: &str) -> Result<(), String> {
     if A::ACTIVE.contains(&state) {
@@ -481,8 +544,14 @@ pub async fn prepare_backup(
     // Both ends are judged before anything changes: the storage first (as walblib), then
     // the archive, whose refusal would otherwise come after the storage was reset.
     let st = client.state(storage, vol).await?;
-    let step =
-        prepare_storage(&st).map_err(|m| ClientError::State(format!("{storage} {vol}: {m}")))?;
+    // An overflowed Target volume is stopped by the storage's monitor soon; a hash backup
+    // (the one command that recovers it) does not wait for that.
+    let overflowed_target = hash && st == S::TARGET && client.is_overflow(storage, vol).await?;
+    let step = if overflowed_target {
+        Some(ClearStep::StopForce)
+    } else {
+        prepare_storage(&st).map_err(|m| ClientError::State(format!("{storage} {vol}: {m}")))?
+    };
     let a = &group.archive.name;
     let ast = client.state(a, vol).await?;
     let init_archive = if hash {
@@ -492,6 +561,17 @@ pub async fn prepare_backup(
     }
     .map_err(|m| ClientError::State(format!("{a} {vol}: {m}")))?;
     match step {
+        Some(ClearStep::StopForce) if overflowed_target => {
+            if stop(client, storage, vol, StopMode::Force, timeout)
+                .await
+                .is_err()
+            {
+                // The monitor stopped it first (or is stopping it).
+                let wait = stop_wait(Role::Storage, S::TARGET);
+                wait_for_state(client, storage, vol, &wait, timeout).await?;
+            }
+            reset(client, storage, vol, None, timeout).await?;
+        }
         Some(ClearStep::StopForce) => {
             stop(client, storage, vol, StopMode::Graceful, timeout).await?;
         }
@@ -528,19 +608,38 @@ pub async fn prepare_backup(
     // The archive takes this storage's backups and the group's proxies' diffs; each proxy
     // takes this storage's wlogs. The storage becomes the volume's owner everywhere.
     let owner = [storage.to_owned()];
-    let proxies: Vec<String> = group.proxies.iter().map(|p| p.name.clone()).collect();
     client
         .bind(a, vol, PeerRole::Storage, &owner, BindHow::Set)
         .await?;
-    client
-        .bind(a, vol, PeerRole::Proxy, &proxies, BindHow::Add)
-        .await?;
     for p in &group.proxies {
-        add_archive_to_proxy(client, &p.name, vol, a, &group.archive.addr, timeout).await?;
-        client
-            .bind(&p.name, vol, PeerRole::Storage, &owner, BindHow::Set)
-            .await?;
+        serve_through_proxy(client, storage, vol, &p.name, timeout).await?;
     }
+    Ok(())
+}
+
+/// Makes `proxy` one of the ways of `vol` from `storage` to its primary archive: the
+/// archive takes the proxy's diffs, the proxy sends `vol` to the archive (started) and
+/// takes the storage's wlogs. Done for every proxy of the group before a backup; for a
+/// proxy added to a running group (`lab add-node proxy`), on its own.
+pub async fn serve_through_proxy(
+    client: &Client,
+    storage: &str,
+    vol: &str,
+    proxy: &str,
+    timeout: Duration,
+) -> Result<(), ClientError> {
+    let cluster = client.cluster().clone();
+    let group = cluster.group(storage, "serve-through-proxy")?;
+    let (a, addr) = (&group.archive.name, &group.archive.addr);
+    let p = [proxy.to_owned()];
+    client
+        .bind(a, vol, PeerRole::Proxy, &p, BindHow::Add)
+        .await?;
+    add_archive_to_proxy(client, proxy, vol, a, addr, timeout).await?;
+    let owner = [storage.to_owned()];
+    client
+        .bind(proxy, vol, PeerRole::Storage, &owner, BindHow::Set)
+        .await?;
     Ok(())
 }
 
@@ -654,12 +753,7 @@ pub async fn full_backup(
     client.full_backup(storage, vol, bulk_lb).await?;
     info!(storage, vol, "full backup accepted");
     wait_for_sync(client, storage, vol, &FULL_BACKUP, &watch, t0, timeout).await?;
-    let archive = client
-        .cluster()
-        .group(storage, "full-backup")?
-        .archive
-        .name
-        .clone();
+    let archive = primary_archive(client, storage, "full-backup")?;
     let ast = client.state(&archive, vol).await?;
     if !A::ACTIVE.contains(&ast.as_str()) {
         return Err(ClientError::State(format!(
@@ -740,12 +834,16 @@ pub async fn snapshot(
         }
         let st = client.state(storage, vol).await?;
         if st != S::TARGET {
-            return Err(ClientError::State(format!(
+            let e = ClientError::State(format!(
                 "{storage} {vol} is {st}: a snapshot reaches the archives only from Target"
-            )));
+            ));
+            return Err(or_overflow_advice(client, storage, vol, e).await);
         }
     }
-    let gid = client.snapshot(storage, vol).await?;
+    let gid = match client.snapshot(storage, vol).await {
+        Ok(g) => g,
+        Err(e) => return Err(or_overflow_advice(client, storage, vol, e).await),
+    };
     let t0 = Instant::now();
     for a in archives {
         let left = timeout.saturating_sub(t0.elapsed());
@@ -918,12 +1016,7 @@ pub async fn hash_backup(
 ) -> Result<u64, ClientError> {
     let t0 = Instant::now();
     role_of(client, storage, &[Role::Storage], "hash-backup")?;
-    let archive = client
-        .cluster()
-        .group(storage, "hash-backup")?
-        .archive
-        .name
-        .clone();
+    let archive = primary_archive(client, storage, "hash-backup")?;
     let before = restorable_gids(client, &archive, vol)
         .await?
         .into_iter()
@@ -1731,6 +1824,23 @@ mod tests {
         );
     }
     use super::*;
+
+    #[test]
+    fn overflow_recovery_names_the_one_command_the_archive_allows() {
+        let held = overflow_recovery("s0", "vol", "a0", A::ARCHIVED);
+        assert!(held.contains("run `hash-backup s0 vol`"), "{held}");
+        assert!(!held.contains("full-backup"), "{held}");
+        let empty = overflow_recovery("s0", "vol", "a0", A::CLEAR);
+        assert!(empty.contains("run `full-backup s0 vol`"), "{empty}");
+        assert!(!empty.contains("hash-backup"), "{empty}");
+        let ready = overflow_recovery("s0", "vol", "a0", A::SYNC_READY);
+        assert!(ready.contains("`full-backup s0 vol`"), "{ready}");
+        let stopped = overflow_recovery("s1", "v2", "a3", A::STOPPED);
+        assert!(
+            stopped.contains("`hash-backup s1 v2` once a3 v2 is Archived again (it is Stopped)"),
+            "{stopped}"
+        );
+    }
 
     #[test]
     fn start_chooses_the_storage_mode_like_walblib() {

@@ -836,3 +836,24 @@ fn metrics_carry_states_lag_queues_and_throughput() {
         assert!(seen.insert(l.to_owned()), "{l} twice");
     }
 }
+
+#[test]
+fn an_overflow_names_the_one_command_that_recovers_given_the_archive() {
+    // s0 reports an overflow while a0 is in `a0_state`: the error line the log shows.
+    let overflow_line = |a0_state: &str| {
+        let mut m = tutorial();
+        state(&mut m, "a0", "vol", a0_state);
+        let overflow = Ask::Overflow { vol: "vol".into() };
+        reply(&mut m, "s0", overflow, Answer::Bool(true));
+        let last = m.log.back().unwrap();
+        assert_eq!(last.level, Level::Error);
+        last.text.clone()
+    };
+    // a0 holds the volume: hash-backup, never full-backup (a0 would refuse it).
+    let held = overflow_line("Archived");
+    assert!(held.contains("run `hash-backup s0 vol`"), "{held}");
+    assert!(!held.contains("full-backup"), "{held}");
+    // a0 holds nothing: the full backup is the one.
+    let empty = overflow_line("Clear");
+    assert!(empty.contains("run `full-backup s0 vol`"), "{empty}");
+}

@@ -153,6 +153,31 @@ pub fn free_port() -> u16 {
         .unwrap_or(0)
 }
 
+/// A base port for a `walb-console lab` (which listens on base, +100, +200 and +201, and
+/// on the next ports of each band for nodes it adds): every one of them free now, and
+/// apart from the bases this process handed out before (tests run labs side by side).
+pub fn lab_port_base() -> Result<u16> {
+    const OFFSETS: [u16; 8] = [0, 1, 100, 101, 200, 201, 202, 203];
+    /// Two labs whose bases are this far apart share no port.
+    const APART: u16 = 300;
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..200 {
+        let base = free_port();
+        if !(1024..65000).contains(&base) || given.iter().any(|g| g.abs_diff(base) < APART) {
+            continue;
+        }
+        let all_free = OFFSETS
+            .iter()
+            .all(|o| UdpSocket::bind(("127.0.0.1", base + o)).is_ok());
+        if all_free {
+            given.push(base);
+            return Ok(base);
+        }
+    }
+    bail!("no base port with its lab's ports free")
+}
+
 /// SHA-256 of a file or block device, hex.
 pub fn sha256_file(path: &Path) -> Result<String> {
     let mut f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;

@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
-use walb_tests::{bin_dir, free_port, is_root, tools};
+use walb_tests::{bin_dir, is_root, lab_port_base, tools};
 
 /// What driver-check.sh and the guide run besides walb's own programs.
 const LAB_SCRIPT_TOOLS: &[&str] = &[
@@ -34,14 +34,6 @@ fn scripts() -> Result<Vec<PathBuf>> {
         .collect();
     v.sort();
     Ok(v)
-}
-
-/// A base port for a lab (which listens on base, +100, +200 and +201).
-fn lab_port_base() -> Result<u16> {
-    (0..50)
-        .map(|_| free_port())
-        .find(|p| (1024..65000).contains(p))
-        .context("no free port")
 }
 
 #[test]

@@ -742,12 +742,22 @@ fn on_reply(
         (Ask::Overflow { vol }, Answer::Bool(b)) => {
             let was = m.vol_mut(&vol).overflow.insert(node.to_owned(), b);
             if b && was != Some(true) {
-                m.push_log(
-                    Level::Error,
-                    Some(node),
-                    Some(&vol),
-                    "the log overflowed: the archive needs a hash or full backup",
-                );
+                // The one command that recovers, from what the primary archive holds.
+                let archive = m
+                    .nodes
+                    .iter()
+                    .find(|n| n.name == node)
+                    .and_then(|n| n.archive.clone());
+                let text = match archive {
+                    Some(a) => {
+                        let ast = m.vol_mut(&vol).state(&a).unwrap_or("Archived").to_owned();
+                        crate::ops::overflow_recovery(node, &vol, &a, &ast)
+                    }
+                    None => format!(
+                        "the log of {node} {vol} overflowed: run `hash-backup {node} {vol}`"
+                    ),
+                };
+                m.push_log(Level::Error, Some(node), Some(&vol), &text);
             }
         }
         (Ask::ArchiveList { vol }, Answer::Names(archives)) => {

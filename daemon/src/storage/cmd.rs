@@ -212,8 +212,8 @@ impl Storage {
                     return Err(refuse(
                         ErrorCode::WrongState,
                         format!(
-                            "volume {name}: the log has overflowed; stop, reset-vol, then a \
-                             hash or full backup are needed before it can be a target again"
+                            "volume {name}: the log has overflowed: {}",
+                            super::snap::OVERFLOW_RECOVERY
                         ),
                     ))
                 }

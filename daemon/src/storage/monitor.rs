@@ -367,7 +367,8 @@ impl Storage {
         match txn.commit(S::Stopped) {
             Ok(()) => error!(
                 vol = %vol.name,
-                "stopped: the log overflowed; reset-vol, then a full or hash backup, are needed"
+                "stopped: the log overflowed; {}",
+                super::snap::OVERFLOW_RECOVERY
             ),
             Err(e) => error!(vol = %vol.name, "stopping after overflow: {e}"),
         }

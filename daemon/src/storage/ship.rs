@@ -325,9 +325,9 @@ fn prepare(st: &Storage, vol: &Vol) -> Result<Prepared, ShipError> {
     let max_pb = snap::max_wlog_send_pb(st.cfg.max_wlog_send_mb, info.pbs);
     let reset_outside = |what: String| {
         ShipError::Inconsistent(format!(
-            "volume {}: {what}: the log of {path} was reset outside walb; reset-vol and a \
-             full or hash backup are needed",
-            vol.name
+            "volume {}: {what}: the log of {path} was reset outside walb; {}",
+            vol.name,
+            snap::OVERFLOW_RECOVERY
         ))
     };
     if snap::is_valid(&done) {

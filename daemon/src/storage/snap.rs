@@ -26,11 +26,19 @@ use walb_kernel::meta::{MetaDiff, MetaLsidGid};
 /// Bytes in a MiB.
 pub const MIB: u64 = 1 << 20;
 
+/// What recovers a volume whose log overflowed, or was reset outside walb. The volume is
+/// Target or Stopped only after a full or hash backup completed, so its archive holds a
+/// copy: a hash backup (walb-console's `hash-backup` resets the volume first) sends only
+/// the blocks that differ, and a full backup would be refused by that archive.
+pub const OVERFLOW_RECOVERY: &str = "`hash-backup` of this volume recovers it (it resets the \
+     volume and sends only the blocks that differ from the archive's copy; `full-backup` only \
+     if the archive no longer holds the volume)";
+
 /// Why a snapshot or a plan is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SnapError {
     /// The device's log overflowed.
-    #[error("the log has overflowed: reset-vol, then a full or hash backup, are needed")]
+    #[error("the log has overflowed: {}", OVERFLOW_RECOVERY)]
     Overflow,
     /// The volume has no valid done record yet (never backed up).
     #[error("the volume has no snapshot record yet: it needs a full backup (or reset-vol)")]

@@ -12,6 +12,17 @@
 //! NODE.pid            each daemon's pid
 //! ```
 //!
+//! The log device is sized against the data device ([`log_mb_for`]): by default it holds
+//! the whole device and half again, so that a first burst which rewrites every block
+//! (`mkfs`, then a copy that fills the file system, with the journal's second copy of the
+//! metadata) fits in the log even before the storage has shipped any of it.
+//!
+//! s0 sends at most a quarter of the log per transfer ([`send_mb_for`]), so that a longer
+//! burst frees the log in steps while it is still being written.
+//!
+//! `add-node ROLE NAME` ([`add`]) grows the running lab by one daemon; the nodes it added
+//! are kept in `lab.toml` and come back with `up`, `start` and `status` like the others.
+//!
 //! It formats the device images with `wdevc format-ldev`, runs an emulated WalB device
 //! (`wdevc create-wdev --emulate`; as root it appears as `/dev/walb/NAME`, otherwise only
 //! its control socket, written to with `wdevc workload`), starts walb-storage s0 on
@@ -40,6 +51,8 @@ use walb_wire::{ClusterCa, IssueOptions, PeerId, Role};
 use crate::client::{Client, ClientError, ClientOptions};
 use crate::cluster::{self, CertsSection, Cluster, ClusterFile, NodeSection};
 use crate::ops;
+
+pub mod add;
 
 /// Why a lab command failed.
 #[derive(Debug, thiserror::Error)]
@@ -113,7 +126,7 @@ pub struct LabConfig {
     pub device: String,
     /// Data device size, MiB.
     pub size_mb: u64,
-    /// Log device size, MiB.
+    /// Log device size, MiB (by default [`log_mb_for`] the data device).
     pub log_mb: u64,
     /// Emulated device without a block device or FUSE file (control socket only).
     pub no_block: bool,
@@ -131,6 +144,18 @@ pub struct LabConfig {
     /// PATH.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bin_dir: Option<PathBuf>,
+    /// Daemons added to the running lab with `lab add-node`, in the order added.
+    #[serde(default, rename = "node", skip_serializing_if = "Vec::is_empty")]
+    pub added: Vec<add::AddedNode>,
+}
+
+/// The lab's log device size for a data device of `size_mb` MiB: the whole device and
+/// half again (at least 16 MiB). A burst that rewrites the device once — `mkfs`, a copy
+/// that fills the file system, ext4's journal writing its metadata a second time — then
+/// fits in the log even if nothing has been shipped yet; the storage ships while the
+/// burst goes on, so longer bursts are survived as long as the proxy keeps up.
+pub fn log_mb_for(size_mb: u64) -> u64 {
+    size_mb.saturating_add(size_mb / 2).max(16)
 }
 
 impl Default for LabConfig {
@@ -141,52 +166,38 @@ impl Default for LabConfig {
             vol: "vol".into(),
             device: "walb-lab".into(),
             size_mb: 64,
-            log_mb: 32,
+            log_mb: log_mb_for(64),
             no_block: false,
             driver: false,
             ldev: None,
             ddev: None,
             bin_dir: None,
+            added: Vec::new(),
         }
     }
 }
 
 /// One daemon of the lab.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LabNode {
     /// Its id.
-    pub name: &'static str,
+    pub name: String,
     /// Its role.
     pub role: Role,
     /// Its port's offset from the base port.
     pub port_offset: u16,
 }
 
-/// The lab's daemons, in start order.
-pub const LAB_NODES: [LabNode; 4] = [
-    LabNode {
-        name: "a0",
-        role: Role::Archive,
-        port_offset: 200,
-    },
-    LabNode {
-        name: "a1",
-        role: Role::Archive,
-        port_offset: 201,
-    },
-    LabNode {
-        name: "p0",
-        role: Role::Proxy,
-        port_offset: 100,
-    },
-    LabNode {
-        name: "s0",
-        role: Role::Storage,
-        port_offset: 0,
-    },
+/// The daemons every lab has (name, role, port offset), in start order.
+const BASE_NODES: [(&str, Role, u16); 4] = [
+    ("a0", Role::Archive, 200),
+    ("a1", Role::Archive, 201),
+    ("p0", Role::Proxy, 100),
+    ("s0", Role::Storage, 0),
 ];
 
-/// The lab's nodes in the order operators list them (the cluster file, `lab status`).
+/// The lab's own nodes in the order operators list them (the cluster file, `lab status`);
+/// added nodes follow.
 pub const LAB_LISTING: [&str; 4] = ["s0", "p0", "a0", "a1"];
 
 /// The lab's primary archive (s0's backup group); a1 is only a replication target.
@@ -196,18 +207,9 @@ pub const LAB_PRIMARY_ARCHIVE: &str = "a0";
 pub const CONSOLE_ID: &str = "console";
 
 impl LabNode {
-    /// The node called `name`.
+    /// The lab's own node called `name` (s0, p0, a0 or a1).
     pub fn by_name(name: &str) -> Result<LabNode, LabError> {
-        LAB_NODES
-            .iter()
-            .copied()
-            .find(|n| n.name == name)
-            .ok_or_else(|| {
-                LabError::Other(format!(
-                    "the lab has no node {name:?} ({})",
-                    LAB_LISTING.join(", ")
-                ))
-            })
+        LabConfig::default().node(name)
     }
 
     /// The daemon's program name.
@@ -226,6 +228,48 @@ impl LabNode {
             cfg.host,
             cfg.port_base.saturating_add(self.port_offset)
         )
+    }
+}
+
+impl LabConfig {
+    /// Every daemon of this lab in start order: archives, proxies, storages (a storage
+    /// dials its archive and proxies), the lab's own before the added ones of each role.
+    pub fn nodes(&self) -> Vec<LabNode> {
+        let mut v = self.listing();
+        let rank = |r: Role| match r {
+            Role::Archive => 0,
+            Role::Proxy => 1,
+            _ => 2,
+        };
+        v.sort_by_key(|n| rank(n.role));
+        v
+    }
+
+    /// Every daemon of this lab in listing order: s0, p0, a0, a1, then the added ones.
+    pub fn listing(&self) -> Vec<LabNode> {
+        let base = LAB_LISTING.iter().filter_map(|name| {
+            BASE_NODES
+                .iter()
+                .find(|(n, _, _)| n == name)
+                .map(|(n, role, port_offset)| LabNode {
+                    name: (*n).to_owned(),
+                    role: *role,
+                    port_offset: *port_offset,
+                })
+        });
+        let added = self.added.iter().filter_map(|a| a.lab_node().ok());
+        base.chain(added).collect()
+    }
+
+    /// The node called `name`.
+    pub fn node(&self, name: &str) -> Result<LabNode, LabError> {
+        let all = self.listing();
+        let names: Vec<&str> = all.iter().map(|n| n.name.as_str()).collect();
+        let known = names.join(", ");
+        all.iter()
+            .find(|n| n.name == name)
+            .cloned()
+            .ok_or_else(|| LabError::Other(format!("the lab has no node {name:?} ({known})")))
     }
 }
 
@@ -275,7 +319,7 @@ impl LabLayout {
     }
     /// A daemon's base directory.
     pub fn base(&self, n: &LabNode) -> PathBuf {
-        self.dir.join(n.name)
+        self.dir.join(&n.name)
     }
     /// A daemon's log file.
     pub fn log(&self, n: &LabNode) -> PathBuf {
@@ -332,22 +376,39 @@ pub fn lab_cluster_file(cfg: &LabConfig) -> ClusterFile {
             cert: format!("certs/operator-{CONSOLE_ID}.crt").into(),
             key: format!("certs/operator-{CONSOLE_ID}.key").into(),
         },
-        nodes: LAB_LISTING
-            .iter()
-            .filter_map(|n| LabNode::by_name(n).ok())
+        nodes: cfg
+            .listing()
+            .into_iter()
             .map(|n| NodeSection {
-                name: n.name.into(),
-                role: n.role.to_string(),
                 addr: n.addr(cfg),
+                role: n.role.to_string(),
                 archive: (n.role == Role::Storage).then(|| LAB_PRIMARY_ARCHIVE.into()),
                 proxies: if n.role == Role::Storage {
-                    vec!["p0".into()]
+                    lab_proxies(cfg).into_iter().map(|p| p.name).collect()
                 } else {
                     vec![]
                 },
+                name: n.name,
             })
             .collect(),
     }
+}
+
+/// The most log s0 sends in one transfer when the lab made its log: a quarter of its
+/// `log_mb` (at least 1 MiB).
+/// A transfer frees its part of the log only once the proxy acknowledged all of it, and
+/// the storage waits longer for logs not yet permanent when they are a small part of a
+/// transfer; the daemon's default (128 MiB) is larger than the lab's whole log.
+pub fn send_mb_for(log_mb: u64) -> u64 {
+    (log_mb / 4).max(1)
+}
+
+/// The lab's proxies in priority order: p0, then the added ones.
+fn lab_proxies(cfg: &LabConfig) -> Vec<LabNode> {
+    cfg.listing()
+        .into_iter()
+        .filter(|n| n.role == Role::Proxy)
+        .collect()
 }
 
 /// The command line of a lab daemon (its options in `walb_daemon::opts`).
@@ -360,24 +421,31 @@ pub fn daemon_args(layout: &LabLayout, cfg: &LabConfig, n: &LabNode) -> Vec<OsSt
         "--listen".into(),
         n.addr(cfg).into(),
         "--id".into(),
-        n.name.into(),
+        n.name.as_str().into(),
         "--cert-dir".into(),
         layout.certs().into(),
     ];
     if n.role == Role::Storage {
         // ID@HOST:PORT: the storage pins the id of each daemon it dials.
-        let addr = |name: &str| {
-            LAB_NODES
-                .iter()
-                .find(|x| x.name == name)
-                .map_or_else(String::new, |x| format!("{name}@{}", x.addr(cfg)))
-        };
+        let addr = |x: &LabNode| format!("{}@{}", x.name, x.addr(cfg));
+        let archive = cfg
+            .node(LAB_PRIMARY_ARCHIVE)
+            .map_or_else(|_| String::new(), |x| addr(&x));
+        let proxies: Vec<String> = lab_proxies(cfg).iter().map(addr).collect();
         a.extend([
             "--archive".into(),
-            addr(LAB_PRIMARY_ARCHIVE).into(),
+            archive.into(),
             "--proxy".into(),
-            addr("p0").into(),
+            proxies.join(",").into(),
         ]);
+        if cfg.ldev.is_none() {
+            // Transfers of a quarter of the lab's log: a burst frees the log in steps as the
+            // proxy acknowledges them. (A log given with --ldev keeps the daemon's default.)
+            a.extend([
+                "--max-wlog-send-mb".into(),
+                send_mb_for(cfg.log_mb).to_string().into(),
+            ]);
+        }
     }
     a
 }
@@ -408,8 +476,8 @@ pub fn find_binary(name: &str, bin_dir: Option<&Path>) -> Result<PathBuf, LabErr
         })
 }
 
-/// Creates the cluster CA and the lab's certificates that are missing.
-pub fn ensure_certs(layout: &LabLayout) -> Result<(), LabError> {
+/// Creates the cluster CA and the certificates of the lab's nodes that are missing.
+pub fn ensure_certs(layout: &LabLayout, cfg: &LabConfig) -> Result<(), LabError> {
     let dir = layout.certs();
     let ca = if dir.join(walb_wire::certs::CA_CERT_FILE).exists() {
         ClusterCa::load(&dir)?
@@ -422,12 +490,13 @@ pub fn ensure_certs(layout: &LabLayout) -> Result<(), LabError> {
         hosts: vec!["127.0.0.1".into(), "localhost".into()],
         ..IssueOptions::default()
     };
-    let peers = LAB_NODES
-        .iter()
+    let peers = cfg
+        .nodes()
+        .into_iter()
         .map(|n| (n.role, n.name))
-        .chain([(Role::Operator, CONSOLE_ID)]);
+        .chain([(Role::Operator, CONSOLE_ID.to_owned())]);
     for (role, id) in peers {
-        let peer = PeerId::new(role, id).map_err(|e| LabError::Other(e.to_string()))?;
+        let peer = PeerId::new(role, &id).map_err(|e| LabError::Other(e.to_string()))?;
         let files = walb_wire::TlsFiles::in_dir(&dir, &peer);
         if files.cert.exists() && files.key.exists() {
             continue;
@@ -664,7 +733,7 @@ pub fn spawn_daemon(
         Place::Replace,
     )
     .map_err(io(format!("writing {}", layout.pid(n).display())))?;
-    info!(node = n.name, pid, "started {}", exe.display());
+    info!(node = %n.name, pid, "started {}", exe.display());
     // The child is not waited for: it outlives this command.
     drop(child);
     Ok(pid)
@@ -697,11 +766,11 @@ pub async fn wait_answering(
 ) -> Result<(), LabError> {
     let t0 = Instant::now();
     loop {
-        match client.host_type(n.name).await {
+        match client.host_type(&n.name).await {
             Ok(_) => return Ok(()),
             Err(e) if t0.elapsed() >= timeout => {
                 return Err(LabError::NotUp {
-                    node: n.name.into(),
+                    node: n.name.clone(),
                     why: format!("no answer in {} s: {e}", timeout.as_secs()),
                     log: layout.log(n),
                 })
@@ -714,7 +783,7 @@ pub async fn wait_answering(
                 why = tail(&layout.log(n), 5);
             }
             return Err(LabError::NotUp {
-                node: n.name.into(),
+                node: n.name.clone(),
                 why: format!("the process exited: {}", why.trim()),
                 log: layout.log(n),
             });
@@ -726,7 +795,7 @@ pub async fn wait_answering(
 /// Makes the certificates that are missing and writes the cluster file: a lab made by an
 /// older walb-console (before a1) gets a1's certificate and entry this way.
 pub fn refresh_cluster(layout: &LabLayout, cfg: &LabConfig) -> Result<(), LabError> {
-    ensure_certs(layout)?;
+    ensure_certs(layout, cfg)?;
     let cl = Cluster::from_file(lab_cluster_file(cfg), &layout.dir, "lab")?;
     cl.save(&layout.cluster_file())?;
     Ok(())
@@ -778,14 +847,15 @@ pub async fn up(
     };
     let bin_dir = cfg.bin_dir.as_deref();
     let wdevc = find_binary("wdevc", bin_dir)?;
-    for n in &LAB_NODES {
+    let nodes = cfg.nodes();
+    for n in &nodes {
         find_binary(n.binary(), bin_dir)?;
     }
     refresh_cluster(layout, &cfg)?;
     let wdev = ensure_device(layout, &cfg, &wdevc)?;
     w(out, format!("device {} ({wdev})", cfg.device));
     let client = lab_client(layout)?;
-    for n in &LAB_NODES {
+    for n in &nodes {
         match live_pid(layout, n) {
             Some(pid) => w(out, format!("{} already running (pid {pid})", n.name)),
             None => {
@@ -802,10 +872,11 @@ pub async fn up(
             }
         }
     }
-    for n in &LAB_NODES {
+    for n in &nodes {
         wait_answering(&client, layout, n, Duration::from_secs(30)).await?;
     }
-    w(out, "s0, p0, a0 and a1 answer".into());
+    let names: Vec<String> = cfg.listing().into_iter().map(|n| n.name).collect();
+    w(out, format!("{} answer", names.join(", ")));
     let vol = cfg.vol.as_str();
     let mut gid = None;
     if !req.no_backup {
@@ -886,7 +957,7 @@ pub fn next_steps(
         format!("  {c} --exec state-all {vol}"),
         format!("  {c} --exec replicate a0 {vol} a1 [--sync]   # the second archive a1 gets a copy"),
         format!(
-            "  {} status | stop|kill|start NODE | down [--purge]",
+            "  {} status | stop|kill|start NODE | add-node ROLE NAME | down [--purge]",
             lab_invocation(layout)
         ),
     ]);
@@ -905,11 +976,11 @@ pub async fn status(
     let cfg = layout.load_config()?;
     let bin_dir = bin_dir.or(cfg.bin_dir.as_deref());
     let client = lab_client(layout)?;
-    for n in LAB_LISTING.iter().filter_map(|x| LabNode::by_name(x).ok()) {
+    for n in cfg.listing() {
         let pid = live_pid(layout, &n);
         let state = match pid {
             None => "-".to_owned(),
-            Some(_) => match client.state(n.name, &cfg.vol).await {
+            Some(_) => match client.state(&n.name, &cfg.vol).await {
                 Ok(s) => s,
                 Err(e) => format!("({e})"),
             },
@@ -923,6 +994,18 @@ pub async fn status(
             pid.map_or("stopped".to_owned(), |p| format!("pid {p}")),
             state
         );
+    }
+    for n in cfg.listing() {
+        if n.role != Role::Storage || live_pid(layout, &n).is_none() {
+            continue;
+        }
+        match ops::overflow_advice(&client, &n.name, &cfg.vol).await {
+            Ok(Some(advice)) => {
+                let _ = writeln!(out, "{advice}");
+            }
+            Ok(None) => {}
+            Err(e) => warn!(node = %n.name, "is-overflow: {e}"),
+        }
     }
     let dev = match find_binary("wdevc", bin_dir).and_then(|w| running_devices(&w)) {
         Ok(list) => match list.into_iter().find(|(n, _)| *n == cfg.device) {
@@ -959,8 +1042,7 @@ pub async fn stop_node(
     kill: bool,
     timeout: Duration,
 ) -> Result<String, LabError> {
-    layout.load_config()?;
-    let n = LabNode::by_name(name)?;
+    let n = layout.load_config()?.node(name)?;
     let Some(pid) = live_pid(layout, &n) else {
         return Ok(format!("{name} is not running"));
     };
@@ -987,7 +1069,7 @@ pub async fn start_node(
     bin_dir: Option<&Path>,
 ) -> Result<String, LabError> {
     let cfg = layout.load_config()?;
-    let n = LabNode::by_name(name)?;
+    let n = cfg.node(name)?;
     if let Some(pid) = live_pid(layout, &n) {
         return Ok(format!("{name} already running (pid {pid})"));
     }
@@ -1010,12 +1092,12 @@ pub async fn down(
     let cfg = layout.load_config()?;
     let bin_dir = bin_dir.or(cfg.bin_dir.as_deref());
     let client = lab_client(layout).ok();
-    for n in &LAB_NODES {
+    for n in &cfg.nodes() {
         let Some(pid) = live_pid(layout, n) else {
             continue;
         };
         let asked = match &client {
-            Some(c) => c.shutdown(n.name, false).await.is_ok(),
+            Some(c) => c.shutdown(&n.name, false).await.is_ok(),
             None => false,
         };
         if !asked {
@@ -1025,7 +1107,7 @@ pub async fn down(
             let _ = writeln!(out, "{} (pid {pid}) shut down", n.name);
         } else {
             warn!(
-                node = n.name,
+                node = %n.name,
                 pid,
                 "no exit after {} s: SIGKILL",
                 timeout.as_secs()
@@ -1110,9 +1192,24 @@ mod tests {
         assert_eq!(args[pos("--archive") + 1], "a0@127.0.0.1:20200");
         assert_eq!(args[pos("--proxy") + 1], "p0@127.0.0.1:20100");
         assert_eq!(args[pos("--id") + 1], "s0");
+        assert_eq!(
+            args[pos("--max-wlog-send-mb") + 1],
+            "24",
+            "a quarter of the 96 MiB log"
+        );
+        let given = LabConfig {
+            ldev: Some("/dev/vg/wlog".into()),
+            ddev: Some("/dev/vg/wdata".into()),
+            ..cfg.clone()
+        };
+        let given_args = daemon_args(&l, &given, &s0);
+        assert!(
+            !given_args.iter().any(|a| a == "--max-wlog-send-mb"),
+            "{given_args:?}"
+        );
         // Every long option given exists in the daemons' option structs (daemon/src/opts.rs):
         // a renamed option there fails here instead of at `lab up`.
-        let opts = include_str!("../../daemon/src/opts.rs");
+        let opts = include_str!("../../../daemon/src/opts.rs");
         for a in args.iter().filter(|a| a.starts_with("--")) {
             let field = format!("pub {}:", a.trim_start_matches("--").replace('-', "_"));
             assert!(opts.contains(&field), "{a} is not a daemon option");
@@ -1135,9 +1232,20 @@ mod tests {
     }
 
     #[test]
+    fn the_log_holds_the_device_and_half_again() {
+        assert_eq!(LabConfig::default().log_mb, 96, "64 MiB device");
+        assert_eq!(log_mb_for(64), 96);
+        assert_eq!(log_mb_for(1024), 1536);
+        assert_eq!(log_mb_for(4), 16, "at least 16 MiB");
+        assert_eq!(log_mb_for(u64::MAX), u64::MAX, "no overflow");
+        assert_eq!(send_mb_for(96), 24);
+        assert_eq!(send_mb_for(2), 1, "at least 1 MiB");
+    }
+
+    #[test]
     fn certificates_are_made_once_and_kept() {
         let l = tmp("certs");
-        ensure_certs(&l).unwrap();
+        ensure_certs(&l, &LabConfig::default()).unwrap();
         let ca = std::fs::read(l.certs().join("ca.crt")).unwrap();
         let s0 = l.certs().join("storage-s0.crt");
         let chain = walb_wire::certs::load_certs(&s0).unwrap();
@@ -1148,7 +1256,7 @@ mod tests {
         assert!(l.certs().join("operator-console.key").exists());
         assert!(l.certs().join("archive-a1.crt").exists());
         std::fs::remove_file(l.certs().join("archive-a0.crt")).unwrap();
-        ensure_certs(&l).unwrap();
+        ensure_certs(&l, &LabConfig::default()).unwrap();
         assert_eq!(
             std::fs::read(l.certs().join("ca.crt")).unwrap(),
             ca,
@@ -1181,7 +1289,7 @@ mod tests {
         let l = tmp("refresh");
         std::fs::create_dir_all(&l.dir).unwrap();
         let cfg = LabConfig::default();
-        ensure_certs(&l).unwrap();
+        ensure_certs(&l, &LabConfig::default()).unwrap();
         let mut old = lab_cluster_file(&cfg);
         old.nodes.retain(|n| n.name != "a1");
         Cluster::from_file(old, &l.dir, "lab")
