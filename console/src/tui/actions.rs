@@ -202,6 +202,21 @@ fn restorable_gids(t: &Target, m: &Model) -> Vec<String> {
     gids.iter().map(u64::to_string).collect()
 }
 
+/// Choice: the proxies other than a proxy cell's own.
+fn other_proxies(t: &Target, m: &Model) -> Vec<String> {
+    let Target::Cell {
+        node,
+        role: Role::Proxy,
+        ..
+    } = t
+    else {
+        return Vec::new();
+    };
+    let mut all = m.names_of(Role::Proxy);
+    all.retain(|x| x != node);
+    all
+}
+
 /// Choice: the archives a proxy cell sends the volume to (its archive-info list).
 fn proxy_archives(t: &Target, m: &Model) -> Vec<String> {
     match t {
@@ -398,6 +413,12 @@ pub static ACTIONS: &[ActionSpec] = &[
         line: |t| cell(t, SPA, |n, v| format!("stop {n} {v} force")),
     },
     ActionSpec {
+        key: 'G',
+        label: "go-standby (stop, leave the primary archive, standby)",
+        param: Param::None,
+        line: |t| cell(t, &[Role::Storage], |n, v| format!("go-standby {n} {v}")),
+    },
+    ActionSpec {
         key: 'R',
         label: "reset",
         param: Param::None,
@@ -424,6 +445,16 @@ pub static ACTIONS: &[ActionSpec] = &[
             example: "1g",
         },
         line: |t| cell(t, SA, |n, v| format!("resize {n} {v}")),
+    },
+    ActionSpec {
+        key: 'Z',
+        label: "resize across the cluster (archives, then storages)",
+        param: Param::Text {
+            args: "SIZE",
+            hint: "the new size in bytes, k/m/g/t suffixes: every archive's image grows, then every storage's device (grow each data device first)",
+            example: "1g",
+        },
+        line: |t| cell(t, SA, |_, v| format!("resize {v}")),
     },
     ActionSpec {
         key: 'K',
@@ -461,6 +492,15 @@ pub static ACTIONS: &[ActionSpec] = &[
             list: proxy_archives,
         },
         line: |t| cell(t, &[Role::Proxy], |n, v| format!("archive-info {n} delete {v}")),
+    },
+    ActionSpec {
+        key: 'c',
+        label: "copy-archive-info to another proxy",
+        param: Param::Choice {
+            args: "DST_PROXY",
+            list: other_proxies,
+        },
+        line: |t| cell(t, &[Role::Proxy], |n, v| format!("copy-archive-info {n} {v}")),
     },
     ActionSpec {
         key: 'P',

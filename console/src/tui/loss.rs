@@ -250,9 +250,15 @@ pub fn loss(cmd: &ExecCmd, m: &Model) -> Option<Vec<String>> {
         ExecCmd::Resize {
             node, vol, size_lb, ..
         } => Some(vec![format!(
-            "the size of {vol} on {node}: it grows to {} for good (a volume never shrinks back)",
+            "the size of {vol} {}: it grows to {} for good (a volume never shrinks back)",
+            node.as_ref()
+                .map_or_else(|| "on every archive and storage".to_string(), |n| format!("on {n}")),
             mib(size_lb.saturating_mul(512))
         )]),
+        ExecCmd::GoStandby { node, vol, .. } => Some(vec![
+            format!("{node} stops sending {vol} to its primary archive and resets its log"),
+            "the archive catches up only through a hash backup".to_string(),
+        ]),
         ExecCmd::Synchronizing {
             archive,
             vol,
