@@ -662,6 +662,25 @@ impl Cluster {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs `walb-console --json --exec ARGS` and returns its stdout (JSON); fails with
+    /// its stderr.
+    pub fn exec_json_ok(&self, args: &[&str]) -> Result<String> {
+        let mut c = bin("walb-console");
+        self.env(&mut c);
+        let out = c
+            .arg("--cluster")
+            .arg(self.path().join("cluster.toml"))
+            .arg("--json")
+            .arg("--exec")
+            .args(args)
+            .output()?;
+        check(
+            &out,
+            &format!("walb-console --json --exec {}", args.join(" ")),
+        )?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// (Re)starts daemon `name` and waits until it answers; a spare not yet in the
     /// cluster file is added to it first.
     pub fn start_node(&mut self, name: &str) -> Result<()> {
