@@ -109,7 +109,7 @@ impl Storage {
                     Some(st) => Ok(Reply::MetaState(state_to_dto(&st))),
                     None => Err(refuse(
                         ErrorCode::NotFound,
-                        format!("volume {vol}: no full backup has completed yet"),
+                        format!("volume {vol}: no full or hash backup has completed yet"),
                     )),
                 }
             }
