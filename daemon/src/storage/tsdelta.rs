@@ -8,6 +8,8 @@
 //! many seconds ago the archive answered (`-`: never). An archive that does not answer
 //! leaves the last answer in place (its age grows, `status` says why it failed); the
 //! gather has its own time limit and never holds anything the storage's other work needs.
+//! Volumes are asked about in batches, so that a request stays within the wire's limits
+//! however many volumes a storage has.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -25,6 +27,8 @@ use super::{snap, Storage};
 const FIRST_GATHER: Duration = Duration::from_secs(5);
 /// The longest one gather may take (connection, request and answer).
 const GATHER_TIMEOUT: Duration = Duration::from_secs(10);
+/// Volumes asked about per request (a request's list and size are bounded).
+const GATHER_BATCH: usize = 256;
 
 /// The archive's latest snapshot of one volume, as last gathered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -150,15 +154,20 @@ impl Storage {
             if vols.is_empty() {
                 continue;
             }
-            match tokio::time::timeout(GATHER_TIMEOUT, self.gather(vols)).await {
-                Ok(Ok(snaps)) => {
-                    debug!(n = snaps.len(), "gathered the archive's latest snapshots");
-                    self.ts_delta.record(snaps, Instant::now());
-                }
-                Ok(Err(why)) => self.gather_failed(why),
-                Err(_) => {
-                    self.gather_failed(format!("no answer within {}s", GATHER_TIMEOUT.as_secs()))
-                }
+            for batch in vols.chunks(GATHER_BATCH) {
+                let why =
+                    match tokio::time::timeout(GATHER_TIMEOUT, self.gather(batch.to_vec())).await {
+                        Ok(Ok(snaps)) => {
+                            debug!(n = snaps.len(), "gathered the archive's latest snapshots");
+                            self.ts_delta.record(snaps, Instant::now());
+                            continue;
+                        }
+                        Ok(Err(why)) => why,
+                        Err(_) => format!("no answer within {}s", GATHER_TIMEOUT.as_secs()),
+                    };
+                // The rest waits for the next interval.
+                self.gather_failed(why);
+                break;
             }
         }
     }
