@@ -940,8 +940,8 @@ impl Client {
         expect_uuid(node, "get archive-uuid", r)
     }
 
-    /// `get ts-delta`: the source archive's lag behind each replication destination
-    /// (walb-tools' LTSV lines).
+    /// `get ts-delta`: a storage's lag behind its primary archive, or a source archive's
+    /// behind each replication destination (walb-tools' LTSV lines).
     pub async fn ts_delta(&self, node: &str) -> Result<Vec<String>, ClientError> {
         let r = self.query(node, Query::TsDelta).await?;
         expect_lines(node, "get ts-delta", r)
@@ -1009,6 +1009,112 @@ impl Client {
             )
             .await?;
         expect_number(node, "get num-action", r)
+    }
+
+    /// `get num-diff` and `get total-diff-size VOL [GIDB [GIDE]]` at once: the number
+    /// of diffs whose first gid is in the range, and the sum of their file sizes.
+    pub async fn diff_stats(
+        &self,
+        node: &str,
+        vol: &str,
+        gid_b: Option<u64>,
+        gid_e: Option<u64>,
+    ) -> Result<(u64, u64), ClientError> {
+        let asked = "get num-diff";
+        let r = self
+            .query(
+                node,
+                Query::DiffStats {
+                    vol: vol.into(),
+                    gid_b,
+                    gid_e,
+                },
+            )
+            .await?;
+        let lines = expect_lines(node, asked, r)?;
+        let field = |key: &str| {
+            lines
+                .iter()
+                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.parse().ok())
+        };
+        match (field("num_diff"), field("total_diff_size")) {
+            (Some(n), Some(size)) => Ok((n, size)),
+            _ => Err(unexpected(
+                node,
+                asked,
+                "num_diff and total_diff_size",
+                &Reply::Lines(lines),
+            )),
+        }
+    }
+
+    /// `get exists-diff VOL G0 G1 G2 G3`: whether the archive holds `|G0,G1|-->|G2,G3|`.
+    pub async fn exists_diff(
+        &self,
+        node: &str,
+        vol: &str,
+        g: [u64; 4],
+    ) -> Result<bool, ClientError> {
+        let diff = walb_wire::msg::DiffRange {
+            snap_b: walb_wire::msg::SnapDto {
+                gid_b: g[0],
+                gid_e: g[1],
+            },
+            snap_e: walb_wire::msg::SnapDto {
+                gid_b: g[2],
+                gid_e: g[3],
+            },
+        };
+        let r = self
+            .query(
+                node,
+                Query::ExistsDiff {
+                    vol: vol.into(),
+                    diff,
+                },
+            )
+            .await?;
+        expect_bool(node, "get exists-diff", r)
+    }
+
+    /// `get all-actions`: per active volume, each action's running count and last start.
+    pub async fn all_actions(&self, node: &str) -> Result<Vec<String>, ClientError> {
+        let r = self.query(node, Query::AllActions).await?;
+        expect_lines(node, "get all-actions", r)
+    }
+
+    /// `get base-all`: `name:VOL\tmetastate:STATE` per active volume.
+    pub async fn base_all(&self, node: &str) -> Result<Vec<String>, ClientError> {
+        let r = self.query(node, Query::Base { vol: None }).await?;
+        expect_lines(node, "get base-all", r)
+    }
+
+    /// `get meta-snap VOL [GID]`: the snapshot the applicable chain reaches up to `gid`
+    /// (the latest if `None`), as a meta state with its timestamp.
+    pub async fn meta_snap(
+        &self,
+        node: &str,
+        vol: &str,
+        gid: Option<u64>,
+    ) -> Result<MetaStateDto, ClientError> {
+        let r = self
+            .query(
+                node,
+                Query::MetaSnap {
+                    vol: vol.into(),
+                    gid,
+                },
+            )
+            .await?;
+        expect_meta_state(node, "get meta-snap", r)
+    }
+
+    /// `gc-diff VOL`: deletes the diffs unreachable from the base.
+    pub async fn gc_diff(&self, node: &str, vol: &str) -> Result<(), ClientError> {
+        let r = self
+            .command(node, Command::GcDiff { vol: vol.into() })
+            .await?;
+        expect_ack(node, "gc-diff", r)
     }
 
     /// `restore VOL GID` (asynchronous).

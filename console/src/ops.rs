@@ -1003,17 +1003,18 @@ pub fn applied(
     after.snap_b.gid_b > before.snap_b.gid_b || (before.snap_e.is_some() && after.snap_e.is_none())
 }
 
-/// walblib's `hash_backup`: prepares like a full backup (a Stopped storage volume is
-/// reset to SyncReady), runs hash-bkp, waits until the volume is Target again and a
-/// snapshot newer than every one restorable before is restorable at the archive;
-/// returns that snapshot's gid (the image holds everything written before the backup).
+/// walblib's `hash_backup`: prepare, hash-bkp, wait until the storage is Target, read the
+/// gid the image is clean at (the end of the `<|gidB,gidE|>` the hash backup left the
+/// archive in), and (if `wait_restorable`) wait until it is restorable at the primary
+/// archive.
 pub async fn hash_backup(
     client: &Client,
     storage: &str,
     vol: &str,
     bulk_lb: Option<u64>,
+    wait_restorable: bool,
     timeout: Duration,
-) -> Result<u64, ClientError> {
+) -> Result<FullBackupDone, ClientError> {
     let t0 = Instant::now();
     role_of(client, storage, &[Role::Storage], "hash-backup")?;
     let archive = primary_archive(client, storage, "hash-backup")?;
@@ -1027,26 +1028,29 @@ pub async fn hash_backup(
     info!(storage, vol, "hash backup accepted");
     wait_for_sync(client, storage, vol, &HASH_BACKUP, &watch, t0, timeout).await?;
     kick_proxies(client, storage, vol).await?;
-    loop {
-        let latest = restorable_gids(client, &archive, vol)
-            .await?
-            .into_iter()
-            .max();
-        if let Some(gid) = latest.filter(|g| before.is_none_or(|b| *g > b)) {
-            return Ok(gid);
-        }
-        if t0.elapsed() >= timeout {
-            return Err(ClientError::Timeout {
-                what: format!(
-                    "a snapshot newer than {} to be restorable at {archive} {vol} after the \
-                     hash backup",
-                    before.map_or("none".to_owned(), |g| g.to_string())
-                ),
-                after: timeout,
-            });
-        }
-        tokio::time::sleep(client.options().poll_interval).await;
+    let done = client.meta_state(storage, vol, false, None).await?;
+    let gid = done.snap_b.gid_e;
+    if done.snap_b.gid_b == 0 || before.is_some_and(|b| gid <= b) {
+        return Err(ClientError::State(format!(
+            "after the hash backup of {storage} {vol}, the storage reports {} (not a hash \
+             backup's snapshot newer than {archive}'s restorable {}): is the storage older \
+             than this console?",
+            crate::exec::output::meta_state_str(&done),
+            before.map_or("none".to_owned(), |g| g.to_string())
+        )));
     }
+    if !wait_restorable {
+        return Ok(FullBackupDone {
+            gid,
+            restorable: false,
+        });
+    }
+    let left = timeout.saturating_sub(t0.elapsed());
+    wait_for_restorable(client, &archive, vol, gid, left).await?;
+    Ok(FullBackupDone {
+        gid,
+        restorable: true,
+    })
 }
 
 /// Consecutive polls without a Restore action before a missing image counts as failed.

@@ -11,7 +11,7 @@ use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::style::{Color, Modifier};
 use ratatui::Terminal;
 use walb_console::exec::{parse_line, ExecCmd};
-use walb_console::tui::model::{DiffsFocus, Level, Mode, Model, Reach, View};
+use walb_console::tui::model::{DiffsFocus, Lag, Level, Mode, Model, Reach, View};
 use walb_console::tui::update::{init, update, Answer, Ask, Effect, Msg};
 use walb_console::tui::view;
 use walb_wire::Event;
@@ -96,6 +96,7 @@ fn start_subscribes_to_every_node_and_a_subscription_asks_for_a_snapshot() {
     let a = asks(&e, "s0");
     assert!(a.contains(&&Ask::Hello) && a.contains(&&Ask::Vols), "{a:?}");
     assert!(a.contains(&&Ask::LogUsage), "{a:?}");
+    assert!(a.contains(&&Ask::TsDelta), "{a:?}");
     assert_eq!(m.node("s0").unwrap().reach, Reach::Up);
     // The volume list asks each volume's state and what the role has of it.
     let e = reply(&mut m, "s0", Ask::Vols, Answer::Names(vec!["vol".into()]));
@@ -128,6 +129,39 @@ fn events_update_the_grid_and_the_log_and_older_replies_do_not_undo_them() {
     // A new volume appears with its first event.
     state(&mut m, "a0", "new", "SyncReady");
     assert_eq!(m.vols["new"].state("a0"), Some("SyncReady"));
+}
+
+#[test]
+fn the_storages_ts_delta_gives_the_lag_and_ticks_ask_for_it_again() {
+    let mut m = tutorial();
+    // Seen from here: s0 at gid 10, a0 at 8, 35 s apart.
+    assert_eq!(m.vols["vol"].lag("a0"), Some(Lag { gids: 2, secs: 35 }));
+    // s0 has moved on since, and measured a0 behind it.
+    let lines = vec![
+        "name:vol\tdest:a0\tkind:storage\tdest_kind:archive\tgid:12\tts:2017-05-24T05:13:31\t\
+         dest_gid:8\tdest_ts:2017-05-24T05:12:31\tts_delta:60\tage:4"
+            .to_owned(),
+        "name:db\tdest:a0\tkind:storage\tdest_kind:archive\tgid:3\tts:2017-05-24T05:13:31\t\
+         dest_gid:-\tdest_ts:-\tts_delta:-\tage:-"
+            .to_owned(),
+    ];
+    reply(&mut m, "s0", Ask::TsDelta, Answer::Lines(lines));
+    assert_eq!(m.vols["vol"].lag("a0"), Some(Lag { gids: 4, secs: 60 }));
+    // An archive side not gathered yet is no measure.
+    assert!(m.vols["db"].ts_delta.is_empty());
+    // No event says it changed: ticks ask again, at most every 10 s.
+    m.clock(T0 + 20_000);
+    let e = update(&mut m, Msg::Tick);
+    assert!(asks(&e, "s0").contains(&&Ask::TsDelta), "{e:?}");
+    assert!(asks(&e, "a0").is_empty(), "{e:?}");
+    let e = update(&mut m, Msg::Tick);
+    assert!(asks(&e, "s0").is_empty(), "{e:?}");
+    m.clock(T0 + 29_000);
+    let e = update(&mut m, Msg::Tick);
+    assert!(asks(&e, "s0").is_empty(), "{e:?}");
+    m.clock(T0 + 30_000);
+    let e = update(&mut m, Msg::Tick);
+    assert!(asks(&e, "s0").contains(&&Ask::TsDelta), "{e:?}");
 }
 
 #[test]

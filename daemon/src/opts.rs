@@ -213,7 +213,8 @@ pub struct StorageOpts {
     /// Compression of full and hash sync chunks, CODEC:LEVEL:THREADS.
     #[arg(long, default_value = "zstd:1:1")]
     pub sync_compress: String,
-    /// Period of the ts-delta refresh from the archive, seconds.
+    /// Period of the ts-delta refresh from the archive, seconds (the first one comes
+    /// after 5 s, or after the period if it is shorter).
     #[arg(long, default_value_t = 60)]
     pub ts_delta_interval: u64,
 }

@@ -258,6 +258,17 @@ impl Op {
         }
     }
 
+    /// The volume's gid in `latest-snap` (asked for every volume).
+    async fn latest_gid(&self) -> Option<u64> {
+        match self
+            .req(Request::Query(Query::LatestSnap { vol: None }))
+            .await
+        {
+            Ok(Reply::Snapshots(s)) if s.len() == 1 && s[0].vol == VOL => s[0].gid,
+            other => panic!("latest-snap answered {other:?}"),
+        }
+    }
+
     async fn queued(&self, a: &str) -> Vec<MetaDiffDto> {
         match self
             .req(Request::Query(Query::Diff {
@@ -699,7 +710,10 @@ async fn wlog_is_acked_once_queued_for_every_archive_and_redoes_to_the_same_imag
 
     let w = generated(11);
     let d = meta(0, 1, true);
+    assert_eq!(op.latest_gid().await, None, "nothing received yet");
     st.send(&w, d).await.unwrap();
+    // latest-snap: the newest snapshot a received wdiff reaches.
+    assert_eq!(op.latest_gid().await, Some(d.range.snap_e.gid_b));
     // At the acknowledgement the diff is in both queues, as one file (hard links).
     let name = diff_file_name(&kernel_meta(&d));
     let f0 = p.queue("a0").join(&name);

@@ -11,17 +11,6 @@ use walb_daemon::storage::vol;
 use walb_kernel::block::Pbs;
 use walb_wire::msg::{Command, ErrorCode, Query, Reply, StopMode};
 
-async fn init(op: &Op, vol: &str, dev: &str) {
-    assert_eq!(
-        op.cmd(Command::InitVol {
-            vol: vol.into(),
-            wdev_path: Some(format!("/dev/walb/{dev}")),
-        })
-        .await,
-        Ok(Reply::Done)
-    );
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_during_a_throttled_full_backup_are_shipped() {
     let tmp = tempfile::tempdir().unwrap();
@@ -37,7 +26,7 @@ async fn writes_during_a_throttled_full_backup_are_shipped() {
     let base = tmp.path().join("base");
     let d = start_storage(&certs, &base, config(archive.addr, &[proxy.addr]), &devs).await;
     let op = Op::connect(&certs, d.addr).await;
-    init(&op, "v0", "e0").await;
+    op.init("v0", "e0").await;
     // 2 MiB at 1 MiB/s: about two seconds.
     assert_eq!(
         op.cmd(Command::SetFullScanBps(1 << 20)).await,
@@ -119,7 +108,7 @@ async fn a_forced_stop_aborts_a_full_backup_and_refusals_pass_through() {
     let base = tmp.path().join("base");
     let d = start_storage(&certs, &base, config(archive.addr, &[proxy.addr]), &devs).await;
     let op = Op::connect(&certs, d.addr).await;
-    init(&op, "v1", "e1").await;
+    op.init("v1", "e1").await;
 
     // The archive refuses: its code reaches the operator, the volume stays SyncReady.
     *archive.refuse.lock().unwrap() = Some(ErrorCode::WrongState);

@@ -674,7 +674,12 @@ impl Cluster {
     /// Runs `walb-console --json --exec ARGS` (stdout: one JSON value, or an `error`
     /// object).
     pub fn exec_json(&self, args: &[&str]) -> Result<Output> {
-        Ok(self.console().arg("--json").arg("--exec").args(args).output()?)
+        Ok(self
+            .console()
+            .arg("--json")
+            .arg("--exec")
+            .args(args)
+            .output()?)
     }
 
     /// Starts `walb-console --exec ARGS` without waiting (output piped).
@@ -691,6 +696,25 @@ impl Cluster {
     pub fn exec_ok(&self, args: &[&str]) -> Result<String> {
         let out = self.exec(args)?;
         check(&out, &format!("walb-console --exec {}", args.join(" ")))?;
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Runs `walb-console --json --exec ARGS` and returns its stdout (JSON); fails with
+    /// its stderr.
+    pub fn exec_json_ok(&self, args: &[&str]) -> Result<String> {
+        let mut c = bin("walb-console");
+        self.env(&mut c);
+        let out = c
+            .arg("--cluster")
+            .arg(self.path().join("cluster.toml"))
+            .arg("--json")
+            .arg("--exec")
+            .args(args)
+            .output()?;
+        check(
+            &out,
+            &format!("walb-console --json --exec {}", args.join(" ")),
+        )?;
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 

@@ -323,13 +323,14 @@ pub static COMMANDS: &[CommandSpec] = &[
     CommandSpec {
         name: "hash-backup",
         args: "NODE VOL",
-        about: "hash backup of a Stopped storage volume to its archive (only the differences travel); wait for Target and print the gid of the first snapshot restorable after it",
-        options: &[OPT_BULK, OPT_TIMEOUT],
+        about: "hash backup of a Stopped storage volume to its archive (only the differences travel); wait for Target, print the gid it is clean at and wait until restorable",
+        options: &[OPT_BULK, OPT_NO_WAIT, OPT_TIMEOUT],
         parse: |a| {
             Ok(ExecCmd::HashBackup {
                 node: a.req("NODE")?,
                 vol: a.req("VOL")?,
                 bulk_lb: a.value_num("--bulk")?,
+                wait: !a.flag("--no-wait"),
                 timeout: a.timeout(TIMEOUT_LONG)?,
             })
         },
@@ -696,6 +697,33 @@ pub static COMMANDS: &[CommandSpec] = &[
             })
         },
     },
+    // gc-diff and set-full-scan-bps.
+    CommandSpec {
+        name: "gc-diff",
+        args: "ARCHIVE VOL",
+        about: "delete the diffs no restorable snapshot needs any more (unreachable from the base)",
+        options: &[],
+        parse: |a| {
+            Ok(ExecCmd::GcDiff {
+                archive: a.req("ARCHIVE")?,
+                vol: a.req("VOL")?,
+            })
+        },
+    },
+    CommandSpec {
+        name: "set-full-scan-bps",
+        args: "STORAGE BPS",
+        about: "limit the device reads of full and hash backups, bytes per second (k, m, g suffixes; 0 = no limit), until the daemon restarts",
+        options: &[],
+        parse: |a| {
+            let node = a.req("STORAGE")?;
+            let bps = a.req("BPS")?;
+            Ok(ExecCmd::SetFullScanBps {
+                node,
+                bps: bytes_per_second(&bps)?,
+            })
+        },
+    },
     CommandSpec {
         name: "get",
         args: "NODE TARGET [ARGS...]",
@@ -895,6 +923,26 @@ fn number(s: &str, what: &str) -> Result<u64, String> {
 
 /// A size in bytes (`k`, `m`, `g`, `t` suffixes, powers of 1024) as logical blocks; it
 /// must be a positive multiple of 512.
+/// A rate in bytes per second: a number with an optional k, m or g suffix (powers of
+/// 1024).
+fn bytes_per_second(s: &str) -> Result<u64, String> {
+    let (num, shift) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => {
+            let shift = match c.to_ascii_lowercase() {
+                'k' => 10,
+                'm' => 20,
+                'g' => 30,
+                _ => return Err(format!("BPS {s:?}: the suffix is k, m or g")),
+            };
+            (&s[..i], shift)
+        }
+        _ => (s, 0),
+    };
+    number(num, "BPS")?
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("BPS {s:?} is too large"))
+}
+
 fn size_lb(s: &str) -> Result<u64, String> {
     let bad = || format!("SIZE must be bytes with an optional k/m/g/t suffix, got {s:?}");
     let t = s.trim().to_ascii_lowercase();
@@ -1106,6 +1154,18 @@ pub enum GetTarget {
     MetaState(String, bool, Option<u64>),
     /// `ts-delta`.
     TsDelta,
+    /// `num-diff VOL [GIDB [GIDE]]`.
+    NumDiff(String, Option<u64>, Option<u64>),
+    /// `total-diff-size VOL [GIDB [GIDE]]`.
+    TotalDiffSize(String, Option<u64>, Option<u64>),
+    /// `exists-diff VOL G0 G1 G2 G3`: the diff `|G0,G1|-->|G2,G3|`.
+    ExistsDiff(String, [u64; 4]),
+    /// `all-actions`.
+    AllActions,
+    /// `base-all`.
+    BaseAll,
+    /// `meta-snap VOL [GID]`.
+    MetaSnap(String, Option<u64>),
 }
 
 const SPA: &[Role] = &[Role::Storage, Role::Proxy, Role::Archive];
@@ -1146,7 +1206,13 @@ pub static GET_TARGETS: &[(&str, &str, &[Role])] = &[
     ),
     ("archive-uuid", "VOL", A),
     ("meta-state", "VOL [0|1 [GID]]", SA),
-    ("ts-delta", "", A),
+    ("ts-delta", "", SA),
+    ("num-diff", "VOL [GIDB [GIDE]]", A),
+    ("total-diff-size", "VOL [GIDB [GIDE]]", A),
+    ("exists-diff", "VOL G0 G1 G2 G3", A),
+    ("all-actions", "", A),
+    ("base-all", "", A),
+    ("meta-snap", "VOL [GID]", A),
 ];
 
 impl GetTarget {
@@ -1181,6 +1247,22 @@ impl GetTarget {
             "num-action" => G::NumAction(a.req("VOL")?, a.req("ACTION")?),
             "archive-uuid" => G::ArchiveUuid(a.req("VOL")?),
             "ts-delta" => G::TsDelta,
+            "num-diff" => G::NumDiff(a.req("VOL")?, a.opt_num("GIDB")?, a.opt_num("GIDE")?),
+            "total-diff-size" => {
+                G::TotalDiffSize(a.req("VOL")?, a.opt_num("GIDB")?, a.opt_num("GIDE")?)
+            }
+            "exists-diff" => G::ExistsDiff(
+                a.req("VOL")?,
+                [
+                    a.req_num("G0")?,
+                    a.req_num("G1")?,
+                    a.req_num("G2")?,
+                    a.req_num("G3")?,
+                ],
+            ),
+            "all-actions" => G::AllActions,
+            "base-all" => G::BaseAll,
+            "meta-snap" => G::MetaSnap(a.req("VOL")?, a.opt_num("GID")?),
             "meta-state" => {
                 let vol = a.req("VOL")?;
                 let applying = match a.opt().as_deref() {
@@ -1227,6 +1309,12 @@ impl GetTarget {
             G::ArchiveUuid(_) => "archive-uuid",
             G::MetaState(..) => "meta-state",
             G::TsDelta => "ts-delta",
+            G::NumDiff(..) => "num-diff",
+            G::TotalDiffSize(..) => "total-diff-size",
+            G::ExistsDiff(..) => "exists-diff",
+            G::AllActions => "all-actions",
+            G::BaseAll => "base-all",
+            G::MetaSnap(..) => "meta-snap",
         }
     }
 
@@ -1351,6 +1439,8 @@ pub enum ExecCmd {
         vol: String,
         /// Bulk size, logical blocks.
         bulk_lb: Option<u64>,
+        /// Wait until the gid it is clean at is restorable.
+        wait: bool,
         /// Wait limit.
         timeout: Duration,
     },
@@ -1558,6 +1648,20 @@ pub enum ExecCmd {
         /// Archive (proxy).
         archive: Option<String>,
     },
+    /// `gc-diff ARCHIVE VOL`.
+    GcDiff {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
+    },
+    /// `set-full-scan-bps STORAGE BPS`.
+    SetFullScanBps {
+        /// Storage.
+        node: String,
+        /// Bytes per second, 0 = no limit.
+        bps: u64,
+    },
     /// `get NODE TARGET [ARGS]`.
     Get {
         /// Node.
@@ -1729,6 +1833,8 @@ impl ExecCmd {
             ExecCmd::DiffList { .. } => "diff-list",
             ExecCmd::ArchiveInfo { .. } => "archive-info",
             ExecCmd::Kick { .. } => "kick",
+            ExecCmd::GcDiff { .. } => "gc-diff",
+            ExecCmd::SetFullScanBps { .. } => "set-full-scan-bps",
             ExecCmd::Get { .. } => "get",
             ExecCmd::Shutdown { .. } => "shutdown",
             ExecCmd::HashBackup { .. } => "hash-backup",
@@ -1823,6 +1929,8 @@ impl ExecCmd {
                 (Some(node), Some(vol))
             }
             ExecCmd::Resize { node, vol, .. } => (node.as_deref(), Some(vol)),
+            ExecCmd::GcDiff { archive, vol } => (Some(archive), Some(vol)),
+            ExecCmd::SetFullScanBps { node, .. } => (Some(node), None),
             ExecCmd::Get { node, .. } => (Some(node), None),
             ExecCmd::Shutdown { node, .. } => (Some(node), None),
         }
@@ -1947,10 +2055,15 @@ impl ExecCmd {
                 node,
                 vol,
                 bulk_lb,
+                wait,
                 timeout,
-            } => Ok(Outcome::Gid(
-                ops::hash_backup(client, node, vol, *bulk_lb, *timeout).await?,
-            )),
+            } => {
+                let r = ops::hash_backup(client, node, vol, *bulk_lb, *wait, *timeout).await?;
+                Ok(Outcome::FullBackup {
+                    gid: r.gid,
+                    restorable: r.restorable,
+                })
+            }
             ExecCmd::Merge {
                 archive,
                 vol,
@@ -2151,6 +2264,24 @@ impl ExecCmd {
                 Ok(Outcome::Done {
                     node: node.clone(),
                     vol: vol.clone(),
+                    state: None,
+                })
+            }
+            ExecCmd::GcDiff { archive, vol } => {
+                cl.node_as(archive, &[Role::Archive], "gc-diff")?;
+                client.gc_diff(archive, vol).await?;
+                Ok(Outcome::Done {
+                    node: archive.clone(),
+                    vol: Some(vol.clone()),
+                    state: None,
+                })
+            }
+            ExecCmd::SetFullScanBps { node, bps } => {
+                cl.node_as(node, &[Role::Storage], "set-full-scan-bps")?;
+                client.set_full_scan_bps(node, *bps).await?;
+                Ok(Outcome::Done {
+                    node: node.clone(),
+                    vol: None,
                     state: None,
                 })
             }
@@ -2392,6 +2523,14 @@ async fn run_get(
             Outcome::MetaState(client.meta_state(node, vol, *applying, *gid).await?)
         }
         G::TsDelta => Outcome::Lines(client.ts_delta(node).await?),
+        G::NumDiff(vol, b, e) => Outcome::Number(client.diff_stats(node, vol, *b, *e).await?.0),
+        G::TotalDiffSize(vol, b, e) => {
+            Outcome::Number(client.diff_stats(node, vol, *b, *e).await?.1)
+        }
+        G::ExistsDiff(vol, g) => Outcome::Bool(client.exists_diff(node, vol, *g).await?),
+        G::AllActions => Outcome::Lines(client.all_actions(node).await?),
+        G::BaseAll => Outcome::Lines(client.base_all(node).await?),
+        G::MetaSnap(vol, gid) => Outcome::MetaState(client.meta_snap(node, vol, *gid).await?),
     })
 }
 
@@ -2550,6 +2689,16 @@ mod tests {
             "virt-full-scan a0 vol 8 /tmp/img",
             "virt-full-scan a0 vol 8 /dev/loop9 --bulk 4096",
             "get a0 ts-delta",
+            "get s0 ts-delta",
+            "get a0 num-diff vol",
+            "get a0 total-diff-size vol 2 8",
+            "get a0 exists-diff vol 2 2 3 3",
+            "get a0 all-actions",
+            "get a0 base-all",
+            "get a0 meta-snap vol 8",
+            "gc-diff a0 vol",
+            "set-full-scan-bps s0 10m",
+            "hash-backup s0 vol --no-wait",
             "bind a0 vol storage s0",
             "bind a0 vol proxy p0 p1 --add",
             "bind p0 vol storage --remove s1",
@@ -2580,6 +2729,87 @@ mod tests {
                 "get {t} untested"
             );
         }
+    }
+
+    #[test]
+    fn status_targets_and_small_commands_parse_their_values() {
+        assert_eq!(
+            parse("get a0 exists-diff vol 2 2 3 4").unwrap(),
+            ExecCmd::Get {
+                node: "a0".into(),
+                target: GetTarget::ExistsDiff("vol".into(), [2, 2, 3, 4]),
+            }
+        );
+        assert!(err("get a0 exists-diff vol 2 2 3").contains("G3"));
+        assert_eq!(
+            parse("get a0 num-diff vol 5").unwrap(),
+            ExecCmd::Get {
+                node: "a0".into(),
+                target: GetTarget::NumDiff("vol".into(), Some(5), None),
+            }
+        );
+        assert!(err("get a0 total-diff-size vol x").contains("GIDB"));
+        assert!(err("get a0 all-actions vol").contains("unexpected"));
+        assert_eq!(
+            parse("get a0 meta-snap vol").unwrap(),
+            ExecCmd::Get {
+                node: "a0".into(),
+                target: GetTarget::MetaSnap("vol".into(), None),
+            }
+        );
+        assert_eq!(
+            parse("gc-diff a0 vol").unwrap(),
+            ExecCmd::GcDiff {
+                archive: "a0".into(),
+                vol: "vol".into(),
+            }
+        );
+        assert!(err("gc-diff a0").contains("VOL"));
+        for (arg, bps) in [
+            ("0", 0),
+            ("1000", 1000),
+            ("4k", 4096),
+            ("10M", 10 << 20),
+            ("1g", 1 << 30),
+        ] {
+            assert_eq!(
+                parse(&format!("set-full-scan-bps s0 {arg}")).unwrap(),
+                ExecCmd::SetFullScanBps {
+                    node: "s0".into(),
+                    bps,
+                },
+                "{arg}"
+            );
+        }
+        assert!(err("set-full-scan-bps s0 12q").contains("suffix"));
+        assert!(err("set-full-scan-bps s0 99999999999g").contains("too large"));
+        assert!(err("set-full-scan-bps s0").contains("BPS"));
+        assert!(matches!(
+            parse("hash-backup s0 vol --no-wait").unwrap(),
+            ExecCmd::HashBackup { wait: false, .. }
+        ));
+        assert!(matches!(
+            parse("hash-backup s0 vol").unwrap(),
+            ExecCmd::HashBackup { wait: true, .. }
+        ));
+        // Storages answer ts-delta now; meta-snap and the diff counts are the archive's.
+        let roles = |t: &str| GET_TARGETS.iter().find(|g| g.0 == t).unwrap().2;
+        assert_eq!(roles("ts-delta"), &[Role::Storage, Role::Archive]);
+        assert_eq!(roles("num-diff"), &[Role::Archive]);
+        let help = help_lines(Some("get")).unwrap().join("\n");
+        for t in [
+            "num-diff VOL [GIDB [GIDE]]",
+            "exists-diff VOL G0 G1 G2 G3",
+            "base-all",
+            "meta-snap VOL [GID]",
+        ] {
+            assert!(help.contains(t), "{t} not in {help}");
+        }
+        let help = help_lines(Some("set-full-scan-bps")).unwrap().join("\n");
+        assert!(
+            help.contains("usage: set-full-scan-bps STORAGE BPS"),
+            "{help}"
+        );
     }
 
     #[test]

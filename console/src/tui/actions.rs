@@ -290,6 +290,23 @@ pub static ACTIONS: &[ActionSpec] = &[
         },
     },
     ActionSpec {
+        key: 'w',
+        label: "set-full-scan-bps",
+        param: Param::Text {
+            args: "BPS",
+            hint: "bytes per second, k/m/g suffixes; 0 for no limit",
+            example: "100m",
+        },
+        line: |t| match t {
+            Target::Node {
+                node,
+                role: Role::Storage,
+                ..
+            } => Some(format!("set-full-scan-bps {node}")),
+            _ => None,
+        },
+    },
+    ActionSpec {
         key: 'I',
         label: "init a volume (init-storage)",
         param: Param::Text {
@@ -414,7 +431,7 @@ pub static ACTIONS: &[ActionSpec] = &[
     },
     ActionSpec {
         key: 'G',
-        label: "go-standby (stop, leave the primary archive, standby)",
+        label: "go-standby",
         param: Param::None,
         line: |t| cell(t, &[Role::Storage], |n, v| format!("go-standby {n} {v}")),
     },
@@ -448,7 +465,7 @@ pub static ACTIONS: &[ActionSpec] = &[
     },
     ActionSpec {
         key: 'Z',
-        label: "resize across the cluster (archives, then storages)",
+        label: "resize everywhere (grow)",
         param: Param::Text {
             args: "SIZE",
             hint: "the new size in bytes, k/m/g/t suffixes: every archive's image grows, then every storage's device (grow each data device first)",
@@ -495,7 +512,7 @@ pub static ACTIONS: &[ActionSpec] = &[
     },
     ActionSpec {
         key: 'c',
-        label: "copy-archive-info to another proxy",
+        label: "copy-archive-info to",
         param: Param::Choice {
             args: "DST_PROXY",
             list: other_proxies,
@@ -555,6 +572,12 @@ pub static ACTIONS: &[ActionSpec] = &[
             list: restorable_gids,
         },
         line: |t| cell(t, &[Role::Archive], |n, v| format!("bhash {n} {v}")),
+    },
+    ActionSpec {
+        key: 'c',
+        label: "gc-diff",
+        param: Param::None,
+        line: |t| cell(t, &[Role::Archive], |n, v| format!("gc-diff {n} {v}")),
     },
     ActionSpec {
         key: 'B',
@@ -798,12 +821,12 @@ pub fn choices(item: &MenuItem) -> Option<super::model::Menu> {
 mod tests {
     use super::*;
 
-    /// Two storages' worth of roles: s0, p0, a0 and a1; p0 sends vol to a0, a0 holds
-    /// restorable snapshots 3 and 8.
+    /// s0, p0, p1, a0 and a1; p0 sends vol to a0, a0 holds restorable snapshots 3 and 8.
     fn model() -> Model {
         let text = "name = \"t\"\n[certs]\nca = \"ca\"\ncert = \"c\"\nkey = \"k\"\n\
                     [[node]]\nname = \"s0\"\nrole = \"storage\"\naddr = \"1\"\narchive = \"a0\"\n\
                     [[node]]\nname = \"p0\"\nrole = \"proxy\"\naddr = \"2\"\n\
+                    [[node]]\nname = \"p1\"\nrole = \"proxy\"\naddr = \"5\"\n\
                     [[node]]\nname = \"a0\"\nrole = \"archive\"\naddr = \"3\"\n\
                     [[node]]\nname = \"a1\"\nrole = \"archive\"\naddr = \"4\"\n";
         let c = crate::cluster::Cluster::parse(text, std::path::Path::new("/"), "t").unwrap();
@@ -918,6 +941,7 @@ mod tests {
             ("get", "get s0 vol"),
             ("peers", "peers a0 vol"),
             ("metrics", "metrics"),
+            ("latest-clean", "latest-clean a0 vol"),
         ];
         for c in crate::exec::COMMANDS {
             assert!(
@@ -947,6 +971,7 @@ mod tests {
         let p0 = cell("p0", Role::Proxy, "Started");
         assert_eq!(values(find(&m, &p0, 'K')), ["a0"]);
         assert_eq!(values(find(&m, &p0, 'A')), ["a1"]);
+        assert_eq!(values(find(&m, &p0, 'c')), ["p1"]);
         // With a0 the only archive there is nothing to replicate to.
         m.nodes.retain(|n| n.name != "a1");
         assert!(find(&m, &a0, 'P').is_none());

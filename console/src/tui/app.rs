@@ -92,6 +92,7 @@ pub async fn answer(client: &Client, node: &str, ask: &Ask) -> Result<Answer, As
         Ask::Vols => Answer::Names(client.vols(node).await.map_err(ask_error)?),
         Ask::State { vol } => Answer::State(client.state(node, vol).await.map_err(ask_error)?),
         Ask::LogUsage => Answer::Lines(client.log_usage(node, None).await.map_err(ask_error)?),
+        Ask::TsDelta => Answer::Lines(client.ts_delta(node).await.map_err(ask_error)?),
         Ask::LatestSnap { vol } => Answer::Snaps(
             client
                 .latest_snap(node, vol.as_deref())

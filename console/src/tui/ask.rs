@@ -18,6 +18,8 @@ pub enum Ask {
     },
     /// Storage: log usage of every volume.
     LogUsage,
+    /// Storage: its lag behind its primary archive, per volume.
+    TsDelta,
     /// Latest snapshot of one volume, or all.
     LatestSnap {
         /// Volume.

@@ -274,6 +274,18 @@ pub struct Lag {
     pub secs: u64,
 }
 
+/// A storage's own measure of its primary archive's lag (`get ts-delta`, refreshed by the
+/// storage every `--ts-delta-interval`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TsDelta {
+    /// The storage's latest snapshot when it answered.
+    pub gid: u64,
+    /// The archive's latest snapshot, as the storage last gathered it.
+    pub dest_gid: u64,
+    /// Seconds between the two snapshots.
+    pub secs: u64,
+}
+
 /// One volume across the cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Vol {
@@ -287,6 +299,8 @@ pub struct Vol {
     pub overflow: BTreeMap<String, bool>,
     /// Latest snapshot per storage.
     pub storage_latest: BTreeMap<String, Snap>,
+    /// Per (storage, archive): the storage's `ts-delta`.
+    pub ts_delta: BTreeMap<(String, String), TsDelta>,
     /// Queues per (proxy, archive).
     pub queues: BTreeMap<(String, String), Queue>,
     /// What each archive holds.
@@ -309,10 +323,22 @@ impl Vol {
             .map(|(n, s)| (n.as_str(), *s))
     }
 
-    /// How far `archive` is behind the storage, if both are known.
+    /// How far `archive` is behind the storage. The shipping storage's own measure
+    /// (`ts-delta`, for its primary archive) comes first, unless the archive's latest
+    /// snapshot seen here is newer than what the storage last gathered; otherwise the
+    /// storage's and the archive's latest snapshots are compared.
     pub fn lag(&self, archive: &str) -> Option<Lag> {
-        let (_, src) = self.source()?;
-        let a = self.archives.get(archive)?.latest?;
+        let (name, src) = self.source()?;
+        let seen = self.archives.get(archive).and_then(|a| a.latest);
+        if let Some(t) = self.ts_delta.get(&(name.to_owned(), archive.to_owned())) {
+            if seen.is_none_or(|a| a.gid <= t.dest_gid) {
+                return Some(Lag {
+                    gids: t.gid.saturating_sub(t.dest_gid),
+                    secs: t.secs,
+                });
+            }
+        }
+        let a = seen?;
         if a.gid >= src.gid {
             return Some(Lag { gids: 0, secs: 0 });
         }
@@ -578,6 +604,8 @@ pub struct Model {
     pub eager: bool,
     /// Now.
     pub now: Ms,
+    /// When the storages' `ts-delta` was last asked for.
+    pub ts_delta_asked: Ms,
     /// Event and reply sequence.
     pub seq: u64,
     /// Queries sent and not answered.
@@ -646,6 +674,7 @@ impl Model {
             reconnect: true,
             eager: false,
             now: 0,
+            ts_delta_asked: 0,
             seq: 0,
             pending: 0,
             next_id: 1,
@@ -935,5 +964,66 @@ mod tests {
             timestamp_s: 1000,
         });
         assert_eq!(v.lag("a0"), Some(Lag { gids: 0, secs: 0 }));
+    }
+
+    #[test]
+    fn lag_takes_the_storages_ts_delta_unless_the_archive_is_seen_further() {
+        let mut v = Vol::default();
+        v.cells.insert(
+            "s0".into(),
+            CellState {
+                state: "Target".into(),
+                since: 0,
+                seq: 0,
+            },
+        );
+        v.storage_latest.insert(
+            "s0".into(),
+            Snap {
+                gid: 20,
+                timestamp_s: 2000,
+            },
+        );
+        v.ts_delta.insert(
+            ("s0".into(), "a0".into()),
+            TsDelta {
+                gid: 20,
+                dest_gid: 14,
+                secs: 50,
+            },
+        );
+        // The archive is not reachable from here: the storage's measure alone.
+        assert_eq!(v.lag("a0"), Some(Lag { gids: 6, secs: 50 }));
+        // A storage that does not ship (Clear) measures nothing.
+        assert_eq!(v.lag("a1"), None);
+        // Seen at an older snapshot than the storage gathered: the storage's measure.
+        v.archives.insert(
+            "a0".into(),
+            ArchiveVol {
+                latest: Some(Snap {
+                    gid: 10,
+                    timestamp_s: 1900,
+                }),
+                ..ArchiveVol::default()
+            },
+        );
+        assert_eq!(v.lag("a0"), Some(Lag { gids: 6, secs: 50 }));
+        // Seen further than the storage's last gather: the direct comparison.
+        v.archives.get_mut("a0").unwrap().latest = Some(Snap {
+            gid: 18,
+            timestamp_s: 1990,
+        });
+        assert_eq!(v.lag("a0"), Some(Lag { gids: 2, secs: 10 }));
+        // Another storage's measure is not the shipping one's.
+        v.ts_delta.clear();
+        v.ts_delta.insert(
+            ("s1".into(), "a0".into()),
+            TsDelta {
+                gid: 20,
+                dest_gid: 1,
+                secs: 999,
+            },
+        );
+        assert_eq!(v.lag("a0"), Some(Lag { gids: 2, secs: 10 }));
     }
 }

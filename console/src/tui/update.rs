@@ -12,8 +12,8 @@ use walb_wire::{ErrorCode, Event, Role};
 
 pub use super::ask::{Answer, Ask, AskError};
 use super::model::{
-    is_temporary, CellState, Level, LogUsage, Mode, Model, Output, Queue, QueuePos, Reach, Snap,
-    Task, TaskEnd, ENDED_TASKS_MAX, TASK_KINDS,
+    is_temporary, CellState, Level, LogUsage, Mode, Model, Ms, Output, Queue, QueuePos, Reach,
+    Snap, Task, TaskEnd, TsDelta, ENDED_TASKS_MAX, TASK_KINDS,
 };
 use crate::exec::commands::split_words;
 use crate::exec::{parse_args, ExecCmd, Outcome};
@@ -160,7 +160,10 @@ pub fn update(m: &mut Model, msg: Msg) -> Vec<Effect> {
             on_reply(m, &node, seq, ask, result, &mut out);
         }
         Msg::CommandDone { id, result } => on_command_done(m, id, result, &mut out),
-        Msg::Tick => prune_tasks(m),
+        Msg::Tick => {
+            prune_tasks(m);
+            refresh_ts_delta(m, &mut out);
+        }
     }
     out
 }
@@ -176,6 +179,7 @@ pub(super) fn snapshot_node(m: &mut Model, node: &str, out: &mut Vec<Effect>) {
         Role::Storage => {
             ask(m, out, node, Ask::LogUsage);
             ask(m, out, node, Ask::LatestSnap { vol: None });
+            ask(m, out, node, Ask::TsDelta);
         }
         Role::Archive => ask(m, out, node, Ask::LatestSnap { vol: None }),
         _ => {}
@@ -233,6 +237,7 @@ fn refresh_vol(m: &mut Model, node: &str, vol: &str, out: &mut Vec<Effect>) {
                 },
             );
             ask(m, out, node, Ask::LogUsage);
+            ask(m, out, node, Ask::TsDelta);
             ask(m, out, node, Ask::Overflow { vol: v });
         }
         Role::Proxy => ask(m, out, node, Ask::ArchiveList { vol: v }),
@@ -303,6 +308,26 @@ fn end_task(m: &mut Model, i: usize, ok: bool, message: String) {
         format!("{label}: {message}"),
     );
     prune_tasks(m);
+}
+
+/// How often the storages' `ts-delta` is asked again (no event says it changed).
+pub const TS_DELTA_REFRESH_MS: Ms = 10_000;
+
+/// Asks every reachable storage for its `ts-delta` when the last ask is old enough.
+fn refresh_ts_delta(m: &mut Model, out: &mut Vec<Effect>) {
+    if m.now.saturating_sub(m.ts_delta_asked) < TS_DELTA_REFRESH_MS {
+        return;
+    }
+    m.ts_delta_asked = m.now;
+    let up: Vec<String> = m
+        .nodes
+        .iter()
+        .filter(|n| n.role == Role::Storage && matches!(n.reach, Reach::Up))
+        .map(|n| n.name.clone())
+        .collect();
+    for node in up {
+        ask(m, out, &node, Ask::TsDelta);
+    }
 }
 
 fn prune_tasks(m: &mut Model) {
@@ -579,6 +604,35 @@ fn quiet(code: Option<ErrorCode>) -> bool {
     )
 }
 
+/// Parses a storage's `get ts-delta` line (`name:VOL\tdest:ARCHIVE\t...\tgid:N\t...
+/// \tdest_gid:N\t...\tts_delta:N...`); `None` for a line whose archive side is not
+/// known yet (`-`).
+pub fn parse_ts_delta(line: &str) -> Option<(String, String, TsDelta)> {
+    let (mut name, mut dest, mut gid, mut dest_gid, mut secs) = (None, None, None, None, None);
+    for field in line.split('\t') {
+        let Some((k, v)) = field.split_once(':') else {
+            continue;
+        };
+        match k {
+            "name" => name = Some(v.to_owned()),
+            "dest" => dest = Some(v.to_owned()),
+            "gid" => gid = v.parse().ok(),
+            "dest_gid" => dest_gid = v.parse().ok(),
+            "ts_delta" => secs = v.parse().ok(),
+            _ => {}
+        }
+    }
+    Some((
+        name?,
+        dest?,
+        TsDelta {
+            gid: gid?,
+            dest_gid: dest_gid?,
+            secs: secs?,
+        },
+    ))
+}
+
 /// Parses a `name:VOL\tusage_pb:N\tcapacity_pb:N\tpbs:N` line.
 pub fn parse_log_usage(line: &str) -> Option<(String, LogUsage)> {
     let mut name = None;
@@ -714,6 +768,15 @@ fn on_reply(
                             seq,
                         },
                     );
+                }
+            }
+        }
+        (Ask::TsDelta, Answer::Lines(lines)) => {
+            for l in lines {
+                if let Some((vol, archive, t)) = parse_ts_delta(&l) {
+                    m.vol_mut(&vol)
+                        .ts_delta
+                        .insert((node.to_owned(), archive), t);
                 }
             }
         }
@@ -908,6 +971,21 @@ mod tests {
         assert_eq!((u.usage_pb, u.capacity_pb, u.pbs), (10, 100, Some(4096)));
         assert_eq!(parse_log_usage("name:vol\tusage_pb:x\tcapacity_pb:1"), None);
         assert_eq!(parse_log_usage("garbage"), None);
+        let t = "name:v\tdest:a0\tkind:storage\tdest_kind:archive\tgid:9\tts:x\tdest_gid:7\t\
+                 dest_ts:y\tts_delta:12\tage:1";
+        assert_eq!(
+            parse_ts_delta(t),
+            Some((
+                "v".into(),
+                "a0".into(),
+                TsDelta {
+                    gid: 9,
+                    dest_gid: 7,
+                    secs: 12
+                }
+            ))
+        );
+        assert_eq!(parse_ts_delta(&t.replace("dest_gid:7", "dest_gid:-")), None);
         let l = |s: &str| vec![s.to_owned()];
         assert_eq!(
             parse_uptime(&l("proxy p0 uptime 42s bg 1 fg-free 2")),

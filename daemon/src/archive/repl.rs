@@ -258,12 +258,14 @@ pub fn plan_round(
 
 /// One `ts-delta` line (pure).
 pub fn ts_delta_line(vol: &str, dest: &str, gid: u64, ts: u64, dest_st: &MetaState) -> String {
-    format!(
-        "name:{vol}\tdest:{dest}\tkind:archive\tdest_kind:archive\tgid:{gid}\tts:{}\tdest_gid:{}\tdest_ts:{}\tts_delta:{}",
-        walb_kernel::meta::timestamp::format_pretty(ts),
-        dest_st.snap_b.gid_b,
-        walb_kernel::meta::timestamp::format_pretty(dest_st.timestamp),
-        ts.saturating_sub(dest_st.timestamp)
+    crate::dto::ts_delta_line(
+        vol,
+        dest,
+        "archive",
+        "archive",
+        gid,
+        ts,
+        Some((dest_st.snap_b.gid_b, dest_st.timestamp)),
     )
 }
 

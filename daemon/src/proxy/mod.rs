@@ -27,7 +27,8 @@ use anyhow::Result;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 use walb_wire::msg::{
-    ArchiveInfoCommand, Command, ErrorCode, MetaDiffDto, Query, Reply, Request, StopMode, WireError,
+    ArchiveInfoCommand, Command, ErrorCode, MetaDiffDto, Query, Reply, Request, SnapshotInfo,
+    StopMode, WireError,
 };
 use walb_wire::IncomingCall;
 
@@ -68,6 +69,9 @@ pub(crate) struct VolMeta {
     pub size_lb: u64,
     /// When the last wlog arrived (or the volume started).
     pub last_wlog: Instant,
+    /// The newest snapshot a received wdiff reached since the daemon started: gid and
+    /// timestamp (`latest-snap` also looks at the diffs still queued).
+    pub latest: Option<(u64, u64)>,
 }
 
 /// One proxy volume.
@@ -198,6 +202,7 @@ impl Proxy {
                 send: BTreeMap::new(),
                 size_lb: 0,
                 last_wlog: Instant::now(),
+                latest: None,
             }),
             queue_changed: Notify::new(),
         })
@@ -748,6 +753,7 @@ impl Proxy {
                     )),
                 }
             }
+            Query::LatestSnap { vol } => self.latest_snaps(vol).await.map(Reply::Snapshots),
             Query::Diff {
                 vol,
                 gid_b,
@@ -782,6 +788,49 @@ impl Proxy {
                 format!("a proxy does not answer {other:?}"),
             )),
         }
+    }
+
+    /// `latest-snap`: per volume (one, or every volume that is not Clear), the newest
+    /// snapshot a wdiff it received reaches — queued for an archive (or not yet queued), or
+    /// forwarded since the daemon started; `gid: None` when it holds none.
+    async fn latest_snaps(&self, vol: Option<String>) -> Result<Vec<SnapshotInfo>, WireError> {
+        let vols = match vol {
+            Some(name) => vec![self.known_vol(&name)?],
+            None => self
+                .lock_vols()
+                .values()
+                .filter(|v| v.core.state() != P::Clear)
+                .cloned()
+                .collect(),
+        };
+        let mut out = Vec::with_capacity(vols.len());
+        for v in vols {
+            let mut dirs = vec![v.dir.received()];
+            let (archives, mut latest) = {
+                let m = v.meta();
+                (m.archives.keys().cloned().collect::<Vec<_>>(), m.latest)
+            };
+            dirs.extend(archives.iter().map(|a| v.dir.queue(a)));
+            let files = spawn_io(move || {
+                let mut all = Vec::new();
+                for d in dirs.iter().filter(|d| d.is_dir()) {
+                    all.extend(list_diffs(d)?);
+                }
+                Ok(all)
+            })
+            .await?;
+            for f in files {
+                latest = newest(latest, (f.diff.snap_e.gid_b, f.diff.timestamp));
+            }
+            out.push(SnapshotInfo {
+                vol: v.name.clone(),
+                gid: latest.map(|l| l.0),
+                timestamp_s: latest.map_or(0, |l| l.1),
+                lsid: None,
+                explicit: false,
+            });
+        }
+        Ok(out)
     }
 
     async fn status(&self, vol: Option<&str>) -> Result<Reply, WireError> {
@@ -860,6 +909,14 @@ impl Proxy {
 
 /// Runs blocking IO on a blocking thread; errors become wire errors (internal, or
 /// wrong-state for a directory the proxy did not create).
+/// The newer of a known snapshot and another (gid, timestamp).
+pub(crate) fn newest(known: Option<(u64, u64)>, other: (u64, u64)) -> Option<(u64, u64)> {
+    Some(match known {
+        Some(k) if k.0 >= other.0 => k,
+        _ => other,
+    })
+}
+
 async fn spawn_io<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, PersistError> + Send + 'static,
 ) -> Result<T, WireError> {

@@ -530,6 +530,7 @@ impl Proxy {
                 m.size_lb = s;
             }
             m.last_wlog = Instant::now();
+            m.latest = super::newest(m.latest, (diff.snap_e.gid_b, diff.timestamp));
             m.archives
                 .iter()
                 .map(|(a, i)| (a.clone(), i.delay_s))

@@ -410,18 +410,29 @@ async fn copy(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError> {
         .map_err(wire)?;
     expect_ack(st, &vol, &mut s.call, "the end snapshot").await?;
     let _ = s.call.sender.finish();
-    let base = MetaState::new(
-        MetaSnap::new(0, gid_e).map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?,
-        s.time_s,
-    );
-    {
-        let mut g = vol.meta();
-        if let Some(m) = g.as_mut() {
-            super::vol::save_fullsync(&vol.dir, &base).map_err(|e| meta_error(&vol.name, &e))?;
-            m.fullsync = Some(base);
-        }
-    }
+    record_backup(&vol, 0, gid_e, s.time_s)?;
     Ok(gid_e)
+}
+
+/// Records the meta state a full (`<|0,gidE|>`) or hash (`<|gidB,gidE|>`) backup left the
+/// archive in: `get meta-state` on the storage answers it, and the console reads the gid
+/// the image is clean at from it.
+pub(super) fn record_backup(
+    vol: &Vol,
+    gid_b: u64,
+    gid_e: u64,
+    time_s: u64,
+) -> Result<(), WireError> {
+    let base = MetaState::new(
+        MetaSnap::new(gid_b, gid_e).map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?,
+        time_s,
+    );
+    let mut g = vol.meta();
+    if let Some(m) = g.as_mut() {
+        super::vol::save_fullsync(&vol.dir, &base).map_err(|e| meta_error(&vol.name, &e))?;
+        m.fullsync = Some(base);
+    }
+    Ok(())
 }
 
 /// Holds device reads to `--full-scan-bps` (changeable while a scan runs).

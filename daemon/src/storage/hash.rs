@@ -146,5 +146,6 @@ pub(super) async fn sync(st: &Arc<Storage>, s: &mut Session) -> Result<u64, Wire
         .map_err(wire)?;
     expect_ack(st, &vol, &mut s.call, "the end snapshot").await?;
     let _ = s.call.sender.finish();
+    super::full::record_backup(&vol, gid_b, gid_e, s.time_s)?;
     Ok(gid_e)
 }

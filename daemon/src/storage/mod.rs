@@ -31,6 +31,7 @@ mod hash;
 mod monitor;
 mod query;
 mod ship;
+mod tsdelta;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -82,6 +83,8 @@ pub struct StorageConfig {
     pub stop_timeout: Duration,
     /// zstd level of full-backup bulks (`None`: raw), from `--sync-compress`.
     pub sync_level: Option<i32>,
+    /// How often the primary archive's latest snapshots are gathered (`get ts-delta`).
+    pub ts_delta_interval: Duration,
 }
 
 impl TryFrom<&StorageOpts> for StorageConfig {
@@ -106,6 +109,7 @@ impl TryFrom<&StorageOpts> for StorageConfig {
             proxy_check_interval: Duration::from_secs(10),
             stop_timeout: Duration::from_secs(60),
             sync_level: crate::bulk::sync_level(&o.sync_compress).unwrap_or(Some(1)),
+            ts_delta_interval: Duration::from_secs(o.ts_delta_interval),
         })
     }
 }
@@ -155,6 +159,8 @@ pub struct Storage {
     pub(crate) monitor: Monitor,
     pub(crate) proxies: Proxies,
     pub(crate) full_scan_bps: AtomicU64,
+    /// The primary archive's latest snapshots, as last gathered.
+    ts_delta: tsdelta::TsDelta,
 }
 
 impl std::fmt::Debug for Storage {
@@ -198,6 +204,7 @@ pub async fn start_with(
         vols: Mutex::new(BTreeMap::new()),
         init_lock: tokio::sync::Mutex::new(()),
         monitor: Monitor::default(),
+        ts_delta: tsdelta::TsDelta::default(),
     });
     let s2 = Arc::clone(&st);
     let names = tokio::task::spawn_blocking(move || s2.scan_base())
@@ -225,6 +232,8 @@ pub async fn start_with(
     }
     tokio::spawn(Arc::clone(&st).dispatch());
     tokio::spawn(Arc::clone(&st).check_proxies());
+    st.log_ts_delta();
+    tokio::spawn(Arc::clone(&st).gather_loop());
     Ok(st)
 }
 

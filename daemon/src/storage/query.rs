@@ -109,11 +109,11 @@ impl Storage {
                     Some(st) => Ok(Reply::MetaState(state_to_dto(&st))),
                     None => Err(refuse(
                         ErrorCode::NotFound,
-                        format!("volume {vol}: no full backup has completed yet"),
+                        format!("volume {vol}: no full or hash backup has completed yet"),
                     )),
                 }
             }
-            Query::TsDelta => Ok(Reply::Lines(Vec::new())),
+            Query::TsDelta => Ok(Reply::Lines(self.ts_delta_lines())),
             // What a storage sends to: the same for every volume (its options).
             Query::Peers { .. } => Ok(Reply::Peers(walb_wire::msg::VolPeers {
                 storage: Some(self.ctx.id.clone()),
@@ -164,6 +164,7 @@ impl Storage {
             self.full_scan_bps.load(Ordering::Relaxed)
         ));
         v.push(format!("scheduledTasks {}", self.monitor.scheduled()));
+        v.push(self.ts_delta.status_line(self.cfg.ts_delta_interval));
         v.extend(self.ctx.fg_status());
         for vol in self.all_vols() {
             let st = vol.core.state();

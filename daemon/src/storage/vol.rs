@@ -8,7 +8,8 @@
 //! - `done`: the [`MetaLsidGid`] of the last snapshot a proxy acknowledged;
 //! - `queue`: the snapshots not yet shipped (magic `0x119d83a7`, then records oldest
 //!   first);
-//! - `fullsync`: the [`MetaState`] the last full backup created (`<|0,gidE|>`);
+//! - `fullsync`: the [`MetaState`] the last full backup (`<|0,gidE|>`) or hash backup
+//!   (`<|gidB,gidE|>`) left the archive in;
 //! - `reset`: while a log reset runs, the gid it starts (an intent, finished at boot).
 //!
 //! Every file is replaced atomically ([`crate::persist::write_atomic`]), so a daemon
@@ -81,7 +82,7 @@ pub struct VolMeta {
     pub uuid: Uuid,
     /// Done record and snapshot queue.
     pub snaps: Snaps,
-    /// The base the last full backup created.
+    /// The meta state the last full or hash backup left the archive in.
     pub fullsync: Option<MetaState>,
 }
 

@@ -19,7 +19,7 @@ use walb_kernel::block::Pbs;
 use walb_kernel::device::emu::{EmuConfig, Emulator};
 use walb_kernel::device::WalbDevice;
 use walb_kernel::ldev::{SuperBlock, SUPER_OFFSET};
-use walb_wire::msg::{BackupSync, MetaDiffDto, SnapDto, Uuid, WlogTransfer};
+use walb_wire::msg::{BackupSync, MetaDiffDto, SnapDto, SnapshotInfo, Uuid, WlogTransfer};
 use walb_wire::{
     ClusterCa, Command, ErrorCode, IssueOptions, Message, Node, NodeConfig, Peer, PeerId, Query,
     Received, Reply, Request, Role, Step, TlsFiles, WireError,
@@ -339,6 +339,13 @@ pub struct FakeArchive {
     pub addr: SocketAddr,
     pub got: Arc<Mutex<Vec<FullGot>>>,
     pub refuse: Arc<Mutex<Option<ErrorCode>>>,
+    /// What it answers to `gather-latest-snap` per volume (gid, timestamp); unknown
+    /// volumes get `gid: None`.
+    pub latest: Arc<Mutex<HashMap<String, (u64, u64)>>>,
+    /// The volume lists of the gathers asked, in order.
+    pub gathers: Arc<Mutex<Vec<Vec<String>>>>,
+    /// Gathers are answered only after this long (a hung archive).
+    pub gather_delay: Arc<Mutex<Duration>>,
 }
 
 impl FakeArchive {
@@ -348,6 +355,9 @@ impl FakeArchive {
             addr: node.local_addr().unwrap(),
             got: Arc::new(Mutex::new(Vec::new())),
             refuse: Arc::new(Mutex::new(None)),
+            latest: Arc::new(Mutex::new(HashMap::new())),
+            gathers: Arc::new(Mutex::new(Vec::new())),
+            gather_delay: Arc::new(Mutex::new(Duration::ZERO)),
         };
         let me = fa.clone();
         tokio::spawn(async move {
@@ -367,6 +377,28 @@ impl FakeArchive {
         let mut call = inc.call;
         let s = match inc.request {
             Request::BackupSync(BackupSync::Full(s)) => s,
+            Request::BackupSync(BackupSync::GatherLatestSnap { vols }) => {
+                self.gathers.lock().unwrap().push(vols.clone());
+                let delay = *self.gather_delay.lock().unwrap();
+                tokio::time::sleep(delay).await;
+                let latest = self.latest.lock().unwrap().clone();
+                let snaps = vols
+                    .into_iter()
+                    .map(|vol| {
+                        let l = latest.get(&vol).copied();
+                        SnapshotInfo {
+                            gid: l.map(|l| l.0),
+                            timestamp_s: l.map_or(0, |l| l.1),
+                            lsid: None,
+                            explicit: true,
+                            vol,
+                        }
+                    })
+                    .collect();
+                let _ = call.reply(Reply::Snapshots(snaps)).await;
+                let _ = call.sender.finish();
+                return;
+            }
             _ => {
                 call.refuse(WireError::new(ErrorCode::Unsupported, "fake archive"))
                     .await;
@@ -457,6 +489,7 @@ pub fn config(archive: SocketAddr, proxies: &[SocketAddr]) -> StorageConfig {
         proxy_check_interval: Duration::from_secs(1),
         stop_timeout: Duration::from_secs(10),
         sync_level: Some(1),
+        ts_delta_interval: Duration::from_millis(300),
     }
 }
 
@@ -531,6 +564,18 @@ impl Op {
             .request(Request::Query(q))
             .await
             .map_err(|e| e.to_wire())
+    }
+
+    /// `init-vol` of `vol` on the test device `dev`, which must succeed.
+    pub async fn init(&self, vol: &str, dev: &str) {
+        assert_eq!(
+            self.cmd(Command::InitVol {
+                vol: vol.into(),
+                wdev_path: Some(format!("/dev/walb/{dev}")),
+            })
+            .await,
+            Ok(Reply::Done)
+        );
     }
 
     pub async fn state(&self, vol: &str) -> String {
