@@ -363,10 +363,17 @@ fn an_overflow_names_hash_backup_which_recovers_the_volume() -> Result<()> {
     if snap.status.success() || !err.contains(&want) || err.contains("full-backup") {
         bail!("snapshot after the overflow: {err}");
     }
-    // The storage's own word, for those who read its log or ask it directly.
-    let s0_log = std::fs::read_to_string(lab.path().join("s0.log"))?;
-    if !s0_log.contains("`hash-backup` of this volume recovers it") {
-        bail!("s0's log does not name hash-backup:\n{}", lab.logs());
+    // The storage's own word, for those who read its log or ask it directly (its monitor
+    // logs it when it next looks at the volume, which may come after the device's flag
+    // that `status` reads).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(lab.path().join("s0.log"))?
+        .contains("`hash-backup` of this volume recovers it")
+    {
+        if Instant::now() > deadline {
+            bail!("s0's log does not name hash-backup:\n{}", lab.logs());
+        }
+        std::thread::sleep(Duration::from_millis(300));
     }
     // And the one command does recover it.
     lab.exec_ok(&["hash-backup", "s0", VOL, "--timeout", "300"])?;
