@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # lab-disks.sh: the tutorial's disks, made once and brought back after a reboot.
 #
-# A 256 MiB file on a loop device holds the LVM volume group `tutorial` with
+# A 320 MiB file on a loop device holds the LVM volume group `tutorial` with
 #   /dev/tutorial/wdata  64 MiB  the WalB data device (ddev)
-#   /dev/tutorial/wlog   32 MiB  the WalB log device (ldev)
-#   /dev/tutorial/data  128 MiB  ext4 at /mnt/tutorial: the daemons' directories
-# as in the walb-tools tutorial. Run as root; running it again changes nothing.
+#   /dev/tutorial/wlog   96 MiB  the WalB log device (ldev): the data device and half
+#                                again, so filling the new file system at once cannot
+#                                overflow it (the walb-tools tutorial used 32 MiB)
+#   /dev/tutorial/data  156 MiB  ext4 at /mnt/tutorial: the daemons' directories
+# as in the walb-tools tutorial, with a larger log. A disk made by an older version (a
+# 32 MiB log) is kept as it is; remove the file (after `lab down`) to make the new one. Run as root; running it again changes nothing.
 set -euo pipefail
 
 IMG=${WALB_LAB_DISK:-/var/lib/walb-lab/tutorial-disk}
@@ -13,7 +16,7 @@ MNT=/mnt/tutorial
 
 mkdir -p "$(dirname "$IMG")" "$MNT"
 if [ ! -e "$IMG" ]; then
-    truncate -s 256M "$IMG"
+    truncate -s 320M "$IMG"
     new=1
 else
     new=0
@@ -26,7 +29,7 @@ if [ "$new" = 1 ]; then
     pvcreate -q "$loop"
     vgcreate -q tutorial "$loop"
     lvcreate -q -y -n wdata -L 64m tutorial
-    lvcreate -q -y -n wlog -L 32m tutorial
+    lvcreate -q -y -n wlog -L 96m tutorial
     lvcreate -q -y -n data -l 100%FREE tutorial
     mkfs.ext4 -q /dev/tutorial/data
 else
