@@ -763,17 +763,32 @@ pub async fn full_backup(
     kick_proxies(client, storage, vol).await?;
     let base = client.meta_state(storage, vol, false, None).await?;
     let gid = base.snap_b.gid_e;
-    if !wait_restorable {
-        return Ok(FullBackupDone {
-            gid,
-            restorable: false,
-        });
+    backup_done(
+        client,
+        &archive,
+        vol,
+        gid,
+        wait_restorable,
+        timeout.saturating_sub(t0.elapsed()),
+    )
+    .await
+}
+
+/// A backup's end: its gid, once restorable at `archive` when `wait` (within `left`).
+async fn backup_done(
+    client: &Client,
+    archive: &str,
+    vol: &str,
+    gid: u64,
+    wait: bool,
+    left: Duration,
+) -> Result<FullBackupDone, ClientError> {
+    if wait {
+        wait_for_restorable(client, archive, vol, gid, left).await?;
     }
-    let left = timeout.saturating_sub(t0.elapsed());
-    wait_for_restorable(client, &archive, vol, gid, left).await?;
     Ok(FullBackupDone {
         gid,
-        restorable: true,
+        restorable: wait,
     })
 }
 
@@ -1039,18 +1054,15 @@ pub async fn hash_backup(
             before.map_or("none".to_owned(), |g| g.to_string())
         )));
     }
-    if !wait_restorable {
-        return Ok(FullBackupDone {
-            gid,
-            restorable: false,
-        });
-    }
-    let left = timeout.saturating_sub(t0.elapsed());
-    wait_for_restorable(client, &archive, vol, gid, left).await?;
-    Ok(FullBackupDone {
+    backup_done(
+        client,
+        &archive,
+        vol,
         gid,
-        restorable: true,
-    })
+        wait_restorable,
+        timeout.saturating_sub(t0.elapsed()),
+    )
+    .await
 }
 
 /// Consecutive polls without a Restore action before a missing image counts as failed.

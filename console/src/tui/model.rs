@@ -929,8 +929,8 @@ mod tests {
         assert_eq!(t.label(), "full backup");
     }
 
-    #[test]
-    fn lag_compares_the_shipping_storage_with_each_archive() {
+    /// A volume s0 ships (Target) with its latest snapshot at `gid`, taken at `ts`.
+    fn shipping_from_s0(gid: u64, ts: u64) -> Vol {
         let mut v = Vol::default();
         v.cells.insert(
             "s0".into(),
@@ -943,10 +943,16 @@ mod tests {
         v.storage_latest.insert(
             "s0".into(),
             Snap {
-                gid: 12,
-                timestamp_s: 1000,
+                gid,
+                timestamp_s: ts,
             },
         );
+        v
+    }
+
+    #[test]
+    fn lag_compares_the_shipping_storage_with_each_archive() {
+        let mut v = shipping_from_s0(12, 1000);
         v.archives.insert(
             "a0".into(),
             ArchiveVol {
@@ -968,22 +974,7 @@ mod tests {
 
     #[test]
     fn lag_takes_the_storages_ts_delta_unless_the_archive_is_seen_further() {
-        let mut v = Vol::default();
-        v.cells.insert(
-            "s0".into(),
-            CellState {
-                state: "Target".into(),
-                since: 0,
-                seq: 0,
-            },
-        );
-        v.storage_latest.insert(
-            "s0".into(),
-            Snap {
-                gid: 20,
-                timestamp_s: 2000,
-            },
-        );
+        let mut v = shipping_from_s0(20, 2000);
         v.ts_delta.insert(
             ("s0".into(), "a0".into()),
             TsDelta {
