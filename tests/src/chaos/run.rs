@@ -517,24 +517,27 @@ impl Chaos {
             }
             Op::FullBackup { vol } => {
                 // A full backup starts over: the archive reset (its backups dropped),
-                // the storage stopped (walb-tools' m1).
+                // the storage stopped (walb-tools' m1). Earlier faults may have done part
+                // of it (an archive a cut-short backup left SyncReady, a storage its log
+                // overflow stopped): only what is still needed is done.
                 let (v, s) = (self.vol(*vol), self.storage(*vol));
-                w.exec(&["stop", "a0", &v, "--timeout", "120"])?;
-                w.exec(&["reset", "a0", &v])?;
+                match self.state("a0", &v).as_str() {
+                    "SyncReady" | "Clear" => {}
+                    "Stopped" => w.exec(&["reset", "a0", &v]).map(drop)?,
+                    _ => {
+                        w.exec(&["stop", "a0", &v, "--timeout", "120"])?;
+                        w.exec(&["reset", "a0", &v])?;
+                    }
+                }
                 self.restarted_gids(*vol);
-                let w = &self.world;
-                w.exec(&["stop", &s, &v])?;
-                let out = w.exec_peers(&["full-backup", &s, &v, "--timeout", "300"]);
+                self.stop_storage_if_running(*vol)?;
+                let out = self
+                    .world
+                    .exec_peers(&["full-backup", &s, &v, "--timeout", "300"]);
                 self.backed_up(*vol);
                 Ok(out?.trim().to_string())
             }
-            Op::HashBackup { vol } => {
-                let (v, s) = (self.vol(*vol), self.storage(*vol));
-                w.exec(&["stop", &s, &v])?;
-                let r = w.exec_peers(&["hash-backup", &s, &v, "--timeout", "300"]);
-                self.backed_up(*vol);
-                r.map(|_| String::new())
-            }
+            Op::HashBackup { vol } => self.level(*vol),
             Op::Replicate { vol, sync } => {
                 let v = self.vol(*vol);
                 let mut args = vec!["replicate", "a0", &v, "a1", "--timeout", "300"];
@@ -777,14 +780,35 @@ impl Chaos {
         if !over {
             bail!("{v} did not overflow after writing past its log");
         }
-        self.world.exec(&["stop", &s, &v, "--timeout", "120"])?;
-        let r = self
-            .world
-            .exec_peers(&["hash-backup", &s, &v, "--timeout", "300"]);
-        self.backed_up(i);
-        r?;
+        let how = self.level(i)?;
         self.kick_all();
-        Ok("overflowed, recovered by a hash backup".into())
+        Ok(format!("overflowed, recovered by {how}"))
+    }
+
+    /// Brings volume `i`'s archive level with its device as an operator would: a hash
+    /// backup when a0 has a base, the full backup an operator runs when it has none (a
+    /// full backup cut short leaves it SyncReady); the storage stopped first when it runs.
+    fn level(&mut self, i: usize) -> Result<String> {
+        let (v, s) = (self.vol(i), self.storage(i));
+        let base = self.state("a0", &v) == "Archived";
+        self.stop_storage_if_running(i)?;
+        if !base {
+            self.restarted_gids(i);
+        }
+        let cmd = if base { "hash-backup" } else { "full-backup" };
+        let r = self.world.exec_peers(&[cmd, &s, &v, "--timeout", "300"]);
+        self.backed_up(i);
+        r.map(|_| cmd.to_string())
+    }
+
+    /// Stops volume `i` at its storage unless it is stopped already (an overflow stops
+    /// it) or not running (SyncReady, Clear).
+    fn stop_storage_if_running(&self, i: usize) -> Result<()> {
+        let (v, s) = (self.vol(i), self.storage(i));
+        if matches!(self.state(&s, &v).as_str(), "Target" | "Standby") {
+            self.world.exec(&["stop", &s, &v])?;
+        }
+        Ok(())
     }
 
     fn state(&self, node: &str, v: &str) -> String {
@@ -827,43 +851,27 @@ impl Chaos {
                 .world
                 .exec(&["get", &s, "is-overflow", &v])
                 .is_ok_and(|o| o.trim() == "1");
-            let r = match st.as_str() {
-                "Stopped" if over => {
-                    self.world
-                        .exec_peers(&["hash-backup", &s, &v, "--timeout", "300"])
-                }
-                "Stopped" => self.world.exec(&["start", &s, &v]),
-                "Standby" => self
-                    .world
-                    .exec_peers(&["hash-backup", &s, &v, "--timeout", "300"]),
-                // A backup whose preparation reset the storage and which the archive
-                // then refused: a hash backup levels an archive that has a base, a full
-                // backup fills one that has none.
-                "SyncReady" if a0 == "Archived" => {
-                    self.world
-                        .exec_peers(&["hash-backup", &s, &v, "--timeout", "300"])
-                }
-                "SyncReady" => {
-                    self.restarted_gids(i);
-                    self.world
-                        .exec_peers(&["full-backup", &s, &v, "--timeout", "300"])
-                }
-                "Target" if ARCHIVE_STEADY.contains(&a0.as_str()) => {
-                    // The archive lost track (e.g. reset): level it with a hash backup.
-                    self.world.exec(&["stop", &s, &v]).and_then(|_| {
-                        self.world
-                            .exec_peers(&["hash-backup", &s, &v, "--timeout", "300"])
-                    })
-                }
-                _ => {
-                    std::thread::sleep(Duration::from_secs(1));
-                    continue;
-                }
+            // An overflowed or reset storage needs a backup (a backup whose preparation
+            // reset the storage and which the archive then refused leaves it SyncReady):
+            // a hash backup levels an archive that has a base; one that has none (a full
+            // backup cut short leaves it SyncReady) needs a full one.
+            let backup = match st.as_str() {
+                "Stopped" => over,
+                "Standby" | "SyncReady" => true,
+                _ => false,
+            };
+            // A running storage whose archive lost track (reset, or a backup cut short)
+            // is levelled too.
+            let lost = st == "Target" && ARCHIVE_STEADY.contains(&a0.as_str());
+            let r = if backup || lost {
+                self.level(i)
+            } else if st == "Stopped" {
+                self.world.exec(&["start", &s, &v])
+            } else {
+                std::thread::sleep(Duration::from_secs(1));
+                continue;
             };
             repairs += 1;
-            if st != "Stopped" || over {
-                self.backed_up(i);
-            }
             let what = match &r {
                 Ok(_) => "ok".to_string(),
                 Err(e) => format!("{e:#}").replace('\n', " | "),
