@@ -382,3 +382,51 @@ fn a_read_only_console_keeps_only_the_queries_of_the_new_actions() {
         ]
     );
 }
+
+#[test]
+fn the_walblib_procedures_are_in_the_menus() {
+    let mut m = two_archives();
+    // go-standby leaves the primary archive behind: it asks first.
+    cell_menu(&mut m, 0);
+    expect_run(&mut m, "G", "go-standby s0 vol", true);
+    // The cluster-wide resize: a prompt, then a confirmation naming every node.
+    cell_menu(&mut m, 0);
+    key(&mut m, KeyCode::Char('Z'));
+    let Mode::Prompt(p) = &m.mode else {
+        panic!("{:?}", m.mode)
+    };
+    assert_eq!(p.line, "resize vol");
+    chars(&mut m, "1g");
+    assert!(key(&mut m, KeyCode::Enter).is_empty());
+    let Mode::Confirm(c) = &m.mode else {
+        panic!("{:?}", m.mode)
+    };
+    assert!(
+        c.loss[0].contains("every archive and storage"),
+        "{:?}",
+        c.loss
+    );
+    let e = key(&mut m, KeyCode::Char('y'));
+    assert_eq!(runs(&e), ["resize vol 1g"]);
+    // gc-diff on the archive's cell runs at once.
+    cell_menu(&mut m, 2);
+    expect_run(&mut m, "c", "gc-diff a0 vol", false);
+    // copy-archive-info needs another proxy: the tutorial has one, so it is not offered.
+    let proxy = shown(&cell_menu(&mut m, 1));
+    assert!(
+        !proxy.iter().any(|l| l.starts_with("copy-archive-info")),
+        "{proxy:?}"
+    );
+    key(&mut m, KeyCode::Esc);
+    // set-full-scan-bps on the storage node: a prompt for the rate.
+    key(&mut m, KeyCode::Char('1'));
+    key(&mut m, KeyCode::Enter);
+    key(&mut m, KeyCode::Char('w'));
+    let Mode::Prompt(p) = &m.mode else {
+        panic!("{:?}", m.mode)
+    };
+    assert_eq!(p.line, "set-full-scan-bps s0");
+    chars(&mut m, "100m");
+    let e = key(&mut m, KeyCode::Enter);
+    assert_eq!(runs(&e), ["set-full-scan-bps s0 100m"]);
+}
