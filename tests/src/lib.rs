@@ -21,6 +21,7 @@
 
 pub mod chaos;
 pub mod hostile;
+pub mod house;
 pub mod repeater;
 pub mod smallfs;
 pub mod tools;
