@@ -32,8 +32,9 @@ use std::time::Instant;
 
 use walb_kernel::block::Pbs;
 use walb_kernel::diff::apply::{DiscardPolicy, FileTarget, Redo};
-use walb_kernel::diff::convert::{convert_wlog, convert_wlog_file, merge_to_sorted, ConvertOpt};
+use walb_kernel::diff::convert::{convert_wlog, merge_to_sorted, ConvertOpt};
 use walb_kernel::diff::merge::DiffStream;
+use walb_kernel::diff::twopass::convert_wlog_file;
 use walb_kernel::gen::{DataKind, WlogGen};
 use walb_kernel::wdiff::{WdiffKind, WdiffReader};
 use walb_kernel::wlog::WlogReader;

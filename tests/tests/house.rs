@@ -15,7 +15,6 @@ const FN_MAX: usize = 100;
 const KNOWN_CIRCLES: &[&str] = &[
     "console: exec, exec::commands, metrics, procs, progress, tui::actions, tui::app, tui::input, tui::keys, tui::loss, tui::mode, tui::model, tui::palette, tui::update, tui::view, tui::view::cluster, tui::view::diffs, tui::view::events, tui::view::overlay, tui::view::tasks, tui::view::volumes",
     "daemon: archive, archive::admit, archive::full, archive::hash, archive::policy, archive::query, archive::repl, archive::restore, archive::scan, archive::wdiff, opts, proxy, server, storage, storage::full, storage::hash, storage::monitor, storage::ship",
-    "kernel: diff::convert, diff::twopass",
 ];
 
 /// Files over [`FILE_MAX`] lines known today.

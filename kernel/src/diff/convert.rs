@@ -9,7 +9,7 @@
 //!   collected in a [`StoredMemory`] (overlaps eliminated as they arrive), then written in
 //!   address order. Memory holds the surviving compressed data of the whole log
 //!   (walb-tools holds it uncompressed).
-//! - SORTED output from a file ([`convert_wlog_file`]): two passes ([`twopass`]), an index
+//! - SORTED output from a file ([`convert_wlog_file`](super::twopass::convert_wlog_file)): two passes ([`twopass`](super::twopass)), an index
 //!   of the newest content of every block first, then only the surviving data, read in
 //!   address order while it is compressed and written. No data is held in memory and
 //!   nothing overwritten is compressed.
@@ -17,14 +17,12 @@
 //!   writer keeps only the index in memory. From a file: the two passes of the SORTED case,
 //!   the surviving IOs appended in address order.
 
-use std::fs::File;
 use std::io::{Read, Write};
 
 use super::io::DiffIo;
 use super::merge::{DiffMerger, DiffStream};
 use super::pipeline::{compress_ordered, default_threads};
 use super::stored_mem::StoredMemory;
-use super::twopass;
 use crate::block::is_all_zero;
 use crate::compress::{CompressOpt, Compressor};
 use crate::error::Result;
@@ -202,20 +200,6 @@ pub fn convert_wlog<R: Read, W: Write + Send>(
     let rd = WlogReader::new(wlog)?;
     let uuid = rd.header().uuid;
     convert_packs(rd, uuid, out, opt)
-}
-
-/// Converts a wlog file into a wdiff written to `out` (uuid taken from the wlog header),
-/// reading the file from its first byte whatever its cursor.
-///
-/// Both kinds are built in two passes ([`twopass::convert`]): only the data that survives
-/// is read, compressed and written. Errors are those of [`convert_wlog`] on the same bytes.
-/// The file must not change during the conversion.
-pub fn convert_wlog_file<W: Write + Send>(
-    wlog: &File,
-    out: W,
-    opt: &ConvertOpt,
-) -> Result<(W, WriteStats)> {
-    twopass::convert(wlog, out, opt)
 }
 
 #[cfg(test)]

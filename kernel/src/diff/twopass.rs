@@ -376,12 +376,19 @@ impl Iterator for IndexedIos<'_> {
 }
 
 /// Converts the wlog file `wlog` into a wdiff of `opt.kind` written to `out` in two passes
-/// (see the module docs). The uuid is the wlog header's.
+/// (see the module docs), reading the file from its first byte whatever its cursor. The
+/// uuid is the wlog header's; errors are those of
+/// [`convert_wlog`](super::convert::convert_wlog) on the same bytes. The file must not
+/// change during the conversion.
 ///
 /// INDEXED output gets the same address-ordered, overlap-free IOs as SORTED output (an
 /// indexed wdiff may hold its images in any order): nothing overwritten is compressed or
 /// stored, where the streaming conversion appends every write of the log.
-pub fn convert<W: Write + Send>(wlog: &File, out: W, opt: &ConvertOpt) -> Result<(W, WriteStats)> {
+pub fn convert_wlog_file<W: Write + Send>(
+    wlog: &File,
+    out: W,
+    opt: &ConvertOpt,
+) -> Result<(W, WriteStats)> {
     let index = WlogIndex::build(BufReader::with_capacity(
         PASS1_BUFFER,
         FileFromStart::new(wlog),

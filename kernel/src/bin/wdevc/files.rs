@@ -12,9 +12,10 @@ use walb_kernel::block::{Pbs, LBS};
 use walb_kernel::compress::CompressOpt;
 use walb_kernel::diff::apply::{DiscardPolicy, FileTarget, Redo};
 use walb_kernel::diff::convert::{
-    convert_wlog, convert_wlog_file, merge_to_sorted, ConvertOpt, DEFAULT_MAX_IO_BLOCKS,
+    convert_wlog, merge_to_sorted, ConvertOpt, DEFAULT_MAX_IO_BLOCKS,
 };
 use walb_kernel::diff::merge::{DiffMerger, DiffStream};
+use walb_kernel::diff::twopass::convert_wlog_file;
 use walb_kernel::diff::virt::VirtualFullScan;
 use walb_kernel::gen::{DataKind, WlogGen as Generator};
 use walb_kernel::ldev::{LdevEnd, LdevReader, ReadAt, SuperBlock, SUPER_OFFSET};
