@@ -1,19 +1,30 @@
 //! `walb-console --exec metrics`: the console's live data in the Prometheus text
-//! exposition format (version 0.0.4), for node_exporter's textfile collector.
+//! exposition format, for node_exporter's textfile collector.
 //!
 //! The data are the TUI's ([`crate::tui::app::load_snapshot`]): states, log usage,
 //! overflow and send-error flags, queue lengths, latest snapshots and lag (gids and
 //! seconds), running operations with progress and throughput, reachability and errors.
-//! Every metric has `# HELP` and `# TYPE`; label values are escaped. Write it with
-//! `--out FILE` (atomically: a temporary file renamed over FILE) so that the collector
-//! never reads half a file.
+//!
+//! The families are one table ([`FAMILIES`]): a name, a help text and how to read the
+//! samples out of the model. The text is written by the Prometheus project's client
+//! library (`prometheus-client`, OpenMetrics text: `# HELP`, `# TYPE`, samples, a final
+//! `# EOF`, which the 0.0.4 text parsers read as a comment). That library writes label
+//! values as given, so they are escaped here ([`escape`]). Write it with `--out FILE`
+//! (atomically: a temporary file renamed over FILE) so that the collector never reads
+//! half a file.
 
-use std::fmt::Write as _;
 use std::path::Path;
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{
+    DescriptorEncoder, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use walb_wire::files;
 
-use crate::tui::model::{is_temporary, Model, Reach};
+use crate::tui::model::{is_temporary, ArchiveVol, LogUsage, Model, Node, Queue, Reach, Task, Vol};
 
 /// Escapes a label value (backslash, double quote, newline).
 pub fn escape(v: &str) -> String {
@@ -29,410 +40,364 @@ pub fn escape(v: &str) -> String {
     s
 }
 
-struct Out {
-    text: String,
+/// A label value, escaped when written.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct LabelValue(String);
+
+impl EncodeLabelValue for LabelValue {
+    fn encode(&self, encoder: &mut LabelValueEncoder) -> Result<(), std::fmt::Error> {
+        EncodeLabelValue::encode(&escape(&self.0).as_str(), encoder)
+    }
 }
 
-impl Out {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.text, "# HELP {name} {help}");
-        let _ = writeln!(self.text, "# TYPE {name} {kind}");
+/// A sample's value: whole numbers are written without a fraction.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Value {
+    Int(i64),
+    Float(f64),
+}
+
+impl Value {
+    fn count(x: u64) -> Value {
+        Value::Int(i64::try_from(x).unwrap_or(i64::MAX))
     }
 
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
-        let l: Vec<String> = labels
+    fn flag(x: bool) -> Value {
+        Value::Int(i64::from(x))
+    }
+
+    /// A fraction or a rate; anything not finite is written as NaN.
+    fn real(x: f64) -> Value {
+        Value::Float(if x.is_finite() { x } else { f64::NAN })
+    }
+}
+
+type Labels = Vec<(&'static str, LabelValue)>;
+
+/// One sample of a family.
+#[derive(Debug, Clone)]
+struct Sample {
+    labels: Labels,
+    value: Value,
+}
+
+fn sample(labels: &[(&'static str, &str)], value: Value) -> Sample {
+    Sample {
+        labels: labels
             .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", escape(v)))
-            .collect();
-        let v = if value.is_finite() {
-            format!("{value}")
-        } else {
-            "NaN".to_owned()
-        };
-        if l.is_empty() {
-            let _ = writeln!(self.text, "{name} {v}");
-        } else {
-            let _ = writeln!(self.text, "{name}{{{}}} {v}", l.join(","));
-        }
+            .map(|(k, v)| (*k, LabelValue((*v).to_owned())))
+            .collect(),
+        value,
     }
 }
 
-fn b(x: bool) -> f64 {
-    if x {
-        1.0
-    } else {
-        0.0
+/// One metric family (all gauges): its name, help and samples read from a model.
+struct Family {
+    name: &'static str,
+    help: &'static str,
+    samples: fn(&Model) -> Vec<Sample>,
+}
+
+/// Per storage log: labels node, vol.
+fn per_log(m: &Model, f: fn(&LogUsage) -> Value) -> Vec<Sample> {
+    per_vol(m, |v, out| {
+        for (node, l) in &v.log {
+            out.push(sample(&[("node", node), ("vol", &v.name)], f(l)));
+        }
+    })
+}
+
+/// Per proxy queue: labels node (the proxy), vol, archive.
+fn per_queue(m: &Model, f: fn(&Queue) -> Value) -> Vec<Sample> {
+    per_vol(m, |v, out| {
+        for ((p, a), q) in &v.queues {
+            let labels = [("node", p.as_str()), ("vol", &v.name), ("archive", a)];
+            out.push(sample(&labels, f(q)));
+        }
+    })
+}
+
+/// Per archive holding the volume, where `f` has a value: labels node, vol.
+fn per_archive(m: &Model, f: fn(&Vol, &str, &ArchiveVol) -> Option<Value>) -> Vec<Sample> {
+    per_vol(m, |v, out| {
+        for (a, av) in &v.archives {
+            if let Some(x) = f(v, a, av) {
+                out.push(sample(&[("node", a), ("vol", &v.name)], x));
+            }
+        }
+    })
+}
+
+fn per_vol(m: &Model, each: impl Fn(&Vol, &mut Vec<Sample>)) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for v in m.vols.values() {
+        each(v, &mut out);
+    }
+    out
+}
+
+/// Per running operation of a daemon (not the console's own commands), where `f` has a
+/// value: labels node, vol, op.
+fn per_task(m: &Model, f: fn(&Task) -> Option<Value>) -> Vec<Sample> {
+    m.tasks
+        .iter()
+        .filter(|t| t.running() && t.command.is_none())
+        .filter_map(|t| {
+            let vol = t.vol.as_deref().unwrap_or("");
+            f(t).map(|x| sample(&[("node", &t.node), ("vol", vol), ("op", &t.op)], x))
+        })
+        .collect()
+}
+
+/// Every family, in the order written.
+const FAMILIES: &[Family] = &[
+    Family {
+        name: "walb_node_up",
+        help: "Whether the console reached the daemon and subscribed to its events.",
+        samples: |m| {
+            let up = |n: &Node| Value::flag(n.reach == Reach::Up);
+            let l = |n: &Node| {
+                sample(
+                    &[
+                        ("node", &n.name),
+                        ("role", n.role.as_str()),
+                        ("addr", &n.addr),
+                    ],
+                    up(n),
+                )
+            };
+            m.nodes.iter().map(l).collect()
+        },
+    },
+    Family {
+        name: "walb_node_info",
+        help: "The daemon's software version (always 1).",
+        samples: |m| {
+            let l = |n: &Node| {
+                let v = n.version.as_deref()?;
+                let labels = [
+                    ("node", n.name.as_str()),
+                    ("role", n.role.as_str()),
+                    ("version", v),
+                ];
+                Some(sample(&labels, Value::Int(1)))
+            };
+            m.nodes.iter().filter_map(l).collect()
+        },
+    },
+    Family {
+        name: "walb_node_uptime_seconds",
+        help: "Seconds since the daemon started, where its status tells.",
+        samples: |m| {
+            let l = |n: &Node| {
+                let u = n.uptime_now(m.now)?;
+                Some(sample(&[("node", &n.name)], Value::count(u)))
+            };
+            m.nodes.iter().filter_map(l).collect()
+        },
+    },
+    Family {
+        name: "walb_node_errors",
+        help: "Failed queries, refusals and lost connections seen while collecting.",
+        samples: |m| {
+            let l = |n: &Node| sample(&[("node", &n.name)], Value::count(n.errors));
+            m.nodes.iter().map(l).collect()
+        },
+    },
+    Family {
+        name: "walb_volume_state",
+        help: "The volume's state on a node (1 for the current state).",
+        samples: |m| {
+            per_vol(m, |v, out| {
+                for (node, c) in &v.cells {
+                    let role = m.role(node).map_or("?", |r| r.as_str());
+                    let labels = [
+                        ("node", node.as_str()),
+                        ("role", role),
+                        ("vol", &v.name),
+                        ("state", &c.state),
+                    ];
+                    out.push(sample(&labels, Value::Int(1)));
+                }
+            })
+        },
+    },
+    Family {
+        name: "walb_volume_busy",
+        help: "Whether the volume is in a temporary state (an operation runs) on a node.",
+        samples: |m| {
+            per_vol(m, |v, out| {
+                for (node, c) in &v.cells {
+                    let busy = Value::flag(is_temporary(&c.state));
+                    out.push(sample(&[("node", node), ("vol", &v.name)], busy));
+                }
+            })
+        },
+    },
+    Family {
+        name: "walb_log_usage_physical_blocks",
+        help: "Storage: physical blocks of the log not yet shipped.",
+        samples: |m| per_log(m, |l| Value::count(l.usage_pb)),
+    },
+    Family {
+        name: "walb_log_capacity_physical_blocks",
+        help: "Storage: capacity of the log device in physical blocks.",
+        samples: |m| per_log(m, |l| Value::count(l.capacity_pb)),
+    },
+    Family {
+        name: "walb_log_usage_ratio",
+        help: "Storage: used fraction of the log device.",
+        samples: |m| per_log(m, |l| Value::real(l.ratio())),
+    },
+    Family {
+        name: "walb_log_overflow",
+        help: "Storage: whether the log overflowed (the archive needs a hash or full backup).",
+        samples: |m| {
+            per_vol(m, |v, out| {
+                for (node, of) in &v.overflow {
+                    out.push(sample(
+                        &[("node", node), ("vol", &v.name)],
+                        Value::flag(*of),
+                    ));
+                }
+            })
+        },
+    },
+    Family {
+        name: "walb_storage_latest_gid",
+        help: "Storage: gid of the newest snapshot.",
+        samples: |m| {
+            per_vol(m, |v, out| {
+                for (node, s) in &v.storage_latest {
+                    out.push(sample(
+                        &[("node", node), ("vol", &v.name)],
+                        Value::count(s.gid),
+                    ));
+                }
+            })
+        },
+    },
+    Family {
+        name: "walb_proxy_queue_diffs",
+        help: "Proxy: diffs queued for an archive.",
+        samples: |m| per_queue(m, |q| Value::count(q.diffs)),
+    },
+    Family {
+        name: "walb_proxy_queue_bytes",
+        help: "Proxy: bytes of the diffs queued for an archive.",
+        samples: |m| per_queue(m, |q| Value::count(q.bytes)),
+    },
+    Family {
+        name: "walb_proxy_send_error",
+        help: "Proxy: whether sending to the archive gave up (until kick).",
+        samples: |m| per_queue(m, |q| Value::flag(q.send_error)),
+    },
+    Family {
+        name: "walb_archive_latest_gid",
+        help: "Archive: gid of the latest snapshot.",
+        samples: |m| per_archive(m, |_, _, av| Some(Value::count(av.latest?.gid))),
+    },
+    Family {
+        name: "walb_archive_latest_timestamp_seconds",
+        help: "Archive: time of the latest snapshot, seconds since the epoch.",
+        samples: |m| per_archive(m, |_, _, av| Some(Value::count(av.latest?.timestamp_s))),
+    },
+    Family {
+        name: "walb_archive_lag_gids",
+        help: "Archive: gids between the storage's newest snapshot and the archive's latest.",
+        samples: |m| per_archive(m, |v, a, _| v.lag(a).map(|l| Value::count(l.gids))),
+    },
+    Family {
+        name: "walb_archive_lag_seconds",
+        help: "Archive: seconds between the storage's newest snapshot and the archive's latest.",
+        samples: |m| per_archive(m, |v, a, _| v.lag(a).map(|l| Value::count(l.secs))),
+    },
+    Family {
+        name: "walb_archive_diffs",
+        help: "Archive: diffs held.",
+        samples: |m| {
+            per_archive(m, |_, _, av| {
+                Some(Value::count(av.diffs.as_ref()?.len() as u64))
+            })
+        },
+    },
+    Family {
+        name: "walb_archive_diff_bytes",
+        help: "Archive: bytes of the diffs held.",
+        samples: |m| {
+            per_archive(m, |_, _, av| {
+                let d = av.diffs.as_ref()?;
+                Some(Value::count(d.iter().map(|d| d.size).sum()))
+            })
+        },
+    },
+    Family {
+        name: "walb_archive_restorable_snapshots",
+        help: "Archive: restorable (explicit) snapshots.",
+        samples: |m| {
+            per_archive(m, |_, _, av| {
+                Some(Value::count(av.restorable.as_ref()?.len() as u64))
+            })
+        },
+    },
+    Family {
+        name: "walb_task_progress_ratio",
+        help: "A running operation's done fraction.",
+        samples: |m| per_task(m, |t| t.ratio().map(Value::real)),
+    },
+    Family {
+        name: "walb_task_throughput_bytes_per_second",
+        help: "A running operation's throughput over the sampling window.",
+        // Whole bytes per second: a fraction of a byte tells nothing.
+        samples: |m| per_task(m, |t| t.rate_bps.map(|r| Value::count(r.round() as u64))),
+    },
+    Family {
+        name: "walb_task_remaining_seconds",
+        help: "A running operation's estimated time left.",
+        samples: |m| per_task(m, |t| t.eta_s().map(Value::count)),
+    },
+    Family {
+        name: "walb_console_scrape_timestamp_seconds",
+        help: "When these metrics were collected.",
+        samples: |m| vec![sample(&[], Value::count(m.now / 1000))],
+    },
+];
+
+/// The families with their samples, read out of one model: what the registry encodes.
+#[derive(Debug)]
+struct Collected(Vec<(&'static str, &'static str, Vec<Sample>)>);
+
+impl Collector for Collected {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for (name, help, samples) in &self.0 {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            for s in samples {
+                let e = family.encode_family(&s.labels)?;
+                match s.value {
+                    Value::Int(x) => ConstGauge::new(x).encode(e)?,
+                    Value::Float(x) => ConstGauge::new(x).encode(e)?,
+                }
+            }
+        }
+        Ok(())
     }
 }
 
 /// The metrics of `m`, as exposition text.
 pub fn render(m: &Model) -> String {
-    let mut o = Out {
-        text: String::new(),
-    };
-    o.family(
-        "walb_node_up",
-        "gauge",
-        "Whether the console reached the daemon and subscribed to its events.",
-    );
-    for n in &m.nodes {
-        o.sample(
-            "walb_node_up",
-            &[
-                ("node", &n.name),
-                ("role", n.role.as_str()),
-                ("addr", &n.addr),
-            ],
-            b(n.reach == Reach::Up),
-        );
-    }
-    o.family(
-        "walb_node_info",
-        "gauge",
-        "The daemon's software version (always 1).",
-    );
-    for n in &m.nodes {
-        if let Some(v) = &n.version {
-            o.sample(
-                "walb_node_info",
-                &[("node", &n.name), ("role", n.role.as_str()), ("version", v)],
-                1.0,
-            );
-        }
-    }
-    o.family(
-        "walb_node_uptime_seconds",
-        "gauge",
-        "Seconds since the daemon started, where its status tells.",
-    );
-    for n in &m.nodes {
-        if let Some(u) = n.uptime_now(m.now) {
-            o.sample("walb_node_uptime_seconds", &[("node", &n.name)], u as f64);
-        }
-    }
-    o.family(
-        "walb_node_errors",
-        "gauge",
-        "Failed queries, refusals and lost connections seen while collecting.",
-    );
-    for n in &m.nodes {
-        o.sample("walb_node_errors", &[("node", &n.name)], n.errors as f64);
-    }
-    o.family(
-        "walb_volume_state",
-        "gauge",
-        "The volume's state on a node (1 for the current state).",
-    );
-    for v in m.vols.values() {
-        for (node, c) in &v.cells {
-            let role = m.role(node).map_or("?", |r| r.as_str());
-            o.sample(
-                "walb_volume_state",
-                &[
-                    ("node", node),
-                    ("role", role),
-                    ("vol", &v.name),
-                    ("state", &c.state),
-                ],
-                1.0,
-            );
-        }
-    }
-    o.family(
-        "walb_volume_busy",
-        "gauge",
-        "Whether the volume is in a temporary state (an operation runs) on a node.",
-    );
-    for v in m.vols.values() {
-        for (node, c) in &v.cells {
-            o.sample(
-                "walb_volume_busy",
-                &[("node", node), ("vol", &v.name)],
-                b(is_temporary(&c.state)),
-            );
-        }
-    }
-    o.family(
-        "walb_log_usage_physical_blocks",
-        "gauge",
-        "Storage: physical blocks of the log not yet shipped.",
-    );
-    for v in m.vols.values() {
-        for (node, l) in &v.log {
-            o.sample(
-                "walb_log_usage_physical_blocks",
-                &[("node", node), ("vol", &v.name)],
-                l.usage_pb as f64,
-            );
-        }
-    }
-    o.family(
-        "walb_log_capacity_physical_blocks",
-        "gauge",
-        "Storage: capacity of the log device in physical blocks.",
-    );
-    for v in m.vols.values() {
-        for (node, l) in &v.log {
-            o.sample(
-                "walb_log_capacity_physical_blocks",
-                &[("node", node), ("vol", &v.name)],
-                l.capacity_pb as f64,
-            );
-        }
-    }
-    o.family(
-        "walb_log_usage_ratio",
-        "gauge",
-        "Storage: used fraction of the log device.",
-    );
-    for v in m.vols.values() {
-        for (node, l) in &v.log {
-            o.sample(
-                "walb_log_usage_ratio",
-                &[("node", node), ("vol", &v.name)],
-                l.ratio(),
-            );
-        }
-    }
-    o.family(
-        "walb_log_overflow",
-        "gauge",
-        "Storage: whether the log overflowed (the archive needs a hash or full backup).",
-    );
-    for v in m.vols.values() {
-        for (node, of) in &v.overflow {
-            o.sample(
-                "walb_log_overflow",
-                &[("node", node), ("vol", &v.name)],
-                b(*of),
-            );
-        }
-    }
-    o.family(
-        "walb_storage_latest_gid",
-        "gauge",
-        "Storage: gid of the newest snapshot.",
-    );
-    for v in m.vols.values() {
-        for (node, s) in &v.storage_latest {
-            o.sample(
-                "walb_storage_latest_gid",
-                &[("node", node), ("vol", &v.name)],
-                s.gid as f64,
-            );
-        }
-    }
-    o.family(
-        "walb_proxy_queue_diffs",
-        "gauge",
-        "Proxy: diffs queued for an archive.",
-    );
-    for v in m.vols.values() {
-        for ((p, a), q) in &v.queues {
-            o.sample(
-                "walb_proxy_queue_diffs",
-                &[("node", p), ("vol", &v.name), ("archive", a)],
-                q.diffs as f64,
-            );
-        }
-    }
-    o.family(
-        "walb_proxy_queue_bytes",
-        "gauge",
-        "Proxy: bytes of the diffs queued for an archive.",
-    );
-    for v in m.vols.values() {
-        for ((p, a), q) in &v.queues {
-            o.sample(
-                "walb_proxy_queue_bytes",
-                &[("node", p), ("vol", &v.name), ("archive", a)],
-                q.bytes as f64,
-            );
-        }
-    }
-    o.family(
-        "walb_proxy_send_error",
-        "gauge",
-        "Proxy: whether sending to the archive gave up (until kick).",
-    );
-    for v in m.vols.values() {
-        for ((p, a), q) in &v.queues {
-            o.sample(
-                "walb_proxy_send_error",
-                &[("node", p), ("vol", &v.name), ("archive", a)],
-                b(q.send_error),
-            );
-        }
-    }
-    o.family(
-        "walb_archive_latest_gid",
-        "gauge",
-        "Archive: gid of the latest snapshot.",
-    );
-    for v in m.vols.values() {
-        for (a, av) in &v.archives {
-            if let Some(l) = av.latest {
-                o.sample(
-                    "walb_archive_latest_gid",
-                    &[("node", a), ("vol", &v.name)],
-                    l.gid as f64,
-                );
-            }
-        }
-    }
-    o.family(
-        "walb_archive_latest_timestamp_seconds",
-        "gauge",
-        "Archive: time of the latest snapshot, seconds since the epoch.",
-    );
-    for v in m.vols.values() {
-        for (a, av) in &v.archives {
-            if let Some(l) = av.latest {
-                o.sample(
-                    "walb_archive_latest_timestamp_seconds",
-                    &[("node", a), ("vol", &v.name)],
-                    l.timestamp_s as f64,
-                );
-            }
-        }
-    }
-    o.family(
-        "walb_archive_lag_gids",
-        "gauge",
-        "Archive: gids between the storage's newest snapshot and the archive's latest.",
-    );
-    for v in m.vols.values() {
-        for a in v.archives.keys() {
-            if let Some(l) = v.lag(a) {
-                o.sample(
-                    "walb_archive_lag_gids",
-                    &[("node", a), ("vol", &v.name)],
-                    l.gids as f64,
-                );
-            }
-        }
-    }
-    o.family(
-        "walb_archive_lag_seconds",
-        "gauge",
-        "Archive: seconds between the storage's newest snapshot and the archive's latest.",
-    );
-    for v in m.vols.values() {
-        for a in v.archives.keys() {
-            if let Some(l) = v.lag(a) {
-                o.sample(
-                    "walb_archive_lag_seconds",
-                    &[("node", a), ("vol", &v.name)],
-                    l.secs as f64,
-                );
-            }
-        }
-    }
-    o.family("walb_archive_diffs", "gauge", "Archive: diffs held.");
-    for v in m.vols.values() {
-        for (a, av) in &v.archives {
-            if let Some(d) = &av.diffs {
-                o.sample(
-                    "walb_archive_diffs",
-                    &[("node", a), ("vol", &v.name)],
-                    d.len() as f64,
-                );
-            }
-        }
-    }
-    o.family(
-        "walb_archive_diff_bytes",
-        "gauge",
-        "Archive: bytes of the diffs held.",
-    );
-    for v in m.vols.values() {
-        for (a, av) in &v.archives {
-            if let Some(d) = &av.diffs {
-                o.sample(
-                    "walb_archive_diff_bytes",
-                    &[("node", a), ("vol", &v.name)],
-                    d.iter().map(|d| d.size).sum::<u64>() as f64,
-                );
-            }
-        }
-    }
-    o.family(
-        "walb_archive_restorable_snapshots",
-        "gauge",
-        "Archive: restorable (explicit) snapshots.",
-    );
-    for v in m.vols.values() {
-        for (a, av) in &v.archives {
-            if let Some(r) = &av.restorable {
-                o.sample(
-                    "walb_archive_restorable_snapshots",
-                    &[("node", a), ("vol", &v.name)],
-                    r.len() as f64,
-                );
-            }
-        }
-    }
-    let running: Vec<_> = m
-        .tasks
+    let collected = FAMILIES
         .iter()
-        .filter(|t| t.running() && t.command.is_none())
+        .map(|f| (f.name, f.help, (f.samples)(m)))
         .collect();
-    o.family(
-        "walb_task_progress_ratio",
-        "gauge",
-        "A running operation's done fraction.",
-    );
-    for t in &running {
-        if let Some(r) = t.ratio() {
-            let vol = t.vol.as_deref().unwrap_or("");
-            o.sample(
-                "walb_task_progress_ratio",
-                &[("node", &t.node), ("vol", vol), ("op", &t.op)],
-                r,
-            );
-        }
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Collected(collected)));
+    let mut text = String::new();
+    // Writing into a String cannot fail; an error would come from a label or value the
+    // library refuses, and then the text so far is still well-formed lines.
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+        tracing::warn!("encoding the metrics failed: {e}");
     }
-    o.family(
-        "walb_task_throughput_bytes_per_second",
-        "gauge",
-        "A running operation's throughput over the sampling window.",
-    );
-    for t in &running {
-        if let Some(r) = t.rate_bps {
-            let vol = t.vol.as_deref().unwrap_or("");
-            o.sample(
-                "walb_task_throughput_bytes_per_second",
-                &[("node", &t.node), ("vol", vol), ("op", &t.op)],
-                r,
-            );
-        }
-    }
-    o.family(
-        "walb_task_remaining_seconds",
-        "gauge",
-        "A running operation's estimated time left.",
-    );
-    for t in &running {
-        if let Some(s) = t.eta_s() {
-            let vol = t.vol.as_deref().unwrap_or("");
-            o.sample(
-                "walb_task_remaining_seconds",
-                &[("node", &t.node), ("vol", vol), ("op", &t.op)],
-                s as f64,
-            );
-        }
-    }
-    o.family(
-        "walb_console_scrape_timestamp_seconds",
-        "gauge",
-        "When these metrics were collected.",
-    );
-    o.sample(
-        "walb_console_scrape_timestamp_seconds",
-        &[],
-        (m.now / 1000) as f64,
-    );
-    o.text
+    text
 }
 
 /// Writes `text` to `path` atomically, mode 0644 (a textfile collector runs as another

@@ -1040,9 +1040,11 @@ async fn the_binary_runs_a_script_from_stdin_and_exits_non_zero() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "Target\n");
 }
 
-/// Checks the exposition format: every line a comment or `name{labels} value`.
+/// Checks the exposition format: every line a comment or `name{labels} value`, and the
+/// OpenMetrics end marker last.
 fn check_exposition(text: &str) {
-    for l in text.lines() {
+    assert!(text.ends_with("\n# EOF\n"), "{text}");
+    for l in text.lines().filter(|l| *l != "# EOF") {
         if l.starts_with("# HELP ") || l.starts_with("# TYPE ") {
             continue;
         }

@@ -6,119 +6,37 @@
 //! memory speed, so the scan is bound by the disk on both sides, not by the hash. (walb-
 //! tools uses MurmurHash3-x64-128 there; the hash sync protocol is walb's own.)
 //!
-//! [`Murmur3`] is MurmurHash3-x64-128 fed in pieces, for `bhash` (walb-tools' hash of a
+//! [`Murmur3`] is MurmurHash3-x64-128 fed in pieces (the `mur3` crate), for `bhash` (walb-tools' hash of a
 //! whole snapshot image: seed 0, streaming): the same value as the one-shot function over
 //! the concatenated bytes.
 
+use std::hash::Hasher as _;
+
 use xxhash_rust::xxh3::xxh3_128_with_seed;
 
-/// MurmurHash3-x64-128 over data fed in pieces of any size.
-#[derive(Debug, Clone)]
-pub struct Murmur3 {
-    h1: u64,
-    h2: u64,
-    /// Bytes of an unfinished 16-byte block.
-    tail: [u8; 16],
-    tail_len: usize,
-    len: u64,
-}
+/// MurmurHash3-x64-128 over data fed in pieces of any size (the `mur3` crate's hasher).
+pub struct Murmur3(mur3::Hasher128);
 
-const C1: u64 = 0x87c3_7b91_1142_53d5;
-const C2: u64 = 0x4cf5_ad43_2745_937f;
-
-fn fmix64(mut k: u64) -> u64 {
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    k ^= k >> 33;
-    k = k.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    k ^ (k >> 33)
+impl std::fmt::Debug for Murmur3 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Murmur3").finish_non_exhaustive()
+    }
 }
 
 impl Murmur3 {
     /// A hasher with `seed`.
     pub fn new(seed: u32) -> Murmur3 {
-        Murmur3 {
-            h1: u64::from(seed),
-            h2: u64::from(seed),
-            tail: [0; 16],
-            tail_len: 0,
-            len: 0,
-        }
-    }
-
-    fn block(&mut self, b: &[u8; 16]) {
-        let mut k1 = u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
-        let mut k2 = u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]);
-        k1 = k1.wrapping_mul(C1).rotate_left(31).wrapping_mul(C2);
-        self.h1 ^= k1;
-        self.h1 = self
-            .h1
-            .rotate_left(27)
-            .wrapping_add(self.h2)
-            .wrapping_mul(5)
-            .wrapping_add(0x52dc_e729);
-        k2 = k2.wrapping_mul(C2).rotate_left(33).wrapping_mul(C1);
-        self.h2 ^= k2;
-        self.h2 = self
-            .h2
-            .rotate_left(31)
-            .wrapping_add(self.h1)
-            .wrapping_mul(5)
-            .wrapping_add(0x3849_5ab5);
+        Murmur3(mur3::Hasher128::with_seed(seed))
     }
 
     /// Feeds `data`.
-    pub fn update(&mut self, mut data: &[u8]) {
-        self.len += data.len() as u64;
-        if self.tail_len > 0 {
-            let n = (16 - self.tail_len).min(data.len());
-            self.tail[self.tail_len..self.tail_len + n].copy_from_slice(&data[..n]);
-            self.tail_len += n;
-            data = &data[n..];
-            if self.tail_len < 16 {
-                return;
-            }
-            let t = self.tail;
-            self.block(&t);
-            self.tail_len = 0;
-        }
-        let mut blocks = data.chunks_exact(16);
-        for b in &mut blocks {
-            let mut a = [0u8; 16];
-            a.copy_from_slice(b);
-            self.block(&a);
-        }
-        let rest = blocks.remainder();
-        self.tail[..rest.len()].copy_from_slice(rest);
-        self.tail_len = rest.len();
+    pub fn update(&mut self, data: &[u8]) {
+        self.0.write(data);
     }
 
     /// The hash: `h1` then `h2`, little endian (MurmurHash3's output bytes).
     pub fn finish(&self) -> [u8; 16] {
-        let (mut h1, mut h2) = (self.h1, self.h2);
-        let t = &self.tail[..self.tail_len];
-        let mut k1 = 0u64;
-        let mut k2 = 0u64;
-        for (i, &b) in t.iter().enumerate().skip(8) {
-            k2 ^= u64::from(b) << ((i - 8) * 8);
-        }
-        for (i, &b) in t.iter().enumerate().take(8) {
-            k1 ^= u64::from(b) << (i * 8);
-        }
-        if t.len() > 8 {
-            h2 ^= k2.wrapping_mul(C2).rotate_left(33).wrapping_mul(C1);
-        }
-        if !t.is_empty() {
-            h1 ^= k1.wrapping_mul(C1).rotate_left(31).wrapping_mul(C2);
-        }
-        h1 ^= self.len;
-        h2 ^= self.len;
-        h1 = h1.wrapping_add(h2);
-        h2 = h2.wrapping_add(h1);
-        h1 = fmix64(h1);
-        h2 = fmix64(h2);
-        h1 = h1.wrapping_add(h2);
-        h2 = h2.wrapping_add(h1);
+        let (h1, h2) = self.0.finish128();
         let mut out = [0u8; 16];
         out[..8].copy_from_slice(&h1.to_le_bytes());
         out[8..].copy_from_slice(&h2.to_le_bytes());
