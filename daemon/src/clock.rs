@@ -9,9 +9,10 @@
 //! on tokio's timer; [`Clock::manual`] returns a clock that only moves when its
 //! [`ManualClock`] handle is advanced, waking every sleeper whose deadline has passed.
 //!
-//! What stays on the real clocks (see ARCHITECTURE.md): the network's own deadlines
-//! (QUIC, step and connect timeouts), IO throttles that measure real work, the short
-//! polls that wait for another task, and durations measured for logs.
+//! What stays on the real clocks: the network's own deadlines (QUIC, step, connect and
+//! gather timeouts), the foreground queue's wait, IO throttles that measure real work,
+//! the short polls that wait for another task, durations measured for logs, and the
+//! stamps of state events and action starts ([`crate::vol`]).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
