@@ -4,6 +4,8 @@
 //!
 //! - [`state`]: the volume state machines of each role, as transition tables (pure).
 //! - [`task`]: delayed task queues and retry backoff (pure, time is a parameter).
+//! - [`clock`]: the daemon's clock (real, or virtual in tests) for timers, backoffs,
+//!   policies and snapshot timestamps.
 //! - [`persist`]: atomic, durable small files and the base-directory lock.
 //! - [`vol`]: a volume's live state shared by tokio tasks (transactions that roll back
 //!   when dropped, actions, stop flag, state events).
@@ -20,6 +22,7 @@
 
 pub mod archive;
 pub mod bulk;
+pub mod clock;
 pub mod dto;
 pub mod encode;
 pub mod fgq;

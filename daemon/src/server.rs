@@ -27,6 +27,7 @@ use walb_wire::msg::{
 };
 use walb_wire::{Call, CallSender, IncomingCall, Node, NodeConfig, Peer, PeerId, Role, TlsFiles};
 
+use crate::clock::Clock;
 use crate::fgq::{Admission, FgSlots, QueueBounds, Turn};
 
 use crate::opts::{ArchiveOpts, CommonOpts, ProxyOpts, StorageOpts};
@@ -51,8 +52,10 @@ pub struct Ctx {
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
     force: AtomicBool,
-    /// When the daemon started.
+    /// When the daemon started (on [`Ctx::clock`]).
     pub started: Instant,
+    /// The clock every timer, backoff, policy and snapshot timestamp reads.
+    pub clock: Clock,
 }
 
 impl std::fmt::Debug for Ctx {
@@ -67,7 +70,21 @@ impl std::fmt::Debug for Ctx {
 impl Ctx {
     /// A context around an already bound node (tests build daemons in-process this way).
     pub fn new(node: Node, base: BaseDir, role: Role, id: &str, fg: usize, bg: usize) -> Arc<Ctx> {
-        Ctx::with_queue(node, base, role, id, fg, bg, QueueBounds::default())
+        Ctx::with_clock(node, base, role, id, fg, bg, Clock::real())
+    }
+
+    /// A context reading `clock` (a test's [`Clock::manual`]).
+    pub fn with_clock(
+        node: Node,
+        base: BaseDir,
+        role: Role,
+        id: &str,
+        fg: usize,
+        bg: usize,
+        clock: Clock,
+    ) -> Arc<Ctx> {
+        let slots = FgSlots::new(&format!("{role} {id}"), fg, QueueBounds::default());
+        Ctx::make(node, base, role, id, slots, bg, clock)
     }
 
     /// A context whose foreground queue has `bounds`.
@@ -80,8 +97,21 @@ impl Ctx {
         bg: usize,
         bounds: QueueBounds,
     ) -> Arc<Ctx> {
+        let slots = FgSlots::new(&format!("{role} {id}"), fg, bounds);
+        Ctx::make(node, base, role, id, slots, bg, Clock::real())
+    }
+
+    fn make(
+        node: Node,
+        base: BaseDir,
+        role: Role,
+        id: &str,
+        fg: Arc<FgSlots>,
+        bg: usize,
+        clock: Clock,
+    ) -> Arc<Ctx> {
         Arc::new(Ctx {
-            fg: FgSlots::new(&format!("{role} {id}"), fg, bounds),
+            fg,
             node,
             base,
             role,
@@ -89,8 +119,14 @@ impl Ctx {
             bg: bg.max(1),
             shutdown: CancellationToken::new(),
             force: AtomicBool::new(false),
-            started: Instant::now(),
+            started: clock.instant(),
+            clock,
         })
+    }
+
+    /// How long the daemon has been running (on [`Ctx::clock`]).
+    pub fn uptime(&self) -> Duration {
+        self.clock.instant().saturating_duration_since(self.started)
     }
 
     /// A publisher of events to this node's subscribers.

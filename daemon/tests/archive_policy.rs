@@ -1,9 +1,14 @@
 //! The built-in maintenance policy on in-process archives over real QUIC: old diffs are
-//! applied by themselves, and volumes are replicated to a second archive at an interval.
+//! applied by themselves, and volumes are replicated to a second archive at an interval;
+//! on a virtual clock, apply by age follows the snapshots' ages through hours of virtual
+//! time.
 
 mod archive_support;
 
+use std::time::{Duration, Instant, UNIX_EPOCH};
+
 use archive_support::*;
+use walb_daemon::clock::{Clock, ManualClock};
 use walb_kernel::wdiff::WdiffKind;
 use walb_wire::msg::SnapDto;
 use walb_wire::{Query, Reply};
@@ -90,4 +95,101 @@ async fn old_diffs_are_applied_and_volumes_replicated_without_an_operator() {
     assert!(std::fs::read(path).unwrap() == want, "a1's gid 3");
     a0.stop().await;
     a1.stop().await;
+}
+
+const HOUR: u64 = 3600;
+
+/// Waits (in real time) until the clock's sleepers have begun more than `n` sleeps.
+async fn slept_again(hand: &ManualClock, n: u64) {
+    let t0 = Instant::now();
+    while hand.sleeps_begun() <= n {
+        assert!(t0.elapsed() < LIMIT, "the policy never went back to sleep");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// The gid apply by age (keep `keep_s`) takes at wall time `now` from `points` (gid,
+/// timestamp), staying at `base` when none is old enough.
+fn expected_base(points: &[(u64, u64)], keep_s: u64, now: u64, base: u64) -> u64 {
+    points
+        .iter()
+        .filter(|(g, ts)| *ts < now - keep_s && *g > base)
+        .map(|(g, _)| *g)
+        .max()
+        .unwrap_or(base)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apply_by_age_follows_virtual_hours() {
+    let c = Cluster::new("policy-clock");
+    let b0 = tempfile::tempdir().unwrap();
+    // Snapshots over four hours: gid 1 a minute after the full backup, then 2 h and 4 h.
+    let points = [(1, T0 + 60), (2, T0 + 2 * HOUR), (3, T0 + 4 * HOUR)];
+    let keep_s = 3 * HOUR;
+    let start = T0 + 4 * HOUR;
+    let (clock, hand) = Clock::manual(UNIX_EPOCH + Duration::from_secs(start));
+    let mut o = opts(b0.path());
+    o.apply_keep = Some("3h".into());
+    o.apply_interval = "0".into();
+    o.policy_tick_s = 60;
+    let a0 = TestArchive::start_clocked(&c, o, "a0", clock.clone()).await;
+    let p = connect_all(&c, a0.addr).await;
+    init_vol(&p.op, VOL).await;
+    let img = make_image(SIZE_LB, 128, 4, 5);
+    full_backup(&p.st, VOL, &img, 128, UUID, 0, T0)
+        .await
+        .unwrap();
+    wait_state(&p.op, VOL, "Archived").await;
+    for (i, &(gid, ts)) in points.iter().enumerate() {
+        let w = make_wdiff(SIZE_LB, 64 << 10, 90 + i as u64, WdiffKind::Sorted);
+        send_wdiff(
+            &p.px,
+            VOL,
+            UUID,
+            SIZE_LB,
+            diff_dto(gid - 1, gid, false, ts),
+            &w,
+        )
+        .await
+        .unwrap();
+    }
+    // No virtual time passed yet: the policy has not looked at the volume.
+    slept_again(&hand, 0).await;
+    assert_eq!(base_of(&p.op).await.gid_b, 0);
+    let vol = a0.archive.vol(VOL).expect("the volume");
+    let real = Instant::now();
+    let mut base = 0;
+    let mut took = Vec::new();
+    // Three hours and twenty minutes in ten-minute steps, one policy decision each.
+    for _ in 0..20 {
+        let n = hand.sleeps_begun();
+        hand.advance(Duration::from_secs(600));
+        slept_again(&hand, n).await;
+        // The decision is made; an apply it began runs in real time.
+        let t0 = Instant::now();
+        while !vol.core.actions().is_idle() {
+            assert!(t0.elapsed() < LIMIT, "the apply never ended");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        let now = clock.now_s();
+        let want = expected_base(&points, keep_s, now, base);
+        let got = base_of(&p.op).await.gid_b;
+        assert_eq!(
+            got,
+            want,
+            "base at {}s after the last snapshot",
+            now - start
+        );
+        if got != base {
+            took.push((got, now - start));
+            base = got;
+        }
+    }
+    let real = real.elapsed();
+    // gid 1 at the first look, gid 2 once it is 3 h old (10 min past), gid 3 likewise.
+    assert_eq!(took, vec![(1, 600), (2, HOUR + 600), (3, 3 * HOUR + 600)]);
+    assert_eq!(clock.now_s() - start, 20 * 600);
+    assert!(diffs(&p.op, VOL).await.is_empty());
+    eprintln!("3h20m of virtual time in {real:?} of real time");
+    a0.stop().await;
 }

@@ -5,7 +5,7 @@
 //! Off unless configured (`--apply-keep`, `--merge-threshold`, `--merge-interval`,
 //! `--replicate-to`). Every `--policy-tick` the archive looks at its volumes and starts at
 //! most one task, trying in walb-worker's order ([`select`], pure: the volumes' views,
-//! the history of what ran, the time):
+//! the history of what ran, the time on the daemon's [`crate::clock::Clock`]):
 //!
 //! 1. a volume whose base is being applied (an interrupted apply): apply to its end;
 //! 2. apply by age: on a volume whose last apply began more than `--apply-interval` ago,
@@ -335,7 +335,7 @@ impl Archive {
         let mut shutdown = std::pin::pin!(token.cancelled_owned());
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(tick) => {}
+                _ = self.ctx.clock.sleep(tick) => {}
                 _ = &mut shutdown => return,
             }
             let running: usize = self
@@ -351,7 +351,7 @@ impl Archive {
             if running >= p.max_tasks.max(1) {
                 continue;
             }
-            let now = crate::vol::now_s();
+            let now = self.ctx.clock.now_s();
             let Some(task) = select(&self.policy_views(), &h, &p, now) else {
                 continue;
             };

@@ -277,7 +277,7 @@ fn summary(a: &Archive) -> Vec<String> {
         a.ctx().id,
         a.backend().kind(),
         vols.len(),
-        a.ctx().started.elapsed().as_secs()
+        a.ctx().uptime().as_secs()
     )];
     for v in vols {
         let m = v.meta();

@@ -201,7 +201,7 @@ impl Proxy {
                 archives: BTreeMap::new(),
                 send: BTreeMap::new(),
                 size_lb: 0,
-                last_wlog: Instant::now(),
+                last_wlog: self.ctx.clock.instant(),
                 latest: None,
             }),
             queue_changed: Notify::new(),
@@ -473,13 +473,13 @@ impl Proxy {
         {
             let fresh = self.fresh_send_state();
             let mut m = v.meta();
-            m.last_wlog = Instant::now();
+            m.last_wlog = self.ctx.clock.instant();
             for a in &archives {
                 m.send.insert(a.clone(), fresh.clone());
             }
         }
         txn.commit(P::Started)?;
-        let now = Instant::now();
+        let now = self.ctx.clock.instant();
         for a in archives {
             self.schedule_force((vol.to_owned(), a), now);
         }
@@ -572,7 +572,7 @@ impl Proxy {
             return;
         };
         let archives: Vec<String> = v.meta().archives.keys().cloned().collect();
-        let now = Instant::now();
+        let now = self.ctx.clock.instant();
         for a in &archives {
             self.schedule_force((vol.clone(), a.clone()), now);
         }
@@ -638,7 +638,7 @@ impl Proxy {
             Some(n) => vec![self.known_vol(n)?],
             None => self.lock_vols().values().cloned().collect(),
         };
-        let now = Instant::now();
+        let now = self.ctx.clock.instant();
         for v in vols {
             if !WDIFF_SEND.contains(&v.core.state()) {
                 continue;
@@ -839,7 +839,7 @@ impl Proxy {
             let mut lines = vec![format!(
                 "proxy {} uptime {}s bg {} fg-free {}",
                 self.ctx.id,
-                self.ctx.started.elapsed().as_secs(),
+                self.ctx.uptime().as_secs(),
                 self.ctx.bg,
                 self.ctx.fg.free_slots()
             )];
@@ -865,7 +865,11 @@ impl Proxy {
                     .map(|(a, i)| (a.clone(), i.clone(), m.send.get(a).cloned()))
                     .collect::<Vec<_>>(),
                 m.size_lb,
-                m.last_wlog.elapsed().as_secs(),
+                self.ctx
+                    .clock
+                    .instant()
+                    .saturating_duration_since(m.last_wlog)
+                    .as_secs(),
             )
         };
         let vd = v.dir.clone();

@@ -529,7 +529,7 @@ impl Proxy {
             if let Some(s) = grow {
                 m.size_lb = s;
             }
-            m.last_wlog = Instant::now();
+            m.last_wlog = self.ctx.clock.instant();
             m.latest = super::newest(m.latest, (diff.snap_e.gid_b, diff.timestamp));
             m.archives
                 .iter()
@@ -537,7 +537,7 @@ impl Proxy {
                 .collect()
         };
         txn.commit(P::Started)?;
-        let now = Instant::now();
+        let now = self.ctx.clock.instant();
         for (a, delay) in delays {
             self.schedule_soft(
                 (req.vol.clone(), a),

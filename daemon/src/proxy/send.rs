@@ -228,7 +228,7 @@ impl Proxy {
         loop {
             let next = {
                 let mut s = self.lock_sched();
-                let now = Instant::now();
+                let now = self.ctx.clock.instant();
                 while s.running.len() < self.ctx.bg {
                     let Some(k) = s.queue.pop_due(now) else { break };
                     if let Some(again) = s.running.get_mut(&k) {
@@ -243,12 +243,12 @@ impl Proxy {
                 wake_at(s.running.len(), self.ctx.bg, s.queue.next_due())
             };
             let sleep = match next {
-                Some(at) => tokio::time::Instant::from_std(at),
-                None => tokio::time::Instant::now() + Duration::from_secs(3600),
+                Some(at) => at,
+                None => self.ctx.clock.instant() + Duration::from_secs(3600),
             };
             tokio::select! {
                 _ = self.wake.notified() => {}
-                _ = tokio::time::sleep_until(sleep) => {}
+                _ = self.ctx.clock.sleep_until(sleep) => {}
                 _ = self.ctx.shutdown.cancelled() => break,
             }
         }
@@ -263,7 +263,7 @@ impl Proxy {
             Next::At(at) => s.queue.push(key.clone(), at),
             Next::Retry(at) => s.queue.push_force(key.clone(), at),
             Next::Nothing if again && !s.queue.contains(&key) => {
-                s.queue.push(key.clone(), Instant::now())
+                s.queue.push(key.clone(), self.ctx.clock.instant())
             }
             Next::Nothing => {}
         }
@@ -313,8 +313,8 @@ impl Proxy {
             max_files: self.opts.max_wdiff_send_nr,
         };
         let dir = v.dir.queue(archive);
-        let planned =
-            tokio::task::spawn_blocking(move || plan(dir, limits, delay, SystemTime::now())).await;
+        let now = self.ctx.clock.now();
+        let planned = tokio::task::spawn_blocking(move || plan(dir, limits, delay, now)).await;
         let plan = match planned {
             Ok(Ok(p)) => p,
             Ok(Err(e)) => return self.after(&v, archive, &[], Err(Failure::local(&e))).await,
@@ -333,9 +333,9 @@ impl Proxy {
             return match plan.wait_until {
                 Some(t) => {
                     let d = t
-                        .duration_since(SystemTime::now())
+                        .duration_since(self.ctx.clock.now())
                         .unwrap_or(Duration::ZERO);
-                    Next::At(Instant::now() + d)
+                    Next::At(self.ctx.clock.instant() + d)
                 }
                 None => Next::Nothing,
             };
@@ -362,7 +362,10 @@ impl Proxy {
         res: Result<Duration, Failure>,
     ) -> Next {
         let (since, rto) = (
-            v.meta().last_wlog.elapsed(),
+            self.ctx
+                .clock
+                .instant()
+                .saturating_duration_since(v.meta().last_wlog),
             Duration::from_secs(self.opts.retry_timeout),
         );
         let reaction = match &res {
@@ -410,7 +413,7 @@ impl Proxy {
             Reaction::Delivered | Reaction::Drop => {
                 s.backoff.reset();
                 s.last_failure = None;
-                Next::At(Instant::now())
+                Next::At(self.ctx.clock.instant())
             }
             Reaction::GiveUp => {
                 let msg = res.err().map_or_else(String::new, |f| f.msg);
@@ -419,7 +422,7 @@ impl Proxy {
             }
             Reaction::Retry => {
                 s.last_failure = res.err().map(|f| f.msg);
-                Next::Retry(Instant::now() + s.backoff.next_delay())
+                Next::Retry(self.ctx.clock.instant() + s.backoff.next_delay())
             }
         }
     }

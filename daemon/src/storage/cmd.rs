@@ -25,7 +25,7 @@ use walb_wire::Call;
 use crate::server::{answer, refuse};
 use crate::state::storage::{StorageState as S, RESIZE_ACCEPT, SNAPSHOT_ACCEPT, STOP_ACCEPT};
 use crate::state::{StopState, VolState};
-use crate::vol::{now_s, VolError};
+use crate::vol::VolError;
 
 use super::snap::{self, Snaps};
 use super::{blocking, dev_error, meta_error, snap_error, vol, Storage, Vol};
@@ -133,7 +133,8 @@ impl Storage {
             })?;
         let txn = vol.core.begin(&[S::Clear], S::InitVol)?;
         let (dir, p2) = (vol.dir.clone(), path.clone());
-        let meta = blocking(move || vol::init(&dir, &p2, now_s()))
+        let now = self.ctx.clock.now_s();
+        let meta = blocking(move || vol::init(&dir, &p2, now))
             .await?
             .map_err(|e| meta_error(name, &e))?;
         *vol.meta() = Some(meta);
@@ -293,7 +294,7 @@ impl Storage {
             return Err(dev_error(&vol.name, &path, &e));
         }
         let sb = super::read_superblock(&*dev).map_err(|e| dev_error(&vol.name, &path, &e))?;
-        let snaps = Snaps::reset(gid, now_s());
+        let snaps = Snaps::reset(gid, self.ctx.clock.now_s());
         vol::save_snaps(&vol.dir, &snaps).map_err(me)?;
         vol::save_uuid(&vol.dir, &sb.uuid).map_err(me)?;
         if !keep_intent {
@@ -320,7 +321,13 @@ impl Storage {
         let max_pb = snap::max_wlog_send_pb(self.cfg.max_wlog_send_mb, info.pbs);
         let mut snaps = meta.snaps.clone();
         let rec = snaps
-            .take(lsids.latest, false, now_s(), max_pb, overflow)
+            .take(
+                lsids.latest,
+                false,
+                self.ctx.clock.now_s(),
+                max_pb,
+                overflow,
+            )
             .map_err(|e| snap_error(&vol.name, &e))?;
         vol::save_queue(&vol.dir, &snaps).map_err(|e| meta_error(&vol.name, &e))?;
         meta.snaps = snaps;

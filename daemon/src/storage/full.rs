@@ -39,7 +39,7 @@ use walb_wire::Call;
 use crate::bulk::{self, Bulk, ScanIo, READ_AHEAD};
 use crate::server::{answer, refuse, CallError, Caller};
 use crate::state::storage::StorageState as S;
-use crate::vol::{now_s, Txn};
+use crate::vol::Txn;
 
 use super::{blocking, meta_error, Storage, Vol};
 
@@ -196,7 +196,7 @@ async fn begin(
         })
     })
     .await??;
-    let time_s = now_s();
+    let time_s = st.ctx.clock.now_s();
     let archive = st.cfg.archive.clone();
     let unreachable = |e: String| {
         refuse(

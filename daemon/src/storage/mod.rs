@@ -51,7 +51,7 @@ use crate::persist;
 use crate::server::{answer, kernel_error, refuse, Ctx, Handler};
 use crate::state::storage::StorageState;
 use crate::state::VolState;
-use crate::vol::{now_s, VolCore};
+use crate::vol::VolCore;
 
 pub use dev::{DataRead, Device, DeviceAccess, SystemDevices};
 
@@ -196,6 +196,7 @@ pub async fn start_with(
         anyhow::bail!("no proxy given (--proxy ID@HOST:PORT,...)");
     }
     let st = Arc::new(Storage {
+        monitor: Monitor::new(ctx.clock.clone()),
         proxies: Proxies::new(&cfg.proxies),
         full_scan_bps: AtomicU64::new(cfg.full_scan_bps),
         ctx,
@@ -203,7 +204,6 @@ pub async fn start_with(
         devices,
         vols: Mutex::new(BTreeMap::new()),
         init_lock: tokio::sync::Mutex::new(()),
-        monitor: Monitor::default(),
         ts_delta: tsdelta::TsDelta::default(),
     });
     let s2 = Arc::clone(&st);
@@ -300,7 +300,7 @@ impl Storage {
     /// Finishes the records of a log reset whose intent was found at boot: they restart
     /// at `gid` and the uuid is the device's (when it can be read).
     fn finish_reset(&self, dir: &std::path::Path, m: &mut VolMeta, gid: u64) {
-        let snaps = Snaps::reset(gid, now_s());
+        let snaps = Snaps::reset(gid, self.ctx.clock.now_s());
         let uuid = self
             .devices
             .open(&m.wdev_path)

@@ -18,7 +18,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +26,7 @@ use tracing::{debug, error, info, warn};
 use walb_kernel::device::LsidSet;
 use walb_wire::msg::{ErrorCode, Event, WireError};
 
+use crate::clock::Clock;
 use crate::server::refuse;
 use crate::state::storage::{StorageState as S, WLOG_REMOVE, WLOG_SEND};
 use crate::task::{Backoff, TaskQueue};
@@ -49,13 +50,14 @@ struct Watch {
 }
 
 /// The task queue, the running workers, the backoffs and the watchers.
-#[derive(Default)]
 pub(crate) struct Monitor {
     tasks: Mutex<TaskQueue<String>>,
     wake: Notify,
     running: Mutex<HashSet<String>>,
     backoff: Mutex<HashMap<String, Backoff>>,
     watches: Mutex<HashMap<String, Watch>>,
+    /// The daemon's clock (the queue's times are on it).
+    clock: Clock,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -63,22 +65,34 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Monitor {
+    /// An empty monitor whose queue runs on `clock`.
+    pub(crate) fn new(clock: Clock) -> Monitor {
+        Monitor {
+            tasks: Mutex::default(),
+            wake: Notify::new(),
+            running: Mutex::default(),
+            backoff: Mutex::default(),
+            watches: Mutex::default(),
+            clock,
+        }
+    }
+
     /// Schedules `vol` after `delay`, keeping an earlier time.
     pub(crate) fn push(&self, vol: &str, delay: Duration) {
-        lock(&self.tasks).push(vol.to_owned(), Instant::now() + delay);
+        lock(&self.tasks).push(vol.to_owned(), self.clock.instant() + delay);
         self.wake.notify_one();
     }
 
     /// Schedules `vol` after `delay`, replacing an earlier time.
     pub(crate) fn push_force(&self, vol: &str, delay: Duration) {
-        lock(&self.tasks).push_force(vol.to_owned(), Instant::now() + delay);
+        lock(&self.tasks).push_force(vol.to_owned(), self.clock.instant() + delay);
         self.wake.notify_one();
     }
 
     /// Makes every scheduled volume due now and forgets the backoffs.
     pub(crate) fn kick(&self) -> usize {
         let mut q = lock(&self.tasks);
-        q.make_all_due(Instant::now());
+        q.make_all_due(self.clock.instant());
         let n = q.len();
         drop(q);
         lock(&self.backoff).clear();
@@ -219,7 +233,7 @@ impl Storage {
     pub(crate) async fn dispatch(self: Arc<Self>) {
         let sem = Arc::new(Semaphore::new(self.ctx.bg));
         loop {
-            let now = Instant::now();
+            let now = self.ctx.clock.instant();
             let (due, next) = {
                 let mut q = lock(&self.monitor.tasks);
                 let due = q.pop_due(now);
@@ -251,7 +265,7 @@ impl Storage {
                 .map(|t| t.saturating_duration_since(now))
                 .unwrap_or(Duration::from_secs(3600));
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = self.ctx.clock.sleep(wait) => {}
                 _ = self.monitor.wake.notified() => {}
                 _ = self.ctx.shutdown.cancelled() => return,
             }

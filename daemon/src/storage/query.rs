@@ -149,7 +149,7 @@ impl Storage {
         let mut v = vec![
             "hostType storage".to_owned(),
             format!("nodeId {}", self.ctx.id),
-            format!("uptime {}s", self.ctx.started.elapsed().as_secs()),
+            format!("uptime {}s", self.ctx.uptime().as_secs()),
             format!("baseDir {}", self.ctx.base.path().display()),
             format!("archive {}", self.cfg.archive),
         ];
@@ -164,7 +164,10 @@ impl Storage {
             self.full_scan_bps.load(Ordering::Relaxed)
         ));
         v.push(format!("scheduledTasks {}", self.monitor.scheduled()));
-        v.push(self.ts_delta.status_line(self.cfg.ts_delta_interval));
+        v.push(
+            self.ts_delta
+                .status_line(self.cfg.ts_delta_interval, self.ctx.clock.instant()),
+        );
         v.extend(self.ctx.fg_status());
         for vol in self.all_vols() {
             let st = vol.core.state();

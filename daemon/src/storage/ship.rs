@@ -34,7 +34,6 @@ use crate::encode::spawn_encoder;
 use crate::peers::PeerAddr;
 
 use crate::dto::diff_to_dto;
-use crate::vol::now_s;
 
 use super::monitor::{free_logs, publish_usage};
 use super::snap::{self, Plan, SnapError};
@@ -143,10 +142,11 @@ impl Proxies {
         }
     }
 
-    fn set(&self, addr: &PeerAddr, available: bool) {
+    /// Records whether `addr` answered a check or a connection at `now`.
+    fn set(&self, addr: &PeerAddr, available: bool, now: Instant) {
         for p in self.lock().iter_mut().filter(|p| p.addr == *addr) {
             p.available = available;
-            p.checked = Some(Instant::now());
+            p.checked = Some(now);
         }
     }
 
@@ -171,10 +171,9 @@ impl Proxies {
             .collect()
     }
 
-    /// Proxies whose last check is older than `every` (unavailable ones, or never
-    /// checked).
-    fn due(&self, every: Duration) -> Vec<PeerAddr> {
-        let now = Instant::now();
+    /// Proxies whose last check is older than `every` at `now` (unavailable ones, or
+    /// never checked).
+    fn due(&self, every: Duration, now: Instant) -> Vec<PeerAddr> {
         self.lock()
             .iter()
             .filter(|p| match p.checked {
@@ -190,15 +189,18 @@ impl Storage {
     /// Checks due proxies every second (walb-tools' proxy monitor).
     pub(crate) async fn check_proxies(self: Arc<Self>) {
         loop {
-            for addr in self.proxies.due(self.cfg.proxy_check_interval) {
+            for addr in self
+                .proxies
+                .due(self.cfg.proxy_check_interval, self.ctx.clock.instant())
+            {
                 let ok = self.check_proxy(&addr).await;
                 if !ok {
                     debug!(proxy = %addr, "proxy unavailable");
                 }
-                self.proxies.set(&addr, ok);
+                self.proxies.set(&addr, ok, self.ctx.clock.instant());
             }
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = self.ctx.clock.sleep(Duration::from_secs(1)) => {}
                 _ = self.ctx.shutdown.cancelled() => return,
             }
         }
@@ -226,12 +228,12 @@ impl Storage {
             let peer = match tokio::time::timeout(CONNECT_TIMEOUT, self.ctx.connect(&addr)).await {
                 Ok(Ok(p)) => p,
                 Ok(Err(e)) => {
-                    self.proxies.set(&addr, false);
+                    self.proxies.set(&addr, false, self.ctx.clock.instant());
                     why.push(format!("{addr}: {e:#}"));
                     continue;
                 }
                 Err(_) => {
-                    self.proxies.set(&addr, false);
+                    self.proxies.set(&addr, false, self.ctx.clock.instant());
                     why.push(format!("{addr}: connection timed out"));
                     continue;
                 }
@@ -255,12 +257,12 @@ impl Storage {
                     // The connection is broken (the proxy died or restarted): drop it so
                     // the next attempt dials afresh, and let the monitor re-check it.
                     peer.close();
-                    self.proxies.set(&addr, false);
+                    self.proxies.set(&addr, false, self.ctx.clock.instant());
                     why.push(format!("{addr}: {e}"));
                 }
                 Err(_) => {
                     peer.close();
-                    self.proxies.set(&addr, false);
+                    self.proxies.set(&addr, false, self.ctx.clock.instant());
                     why.push(format!("{addr}: no answer within {ACCEPT_TIMEOUT:?}"));
                 }
             }
@@ -361,7 +363,7 @@ fn prepare(st: &Storage, vol: &Vol) -> Result<Prepared, ShipError> {
     let plan = snaps.plan(
         lsids.latest,
         lsids.permanent,
-        now_s(),
+        st.ctx.clock.now_s(),
         st.cfg.snapshot_interval_s,
         max_pb,
         false,

@@ -95,15 +95,16 @@ impl TsDelta {
         self.lock().vols.get(vol).copied()
     }
 
-    /// The `status` line: interval, the last success's age, the last failure.
-    pub(crate) fn status_line(&self, interval: Duration) -> String {
+    /// The `status` line at `now`: interval, the last success's age, the last failure.
+    pub(crate) fn status_line(&self, interval: Duration, now: Instant) -> String {
         let k = self.lock();
         format!(
             "tsDelta intervalS {} gathers {} lastGatherAgoS {} lastError {}",
             interval.as_secs(),
             k.tries,
-            k.last_ok
-                .map_or("-".to_owned(), |t| t.elapsed().as_secs().to_string()),
+            k.last_ok.map_or("-".to_owned(), |t| {
+                now.saturating_duration_since(t).as_secs().to_string()
+            }),
             k.last_error.as_deref().unwrap_or("-")
         )
     }
@@ -141,7 +142,7 @@ impl Storage {
         let mut wait = first;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
+                _ = self.ctx.clock.sleep(wait) => {}
                 _ = self.ctx.shutdown.cancelled() => return,
             }
             wait = every;
@@ -159,7 +160,7 @@ impl Storage {
                     match tokio::time::timeout(GATHER_TIMEOUT, self.gather(batch.to_vec())).await {
                         Ok(Ok(snaps)) => {
                             debug!(n = snaps.len(), "gathered the archive's latest snapshots");
-                            self.ts_delta.record(snaps, Instant::now());
+                            self.ts_delta.record(snaps, self.ctx.clock.instant());
                             continue;
                         }
                         Ok(Err(why)) => why,
@@ -201,7 +202,7 @@ impl Storage {
     /// `get ts-delta`: one line per Target volume.
     pub(crate) fn ts_delta_lines(&self) -> Vec<String> {
         let dest = self.cfg.archive.id.id().to_owned();
-        let now = Instant::now();
+        let now = self.ctx.clock.instant();
         self.all_vols()
             .iter()
             .filter(|v| v.core.state() == S::Target)
@@ -274,8 +275,8 @@ mod tests {
                 at
             })
         );
-        let s = t.status_line(Duration::from_secs(60));
-        assert!(s.contains("gathers 2"), "{s}");
+        let s = t.status_line(Duration::from_secs(60), at + Duration::from_secs(42));
+        assert!(s.contains("gathers 2 lastGatherAgoS 42 "), "{s}");
         assert!(s.ends_with("lastError archive a0: timed out"), "{s}");
         assert_eq!(t.get("w"), None);
     }

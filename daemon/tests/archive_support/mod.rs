@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use walb_daemon::archive::{self, Archive};
+use walb_daemon::clock::Clock;
 use walb_daemon::dto;
 use walb_daemon::opts::{ArchiveOpts, CommonOpts};
 use walb_daemon::persist::BaseDir;
@@ -136,6 +137,11 @@ impl TestArchive {
 
     /// An archive with the certificate of `id` (issued if needed).
     pub async fn start_as(c: &Cluster, o: ArchiveOpts, id: &str) -> TestArchive {
+        TestArchive::start_clocked(c, o, id, Clock::real()).await
+    }
+
+    /// An archive reading `clock` (a virtual one: [`Clock::manual`]).
+    pub async fn start_clocked(c: &Cluster, o: ArchiveOpts, id: &str, clock: Clock) -> TestArchive {
         if !c.files(Role::Archive, id).cert.exists() {
             c.issue(Role::Archive, id);
         }
@@ -146,7 +152,7 @@ impl TestArchive {
         .unwrap();
         let addr = node.local_addr().unwrap();
         let base = BaseDir::lock(&o.common.base_dir).unwrap();
-        let ctx = Ctx::new(node, base, Role::Archive, id, o.common.fg, 1);
+        let ctx = Ctx::with_clock(node, base, Role::Archive, id, o.common.fg, 1, clock);
         let archive = archive::start(Arc::clone(&ctx), o).await.unwrap();
         let serve = tokio::spawn(server::serve(Arc::clone(&ctx), Arc::clone(&archive)));
         TestArchive {
