@@ -338,7 +338,11 @@ async fn overflow_stops_a_target_volume() {
     assert_refused(
         op.cmd(cmd_start("v3", Some(StartMode::Target))).await,
         ErrorCode::WrongState,
-        &["v3", "overflowed", "`hash-backup` of this volume recovers it"],
+        &[
+            "v3",
+            "overflowed",
+            "`hash-backup` of this volume recovers it",
+        ],
     );
     assert_eq!(op.state("v3").await, "Stopped");
     assert_refused(
