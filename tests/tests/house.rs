@@ -38,7 +38,6 @@ const KNOWN_LONG_FILES: &[&str] = &[
 /// Functions over [`FN_MAX`] lines known today (tables among them).
 const KNOWN_LONG_FNS: &[&str] = &[
     "console/src/exec/commands.rs::ExecCmd::run",
-    "console/src/metrics.rs::render",
     "console/src/tui/dump.rs::lines",
     "console/src/tui/input.rs::normal_key",
     "console/src/tui/loss.rs::loss",
