@@ -16,11 +16,10 @@
 //! Levels follow walb-tools: `0` means "the codec's default" (zlib 6, xz 6, zstd 3); snappy
 //! and lz4 have no level.
 //!
-//! Writing: every codec can be written. `lzma` is written with the pure-Rust `lzma-rs`
-//! encoder, which only emits *stored* LZMA2 chunks; the result is a valid xz stream that
-//! walb-tools reads, but it never shrinks data, so writers that apply the "store as `none`
-//! when compression does not help" rule (all wdiff writers) end up storing such records
-//! as `none`.
+//! Writing: every codec can be written. `lzma` is written through liblzma (its bundled
+//! source, built static): an xz stream with one LZMA2 filter and a CRC64 check, its
+//! dictionary sized to the record; records it does not shrink are stored as `none`, like
+//! every codec's.
 //!
 //! [`Compressor`] and [`Decompressor`] keep per-codec contexts (zstd, zlib, snappy) alive
 //! between calls, so the per-record cost of the hot path is the codec work itself.
@@ -31,7 +30,6 @@
 //! [`Error::Corrupt`], and no input can make these functions panic.
 
 use std::fmt;
-use std::io::Write;
 use std::str::FromStr;
 
 use crate::error::{Error, Location, Result};
@@ -265,11 +263,7 @@ impl Compressor {
                     .map_err(|e| Error::Invalid(format!("snappy compression failed: {e}")))?;
                 out.truncate(n);
             }
-            Codec::Lzma => {
-                let mut input = src;
-                lzma_rs::xz_compress(&mut input, out)
-                    .map_err(|e| Error::io("lzma (xz) compression", e))?;
-            }
+            Codec::Lzma => xz_compress(src, self.opt.level, out)?,
             Codec::Lz4 => {
                 out.resize(lz4_flex::block::get_maximum_output_size(src.len()), 0);
                 let n = lz4_flex::block::compress_into(src, out)
@@ -295,7 +289,11 @@ impl Compressor {
         out.clear();
         let codec = self.opt.codec;
         let fits = match codec {
-            Codec::None | Codec::Lzma => false, // lzma-rs cannot shrink data (see module docs)
+            Codec::None => false,
+            Codec::Lzma => {
+                xz_compress(src, self.opt.level, out)?;
+                out.len() < src.len()
+            }
             Codec::Gzip => {
                 // Stop as soon as the output would not be smaller than the input.
                 self.zlib_compress(src, out, src.len().saturating_sub(1))?;
@@ -390,28 +388,6 @@ impl Default for Decompressor {
     }
 }
 
-/// A `Write` that accepts at most `limit` bytes in total.
-struct Bounded<'a> {
-    out: &'a mut Vec<u8>,
-    limit: usize,
-}
-
-impl Write for Bounded<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if self.out.len() + buf.len() > self.limit {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "decompressed data exceeds the record size",
-            ));
-        }
-        self.out.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 impl Decompressor {
     /// A decompressor; codec contexts are created on first use.
     pub fn new() -> Decompressor {
@@ -477,25 +453,7 @@ impl Decompressor {
                     return Err(size_mismatch(codec, got, orig_len));
                 }
             }
-            Codec::Lzma => {
-                let mut input = src;
-                let mut sink = Bounded {
-                    out: &mut *out,
-                    limit: orig_len,
-                };
-                // lzma-rs is pure Rust but not audited for hostile input: contain any panic.
-                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                    lzma_rs::xz_decompress(&mut input, &mut sink)
-                }));
-                match r {
-                    Ok(Ok(())) => {}
-                    Ok(Err(e)) => return Err(corrupt(format!("bad xz (lzma) stream: {e}"))),
-                    Err(_) => return Err(corrupt("bad xz (lzma) stream (decoder failed)")),
-                }
-                if out.len() != orig_len {
-                    return Err(size_mismatch(codec, out.len(), orig_len));
-                }
-            }
+            Codec::Lzma => xz_decompress(src, orig_len, out)?,
             Codec::Lz4 => {
                 out.resize(orig_len, 0);
                 let got = lz4_flex::block::decompress_into(src, out)
@@ -537,6 +495,88 @@ pub fn compress(codec: Codec, level: u32, src: &[u8], out: &mut Vec<u8>) -> Resu
 /// Prefer a [`Decompressor`] in loops.
 pub fn decompress(codec: Codec, src: &[u8], orig_len: usize, out: &mut Vec<u8>) -> Result<()> {
     Decompressor::new().decompress(codec, src, orig_len, out)
+}
+
+/// The xz dictionary for a record of `len` bytes: the record rounded up to a power of
+/// two, between 4 KiB and 64 MiB (a preset's 8 MiB dictionary costs its set-up on every
+/// record and gains nothing on a smaller one).
+fn xz_dict_size(len: usize) -> u32 {
+    let want = len.clamp(4 << 10, 64 << 20).next_power_of_two();
+    u32::try_from(want).unwrap_or(64 << 20)
+}
+
+/// One record as an xz stream (LZMA2, CRC64 check, as walb-tools writes), into `out`.
+fn xz_compress(src: &[u8], level: u32, out: &mut Vec<u8>) -> Result<()> {
+    use liblzma::stream::{Action, Check, Filters, LzmaOptions, Status, Stream};
+    let fail = |e: liblzma::stream::Error| Error::Invalid(format!("lzma (xz) compression: {e}"));
+    let preset = if level == 0 { 6 } else { level.min(9) };
+    let mut opts = LzmaOptions::new_preset(preset).map_err(fail)?;
+    opts.dict_size(xz_dict_size(src.len()));
+    let mut filters = Filters::new();
+    filters.lzma2(&opts);
+    let mut s = Stream::new_stream_encoder(&filters, Check::Crc64).map_err(fail)?;
+    out.clear();
+    out.reserve(src.len() / 2 + 256);
+    loop {
+        let done = usize::try_from(s.total_in())
+            .unwrap_or(src.len())
+            .min(src.len());
+        if out.capacity() - out.len() < 64 {
+            out.reserve(out.capacity().max(256));
+        }
+        match s
+            .process_vec(&src[done..], out, Action::Finish)
+            .map_err(fail)?
+        {
+            Status::StreamEnd => return Ok(()),
+            Status::Ok | Status::GetCheck => {}
+            Status::MemNeeded => {
+                return Err(Error::Invalid("lzma (xz) compression: memory limit".into()))
+            }
+        }
+    }
+}
+
+/// One xz record back into exactly `orig_len` bytes: more, fewer, a truncated or a bad
+/// stream are corrupt data, never a panic (the C decoder checks its own input).
+fn xz_decompress(src: &[u8], orig_len: usize, out: &mut Vec<u8>) -> Result<()> {
+    use liblzma::stream::{Action, Status, Stream};
+    /// Enough for any dictionary walb-tools or this writer uses; a stream asking for
+    /// more is refused, not obeyed.
+    const MEMLIMIT: u64 = 256 << 20;
+    let bad = |e: String| corrupt(format!("bad xz (lzma) stream: {e}"));
+    let mut s = Stream::new_stream_decoder(MEMLIMIT, 0).map_err(|e| bad(e.to_string()))?;
+    out.clear();
+    // One byte of room past the record shows an overlong stream.
+    out.reserve_exact(orig_len + 1);
+    loop {
+        let done = usize::try_from(s.total_in())
+            .unwrap_or(src.len())
+            .min(src.len());
+        let before = (s.total_in(), s.total_out());
+        if out.len() > orig_len {
+            return Err(size_mismatch(Codec::Lzma, out.len(), orig_len));
+        }
+        match s
+            .process_vec(&src[done..], out, Action::Finish)
+            .map_err(|e| bad(e.to_string()))?
+        {
+            Status::StreamEnd => break,
+            Status::MemNeeded => return Err(bad("it needs more memory than allowed".into())),
+            Status::Ok | Status::GetCheck => {
+                if (s.total_in(), s.total_out()) == before {
+                    if out.len() == out.capacity() {
+                        return Err(size_mismatch(Codec::Lzma, out.len(), orig_len));
+                    }
+                    return Err(bad("truncated".into()));
+                }
+            }
+        }
+    }
+    if out.len() != orig_len {
+        return Err(size_mismatch(Codec::Lzma, out.len(), orig_len));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -630,6 +670,26 @@ mod tests {
     }
 
     #[test]
+    fn xz_records_are_compressed_and_come_back() {
+        let s = sample(64 << 10);
+        let mut c = Compressor::new(CompressOpt {
+            codec: Codec::Lzma,
+            level: 0,
+        })
+        .unwrap();
+        let mut out = Vec::new();
+        assert_eq!(c.compress_or_store(&s, &mut out).unwrap(), Codec::Lzma);
+        assert!(out.len() < s.len() / 2, "{} of {}", out.len(), s.len());
+        let mut back = Vec::new();
+        decompress(Codec::Lzma, &out, s.len(), &mut back).unwrap();
+        assert_eq!(back, s);
+        // A record size it does not match is corrupt, both ways.
+        assert!(decompress(Codec::Lzma, &out, s.len() - 1, &mut back).is_err());
+        assert!(decompress(Codec::Lzma, &out, s.len() + 1, &mut back).is_err());
+        assert!(decompress(Codec::Lzma, &out[..out.len() / 2], s.len(), &mut back).is_err());
+    }
+
+    #[test]
     fn compress_or_store_falls_back_to_none() {
         for codec in Codec::ALL {
             let mut c = Compressor::new(CompressOpt { codec, level: 0 }).unwrap();
@@ -639,7 +699,7 @@ mod tests {
             assert!(out.is_empty());
             let s = sample(8192);
             let got = c.compress_or_store(&s, &mut out).unwrap();
-            if matches!(codec, Codec::None | Codec::Lzma) {
+            if codec == Codec::None {
                 assert_eq!(got, Codec::None);
             } else {
                 assert_eq!(got, codec);
