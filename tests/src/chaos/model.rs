@@ -67,6 +67,8 @@ pub struct Counts {
     pub writes: u64,
     /// Operator repairs needed at the end (volume not back to Target on its own).
     pub repairs: u64,
+    /// Overflowed volumes the operator's watch levelled during the run.
+    pub watched: u64,
     /// Snapshots taken quietly.
     pub snapshots: u64,
 }

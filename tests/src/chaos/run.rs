@@ -29,6 +29,9 @@ use crate::last_number;
 
 const STORAGE_STEADY: &[&str] = &["Clear", "SyncReady", "Stopped", "Target", "Standby"];
 const PROXY_STEADY: &[&str] = &["Clear", "Stopped", "Started"];
+/// How often the operator's watch looks for overflowed volumes during the run.
+const WATCH_EVERY: Duration = Duration::from_secs(60);
+
 const ARCHIVE_STEADY: &[&str] = &["Clear", "SyncReady", "Archived", "Stopped"];
 
 /// How a run goes, beyond its plan.
@@ -102,14 +105,15 @@ impl Report {
         s += &format!(
             "checks passed: {} restores sampled during the run, {} restores of every \
              outstanding snapshot at the end, {} steady-state checks, {} whole-device checks \
-             after device crashes, {} blocks read back; {} quiet snapshots; {} repairs at \
-             the end\n",
+             after device crashes, {} blocks read back; {} quiet snapshots; {} overflowed \
+             volumes levelled by the operator's watch during the run; {} repairs at the end\n",
             c.sampled_restores,
             c.final_restores,
             c.steady_checks,
             c.crash_checks,
             c.readbacks,
             c.snapshots,
+            c.watched,
             c.repairs
         );
         if self.violations.is_empty() {
@@ -281,7 +285,12 @@ impl Chaos {
         self.setup()?;
         self.note(format!("set up; {} steps scheduled", steps.len()));
         let start = Instant::now();
+        let mut watched = start;
         for (n, step) in steps.iter().enumerate() {
+            if watched.elapsed() >= WATCH_EVERY {
+                self.watch();
+                watched = Instant::now();
+            }
             let due = start + Duration::from_millis(step.at_ms);
             let now = Instant::now();
             if due > now {
@@ -316,6 +325,36 @@ impl Chaos {
         self.settle()?;
         self.collect_writer_violations();
         Ok(())
+    }
+
+    /// The operator's watch: an operator alerted to an overflow levels the volume (a hash
+    /// backup, or a full one when the archive has no base) instead of leaving it stopped
+    /// until a scheduled backup happens to pick it. Not part of the seeded schedule: it
+    /// answers what the faults did.
+    fn watch(&mut self) {
+        for i in 0..self.world.topo.volumes {
+            let (v, s) = (self.vol(i), self.storage(i));
+            if self.state(&s, &v) != "Stopped" {
+                continue;
+            }
+            let over = self
+                .world
+                .exec(&["get", &s, "is-overflow", &v])
+                .is_ok_and(|o| o.trim() == "1");
+            if !over {
+                continue;
+            }
+            let r = self.level(i);
+            if r.is_ok() {
+                self.counts.watched += 1;
+            }
+            let what = match r {
+                Ok(how) => format!("ok {how}"),
+                Err(e) => format!("failed: {}", format!("{e:#}").replace('\n', " | ")),
+            };
+            self.note(format!("watch: {v} overflowed at {s}: {what}"));
+        }
+        self.kick_all();
     }
 
     fn collect_writer_violations(&mut self) {
