@@ -32,6 +32,9 @@ pub const DDEV_MB: u64 = 16;
 /// Log device size of each volume, MiB.
 pub const LDEV_MB: u64 = 8;
 
+/// The archives' maintenance policy: apply what is older than ten minutes, every two.
+pub const APPLY_POLICY: &[&str] = &["--apply-keep", "10m", "--apply-interval", "2m"];
+
 /// The names of a run's nodes, volumes and links (pure).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topology {
@@ -300,7 +303,12 @@ impl World {
         };
         let mut defs = Vec::new();
         for a in self.topo.archives() {
-            defs.push((a.clone(), "walb-archive", common(self, &a)));
+            // As an operator runs them: diffs older than ten minutes applied into the base,
+            // so an hour of writes fits the archives' small file systems (without it a0's
+            // filled in 35 minutes and every volume stopped behind it).
+            let mut args = common(self, &a);
+            args.extend(APPLY_POLICY.iter().map(|s| s.to_string()));
+            defs.push((a.clone(), "walb-archive", args));
         }
         for p in self.topo.proxies() {
             defs.push((p.clone(), "walb-proxy", common(self, &p)));
