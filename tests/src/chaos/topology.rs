@@ -32,8 +32,8 @@ pub const DDEV_MB: u64 = 16;
 /// Log device size of each volume, MiB.
 pub const LDEV_MB: u64 = 8;
 
-/// The archives' maintenance policy: apply what is older than ten minutes, every two.
-pub const APPLY_POLICY: &[&str] = &["--apply-keep", "10m", "--apply-interval", "2m"];
+/// The archives' maintenance policy: apply what is older than five minutes, every minute.
+pub const APPLY_POLICY: &[&str] = &["--apply-keep", "5m", "--apply-interval", "1m"];
 
 /// The names of a run's nodes, volumes and links (pure).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -186,9 +186,10 @@ impl World {
         }
         if crate::is_root() {
             for n in w.topo.disk_nodes() {
-                // Sized for the volumes: an archive holds each base image, its diffs
-                // (nothing applies them but the schedule) and a restore at a time.
-                let per_vol = if n.starts_with('a') { 96 } else { 40 };
+                // Sized for the volumes: an archive holds each base image, a restore at
+                // a time and the diffs of [`APPLY_POLICY`]'s window (the writers send about
+                // 14 MB a minute per volume at their default rate: six minutes of it).
+                let per_vol = if n.starts_with('a') { 256 } else { 40 };
                 let mb = (w.topo.volumes as u64 * per_vol).max(256);
                 w.small_fs(&n, mb)?;
             }
@@ -303,7 +304,7 @@ impl World {
         };
         let mut defs = Vec::new();
         for a in self.topo.archives() {
-            // As an operator runs them: diffs older than ten minutes applied into the base,
+            // As an operator runs them: diffs older than five minutes applied into the base,
             // so an hour of writes fits the archives' small file systems (without it a0's
             // filled in 35 minutes and every volume stopped behind it).
             let mut args = common(self, &a);
