@@ -337,11 +337,7 @@ impl Chaos {
             if self.state(&s, &v) != "Stopped" {
                 continue;
             }
-            let over = self
-                .world
-                .exec(&["get", &s, "is-overflow", &v])
-                .is_ok_and(|o| o.trim() == "1");
-            if !over {
+            if !self.overflowed(&s, &v) {
                 continue;
             }
             let r = self.level(i);
@@ -847,6 +843,13 @@ impl Chaos {
         r.map(|_| cmd.to_string())
     }
 
+    /// Whether `v`'s log overflowed at storage `s` (false when the storage does not say).
+    fn overflowed(&self, s: &str, v: &str) -> bool {
+        self.world
+            .exec(&["get", s, "is-overflow", v])
+            .is_ok_and(|o| o.trim() == "1")
+    }
+
     /// Stops volume `i` at its storage unless it is stopped already (an overflow stops
     /// it) or not running (SyncReady, Clear).
     fn stop_storage_if_running(&self, i: usize) -> Result<()> {
@@ -893,10 +896,7 @@ impl Chaos {
             if t0.elapsed() > Duration::from_secs(300) {
                 bail!("{v} is {st} at {s} and {a0} at a0 after 300 s of repairs");
             }
-            let over = self
-                .world
-                .exec(&["get", &s, "is-overflow", &v])
-                .is_ok_and(|o| o.trim() == "1");
+            let over = self.overflowed(&s, &v);
             // An overflowed or reset storage needs a backup (a backup whose preparation
             // reset the storage and which the archive then refused leaves it SyncReady):
             // a hash backup levels an archive that has a base; one that has none (a full
