@@ -868,8 +868,11 @@ pub fn scenario(opts: ClusterOpts, f: impl FnOnce(&mut Cluster) -> Result<()>) -
     }
     let mut c = Cluster::start(opts)?;
     let r = f(&mut c);
-    if r.is_err() {
+    if let Err(e) = &r {
+        // The error first: a CI log cut to its head and tail still shows it.
+        eprintln!("scenario failed: {e:#}");
         eprintln!("{}", c.logs());
+        eprintln!("scenario failed: {e:#}");
     }
     r
 }

@@ -1060,6 +1060,55 @@ fn e10_storage_proxy_cut_overflow() -> Result<()> {
     })
 }
 
+/// Snapshots taken while the proxy is down and lost in an overflow are never shipped;
+/// the hash backup that recovers the volume restarts the gids after it, so its gid never
+/// names another image at the archive (walb-tools restarts at the archive's latest gid
+/// plus one and would hand the same gid out again).
+#[test]
+fn a_gid_lost_in_an_overflow_is_not_handed_out_again() -> Result<()> {
+    scenario(ClusterOpts::default(), |c| {
+        let shipped = c.init_and_full_backup()?;
+        c.kill_node("p0")?;
+        let mut lost = 0;
+        for seed in 0..3 {
+            c.write(20, "16k", 140 + seed)?;
+            let out = c.exec_ok(&["snapshot", "s0", VOL])?;
+            lost = last_number(&out).with_context(|| format!("no gid in {out:?}"))?;
+        }
+        if lost <= shipped {
+            bail!("snapshot {lost} is not after the full backup's {shipped}");
+        }
+        // 25 MiB into a 16 MiB log nobody drains.
+        write_25_mib(c, None, 141)?;
+        wait_until(60, "s0 reports the overflow", || {
+            let ov = c.exec_ok(&["get", "s0", "is-overflow", VOL])?;
+            Ok(matches!(ov.trim(), "1" | "true"))
+        })?;
+        c.start_node("p0")?;
+        if c.state("s0")? != "Stopped" {
+            c.exec_ok(&["stop", "s0", VOL])?;
+        }
+        c.exec_ok(&["hash-backup", "s0", VOL])?;
+        let mut after = Vec::new();
+        for seed in 0..3 {
+            c.write(20, "16k", 150 + seed)?;
+            after.push(c.snapshot()?);
+        }
+        if let Some(g) = after.iter().find(|g| **g <= lost) {
+            bail!("gid {g} after the hash backup reuses the lost snapshot's range (lost {lost}; after {after:?})");
+        }
+        let listed = restorable(c)?;
+        eprintln!(
+            "shipped {shipped}, lost {lost}, after the hash backup {after:?}, a0 lists {listed:?}"
+        );
+        if listed.contains(&lost) {
+            bail!("a0 lists the lost gid {lost} as restorable: {listed:?}");
+        }
+        let last = after.last().copied().context("no snapshot")?;
+        c.assert_restore_equals_device(last)
+    })
+}
+
 /// e13: a hash backup over a slow link to the archive is cut in the middle: the archive
 /// falls back to Archived with the snapshots it had (unchanged while the backup ran), the
 /// storage to SyncReady; once the link is back a new hash backup succeeds and the

@@ -6,7 +6,7 @@
 //! `Reply::Accepted`. Then:
 //!
 //! 1. the archive sends `Step::MetaSnap(snapFrom)`, its latest snapshot; the storage resets
-//!    its log to start at `snapFrom.gidE + 1` and sends `Step::Uuid` (its log's new uuid),
+//!    its log to start at `snapFrom.gidE + 1` or later and sends `Step::Uuid` (its log's new uuid),
 //!    which the archive acks;
 //! 2. a blocking thread reads the virtual image of `snapFrom` (base + diff chain, never
 //!    written anywhere; with direct IO) bulk by bulk (progress: `Query::Progress` and

@@ -287,6 +287,12 @@ impl Storage {
         let path = meta.wdev_path.clone();
         let dev = self.open_dev(vol, &path)?;
         let me = |e: vol::MetaError| meta_error(&vol.name, &e);
+        // The gids handed out so far stay taken: written before anything is reset.
+        let handed_out = meta.newest_gid();
+        if let Some(g) = handed_out.filter(|g| Some(*g) != meta.handed_out) {
+            vol::save_handed_out(&vol.dir, g).map_err(me)?;
+        }
+        meta.handed_out = handed_out;
         vol::write_reset_intent(&vol.dir, gid).map_err(me)?;
         if let Err(e) = dev.reset_wal() {
             // Nothing was reset: no intent to finish.

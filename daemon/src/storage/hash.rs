@@ -6,7 +6,8 @@
 //! archive). Then:
 //!
 //! 1. the archive sends its latest snapshot `snapFrom`; the log is reset to start at
-//!    `gidB = snapFrom.gidE + 1`, its new uuid is sent and acknowledged, and log
+//!    `gidB = snapFrom.gidE + 1`, or after the newest gid this volume handed out if that
+//!    is later (a gid is never given to two images), its new uuid is sent and acknowledged, and log
 //!    monitoring starts (writes during the scan are shipped afterwards);
 //! 2. the archive streams the hash of each bulk of its image of `snapFrom`; a blocking
 //!    thread reads the same bulk of the device (throttled to `--full-scan-bps`), hashes it
@@ -51,14 +52,18 @@ pub(super) async fn sync(st: &Arc<Storage>, s: &mut Session) -> Result<u64, Wire
             ))
         }
     };
-    let gid_b = snap_from.gid_e.checked_add(1).ok_or_else(|| {
+    let floor = snap_from.gid_e.checked_add(1).ok_or_else(|| {
         refuse(
             ErrorCode::BadRequest,
             "hash backup: the archive's snapshot is at the last gid",
         )
     })?;
     let (s2, v2) = (Arc::clone(st), Arc::clone(&vol));
-    let uuid = blocking(move || s2.reset_wlog(&v2, gid_b, false)).await??;
+    let (uuid, gid_b) = blocking(move || {
+        let gid_b = v2.meta().as_ref().map_or(floor, |m| m.restart_gid(floor));
+        s2.reset_wlog(&v2, gid_b, false).map(|u| (u, gid_b))
+    })
+    .await??;
     s.call.sender.step(Step::Uuid(uuid)).await.map_err(wire)?;
     expect_ack(st, &vol, &mut s.call, "the uuid").await?;
     st.start_monitoring(&vol)?;

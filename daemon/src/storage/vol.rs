@@ -28,7 +28,7 @@ use walb_kernel::meta::{MetaLsidGid, MetaState};
 use walb_wire::msg::Uuid;
 
 use crate::persist::{self, voldir, PersistError, VolRule};
-use crate::storage::snap::Snaps;
+use crate::storage::snap::{self, Snaps};
 
 /// What makes a storage volume directory: its state file.
 pub const DIR_RULE: VolRule = VolRule::File(file::STATE);
@@ -49,6 +49,8 @@ pub mod file {
     pub const FULLSYNC: &str = "fullsync";
     /// Log reset intent.
     pub const RESET: &str = "reset";
+    /// The newest gid handed out before the last log reset (absent: none yet).
+    pub const HANDED_OUT: &str = "handed-out";
 }
 
 /// Magic at the start of the queue file (walb-tools' queue preamble).
@@ -84,6 +86,29 @@ pub struct VolMeta {
     pub snaps: Snaps,
     /// The meta state the last full or hash backup left the archive in.
     pub fullsync: Option<MetaState>,
+    /// The newest gid handed out before the last log reset: a reset forgets its queue,
+    /// not that its gids were given out.
+    pub handed_out: Option<u64>,
+}
+
+impl VolMeta {
+    /// The newest gid this volume ever handed out, if any.
+    pub fn newest_gid(&self) -> Option<u64> {
+        let latest = self.snaps.latest();
+        let now = snap::is_valid(latest).then_some(latest.gid);
+        now.max(self.handed_out)
+    }
+
+    /// The gid a log reset that the archive wants at `floor` starts at: never one this
+    /// volume already handed out, so that a gid names one image for good. (Snapshots
+    /// taken before an overflow and never shipped leave their gids unused, where
+    /// walb-tools would give them to later, different images.)
+    pub fn restart_gid(&self, floor: u64) -> u64 {
+        match self.newest_gid() {
+            Some(g) => floor.max(g.saturating_add(1)),
+            None => floor,
+        }
+    }
 }
 
 fn corrupt(path: &Path, what: impl Into<String>) -> MetaError {
@@ -146,6 +171,7 @@ pub fn init(dir: &Path, wdev_path: &str, now: u64) -> Result<VolMeta, MetaError>
         uuid: [0; 16],
         snaps: Snaps::unknown(now),
         fullsync: None,
+        handed_out: None,
     };
     persist::write_atomic(&dir.join(file::QUEUE), &encode_queue(&[]))?;
     persist::write_atomic(&dir.join(file::PATH), wdev_path.as_bytes())?;
@@ -177,6 +203,14 @@ pub fn load(dir: &Path) -> Result<VolMeta, MetaError> {
         Some(b) => Some(MetaState::from_bytes(&b).map_err(|e| corrupt(&p, e.to_string()))?),
         None => None,
     };
+    let p = dir.join(file::HANDED_OUT);
+    let handed_out = match persist::read_text_opt(&p)? {
+        None => None,
+        Some(s) => Some(
+            s.parse()
+                .map_err(|_| corrupt(&p, format!("{s:?} is not a gid")))?,
+        ),
+    };
     let mut snaps = Snaps { done, queue };
     snaps.remove_old();
     Ok(VolMeta {
@@ -184,6 +218,7 @@ pub fn load(dir: &Path) -> Result<VolMeta, MetaError> {
         uuid,
         snaps,
         fullsync,
+        handed_out,
     })
 }
 
@@ -208,6 +243,12 @@ pub fn save_uuid(dir: &Path, uuid: &Uuid) -> Result<(), MetaError> {
 /// Persists the meta state of the last full backup.
 pub fn save_fullsync(dir: &Path, st: &MetaState) -> Result<(), MetaError> {
     persist::write_atomic(&dir.join(file::FULLSYNC), &st.to_bytes())?;
+    Ok(())
+}
+
+/// Persists the newest gid handed out before a log reset.
+pub fn save_handed_out(dir: &Path, gid: u64) -> Result<(), MetaError> {
+    persist::write_atomic(&dir.join(file::HANDED_OUT), gid.to_string().as_bytes())?;
     Ok(())
 }
 
@@ -264,6 +305,36 @@ mod tests {
         assert_eq!(back.snaps, snaps);
         assert_eq!(back.uuid, [7; 16]);
         assert!(back.fullsync.unwrap().same_snapshots(&st));
+    }
+
+    #[test]
+    fn a_log_reset_never_restarts_below_a_gid_handed_out() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("v0");
+        let mut m = init(&dir, "/dev/walb/w0", 0).unwrap();
+        // A fresh volume has handed out nothing.
+        assert_eq!(m.restart_gid(7), 7);
+        // Shipped up to 20, then 21 and 26 taken but never shipped (an overflow).
+        m.snaps = Snaps::reset(20, 0);
+        m.snaps.take(10, false, 1, 100, false).unwrap();
+        assert_eq!(m.snaps.take(500, false, 2, 100, false).unwrap().gid, 26);
+        // The archive's latest snapshot is 20: the reset starts after 26, not at 21.
+        assert_eq!(m.restart_gid(21), 27);
+        // An archive ahead of the storage (a replacement storage) keeps its floor.
+        assert_eq!(m.restart_gid(40), 40);
+        // A reset at 0 (`reset`, full backup) forgets the queue, not the gids: persisted.
+        save_handed_out(&dir, 26).unwrap();
+        let mut back = load(&dir).unwrap();
+        assert_eq!(back.handed_out, Some(26));
+        back.snaps = Snaps::reset(0, 0);
+        assert_eq!(back.restart_gid(21), 27);
+        // A damaged record is named, not taken for "none".
+        std::fs::write(dir.join(file::HANDED_OUT), "x1").unwrap();
+        let e = load(&dir).unwrap_err().to_string();
+        assert!(
+            e.contains(file::HANDED_OUT) && e.contains("not a gid"),
+            "{e}"
+        );
     }
 
     #[test]
