@@ -877,6 +877,18 @@ pub fn scenario(opts: ClusterOpts, f: impl FnOnce(&mut Cluster) -> Result<()>) -
     r
 }
 
+/// Polls `f` every 100 ms until it holds, for at most `secs` seconds.
+pub fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
+    let t0 = Instant::now();
+    while !f()? {
+        if t0.elapsed() > Duration::from_secs(secs) {
+            bail!("{what}: not within {secs} s");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 /// Fails with the command's stderr unless it succeeded.
 pub fn check(out: &Output, what: &str) -> Result<()> {
     if !out.status.success() {
@@ -1032,6 +1044,18 @@ impl Cluster {
     pub fn state_of(&self, node: &str, vol: &str) -> Result<String> {
         let out = self.exec_ok(&["get", node, "state", vol])?;
         Ok(out.trim().to_owned())
+    }
+
+    /// Waits (30 s at most) until `node` shows the steady state `want` for the volume: a
+    /// transfer in flight shows its temporary state (WlogRecv at a proxy, WdiffRecv at an
+    /// archive) for a moment, on a busy machine for a while.
+    pub fn expect_state(&self, node: &str, want: &str) -> Result<()> {
+        let mut st = String::new();
+        wait_until(30, &format!("{node} {want}"), || {
+            st = self.state(node)?;
+            Ok(st == want)
+        })
+        .with_context(|| format!("{node} is {st}"))
     }
 
     /// walblib's `go_standby` (`go-standby`): from Target, `storage` stops `vol` (force),

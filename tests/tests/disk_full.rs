@@ -17,10 +17,10 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use walb_tests::{is_root, last_number, sha256_file, Cluster, ClusterOpts, VOL};
+use walb_tests::{is_root, last_number, sha256_file, wait_until, Cluster, ClusterOpts, VOL};
 
 /// Size of the small file systems, MiB (the device is 32 MiB).
 const PROXY_FS_MIB: u64 = 32;
@@ -48,18 +48,6 @@ fn drill(nodes: &[(&str, u64)], f: impl FnOnce(&mut Cluster) -> Result<()>) -> R
         eprintln!("{}", c.logs());
     }
     r
-}
-
-/// Polls `f` every 200 ms until it holds, for at most `secs` seconds.
-fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let t0 = Instant::now();
-    while !f()? {
-        if t0.elapsed() > Duration::from_secs(secs) {
-            bail!("{what}: not within {secs} s");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Ok(())
 }
 
 /// The whole log of daemon `node`.

@@ -167,9 +167,8 @@ fn copy_archive_info_lets_a_new_proxy_take_over() -> Result<()> {
         if !c.exec_ok(&["peers", "p2", VOL])?.contains("storage s0") {
             bail!("p2 does not take s0's wlogs");
         }
-        if c.state("p2")? != "Started" {
-            bail!("p2 is {} after copy-archive-info", c.state("p2")?);
-        }
+        c.expect_state("p2", "Started")
+            .context("after copy-archive-info")?;
         c.set_layout("a0", &["p2"])?;
         c.exec_ok(&["stop", "p0", VOL, "empty"])?;
         c.stop_node("p0")?;

@@ -74,11 +74,8 @@ fn copy_archive_info(c: &Cluster, src: &str, dst: &str) -> Result<()> {
     if !out.lines().any(|l| l.starts_with("storage s")) {
         bail!("copy-archive-info {src} -> {dst} bound no storage:\n{out}");
     }
-    let st = c.state(dst)?;
-    if st != "Started" {
-        bail!("{dst} is {st} after copy-archive-info");
-    }
-    Ok(())
+    c.expect_state(dst, "Started")
+        .context("after copy-archive-info")
 }
 
 /// walb-tools' `replace_proxy`: `add` (a spare, or a retired proxy) gets `del`'s

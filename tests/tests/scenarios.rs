@@ -10,7 +10,7 @@
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use walb_tests::{last_number, scenario, Cluster, ClusterOpts, VOL};
+use walb_tests::{last_number, scenario, wait_until, Cluster, ClusterOpts, VOL};
 
 /// n1: full backup of a written device; the restored clean gid equals the device.
 #[test]
@@ -546,18 +546,6 @@ fn e11_proxy_archive_link_cut() -> Result<()> {
     })
 }
 
-/// Polls `f` every 100 ms until it holds, for at most `secs` seconds.
-fn wait_until(secs: u64, what: &str, mut f: impl FnMut() -> Result<bool>) -> Result<()> {
-    let t0 = std::time::Instant::now();
-    while !f()? {
-        if t0.elapsed() > Duration::from_secs(secs) {
-            bail!("{what}: not within {secs} s");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok(())
-}
-
 /// e14: a full replication over a slow link is cut in the middle: the source's action
 /// ends and the destination falls back to SyncReady; the next replication resumes the
 /// copy where it broke, and both archives restore the device.
@@ -750,9 +738,8 @@ fn n7_replicate_full() -> Result<()> {
         if r != gid {
             bail!("replicate printed gid {r}, a0's latest restorable is {gid}");
         }
-        if c.state("a1")? != "Archived" {
-            bail!("a1 is {} after the replication", c.state("a1")?);
-        }
+        c.expect_state("a1", "Archived")
+            .context("after the replication")?;
         if c.is_synchronizing("a1", VOL)? {
             bail!("a replication without --sync made the proxy send to a1");
         }
@@ -822,9 +809,8 @@ fn n10_synchronizing() -> Result<()> {
         if !c.is_synchronizing("a1", VOL)? {
             bail!("after replicate --sync, the proxy does not send to a1");
         }
-        if c.state("p0")? != "Started" {
-            bail!("p0 is {} after replicate --sync", c.state("p0")?);
-        }
+        c.expect_state("p0", "Started")
+            .context("after replicate --sync")?;
         let gid = c.snapshot_at(&["a0", "a1"])?;
         let dev = c.device_sha256()?;
         for a in ["a0", "a1"] {
