@@ -433,15 +433,53 @@ impl Cluster {
         })
     }
 
-    /// Writes this cluster as a TOML file, mode 0644, atomically and never through a link
+    /// Writes this cluster as a TOML file ([`ClusterFile::save`]).
+    pub fn save(&self, path: &Path) -> Result<(), ClusterError> {
+        self.to_file().save(path)
+    }
+}
+
+impl CertsSection {
+    /// The cluster CA and operator `id`'s certificate and key in the directory `dir`, as
+    /// `walb-console ca` and the lab name them.
+    pub fn in_dir(dir: &Path, id: &str) -> CertsSection {
+        CertsSection {
+            ca: dir.join("ca.crt"),
+            cert: dir.join(format!("operator-{id}.crt")),
+            key: dir.join(format!("operator-{id}.key")),
+        }
+    }
+}
+
+impl NodeSection {
+    /// A daemon `name` of `role` at `addr`.
+    pub fn new(name: &str, role: Role, addr: &str) -> NodeSection {
+        NodeSection {
+            name: name.to_owned(),
+            role: role.to_string(),
+            addr: addr.to_owned(),
+            archive: None,
+            proxies: Vec::new(),
+        }
+    }
+
+    /// A storage's backup group: its primary archive and its proxies in priority order.
+    pub fn backing_up_to(mut self, archive: &str, proxies: &[String]) -> NodeSection {
+        self.archive = Some(archive.to_owned());
+        self.proxies = proxies.to_vec();
+        self
+    }
+}
+
+impl ClusterFile {
+    /// Writes the file as TOML, mode 0644, atomically and never through a link
     /// ([`walb_wire::files`]: an exclusive temporary file renamed over it).
     pub fn save(&self, path: &Path) -> Result<(), ClusterError> {
         let err = |source| ClusterError::Write {
             path: path.to_owned(),
             source,
         };
-        let text = toml::to_string(&self.to_file())
-            .map_err(|e| err(std::io::Error::other(e.to_string())))?;
+        let text = toml::to_string(self).map_err(|e| err(std::io::Error::other(e.to_string())))?;
         let text = format!("# walb cluster file\n{text}");
         walb_wire::files::write_file(
             path,

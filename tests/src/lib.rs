@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
+use walb_console::cluster::{CertsSection, ClusterFile, NodeSection};
 use walb_wire::{ClusterCa, IssueOptions, PeerId, Role};
 
 /// The volume name the tutorial uses.
@@ -489,35 +490,24 @@ impl Cluster {
     /// Writes the cluster file: the nodes deployed so far, every storage in the layout's
     /// backup group.
     fn write_cluster_file(&self) -> Result<()> {
-        let quoted: Vec<String> = self
-            .layout
-            .proxies
+        let nodes = self
+            .nodes
             .iter()
-            .map(|p| format!("\"{p}\""))
+            .filter(|(_, n)| self.in_file.contains(n))
+            .map(|(role, n)| {
+                let node = NodeSection::new(n, *role, &self.addr(n));
+                match role {
+                    Role::Storage => node.backing_up_to(&self.layout.archive, &self.layout.proxies),
+                    _ => node,
+                }
+            })
             .collect();
-        let mut text = "name = \"e2e\"\n\n[certs]\nca = \"certs/ca.crt\"\n\
-             cert = \"certs/operator-console.crt\"\nkey = \"certs/operator-console.key\"\n\n"
-            .to_string();
-        for (role, n) in self.nodes.iter().filter(|(_, n)| self.in_file.contains(n)) {
-            let kind = match role {
-                Role::Storage => "storage",
-                Role::Proxy => "proxy",
-                _ => "archive",
-            };
-            text += &format!(
-                "[[node]]\nname = \"{n}\"\nrole = \"{kind}\"\naddr = \"{}\"\n",
-                self.addr(n)
-            );
-            if *role == Role::Storage {
-                text += &format!(
-                    "archive = \"{}\"\nproxies = [{}]\n",
-                    self.layout.archive,
-                    quoted.join(", ")
-                );
-            }
-            text += "\n";
+        ClusterFile {
+            name: "e2e".into(),
+            certs: CertsSection::in_dir(Path::new("certs"), "console"),
+            nodes,
         }
-        std::fs::write(self.path().join("cluster.toml"), text)?;
+        .save(&self.path().join("cluster.toml"))?;
         Ok(())
     }
 

@@ -369,26 +369,19 @@ impl LabLayout {
 
 /// The lab's cluster file (paths relative to the lab directory).
 pub fn lab_cluster_file(cfg: &LabConfig) -> ClusterFile {
+    let proxies: Vec<String> = lab_proxies(cfg).into_iter().map(|p| p.name).collect();
     ClusterFile {
         name: "lab".into(),
-        certs: CertsSection {
-            ca: "certs/ca.crt".into(),
-            cert: format!("certs/operator-{CONSOLE_ID}.crt").into(),
-            key: format!("certs/operator-{CONSOLE_ID}.key").into(),
-        },
+        certs: CertsSection::in_dir(Path::new("certs"), CONSOLE_ID),
         nodes: cfg
             .listing()
             .into_iter()
-            .map(|n| NodeSection {
-                addr: n.addr(cfg),
-                role: n.role.to_string(),
-                archive: (n.role == Role::Storage).then(|| LAB_PRIMARY_ARCHIVE.into()),
-                proxies: if n.role == Role::Storage {
-                    lab_proxies(cfg).into_iter().map(|p| p.name).collect()
-                } else {
-                    vec![]
-                },
-                name: n.name,
+            .map(|n| {
+                let node = NodeSection::new(&n.name, n.role, &n.addr(cfg));
+                match n.role {
+                    Role::Storage => node.backing_up_to(LAB_PRIMARY_ARCHIVE, &proxies),
+                    _ => node,
+                }
             })
             .collect(),
     }

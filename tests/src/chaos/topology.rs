@@ -21,6 +21,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use walb_console::cluster::{CertsSection, ClusterFile, NodeSection};
 use walb_kernel::device::control::DeviceClient;
 use walb_wire::{ClusterCa, IssueOptions, PeerId, Role};
 
@@ -149,10 +150,6 @@ impl std::fmt::Debug for World {
     }
 }
 
-fn node_toml(name: &str, role: &str, addr: &str, extra: &str) -> String {
-    format!("[[node]]\nname = \"{name}\"\nrole = \"{role}\"\naddr = \"{addr}\"\n{extra}\n")
-}
-
 impl World {
     /// Certificates, devices, file systems, relays and daemons in `dir` (created).
     pub fn start(topo: Topology, dir: PathBuf) -> Result<World> {
@@ -255,21 +252,18 @@ impl World {
 
     /// `cluster.toml` (direct) and `peers.toml` (archives through their relays).
     fn cluster_files(&self) -> Result<()> {
+        let proxies = self.topo.proxies();
         for (file, relayed) in [("cluster.toml", false), ("peers.toml", true)] {
-            let mut t = "name = \"chaos\"\n\n[certs]\nca = \"certs/ca.crt\"\n\
-                 cert = \"certs/operator-console.crt\"\nkey = \"certs/operator-console.key\"\n\n"
-                .to_string();
+            let mut nodes = Vec::new();
             for s in 0..self.topo.storages {
                 let s = format!("s{s}");
-                t += &node_toml(
-                    &s,
-                    "storage",
-                    &self.addr(&s),
-                    "archive = \"a0\"\nproxies = [\"p0\", \"p1\"]",
+                nodes.push(
+                    NodeSection::new(&s, Role::Storage, &self.addr(&s))
+                        .backing_up_to("a0", &proxies),
                 );
             }
-            for p in self.topo.proxies() {
-                t += &node_toml(&p, "proxy", &self.addr(&p), "");
+            for p in &proxies {
+                nodes.push(NodeSection::new(p, Role::Proxy, &self.addr(p)));
             }
             for a in self.topo.archives() {
                 let addr = if relayed {
@@ -277,9 +271,14 @@ impl World {
                 } else {
                     self.addr(&a)
                 };
-                t += &node_toml(&a, "archive", &addr, "");
+                nodes.push(NodeSection::new(&a, Role::Archive, &addr));
             }
-            std::fs::write(self.dir.join(file), t)?;
+            ClusterFile {
+                name: "chaos".into(),
+                certs: CertsSection::in_dir(Path::new("certs"), "console"),
+                nodes,
+            }
+            .save(&self.dir.join(file))?;
         }
         Ok(())
     }
