@@ -27,6 +27,7 @@ pub mod smallfs;
 pub mod tools;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
 use std::io::Read;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -38,6 +39,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 use walb_console::cluster::{CertsSection, ClusterFile, NodeSection};
+use walb_console::lab::launch::{self, DaemonSpec};
 use walb_wire::{ClusterCa, IssueOptions, PeerId, Role};
 
 /// The volume name the tutorial uses.
@@ -263,7 +265,7 @@ impl Default for ClusterOpts {
 #[derive(Debug)]
 struct Daemon {
     bin: &'static str,
-    args: Vec<String>,
+    args: Vec<OsString>,
     child: Option<Child>,
 }
 
@@ -337,8 +339,6 @@ impl Cluster {
         let d = dir.path();
         let certs = d.join("certs");
         std::fs::create_dir_all(&certs)?;
-        let ca = ClusterCa::generate("walb-e2e", 30)?;
-        ca.save(&certs, false)?;
         let proxies: Vec<String> = (0..opts.proxies.max(1)).map(|i| format!("p{i}")).collect();
         let archives: Vec<String> = (0..opts.archives.max(1)).map(|i| format!("a{i}")).collect();
         let storages: Vec<String> = (0..opts.storages.max(1)).map(|i| format!("s{i}")).collect();
@@ -352,17 +352,12 @@ impl Cluster {
             }
             nodes.push((role_of_name(s)?, s.clone()));
         }
-        for (role, id) in nodes
+        let peers = nodes
             .iter()
             .chain(std::iter::once(&(Role::Operator, "console".to_string())))
-        {
-            let peer = PeerId::new(*role, id)?;
-            let opts = IssueOptions {
-                hosts: vec!["localhost".into(), "127.0.0.1".into()],
-                ..IssueOptions::default()
-            };
-            ca.issue(&peer, &opts)?.save(&certs, false)?;
-        }
+            .map(|(role, id)| PeerId::new(*role, id))
+            .collect::<Result<Vec<_>, _>>()?;
+        launch::ensure_certs(&certs, "walb-e2e", &peers)?;
         let wdev = format!(
             "e2e{}-{}",
             std::process::id() % 100_000,
@@ -426,11 +421,12 @@ impl Cluster {
         let mut order = nodes.clone();
         order.sort_by_key(|(r, _)| rank(*r));
         for (role, name) in order {
-            let (bin, args) = match role {
-                Role::Archive => ("walb-archive", c.daemon_args(&name, &opts.archive_args)),
-                Role::Proxy => ("walb-proxy", c.daemon_args(&name, &opts.proxy_args)),
-                _ => ("walb-storage", c.storage_args(&name)),
+            let args = match role {
+                Role::Archive => c.daemon(&name, role).with(&opts.archive_args).args(),
+                Role::Proxy => c.daemon(&name, role).with(&opts.proxy_args).args(),
+                _ => c.storage_args(&name),
             };
+            let bin = launch::binary_of(role);
             c.daemons.insert(
                 name.clone(),
                 Daemon {
@@ -451,40 +447,23 @@ impl Cluster {
         format!("127.0.0.1:{}", self.ports.get(n).copied().unwrap_or(0))
     }
 
-    /// The options every daemon `id` runs with, then `extra`.
-    fn daemon_args(&self, id: &str, extra: &[String]) -> Vec<String> {
-        let mut a: Vec<String> = vec![
-            "-b".into(),
-            self.path().join(id).display().to_string(),
-            "-l".into(),
-            self.path().join(format!("{id}.log")).display().to_string(),
-            "-p".into(),
-            self.addr(id),
-            "--id".into(),
-            id.into(),
-            "--cert-dir".into(),
-            self.path().join("certs").display().to_string(),
-        ];
-        a.extend(extra.iter().cloned());
-        a
+    /// Daemon `id` of `role` as the lab launches it, in this cluster's directory.
+    fn daemon(&self, id: &str, role: Role) -> DaemonSpec {
+        DaemonSpec::in_dir(self.path(), id, role, &self.addr(id))
     }
 
-    /// The options of storage `id` under the current layout: the archive and proxies it
-    /// dials as `ID@HOST:PORT` (s0 through its relays, if any).
-    fn storage_args(&self, id: &str) -> Vec<String> {
+    /// The command line of storage `id` under the current layout: the archive and
+    /// proxies it dials as `ID@HOST:PORT` (s0 through its relays, if any).
+    fn storage_args(&self, id: &str) -> Vec<OsString> {
         let dial = |n: &str| {
             let via = (id == "s0").then(|| self.s0_via.get(n)).flatten();
             format!("{n}@{}", via.cloned().unwrap_or_else(|| self.addr(n)))
         };
         let proxies: Vec<String> = self.layout.proxies.iter().map(|p| dial(p)).collect();
-        let mut s = vec![
-            "--archive".to_string(),
-            dial(&self.layout.archive),
-            "--proxy".into(),
-            proxies.join(","),
-        ];
-        s.extend(self.storage_extra.iter().cloned());
-        self.daemon_args(id, &s)
+        self.daemon(id, Role::Storage)
+            .dialling(dial(&self.layout.archive), proxies)
+            .with(&self.storage_extra)
+            .args()
     }
 
     /// Writes the cluster file: the nodes deployed so far, every storage in the layout's

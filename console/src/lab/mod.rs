@@ -46,13 +46,14 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 use walb_wire::files::{self, NewFile, Place};
-use walb_wire::{ClusterCa, IssueOptions, PeerId, Role};
+use walb_wire::{PeerId, Role};
 
 use crate::client::{Client, ClientError, ClientOptions};
 use crate::cluster::{self, CertsSection, Cluster, ClusterFile, NodeSection};
 use crate::ops;
 
 pub mod add;
+pub mod launch;
 
 /// Why a lab command failed.
 #[derive(Debug, thiserror::Error)]
@@ -214,11 +215,7 @@ impl LabNode {
 
     /// The daemon's program name.
     pub fn binary(&self) -> &'static str {
-        match self.role {
-            Role::Storage => "walb-storage",
-            Role::Proxy => "walb-proxy",
-            _ => "walb-archive",
-        }
+        launch::binary_of(self.role)
     }
 
     /// `HOST:PORT`.
@@ -404,43 +401,29 @@ fn lab_proxies(cfg: &LabConfig) -> Vec<LabNode> {
         .collect()
 }
 
-/// The command line of a lab daemon (its options in `walb_daemon::opts`).
+/// The command line of a lab daemon ([`launch::DaemonSpec`]).
 pub fn daemon_args(layout: &LabLayout, cfg: &LabConfig, n: &LabNode) -> Vec<OsString> {
-    let mut a: Vec<OsString> = vec![
-        "--base-dir".into(),
-        layout.base(n).into(),
-        "--log-file".into(),
-        layout.log(n).into(),
-        "--listen".into(),
-        n.addr(cfg).into(),
-        "--id".into(),
-        n.name.as_str().into(),
-        "--cert-dir".into(),
-        layout.certs().into(),
-    ];
-    if n.role == Role::Storage {
-        // ID@HOST:PORT: the storage pins the id of each daemon it dials.
-        let addr = |x: &LabNode| format!("{}@{}", x.name, x.addr(cfg));
-        let archive = cfg
-            .node(LAB_PRIMARY_ARCHIVE)
-            .map_or_else(|_| String::new(), |x| addr(&x));
-        let proxies: Vec<String> = lab_proxies(cfg).iter().map(addr).collect();
-        a.extend([
-            "--archive".into(),
-            archive.into(),
-            "--proxy".into(),
-            proxies.join(",").into(),
-        ]);
-        if cfg.ldev.is_none() {
-            // Transfers of a quarter of the lab's log: a burst frees the log in steps as the
-            // proxy acknowledges them. (A log given with --ldev keeps the daemon's default.)
-            a.extend([
-                "--max-wlog-send-mb".into(),
-                send_mb_for(cfg.log_mb).to_string().into(),
-            ]);
-        }
+    let spec = launch::DaemonSpec::in_dir(&layout.dir, &n.name, n.role, &n.addr(cfg));
+    if n.role != Role::Storage {
+        return spec.args();
     }
-    a
+    // ID@HOST:PORT: the storage pins the id of each daemon it dials.
+    let addr = |x: &LabNode| format!("{}@{}", x.name, x.addr(cfg));
+    let archive = cfg
+        .node(LAB_PRIMARY_ARCHIVE)
+        .map_or_else(|_| String::new(), |x| addr(&x));
+    let proxies: Vec<String> = lab_proxies(cfg).iter().map(addr).collect();
+    let spec = spec.dialling(archive, proxies);
+    if cfg.ldev.is_some() {
+        return spec.args();
+    }
+    // Transfers of a quarter of the lab's log: a burst frees the log in steps as the proxy
+    // acknowledges them. (A log given with --ldev keeps the daemon's default.)
+    spec.with([
+        "--max-wlog-send-mb".to_string(),
+        send_mb_for(cfg.log_mb).to_string(),
+    ])
+    .args()
 }
 
 /// Finds program `name`: in `bin_dir`, else next to this executable, else on `PATH`.
@@ -471,32 +454,14 @@ pub fn find_binary(name: &str, bin_dir: Option<&Path>) -> Result<PathBuf, LabErr
 
 /// Creates the cluster CA and the certificates of the lab's nodes that are missing.
 pub fn ensure_certs(layout: &LabLayout, cfg: &LabConfig) -> Result<(), LabError> {
-    let dir = layout.certs();
-    let ca = if dir.join(walb_wire::certs::CA_CERT_FILE).exists() {
-        ClusterCa::load(&dir)?
-    } else {
-        let ca = ClusterCa::generate("lab", walb_wire::certs::CA_DAYS_DEFAULT)?;
-        ca.save(&dir, false)?;
-        ca
-    };
-    let opts = IssueOptions {
-        hosts: vec!["127.0.0.1".into(), "localhost".into()],
-        ..IssueOptions::default()
-    };
     let peers = cfg
         .nodes()
         .into_iter()
         .map(|n| (n.role, n.name))
-        .chain([(Role::Operator, CONSOLE_ID.to_owned())]);
-    for (role, id) in peers {
-        let peer = PeerId::new(role, &id).map_err(|e| LabError::Other(e.to_string()))?;
-        let files = walb_wire::TlsFiles::in_dir(&dir, &peer);
-        if files.cert.exists() && files.key.exists() {
-            continue;
-        }
-        ca.issue(&peer, &opts)?.save(&dir, true)?;
-    }
-    Ok(())
+        .chain([(Role::Operator, CONSOLE_ID.to_owned())])
+        .map(|(role, id)| PeerId::new(role, &id).map_err(|e| LabError::Other(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()?;
+    launch::ensure_certs(&layout.certs(), "lab", &peers)
 }
 
 fn run(cmd: &mut Command) -> Result<String, LabError> {

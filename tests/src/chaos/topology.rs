@@ -16,17 +16,19 @@
 //! which a fault fills.
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use walb_console::cluster::{CertsSection, ClusterFile, NodeSection};
+use walb_console::lab::launch::{self, DaemonSpec};
 use walb_kernel::device::control::DeviceClient;
-use walb_wire::{ClusterCa, IssueOptions, PeerId, Role};
+use walb_wire::{PeerId, Role};
 
 use crate::repeater::Repeater;
-use crate::{bin, check, free_port};
+use crate::{bin, check, free_port, role_of_name};
 
 /// Data device size of each volume, MiB.
 pub const DDEV_MB: u64 = 16;
@@ -118,7 +120,7 @@ impl Topology {
 #[derive(Debug)]
 struct Daemon {
     bin: &'static str,
-    args: Vec<String>,
+    args: Vec<OsString>,
     child: Option<Child>,
 }
 
@@ -217,25 +219,11 @@ impl World {
     fn certs(&self) -> Result<()> {
         let certs = self.dir.join("certs");
         std::fs::create_dir_all(&certs)?;
-        let ca = ClusterCa::generate("walb-chaos", 30)?;
-        ca.save(&certs, false)?;
-        let mut ids = vec![(Role::Operator, "console".to_string())];
+        let mut peers = vec![PeerId::new(Role::Operator, "console")?];
         for n in self.topo.nodes() {
-            let role = match n.as_bytes().first() {
-                Some(b's') => Role::Storage,
-                Some(b'p') => Role::Proxy,
-                _ => Role::Archive,
-            };
-            ids.push((role, n));
+            peers.push(PeerId::new(role_of_name(&n)?, &n)?);
         }
-        for (role, id) in ids {
-            let opts = IssueOptions {
-                hosts: vec!["localhost".into(), "127.0.0.1".into()],
-                ..IssueOptions::default()
-            };
-            ca.issue(&PeerId::new(role, &id)?, &opts)?
-                .save(&certs, false)?;
-        }
+        launch::ensure_certs(&certs, "walb-chaos", &peers)?;
         Ok(())
     }
 
@@ -284,60 +272,43 @@ impl World {
     }
 
     fn define_daemons(&mut self) {
-        let certs = self.dir.join("certs").display().to_string();
-        let common = |w: &World, id: &str| -> Vec<String> {
-            vec![
-                "-b".into(),
-                w.dir.join(id).join("base").display().to_string(),
-                "-l".into(),
-                w.dir.join(format!("{id}.log")).display().to_string(),
-                "-p".into(),
-                w.addr(id),
-                "--id".into(),
-                id.into(),
-                "--cert-dir".into(),
-                certs.clone(),
-                "--step-timeout".into(),
-                "20".into(),
-            ]
+        // Each base directory is on the node's own small file system, mounted at NAME/.
+        let spec = |w: &World, id: &str, role: Role| {
+            let mut d = DaemonSpec::in_dir(&w.dir, id, role, &w.addr(id));
+            d.base = w.dir.join(id).join("base");
+            d.with(["--step-timeout", "20"])
         };
         let mut defs = Vec::new();
         for a in self.topo.archives() {
             // As an operator runs them: diffs older than five minutes applied into the base,
             // so an hour of writes fits the archives' small file systems (without it a0's
             // filled in 35 minutes and every volume stopped behind it).
-            let mut args = common(self, &a);
-            args.extend(APPLY_POLICY.iter().map(|s| s.to_string()));
-            defs.push((a.clone(), "walb-archive", args));
+            defs.push(spec(self, &a, Role::Archive).with(APPLY_POLICY));
         }
         for p in self.topo.proxies() {
-            defs.push((p.clone(), "walb-proxy", common(self, &p)));
+            defs.push(spec(self, &p, Role::Proxy));
         }
         for s in 0..self.topo.storages {
             let s = format!("s{s}");
-            let mut args = common(self, &s);
             let proxies: Vec<String> = self
                 .topo
                 .proxies()
                 .iter()
                 .map(|p| format!("{p}@{}", self.relay_addr(&format!("{s}-{p}"))))
                 .collect();
-            args.extend([
-                "--archive".into(),
-                format!("a0@{}", self.relay_addr("to-a0")),
-                "--proxy".into(),
-                proxies.join(","),
-                "--snapshot-interval".into(),
-                "1".into(),
-            ]);
-            defs.push((s, "walb-storage", args));
+            let archive = format!("a0@{}", self.relay_addr("to-a0"));
+            defs.push(
+                spec(self, &s, Role::Storage)
+                    .dialling(archive, proxies)
+                    .with(["--snapshot-interval", "1"]),
+            );
         }
-        for (name, bin, args) in defs {
+        for d in defs {
             self.daemons.insert(
-                name,
+                d.name.clone(),
                 Daemon {
-                    bin,
-                    args,
+                    bin: d.binary(),
+                    args: d.args(),
                     child: None,
                 },
             );
