@@ -30,7 +30,6 @@ const KNOWN_LONG_FILES: &[&str] = &[
     "kernel/src/meta/tests.rs",
     "kernel/src/wdiff/indexed.rs",
     "tests/src/chaos/run.rs",
-    "tests/src/lib.rs",
     "wire/src/msg.rs",
     "wire/src/transport.rs",
 ];
@@ -62,7 +61,6 @@ const KNOWN_LONG_FNS: &[&str] = &[
     "kernel/src/wdiff/sorted.rs::parse_pack",
     "tests/src/chaos/run.rs::Chaos::op",
     "tests/src/chaos/run.rs::Chaos::settle",
-    "tests/src/lib.rs::Cluster::start",
 ];
 
 fn check(what: &str, now: BTreeSet<String>, known: &[&str]) -> Vec<String> {

@@ -27,8 +27,9 @@ use walb_console::lab::launch::{self, DaemonSpec};
 use walb_kernel::device::control::DeviceClient;
 use walb_wire::{PeerId, Role};
 
+use crate::cluster::role_of_name;
 use crate::repeater::Repeater;
-use crate::{bin, check, free_port, role_of_name};
+use crate::{bin, check, free_port};
 
 /// Data device size of each volume, MiB.
 pub const DDEV_MB: u64 = 16;
