@@ -29,7 +29,6 @@ const KNOWN_LONG_FILES: &[&str] = &[
     "kernel/src/device/emu/mod.rs",
     "kernel/src/meta/tests.rs",
     "kernel/src/wdiff/indexed.rs",
-    "tests/src/chaos/run.rs",
     "wire/src/msg.rs",
     "wire/src/transport.rs",
 ];
@@ -59,8 +58,6 @@ const KNOWN_LONG_FNS: &[&str] = &[
     "kernel/src/logpack.rs::LogPackHeader::parse",
     "kernel/src/wdiff/indexed.rs::IndexedDiffReader::new",
     "kernel/src/wdiff/sorted.rs::parse_pack",
-    "tests/src/chaos/run.rs::Chaos::op",
-    "tests/src/chaos/run.rs::Chaos::settle",
 ];
 
 fn check(what: &str, now: BTreeSet<String>, known: &[&str]) -> Vec<String> {
