@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use crate::{bin, check, free_port, repeater, smallfs};
 use anyhow::{bail, Context, Result};
 use walb_console::cluster::{CertsSection, ClusterFile, NodeSection};
-use walb_console::lab::launch::{self, DaemonSpec};
+use walb_console::lab::launch::{self, DaemonSpec, DeviceSpec};
 use walb_wire::{PeerId, Role};
 
 /// Options of a test cluster.
@@ -412,21 +412,15 @@ impl Cluster {
         if let Some(fill) = opts.fill {
             fill(&ldev, &ddev).context("filling the device files")?;
         }
-        let out = self.wdevc(&[
-            "format-ldev",
-            &ldev.display().to_string(),
-            &ddev.display().to_string(),
-        ])?;
-        check(&out, "wdevc format-ldev")?;
-        let out = self.wdevc(&[
-            "create-wdev",
-            &ldev.display().to_string(),
-            &ddev.display().to_string(),
-            "-n",
-            &self.wdevs[i].clone(),
-            "--emulate",
-        ])?;
-        check(&out, "wdevc create-wdev")?;
+        let dev = DeviceSpec {
+            name: self.wdevs[i].clone(),
+            ldev,
+            ddev,
+            emulate: true,
+            no_block: false,
+        };
+        check(&self.wdevc(&dev.format_args())?, "wdevc format-ldev")?;
+        check(&self.wdevc(&dev.create_args())?, "wdevc create-wdev")?;
         self.device_up = true;
         Ok(())
     }
@@ -453,7 +447,7 @@ impl Cluster {
     }
 
     /// Runs `wdevc ARGS` in this cluster's environment.
-    pub fn wdevc(&self, args: &[&str]) -> Result<Output> {
+    pub fn wdevc<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Result<Output> {
         let mut c = bin("wdevc");
         self.env(&mut c);
         Ok(c.args(args).output()?)

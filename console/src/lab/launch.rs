@@ -1,6 +1,7 @@
 //! What every cluster on one machine is launched from, the lab's and the tests' alike:
-//! the certificates of its peers ([`ensure_certs`]) and each daemon's command line
-//! ([`DaemonSpec`]), parameterised by directory and address. The lab (`lab up`,
+//! the certificates of its peers ([`ensure_certs`]), each WalB device's `wdevc` command
+//! lines ([`DeviceSpec`]) and each daemon's command line ([`DaemonSpec`]), parameterised
+//! by directory and address. The lab (`lab up`,
 //! `lab add-node`), the end-to-end harness and the chaos world build their daemons
 //! through it, so a daemon option changes in one place.
 
@@ -101,6 +102,53 @@ impl DaemonSpec {
     }
 }
 
+/// A WalB device on a log device and a data device (files or block devices).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceSpec {
+    /// The device's name (`/dev/walb/NAME`, the emulator's `NAME.sock`).
+    pub name: String,
+    /// The log device.
+    pub ldev: PathBuf,
+    /// The data device.
+    pub ddev: PathBuf,
+    /// The userspace emulator, not the kernel driver.
+    pub emulate: bool,
+    /// Emulated without a block device or FUSE file (its control socket only).
+    pub no_block: bool,
+}
+
+impl DeviceSpec {
+    /// `wdevc format-ldev LDEV DDEV -n NAME`: a new log for the data device.
+    pub fn format_args(&self) -> Vec<OsString> {
+        vec![
+            "format-ldev".into(),
+            self.ldev.clone().into(),
+            self.ddev.clone().into(),
+            "-n".into(),
+            self.name.as_str().into(),
+        ]
+    }
+
+    /// `wdevc create-wdev LDEV DDEV -n NAME [--emulate] [--no-block]`: runs the device
+    /// (an emulated one redoes its log first).
+    pub fn create_args(&self) -> Vec<OsString> {
+        let mut a: Vec<OsString> = vec![
+            "create-wdev".into(),
+            self.ldev.clone().into(),
+            self.ddev.clone().into(),
+            "-n".into(),
+            self.name.as_str().into(),
+        ];
+        if self.emulate {
+            a.push("--emulate".into());
+        }
+        if self.no_block {
+            a.push("--no-block".into());
+        }
+        a
+    }
+}
+
 /// The program of a daemon of `role`.
 pub fn binary_of(role: Role) -> &'static str {
     match role {
@@ -158,6 +206,39 @@ mod tests {
         assert_eq!(a[at("--archive") + 1], "a0@h:3");
         assert_eq!(a[at("--proxy") + 1], "p0@h:2,p1@h:4");
         assert_eq!(a[a.len() - 2..], ["--snapshot-interval", "1"]);
+    }
+
+    #[test]
+    fn a_device_is_formatted_then_created_under_its_name() {
+        let d = DeviceSpec {
+            name: "w0".into(),
+            ldev: "/l".into(),
+            ddev: "/d".into(),
+            emulate: true,
+            no_block: true,
+        };
+        assert_eq!(
+            strings(d.format_args()),
+            ["format-ldev", "/l", "/d", "-n", "w0"]
+        );
+        assert_eq!(
+            strings(d.create_args()),
+            [
+                "create-wdev",
+                "/l",
+                "/d",
+                "-n",
+                "w0",
+                "--emulate",
+                "--no-block"
+            ]
+        );
+        let driver = DeviceSpec {
+            emulate: false,
+            no_block: false,
+            ..d
+        };
+        assert_eq!(strings(driver.create_args()).len(), 5);
     }
 
     #[test]

@@ -567,13 +567,20 @@ fn lab_devices(
         .map_err(io(format!("running {} ldev-info", wdevc.display())))?
         .success();
     if !formatted {
-        run(Command::new(wdevc)
-            .arg("format-ldev")
-            .arg(&ldev)
-            .arg(&ddev)
-            .args(["-n", &cfg.device]))?;
+        run(Command::new(wdevc).args(lab_device(cfg, &ldev, &ddev).format_args()))?;
     }
     Ok((ldev, ddev))
+}
+
+/// The lab's WalB device on `ldev` and `ddev`.
+fn lab_device(cfg: &LabConfig, ldev: &Path, ddev: &Path) -> launch::DeviceSpec {
+    launch::DeviceSpec {
+        name: cfg.device.clone(),
+        ldev: ldev.to_owned(),
+        ddev: ddev.to_owned(),
+        emulate: !cfg.driver,
+        no_block: cfg.no_block,
+    }
 }
 
 /// Makes the device images (formatting a new log device) and runs the WalB device:
@@ -592,18 +599,7 @@ pub fn ensure_device(
     let find = |list: Vec<(String, String)>| list.into_iter().find(|(n, _)| *n == cfg.device);
     if find(running_devices(wdevc)?).is_none() {
         let (ldev, ddev) = lab_devices(layout, cfg, wdevc)?;
-        let mut c = Command::new(wdevc);
-        c.arg("create-wdev")
-            .arg(&ldev)
-            .arg(&ddev)
-            .args(["-n", &cfg.device]);
-        if !cfg.driver {
-            c.arg("--emulate");
-        }
-        if cfg.no_block {
-            c.arg("--no-block");
-        }
-        run(&mut c)?;
+        run(Command::new(wdevc).args(lab_device(cfg, &ldev, &ddev).create_args()))?;
     }
     match find(running_devices(wdevc)?) {
         Some((_, path)) if path != "-" => Ok(path),

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use walb_console::cluster::{CertsSection, ClusterFile, NodeSection};
-use walb_console::lab::launch::{self, DaemonSpec};
+use walb_console::lab::launch::{self, DaemonSpec, DeviceSpec};
 use walb_kernel::device::control::DeviceClient;
 use walb_wire::{PeerId, Role};
 
@@ -324,7 +324,7 @@ impl World {
     }
 
     /// Runs `wdevc ARGS`.
-    pub fn wdevc(&self, args: &[&str]) -> Result<Output> {
+    pub fn wdevc<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Result<Output> {
         let mut c = bin("wdevc");
         self.env(&mut c);
         Ok(c.args(args).output()?)
@@ -369,30 +369,30 @@ impl World {
         )
     }
 
-    fn create_device(&self, i: usize) -> Result<()> {
+    /// Volume `i`'s emulated device: its control socket only.
+    fn device_spec(&self, i: usize) -> DeviceSpec {
         let (ldev, ddev) = self.dev_files(i);
-        let mut args = vec!["format-ldev".to_string()];
-        for (f, mb) in [(&ldev, LDEV_MB), (&ddev, DDEV_MB)] {
-            std::fs::File::create(f)?.set_len(mb << 20)?;
-            args.push(f.display().to_string());
+        DeviceSpec {
+            name: self.topo.dev(i),
+            ldev,
+            ddev,
+            emulate: true,
+            no_block: true,
         }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        check(&self.wdevc(&args)?, "wdevc format-ldev")?;
+    }
+
+    fn create_device(&self, i: usize) -> Result<()> {
+        let dev = self.device_spec(i);
+        for (f, mb) in [(&dev.ldev, LDEV_MB), (&dev.ddev, DDEV_MB)] {
+            std::fs::File::create(f)?.set_len(mb << 20)?;
+        }
+        check(&self.wdevc(&dev.format_args())?, "wdevc format-ldev")?;
         self.start_device(i)
     }
 
     /// Starts (or restarts, redoing its log) the device process of volume `i`.
     pub fn start_device(&self, i: usize) -> Result<()> {
-        let (ldev, ddev) = self.dev_files(i);
-        let out = self.wdevc(&[
-            "create-wdev",
-            &ldev.display().to_string(),
-            &ddev.display().to_string(),
-            "-n",
-            &self.topo.dev(i),
-            "--emulate",
-            "--no-block",
-        ])?;
+        let out = self.wdevc(&self.device_spec(i).create_args())?;
         check(&out, "wdevc create-wdev")
     }
 
