@@ -29,7 +29,6 @@ const KNOWN_LONG_FILES: &[&str] = &[
     "kernel/src/device/emu/mod.rs",
     "kernel/src/meta/tests.rs",
     "kernel/src/wdiff/indexed.rs",
-    "wire/src/transport.rs",
 ];
 
 /// Functions over [`FN_MAX`] lines known today (tables among them).
