@@ -19,6 +19,8 @@
 //! stale binaries). An [`Operator`] talks to the daemons through the wire library, for
 //! polls too fast for a console process each time.
 
+#![forbid(unsafe_code)]
+
 pub mod chaos;
 pub mod hostile;
 pub mod house;

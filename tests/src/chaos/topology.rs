@@ -21,7 +21,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use walb_kernel::device::control::DeviceClient;
+use walb_device::control::DeviceClient;
 use walb_wire::{ClusterCa, IssueOptions, PeerId, Role};
 
 use crate::repeater::Repeater;
