@@ -1,4 +1,5 @@
-//! Helpers shared by the kernel's integration tests.
+//! Helpers shared by the kernel's integration tests (core's; the device's and wdevc's include
+//! this file by `#[path]`).
 #![allow(dead_code)]
 
 use std::path::PathBuf;
