@@ -65,3 +65,49 @@ pub fn reflink(dst: &File, src: &File) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Seek, Write};
+
+    fn file_with(data: &[u8]) -> File {
+        let mut f = tempfile::tempfile().expect("temporary file");
+        f.write_all(data).expect("write");
+        f
+    }
+
+    #[test]
+    fn block_calls_on_a_regular_file_fail_instead_of_answering() {
+        // FileTarget and wdevc fall back (or report) on these errors: a regular file must
+        // never yield a block size or a silent "discarded".
+        let f = file_with(&[1u8; 4096]);
+        assert_eq!(physical_block_size(&f), Err(nix::errno::Errno::ENOTTY));
+        assert!(block_discard(&f, 0, 4096).is_err());
+    }
+
+    #[test]
+    fn writeback_starts_on_a_file_and_refuses_offsets_beyond_i64() {
+        let f = file_with(&[7u8; 8192]);
+        start_writeback(&f, 0, 8192).expect("sync_file_range on a regular file");
+        let e = start_writeback(&f, u64::MAX, 1).expect_err("offset beyond i64");
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+    }
+
+    #[test]
+    fn a_reflink_copies_the_bytes_or_leaves_the_target_untouched() {
+        let data: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+        let src = file_with(&data);
+        let mut dst = tempfile::tempfile().expect("temporary file");
+        match reflink(&dst, &src) {
+            Ok(()) => {
+                let mut got = Vec::new();
+                dst.rewind().expect("rewind");
+                dst.read_to_end(&mut got).expect("read");
+                assert_eq!(got, data);
+            }
+            // tmpfs, ext4: no reflink; the caller copies instead.
+            Err(_) => assert_eq!(dst.metadata().expect("metadata").len(), 0),
+        }
+    }
+}
