@@ -20,7 +20,15 @@ use clap::{Parser, Subcommand};
 
 /// WalB device control and log/diff file tools.
 #[derive(Parser, Debug)]
-#[command(name = "wdevc", version, about, long_about = None, after_help = EXIT_CODES)]
+// The first line of `wdevc --help`, spelled out so that it does not follow a package
+// description.
+#[command(
+    name = "wdevc",
+    version,
+    about = "The walb data kernel: WalB log and diff formats, diff engine, snapshot model, device backends",
+    long_about = None,
+    after_help = EXIT_CODES
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
