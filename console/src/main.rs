@@ -1,6 +1,8 @@
 //! The `walb-console` binary: the terminal UI (or a status dump when stdout is not a
 //! terminal), `ca`, `lab` and `--exec`.
 
+#![forbid(unsafe_code)]
+
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::Duration;

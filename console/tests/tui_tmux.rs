@@ -35,7 +35,7 @@ fn bin_dir() -> PathBuf {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let release = dir.file_name().is_some_and(|n| n == "release");
         let mut c = Command::new(cargo);
-        c.args(["build", "--bins", "-p", "walb-daemon", "-p", "walb-kernel"]);
+        c.args(["build", "--bins", "-p", "walb-daemon", "-p", "wdevc"]);
         if release {
             c.arg("--release");
         }

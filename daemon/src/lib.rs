@@ -18,6 +18,7 @@
 //! - [`storage`], [`proxy`], [`archive`]: the roles.
 //! - [`opts`]: command-line options.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod archive;

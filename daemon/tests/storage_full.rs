@@ -89,7 +89,7 @@ async fn writes_during_a_throttled_full_backup_are_shipped() {
     );
 }
 
-fn emu_permanent(e: &walb_kernel::device::emu::Emulator) -> u64 {
+fn emu_permanent(e: &walb_device::emu::Emulator) -> u64 {
     lsids(e).permanent
 }
 

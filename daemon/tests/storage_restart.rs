@@ -16,8 +16,8 @@ use std::time::Duration;
 use storage_support::*;
 use walb_daemon::persist::voldir::MARKER;
 use walb_daemon::storage::{vol, StorageConfig};
+use walb_device::WalbDevice;
 use walb_kernel::block::Pbs;
-use walb_kernel::device::WalbDevice;
 use walb_wire::msg::{Command, Query, Reply, StopMode};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -56,7 +56,7 @@ struct Setup {
     archive: FakeArchive,
     devs: TestDevices,
     files: DevFiles,
-    emu: Arc<walb_kernel::device::emu::Emulator>,
+    emu: Arc<walb_device::emu::Emulator>,
     base: PathBuf,
 }
 

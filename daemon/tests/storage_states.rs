@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use storage_support::*;
 use walb_daemon::storage::vol;
+use walb_device::WalbDevice;
 use walb_kernel::block::Pbs;
-use walb_kernel::device::WalbDevice;
 use walb_wire::msg::{Command, ErrorCode, Event, Query, Reply, StartMode, StopMode, Subscribe};
 
 fn cmd_start(vol: &str, mode: Option<StartMode>) -> Command {

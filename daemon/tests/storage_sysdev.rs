@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use storage_support::*;
 use walb_daemon::storage::{vol, SystemDevices};
+use walb_device::control::{serve, ServerHooks};
+use walb_device::WalbDevice;
 use walb_kernel::block::Pbs;
-use walb_kernel::device::control::{serve, ServerHooks};
-use walb_kernel::device::WalbDevice;
 use walb_wire::msg::{Command, ErrorCode, Reply};
 
 struct NoHooks;
@@ -33,7 +33,7 @@ async fn system_devices_reach_an_emulated_device_by_its_socket() {
     let emu = open_emu(&files, "s9");
     emu.write(0, &data(256 << 10, 3)).unwrap();
     emu.flush().unwrap();
-    let listener = UnixListener::bind(walb_kernel::device::control::socket_path("s9")).unwrap();
+    let listener = UnixListener::bind(walb_device::control::socket_path("s9")).unwrap();
     let info = emu.info().unwrap();
     let e2 = Arc::clone(&emu);
     std::thread::spawn(move || serve(listener, e2, info, Arc::new(NoHooks)));

@@ -49,7 +49,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
-use walb_kernel::device::control::DeviceClient;
+use walb_device::control::DeviceClient;
 use walb_tests::{
     bench_wanted, build_bins, env_u64, is_root, last_number, proc_cpu_seconds, Cluster,
     ClusterOpts, Operator, VOL,

@@ -1,14 +1,14 @@
 //! The house's measures, read from the source: import circles between modules, files
 //! over a length, functions over a length.
 //!
-//! Every crate root of the workspace (`src/lib.rs`, `src/bin/NAME/main.rs`) is parsed with
-//! `syn`. A module is a file (`a/b.rs` and `a/b/mod.rs` are `a::b`). An edge goes from a
-//! module to another when it names it in a `use` or a path (`crate::…`, `super::…`,
-//! `self::…`), resolved to the longest module prefix. A module naming one of its own
-//! ancestors is not an edge (a child may lean on its parent's items; the parent declaring
-//! or re-exporting its children would otherwise close a circle with every child); test
-//! code (`#[cfg(test)]`) is not read. A circle is a strongly connected set of two or more
-//! modules of one crate.
+//! Every crate root of the workspace (`src/lib.rs`, a binary crate's `src/main.rs`,
+//! `src/bin/NAME/main.rs`) is parsed with `syn`. A module is a file (`a/b.rs` and
+//! `a/b/mod.rs` are `a::b`). An edge goes from a module to another when it names it in a
+//! `use` or a path (`crate::…`, `super::…`, `self::…`), resolved to the longest module
+//! prefix. A module naming one of its own ancestors is not an edge (a child may lean on its
+//! parent's items; the parent declaring or re-exporting its children would otherwise close
+//! a circle with every child); test code (`#[cfg(test)]`) is not read. A circle is a
+//! strongly connected set of two or more modules of one crate.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -40,9 +40,17 @@ pub struct Measures {
 /// The workspace's crate roots below `ws` (the directory of the workspace `Cargo.toml`).
 pub fn roots(ws: &Path) -> Result<Vec<Root>> {
     let mut out = Vec::new();
-    for krate in ["kernel", "wire", "daemon", "console", "tests"] {
+    for krate in [
+        "kernel/core",
+        "kernel/device",
+        "kernel/wdevc",
+        "wire",
+        "daemon",
+        "console",
+        "tests",
+    ] {
         let src = ws.join(krate).join("src");
-        if src.join("lib.rs").exists() {
+        if src.join("lib.rs").exists() || src.join("main.rs").exists() {
             out.push(Root {
                 name: krate.into(),
                 dir: src.clone(),
@@ -97,7 +105,7 @@ fn files_of(root: &Root) -> Result<Vec<PathBuf>> {
             } else if p.extension().is_some_and(|x| x == "rs") {
                 if d == root.dir
                     && p.file_name().is_some_and(|n| n == "main.rs")
-                    && !root.name.contains('/')
+                    && root.dir.join("lib.rs").exists()
                 {
                     continue;
                 }

@@ -19,6 +19,8 @@
 //! stale binaries). An [`Operator`] talks to the daemons through the wire library, for
 //! polls too fast for a console process each time.
 
+#![forbid(unsafe_code)]
+
 pub mod chaos;
 mod cluster;
 mod drive;
@@ -76,7 +78,7 @@ pub fn build_bins() -> Result<()> {
     let release = dir.file_name().is_some_and(|n| n == "release");
     let mut c = Command::new(cargo);
     c.args(["build", "--bins", "-p", "walb-daemon", "-p", "walb-console"])
-        .args(["-p", "walb-kernel"]);
+        .args(["-p", "wdevc"]);
     // Cargo runs tests and benches with their package's variables set; build scripts
     // watching them (ring's) would rebuild, and rebuild again under the next plain build.
     for (k, _) in std::env::vars_os() {

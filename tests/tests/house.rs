@@ -26,9 +26,9 @@ const KNOWN_LONG_FILES: &[&str] = &[
     "console/src/tui/actions.rs",
     "console/src/tui/model.rs",
     "daemon/src/archive/repl.rs",
-    "kernel/src/device/emu/mod.rs",
-    "kernel/src/meta/tests.rs",
-    "kernel/src/wdiff/indexed.rs",
+    "kernel/core/src/meta/tests.rs",
+    "kernel/core/src/wdiff/indexed.rs",
+    "kernel/device/src/emu/mod.rs",
 ];
 
 /// Functions over [`FN_MAX`] lines known today (tables among them).
@@ -49,13 +49,13 @@ const KNOWN_LONG_FNS: &[&str] = &[
     "daemon/src/proxy/send.rs::Proxy::transfer",
     "daemon/src/storage/hash.rs::sync",
     "daemon/src/storage/query.rs::Storage::query",
-    "kernel/src/bin/wdevc/device.rs::run_device",
-    "kernel/src/device/control.rs::handle_conn",
-    "kernel/src/device/emu/writer.rs::Shared::write_batch",
-    "kernel/src/diff/pipeline.rs::compress_ordered",
-    "kernel/src/logpack.rs::LogPackHeader::parse",
-    "kernel/src/wdiff/indexed.rs::IndexedDiffReader::new",
-    "kernel/src/wdiff/sorted.rs::parse_pack",
+    "kernel/core/src/diff/pipeline.rs::compress_ordered",
+    "kernel/core/src/logpack.rs::LogPackHeader::parse",
+    "kernel/core/src/wdiff/indexed.rs::IndexedDiffReader::new",
+    "kernel/core/src/wdiff/sorted.rs::parse_pack",
+    "kernel/device/src/control.rs::handle_conn",
+    "kernel/device/src/emu/writer.rs::Shared::write_batch",
+    "kernel/wdevc/src/device.rs::run_device",
 ];
 
 fn check(what: &str, now: BTreeSet<String>, known: &[&str]) -> Vec<String> {

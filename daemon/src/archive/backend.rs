@@ -25,7 +25,6 @@
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -492,13 +491,9 @@ impl ImageBackend for FileBackend {
 /// a sparse copy. Returns `dst` open for reading and writing.
 pub fn clone_file(src: &File, dst: &Path) -> Result<(File, CloneMethod), BackendError> {
     let out = persist::create_file(dst).map_err(io_err("creating", dst))?;
-    // SAFETY: FICLONE takes the source file descriptor as its argument; both descriptors
-    // are open for the duration of the call.
-    let r = unsafe { libc::ioctl(out.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
-    if r == 0 {
+    let Err(why) = walb_device::sys::reflink(&out, src) else {
         return Ok((out, CloneMethod::Reflink));
-    }
-    let why = io::Error::last_os_error();
+    };
     debug!(dst = %dst.display(), "no reflink ({why}); sparse copy");
     let size = src.metadata().map_err(io_err("inspecting", dst))?.len();
     out.set_len(size).map_err(io_err("sizing", dst))?;

@@ -32,7 +32,6 @@
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -40,8 +39,8 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use tracing::{info, warn};
+use walb_device::dio::DIO_ALIGN;
 use walb_kernel::block::LBS;
-use walb_kernel::dio::DIO_ALIGN;
 use walb_kernel::meta::{DiffManager, MetaDiff, MetaState};
 use walb_wire::msg::{Message, Step, SyncStart, Uuid};
 use walb_wire::{Call, ErrorCode, Event, PeerId, Received, Reply, WireError};
@@ -128,12 +127,7 @@ const WRITE_QUEUE: usize = 4;
 /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`). Best effort: durability still comes from
 /// the fsync that follows; this only gets the disk going earlier.
 pub(crate) fn start_writeback(f: &File, off: u64, len: u64) {
-    let (Ok(off), Ok(len)) = (i64::try_from(off), i64::try_from(len)) else {
-        return;
-    };
-    // SAFETY: sync_file_range only reads its integer arguments; the descriptor is open
-    // for as long as `f` is borrowed.
-    let _ = unsafe { libc::sync_file_range(f.as_raw_fd(), off, len, libc::SYNC_FILE_RANGE_WRITE) };
+    let _ = walb_device::sys::start_writeback(f, off, len);
 }
 
 /// When the write-back of a file being written should start, and when to fdatasync

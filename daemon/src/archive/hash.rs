@@ -370,7 +370,7 @@ impl Archive {
         let kerr =
             |e: walb_kernel::Error| refuse(ErrorCode::Internal, format!("reading the image: {e}"));
         // Read once, front to back: around the page cache where the file system allows.
-        let base = walb_kernel::dio::DirectReader::from_file(
+        let base = walb_device::dio::DirectReader::from_file(
             self.backend.open_base(&vol.name).map_err(backend_error)?,
         );
         let streams =

@@ -574,7 +574,7 @@ impl Archive {
         let abort = Arc::new(AtomicBool::new(false));
         let reader = {
             let (abort, me, v2) = (Arc::clone(&abort), Arc::clone(self), Arc::clone(v));
-            let base = walb_kernel::dio::DirectReader::from_file(file);
+            let base = walb_device::dio::DirectReader::from_file(file);
             tokio::task::spawn_blocking(move || {
                 let io = ScanIo {
                     tx: &tx,
@@ -836,7 +836,7 @@ impl Archive {
         out: ChunkWriter,
         abort: &AtomicBool,
     ) -> walb_kernel::Result<(u64, u64)> {
-        let base = walb_kernel::dio::DirectReader::from_file(
+        let base = walb_device::dio::DirectReader::from_file(
             self.backend.open_base(&v.name).map_err(|e| {
                 walb_kernel::Error::io(
                     "opening the base image",

@@ -30,8 +30,9 @@ use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
+use walb_device::image::FileTarget;
 use walb_kernel::block::LBS;
-use walb_kernel::diff::apply::{DiscardPolicy, FileTarget, Redo};
+use walb_kernel::diff::apply::{DiscardPolicy, Redo};
 use walb_kernel::diff::io::{DiffIo, IoData};
 use walb_kernel::diff::merge::{DiffMerger, DiffStream};
 use walb_kernel::ldev::ReadAt;

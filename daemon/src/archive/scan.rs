@@ -220,7 +220,7 @@ impl Archive {
         file: std::fs::File,
     ) -> Result<(), WireError> {
         let wire = |e: walb_wire::Error| e.to_wire();
-        let base = walb_kernel::dio::DirectReader::from_file(file);
+        let base = walb_device::dio::DirectReader::from_file(file);
         let size_lb = ReadAt::size(&base)
             .map_err(|e| refuse(ErrorCode::Internal, format!("sizing the base image: {e}")))?
             / u64::from(LBS);
@@ -300,7 +300,7 @@ impl Archive {
                 format!("reading the image of {}: {e}", v.name),
             )
         };
-        let base = walb_kernel::dio::DirectReader::from_file(
+        let base = walb_device::dio::DirectReader::from_file(
             self.backend().open_base(&v.name).map_err(backend_error)?,
         );
         let size_lb = ReadAt::size(&base)

@@ -92,7 +92,7 @@ impl Storage {
                 format!("init-vol {name}: the storage needs the WalB device path"),
             ));
         };
-        let dev_name = walb_kernel::device::name_of(&path).map_err(|e| {
+        let dev_name = walb_device::name_of(&path).map_err(|e| {
             refuse(
                 ErrorCode::BadRequest,
                 format!("init-vol {name}: {path}: {e}"),
@@ -110,7 +110,7 @@ impl Storage {
             let used = other
                 .meta()
                 .as_ref()
-                .map(|m| walb_kernel::device::name_of(&m.wdev_path).ok() == Some(dev_name.clone()))
+                .map(|m| walb_device::name_of(&m.wdev_path).ok() == Some(dev_name.clone()))
                 .unwrap_or(false);
             if used {
                 return Err(refuse(

@@ -1,18 +1,18 @@
 //! How the storage reaches its WalB devices: an injectable [`DeviceAccess`].
 //!
-//! The daemon uses [`SystemDevices`]: [`walb_kernel::device::open`] (an emulated device's
+//! The daemon uses [`SystemDevices`]: [`walb_device::open`] (an emulated device's
 //! control socket, else the kernel driver) for the control interface, and for the data a
 //! full backup reads, an emulated device's control socket, else the block device
 //! (`info().wdev_path`, or the path given to `init-vol`). Tests plug in
-//! their own access to in-process [`walb_kernel::device::emu::Emulator`]s.
+//! their own access to in-process [`walb_device::emu::Emulator`]s.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
 
-use walb_kernel::device::control::DeviceClient;
-use walb_kernel::device::WalbDevice;
+use walb_device::control::DeviceClient;
+use walb_device::WalbDevice;
 use walb_kernel::error::IoContext;
 use walb_kernel::{Error, Result};
 
@@ -61,7 +61,7 @@ fn is_readable_device(p: &Path) -> bool {
 
 impl DeviceAccess for SystemDevices {
     fn open(&self, wdev: &str) -> Result<Device> {
-        walb_kernel::device::open(wdev).map(Arc::from)
+        walb_device::open(wdev).map(Arc::from)
     }
 
     fn open_data(&self, wdev: &str) -> Result<Box<dyn DataRead>> {
@@ -82,8 +82,7 @@ impl DeviceAccess for SystemDevices {
             .chain(std::iter::once(Path::new(wdev)));
         for p in candidates {
             if is_readable_device(p) {
-                let f = walb_kernel::device::open_fresh(p)
-                    .ctx(|| format!("opening {}", p.display()))?;
+                let f = walb_device::open_fresh(p).ctx(|| format!("opening {}", p.display()))?;
                 return Ok(Box::new(FileData(f)));
             }
         }

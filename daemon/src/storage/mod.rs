@@ -483,7 +483,7 @@ pub(crate) async fn blocking<T: Send + 'static>(
 
 /// Reads and validates the superblock of a device's log.
 pub(crate) fn read_superblock(
-    dev: &dyn walb_kernel::device::WalbDevice,
+    dev: &dyn walb_device::WalbDevice,
 ) -> walb_kernel::Result<walb_kernel::ldev::SuperBlock> {
     let f = dev.open_ldev()?;
     walb_kernel::ldev::SuperBlock::read(&f)

@@ -14,7 +14,7 @@
 //!   1 s while logs are not yet permanent, and after a doubling backoff
 //!   (`--delay`..`--max-delay`) when the transfer failed. `kick` makes every entry due now.
 //!
-//! [`WalbDevice::wait_for_permanent`]: walb_kernel::device::WalbDevice::wait_for_permanent
+//! [`WalbDevice::wait_for_permanent`]: walb_device::WalbDevice::wait_for_permanent
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -23,7 +23,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
-use walb_kernel::device::LsidSet;
+use walb_device::LsidSet;
 use walb_wire::msg::{ErrorCode, Event, WireError};
 
 use crate::clock::Clock;
@@ -134,7 +134,7 @@ impl Storage {
     /// volume monitors the same device.
     pub(crate) fn start_monitoring(self: &Arc<Self>, vol: &Arc<Vol>) -> Result<(), WireError> {
         let path = vol.meta_copy()?.wdev_path;
-        let dev_name = walb_kernel::device::name_of(&path).unwrap_or_else(|_| path.clone());
+        let dev_name = walb_device::name_of(&path).unwrap_or_else(|_| path.clone());
         let token = {
             let mut w = lock(&self.monitor.watches);
             if let Some((other, _)) = w
@@ -409,7 +409,7 @@ impl Storage {
 /// Frees the logs before `min(upto, prev_written)` (taking a checkpoint first when
 /// `prev_written` lags); returns the lsids after.
 pub(crate) fn free_logs(
-    dev: &dyn walb_kernel::device::WalbDevice,
+    dev: &dyn walb_device::WalbDevice,
     upto: u64,
 ) -> walb_kernel::Result<LsidSet> {
     let mut l = dev.lsids()?;
@@ -433,7 +433,7 @@ pub(crate) fn free_logs(
 pub(crate) fn publish_usage(
     node: &walb_wire::Node,
     vol: &str,
-    dev: &dyn walb_kernel::device::WalbDevice,
+    dev: &dyn walb_device::WalbDevice,
     l: &LsidSet,
 ) {
     let capacity_pb = dev.log_capacity().unwrap_or(0);

@@ -15,9 +15,9 @@ use walb_daemon::peers::PeerAddr;
 use walb_daemon::persist::BaseDir;
 use walb_daemon::server::{serve, Ctx};
 use walb_daemon::storage::{self, DataRead, Device, DeviceAccess, Storage, StorageConfig};
+use walb_device::emu::{EmuConfig, Emulator};
+use walb_device::WalbDevice;
 use walb_kernel::block::Pbs;
-use walb_kernel::device::emu::{EmuConfig, Emulator};
-use walb_kernel::device::WalbDevice;
 use walb_kernel::ldev::{SuperBlock, SUPER_OFFSET};
 use walb_wire::msg::{BackupSync, MetaDiffDto, SnapDto, SnapshotInfo, Uuid, WlogTransfer};
 use walb_wire::{
@@ -78,7 +78,7 @@ impl DataRead for EmuData {
 
 impl TestDevices {
     fn get(&self, wdev: &str) -> walb_kernel::Result<Arc<Emulator>> {
-        let name = walb_kernel::device::name_of(wdev)?;
+        let name = walb_device::name_of(wdev)?;
         self.map.lock().unwrap().get(&name).cloned().ok_or_else(|| {
             walb_kernel::Error::io(
                 format!("opening {wdev}"),
@@ -625,7 +625,7 @@ pub fn assert_refused(r: Result<Reply, WireError>, code: ErrorCode, words: &[&st
 }
 
 /// The device's lsids.
-pub fn lsids(e: &Emulator) -> walb_kernel::device::LsidSet {
+pub fn lsids(e: &Emulator) -> walb_device::LsidSet {
     e.lsids().unwrap()
 }
 

@@ -6,6 +6,8 @@
 //! exits. Needs root for the small file systems of the disk-full fault
 //! (skipped otherwise).
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 

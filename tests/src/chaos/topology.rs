@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use walb_console::cluster::{CertsSection, ClusterFile, NodeSection};
 use walb_console::lab::launch::{self, DaemonSpec, DeviceSpec};
-use walb_kernel::device::control::DeviceClient;
+use walb_device::control::DeviceClient;
 use walb_wire::{PeerId, Role};
 
 use crate::cluster::role_of_name;

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use walb_kernel::device::control::DeviceClient;
+use walb_device::control::DeviceClient;
 
 /// Tagged block size.
 pub const BLOCK: usize = 4096;
