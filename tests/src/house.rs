@@ -411,3 +411,66 @@ mod tests {
         assert_eq!(circles(&e), vec![vec!["x", "y", "z"]]);
     }
 }
+
+/// The crate that may hold unsafe code, in the modules its root names with
+/// `#[allow(unsafe_code)]` under `#![deny(unsafe_code)]`.
+pub const UNSAFE_CRATE: &str = "kernel/device";
+
+/// Where the unsafe rule does not hold: a crate root (a `lib.rs`, a `main.rs`, a file of
+/// `src/bin`) without `#![forbid(unsafe_code)]` — [`UNSAFE_CRATE`]'s with
+/// `#![deny(unsafe_code)]` —, or an `#[allow(unsafe_code)]` anywhere but that root.
+pub fn unsafe_rule(ws: &Path) -> Result<Vec<String>> {
+    let mut bad = Vec::new();
+    for r in roots(ws)? {
+        let mut files: Vec<PathBuf> = ["lib.rs", "main.rs"]
+            .iter()
+            .map(|f| r.dir.join(f))
+            .filter(|p| p.exists())
+            .collect();
+        let bin = r.dir.join("bin");
+        if bin.is_dir() {
+            for e in std::fs::read_dir(&bin).with_context(|| format!("{}", bin.display()))? {
+                let p = e?.path();
+                if p.extension().is_some_and(|x| x == "rs") {
+                    files.push(p);
+                }
+            }
+        }
+        let want = if r.name == UNSAFE_CRATE {
+            "#![deny(unsafe_code)]"
+        } else {
+            "#![forbid(unsafe_code)]"
+        };
+        for f in files {
+            let text = std::fs::read_to_string(&f).with_context(|| format!("{}", f.display()))?;
+            if !text.lines().any(|l| l.trim() == want) {
+                let rel = f.strip_prefix(ws).unwrap_or(&f).display().to_string();
+                bad.push(format!("{rel} lacks {want}"));
+            }
+        }
+    }
+    let allowed = ws.join(UNSAFE_CRATE).join("src").join("lib.rs");
+    let mut stack: Vec<PathBuf> = roots(ws)?.into_iter().map(|r| r.dir).collect();
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).with_context(|| format!("{}", d.display()))? {
+            let p = e?.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") && p != allowed {
+                let text =
+                    std::fs::read_to_string(&p).with_context(|| format!("{}", p.display()))?;
+                let allows = text.lines().any(|l| {
+                    let l = l.trim_start();
+                    l.starts_with("#[allow(unsafe_code") || l.starts_with("#![allow(unsafe_code")
+                });
+                if allows {
+                    let rel = p.strip_prefix(ws).unwrap_or(&p).display().to_string();
+                    bad.push(format!("{rel} allows unsafe code"));
+                }
+            }
+        }
+    }
+    bad.sort();
+    bad.dedup();
+    Ok(bad)
+}

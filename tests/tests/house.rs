@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use walb_tests::house::measure;
+use walb_tests::house::{measure, unsafe_rule};
 
 const FILE_MAX: usize = 1000;
 const FN_MAX: usize = 100;
@@ -99,5 +99,14 @@ fn no_new_circle_long_file_or_long_function_and_the_lists_only_shrink() {
     let mut bad = check("import circle", circles, KNOWN_CIRCLES);
     bad.extend(check("file over 1000 lines", files, KNOWN_LONG_FILES));
     bad.extend(check("function over 100 lines", fns, KNOWN_LONG_FNS));
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
+
+/// Unsafe code lives in the device runtime's named modules only: every other crate root
+/// forbids it, and nothing else allows it.
+#[test]
+fn unsafe_code_is_confined_to_the_device_runtime() {
+    let ws = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let bad = unsafe_rule(&ws).expect("reading the sources");
     assert!(bad.is_empty(), "{}", bad.join("\n"));
 }
