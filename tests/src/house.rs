@@ -374,44 +374,6 @@ pub fn measure(ws: &Path) -> Result<Measures> {
     Ok(m)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn v(s: &str) -> Vec<String> {
-        s.split("::")
-            .filter(|x| !x.is_empty())
-            .map(String::from)
-            .collect()
-    }
-
-    #[test]
-    fn paths_resolve_to_the_longest_module_prefix() {
-        let modules: BTreeSet<Vec<String>> = ["", "a", "a::b", "c"].iter().map(|s| v(s)).collect();
-        let r = |from: &str, p: &str| resolve(&v(from), &v(p), &modules).map(|m| m.join("::"));
-        assert_eq!(r("c", "crate::a::b::f"), Some("a::b".into()));
-        assert_eq!(r("a::b", "super::f"), None);
-        assert_eq!(r("a::b", "super::super::c::g"), Some("c".into()));
-        assert_eq!(r("a", "b::f"), Some("a::b".into()));
-        assert_eq!(r("a", "std::f"), None);
-        assert_eq!(r("a", "self::b::T"), Some("a::b".into()));
-    }
-
-    #[test]
-    fn a_circle_is_found_and_a_chain_is_not() {
-        let mut e: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
-        let mut edge = |a: &str, b: &str| {
-            e.entry(v(a)).or_default().insert(v(b));
-        };
-        edge("x", "y");
-        edge("y", "z");
-        edge("z", "x");
-        edge("z", "w");
-        edge("w", "q");
-        assert_eq!(circles(&e), vec![vec!["x", "y", "z"]]);
-    }
-}
-
 /// The crate that may hold unsafe code, in the modules its root names with
 /// `#[allow(unsafe_code)]` under `#![deny(unsafe_code)]`.
 pub const UNSAFE_CRATE: &str = "kernel/device";
@@ -473,4 +435,42 @@ pub fn unsafe_rule(ws: &Path) -> Result<Vec<String>> {
     bad.sort();
     bad.dedup();
     Ok(bad)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split("::")
+            .filter(|x| !x.is_empty())
+            .map(String::from)
+            .collect()
+    }
+
+    #[test]
+    fn paths_resolve_to_the_longest_module_prefix() {
+        let modules: BTreeSet<Vec<String>> = ["", "a", "a::b", "c"].iter().map(|s| v(s)).collect();
+        let r = |from: &str, p: &str| resolve(&v(from), &v(p), &modules).map(|m| m.join("::"));
+        assert_eq!(r("c", "crate::a::b::f"), Some("a::b".into()));
+        assert_eq!(r("a::b", "super::f"), None);
+        assert_eq!(r("a::b", "super::super::c::g"), Some("c".into()));
+        assert_eq!(r("a", "b::f"), Some("a::b".into()));
+        assert_eq!(r("a", "std::f"), None);
+        assert_eq!(r("a", "self::b::T"), Some("a::b".into()));
+    }
+
+    #[test]
+    fn a_circle_is_found_and_a_chain_is_not() {
+        let mut e: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = BTreeMap::new();
+        let mut edge = |a: &str, b: &str| {
+            e.entry(v(a)).or_default().insert(v(b));
+        };
+        edge("x", "y");
+        edge("y", "z");
+        edge("z", "x");
+        edge("z", "w");
+        edge("w", "q");
+        assert_eq!(circles(&e), vec![vec!["x", "y", "z"]]);
+    }
 }
