@@ -48,9 +48,9 @@ use walb_wire::{Call, ErrorCode, Event, PeerId, Received, Reply, WireError};
 
 use super::backend::{for_nonzero, BackendError};
 use super::vol::{ArchiveVol, VolMeta};
-use super::{backend_error, blocking, persist_error, remove_diff_files, Archive};
+use super::{backend_error, persist_error, remove_diff_files, Archive};
 use crate::dto;
-use crate::server::{answer, refuse};
+use crate::session::{answer, blocking, refuse};
 use crate::state::archive::ArchiveState as A;
 
 /// Name of the operation in progress events.

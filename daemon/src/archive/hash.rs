@@ -39,10 +39,10 @@ use super::full::BackgroundWriter;
 use super::restore::open_round;
 use super::vol::{diff_path, ArchiveVol};
 use super::wdiff::validate_wdiff;
-use super::{backend_error, blocking, persist_error, Archive};
+use super::{backend_error, persist_error, Archive};
 use crate::dto;
 use crate::persist::{self, create_file};
-use crate::server::{answer, refuse};
+use crate::session::{answer, blocking, refuse};
 use crate::state::archive::ArchiveState as A;
 
 /// Name of the operation in progress events (the TUI's hash-backup task).

@@ -41,9 +41,9 @@ use super::restore::{
     apply_round, open_round, EdgePrefetch, ImageWriter, RestoreError, Throttle, PROGRESS_EVERY,
 };
 use super::vol::{diff_path, ArchiveVol, BASE_FILE};
-use super::{backend_error, blocking, persist_error, remove_diff_files, Archive};
+use super::{backend_error, persist_error, remove_diff_files, Archive};
 use crate::persist;
-use crate::server::{refuse, Caller};
+use crate::session::{blocking, refuse, Caller};
 use crate::state::archive::{action, deny_list, ArchiveState as A, ACTIVE};
 
 /// States an archive volume can be resized in (walb-tools: aActive, Stopped, SyncReady).

@@ -57,7 +57,7 @@ use crate::dto;
 use crate::opts::ArchiveOpts;
 use crate::peers::PeerBook;
 use crate::persist::{self, voldir, DirKind, PersistError, VolRule};
-use crate::server::{answer, refuse, Caller, Ctx, Handler};
+use crate::session::{answer, blocking, refuse, Caller, Ctx, Handler};
 use crate::state::archive::{ArchiveState as A, ACTIVE, ACTIVE_OR_STOPPED};
 use crate::state::{StopState, VolState};
 
@@ -106,7 +106,7 @@ impl Config {
             max_wdiff_send_nr: opts.max_wdiff_send_nr.max(1),
             sync_level: crate::bulk::sync_level(&opts.sync_compress)
                 .map_err(|e| anyhow::anyhow!("--sync-compress {e}"))?,
-            policy: opts.policy()?,
+            policy: policy::Policy::from_opts(opts)?,
             policy_tick: Duration::from_secs(opts.policy_tick_s.max(1)),
         })
     }
@@ -280,7 +280,7 @@ impl Archive {
             Some(v) if state != A::Clear => {
                 let m = v.meta();
                 (
-                    base_lb.map(|size_lb| wdiff::Holding {
+                    base_lb.map(|size_lb| admit::Holding {
                         uuid: m.uuid,
                         size_lb,
                         latest: m.latest_snapshot(),
@@ -858,15 +858,6 @@ pub fn remove_diff_files(dir: &std::path::Path, diffs: &[MetaDiff]) -> Result<()
         persist::remove_file(&vol::diff_path(dir, d))?;
     }
     Ok(())
-}
-
-/// Runs blocking work on tokio's blocking pool.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, WireError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| refuse(ErrorCode::Internal, format!("blocking task failed: {e}")))
 }
 
 /// A backend failure as told to a peer.

@@ -41,8 +41,8 @@ use walb_wire::{ErrorCode, Event, Reply, WireError};
 
 use super::backend::{BackendError, CloneMethod, ImageBackend};
 use super::vol::diff_path;
-use super::{backend_error, blocking, Archive};
-use crate::server::{refuse, Caller};
+use super::{backend_error, Archive};
+use crate::session::{blocking, refuse, Caller};
 use crate::state::archive::{action, deny_list, ACTIVE, ACTIVE_OR_STOPPED};
 
 /// Name of the operation in progress events.
