@@ -44,13 +44,13 @@ use walb_kernel::block::LBS;
 use walb_kernel::dio::DIO_ALIGN;
 use walb_kernel::meta::{DiffManager, MetaDiff, MetaState};
 use walb_wire::msg::{Message, Step, SyncStart, Uuid};
-use walb_wire::{Call, ErrorCode, Event, PeerId, Received, Reply, WireError};
+use walb_wire::{Call, ErrorCode, Event, PeerId, Received, WireError};
 
 use super::backend::{for_nonzero, BackendError};
 use super::vol::{ArchiveVol, VolMeta};
 use super::{backend_error, persist_error, remove_diff_files, Archive};
 use crate::dto;
-use crate::session::{answer, blocking, refuse};
+use crate::session::{accept, blocking, refuse};
 use crate::state::archive::ArchiveState as A;
 
 /// Name of the operation in progress events.
@@ -374,17 +374,11 @@ impl Archive {
                 .begin_exclusive(&[A::SyncReady], A::FullSync, "full backup", None)?;
             Ok((v, txn, permit))
         });
-        let (vol, txn, permit) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                info!(%peer, vol = %s.vol, "full backup refused: {e}");
-                return answer(call, Err(e)).await;
-            }
-        };
-        if let Err(e) = call.reply(Reply::Accepted).await {
-            warn!(%peer, vol = %s.vol, "cannot accept the full backup: {e}");
+        let Some((mut call, (vol, txn, permit))) =
+            accept(call, &s.vol, "full backup", accepted).await
+        else {
             return;
-        }
+        };
         info!(%peer, vol = %s.vol, size_lb = s.size_lb, bulk_lb = s.bulk_lb, "full backup started");
         let res = self.full_body(&vol, &mut call, &s).await;
         vol.set_progress(0);

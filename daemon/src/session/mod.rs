@@ -19,5 +19,5 @@ pub mod steps;
 pub use bridge::{blocking, ChannelReader, ChunkWriter, Piece, CHANNEL_DEPTH, SEND_CHUNK};
 pub use ctx::{resolve, CallError, Caller, Ctx, Handler, ACK_WAIT, STALE_PROBE};
 pub use guard::TempFile;
-pub use refusal::{answer, internal, kernel_error, refuse};
+pub use refusal::{accept, answer, internal, kernel_error, refuse};
 pub use steps::{ack_step, expect};

@@ -1,11 +1,36 @@
 //! Refusals and answers: how a call is answered, and how the daemon's errors (volume,
 //! kernel, internal) become the wire's errors.
 
-use tracing::warn;
+use tracing::{info, warn};
 use walb_wire::msg::{ErrorCode, Reply, WireError};
 use walb_wire::Call;
 
 use crate::vol::VolError;
+
+/// Opens a protocol's session after its admission (`admitted`): a refusal answers the
+/// call, which ends (`None`); else the peer is told `Accepted` and the call goes on.
+/// `what` names the protocol in the log (`full backup refused: ...`).
+pub async fn accept<T>(
+    mut call: Call,
+    vol: &str,
+    what: &str,
+    admitted: Result<T, WireError>,
+) -> Option<(Call, T)> {
+    let peer = call.peer.clone();
+    let x = match admitted {
+        Ok(x) => x,
+        Err(e) => {
+            info!(%peer, vol = %vol, "{what} refused: {e}");
+            answer(call, Err(e)).await;
+            return None;
+        }
+    };
+    if let Err(e) = call.reply(Reply::Accepted).await {
+        warn!(%peer, vol = %vol, "cannot accept the {what}: {e}");
+        return None;
+    }
+    Some((call, x))
+}
 
 /// Answers a call with `result` and finishes our half of the stream.
 pub async fn answer(mut call: Call, result: Result<Reply, WireError>) {

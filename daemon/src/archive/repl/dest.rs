@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 use walb_kernel::meta::{DiffManager, MetaDiff, MetaSnap, MetaState, Relation};
 use walb_wire::msg::{ReplDecision, ReplKind, ReplSync, Uuid};
-use walb_wire::{Call, ErrorCode, Event, PeerId, Reply, Step, WireError};
+use walb_wire::{Call, ErrorCode, Event, PeerId, Step, WireError};
 
 use super::{wire, OP};
 use crate::archive::full::Resume;
@@ -16,7 +16,7 @@ use crate::archive::vol::{ArchiveVol, VolMeta};
 use crate::archive::{backend_error, persist_error, remove_diff_files, Archive};
 use crate::bulk::MAX_BULK_LB;
 use crate::dto;
-use crate::session::{answer, blocking, expect, refuse};
+use crate::session::{accept, blocking, expect, refuse};
 use crate::state::archive::{action, ArchiveState as A};
 use crate::vol::Txn;
 
@@ -153,17 +153,11 @@ impl Archive {
             };
             Ok((v, txn, kind, permit))
         });
-        let (vol, txn, kind, permit) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                info!(%peer, vol = %r.vol, "replication refused: {e}");
-                return answer(call, Err(e)).await;
-            }
-        };
-        if let Err(e) = call.reply(Reply::Accepted).await {
-            warn!(%peer, vol = %r.vol, "cannot accept the replication: {e}");
+        let Some((mut call, (vol, txn, kind, permit))) =
+            accept(call, &r.vol, "replication", accepted).await
+        else {
             return;
-        }
+        };
         info!(%peer, vol = %r.vol, ?kind, "replication started");
         let mut txn = Some(txn);
         let res = self

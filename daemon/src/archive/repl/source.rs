@@ -316,20 +316,7 @@ impl Archive {
         kind: ReplKind,
         level: Option<i32>,
     ) -> Result<(), WireError> {
-        let (base, uuid) = {
-            let m = v.meta();
-            (m.base, m.uuid)
-        };
-        if base.applying {
-            return Err(refuse(
-                ErrorCode::WrongState,
-                format!(
-                    "volume {}: the base is being applied ({}): apply again to finish it before a full replication",
-                    v.name,
-                    base.snapshots_string()
-                ),
-            ));
-        }
+        let (base, uuid) = settled_base(v, "a full replication")?;
         let file = self.backend.open_base(&v.name).map_err(backend_error)?;
         let size_lb = ReadAt::size(&file)
             .map_err(|e| refuse(ErrorCode::Internal, format!("sizing the base image: {e}")))?
@@ -530,20 +517,7 @@ impl Archive {
         call: &mut Call,
         bulk_lb: u64,
     ) -> Result<(), WireError> {
-        let (base, uuid) = {
-            let m = v.meta();
-            (m.base, m.uuid)
-        };
-        if base.applying {
-            return Err(refuse(
-                ErrorCode::WrongState,
-                format!(
-                    "volume {}: the base is being applied ({}): apply again to finish it before a resync",
-                    v.name,
-                    base.snapshots_string()
-                ),
-            ));
-        }
+        let (base, uuid) = settled_base(v, "a resync")?;
         info!(vol = %v.name, base = %base.snap_b, "resync by hashes of the base image");
         self.send_compared(v, call, &base, Vec::new(), bulk_lb, uuid)
             .await
@@ -690,6 +664,26 @@ impl Archive {
             })
             .collect()
     }
+}
+
+/// The base and uuid of `v` for `what` (a full replication, a resync): refused while an
+/// apply into the base is unfinished.
+fn settled_base(v: &ArchiveVol, what: &str) -> Result<(MetaState, Uuid), WireError> {
+    let (base, uuid) = {
+        let m = v.meta();
+        (m.base, m.uuid)
+    };
+    if base.applying {
+        return Err(refuse(
+            ErrorCode::WrongState,
+            format!(
+                "volume {}: the base is being applied ({}): apply again to finish it before {what}",
+                v.name,
+                base.snapshots_string()
+            ),
+        ));
+    }
+    Ok((base, uuid))
 }
 
 #[cfg(test)]
