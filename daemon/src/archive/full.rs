@@ -44,7 +44,7 @@ use walb_kernel::block::LBS;
 use walb_kernel::dio::DIO_ALIGN;
 use walb_kernel::meta::{DiffManager, MetaDiff, MetaState};
 use walb_wire::msg::{Message, Step, SyncStart, Uuid};
-use walb_wire::{Call, ErrorCode, Event, PeerId, Received, WireError};
+use walb_wire::{Call, ErrorCode, PeerId, Received, WireError};
 
 use super::backend::{for_nonzero, BackendError};
 use super::vol::{ArchiveVol, VolMeta};
@@ -497,12 +497,7 @@ impl Archive {
             .await?
             .map_err(|e| refuse(ErrorCode::Internal, format!("syncing the base image: {e}")))?;
         let ms_sync = t_sync.elapsed();
-        self.publish(Event::Progress {
-            vol: vol.name.clone(),
-            op: op.into(),
-            done_lb: size_lb,
-            total_lb: size_lb,
-        });
+        self.publish_progress(&vol.name, op, size_lb, size_lb);
         Ok((ms_image, ms_sync))
     }
 
@@ -555,12 +550,7 @@ impl Archive {
             vol.set_progress(done_lb);
             if last_event.elapsed() >= PROGRESS_EVERY {
                 last_event = Instant::now();
-                self.publish(Event::Progress {
-                    vol: vol.name.clone(),
-                    op: op.into(),
-                    done_lb,
-                    total_lb: size_lb,
-                });
+                self.publish_progress(&vol.name, op, done_lb, size_lb);
             }
         }
         cur.finish()

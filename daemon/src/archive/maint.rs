@@ -35,7 +35,7 @@ use walb_kernel::ldev::ReadAt;
 use walb_kernel::meta::{DiffManager, MergeLimits, MetaDiff, MetaState};
 use walb_kernel::wdiff::WdiffHeader;
 use walb_wire::msg::MergeUntil;
-use walb_wire::{ErrorCode, Event, Reply, WireError};
+use walb_wire::{ErrorCode, Reply, WireError};
 
 use super::restore::{
     apply_round, open_round, EdgePrefetch, ImageWriter, RestoreError, Throttle, PROGRESS_EVERY,
@@ -326,12 +326,7 @@ impl Archive {
                 }
                 if last.elapsed() >= PROGRESS_EVERY {
                     last = Instant::now();
-                    self.publish(Event::Progress {
-                        vol: v.name.clone(),
-                        op: OP_APPLY.into(),
-                        done_lb: end_lb.min(size_lb),
-                        total_lb: size_lb,
-                    });
+                    self.publish_progress(&v.name, OP_APPLY, end_lb.min(size_lb), size_lb);
                 }
                 throttle.tick();
                 Ok(())

@@ -340,6 +340,16 @@ impl Archive {
         self.ctx.node.publish(e);
     }
 
+    /// Publishes the progress of `op` on `vol`: `done_lb` of `total_lb`.
+    pub fn publish_progress(&self, vol: &str, op: &str, done_lb: u64, total_lb: u64) {
+        self.publish(Event::Progress {
+            vol: vol.to_owned(),
+            op: op.to_owned(),
+            done_lb,
+            total_lb,
+        });
+    }
+
     /// Logs and publishes ([`Event::Failed`]) a background operation `op` of `vol` that
     /// failed with `error` (the operator's message).
     pub fn op_failed(&self, vol: &str, op: &str, error: &str) {
@@ -842,12 +852,8 @@ impl<'a> Ticker<'a> {
         self.vol.set_progress(self.done_lb);
         if self.last.elapsed() >= restore::PROGRESS_EVERY || self.done_lb == self.total_lb {
             self.last = std::time::Instant::now();
-            self.archive.publish(Event::Progress {
-                vol: self.vol.name.clone(),
-                op: self.op.into(),
-                done_lb: self.done_lb,
-                total_lb: self.total_lb,
-            });
+            self.archive
+                .publish_progress(&self.vol.name, self.op, self.done_lb, self.total_lb);
         }
     }
 }

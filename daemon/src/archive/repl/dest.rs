@@ -7,7 +7,7 @@ use std::sync::Arc;
 use tracing::{info, warn};
 use walb_kernel::meta::{DiffManager, MetaDiff, MetaSnap, MetaState, Relation};
 use walb_wire::msg::{ReplDecision, ReplKind, ReplSync, Uuid};
-use walb_wire::{Call, ErrorCode, Event, PeerId, Step, WireError};
+use walb_wire::{Call, ErrorCode, PeerId, Step, WireError};
 
 use super::{wire, OP};
 use crate::archive::full::Resume;
@@ -385,12 +385,7 @@ impl Archive {
             .map_err(wire)?;
         if resume.start_lb > 0 {
             info!(vol = %vol.name, start_lb = resume.start_lb, size_lb, "resuming an unfinished copy");
-            self.publish(Event::Progress {
-                vol: vol.name.clone(),
-                op: OP.into(),
-                done_lb: resume.start_lb,
-                total_lb: size_lb,
-            });
+            self.publish_progress(&vol.name, OP, resume.start_lb, size_lb);
         }
         self.receive_image(vol, call, size_lb, resume, OP).await?;
         // Commit: an empty base first (an interruption from here boots SyncReady and drops

@@ -22,9 +22,7 @@ use walb_kernel::meta::{DiffManager, MergeLimits, MetaDiff, MetaSnap, MetaState}
 use walb_kernel::wdiff::WdiffKind;
 use walb_wire::frame::ChunkEncoder;
 use walb_wire::msg::{MergeUntil, ReplDecision, ReplKind, ReplSync, ReplicateCommand, Uuid};
-use walb_wire::{
-    Call, EncodedChunk, ErrorCode, Event, PeerId, Reply, Request, Role, Step, WireError,
-};
+use walb_wire::{Call, EncodedChunk, ErrorCode, PeerId, Reply, Request, Role, Step, WireError};
 
 use super::{wire, OP};
 use crate::archive::restore::open_round;
@@ -221,12 +219,7 @@ impl Archive {
                         secs = t0.elapsed().as_secs_f64(),
                         "replication done"
                     );
-                    me.publish(Event::Progress {
-                        vol: v.name.clone(),
-                        op: OP.into(),
-                        done_lb: 1,
-                        total_lb: 1,
-                    });
+                    me.publish_progress(&v.name, OP, 1, 1);
                 }
                 Err(e) => {
                     call.sender.reset();
