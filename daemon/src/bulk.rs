@@ -22,7 +22,12 @@ use walb_wire::frame::ChunkEncoder;
 use walb_wire::msg::{Step, WireError};
 use walb_wire::{CallSender, EncodedChunk};
 
-use crate::proxy::bridge::ChunkWriter;
+use crate::session::ChunkWriter;
+
+/// Default bulk size of a full copy (backup or replication): 256 KiB.
+pub const DEFAULT_BULK_LB: u64 = 512;
+/// Largest bulk: 4 MiB (one chunk).
+pub const MAX_BULK_LB: u64 = 8192;
 
 /// The zstd level of an image's bulks from a `--sync-compress` value `CODEC[:LEVEL[:THREADS]]`:
 /// `zstd` (level 1 unless given) or `none` (`None`: checksummed, stored raw). The transport

@@ -1,7 +1,7 @@
 //! The daemon's clock: wall time for snapshot timestamps and policies, monotonic time and
 //! sleeps for timers and backoffs.
 //!
-//! Every role reads time through the [`Clock`] in its context ([`crate::server::Ctx`])
+//! Every role reads time through the [`Clock`] in its context ([`crate::session::Ctx`])
 //! instead of `SystemTime::now`, `Instant::now` or `tokio::time::sleep`, so that a test can
 //! run the daemon's timed decisions (the archive's maintenance policy, the proxy's send
 //! retries, the storage's monitor and ts-delta gathers) through hours of virtual time in a

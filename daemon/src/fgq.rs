@@ -19,7 +19,7 @@
 //! [`FgSlots::enter`] admits a task at once or puts it in line ([`Waiter`]);
 //! [`Waiter::next`] says when the line moved (or, as a heartbeat, that it did not) and
 //! ends with the slot or with the daemon's wait bound. The server side of a call
-//! (`crate::server::Ctx::fg_wait`) forwards those notes to the caller and watches it.
+//! (`crate::session::Ctx::fg_wait`) forwards those notes to the caller and watches it.
 
 use std::collections::VecDeque;
 use std::future::Future;

@@ -342,48 +342,6 @@ pub fn parse_period(s: &str) -> Result<u64, String> {
         .ok_or_else(bad)
 }
 
-impl ArchiveOpts {
-    /// The maintenance policy of these options.
-    pub fn policy(&self) -> anyhow::Result<crate::archive::policy::Policy> {
-        use crate::archive::policy::{Policy, ReplTarget};
-        let period =
-            |what: &str, v: &str| parse_period(v).map_err(|e| anyhow::anyhow!("--{what}: {e}"));
-        let replicate_to = self
-            .replicate_to
-            .iter()
-            .map(|r| {
-                let (addr, per) = r.rsplit_once('@').ok_or_else(|| {
-                    anyhow::anyhow!("--replicate-to {r:?}: expected ID@HOST:PORT@PERIOD")
-                })?;
-                crate::peers::PeerAddr::parse(walb_wire::Role::Archive, addr)
-                    .map_err(|e| anyhow::anyhow!("--replicate-to {e}"))?;
-                Ok(ReplTarget {
-                    addr: addr.to_owned(),
-                    interval_s: period("replicate-to", per)?,
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        Ok(Policy {
-            apply_keep_s: self
-                .apply_keep
-                .as_deref()
-                .map(|v| period("apply-keep", v))
-                .transpose()?,
-            apply_interval_s: period("apply-interval", &self.apply_interval)?,
-            merge_threshold: self.merge_threshold,
-            merge_interval_s: self
-                .merge_interval
-                .as_deref()
-                .map(|v| period("merge-interval", v))
-                .transpose()?,
-            merge_max_nr: self.merge_max_nr,
-            merge_max_size: self.merge_max_mb.saturating_mul(1 << 20),
-            replicate_to,
-            max_tasks: self.policy_max_tasks.max(1),
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -29,7 +29,8 @@ use walb_daemon::archive;
 use walb_daemon::opts::ProxyOpts;
 use walb_daemon::persist::{self, voldir::MARKER, BaseDir};
 use walb_daemon::proxy;
-use walb_daemon::server::{serve, Ctx, Handler};
+use walb_daemon::server::serve;
+use walb_daemon::session::{Ctx, Handler};
 use walb_kernel::block::Pbs;
 use walb_kernel::wdiff::WdiffKind;
 use walb_wire::msg::{

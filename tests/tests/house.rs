@@ -14,7 +14,6 @@ const FN_MAX: usize = 100;
 /// Circles known today: `crate: module, module, ...`.
 const KNOWN_CIRCLES: &[&str] = &[
     "console: exec, exec::commands, metrics, procs, progress, tui::actions, tui::app, tui::input, tui::keys, tui::loss, tui::mode, tui::model, tui::palette, tui::update, tui::view, tui::view::cluster, tui::view::diffs, tui::view::events, tui::view::overlay, tui::view::tasks, tui::view::volumes",
-    "daemon: archive, archive::admit, archive::full, archive::hash, archive::policy, archive::query, archive::repl, archive::restore, archive::scan, archive::wdiff, opts, proxy, server, storage, storage::full, storage::hash, storage::monitor, storage::ship",
 ];
 
 /// Files over [`FILE_MAX`] lines known today.
@@ -25,7 +24,6 @@ const KNOWN_LONG_FILES: &[&str] = &[
     "console/src/ops.rs",
     "console/src/tui/actions.rs",
     "console/src/tui/model.rs",
-    "daemon/src/archive/repl.rs",
     "kernel/core/src/meta/tests.rs",
     "kernel/core/src/wdiff/indexed.rs",
     "kernel/device/src/emu/mod.rs",
@@ -43,11 +41,6 @@ const KNOWN_LONG_FNS: &[&str] = &[
     "console/src/tui/view/diffs.rs::draw",
     "console/src/tui/view/overlay.rs::draw",
     "console/src/tui/view/volumes.rs::draw",
-    "daemon/src/archive/query.rs::answer_query",
-    "daemon/src/archive/wdiff.rs::Archive::wdiff_body",
-    "daemon/src/proxy/recv.rs::Proxy::receive",
-    "daemon/src/proxy/send.rs::Proxy::transfer",
-    "daemon/src/storage/hash.rs::sync",
     "daemon/src/storage/query.rs::Storage::query",
     "kernel/core/src/diff/pipeline.rs::compress_ordered",
     "kernel/core/src/logpack.rs::LogPackHeader::parse",

@@ -18,15 +18,14 @@
 //! | wdiff transfer | proxy | [`wdiff`] |
 //! | replication | archive | [`repl`] |
 
-use walb_kernel::meta::MetaDiff;
+use walb_kernel::meta::{MetaDiff, MetaSnap, Relation};
+use walb_kernel::wlog::uuid_hex as hex;
 use walb_wire::msg::{ReplKind, ReplSync, SyncStart, Uuid, WdiffTransfer};
 use walb_wire::{ErrorCode, PeerId, WireError};
 
-use super::repl::choose_kind;
-use super::wdiff::{check_diff, refusal_for_state, Holding};
 use crate::dto;
 use crate::peers::{self, Access, VolPeers};
-use crate::server::refuse;
+use crate::session::refuse;
 use crate::state::archive::ArchiveState as A;
 use crate::state::VolState;
 
@@ -184,10 +183,147 @@ pub fn repl(peer: &PeerId, r: &ReplSync, v: &View) -> Result<ReplKind, WireError
     Ok(kind)
 }
 
+/// The refusal a wdiff transfer gets from a volume in `state` (`None`: Archived, go on).
+/// `stopping` is the volume's stop flag; `fg_free` whether a foreground slot is free.
+pub fn refusal_for_state(vol: &str, state: A, stopping: bool, fg_free: bool) -> Option<WireError> {
+    let msg = |what: &str| format!("volume {vol} is {}: {what}", state.name());
+    match state {
+        A::Stopped | A::Start | A::Stop => Some(refuse(
+            ErrorCode::Stopped,
+            msg("wdiffs are refused until start"),
+        )),
+        A::FullSync | A::HashSync | A::Resync => Some(refuse(
+            ErrorCode::Syncing,
+            msg("a backup is being received; retry later"),
+        )),
+        A::WdiffRecv => Some(refuse(
+            ErrorCode::Busy,
+            msg("another wdiff is being received; retry later"),
+        )),
+        _ if !fg_free => Some(refuse(
+            ErrorCode::Busy,
+            format!("archive runs its maximum of foreground tasks; retry later (volume {vol})"),
+        )),
+        A::Clear => Some(refuse(
+            ErrorCode::NotFound,
+            format!("archive-not-found: volume {vol} does not exist on this archive (init-vol and a full backup first)"),
+        )),
+        A::Archived if stopping => Some(refuse(
+            ErrorCode::Stopped,
+            format!("volume {vol} is stopping: wdiffs are refused until start"),
+        )),
+        A::Archived => None,
+        _ => Some(refuse(
+            ErrorCode::WrongState,
+            msg("wdiffs need Archived (a full backup first)"),
+        )),
+    }
+}
+
+/// What the volume holds, for the checks of one incoming diff.
+#[derive(Clone, Copy, Debug)]
+pub struct Holding {
+    /// The volume uuid.
+    pub uuid: Uuid,
+    /// The base image size, logical blocks.
+    pub size_lb: u64,
+    /// The latest snapshot (base + chain).
+    pub latest: MetaSnap,
+}
+
+/// Checks an incoming diff against what the volume holds: uuid, size (unless it will be
+/// grown), relation to the latest snapshot.
+pub fn check_diff(
+    vol: &str,
+    have: &Holding,
+    uuid: &Uuid,
+    size_lb: u64,
+    diff: &MetaDiff,
+    auto_resize: bool,
+) -> Result<(), WireError> {
+    if *uuid != have.uuid {
+        return Err(refuse(
+            ErrorCode::DifferentUuid,
+            format!(
+                "volume {vol}: the diff's uuid {} differs from the volume's {} (the storage was reset; a new full or hash backup is needed)",
+                hex(uuid),
+                hex(&have.uuid)
+            ),
+        ));
+    }
+    if size_lb > have.size_lb && !auto_resize {
+        return Err(refuse(
+            ErrorCode::SmallerLvSize,
+            format!(
+                "volume {vol}: the base image has {} logical blocks, the volume {size_lb}; resize the archive (or run it with --auto-resize)",
+                have.size_lb
+            ),
+        ));
+    }
+    match have.latest.relation(diff) {
+        Relation::Applicable => Ok(()),
+        Relation::TooOld => Err(refuse(
+            ErrorCode::TooOldDiff,
+            format!(
+                "volume {vol}: diff {diff} is already contained in the latest snapshot {}",
+                have.latest
+            ),
+        )),
+        Relation::TooNew => Err(refuse(
+            ErrorCode::TooNewDiff,
+            format!(
+                "volume {vol}: diff {diff} starts after the latest snapshot {}; earlier diffs are missing",
+                have.latest
+            ),
+        )),
+        Relation::NotApplicable => Err(refuse(
+            ErrorCode::BadRequest,
+            format!(
+                "volume {vol}: not-applicable-diff: compared diff {diff} does not start at the latest snapshot {}",
+                have.latest
+            ),
+        )),
+    }
+}
+
+/// The kind a destination in `state`, of lineage `mine`, chooses for a source of lineage
+/// `theirs` (pure; `Err` is the refusal).
+pub fn choose_kind(
+    vol: &str,
+    state: A,
+    mine: &Uuid,
+    theirs: &Uuid,
+    do_resync: bool,
+) -> Result<ReplKind, WireError> {
+    match state {
+        A::SyncReady => Ok(ReplKind::Full),
+        A::Archived if mine != theirs && !do_resync => Err(refuse(
+            ErrorCode::DifferentUuid,
+            format!(
+                "volume {vol}: this archive holds another lineage (archive uuid {} here, {} at the source): replicate with resync to rebuild it",
+                hex(mine),
+                hex(theirs)
+            ),
+        )),
+        A::Archived if do_resync || mine != theirs => Ok(ReplKind::Resync),
+        A::Archived => Ok(ReplKind::HashOrDiff),
+        A::Clear => Err(refuse(
+            ErrorCode::NotFound,
+            format!("volume {vol} does not exist on the destination archive (init-vol first)"),
+        )),
+        s => Err(refuse(
+            ErrorCode::WrongState,
+            format!(
+                "volume {vol} is {} on the destination: replication needs SyncReady or Archived",
+                s.name()
+            ),
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use walb_kernel::meta::MetaSnap;
     use walb_wire::msg::{BindCommand, BindHow, DiffRange, MetaDiffDto, PeerRole, SnapDto};
     use walb_wire::Role;
 
@@ -482,5 +618,98 @@ mod tests {
             code(gather(&p(Role::Storage, "s1"), &[view(A::Archived)])),
             Some(ErrorCode::Forbidden)
         );
+    }
+
+    #[test]
+    fn state_refusals_come_in_the_protocol_order() {
+        let code = |s, stopping, fg| refusal_for_state("v", s, stopping, fg).map(|e| e.code);
+        assert_eq!(code(A::Stopped, false, false), Some(ErrorCode::Stopped));
+        assert_eq!(code(A::Start, false, true), Some(ErrorCode::Stopped));
+        assert_eq!(code(A::FullSync, false, false), Some(ErrorCode::Syncing));
+        assert_eq!(code(A::HashSync, false, true), Some(ErrorCode::Syncing));
+        assert_eq!(code(A::WdiffRecv, false, true), Some(ErrorCode::Busy));
+        assert_eq!(code(A::Archived, false, false), Some(ErrorCode::Busy));
+        assert_eq!(code(A::Clear, false, true), Some(ErrorCode::NotFound));
+        assert_eq!(code(A::SyncReady, false, true), Some(ErrorCode::WrongState));
+        assert_eq!(code(A::Archived, true, true), Some(ErrorCode::Stopped));
+        assert_eq!(code(A::Archived, false, true), None);
+        let e = refusal_for_state("vol7", A::SyncReady, false, true).unwrap();
+        assert!(
+            e.message.contains("vol7") && e.message.contains("SyncReady"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn diff_checks_uuid_size_then_relation() {
+        let have = Holding {
+            uuid: [1; 16],
+            size_lb: 100,
+            latest: MetaSnap::clean(5),
+        };
+        let d = |b, e| MetaDiff::clean(b, e).unwrap();
+        let code = |uuid: &Uuid, size, diff: &MetaDiff, auto| {
+            check_diff("v", &have, uuid, size, diff, auto)
+                .err()
+                .map(|e| e.code)
+        };
+        assert_eq!(
+            code(&[2; 16], 200, &d(9, 10), false),
+            Some(ErrorCode::DifferentUuid)
+        );
+        assert_eq!(
+            code(&[1; 16], 200, &d(5, 6), false),
+            Some(ErrorCode::SmallerLvSize)
+        );
+        assert_eq!(code(&[1; 16], 200, &d(5, 6), true), None);
+        assert_eq!(
+            code(&[1; 16], 100, &d(3, 5), false),
+            Some(ErrorCode::TooOldDiff)
+        );
+        assert_eq!(
+            code(&[1; 16], 100, &d(6, 7), false),
+            Some(ErrorCode::TooNewDiff)
+        );
+        assert_eq!(code(&[1; 16], 100, &d(5, 6), false), None);
+        // A diff overlapping the latest snapshot is applicable too.
+        assert_eq!(code(&[1; 16], 100, &d(3, 8), false), None);
+        let comp = d(4, 8).with_comp_diff(true);
+        assert_eq!(
+            code(&[1; 16], 100, &comp, false),
+            Some(ErrorCode::BadRequest)
+        );
+    }
+
+    #[test]
+    fn the_destination_chooses_full_resync_or_rounds_and_refuses_the_rest() {
+        let (a, b) = ([1u8; 16], [2u8; 16]);
+        assert_eq!(
+            choose_kind("v", A::SyncReady, &a, &b, false).unwrap(),
+            ReplKind::Full
+        );
+        assert_eq!(
+            choose_kind("v", A::Archived, &a, &a, false).unwrap(),
+            ReplKind::HashOrDiff
+        );
+        assert_eq!(
+            choose_kind("v", A::Archived, &a, &a, true).unwrap(),
+            ReplKind::Resync
+        );
+        assert_eq!(
+            choose_kind("v", A::Archived, &a, &b, true).unwrap(),
+            ReplKind::Resync
+        );
+        let e = choose_kind("v", A::Archived, &a, &b, false).unwrap_err();
+        assert_eq!(e.code, ErrorCode::DifferentUuid);
+        assert!(e.message.contains("resync"), "{e}");
+        let e = choose_kind("v", A::Clear, &a, &a, false).unwrap_err();
+        assert_eq!(e.code, ErrorCode::NotFound);
+        assert!(e.message.contains("init-vol"), "{e}");
+        for s in [A::Stopped, A::FullSync, A::HashSync, A::WdiffRecv] {
+            assert_eq!(
+                choose_kind("v", s, &a, &a, false).unwrap_err().code,
+                ErrorCode::WrongState
+            );
+        }
     }
 }

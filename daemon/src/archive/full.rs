@@ -43,13 +43,13 @@ use walb_device::dio::DIO_ALIGN;
 use walb_kernel::block::LBS;
 use walb_kernel::meta::{DiffManager, MetaDiff, MetaState};
 use walb_wire::msg::{Message, Step, SyncStart, Uuid};
-use walb_wire::{Call, ErrorCode, Event, PeerId, Received, Reply, WireError};
+use walb_wire::{Call, ErrorCode, PeerId, Received, WireError};
 
 use super::backend::{for_nonzero, BackendError};
 use super::vol::{ArchiveVol, VolMeta};
-use super::{backend_error, blocking, persist_error, remove_diff_files, Archive};
+use super::{backend_error, persist_error, remove_diff_files, Archive};
 use crate::dto;
-use crate::server::{answer, refuse};
+use crate::session::{accept, blocking, refuse};
 use crate::state::archive::ArchiveState as A;
 
 /// Name of the operation in progress events.
@@ -368,17 +368,11 @@ impl Archive {
                 .begin_exclusive(&[A::SyncReady], A::FullSync, "full backup", None)?;
             Ok((v, txn, permit))
         });
-        let (vol, txn, permit) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                info!(%peer, vol = %s.vol, "full backup refused: {e}");
-                return answer(call, Err(e)).await;
-            }
-        };
-        if let Err(e) = call.reply(Reply::Accepted).await {
-            warn!(%peer, vol = %s.vol, "cannot accept the full backup: {e}");
+        let Some((mut call, (vol, txn, permit))) =
+            accept(call, &s.vol, "full backup", accepted).await
+        else {
             return;
-        }
+        };
         info!(%peer, vol = %s.vol, size_lb = s.size_lb, bulk_lb = s.bulk_lb, "full backup started");
         let res = self.full_body(&vol, &mut call, &s).await;
         vol.set_progress(0);
@@ -497,12 +491,7 @@ impl Archive {
             .await?
             .map_err(|e| refuse(ErrorCode::Internal, format!("syncing the base image: {e}")))?;
         let ms_sync = t_sync.elapsed();
-        self.publish(Event::Progress {
-            vol: vol.name.clone(),
-            op: op.into(),
-            done_lb: size_lb,
-            total_lb: size_lb,
-        });
+        self.publish_progress(&vol.name, op, size_lb, size_lb);
         Ok((ms_image, ms_sync))
     }
 
@@ -555,12 +544,7 @@ impl Archive {
             vol.set_progress(done_lb);
             if last_event.elapsed() >= PROGRESS_EVERY {
                 last_event = Instant::now();
-                self.publish(Event::Progress {
-                    vol: vol.name.clone(),
-                    op: op.into(),
-                    done_lb,
-                    total_lb: size_lb,
-                });
+                self.publish_progress(&vol.name, op, done_lb, size_lb);
             }
         }
         cur.finish()

@@ -33,16 +33,16 @@ use walb_kernel::diff::virt::VirtualFullScan;
 use walb_kernel::ldev::ReadAt;
 use walb_kernel::meta::{MetaDiff, MetaSnap};
 use walb_wire::msg::{Message, Step, SyncStart, Uuid};
-use walb_wire::{Call, ErrorCode, PeerId, Received, Reply, WireError};
+use walb_wire::{Call, ErrorCode, PeerId, Received, WireError};
 
 use super::full::BackgroundWriter;
 use super::restore::open_round;
 use super::vol::{diff_path, ArchiveVol};
 use super::wdiff::validate_wdiff;
-use super::{backend_error, blocking, persist_error, Archive};
+use super::{backend_error, persist_error, Archive};
 use crate::dto;
 use crate::persist::{self, create_file};
-use crate::server::{answer, refuse};
+use crate::session::{accept, blocking, refuse};
 use crate::state::archive::ArchiveState as A;
 
 /// Name of the operation in progress events (the TUI's hash-backup task).
@@ -104,17 +104,11 @@ impl Archive {
             };
             Ok((v, txn, plan, permit))
         });
-        let (vol, txn, plan, permit) = match accepted {
-            Ok(x) => x,
-            Err(e) => {
-                info!(%peer, vol = %s.vol, "hash backup refused: {e}");
-                return answer(call, Err(e)).await;
-            }
-        };
-        if let Err(e) = call.reply(Reply::Accepted).await {
-            warn!(%peer, vol = %s.vol, "cannot accept the hash backup: {e}");
+        let Some((mut call, (vol, txn, plan, permit))) =
+            accept(call, &s.vol, "hash backup", accepted).await
+        else {
             return;
-        }
+        };
         info!(%peer, vol = %s.vol, from = %plan.snap_from, diffs = plan.chain.len(), "hash backup started");
         let tmp = persist::tmp_path(&vol.dir.join("hash-sync.wdiff"));
         let res = self.hash_body(&vol, &mut call, &s, &plan, &tmp).await;

@@ -35,15 +35,15 @@ use walb_kernel::ldev::ReadAt;
 use walb_kernel::meta::{DiffManager, MergeLimits, MetaDiff, MetaState};
 use walb_kernel::wdiff::WdiffHeader;
 use walb_wire::msg::MergeUntil;
-use walb_wire::{ErrorCode, Event, Reply, WireError};
+use walb_wire::{ErrorCode, Reply, WireError};
 
 use super::restore::{
     apply_round, open_round, EdgePrefetch, ImageWriter, RestoreError, Throttle, PROGRESS_EVERY,
 };
 use super::vol::{diff_path, ArchiveVol, BASE_FILE};
-use super::{backend_error, blocking, persist_error, remove_diff_files, Archive};
+use super::{backend_error, persist_error, remove_diff_files, Archive};
 use crate::persist;
-use crate::server::{refuse, Caller};
+use crate::session::{blocking, refuse, Caller};
 use crate::state::archive::{action, deny_list, ArchiveState as A, ACTIVE};
 
 /// States an archive volume can be resized in (walb-tools: aActive, Stopped, SyncReady).
@@ -326,12 +326,7 @@ impl Archive {
                 }
                 if last.elapsed() >= PROGRESS_EVERY {
                     last = Instant::now();
-                    self.publish(Event::Progress {
-                        vol: v.name.clone(),
-                        op: OP_APPLY.into(),
-                        done_lb: end_lb.min(size_lb),
-                        total_lb: size_lb,
-                    });
+                    self.publish_progress(&v.name, OP_APPLY, end_lb.min(size_lb), size_lb);
                 }
                 throttle.tick();
                 Ok(())

@@ -57,7 +57,7 @@ use crate::dto;
 use crate::opts::ArchiveOpts;
 use crate::peers::PeerBook;
 use crate::persist::{self, voldir, DirKind, PersistError, VolRule};
-use crate::server::{answer, refuse, Caller, Ctx, Handler};
+use crate::session::{answer, blocking, refuse, Caller, Ctx, Handler};
 use crate::state::archive::{ArchiveState as A, ACTIVE, ACTIVE_OR_STOPPED};
 use crate::state::{StopState, VolState};
 
@@ -106,7 +106,7 @@ impl Config {
             max_wdiff_send_nr: opts.max_wdiff_send_nr.max(1),
             sync_level: crate::bulk::sync_level(&opts.sync_compress)
                 .map_err(|e| anyhow::anyhow!("--sync-compress {e}"))?,
-            policy: opts.policy()?,
+            policy: policy::Policy::from_opts(opts)?,
             policy_tick: Duration::from_secs(opts.policy_tick_s.max(1)),
         })
     }
@@ -280,7 +280,7 @@ impl Archive {
             Some(v) if state != A::Clear => {
                 let m = v.meta();
                 (
-                    base_lb.map(|size_lb| wdiff::Holding {
+                    base_lb.map(|size_lb| admit::Holding {
                         uuid: m.uuid,
                         size_lb,
                         latest: m.latest_snapshot(),
@@ -338,6 +338,16 @@ impl Archive {
     /// Publishes an event to subscribers.
     pub fn publish(&self, e: Event) {
         self.ctx.node.publish(e);
+    }
+
+    /// Publishes the progress of `op` on `vol`: `done_lb` of `total_lb`.
+    pub fn publish_progress(&self, vol: &str, op: &str, done_lb: u64, total_lb: u64) {
+        self.publish(Event::Progress {
+            vol: vol.to_owned(),
+            op: op.to_owned(),
+            done_lb,
+            total_lb,
+        });
     }
 
     /// Logs and publishes ([`Event::Failed`]) a background operation `op` of `vol` that
@@ -842,12 +852,8 @@ impl<'a> Ticker<'a> {
         self.vol.set_progress(self.done_lb);
         if self.last.elapsed() >= restore::PROGRESS_EVERY || self.done_lb == self.total_lb {
             self.last = std::time::Instant::now();
-            self.archive.publish(Event::Progress {
-                vol: self.vol.name.clone(),
-                op: self.op.into(),
-                done_lb: self.done_lb,
-                total_lb: self.total_lb,
-            });
+            self.archive
+                .publish_progress(&self.vol.name, self.op, self.done_lb, self.total_lb);
         }
     }
 }
@@ -858,15 +864,6 @@ pub fn remove_diff_files(dir: &std::path::Path, diffs: &[MetaDiff]) -> Result<()
         persist::remove_file(&vol::diff_path(dir, d))?;
     }
     Ok(())
-}
-
-/// Runs blocking work on tokio's blocking pool.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, WireError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| refuse(ErrorCode::Internal, format!("blocking task failed: {e}")))
 }
 
 /// A backend failure as told to a peer.

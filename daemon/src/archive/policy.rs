@@ -33,8 +33,9 @@ use walb_wire::msg::{ErrorCode, MergeUntil, ReplicateCommand};
 use walb_wire::Role;
 
 use super::Archive;
+use crate::opts::{parse_period, ArchiveOpts};
 use crate::peers::PeerAddr;
-use crate::server::refuse;
+use crate::session::refuse;
 use crate::state::archive::{action, ArchiveState as A};
 
 /// A destination of the replication policy.
@@ -387,6 +388,47 @@ impl Archive {
                 warn!(?task, "maintenance task refused: {e}");
             }
         }
+    }
+}
+
+impl Policy {
+    /// The maintenance policy of an archive's options.
+    pub fn from_opts(o: &ArchiveOpts) -> anyhow::Result<Policy> {
+        let period =
+            |what: &str, v: &str| parse_period(v).map_err(|e| anyhow::anyhow!("--{what}: {e}"));
+        let replicate_to = o
+            .replicate_to
+            .iter()
+            .map(|r| {
+                let (addr, per) = r.rsplit_once('@').ok_or_else(|| {
+                    anyhow::anyhow!("--replicate-to {r:?}: expected ID@HOST:PORT@PERIOD")
+                })?;
+                PeerAddr::parse(Role::Archive, addr)
+                    .map_err(|e| anyhow::anyhow!("--replicate-to {e}"))?;
+                Ok(ReplTarget {
+                    addr: addr.to_owned(),
+                    interval_s: period("replicate-to", per)?,
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Ok(Policy {
+            apply_keep_s: o
+                .apply_keep
+                .as_deref()
+                .map(|v| period("apply-keep", v))
+                .transpose()?,
+            apply_interval_s: period("apply-interval", &o.apply_interval)?,
+            merge_threshold: o.merge_threshold,
+            merge_interval_s: o
+                .merge_interval
+                .as_deref()
+                .map(|v| period("merge-interval", v))
+                .transpose()?,
+            merge_max_nr: o.merge_max_nr,
+            merge_max_size: o.merge_max_mb.saturating_mul(1 << 20),
+            replicate_to,
+            max_tasks: o.policy_max_tasks.max(1),
+        })
     }
 }
 

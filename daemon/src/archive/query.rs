@@ -12,12 +12,12 @@ use walb_wire::msg::{Query, SnapshotInfo};
 use walb_wire::{ErrorCode, Reply, WireError};
 
 use super::vol::ArchiveVol;
-use super::wdiff::hex;
-use super::{backend_error, blocking, Archive};
+use super::{backend_error, Archive};
 use crate::dto;
-use crate::server::{refuse, Caller};
+use crate::session::{blocking, refuse, Caller};
 use crate::state::archive::{action, ArchiveState as A, ACTIVE, ACTIVE_OR_STOPPED};
 use crate::state::VolState;
+use walb_kernel::wlog::uuid_hex as hex;
 
 fn clear(vol: &str, what: &str) -> WireError {
     refuse(
@@ -83,6 +83,74 @@ pub(super) async fn answer_query(
         )),
         Query::Status { vol: None } => Ok(Reply::Lines(summary(a))),
         Query::Status { vol: Some(vol) } => status(a, &vol).await.map(Reply::Lines),
+        Query::Progress { vol } => Ok(Reply::Number(a.vol(&vol).map_or(0, |v| v.progress()))),
+        Query::NumAction { vol, action: name } => {
+            if !action::ALL.contains(&name.as_str()) {
+                return Err(refuse(
+                    ErrorCode::BadRequest,
+                    format!("unknown action {name:?}: one of {}", action::ALL.join(", ")),
+                ));
+            }
+            let v = a
+                .vol(&vol)
+                .filter(|v| v.state() != A::Clear)
+                .ok_or_else(|| clear(&vol, "num-action"))?;
+            Ok(Reply::Number(u64::from(v.core.actions().count(&name))))
+        }
+        Query::AllActions => Ok(Reply::Lines(
+            a.live_vols()
+                .iter()
+                .filter(|v| ACTIVE.contains(&v.state()))
+                .map(|v| {
+                    let acts = v.core.actions();
+                    let mut line = v.name.clone();
+                    for name in action::ALL {
+                        let ts = acts.last_start(name).map_or(
+                            "---".to_owned(),
+                            walb_kernel::meta::timestamp::format_compact,
+                        );
+                        line.push_str(&format!(" {name} {} {ts}", acts.count(name)));
+                    }
+                    line
+                })
+                .collect(),
+        )),
+        Query::LatestSnap { vol } => {
+            if let Some(name) = &vol {
+                a.vol_in(name, ACTIVE_OR_STOPPED, "latest-snap")?;
+            }
+            let vols = vol.map(|v| vec![v]);
+            Ok(Reply::Snapshots(a.latest_snaps(vols.as_deref())))
+        }
+        Query::TsDelta => Ok(Reply::Lines(a.ts_delta_lines())),
+        Query::BlockHash { vol, gid } => a.block_hash(&vol, gid, caller).await,
+        Query::HostType | Query::Pid | Query::Version => {
+            Err(refuse(ErrorCode::Internal, "answered by the server core"))
+        }
+        q @ (Query::Diff { .. }
+        | Query::DiffStats { .. }
+        | Query::ExistsDiff { .. }
+        | Query::ApplicableDiff { .. }
+        | Query::MetaState { .. }
+        | Query::MetaSnap { .. }) => diff_query(a, q),
+        q @ (Query::Restorable { .. }
+        | Query::Restored { .. }
+        | Query::Cold { .. }
+        | Query::Base { .. }
+        | Query::Uuid { .. }
+        | Query::ArchiveUuid { .. }
+        | Query::VolSize { .. }
+        | Query::ExistsBaseImage { .. }) => image_query(a, q).await,
+        other => Err(refuse(
+            ErrorCode::Unsupported,
+            format!("an archive does not answer {other:?}"),
+        )),
+    }
+}
+
+/// The queries about a volume's diffs and the snapshots they reach.
+fn diff_query(a: &Archive, q: Query) -> Result<Reply, WireError> {
+    match q {
         Query::Diff {
             vol, gid_b, gid_e, ..
         } => {
@@ -120,6 +188,36 @@ pub(super) async fn answer_query(
             let chain = m.diffs.applicable_chain(m.base.snap_b, bound);
             Ok(Reply::Diffs(chain.iter().map(dto::diff_to_dto).collect()))
         }
+        Query::MetaState { vol, applying, gid } => {
+            let v = a.vol_in(&vol, ACTIVE_OR_STOPPED, "meta-state")?;
+            let m = v.meta();
+            let bound = gid.map_or(ChainBound::NONE, ChainBound::gid);
+            let st = m
+                .diffs
+                .chain_state(&m.base, bound, applying)
+                .map_err(|e| refuse(ErrorCode::BadRequest, e.to_string()))?;
+            Ok(Reply::MetaState(dto::state_to_dto(&st)))
+        }
+        Query::MetaSnap { vol, gid } => {
+            let v = a.vol_in(&vol, ACTIVE_OR_STOPPED, "meta-snap")?;
+            let m = v.meta();
+            let bound = gid.map_or(ChainBound::NONE, ChainBound::gid);
+            let snap = m.diffs.chain_snapshot(&m.base, bound);
+            let st = m.diffs.chain_state(&m.base, bound, false).unwrap_or(m.base);
+            Ok(Reply::MetaState(dto::state_to_dto(
+                &walb_kernel::meta::MetaState::new(snap, st.timestamp),
+            )))
+        }
+        other => Err(refuse(
+            ErrorCode::Internal,
+            format!("not a diff query: {other:?}"),
+        )),
+    }
+}
+
+/// The queries about a volume's base image, its uuids and the restored images.
+async fn image_query(a: &Arc<Archive>, q: Query) -> Result<Reply, WireError> {
+    match q {
         Query::Restorable { vol, all } => {
             let Some(v) = a.vol(&vol).filter(|v| ACTIVE.contains(&v.state())) else {
                 return Ok(Reply::Snapshots(Vec::new()));
@@ -191,7 +289,6 @@ pub(super) async fn answer_query(
                 })?;
             Ok(Reply::Number(size))
         }
-        Query::Progress { vol } => Ok(Reply::Number(a.vol(&vol).map_or(0, |v| v.progress()))),
         Query::ExistsBaseImage { vol } => {
             let exists = a.state_of(&vol) != A::Clear
                 && a.backend()
@@ -200,72 +297,9 @@ pub(super) async fn answer_query(
                     .is_some();
             Ok(Reply::Bool(exists))
         }
-        Query::NumAction { vol, action: name } => {
-            if !action::ALL.contains(&name.as_str()) {
-                return Err(refuse(
-                    ErrorCode::BadRequest,
-                    format!("unknown action {name:?}: one of {}", action::ALL.join(", ")),
-                ));
-            }
-            let v = a
-                .vol(&vol)
-                .filter(|v| v.state() != A::Clear)
-                .ok_or_else(|| clear(&vol, "num-action"))?;
-            Ok(Reply::Number(u64::from(v.core.actions().count(&name))))
-        }
-        Query::AllActions => Ok(Reply::Lines(
-            a.live_vols()
-                .iter()
-                .filter(|v| ACTIVE.contains(&v.state()))
-                .map(|v| {
-                    let acts = v.core.actions();
-                    let mut line = v.name.clone();
-                    for name in action::ALL {
-                        let ts = acts.last_start(name).map_or(
-                            "---".to_owned(),
-                            walb_kernel::meta::timestamp::format_compact,
-                        );
-                        line.push_str(&format!(" {name} {} {ts}", acts.count(name)));
-                    }
-                    line
-                })
-                .collect(),
-        )),
-        Query::LatestSnap { vol } => {
-            if let Some(name) = &vol {
-                a.vol_in(name, ACTIVE_OR_STOPPED, "latest-snap")?;
-            }
-            let vols = vol.map(|v| vec![v]);
-            Ok(Reply::Snapshots(a.latest_snaps(vols.as_deref())))
-        }
-        Query::MetaState { vol, applying, gid } => {
-            let v = a.vol_in(&vol, ACTIVE_OR_STOPPED, "meta-state")?;
-            let m = v.meta();
-            let bound = gid.map_or(ChainBound::NONE, ChainBound::gid);
-            let st = m
-                .diffs
-                .chain_state(&m.base, bound, applying)
-                .map_err(|e| refuse(ErrorCode::BadRequest, e.to_string()))?;
-            Ok(Reply::MetaState(dto::state_to_dto(&st)))
-        }
-        Query::MetaSnap { vol, gid } => {
-            let v = a.vol_in(&vol, ACTIVE_OR_STOPPED, "meta-snap")?;
-            let m = v.meta();
-            let bound = gid.map_or(ChainBound::NONE, ChainBound::gid);
-            let snap = m.diffs.chain_snapshot(&m.base, bound);
-            let st = m.diffs.chain_state(&m.base, bound, false).unwrap_or(m.base);
-            Ok(Reply::MetaState(dto::state_to_dto(
-                &walb_kernel::meta::MetaState::new(snap, st.timestamp),
-            )))
-        }
-        Query::TsDelta => Ok(Reply::Lines(a.ts_delta_lines())),
-        Query::BlockHash { vol, gid } => a.block_hash(&vol, gid, caller).await,
-        Query::HostType | Query::Pid | Query::Version => {
-            Err(refuse(ErrorCode::Internal, "answered by the server core"))
-        }
         other => Err(refuse(
-            ErrorCode::Unsupported,
-            format!("an archive does not answer {other:?}"),
+            ErrorCode::Internal,
+            format!("not an image query: {other:?}"),
         )),
     }
 }

@@ -38,12 +38,12 @@ use walb_kernel::diff::merge::{DiffMerger, DiffStream};
 use walb_kernel::ldev::ReadAt;
 use walb_kernel::meta::{DiffManager, MetaDiff, MetaSnap, MetaState};
 use walb_kernel::wdiff::{WdiffHeader, WdiffKind, WdiffReader};
-use walb_wire::{ErrorCode, Event, Reply, WireError};
+use walb_wire::{ErrorCode, Reply, WireError};
 
 use super::backend::{BackendError, CloneMethod, ImageBackend};
 use super::vol::diff_path;
-use super::{backend_error, blocking, Archive};
-use crate::server::{refuse, Caller};
+use super::{backend_error, Archive};
+use crate::session::{blocking, refuse, Caller};
 use crate::state::archive::{action, deny_list, ACTIVE, ACTIVE_OR_STOPPED};
 
 /// Name of the operation in progress events.
@@ -564,14 +564,8 @@ impl Archive {
             let (b, v2, me2) = (Arc::clone(&me.backend), Arc::clone(&v), Arc::clone(&me));
             let res = blocking(move || {
                 let abort = || me2.aborting(&v2);
-                let mut progress = |done_lb, total_lb| {
-                    me2.publish(Event::Progress {
-                        vol: v2.name.clone(),
-                        op: OP.into(),
-                        done_lb,
-                        total_lb,
-                    })
-                };
+                let mut progress =
+                    |done_lb, total_lb| me2.publish_progress(&v2.name, OP, done_lb, total_lb);
                 build_restored(b.as_ref(), &job, &abort, &mut progress)
             })
             .await;

@@ -31,9 +31,9 @@ use walb_wire::{Call, ErrorCode, PeerId, Reply, Step, WireError};
 
 use super::restore::open_round;
 use super::vol::ArchiveVol;
-use super::{backend_error, blocking, Archive};
+use super::{backend_error, Archive};
 use crate::bulk::{self, Bulk, ScanIo, READ_AHEAD};
-use crate::server::{answer, refuse, Caller};
+use crate::session::{answer, blocking, refuse, Caller};
 use crate::state::archive::ACTIVE_OR_STOPPED;
 
 /// Bytes read per step of a scan.
@@ -144,12 +144,12 @@ impl Archive {
     ) {
         let bulk_lb = bulk_lb.unwrap_or(VIRT_BULK_LB);
         let accepted = (|| {
-            if bulk_lb == 0 || bulk_lb > super::repl::MAX_BULK_LB {
+            if bulk_lb == 0 || bulk_lb > crate::bulk::MAX_BULK_LB {
                 return Err(refuse(
                     ErrorCode::BadRequest,
                     format!(
                         "bulk size {bulk_lb} blocks: it must be 1 to {}",
-                        super::repl::MAX_BULK_LB
+                        crate::bulk::MAX_BULK_LB
                     ),
                 ));
             }

@@ -6,7 +6,8 @@
 //! `not-found` (no such volume: "archive-not-found"), `wrong-state` (any other state but
 //! Archived), `different-uuid`, `smaller-lv-size` (base image smaller than `size_lb`
 //! without `--auto-resize`), `too-old-diff` / `too-new-diff` (the diff's relation to the
-//! latest snapshot). The pure part is [`refusal_for_state`] and [`check_diff`].
+//! latest snapshot). The pure part is [`super::admit::wdiff`] (with
+//! [`super::admit::refusal_for_state`] and [`super::admit::check_diff`]).
 //!
 //! Accepted: Archived → WdiffRecv; the bytes of one wdiff file arrive as bulk chunks and
 //! go to `<name>.tmp` in the volume directory (through the background writer of
@@ -19,153 +20,25 @@
 
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 use tracing::{debug, info, warn};
-use walb_kernel::meta::{diff_file_name, MetaDiff, MetaSnap, Relation};
+use walb_kernel::meta::{diff_file_name, MetaDiff};
 use walb_kernel::wdiff::WdiffReader;
-use walb_wire::msg::{Step, Uuid, WdiffTransfer};
+use walb_wire::msg::{Step, WdiffTransfer};
 use walb_wire::{Call, ErrorCode, PeerId, Reply, WireError};
 
 use super::full::BackgroundWriter;
 use super::vol::ArchiveVol;
-use super::{backend_error, blocking, Archive};
+use super::{backend_error, Archive};
 use crate::persist;
-use crate::server::{answer, kernel_error, refuse};
+use crate::session::{answer, blocking, kernel_error, refuse, TempFile};
 use crate::state::archive::ArchiveState as A;
-use crate::state::VolState;
 use crate::vol::Txn;
-
-/// The refusal a wdiff transfer gets from a volume in `state` (`None`: Archived, go on).
-/// `stopping` is the volume's stop flag; `fg_free` whether a foreground slot is free.
-pub fn refusal_for_state(vol: &str, state: A, stopping: bool, fg_free: bool) -> Option<WireError> {
-    let msg = |what: &str| format!("volume {vol} is {}: {what}", state.name());
-    match state {
-        A::Stopped | A::Start | A::Stop => Some(refuse(
-            ErrorCode::Stopped,
-            msg("wdiffs are refused until start"),
-        )),
-        A::FullSync | A::HashSync | A::Resync => Some(refuse(
-            ErrorCode::Syncing,
-            msg("a backup is being received; retry later"),
-        )),
-        A::WdiffRecv => Some(refuse(
-            ErrorCode::Busy,
-            msg("another wdiff is being received; retry later"),
-        )),
-        _ if !fg_free => Some(refuse(
-            ErrorCode::Busy,
-            format!("archive runs its maximum of foreground tasks; retry later (volume {vol})"),
-        )),
-        A::Clear => Some(refuse(
-            ErrorCode::NotFound,
-            format!("archive-not-found: volume {vol} does not exist on this archive (init-vol and a full backup first)"),
-        )),
-        A::Archived if stopping => Some(refuse(
-            ErrorCode::Stopped,
-            format!("volume {vol} is stopping: wdiffs are refused until start"),
-        )),
-        A::Archived => None,
-        _ => Some(refuse(
-            ErrorCode::WrongState,
-            msg("wdiffs need Archived (a full backup first)"),
-        )),
-    }
-}
-
-/// What the volume holds, for the checks of one incoming diff.
-#[derive(Clone, Copy, Debug)]
-pub struct Holding {
-    /// The volume uuid.
-    pub uuid: Uuid,
-    /// The base image size, logical blocks.
-    pub size_lb: u64,
-    /// The latest snapshot (base + chain).
-    pub latest: MetaSnap,
-}
-
-/// Checks an incoming diff against what the volume holds: uuid, size (unless it will be
-/// grown), relation to the latest snapshot.
-pub fn check_diff(
-    vol: &str,
-    have: &Holding,
-    uuid: &Uuid,
-    size_lb: u64,
-    diff: &MetaDiff,
-    auto_resize: bool,
-) -> Result<(), WireError> {
-    if *uuid != have.uuid {
-        return Err(refuse(
-            ErrorCode::DifferentUuid,
-            format!(
-                "volume {vol}: the diff's uuid {} differs from the volume's {} (the storage was reset; a new full or hash backup is needed)",
-                hex(uuid),
-                hex(&have.uuid)
-            ),
-        ));
-    }
-    if size_lb > have.size_lb && !auto_resize {
-        return Err(refuse(
-            ErrorCode::SmallerLvSize,
-            format!(
-                "volume {vol}: the base image has {} logical blocks, the volume {size_lb}; resize the archive (or run it with --auto-resize)",
-                have.size_lb
-            ),
-        ));
-    }
-    match have.latest.relation(diff) {
-        Relation::Applicable => Ok(()),
-        Relation::TooOld => Err(refuse(
-            ErrorCode::TooOldDiff,
-            format!(
-                "volume {vol}: diff {diff} is already contained in the latest snapshot {}",
-                have.latest
-            ),
-        )),
-        Relation::TooNew => Err(refuse(
-            ErrorCode::TooNewDiff,
-            format!(
-                "volume {vol}: diff {diff} starts after the latest snapshot {}; earlier diffs are missing",
-                have.latest
-            ),
-        )),
-        Relation::NotApplicable => Err(refuse(
-            ErrorCode::BadRequest,
-            format!(
-                "volume {vol}: not-applicable-diff: compared diff {diff} does not start at the latest snapshot {}",
-                have.latest
-            ),
-        )),
-    }
-}
-
-/// Hex of a uuid.
-pub fn hex(u: &Uuid) -> String {
-    u.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-/// Removes a temporary file when dropped, unless disarmed.
-struct TempFile(Option<PathBuf>);
-
-impl TempFile {
-    fn disarm(&mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        if let Some(p) = self.0.take() {
-            if let Err(e) = persist::remove_file(&p) {
-                warn!("cannot remove {}: {e}", p.display());
-            }
-        }
-    }
-}
 
 /// Reads the whole wdiff at `path`: every checksum, every IO inside `size_lb`.
 pub fn validate_wdiff(path: &Path, size_lb: u64) -> Result<u64, WireError> {
@@ -371,7 +244,7 @@ impl Archive {
         let name = diff_file_name(diff);
         let dst = vol.dir.join(&name);
         let tmp = persist::tmp_path(&dst);
-        let mut guard = TempFile(Some(tmp.clone()));
+        let mut guard = TempFile::new(tmp.clone());
         let t2 = tmp.clone();
         let file: Arc<File> = Arc::new(
             blocking(move || persist::create_file(&t2))
@@ -383,11 +256,40 @@ impl Archive {
                     )
                 })?,
         );
-        let mut off = 0u64;
         let what = tmp.display().to_string();
-        let mut writer =
-            BackgroundWriter::new(Arc::clone(&file), what, self.cfg.fsync_bytes, false);
-        // The chunks, kept to validate the file without reading it back (small ones).
+        let writer = BackgroundWriter::new(Arc::clone(&file), what, self.cfg.fsync_bytes, false);
+        let (off, kept) = self.receive_chunks(vol, call, writer).await?;
+        let recv = t0.elapsed();
+        let (sync, validate) = sync_validate_rename(vol, file, &tmp, &dst, kept, size_lb).await?;
+        guard.disarm();
+        let stored = diff.clone().with_data_size(off);
+        {
+            let mut m = vol.meta();
+            m.diffs.remove(&stored);
+            if let Err(e) = m.diffs.add(stored.clone()) {
+                return Err(refuse(ErrorCode::Internal, e.to_string()));
+            }
+        }
+        Ok((
+            stored,
+            Timing {
+                recv,
+                sync,
+                validate,
+            },
+        ))
+    }
+
+    /// The bulk: chunks written to the file through `writer`, within the wdiff size limit;
+    /// returns the size and, for a small file, the chunks (validated without reading the
+    /// file back).
+    async fn receive_chunks(
+        &self,
+        vol: &ArchiveVol,
+        call: &mut Call,
+        mut writer: BackgroundWriter,
+    ) -> Result<(u64, Option<Vec<Bytes>>), WireError> {
+        let mut off = 0u64;
         let mut kept: Option<Vec<Bytes>> = Some(Vec::new());
         loop {
             if self.aborting(vol) {
@@ -425,59 +327,56 @@ impl Archive {
             .finish()
             .await
             .map_err(|e| refuse(e.code, format!("volume {}: {}", vol.name, e.message)))?;
-        let recv = t0.elapsed();
-        // The fsync and the validation (a disk wait and a computation) at once.
-        let (f, t2) = (Arc::clone(&file), tmp.clone());
-        let syncing = blocking(move || {
-            let t = Instant::now();
-            f.sync_all().map(|()| t.elapsed()).map_err(|e| {
-                refuse(
-                    ErrorCode::Internal,
-                    format!("syncing {}: {e}", t2.display()),
-                )
-            })
-        });
-        let t2 = tmp.clone();
-        let validating = blocking(move || {
-            let t = Instant::now();
-            match kept {
-                Some(chunks) => validate_chunks(chunks, size_lb),
-                None => validate_wdiff(&t2, size_lb),
-            }
-            .map(|_| t.elapsed())
-        });
-        let (synced, validated) = tokio::join!(syncing, validating);
-        let (sync, validate) = (synced??, validated??);
-        let (t2, d2) = (tmp.clone(), dst.clone());
-        let dir = vol.dir.clone();
-        blocking(move || -> Result<(), WireError> {
-            std::fs::rename(&t2, &d2).map_err(|e| {
-                refuse(
-                    ErrorCode::Internal,
-                    format!("renaming {}: {e}", d2.display()),
-                )
-            })?;
-            persist::sync_dir(&dir).map_err(super::persist_error)
-        })
-        .await??;
-        guard.disarm();
-        let stored = diff.clone().with_data_size(off);
-        {
-            let mut m = vol.meta();
-            m.diffs.remove(&stored);
-            if let Err(e) = m.diffs.add(stored.clone()) {
-                return Err(refuse(ErrorCode::Internal, e.to_string()));
-            }
-        }
-        Ok((
-            stored,
-            Timing {
-                recv,
-                sync,
-                validate,
-            },
-        ))
+        Ok((off, kept))
     }
+}
+
+/// Syncs the received file at `tmp` while validating it (from the `kept` chunks, else read
+/// back), then renames it to `dst` durably; returns the time of the fsync and of the
+/// validation.
+async fn sync_validate_rename(
+    vol: &ArchiveVol,
+    file: Arc<File>,
+    tmp: &Path,
+    dst: &Path,
+    kept: Option<Vec<Bytes>>,
+    size_lb: u64,
+) -> Result<(Duration, Duration), WireError> {
+    // The fsync and the validation (a disk wait and a computation) at once.
+    let (f, t2) = (file, tmp.to_path_buf());
+    let syncing = blocking(move || {
+        let t = Instant::now();
+        f.sync_all().map(|()| t.elapsed()).map_err(|e| {
+            refuse(
+                ErrorCode::Internal,
+                format!("syncing {}: {e}", t2.display()),
+            )
+        })
+    });
+    let t2 = tmp.to_path_buf();
+    let validating = blocking(move || {
+        let t = Instant::now();
+        match kept {
+            Some(chunks) => validate_chunks(chunks, size_lb),
+            None => validate_wdiff(&t2, size_lb),
+        }
+        .map(|_| t.elapsed())
+    });
+    let (synced, validated) = tokio::join!(syncing, validating);
+    let (sync, validate) = (synced??, validated??);
+    let (t2, d2) = (tmp.to_path_buf(), dst.to_path_buf());
+    let dir = vol.dir.clone();
+    blocking(move || -> Result<(), WireError> {
+        std::fs::rename(&t2, &d2).map_err(|e| {
+            refuse(
+                ErrorCode::Internal,
+                format!("renaming {}: {e}", d2.display()),
+            )
+        })?;
+        persist::sync_dir(&dir).map_err(super::persist_error)
+    })
+    .await??;
+    Ok((sync, validate))
 }
 
 /// Where the time of a wdiff receive went (logged).
@@ -518,65 +417,5 @@ mod tests {
         assert!(c.seek(SeekFrom::Current(-100)).is_err());
         c.seek(SeekFrom::Start(5000)).unwrap();
         assert_eq!(c.read(&mut b).unwrap(), 0);
-    }
-
-    #[test]
-    fn state_refusals_come_in_the_protocol_order() {
-        let code = |s, stopping, fg| refusal_for_state("v", s, stopping, fg).map(|e| e.code);
-        assert_eq!(code(A::Stopped, false, false), Some(ErrorCode::Stopped));
-        assert_eq!(code(A::Start, false, true), Some(ErrorCode::Stopped));
-        assert_eq!(code(A::FullSync, false, false), Some(ErrorCode::Syncing));
-        assert_eq!(code(A::HashSync, false, true), Some(ErrorCode::Syncing));
-        assert_eq!(code(A::WdiffRecv, false, true), Some(ErrorCode::Busy));
-        assert_eq!(code(A::Archived, false, false), Some(ErrorCode::Busy));
-        assert_eq!(code(A::Clear, false, true), Some(ErrorCode::NotFound));
-        assert_eq!(code(A::SyncReady, false, true), Some(ErrorCode::WrongState));
-        assert_eq!(code(A::Archived, true, true), Some(ErrorCode::Stopped));
-        assert_eq!(code(A::Archived, false, true), None);
-        let e = refusal_for_state("vol7", A::SyncReady, false, true).unwrap();
-        assert!(
-            e.message.contains("vol7") && e.message.contains("SyncReady"),
-            "{e}"
-        );
-    }
-
-    #[test]
-    fn diff_checks_uuid_size_then_relation() {
-        let have = Holding {
-            uuid: [1; 16],
-            size_lb: 100,
-            latest: MetaSnap::clean(5),
-        };
-        let d = |b, e| MetaDiff::clean(b, e).unwrap();
-        let code = |uuid: &Uuid, size, diff: &MetaDiff, auto| {
-            check_diff("v", &have, uuid, size, diff, auto)
-                .err()
-                .map(|e| e.code)
-        };
-        assert_eq!(
-            code(&[2; 16], 200, &d(9, 10), false),
-            Some(ErrorCode::DifferentUuid)
-        );
-        assert_eq!(
-            code(&[1; 16], 200, &d(5, 6), false),
-            Some(ErrorCode::SmallerLvSize)
-        );
-        assert_eq!(code(&[1; 16], 200, &d(5, 6), true), None);
-        assert_eq!(
-            code(&[1; 16], 100, &d(3, 5), false),
-            Some(ErrorCode::TooOldDiff)
-        );
-        assert_eq!(
-            code(&[1; 16], 100, &d(6, 7), false),
-            Some(ErrorCode::TooNewDiff)
-        );
-        assert_eq!(code(&[1; 16], 100, &d(5, 6), false), None);
-        // A diff overlapping the latest snapshot is applicable too.
-        assert_eq!(code(&[1; 16], 100, &d(3, 8), false), None);
-        let comp = d(4, 8).with_comp_diff(true);
-        assert_eq!(
-            code(&[1; 16], 100, &comp, false),
-            Some(ErrorCode::BadRequest)
-        );
     }
 }

@@ -7,13 +7,11 @@
 //! - [`send`]: Protocol 2, client side (merge a batch, stream it, react to the answer),
 //!   the task dispatcher with `--bg` workers and retry backoff.
 //! - [`queue`]: the pure decisions of forwarding (batch selection, reactions).
-//! - [`bridge`]: channels between the blocking kernel and the async calls.
 //!
 //! This file holds the daemon state, boot, the command and query handlers, and the
 //! stop procedures. Volume states follow [`crate::state::proxy`]; the proxy persists no
 //! state file: every volume directory boots Stopped and is started unless `--stopped`.
 
-pub mod bridge;
 pub mod queue;
 pub mod recv;
 pub mod send;
@@ -36,7 +34,7 @@ use crate::dto::diff_to_dto;
 use crate::opts::ProxyOpts;
 use crate::peers::{PeerBook, VolPeers};
 use crate::persist::{check_vol_name, PersistError};
-use crate::server::{answer, refuse, Ctx, Handler};
+use crate::session::{answer, refuse, Ctx, Handler};
 use crate::state::proxy::{ProxyState as P, WDIFF_SEND};
 use crate::state::{StopState, VolState};
 use crate::task::Backoff;

@@ -31,12 +31,13 @@ use walb_kernel::{Error as KError, Location};
 use walb_wire::msg::{ErrorCode, Reply, Step, WireError, WlogTransfer};
 use walb_wire::{Call, PeerId};
 
-use super::bridge::{ChannelReader, Piece, CHANNEL_DEPTH};
 use super::vol::{register_received, temp_in_received};
 use super::Proxy;
 use crate::dto::diff_from_dto;
 use crate::peers::{Access, VolPeers};
-use crate::server::{internal, kernel_error, refuse};
+use crate::session::{
+    internal, kernel_error, refuse, ChannelReader, Piece, TempFile, CHANNEL_DEPTH,
+};
 use crate::state::proxy::ProxyState as P;
 use crate::state::{StopState, VolState};
 
@@ -394,155 +395,39 @@ impl Proxy {
         }
     }
 
+    /// Receives one wlog (Protocol 1): admission, the packs converted into a temporary
+    /// wdiff, the diff's metadata, the file registered in every archive queue, the ack.
+    /// On any failure the temporary file is removed ([`TempFile`]).
     async fn receive(
         self: &Arc<Self>,
         req: WlogTransfer,
         call: &mut Call,
     ) -> Result<Received, WireError> {
-        let me = crate::peers::me(walb_wire::Role::Proxy, &self.ctx.id);
         let v = self.vol(&req.vol);
-        let state = v.as_ref().map_or(P::Clear, |v| v.core.state());
-        let view = WlogView {
-            me: me.clone(),
-            state,
-            stopping: v
-                .as_ref()
-                .is_some_and(|v| v.core.stop_state().is_stopping()),
-            peers: if state == P::Clear {
-                VolPeers::default()
-            } else {
-                self.peers_of(&req.vol)?
-            },
-            fg_free: self.ctx.fg.free(),
-            base: self.ctx.base.path().to_path_buf(),
-            free_bytes: if state == P::Clear {
-                0
-            } else {
-                free_bytes(self.ctx.base.path()).map_err(|e| {
-                    refuse(
-                        ErrorCode::Internal,
-                        format!(
-                            "cannot read the free space of {}: {e}",
-                            self.ctx.base.path().display()
-                        ),
-                    )
-                })?
-            },
-            min_free: self.opts.min_free_mb.saturating_mul(1 << 20),
-        };
+        let view = self.wlog_view(&req.vol, v.as_deref())?;
         let pbs = admit_wlog(&call.peer, &req, &view)?;
         let _permit = self.ctx.fg_permit()?;
         let v = v.ok_or_else(|| refuse(ErrorCode::Internal, "volume vanished"))?;
         let txn = v.core.begin(&[P::Started], P::WlogRecv)?;
         call.reply(Reply::Accepted).await.map_err(|e| e.to_wire())?;
 
-        // Bulk: chunks → converter thread.
         let t_accepted = Instant::now();
-        let tmp = temp_in_received(&v.dir);
-        let (tx, rx) = mpsc::channel::<Piece>(CHANNEL_DEPTH);
-        let conv = {
-            let tmp = tmp.clone();
-            let (salt, uuid, limit) = (req.salt, req.uuid, req.log_size_pb);
-            tokio::task::spawn_blocking(move || {
-                convert_to_file(ChannelReader::new(rx), pbs, salt, uuid, limit, &tmp)
-            })
-        };
-        let fed = tokio::select! {
-            r = self.feed(&v, call, tx) => r,
-            () = self.until_forced(&v) => Err(forced(&v)),
-        };
-        let converted = conv
-            .await
-            .map_err(|e| refuse(ErrorCode::Internal, format!("converter thread: {e}")));
-        let size = match (fed, converted) {
-            // The converter's error says more than a closed channel.
-            (_, Ok(Err(e))) => return Err(kernel_error(&e)),
-            (Err(e), _) => {
-                let _ = std::fs::remove_file(&tmp);
-                return Err(e);
-            }
-            (Ok(()), Ok(Ok(c))) => c,
-            (Ok(()), Err(e)) => return Err(e),
-        };
-        let (size, sync) = (size.size, size.sync);
+        let path = temp_in_received(&v.dir);
+        let mut tmp = TempFile::new(path.clone());
+        let Converted { size, sync } = self.receive_packs(&v, &req, pbs, call, &path).await?;
         let convert = t_accepted.elapsed();
-        let cleanup = |tmp: &Path| {
-            let _ = std::fs::remove_file(tmp);
-        };
-
-        let step = tokio::select! {
-            r = call.receiver.step() => r.map_err(|e| e.to_wire()),
-            () = self.until_forced(&v) => Err(forced(&v)),
-        };
-        let dto = match step {
-            Ok(Step::MetaDiff(d)) => d,
-            Ok(other) => {
-                cleanup(&tmp);
-                return Err(refuse(
-                    ErrorCode::BadRequest,
-                    format!("expected the diff's metadata after the packs, got {other:?}"),
-                ));
-            }
-            Err(e) => {
-                cleanup(&tmp);
-                return Err(e);
-            }
-        };
-        let diff = match diff_from_dto(&dto).and_then(|d| check_meta(&d).map(|()| d)) {
-            Ok(d) => d.with_data_size(size),
-            Err(e) => {
-                cleanup(&tmp);
-                return Err(e);
-            }
-        };
+        let diff = self.receive_meta(&v, call).await?.with_data_size(size);
         let name = diff_file_name(&diff);
-        let (archives, size_lb) = {
-            let m = v.meta();
-            (m.archives.keys().cloned().collect::<Vec<_>>(), m.size_lb)
-        };
-        let vd = v.dir.clone();
-        let grow = (req.size_lb > size_lb).then_some(req.size_lb);
-        let name2 = name.clone();
-        let tmp2 = tmp.clone();
+
         let t_reg = Instant::now();
-        let reg = tokio::task::spawn_blocking(move || {
-            if let Some(s) = grow {
-                vd.set_size_lb(s)?;
-            }
-            register_received(&vd, &tmp2, &name2, &archives)
-        })
-        .await;
-        match reg {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                cleanup(&tmp);
-                return Err(internal(&anyhow::Error::new(e)));
-            }
-            Err(e) => {
-                cleanup(&tmp);
-                return Err(refuse(ErrorCode::Internal, format!("register thread: {e}")));
-            }
-        }
+        let grow = self.register(&v, &req, &path, &name).await?;
+        tmp.disarm();
         let register = t_reg.elapsed();
-        let delays: Vec<(String, u64)> = {
-            let mut m = v.meta();
-            if let Some(s) = grow {
-                m.size_lb = s;
-            }
-            m.last_wlog = self.ctx.clock.instant();
-            m.latest = super::newest(m.latest, (diff.snap_e.gid_b, diff.timestamp));
-            m.archives
-                .iter()
-                .map(|(a, i)| (a.clone(), i.delay_s))
-                .collect()
-        };
+        let delays = self.note_received(&v, grow, &diff);
         txn.commit(P::Started)?;
         let now = self.ctx.clock.instant();
         for (a, delay) in delays {
-            self.schedule_soft(
-                (req.vol.clone(), a),
-                now + std::time::Duration::from_secs(delay),
-            );
+            self.schedule_soft((req.vol.clone(), a), now + Duration::from_secs(delay));
         }
         debug!(vol = %req.vol, diff = %name, bytes = size, "wdiff queued");
         if let Err(e) = call.sender.step(Step::Ack).await {
@@ -557,6 +442,141 @@ impl Proxy {
             sync,
             register,
         })
+    }
+
+    /// What the admission of a wlog transfer to `vol` (`v`, when known) looks at.
+    fn wlog_view(&self, vol: &str, v: Option<&super::ProxyVol>) -> Result<WlogView, WireError> {
+        let state = v.map_or(P::Clear, |v| v.core.state());
+        let base = self.ctx.base.path();
+        let free_bytes = if state == P::Clear {
+            0
+        } else {
+            free_bytes(base).map_err(|e| {
+                refuse(
+                    ErrorCode::Internal,
+                    format!("cannot read the free space of {}: {e}", base.display()),
+                )
+            })?
+        };
+        Ok(WlogView {
+            me: crate::peers::me(walb_wire::Role::Proxy, &self.ctx.id),
+            state,
+            stopping: v.is_some_and(|v| v.core.stop_state().is_stopping()),
+            peers: if state == P::Clear {
+                VolPeers::default()
+            } else {
+                self.peers_of(vol)?
+            },
+            fg_free: self.ctx.fg.free(),
+            base: base.to_path_buf(),
+            free_bytes,
+            min_free: self.opts.min_free_mb.saturating_mul(1 << 20),
+        })
+    }
+
+    /// The bulk: the packs, fed to the converter thread, which writes the wdiff to `tmp`.
+    async fn receive_packs(
+        &self,
+        v: &super::ProxyVol,
+        req: &WlogTransfer,
+        pbs: Pbs,
+        call: &mut Call,
+        tmp: &Path,
+    ) -> Result<Converted, WireError> {
+        let (tx, rx) = mpsc::channel::<Piece>(CHANNEL_DEPTH);
+        let conv = {
+            let tmp = tmp.to_path_buf();
+            let (salt, uuid, limit) = (req.salt, req.uuid, req.log_size_pb);
+            tokio::task::spawn_blocking(move || {
+                convert_to_file(ChannelReader::new(rx), pbs, salt, uuid, limit, &tmp)
+            })
+        };
+        let fed = tokio::select! {
+            r = self.feed(v, call, tx) => r,
+            () = self.until_forced(v) => Err(forced(v)),
+        };
+        let converted = conv
+            .await
+            .map_err(|e| refuse(ErrorCode::Internal, format!("converter thread: {e}")));
+        match (fed, converted) {
+            // The converter's error says more than a closed channel.
+            (_, Ok(Err(e))) => Err(kernel_error(&e)),
+            (Err(e), _) => Err(e),
+            (Ok(()), Ok(Ok(c))) => Ok(c),
+            (Ok(()), Err(e)) => Err(e),
+        }
+    }
+
+    /// The step after the bulk: the diff's metadata, a clean log diff.
+    async fn receive_meta(
+        &self,
+        v: &super::ProxyVol,
+        call: &mut Call,
+    ) -> Result<MetaDiff, WireError> {
+        let step = tokio::select! {
+            r = call.receiver.step() => r.map_err(|e| e.to_wire()),
+            () = self.until_forced(v) => Err(forced(v)),
+        };
+        let dto = match step? {
+            Step::MetaDiff(d) => d,
+            other => {
+                return Err(refuse(
+                    ErrorCode::BadRequest,
+                    format!("expected the diff's metadata after the packs, got {other:?}"),
+                ))
+            }
+        };
+        let diff = diff_from_dto(&dto)?;
+        check_meta(&diff)?;
+        Ok(diff)
+    }
+
+    /// Grows the volume if the request says it grew, renames the file at `tmp` to `name`
+    /// and links it into every archive's queue; returns the new size, if it grew.
+    async fn register(
+        &self,
+        v: &super::ProxyVol,
+        req: &WlogTransfer,
+        tmp: &Path,
+        name: &str,
+    ) -> Result<Option<u64>, WireError> {
+        let (archives, size_lb) = {
+            let m = v.meta();
+            (m.archives.keys().cloned().collect::<Vec<_>>(), m.size_lb)
+        };
+        let vd = v.dir.clone();
+        let grow = (req.size_lb > size_lb).then_some(req.size_lb);
+        let (tmp, name) = (tmp.to_path_buf(), name.to_owned());
+        tokio::task::spawn_blocking(move || {
+            if let Some(s) = grow {
+                vd.set_size_lb(s)?;
+            }
+            register_received(&vd, &tmp, &name, &archives)
+        })
+        .await
+        .map_err(|e| refuse(ErrorCode::Internal, format!("register thread: {e}")))?
+        .map_err(|e| internal(&anyhow::Error::new(e)))?;
+        Ok(grow)
+    }
+
+    /// Notes a registered diff in the volume's memory (size, last wlog, latest snapshot);
+    /// returns each archive's delay before its transfer is due.
+    fn note_received(
+        &self,
+        v: &super::ProxyVol,
+        grow: Option<u64>,
+        diff: &MetaDiff,
+    ) -> Vec<(String, u64)> {
+        let mut m = v.meta();
+        if let Some(s) = grow {
+            m.size_lb = s;
+        }
+        m.last_wlog = self.ctx.clock.instant();
+        m.latest = super::newest(m.latest, (diff.snap_e.gid_b, diff.timestamp));
+        m.archives
+            .iter()
+            .map(|(a, i)| (a.clone(), i.delay_s))
+            .collect()
     }
 
     /// Forwards the bulk's chunks to the converter; ends with [`Piece::End`] after the

@@ -5,15 +5,14 @@
 //! dispatcher runs due tasks on at most `--bg` workers, never two of the same key at
 //! once. A task picks a batch ([`super::queue::select_batch`]), asks the archive with
 //! `WdiffTransfer`, and streams the bytes: a single diff as its file, several merged
-//! on the fly by the kernel ([`merge_to_sorted`]) into one sorted wdiff compressed as the
-//! destination asks. The blocking producer hands chunks to the async call through a
-//! channel ([`super::bridge::ChunkWriter`]). The archive's answer decides the rest
+//! on the fly by the kernel into one sorted wdiff compressed as the destination asks
+//! ([`crate::diffsend`]). The blocking producer hands chunks to the async call through a
+//! channel ([`crate::session::ChunkWriter`]). The archive's answer decides the rest
 //! ([`super::queue::react`]): delivered or dropped files are deleted and the next batch
 //! goes at once; a retry waits the doubling backoff (`--delay` to `--max-delay`); a send
 //! error stops the task until `kick` or `start`.
 
 use std::fs::File;
-use std::io::{BufReader, Read};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -22,16 +21,14 @@ use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 use walb_kernel::compress::Codec;
-use walb_kernel::diff::convert::{merge_to_sorted, ConvertOpt};
-use walb_kernel::diff::merge::DiffStream;
+use walb_kernel::diff::convert::ConvertOpt;
 use walb_kernel::meta::MetaDiff;
-use walb_kernel::wdiff::{WdiffHeader, WdiffKind, WdiffReader};
+use walb_kernel::wdiff::{WdiffHeader, WdiffKind};
 use walb_kernel::Error as KError;
 use walb_wire::frame::ChunkEncoder;
 use walb_wire::msg::{ErrorCode, Reply, Request, Step, WdiffTransfer};
 use walb_wire::{PeerId, Role};
 
-use super::bridge::{ChunkWriter, CHANNEL_DEPTH, SEND_CHUNK};
 use super::queue::{cut_at_uuid_change, react, select_batch, BatchLimits, Reaction};
 use super::vol::{list_diffs, ArchiveInfo, QueuedFile};
 use super::{Key, Proxy, ProxyVol};
@@ -39,11 +36,9 @@ use crate::dto::diff_to_dto;
 use crate::encode::spawn_encoder;
 use crate::peers::PeerAddr;
 use crate::persist;
+use crate::session::{ack_step, CHANNEL_DEPTH};
 use crate::state::proxy::WDIFF_SEND;
 use crate::state::StopState;
-
-/// Decompressed-image cache shared by the readers of one merge (walb-tools: 32 MiB).
-const MERGE_CACHE_BYTES: usize = 32 << 20;
 
 /// What a task asks for after it ran.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,68 +125,6 @@ fn plan(
         files: b.files[..n].iter().map(|&i| files[i].clone()).collect(),
         wait_until: b.wait_until,
     })
-}
-
-/// Opens a queued wdiff for merging, with a bounded image cache.
-fn open_for_merge(
-    path: &std::path::Path,
-    cache: usize,
-) -> walb_kernel::Result<DiffStream<'static>> {
-    let f = File::open(path).map_err(|e| KError::io(format!("opening {}", path.display()), e))?;
-    let mut r = WdiffReader::new(BufReader::with_capacity(256 << 10, f))?;
-    if let WdiffReader::Indexed(ir) = &mut r {
-        ir.set_cache_cap(cache);
-    }
-    Ok(Box::new(r))
-}
-
-/// Produces the bytes of one transfer into `tx` (blocking): the file itself for one
-/// diff, else the sorted merge of all, oldest first. Returns the bytes produced.
-pub(crate) fn produce(
-    paths: Vec<PathBuf>,
-    uuid: [u8; 16],
-    opt: ConvertOpt,
-    tx: mpsc::Sender<Bytes>,
-    spare: std::sync::mpsc::Receiver<BytesMut>,
-) -> walb_kernel::Result<u64> {
-    let aborted = || {
-        KError::io(
-            "sending chunks",
-            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the transfer was aborted"),
-        )
-    };
-    if let [path] = &paths[..] {
-        let mut f =
-            File::open(path).map_err(|e| KError::io(format!("opening {}", path.display()), e))?;
-        let mut total = 0u64;
-        loop {
-            // A buffer the transport is done with, else a new one.
-            let mut buf = spare.try_recv().unwrap_or_default();
-            buf.resize(SEND_CHUNK, 0);
-            let mut n = 0;
-            while n < SEND_CHUNK {
-                match f.read(&mut buf[n..]) {
-                    Ok(0) => break,
-                    Ok(k) => n += k,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(KError::io(format!("reading {}", path.display()), e)),
-                }
-            }
-            if n == 0 {
-                return Ok(total);
-            }
-            buf.truncate(n);
-            total += n as u64;
-            tx.blocking_send(buf.freeze()).map_err(|_| aborted())?;
-        }
-    }
-    let cache = (MERGE_CACHE_BYTES / paths.len().max(1)).max(1 << 20);
-    let streams = paths
-        .iter()
-        .map(|p| open_for_merge(p, cache))
-        .collect::<walb_kernel::Result<Vec<_>>>()?;
-    let (w, _stats) = merge_to_sorted(streams, uuid, ChunkWriter::new(tx), &opt)?;
-    w.finish().map_err(|e| KError::io("sending chunks", e))
 }
 
 /// When the dispatcher must look at the queue again by itself: at the earliest due time,
@@ -427,7 +360,8 @@ impl Proxy {
         }
     }
 
-    /// Asks the archive and streams one batch.
+    /// Asks the archive and streams one batch: the archive's acceptance, the bytes of
+    /// the batch (one file, or the merge of all), the archive's acknowledgement.
     async fn transfer(
         &self,
         v: &ProxyVol,
@@ -435,6 +369,36 @@ impl Proxy {
         info: &ArchiveInfo,
         plan: &Plan,
     ) -> Result<(), Failure> {
+        let mut call = self.open_transfer(v, archive, info, plan).await?;
+        self.stream_batch(v, &mut call, info, plan).await?;
+        call.sender
+            .end_bulk()
+            .await
+            .map_err(|e| Failure::from_wire(&e))?;
+        // The archive acknowledges once the diff is validated and durable.
+        let never = std::future::pending::<std::convert::Infallible>();
+        let r = ack_step(&self.ctx, &mut call, never)
+            .await
+            .unwrap_or_else(|n| match n {});
+        let _ = call.sender.finish();
+        match r {
+            Ok(Step::Ack) => Ok(()),
+            Ok(other) => Err(Failure::net(format!(
+                "archive answered {other:?} instead of an acknowledgement"
+            ))),
+            Err(e) => Err(Failure::from_wire(&e)),
+        }
+    }
+
+    /// Opens the `WdiffTransfer` of a batch (its diffs merged into one) on the archive
+    /// and waits for its acceptance.
+    async fn open_transfer(
+        &self,
+        v: &ProxyVol,
+        archive: &str,
+        info: &ArchiveInfo,
+        plan: &Plan,
+    ) -> Result<walb_wire::Call, Failure> {
         let diffs: Vec<MetaDiff> = plan.files.iter().map(|f| f.diff.clone()).collect();
         let diff = if let [one] = &diffs[..] {
             one.clone()
@@ -469,10 +433,22 @@ impl Proxy {
             .await
             .map_err(|e| Failure::from_wire(&e))?;
         match call.receiver.reply().await {
-            Ok(Reply::Accepted) => {}
-            Ok(other) => return Err(Failure::net(format!("archive answered {other:?}"))),
-            Err(e) => return Err(Failure::from_wire(&e)),
+            Ok(Reply::Accepted) => Ok(call),
+            Ok(other) => Err(Failure::net(format!("archive answered {other:?}"))),
+            Err(e) => Err(Failure::from_wire(&e)),
         }
+    }
+
+    /// Streams the bytes of a batch: a producer thread ([`crate::diffsend::produce`]), an
+    /// encoder task, and the chunks sent here. A failure resets the call (or refuses it
+    /// when the queue cannot be read).
+    async fn stream_batch(
+        &self,
+        v: &ProxyVol,
+        call: &mut walb_wire::Call,
+        info: &ArchiveInfo,
+        plan: &Plan,
+    ) -> Result<(), Failure> {
         let (tx, rx) = mpsc::channel::<Bytes>(CHANNEL_DEPTH);
         let (back_tx, back_rx) = std::sync::mpsc::sync_channel::<BytesMut>(CHANNEL_DEPTH + 2);
         let paths: Vec<PathBuf> = plan.files.iter().map(|f| f.path.clone()).collect();
@@ -491,7 +467,9 @@ impl Proxy {
             ChunkEncoder::new(None).map_err(walb_wire::Error::from)
         }
         .map_err(|e| Failure::from_wire(&e))?;
-        let producer = tokio::task::spawn_blocking(move || produce(paths, uuid, opt, tx, back_rx));
+        let producer = tokio::task::spawn_blocking(move || {
+            crate::diffsend::produce(paths, uuid, opt, tx, back_rx)
+        });
         let (mut erx, encoder) = spawn_encoder(rx, back_tx, enc, CHANNEL_DEPTH);
         let mut failed: Option<Failure> = None;
         while let Some(c) = erx.recv().await {
@@ -522,7 +500,7 @@ impl Proxy {
             return Err(f);
         }
         match produced {
-            Ok(Ok(_)) => {}
+            Ok(Ok(_)) => Ok(()),
             Ok(Err(e)) => {
                 call.sender
                     .refuse(walb_wire::msg::WireError::new(
@@ -530,27 +508,12 @@ impl Proxy {
                         format!("proxy cannot read its queue: {e}"),
                     ))
                     .await;
-                return Err(Failure::local(&e));
+                Err(Failure::local(&e))
             }
             Err(e) => {
                 call.sender.reset();
-                return Err(Failure::net(format!("producer thread: {e}")));
+                Err(Failure::net(format!("producer thread: {e}")))
             }
-        }
-        call.sender
-            .end_bulk()
-            .await
-            .map_err(|e| Failure::from_wire(&e))?;
-        // The archive acknowledges once the diff is validated and durable.
-        call.set_step_timeout(self.ctx.ack_timeout());
-        let r = call.receiver.step().await;
-        let _ = call.sender.finish();
-        match r {
-            Ok(Step::Ack) => Ok(()),
-            Ok(other) => Err(Failure::net(format!(
-                "archive answered {other:?} instead of an acknowledgement"
-            ))),
-            Err(e) => Err(Failure::from_wire(&e)),
         }
     }
 }

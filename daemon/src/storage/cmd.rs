@@ -22,13 +22,13 @@ use tracing::{error, info};
 use walb_wire::msg::{Command, ErrorCode, Reply, StartMode, StopMode, Uuid, WireError};
 use walb_wire::Call;
 
-use crate::server::{answer, refuse};
+use crate::session::{answer, blocking, refuse};
 use crate::state::storage::{StorageState as S, RESIZE_ACCEPT, SNAPSHOT_ACCEPT, STOP_ACCEPT};
 use crate::state::{StopState, VolState};
 use crate::vol::VolError;
 
 use super::snap::{self, Snaps};
-use super::{blocking, dev_error, meta_error, snap_error, vol, Storage, Vol};
+use super::{dev_error, meta_error, snap_error, vol, Storage, Vol};
 
 fn stopping(vol: &str) -> WireError {
     VolError::Stopping {

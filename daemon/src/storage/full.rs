@@ -20,33 +20,28 @@
 //! transaction guard) and stops the monitoring; the archive call is reset.
 //!
 //! The hash backup ([`super::hash`]) is run the same way ([`run`] with
-//! [`SyncKind::Hash`]: opened by [`begin`], concluded by [`conclude`]) and paces its reads
-//! with the same [`ScanThrottle`].
+//! [`SyncKind::Hash`]: opened by [`begin`], concluded by [`conclude`]); what both share
+//! (the session, the acks, the read throttle) is [`super::backup`].
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::mpsc;
 use tracing::{error, info};
-use walb_kernel::meta::{MetaSnap, MetaState};
 use walb_wire::frame::ChunkEncoder;
 use walb_wire::msg::{
     BackupSync, ErrorCode, Event, Reply, Request, SnapDto, Step, SyncStart, WireError,
 };
 use walb_wire::Call;
 
-use crate::bulk::{self, Bulk, ScanIo, READ_AHEAD};
-use crate::server::{answer, refuse, CallError, Caller};
+use crate::bulk::{self, Bulk, ScanIo, DEFAULT_BULK_LB, MAX_BULK_LB, READ_AHEAD};
+use crate::session::{answer, blocking, refuse, CallError, Caller};
 use crate::state::storage::StorageState as S;
-use crate::vol::Txn;
 
-use super::{blocking, meta_error, Storage, Vol};
+use super::backup::{expect_ack, record_backup, ScanThrottle, Session};
+use super::Storage;
 
-/// Default bulk size: 256 KiB.
-pub(crate) const DEFAULT_BULK_LB: u64 = 512;
-/// Largest bulk: 4 MiB (one chunk).
-pub(crate) const MAX_BULK_LB: u64 = 8192;
 /// How long the archive may take to accept.
 const ACCEPT_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -94,18 +89,6 @@ impl SyncKind {
             SyncKind::Hash => OP_HASH,
         }
     }
-}
-
-/// A full or hash backup the archive accepted.
-pub(crate) struct Session {
-    pub(crate) vol: Arc<Vol>,
-    txn: Txn<S>,
-    _permit: OwnedSemaphorePermit,
-    pub(crate) call: Call,
-    pub(crate) size_lb: u64,
-    pub(crate) bulk_lb: u64,
-    pub(crate) time_s: u64,
-    pub(crate) path: String,
 }
 
 /// Runs `full-bkp` or `hash-bkp`: answers the controller, then copies (or compares, in
@@ -253,33 +236,6 @@ async fn begin(
     }
 }
 
-/// The archive's next step, which must be an ack of `what`.
-pub(crate) async fn expect_ack(
-    st: &Storage,
-    vol: &Vol,
-    call: &mut Call,
-    what: &str,
-) -> Result<(), WireError> {
-    // The archive acknowledges once what it got is durable: longer than a step.
-    call.set_step_timeout(st.ctx.ack_timeout());
-    let r = tokio::select! {
-        r = call.receiver.step() => r,
-        _ = st.forced(vol) => return Err(refuse(
-            ErrorCode::Cancelled,
-            format!("volume {}: backup aborted by a forced stop", vol.name),
-        )),
-    };
-    call.set_step_timeout(st.ctx.step_timeout());
-    match r {
-        Ok(Step::Ack) => Ok(()),
-        Ok(other) => Err(refuse(
-            ErrorCode::BadRequest,
-            format!("the archive answered {other:?} to {what}, expected an ack"),
-        )),
-        Err(e) => Err(e.to_wire()),
-    }
-}
-
 /// Ends a session: after a failure the call is reset and monitoring stops (the
 /// transaction rolls the volume back to SyncReady); after success the volume goes
 /// FullSync/HashSync → Stopped → StartTarget → Target.
@@ -412,61 +368,4 @@ async fn copy(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError> {
     let _ = s.call.sender.finish();
     record_backup(&vol, 0, gid_e, s.time_s)?;
     Ok(gid_e)
-}
-
-/// Records the meta state a full (`<|0,gidE|>`) or hash (`<|gidB,gidE|>`) backup left the
-/// archive in: `get meta-state` on the storage answers it, and the console reads the gid
-/// the image is clean at from it.
-pub(super) fn record_backup(
-    vol: &Vol,
-    gid_b: u64,
-    gid_e: u64,
-    time_s: u64,
-) -> Result<(), WireError> {
-    let base = MetaState::new(
-        MetaSnap::new(gid_b, gid_e).map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?,
-        time_s,
-    );
-    let mut g = vol.meta();
-    if let Some(m) = g.as_mut() {
-        super::vol::save_fullsync(&vol.dir, &base).map_err(|e| meta_error(&vol.name, &e))?;
-        m.fullsync = Some(base);
-    }
-    Ok(())
-}
-
-/// Holds device reads to `--full-scan-bps` (changeable while a scan runs).
-pub(crate) struct ScanThrottle {
-    t0: Instant,
-    since: u64,
-    bps_seen: u64,
-}
-
-impl ScanThrottle {
-    pub(crate) fn new(st: &Storage) -> ScanThrottle {
-        ScanThrottle {
-            t0: Instant::now(),
-            since: 0,
-            bps_seen: st.full_scan_bps.load(Ordering::Relaxed),
-        }
-    }
-
-    /// After reading `bytes`: sleeps as long as the limit asks.
-    pub(crate) fn read(&mut self, st: &Storage, bytes: u64) {
-        // Restart the budget when the limit changes.
-        let bps = st.full_scan_bps.load(Ordering::Relaxed);
-        if bps != self.bps_seen {
-            self.bps_seen = bps;
-            self.t0 = Instant::now();
-            self.since = 0;
-        }
-        self.since += bytes;
-        if bps > 0 {
-            let due = self.t0 + Duration::from_secs_f64(self.since as f64 / bps as f64);
-            let now = Instant::now();
-            if due > now {
-                std::thread::sleep(due - now);
-            }
-        }
-    }
 }

@@ -30,28 +30,50 @@ use tokio::sync::mpsc;
 use tracing::info;
 use walb_wire::msg::{ErrorCode, SnapDto, Step, WireError};
 
-use super::full::{expect_ack, ScanThrottle, Session};
-use super::{blocking, Storage};
+use super::backup::{expect_ack, record_backup, ScanThrottle, Session};
+use super::Storage;
 use crate::bulk::{compare, Compare};
-use crate::proxy::bridge::{ChunkWriter, CHANNEL_DEPTH};
-use crate::server::refuse;
+use crate::session::{blocking, expect, refuse, ChunkWriter, CHANNEL_DEPTH};
 
 use crate::bulk::HASH_QUEUE;
 
 /// The comparison of an accepted session (steps 1 to 3 above); the end snapshot's gid.
 pub(super) async fn sync(st: &Arc<Storage>, s: &mut Session) -> Result<u64, WireError> {
     let vol = Arc::clone(&s.vol);
-    let wire = |e: walb_wire::Error| e.to_wire();
     // 1. The archive's latest snapshot; the log restarts after it.
-    let snap_from = match s.call.receiver.step().await.map_err(wire)? {
-        Step::MetaSnap(snap) => snap,
-        other => {
-            return Err(refuse(
-                ErrorCode::BadRequest,
-                format!("hash backup: expected the archive's latest snapshot, got {other:?}"),
-            ))
-        }
-    };
+    let (uuid, gid_b) = restart_log(st, s).await?;
+    // 2. Hashes in, differences out.
+    send_differences(st, s, uuid).await?;
+    // 3. The end snapshot.
+    let (s2, v2) = (Arc::clone(st), Arc::clone(&vol));
+    let gid_e = blocking(move || s2.take_snapshot(&v2)).await??;
+    st.monitor.push(&vol.name, Duration::ZERO);
+    s.call
+        .sender
+        .step(Step::MetaSnap(SnapDto { gid_b, gid_e }))
+        .await
+        .map_err(|e| e.to_wire())?;
+    expect_ack(st, &vol, &mut s.call, "the end snapshot").await?;
+    let _ = s.call.sender.finish();
+    record_backup(&vol, gid_b, gid_e, s.time_s)?;
+    Ok(gid_e)
+}
+
+/// Takes the archive's latest snapshot, restarts the log after it (the new uuid is sent
+/// and acknowledged) and starts the log monitoring; returns the uuid and the gid the
+/// backup starts at.
+async fn restart_log(st: &Arc<Storage>, s: &mut Session) -> Result<([u8; 16], u64), WireError> {
+    let vol = Arc::clone(&s.vol);
+    let snap_from = expect(
+        &mut s.call,
+        "hash backup",
+        "the archive's latest snapshot",
+        |step| match step {
+            Step::MetaSnap(snap) => Ok(snap),
+            other => Err(other),
+        },
+    )
+    .await?;
     let floor = snap_from.gid_e.checked_add(1).ok_or_else(|| {
         refuse(
             ErrorCode::BadRequest,
@@ -64,11 +86,24 @@ pub(super) async fn sync(st: &Arc<Storage>, s: &mut Session) -> Result<u64, Wire
         s2.reset_wlog(&v2, gid_b, false).map(|u| (u, gid_b))
     })
     .await??;
-    s.call.sender.step(Step::Uuid(uuid)).await.map_err(wire)?;
+    s.call
+        .sender
+        .step(Step::Uuid(uuid))
+        .await
+        .map_err(|e| e.to_wire())?;
     expect_ack(st, &vol, &mut s.call, "the uuid").await?;
     st.start_monitoring(&vol)?;
+    Ok((uuid, gid_b))
+}
 
-    // 2. Hashes in, differences out.
+/// The exchange: the archive's bulk hashes in, the device's differing bulks out (a
+/// sorted wdiff), read at `--full-scan-bps`; acknowledged.
+async fn send_differences(
+    st: &Arc<Storage>,
+    s: &mut Session,
+    uuid: [u8; 16],
+) -> Result<(), WireError> {
+    let vol = Arc::clone(&s.vol);
     let data = {
         let (s2, p2, v2) = (Arc::clone(st), s.path.clone(), Arc::clone(&vol));
         blocking(move || {
@@ -130,7 +165,7 @@ pub(super) async fn sync(st: &Arc<Storage>, s: &mut Session) -> Result<u64, Wire
     let stats = comparer
         .await
         .map_err(|e| refuse(ErrorCode::Internal, format!("device reader failed: {e}")))??;
-    s.call.sender.end_bulk().await.map_err(wire)?;
+    s.call.sender.end_bulk().await.map_err(|e| e.to_wire())?;
     expect_ack(st, &vol, &mut s.call, "the diff").await?;
     info!(
         vol = %vol.name,
@@ -139,18 +174,5 @@ pub(super) async fn sync(st: &Arc<Storage>, s: &mut Session) -> Result<u64, Wire
         bytes_sent = stats.1,
         "hash scan done"
     );
-
-    // 3. The end snapshot.
-    let (s2, v2) = (Arc::clone(st), Arc::clone(&vol));
-    let gid_e = blocking(move || s2.take_snapshot(&v2)).await??;
-    st.monitor.push(&vol.name, Duration::ZERO);
-    s.call
-        .sender
-        .step(Step::MetaSnap(SnapDto { gid_b, gid_e }))
-        .await
-        .map_err(wire)?;
-    expect_ack(st, &vol, &mut s.call, "the end snapshot").await?;
-    let _ = s.call.sender.finish();
-    super::full::record_backup(&vol, gid_b, gid_e, s.time_s)?;
-    Ok(gid_e)
+    Ok(())
 }

@@ -25,6 +25,7 @@ pub mod dev;
 pub mod snap;
 pub mod vol;
 
+mod backup;
 mod cmd;
 mod full;
 mod hash;
@@ -48,7 +49,7 @@ use walb_wire::{IncomingCall, Role};
 use crate::opts::StorageOpts;
 use crate::peers::PeerAddr;
 use crate::persist;
-use crate::server::{answer, kernel_error, refuse, Ctx, Handler};
+use crate::session::{answer, kernel_error, refuse, Ctx, Handler};
 use crate::state::storage::StorageState;
 use crate::state::VolState;
 use crate::vol::VolCore;
@@ -470,15 +471,6 @@ pub(crate) fn snap_error(vol: &str, e: &snap::SnapError) -> WireError {
         _ => ErrorCode::Internal,
     };
     refuse(code, format!("volume {vol}: {e}"))
-}
-
-/// Runs blocking work (device calls, fsyncs) off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, WireError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| refuse(ErrorCode::Internal, format!("worker thread failed: {e}")))
 }
 
 /// Reads and validates the superblock of a device's log.

@@ -23,16 +23,15 @@ use std::time::Duration;
 use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
-use walb_device::LsidSet;
-use walb_wire::msg::{ErrorCode, Event, WireError};
+use walb_wire::msg::{ErrorCode, WireError};
 
 use crate::clock::Clock;
-use crate::server::refuse;
+use crate::session::{blocking, refuse};
 use crate::state::storage::{StorageState as S, WLOG_REMOVE, WLOG_SEND};
 use crate::task::{Backoff, TaskQueue};
 
-use super::ship::{self, Next};
-use super::{blocking, Device, Storage, Vol};
+use super::ship::{self, free_logs, publish_usage, Next};
+use super::{Device, Storage, Vol};
 
 /// Action name of a running wlog transfer.
 pub(crate) const WLOG_SEND_ACTION: &str = "WlogSend";
@@ -404,44 +403,6 @@ impl Storage {
         })
         .await?
     }
-}
-
-/// Frees the logs before `min(upto, prev_written)` (taking a checkpoint first when
-/// `prev_written` lags); returns the lsids after.
-pub(crate) fn free_logs(
-    dev: &dyn walb_device::WalbDevice,
-    upto: u64,
-) -> walb_kernel::Result<LsidSet> {
-    let mut l = dev.lsids()?;
-    let upto = upto.min(l.latest);
-    if l.oldest >= upto {
-        return Ok(l);
-    }
-    if l.prev_written < upto && l.prev_written < l.permanent {
-        dev.take_checkpoint()?;
-        l = dev.lsids()?;
-    }
-    let target = upto.min(l.prev_written);
-    if l.oldest < target {
-        dev.set_oldest_lsid(target)?;
-        l = dev.lsids()?;
-    }
-    Ok(l)
-}
-
-/// Publishes the log usage of a volume.
-pub(crate) fn publish_usage(
-    node: &walb_wire::Node,
-    vol: &str,
-    dev: &dyn walb_device::WalbDevice,
-    l: &LsidSet,
-) {
-    let capacity_pb = dev.log_capacity().unwrap_or(0);
-    node.publish(Event::LogUsage {
-        vol: vol.to_owned(),
-        usage_pb: l.latest.saturating_sub(l.oldest),
-        capacity_pb,
-    });
 }
 
 async fn sleep_or_cancel(token: &CancellationToken, d: Duration) {

@@ -7,11 +7,11 @@ use std::sync::Arc;
 use walb_wire::msg::{ErrorCode, Query, Reply, SnapshotInfo, WireError};
 
 use crate::dto::state_to_dto;
-use crate::server::refuse;
+use crate::session::{blocking, refuse};
 use crate::state::storage::StorageState as S;
 use crate::state::VolState;
 
-use super::{blocking, dev_error, rec_line, snap, Storage, Vol};
+use super::{dev_error, rec_line, snap, Storage, Vol};
 
 impl Storage {
     /// Answers a query.

@@ -24,18 +24,19 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
+use walb_device::LsidSet;
 use walb_kernel::ldev::SuperBlock;
 use walb_kernel::logpack::{LogPack, LogPackHeader};
 use walb_kernel::Location;
-use walb_wire::msg::{Reply, Request, Step, WireError, WlogTransfer};
+use walb_wire::msg::{Event, Reply, Request, Step, WireError, WlogTransfer};
 use walb_wire::Call;
 
 use crate::encode::spawn_encoder;
 use crate::peers::PeerAddr;
+use crate::session::ack_step;
 
 use crate::dto::diff_to_dto;
 
-use super::monitor::{free_logs, publish_usage};
 use super::snap::{self, Plan, SnapError};
 use super::{vol, Device, Storage, Vol};
 
@@ -289,7 +290,7 @@ enum Prepared {
 /// One run of the worker for a Target (or full-syncing) volume.
 pub(crate) async fn step(st: &Arc<Storage>, vol: &Arc<Vol>) -> Result<Next, ShipError> {
     let (s2, v2) = (Arc::clone(st), Arc::clone(vol));
-    let prep = match super::blocking(move || prepare(&s2, &v2)).await?? {
+    let prep = match crate::session::blocking(move || prepare(&s2, &v2)).await?? {
         Prepared::Done(next) => return Ok(next),
         Prepared::Go(p) => p,
     };
@@ -312,7 +313,7 @@ pub(crate) async fn step(st: &Arc<Storage>, vol: &Arc<Vol>) -> Result<Next, Ship
         "wlog transfer acknowledged"
     );
     let (s2, v2) = (Arc::clone(st), Arc::clone(vol));
-    super::blocking(move || finish(&s2, &v2, &dev, &plan, lsid_e)).await?
+    crate::session::blocking(move || finish(&s2, &v2, &dev, &plan, lsid_e)).await?
 }
 
 fn prepare(st: &Storage, vol: &Vol) -> Result<Prepared, ShipError> {
@@ -463,11 +464,9 @@ async fn send(
     let diff = snap::transfer_diff(&plan.rec_b, &plan.rec_e, lsid_e)?;
     call.sender.step(Step::MetaDiff(diff_to_dto(&diff))).await?;
     // The proxy acknowledges once the diff is durable in every archive queue.
-    call.set_step_timeout(st.ctx.ack_timeout());
-    let ack = tokio::select! {
-        r = call.receiver.step() => r?,
-        _ = st.forced(vol) => return Err(ShipError::Aborted),
-    };
+    let ack = ack_step(&st.ctx, call, st.forced(vol))
+        .await
+        .map_err(|()| ShipError::Aborted)??;
     match ack {
         Step::Ack => Ok(lsid_e),
         other => Err(ShipError::Transport(walb_wire::Error::Unexpected(format!(
@@ -660,6 +659,44 @@ fn finish(
     } else {
         Next::Idle
     })
+}
+
+/// Frees the logs before `min(upto, prev_written)` (taking a checkpoint first when
+/// `prev_written` lags); returns the lsids after.
+pub(crate) fn free_logs(
+    dev: &dyn walb_device::WalbDevice,
+    upto: u64,
+) -> walb_kernel::Result<LsidSet> {
+    let mut l = dev.lsids()?;
+    let upto = upto.min(l.latest);
+    if l.oldest >= upto {
+        return Ok(l);
+    }
+    if l.prev_written < upto && l.prev_written < l.permanent {
+        dev.take_checkpoint()?;
+        l = dev.lsids()?;
+    }
+    let target = upto.min(l.prev_written);
+    if l.oldest < target {
+        dev.set_oldest_lsid(target)?;
+        l = dev.lsids()?;
+    }
+    Ok(l)
+}
+
+/// Publishes the log usage of a volume.
+pub(crate) fn publish_usage(
+    node: &walb_wire::Node,
+    vol: &str,
+    dev: &dyn walb_device::WalbDevice,
+    l: &LsidSet,
+) {
+    let capacity_pb = dev.log_capacity().unwrap_or(0);
+    node.publish(Event::LogUsage {
+        vol: vol.to_owned(),
+        usage_pb: l.latest.saturating_sub(l.oldest),
+        capacity_pb,
+    });
 }
 
 #[cfg(test)]

@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use walb_daemon::peers::PeerAddr;
 use walb_daemon::persist::BaseDir;
-use walb_daemon::server::{serve, Ctx};
+use walb_daemon::server::serve;
+use walb_daemon::session::Ctx;
 use walb_daemon::storage::{self, DataRead, Device, DeviceAccess, Storage, StorageConfig};
 use walb_device::emu::{EmuConfig, Emulator};
 use walb_device::WalbDevice;

@@ -1,6 +1,8 @@
 //! Bridges between the synchronous kernel (readers and writers on a blocking thread) and
 //! the asynchronous calls (bulk chunks on a QUIC stream), through bounded channels.
 //!
+//! - [`blocking`] runs blocking work (device calls, fsyncs, kernel readers) off the async
+//!   threads.
 //! - [`ChannelReader`] is a `Read` over chunks received by an async task. The stream ends
 //!   only on an explicit [`Piece::End`]: a channel closed without it (the receiving task
 //!   failed or was dropped) is an error, so a cut transfer can never look complete.
@@ -12,6 +14,19 @@ use std::io::{self, Read, Write};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::sync::mpsc;
+use walb_wire::msg::{ErrorCode, WireError};
+
+use super::refusal::refuse;
+
+/// Runs blocking work (device calls, fsyncs, kernel readers) on tokio's blocking pool;
+/// a worker that panicked is an internal error.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, WireError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| refuse(ErrorCode::Internal, format!("worker thread failed: {e}")))
+}
 
 /// Largest chunk sent (the transport accepts 8 MiB; the contract says at most 4 MiB).
 pub const SEND_CHUNK: usize = 4 << 20;
