@@ -18,6 +18,7 @@
 //! must do first from a given state, what a replication's destination needs, whether the
 //! proxies agree on an archive) are pure functions, unit-tested without daemons.
 
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -28,6 +29,7 @@ use walb_wire::msg::{
 use walb_wire::Role;
 
 use crate::client::{Client, ClientError};
+use crate::poll::{poll_until, Poll};
 
 /// walblib's `TIMEOUT_SEC`: long operations (backups, restores, restorable waits).
 pub const TIMEOUT_LONG: Duration = Duration::from_secs(86_400);
@@ -323,6 +325,32 @@ pub fn prepare_archive_hash(state: &str) -> Result<(), String> {
     }
 }
 
+/// Parses `CODEC[:LEVEL[:NCPU]]` (walb-tools' compression option).
+pub fn parse_compress(s: &str) -> Option<CompressOpt> {
+    let mut parts = s.split(':');
+    let codec = match parts.next()? {
+        "none" => Codec::None,
+        "snappy" => Codec::Snappy,
+        "gzip" | "zlib" => Codec::Gzip,
+        "lzma" | "xz" => Codec::Lzma,
+        "lz4" => Codec::Lz4,
+        "zstd" => Codec::Zstd,
+        _ => return None,
+    };
+    let level = match parts.next() {
+        Some(l) => l.parse().ok()?,
+        None => 0,
+    };
+    let ncpu = match parts.next() {
+        Some(n) => n.parse().ok()?,
+        None => 1,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some(CompressOpt { codec, level, ncpu })
+}
+
 /// walb-tools' default compression of forwarded diffs (`snappy:0:1`).
 pub fn default_compress() -> CompressOpt {
     CompressOpt {
@@ -341,11 +369,11 @@ pub async fn wait_for_state(
     wait: &StateWait,
     timeout: Duration,
 ) -> Result<String, ClientError> {
-    let t0 = Instant::now();
-    loop {
+    let every = client.options().poll_interval;
+    poll_until(Instant::now(), timeout, every, move || async move {
         let st = client.state(node, vol).await?;
         if wait.goal.iter().any(|g| *g == st) {
-            return Ok(st);
+            return Ok(Poll::Ready(st));
         }
         if !wait.transient.iter().any(|t| *t == st) {
             return Err(ClientError::State(format!(
@@ -354,14 +382,12 @@ pub async fn wait_for_state(
                 wait.goal.join("/")
             )));
         }
-        if t0.elapsed() >= timeout {
-            return Err(ClientError::Timeout {
-                what: format!("{node} {vol} to be {} (it is {st})", wait.goal.join("/")),
-                after: timeout,
-            });
-        }
-        tokio::time::sleep(client.options().poll_interval).await;
-    }
+        Ok(Poll::Pending(format!(
+            "{node} {vol} to be {} (it is {st})",
+            wait.goal.join("/")
+        )))
+    })
+    .await
 }
 
 pub(crate) fn role_of(
@@ -656,31 +682,33 @@ async fn wait_for_sync(
     timeout: Duration,
 ) -> Result<(), ClientError> {
     let accepted = Instant::now();
-    let mut seen_sync = false;
-    loop {
+    let seen_sync = &AtomicBool::new(false);
+    let every = client.options().poll_interval;
+    poll_until(t0, timeout, every, move || async move {
         let st = client.state(storage, vol).await?;
         if st == S::TARGET {
-            return Ok(());
+            return Ok(Poll::Ready(()));
         }
         if let Some(e) = watch.error() {
             return Err(ClientError::State(format!("{storage} {vol}: {e}")));
         }
         let what = kind.what;
         if kind.during.contains(&st.as_str()) {
-            seen_sync = true;
-        } else if !(st == S::SYNC_READY && !seen_sync && accepted.elapsed() < FULL_SYNC_GRACE) {
+            seen_sync.store(true, Ordering::Relaxed);
+        } else if !(st == S::SYNC_READY
+            && !seen_sync.load(Ordering::Relaxed)
+            && accepted.elapsed() < FULL_SYNC_GRACE)
+        {
             let fallback = format!("{what} failed: the storage is {st} (see its log)");
             let why = watch.reason_or(fallback).await;
             return Err(ClientError::State(format!("{storage} {vol}: {why}")));
         }
-        if t0.elapsed() >= timeout {
-            return Err(ClientError::Timeout {
-                what: format!("the {} of {storage} {vol} (the storage is {st})", kind.what),
-                after: timeout,
-            });
-        }
-        tokio::time::sleep(client.options().poll_interval).await;
-    }
+        Ok(Poll::Pending(format!(
+            "the {} of {storage} {vol} (the storage is {st})",
+            kind.what
+        )))
+    })
+    .await
 }
 
 /// Kicks the proxies of `storage`'s backup group (after a sync, their archive may be in
@@ -802,27 +830,22 @@ pub async fn wait_for_restorable(
     timeout: Duration,
 ) -> Result<(), ClientError> {
     role_of(client, archive, &[Role::Archive], "wait-restorable")?;
-    let t0 = Instant::now();
-    loop {
+    let every = client.options().poll_interval;
+    poll_until(Instant::now(), timeout, every, move || async move {
         let list = client.restorable(archive, vol, true).await?;
         if list.iter().any(|s| s.gid == Some(gid)) {
-            return Ok(());
+            return Ok(Poll::Ready(()));
         }
-        if t0.elapsed() >= timeout {
-            let latest = list
-                .iter()
-                .filter_map(|s| s.gid)
-                .max()
-                .map_or("none".to_owned(), |g| g.to_string());
-            return Err(ClientError::Timeout {
-                what: format!(
-                    "gid {gid} to be restorable at {archive} {vol} (latest restorable: {latest})"
-                ),
-                after: timeout,
-            });
-        }
-        tokio::time::sleep(client.options().poll_interval).await;
-    }
+        let latest = list
+            .iter()
+            .filter_map(|s| s.gid)
+            .max()
+            .map_or("none".to_owned(), |g| g.to_string());
+        Ok(Poll::Pending(format!(
+            "gid {gid} to be restorable at {archive} {vol} (latest restorable: {latest})"
+        )))
+    })
+    .await
 }
 
 /// walblib's blocking `snapshot`: with archives, checks they are active and the storage
@@ -876,19 +899,15 @@ pub async fn wait_for_no_action(
     action: &str,
     timeout: Duration,
 ) -> Result<(), ClientError> {
-    let t0 = Instant::now();
-    loop {
-        if client.num_action(archive, vol, action).await? == 0 {
-            return Ok(());
-        }
-        if t0.elapsed() >= timeout {
-            return Err(ClientError::Timeout {
-                what: format!("the {action} of {vol} on {archive} to end"),
-                after: timeout,
-            });
-        }
-        tokio::time::sleep(client.options().poll_interval).await;
-    }
+    let every = client.options().poll_interval;
+    poll_until(Instant::now(), timeout, every, move || async move {
+        Ok(if client.num_action(archive, vol, action).await? == 0 {
+            Poll::Ready(())
+        } else {
+            Poll::Pending(format!("the {action} of {vol} on {archive} to end"))
+        })
+    })
+    .await
 }
 
 /// walblib's `merge`: merge the diffs of `vol` from `gid_b` up to where `until` stops
@@ -1097,32 +1116,28 @@ pub async fn wait_for_restored(
     gid: u64,
     timeout: Duration,
 ) -> Result<String, ClientError> {
-    let t0 = Instant::now();
-    let mut idle = 0;
-    loop {
+    let idle = &AtomicU32::new(0);
+    let every = client.options().poll_interval;
+    poll_until(Instant::now(), timeout, every, move || async move {
         let restored = client.restored(archive, vol).await?;
         if let Some((_, path)) = restored.into_iter().find(|(g, _)| *g == gid) {
-            return Ok(path);
+            return Ok(Poll::Ready(path));
         }
         if client.num_action(archive, vol, "Restore").await? == 0 {
-            idle += 1;
-            if idle >= RESTORE_IDLE_POLLS {
+            if idle.fetch_add(1, Ordering::Relaxed) + 1 >= RESTORE_IDLE_POLLS {
                 return Err(ClientError::State(format!(
                     "the restore of {vol} gid {gid} on {archive} ended without an image (see \
                      the archive's log)"
                 )));
             }
         } else {
-            idle = 0;
+            idle.store(0, Ordering::Relaxed);
         }
-        if t0.elapsed() >= timeout {
-            return Err(ClientError::Timeout {
-                what: format!("{archive} to restore {vol} gid {gid}"),
-                after: timeout,
-            });
-        }
-        tokio::time::sleep(client.options().poll_interval).await;
-    }
+        Ok(Poll::Pending(format!(
+            "{archive} to restore {vol} gid {gid}"
+        )))
+    })
+    .await
 }
 
 /// The path of restored image `gid` (`get_restored_path`).
@@ -1318,16 +1333,21 @@ impl FailureWatch {
     /// The failure's reason, waiting up to [`FAILURE_REASON_GRACE`] for its event (the
     /// daemon may publish it just after the poll saw the failure); `fallback` if none.
     async fn reason_or(&self, fallback: String) -> String {
-        let t0 = Instant::now();
-        loop {
-            if let Some(e) = self.error() {
-                return e;
-            }
-            if self.task.is_none() || t0.elapsed() >= FAILURE_REASON_GRACE {
-                return fallback;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let every = Duration::from_millis(50);
+        let reason = poll_until(
+            Instant::now(),
+            FAILURE_REASON_GRACE,
+            every,
+            move || async move {
+                Ok(match self.error() {
+                    Some(e) => Poll::Ready(Some(e)),
+                    None if self.task.is_none() => Poll::Ready(None),
+                    None => Poll::Pending(String::new()),
+                })
+            },
+        )
+        .await;
+        reason.ok().flatten().unwrap_or(fallback)
     }
 }
 
@@ -1466,9 +1486,9 @@ async fn wait_for_replicated(
     watch: &FailureWatch,
     timeout: Duration,
 ) -> Result<(), ClientError> {
-    let t0 = Instant::now();
-    let mut idle = 0;
-    loop {
+    let idle = &AtomicU32::new(0);
+    let every = client.options().poll_interval;
+    poll_until(Instant::now(), timeout, every, move || async move {
         let running = client.num_action(src, vol, REPL_ACTION).await?;
         let st = client.state(dst, vol).await?;
         let gids = if A::ACTIVE.contains(&st.as_str()) {
@@ -1478,7 +1498,7 @@ async fn wait_for_replicated(
         };
         let reached = replica_reaches(&gids, gid);
         if running == 0 && reached && st == A::ARCHIVED {
-            return Ok(());
+            return Ok(Poll::Ready(()));
         }
         if let Some(e) = watch.error() {
             return Err(ClientError::State(format!(
@@ -1486,8 +1506,7 @@ async fn wait_for_replicated(
             )));
         }
         if running == 0 {
-            idle += 1;
-            if idle >= REPL_IDLE_POLLS {
+            if idle.fetch_add(1, Ordering::Relaxed) + 1 >= REPL_IDLE_POLLS {
                 let latest = gids
                     .iter()
                     .max()
@@ -1500,18 +1519,13 @@ async fn wait_for_replicated(
                 )));
             }
         } else {
-            idle = 0;
+            idle.store(0, Ordering::Relaxed);
         }
-        if t0.elapsed() >= timeout {
-            return Err(ClientError::Timeout {
-                what: format!(
-                    "the replication of {vol} from {src} to {dst} up to gid {gid} ({dst} is {st})"
-                ),
-                after: timeout,
-            });
-        }
-        tokio::time::sleep(client.options().poll_interval).await;
-    }
+        Ok(Poll::Pending(format!(
+            "the replication of {vol} from {src} to {dst} up to gid {gid} ({dst} is {st})"
+        )))
+    })
+    .await
 }
 
 /// Kicks every storage of the cluster file (after the proxies changed, their wlog

@@ -26,7 +26,7 @@ use walb_wire::Role;
 
 use crate::client::Client;
 use crate::cluster::Cluster;
-use crate::exec::ExecCmd;
+use crate::exec::commands::ExecCmd;
 use crate::ops;
 
 /// The `op` of the archive's progress while it receives a full backup.

@@ -12,7 +12,7 @@ use ratatui::Terminal;
 use walb_console::cluster::Cluster;
 use walb_console::exec::{parse_line, ExecCmd};
 use walb_console::tui::model::{Menu, Mode, Model, Then, View};
-use walb_console::tui::update::{update, Answer, Ask, Effect, Msg};
+use walb_console::tui::update::{update, Answer, Ask, Effect, LiveMsg, Msg};
 use walb_console::tui::view;
 
 /// The tutorial's cluster with a second archive, a1, that does not hold `vol` yet.
@@ -22,7 +22,7 @@ fn two_archives() -> Model {
     );
     let c = Cluster::parse(&text, std::path::Path::new("/etc/walb"), "cluster.toml").unwrap();
     let mut m = tutorial_on(&c);
-    update(&mut m, Msg::Subscribed { node: "a1".into() });
+    update(&mut m, Msg::Live(LiveMsg::Subscribed { node: "a1".into() }));
     reply(&mut m, "a1", Ask::Vols, Answer::Names(vec![]));
     m
 }

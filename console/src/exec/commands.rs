@@ -20,6 +20,7 @@ use walb_wire::Role;
 
 use crate::client::{Client, ClientError};
 use crate::exec::output::{Outcome, RowError, StateRow, StatusBlock};
+pub use crate::ops::parse_compress;
 use crate::ops::{self, TIMEOUT_LONG, TIMEOUT_SHORT};
 use crate::procs;
 
@@ -959,32 +960,6 @@ fn size_lb(s: &str) -> Result<u64, String> {
         return Err(format!("SIZE {s} is not a positive multiple of 512 bytes"));
     }
     Ok(bytes / 512)
-}
-
-/// Parses `CODEC[:LEVEL[:NCPU]]` (walb-tools' compression option).
-pub fn parse_compress(s: &str) -> Option<CompressOpt> {
-    let mut parts = s.split(':');
-    let codec = match parts.next()? {
-        "none" => Codec::None,
-        "snappy" => Codec::Snappy,
-        "gzip" | "zlib" => Codec::Gzip,
-        "lzma" | "xz" => Codec::Lzma,
-        "lz4" => Codec::Lz4,
-        "zstd" => Codec::Zstd,
-        _ => return None,
-    };
-    let level = match parts.next() {
-        Some(l) => l.parse().ok()?,
-        None => 0,
-    };
-    let ncpu = match parts.next() {
-        Some(n) => n.parse().ok()?,
-        None => 1,
-    };
-    if parts.next().is_some() {
-        return None;
-    }
-    Some(CompressOpt { codec, level, ncpu })
 }
 
 /// A replication's image compression: `zstd[:LEVEL[:NCPU]]` or `none` (what a full copy's
@@ -2167,7 +2142,7 @@ impl ExecCmd {
                 ops::is_synchronizing(client, archive, vol).await?,
             )),
             ExecCmd::Metrics { out, sample } => {
-                let model = crate::tui::app::load_snapshot(client, *sample).await;
+                let model = crate::model::load_snapshot(client, *sample).await;
                 let text = crate::metrics::render(&model);
                 match out {
                     None => Ok(Outcome::Text(text.trim_end().to_owned())),
