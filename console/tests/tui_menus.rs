@@ -10,6 +10,7 @@ use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::KeyCode;
 use ratatui::Terminal;
 use walb_console::cluster::Cluster;
+use walb_console::exec::commands::BackupCmd;
 use walb_console::exec::{parse_line, ExecCmd};
 use walb_console::tui::model::{Menu, Mode, Model, Then, View};
 use walb_console::tui::update::{update, Answer, Ask, Effect, LiveMsg, Msg};
@@ -246,10 +247,10 @@ fn resize_prompts_for_the_size_and_asks_before_growing() {
     let want = parse_line("resize s0 vol 2g").unwrap().unwrap();
     assert!(matches!(
         want,
-        ExecCmd::Resize {
+        ExecCmd::Backup(BackupCmd::Resize {
             size_lb: 4_194_304,
             ..
-        }
+        })
     ));
     assert!(e
         .iter()

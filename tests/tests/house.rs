@@ -19,7 +19,6 @@ const KNOWN_CIRCLES: &[&str] = &[
 /// Files over [`FILE_MAX`] lines known today.
 const KNOWN_LONG_FILES: &[&str] = &[
     "console/src/client.rs",
-    "console/src/exec/commands.rs",
     "console/src/lab/mod.rs",
     "console/src/ops.rs",
     "console/src/tui/actions.rs",
@@ -35,7 +34,6 @@ const KNOWN_LONG_FILES: &[&str] = &[
 
 /// Functions over [`FN_MAX`] lines known today (tables among them).
 const KNOWN_LONG_FNS: &[&str] = &[
-    "console/src/exec/commands.rs::ExecCmd::run",
     "console/src/model/fold.rs::on_event",
     "console/src/model/fold.rs::on_reply",
     "console/src/tui/dump.rs::lines",

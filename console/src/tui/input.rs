@@ -13,7 +13,7 @@ use super::model::{
 };
 use super::msg::{ask, snapshot_node, Effect, LiveEffect};
 use super::palette;
-use crate::exec::commands::{help_lines, split_words};
+use crate::exec::commands::{help_lines, split_words, OverviewCmd};
 use crate::exec::{parse_args, ExecCmd};
 use crate::model::Ask;
 fn is_ctrl(k: &KeyEvent, c: char) -> bool {
@@ -269,7 +269,7 @@ pub fn submit(m: &mut Model, line: String, out: &mut Vec<Effect>) {
 /// Runs a parsed command: help is shown at once, a command that changes the cluster is
 /// refused in read-only mode, a destructive one asks first.
 pub fn submit_parsed(m: &mut Model, line: String, cmd: ExecCmd, out: &mut Vec<Effect>) {
-    if let ExecCmd::Help { command } = &cmd {
+    if let ExecCmd::Overview(OverviewCmd::Help { command }) = &cmd {
         let lines = help_lines(command.as_deref()).unwrap_or_else(|e| vec![e.to_string()]);
         m.mode = Mode::Output(Output {
             title: line,
