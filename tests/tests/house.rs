@@ -20,7 +20,6 @@ const KNOWN_CIRCLES: &[&str] = &[
 const KNOWN_LONG_FILES: &[&str] = &[
     "console/src/client.rs",
     "console/src/lab/mod.rs",
-    "console/src/ops.rs",
     "console/src/tui/actions.rs",
     "daemon/src/archive/repl.rs",
     "kernel/src/device/emu/mod.rs",
