@@ -7,12 +7,14 @@
 //! then keep current), an event whose consequences no event carries (a new diff list
 //! means a new latest snapshot), a command ending ([`refresh_vol`], [`snapshot_node`]).
 
+use walb_wire::msg::{MetaDiffDto, SnapshotInfo};
 use walb_wire::{ErrorCode, Event, Role};
 
 use super::ask::{Answer, Ask, AskError};
+pub use super::lines::{parse_log_usage, parse_ts_delta, parse_uptime};
 use super::{
-    is_temporary, CellState, Level, Live, LogUsage, Ms, Queue, QueuePos, Reach, Snap, Task,
-    TaskEnd, TsDelta, ENDED_TASKS_MAX, TASK_KINDS,
+    is_temporary, ArchiveVol, CellState, Level, Live, LogUsage, Ms, Queue, QueuePos, Reach, Snap,
+    Task, TaskEnd, ENDED_TASKS_MAX, TASK_KINDS,
 };
 
 /// What happened at a daemon.
@@ -196,6 +198,18 @@ fn on_disconnected(m: &mut Live, node: &str, error: String, out: &mut Vec<Effect
     }
 }
 
+/// Asks `node` for its latest snapshot of `vol`.
+fn ask_latest(m: &mut Live, out: &mut Vec<Effect>, node: &str, vol: &str) {
+    ask(
+        m,
+        out,
+        node,
+        Ask::LatestSnap {
+            vol: Some(vol.to_owned()),
+        },
+    );
+}
+
 /// The queries that bring `vol` on `node` up to date after a change no event describes.
 pub fn refresh_vol(m: &mut Live, node: &str, vol: &str, out: &mut Vec<Effect>) {
     let Some(role) = m.role(node) else { return };
@@ -203,28 +217,14 @@ pub fn refresh_vol(m: &mut Live, node: &str, vol: &str, out: &mut Vec<Effect>) {
     ask(m, out, node, Ask::State { vol: v.clone() });
     match role {
         Role::Storage => {
-            ask(
-                m,
-                out,
-                node,
-                Ask::LatestSnap {
-                    vol: Some(v.clone()),
-                },
-            );
+            ask_latest(m, out, node, &v);
             ask(m, out, node, Ask::LogUsage);
             ask(m, out, node, Ask::TsDelta);
             ask(m, out, node, Ask::Overflow { vol: v });
         }
         Role::Proxy => ask(m, out, node, Ask::ArchiveList { vol: v }),
         _ => {
-            ask(
-                m,
-                out,
-                node,
-                Ask::LatestSnap {
-                    vol: Some(v.clone()),
-                },
-            );
+            ask_latest(m, out, node, &v);
             ask(m, out, node, Ask::Diffs { vol: v.clone() });
             ask(m, out, node, Ask::Restorable { vol: v.clone() });
             ask(m, out, node, Ask::Restored { vol: v.clone() });
@@ -321,201 +321,286 @@ fn prune_tasks(m: &mut Live) {
     }
 }
 
+/// A volume's state changed at `node`: the cell, the log, the tasks bound to archive
+/// states, and what the new state changes beyond the state.
+fn on_state(
+    m: &mut Live,
+    node: &str,
+    role: Role,
+    vol: String,
+    state: String,
+    out: &mut Vec<Effect>,
+) {
+    let (now, seq) = (m.now, m.seq);
+    let v = m.vol_mut(&vol);
+    let prev = v.cells.get(node).map(|c| c.state.clone());
+    v.cells.insert(
+        node.to_owned(),
+        CellState {
+            state: state.clone(),
+            since: now,
+            seq,
+        },
+    );
+    if state == "Clear" {
+        match role {
+            Role::Storage => {
+                v.log.remove(node);
+                v.overflow.remove(node);
+                v.storage_latest.remove(node);
+            }
+            Role::Proxy => v.queues.retain(|(p, _), _| p != node),
+            _ => {
+                v.archives.remove(node);
+            }
+        }
+    }
+    m.push_log(
+        Level::Info,
+        Some(node),
+        Some(&vol),
+        format!("{} → {state}", prev.as_deref().unwrap_or("?")),
+    );
+    // Tasks bound to archive states.
+    if role == Role::Archive {
+        if let Some(k) = TASK_KINDS
+            .iter()
+            .find(|k| k.states.contains(&state.as_str()))
+        {
+            start_task(m, node, &vol, k.op);
+        }
+    }
+    if !is_temporary(&state) {
+        end_bound_tasks(m, node, &vol, &state);
+        if state != "Clear" {
+            ask_after_state(m, node, role, &vol, prev.as_deref(), out);
+        }
+    }
+}
+
+/// A steady `state` ends the running tasks of `node`'s `vol` that archive states bound.
+fn end_bound_tasks(m: &mut Live, node: &str, vol: &str, state: &str) {
+    let bound: Vec<usize> = m
+        .tasks
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| {
+            t.running()
+                && t.command.is_none()
+                && t.node == node
+                && t.vol.as_deref() == Some(vol)
+                && TASK_KINDS
+                    .iter()
+                    .any(|k| k.op == t.op && !k.states.is_empty())
+        })
+        .map(|(i, _)| i)
+        .collect();
+    for i in bound {
+        let (ok, msg) = match m.tasks[i].ratio() {
+            Some(r) if r >= 1.0 => (true, format!("done ({state})")),
+            Some(r) => (false, format!("ended in {state} at {:.0}%", r * 100.0)),
+            None => (true, format!("ended ({state})")),
+        };
+        end_task(m, i, ok, msg);
+    }
+}
+
+/// What a new steady state (not Clear) changes beyond the state: the storage's latest
+/// snapshot and overflow flag, the proxy's archives, the archive's latest snapshot and
+/// diffs (not after receiving a diff: its event brings the list).
+fn ask_after_state(
+    m: &mut Live,
+    node: &str,
+    role: Role,
+    vol: &str,
+    prev: Option<&str>,
+    out: &mut Vec<Effect>,
+) {
+    match role {
+        Role::Storage => {
+            ask_latest(m, out, node, vol);
+            ask(
+                m,
+                out,
+                node,
+                Ask::Overflow {
+                    vol: vol.to_owned(),
+                },
+            );
+        }
+        Role::Proxy => ask(
+            m,
+            out,
+            node,
+            Ask::ArchiveList {
+                vol: vol.to_owned(),
+            },
+        ),
+        _ => {
+            ask_latest(m, out, node, vol);
+            if prev != Some("WdiffRecv") {
+                ask(
+                    m,
+                    out,
+                    node,
+                    Ask::Diffs {
+                        vol: vol.to_owned(),
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// A storage's log usage of `vol` changed: a transfer happened, so its latest snapshot
+/// moved and the queues of its proxies grew.
+fn on_log_usage(
+    m: &mut Live,
+    node: &str,
+    vol: String,
+    usage_pb: u64,
+    capacity_pb: u64,
+    out: &mut Vec<Effect>,
+) {
+    let v = m.vol_mut(&vol);
+    let pbs = v.log.get(node).and_then(|l| l.pbs);
+    v.log.insert(
+        node.to_owned(),
+        LogUsage {
+            usage_pb,
+            capacity_pb,
+            pbs,
+        },
+    );
+    // A transfer happened: the storage's latest snapshot moved, the proxies'
+    // queues grew.
+    ask_latest(m, out, node, &vol);
+    if capacity_pb > 0 && usage_pb.saturating_mul(10) >= capacity_pb.saturating_mul(9) {
+        ask(m, out, node, Ask::Overflow { vol: vol.clone() });
+    }
+    let proxies = m.node(node).map(|n| n.proxies.clone()).unwrap_or_default();
+    let queues: Vec<(String, String)> = m
+        .vols
+        .get(&vol)
+        .map(|v| {
+            v.queues
+                .keys()
+                .filter(|(p, _)| proxies.contains(p))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    for (p, a) in queues {
+        ask(
+            m,
+            out,
+            &p,
+            Ask::Queue {
+                vol: vol.clone(),
+                archive: a,
+            },
+        );
+    }
+}
+
+/// An archive's diff list of `vol` changed: its latest snapshot, and what the Diffs view
+/// (or a snapshot) shows, and the queues towards it.
+fn on_diff_list(
+    m: &mut Live,
+    node: &str,
+    vol: String,
+    diffs: Vec<MetaDiffDto>,
+    out: &mut Vec<Effect>,
+) {
+    let n = diffs.len();
+    let top = diffs.iter().map(|d| d.range.snap_e.gid_e).max();
+    let v = m.vol_mut(&vol);
+    v.archives.entry(node.to_owned()).or_default().diffs = Some(diffs);
+    let queues: Vec<String> = v
+        .queues
+        .keys()
+        .filter(|(_, a)| a == node)
+        .map(|(p, _)| p.clone())
+        .collect();
+    m.push_log(
+        Level::Info,
+        Some(node),
+        Some(&vol),
+        format!(
+            "diff list: {n} diffs{}",
+            top.map_or(String::new(), |g| format!(", up to gid {g}"))
+        ),
+    );
+    ask_latest(m, out, node, &vol);
+    if m.diffs_target.as_ref() == Some(&(node.to_owned(), vol.clone())) || m.eager {
+        ask(m, out, node, Ask::Restorable { vol: vol.clone() });
+        ask(m, out, node, Ask::Base { vol: vol.clone() });
+    }
+    for p in queues {
+        ask(
+            m,
+            out,
+            &p,
+            Ask::Queue {
+                vol: vol.clone(),
+                archive: node.to_owned(),
+            },
+        );
+    }
+}
+
+/// The latest snapshots `node` reports, per volume.
+fn on_latest_snaps(m: &mut Live, node: &str, role: Role, snaps: Vec<SnapshotInfo>) {
+    for s in snaps {
+        let Some(gid) = s.gid else { continue };
+        let snap = Snap {
+            gid,
+            timestamp_s: s.timestamp_s,
+        };
+        let v = m.vol_mut(&s.vol);
+        if role == Role::Storage {
+            v.storage_latest.insert(node.to_owned(), snap);
+        } else if role == Role::Archive {
+            v.archives.entry(node.to_owned()).or_default().latest = Some(snap);
+        }
+    }
+}
+
+/// The archives a proxy sends `vol` to: queues towards others are forgotten, each one's
+/// is asked.
+fn on_archive_list(
+    m: &mut Live,
+    node: &str,
+    vol: String,
+    archives: Vec<String>,
+    out: &mut Vec<Effect>,
+) {
+    m.vol_mut(&vol)
+        .queues
+        .retain(|(p, a), _| p != node || archives.contains(a));
+    for a in archives {
+        ask(
+            m,
+            out,
+            node,
+            Ask::Queue {
+                vol: vol.clone(),
+                archive: a,
+            },
+        );
+    }
+}
+
 fn on_event(m: &mut Live, node: &str, event: Event, out: &mut Vec<Effect>) {
     let Some(role) = m.role(node) else { return };
     match event {
-        Event::State { vol, state, .. } => {
-            let (now, seq) = (m.now, m.seq);
-            let v = m.vol_mut(&vol);
-            let prev = v.cells.get(node).map(|c| c.state.clone());
-            v.cells.insert(
-                node.to_owned(),
-                CellState {
-                    state: state.clone(),
-                    since: now,
-                    seq,
-                },
-            );
-            if state == "Clear" {
-                match role {
-                    Role::Storage => {
-                        v.log.remove(node);
-                        v.overflow.remove(node);
-                        v.storage_latest.remove(node);
-                    }
-                    Role::Proxy => v.queues.retain(|(p, _), _| p != node),
-                    _ => {
-                        v.archives.remove(node);
-                    }
-                }
-            }
-            m.push_log(
-                Level::Info,
-                Some(node),
-                Some(&vol),
-                format!("{} → {state}", prev.as_deref().unwrap_or("?")),
-            );
-            // Tasks bound to archive states.
-            if role == Role::Archive {
-                if let Some(k) = TASK_KINDS
-                    .iter()
-                    .find(|k| k.states.contains(&state.as_str()))
-                {
-                    start_task(m, node, &vol, k.op);
-                }
-            }
-            if !is_temporary(&state) {
-                let bound: Vec<usize> = m
-                    .tasks
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, t)| {
-                        t.running()
-                            && t.command.is_none()
-                            && t.node == node
-                            && t.vol.as_deref() == Some(vol.as_str())
-                            && TASK_KINDS
-                                .iter()
-                                .any(|k| k.op == t.op && !k.states.is_empty())
-                    })
-                    .map(|(i, _)| i)
-                    .collect();
-                for i in bound {
-                    let (ok, msg) = match m.tasks[i].ratio() {
-                        Some(r) if r >= 1.0 => (true, format!("done ({state})")),
-                        Some(r) => (false, format!("ended in {state} at {:.0}%", r * 100.0)),
-                        None => (true, format!("ended ({state})")),
-                    };
-                    end_task(m, i, ok, msg);
-                }
-                // What the new state changes beyond the state.
-                if state != "Clear" {
-                    match role {
-                        Role::Storage => {
-                            ask(
-                                m,
-                                out,
-                                node,
-                                Ask::LatestSnap {
-                                    vol: Some(vol.clone()),
-                                },
-                            );
-                            ask(m, out, node, Ask::Overflow { vol: vol.clone() });
-                        }
-                        Role::Proxy => ask(m, out, node, Ask::ArchiveList { vol: vol.clone() }),
-                        _ => {
-                            ask(
-                                m,
-                                out,
-                                node,
-                                Ask::LatestSnap {
-                                    vol: Some(vol.clone()),
-                                },
-                            );
-                            if prev.as_deref() != Some("WdiffRecv") {
-                                ask(m, out, node, Ask::Diffs { vol: vol.clone() });
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        Event::State { vol, state, .. } => on_state(m, node, role, vol, state, out),
         Event::LogUsage {
             vol,
             usage_pb,
             capacity_pb,
-        } => {
-            let v = m.vol_mut(&vol);
-            let pbs = v.log.get(node).and_then(|l| l.pbs);
-            v.log.insert(
-                node.to_owned(),
-                LogUsage {
-                    usage_pb,
-                    capacity_pb,
-                    pbs,
-                },
-            );
-            // A transfer happened: the storage's latest snapshot moved, the proxies'
-            // queues grew.
-            ask(
-                m,
-                out,
-                node,
-                Ask::LatestSnap {
-                    vol: Some(vol.clone()),
-                },
-            );
-            if capacity_pb > 0 && usage_pb.saturating_mul(10) >= capacity_pb.saturating_mul(9) {
-                ask(m, out, node, Ask::Overflow { vol: vol.clone() });
-            }
-            let proxies = m.node(node).map(|n| n.proxies.clone()).unwrap_or_default();
-            let queues: Vec<(String, String)> = m
-                .vols
-                .get(&vol)
-                .map(|v| {
-                    v.queues
-                        .keys()
-                        .filter(|(p, _)| proxies.contains(p))
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default();
-            for (p, a) in queues {
-                ask(
-                    m,
-                    out,
-                    &p,
-                    Ask::Queue {
-                        vol: vol.clone(),
-                        archive: a,
-                    },
-                );
-            }
-        }
-        Event::DiffList { vol, diffs } => {
-            let n = diffs.len();
-            let top = diffs.iter().map(|d| d.range.snap_e.gid_e).max();
-            let v = m.vol_mut(&vol);
-            v.archives.entry(node.to_owned()).or_default().diffs = Some(diffs);
-            let queues: Vec<String> = v
-                .queues
-                .keys()
-                .filter(|(_, a)| a == node)
-                .map(|(p, _)| p.clone())
-                .collect();
-            m.push_log(
-                Level::Info,
-                Some(node),
-                Some(&vol),
-                format!(
-                    "diff list: {n} diffs{}",
-                    top.map_or(String::new(), |g| format!(", up to gid {g}"))
-                ),
-            );
-            ask(
-                m,
-                out,
-                node,
-                Ask::LatestSnap {
-                    vol: Some(vol.clone()),
-                },
-            );
-            if m.diffs_target.as_ref() == Some(&(node.to_owned(), vol.clone())) || m.eager {
-                ask(m, out, node, Ask::Restorable { vol: vol.clone() });
-                ask(m, out, node, Ask::Base { vol: vol.clone() });
-            }
-            for p in queues {
-                ask(
-                    m,
-                    out,
-                    &p,
-                    Ask::Queue {
-                        vol: vol.clone(),
-                        archive: node.to_owned(),
-                    },
-                );
-            }
-        }
+        } => on_log_usage(m, node, vol, usage_pb, capacity_pb, out),
+        Event::DiffList { vol, diffs } => on_diff_list(m, node, vol, diffs, out),
         Event::Progress {
             vol,
             op,
@@ -580,76 +665,121 @@ fn quiet(code: Option<ErrorCode>) -> bool {
     )
 }
 
-/// Parses a storage's `get ts-delta` line (`name:VOL\tdest:ARCHIVE\t...\tgid:N\t...
-/// \tdest_gid:N\t...\tts_delta:N...`); `None` for a line whose archive side is not
-/// known yet (`-`).
-pub fn parse_ts_delta(line: &str) -> Option<(String, String, TsDelta)> {
-    let (mut name, mut dest, mut gid, mut dest_gid, mut secs) = (None, None, None, None, None);
-    for field in line.split('\t') {
-        let Some((k, v)) = field.split_once(':') else {
-            continue;
+/// `node`'s volumes: those it no longer has are Clear there (unless an event since said
+/// otherwise); each one's state and what the role shows are asked.
+fn on_vols(
+    m: &mut Live,
+    node: &str,
+    role: Role,
+    seq: u64,
+    names: Vec<String>,
+    out: &mut Vec<Effect>,
+) {
+    // Volumes this node no longer has are Clear there.
+    let gone: Vec<String> = m
+        .vols
+        .values()
+        .filter(|v| v.cells.contains_key(node) && !names.contains(&v.name))
+        .map(|v| v.name.clone())
+        .collect();
+    for g in gone {
+        if let Some(c) = m.vols.get_mut(&g).and_then(|v| v.cells.get_mut(node)) {
+            if c.seq <= seq {
+                c.state = "Clear".into();
+            }
+        }
+    }
+    for vol in names {
+        m.vol_mut(&vol);
+        ask(m, out, node, Ask::State { vol: vol.clone() });
+        match role {
+            Role::Storage => ask(m, out, node, Ask::Overflow { vol }),
+            Role::Proxy => ask(m, out, node, Ask::ArchiveList { vol }),
+            _ => {
+                ask(m, out, node, Ask::Diffs { vol: vol.clone() });
+                let shown = m.diffs_target.as_ref() == Some(&(node.to_owned(), vol.clone()));
+                if m.eager || shown {
+                    ask(m, out, node, Ask::Restorable { vol: vol.clone() });
+                    ask(m, out, node, Ask::Base { vol: vol.clone() });
+                    ask(m, out, node, Ask::Restored { vol });
+                }
+            }
+        }
+    }
+}
+
+/// A volume's state as asked at sequence `seq` (an event seen since wins).
+fn on_state_reply(m: &mut Live, node: &str, seq: u64, vol: &str, state: String) {
+    let now = m.now;
+    let v = m.vol_mut(vol);
+    let stale = v.cells.get(node).is_some_and(|c| c.seq > seq);
+    if !stale {
+        let changed = v.cells.get(node).map(|c| c.state != state).unwrap_or(true);
+        if changed {
+            v.cells.insert(
+                node.to_owned(),
+                CellState {
+                    state,
+                    since: now,
+                    seq,
+                },
+            );
+        }
+    }
+}
+
+/// `node`'s overflow flag of `vol`; a new overflow logs the one command that recovers.
+fn on_overflow(m: &mut Live, node: &str, vol: &str, b: bool) {
+    let was = m.vol_mut(vol).overflow.insert(node.to_owned(), b);
+    if b && was != Some(true) {
+        // The one command that recovers, from what the primary archive holds.
+        let archive = m
+            .nodes
+            .iter()
+            .find(|n| n.name == node)
+            .and_then(|n| n.archive.clone());
+        let text = match archive {
+            Some(a) => {
+                let ast = m.vol_mut(vol).state(&a).unwrap_or("Archived").to_owned();
+                crate::ops::overflow_recovery(node, vol, &a, &ast)
+            }
+            None => format!("the log of {node} {vol} overflowed: run `hash-backup {node} {vol}`"),
         };
-        match k {
-            "name" => name = Some(v.to_owned()),
-            "dest" => dest = Some(v.to_owned()),
-            "gid" => gid = v.parse().ok(),
-            "dest_gid" => dest_gid = v.parse().ok(),
-            "ts_delta" => secs = v.parse().ok(),
-            _ => {}
-        }
+        m.push_log(Level::Error, Some(node), Some(vol), &text);
     }
-    Some((
-        name?,
-        dest?,
-        TsDelta {
-            gid: gid?,
-            dest_gid: dest_gid?,
-            secs: secs?,
-        },
-    ))
 }
 
-/// Parses a `name:VOL\tusage_pb:N\tcapacity_pb:N\tpbs:N` line.
-pub fn parse_log_usage(line: &str) -> Option<(String, LogUsage)> {
-    let mut name = None;
-    let mut u = LogUsage::default();
-    let (mut has_u, mut has_c) = (false, false);
-    for field in line.split('\t') {
-        let (k, v) = field.split_once(':')?;
-        match k {
-            "name" => name = Some(v.to_owned()),
-            "usage_pb" => {
-                u.usage_pb = v.parse().ok()?;
-                has_u = true;
-            }
-            "capacity_pb" => {
-                u.capacity_pb = v.parse().ok()?;
-                has_c = true;
-            }
-            "pbs" => u.pbs = v.parse().ok(),
-            _ => {}
-        }
+/// A proxy's queue of `vol` towards `archive`; a new send error is logged.
+fn on_queue(
+    m: &mut Live,
+    node: &str,
+    vol: &str,
+    archive: String,
+    diffs: &[MetaDiffDto],
+    send_error: bool,
+) {
+    let q = Queue {
+        diffs: diffs.len() as u64,
+        bytes: diffs.iter().map(|d| d.size).sum(),
+        send_error,
+    };
+    let was = m
+        .vol_mut(vol)
+        .queues
+        .insert((node.to_owned(), archive.clone()), q);
+    if send_error && was.is_none_or(|w| !w.send_error) {
+        m.push_log(
+            Level::Error,
+            Some(node),
+            Some(vol),
+            format!("sending to {archive} gave up (kick {node} {vol} {archive} retries)"),
+        );
     }
-    (has_u && has_c).then_some((name?, u))
 }
 
-/// Finds an uptime in status lines: `uptime 12s`, `uptime:12` or `uptime_s:12`.
-pub fn parse_uptime(lines: &[String]) -> Option<u64> {
-    for l in lines {
-        let words: Vec<&str> = l.split(|c: char| c.is_whitespace() || c == '\t').collect();
-        for (i, w) in words.iter().enumerate() {
-            let value = if *w == "uptime" {
-                words.get(i + 1).copied()
-            } else {
-                w.strip_prefix("uptime:")
-                    .or_else(|| w.strip_prefix("uptime_s:"))
-            };
-            if let Some(n) = value.and_then(|v| v.trim_end_matches('s').parse().ok()) {
-                return Some(n);
-            }
-        }
-    }
-    None
+/// What `node` holds of `vol` as an archive (created if new).
+fn archive_at<'a>(m: &'a mut Live, vol: &str, node: &str) -> &'a mut ArchiveVol {
+    m.vol_mut(vol).archives.entry(node.to_owned()).or_default()
 }
 
 fn on_reply(
@@ -696,57 +826,8 @@ fn on_reply(
                 n.status = status;
             }
         }
-        (Ask::Vols, Answer::Names(names)) => {
-            // Volumes this node no longer has are Clear there.
-            let gone: Vec<String> = m
-                .vols
-                .values()
-                .filter(|v| v.cells.contains_key(node) && !names.contains(&v.name))
-                .map(|v| v.name.clone())
-                .collect();
-            for g in gone {
-                if let Some(c) = m.vols.get_mut(&g).and_then(|v| v.cells.get_mut(node)) {
-                    if c.seq <= seq {
-                        c.state = "Clear".into();
-                    }
-                }
-            }
-            for vol in names {
-                m.vol_mut(&vol);
-                ask(m, out, node, Ask::State { vol: vol.clone() });
-                match role {
-                    Role::Storage => ask(m, out, node, Ask::Overflow { vol }),
-                    Role::Proxy => ask(m, out, node, Ask::ArchiveList { vol }),
-                    _ => {
-                        ask(m, out, node, Ask::Diffs { vol: vol.clone() });
-                        let shown =
-                            m.diffs_target.as_ref() == Some(&(node.to_owned(), vol.clone()));
-                        if m.eager || shown {
-                            ask(m, out, node, Ask::Restorable { vol: vol.clone() });
-                            ask(m, out, node, Ask::Base { vol: vol.clone() });
-                            ask(m, out, node, Ask::Restored { vol });
-                        }
-                    }
-                }
-            }
-        }
-        (Ask::State { vol }, Answer::State(state)) => {
-            let v = m.vol_mut(&vol);
-            let stale = v.cells.get(node).is_some_and(|c| c.seq > seq);
-            if !stale {
-                let changed = v.cells.get(node).map(|c| c.state != state).unwrap_or(true);
-                if changed {
-                    v.cells.insert(
-                        node.to_owned(),
-                        CellState {
-                            state,
-                            since: now,
-                            seq,
-                        },
-                    );
-                }
-            }
-        }
+        (Ask::Vols, Answer::Names(names)) => on_vols(m, node, role, seq, names, out),
+        (Ask::State { vol }, Answer::State(state)) => on_state_reply(m, node, seq, &vol, state),
         (Ask::TsDelta, Answer::Lines(lines)) => {
             for l in lines {
                 if let Some((vol, archive, t)) = parse_ts_delta(&l) {
@@ -763,105 +844,20 @@ fn on_reply(
                 }
             }
         }
-        (Ask::LatestSnap { .. }, Answer::Snaps(snaps)) => {
-            for s in snaps {
-                let Some(gid) = s.gid else { continue };
-                let snap = Snap {
-                    gid,
-                    timestamp_s: s.timestamp_s,
-                };
-                let v = m.vol_mut(&s.vol);
-                if role == Role::Storage {
-                    v.storage_latest.insert(node.to_owned(), snap);
-                } else if role == Role::Archive {
-                    v.archives.entry(node.to_owned()).or_default().latest = Some(snap);
-                }
-            }
-        }
-        (Ask::Overflow { vol }, Answer::Bool(b)) => {
-            let was = m.vol_mut(&vol).overflow.insert(node.to_owned(), b);
-            if b && was != Some(true) {
-                // The one command that recovers, from what the primary archive holds.
-                let archive = m
-                    .nodes
-                    .iter()
-                    .find(|n| n.name == node)
-                    .and_then(|n| n.archive.clone());
-                let text = match archive {
-                    Some(a) => {
-                        let ast = m.vol_mut(&vol).state(&a).unwrap_or("Archived").to_owned();
-                        crate::ops::overflow_recovery(node, &vol, &a, &ast)
-                    }
-                    None => format!(
-                        "the log of {node} {vol} overflowed: run `hash-backup {node} {vol}`"
-                    ),
-                };
-                m.push_log(Level::Error, Some(node), Some(&vol), &text);
-            }
-        }
+        (Ask::LatestSnap { .. }, Answer::Snaps(snaps)) => on_latest_snaps(m, node, role, snaps),
+        (Ask::Overflow { vol }, Answer::Bool(b)) => on_overflow(m, node, &vol, b),
         (Ask::ArchiveList { vol }, Answer::Names(archives)) => {
-            m.vol_mut(&vol)
-                .queues
-                .retain(|(p, a), _| p != node || archives.contains(a));
-            for a in archives {
-                ask(
-                    m,
-                    out,
-                    node,
-                    Ask::Queue {
-                        vol: vol.clone(),
-                        archive: a,
-                    },
-                );
-            }
+            on_archive_list(m, node, vol, archives, out)
         }
         (Ask::Queue { vol, archive }, Answer::Queue { diffs, send_error }) => {
-            let q = Queue {
-                diffs: diffs.len() as u64,
-                bytes: diffs.iter().map(|d| d.size).sum(),
-                send_error,
-            };
-            let was = m
-                .vol_mut(&vol)
-                .queues
-                .insert((node.to_owned(), archive.clone()), q);
-            if send_error && was.is_none_or(|w| !w.send_error) {
-                m.push_log(
-                    Level::Error,
-                    Some(node),
-                    Some(&vol),
-                    format!("sending to {archive} gave up (kick {node} {vol} {archive} retries)"),
-                );
-            }
+            on_queue(m, node, &vol, archive, &diffs, send_error)
         }
-        (Ask::Diffs { vol }, Answer::Diffs(d)) => {
-            m.vol_mut(&vol)
-                .archives
-                .entry(node.to_owned())
-                .or_default()
-                .diffs = Some(d);
-        }
+        (Ask::Diffs { vol }, Answer::Diffs(d)) => archive_at(m, &vol, node).diffs = Some(d),
         (Ask::Restorable { vol }, Answer::Snaps(s)) => {
-            m.vol_mut(&vol)
-                .archives
-                .entry(node.to_owned())
-                .or_default()
-                .restorable = Some(s);
+            archive_at(m, &vol, node).restorable = Some(s)
         }
-        (Ask::Base { vol }, Answer::Base(b)) => {
-            m.vol_mut(&vol)
-                .archives
-                .entry(node.to_owned())
-                .or_default()
-                .base = Some(b);
-        }
-        (Ask::Restored { vol }, Answer::Restored(r)) => {
-            m.vol_mut(&vol)
-                .archives
-                .entry(node.to_owned())
-                .or_default()
-                .restored = r;
-        }
+        (Ask::Base { vol }, Answer::Base(b)) => archive_at(m, &vol, node).base = Some(b),
+        (Ask::Restored { vol }, Answer::Restored(r)) => archive_at(m, &vol, node).restored = r,
         (a, other) => m.push_log(
             Level::Warn,
             Some(node),
@@ -882,36 +878,5 @@ mod tests {
         assert_eq!(backoff_ms(5), 16_000);
         assert_eq!(backoff_ms(6), BACKOFF_MAX_MS);
         assert_eq!(backoff_ms(u32::MAX), BACKOFF_MAX_MS);
-    }
-
-    #[test]
-    fn log_usage_lines_and_uptimes_parse() {
-        let (v, u) = parse_log_usage("name:vol\tusage_pb:10\tcapacity_pb:100\tpbs:4096").unwrap();
-        assert_eq!(v, "vol");
-        assert_eq!((u.usage_pb, u.capacity_pb, u.pbs), (10, 100, Some(4096)));
-        assert_eq!(parse_log_usage("name:vol\tusage_pb:x\tcapacity_pb:1"), None);
-        assert_eq!(parse_log_usage("garbage"), None);
-        let t = "name:v\tdest:a0\tkind:storage\tdest_kind:archive\tgid:9\tts:x\tdest_gid:7\t\
-                 dest_ts:y\tts_delta:12\tage:1";
-        assert_eq!(
-            parse_ts_delta(t),
-            Some((
-                "v".into(),
-                "a0".into(),
-                TsDelta {
-                    gid: 9,
-                    dest_gid: 7,
-                    secs: 12
-                }
-            ))
-        );
-        assert_eq!(parse_ts_delta(&t.replace("dest_gid:7", "dest_gid:-")), None);
-        let l = |s: &str| vec![s.to_owned()];
-        assert_eq!(
-            parse_uptime(&l("proxy p0 uptime 42s bg 1 fg-free 2")),
-            Some(42)
-        );
-        assert_eq!(parse_uptime(&l("storage s0\tuptime:7")), Some(7));
-        assert_eq!(parse_uptime(&l("archive a0 (file backend)")), None);
     }
 }

@@ -17,6 +17,7 @@
 pub mod ask;
 pub mod feed;
 pub mod fold;
+pub mod lines;
 
 use std::collections::{BTreeMap, VecDeque};
 

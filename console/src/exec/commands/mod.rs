@@ -36,17 +36,17 @@ pub use spec::{Args, CommandSpec, OptSpec, UsageError};
 /// A parsed exec command: its family, and the command in it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ExecCmd {
-    /// Help and overview commands.
+    /// `help`, `state-all`, `status` ([`overview`]).
     Overview(OverviewCmd),
-    /// Lifecycle commands.
+    /// A volume's lifecycle on one node ([`lifecycle`]).
     Lifecycle(LifecycleCmd),
-    /// Backup commands.
+    /// Backups, snapshots and restores ([`backup`]).
     Backup(BackupCmd),
-    /// Archive commands.
+    /// The archives' work: merge, apply, replication, procedures ([`archive`]).
     Archive(ArchiveCmd),
-    /// Routing commands.
+    /// Who ships to whom ([`routing`]).
     Routing(RoutingCmd),
-    /// Admin commands.
+    /// Daemon administration and `get` ([`admin`]).
     Admin(AdminCmd),
 }
 
