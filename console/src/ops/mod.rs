@@ -19,9 +19,9 @@
 //! proxies agree on an archive) are pure functions, unit-tested without daemons.
 //!
 //! Here: the timeouts, the state tables and plans, the state waits and the lifecycle
-//! (init, start, stop, reset, clear); [`backup`]'s backups, snapshots, merge, apply and
-//! restore; [`repl`]'s replication; [`proxies`]' archive-info and synchronizing; and
-//! [`watch`], which hears an operation's failure event while it is polled for.
+//! (init, start, stop, reset, clear); `backup`'s backups, snapshots, merge, apply and
+//! restore; `repl`'s replication; `proxies`' archive-info and synchronizing; and
+//! `watch`, which hears an operation's failure event while it is polled for.
 
 use std::time::{Duration, Instant};
 

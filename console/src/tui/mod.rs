@@ -9,7 +9,7 @@
 //!
 //! - [`model`]: the live model ([`crate::model::Live`]) under the screen's state.
 //! - [`msg`]: messages and effects (the live model's, keys, commands).
-//! - [`update`]: the update function.
+//! - [`mod@update`]: the update function.
 //! - [`input`]: what keys do in each mode (menus, prompts, palette, confirmations).
 //! - [`keys`]: the key binding table (help and footer come from it).
 //! - [`actions`]: the action table (each action an exec command line).

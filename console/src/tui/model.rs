@@ -1,7 +1,7 @@
 //! The TUI's model: the live model of the cluster ([`crate::model::Live`]) and the state
 //! of the screen (view, selections, filters, overlays).
 //!
-//! The part about the screen is plain data that [`crate::tui::update`] changes on keys
+//! The part about the screen is plain data that [`crate::tui::update()`] changes on keys
 //! and [`crate::tui::view`] reads; [`Model`] dereferences to the live model, so views read
 //! `m.nodes` and `m.vols` directly.
 
