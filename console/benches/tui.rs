@@ -27,7 +27,7 @@ use ratatui::layout::{Position, Size};
 use ratatui::Terminal;
 use walb_console::tui::app::{run_loop, EffectRunner};
 use walb_console::tui::model::{Model, View};
-use walb_console::tui::update::{update, Answer, Ask, Effect, Msg};
+use walb_console::tui::update::{update, Answer, Ask, Effect, LiveMsg, Msg};
 use walb_console::tui::view;
 use walb_wire::Event;
 
@@ -52,7 +52,7 @@ fn model() -> Model {
     m.clock(T0);
     let names: Vec<String> = c.nodes.iter().map(|n| n.name.clone()).collect();
     for n in &names {
-        update(&mut m, Msg::Subscribed { node: n.clone() });
+        update(&mut m, Msg::Live(LiveMsg::Subscribed { node: n.clone() }));
     }
     for i in 0..VOLS {
         let vol = format!("vol{i:03}");
@@ -267,7 +267,7 @@ fn main() {
             let (node, event) = synthetic(i);
             m.clock(T0 + i as u64 * 10);
             let t0 = Instant::now();
-            let _ = update(&mut m, Msg::Event { node, event });
+            let _ = update(&mut m, Msg::Live(LiveMsg::Event { node, event }));
             t.draw(|f| view::draw(&m, f)).expect("draw");
             times.push(t0.elapsed());
         }
@@ -284,7 +284,7 @@ fn main() {
             let t0 = Instant::now();
             for i in 0..1000 {
                 let (node, event) = synthetic(round * 1000 + i);
-                let _ = update(&mut m, Msg::Event { node, event });
+                let _ = update(&mut m, Msg::Live(LiveMsg::Event { node, event }));
             }
             t.draw(|f| view::draw(&m, f)).expect("draw");
             times.push(t0.elapsed());
@@ -331,7 +331,7 @@ fn main() {
                 let (node, event) = synthetic(i);
                 let before = flushes.load(Ordering::SeqCst);
                 let t0 = Instant::now();
-                if tx.send(Msg::Event { node, event }).is_err() {
+                if tx.send(Msg::Live(LiveMsg::Event { node, event })).is_err() {
                     break;
                 }
                 while flushes.load(Ordering::SeqCst) == before {

@@ -1,7 +1,7 @@
 //! `walb-console --exec metrics`: the console's live data in the Prometheus text
 //! exposition format, for node_exporter's textfile collector.
 //!
-//! The data are the TUI's ([`crate::tui::app::load_snapshot`]): states, log usage,
+//! The data are the live model's ([`crate::model::load_snapshot`], the TUI's): states, log usage,
 //! overflow and send-error flags, queue lengths, latest snapshots and lag (gids and
 //! seconds), running operations with progress and throughput, reachability and errors.
 //!
@@ -24,7 +24,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use walb_wire::files;
 
-use crate::tui::model::{is_temporary, ArchiveVol, LogUsage, Model, Node, Queue, Reach, Task, Vol};
+use crate::model::{is_temporary, ArchiveVol, Live, LogUsage, Node, Queue, Reach, Task, Vol};
 
 /// Escapes a label value (backslash, double quote, newline).
 pub fn escape(v: &str) -> String {
@@ -95,11 +95,11 @@ fn sample(labels: &[(&'static str, &str)], value: Value) -> Sample {
 struct Family {
     name: &'static str,
     help: &'static str,
-    samples: fn(&Model) -> Vec<Sample>,
+    samples: fn(&Live) -> Vec<Sample>,
 }
 
 /// Per storage log: labels node, vol.
-fn per_log(m: &Model, f: fn(&LogUsage) -> Value) -> Vec<Sample> {
+fn per_log(m: &Live, f: fn(&LogUsage) -> Value) -> Vec<Sample> {
     per_vol(m, |v, out| {
         for (node, l) in &v.log {
             out.push(sample(&[("node", node), ("vol", &v.name)], f(l)));
@@ -108,7 +108,7 @@ fn per_log(m: &Model, f: fn(&LogUsage) -> Value) -> Vec<Sample> {
 }
 
 /// Per proxy queue: labels node (the proxy), vol, archive.
-fn per_queue(m: &Model, f: fn(&Queue) -> Value) -> Vec<Sample> {
+fn per_queue(m: &Live, f: fn(&Queue) -> Value) -> Vec<Sample> {
     per_vol(m, |v, out| {
         for ((p, a), q) in &v.queues {
             let labels = [("node", p.as_str()), ("vol", &v.name), ("archive", a)];
@@ -118,7 +118,7 @@ fn per_queue(m: &Model, f: fn(&Queue) -> Value) -> Vec<Sample> {
 }
 
 /// Per archive holding the volume, where `f` has a value: labels node, vol.
-fn per_archive(m: &Model, f: fn(&Vol, &str, &ArchiveVol) -> Option<Value>) -> Vec<Sample> {
+fn per_archive(m: &Live, f: fn(&Vol, &str, &ArchiveVol) -> Option<Value>) -> Vec<Sample> {
     per_vol(m, |v, out| {
         for (a, av) in &v.archives {
             if let Some(x) = f(v, a, av) {
@@ -128,7 +128,7 @@ fn per_archive(m: &Model, f: fn(&Vol, &str, &ArchiveVol) -> Option<Value>) -> Ve
     })
 }
 
-fn per_vol(m: &Model, each: impl Fn(&Vol, &mut Vec<Sample>)) -> Vec<Sample> {
+fn per_vol(m: &Live, each: impl Fn(&Vol, &mut Vec<Sample>)) -> Vec<Sample> {
     let mut out = Vec::new();
     for v in m.vols.values() {
         each(v, &mut out);
@@ -138,7 +138,7 @@ fn per_vol(m: &Model, each: impl Fn(&Vol, &mut Vec<Sample>)) -> Vec<Sample> {
 
 /// Per running operation of a daemon (not the console's own commands), where `f` has a
 /// value: labels node, vol, op.
-fn per_task(m: &Model, f: fn(&Task) -> Option<Value>) -> Vec<Sample> {
+fn per_task(m: &Live, f: fn(&Task) -> Option<Value>) -> Vec<Sample> {
     m.tasks
         .iter()
         .filter(|t| t.running() && t.command.is_none())
@@ -384,7 +384,7 @@ impl Collector for Collected {
 }
 
 /// The metrics of `m`, as exposition text.
-pub fn render(m: &Model) -> String {
+pub fn render(m: &Live) -> String {
     let collected = FAMILIES
         .iter()
         .map(|f| (f.name, f.help, (f.samples)(m)))

@@ -112,7 +112,7 @@ pub fn parse_archive_dest(text: &str) -> Result<ArchiveDest, String> {
     let [addr, cmpr, delay] = f[..] else {
         return Err(bad());
     };
-    let compress = crate::exec::commands::parse_compress(cmpr).ok_or_else(bad)?;
+    let compress = crate::ops::parse_compress(cmpr).ok_or_else(bad)?;
     let delay_s = delay.parse().map_err(|_| bad())?;
     Ok(ArchiveDest {
         addr: addr.to_owned(),

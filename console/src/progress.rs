@@ -26,7 +26,7 @@ use walb_wire::Role;
 
 use crate::client::Client;
 use crate::cluster::Cluster;
-use crate::exec::ExecCmd;
+use crate::exec::commands::{ArchiveCmd, BackupCmd, ExecCmd};
 use crate::ops;
 
 /// The `op` of the archive's progress while it receives a full backup.
@@ -72,22 +72,30 @@ pub fn watches(cmd: &ExecCmd, cluster: &Cluster) -> Vec<Watch> {
             .map(|g| g.archive.name.clone())
     };
     match cmd {
-        ExecCmd::FullBackup { node, vol, .. } => primary(node, "full-backup")
+        ExecCmd::Backup(BackupCmd::FullBackup { node, vol, .. }) => primary(node, "full-backup")
             .map(|a| vec![at(&a, vol, OP_FULL_SYNC)])
             .unwrap_or_default(),
-        ExecCmd::HashBackup { node, vol, .. } => primary(node, "hash-backup")
+        ExecCmd::Backup(BackupCmd::HashBackup { node, vol, .. }) => primary(node, "hash-backup")
             .map(|a| vec![at(&a, vol, OP_HASH_SYNC)])
             .unwrap_or_default(),
-        ExecCmd::Restore { archive, vol, .. } => vec![at(archive, vol, ops::OP_RESTORE)],
-        ExecCmd::Merge { archive, vol, .. } => vec![at(archive, vol, ops::OP_MERGE)],
-        ExecCmd::Apply { archive, vol, .. } => vec![at(archive, vol, ops::OP_APPLY)],
-        ExecCmd::VirtFullScan { archive, vol, .. } => {
+        ExecCmd::Backup(BackupCmd::Restore { archive, vol, .. }) => {
+            vec![at(archive, vol, ops::OP_RESTORE)]
+        }
+        ExecCmd::Archive(ArchiveCmd::Merge { archive, vol, .. }) => {
+            vec![at(archive, vol, ops::OP_MERGE)]
+        }
+        ExecCmd::Archive(ArchiveCmd::Apply { archive, vol, .. }) => {
+            vec![at(archive, vol, ops::OP_APPLY)]
+        }
+        ExecCmd::Archive(ArchiveCmd::VirtFullScan { archive, vol, .. }) => {
             vec![at(archive, vol, OP_VIRT_FULL_SCAN)]
         }
         // The destination counts the blocks of a full copy as they arrive and those of its
         // image as it hashes them for a hash round (the source counts a full copy too:
         // following both would draw two counts on one bar).
-        ExecCmd::Replicate { vol, dst, .. } => vec![at(dst, vol, ops::REPL_OP)],
+        ExecCmd::Archive(ArchiveCmd::Replicate { vol, dst, .. }) => {
+            vec![at(dst, vol, ops::REPL_OP)]
+        }
         _ => Vec::new(),
     }
     .into_iter()

@@ -12,7 +12,7 @@ use ratatui::style::{Color, Modifier};
 use ratatui::Terminal;
 use walb_console::exec::{parse_line, ExecCmd};
 use walb_console::tui::model::{DiffsFocus, Lag, Level, Mode, Model, Reach, View};
-use walb_console::tui::update::{init, update, Answer, Ask, Effect, Msg};
+use walb_console::tui::update::{init, update, Answer, Ask, Effect, LiveEffect, LiveMsg, Msg};
 use walb_console::tui::view;
 use walb_wire::Event;
 
@@ -71,7 +71,7 @@ fn asks<'a>(effects: &'a [Effect], node: &str) -> Vec<&'a Ask> {
     effects
         .iter()
         .filter_map(|e| match e {
-            Effect::Ask { node: n, ask, .. } if n == node => Some(ask),
+            Effect::Live(LiveEffect::Ask { node: n, ask, .. }) if n == node => Some(ask),
             _ => None,
         })
         .collect()
@@ -87,12 +87,12 @@ fn start_subscribes_to_every_node_and_a_subscription_asks_for_a_snapshot() {
     let subs: Vec<&str> = e
         .iter()
         .filter_map(|e| match e {
-            Effect::Subscribe { node, delay_ms: 0 } => Some(node.as_str()),
+            Effect::Live(LiveEffect::Subscribe { node, delay_ms: 0 }) => Some(node.as_str()),
             _ => None,
         })
         .collect();
     assert_eq!(subs, ["s0", "p0", "a0"]);
-    let e = update(&mut m, Msg::Subscribed { node: "s0".into() });
+    let e = update(&mut m, Msg::Live(LiveMsg::Subscribed { node: "s0".into() }));
     let a = asks(&e, "s0");
     assert!(a.contains(&&Ask::Hello) && a.contains(&&Ask::Vols), "{a:?}");
     assert!(a.contains(&&Ask::LogUsage), "{a:?}");
@@ -118,12 +118,12 @@ fn events_update_the_grid_and_the_log_and_older_replies_do_not_undo_them() {
     // A reply to a question asked before the event is older than it.
     update(
         &mut m,
-        Msg::Reply {
+        Msg::Live(LiveMsg::Reply {
             node: "s0".into(),
             seq: seq_before,
             ask: Ask::State { vol: "vol".into() },
             result: Ok(Answer::State("Target".into())),
-        },
+        }),
     );
     assert_eq!(m.vols["vol"].state("s0"), Some("StopTarget"));
     // A new volume appears with its first event.
@@ -151,16 +151,16 @@ fn the_storages_ts_delta_gives_the_lag_and_ticks_ask_for_it_again() {
     assert!(m.vols["db"].ts_delta.is_empty());
     // No event says it changed: ticks ask again, at most every 10 s.
     m.clock(T0 + 20_000);
-    let e = update(&mut m, Msg::Tick);
+    let e = update(&mut m, Msg::Live(LiveMsg::Tick));
     assert!(asks(&e, "s0").contains(&&Ask::TsDelta), "{e:?}");
     assert!(asks(&e, "a0").is_empty(), "{e:?}");
-    let e = update(&mut m, Msg::Tick);
+    let e = update(&mut m, Msg::Live(LiveMsg::Tick));
     assert!(asks(&e, "s0").is_empty(), "{e:?}");
     m.clock(T0 + 29_000);
-    let e = update(&mut m, Msg::Tick);
+    let e = update(&mut m, Msg::Live(LiveMsg::Tick));
     assert!(asks(&e, "s0").is_empty(), "{e:?}");
     m.clock(T0 + 30_000);
-    let e = update(&mut m, Msg::Tick);
+    let e = update(&mut m, Msg::Live(LiveMsg::Tick));
     assert!(asks(&e, "s0").contains(&&Ask::TsDelta), "{e:?}");
 }
 
@@ -328,31 +328,31 @@ fn a_lost_daemon_is_retried_with_backoff_and_logged_once() {
     let mut m = tutorial();
     let e = update(
         &mut m,
-        Msg::Disconnected {
+        Msg::Live(LiveMsg::Disconnected {
             node: "p0".into(),
             error: "connection lost".into(),
-        },
+        }),
     );
     assert_eq!(
         e,
-        [Effect::Subscribe {
+        [Effect::Live(LiveEffect::Subscribe {
             node: "p0".into(),
             delay_ms: 1000
-        }]
+        })]
     );
     let e = update(
         &mut m,
-        Msg::Disconnected {
+        Msg::Live(LiveMsg::Disconnected {
             node: "p0".into(),
             error: "no answer".into(),
-        },
+        }),
     );
     assert_eq!(
         e,
-        [Effect::Subscribe {
+        [Effect::Live(LiveEffect::Subscribe {
             node: "p0".into(),
             delay_ms: 2000
-        }]
+        })]
     );
     let errors = m
         .log
@@ -360,7 +360,7 @@ fn a_lost_daemon_is_retried_with_backoff_and_logged_once() {
         .filter(|l| l.level == Level::Error && l.node.as_deref() == Some("p0"))
         .count();
     assert_eq!(errors, 1);
-    update(&mut m, Msg::Subscribed { node: "p0".into() });
+    update(&mut m, Msg::Live(LiveMsg::Subscribed { node: "p0".into() }));
     assert_eq!(m.node("p0").unwrap().failures, 0);
 }
 

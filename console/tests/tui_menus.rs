@@ -10,9 +10,10 @@ use ratatui::backend::TestBackend;
 use ratatui::crossterm::event::KeyCode;
 use ratatui::Terminal;
 use walb_console::cluster::Cluster;
+use walb_console::exec::commands::BackupCmd;
 use walb_console::exec::{parse_line, ExecCmd};
 use walb_console::tui::model::{Menu, Mode, Model, Then, View};
-use walb_console::tui::update::{update, Answer, Ask, Effect, Msg};
+use walb_console::tui::update::{update, Answer, Ask, Effect, LiveMsg, Msg};
 use walb_console::tui::view;
 
 /// The tutorial's cluster with a second archive, a1, that does not hold `vol` yet.
@@ -22,7 +23,7 @@ fn two_archives() -> Model {
     );
     let c = Cluster::parse(&text, std::path::Path::new("/etc/walb"), "cluster.toml").unwrap();
     let mut m = tutorial_on(&c);
-    update(&mut m, Msg::Subscribed { node: "a1".into() });
+    update(&mut m, Msg::Live(LiveMsg::Subscribed { node: "a1".into() }));
     reply(&mut m, "a1", Ask::Vols, Answer::Names(vec![]));
     m
 }
@@ -246,10 +247,10 @@ fn resize_prompts_for_the_size_and_asks_before_growing() {
     let want = parse_line("resize s0 vol 2g").unwrap().unwrap();
     assert!(matches!(
         want,
-        ExecCmd::Resize {
+        ExecCmd::Backup(BackupCmd::Resize {
             size_lb: 4_194_304,
             ..
-        }
+        })
     ));
     assert!(e
         .iter()

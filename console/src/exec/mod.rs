@@ -23,6 +23,7 @@ use serde_json::json;
 
 use crate::client::{Client, ClientError, ClientOptions};
 use crate::cluster::{self, Cluster};
+use commands::OverviewCmd;
 pub use commands::{parse_args, parse_line, ExecCmd, UsageError, COMMANDS};
 pub use output::Outcome;
 
@@ -177,9 +178,11 @@ pub async fn exec_main(
         for l in &lines {
             let where_ = script.then_some(l);
             let result = match (&l.cmd, &client) {
-                (ExecCmd::Help { command }, _) => commands::help_lines(command.as_deref())
-                    .map(Outcome::Lines)
-                    .map_err(|e| ClientError::State(e.to_string())),
+                (ExecCmd::Overview(OverviewCmd::Help { command }), _) => {
+                    commands::help_lines(command.as_deref())
+                        .map(Outcome::Lines)
+                        .map_err(|e| ClientError::State(e.to_string()))
+                }
                 (cmd, Some(c)) => {
                     // A daemon running its --fg tasks queues the command's heavy request: the
                     // command waits up to its --timeout, saying so on stderr (stdout stays

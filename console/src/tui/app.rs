@@ -7,40 +7,29 @@
 //! and redraws once. Nothing redraws without a message, so an idle console costs a
 //! redraw a second.
 //!
-//! [`Runner`] carries out effects as tokio tasks that answer through one channel: one
-//! task per daemon subscription (events become [`Msg::Event`], its end
-//! [`Msg::Disconnected`]; the model decides when to subscribe again), one per query
-//! ([`Msg::Reply`]) and one per command ([`Msg::CommandDone`], running the exec command
-//! exactly as `--exec` does).
+//! [`Runner`] carries out effects as tokio tasks that answer through one channel: the
+//! live model's subscriptions and queries through a [`Feeder`], and one task per command
+//! ([`Msg::CommandDone`], running the exec command exactly as `--exec` does).
 //!
-//! [`load_snapshot`] drives the same model without a terminal until every daemon has
-//! answered: the one-shot status dump and `--exec metrics` use it.
+//! [`load_snapshot`] is the live model's snapshot ([`crate::model::load_snapshot`])
+//! under a screen, for the one-shot status dump.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use futures_util::{Stream, StreamExt};
 use ratatui::backend::Backend;
 use ratatui::crossterm::event::{Event as TermEvent, EventStream, KeyEventKind};
 use ratatui::Terminal;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
-use tokio::sync::Semaphore;
-use tokio::task::AbortHandle;
 use tracing::debug;
 use walb_wire::Role;
 
-use super::model::{Model, Ms, Reach};
-use super::update::{init, update, Answer, Ask, AskError, Effect, Msg};
+use super::model::Model;
+use super::update::{init, update, Effect, LiveMsg, Msg};
 use super::view;
-use crate::client::{Client, ClientError};
-
-/// The clock: milliseconds since the epoch.
-pub fn now_ms() -> Ms {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
+use crate::client::Client;
+use crate::model::feed::Feeder;
+pub use crate::model::feed::{now_ms, ASKS_IN_FLIGHT, SNAPSHOT_TIMEOUT};
 
 /// Something that carries out effects (the real [`Runner`], or a test's recorder).
 pub trait EffectRunner {
@@ -48,187 +37,46 @@ pub trait EffectRunner {
     fn run(&mut self, e: Effect);
 }
 
-/// Queries in flight at most (a snapshot of hundreds of volumes asks thousands of
-/// questions; they wait their turn instead of opening thousands of streams at once).
-pub const ASKS_IN_FLIGHT: usize = 32;
-
-/// Carries out effects against the cluster.
+/// Carries out effects against the cluster: the live model's through a
+/// [`Feeder`], commands as tasks of their own.
 pub struct Runner {
-    client: Client,
-    tx: UnboundedSender<Msg>,
-    subs: HashMap<String, AbortHandle>,
-    jobs: Vec<AbortHandle>,
-    asks: Arc<Semaphore>,
+    feeder: Feeder<Msg>,
 }
 
 impl std::fmt::Debug for Runner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runner")
-            .field("subscriptions", &self.subs.len())
+            .field("feeder", &self.feeder)
             .finish()
     }
-}
-
-fn ask_error(e: ClientError) -> AskError {
-    AskError {
-        code: e.code(),
-        message: e.to_string(),
-    }
-}
-
-/// Answers one [`Ask`] with the client.
-pub async fn answer(client: &Client, node: &str, ask: &Ask) -> Result<Answer, AskError> {
-    let r = match ask {
-        Ask::Hello => {
-            let (software, _) = client.version(node).await.map_err(ask_error)?;
-            let pid = client.pid(node).await.map_err(ask_error)?;
-            let status = client.status(node, None).await.unwrap_or_default();
-            Answer::Hello {
-                version: software,
-                pid,
-                status,
-            }
-        }
-        Ask::Vols => Answer::Names(client.vols(node).await.map_err(ask_error)?),
-        Ask::State { vol } => Answer::State(client.state(node, vol).await.map_err(ask_error)?),
-        Ask::LogUsage => Answer::Lines(client.log_usage(node, None).await.map_err(ask_error)?),
-        Ask::TsDelta => Answer::Lines(client.ts_delta(node).await.map_err(ask_error)?),
-        Ask::LatestSnap { vol } => Answer::Snaps(
-            client
-                .latest_snap(node, vol.as_deref())
-                .await
-                .map_err(ask_error)?,
-        ),
-        Ask::Overflow { vol } => {
-            Answer::Bool(client.is_overflow(node, vol).await.map_err(ask_error)?)
-        }
-        Ask::ArchiveList { vol } => Answer::Names(
-            client
-                .archive_info_list(node, vol)
-                .await
-                .map_err(ask_error)?,
-        ),
-        Ask::Queue { vol, archive } => {
-            let diffs = client
-                .diffs(node, vol, None, None, Some(archive))
-                .await
-                .map_err(ask_error)?;
-            let send_error = client
-                .is_wdiff_send_error(node, vol, archive)
-                .await
-                .map_err(ask_error)?;
-            Answer::Queue { diffs, send_error }
-        }
-        Ask::Diffs { vol } => Answer::Diffs(
-            client
-                .diffs(node, vol, None, None, None)
-                .await
-                .map_err(ask_error)?,
-        ),
-        Ask::Restorable { vol } => Answer::Snaps(
-            client
-                .restorable(node, vol, false)
-                .await
-                .map_err(ask_error)?,
-        ),
-        Ask::Base { vol } => Answer::Base(client.base(node, vol).await.map_err(ask_error)?),
-        Ask::Restored { vol } => {
-            Answer::Restored(client.restored(node, vol).await.map_err(ask_error)?)
-        }
-    };
-    Ok(r)
 }
 
 impl Runner {
     /// A runner answering on `tx`.
     pub fn new(client: Client, tx: UnboundedSender<Msg>) -> Runner {
         Runner {
-            client,
-            tx,
-            subs: HashMap::new(),
-            jobs: Vec::new(),
-            asks: Arc::new(Semaphore::new(ASKS_IN_FLIGHT)),
+            feeder: Feeder::new(client, tx),
         }
     }
 
     /// Stops every task it started.
     pub fn abort_all(&mut self) {
-        for (_, h) in self.subs.drain() {
-            h.abort();
-        }
-        for h in self.jobs.drain(..) {
-            h.abort();
-        }
+        self.feeder.abort_all();
     }
 }
 
 impl EffectRunner for Runner {
     fn run(&mut self, e: Effect) {
-        self.jobs.retain(|h| !h.is_finished());
-        let (client, tx) = (self.client.clone(), self.tx.clone());
         match e {
-            Effect::Subscribe { node, delay_ms } => {
-                if let Some(old) = self.subs.remove(&node) {
-                    old.abort();
-                }
-                let name = node.clone();
-                let h = tokio::spawn(async move {
-                    tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                    let mut stream = match client.subscribe(&name, Vec::new()).await {
-                        Ok(s) => s,
-                        Err(e) => {
-                            let _ = tx.send(Msg::Disconnected {
-                                node: name,
-                                error: e.to_string(),
-                            });
-                            return;
-                        }
-                    };
-                    if tx.send(Msg::Subscribed { node: name.clone() }).is_err() {
-                        return;
-                    }
-                    let error = loop {
-                        match stream.next().await {
-                            Ok(Some(event)) => {
-                                if tx
-                                    .send(Msg::Event {
-                                        node: name.clone(),
-                                        event,
-                                    })
-                                    .is_err()
-                                {
-                                    return;
-                                }
-                            }
-                            Ok(None) => break "the daemon ended the event stream".to_owned(),
-                            Err(e) => break e.to_string(),
-                        }
-                    };
-                    let _ = tx.send(Msg::Disconnected { node: name, error });
-                });
-                self.subs.insert(node, h.abort_handle());
-            }
-            Effect::Ask { node, seq, ask } => {
-                let permits = Arc::clone(&self.asks);
-                let h = tokio::spawn(async move {
-                    let _permit = permits.acquire_owned().await;
-                    let result = answer(&client, &node, &ask).await;
-                    let _ = tx.send(Msg::Reply {
-                        node,
-                        seq,
-                        ask,
-                        result,
-                    });
-                });
-                self.jobs.push(h.abort_handle());
-            }
+            Effect::Live(e) => self.feeder.run(e),
             Effect::Run { id, line, cmd } => {
+                let (client, tx) = self.feeder.client_and_sender();
                 let h = tokio::spawn(async move {
                     debug!(%line, "running");
                     let result = cmd.run(&client).await.map_err(|e| e.to_string());
                     let _ = tx.send(Msg::CommandDone { id, result });
                 });
-                self.jobs.push(h.abort_handle());
+                self.feeder.keep(h.abort_handle());
             }
             Effect::Quit => {}
         }
@@ -279,7 +127,7 @@ pub async fn run(client: Client, cfg: TuiConfig) -> Result<(), TuiError> {
     let keys = EventStream::new().filter_map(|ev| {
         std::future::ready(match ev {
             Ok(TermEvent::Key(k)) if k.kind != KeyEventKind::Release => Some(Msg::Key(k)),
-            Ok(TermEvent::Resize(..)) => Some(Msg::Tick),
+            Ok(TermEvent::Resize(..)) => Some(Msg::Live(LiveMsg::Tick)),
             _ => None,
         })
     });
@@ -322,7 +170,7 @@ pub async fn run_loop<B: Backend, K: Stream<Item = Msg> + Unpin>(
             biased;
             Some(k) = keys.next() => k,
             Some(msg) = rx.recv() => msg,
-            _ = ticker.tick() => Msg::Tick,
+            _ = ticker.tick() => Msg::Live(LiveMsg::Tick),
         };
         let mut batch = vec![first];
         while batch.len() < BATCH_MAX {
@@ -347,52 +195,8 @@ pub async fn run_loop<B: Backend, K: Stream<Item = Msg> + Unpin>(
     }
 }
 
-/// How long [`load_snapshot`] waits for the daemons at most.
-pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Builds a model of the cluster without a terminal: subscribes to every daemon, asks
-/// what the TUI asks (and more: every archive's restorable snapshots and base), and
-/// returns once every node answered or failed. If operations run, it listens `sample`
-/// longer so their throughputs are known.
+/// The live model of the cluster without a terminal ([`crate::model::load_snapshot`]),
+/// under a screen for the status dump.
 pub async fn load_snapshot(client: &Client, sample: Duration) -> Model {
-    let mut m = Model::new(client.cluster());
-    m.reconnect = false;
-    m.eager = true;
-    let (tx, mut rx) = unbounded_channel();
-    let mut runner = Runner::new(client.clone(), tx);
-    m.clock(now_ms());
-    for e in init(&mut m) {
-        runner.run(e);
-    }
-    let t0 = Instant::now();
-    let mut settled_at: Option<Instant> = None;
-    loop {
-        let settled = m.pending == 0 && m.nodes.iter().all(|n| n.reach != Reach::Connecting);
-        if settled && settled_at.is_none() {
-            settled_at = Some(Instant::now());
-        }
-        let limit = match settled_at {
-            Some(at) if m.tasks.iter().any(|t| t.running()) => at + sample,
-            Some(_) => break,
-            None => t0 + SNAPSHOT_TIMEOUT,
-        };
-        let left = limit.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            break;
-        }
-        match tokio::time::timeout(left, rx.recv()).await {
-            Ok(Some(msg)) => {
-                m.clock(now_ms());
-                for e in update(&mut m, msg) {
-                    if !matches!(e, Effect::Quit | Effect::Run { .. }) {
-                        runner.run(e);
-                    }
-                }
-            }
-            Ok(None) | Err(_) => break,
-        }
-    }
-    runner.abort_all();
-    m.clock(now_ms());
-    m
+    Model::of(crate::model::load_snapshot(client, sample).await)
 }

@@ -11,10 +11,11 @@ use super::model::{
     Confirm, DiffsFocus, Level, Menu, MenuItem, Mode, Model, Output, Palette, Prompt, Reach, Task,
     Then, View,
 };
+use super::msg::{ask, snapshot_node, Effect, LiveEffect};
 use super::palette;
-use super::update::{ask, snapshot_node, Ask, Effect};
-use crate::exec::commands::{help_lines, split_words};
+use crate::exec::commands::{help_lines, split_words, OverviewCmd};
 use crate::exec::{parse_args, ExecCmd};
+use crate::model::Ask;
 fn is_ctrl(k: &KeyEvent, c: char) -> bool {
     k.modifiers.contains(KeyModifiers::CONTROL) && k.code == KeyCode::Char(c)
 }
@@ -268,7 +269,7 @@ pub fn submit(m: &mut Model, line: String, out: &mut Vec<Effect>) {
 /// Runs a parsed command: help is shown at once, a command that changes the cluster is
 /// refused in read-only mode, a destructive one asks first.
 pub fn submit_parsed(m: &mut Model, line: String, cmd: ExecCmd, out: &mut Vec<Effect>) {
-    if let ExecCmd::Help { command } = &cmd {
+    if let ExecCmd::Overview(OverviewCmd::Help { command }) = &cmd {
         let lines = help_lines(command.as_deref()).unwrap_or_else(|e| vec![e.to_string()]);
         m.mode = Mode::Output(Output {
             title: line,
@@ -301,13 +302,13 @@ fn run_command(m: &mut Model, line: String, cmd: ExecCmd, out: &mut Vec<Effect>)
     m.next_id += 1;
     let (node, vol) = cmd.target();
     let node = node.unwrap_or("-").to_owned();
-    m.tasks.push(Task::new(
+    m.live.tasks.push(Task::new(
         id,
         node.clone(),
         vol.map(str::to_owned),
         cmd.name().to_owned(),
         Some(line.clone()),
-        m.now,
+        m.live.now,
     ));
     let vol = vol.map(str::to_owned);
     m.push_log(
@@ -593,10 +594,10 @@ fn normal_key(m: &mut Model, k: KeyEvent, out: &mut Vec<Effect>) {
 fn resubscribe_or_snapshot(m: &mut Model, node: &str, out: &mut Vec<Effect>) {
     match m.node(node).map(|n| n.reach.clone()) {
         Some(Reach::Up) => snapshot_node(m, node, out),
-        Some(Reach::Down { .. }) => out.push(Effect::Subscribe {
+        Some(Reach::Down { .. }) => out.push(Effect::Live(LiveEffect::Subscribe {
             node: node.to_owned(),
             delay_ms: 0,
-        }),
+        })),
         _ => {}
     }
 }

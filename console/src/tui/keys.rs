@@ -1,7 +1,7 @@
 //! The key bindings, as one table: what each key does in which view, and its help text.
 //!
 //! [`lookup`] turns a key of the normal mode into an [`Action`] for
-//! [`crate::tui::update`]; the help overlay (`?`) and the footer are generated from the
+//! [`crate::tui::update()`]; the help overlay (`?`) and the footer are generated from the
 //! same [`BINDINGS`], so they never disagree with what the keys do. Bindings that change
 //! the cluster are marked and hidden in read-only mode.
 

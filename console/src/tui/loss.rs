@@ -5,7 +5,9 @@
 use walb_wire::Role;
 
 use super::model::Model;
-use crate::exec::commands::ArchiveInfoOp;
+use crate::exec::commands::{
+    AdminCmd, ArchiveCmd, ArchiveInfoOp, BackupCmd, LifecycleCmd, RoutingCmd,
+};
 use crate::exec::output::snap_str;
 use crate::exec::ExecCmd;
 
@@ -85,7 +87,7 @@ pub fn loss(cmd: &ExecCmd, m: &Model) -> Option<Vec<String>> {
         format!(" ({n} diffs, {})", mib(bytes))
     };
     match cmd {
-        ExecCmd::Clear { node, vol, .. } => {
+        ExecCmd::Lifecycle(LifecycleCmd::Clear { node, vol, .. }) => {
             let mut out = vec![format!("{node} forgets volume {vol}")];
             match m.role(node) {
                 Some(Role::Archive) => out.extend(archive_data(node, vol)),
@@ -116,7 +118,7 @@ pub fn loss(cmd: &ExecCmd, m: &Model) -> Option<Vec<String>> {
             out.extend(running(node, vol));
             Some(out)
         }
-        ExecCmd::Reset { node, vol, gid, .. } => {
+        ExecCmd::Lifecycle(LifecycleCmd::Reset { node, vol, gid, .. }) => {
             let mut out = Vec::new();
             if m.role(node) == Some(Role::Archive) {
                 out.extend(archive_data(node, vol));
@@ -135,9 +137,9 @@ pub fn loss(cmd: &ExecCmd, m: &Model) -> Option<Vec<String>> {
             out.extend(running(node, vol));
             Some(out)
         }
-        ExecCmd::Apply {
+        ExecCmd::Archive(ArchiveCmd::Apply {
             archive, vol, gid, ..
-        } => {
+        }) => {
             let av = vol_of(vol).and_then(|v| v.archives.get(archive));
             let mut out = Vec::new();
             if let Some(d) = av.and_then(|a| a.diffs.as_ref()) {
@@ -173,7 +175,7 @@ pub fn loss(cmd: &ExecCmd, m: &Model) -> Option<Vec<String>> {
             }
             Some(out)
         }
-        ExecCmd::Replicate {
+        ExecCmd::Archive(ArchiveCmd::Replicate {
             src,
             vol,
             dst,
@@ -181,16 +183,16 @@ pub fn loss(cmd: &ExecCmd, m: &Model) -> Option<Vec<String>> {
                 do_resync: true, ..
             },
             ..
-        } => {
+        }) => {
             let mut out = vec![format!(
                 "if {dst} holds {vol} from elsewhere (another archive uuid), {src}'s copy replaces:"
             )];
             out.extend(archive_data(dst, vol));
             Some(out)
         }
-        ExecCmd::DelRestored {
+        ExecCmd::Backup(BackupCmd::DelRestored {
             archive, vol, gid, ..
-        } => {
+        }) => {
             let path = vol_of(vol)
                 .and_then(|v| v.archives.get(archive))
                 .and_then(|a| a.restored.iter().find(|(g, _)| g == gid))
@@ -200,30 +202,30 @@ pub fn loss(cmd: &ExecCmd, m: &Model) -> Option<Vec<String>> {
                 path.map_or(String::new(), |p| format!(" ({p})"))
             )])
         }
-        ExecCmd::SetExplicit {
+        ExecCmd::Archive(ArchiveCmd::SetExplicit {
             archive,
             vol,
             gids: g,
             explicit: false,
-        } => Some(vec![format!(
+        }) => Some(vec![format!(
             "snapshots {} of {vol} on {archive} stop being restorable, and a merge may remove them",
             gids(g)
         )]),
-        ExecCmd::Stop {
+        ExecCmd::Lifecycle(LifecycleCmd::Stop {
             node,
             vol,
             mode: StopMode::Force,
             ..
-        } => {
+        }) => {
             let mut out = vec![format!(
                 "transfers of {vol} running on {node} are aborted and must start over"
             )];
             out.extend(running(node, vol));
             Some(out)
         }
-        ExecCmd::Stop {
+        ExecCmd::Lifecycle(LifecycleCmd::Stop {
             node, vol, mode, ..
-        } => {
+        }) => {
             let mut out = vec![match (m.role(node), mode) {
                 (Some(Role::Storage), _) => format!(
                     "the backup of {vol} from {node} until it starts again: writes go on into its log, unshipped (a full log overflows, then only a hash backup recovers)"
@@ -247,45 +249,45 @@ pub fn loss(cmd: &ExecCmd, m: &Model) -> Option<Vec<String>> {
             out.extend(running(node, vol));
             Some(out)
         }
-        ExecCmd::Resize {
+        ExecCmd::Backup(BackupCmd::Resize {
             node, vol, size_lb, ..
-        } => Some(vec![format!(
+        }) => Some(vec![format!(
             "the size of {vol} {}: it grows to {} for good (a volume never shrinks back)",
             node.as_ref()
                 .map_or_else(|| "on every archive and storage".to_string(), |n| format!("on {n}")),
             mib(size_lb.saturating_mul(512))
         )]),
-        ExecCmd::GoStandby { node, vol, .. } => Some(vec![
+        ExecCmd::Archive(ArchiveCmd::GoStandby { node, vol, .. }) => Some(vec![
             format!("{node} stops sending {vol} to its primary archive and resets its log"),
             "the archive catches up only through a hash backup".to_string(),
         ]),
-        ExecCmd::Synchronizing {
+        ExecCmd::Archive(ArchiveCmd::Synchronizing {
             archive,
             vol,
             start: false,
             ..
-        } => Some(vec![
+        }) => Some(vec![
             format!("every proxy drops its queue of {vol} towards {archive}{}", queued(archive, None)),
             format!("{archive} then catches up only by replicate"),
         ]),
-        ExecCmd::ArchiveInfo {
+        ExecCmd::Routing(RoutingCmd::ArchiveInfo {
             proxy,
             op: ArchiveInfoOp::Delete { vol, archive },
-        } => Some(vec![format!(
+        }) => Some(vec![format!(
             "{proxy} forgets {archive} as a destination of {vol}, and drops its queue towards it{}",
             queued(archive, Some(proxy))
         )]),
-        ExecCmd::VirtFullScan {
+        ExecCmd::Archive(ArchiveCmd::VirtFullScan {
             archive,
             vol,
             gid,
             out,
             ..
-        } => Some(vec![format!(
+        }) => Some(vec![format!(
             "whatever {} holds: the image of {vol} gid {gid} from {archive} replaces it (a block device is overwritten)",
             out.display()
         )]),
-        ExecCmd::Shutdown { node, force } => {
+        ExecCmd::Admin(AdminCmd::Shutdown { node, force }) => {
             let mut out = vec![format!(
                 "{node} stops{}; it answers nothing until started again",
                 if *force { " at once" } else { "" }

@@ -7,10 +7,9 @@
 //!
 //! # Layout
 //!
-//! - [`model`]: what the console knows (nodes, volumes, tasks, the log) and the screen's
-//!   state; the tables of steady states and task kinds.
-//! - [`update`]: messages, effects and the update function.
-//! - [`ask`]: the questions for daemons and their answers.
+//! - [`model`]: the live model ([`crate::model::Live`]) under the screen's state.
+//! - [`msg`]: messages and effects (the live model's, keys, commands).
+//! - [`mod@update`]: the update function.
 //! - [`input`]: what keys do in each mode (menus, prompts, palette, confirmations).
 //! - [`keys`]: the key binding table (help and footer come from it).
 //! - [`actions`]: the action table (each action an exec command line).
@@ -19,17 +18,17 @@
 //! - [`palette`]: completion for the command palette.
 //! - [`view`]: drawing, one module per view plus overlays.
 //! - [`dump`]: the plain status dump printed when stdout is not a terminal.
-//! - [`app`]: the IO shell, and the one-shot snapshot used by the dump and metrics.
+//! - [`app`]: the IO shell, and the one-shot snapshot used by the dump.
 
 pub mod actions;
 pub mod app;
-pub mod ask;
 pub mod dump;
 pub mod input;
 pub mod keys;
 pub mod loss;
 pub mod mode;
 pub mod model;
+pub mod msg;
 pub mod palette;
 pub mod update;
 pub mod view;

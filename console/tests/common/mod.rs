@@ -6,7 +6,7 @@
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use walb_console::cluster::Cluster;
 use walb_console::tui::model::Model;
-use walb_console::tui::update::{init, update, Answer, Ask, Effect, Msg};
+use walb_console::tui::update::{init, update, Answer, Ask, Effect, LiveMsg, Msg};
 use walb_wire::msg::{DiffRange, MetaDiffDto, MetaStateDto, SnapDto, SnapshotInfo};
 use walb_wire::Event;
 
@@ -105,22 +105,22 @@ pub fn reply(m: &mut Model, node: &str, ask: Ask, answer: Answer) -> Vec<Effect>
     let seq = m.seq;
     update(
         m,
-        Msg::Reply {
+        Msg::Live(LiveMsg::Reply {
             node: node.into(),
             seq,
             ask,
             result: Ok(answer),
-        },
+        }),
     )
 }
 
 pub fn event(m: &mut Model, node: &str, event: Event) -> Vec<Effect> {
     update(
         m,
-        Msg::Event {
+        Msg::Live(LiveMsg::Event {
             node: node.into(),
             event,
-        },
+        }),
     )
 }
 
@@ -152,7 +152,7 @@ pub fn tutorial_on(c: &Cluster) -> Model {
         ("p0", "walb-proxy 0.1.0", 3500),
         ("a0", "walb-archive 0.1.0", 93_000),
     ] {
-        update(&mut m, Msg::Subscribed { node: n.into() });
+        update(&mut m, Msg::Live(LiveMsg::Subscribed { node: n.into() }));
         reply(
             &mut m,
             n,
