@@ -16,10 +16,6 @@ const KNOWN_CIRCLES: &[&str] = &[];
 
 /// Files over [`FILE_MAX`] lines known today.
 const KNOWN_LONG_FILES: &[&str] = &[
-    "console/src/client.rs",
-    "console/src/lab/mod.rs",
-    "console/src/tui/actions.rs",
-    "kernel/core/src/meta/tests.rs",
     "kernel/core/src/wdiff/indexed.rs",
     "kernel/device/src/emu/mod.rs",
 ];

@@ -38,14 +38,13 @@
 //! walb-console executable first, then on `PATH`.
 
 use std::ffi::OsString;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
-use walb_wire::files::{self, NewFile, Place};
+use tracing::warn;
+use walb_wire::files::{self, Place};
 use walb_wire::{PeerId, Role};
 
 use crate::client::{Client, ClientError, ClientOptions};
@@ -53,7 +52,17 @@ use crate::cluster::{self, CertsSection, Cluster, ClusterFile, NodeSection};
 use crate::ops;
 
 pub mod add;
+mod daemons;
+mod device;
 pub mod launch;
+
+use daemons::signal;
+use daemons::wait_exit;
+pub use daemons::{find_binary, live_pid, spawn_daemon, start_node, stop_node, wait_answering};
+pub use device::ensure_device;
+use device::loops_of;
+use device::run;
+use device::running_devices;
 
 /// Why a lab command failed.
 #[derive(Debug, thiserror::Error)]
@@ -426,32 +435,6 @@ pub fn daemon_args(layout: &LabLayout, cfg: &LabConfig, n: &LabNode) -> Vec<OsSt
     .args()
 }
 
-/// Finds program `name`: in `bin_dir`, else next to this executable, else on `PATH`.
-pub fn find_binary(name: &str, bin_dir: Option<&Path>) -> Result<PathBuf, LabError> {
-    let beside = std::env::current_exe()
-        .ok()
-        .and_then(|p| p.parent().map(Path::to_owned))
-        .unwrap_or_default();
-    let mut dirs: Vec<PathBuf> = bin_dir.into_iter().map(Path::to_owned).collect();
-    dirs.push(beside.clone());
-    // Test binaries live in target/debug/deps; the programs are one level up.
-    if beside.file_name().is_some_and(|n| n == "deps") {
-        if let Some(p) = beside.parent() {
-            dirs.push(p.to_owned());
-        }
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        dirs.extend(std::env::split_paths(&path));
-    }
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
-        .ok_or(LabError::NoBinary {
-            name: name.to_owned(),
-            beside,
-        })
-}
-
 /// Creates the cluster CA and the certificates of the lab's nodes that are missing.
 pub fn ensure_certs(layout: &LabLayout, cfg: &LabConfig) -> Result<(), LabError> {
     let peers = cfg
@@ -462,288 +445,6 @@ pub fn ensure_certs(layout: &LabLayout, cfg: &LabConfig) -> Result<(), LabError>
         .map(|(role, id)| PeerId::new(role, &id).map_err(|e| LabError::Other(e.to_string())))
         .collect::<Result<Vec<_>, _>>()?;
     launch::ensure_certs(&layout.certs(), "lab", &peers)
-}
-
-fn run(cmd: &mut Command) -> Result<String, LabError> {
-    let line = format!("{cmd:?}");
-    info!("running {line}");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .map_err(io(format!("running {line}")))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() {
-        return Err(LabError::Command {
-            command: line,
-            status: out.status.to_string(),
-            output: text.trim().to_owned(),
-        });
-    }
-    Ok(text)
-}
-
-/// The devices `wdevc list` reports: (name, path or `-`). Emulated devices are listed
-/// as `NAME emulated PATH|-`, the driver's as `NAME MAJOR:MINOR PATH`.
-fn running_devices(wdevc: &Path) -> Result<Vec<(String, String)>, LabError> {
-    let text = run(Command::new(wdevc).arg("list"))?;
-    Ok(parse_device_list(&text))
-}
-
-fn parse_device_list(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            match f.as_slice() {
-                [name, "emulated", path, ..] => Some(((*name).to_owned(), (*path).to_owned())),
-                [name, majmin, path] if majmin.contains(':') => {
-                    Some(((*name).to_owned(), (*path).to_owned()))
-                }
-                _ => None,
-            }
-        })
-        .collect()
-}
-
-/// The loop devices attached to `image` (`losetup -j`).
-fn loops_of(image: &Path) -> Result<Vec<PathBuf>, LabError> {
-    let text = run(Command::new("losetup").arg("-j").arg(image))?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split_once(':').map(|(d, _)| PathBuf::from(d)))
-        .collect())
-}
-
-/// The block device over `image`: the loop device already attached to it, else a new one.
-fn loop_for(image: &Path) -> Result<PathBuf, LabError> {
-    if let Some(d) = loops_of(image)?.into_iter().next() {
-        return Ok(d);
-    }
-    let text = run(Command::new("losetup")
-        .args(["--find", "--show", "--direct-io=on"])
-        .arg(image))?;
-    Ok(PathBuf::from(text.trim()))
-}
-
-/// The log and data devices the lab's WalB device runs on: the configured ones, else the
-/// images in `dev/` (created when missing), through loop devices for the driver. A log
-/// device without a WalB superblock is formatted (only then: its logs are kept).
-fn lab_devices(
-    layout: &LabLayout,
-    cfg: &LabConfig,
-    wdevc: &Path,
-) -> Result<(PathBuf, PathBuf), LabError> {
-    let (ldev, ddev) = match (&cfg.ldev, &cfg.ddev) {
-        (Some(l), Some(d)) => (l.clone(), d.clone()),
-        (None, None) => {
-            let dev = layout.dir.join("dev");
-            std::fs::create_dir_all(&dev).map_err(io(format!("creating {}", dev.display())))?;
-            for (p, mb) in [(layout.ddev(), cfg.size_mb), (layout.ldev(), cfg.log_mb)] {
-                if std::fs::symlink_metadata(&p).is_err() {
-                    new_image(&p, mb << 20)?;
-                }
-            }
-            if cfg.driver {
-                (loop_for(&layout.ldev())?, loop_for(&layout.ddev())?)
-            } else {
-                (layout.ldev(), layout.ddev())
-            }
-        }
-        _ => {
-            return Err(LabError::Other(
-                "give both --ldev and --ddev, or neither".into(),
-            ))
-        }
-    };
-    let formatted = Command::new(wdevc)
-        .arg("ldev-info")
-        .arg(&ldev)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .map_err(io(format!("running {} ldev-info", wdevc.display())))?
-        .success();
-    if !formatted {
-        run(Command::new(wdevc).args(lab_device(cfg, &ldev, &ddev).format_args()))?;
-    }
-    Ok((ldev, ddev))
-}
-
-/// The lab's WalB device on `ldev` and `ddev`.
-fn lab_device(cfg: &LabConfig, ldev: &Path, ddev: &Path) -> launch::DeviceSpec {
-    launch::DeviceSpec {
-        name: cfg.device.clone(),
-        ldev: ldev.to_owned(),
-        ddev: ddev.to_owned(),
-        emulate: !cfg.driver,
-        no_block: cfg.no_block,
-    }
-}
-
-/// Makes the device images (formatting a new log device) and runs the WalB device:
-/// emulated, or on the kernel driver with `driver`. Returns the WalB device to give
-/// init-storage: its path, else its name.
-pub fn ensure_device(
-    layout: &LabLayout,
-    cfg: &LabConfig,
-    wdevc: &Path,
-) -> Result<String, LabError> {
-    if cfg.driver && !nix::unistd::geteuid().is_root() {
-        return Err(LabError::Other(
-            "the lab on the WalB driver needs root (loop devices, /dev/walb/control)".into(),
-        ));
-    }
-    let find = |list: Vec<(String, String)>| list.into_iter().find(|(n, _)| *n == cfg.device);
-    if find(running_devices(wdevc)?).is_none() {
-        let (ldev, ddev) = lab_devices(layout, cfg, wdevc)?;
-        run(Command::new(wdevc).args(lab_device(cfg, &ldev, &ddev).create_args()))?;
-    }
-    match find(running_devices(wdevc)?) {
-        Some((_, path)) if path != "-" => Ok(path),
-        Some((name, _)) => Ok(name),
-        None => Err(LabError::Other(format!(
-            "the WalB device {} is not running after create-wdev",
-            cfg.device
-        ))),
-    }
-}
-
-/// The pid in a daemon's pid file, if that process still runs this daemon.
-pub fn live_pid(layout: &LabLayout, n: &LabNode) -> Option<i32> {
-    let pid: i32 = std::fs::read_to_string(layout.pid(n))
-        .ok()?
-        .trim()
-        .parse()
-        .ok()?;
-    is_our_daemon(pid, n).then_some(pid)
-}
-
-fn is_our_daemon(pid: i32, n: &LabNode) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // The state follows the parenthesized command name; a zombie has exited.
-    let state = stat
-        .rsplit_once(')')
-        .and_then(|(_, r)| r.split_whitespace().next());
-    if state.is_none() || state == Some("Z") {
-        return false;
-    }
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let prog_ok = args
-        .first()
-        .and_then(|a| {
-            Path::new(std::str::from_utf8(a).ok()?)
-                .file_name()
-                .map(|f| f == n.binary())
-        })
-        .unwrap_or(false);
-    let id_ok = args
-        .windows(2)
-        .any(|w| w[0] == b"--id" && w[1] == n.name.as_bytes());
-    prog_ok && id_ok
-}
-
-/// Starts a daemon detached (its own process group), writes its pid file.
-pub fn spawn_daemon(
-    layout: &LabLayout,
-    cfg: &LabConfig,
-    n: &LabNode,
-    bin_dir: Option<&Path>,
-) -> Result<i32, LabError> {
-    let exe = find_binary(n.binary(), bin_dir)?;
-    // Private, as the daemon would make it (it tightens a looser one, with a warning).
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(layout.base(n))
-        .map_err(io(format!("creating {}", layout.base(n).display())))?;
-    let out = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(files::MODE_PRIVATE)
-        .custom_flags(nix::libc::O_NOFOLLOW)
-        .open(layout.out(n))
-        .map_err(io(format!("opening {}", layout.out(n).display())))?;
-    let err = out
-        .try_clone()
-        .map_err(io(format!("opening {}", layout.out(n).display())))?;
-    use std::os::unix::process::CommandExt;
-    let child = Command::new(&exe)
-        .args(daemon_args(layout, cfg, n))
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .process_group(0)
-        .spawn()
-        .map_err(io(format!("starting {}", exe.display())))?;
-    let pid = i32::try_from(child.id()).map_err(|_| LabError::Other("pid out of range".into()))?;
-    files::write_file(
-        &layout.pid(n),
-        format!("{pid}\n").as_bytes(),
-        files::MODE_PUBLIC,
-        Place::Replace,
-    )
-    .map_err(io(format!("writing {}", layout.pid(n).display())))?;
-    info!(node = %n.name, pid, "started {}", exe.display());
-    // The child is not waited for: it outlives this command.
-    drop(child);
-    Ok(pid)
-}
-
-/// Creates the sparse image `p` of `bytes` (0600), which must not exist yet: written under
-/// a temporary name and linked into place ([`walb_wire::files`]).
-fn new_image(p: &Path, bytes: u64) -> Result<(), LabError> {
-    let mut f =
-        NewFile::create(p, files::MODE_PRIVATE).map_err(io(format!("creating {}", p.display())))?;
-    f.file()
-        .set_len(bytes)
-        .map_err(io(format!("sizing {}", p.display())))?;
-    f.commit(Place::New)
-        .map_err(io(format!("creating {}", p.display())))
-}
-
-fn tail(path: &Path, lines: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let v: Vec<&str> = text.lines().collect();
-    v[v.len().saturating_sub(lines)..].join("\n")
-}
-
-/// Waits until a daemon answers `get host-type`, failing early if its process exits.
-pub async fn wait_answering(
-    client: &Client,
-    layout: &LabLayout,
-    n: &LabNode,
-    timeout: Duration,
-) -> Result<(), LabError> {
-    let t0 = Instant::now();
-    loop {
-        match client.host_type(&n.name).await {
-            Ok(_) => return Ok(()),
-            Err(e) if t0.elapsed() >= timeout => {
-                return Err(LabError::NotUp {
-                    node: n.name.clone(),
-                    why: format!("no answer in {} s: {e}", timeout.as_secs()),
-                    log: layout.log(n),
-                })
-            }
-            Err(_) => {}
-        }
-        if live_pid(layout, n).is_none() {
-            let mut why = tail(&layout.out(n), 5);
-            if why.trim().is_empty() {
-                why = tail(&layout.log(n), 5);
-            }
-            return Err(LabError::NotUp {
-                node: n.name.clone(),
-                why: format!("the process exited: {}", why.trim()),
-                log: layout.log(n),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
 }
 
 /// Makes the certificates that are missing and writes the cluster file: a lab made by an
@@ -973,67 +674,6 @@ pub async fn status(
     Ok(())
 }
 
-fn signal(pid: i32, sig: nix::sys::signal::Signal) -> Result<(), LabError> {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig)
-        .map_err(|e| LabError::Other(format!("sending {sig} to {pid}: {e}")))
-}
-
-async fn wait_exit(layout: &LabLayout, n: &LabNode, timeout: Duration) -> bool {
-    let t0 = Instant::now();
-    while live_pid(layout, n).is_some() {
-        if t0.elapsed() >= timeout {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    true
-}
-
-/// `lab stop NODE` (SIGTERM, wait) or `lab kill NODE` (SIGKILL).
-pub async fn stop_node(
-    layout: &LabLayout,
-    name: &str,
-    kill: bool,
-    timeout: Duration,
-) -> Result<String, LabError> {
-    let n = layout.load_config()?.node(name)?;
-    let Some(pid) = live_pid(layout, &n) else {
-        return Ok(format!("{name} is not running"));
-    };
-    let sig = if kill {
-        nix::sys::signal::Signal::SIGKILL
-    } else {
-        nix::sys::signal::Signal::SIGTERM
-    };
-    signal(pid, sig)?;
-    if wait_exit(layout, &n, timeout).await {
-        Ok(format!("{name} (pid {pid}) stopped by {sig}"))
-    } else {
-        Err(LabError::Other(format!(
-            "{name} (pid {pid}) still runs {} s after {sig} (lab kill {name})",
-            timeout.as_secs()
-        )))
-    }
-}
-
-/// `lab start NODE`: starts a daemon with the lab's arguments and waits until it answers.
-pub async fn start_node(
-    layout: &LabLayout,
-    name: &str,
-    bin_dir: Option<&Path>,
-) -> Result<String, LabError> {
-    let cfg = layout.load_config()?;
-    let n = cfg.node(name)?;
-    if let Some(pid) = live_pid(layout, &n) {
-        return Ok(format!("{name} already running (pid {pid})"));
-    }
-    refresh_cluster(layout, &cfg)?;
-    let pid = spawn_daemon(layout, &cfg, &n, bin_dir.or(cfg.bin_dir.as_deref()))?;
-    let client = lab_client(layout)?;
-    wait_answering(&client, layout, &n, Duration::from_secs(30)).await?;
-    Ok(format!("{name} started (pid {pid}) on {}", n.addr(&cfg)))
-}
-
 /// `lab down`: graceful shutdown of each daemon (SIGKILL after `timeout`), device
 /// deleted; with `purge`, the directory removed.
 pub async fn down(
@@ -1104,6 +744,7 @@ pub async fn down(
 
 #[cfg(test)]
 mod tests {
+    use super::device::parse_device_list;
     use super::*;
 
     fn tmp(name: &str) -> LabLayout {
