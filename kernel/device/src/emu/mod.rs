@@ -36,7 +36,9 @@
 //! Freeze and melt follow the driver's state machine (§5.5), with the transient
 //! CANCELING state while one of them cancels a pending automatic melt.
 
+mod device;
 pub mod disk;
+mod redo;
 mod writer;
 
 use std::collections::VecDeque;
@@ -50,13 +52,12 @@ use bytes::Bytes;
 use tracing::{debug, info, warn};
 
 use crate::lsids::{overflow_at_start, DeviceState, Freeze, LsidSet, Tunables};
-use crate::{DeviceInfo, WalbDevice};
 use walb_kernel::block::{Pbs, LBS, LBS_USIZE};
-use walb_kernel::error::{Error, IoContext, Location, Result};
-use walb_kernel::ldev::{LdevEnd, LdevReader, SuperBlock, SUPER_OFFSET};
-use walb_kernel::logpack::{LogPack, LogPackHeader, RecordKind};
+use walb_kernel::error::{Error, IoContext, Result};
+use walb_kernel::ldev::{SuperBlock, SUPER_OFFSET};
 
 use disk::{Disk, DiskReader, FileDisk};
+use redo::{header_valid, redo};
 pub use writer::WriteStats;
 use writer::{stale_window_pb, ItemIo, WriteQueue, MAX_CHUNK_LB, MAX_DISCARD_LB};
 
@@ -538,117 +539,6 @@ fn flush_limit_pb(cfg: &EmuConfig, pbs: Pbs) -> u64 {
     (u64::from(mb) << 20) / u64::from(pbs.get())
 }
 
-fn header_valid(ldev: &dyn Disk, sb: &SuperBlock, lsid: u64) -> bool {
-    let mut b = vec![0u8; sb.pbs.bytes()];
-    ldev.read_at(&mut b, sb.offset_of_lsid(lsid)).is_ok()
-        && LogPackHeader::parse(&b, sb.pbs, sb.salt, Some(lsid)).is_ok_and(|h| h.n_records() > 0)
-}
-
-fn write_ring(ldev: &dyn Disk, sb: &SuperBlock, lsid: u64, bytes: &[u8]) -> Result<()> {
-    let pbs = sb.pbs.bytes();
-    let mut done = 0usize;
-    let mut l = lsid;
-    while done < bytes.len() {
-        let room = ((sb.ring_buffer_size - l % sb.ring_buffer_size) as usize).saturating_mul(pbs);
-        let n = room.min(bytes.len() - done);
-        let off = sb.offset_of_lsid(l);
-        ldev.write_at(&bytes[done..done + n], off)
-            .ctx(|| format!("writing lsid {l} at byte offset {off} of the log device"))?;
-        done += n;
-        l += (n / pbs) as u64;
-    }
-    Ok(())
-}
-
-/// Redo at open (walb-driver.md §5.3); updates and syncs the superblock.
-fn redo(
-    ldev: &dyn Disk,
-    ddev: &dyn Disk,
-    sb: &mut SuperBlock,
-    limit_pb: u64,
-) -> Result<RedoReport> {
-    let begin = sb.written_lsid;
-    let size_lb = sb.device_size;
-    let mut rep = RedoReport {
-        begin,
-        end: begin,
-        ..Default::default()
-    };
-    let reader = DiskReader(ldev);
-    let mut rd = LdevReader::new(&reader, sb.clone(), begin, LdevEnd::Scan, true)?;
-    let mut last: Option<LogPack> = None;
-    while let Some(p) = rd.next_pack()? {
-        for (i, r) in p.header.records.iter().enumerate() {
-            let kind = r.kind();
-            if kind == RecordKind::Padding {
-                continue;
-            }
-            if r.offset
-                .checked_add(u64::from(r.io_size))
-                .is_none_or(|e| e > size_lb)
-            {
-                return Err(Error::corrupt(
-                    "log record",
-                    Location::Record {
-                        index: i,
-                        pack: p.header.logpack_lsid,
-                        lsid: true,
-                    },
-                    format!(
-                        "IO of {} blocks at {} is past the device end {size_lb}",
-                        r.io_size, r.offset
-                    ),
-                ));
-            }
-            let off = r.offset * u64::from(LBS);
-            if kind == RecordKind::Discard {
-                ddev.discard(off, u64::from(r.io_size) * u64::from(LBS))
-                    .ctx(|| format!("redo: discarding at {off} on the data device"))?;
-            } else if let Some(d) = p.record_data(i) {
-                ddev.write_at(&d, off)
-                    .ctx(|| format!("redo: writing at {off} on the data device"))?;
-            }
-        }
-        rep.packs += 1;
-        last = Some(p);
-    }
-    rep.end = rd.end_lsid();
-    if let Some(mut p) = last {
-        // A torn last pack comes back cut: rewrite its header in place.
-        let lsid = p.header.logpack_lsid;
-        let mut on_disk = vec![0u8; sb.pbs.bytes()];
-        ldev.read_at(&mut on_disk, sb.offset_of_lsid(lsid))
-            .ctx(|| format!("reading the header at lsid {lsid}"))?;
-        let cut = p.header.to_block();
-        if cut != on_disk {
-            write_ring(ldev, sb, lsid, &cut)?;
-            ldev.sync().ctx(|| "syncing the log device".into())?;
-            rep.cut = true;
-        }
-    }
-    // Packs written after the end but never flushed may have survived out of order: zero
-    // the blocks a later pack could end on, without touching logs still in the ring.
-    let used = rep.end - sb.oldest_lsid;
-    if used < sb.ring_buffer_size {
-        let window = stale_window_pb(limit_pb, sb.pbs).min(sb.ring_buffer_size - used);
-        let zero = vec![0u8; sb.pbs.bytes() * window.min(256) as usize];
-        let mut l = rep.end;
-        while l < rep.end + window {
-            let n = (rep.end + window - l).min(window.min(256));
-            let n = n.min(sb.ring_buffer_size - l % sb.ring_buffer_size);
-            write_ring(ldev, sb, l, &zero[..n as usize * sb.pbs.bytes()])?;
-            l += n;
-        }
-    }
-    ddev.sync().ctx(|| "syncing the data device".into())?;
-    sb.written_lsid = rep.end;
-    let block = sb.to_block();
-    ldev.write_at(&block, SUPER_OFFSET)
-        .ctx(|| "writing the superblock".into())?;
-    ldev.sync().ctx(|| "syncing the log device".into())?;
-    Ok(rep)
-}
-
 fn ticker(weak: Weak<Shared>) {
     loop {
         let Some(sh) = weak.upgrade() else { return };
@@ -916,205 +806,5 @@ impl Shared {
         }
         g.st.handle_checkpoint_done(l.written, now);
         Ok(())
-    }
-}
-
-impl WalbDevice for Emulator {
-    fn info(&self) -> Result<DeviceInfo> {
-        let g = self.lock();
-        Ok(DeviceInfo {
-            name: self.shared.name.clone(),
-            size_lb: g.sb.device_size,
-            pbs: g.sb.pbs.get(),
-            ldev_path: self.shared.ldev_path.clone(),
-            ddev_path: self.shared.ddev_path.clone(),
-            wdev_path: None,
-            emulated: true,
-        })
-    }
-
-    fn lsids(&self) -> Result<LsidSet> {
-        Ok(self.lock().st.lsids())
-    }
-
-    fn set_oldest_lsid(&self, lsid: u64) -> Result<()> {
-        let mut g = self.lock();
-        if g.st.check_set_oldest(lsid)? && !header_valid(&*self.shared.ldev, &g.sb, lsid) {
-            return Err(Error::Invalid(format!(
-                "set-oldest-lsid {lsid}: no valid log pack starts there"
-            )));
-        }
-        g.st.set_oldest(lsid);
-        self.shared.checkpoint(&mut g, true)
-    }
-
-    fn take_checkpoint(&self) -> Result<()> {
-        let sh = &*self.shared;
-        let _serial = sh.serialize();
-        let mut g = self.lock();
-        if g.closed {
-            return Err(Error::Invalid("the device is closed".into()));
-        }
-        sh.sync_and_apply(&mut g)?;
-        sh.checkpoint(&mut g, false)
-    }
-
-    fn checkpoint_interval_ms(&self) -> Result<u32> {
-        Ok(self.lock().st.tunables().checkpoint_interval.as_millis() as u32)
-    }
-
-    fn set_checkpoint_interval_ms(&self, ms: u32) -> Result<()> {
-        self.lock()
-            .st
-            .set_checkpoint_interval(Duration::from_millis(ms.into()), Instant::now())
-    }
-
-    fn log_usage(&self) -> Result<u64> {
-        Ok(self.lock().st.usage())
-    }
-
-    fn log_capacity(&self) -> Result<u64> {
-        Ok(self.lock().st.capacity())
-    }
-
-    fn is_overflow(&self) -> Result<bool> {
-        Ok(self.lock().st.is_overflow())
-    }
-
-    fn reset_wal(&self) -> Result<()> {
-        let sh = &*self.shared;
-        let _serial = sh.serialize();
-        let mut g = self.lock();
-        if g.closed {
-            return Err(Error::Invalid("the device is closed".into()));
-        }
-        // Deep freeze: no new batch is admitted; the one being written finishes.
-        g.st.begin_reset()?;
-        g = sh.wait_no_batch_in_flight(g);
-        let r = (|| -> Result<SuperBlock> {
-            sh.sync_and_apply(&mut g)?;
-            sh.ddev.sync().ctx(|| "flushing the data device".into())?;
-            let mut sb = g.sb.clone();
-            let ldev_pb =
-                sh.ldev.size().ctx(|| "sizing the log device".into())? / u64::from(sb.pbs.get());
-            let ring = ldev_pb.saturating_sub(sb.ring_offset_pb());
-            if ring < sb.ring_buffer_size {
-                return Err(Error::Invalid(format!(
-                    "the log device shrank: ring of {ring} blocks < {}",
-                    sb.ring_buffer_size
-                )));
-            }
-            sb.ring_buffer_size = ring;
-            sb.salt = rand::random();
-            sb.uuid = rand::random();
-            sb.oldest_lsid = 0;
-            sb.written_lsid = 0;
-            let block = sb.to_block();
-            sh.ldev
-                .write_at(&block, SUPER_OFFSET)
-                .ctx(|| "writing the superblock".into())?;
-            write_ring(&*sh.ldev, &sb, 0, &vec![0u8; sb.pbs.bytes()])?;
-            sh.ldev.sync().ctx(|| "syncing the log device".into())?;
-            Ok(sb)
-        })();
-        let now = Instant::now();
-        match r {
-            Ok(sb) => {
-                g.st.end_reset(Some(sb.ring_buffer_size), now);
-                g.sb = sb;
-                g.pending.clear();
-                sh.wq_cond.notify_all();
-                Ok(())
-            }
-            Err(e) => {
-                g.st.end_reset(None, now);
-                sh.wq_cond.notify_all();
-                Err(e)
-            }
-        }
-    }
-
-    fn freeze(&self, timeout_s: u32) -> Result<()> {
-        // As the driver: cancel a pending auto-melt (CANCELING meanwhile), then freeze.
-        self.cancel_melt();
-        let sh = &*self.shared;
-        let _serial = sh.serialize();
-        let mut g = self.lock();
-        if g.closed {
-            return Err(Error::Invalid("the device is closed".into()));
-        }
-        let was_melted = g.st.freeze_state() == Freeze::Melted;
-        g.st.freeze(Duration::from_secs(timeout_s.into()), Instant::now())?;
-        if !was_melted {
-            return Ok(());
-        }
-        // Drain: the batch being written finishes and every logged write reaches the data
-        // device (latest == written); queued writes wait for the melt.
-        g = sh.wait_no_batch_in_flight(g);
-        sh.sync_and_apply(&mut g)
-    }
-
-    fn melt(&self) -> Result<()> {
-        self.cancel_melt();
-        let mut g = self.lock();
-        g.st.melt(Instant::now())?;
-        self.shared.wq_cond.notify_all();
-        Ok(())
-    }
-
-    fn is_frozen(&self) -> Result<bool> {
-        Ok(self.lock().st.is_frozen())
-    }
-
-    fn resize(&self, size_lb: u64) -> Result<()> {
-        let mut g = self.lock();
-        let ddev_lb = self
-            .shared
-            .ddev
-            .size()
-            .ctx(|| "sizing the data device".into())?
-            / u64::from(LBS);
-        let new = if size_lb == 0 { ddev_lb } else { size_lb };
-        let cur = g.sb.device_size;
-        if new < cur {
-            return Err(Error::Invalid(format!(
-                "resize to {new} blocks: shrinking ({cur} now) is not supported"
-            )));
-        }
-        if new > ddev_lb {
-            return Err(Error::Invalid(format!(
-                "resize to {new} blocks: the data device has only {ddev_lb} (grow it first)"
-            )));
-        }
-        if new == cur {
-            return Ok(());
-        }
-        g.sb.device_size = new;
-        self.shared.checkpoint(&mut g, true)
-    }
-
-    fn is_flush_capable(&self) -> Result<bool> {
-        Ok(true)
-    }
-
-    /// Woken on the driver's notify edge (the first permanent log after an empty log)
-    /// and on close; otherwise it looks again every [`PERMANENT_RECHECK`], so a return
-    /// can lag an advance that was not an edge by up to that long.
-    fn wait_for_permanent(&self, after: u64, timeout: Duration) -> Result<u64> {
-        let deadline = Instant::now() + timeout;
-        let mut g = self.lock();
-        loop {
-            let p = g.st.lsids().permanent;
-            let now = Instant::now();
-            if p > after || now >= deadline || g.closed {
-                return Ok(p);
-            }
-            g = self
-                .shared
-                .perm_cond
-                .wait_timeout(g, (deadline - now).min(PERMANENT_RECHECK))
-                .map(|(g, _)| g)
-                .unwrap_or_else(|p| p.into_inner().0);
-        }
     }
 }
