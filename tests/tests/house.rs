@@ -15,18 +15,15 @@ const FN_MAX: usize = 100;
 const KNOWN_CIRCLES: &[&str] = &[];
 
 /// Files over [`FILE_MAX`] lines known today.
-const KNOWN_LONG_FILES: &[&str] = &[
-];
+const KNOWN_LONG_FILES: &[&str] = &[];
 
 /// Functions over [`FN_MAX`] lines known today (tables among them).
 const KNOWN_LONG_FNS: &[&str] = &[
     "console/src/tui/dump.rs::lines",
     "console/src/tui/input.rs::normal_key",
     "console/src/tui/loss.rs::loss",
-    "console/src/tui/view/cluster.rs::draw",
     "console/src/tui/view/diffs.rs::draw",
     "console/src/tui/view/overlay.rs::draw",
-    "console/src/tui/view/volumes.rs::draw",
     "daemon/src/storage/query.rs::Storage::query",
     "kernel/core/src/diff/pipeline.rs::compress_ordered",
     "kernel/core/src/logpack.rs::LogPackHeader::parse",

@@ -33,6 +33,12 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
     let table_h = (visible.len() as u16 + 3).clamp(4, area.height.saturating_sub(4).max(4));
     let [top, bottom] =
         Layout::vertical([Constraint::Length(table_h), Constraint::Min(0)]).areas(area);
+    draw_nodes(m, &t, &visible, f, top);
+    draw_details(m, &t, f, bottom);
+}
+
+/// The nodes' table, the selected one highlighted.
+fn draw_nodes(m: &Model, t: &Theme, visible: &[usize], f: &mut Frame, top: Rect) {
     let sel = m.sel[View::Cluster.index()].min(visible.len().saturating_sub(1));
     let rows_h = top.height.saturating_sub(3) as usize;
     let first = offset(sel, rows_h);
@@ -93,7 +99,10 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
         }
     )));
     f.render_widget(table, top);
+}
 
+/// The selected node: its address, reach, backup group and status lines.
+fn draw_details(m: &Model, t: &Theme, f: &mut Frame, bottom: Rect) {
     let Some(n) = m.selected_node() else { return };
     let mut lines = vec![Line::from(vec![
         Span::styled(format!("{} ", n.name), t.title()),

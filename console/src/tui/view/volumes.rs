@@ -88,20 +88,7 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
         Constraint::Length(FLAGS_W),
         Constraint::Min(LAG_W),
     ]);
-    let mut head: Vec<Cell> = vec![Cell::from("VOL")];
-    for (k, i) in shown.iter().enumerate() {
-        let n = &m.nodes[*i];
-        let mut name = clip(&n.name, NODE_COL as usize - 1);
-        if k == 0 && first_col > 0 {
-            name = format!("◀{}", clip(&n.name, NODE_COL as usize - 2));
-        }
-        if k + 1 == shown.len() && first_col + ncols < m.nodes.len() {
-            name = format!("{}▶", clip(&n.name, NODE_COL as usize - 2));
-        }
-        let style = if *i == m.col { t.cursor() } else { t.header() };
-        head.push(Cell::from(Span::styled(name, style)));
-    }
-    head.extend([Cell::from("LOG"), Cell::from("!"), Cell::from("LAG")]);
+    let head = header(m, &t, &shown, first_col, ncols);
     let rows_h = top.height.saturating_sub(3) as usize;
     let start = offset(sel, rows_h);
     let rows: Vec<Row> = vols
@@ -163,7 +150,11 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
         .column_spacing(1)
         .block(Block::default().borders(Borders::ALL).title(title));
     f.render_widget(table, top);
+    draw_detail(m, &t, &vols, sel, f, bottom);
+}
 
+/// The selected volume's detail lines, one per node that has something to say.
+fn draw_detail(m: &Model, t: &Theme, vols: &[&str], sel: usize, f: &mut Frame, bottom: Rect) {
     let Some(name) = vols.get(sel) else {
         let p = Paragraph::new("no volumes known yet")
             .block(Block::default().borders(Borders::ALL).title(" volume "));
@@ -187,6 +178,32 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
             .title(format!(" {name} ")),
     );
     f.render_widget(p, bottom);
+}
+
+/// The header row: VOL, the nodes shown (arrows where more are off screen; the cursor's
+/// column marked), LOG, flags and LAG.
+fn header<'a>(
+    m: &'a Model,
+    t: &Theme,
+    shown: &[usize],
+    first_col: usize,
+    ncols: usize,
+) -> Vec<Cell<'a>> {
+    let mut head: Vec<Cell> = vec![Cell::from("VOL")];
+    for (k, i) in shown.iter().enumerate() {
+        let n = &m.nodes[*i];
+        let mut name = clip(&n.name, NODE_COL as usize - 1);
+        if k == 0 && first_col > 0 {
+            name = format!("◀{}", clip(&n.name, NODE_COL as usize - 2));
+        }
+        if k + 1 == shown.len() && first_col + ncols < m.nodes.len() {
+            name = format!("{}▶", clip(&n.name, NODE_COL as usize - 2));
+        }
+        let style = if *i == m.col { t.cursor() } else { t.header() };
+        head.push(Cell::from(Span::styled(name, style)));
+    }
+    head.extend([Cell::from("LOG"), Cell::from("!"), Cell::from("LAG")]);
+    head
 }
 
 /// The detail lines of a volume: one per node that has something to say. Lines with a
