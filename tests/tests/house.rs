@@ -19,7 +19,6 @@ const KNOWN_LONG_FILES: &[&str] = &[];
 
 /// Functions over [`FN_MAX`] lines known today (tables among them).
 const KNOWN_LONG_FNS: &[&str] = &[
-    "console/src/tui/dump.rs::lines",
     "console/src/tui/input.rs::normal_key",
     "console/src/tui/loss.rs::loss",
     "console/src/tui/view/diffs.rs::draw",

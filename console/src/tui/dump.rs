@@ -93,6 +93,14 @@ pub fn lines(m: &Model) -> Vec<String> {
             out.extend(d.into_iter().map(|(_, l)| format!("  {l}")));
         }
     }
+    out.extend(task_lines(m));
+    out
+}
+
+/// The running tasks' table (nothing when none runs), then the warnings and errors of the
+/// log.
+fn task_lines(m: &Model) -> Vec<String> {
+    let mut out = Vec::new();
     let tasks: Vec<_> = m.tasks.iter().filter(|t| t.running()).collect();
     if !tasks.is_empty() {
         out.push(String::new());
