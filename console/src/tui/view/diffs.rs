@@ -12,7 +12,7 @@ use ratatui::Frame;
 
 use super::{offset, size, Theme};
 use crate::exec::output::{meta_state_str, snap_str, time_iso};
-use crate::tui::model::{DiffsFocus, Model, View};
+use crate::tui::model::{ArchiveVol, DiffsFocus, Model, View};
 
 /// Draws the view.
 pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
@@ -53,8 +53,12 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
     } else {
         Layout::vertical([Constraint::Percentage(55), Constraint::Percentage(45)]).areas(lists)
     };
+    draw_diff_list(m, &t, av, f, left);
+    draw_restorable(m, &t, av, f, right);
+}
 
-    // Diffs.
+/// The archive's diffs, the marked range for a merge highlighted.
+fn draw_diff_list(m: &Model, t: &Theme, av: Option<&ArchiveVol>, f: &mut Frame, left: Rect) {
     let diffs = av.and_then(|a| a.diffs.as_ref());
     let n = diffs.map_or(0, Vec::len);
     let sel = m.sel[View::Diffs.index()].min(n.saturating_sub(1));
@@ -123,8 +127,11 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
     .column_spacing(1)
     .block(block);
     f.render_widget(table, left);
+}
 
-    // Restorable snapshots.
+/// The archive's restorable snapshots, with the path of each one restored.
+fn draw_restorable(m: &Model, t: &Theme, av: Option<&ArchiveVol>, f: &mut Frame, right: Rect) {
+    let focus_d = m.diffs_focus == DiffsFocus::Diffs;
     let snaps = av.and_then(|a| a.restorable.as_ref());
     let n = snaps.map_or(0, Vec::len);
     let ssel = m.snap_sel.min(n.saturating_sub(1));
