@@ -383,7 +383,8 @@ pub const UNSAFE_CRATE: &str = "kernel/device";
 /// `#![deny(unsafe_code)]` —, or an `#[allow(unsafe_code)]` anywhere but that root.
 pub fn unsafe_rule(ws: &Path) -> Result<Vec<String>> {
     let mut bad = Vec::new();
-    for r in roots(ws)? {
+    let roots = roots(ws)?;
+    for r in &roots {
         let mut files: Vec<PathBuf> = ["lib.rs", "main.rs"]
             .iter()
             .map(|f| r.dir.join(f))
@@ -412,7 +413,7 @@ pub fn unsafe_rule(ws: &Path) -> Result<Vec<String>> {
         }
     }
     let allowed = ws.join(UNSAFE_CRATE).join("src").join("lib.rs");
-    let mut stack: Vec<PathBuf> = roots(ws)?.into_iter().map(|r| r.dir).collect();
+    let mut stack: Vec<PathBuf> = roots.into_iter().map(|r| r.dir).collect();
     while let Some(d) = stack.pop() {
         for e in std::fs::read_dir(&d).with_context(|| format!("{}", d.display()))? {
             let p = e?.path();

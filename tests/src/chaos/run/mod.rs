@@ -218,6 +218,14 @@ pub fn run(plan: Plan, opts: Options) -> Result<Report> {
     Ok(report)
 }
 
+/// How an operator's step went, for the log: `ok WHAT`, or `failed: ERROR` on one line.
+fn outcome(r: &Result<String>) -> String {
+    match r {
+        Ok(how) => format!("ok {how}"),
+        Err(e) => format!("failed: {}", format!("{e:#}").replace('\n', " | ")),
+    }
+}
+
 fn sha256_prefix(path: &Path, size: u64) -> Result<String> {
     use std::io::Read;
     let f = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
@@ -348,11 +356,7 @@ impl Chaos {
             if r.is_ok() {
                 self.counts.watched += 1;
             }
-            let what = match r {
-                Ok(how) => format!("ok {how}"),
-                Err(e) => format!("failed: {}", format!("{e:#}").replace('\n', " | ")),
-            };
-            self.note(format!("watch: {v} overflowed at {s}: {what}"));
+            self.note(format!("watch: {v} overflowed at {s}: {}", outcome(&r)));
         }
         self.kick_all();
     }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Result};
 
 use super::super::topology::World;
-use super::{Chaos, ARCHIVE_STEADY};
+use super::{outcome, Chaos, ARCHIVE_STEADY};
 
 impl Chaos {
     /// Brings volume `i` back to Target (storage), Archived (a0) and Started (proxies)
@@ -211,10 +211,7 @@ impl Chaos {
                 self.counts.repairs += 1;
                 self.note(format!(
                     "repair: {v} overflowed at {s} after the faults stopped ({e:#}): {}",
-                    match &how {
-                        Ok(h) => format!("ok {h}"),
-                        Err(e) => format!("{e:#}"),
-                    }
+                    outcome(&how)
                 ));
                 how?;
                 self.kick_all();
