@@ -18,6 +18,7 @@ pub const ID_LEN_MAX: usize = 64;
 
 /// What a peer is in the cluster; decides what it may ask (see [`crate::auth`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub enum Role {
     /// An archive server: keeps base images and diffs, replicates to other archives.
     Archive,

@@ -31,21 +31,30 @@ mod dto;
 mod error;
 mod event;
 mod query;
+mod report;
+mod state;
 mod sync;
+pub mod text;
 
 pub use command::*;
 pub use dto::*;
 pub use error::*;
 pub use event::*;
 pub use query::*;
+pub use report::*;
+pub use state::*;
 pub use sync::*;
 
-/// The protocol version this build speaks best (version 3 added the queue for foreground
-/// slots: [`Step::Queued`] before a reply and [`Event::Queue`], sent only on connections
-/// that speak 3; nothing a version-2 peer sends or receives changed, so 2 is still spoken).
-pub const PROTOCOL_VERSION: u16 = 3;
+/// The protocol version this build speaks best. Version 3 added the queue for foreground
+/// slots ([`Step::Queued`] before a reply and [`Event::Queue`]); version 4 the typed
+/// answers (the [`Reply`] variants after [`Reply::Version`]: states, status, ts-delta, log
+/// usage and the rest). Each is sent only on connections that speak its version, and
+/// nothing an older peer sends or receives changed, so 2 and 3 are still spoken.
+pub const PROTOCOL_VERSION: u16 = 4;
 /// The first protocol version with [`Step::Queued`] and [`Event::Queue`].
 pub const PROTOCOL_VERSION_QUEUE: u16 = 3;
+/// The first protocol version with typed answers ([`Reply::for_version`]).
+pub const PROTOCOL_VERSION_TYPED: u16 = 4;
 /// The oldest protocol version this build still speaks (version 2 added peer bindings:
 /// `Command::Bind`, `Query::Peers`, the destination's id in a `replicate`; a version-1 peer
 /// is told to upgrade).
@@ -216,6 +225,56 @@ pub enum Reply {
         /// Protocol version in use.
         protocol: u16,
     },
+    // Protocol 4: the typed answers. A peer that speaks less gets them as the
+    // `Lines` or `Text` they render to ([`Reply::for_version`]).
+    /// A volume's state (`get state`).
+    State(VolumeState),
+    /// `status` of a daemon or of one volume.
+    Status(Status),
+    /// `get ts-delta`.
+    TsDelta(Vec<TsDeltaRow>),
+    /// `get log-usage`.
+    LogUsage(Vec<LogUsageRow>),
+    /// `get all-actions`.
+    Actions(Vec<VolActions>),
+    /// `get base-all`.
+    Bases(Vec<VolBase>),
+    /// `get num-diff` / `total-diff-size`.
+    DiffStats(DiffStats),
+    /// `get restored`.
+    Restored(Vec<RestoredImage>),
+    /// `archive-info get`.
+    ArchiveInfo(ArchiveDest),
+    /// `get host-type`.
+    HostType(crate::Role),
+    /// Names: volumes, a proxy volume's archives, cold snapshots.
+    Names(Vec<String>),
+}
+
+impl Reply {
+    /// This reply in the form a peer speaking `version` knows: the typed answers of
+    /// protocol 4 become the lines (or the one line) they render to; everything else
+    /// is unchanged. Called on every reply a daemon sends.
+    pub fn for_version(self, version: u16) -> Reply {
+        if version >= PROTOCOL_VERSION_TYPED {
+            return self;
+        }
+        let lines = |v: Vec<String>| Reply::Lines(v);
+        match self {
+            Reply::State(s) => Reply::Text(s.name().to_owned()),
+            Reply::Status(s) => lines(s.lines()),
+            Reply::TsDelta(r) => lines(r.iter().map(TsDeltaRow::line).collect()),
+            Reply::LogUsage(r) => lines(r.iter().map(LogUsageRow::line).collect()),
+            Reply::Actions(r) => lines(r.iter().map(VolActions::line).collect()),
+            Reply::Bases(r) => lines(r.iter().map(VolBase::line).collect()),
+            Reply::DiffStats(d) => lines(d.lines()),
+            Reply::Restored(r) => lines(r.iter().map(RestoredImage::line).collect()),
+            Reply::ArchiveInfo(d) => Reply::Text(d.line()),
+            Reply::HostType(r) => Reply::Text(r.as_str().to_owned()),
+            Reply::Names(n) => lines(n),
+            other => other,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -255,6 +314,50 @@ mod tests {
         assert_eq!(failed.since_version(), PROTOCOL_VERSION_MIN);
         const { assert!(PROTOCOL_VERSION_MIN < PROTOCOL_VERSION_QUEUE) };
         assert_eq!(queue.vol(), Some("v"));
+    }
+
+    /// Protocol 4 only appended variants to [`Reply`]; a peer speaking 3 or less is never
+    /// sent one of them (property: every reply, downgraded, encodes to a variant it knows),
+    /// and what it gets are the lines the typed answer renders to.
+    #[test]
+    fn protocol_4_appends_typed_answers_and_downgrades_them() {
+        let first = |v: &dyn erased::Enc| v.first_byte();
+        let version = Reply::Version {
+            software: "x".into(),
+            protocol: 4,
+        };
+        assert_eq!(first(&version), 13);
+        let state = Reply::State(VolumeState::Archive(ArchiveState::Archived));
+        assert_eq!(first(&state), 14);
+        assert_eq!(state.clone().for_version(3), Reply::Text("Archived".into()));
+        assert_eq!(state.clone().for_version(4), state);
+        let stats = Reply::DiffStats(DiffStats {
+            num: 3,
+            total_size: 99,
+        });
+        assert_eq!(
+            stats.for_version(2),
+            Reply::Lines(vec!["num_diff:3".into(), "total_diff_size:99".into()])
+        );
+        std::thread::Builder::new()
+            .stack_size(256 << 20)
+            .spawn(move || {
+                let mut runner =
+                    proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(256));
+                runner
+                    .run(&any::<Reply>(), |r| {
+                        for v in [PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_QUEUE] {
+                            let old = r.clone().for_version(v);
+                            prop_assert!(first(&old) <= 13, "{old:?} sent to a v{v} peer");
+                        }
+                        prop_assert_eq!(r.clone().for_version(PROTOCOL_VERSION), r);
+                        Ok(())
+                    })
+                    .unwrap();
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 
     mod erased {
@@ -339,8 +442,8 @@ mod tests {
     fn hello_encoding_is_frozen() {
         let h = Hello::ours("x");
         let bytes = postcard::to_stdvec(&h).unwrap();
-        // Versions 2..=3, then the software string.
-        assert_eq!(bytes, [b'W', b'A', b'L', b'B', 2, 3, 1, b'x']);
+        // Versions 2..=4, then the software string.
+        assert_eq!(bytes, [b'W', b'A', b'L', b'B', 2, 4, 1, b'x']);
     }
 
     #[test]

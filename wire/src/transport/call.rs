@@ -204,6 +204,7 @@ impl Call {
                 step_timeout: wire.step_timeout,
                 watchdog: Watchdog::default(),
                 _slot: None,
+                version: crate::msg::PROTOCOL_VERSION,
             },
             receiver: CallReceiver {
                 recv,
@@ -288,6 +289,9 @@ pub struct CallSender {
     watchdog: Watchdog,
     /// The quota unit of a served call, shared with the receiver.
     _slot: Option<Arc<Slot>>,
+    /// The connection's protocol version: replies are sent in the form it knows
+    /// ([`Reply::for_version`]).
+    pub(super) version: u16,
 }
 
 impl CallSender {
@@ -298,7 +302,8 @@ impl CallSender {
 
     /// Sends a reply.
     pub async fn reply(&mut self, reply: Reply) -> Result<(), Error> {
-        self.send(&Message::Reply(reply)).await
+        self.send(&Message::Reply(reply.for_version(self.version)))
+            .await
     }
 
     /// Sends a protocol step.

@@ -592,7 +592,8 @@ async fn serve_connection(
     debug!(%remote, %peer, version, "peer connected");
     loop {
         let (send, recv) = conn.accept_bi().await.map_err(conn_err)?;
-        let call = Call::new(send, recv, peer.clone(), &inner.wire, End::Served)?;
+        let mut call = Call::new(send, recv, peer.clone(), &inner.wire, End::Served)?;
+        call.sender.version = version;
         tokio::spawn(serve_stream(inner.clone(), call, version, calls.clone()));
     }
 }
