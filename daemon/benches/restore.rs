@@ -441,11 +441,10 @@ impl Restored {
 /// Whether `gid` is listed as restored; its path.
 async fn restored_path(op: &Peer, gid: u64) -> Result<Option<PathBuf>> {
     match query(op, Query::Restored { vol: VOL.into() }).await {
-        Reply::Lines(l) => Ok(l
+        Reply::Restored(l) => Ok(l
             .iter()
-            .filter_map(|s| s.split_once(' '))
-            .find(|(g, _)| g.parse::<u64>().ok() == Some(gid))
-            .map(|(_, p)| PathBuf::from(p))),
+            .find(|r| r.gid == gid)
+            .map(|r| PathBuf::from(&r.path))),
         r => bail!("restored: {r:?}"),
     }
 }

@@ -74,31 +74,16 @@ pub fn state_from_dto(d: &MetaStateDto) -> Result<MetaState, WireError> {
     }
 }
 
-/// One `get ts-delta` line (LTSV, walb-tools' fields; pure): `vol`'s latest snapshot
-/// here (`gid`, `ts`) against the destination's (`dest_snap`: gid and timestamp; `-`
-/// when not known), the delta in seconds.
-pub fn ts_delta_line(
-    vol: &str,
-    dest: &str,
-    kind: &str,
-    dest_kind: &str,
-    gid: u64,
-    ts: u64,
-    dest_snap: Option<(u64, u64)>,
-) -> String {
-    use walb_kernel::meta::timestamp::format_pretty;
-    let (dest_gid, dest_ts, delta) = match dest_snap {
-        Some((g, t)) => (
-            g.to_string(),
-            format_pretty(t),
-            ts.saturating_sub(t).to_string(),
-        ),
-        None => ("-".to_owned(), "-".to_owned(), "-".to_owned()),
-    };
-    format!(
-        "name:{vol}\tdest:{dest}\tkind:{kind}\tdest_kind:{dest_kind}\tgid:{gid}\tts:{}\tdest_gid:{dest_gid}\tdest_ts:{dest_ts}\tts_delta:{delta}",
-        format_pretty(ts)
-    )
+/// The stop flag as it travels.
+pub fn stop_flag(s: crate::state::StopState) -> walb_wire::msg::StopFlag {
+    use crate::state::StopState as S;
+    use walb_wire::msg::StopFlag as F;
+    match s {
+        S::NotStopping => F::NotStopping,
+        S::WaitingForEmpty => F::WaitingForEmpty,
+        S::Stopping => F::Stopping,
+        S::ForceStopping => F::ForceStopping,
+    }
 }
 
 #[cfg(test)]

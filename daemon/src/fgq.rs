@@ -168,21 +168,16 @@ impl FgSlots {
         self.slots - self.running()
     }
 
-    /// The status lines of the queue: one per task in line, first first
-    /// (`queued VOL OP by PEER: N ahead, waiting S s`).
-    pub fn status_lines(&self) -> Vec<String> {
+    /// The tasks in line for the status, first first.
+    pub fn waiting(&self) -> Vec<walb_wire::msg::FgWaiting> {
         self.line()
             .waiting
             .iter()
-            .enumerate()
-            .map(|(i, q)| {
-                format!(
-                    "queued {} {} by {}: {i} ahead, waiting {} s",
-                    q.vol,
-                    q.op,
-                    q.peer,
-                    q.since.elapsed().as_secs()
-                )
+            .map(|q| walb_wire::msg::FgWaiting {
+                vol: q.vol.clone(),
+                op: q.op.clone(),
+                peer: q.peer.clone(),
+                waiting_s: q.since.elapsed().as_secs(),
             })
             .collect()
     }

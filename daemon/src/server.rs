@@ -165,7 +165,7 @@ pub async fn serve<H: Handler>(ctx: Arc<Ctx>, handler: Arc<H>) -> Result<()> {
 /// Answers the calls every role answers alike; passes the rest back.
 async fn common_answer(ctx: &Arc<Ctx>, incoming: IncomingCall) -> Option<IncomingCall> {
     let reply = match &incoming.request {
-        Request::Query(Query::HostType) => Reply::Text(ctx.role.as_str().to_owned()),
+        Request::Query(Query::HostType) => Reply::HostType(ctx.role),
         Request::Query(Query::Pid) => Reply::Number(u64::from(std::process::id())),
         Request::Query(Query::Version) => Reply::Version {
             software: format!("walb-{} {}", ctx.role, env!("CARGO_PKG_VERSION")),

@@ -179,7 +179,7 @@ async fn full_backup_makes_a_sparse_base_equal_to_the_source() {
     assert_eq!(latest[0].gid, Some(0));
     assert_eq!(
         query(&e.op, Query::Vols).await,
-        Reply::Lines(vec![VOL.to_owned()])
+        Reply::Names(vec![VOL.to_owned()])
     );
 
     // A second full backup needs SyncReady.
@@ -810,7 +810,7 @@ async fn stop_reset_and_clear_follow_the_state_machine() {
     );
     assert_eq!(state(&e.op, VOL).await, "Clear");
     assert!(!dir.exists());
-    assert_eq!(query(&e.op, Query::Vols).await, Reply::Lines(vec![]));
+    assert_eq!(query(&e.op, Query::Vols).await, Reply::Names(vec![]));
     init_vol(&e.op, VOL).await;
     assert_eq!(state(&e.op, VOL).await, "SyncReady");
     e.a.stop().await;

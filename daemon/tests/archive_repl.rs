@@ -177,9 +177,10 @@ async fn a_full_copy_then_diff_rounds_give_the_destination_the_same_snapshots_an
     assert_eq!(gids(&restorable(&t.op1, VOL, false).await), src);
     assert_eq!(src.last(), Some(&3));
     // a0 tells where a1 stood after it (get ts-delta).
-    let Reply::Lines(l) = query(&t.p0.op, Query::TsDelta).await else {
+    let Reply::TsDelta(rows) = query(&t.p0.op, Query::TsDelta).await else {
         panic!("ts-delta")
     };
+    let l: Vec<String> = rows.iter().map(|r| r.line()).collect();
     assert_eq!(l.len(), 1, "{l:?}");
     for f in ["name:vol0", "gid:3", "dest_gid:3", "ts_delta:0"] {
         assert!(l[0].split('\t').any(|x| x == f), "{f} in {l:?}");

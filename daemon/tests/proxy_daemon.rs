@@ -175,7 +175,7 @@ impl Op {
             .req(Request::Query(Query::State { vol: VOL.into() }))
             .await
         {
-            Ok(Reply::Text(s)) => s,
+            Ok(Reply::State(s)) => s.name().to_owned(),
             other => panic!("state: {other:?}"),
         }
     }
@@ -600,7 +600,7 @@ async fn archive_info_lifecycle_and_state_refusals() {
         })
     };
     assert_eq!(op.state().await, "Clear");
-    assert_eq!(op.req(list.clone()).await.unwrap(), Reply::Lines(vec![]));
+    assert_eq!(op.req(list.clone()).await.unwrap(), Reply::Names(vec![]));
     assert_eq!(code(op.req(get("a0")).await), ErrorCode::NotFound);
     assert_eq!(code(op.delete_archive("a0").await), ErrorCode::NotFound);
     assert_eq!(code(op.start().await), ErrorCode::NotFound);
@@ -618,12 +618,12 @@ async fn archive_info_lifecycle_and_state_refusals() {
         "127.0.0.1:1 zstd:1:1 0"
     );
     assert_eq!(
-        op.req(get("a0")).await.unwrap(),
-        Reply::Text("127.0.0.1:1 zstd:1:1 0".into())
+        info_line(op.req(get("a0")).await.unwrap()),
+        "127.0.0.1:1 zstd:1:1 0"
     );
     assert_eq!(
         op.req(Request::Query(Query::Vols)).await.unwrap(),
-        Reply::Lines(vec![VOL.into()])
+        Reply::Names(vec![VOL.into()])
     );
     // add refuses an existing name; update replaces it.
     assert_eq!(
@@ -632,13 +632,13 @@ async fn archive_info_lifecycle_and_state_refusals() {
     );
     op.set_archive("a0", "127.0.0.1:2", 9, true).await.unwrap();
     assert_eq!(
-        op.req(get("a0")).await.unwrap(),
-        Reply::Text("127.0.0.1:2 zstd:1:1 9".into())
+        info_line(op.req(get("a0")).await.unwrap()),
+        "127.0.0.1:2 zstd:1:1 9"
     );
     op.set_archive("a1", "127.0.0.1:3", 0, false).await.unwrap();
     assert_eq!(
         op.req(list.clone()).await.unwrap(),
-        Reply::Lines(vec!["a0".into(), "a1".into()])
+        Reply::Names(vec!["a0".into(), "a1".into()])
     );
     // Bad destinations and names.
     assert_eq!(
@@ -683,7 +683,7 @@ async fn archive_info_lifecycle_and_state_refusals() {
     assert!(!p.vol_dir().exists());
     assert_eq!(
         op.req(Request::Query(Query::Vols)).await.unwrap(),
-        Reply::Lines(vec![])
+        Reply::Names(vec![])
     );
 
     // clear-vol from Stopped.
@@ -1248,4 +1248,12 @@ async fn without_wlogs_for_the_retry_timeout_a_refusal_becomes_a_send_error() {
     }
     assert!(a.quiet(Duration::from_millis(1500)).await);
     p.stop().await;
+}
+
+/// The `archive-info get` answer's line.
+fn info_line(r: Reply) -> String {
+    match r {
+        Reply::ArchiveInfo(d) => d.line(),
+        other => panic!("archive-info get answered {other:?}"),
+    }
 }

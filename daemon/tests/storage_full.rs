@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use storage_support::*;
 use walb_daemon::storage::vol;
 use walb_kernel::block::Pbs;
-use walb_wire::msg::{Command, ErrorCode, Query, Reply, StopMode};
+use walb_wire::msg::{Command, ErrorCode, Query, Reply, Status, StopMode};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_during_a_throttled_full_backup_are_shipped() {
@@ -171,7 +171,10 @@ async fn a_forced_stop_aborts_a_full_backup_and_refusals_pass_through() {
         })
         .await
     {
-        Ok(Reply::Lines(l)) => assert!(l.contains(&"isUnderMonitoring 0".to_owned()), "{l:?}"),
+        Ok(Reply::Status(s)) => match *s {
+            Status::StorageVol(s) => assert!(!s.monitored, "{s:?}"),
+            other => panic!("{other:?}"),
+        },
         other => panic!("{other:?}"),
     }
     // It can run again, to the end.

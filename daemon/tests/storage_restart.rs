@@ -163,7 +163,7 @@ fn a_crash_mid_transfer_resends_from_the_done_record() {
         assert_eq!(op.state("v5").await, "Clear");
         assert_eq!(
             op.query(Query::Vols).await,
-            Ok(Reply::Lines(vec!["v0".into()]))
+            Ok(Reply::Names(vec!["v0".into()]))
         );
         assert!(!s.base.join("v5").exists(), "interrupted init-vol removed");
         assert!(!s.base.join("v6").exists(), "interrupted clear-vol removed");

@@ -76,7 +76,7 @@ async fn init_start_stop_snapshot_reset_clear_and_refusals() {
     assert_eq!(op.state("v0").await, "SyncReady");
     assert_eq!(
         op.query(Query::Vols).await,
-        Ok(Reply::Lines(vec!["v0".into()]))
+        Ok(Reply::Names(vec!["v0".into()]))
     );
     assert_eq!(
         std::fs::read_to_string(base.join("v0/state")).unwrap(),
@@ -247,7 +247,7 @@ async fn init_start_stop_snapshot_reset_clear_and_refusals() {
     );
     assert_eq!(op.state("v0").await, "Clear");
     assert!(!base.join("v0").exists());
-    assert_eq!(op.query(Query::Vols).await, Ok(Reply::Lines(vec![])));
+    assert_eq!(op.query(Query::Vols).await, Ok(Reply::Names(vec![])));
     assert_refused(
         op.query(Query::Uuid { vol: "v0".into() }).await,
         ErrorCode::NotFound,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use storage_support::*;
 use walb_daemon::storage::vol;
 use walb_kernel::block::Pbs;
-use walb_wire::msg::{Command, ErrorCode, Query, Reply, SnapDto};
+use walb_wire::msg::{Command, ErrorCode, LogUsageRow, Query, Reply, SnapDto};
 
 fn done_of(base: &std::path::Path, vol: &str) -> walb_kernel::meta::MetaLsidGid {
     vol::load(&base.join(vol)).unwrap().snaps.done
@@ -155,8 +155,8 @@ async fn full_backup_then_transfers_carry_the_ldev_bytes_and_free_after_ack() {
         })
         .await
     {
-        Ok(Reply::Lines(l)) => assert_eq!(
-            l,
+        Ok(Reply::LogUsage(l)) => assert_eq!(
+            l.iter().map(LogUsageRow::line).collect::<Vec<_>>(),
             [format!(
                 "name:v0\tusage_pb:0\tcapacity_pb:{}\tpbs:4096",
                 sb.ring_buffer_size

@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use storage_support::*;
 use walb_kernel::block::Pbs;
-use walb_wire::msg::{Command, Query, Reply};
+use walb_wire::msg::{Command, Query, Reply, TsDeltaRow};
 
 async fn ts_delta(op: &Op) -> Vec<String> {
     match op.query(Query::TsDelta).await {
-        Ok(Reply::Lines(l)) => l,
+        Ok(Reply::TsDelta(rows)) => rows.iter().map(TsDeltaRow::line).collect(),
         other => panic!("ts-delta answered {other:?}"),
     }
 }

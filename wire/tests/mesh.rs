@@ -468,6 +468,38 @@ async fn version_mismatch_fails_with_a_clear_message() {
     assert!(s.contains("7..=9") && s.contains(&ours), "{s}");
 }
 
+/// A typed answer (protocol 4) reaches a client that speaks 4 as it is, and one that
+/// speaks only 2..=3 as the text it renders to: the transport sends each peer the form
+/// it knows.
+#[tokio::test]
+async fn typed_answers_reach_older_clients_as_their_text() {
+    let c = Cluster::new("typed");
+    let (archive, addr) = daemon(c.files(Role::Archive, "a0"));
+    let _srv = serve_simple(archive);
+    let state = || Request::Query(Query::State { vol: "v".into() });
+    let new = client(c.files(Role::Operator, "new"));
+    let peer = timeout(LIMIT, new.connect(addr)).await.unwrap().unwrap();
+    assert_eq!(peer.version(), walb_wire::msg::PROTOCOL_VERSION);
+    assert_eq!(
+        peer.request(state()).await.unwrap(),
+        Reply::State(walb_wire::msg::VolumeState::Archive(
+            walb_wire::msg::ArchiveState::Archived
+        ))
+    );
+    let mut cfg = NodeConfig::new(loopback(), false);
+    cfg.versions = (
+        walb_wire::msg::PROTOCOL_VERSION_MIN,
+        walb_wire::msg::PROTOCOL_VERSION_TYPED - 1,
+    );
+    let old = Node::bind(cfg, c.files(Role::Operator, "old")).unwrap();
+    let peer = timeout(LIMIT, old.connect(addr)).await.unwrap().unwrap();
+    assert_eq!(peer.version(), walb_wire::msg::PROTOCOL_VERSION_TYPED - 1);
+    assert_eq!(
+        peer.request(state()).await.unwrap(),
+        Reply::Text("Archived".into())
+    );
+}
+
 /// The server trusts CA 1 only; a client of CA 2 is refused. After the server's CA file
 /// gains CA 2 and the node reloads on SIGHUP, the client gets in, and a connection made
 /// before the reload keeps working.

@@ -27,7 +27,6 @@ use crate::dto;
 use crate::peers::{self, Access, VolPeers};
 use crate::session::refuse;
 use crate::state::archive::ArchiveState as A;
-use crate::state::VolState;
 
 /// What the archive knows of one volume when a request for it arrives.
 #[derive(Clone, Debug)]

@@ -59,7 +59,7 @@ use crate::peers::PeerBook;
 use crate::persist::{self, voldir, DirKind, PersistError, VolRule};
 use crate::session::{answer, blocking, refuse, Caller, Ctx, Handler};
 use crate::state::archive::{ArchiveState as A, ACTIVE, ACTIVE_OR_STOPPED};
-use crate::state::{StopState, VolState};
+use crate::state::StopState;
 
 /// What makes an archive volume directory: its state file.
 pub const DIR_RULE: VolRule = VolRule::File(vol::STATE_FILE);
@@ -900,7 +900,9 @@ mod tests {
             } else {
                 // The recovered state is a `from` of some transition through `s`.
                 assert!(
-                    A::TRANSITIONS.iter().any(|t| t.temp == *s && t.from == r)
+                    <A as crate::state::VolState>::TRANSITIONS
+                        .iter()
+                        .any(|t| t.temp == *s && t.from == r)
                         || (*s == A::ClearVol && r == A::SyncReady),
                     "{s:?} → {r:?}"
                 );

@@ -7,8 +7,11 @@
 
 use std::sync::Arc;
 
-use walb_kernel::meta::{ChainBound, MetaDiff, MetaSnap};
-use walb_wire::msg::{Query, SnapshotInfo};
+use walb_kernel::meta::ChainBound;
+use walb_wire::msg::{
+    ActionCount, ArchiveSummary, ArchiveVolData, ArchiveVolLine, ArchiveVolStatus, DiffStats,
+    Query, RestoredImage, SnapshotInfo, Status, VolActions, VolBase, VolumeState,
+};
 use walb_wire::{ErrorCode, Reply, WireError};
 
 use super::vol::ArchiveVol;
@@ -16,8 +19,6 @@ use super::{backend_error, Archive};
 use crate::dto;
 use crate::session::{blocking, refuse, Caller};
 use crate::state::archive::{action, ArchiveState as A, ACTIVE, ACTIVE_OR_STOPPED};
-use crate::state::VolState;
-use walb_kernel::wlog::uuid_hex as hex;
 
 fn clear(vol: &str, what: &str) -> WireError {
     refuse(
@@ -76,13 +77,15 @@ pub(super) async fn answer_query(
     caller: Option<&mut Caller<'_>>,
 ) -> Result<Reply, WireError> {
     match q {
-        Query::State { vol } => Ok(Reply::Text(a.state_of(&vol).name().to_owned())),
+        Query::State { vol } => Ok(Reply::State(VolumeState::Archive(a.state_of(&vol)))),
         Query::Peers { vol } => Ok(Reply::Peers(a.peers_of(&vol)?.to_dto())),
-        Query::Vols => Ok(Reply::Lines(
+        Query::Vols => Ok(Reply::Names(
             a.live_vols().iter().map(|v| v.name.clone()).collect(),
         )),
-        Query::Status { vol: None } => Ok(Reply::Lines(summary(a))),
-        Query::Status { vol: Some(vol) } => status(a, &vol).await.map(Reply::Lines),
+        Query::Status { vol: None } => Ok(Reply::Status(Box::new(Status::Archive(summary(a))))),
+        Query::Status { vol: Some(vol) } => status(a, &vol)
+            .await
+            .map(|s| Reply::Status(Box::new(Status::ArchiveVol(s)))),
         Query::Progress { vol } => Ok(Reply::Number(a.vol(&vol).map_or(0, |v| v.progress()))),
         Query::NumAction { vol, action: name } => {
             if !action::ALL.contains(&name.as_str()) {
@@ -97,21 +100,23 @@ pub(super) async fn answer_query(
                 .ok_or_else(|| clear(&vol, "num-action"))?;
             Ok(Reply::Number(u64::from(v.core.actions().count(&name))))
         }
-        Query::AllActions => Ok(Reply::Lines(
+        Query::AllActions => Ok(Reply::Actions(
             a.live_vols()
                 .iter()
                 .filter(|v| ACTIVE.contains(&v.state()))
                 .map(|v| {
                     let acts = v.core.actions();
-                    let mut line = v.name.clone();
-                    for name in action::ALL {
-                        let ts = acts.last_start(name).map_or(
-                            "---".to_owned(),
-                            walb_kernel::meta::timestamp::format_compact,
-                        );
-                        line.push_str(&format!(" {name} {} {ts}", acts.count(name)));
+                    VolActions {
+                        vol: v.name.clone(),
+                        actions: action::ALL
+                            .iter()
+                            .map(|name| ActionCount {
+                                action: (*name).to_owned(),
+                                running: acts.count(name),
+                                last_start_s: acts.last_start(name),
+                            })
+                            .collect(),
                     }
-                    line
                 })
                 .collect(),
         )),
@@ -122,7 +127,7 @@ pub(super) async fn answer_query(
             let vols = vol.map(|v| vec![v]);
             Ok(Reply::Snapshots(a.latest_snaps(vols.as_deref())))
         }
-        Query::TsDelta => Ok(Reply::Lines(a.ts_delta_lines())),
+        Query::TsDelta => Ok(Reply::TsDelta(a.ts_delta_rows())),
         Query::BlockHash { vol, gid } => a.block_hash(&vol, gid, caller).await,
         Query::HostType | Query::Pid | Query::Version => {
             Err(refuse(ErrorCode::Internal, "answered by the server core"))
@@ -169,10 +174,10 @@ fn diff_query(a: &Archive, q: Query) -> Result<Reply, WireError> {
             let bad = |e: walb_kernel::Error| refuse(ErrorCode::BadRequest, e.to_string());
             let n = m.diffs.count_range(b, e).map_err(bad)?;
             let size = m.diffs.total_size_range(b, e).map_err(bad)?;
-            Ok(Reply::Lines(vec![
-                format!("num_diff:{n}"),
-                format!("total_diff_size:{size}"),
-            ]))
+            Ok(Reply::DiffStats(DiffStats {
+                num: n as u64,
+                total_size: size,
+            }))
         }
         Query::ExistsDiff { vol, diff } => {
             let v = a.vol_in(&vol, ACTIVE_OR_STOPPED, "exists-diff")?;
@@ -243,26 +248,28 @@ async fn image_query(a: &Arc<Archive>, q: Query) -> Result<Reply, WireError> {
             let list = blocking(move || b.restored(&n))
                 .await?
                 .map_err(backend_error)?;
-            Ok(Reply::Lines(
-                list.iter()
-                    .map(|r| format!("{} {}", r.gid, r.path.display()))
-                    .collect(),
+            let v = a.vol(&vol);
+            Ok(Reply::Restored(
+                list.iter().map(|r| restored(v.as_deref(), r)).collect(),
             ))
         }
         Query::Cold { vol } => {
             a.vol_in(&vol, ACTIVE_OR_STOPPED, "cold")?;
-            Ok(Reply::Lines(Vec::new()))
+            Ok(Reply::Names(Vec::new()))
         }
         Query::Base { vol: Some(vol) } => {
             let v = a.vol_in(&vol, ACTIVE_OR_STOPPED, "base")?;
             let base = v.meta().base;
             Ok(Reply::MetaState(dto::state_to_dto(&base)))
         }
-        Query::Base { vol: None } => Ok(Reply::Lines(
+        Query::Base { vol: None } => Ok(Reply::Bases(
             a.live_vols()
                 .iter()
                 .filter(|v| ACTIVE.contains(&v.state()))
-                .map(|v| format!("name:{}\tmetastate:{}", v.name, v.meta().base))
+                .map(|v| VolBase {
+                    vol: v.name.clone(),
+                    base: dto::state_to_dto(&v.meta().base),
+                })
                 .collect(),
         )),
         Query::Uuid { vol } => {
@@ -304,95 +311,95 @@ async fn image_query(a: &Arc<Archive>, q: Query) -> Result<Reply, WireError> {
     }
 }
 
-fn summary(a: &Archive) -> Vec<String> {
-    let vols = a.live_vols();
-    let mut out = vec![format!(
-        "archive {} ({} backend): {} volume(s), uptime {}s",
-        a.ctx().id,
-        a.backend().kind(),
-        vols.len(),
-        a.ctx().uptime().as_secs()
-    )];
-    for v in vols {
-        let m = v.meta();
-        out.push(format!(
-            "{} {} base:{} latest:{} diffs:{}",
-            v.name,
-            v.state().name(),
-            m.base,
-            m.latest_snapshot(),
-            m.diffs.len()
-        ));
-    }
-    out.extend(a.ctx().fg_status());
-    out
-}
-
-fn diffs_total(diffs: &[MetaDiff]) -> u64 {
-    diffs
+fn summary(a: &Archive) -> ArchiveSummary {
+    let vols = a
+        .live_vols()
         .iter()
-        .fold(0u64, |s, d| s.saturating_add(d.data_size))
+        .map(|v| {
+            let m = v.meta();
+            ArchiveVolLine {
+                vol: v.name.clone(),
+                state: v.state(),
+                base: dto::state_to_dto(&m.base),
+                latest: dto::snap_to_dto(m.latest_snapshot()),
+                diffs: m.diffs.len() as u64,
+            }
+        })
+        .collect();
+    ArchiveSummary {
+        node_id: a.ctx().id.to_string(),
+        backend: a.backend().kind().to_string(),
+        uptime_s: a.ctx().uptime().as_secs(),
+        vols,
+        fg: a.ctx().fg_status(),
+    }
 }
 
-async fn status(a: &Arc<Archive>, name: &str) -> Result<Vec<String>, WireError> {
+/// A restored image as it travels (`v`: its volume, for how it was made).
+fn restored(v: Option<&ArchiveVol>, r: &super::backend::RestoredImage) -> RestoredImage {
+    RestoredImage {
+        gid: r.gid,
+        path: r.path.display().to_string(),
+        how: v.and_then(|v| v.clone_method(r.gid)).map(|h| h.to_string()),
+    }
+}
+
+async fn status(a: &Arc<Archive>, name: &str) -> Result<ArchiveVolStatus, WireError> {
     let Some(v) = a.vol(name) else {
-        return Ok(vec![format!("name:{name}"), "state:Clear".into()]);
+        return Ok(ArchiveVolStatus {
+            vol: name.to_owned(),
+            state: A::Clear,
+            data: None,
+        });
     };
     let state = v.state();
-    let mut out = vec![format!("name:{name}"), format!("state:{}", state.name())];
     if state == A::Clear {
-        return Ok(out);
+        return Ok(ArchiveVolStatus {
+            vol: name.to_owned(),
+            state,
+            data: None,
+        });
     }
     let (b, n) = (Arc::clone(a.backend()), name.to_owned());
-    let (size, restored) = blocking(move || {
+    let (size, restored_list) = blocking(move || {
         let size = b.base_size_lb(&n)?;
         let restored = b.restored(&n)?;
         Ok::<_, super::backend::BackendError>((size, restored))
     })
     .await?
     .map_err(backend_error)?;
-    {
-        let m = v.meta();
-        let diffs: Vec<MetaDiff> = m.diffs.iter().cloned().collect();
-        out.push(format!("uuid:{}", hex(&m.uuid)));
-        out.push(format!("archive_uuid:{}", hex(&m.archive_uuid)));
-        out.push(format!("base:{}", m.base));
-        let latest: MetaSnap = m.latest_snapshot();
-        if !m.base.is_empty() {
-            out.push(format!("latest:{latest}"));
-        }
-        out.push(match size {
-            Some(s) => format!("base_image:{} size_lb:{s}", a.backend().kind()),
-            None => "base_image:none".into(),
-        });
-        out.push(format!(
-            "diffs:{} total_size:{}",
-            diffs.len(),
-            diffs_total(&diffs)
-        ));
-        for d in &diffs {
-            out.push(format!("diff:{d}"));
-        }
-        let points = m.diffs.restorable(&m.base, false);
-        let gids: Vec<String> = points.iter().map(|p| p.gid.to_string()).collect();
-        out.push(format!("restorable:{}", gids.join(" ")));
-    }
-    for r in restored {
-        let how = v
-            .clone_method(r.gid)
-            .map_or(String::new(), |h| format!(" ({h})"));
-        out.push(format!("restored:{} {}{how}", r.gid, r.path.display()));
-    }
-    let acts = v.core.actions();
-    let running = acts.running();
-    if !running.is_empty() {
-        out.push(format!("actions:{}", running.join(" ")));
-    }
-    if v.progress() > 0 {
-        out.push(format!("progress_lb:{}", v.progress()));
-    }
-    if v.core.stop_state().is_stopping() {
-        out.push("stopping:yes".into());
-    }
-    Ok(out)
+    let m = v.meta();
+    let data = ArchiveVolData {
+        uuid: m.uuid,
+        archive_uuid: m.archive_uuid,
+        base: dto::state_to_dto(&m.base),
+        latest: (!m.base.is_empty()).then(|| dto::snap_to_dto(m.latest_snapshot())),
+        base_image: size.map(|s| (a.backend().kind().to_string(), s)),
+        diffs: m.diffs.iter().map(dto::diff_to_dto).collect(),
+        restorable: m
+            .diffs
+            .restorable(&m.base, false)
+            .iter()
+            .map(|p| p.gid)
+            .collect(),
+        restored: restored_list
+            .iter()
+            .map(|r| restored(Some(&v), r))
+            .collect(),
+        actions: v
+            .core
+            .actions()
+            .running()
+            .iter()
+            .map(|s| (*s).to_owned())
+            .collect(),
+        progress_lb: v.progress(),
+        stopping: v.core.stop_state().is_stopping(),
+    };
+    drop(m);
+    Ok(ArchiveVolStatus {
+        vol: name.to_owned(),
+        state,
+        data: Some(data),
+    })
 }

@@ -25,8 +25,9 @@ use anyhow::Result;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 use walb_wire::msg::{
-    ArchiveInfoCommand, Command, ErrorCode, MetaDiffDto, Query, Reply, Request, SnapshotInfo,
-    StopMode, WireError,
+    ArchiveInfoCommand, Command, ErrorCode, MetaDiffDto, ProxyQueue, ProxySummary, ProxyVolLine,
+    ProxyVolStatus, Query, Reply, Request, SendHealth, SnapshotInfo, Status, StopMode, VolumeState,
+    WireError,
 };
 use walb_wire::IncomingCall;
 
@@ -36,7 +37,7 @@ use crate::peers::{PeerBook, VolPeers};
 use crate::persist::{check_vol_name, PersistError};
 use crate::session::{answer, refuse, Ctx, Handler};
 use crate::state::proxy::{ProxyState as P, WDIFF_SEND};
-use crate::state::{StopState, VolState};
+use crate::state::StopState;
 use crate::task::Backoff;
 use crate::vol::VolCore;
 use vol::{check_archive_name, list_diffs, ArchiveInfo, VolDir};
@@ -693,13 +694,10 @@ impl Proxy {
 
     async fn query(&self, q: Query) -> Result<Reply, WireError> {
         match q {
-            Query::State { vol } => Ok(Reply::Text(
-                self.vol(&vol)
-                    .map_or(P::Clear, |v| v.core.state())
-                    .name()
-                    .to_owned(),
-            )),
-            Query::Vols => Ok(Reply::Lines(
+            Query::State { vol } => Ok(Reply::State(VolumeState::Proxy(
+                self.vol(&vol).map_or(P::Clear, |v| v.core.state()),
+            ))),
+            Query::Vols => Ok(Reply::Names(
                 self.lock_vols()
                     .values()
                     .filter(|v| v.core.state() != P::Clear)
@@ -717,7 +715,7 @@ impl Proxy {
             Query::ArchiveInfo { vol, archive } => {
                 let v = match self.vol(&vol) {
                     Some(v) if v.core.state() != P::Clear => v,
-                    _ if archive.is_none() => return Ok(Reply::Lines(Vec::new())),
+                    _ if archive.is_none() => return Ok(Reply::Names(Vec::new())),
                     _ => {
                         return Err(refuse(
                             ErrorCode::NotFound,
@@ -727,11 +725,11 @@ impl Proxy {
                 };
                 let m = v.meta();
                 match archive {
-                    None => Ok(Reply::Lines(m.archives.keys().cloned().collect())),
+                    None => Ok(Reply::Names(m.archives.keys().cloned().collect())),
                     Some(a) => m
                         .archives
                         .get(&a)
-                        .map(|i| Reply::Text(i.to_text()))
+                        .map(|i| Reply::ArchiveInfo(i.to_dest()))
                         .ok_or_else(|| {
                             refuse(
                                 ErrorCode::NotFound,
@@ -834,25 +832,27 @@ impl Proxy {
     async fn status(&self, vol: Option<&str>) -> Result<Reply, WireError> {
         let Some(name) = vol else {
             let vols: Vec<Arc<ProxyVol>> = self.lock_vols().values().cloned().collect();
-            let mut lines = vec![format!(
-                "proxy {} uptime {}s bg {} fg-free {}",
-                self.ctx.id,
-                self.ctx.uptime().as_secs(),
-                self.ctx.bg,
-                self.ctx.fg.free_slots()
-            )];
-            for v in vols.iter().filter(|v| v.core.state() != P::Clear) {
-                let m = v.meta();
-                let errors = m.send.values().filter(|s| s.error.is_some()).count();
-                lines.push(format!(
-                    "{} {} archives:{} send-errors:{}",
-                    v.name,
-                    v.core.state().name(),
-                    m.archives.len(),
-                    errors
-                ));
-            }
-            return Ok(Reply::Lines(lines));
+            let lines = vols
+                .iter()
+                .filter(|v| v.core.state() != P::Clear)
+                .map(|v| {
+                    let m = v.meta();
+                    let errors = m.send.values().filter(|s| s.error.is_some()).count();
+                    ProxyVolLine {
+                        vol: v.name.clone(),
+                        state: v.core.state(),
+                        archives: u32::try_from(m.archives.len()).unwrap_or(u32::MAX),
+                        send_errors: u32::try_from(errors).unwrap_or(u32::MAX),
+                    }
+                })
+                .collect();
+            return Ok(Reply::Status(Box::new(Status::Proxy(ProxySummary {
+                node_id: self.ctx.id.to_string(),
+                uptime_s: self.ctx.uptime().as_secs(),
+                bg: self.ctx.bg as u64,
+                fg_free: self.ctx.fg.free_slots(),
+                vols: lines,
+            }))));
         };
         let v = self.known_vol(name)?;
         let (archives, size_lb, since) = {
@@ -879,33 +879,35 @@ impl Proxy {
                 .collect::<Result<Vec<_>, _>>()
         })
         .await?;
-        let mut lines = vec![
-            format!("name:{name}"),
-            format!("state:{}", v.core.state().name()),
-            format!("stop:{:?}", v.core.stop_state()),
-            format!("size_lb:{size_lb}"),
-            format!("last_wlog_s_ago:{since}"),
-        ];
-        for ((a, info, send), q) in archives.iter().zip(queues) {
-            let bytes: u64 = q.iter().map(|f| f.diff.data_size).sum();
-            let mut l = format!(
-                "archive:{a}\t{}\tqueued:{}\tbytes:{bytes}",
-                info.to_text(),
-                q.len()
-            );
-            if let Some(s) = send {
-                if let Some(e) = &s.error {
-                    l.push_str(&format!("\tsend-error:{e}"));
-                } else if let Some(d) = s.backoff.current() {
-                    l.push_str(&format!("\tretry-delay:{}s", d.as_secs()));
-                    if let Some(e) = &s.last_failure {
-                        l.push_str(&format!("\tlast-error:{e}"));
-                    }
-                }
-            }
-            lines.push(l);
-        }
-        Ok(Reply::Lines(lines))
+        let queues = archives
+            .iter()
+            .zip(queues)
+            .map(|((a, info, send), q)| ProxyQueue {
+                archive: a.clone(),
+                dest: info.to_dest(),
+                queued: q.len() as u64,
+                bytes: q.iter().map(|f| f.diff.data_size).sum(),
+                health: match send {
+                    None => SendHealth::Ok,
+                    Some(s) => match (&s.error, s.backoff.current()) {
+                        (Some(e), _) => SendHealth::GaveUp(e.clone()),
+                        (None, Some(d)) => SendHealth::Retrying {
+                            delay_s: d.as_secs(),
+                            last_error: s.last_failure.clone(),
+                        },
+                        (None, None) => SendHealth::Ok,
+                    },
+                },
+            })
+            .collect();
+        Ok(Reply::Status(Box::new(Status::ProxyVol(ProxyVolStatus {
+            vol: name.to_owned(),
+            state: v.core.state(),
+            stop: crate::dto::stop_flag(v.core.stop_state()),
+            size_lb,
+            last_wlog_s_ago: since,
+            queues,
+        }))))
     }
 }
 

@@ -39,7 +39,7 @@ use crate::session::{
     internal, kernel_error, refuse, ChannelReader, Piece, TempFile, CHANNEL_DEPTH,
 };
 use crate::state::proxy::ProxyState as P;
-use crate::state::{StopState, VolState};
+use crate::state::StopState;
 
 /// The most a pack read reserves before its bytes arrive.
 const READ_RESERVE_MAX: usize = 4 << 20;

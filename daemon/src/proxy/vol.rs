@@ -463,6 +463,8 @@ mod tests {
     fn archive_info_text_round_trips_and_validates() {
         let i = ArchiveInfo::from_dest(&dest("host-1:10200", 3, 2)).unwrap();
         assert_eq!(i.to_text(), "host-1:10200 zstd:3:2 7");
+        // `archive-info get` prints the wire's form of it: the same text.
+        assert_eq!(i.to_dest().line(), i.to_text());
         assert_eq!(ArchiveInfo::parse(&i.to_text()).unwrap(), i);
         assert_eq!(i.to_dest(), dest("host-1:10200", 3, 2));
         assert!(ArchiveInfo::from_dest(&dest("nohost", 1, 1)).is_err());

@@ -149,18 +149,13 @@ impl Ctx {
         self.fg.try_take()
     }
 
-    /// The status lines of the foreground slots: `foreground R/S running, Q queued`, then
-    /// one line per request in line.
-    pub fn fg_status(&self) -> Vec<String> {
-        let queued = self.fg.status_lines();
-        let mut out = vec![format!(
-            "foreground {}/{} running, {} queued",
-            self.fg.running(),
-            self.fg.slots(),
-            queued.len()
-        )];
-        out.extend(queued);
-        out
+    /// The foreground slots and the requests in line, for the status.
+    pub fn fg_status(&self) -> walb_wire::msg::FgStatus {
+        walb_wire::msg::FgStatus {
+            running: self.fg.running(),
+            slots: self.fg.slots(),
+            queued: self.fg.waiting(),
+        }
     }
 
     /// A foreground slot for `op` of `vol`. With a `caller` (a request an operator's

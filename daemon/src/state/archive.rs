@@ -8,58 +8,12 @@
 
 use super::{t, Transition, VolState};
 
-/// An archive volume's state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ArchiveState {
-    /// No metadata, no base image.
-    Clear,
-    /// Ready to receive a full backup, full replication or resync.
-    SyncReady,
-    /// Has a base image (clean or dirty) and possibly diffs.
-    Archived,
-    /// Refuses wdiff transfers for now (`stopped`).
-    Stopped,
-    /// `init-vol` running.
-    InitVol,
-    /// `clear-vol` running.
-    ClearVol,
-    /// `reset-vol` running.
-    ResetVol,
-    /// Full backup or full replication being received.
-    FullSync,
-    /// Resync replication being received.
-    Resync,
-    /// Hash backup being received.
-    HashSync,
-    /// One wdiff transfer being received.
-    WdiffRecv,
-    /// Hash or diff replication being received.
-    ReplSyncAsServer,
-    /// `stop` running.
-    Stop,
-    /// `start` running.
-    Start,
-}
+pub use walb_wire::msg::ArchiveState;
 
 use ArchiveState as A;
 
 impl VolState for ArchiveState {
-    const ALL: &'static [Self] = &[
-        A::Clear,
-        A::SyncReady,
-        A::Archived,
-        A::Stopped,
-        A::InitVol,
-        A::ClearVol,
-        A::ResetVol,
-        A::FullSync,
-        A::Resync,
-        A::HashSync,
-        A::WdiffRecv,
-        A::ReplSyncAsServer,
-        A::Stop,
-        A::Start,
-    ];
+    const ALL: &'static [Self] = ArchiveState::ALL;
     const TRANSITIONS: &'static [Transition<Self>] = &[
         t(A::Clear, A::InitVol, A::SyncReady),
         t(A::SyncReady, A::ClearVol, A::Clear),
@@ -77,22 +31,7 @@ impl VolState for ArchiveState {
     const CLEAR: Self = A::Clear;
 
     fn name(self) -> &'static str {
-        match self {
-            A::Clear => "Clear",
-            A::SyncReady => "SyncReady",
-            A::Archived => "Archived",
-            A::Stopped => "Stopped",
-            A::InitVol => "InitVol",
-            A::ClearVol => "ClearVol",
-            A::ResetVol => "ResetVol",
-            A::FullSync => "FullSync",
-            A::Resync => "Resync",
-            A::HashSync => "HashSync",
-            A::WdiffRecv => "WdiffRecv",
-            A::ReplSyncAsServer => "ReplSyncAsServer",
-            A::Stop => "Stop",
-            A::Start => "Start",
-        }
+        ArchiveState::name(self)
     }
 }
 
@@ -148,6 +87,14 @@ mod tests {
     #[test]
     fn table_is_well_formed() {
         check_table::<ArchiveState>();
+    }
+
+    /// The steady marks the console reads (in `walb_wire`) are the table's.
+    #[test]
+    fn wire_steady_marks_are_the_tables() {
+        for &s in <ArchiveState as VolState>::ALL {
+            assert_eq!(ArchiveState::is_steady(s), VolState::is_steady(s), "{s:?}");
+        }
     }
 
     #[test]

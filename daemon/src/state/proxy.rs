@@ -5,46 +5,12 @@
 
 use super::{t, Transition, VolState};
 
-/// A proxy volume's state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ProxyState {
-    /// No metadata.
-    Clear,
-    /// No wlog receive, no wdiff send; archive-info editing allowed.
-    Stopped,
-    /// Receiving wlogs and sending wdiffs.
-    Started,
-    /// `start` running.
-    Start,
-    /// `stop graceful|force` running.
-    Stop,
-    /// `clear-vol` running.
-    ClearVol,
-    /// `archive-info add|update` running.
-    AddArchiveInfo,
-    /// `archive-info delete` running.
-    DeleteArchiveInfo,
-    /// `stop empty`: delivering what is queued.
-    WaitForEmpty,
-    /// One wlog transfer being received.
-    WlogRecv,
-}
+pub use walb_wire::msg::ProxyState;
 
 use ProxyState as P;
 
 impl VolState for ProxyState {
-    const ALL: &'static [Self] = &[
-        P::Clear,
-        P::Stopped,
-        P::Started,
-        P::Start,
-        P::Stop,
-        P::ClearVol,
-        P::AddArchiveInfo,
-        P::DeleteArchiveInfo,
-        P::WaitForEmpty,
-        P::WlogRecv,
-    ];
+    const ALL: &'static [Self] = ProxyState::ALL;
     const TRANSITIONS: &'static [Transition<Self>] = &[
         t(P::Clear, P::AddArchiveInfo, P::Stopped),
         t(P::Stopped, P::AddArchiveInfo, P::Stopped),
@@ -59,18 +25,7 @@ impl VolState for ProxyState {
     const CLEAR: Self = P::Clear;
 
     fn name(self) -> &'static str {
-        match self {
-            P::Clear => "Clear",
-            P::Stopped => "Stopped",
-            P::Started => "Started",
-            P::Start => "Start",
-            P::Stop => "Stop",
-            P::ClearVol => "ClearVol",
-            P::AddArchiveInfo => "AddArchiveInfo",
-            P::DeleteArchiveInfo => "DeleteArchiveInfo",
-            P::WaitForEmpty => "WaitForEmpty",
-            P::WlogRecv => "WlogRecv",
-        }
+        ProxyState::name(self)
     }
 }
 
@@ -85,6 +40,14 @@ mod tests {
     #[test]
     fn table_is_well_formed() {
         check_table::<ProxyState>();
+    }
+
+    /// The steady marks the console reads (in `walb_wire`) are the table's.
+    #[test]
+    fn wire_steady_marks_are_the_tables() {
+        for &s in <ProxyState as VolState>::ALL {
+            assert_eq!(ProxyState::is_steady(s), VolState::is_steady(s), "{s:?}");
+        }
     }
 
     #[test]

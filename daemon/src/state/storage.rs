@@ -7,58 +7,12 @@
 
 use super::{t, Transition, VolState};
 
-/// A storage volume's state.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum StorageState {
-    /// No metadata.
-    Clear,
-    /// Initialized; full or hash backup possible; logs not monitored.
-    SyncReady,
-    /// Logs are kept in the log device, neither sent nor freed.
-    Stopped,
-    /// Backup target: logs are shipped to proxies, then freed.
-    Target,
-    /// Replica not backed up: logs are freed.
-    Standby,
-    /// `init-vol` running.
-    InitVol,
-    /// `clear-vol` running.
-    ClearVol,
-    /// `start standby` running.
-    StartStandby,
-    /// `stop` of a standby volume running.
-    StopStandby,
-    /// Full backup running.
-    FullSync,
-    /// Hash backup running.
-    HashSync,
-    /// `reset-vol` running.
-    Reset,
-    /// `start target` running.
-    StartTarget,
-    /// `stop` of a target volume running (also on overflow).
-    StopTarget,
-}
+pub use walb_wire::msg::StorageState;
 
 use StorageState as S;
 
 impl VolState for StorageState {
-    const ALL: &'static [Self] = &[
-        S::Clear,
-        S::SyncReady,
-        S::Stopped,
-        S::Target,
-        S::Standby,
-        S::InitVol,
-        S::ClearVol,
-        S::StartStandby,
-        S::StopStandby,
-        S::FullSync,
-        S::HashSync,
-        S::Reset,
-        S::StartTarget,
-        S::StopTarget,
-    ];
+    const ALL: &'static [Self] = StorageState::ALL;
     const TRANSITIONS: &'static [Transition<Self>] = &[
         t(S::Clear, S::InitVol, S::SyncReady),
         t(S::SyncReady, S::ClearVol, S::Clear),
@@ -73,22 +27,7 @@ impl VolState for StorageState {
     const CLEAR: Self = S::Clear;
 
     fn name(self) -> &'static str {
-        match self {
-            S::Clear => "Clear",
-            S::SyncReady => "SyncReady",
-            S::Stopped => "Stopped",
-            S::Target => "Target",
-            S::Standby => "Standby",
-            S::InitVol => "InitVol",
-            S::ClearVol => "ClearVol",
-            S::StartStandby => "StartStandby",
-            S::StopStandby => "StopStandby",
-            S::FullSync => "FullSync",
-            S::HashSync => "HashSync",
-            S::Reset => "Reset",
-            S::StartTarget => "StartTarget",
-            S::StopTarget => "StopTarget",
-        }
+        StorageState::name(self)
     }
 }
 
@@ -122,6 +61,14 @@ mod tests {
     #[test]
     fn table_is_well_formed() {
         check_table::<StorageState>();
+    }
+
+    /// The steady marks the console reads (in `walb_wire`) are the table's.
+    #[test]
+    fn wire_steady_marks_are_the_tables() {
+        for &s in <StorageState as VolState>::ALL {
+            assert_eq!(StorageState::is_steady(s), VolState::is_steady(s), "{s:?}");
+        }
     }
 
     #[test]

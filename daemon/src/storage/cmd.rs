@@ -24,7 +24,7 @@ use walb_wire::Call;
 
 use crate::session::{answer, blocking, refuse};
 use crate::state::storage::{StorageState as S, RESIZE_ACCEPT, SNAPSHOT_ACCEPT, STOP_ACCEPT};
-use crate::state::{StopState, VolState};
+use crate::state::StopState;
 use crate::vol::VolError;
 
 use super::snap::{self, Snaps};

@@ -42,7 +42,6 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use tracing::{error, info, warn};
-use walb_kernel::meta::timestamp::format_pretty;
 use walb_wire::msg::{Command, ErrorCode, Request, WireError};
 use walb_wire::{IncomingCall, Role};
 
@@ -51,7 +50,6 @@ use crate::peers::PeerAddr;
 use crate::persist;
 use crate::session::{answer, kernel_error, refuse, Ctx, Handler};
 use crate::state::storage::StorageState;
-use crate::state::VolState;
 use crate::vol::VolCore;
 
 pub use dev::{DataRead, Device, DeviceAccess, SystemDevices};
@@ -479,15 +477,4 @@ pub(crate) fn read_superblock(
 ) -> walb_kernel::Result<walb_kernel::ldev::SuperBlock> {
     let f = dev.open_ldev()?;
     walb_kernel::ldev::SuperBlock::read(&f)
-}
-
-/// Formats a snapshot record for status lines.
-pub(crate) fn rec_line(r: &walb_kernel::meta::MetaLsidGid) -> String {
-    format!(
-        "gid {} lsid {} {} {}",
-        r.gid,
-        r.lsid,
-        if r.mergeable { "implicit" } else { "explicit" },
-        format_pretty(r.timestamp)
-    )
 }

@@ -4,47 +4,54 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use walb_wire::msg::{ErrorCode, Query, Reply, SnapshotInfo, WireError};
+use walb_wire::msg::{
+    DeviceStatus, ErrorCode, LogUsageRow, LsidsDto, Query, Reply, SnapRecord, SnapshotInfo, Status,
+    StopFlag, StorageSummary, StorageVolLine, StorageVolMeta, StorageVolStatus, VolumeState,
+    WireError,
+};
 
-use crate::dto::state_to_dto;
+use crate::dto::{state_to_dto, stop_flag};
 use crate::session::{blocking, refuse};
 use crate::state::storage::StorageState as S;
-use crate::state::VolState;
 
-use super::{dev_error, rec_line, snap, Storage, Vol};
+use super::{dev_error, snap, Storage, Vol};
 
 impl Storage {
     /// Answers a query.
     pub(crate) async fn query(self: &Arc<Self>, q: Query) -> Result<Reply, WireError> {
         match q {
-            Query::State { vol } => Ok(Reply::Text(
+            Query::State { vol } => Ok(Reply::State(VolumeState::Storage(
                 self.get_vol(&vol)
                     .map(|v| v.core.state())
-                    .unwrap_or(S::Clear)
-                    .name()
-                    .to_owned(),
-            )),
-            Query::Vols => Ok(Reply::Lines(
+                    .unwrap_or(S::Clear),
+            ))),
+            Query::Vols => Ok(Reply::Names(
                 self.all_vols()
                     .iter()
                     .filter(|v| v.core.state() != S::Clear)
                     .map(|v| v.name.clone())
                     .collect(),
             )),
-            Query::Status { vol: None } => Ok(Reply::Lines(self.global_status())),
+            Query::Status { vol: None } => {
+                Ok(Reply::Status(Box::new(Status::Storage(self.summary()))))
+            }
             Query::Status { vol: Some(vol) } => {
                 let v = self.get_vol(&vol);
-                match v {
+                let status = match v {
                     Some(v) if v.core.state() != S::Clear => {
                         let s2 = Arc::clone(self);
-                        Ok(Reply::Lines(blocking(move || s2.vol_status(&v)).await?))
+                        blocking(move || s2.vol_status(&v)).await?
                     }
-                    _ => Ok(Reply::Lines(vec![
-                        "hostType storage".into(),
-                        format!("volId {vol}"),
-                        "state Clear".into(),
-                    ])),
-                }
+                    _ => StorageVolStatus {
+                        vol,
+                        state: S::Clear,
+                        stop: StopFlag::NotStopping,
+                        actions: Vec::new(),
+                        monitored: false,
+                        meta: None,
+                    },
+                };
+                Ok(Reply::Status(Box::new(Status::StorageVol(status))))
             }
             Query::LatestSnap { vol: Some(vol) } => {
                 let v = self.existing_vol(&vol)?;
@@ -73,10 +80,10 @@ impl Storage {
                 };
                 let single = vols.len() == 1;
                 let s2 = Arc::clone(self);
-                let lines = blocking(move || {
+                let rows = blocking(move || {
                     let mut out = Vec::new();
                     for v in &vols {
-                        match s2.log_usage_line(v) {
+                        match s2.log_usage_row(v) {
                             Ok(l) => out.push(l),
                             Err(e) if single => return Err(e),
                             Err(_) => {}
@@ -85,7 +92,7 @@ impl Storage {
                     Ok(out)
                 })
                 .await??;
-                Ok(Reply::Lines(lines))
+                Ok(Reply::LogUsage(rows))
             }
             Query::IsOverflow { vol } => {
                 let v = self.existing_vol(&vol)?;
@@ -113,7 +120,7 @@ impl Storage {
                     )),
                 }
             }
-            Query::TsDelta => Ok(Reply::Lines(self.ts_delta_lines())),
+            Query::TsDelta => Ok(Reply::TsDelta(self.ts_delta_rows())),
             // What a storage sends to: the same for every volume (its options).
             Query::Peers { .. } => Ok(Reply::Peers(walb_wire::msg::VolPeers {
                 storage: Some(self.ctx.id.clone()),
@@ -132,124 +139,113 @@ impl Storage {
         }
     }
 
-    fn log_usage_line(&self, v: &Vol) -> Result<String, WireError> {
+    fn log_usage_row(&self, v: &Vol) -> Result<LogUsageRow, WireError> {
         let path = v.meta_copy()?.wdev_path;
         let de = |e: walb_kernel::Error| dev_error(&v.name, &path, &e);
         let dev = self.devices.open(&path).map_err(de)?;
-        let usage = dev.log_usage().map_err(de)?;
-        let cap = dev.log_capacity().map_err(de)?;
-        let pbs = dev.info().map_err(de)?.pbs;
-        Ok(format!(
-            "name:{}\tusage_pb:{usage}\tcapacity_pb:{cap}\tpbs:{pbs}",
-            v.name
-        ))
+        Ok(LogUsageRow {
+            vol: v.name.clone(),
+            usage_pb: dev.log_usage().map_err(de)?,
+            capacity_pb: dev.log_capacity().map_err(de)?,
+            pbs: dev.info().map_err(de)?.pbs,
+        })
     }
 
-    fn global_status(&self) -> Vec<String> {
-        let mut v = vec![
-            "hostType storage".to_owned(),
-            format!("nodeId {}", self.ctx.id),
-            format!("uptime {}s", self.ctx.uptime().as_secs()),
-            format!("baseDir {}", self.ctx.base.path().display()),
-            format!("archive {}", self.cfg.archive),
-        ];
-        v.extend(self.proxies.lines());
-        v.push(format!("maxWlogSendMb {}", self.cfg.max_wlog_send_mb));
-        v.push(format!(
-            "snapshotIntervalS {}",
-            self.cfg.snapshot_interval_s
-        ));
-        v.push(format!(
-            "fullScanBps {}",
-            self.full_scan_bps.load(Ordering::Relaxed)
-        ));
-        v.push(format!("scheduledTasks {}", self.monitor.scheduled()));
-        v.push(
-            self.ts_delta
-                .status_line(self.cfg.ts_delta_interval, self.ctx.clock.instant()),
-        );
-        v.extend(self.ctx.fg_status());
-        for vol in self.all_vols() {
-            let st = vol.core.state();
-            if st == S::Clear {
-                continue;
-            }
-            let (oldest, latest) = vol
-                .meta()
-                .as_ref()
-                .map(|m| (m.snaps.done.gid, m.snaps.latest().gid))
-                .unwrap_or((u64::MAX, u64::MAX));
-            v.push(format!(
-                "volume {} state {} oldestGid {} latestGid {}",
-                vol.name,
-                st.name(),
-                gid_text(oldest),
-                gid_text(latest)
-            ));
+    fn summary(&self) -> StorageSummary {
+        let vols = self
+            .all_vols()
+            .iter()
+            .filter(|vol| vol.core.state() != S::Clear)
+            .map(|vol| {
+                let (oldest, latest) = vol
+                    .meta()
+                    .as_ref()
+                    .map(|m| (m.snaps.done.gid, m.snaps.latest().gid))
+                    .unwrap_or((u64::MAX, u64::MAX));
+                let known = |g: u64| (g != u64::MAX).then_some(g);
+                StorageVolLine {
+                    vol: vol.name.clone(),
+                    state: vol.core.state(),
+                    oldest_gid: known(oldest),
+                    latest_gid: known(latest),
+                }
+            })
+            .collect();
+        StorageSummary {
+            node_id: self.ctx.id.to_string(),
+            uptime_s: self.ctx.uptime().as_secs(),
+            base_dir: self.ctx.base.path().display().to_string(),
+            archive: self.cfg.archive.to_string(),
+            proxies: self.proxies.links(),
+            max_wlog_send_mb: self.cfg.max_wlog_send_mb,
+            snapshot_interval_s: self.cfg.snapshot_interval_s,
+            full_scan_bps: self.full_scan_bps.load(Ordering::Relaxed),
+            scheduled_tasks: self.monitor.scheduled() as u64,
+            ts_delta: self
+                .ts_delta
+                .status(self.cfg.ts_delta_interval, self.ctx.clock.instant()),
+            fg: self.ctx.fg_status(),
+            vols,
         }
-        v
     }
 
-    /// Status lines of one volume (blocking: asks the device).
-    fn vol_status(&self, v: &Vol) -> Vec<String> {
-        let mut out = vec![
-            "hostType storage".to_owned(),
-            format!("volId {}", v.name),
-            format!("state {}", v.core.state().name()),
-            format!("stopState {:?}", v.core.stop_state()),
-            format!("actions {:?}", v.core.actions().running()),
-            format!(
-                "isUnderMonitoring {}",
-                u8::from(self.monitor.is_monitored(&v.name))
-            ),
-        ];
-        let meta = match v.meta_copy() {
-            Ok(m) => m,
-            Err(e) => {
-                out.push(format!("error {}", e.message));
-                return out;
+    /// One volume's status (blocking: asks the device).
+    fn vol_status(&self, v: &Vol) -> StorageVolStatus {
+        let meta = v.meta_copy().map_err(|e| e.message).map(|meta| {
+            let device = self
+                .devices
+                .open(&meta.wdev_path)
+                .and_then(|d| {
+                    let info = d.info()?;
+                    let l = d.lsids()?;
+                    Ok(DeviceStatus {
+                        size_lb: info.size_lb,
+                        overflow: d.is_overflow()?,
+                        log_usage_pb: d.log_usage()?,
+                        log_capacity_pb: d.log_capacity()?,
+                        pbs: info.pbs,
+                        lsids: LsidsDto {
+                            oldest: l.oldest,
+                            prev_written: l.prev_written,
+                            written: l.written,
+                            permanent: l.permanent,
+                            latest: l.latest,
+                        },
+                    })
+                })
+                .map_err(|e| e.to_string());
+            StorageVolMeta {
+                wdev_path: meta.wdev_path.clone(),
+                uuid: meta.uuid,
+                device,
+                full_sync_base: meta.fullsync.as_ref().map(state_to_dto),
+                done: snap_record(&meta.snaps.done),
+                queue: meta.snaps.queue.iter().map(snap_record).collect(),
             }
-        };
-        out.push(format!("wdevPath {}", meta.wdev_path));
-        out.push(format!("uuid {}", walb_kernel::wlog::uuid_hex(&meta.uuid)));
-        match self.devices.open(&meta.wdev_path).and_then(|d| {
-            let info = d.info()?;
-            let l = d.lsids()?;
-            Ok(vec![
-                format!("sizeLb {}", info.size_lb),
-                format!("isOverflow {}", u8::from(d.is_overflow()?)),
-                format!("logUsagePb {}", d.log_usage()?),
-                format!("logCapacityPb {}", d.log_capacity()?),
-                format!("pbs {}", info.pbs),
-                format!(
-                    "lsids oldest {} prevWritten {} written {} permanent {} latest {}",
-                    l.oldest, l.prev_written, l.written, l.permanent, l.latest
-                ),
-            ])
-        }) {
-            Ok(lines) => out.extend(lines),
-            Err(e) => out.push(format!("deviceError {e}")),
-        }
-        if let Some(st) = &meta.fullsync {
-            out.push(format!("fullSyncBase {st}"));
-        }
-        out.push(format!("done {}", rec_line(&meta.snaps.done)));
-        out.push(format!("queue {}", meta.snaps.queue.len()));
-        out.extend(
-            meta.snaps
-                .queue
+        });
+        StorageVolStatus {
+            vol: v.name.clone(),
+            state: v.core.state(),
+            stop: stop_flag(v.core.stop_state()),
+            actions: v
+                .core
+                .actions()
+                .running()
                 .iter()
-                .map(|r| format!("queued {}", rec_line(r))),
-        );
-        out
+                .map(|a| a.to_string())
+                .collect(),
+            monitored: self.monitor.is_monitored(&v.name),
+            meta: Some(meta),
+        }
     }
 }
 
-fn gid_text(g: u64) -> String {
-    if g == u64::MAX {
-        "-".to_owned()
-    } else {
-        g.to_string()
+fn snap_record(r: &walb_kernel::meta::MetaLsidGid) -> SnapRecord {
+    SnapRecord {
+        gid: r.gid,
+        lsid: r.lsid,
+        explicit: !r.mergeable,
+        timestamp_s: r.timestamp,
     }
 }
 

@@ -158,16 +158,13 @@ impl Proxies {
         }
     }
 
-    /// Status lines.
-    pub(crate) fn lines(&self) -> Vec<String> {
+    /// The proxies and whether each answered its last check, for the status.
+    pub(crate) fn links(&self) -> Vec<walb_wire::msg::ProxyLink> {
         self.lock()
             .iter()
-            .map(|p| {
-                format!(
-                    "proxy {} available {}",
-                    p.addr,
-                    if p.available { 1 } else { 0 }
-                )
+            .map(|p| walb_wire::msg::ProxyLink {
+                addr: p.addr.to_string(),
+                available: p.available,
             })
             .collect()
     }

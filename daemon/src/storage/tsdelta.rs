@@ -16,7 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tracing::{debug, info, warn};
-use walb_wire::msg::{BackupSync, Reply, Request, SnapshotInfo};
+use walb_wire::msg::{BackupSync, GatherStatus, Reply, Request, SnapshotInfo, TsDeltaRow};
+use walb_wire::Role;
 
 use crate::state::storage::StorageState as S;
 
@@ -95,37 +96,40 @@ impl TsDelta {
         self.lock().vols.get(vol).copied()
     }
 
-    /// The `status` line at `now`: interval, the last success's age, the last failure.
-    pub(crate) fn status_line(&self, interval: Duration, now: Instant) -> String {
+    /// The gathers' status at `now`: interval, the last success's age, the last failure.
+    pub(crate) fn status(&self, interval: Duration, now: Instant) -> GatherStatus {
         let k = self.lock();
-        format!(
-            "tsDelta intervalS {} gathers {} lastGatherAgoS {} lastError {}",
-            interval.as_secs(),
-            k.tries,
-            k.last_ok.map_or("-".to_owned(), |t| {
-                now.saturating_duration_since(t).as_secs().to_string()
-            }),
-            k.last_error.as_deref().unwrap_or("-")
-        )
+        GatherStatus {
+            interval_s: interval.as_secs(),
+            gathers: k.tries,
+            last_ok_ago_s: k
+                .last_ok
+                .map(|t| now.saturating_duration_since(t).as_secs()),
+            last_error: k.last_error.clone(),
+        }
     }
 }
 
-/// One storage ts-delta line (pure): `gid`/`ts` the storage's latest snapshot, `dest` the
+/// One storage ts-delta row (pure): `gid`/`ts` the storage's latest snapshot, `dest` the
 /// archive's as gathered `age_s` seconds ago (`None`: not known).
-pub(super) fn line(
+pub(super) fn row(
     vol: &str,
     dest: &str,
     gid: u64,
     ts: u64,
     dest_snap: Option<(u64, u64)>,
     age_s: Option<u64>,
-) -> String {
-    let mut l = crate::dto::ts_delta_line(vol, dest, "storage", "archive", gid, ts, dest_snap);
-    l.push_str(&format!(
-        "\tage:{}",
-        age_s.map_or("-".to_owned(), |a| a.to_string())
-    ));
-    l
+) -> TsDeltaRow {
+    TsDeltaRow {
+        vol: vol.to_owned(),
+        dest: dest.to_owned(),
+        kind: Role::Storage,
+        dest_kind: Role::Archive,
+        gid,
+        ts_s: ts,
+        dest_snap,
+        age_s,
+    }
 }
 
 impl Storage {
@@ -200,7 +204,7 @@ impl Storage {
     }
 
     /// `get ts-delta`: one line per Target volume.
-    pub(crate) fn ts_delta_lines(&self) -> Vec<String> {
+    pub(crate) fn ts_delta_rows(&self) -> Vec<TsDeltaRow> {
         let dest = self.cfg.archive.id.id().to_owned();
         let now = self.ctx.clock.instant();
         self.all_vols()
@@ -215,7 +219,7 @@ impl Storage {
                 let g = self.ts_delta.get(&v.name);
                 let dest_snap = g.and_then(|g| g.gid.map(|gid| (gid, g.timestamp_s)));
                 let age = g.map(|g| now.saturating_duration_since(g.at).as_secs());
-                Some(line(&v.name, &dest, latest.0, latest.1, dest_snap, age))
+                Some(row(&v.name, &dest, latest.0, latest.1, dest_snap, age))
             })
             .collect()
     }
@@ -238,6 +242,7 @@ mod tests {
 
     #[test]
     fn lines_carry_the_delta_and_the_age_or_dashes() {
+        let line = |v, d, g, t, ds, a| row(v, d, g, t, ds, a).line();
         let l = line("v", "a0", 12, 1_000, Some((8, 965)), Some(3));
         assert!(l.starts_with("name:v\tdest:a0\tkind:storage\tdest_kind:archive\tgid:12\t"));
         assert!(l.contains("\tdest_gid:8\t"), "{l}");
@@ -275,9 +280,9 @@ mod tests {
                 at
             })
         );
-        let s = t.status_line(Duration::from_secs(60), at + Duration::from_secs(42));
-        assert!(s.contains("gathers 2 lastGatherAgoS 42 "), "{s}");
-        assert!(s.ends_with("lastError archive a0: timed out"), "{s}");
+        let s = t.status(Duration::from_secs(60), at + Duration::from_secs(42));
+        assert_eq!((s.gathers, s.last_ok_ago_s), (2, Some(42)));
+        assert_eq!(s.last_error.as_deref(), Some("archive a0: timed out"));
         assert_eq!(t.get("w"), None);
     }
 }

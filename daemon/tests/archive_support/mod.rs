@@ -209,7 +209,7 @@ pub async fn query(p: &Peer, q: Query) -> Reply {
 
 pub async fn state(p: &Peer, vol: &str) -> String {
     match query(p, Query::State { vol: vol.into() }).await {
-        Reply::Text(s) => s,
+        Reply::State(s) => s.name().to_owned(),
         r => panic!("state: {r:?}"),
     }
 }
@@ -447,13 +447,7 @@ pub async fn restorable(p: &Peer, vol: &str, all: bool) -> Vec<SnapshotInfo> {
 /// `(gid, path)` of the restored images.
 pub async fn restored(p: &Peer, vol: &str) -> Vec<(u64, PathBuf)> {
     match query(p, Query::Restored { vol: vol.into() }).await {
-        Reply::Lines(l) => l
-            .iter()
-            .map(|s| {
-                let (g, p) = s.split_once(' ').unwrap();
-                (g.parse().unwrap(), PathBuf::from(p))
-            })
-            .collect(),
+        Reply::Restored(l) => l.iter().map(|r| (r.gid, PathBuf::from(&r.path))).collect(),
         r => panic!("restored: {r:?}"),
     }
 }
@@ -511,7 +505,7 @@ pub async fn status(p: &Peer, vol: &str) -> Vec<String> {
     )
     .await
     {
-        Reply::Lines(l) => l,
+        Reply::Status(s) => s.lines(),
         r => panic!("status: {r:?}"),
     }
 }

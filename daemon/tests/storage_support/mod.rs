@@ -241,7 +241,7 @@ impl FakeProxy {
         let mut call = inc.call;
         let req = match inc.request {
             Request::Query(Query::HostType) => {
-                let _ = call.reply(Reply::Text("proxy".into())).await;
+                let _ = call.reply(Reply::HostType(walb_wire::Role::Proxy)).await;
                 let _ = call.sender.finish();
                 return;
             }
@@ -581,7 +581,7 @@ impl Op {
 
     pub async fn state(&self, vol: &str) -> String {
         match self.query(Query::State { vol: vol.into() }).await.unwrap() {
-            Reply::Text(t) => t,
+            Reply::State(s) => s.name().to_owned(),
             other => panic!("state answered {other:?}"),
         }
     }

@@ -230,7 +230,7 @@ pub enum Reply {
     /// A volume's state (`get state`).
     State(VolumeState),
     /// `status` of a daemon or of one volume.
-    Status(Status),
+    Status(Box<Status>),
     /// `get ts-delta`.
     TsDelta(Vec<TsDeltaRow>),
     /// `get log-usage`.

@@ -82,6 +82,9 @@ pub fn serve_simple(node: Node) -> tokio::task::JoinHandle<()> {
                     software: "test".into(),
                     protocol: inc.version,
                 },
+                Request::Query(Query::State { .. }) => Reply::State(
+                    walb_wire::msg::VolumeState::Archive(walb_wire::msg::ArchiveState::Archived),
+                ),
                 _ => Reply::Done,
             };
             let _ = inc.call.reply(reply).await;

@@ -56,7 +56,7 @@ mod dest;
 mod source;
 
 pub use dest::{FullReplState, FULL_REPL_FILE};
-pub use source::{plan_round, ts_delta_line, RoundPlan, DEFAULT_MERGE_MAX};
+pub use source::{plan_round, ts_delta_row, RoundPlan, DEFAULT_MERGE_MAX};
 
 use walb_wire::WireError;
 

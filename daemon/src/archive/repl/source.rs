@@ -2,7 +2,7 @@
 //! session on the destination and sends what the destination's kind and rounds ask for:
 //! the base image (full), the differing bulks of the base (resync), merged diffs (rounds,
 //! [`plan_round`]) or the differing bulks of a virtual image (hash rounds). It also keeps
-//! the replicas' gids for queries ([`Archive::replica_gids`], [`Archive::ts_delta_lines`]).
+//! the replicas' gids for queries ([`Archive::replica_gids`], [`Archive::ts_delta_rows`]).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,7 +21,9 @@ use walb_kernel::ldev::ReadAt;
 use walb_kernel::meta::{DiffManager, MergeLimits, MetaDiff, MetaSnap, MetaState};
 use walb_kernel::wdiff::WdiffKind;
 use walb_wire::frame::ChunkEncoder;
-use walb_wire::msg::{MergeUntil, ReplDecision, ReplKind, ReplSync, ReplicateCommand, Uuid};
+use walb_wire::msg::{
+    MergeUntil, ReplDecision, ReplKind, ReplSync, ReplicateCommand, TsDeltaRow, Uuid,
+};
 use walb_wire::{Call, EncodedChunk, ErrorCode, PeerId, Reply, Request, Role, Step, WireError};
 
 use super::{wire, OP};
@@ -101,17 +103,18 @@ pub fn plan_round(
     }
 }
 
-/// One `ts-delta` line (pure).
-pub fn ts_delta_line(vol: &str, dest: &str, gid: u64, ts: u64, dest_st: &MetaState) -> String {
-    crate::dto::ts_delta_line(
-        vol,
-        dest,
-        "archive",
-        "archive",
+/// One `ts-delta` row (pure): `vol` here at `gid` (`ts`), the destination at `dest_st`.
+pub fn ts_delta_row(vol: &str, dest: &str, gid: u64, ts: u64, dest_st: &MetaState) -> TsDeltaRow {
+    TsDeltaRow {
+        vol: vol.to_owned(),
+        dest: dest.to_owned(),
+        kind: Role::Archive,
+        dest_kind: Role::Archive,
         gid,
-        ts,
-        Some((dest_st.snap_b.gid_b, dest_st.timestamp)),
-    )
+        ts_s: ts,
+        dest_snap: Some((dest_st.snap_b.gid_b, dest_st.timestamp)),
+        age_s: None,
+    }
 }
 
 /// The zstd level of a full copy's bulks asked by a `replicate` command.
@@ -644,7 +647,7 @@ impl Archive {
     /// `get ts-delta`: per volume and destination replicated to, this archive's latest
     /// snapshot and the destination's as of the last replication (LTSV, walb-tools'
     /// fields; the delta in seconds).
-    pub fn ts_delta_lines(&self) -> Vec<String> {
+    pub fn ts_delta_rows(&self) -> Vec<TsDeltaRow> {
         let g = self.replicas.lock().unwrap_or_else(|p| p.into_inner());
         g.iter()
             .filter_map(|((vol, dest), st)| {
@@ -653,7 +656,7 @@ impl Archive {
                     let m = v.meta();
                     (m.latest_snapshot(), m.latest_state().timestamp)
                 };
-                Some(ts_delta_line(vol, dest, snap.gid_b, ts, st))
+                Some(ts_delta_row(vol, dest, snap.gid_b, ts, st))
             })
             .collect()
     }
