@@ -15,25 +15,20 @@ use super::{MetaDiffDto, MetaStateDto, SnapDto, Uuid};
 
 /// `YYYY-MM-DDThh:mm:ss` in UTC (the raw number if out of range).
 pub fn time_iso(ts: u64) -> String {
-    match utc(ts) {
-        Some(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        None => ts.to_string(),
-    }
+    utc_with(ts, "-", "T", ":")
 }
 
 /// `YYYYMMDDhhmmss` in UTC (walb-tools' meta-state timestamps).
 pub fn time_compact(ts: u64) -> String {
+    utc_with(ts, "", "", "")
+}
+
+/// `ts` in UTC with `date` between the date's fields, `mid` between date and time and
+/// `clock` between the time's; the raw number if out of range.
+fn utc_with(ts: u64, date: &str, mid: &str, clock: &str) -> String {
     match utc(ts) {
         Some(t) => format!(
-            "{:04}{:02}{:02}{:02}{:02}{:02}",
+            "{:04}{date}{:02}{date}{:02}{mid}{:02}{clock}{:02}{clock}{:02}",
             t.year(),
             u8::from(t.month()),
             t.day(),
