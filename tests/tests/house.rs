@@ -21,7 +21,6 @@ const KNOWN_LONG_FILES: &[&str] = &[];
 const KNOWN_LONG_FNS: &[&str] = &[
     "console/src/tui/input.rs::normal_key",
     "console/src/tui/loss.rs::loss",
-    "daemon/src/storage/query.rs::Storage::query",
     "kernel/core/src/diff/pipeline.rs::compress_ordered",
     "kernel/core/src/logpack.rs::LogPackHeader::parse",
     "kernel/core/src/wdiff/indexed.rs::IndexedDiffReader::new",

@@ -35,24 +35,7 @@ impl Storage {
             Query::Status { vol: None } => {
                 Ok(Reply::Status(Box::new(Status::Storage(self.summary()))))
             }
-            Query::Status { vol: Some(vol) } => {
-                let v = self.get_vol(&vol);
-                let status = match v {
-                    Some(v) if v.core.state() != S::Clear => {
-                        let s2 = Arc::clone(self);
-                        blocking(move || s2.vol_status(&v)).await?
-                    }
-                    _ => StorageVolStatus {
-                        vol,
-                        state: S::Clear,
-                        stop: StopFlag::NotStopping,
-                        actions: Vec::new(),
-                        monitored: false,
-                        meta: None,
-                    },
-                };
-                Ok(Reply::Status(Box::new(Status::StorageVol(status))))
-            }
+            Query::Status { vol: Some(vol) } => self.vol_status_reply(vol).await,
             Query::LatestSnap { vol: Some(vol) } => {
                 let v = self.existing_vol(&vol)?;
                 let m = v.meta_copy()?;
@@ -69,31 +52,7 @@ impl Storage {
                     })
                     .collect(),
             )),
-            Query::LogUsage { vol } => {
-                let vols = match vol {
-                    Some(name) => vec![self.existing_vol(&name)?],
-                    None => self
-                        .all_vols()
-                        .into_iter()
-                        .filter(|v| v.core.state() != S::Clear)
-                        .collect(),
-                };
-                let single = vols.len() == 1;
-                let s2 = Arc::clone(self);
-                let rows = blocking(move || {
-                    let mut out = Vec::new();
-                    for v in &vols {
-                        match s2.log_usage_row(v) {
-                            Ok(l) => out.push(l),
-                            Err(e) if single => return Err(e),
-                            Err(_) => {}
-                        }
-                    }
-                    Ok(out)
-                })
-                .await??;
-                Ok(Reply::LogUsage(rows))
-            }
+            Query::LogUsage { vol } => self.log_usage(vol).await,
             Query::IsOverflow { vol } => {
                 let v = self.existing_vol(&vol)?;
                 let path = v.meta_copy()?.wdev_path;
@@ -137,6 +96,53 @@ impl Storage {
                 format!("the storage does not answer {other:?}"),
             )),
         }
+    }
+
+    /// `status VOL`: a Clear volume's three lines, or what its metadata and device say.
+    async fn vol_status_reply(self: &Arc<Self>, vol: String) -> Result<Reply, WireError> {
+        let status = match self.get_vol(&vol) {
+            Some(v) if v.core.state() != S::Clear => {
+                let s2 = Arc::clone(self);
+                blocking(move || s2.vol_status(&v)).await?
+            }
+            _ => StorageVolStatus {
+                vol,
+                state: S::Clear,
+                stop: StopFlag::NotStopping,
+                actions: Vec::new(),
+                monitored: false,
+                meta: None,
+            },
+        };
+        Ok(Reply::Status(Box::new(Status::StorageVol(status))))
+    }
+
+    /// `get log-usage [VOL]`: one volume (its error refuses), or every volume that is not
+    /// Clear (a device that cannot be read is left out).
+    async fn log_usage(self: &Arc<Self>, vol: Option<String>) -> Result<Reply, WireError> {
+        let vols = match vol {
+            Some(name) => vec![self.existing_vol(&name)?],
+            None => self
+                .all_vols()
+                .into_iter()
+                .filter(|v| v.core.state() != S::Clear)
+                .collect(),
+        };
+        let single = vols.len() == 1;
+        let s2 = Arc::clone(self);
+        let rows = blocking(move || {
+            let mut out = Vec::new();
+            for v in &vols {
+                match s2.log_usage_row(v) {
+                    Ok(l) => out.push(l),
+                    Err(e) if single => return Err(e),
+                    Err(_) => {}
+                }
+            }
+            Ok(out)
+        })
+        .await??;
+        Ok(Reply::LogUsage(rows))
     }
 
     fn log_usage_row(&self, v: &Vol) -> Result<LogUsageRow, WireError> {
