@@ -186,73 +186,6 @@ fn handle_conn(
         let mut desync = cmd == "write";
         let res: Result<String> = (|| {
             Ok(match cmd {
-                "info" => {
-                    let i = emu.info()?;
-                    let p = |p: &Option<PathBuf>| {
-                        p.as_ref()
-                            .map_or("-".to_string(), |p| p.display().to_string())
-                    };
-                    format!(
-                        "\t{}\t{}\t{}\t{}\t{}\t{}",
-                        i.name,
-                        i.size_lb,
-                        i.pbs,
-                        p(&i.ldev_path),
-                        p(&i.ddev_path),
-                        p(&info.wdev_path)
-                    )
-                }
-                "lsids" => {
-                    let a = emu.lsids()?.to_array().map(|v| v.to_string());
-                    format!(" {}", a.join(" "))
-                }
-                "set-oldest" => {
-                    emu.set_oldest_lsid(num(words.next(), cmd)?)?;
-                    String::new()
-                }
-                "checkpoint" => {
-                    emu.take_checkpoint()?;
-                    String::new()
-                }
-                "cp-interval" => format!(" {}", emu.checkpoint_interval_ms()?),
-                "set-cp-interval" => {
-                    let ms = u32::try_from(num(words.next(), cmd)?)
-                        .map_err(|_| Error::Invalid("interval too large".into()))?;
-                    emu.set_checkpoint_interval_ms(ms)?;
-                    String::new()
-                }
-                "usage" => format!(" {}", emu.log_usage()?),
-                "capacity" => format!(" {}", emu.log_capacity()?),
-                "overflow" => format!(" {}", u8::from(emu.is_overflow()?)),
-                "reset-wal" => {
-                    emu.reset_wal()?;
-                    String::new()
-                }
-                "freeze" => {
-                    let s = num(words.next(), cmd)?.min(86_400) as u32;
-                    emu.freeze(s)?;
-                    String::new()
-                }
-                "melt" => {
-                    emu.melt()?;
-                    String::new()
-                }
-                "frozen" => format!(" {}", u8::from(emu.is_frozen()?)),
-                "resize" => {
-                    emu.resize(num(words.next(), cmd)?)?;
-                    hooks.resized();
-                    String::new()
-                }
-                "flush-capable" => format!(" {}", u8::from(emu.is_flush_capable()?)),
-                "version" => format!(" {}", emu.version()?),
-                "wait" => {
-                    let after = num(words.next(), cmd)?;
-                    let ms = num(words.next(), cmd)?.min(3_600_000);
-                    format!(
-                        " {}",
-                        emu.wait_for_permanent(after, Duration::from_millis(ms))?
-                    )
-                }
                 "write" => {
                     let off = num(words.next(), cmd)?;
                     let len = num(words.next(), cmd)?;
@@ -287,19 +220,7 @@ fn handle_conn(
                     payload = Some(len as usize);
                     format!(" {len}")
                 }
-                "flush" => {
-                    emu.flush()?;
-                    String::new()
-                }
-                "discard" => {
-                    emu.discard(num(words.next(), cmd)?, num(words.next(), cmd)?)?;
-                    String::new()
-                }
-                "stop" => {
-                    hooks.stop(words.next() == Some("1"))?;
-                    String::new()
-                }
-                _ => return Err(Error::Invalid(format!("unknown command {cmd:?}"))),
+                _ => simple(cmd, &mut words, emu, info, hooks)?,
             })
         })();
         match res {
@@ -324,6 +245,100 @@ fn handle_conn(
             }
         }
     }
+}
+
+/// Answers a control command that neither reads nor writes data (`info`, `lsids`, the
+/// checkpoint, freeze and overflow controls, `flush`, `discard`, `stop`): the text after
+/// `ok`.
+fn simple<'a>(
+    cmd: &str,
+    words: &mut impl Iterator<Item = &'a str>,
+    emu: &Emulator,
+    info: &DeviceInfo,
+    hooks: &dyn ServerHooks,
+) -> Result<String> {
+    Ok(match cmd {
+        "info" => {
+            let i = emu.info()?;
+            let p = |p: &Option<PathBuf>| {
+                p.as_ref()
+                    .map_or("-".to_string(), |p| p.display().to_string())
+            };
+            format!(
+                "\t{}\t{}\t{}\t{}\t{}\t{}",
+                i.name,
+                i.size_lb,
+                i.pbs,
+                p(&i.ldev_path),
+                p(&i.ddev_path),
+                p(&info.wdev_path)
+            )
+        }
+        "lsids" => {
+            let a = emu.lsids()?.to_array().map(|v| v.to_string());
+            format!(" {}", a.join(" "))
+        }
+        "set-oldest" => {
+            emu.set_oldest_lsid(num(words.next(), cmd)?)?;
+            String::new()
+        }
+        "checkpoint" => {
+            emu.take_checkpoint()?;
+            String::new()
+        }
+        "cp-interval" => format!(" {}", emu.checkpoint_interval_ms()?),
+        "set-cp-interval" => {
+            let ms = u32::try_from(num(words.next(), cmd)?)
+                .map_err(|_| Error::Invalid("interval too large".into()))?;
+            emu.set_checkpoint_interval_ms(ms)?;
+            String::new()
+        }
+        "usage" => format!(" {}", emu.log_usage()?),
+        "capacity" => format!(" {}", emu.log_capacity()?),
+        "overflow" => format!(" {}", u8::from(emu.is_overflow()?)),
+        "reset-wal" => {
+            emu.reset_wal()?;
+            String::new()
+        }
+        "freeze" => {
+            let s = num(words.next(), cmd)?.min(86_400) as u32;
+            emu.freeze(s)?;
+            String::new()
+        }
+        "melt" => {
+            emu.melt()?;
+            String::new()
+        }
+        "frozen" => format!(" {}", u8::from(emu.is_frozen()?)),
+        "resize" => {
+            emu.resize(num(words.next(), cmd)?)?;
+            hooks.resized();
+            String::new()
+        }
+        "flush-capable" => format!(" {}", u8::from(emu.is_flush_capable()?)),
+        "version" => format!(" {}", emu.version()?),
+        "wait" => {
+            let after = num(words.next(), cmd)?;
+            let ms = num(words.next(), cmd)?.min(3_600_000);
+            format!(
+                " {}",
+                emu.wait_for_permanent(after, Duration::from_millis(ms))?
+            )
+        }
+        "flush" => {
+            emu.flush()?;
+            String::new()
+        }
+        "discard" => {
+            emu.discard(num(words.next(), cmd)?, num(words.next(), cmd)?)?;
+            String::new()
+        }
+        "stop" => {
+            hooks.stop(words.next() == Some("1"))?;
+            String::new()
+        }
+        _ => return Err(Error::Invalid(format!("unknown command {cmd:?}"))),
+    })
 }
 
 /// A client of an emulated device's control socket.
