@@ -26,7 +26,6 @@ const KNOWN_LONG_FNS: &[&str] = &[
     "kernel/core/src/wdiff/indexed.rs::IndexedDiffReader::new",
     "kernel/core/src/wdiff/sorted.rs::parse_pack",
     "kernel/device/src/emu/writer.rs::Shared::write_batch",
-    "kernel/wdevc/src/device.rs::run_device",
 ];
 
 fn check(what: &str, now: BTreeSet<String>, known: &[&str]) -> Vec<String> {

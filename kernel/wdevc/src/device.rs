@@ -458,48 +458,8 @@ fn run_device(a: CreateWdev, name: String) -> Result<()> {
         .with_context(|| format!("writing {}", pidf.display()))?;
     clean.pid = Some(pidf);
     let mut info = emu.info()?;
-    let root = nix::unistd::getuid().is_root();
-    if !a.no_block {
-        let mnt = dir.join(format!("{name}.mnt"));
-        std::fs::create_dir_all(&mnt).with_context(|| format!("creating {}", mnt.display()))?;
-        clean.mnt = Some(mnt.clone());
-        match walb_device::fuse::mount(emu.clone(), &mnt, 4) {
-            Ok(s) => clean.fuse = Some(s),
-            Err(e) if !root => warn!(
-                "not root and the FUSE file could not be mounted (is fusermount3, package \
-                 fuse3, installed?): {e}; the emulated device {name} is served through its \
-                 control socket only"
-            ),
-            Err(e) => return Err(e.into()),
-        }
-    }
-    if clean.fuse.is_some() && !root {
-        // Without root there is no loop device: the FUSE file is the device.
-        let file = mnt_file(&dir, &name);
-        info.wdev_path = Some(file);
-    } else if clean.fuse.is_some() {
-        let file = mnt_file(&dir, &name);
-        let out = Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&file)
-            .output()
-            .context("running losetup")?;
-        if !out.status.success() {
-            bail!(
-                "losetup failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            );
-        }
-        let lo = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string());
-        clean.loop_dev = Some(lo.clone());
-        let dd = dev_dir();
-        std::fs::create_dir_all(&dd).with_context(|| format!("creating {}", dd.display()))?;
-        let link = dd.join(&name);
-        let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&lo, &link)
-            .with_context(|| format!("linking {} to {}", link.display(), lo.display()))?;
-        clean.link = Some(link.clone());
-        info.wdev_path = Some(link);
+    if let Some(path) = expose(&emu, &dir, &name, a.no_block, &mut clean)? {
+        info.wdev_path = Some(path);
     }
     let hooks = Arc::new(Hooks {
         stop: Mutex::new(false),
@@ -548,6 +508,62 @@ fn run_device(a: CreateWdev, name: String) -> Result<()> {
     r?;
     info!("emulated walb device {name} stopped");
     Ok(())
+}
+
+/// Makes the emulated device a file (its FUSE mount) and, as root, a loop device on it
+/// linked under the devices' folder; `None` when it is served through its control socket
+/// only. What it creates is recorded in `clean`, to be undone at the end.
+fn expose(
+    emu: &Arc<Emulator>,
+    dir: &Path,
+    name: &str,
+    no_block: bool,
+    clean: &mut Cleanup,
+) -> Result<Option<PathBuf>> {
+    let root = nix::unistd::getuid().is_root();
+    if !no_block {
+        let mnt = dir.join(format!("{name}.mnt"));
+        std::fs::create_dir_all(&mnt).with_context(|| format!("creating {}", mnt.display()))?;
+        clean.mnt = Some(mnt.clone());
+        match walb_device::fuse::mount(emu.clone(), &mnt, 4) {
+            Ok(s) => clean.fuse = Some(s),
+            Err(e) if !root => warn!(
+                "not root and the FUSE file could not be mounted (is fusermount3, package \
+                 fuse3, installed?): {e}; the emulated device {name} is served through its \
+                 control socket only"
+            ),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if clean.fuse.is_none() {
+        return Ok(None);
+    }
+    if !root {
+        // Without root there is no loop device: the FUSE file is the device.
+        return Ok(Some(mnt_file(dir, name)));
+    }
+    let file = mnt_file(dir, name);
+    let out = Command::new("losetup")
+        .args(["--find", "--show"])
+        .arg(&file)
+        .output()
+        .context("running losetup")?;
+    if !out.status.success() {
+        bail!(
+            "losetup failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    let lo = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim().to_string());
+    clean.loop_dev = Some(lo.clone());
+    let dd = dev_dir();
+    std::fs::create_dir_all(&dd).with_context(|| format!("creating {}", dd.display()))?;
+    let link = dd.join(name);
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&lo, &link)
+        .with_context(|| format!("linking {} to {}", link.display(), lo.display()))?;
+    clean.link = Some(link.clone());
+    Ok(Some(link))
 }
 
 /// `delete-wdev WDEV [-f]`.
