@@ -25,7 +25,6 @@ const KNOWN_LONG_FNS: &[&str] = &[
     "kernel/core/src/logpack.rs::LogPackHeader::parse",
     "kernel/core/src/wdiff/indexed.rs::IndexedDiffReader::new",
     "kernel/core/src/wdiff/sorted.rs::parse_pack",
-    "kernel/device/src/emu/writer.rs::Shared::write_batch",
 ];
 
 fn check(what: &str, now: BTreeSet<String>, known: &[&str]) -> Vec<String> {

@@ -586,61 +586,80 @@ impl Shared {
                     g = self.wq_wait(g);
                 }
                 Ok(Admit::NeedCheckpoint) => {
-                    debug!("ring full up to prev_written: checkpoint before writing");
-                    drop(g);
-                    let r = self.flush_unlocked();
-                    g = self.lock();
-                    let r = r.and_then(|_| self.checkpoint(&mut g, true));
-                    let l = g.st.lsids();
-                    let r = r.and_then(|_| {
-                        if l.prev_written == l.latest {
-                            Ok(())
-                        } else {
-                            Err(Error::Invalid("checkpoint did not advance".into()))
-                        }
-                    });
+                    let r;
+                    (g, r) = self.make_room(g);
                     if let Err(e) = r {
                         self.fail_batch(&mut g, &batch, &e);
                         return g;
                     }
                 }
                 Ok(Admit::Go { lsid, overflowed }) => {
-                    if overflowed {
-                        warn!(
-                            "log of {} overflowed: logs before {} were overwritten before being released",
-                            self.name,
-                            lsid + b.total - g.st.capacity()
-                        );
-                    }
-                    g.wq.in_flight = true;
-                    let sb = g.sb.clone();
-                    drop(g);
-                    let mut bufs: Vec<&[u8]> = Vec::with_capacity(4 * b.packs.len());
-                    for p in &b.packs {
-                        p.bufs(&mut bufs);
-                    }
-                    let r = write_ring_vectored(&*self.ldev, &sb, lsid, &bufs);
-                    g = self.lock();
-                    g.wq.in_flight = false;
-                    if let Err(e) = r {
-                        g.st.handle_io_error();
-                        self.fail_batch(&mut g, &batch, &e);
-                        return g;
-                    }
-                    drop(bufs);
-                    if let Some(b) = built.take() {
-                        self.complete(&mut g, b);
-                    }
-                    if let Some(last) = batch.last() {
-                        g.wq.done = g.wq.done.max(last.id + 1);
-                    }
-                    if self.background && g.st.poll_flush(Instant::now()) {
-                        self.tick_cond.notify_all();
-                    }
-                    return g;
+                    let Some(b) = built.take() else { continue };
+                    return self.write_built(g, b, &batch, lsid, overflowed);
                 }
             }
         }
+    }
+
+    /// The ring is full up to `prev_written`: flushes and takes a checkpoint so that a
+    /// batch can be admitted; fails if the checkpoint did not free the ring.
+    fn make_room<'a>(&'a self, g: MutexGuard<'a, Inner>) -> (MutexGuard<'a, Inner>, Result<()>) {
+        debug!("ring full up to prev_written: checkpoint before writing");
+        drop(g);
+        let r = self.flush_unlocked();
+        let mut g = self.lock();
+        let r = r.and_then(|_| self.checkpoint(&mut g, true));
+        let l = g.st.lsids();
+        let r = r.and_then(|_| {
+            if l.prev_written == l.latest {
+                Ok(())
+            } else {
+                Err(Error::Invalid("checkpoint did not advance".into()))
+            }
+        });
+        (g, r)
+    }
+
+    /// Writes an admitted batch's packs at `lsid` (without the lock) and completes it.
+    fn write_built<'a>(
+        &'a self,
+        mut g: MutexGuard<'a, Inner>,
+        b: Built,
+        batch: &[Item],
+        lsid: u64,
+        overflowed: bool,
+    ) -> MutexGuard<'a, Inner> {
+        if overflowed {
+            warn!(
+                "log of {} overflowed: logs before {} were overwritten before being released",
+                self.name,
+                lsid + b.total - g.st.capacity()
+            );
+        }
+        g.wq.in_flight = true;
+        let sb = g.sb.clone();
+        drop(g);
+        let mut bufs: Vec<&[u8]> = Vec::with_capacity(4 * b.packs.len());
+        for p in &b.packs {
+            p.bufs(&mut bufs);
+        }
+        let r = write_ring_vectored(&*self.ldev, &sb, lsid, &bufs);
+        drop(bufs);
+        g = self.lock();
+        g.wq.in_flight = false;
+        if let Err(e) = r {
+            g.st.handle_io_error();
+            self.fail_batch(&mut g, batch, &e);
+            return g;
+        }
+        self.complete(&mut g, b);
+        if let Some(last) = batch.last() {
+            g.wq.done = g.wq.done.max(last.id + 1);
+        }
+        if self.background && g.st.poll_flush(Instant::now()) {
+            self.tick_cond.notify_all();
+        }
+        g
     }
 
     /// The packs of a batch are on the log device: `completed` moves and their IOs become
