@@ -79,8 +79,22 @@ pub fn build_bins() -> Result<()> {
     let mut c = Command::new(cargo);
     c.args(["build", "--bins", "-p", "walb-daemon", "-p", "walb-console"])
         .args(["-p", "wdevc"]);
-    // Cargo runs tests and benches with their package's variables set; build scripts
-    // watching them (ring's) would rebuild, and rebuild again under the next plain build.
+    without_package_env(&mut c);
+    if release {
+        c.arg("--release");
+    }
+    let st = c.status().context("running cargo build")?;
+    if !st.success() {
+        bail!("building the walb binaries failed: {st}");
+    }
+    Ok(())
+}
+
+/// Removes from `c` the variables cargo sets for the running package: cargo runs tests,
+/// benches and `cargo run` binaries with them, and a cargo started from there would see
+/// build scripts watching them (ring's) rebuild, and rebuild again under the next plain
+/// build.
+pub fn without_package_env(c: &mut Command) {
     for (k, _) in std::env::vars_os() {
         let k = k.to_string_lossy();
         let leaked = [
@@ -96,14 +110,6 @@ pub fn build_bins() -> Result<()> {
             c.env_remove(&*k);
         }
     }
-    if release {
-        c.arg("--release");
-    }
-    let st = c.status().context("running cargo build")?;
-    if !st.success() {
-        bail!("building the walb binaries failed: {st}");
-    }
-    Ok(())
 }
 
 /// The directory holding the workspace's binaries: `$WALB_BIN_DIR` if set (binaries built
