@@ -276,71 +276,15 @@ impl LogPackHeader {
                 "header checksum {stored:08x} does not verify with salt {salt:08x}"
             )));
         }
-        if n_records > max_records(pbs) {
-            return Err(corrupt(format!(
-                "{n_records} records, at most {} fit a {pbs}-byte block",
-                max_records(pbs)
-            )));
-        }
-        if n_padding > 1 || usize::from(n_padding) > n_records {
-            return Err(corrupt(format!(
-                "n_padding {n_padding} with {n_records} records"
-            )));
-        }
-        if logpack_lsid
-            .checked_add(1 + u64::from(total_io_size))
-            .is_none()
-        {
-            return Err(corrupt(format!(
-                "pack end overflows: lsid {logpack_lsid} + {total_io_size}"
-            )));
-        }
+        check_counts(pbs, logpack_lsid, total_io_size, n_records, n_padding).map_err(corrupt)?;
         let mut data_pb: u64 = 0;
         let mut paddings = 0u16;
         h.records.reserve_exact(n_records);
         for i in 0..n_records {
             let off = HEADER_FIXED_BYTES + i * RECORD_BYTES;
             let r = LogRecord::parse(&block[off..off + RECORD_BYTES]);
-            let rat = Location::Record {
-                index: i,
-                pack: logpack_lsid,
-                lsid: true,
-            };
-            let bad = |d: String| Error::corrupt("log record", rat, d);
-            if r.flags & FLAG_EXIST == 0 {
-                return Err(bad(format!("EXIST flag missing (flags {:#x})", r.flags)));
-            }
+            check_record(&r, i, logpack_lsid, pbs, data_pb)?;
             let padding = r.flags & FLAG_PADDING != 0;
-            let discard = r.flags & FLAG_DISCARD != 0;
-            if padding && discard {
-                return Err(bad("both PADDING and DISCARD are set".into()));
-            }
-            if !padding && r.io_size == 0 {
-                return Err(bad("io_size is 0".into()));
-            }
-            if !discard && r.io_size > MAX_NORMAL_IO_LB * if padding { pbs.lb_per_pb() } else { 1 }
-            {
-                return Err(bad(format!(
-                    "io_size {} exceeds the maximum of a normal IO",
-                    r.io_size
-                )));
-            }
-            if r.lsid_local == 0 {
-                return Err(bad("lsid_local is 0".into()));
-            }
-            if r.lsid > MAX_LSID || r.lsid.wrapping_sub(u64::from(r.lsid_local)) != logpack_lsid {
-                return Err(bad(format!(
-                    "lsid {} - lsid_local {} != logpack_lsid {logpack_lsid}",
-                    r.lsid, r.lsid_local
-                )));
-            }
-            if u64::from(r.lsid_local) != 1 + data_pb {
-                return Err(bad(format!(
-                    "data not contiguous: lsid_local {}, expected {}",
-                    r.lsid_local,
-                    1 + data_pb
-                )));
-            }
             if padding {
                 paddings += 1;
             }
@@ -406,6 +350,82 @@ impl LogPackHeader {
             .filter(|r| r.kind() == RecordKind::Padding)
             .count() as u16;
     }
+}
+
+/// Checks a pack header's counts: records that fit the block, at most one padding, an
+/// end that does not overflow. The error says what is wrong.
+#[inline]
+fn check_counts(
+    pbs: Pbs,
+    logpack_lsid: u64,
+    total_io_size: u16,
+    n_records: usize,
+    n_padding: u16,
+) -> std::result::Result<(), String> {
+    if n_records > max_records(pbs) {
+        return Err(format!(
+            "{n_records} records, at most {} fit a {pbs}-byte block",
+            max_records(pbs)
+        ));
+    }
+    if n_padding > 1 || usize::from(n_padding) > n_records {
+        return Err(format!("n_padding {n_padding} with {n_records} records"));
+    }
+    if logpack_lsid
+        .checked_add(1 + u64::from(total_io_size))
+        .is_none()
+    {
+        return Err(format!(
+            "pack end overflows: lsid {logpack_lsid} + {total_io_size}"
+        ));
+    }
+    Ok(())
+}
+
+/// Checks record `i` of the pack at `logpack_lsid`, whose data starts `data_pb` blocks
+/// into the pack: flags, sizes and lsids as the driver writes them.
+#[inline]
+fn check_record(r: &LogRecord, i: usize, logpack_lsid: u64, pbs: Pbs, data_pb: u64) -> Result<()> {
+    let rat = Location::Record {
+        index: i,
+        pack: logpack_lsid,
+        lsid: true,
+    };
+    let bad = |d: String| Error::corrupt("log record", rat, d);
+    if r.flags & FLAG_EXIST == 0 {
+        return Err(bad(format!("EXIST flag missing (flags {:#x})", r.flags)));
+    }
+    let padding = r.flags & FLAG_PADDING != 0;
+    let discard = r.flags & FLAG_DISCARD != 0;
+    if padding && discard {
+        return Err(bad("both PADDING and DISCARD are set".into()));
+    }
+    if !padding && r.io_size == 0 {
+        return Err(bad("io_size is 0".into()));
+    }
+    if !discard && r.io_size > MAX_NORMAL_IO_LB * if padding { pbs.lb_per_pb() } else { 1 } {
+        return Err(bad(format!(
+            "io_size {} exceeds the maximum of a normal IO",
+            r.io_size
+        )));
+    }
+    if r.lsid_local == 0 {
+        return Err(bad("lsid_local is 0".into()));
+    }
+    if r.lsid > MAX_LSID || r.lsid.wrapping_sub(u64::from(r.lsid_local)) != logpack_lsid {
+        return Err(bad(format!(
+            "lsid {} - lsid_local {} != logpack_lsid {logpack_lsid}",
+            r.lsid, r.lsid_local
+        )));
+    }
+    if u64::from(r.lsid_local) != 1 + data_pb {
+        return Err(bad(format!(
+            "data not contiguous: lsid_local {}, expected {}",
+            r.lsid_local,
+            1 + data_pb
+        )));
+    }
+    Ok(())
 }
 
 /// A log pack with its data area (`total_io_size` physical blocks).

@@ -21,6 +21,8 @@
 //! reported as failed (its exit status) and the others still run; the command then exits
 //! with status 1.
 
+#![forbid(unsafe_code)]
+
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
