@@ -22,7 +22,6 @@ const KNOWN_LONG_FNS: &[&str] = &[
     "console/src/tui/input.rs::normal_key",
     "console/src/tui/loss.rs::loss",
     "kernel/core/src/diff/pipeline.rs::compress_ordered",
-    "kernel/core/src/wdiff/indexed.rs::IndexedDiffReader::new",
     "kernel/core/src/wdiff/sorted.rs::parse_pack",
 ];
 

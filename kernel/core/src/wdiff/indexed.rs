@@ -314,51 +314,8 @@ impl<R: Read + Seek> IndexedDiffReader<R> {
                 "the wdiff is SORTED, not INDEXED (use SortedDiffReader or WdiffReader)".into(),
             ));
         }
-        const SWHAT: &str = "indexed wdiff super";
-        let min = (HEADER_SIZE + INDEX_SUPER_SIZE) as u64;
-        if len < min {
-            return Err(Error::incomplete(SWHAT, Location::Offset(0), min, len));
-        }
-        let sup_at = len - INDEX_SUPER_SIZE as u64;
-        let sloc = Location::Offset(sup_at);
-        r.seek(SeekFrom::Start(sup_at))
-            .ctx(|| "seeking to the indexed wdiff super".to_string())?;
-        let mut sb = [0u8; INDEX_SUPER_SIZE];
-        read_full(&mut r, &mut sb, SWHAT, sloc)?;
-        if !crate::checksum::verifies(&sb, 0) || sb.iter().all(|&b| b == 0) {
-            // The super is the last thing written: without it the file is most likely
-            // truncated or unfinished (zeros, which checksum to zero, are no super either).
-            return Err(Error::Incomplete {
-                what: "indexed wdiff super (no valid super at the end: truncated or unfinished)",
-                at: sloc,
-                needed: len + 1,
-                got: len,
-            });
-        }
-        let sup = IndexSuper {
-            index_offset: le::u64(&sb, 0),
-            n_records: le::u32(&sb, 8),
-            n_data: le::u32(&sb, 12),
-        };
+        let sup = read_super(&mut r, len)?;
         let idx_bytes = u64::from(sup.n_records) * INDEXED_RECORD_SIZE as u64;
-        if sup.index_offset < HEADER_SIZE as u64
-            || sup.index_offset.checked_add(idx_bytes) != Some(sup_at)
-        {
-            // A checksum-valid super that does not describe this file is, far more likely
-            // than a corrupt super, 24 bytes of a truncated file that happen to checksum
-            // to zero: treat it as "no super".
-            return Err(Error::Incomplete {
-                what: "indexed wdiff super (the super at the end does not describe this \
-                       file: truncated or unfinished)",
-                at: sloc,
-                needed: sup
-                    .index_offset
-                    .saturating_add(idx_bytes)
-                    .saturating_add(INDEX_SUPER_SIZE as u64)
-                    .max(len + 1),
-                got: len,
-            });
-        }
         r.seek(SeekFrom::Start(sup.index_offset))
             .ctx(|| "seeking to the indexed wdiff index".to_string())?;
         // Bounded by the file size (checked above).
@@ -368,46 +325,7 @@ impl<R: Read + Seek> IndexedDiffReader<R> {
             "indexed wdiff index",
             Location::Offset(sup.index_offset),
         )?;
-        let mut records = Vec::with_capacity(sup.n_records as usize);
-        let mut prev_end: Option<u64> = None;
-        for (i, b) in idx.chunks_exact(INDEXED_RECORD_SIZE).enumerate() {
-            let loc = Location::Record {
-                index: i,
-                pack: sup.index_offset,
-                lsid: false,
-            };
-            let rec = IndexedRecord::parse(b)
-                .map_err(|d| Error::corrupt("indexed wdiff record", loc, d))?;
-            if rec.kind == RecordKind::Normal {
-                let end = rec.data_offset.checked_add(u64::from(rec.data_size));
-                if rec.data_offset < HEADER_SIZE as u64 || end.is_none_or(|e| e > sup.index_offset)
-                {
-                    return Err(Error::corrupt(
-                        "indexed wdiff record",
-                        loc,
-                        format!(
-                            "image {}+{} lies outside the data area [{HEADER_SIZE}, {})",
-                            rec.data_offset, rec.data_size, sup.index_offset
-                        ),
-                    ));
-                }
-            }
-            if let Some(pe) = prev_end {
-                if rec.addr < pe {
-                    return Err(Error::corrupt(
-                        "indexed wdiff record",
-                        loc,
-                        format!(
-                            "address {} is below the end {pe} of the previous record \
-                             (index unsorted or overlapping)",
-                            rec.addr
-                        ),
-                    ));
-                }
-            }
-            prev_end = Some(rec.end());
-            records.push(rec);
-        }
+        let records = parse_index(&idx, &sup)?;
         let mut next_use = vec![NO_USE; records.len()];
         let mut last: HashMap<ImageKey, usize> = HashMap::new();
         for (i, rec) in records.iter().enumerate().rev() {
@@ -637,6 +555,102 @@ impl<R: Read + Seek> IndexedDiffReader<R> {
             data,
         }))
     }
+}
+
+/// Reads and checks the index super at the end of a file of `len` bytes: a missing,
+/// zeroed or inconsistent one means the file is truncated or unfinished.
+fn read_super<R: Read + Seek>(r: &mut R, len: u64) -> Result<IndexSuper> {
+    const SWHAT: &str = "indexed wdiff super";
+    let min = (HEADER_SIZE + INDEX_SUPER_SIZE) as u64;
+    if len < min {
+        return Err(Error::incomplete(SWHAT, Location::Offset(0), min, len));
+    }
+    let sup_at = len - INDEX_SUPER_SIZE as u64;
+    let sloc = Location::Offset(sup_at);
+    r.seek(SeekFrom::Start(sup_at))
+        .ctx(|| "seeking to the indexed wdiff super".to_string())?;
+    let mut sb = [0u8; INDEX_SUPER_SIZE];
+    read_full(r, &mut sb, SWHAT, sloc)?;
+    if !crate::checksum::verifies(&sb, 0) || sb.iter().all(|&b| b == 0) {
+        // The super is the last thing written: without it the file is most likely
+        // truncated or unfinished (zeros, which checksum to zero, are no super either).
+        return Err(Error::Incomplete {
+            what: "indexed wdiff super (no valid super at the end: truncated or unfinished)",
+            at: sloc,
+            needed: len + 1,
+            got: len,
+        });
+    }
+    let sup = IndexSuper {
+        index_offset: le::u64(&sb, 0),
+        n_records: le::u32(&sb, 8),
+        n_data: le::u32(&sb, 12),
+    };
+    let idx_bytes = u64::from(sup.n_records) * INDEXED_RECORD_SIZE as u64;
+    if sup.index_offset < HEADER_SIZE as u64
+        || sup.index_offset.checked_add(idx_bytes) != Some(sup_at)
+    {
+        // A checksum-valid super that does not describe this file is, far more likely
+        // than a corrupt super, 24 bytes of a truncated file that happen to checksum
+        // to zero: treat it as "no super".
+        return Err(Error::Incomplete {
+            what: "indexed wdiff super (the super at the end does not describe this \
+                   file: truncated or unfinished)",
+            at: sloc,
+            needed: sup
+                .index_offset
+                .saturating_add(idx_bytes)
+                .saturating_add(INDEX_SUPER_SIZE as u64)
+                .max(len + 1),
+            got: len,
+        });
+    }
+    Ok(sup)
+}
+
+/// Parses the index's records: each image within the data area, addresses sorted and
+/// not overlapping.
+fn parse_index(idx: &[u8], sup: &IndexSuper) -> Result<Vec<IndexedRecord>> {
+    let mut records = Vec::with_capacity(sup.n_records as usize);
+    let mut prev_end: Option<u64> = None;
+    for (i, b) in idx.chunks_exact(INDEXED_RECORD_SIZE).enumerate() {
+        let loc = Location::Record {
+            index: i,
+            pack: sup.index_offset,
+            lsid: false,
+        };
+        let rec =
+            IndexedRecord::parse(b).map_err(|d| Error::corrupt("indexed wdiff record", loc, d))?;
+        if rec.kind == RecordKind::Normal {
+            let end = rec.data_offset.checked_add(u64::from(rec.data_size));
+            if rec.data_offset < HEADER_SIZE as u64 || end.is_none_or(|e| e > sup.index_offset) {
+                return Err(Error::corrupt(
+                    "indexed wdiff record",
+                    loc,
+                    format!(
+                        "image {}+{} lies outside the data area [{HEADER_SIZE}, {})",
+                        rec.data_offset, rec.data_size, sup.index_offset
+                    ),
+                ));
+            }
+        }
+        if let Some(pe) = prev_end {
+            if rec.addr < pe {
+                return Err(Error::corrupt(
+                    "indexed wdiff record",
+                    loc,
+                    format!(
+                        "address {} is below the end {pe} of the previous record \
+                         (index unsorted or overlapping)",
+                        rec.addr
+                    ),
+                ));
+            }
+        }
+        prev_end = Some(rec.end());
+        records.push(rec);
+    }
+    Ok(records)
 }
 
 impl<R: Read + Seek> Iterator for IndexedDiffReader<R> {
