@@ -134,6 +134,7 @@ fn is_test(attrs: &[syn::Attribute]) -> bool {
 }
 
 /// Collects the paths a file names, and its functions' lengths.
+#[derive(Default)]
 struct Reader {
     paths: Vec<Vec<String>>,
     fns: Vec<(String, usize)>,
@@ -364,13 +365,7 @@ pub fn measure(ws: &Path) -> Result<Measures> {
                 .into_owned();
             m.file_lines.insert(rel.clone(), text.lines().count());
             let ast = syn::parse_file(&text).with_context(|| format!("parsing {rel}"))?;
-            let mut r = Reader {
-                paths: Vec::new(),
-                fns: Vec::new(),
-                ty: None,
-                func: None,
-                text_replies: BTreeSet::new(),
-            };
+            let mut r = Reader::default();
             r.visit_file(&ast);
             for (name, lines) in r.fns {
                 m.fn_lines.insert(format!("{rel}::{name}"), lines);
@@ -499,13 +494,7 @@ mod tests {
             #[cfg(test)]
             mod tests { fn fake() -> Reply { Reply::Lines(vec![]) } }
         "#;
-        let mut r = Reader {
-            paths: Vec::new(),
-            fns: Vec::new(),
-            ty: None,
-            func: None,
-            text_replies: BTreeSet::new(),
-        };
+        let mut r = Reader::default();
         r.visit_file(&syn::parse_file(src).unwrap());
         let found: Vec<&str> = r.text_replies.iter().map(String::as_str).collect();
         assert_eq!(found, ["Client::status", "parse"]);

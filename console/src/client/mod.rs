@@ -481,7 +481,7 @@ impl Client {
 #[serde(untagged)]
 pub enum StatusAnswer {
     /// The typed status (protocol 4).
-    Typed(Status),
+    Typed(Box<Status>),
     /// A daemon speaking protocol 2 or 3: its lines, shown as they are (never parsed).
     Lines(Vec<String>),
 }

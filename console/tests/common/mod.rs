@@ -218,7 +218,7 @@ pub fn tutorial_on(c: &Cluster) -> Model {
             Answer::Hello {
                 version: sw.into(),
                 pid: 4242,
-                status: Some(StatusAnswer::Typed(summary(n, up))),
+                status: Some(StatusAnswer::Typed(Box::new(summary(n, up)))),
             },
         );
         reply(
