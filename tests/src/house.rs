@@ -177,6 +177,36 @@ impl Reader {
     }
 }
 
+/// `Reply::Lines` or `Reply::Text`: a daemon's text answer.
+fn is_text_reply(reply: &str, kind: &str) -> bool {
+    reply == "Reply" && (kind == "Lines" || kind == "Text")
+}
+
+/// Whether `tokens` (a macro's, groups included) hold `Reply :: Lines` or `Reply :: Text`.
+fn names_text_reply(tokens: proc_macro2::TokenStream) -> bool {
+    use proc_macro2::TokenTree as T;
+    let tts: Vec<T> = tokens.into_iter().collect();
+    tts.iter().enumerate().any(|(i, t)| match t {
+        T::Group(g) => names_text_reply(g.stream()),
+        T::Ident(reply) => match (tts.get(i + 1), tts.get(i + 2), tts.get(i + 3)) {
+            (Some(T::Punct(a)), Some(T::Punct(b)), Some(T::Ident(kind))) => {
+                a.as_char() == ':'
+                    && b.as_char() == ':'
+                    && is_text_reply(&reply.to_string(), &kind.to_string())
+            }
+            _ => false,
+        },
+        _ => false,
+    })
+}
+
+impl Reader {
+    fn text_reply(&mut self) {
+        self.text_replies
+            .insert(self.func.clone().unwrap_or_else(|| "(outside a fn)".into()));
+    }
+}
+
 impl<'ast> Visit<'ast> for Reader {
     fn visit_item(&mut self, i: &'ast syn::Item) {
         let attrs = match i {
@@ -198,13 +228,20 @@ impl<'ast> Visit<'ast> for Reader {
     fn visit_path(&mut self, p: &'ast syn::Path) {
         let names: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
         if let [.., reply, kind] = &names[..] {
-            if reply == "Reply" && (kind == "Lines" || kind == "Text") {
-                self.text_replies
-                    .insert(self.func.clone().unwrap_or_else(|| "(outside a fn)".into()));
+            if is_text_reply(reply, kind) {
+                self.text_reply();
             }
         }
         self.paths.push(names);
         syn::visit::visit_path(self, p);
+    }
+
+    /// A macro's tokens are not parsed: `Reply :: Lines` is looked for among them.
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        if names_text_reply(m.tokens.clone()) {
+            self.text_reply();
+        }
+        syn::visit::visit_macro(self, m);
     }
 
     fn visit_item_impl(&mut self, i: &'ast syn::ItemImpl) {
@@ -491,13 +528,15 @@ mod tests {
             fn parse(r: Reply) -> Option<String> {
                 if let Reply::Text(t) = r { Some(t) } else { None }
             }
+            fn sneaky(r: &Reply) -> bool { matches!(r, walb_wire::Reply::Lines(_)) }
+            fn fine(r: &Reply) -> bool { matches!(r, Reply::Status(_) | Reply::Names(_)) }
             #[cfg(test)]
             mod tests { fn fake() -> Reply { Reply::Lines(vec![]) } }
         "#;
         let mut r = Reader::default();
         r.visit_file(&syn::parse_file(src).unwrap());
         let found: Vec<&str> = r.text_replies.iter().map(String::as_str).collect();
-        assert_eq!(found, ["Client::status", "parse"]);
+        assert_eq!(found, ["Client::status", "parse", "sneaky"]);
     }
 
     #[test]
