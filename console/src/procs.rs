@@ -392,6 +392,64 @@ mod tests {
         }
     }
 
+    /// The device size a resize compares with is read from the typed status of a storage
+    /// volume; without a readable device (or metadata) there is none.
+    #[test]
+    fn the_device_size_comes_from_the_typed_status() {
+        use walb_wire::msg::{
+            DeviceStatus, LsidsDto, SnapRecord, StopFlag, StorageState, StorageVolMeta,
+            StorageVolStatus,
+        };
+        let device = DeviceStatus {
+            size_lb: 65536,
+            overflow: false,
+            log_usage_pb: 0,
+            log_capacity_pb: 8192,
+            pbs: 4096,
+            lsids: LsidsDto {
+                oldest: 0,
+                prev_written: 0,
+                written: 0,
+                permanent: 0,
+                latest: 0,
+            },
+        };
+        let meta = StorageVolMeta {
+            wdev_path: "/dev/walb/vol".into(),
+            uuid: [1; 16],
+            device: Ok(device),
+            full_sync_base: None,
+            done: SnapRecord {
+                gid: 0,
+                lsid: 0,
+                explicit: false,
+                timestamp_s: 0,
+            },
+            queue: vec![],
+        };
+        let status = |meta| {
+            Status::StorageVol(StorageVolStatus {
+                vol: "vol".into(),
+                state: StorageState::Target,
+                stop: StopFlag::NotStopping,
+                actions: vec![],
+                monitored: true,
+                meta,
+            })
+        };
+        assert_eq!(status_size_lb(&status(Some(Ok(meta.clone())))), Some(65536));
+        let gone = StorageVolMeta {
+            device: Err("no such device".into()),
+            ..meta
+        };
+        assert_eq!(status_size_lb(&status(Some(Ok(gone)))), None);
+        assert_eq!(
+            status_size_lb(&status(Some(Err("unreadable".into())))),
+            None
+        );
+        assert_eq!(status_size_lb(&status(None)), None);
+    }
+
     #[test]
     fn resize_grows_archives_then_storages() {
         let nodes = [

@@ -10,6 +10,7 @@ use ratatui::buffer::Buffer;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::style::{Color, Modifier};
 use ratatui::Terminal;
+use walb_console::client::StatusAnswer;
 use walb_console::exec::{parse_line, ExecCmd};
 use walb_console::tui::model::{DiffsFocus, Lag, Level, Mode, Model, Reach, View};
 use walb_console::tui::update::{init, update, Answer, Ask, Effect, LiveEffect, LiveMsg, Msg};
@@ -139,6 +140,50 @@ fn events_update_the_grid_and_the_log_and_older_replies_do_not_undo_them() {
         m.vols["new"].state("a0").map(VolumeState::name),
         Some("SyncReady")
     );
+}
+
+/// A state name the console does not know (a newer daemon's, or another role's) changes
+/// no cell: it is logged as a warning that names it.
+#[test]
+fn an_unknown_state_name_changes_nothing_and_is_logged() {
+    let mut m = tutorial();
+    let before = m.vols["vol"].cells.clone();
+    state(&mut m, "p0", "vol", "Archived");
+    state(&mut m, "s0", "vol", "Hibernating");
+    assert_eq!(m.vols["vol"].cells, before);
+    let warned: Vec<&str> = m
+        .log
+        .iter()
+        .filter(|l| l.level == Level::Warn)
+        .map(|l| l.text.as_str())
+        .collect();
+    assert!(
+        warned.iter().any(|t| t.contains("Archived"))
+            && warned.iter().any(|t| t.contains("Hibernating")),
+        "{warned:?}"
+    );
+}
+
+/// An older daemon's status lines are shown as they are, and no uptime is read from them.
+#[test]
+fn an_older_daemons_status_lines_are_shown_not_parsed() {
+    let mut m = tutorial();
+    let lines = vec!["proxy p0 uptime 3500s bg 0 fg-free 2".to_owned()];
+    reply(
+        &mut m,
+        "p0",
+        Ask::Hello,
+        Answer::Hello {
+            version: "walb-proxy 0.0.9".into(),
+            pid: 7,
+            status: Some(StatusAnswer::Lines(lines.clone())),
+        },
+    );
+    let p0 = m.node("p0").unwrap();
+    assert_eq!(p0.status, lines);
+    assert_eq!(p0.uptime_s, None);
+    // A typed summary gives the uptime.
+    assert_eq!(m.node("a0").unwrap().uptime_s, Some(93_000));
 }
 
 #[test]
