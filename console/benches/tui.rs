@@ -71,17 +71,19 @@ fn model() -> Model {
                 &mut m,
                 n,
                 Ask::State { vol: vol.clone() },
-                Answer::State(st.into()),
+                Answer::State(vstate(n, st)),
             );
         }
         reply(
             &mut m,
             &owner,
             Ask::LogUsage,
-            Answer::Lines(vec![format!(
-                "name:{vol}\tusage_pb:{}\tcapacity_pb:8192\tpbs:4096",
-                (i * 37) % 8192
-            )]),
+            Answer::LogUsage(vec![walb_wire::msg::LogUsageRow {
+                vol: vol.clone(),
+                usage_pb: (i as u64 * 37) % 8192,
+                capacity_pb: 8192,
+                pbs: 4096,
+            }]),
         );
         reply(
             &mut m,

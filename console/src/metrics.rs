@@ -24,7 +24,7 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use walb_wire::files;
 
-use crate::model::{is_temporary, ArchiveVol, Live, LogUsage, Node, Queue, Reach, Task, Vol};
+use crate::model::{ArchiveVol, Live, LogUsage, Node, Queue, Reach, Task, Vol};
 
 /// Escapes a label value (backslash, double quote, newline).
 pub fn escape(v: &str) -> String {
@@ -215,7 +215,7 @@ const FAMILIES: &[Family] = &[
                         ("node", node.as_str()),
                         ("role", role),
                         ("vol", &v.name),
-                        ("state", &c.state),
+                        ("state", c.state.name()),
                     ];
                     out.push(sample(&labels, Value::Int(1)));
                 }
@@ -228,7 +228,7 @@ const FAMILIES: &[Family] = &[
         samples: |m| {
             per_vol(m, |v, out| {
                 for (node, c) in &v.cells {
-                    let busy = Value::flag(is_temporary(&c.state));
+                    let busy = Value::flag(!c.state.is_steady());
                     out.push(sample(&[("node", node), ("vol", &v.name)], busy));
                 }
             })

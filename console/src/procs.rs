@@ -20,10 +20,10 @@
 use std::time::Duration;
 
 use tracing::{info, warn};
-use walb_wire::msg::{ArchiveDest, BindHow, PeerRole, StartMode, StopMode};
+use walb_wire::msg::{ArchiveDest, BindHow, PeerRole, StartMode, Status, StopMode, VolumeState};
 use walb_wire::Role;
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, StatusAnswer};
 use crate::ops::{self, role_of, states};
 
 use states::{archive as A, proxy as P, storage as S};
@@ -44,7 +44,7 @@ pub enum StandbyStep {
 /// What `go-standby` does from the storage volume's `state`: nothing from Standby, a
 /// start from SyncReady, and from Target (or Stopped, where a stop left it) the primary's
 /// synchronization stopped and the log reset first.
-pub fn standby_plan(state: &str) -> Result<Vec<StandbyStep>, String> {
+pub fn standby_plan(state: VolumeState) -> Result<Vec<StandbyStep>, String> {
     use StandbyStep::*;
     match state {
         S::STANDBY => Ok(vec![]),
@@ -66,11 +66,10 @@ pub async fn go_standby(
     storage: &str,
     vol: &str,
     timeout: Duration,
-) -> Result<String, ClientError> {
+) -> Result<VolumeState, ClientError> {
     role_of(client, storage, &[Role::Storage], "go-standby")?;
     let st = client.state(storage, vol).await?;
-    let plan =
-        standby_plan(&st).map_err(|m| ClientError::State(format!("{storage} {vol}: {m}")))?;
+    let plan = standby_plan(st).map_err(|m| ClientError::State(format!("{storage} {vol}: {m}")))?;
     let primary = if plan.contains(&StandbyStep::StopSynchronizing) {
         Some(
             client
@@ -105,28 +104,11 @@ pub async fn go_standby(
     client.state(storage, vol).await
 }
 
-/// Parses a proxy's `archive-info get` answer, `HOST:PORT CODEC:LEVEL:NCPU DELAY`.
-pub fn parse_archive_dest(text: &str) -> Result<ArchiveDest, String> {
-    let f: Vec<&str> = text.split_whitespace().collect();
-    let bad = || format!("archive info {text:?} is not HOST:PORT CODEC:LEVEL:NCPU DELAY");
-    let [addr, cmpr, delay] = f[..] else {
-        return Err(bad());
-    };
-    let compress = crate::ops::parse_compress(cmpr).ok_or_else(bad)?;
-    let delay_s = delay.parse().map_err(|_| bad())?;
-    Ok(ArchiveDest {
-        addr: addr.to_owned(),
-        compress,
-        delay_s,
-    })
-}
-
 /// What [`copy_archive_info`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CopyDone {
-    /// The archives the new proxy sends the volume to, with their `archive-info get`
-    /// text.
-    pub archives: Vec<(String, String)>,
+    /// The archives the new proxy sends the volume to, with where and how it sends.
+    pub archives: Vec<(String, ArchiveDest)>,
     /// The storage bound on the new proxy (the one bound on the old), if any.
     pub storage: Option<String>,
 }
@@ -157,13 +139,11 @@ pub async fn copy_archive_info(
     }
     let mut archives = Vec::new();
     for a in client.archive_info_list(src, vol).await? {
-        let text = client.archive_info_get(src, vol, &a).await?;
-        let dest = parse_archive_dest(&text)
-            .map_err(|m| ClientError::State(format!("{src} {vol}: {m}")))?;
-        archives.push((a, text, dest));
+        let dest = client.archive_info_get(src, vol, &a).await?;
+        archives.push((a, dest));
     }
     let dst_st = client.state(dst, vol).await?;
-    if ![P::CLEAR, P::STOPPED, P::STARTED, P::WLOG_RECV].contains(&dst_st.as_str()) {
+    if ![P::CLEAR, P::STOPPED, P::STARTED, P::WLOG_RECV].contains(&dst_st) {
         return Err(ClientError::State(format!(
             "{dst} {vol} is {dst_st}; copy-archive-info needs it Clear, Stopped or Started \
              (wait for the running operation)"
@@ -179,14 +159,16 @@ pub async fn copy_archive_info(
         ops::stop(client, dst, vol, StopMode::Force, timeout).await?;
     }
     let mut done = Vec::new();
-    for (a, text, dest) in archives {
+    for (a, dest) in archives {
         let update = have.contains(&a);
         info!(src, dst, vol, archive = %a, update, "copy archive-info");
-        client.archive_info_set(dst, vol, &a, dest, update).await?;
+        client
+            .archive_info_set(dst, vol, &a, dest.clone(), update)
+            .await?;
         client
             .bind(&a, vol, PeerRole::Proxy, &[dst.to_owned()], BindHow::Add)
             .await?;
-        done.push((a, text));
+        done.push((a, dest));
     }
     if let Some(s) = &storage {
         client
@@ -218,7 +200,7 @@ pub struct ResizeNode {
     /// Storage or archive.
     pub role: Role,
     /// The volume's state there.
-    pub state: String,
+    pub state: VolumeState,
     /// The archive's image or the storage's device size, logical blocks (`None`: no
     /// image yet, or the storage did not say).
     pub size_lb: Option<u64>,
@@ -230,7 +212,7 @@ pub struct ResizeNode {
 /// are skipped, and so are archives without an image (a full backup brings the new size)
 /// and nodes already of that size.
 pub fn resize_plan(nodes: &[ResizeNode], size_lb: u64) -> Result<Vec<String>, String> {
-    const ARCHIVE_OK: [&str; 6] = [
+    const ARCHIVE_OK: [VolumeState; 6] = [
         A::ARCHIVED,
         A::HASH_SYNC,
         A::WDIFF_RECV,
@@ -238,17 +220,17 @@ pub fn resize_plan(nodes: &[ResizeNode], size_lb: u64) -> Result<Vec<String>, St
         A::STOPPED,
         A::SYNC_READY,
     ];
-    const STORAGE_OK: [&str; 4] = [S::SYNC_READY, S::STOPPED, S::TARGET, S::STANDBY];
+    const STORAGE_OK: [VolumeState; 4] = [S::SYNC_READY, S::STOPPED, S::TARGET, S::STANDBY];
     let mut held = false;
     let (mut archives, mut storages) = (Vec::new(), Vec::new());
     for n in nodes {
-        if n.state == A::CLEAR {
+        if n.state.is_clear() {
             continue;
         }
         held = true;
         match n.role {
             Role::Archive => {
-                if !ARCHIVE_OK.contains(&n.state.as_str()) {
+                if !ARCHIVE_OK.contains(&n.state) {
                     return Err(format!(
                         "{} is {}; an archive grows in Archived, Stopped or SyncReady (wait \
                          for the running operation)",
@@ -261,7 +243,7 @@ pub fn resize_plan(nodes: &[ResizeNode], size_lb: u64) -> Result<Vec<String>, St
                 }
             }
             Role::Storage => {
-                if !STORAGE_OK.contains(&n.state.as_str()) {
+                if !STORAGE_OK.contains(&n.state) {
                     return Err(format!(
                         "{} is {}; a storage grows in Target, Standby, Stopped or SyncReady \
                          (wait for the running operation)",
@@ -296,11 +278,15 @@ fn shrinks(n: &ResizeNode, size_lb: u64) -> Result<(), String> {
     }
 }
 
-/// The device size in a storage's `status NODE VOL` lines (`sizeLb N`).
-pub fn status_size_lb(lines: &[String]) -> Option<u64> {
-    lines
-        .iter()
-        .find_map(|l| l.strip_prefix("sizeLb ")?.trim().parse().ok())
+/// The device size in a storage volume's status, if its device could be read.
+pub fn status_size_lb(status: &Status) -> Option<u64> {
+    match status {
+        Status::StorageVol(v) => match v.meta.as_ref()?.as_ref().ok()?.device.as_ref() {
+            Ok(d) => Some(d.size_lb),
+            Err(_) => None,
+        },
+        _ => None,
+    }
 }
 
 /// walblib's `resize(vol, size)`: every archive of the cluster file holding `vol` grows
@@ -321,10 +307,18 @@ pub async fn resize_cluster(
         .chain(cluster.nodes_of(Role::Storage))
     {
         let state = client.state(&n.name, vol).await?;
-        let size_lb = if state == A::CLEAR {
+        let size_lb = if state.is_clear() {
             None
         } else if n.role == Role::Storage {
-            status_size_lb(&client.status(&n.name, Some(vol)).await?)
+            match client.status(&n.name, Some(vol)).await? {
+                StatusAnswer::Typed(s) => status_size_lb(&s),
+                StatusAnswer::Lines(_) => {
+                    return Err(ClientError::Outdated {
+                        node: n.name.clone(),
+                        asked: format!("status {vol}"),
+                    })
+                }
+            }
         } else if client.exists_base_image(&n.name, vol).await? {
             Some(client.vol_size(&n.name, vol).await?)
         } else {
@@ -374,39 +368,86 @@ mod tests {
     #[test]
     fn go_standby_from_each_state() {
         use StandbyStep::*;
-        assert_eq!(standby_plan("Standby").unwrap(), []);
-        assert_eq!(standby_plan("SyncReady").unwrap(), [StartStandby]);
+        assert_eq!(standby_plan(S::STANDBY).unwrap(), []);
+        assert_eq!(standby_plan(S::SYNC_READY).unwrap(), [StartStandby]);
         assert_eq!(
-            standby_plan("Target").unwrap(),
+            standby_plan(S::TARGET).unwrap(),
             [StopForce, StopSynchronizing, Reset, StartStandby]
         );
         assert_eq!(
-            standby_plan("Stopped").unwrap(),
+            standby_plan(S::STOPPED).unwrap(),
             [StopSynchronizing, Reset, StartStandby]
         );
-        assert!(standby_plan("Clear").unwrap_err().contains("init-storage"));
-        let e = standby_plan("FullSync").unwrap_err();
+        assert!(standby_plan(S::CLEAR).unwrap_err().contains("init-storage"));
+        let e = standby_plan(S::FULL_SYNC).unwrap_err();
         assert!(e.contains("FullSync") && e.contains("wait"), "{e}");
-    }
-
-    #[test]
-    fn archive_info_answers_parse() {
-        let d = parse_archive_dest("localhost:10200 snappy:0:1 3").unwrap();
-        assert_eq!(d.addr, "localhost:10200");
-        assert_eq!(d.compress, ops::default_compress());
-        assert_eq!(d.delay_s, 3);
-        assert!(parse_archive_dest("localhost:10200 snappy:0:1").is_err());
-        assert!(parse_archive_dest("h:1 brotli:1:1 0").is_err());
-        assert!(parse_archive_dest("h:1 zstd:1:1 soon").is_err());
     }
 
     fn node(name: &str, role: Role, state: &str, size_lb: Option<u64>) -> ResizeNode {
         ResizeNode {
             name: name.into(),
             role,
-            state: state.into(),
+            state: VolumeState::parse(role, state).unwrap(),
             size_lb,
         }
+    }
+
+    /// The device size a resize compares with is read from the typed status of a storage
+    /// volume; without a readable device (or metadata) there is none.
+    #[test]
+    fn the_device_size_comes_from_the_typed_status() {
+        use walb_wire::msg::{
+            DeviceStatus, LsidsDto, SnapRecord, StopFlag, StorageState, StorageVolMeta,
+            StorageVolStatus,
+        };
+        let device = DeviceStatus {
+            size_lb: 65536,
+            overflow: false,
+            log_usage_pb: 0,
+            log_capacity_pb: 8192,
+            pbs: 4096,
+            lsids: LsidsDto {
+                oldest: 0,
+                prev_written: 0,
+                written: 0,
+                permanent: 0,
+                latest: 0,
+            },
+        };
+        let meta = StorageVolMeta {
+            wdev_path: "/dev/walb/vol".into(),
+            uuid: [1; 16],
+            device: Ok(device),
+            full_sync_base: None,
+            done: SnapRecord {
+                gid: 0,
+                lsid: 0,
+                explicit: false,
+                timestamp_s: 0,
+            },
+            queue: vec![],
+        };
+        let status = |meta| {
+            Status::StorageVol(StorageVolStatus {
+                vol: "vol".into(),
+                state: StorageState::Target,
+                stop: StopFlag::NotStopping,
+                actions: vec![],
+                monitored: true,
+                meta,
+            })
+        };
+        assert_eq!(status_size_lb(&status(Some(Ok(meta.clone())))), Some(65536));
+        let gone = StorageVolMeta {
+            device: Err("no such device".into()),
+            ..meta
+        };
+        assert_eq!(status_size_lb(&status(Some(Ok(gone)))), None);
+        assert_eq!(
+            status_size_lb(&status(Some(Err("unreadable".into())))),
+            None
+        );
+        assert_eq!(status_size_lb(&status(None)), None);
     }
 
     #[test]
@@ -436,11 +477,6 @@ mod tests {
         let big = [node("s0", Role::Storage, "Standby", Some(300))];
         let e = resize_plan(&big, 200).unwrap_err();
         assert!(e.contains("s0 holds 153600 bytes"), "{e}");
-        assert_eq!(
-            status_size_lb(&["state Target".into(), "sizeLb 65536".into()]),
-            Some(65536)
-        );
-        assert_eq!(status_size_lb(&["deviceError gone".into()]), None);
         let none = [node("s0", Role::Storage, "Clear", None)];
         assert!(resize_plan(&none, 200).unwrap_err().contains("holds it"));
     }

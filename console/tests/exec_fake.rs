@@ -12,9 +12,11 @@ use std::time::Duration;
 use walb_console::client::ClientOptions;
 use walb_console::exec::{exec_main, ExecRequest, EXIT_FAILED, EXIT_USAGE};
 use walb_wire::msg::{
-    ArchiveInfoCommand, BindHow, DiffRange, MetaDiffDto, MetaStateDto, PeerRole, SnapDto,
-    SnapshotInfo, VolPeers,
+    ArchiveDest, ArchiveInfoCommand, ArchiveSummary, ArchiveVolStatus, BindHow, DiffRange,
+    FgStatus, MetaDiffDto, MetaStateDto, PeerRole, ProxySummary, ProxyVolStatus, RestoredImage,
+    SnapDto, SnapshotInfo, Status, StopFlag, StorageVolStatus, TsDeltaRow, VolPeers, VolumeState,
 };
+use walb_wire::msg::{PROTOCOL_VERSION, PROTOCOL_VERSION_MIN};
 use walb_wire::{
     ClusterCa, Command, ErrorCode, IssueOptions, Node, NodeConfig, PeerId, Query, Reply, Request,
     Role, WireError,
@@ -117,6 +119,48 @@ fn snap(vol: &str, gid: u64, explicit: bool) -> SnapshotInfo {
     }
 }
 
+/// A fake daemon's typed status: one volume's (its state) or a summary.
+fn fake_status(w: &World, me: &str, role: Role, vol: Option<&str>) -> Status {
+    let state = |v: &str| VolumeState::parse(role, &w.state(me, v));
+    match (role, vol, vol.and_then(state)) {
+        (_, Some(v), Some(VolumeState::Storage(st))) => Status::StorageVol(StorageVolStatus {
+            vol: v.into(),
+            state: st,
+            stop: StopFlag::NotStopping,
+            actions: vec![],
+            monitored: false,
+            meta: None,
+        }),
+        (_, Some(v), Some(VolumeState::Proxy(st))) => Status::ProxyVol(ProxyVolStatus {
+            vol: v.into(),
+            state: st,
+            stop: StopFlag::NotStopping,
+            size_lb: 65536,
+            last_wlog_s_ago: 3,
+            queues: vec![],
+        }),
+        (_, Some(v), Some(VolumeState::Archive(st))) => Status::ArchiveVol(ArchiveVolStatus {
+            vol: v.into(),
+            state: st,
+            data: None,
+        }),
+        (Role::Proxy, ..) => Status::Proxy(ProxySummary {
+            node_id: me.into(),
+            uptime_s: 42,
+            bg: 0,
+            fg_free: 2,
+            vols: vec![],
+        }),
+        _ => Status::Archive(ArchiveSummary {
+            node_id: me.into(),
+            backend: "file".into(),
+            uptime_s: 42,
+            vols: vec![],
+            fg: FgStatus::default(),
+        }),
+    }
+}
+
 /// The fake daemons' behaviour: a tiny model of walb's state machines.
 fn answer(w: &mut World, me: &str, role: Role, req: &Request) -> Result<Reply, WireError> {
     w.log.push(format!("{me} {req:?}"));
@@ -134,13 +178,24 @@ fn answer(w: &mut World, me: &str, role: Role, req: &Request) -> Result<Reply, W
                     w.full_sync_polls -= 1;
                 }
             }
-            Ok(Reply::Text(w.state(me, vol)))
+            VolumeState::parse(role, &w.state(me, vol))
+                .map(Reply::State)
+                .ok_or_else(|| WireError::new(ErrorCode::Internal, "the fake's state"))
         }
-        Request::Query(Query::HostType) => Ok(Reply::Text(role.to_string())),
-        Request::Query(Query::Status { vol }) => Ok(Reply::Lines(vec![format!(
-            "{me} status of {}",
-            vol.as_deref().unwrap_or("all")
-        )])),
+        Request::Query(Query::HostType) => Ok(Reply::HostType(role)),
+        Request::Query(Query::Status { vol }) => {
+            Ok(Reply::Status(fake_status(w, me, role, vol.as_deref())))
+        }
+        Request::Query(Query::TsDelta) => Ok(Reply::TsDelta(vec![TsDeltaRow {
+            vol: "vol".into(),
+            dest: "a0".into(),
+            kind: role,
+            dest_kind: Role::Archive,
+            gid: 9,
+            ts_s: TS + 60,
+            dest_snap: Some((7, TS)),
+            age_s: (role == Role::Storage).then_some(1),
+        }])),
         Request::Query(Query::IsOverflow { .. }) => Ok(Reply::Bool(false)),
         Request::Query(Query::MetaState { .. }) | Request::Query(Query::Base { .. }) => {
             Ok(Reply::MetaState(MetaStateDto {
@@ -182,10 +237,14 @@ fn answer(w: &mut World, me: &str, role: Role, req: &Request) -> Result<Reply, W
                     w.restored.push(8);
                 }
             }
-            Ok(Reply::Lines(
+            Ok(Reply::Restored(
                 w.restored
                     .iter()
-                    .map(|g| format!("{g} /lab/a0/vol/restored/{g}.img"))
+                    .map(|g| RestoredImage {
+                        gid: *g,
+                        path: format!("/lab/a0/vol/restored/{g}.img"),
+                        how: None,
+                    })
                     .collect(),
             ))
         }
@@ -231,13 +290,17 @@ fn answer(w: &mut World, me: &str, role: Role, req: &Request) -> Result<Reply, W
             }
             Ok(Reply::Done)
         }
-        Request::Query(Query::ArchiveInfo { archive: None, .. }) => Ok(Reply::Lines(
+        Request::Query(Query::ArchiveInfo { archive: None, .. }) => Ok(Reply::Names(
             w.archive_info.iter().map(|(a, _)| a.clone()).collect(),
         )),
         Request::Query(Query::ArchiveInfo {
             archive: Some(a), ..
         }) => match w.archive_info.iter().find(|(n, _)| n == a) {
-            Some((_, addr)) => Ok(Reply::Text(format!("{addr} snappy:0:1 0"))),
+            Some((_, addr)) => Ok(Reply::ArchiveInfo(ArchiveDest {
+                addr: addr.clone(),
+                compress: walb_console::ops::default_compress(),
+                delay_s: 0,
+            })),
             None => Err(WireError::new(ErrorCode::NotFound, "no such archive")),
         },
         Request::Command(Command::InitVol { vol, .. }) => {
@@ -356,7 +419,7 @@ fn answer(w: &mut World, me: &str, role: Role, req: &Request) -> Result<Reply, W
                 .map(|(_, v)| v.clone())
                 .collect();
             v.sort();
-            Ok(Reply::Lines(v))
+            Ok(Reply::Names(v))
         }
         Request::Query(Query::Version) => Ok(Reply::Version {
             software: format!("fake-{role} 0.0.1"),
@@ -388,13 +451,18 @@ fn issue(ca: &ClusterCa, dir: &Path, role: Role, id: &str) -> walb_wire::TlsFile
     files
 }
 
+/// A fake daemon speaking protocols `versions` (a daemon of an older walb speaks 3 at
+/// most: the transport turns its typed answers into the text of then).
 fn fake_daemon(
     files: walb_wire::TlsFiles,
     role: Role,
     id: &str,
     world: Shared,
+    versions: (u16, u16),
 ) -> (Node, SocketAddr) {
-    let node = Node::bind(NodeConfig::new("127.0.0.1:0".parse().unwrap(), true), files).unwrap();
+    let mut cfg = NodeConfig::new("127.0.0.1:0".parse().unwrap(), true);
+    cfg.versions = versions;
+    let node = Node::bind(cfg, files).unwrap();
     let addr = node.local_addr().unwrap();
     let (n, me) = (node.clone(), id.to_owned());
     tokio::spawn(async move {
@@ -418,11 +486,15 @@ fn fake_daemon(
 /// s0, p0, a0 as fakes (a0 optionally at a dead address), and a cluster file for them.
 /// `swap` puts a0's address on s0's entry (a wrong peer).
 fn cluster(name: &str, a0_dead: bool, swap: bool) -> Cluster {
-    cluster_of(name, a0_dead, swap, false)
+    cluster_of(name, a0_dead, swap, false, PROTOCOLS)
 }
 
-/// [`cluster`], with a second archive a1 (outside s0's backup group) if `a1`.
-fn cluster_of(name: &str, a0_dead: bool, swap: bool, a1: bool) -> Cluster {
+/// The protocols the fakes speak: this walb's.
+const PROTOCOLS: (u16, u16) = (PROTOCOL_VERSION_MIN, PROTOCOL_VERSION);
+
+/// [`cluster`], with a second archive a1 (outside s0's backup group) if `a1`, and a0
+/// speaking `a0_versions`.
+fn cluster_of(name: &str, a0_dead: bool, swap: bool, a1: bool, a0_versions: (u16, u16)) -> Cluster {
     let dir = Dir::new(name);
     let ca = ClusterCa::generate("test", 1).unwrap();
     let certs = dir.0.join("certs");
@@ -445,7 +517,8 @@ fn cluster_of(name: &str, a0_dead: bool, swap: bool, a1: bool) -> Cluster {
             addrs.insert(id, s.local_addr().unwrap().to_string());
             continue;
         }
-        let (node, addr) = fake_daemon(files, role, id, world.clone());
+        let versions = if id == "a0" { a0_versions } else { PROTOCOLS };
+        let (node, addr) = fake_daemon(files, role, id, world.clone(), versions);
         nodes.push(node);
         addrs.insert(id, addr.to_string());
     }
@@ -650,7 +723,7 @@ async fn full_backup_prepares_like_walblib_then_prints_the_clean_gid() {
 
 /// a0 Archived with restorable 5 and 8, p0 Started sending to a0, a1 Clear.
 fn replication_cluster(name: &str) -> Cluster {
-    let c = cluster_of(name, false, false, true);
+    let c = cluster_of(name, false, false, true, PROTOCOLS);
     {
         let mut w = c.world.lock().unwrap();
         w.set("s0", "vol", "Target");
@@ -941,9 +1014,60 @@ async fn listings_print_in_the_tutorial_formats() {
     let r = exec(&c, false, &["get", "p0", "host-type"], "").await;
     assert_eq!(r.out, "proxy\n");
     let r = exec(&c, false, &["status", "s0", "vol"], "").await;
-    assert_eq!(r.out, "s0 status of vol\n");
+    assert_eq!(r.out, "hostType storage\nvolId vol\nstate Clear\n");
     let r = exec(&c, false, &["status", "vol"], "").await;
-    assert!(r.out.contains("  p0 status of vol\n"), "{}", r.out);
+    assert!(r.out.contains("  name:vol\n  state:Clear\n"), "{}", r.out);
+    let r = exec(&c, false, &["get", "s0", "ts-delta"], "").await;
+    assert_eq!(
+        r.out,
+        "name:vol\tdest:a0\tkind:storage\tdest_kind:archive\tgid:9\t\
+         ts:2017-05-24T04:50:40\tdest_gid:7\tdest_ts:2017-05-24T04:49:40\tts_delta:60\tage:1\n"
+    );
+    // JSON from the typed answers.
+    let r = exec(&c, true, &["get", "s0", "ts-delta"], "").await;
+    let v: serde_json::Value = serde_json::from_str(r.out.trim()).unwrap();
+    assert_eq!(v[0]["dest_snap"], serde_json::json!([7, TS]));
+    assert_eq!(v[0]["kind"], "Storage");
+    let r = exec(&c, true, &["status", "p0"], "").await;
+    let v: serde_json::Value = serde_json::from_str(r.out.trim()).unwrap();
+    assert_eq!(v["Proxy"]["uptime_s"], 42, "{v}");
+}
+
+/// A daemon of an older walb (protocol 3) answers with text: the console shows its status
+/// lines and reads its state names as they are, and for an answer it would have to parse
+/// it names the upgrade instead.
+#[tokio::test]
+async fn an_older_daemons_text_is_shown_never_parsed() {
+    let c = cluster_of("old", false, false, false, (PROTOCOL_VERSION_MIN, 3));
+    c.world.lock().unwrap().set("a0", "vol", "Archived");
+    let r = exec(&c, false, &["status", "a0"], "").await;
+    assert_eq!(r.code, 0, "{}", r.err);
+    assert_eq!(
+        r.out,
+        "archive a0 (file backend): 0 volume(s), uptime 42s\nforeground 0/0 running, 0 queued\n"
+    );
+    let r = exec(&c, true, &["status", "a0"], "").await;
+    let v: serde_json::Value = serde_json::from_str(r.out.trim()).unwrap();
+    assert!(
+        v[0].as_str().is_some_and(|l| l.starts_with("archive a0")),
+        "{v}"
+    );
+    let r = exec(&c, false, &["get", "a0", "state", "vol"], "").await;
+    assert_eq!(r.out, "Archived\n", "{}", r.err);
+    let r = exec(&c, false, &["get", "a0", "host-type"], "").await;
+    assert_eq!(r.out, "archive\n", "{}", r.err);
+    let r = exec(&c, false, &["get", "a0", "ts-delta"], "").await;
+    assert_eq!(r.code, EXIT_FAILED);
+    assert!(
+        r.err
+            .contains("a0 answered get ts-delta in the text of an older protocol")
+            && r.err.contains("protocol 4"),
+        "{}",
+        r.err
+    );
+    // The same request to a daemon of this walb is answered.
+    let r = exec(&c, false, &["get", "s0", "ts-delta"], "").await;
+    assert_eq!(r.code, 0, "{}", r.err);
 }
 
 #[tokio::test]

@@ -10,11 +10,13 @@ use ratatui::buffer::Buffer;
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
 use ratatui::style::{Color, Modifier};
 use ratatui::Terminal;
+use walb_console::client::StatusAnswer;
 use walb_console::exec::{parse_line, ExecCmd};
 use walb_console::tui::model::{DiffsFocus, Lag, Level, Mode, Model, Reach, View};
 use walb_console::tui::update::{init, update, Answer, Ask, Effect, LiveEffect, LiveMsg, Msg};
 use walb_console::tui::view;
-use walb_wire::Event;
+use walb_wire::msg::{TsDeltaRow, VolumeState};
+use walb_wire::{Event, Role};
 
 fn palette(m: &mut Model, line: &str) -> Vec<Effect> {
     key(m, KeyCode::Char(':'));
@@ -111,7 +113,10 @@ fn events_update_the_grid_and_the_log_and_older_replies_do_not_undo_them() {
     let mut m = tutorial();
     let seq_before = m.seq;
     state(&mut m, "s0", "vol", "StopTarget");
-    assert_eq!(m.vols["vol"].state("s0"), Some("StopTarget"));
+    assert_eq!(
+        m.vols["vol"].state("s0").map(VolumeState::name),
+        Some("StopTarget")
+    );
     let last = m.log.back().unwrap();
     assert_eq!(last.text, "Target → StopTarget");
     assert_eq!(last.node.as_deref(), Some("s0"));
@@ -122,13 +127,63 @@ fn events_update_the_grid_and_the_log_and_older_replies_do_not_undo_them() {
             node: "s0".into(),
             seq: seq_before,
             ask: Ask::State { vol: "vol".into() },
-            result: Ok(Answer::State("Target".into())),
+            result: Ok(Answer::State(vstate("s0", "Target"))),
         }),
     );
-    assert_eq!(m.vols["vol"].state("s0"), Some("StopTarget"));
+    assert_eq!(
+        m.vols["vol"].state("s0").map(VolumeState::name),
+        Some("StopTarget")
+    );
     // A new volume appears with its first event.
     state(&mut m, "a0", "new", "SyncReady");
-    assert_eq!(m.vols["new"].state("a0"), Some("SyncReady"));
+    assert_eq!(
+        m.vols["new"].state("a0").map(VolumeState::name),
+        Some("SyncReady")
+    );
+}
+
+/// A state name the console does not know (a newer daemon's, or another role's) changes
+/// no cell: it is logged as a warning that names it.
+#[test]
+fn an_unknown_state_name_changes_nothing_and_is_logged() {
+    let mut m = tutorial();
+    let before = m.vols["vol"].cells.clone();
+    state(&mut m, "p0", "vol", "Archived");
+    state(&mut m, "s0", "vol", "Hibernating");
+    assert_eq!(m.vols["vol"].cells, before);
+    let warned: Vec<&str> = m
+        .log
+        .iter()
+        .filter(|l| l.level == Level::Warn)
+        .map(|l| l.text.as_str())
+        .collect();
+    assert!(
+        warned.iter().any(|t| t.contains("Archived"))
+            && warned.iter().any(|t| t.contains("Hibernating")),
+        "{warned:?}"
+    );
+}
+
+/// An older daemon's status lines are shown as they are, and no uptime is read from them.
+#[test]
+fn an_older_daemons_status_lines_are_shown_not_parsed() {
+    let mut m = tutorial();
+    let lines = vec!["proxy p0 uptime 3500s bg 0 fg-free 2".to_owned()];
+    reply(
+        &mut m,
+        "p0",
+        Ask::Hello,
+        Answer::Hello {
+            version: "walb-proxy 0.0.9".into(),
+            pid: 7,
+            status: Some(StatusAnswer::Lines(lines.clone())),
+        },
+    );
+    let p0 = m.node("p0").unwrap();
+    assert_eq!(p0.status, lines);
+    assert_eq!(p0.uptime_s, None);
+    // A typed summary gives the uptime.
+    assert_eq!(m.node("a0").unwrap().uptime_s, Some(93_000));
 }
 
 #[test]
@@ -137,15 +192,18 @@ fn the_storages_ts_delta_gives_the_lag_and_ticks_ask_for_it_again() {
     // Seen from here: s0 at gid 10, a0 at 8, 35 s apart.
     assert_eq!(m.vols["vol"].lag("a0"), Some(Lag { gids: 2, secs: 35 }));
     // s0 has moved on since, and measured a0 behind it.
-    let lines = vec![
-        "name:vol\tdest:a0\tkind:storage\tdest_kind:archive\tgid:12\tts:2017-05-24T05:13:31\t\
-         dest_gid:8\tdest_ts:2017-05-24T05:12:31\tts_delta:60\tage:4"
-            .to_owned(),
-        "name:db\tdest:a0\tkind:storage\tdest_kind:archive\tgid:3\tts:2017-05-24T05:13:31\t\
-         dest_gid:-\tdest_ts:-\tts_delta:-\tage:-"
-            .to_owned(),
-    ];
-    reply(&mut m, "s0", Ask::TsDelta, Answer::Lines(lines));
+    let row = |vol: &str, gid, dest_snap| TsDeltaRow {
+        vol: vol.into(),
+        dest: "a0".into(),
+        kind: Role::Storage,
+        dest_kind: Role::Archive,
+        gid,
+        ts_s: TS,
+        dest_snap,
+        age_s: Some(4),
+    };
+    let rows = vec![row("vol", 12, Some((8, TS - 60))), row("db", 3, None)];
+    reply(&mut m, "s0", Ask::TsDelta, Answer::TsDelta(rows));
     assert_eq!(m.vols["vol"].lag("a0"), Some(Lag { gids: 4, secs: 60 }));
     // An archive side not gathered yet is no measure.
     assert!(m.vols["db"].ts_delta.is_empty());
@@ -757,7 +815,7 @@ fn a_busy_cluster_fits_80x24_and_scrolls_node_columns() {
                 Ask::State {
                     vol: format!("vol{i:03}"),
                 },
-                Answer::State("Target".into()),
+                Answer::State(vstate(&n.name, "Clear")),
             );
         }
     }

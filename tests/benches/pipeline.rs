@@ -54,7 +54,10 @@ use walb_tests::{
     bench_wanted, build_bins, env_u64, is_root, last_number, proc_cpu_seconds, Cluster,
     ClusterOpts, Operator, VOL,
 };
-use walb_wire::msg::{Command as Cmd, DiffRange, MetaDiffDto, Query, SnapDto, WdiffTransfer};
+use walb_wire::msg::{
+    ArchiveState, Command as Cmd, DiffRange, MetaDiffDto, Query, SnapDto, VolumeState,
+    WdiffTransfer,
+};
 use walb_wire::tls::TlsState;
 use walb_wire::{ClusterCa, IssueOptions, Node, NodeConfig, PeerId, Reply, Request, Role, Step};
 
@@ -438,11 +441,14 @@ fn full_backup(c: &Cluster, op: &Operator, bulk_lb: u64) -> Result<FullResult> {
         let mut began = None;
         let mut ended = None;
         while !h.is_finished() {
-            let st = op.state("a0", VOL).unwrap_or_default();
-            if st == "FullSync" && began.is_none() {
+            let st = op.state("a0", VOL).ok();
+            if st == Some(VolumeState::Archive(ArchiveState::FullSync)) && began.is_none() {
                 began = Some(Instant::now());
             }
-            if st == "Archived" && began.is_some() && ended.is_none() {
+            if st == Some(VolumeState::Archive(ArchiveState::Archived))
+                && began.is_some()
+                && ended.is_none()
+            {
                 ended = Some(Instant::now());
             }
             std::thread::sleep(Duration::from_millis(10));
@@ -740,11 +746,12 @@ fn replicate_timed(
         let h = s.spawn(move || c.exec_ok(&args));
         let (mut began, mut ended) = (None, None);
         while !h.is_finished() {
-            let st = op.state("a1", VOL).unwrap_or_default();
-            if st == "FullSync" && began.is_none() {
+            let full =
+                op.state("a1", VOL).ok() == Some(VolumeState::Archive(ArchiveState::FullSync));
+            if full && began.is_none() {
                 began = Some(Instant::now());
             }
-            if st != "FullSync" && began.is_some() && ended.is_none() {
+            if !full && began.is_some() && ended.is_none() {
                 ended = Some(Instant::now());
             }
             std::thread::sleep(Duration::from_millis(10));

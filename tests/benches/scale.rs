@@ -30,7 +30,7 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use ratatui::backend::{Backend, ClearType, TestBackend, WindowSize};
 use ratatui::buffer::Cell;
 use ratatui::layout::{Position, Size};
@@ -269,14 +269,8 @@ fn idle(devs: &Devices, idle_s: u64) -> Result<()> {
 async fn log_usage(cl: &Client, vols: &[String]) -> Result<u64> {
     let mut sum = 0;
     for v in vols {
-        for l in cl.log_usage("s0", Some(v)).await? {
-            let field = |k: &str| {
-                l.split('\t')
-                    .find_map(|f| f.strip_prefix(k))
-                    .and_then(|n| n.parse::<u64>().ok())
-                    .with_context(|| format!("no {k} in {l:?}"))
-            };
-            sum += field("usage_pb:")? * field("pbs:")?;
+        for r in cl.log_usage("s0", Some(v)).await? {
+            sum += r.usage_pb * u64::from(r.pbs);
         }
     }
     Ok(sum)

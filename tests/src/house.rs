@@ -1,5 +1,7 @@
 //! The house's measures, read from the source: import circles between modules, files
-//! over a length, functions over a length.
+//! over a length, functions over a length, and the functions that touch a daemon's text
+//! answers (`Reply::Lines`, `Reply::Text`): the typed contract leaves the console only its
+//! documented fallbacks for daemons of an older protocol.
 //!
 //! Every crate root of the workspace (`src/lib.rs`, a binary crate's `src/main.rs`,
 //! `src/bin/NAME/main.rs`) is parsed with `syn`. A module is a file (`a/b.rs` and
@@ -35,6 +37,8 @@ pub struct Measures {
     pub file_lines: BTreeMap<String, usize>,
     /// Functions (`file::name`, the impl's type when there is one) and their line counts.
     pub fn_lines: BTreeMap<String, usize>,
+    /// Functions (`file::name`) that name `Reply::Lines` or `Reply::Text` (outside tests).
+    pub text_replies: BTreeSet<String>,
 }
 
 /// The workspace's crate roots below `ws` (the directory of the workspace `Cargo.toml`).
@@ -130,10 +134,15 @@ fn is_test(attrs: &[syn::Attribute]) -> bool {
 }
 
 /// Collects the paths a file names, and its functions' lengths.
+#[derive(Default)]
 struct Reader {
     paths: Vec<Vec<String>>,
     fns: Vec<(String, usize)>,
     ty: Option<String>,
+    /// The function being read.
+    func: Option<String>,
+    /// Functions naming a text reply.
+    text_replies: BTreeSet<String>,
 }
 
 impl Reader {
@@ -168,6 +177,36 @@ impl Reader {
     }
 }
 
+/// `Reply::Lines` or `Reply::Text`: a daemon's text answer.
+fn is_text_reply(reply: &str, kind: &str) -> bool {
+    reply == "Reply" && (kind == "Lines" || kind == "Text")
+}
+
+/// Whether `tokens` (a macro's, groups included) hold `Reply :: Lines` or `Reply :: Text`.
+fn names_text_reply(tokens: proc_macro2::TokenStream) -> bool {
+    use proc_macro2::TokenTree as T;
+    let tts: Vec<T> = tokens.into_iter().collect();
+    tts.iter().enumerate().any(|(i, t)| match t {
+        T::Group(g) => names_text_reply(g.stream()),
+        T::Ident(reply) => match (tts.get(i + 1), tts.get(i + 2), tts.get(i + 3)) {
+            (Some(T::Punct(a)), Some(T::Punct(b)), Some(T::Ident(kind))) => {
+                a.as_char() == ':'
+                    && b.as_char() == ':'
+                    && is_text_reply(&reply.to_string(), &kind.to_string())
+            }
+            _ => false,
+        },
+        _ => false,
+    })
+}
+
+impl Reader {
+    fn text_reply(&mut self) {
+        self.text_replies
+            .insert(self.func.clone().unwrap_or_else(|| "(outside a fn)".into()));
+    }
+}
+
 impl<'ast> Visit<'ast> for Reader {
     fn visit_item(&mut self, i: &'ast syn::Item) {
         let attrs = match i {
@@ -187,9 +226,22 @@ impl<'ast> Visit<'ast> for Reader {
     }
 
     fn visit_path(&mut self, p: &'ast syn::Path) {
-        self.paths
-            .push(p.segments.iter().map(|s| s.ident.to_string()).collect());
+        let names: Vec<String> = p.segments.iter().map(|s| s.ident.to_string()).collect();
+        if let [.., reply, kind] = &names[..] {
+            if is_text_reply(reply, kind) {
+                self.text_reply();
+            }
+        }
+        self.paths.push(names);
         syn::visit::visit_path(self, p);
+    }
+
+    /// A macro's tokens are not parsed: `Reply :: Lines` is looked for among them.
+    fn visit_macro(&mut self, m: &'ast syn::Macro) {
+        if names_text_reply(m.tokens.clone()) {
+            self.text_reply();
+        }
+        syn::visit::visit_macro(self, m);
     }
 
     fn visit_item_impl(&mut self, i: &'ast syn::ItemImpl) {
@@ -203,9 +255,11 @@ impl<'ast> Visit<'ast> for Reader {
     }
 
     fn visit_item_fn(&mut self, f: &'ast syn::ItemFn) {
-        self.fns
-            .push((f.sig.ident.to_string(), Self::lines(f.block.span())));
+        let name = f.sig.ident.to_string();
+        self.fns.push((name.clone(), Self::lines(f.block.span())));
+        let old = self.func.replace(name);
         syn::visit::visit_item_fn(self, f);
+        self.func = old;
     }
 
     fn visit_impl_item_fn(&mut self, f: &'ast syn::ImplItemFn) {
@@ -216,8 +270,10 @@ impl<'ast> Visit<'ast> for Reader {
             Some(t) => format!("{t}::{}", f.sig.ident),
             None => f.sig.ident.to_string(),
         };
-        self.fns.push((name, Self::lines(f.block.span())));
+        self.fns.push((name.clone(), Self::lines(f.block.span())));
+        let old = self.func.replace(name);
         syn::visit::visit_impl_item_fn(self, f);
+        self.func = old;
     }
 }
 
@@ -346,14 +402,13 @@ pub fn measure(ws: &Path) -> Result<Measures> {
                 .into_owned();
             m.file_lines.insert(rel.clone(), text.lines().count());
             let ast = syn::parse_file(&text).with_context(|| format!("parsing {rel}"))?;
-            let mut r = Reader {
-                paths: Vec::new(),
-                fns: Vec::new(),
-                ty: None,
-            };
+            let mut r = Reader::default();
             r.visit_file(&ast);
             for (name, lines) in r.fns {
                 m.fn_lines.insert(format!("{rel}::{name}"), lines);
+            }
+            for name in r.text_replies {
+                m.text_replies.insert(format!("{rel}::{name}"));
             }
             let from = module_of(&root.dir, f);
             let out = edges.entry(from.clone()).or_default();
@@ -459,6 +514,29 @@ mod tests {
         assert_eq!(r("a", "b::f"), Some("a::b".into()));
         assert_eq!(r("a", "std::f"), None);
         assert_eq!(r("a", "self::b::T"), Some("a::b".into()));
+    }
+
+    #[test]
+    fn text_replies_are_found_by_function_outside_tests() {
+        let src = r#"
+            impl Client {
+                fn status(r: Reply) -> Vec<String> {
+                    match r { walb_wire::Reply::Lines(l) => l, _ => vec![] }
+                }
+                fn state(r: Reply) -> bool { matches!(r, Reply::State(_)) }
+            }
+            fn parse(r: Reply) -> Option<String> {
+                if let Reply::Text(t) = r { Some(t) } else { None }
+            }
+            fn sneaky(r: &Reply) -> bool { matches!(r, walb_wire::Reply::Lines(_)) }
+            fn fine(r: &Reply) -> bool { matches!(r, Reply::Status(_) | Reply::Names(_)) }
+            #[cfg(test)]
+            mod tests { fn fake() -> Reply { Reply::Lines(vec![]) } }
+        "#;
+        let mut r = Reader::default();
+        r.visit_file(&syn::parse_file(src).unwrap());
+        let found: Vec<&str> = r.text_replies.iter().map(String::as_str).collect();
+        assert_eq!(found, ["Client::status", "parse", "sneaky"]);
     }
 
     #[test]

@@ -77,10 +77,10 @@ impl Operator {
     }
 
     /// The state of `vol` on daemon `name`.
-    pub fn state(&self, name: &str, vol: &str) -> Result<String> {
+    pub fn state(&self, name: &str, vol: &str) -> Result<walb_wire::msg::VolumeState> {
         let q = walb_wire::Request::Query(walb_wire::msg::Query::State { vol: vol.into() });
         match self.request(name, q)? {
-            walb_wire::Reply::Text(t) => Ok(t),
+            walb_wire::Reply::State(s) => Ok(s),
             other => bail!("state of {vol} on {name}: unexpected reply {other:?}"),
         }
     }

@@ -11,8 +11,8 @@ use anyhow::{bail, ensure, Context, Result};
 use walb_tests::hostile::{memory_kib, Hostile, Stored};
 use walb_tests::{Cluster, ClusterOpts, VOL};
 use walb_wire::msg::{
-    BackupSync, Command, DiffRange, ErrorCode, MetaDiffDto, Query, ReplSync, Request, SnapDto,
-    SyncStart, WdiffTransfer, WlogTransfer,
+    ArchiveState, BackupSync, Command, DiffRange, ErrorCode, MetaDiffDto, Query, ReplSync, Request,
+    SnapDto, SyncStart, VolumeState, WdiffTransfer, WlogTransfer,
 };
 use walb_wire::Role;
 
@@ -461,7 +461,7 @@ fn image_sized_reads_take_foreground_slots() -> Result<()> {
         "the scan is behind the 3 bhashes: {note:?}"
     );
     let status = match op.open("a0", Request::Query(Query::Status { vol: None }))? {
-        Ok((_, walb_wire::Reply::Lines(l))) => l,
+        Ok((_, walb_wire::Reply::Status(s))) => s.lines(),
         other => bail!("status: {other:?}"),
     };
     ensure!(
@@ -691,7 +691,7 @@ fn silent_peers_lose_their_slots_at_the_step_timeout() -> Result<()> {
         .map(|v| op_state(&op, v))
         .collect::<Result<Vec<_>>>()?
         .iter()
-        .any(|s| s != "SyncReady")
+        .any(|s| *s != VolumeState::Archive(ArchiveState::SyncReady))
     {
         ensure!(
             t0.elapsed() < Duration::from_secs(30),
@@ -709,9 +709,9 @@ fn silent_peers_lose_their_slots_at_the_step_timeout() -> Result<()> {
     c.assert_restore_equals_device(gid)
 }
 
-fn op_state(op: &Hostile, vol: &str) -> Result<String> {
+fn op_state(op: &Hostile, vol: &str) -> Result<VolumeState> {
     match op.open("a0", Request::Query(Query::State { vol: vol.into() }))? {
-        Ok((_, walb_wire::Reply::Text(s))) => Ok(s),
+        Ok((_, walb_wire::Reply::State(s))) => Ok(s),
         other => bail!("state of {vol}: {other:?}"),
     }
 }

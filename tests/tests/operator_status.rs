@@ -96,7 +96,7 @@ fn storage_ts_delta_proxy_latest_snap_and_the_archive_targets() -> Result<()> {
         ensure!(
             json.as_array().is_some_and(|a| a
                 .iter()
-                .any(|l| l.as_str().is_some_and(|l| l.contains("\tkind:storage\t")))),
+                .any(|r| r["kind"] == "Storage" && r["dest"] == "a0")),
             "{json}"
         );
         let status = c.exec_ok(&["status", "s0"])?;

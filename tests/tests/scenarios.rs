@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
 use walb_tests::{last_number, scenario, wait_until, Cluster, ClusterOpts, VOL};
+use walb_wire::msg::{ArchiveState, StorageState, VolumeState};
 
 /// n1: full backup of a written device; the restored clean gid equals the device.
 #[test]
@@ -587,7 +588,7 @@ fn e14_full_replication_cut_and_resumed() -> Result<()> {
             bail!("replicate answered {r:?}");
         }
         wait_until(30, "a1 in FullSync", || {
-            Ok(op.state("a1", VOL)? == "FullSync")
+            Ok(op.state("a1", VOL)? == VolumeState::Archive(ArchiveState::FullSync))
         })?;
         std::thread::sleep(Duration::from_secs(3));
         c.repeater("a0-a1")?.cut(true);
@@ -604,7 +605,7 @@ fn e14_full_replication_cut_and_resumed() -> Result<()> {
             Ok(replicating()? == Reply::Number(0))
         })?;
         wait_until(90, "a1 back to SyncReady", || {
-            Ok(op.state("a1", VOL)? == "SyncReady")
+            Ok(op.state("a1", VOL)? == VolumeState::Archive(ArchiveState::SyncReady))
         })?;
         // Again, directly: the copy resumes.
         replicate(c, &["--gid", &gid.to_string()])?;
@@ -634,7 +635,7 @@ fn e12_full_backup_cut() -> Result<()> {
         let op = c.operator()?;
         let backup = c.exec_spawn(&["full-backup", "s0", VOL, "--timeout", "300"])?;
         wait_until(30, "a0 in FullSync", || {
-            Ok(op.state("a0", VOL)? == "FullSync")
+            Ok(op.state("a0", VOL)? == VolumeState::Archive(ArchiveState::FullSync))
         })?;
         std::thread::sleep(Duration::from_secs(3));
         c.repeater("s0-a0")?.cut(true);
@@ -643,10 +644,10 @@ fn e12_full_backup_cut() -> Result<()> {
             bail!("the full backup succeeded across a cut link");
         }
         wait_until(90, "s0 back to SyncReady", || {
-            Ok(op.state("s0", VOL)? == "SyncReady")
+            Ok(op.state("s0", VOL)? == VolumeState::Storage(StorageState::SyncReady))
         })?;
         wait_until(90, "a0 back to SyncReady", || {
-            Ok(op.state("a0", VOL)? == "SyncReady")
+            Ok(op.state("a0", VOL)? == VolumeState::Archive(ArchiveState::SyncReady))
         })?;
         let r = c.repeater("s0-a0")?;
         r.cut(false);
@@ -1117,7 +1118,7 @@ fn e13_hash_backup_cut() -> Result<()> {
         let op = c.operator()?;
         let backup = c.exec_spawn(&["hash-backup", "s0", VOL, "--timeout", "300"])?;
         wait_until(30, "a0 in HashSync", || {
-            Ok(op.state("a0", VOL)? == "HashSync")
+            Ok(op.state("a0", VOL)? == VolumeState::Archive(ArchiveState::HashSync))
         })?;
         if c.restorable_lines("a0")? != before {
             bail!("a0's restorable list changed while the hash backup ran");
@@ -1129,10 +1130,10 @@ fn e13_hash_backup_cut() -> Result<()> {
             bail!("the hash backup succeeded across a cut link");
         }
         wait_until(90, "a0 back to Archived", || {
-            Ok(op.state("a0", VOL)? == "Archived")
+            Ok(op.state("a0", VOL)? == VolumeState::Archive(ArchiveState::Archived))
         })?;
         wait_until(90, "s0 back to SyncReady", || {
-            Ok(op.state("s0", VOL)? == "SyncReady")
+            Ok(op.state("s0", VOL)? == VolumeState::Storage(StorageState::SyncReady))
         })?;
         let r = c.repeater("s0-a0")?;
         if r.dropped() == 0 {
@@ -1197,7 +1198,7 @@ fn cut_replication(c: &Cluster, op: &walb_tests::Operator) -> Result<()> {
         Ok(n == Reply::Number(0))
     })?;
     wait_until(90, "a1 back to Archived", || {
-        Ok(op.state("a1", VOL)? == "Archived")
+        Ok(op.state("a1", VOL)? == VolumeState::Archive(ArchiveState::Archived))
     })?;
     if c.repeater("a0-a1")?.dropped() == 0 {
         bail!("the relay dropped nothing: a0 did not use it");
@@ -1230,7 +1231,7 @@ fn e15_replication_hash_round_cut() -> Result<()> {
             Ok(log_count(c, "a0", "hash round")? > rounds)
         })?;
         std::thread::sleep(Duration::from_secs(2));
-        if op.state("a1", VOL)? != "ReplSyncAsServer" {
+        if op.state("a1", VOL)? != VolumeState::Archive(ArchiveState::ReplSyncAsServer) {
             bail!("a1 is {} during the hash round", op.state("a1", VOL)?);
         }
         cut_replication(c, &op)?;
@@ -1286,7 +1287,7 @@ fn e16_replication_diff_round_cut() -> Result<()> {
         let sent = log_count(c, "a0", "diff replicated")?;
         replicate_through_slow_relay(c, &op, gid0)?;
         wait_until(30, "a1 in ReplSyncAsServer", || {
-            Ok(op.state("a1", VOL)? == "ReplSyncAsServer")
+            Ok(op.state("a1", VOL)? == VolumeState::Archive(ArchiveState::ReplSyncAsServer))
         })?;
         std::thread::sleep(Duration::from_secs(3));
         cut_replication(c, &op)?;

@@ -2,35 +2,43 @@
 //! sending its request and decoding the reply it expects.
 
 use walb_wire::msg::{
-    ArchiveDest, ArchiveInfoCommand, BindCommand, BindHow, MergeUntil, MetaDiffDto, MetaStateDto,
-    PeerRole, ReplicateCommand, SnapshotInfo, StartMode, StopMode, Uuid, VolPeers,
+    ArchiveDest, ArchiveInfoCommand, BindCommand, BindHow, DiffStats, LogUsageRow, MergeUntil,
+    MetaDiffDto, MetaStateDto, PeerRole, ReplicateCommand, RestoredImage, SnapshotInfo, StartMode,
+    StopMode, TsDeltaRow, Uuid, VolActions, VolBase, VolPeers, VolumeState,
 };
-use walb_wire::{Command, Query, Reply};
+use walb_wire::{Command, Query, Reply, Role};
 
 use super::{
-    expect_ack, expect_bool, expect_diffs, expect_lines, expect_meta_state, expect_number,
-    expect_peers, expect_snapshots, expect_text, expect_uuid, parse_restored_line, unexpected,
-    Client, ClientError,
+    expect_ack, expect_bool, expect_diffs, expect_meta_state, expect_names, expect_number,
+    expect_peers, expect_snapshots, expect_uuid, not_typed, unexpected, Client, ClientError,
+    StatusAnswer,
 };
 
 impl Client {
     // ------------------------------------------------------------------------------
     // Queries of every role
 
-    /// `get state`: the volume's state name ("Clear" for an unknown volume).
-    pub async fn state(&self, node: &str, vol: &str) -> Result<String, ClientError> {
-        let r = self.query(node, Query::State { vol: vol.into() }).await?;
-        expect_text(node, "get state", r)
+    /// `get state`: the volume's state (Clear for an unknown volume). A protocol-3 daemon
+    /// answers with the state's name, read as a state of the node's role.
+    pub async fn state(&self, node: &str, vol: &str) -> Result<VolumeState, ClientError> {
+        let role = self.cluster().node(node)?.role;
+        match self.query(node, Query::State { vol: vol.into() }).await? {
+            Reply::State(s) => Ok(s),
+            Reply::Text(name) => VolumeState::parse(role, &name).ok_or_else(|| {
+                unexpected(node, "get state", "a state", &Reply::Text(name.clone()))
+            }),
+            other => Err(unexpected(node, "get state", "a state", &other)),
+        }
     }
 
     /// `get vol`: the volume names.
     pub async fn vols(&self, node: &str) -> Result<Vec<String>, ClientError> {
         let r = self.query(node, Query::Vols).await?;
-        expect_lines(node, "get vol", r)
+        expect_names(node, "get vol", r)
     }
 
-    /// `status [VOL]`: human-readable lines.
-    pub async fn status(&self, node: &str, vol: Option<&str>) -> Result<Vec<String>, ClientError> {
+    /// `status [VOL]`: the typed status, or a protocol-3 daemon's lines.
+    pub async fn status(&self, node: &str, vol: Option<&str>) -> Result<StatusAnswer, ClientError> {
         let r = self
             .query(
                 node,
@@ -39,13 +47,22 @@ impl Client {
                 },
             )
             .await?;
-        expect_lines(node, "status", r)
+        match r {
+            Reply::Status(s) => Ok(StatusAnswer::Typed(Box::new(s))),
+            Reply::Lines(l) => Ok(StatusAnswer::Lines(l)),
+            other => Err(unexpected(node, "status", "a status", &other)),
+        }
     }
 
-    /// `get host-type`.
-    pub async fn host_type(&self, node: &str) -> Result<String, ClientError> {
-        let r = self.query(node, Query::HostType).await?;
-        expect_text(node, "get host-type", r)
+    /// `get host-type`: the daemon's role (a protocol-3 daemon answers with its name).
+    pub async fn host_type(&self, node: &str) -> Result<Role, ClientError> {
+        match self.query(node, Query::HostType).await? {
+            Reply::HostType(r) => Ok(r),
+            Reply::Text(name) => name.parse::<Role>().map_err(|_| {
+                unexpected(node, "get host-type", "a role", &Reply::Text(name.clone()))
+            }),
+            other => Err(unexpected(node, "get host-type", "a role", &other)),
+        }
     }
 
     /// `get pid`.
@@ -82,12 +99,12 @@ impl Client {
     // ------------------------------------------------------------------------------
     // Storage
 
-    /// `get log-usage [VOL]`: `name:VOL\tusage_pb:N\tcapacity_pb:N\tpbs:N` lines.
+    /// `get log-usage [VOL]`: each volume's log usage.
     pub async fn log_usage(
         &self,
         node: &str,
         vol: Option<&str>,
-    ) -> Result<Vec<String>, ClientError> {
+    ) -> Result<Vec<LogUsageRow>, ClientError> {
         let r = self
             .query(
                 node,
@@ -96,7 +113,10 @@ impl Client {
                 },
             )
             .await?;
-        expect_lines(node, "get log-usage", r)
+        match r {
+            Reply::LogUsage(rows) => Ok(rows),
+            other => Err(not_typed(node, "get log-usage", "log usage", other)),
+        }
     }
 
     /// `get is-overflow VOL`.
@@ -338,13 +358,13 @@ impl Client {
         expect_ack(node, "archive-info delete", r)
     }
 
-    /// `archive-info get VOL ARCHIVE`: `HOST:PORT CODEC:LEVEL:NCPU DELAY`.
+    /// `archive-info get VOL ARCHIVE`: where and how the proxy sends to the archive.
     pub async fn archive_info_get(
         &self,
         node: &str,
         vol: &str,
         archive: &str,
-    ) -> Result<String, ClientError> {
+    ) -> Result<ArchiveDest, ClientError> {
         let r = self
             .query(
                 node,
@@ -354,7 +374,10 @@ impl Client {
                 },
             )
             .await?;
-        expect_text(node, "archive-info get", r)
+        match r {
+            Reply::ArchiveInfo(d) => Ok(d),
+            other => Err(not_typed(node, "archive-info get", "archive info", other)),
+        }
     }
 
     /// `archive-info list VOL`: archive names.
@@ -372,7 +395,7 @@ impl Client {
                 },
             )
             .await?;
-        expect_lines(node, "archive-info list", r)
+        expect_names(node, "archive-info list", r)
     }
 
     /// `get is-wdiff-send-error VOL ARCHIVE`.
@@ -459,24 +482,15 @@ impl Client {
         expect_snapshots(node, "get restorable", r)
     }
 
-    /// `get restored VOL`: (gid, path) of each restored image.
-    pub async fn restored(&self, node: &str, vol: &str) -> Result<Vec<(u64, String)>, ClientError> {
-        let r = self
+    /// `get restored VOL`: the restored images.
+    pub async fn restored(&self, node: &str, vol: &str) -> Result<Vec<RestoredImage>, ClientError> {
+        match self
             .query(node, Query::Restored { vol: vol.into() })
-            .await?;
-        let lines = expect_lines(node, "get restored", r)?;
-        lines
-            .iter()
-            .filter(|l| !l.trim().is_empty())
-            .map(|l| {
-                parse_restored_line(l).ok_or_else(|| ClientError::Unexpected {
-                    node: node.to_owned(),
-                    asked: "get restored".into(),
-                    want: "lines of GID PATH",
-                    got: format!("{l:?}"),
-                })
-            })
-            .collect()
+            .await?
+        {
+            Reply::Restored(r) => Ok(r),
+            other => Err(not_typed(node, "get restored", "restored images", other)),
+        }
     }
 
     /// `get base VOL`.
@@ -501,10 +515,12 @@ impl Client {
     }
 
     /// `get ts-delta`: a storage's lag behind its primary archive, or a source archive's
-    /// behind each replication destination (walb-tools' LTSV lines).
-    pub async fn ts_delta(&self, node: &str) -> Result<Vec<String>, ClientError> {
-        let r = self.query(node, Query::TsDelta).await?;
-        expect_lines(node, "get ts-delta", r)
+    /// behind each replication destination.
+    pub async fn ts_delta(&self, node: &str) -> Result<Vec<TsDeltaRow>, ClientError> {
+        match self.query(node, Query::TsDelta).await? {
+            Reply::TsDelta(rows) => Ok(rows),
+            other => Err(not_typed(node, "get ts-delta", "ts-delta rows", other)),
+        }
     }
 
     /// `bhash VOL GID`: the MurmurHash3 of snapshot `gid`'s image (restorable snapshots
@@ -579,8 +595,7 @@ impl Client {
         vol: &str,
         gid_b: Option<u64>,
         gid_e: Option<u64>,
-    ) -> Result<(u64, u64), ClientError> {
-        let asked = "get num-diff";
+    ) -> Result<DiffStats, ClientError> {
         let r = self
             .query(
                 node,
@@ -591,20 +606,9 @@ impl Client {
                 },
             )
             .await?;
-        let lines = expect_lines(node, asked, r)?;
-        let field = |key: &str| {
-            lines
-                .iter()
-                .find_map(|l| l.strip_prefix(key)?.strip_prefix(':')?.parse().ok())
-        };
-        match (field("num_diff"), field("total_diff_size")) {
-            (Some(n), Some(size)) => Ok((n, size)),
-            _ => Err(unexpected(
-                node,
-                asked,
-                "num_diff and total_diff_size",
-                &Reply::Lines(lines),
-            )),
+        match r {
+            Reply::DiffStats(d) => Ok(d),
+            other => Err(not_typed(node, "get num-diff", "diff statistics", other)),
         }
     }
 
@@ -638,15 +642,19 @@ impl Client {
     }
 
     /// `get all-actions`: per active volume, each action's running count and last start.
-    pub async fn all_actions(&self, node: &str) -> Result<Vec<String>, ClientError> {
-        let r = self.query(node, Query::AllActions).await?;
-        expect_lines(node, "get all-actions", r)
+    pub async fn all_actions(&self, node: &str) -> Result<Vec<VolActions>, ClientError> {
+        match self.query(node, Query::AllActions).await? {
+            Reply::Actions(a) => Ok(a),
+            other => Err(not_typed(node, "get all-actions", "actions", other)),
+        }
     }
 
-    /// `get base-all`: `name:VOL\tmetastate:STATE` per active volume.
-    pub async fn base_all(&self, node: &str) -> Result<Vec<String>, ClientError> {
-        let r = self.query(node, Query::Base { vol: None }).await?;
-        expect_lines(node, "get base-all", r)
+    /// `get base-all`: each active volume's base meta state.
+    pub async fn base_all(&self, node: &str) -> Result<Vec<VolBase>, ClientError> {
+        match self.query(node, Query::Base { vol: None }).await? {
+            Reply::Bases(b) => Ok(b),
+            other => Err(not_typed(node, "get base-all", "bases", other)),
+        }
     }
 
     /// `get meta-snap VOL [GID]`: the snapshot the applicable chain reaches up to `gid`

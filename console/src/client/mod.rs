@@ -8,7 +8,13 @@
 //! the file promises (`walb://ROLE/NAME`). Every request is bounded in time.
 //!
 //! A daemon's refusal comes back as [`ClientError::Refused`] carrying its
-//! [`WireError`] untouched, so the console can print the daemon's message verbatim. The
+//! [`WireError`] untouched, so the console can print the daemon's message verbatim.
+//!
+//! The answers are typed (protocol 4: [`walb_wire::msg::VolumeState`], [`Status`], the
+//! ts-delta and log-usage rows...); nothing a daemon formats is parsed here. A daemon
+//! speaking protocol 2 or 3 answers with text: its state names and lists of names are
+//! read as they are, its status lines are shown as they are ([`StatusAnswer::Lines`]),
+//! and for the rest the console says it must be upgraded ([`ClientError::Outdated`]). The
 //! blocking operations operators know from walblib (wait for a state, full backup,
 //! restore...) are in [`crate::ops`], on top of these calls.
 
@@ -17,7 +23,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::debug;
-use walb_wire::msg::{MetaDiffDto, MetaStateDto, QueueNote, SnapshotInfo, Uuid, VolPeers};
+use walb_wire::msg::{
+    MetaDiffDto, MetaStateDto, QueueNote, SnapshotInfo, Status, Uuid, VolPeers,
+    PROTOCOL_VERSION_TYPED,
+};
 use walb_wire::{
     Command, ErrorCode, EventStream, Node, NodeConfig, Peer, PeerId, Query, Reply, Request,
     Subscribe, WireError,
@@ -121,6 +130,18 @@ pub enum ClientError {
         want: &'static str,
         /// What came.
         got: String,
+    },
+    /// The daemon answered in the text of protocol 3 or older, where this console needs
+    /// the typed answer of protocol 4.
+    #[error(
+        "{node} answered {asked} in the text of an older protocol; upgrade it to a walb \
+         that speaks protocol {PROTOCOL_VERSION_TYPED}"
+    )]
+    Outdated {
+        /// The node.
+        node: String,
+        /// What we asked.
+        asked: String,
     },
     /// Waiting took too long.
     #[error("timed out after {} s waiting for {what}", .after.as_secs_f64())]
@@ -454,10 +475,33 @@ impl Client {
     }
 }
 
-/// Parses a `GID PATH` line of `get restored`.
-pub fn parse_restored_line(line: &str) -> Option<(u64, String)> {
-    let (gid, path) = line.trim().split_once(char::is_whitespace)?;
-    Some((gid.parse().ok()?, path.trim().to_owned()))
+/// What `status` answers.
+/// In JSON: the typed status, or the old daemon's lines as an array.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(untagged)]
+pub enum StatusAnswer {
+    /// The typed status (protocol 4).
+    Typed(Box<Status>),
+    /// A daemon speaking protocol 2 or 3: its lines, shown as they are (never parsed).
+    Lines(Vec<String>),
+}
+
+impl StatusAnswer {
+    /// The lines to show.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            Self::Typed(s) => s.lines(),
+            Self::Lines(l) => l.clone(),
+        }
+    }
+
+    /// How long the daemon has run, seconds (a summary from a protocol-4 daemon).
+    pub fn uptime_s(&self) -> Option<u64> {
+        match self {
+            Self::Typed(s) => s.uptime_s(),
+            Self::Lines(_) => None,
+        }
+    }
 }
 
 /// A short description of a reply, for messages.
@@ -497,17 +541,24 @@ fn expect_peers(node: &str, asked: &str, r: Reply) -> Result<VolPeers, ClientErr
     }
 }
 
-fn expect_text(node: &str, asked: &str, r: Reply) -> Result<String, ClientError> {
+/// The error for a reply that is not the typed answer `want`: a protocol-3 daemon's text
+/// (old-peer fallback: named as such, never parsed) or something the contract does not say.
+fn not_typed(node: &str, asked: &str, want: &'static str, r: Reply) -> ClientError {
     match r {
-        Reply::Text(t) => Ok(t),
-        other => Err(unexpected(node, asked, "a text", &other)),
+        Reply::Lines(_) | Reply::Text(_) => ClientError::Outdated {
+            node: node.to_owned(),
+            asked: asked.to_owned(),
+        },
+        other => unexpected(node, asked, want, &other),
     }
 }
 
-fn expect_lines(node: &str, asked: &str, r: Reply) -> Result<Vec<String>, ClientError> {
+/// Names (volumes, archives, cold snapshots): typed, or a protocol-3 daemon's lines, which
+/// are the names themselves (old-peer fallback).
+fn expect_names(node: &str, asked: &str, r: Reply) -> Result<Vec<String>, ClientError> {
     match r {
-        Reply::Lines(l) => Ok(l),
-        other => Err(unexpected(node, asked, "lines", &other)),
+        Reply::Names(n) | Reply::Lines(n) => Ok(n),
+        other => Err(unexpected(node, asked, "names", &other)),
     }
 }
 
@@ -558,13 +609,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn restored_lines_parse() {
+    fn text_where_a_typed_answer_is_due_names_the_upgrade() {
+        let e = not_typed("a0", "get ts-delta", "ts-delta rows", Reply::Lines(vec![]));
+        assert!(matches!(e, ClientError::Outdated { .. }), "{e:?}");
         assert_eq!(
-            parse_restored_line("8 /var/walb/a0/vol/restored/8.img"),
-            Some((8, "/var/walb/a0/vol/restored/8.img".into()))
+            e.to_string(),
+            format!(
+                "a0 answered get ts-delta in the text of an older protocol; upgrade it to a \
+                 walb that speaks protocol {PROTOCOL_VERSION_TYPED}"
+            )
         );
-        assert_eq!(parse_restored_line("x /p"), None);
-        assert_eq!(parse_restored_line("8"), None);
+        let e = not_typed("a0", "get ts-delta", "ts-delta rows", Reply::Done);
+        assert!(matches!(e, ClientError::Unexpected { .. }), "{e:?}");
+        let n = expect_names("p0", "get vol", Reply::Lines(vec!["vol".into()]));
+        assert_eq!(n.ok(), Some(vec!["vol".to_owned()]));
     }
 
     #[test]

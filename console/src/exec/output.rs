@@ -1,6 +1,11 @@
 //! What exec commands print: the [`Outcome`] of a command, as text lines in the formats
 //! walb-tools operators know, or as JSON.
 //!
+//! Both come from the typed answers: the text through the wire's renderers
+//! (`walb_wire::msg::text` and the reports' `line`/`lines`, the same ones a daemon uses
+//! for a protocol-3 peer), the JSON through serde ([`Outcome::typed`]). A state is its
+//! name in both.
+//!
 //! Formats (times are UTC):
 //!
 //! - state-all: `s0 localhost:10000 storage Target`, one line per node; an unreachable
@@ -11,8 +16,11 @@
 //! - meta states: `<|0,5|>-20170524044940`, or `<|5|-->|9|>-...` while applying.
 
 use serde_json::{json, Value};
-use walb_wire::msg::{MetaDiffDto, MetaStateDto, SnapDto, SnapshotInfo, Uuid};
+use walb_wire::msg::text::{diff_line, meta_state_str, snap_str, time_compact, time_iso, uuid_hex};
+use walb_wire::msg::{MetaDiffDto, MetaStateDto, SnapshotInfo, Uuid, VolumeState};
 use walb_wire::Role;
+
+use crate::client::StatusAnswer;
 
 /// One node's line of `state-all`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,7 +32,7 @@ pub struct StateRow {
     /// Its role.
     pub role: Role,
     /// The state, or why it is unknown.
-    pub state: Result<String, RowError>,
+    pub state: Result<VolumeState, RowError>,
 }
 
 /// Why a node's row has no answer.
@@ -45,8 +53,8 @@ pub struct StatusBlock {
     pub addr: String,
     /// Its role.
     pub role: Role,
-    /// Its status lines, or why there are none.
-    pub lines: Result<Vec<String>, RowError>,
+    /// Its status, or why there is none.
+    pub status: Result<StatusAnswer, RowError>,
 }
 
 /// The result of one exec command.
@@ -59,8 +67,17 @@ pub enum Outcome {
         /// The volume, if any.
         vol: Option<String>,
         /// The volume's state afterwards, if known.
-        state: Option<String>,
+        state: Option<VolumeState>,
     },
+    /// A typed answer: its lines (the wire's renderers) and its JSON (serde).
+    Typed {
+        /// The text lines.
+        lines: Vec<String>,
+        /// The JSON value.
+        json: Value,
+    },
+    /// A volume's state (its name in text and JSON).
+    State(VolumeState),
     /// One line.
     Text(String),
     /// Lines.
@@ -113,65 +130,6 @@ pub enum Outcome {
     },
 }
 
-/// `YYYY-MM-DDThh:mm:ss` in UTC (the raw number if out of range).
-pub fn time_iso(ts: u64) -> String {
-    match utc(ts) {
-        Some(t) => format!(
-            "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        None => ts.to_string(),
-    }
-}
-
-/// `YYYYMMDDhhmmss` in UTC (walb-tools' meta-state timestamps).
-pub fn time_compact(ts: u64) -> String {
-    match utc(ts) {
-        Some(t) => format!(
-            "{:04}{:02}{:02}{:02}{:02}{:02}",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second()
-        ),
-        None => ts.to_string(),
-    }
-}
-
-fn utc(ts: u64) -> Option<time::OffsetDateTime> {
-    let t = time::OffsetDateTime::from_unix_timestamp(i64::try_from(ts).ok()?).ok()?;
-    (t.year() <= 9999).then_some(t)
-}
-
-/// `|5|` (clean) or `|0,5|` (dirty).
-pub fn snap_str(s: SnapDto) -> String {
-    if s.gid_b == s.gid_e {
-        format!("|{}|", s.gid_b)
-    } else {
-        format!("|{},{}|", s.gid_b, s.gid_e)
-    }
-}
-
-/// `|0|-->|1| -- 2017-05-24T04:49:40 4128`.
-pub fn diff_line(d: &MetaDiffDto) -> String {
-    format!(
-        "{}-->{} {}{} {} {}",
-        snap_str(d.range.snap_b),
-        snap_str(d.range.snap_e),
-        if d.mergeable { 'M' } else { '-' },
-        if d.comp_diff { 'C' } else { '-' },
-        time_iso(d.timestamp_s),
-        d.size
-    )
-}
-
 /// `8 2017-05-24T05:13:31 1`.
 pub fn restorable_line(s: &SnapshotInfo) -> String {
     format!(
@@ -180,20 +138,6 @@ pub fn restorable_line(s: &SnapshotInfo) -> String {
         time_iso(s.timestamp_s),
         u8::from(s.explicit)
     )
-}
-
-/// `<|0,5|>-20170524044940`, or `<|5|-->|9|>-...` while applying.
-pub fn meta_state_str(m: &MetaStateDto) -> String {
-    let inner = match m.snap_e {
-        Some(e) => format!("{}-->{}", snap_str(m.snap_b), snap_str(e)),
-        None => snap_str(m.snap_b),
-    };
-    format!("<{inner}>-{}", time_compact(m.timestamp_s))
-}
-
-/// 32 lowercase hex digits.
-pub fn uuid_hex(u: &Uuid) -> String {
-    u.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `name:VOL\tkind:ROLE\tgid:N[\tlsid:N]\ttimestamp:YYYYMMDDhhmmss` (walb-tools' LTSV).
@@ -213,7 +157,7 @@ pub fn latest_snap_line(role: Role, s: &SnapshotInfo) -> String {
 /// A `state-all` line.
 pub fn state_row_line(r: &StateRow) -> String {
     let state = match &r.state {
-        Ok(s) => s.clone(),
+        Ok(s) => s.name().to_owned(),
         Err(RowError::Unreachable(m)) => format!("unreachable: {m}"),
         Err(RowError::Failed(m)) => format!("error: {m}"),
     };
@@ -221,11 +165,26 @@ pub fn state_row_line(r: &StateRow) -> String {
 }
 
 impl Outcome {
+    /// A typed answer: `lines` (rendered from `value`) and `value`'s JSON.
+    pub fn typed<T: serde::Serialize>(value: &T, lines: Vec<String>) -> Outcome {
+        Outcome::Typed {
+            lines,
+            json: serde_json::to_value(value).unwrap_or_else(|e| json!({ "error": e.to_string() })),
+        }
+    }
+
+    /// A list of typed rows, a line each.
+    pub fn rows<T: serde::Serialize>(rows: &[T], line: impl Fn(&T) -> String) -> Outcome {
+        Outcome::typed(&rows, rows.iter().map(line).collect())
+    }
+
     /// The text lines to print.
     pub fn text_lines(&self) -> Vec<String> {
         match self {
             Outcome::Done { .. } => Vec::new(),
             Outcome::Text(t) => vec![t.clone()],
+            Outcome::Typed { lines, .. } => lines.clone(),
+            Outcome::State(s) => vec![s.name().to_owned()],
             Outcome::Lines(l) => l.clone(),
             Outcome::Gid(g) | Outcome::Number(g) => vec![g.to_string()],
             Outcome::FullBackup { gid, .. } => vec![gid.to_string()],
@@ -237,8 +196,8 @@ impl Outcome {
                 let mut out = Vec::new();
                 for b in blocks {
                     out.push(format!("{} {} {}", b.node, b.addr, b.role));
-                    match &b.lines {
-                        Ok(lines) => out.extend(lines.iter().map(|l| format!("  {l}"))),
+                    match &b.status {
+                        Ok(s) => out.extend(s.lines().iter().map(|l| format!("  {l}"))),
                         Err(RowError::Unreachable(m)) => out.push(format!("  unreachable: {m}")),
                         Err(RowError::Failed(m)) => out.push(format!("  error: {m}")),
                     }
@@ -261,9 +220,12 @@ impl Outcome {
     pub fn to_json(&self) -> Value {
         match self {
             Outcome::Done { node, vol, state } => {
+                let state = state.map(VolumeState::name);
                 json!({ "ok": true, "node": node, "vol": vol, "state": state })
             }
             Outcome::Text(t) => json!(t),
+            Outcome::Typed { json, .. } => json.clone(),
+            Outcome::State(s) => json!(s.name()),
             Outcome::Lines(l) => json!(l),
             Outcome::Gid(g) => json!({ "gid": g }),
             Outcome::FullBackup { gid, restorable } => {
@@ -280,7 +242,7 @@ impl Outcome {
                             "node": r.node, "addr": r.addr, "role": r.role.as_str(),
                         });
                         match &r.state {
-                            Ok(s) => v["state"] = json!(s),
+                            Ok(s) => v["state"] = json!(s.name()),
                             Err(RowError::Unreachable(m)) => {
                                 v["state"] = Value::Null;
                                 v["unreachable"] = json!(m);
@@ -301,8 +263,8 @@ impl Outcome {
                         let mut v = json!({
                             "node": b.node, "addr": b.addr, "role": b.role.as_str(),
                         });
-                        match &b.lines {
-                            Ok(l) => v["lines"] = json!(l),
+                        match &b.status {
+                            Ok(s) => v["status"] = json!(s),
                             Err(RowError::Unreachable(m)) => v["unreachable"] = json!(m),
                             Err(RowError::Failed(m)) => v["error"] = json!(m),
                         }
@@ -369,7 +331,7 @@ fn diff_json(d: &MetaDiffDto) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use walb_wire::msg::DiffRange;
+    use walb_wire::msg::{DiffRange, SnapDto};
 
     fn diff(b: (u64, u64), e: (u64, u64), m: bool, c: bool, ts: u64, size: u64) -> MetaDiffDto {
         MetaDiffDto {
@@ -440,7 +402,7 @@ mod tests {
                 node: "s0".into(),
                 addr: "localhost:10000".into(),
                 role: Role::Storage,
-                state: Ok("Target".into()),
+                state: Ok(VolumeState::Storage(walb_wire::msg::StorageState::Target)),
             },
             StateRow {
                 node: "a0".into(),
@@ -478,16 +440,9 @@ mod tests {
         let done = Outcome::Done {
             node: "s0".into(),
             vol: Some("vol".into()),
-            state: Some("Stopped".into()),
+            state: Some(VolumeState::Storage(walb_wire::msg::StorageState::Stopped)),
         };
         assert!(done.text_lines().is_empty());
         assert_eq!(done.to_json()["state"], "Stopped");
-    }
-
-    #[test]
-    fn times_are_utc_and_out_of_range_is_raw() {
-        assert_eq!(time_iso(0), "1970-01-01T00:00:00");
-        assert_eq!(time_compact(0), "19700101000000");
-        assert_eq!(time_iso(u64::MAX), u64::MAX.to_string());
     }
 }

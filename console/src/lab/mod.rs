@@ -636,7 +636,7 @@ pub async fn status(
         let state = match pid {
             None => "-".to_owned(),
             Some(_) => match client.state(&n.name, &cfg.vol).await {
-                Ok(s) => s,
+                Ok(s) => s.name().to_owned(),
                 Err(e) => format!("({e})"),
             },
         };

@@ -1,10 +1,12 @@
 //! The questions the console asks a daemon ([`Ask`]) and their answers ([`Answer`]):
 //! the fold asks them, [`answer`] asks the daemon with the client.
 
-use walb_wire::msg::{MetaDiffDto, MetaStateDto, SnapshotInfo};
+use walb_wire::msg::{
+    LogUsageRow, MetaDiffDto, MetaStateDto, RestoredImage, SnapshotInfo, TsDeltaRow, VolumeState,
+};
 use walb_wire::ErrorCode;
 
-use crate::client::{Client, ClientError};
+use crate::client::{Client, ClientError, StatusAnswer};
 
 /// A question for one daemon.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -75,15 +77,17 @@ pub enum Answer {
         version: String,
         /// Process id.
         pid: u64,
-        /// Summary status lines.
-        status: Vec<String>,
+        /// Summary status (`None` if it could not be had).
+        status: Option<StatusAnswer>,
     },
     /// Names (volumes, archives).
     Names(Vec<String>),
-    /// A state name.
-    State(String),
-    /// Lines (log usage).
-    Lines(Vec<String>),
+    /// A state.
+    State(VolumeState),
+    /// Log usage.
+    LogUsage(Vec<LogUsageRow>),
+    /// Ts-delta rows.
+    TsDelta(Vec<TsDeltaRow>),
     /// Snapshots (latest, restorable).
     Snaps(Vec<SnapshotInfo>),
     /// A flag.
@@ -100,7 +104,7 @@ pub enum Answer {
     /// A meta state.
     Base(MetaStateDto),
     /// Restored images.
-    Restored(Vec<(u64, String)>),
+    Restored(Vec<RestoredImage>),
 }
 
 /// Why an [`Ask`] failed.
@@ -125,7 +129,7 @@ pub async fn answer(client: &Client, node: &str, ask: &Ask) -> Result<Answer, As
         Ask::Hello => {
             let (software, _) = client.version(node).await.map_err(ask_error)?;
             let pid = client.pid(node).await.map_err(ask_error)?;
-            let status = client.status(node, None).await.unwrap_or_default();
+            let status = client.status(node, None).await.ok();
             Answer::Hello {
                 version: software,
                 pid,
@@ -134,8 +138,8 @@ pub async fn answer(client: &Client, node: &str, ask: &Ask) -> Result<Answer, As
         }
         Ask::Vols => Answer::Names(client.vols(node).await.map_err(ask_error)?),
         Ask::State { vol } => Answer::State(client.state(node, vol).await.map_err(ask_error)?),
-        Ask::LogUsage => Answer::Lines(client.log_usage(node, None).await.map_err(ask_error)?),
-        Ask::TsDelta => Answer::Lines(client.ts_delta(node).await.map_err(ask_error)?),
+        Ask::LogUsage => Answer::LogUsage(client.log_usage(node, None).await.map_err(ask_error)?),
+        Ask::TsDelta => Answer::TsDelta(client.ts_delta(node).await.map_err(ask_error)?),
         Ask::LatestSnap { vol } => Answer::Snaps(
             client
                 .latest_snap(node, vol.as_deref())

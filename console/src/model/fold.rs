@@ -7,14 +7,15 @@
 //! then keep current), an event whose consequences no event carries (a new diff list
 //! means a new latest snapshot), a command ending ([`refresh_vol`], [`snapshot_node`]).
 
-use walb_wire::msg::{MetaDiffDto, SnapshotInfo};
+use walb_wire::msg::{
+    ArchiveState, LogUsageRow, MetaDiffDto, SnapshotInfo, TsDeltaRow, VolumeState,
+};
 use walb_wire::{ErrorCode, Event, Role};
 
 use super::ask::{Answer, Ask, AskError};
-pub use super::lines::{parse_log_usage, parse_ts_delta, parse_uptime};
 use super::{
-    is_temporary, ArchiveVol, CellState, Level, Live, LogUsage, Ms, Queue, QueuePos, Reach, Snap,
-    Task, TaskEnd, ENDED_TASKS_MAX, TASK_KINDS,
+    ArchiveVol, CellState, Level, Live, LogUsage, Ms, Queue, QueuePos, Reach, Snap, Task, TaskEnd,
+    TsDelta, ENDED_TASKS_MAX, TASK_KINDS,
 };
 
 /// What happened at a daemon.
@@ -328,21 +329,21 @@ fn on_state(
     node: &str,
     role: Role,
     vol: String,
-    state: String,
+    state: VolumeState,
     out: &mut Vec<Effect>,
 ) {
     let (now, seq) = (m.now, m.seq);
     let v = m.vol_mut(&vol);
-    let prev = v.cells.get(node).map(|c| c.state.clone());
+    let prev = v.cells.get(node).map(|c| c.state);
     v.cells.insert(
         node.to_owned(),
         CellState {
-            state: state.clone(),
+            state,
             since: now,
             seq,
         },
     );
-    if state == "Clear" {
+    if state.is_clear() {
         match role {
             Role::Storage => {
                 v.log.remove(node);
@@ -359,27 +360,24 @@ fn on_state(
         Level::Info,
         Some(node),
         Some(&vol),
-        format!("{} → {state}", prev.as_deref().unwrap_or("?")),
+        format!("{} → {state}", prev.map_or("?", VolumeState::name)),
     );
     // Tasks bound to archive states.
-    if role == Role::Archive {
-        if let Some(k) = TASK_KINDS
-            .iter()
-            .find(|k| k.states.contains(&state.as_str()))
-        {
+    if let VolumeState::Archive(a) = state {
+        if let Some(k) = TASK_KINDS.iter().find(|k| k.states.contains(&a)) {
             start_task(m, node, &vol, k.op);
         }
     }
-    if !is_temporary(&state) {
-        end_bound_tasks(m, node, &vol, &state);
-        if state != "Clear" {
-            ask_after_state(m, node, role, &vol, prev.as_deref(), out);
+    if state.is_steady() {
+        end_bound_tasks(m, node, &vol, state);
+        if !state.is_clear() {
+            ask_after_state(m, node, role, &vol, prev, out);
         }
     }
 }
 
 /// A steady `state` ends the running tasks of `node`'s `vol` that archive states bound.
-fn end_bound_tasks(m: &mut Live, node: &str, vol: &str, state: &str) {
+fn end_bound_tasks(m: &mut Live, node: &str, vol: &str, state: VolumeState) {
     let bound: Vec<usize> = m
         .tasks
         .iter()
@@ -413,7 +411,7 @@ fn ask_after_state(
     node: &str,
     role: Role,
     vol: &str,
-    prev: Option<&str>,
+    prev: Option<VolumeState>,
     out: &mut Vec<Effect>,
 ) {
     match role {
@@ -438,7 +436,7 @@ fn ask_after_state(
         ),
         _ => {
             ask_latest(m, out, node, vol);
-            if prev != Some("WdiffRecv") {
+            if prev != Some(VolumeState::Archive(ArchiveState::WdiffRecv)) {
                 ask(
                     m,
                     out,
@@ -594,7 +592,15 @@ fn on_archive_list(
 fn on_event(m: &mut Live, node: &str, event: Event, out: &mut Vec<Effect>) {
     let Some(role) = m.role(node) else { return };
     match event {
-        Event::State { vol, state, .. } => on_state(m, node, role, vol, state, out),
+        Event::State { vol, state, .. } => match VolumeState::parse(role, &state) {
+            Some(s) => on_state(m, node, role, vol, s, out),
+            None => m.push_log(
+                Level::Warn,
+                Some(node),
+                Some(&vol),
+                format!("a state this console does not know: {state} (upgrade the console)"),
+            ),
+        },
         Event::LogUsage {
             vol,
             usage_pb,
@@ -684,8 +690,8 @@ fn on_vols(
         .collect();
     for g in gone {
         if let Some(c) = m.vols.get_mut(&g).and_then(|v| v.cells.get_mut(node)) {
-            if c.seq <= seq {
-                c.state = "Clear".into();
+            if let Some(clear) = VolumeState::clear(role).filter(|_| c.seq <= seq) {
+                c.state = clear;
             }
         }
     }
@@ -709,7 +715,7 @@ fn on_vols(
 }
 
 /// A volume's state as asked at sequence `seq` (an event seen since wins).
-fn on_state_reply(m: &mut Live, node: &str, seq: u64, vol: &str, state: String) {
+fn on_state_reply(m: &mut Live, node: &str, seq: u64, vol: &str, state: VolumeState) {
     let now = m.now;
     let v = m.vol_mut(vol);
     let stale = v.cells.get(node).is_some_and(|c| c.seq > seq);
@@ -740,8 +746,11 @@ fn on_overflow(m: &mut Live, node: &str, vol: &str, b: bool) {
             .and_then(|n| n.archive.clone());
         let text = match archive {
             Some(a) => {
-                let ast = m.vol_mut(vol).state(&a).unwrap_or("Archived").to_owned();
-                crate::ops::overflow_recovery(node, vol, &a, &ast)
+                let ast = m
+                    .vol_mut(vol)
+                    .state(&a)
+                    .unwrap_or(VolumeState::Archive(ArchiveState::Archived));
+                crate::ops::overflow_recovery(node, vol, &a, ast)
             }
             None => format!("the log of {node} {vol} overflowed: run `hash-backup {node} {vol}`"),
         };
@@ -774,6 +783,36 @@ fn on_queue(
             Some(vol),
             format!("sending to {archive} gave up (kick {node} {vol} {archive} retries)"),
         );
+    }
+}
+
+/// A storage's ts-delta rows: its measure of each archive's lag (rows whose archive
+/// side is not known yet are skipped).
+fn on_ts_delta(m: &mut Live, node: &str, rows: Vec<TsDeltaRow>) {
+    for r in rows {
+        let Some((dest_gid, _)) = r.dest_snap else {
+            continue;
+        };
+        let t = TsDelta {
+            gid: r.gid,
+            dest_gid,
+            secs: r.delta_s().unwrap_or(0),
+        };
+        m.vol_mut(&r.vol)
+            .ts_delta
+            .insert((node.to_owned(), r.dest), t);
+    }
+}
+
+/// A storage's log usage of every volume.
+fn on_log_usage_rows(m: &mut Live, node: &str, rows: Vec<LogUsageRow>) {
+    for r in rows {
+        let u = LogUsage {
+            usage_pb: r.usage_pb,
+            capacity_pb: r.capacity_pb,
+            pbs: Some(u64::from(r.pbs)),
+        };
+        m.vol_mut(&r.vol).log.insert(node.to_owned(), u);
     }
 }
 
@@ -821,29 +860,15 @@ fn on_reply(
             if let Some(n) = m.node_mut(node) {
                 n.version = Some(version);
                 n.pid = Some(pid);
-                n.uptime_s = parse_uptime(&status);
+                n.uptime_s = status.as_ref().and_then(|s| s.uptime_s());
                 n.uptime_at = now;
-                n.status = status;
+                n.status = status.map(|s| s.lines()).unwrap_or_default();
             }
         }
         (Ask::Vols, Answer::Names(names)) => on_vols(m, node, role, seq, names, out),
         (Ask::State { vol }, Answer::State(state)) => on_state_reply(m, node, seq, &vol, state),
-        (Ask::TsDelta, Answer::Lines(lines)) => {
-            for l in lines {
-                if let Some((vol, archive, t)) = parse_ts_delta(&l) {
-                    m.vol_mut(&vol)
-                        .ts_delta
-                        .insert((node.to_owned(), archive), t);
-                }
-            }
-        }
-        (Ask::LogUsage, Answer::Lines(lines)) => {
-            for l in lines {
-                if let Some((vol, u)) = parse_log_usage(&l) {
-                    m.vol_mut(&vol).log.insert(node.to_owned(), u);
-                }
-            }
-        }
+        (Ask::TsDelta, Answer::TsDelta(rows)) => on_ts_delta(m, node, rows),
+        (Ask::LogUsage, Answer::LogUsage(rows)) => on_log_usage_rows(m, node, rows),
         (Ask::LatestSnap { .. }, Answer::Snaps(snaps)) => on_latest_snaps(m, node, role, snaps),
         (Ask::Overflow { vol }, Answer::Bool(b)) => on_overflow(m, node, &vol, b),
         (Ask::ArchiveList { vol }, Answer::Names(archives)) => {

@@ -9,19 +9,21 @@
 //! against the daemons, and [`feed::load_snapshot`] drives it without a terminal. Time
 //! is injected ([`Live::clock`]), so the model is deterministic in tests.
 //!
-//! Which states are temporary and which long operations become tasks are tables
-//! ([`STEADY_STATES`], [`TASK_KINDS`]): a new operation of the daemons (hash backup,
+//! States are typed ([`VolumeState`]); which are temporary is the wire's
+//! [`VolumeState::is_steady`], and which long operations become tasks is a table
+//! ([`TASK_KINDS`]): a new operation of the daemons (hash backup,
 //! merge, apply, replication...) shows up as a task as soon as a daemon publishes
 //! progress for it, with the label from the table if it has one.
 
 pub mod ask;
 pub mod feed;
 pub mod fold;
-pub mod lines;
 
 use std::collections::{BTreeMap, VecDeque};
 
-use walb_wire::msg::{MetaDiffDto, MetaStateDto, SnapshotInfo};
+use walb_wire::msg::{
+    ArchiveState, MetaDiffDto, MetaStateDto, RestoredImage, SnapshotInfo, VolumeState,
+};
 use walb_wire::Role;
 
 use crate::cluster::Cluster;
@@ -40,23 +42,6 @@ pub const ENDED_TASKS_MAX: usize = 50;
 /// A running task without progress for this long is shown as stalled.
 pub const STALLED_MS: Ms = 60_000;
 
-/// The steady states of the three roles; every other state is temporary (an operation
-/// is running) and highlighted.
-pub const STEADY_STATES: &[&str] = &[
-    "Clear",
-    "SyncReady",
-    "Stopped",
-    "Target",
-    "Standby",
-    "Started",
-    "Archived",
-];
-
-/// True for a temporary state (one an operation passes through).
-pub fn is_temporary(state: &str) -> bool {
-    !STEADY_STATES.contains(&state)
-}
-
 /// One kind of long operation the Tasks view knows by name.
 #[derive(Debug)]
 pub struct TaskKind {
@@ -66,7 +51,7 @@ pub struct TaskKind {
     pub label: &'static str,
     /// Archive states during which it runs (a task appears when a volume enters one, and
     /// ends when the volume leaves it).
-    pub states: &'static [&'static str],
+    pub states: &'static [ArchiveState],
 }
 
 /// The long operations, by the `op` of their progress events.
@@ -74,12 +59,12 @@ pub static TASK_KINDS: &[TaskKind] = &[
     TaskKind {
         op: "full-sync",
         label: "full backup",
-        states: &["FullSync"],
+        states: &[ArchiveState::FullSync],
     },
     TaskKind {
         op: "hash-sync",
         label: "hash backup",
-        states: &["HashSync"],
+        states: &[ArchiveState::HashSync],
     },
     TaskKind {
         op: "restore",
@@ -99,7 +84,7 @@ pub static TASK_KINDS: &[TaskKind] = &[
     TaskKind {
         op: "replicate",
         label: "replication",
-        states: &["ReplSyncAsServer", "Resync"],
+        states: &[ArchiveState::ReplSyncAsServer, ArchiveState::Resync],
     },
 ];
 
@@ -167,8 +152,8 @@ impl Node {
 /// One node's state of one volume.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CellState {
-    /// The state name.
-    pub state: String,
+    /// The state.
+    pub state: VolumeState,
     /// When the console learned it.
     pub since: Ms,
     /// The model's sequence number when an event set it (replies older than that are
@@ -227,8 +212,8 @@ pub struct ArchiveVol {
     pub restorable: Option<Vec<SnapshotInfo>>,
     /// The base state, once asked.
     pub base: Option<MetaStateDto>,
-    /// Restored images: gid, path.
-    pub restored: Vec<(u64, String)>,
+    /// Restored images.
+    pub restored: Vec<RestoredImage>,
     /// The latest snapshot.
     pub latest: Option<Snap>,
 }
@@ -277,8 +262,8 @@ pub struct Vol {
 
 impl Vol {
     /// The state of `node`, if known.
-    pub fn state(&self, node: &str) -> Option<&str> {
-        self.cells.get(node).map(|c| c.state.as_str())
+    pub fn state(&self, node: &str) -> Option<VolumeState> {
+        self.cells.get(node).map(|c| c.state)
     }
 
     /// The storage that ships this volume: the newest latest snapshot among storages
@@ -286,7 +271,7 @@ impl Vol {
     pub fn source(&self) -> Option<(&str, Snap)> {
         self.storage_latest
             .iter()
-            .filter(|(n, _)| self.state(n).is_some_and(|s| s != "Clear"))
+            .filter(|(n, _)| self.state(n).is_some_and(|s| !s.is_clear()))
             .max_by_key(|(_, s)| s.gid)
             .map(|(n, s)| (n.as_str(), *s))
     }
@@ -701,13 +686,14 @@ impl Live {
 mod tests {
     use super::*;
 
+    /// A task bound to archive states ends when the volume reaches a steady state, so
+    /// the states it is bound to must be temporary ones.
     #[test]
-    fn temporary_states_are_the_non_steady_ones() {
-        for s in ["FullSync", "WlogRecv", "StopTarget", "ReplSyncAsServer"] {
-            assert!(is_temporary(s), "{s}");
-        }
-        for s in STEADY_STATES {
-            assert!(!is_temporary(s), "{s}");
+    fn task_states_are_temporary() {
+        for k in TASK_KINDS {
+            for s in k.states {
+                assert!(!s.is_steady(), "{} bound to the steady {s}", k.op);
+            }
         }
     }
 
@@ -744,7 +730,7 @@ mod tests {
         v.cells.insert(
             "s0".into(),
             CellState {
-                state: "Target".into(),
+                state: VolumeState::Storage(walb_wire::msg::StorageState::Target),
                 since: 0,
                 seq: 0,
             },

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
-use walb_wire::msg::{BindHow, MergeUntil, PeerRole, StopMode};
+use walb_wire::msg::{BindHow, MergeUntil, PeerRole, StopMode, VolumeState};
 use walb_wire::Role;
 
 use super::proxies::*;
@@ -34,14 +34,14 @@ pub async fn prepare_backup(
     let step = if overflowed_target {
         Some(ClearStep::StopForce)
     } else {
-        prepare_storage(&st).map_err(|m| ClientError::State(format!("{storage} {vol}: {m}")))?
+        prepare_storage(st).map_err(|m| ClientError::State(format!("{storage} {vol}: {m}")))?
     };
     let a = &group.archive.name;
     let ast = client.state(a, vol).await?;
     let init_archive = if hash {
-        prepare_archive_hash(&ast).map(|()| false)
+        prepare_archive_hash(ast).map(|()| false)
     } else {
-        prepare_archive(&ast)
+        prepare_archive(ast)
     }
     .map_err(|m| ClientError::State(format!("{a} {vol}: {m}")))?;
     match step {
@@ -151,7 +151,7 @@ async fn wait_for_sync(
             return Err(ClientError::State(format!("{storage} {vol}: {e}")));
         }
         let what = kind.what;
-        if kind.during.contains(&st.as_str()) {
+        if kind.during.contains(&st) {
             seen_sync.store(true, Ordering::Relaxed);
         } else if !(st == S::SYNC_READY
             && !seen_sync.load(Ordering::Relaxed)
@@ -195,7 +195,7 @@ struct Backup {
     /// For messages.
     what: &'static str,
     /// The states the storage passes through meanwhile.
-    during: [&'static str; 3],
+    during: [VolumeState; 3],
     /// The operation of the storage's `Event::Failed` when it fails.
     op: &'static str,
 }
@@ -241,7 +241,7 @@ pub async fn full_backup(
     wait_for_sync(client, storage, vol, &FULL_BACKUP, &watch, t0, timeout).await?;
     let archive = primary_archive(client, storage, "full-backup")?;
     let ast = client.state(&archive, vol).await?;
-    if !A::ACTIVE.contains(&ast.as_str()) {
+    if !A::ACTIVE.contains(&ast) {
         return Err(ClientError::State(format!(
             "after the full backup of {storage} {vol}, {archive} {vol} is {ast}, not Archived"
         )));
@@ -322,7 +322,7 @@ pub async fn snapshot(
     if !archives.is_empty() {
         for a in archives {
             let st = client.state(a, vol).await?;
-            if !A::ACTIVE.contains(&st.as_str()) {
+            if !A::ACTIVE.contains(&st) {
                 return Err(ClientError::State(format!(
                     "{a} {vol} is {st}: it cannot receive the snapshot (it needs to be Archived)"
                 )));
@@ -527,7 +527,7 @@ pub async fn hash_backup(
             "after the hash backup of {storage} {vol}, the storage reports {} (not a hash \
              backup's snapshot newer than {archive}'s restorable {}): is the storage older \
              than this console?",
-            crate::exec::output::meta_state_str(&done),
+            walb_wire::msg::text::meta_state_str(&done),
             before.map_or("none".to_owned(), |g| g.to_string())
         )));
     }
@@ -578,8 +578,8 @@ pub async fn wait_for_restored(
     let every = client.options().poll_interval;
     poll_until(Instant::now(), timeout, every, move || async move {
         let restored = client.restored(archive, vol).await?;
-        if let Some((_, path)) = restored.into_iter().find(|(g, _)| *g == gid) {
-            return Ok(Poll::Ready(path));
+        if let Some(r) = restored.into_iter().find(|r| r.gid == gid) {
+            return Ok(Poll::Ready(r.path));
         }
         if client.num_action(archive, vol, "Restore").await? == 0 {
             if idle.fetch_add(1, Ordering::Relaxed) + 1 >= RESTORE_IDLE_POLLS {
@@ -609,8 +609,8 @@ pub async fn restored_path(
     let restored = client.restored(archive, vol).await?;
     restored
         .into_iter()
-        .find(|(g, _)| *g == gid)
-        .map(|(_, p)| p)
+        .find(|r| r.gid == gid)
+        .map(|r| r.path)
         .ok_or_else(|| {
             ClientError::State(format!(
                 "{archive} {vol}: gid {gid} is not restored (restore {archive} {vol} {gid})"

@@ -25,7 +25,7 @@
 
 use std::time::{Duration, Instant};
 
-use walb_wire::msg::{Codec, CompressOpt, StartMode, StopMode};
+use walb_wire::msg::{Codec, CompressOpt, StartMode, StopMode, VolumeState};
 use walb_wire::Role;
 
 use crate::client::{Client, ClientError};
@@ -45,54 +45,58 @@ pub const TIMEOUT_LONG: Duration = Duration::from_secs(86_400);
 /// walblib's `SHORT_TIMEOUT_SEC`: state changes.
 pub const TIMEOUT_SHORT: Duration = Duration::from_secs(100);
 
-/// State names of the three daemons (walb-tools' names).
+/// The states the operations name, typed (walb-tools' names are their `Display`).
 pub mod states {
     /// Storage steady and temporary states.
     pub mod storage {
         #![allow(missing_docs)]
-        pub const CLEAR: &str = "Clear";
-        pub const SYNC_READY: &str = "SyncReady";
-        pub const STOPPED: &str = "Stopped";
-        pub const TARGET: &str = "Target";
-        pub const STANDBY: &str = "Standby";
-        pub const START_STANDBY: &str = "StartStandby";
-        pub const STOP_STANDBY: &str = "StopStandby";
-        pub const START_TARGET: &str = "StartTarget";
-        pub const STOP_TARGET: &str = "StopTarget";
-        pub const FULL_SYNC: &str = "FullSync";
-        pub const HASH_SYNC: &str = "HashSync";
-        pub const RESET: &str = "Reset";
-        pub const INIT_VOL: &str = "InitVol";
-        pub const CLEAR_VOL: &str = "ClearVol";
+        use walb_wire::msg::{StorageState, VolumeState};
+        pub const CLEAR: VolumeState = VolumeState::Storage(StorageState::Clear);
+        pub const SYNC_READY: VolumeState = VolumeState::Storage(StorageState::SyncReady);
+        pub const STOPPED: VolumeState = VolumeState::Storage(StorageState::Stopped);
+        pub const TARGET: VolumeState = VolumeState::Storage(StorageState::Target);
+        pub const STANDBY: VolumeState = VolumeState::Storage(StorageState::Standby);
+        pub const START_STANDBY: VolumeState = VolumeState::Storage(StorageState::StartStandby);
+        pub const STOP_STANDBY: VolumeState = VolumeState::Storage(StorageState::StopStandby);
+        pub const START_TARGET: VolumeState = VolumeState::Storage(StorageState::StartTarget);
+        pub const STOP_TARGET: VolumeState = VolumeState::Storage(StorageState::StopTarget);
+        pub const FULL_SYNC: VolumeState = VolumeState::Storage(StorageState::FullSync);
+        pub const HASH_SYNC: VolumeState = VolumeState::Storage(StorageState::HashSync);
+        pub const RESET: VolumeState = VolumeState::Storage(StorageState::Reset);
+        pub const INIT_VOL: VolumeState = VolumeState::Storage(StorageState::InitVol);
+        pub const CLEAR_VOL: VolumeState = VolumeState::Storage(StorageState::ClearVol);
     }
     /// Proxy steady and temporary states.
     pub mod proxy {
         #![allow(missing_docs)]
-        pub const CLEAR: &str = "Clear";
-        pub const STOPPED: &str = "Stopped";
-        pub const STARTED: &str = "Started";
-        pub const START: &str = "Start";
-        pub const STOP: &str = "Stop";
-        pub const WLOG_RECV: &str = "WlogRecv";
-        pub const WAIT_FOR_EMPTY: &str = "WaitForEmpty";
+        use walb_wire::msg::{ProxyState, VolumeState};
+        pub const CLEAR: VolumeState = VolumeState::Proxy(ProxyState::Clear);
+        pub const STOPPED: VolumeState = VolumeState::Proxy(ProxyState::Stopped);
+        pub const STARTED: VolumeState = VolumeState::Proxy(ProxyState::Started);
+        pub const START: VolumeState = VolumeState::Proxy(ProxyState::Start);
+        pub const STOP: VolumeState = VolumeState::Proxy(ProxyState::Stop);
+        pub const WLOG_RECV: VolumeState = VolumeState::Proxy(ProxyState::WlogRecv);
+        pub const WAIT_FOR_EMPTY: VolumeState = VolumeState::Proxy(ProxyState::WaitForEmpty);
     }
     /// Archive steady and temporary states.
     pub mod archive {
         #![allow(missing_docs)]
-        pub const CLEAR: &str = "Clear";
-        pub const SYNC_READY: &str = "SyncReady";
-        pub const ARCHIVED: &str = "Archived";
-        pub const STOPPED: &str = "Stopped";
-        pub const START: &str = "Start";
-        pub const STOP: &str = "Stop";
-        pub const RESET_VOL: &str = "ResetVol";
-        pub const FULL_SYNC: &str = "FullSync";
-        pub const HASH_SYNC: &str = "HashSync";
-        pub const WDIFF_RECV: &str = "WdiffRecv";
-        pub const REPL_SYNC_AS_SERVER: &str = "ReplSyncAsServer";
-        pub const RESYNC: &str = "Resync";
+        use walb_wire::msg::{ArchiveState, VolumeState};
+        pub const CLEAR: VolumeState = VolumeState::Archive(ArchiveState::Clear);
+        pub const SYNC_READY: VolumeState = VolumeState::Archive(ArchiveState::SyncReady);
+        pub const ARCHIVED: VolumeState = VolumeState::Archive(ArchiveState::Archived);
+        pub const STOPPED: VolumeState = VolumeState::Archive(ArchiveState::Stopped);
+        pub const START: VolumeState = VolumeState::Archive(ArchiveState::Start);
+        pub const STOP: VolumeState = VolumeState::Archive(ArchiveState::Stop);
+        pub const RESET_VOL: VolumeState = VolumeState::Archive(ArchiveState::ResetVol);
+        pub const FULL_SYNC: VolumeState = VolumeState::Archive(ArchiveState::FullSync);
+        pub const HASH_SYNC: VolumeState = VolumeState::Archive(ArchiveState::HashSync);
+        pub const WDIFF_RECV: VolumeState = VolumeState::Archive(ArchiveState::WdiffRecv);
+        pub const REPL_SYNC_AS_SERVER: VolumeState =
+            VolumeState::Archive(ArchiveState::ReplSyncAsServer);
+        pub const RESYNC: VolumeState = VolumeState::Archive(ArchiveState::Resync);
         /// walblib's `aActive`: states in which an archive volume holds a usable backup.
-        pub const ACTIVE: [&str; 4] = [ARCHIVED, HASH_SYNC, WDIFF_RECV, REPL_SYNC_AS_SERVER];
+        pub const ACTIVE: [VolumeState; 4] = [ARCHIVED, HASH_SYNC, WDIFF_RECV, REPL_SYNC_AS_SERVER];
     }
 }
 
@@ -102,13 +106,13 @@ use states::{archive as A, proxy as P, storage as S};
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StateWait {
     /// States the volume may be in on the way.
-    pub transient: Vec<&'static str>,
+    pub transient: Vec<VolumeState>,
     /// States that end the wait.
-    pub goal: Vec<&'static str>,
+    pub goal: Vec<VolumeState>,
 }
 
 impl StateWait {
-    fn new(transient: &[&'static str], goal: &[&'static str]) -> Self {
+    fn new(transient: &[VolumeState], goal: &[VolumeState]) -> Self {
         Self {
             transient: transient.to_vec(),
             goal: goal.to_vec(),
@@ -116,12 +120,18 @@ impl StateWait {
     }
 }
 
+/// `A/B/C`: the names of `states`.
+pub fn state_names(states: &[VolumeState]) -> String {
+    let names: Vec<&str> = states.iter().map(|s| s.name()).collect();
+    names.join("/")
+}
+
 /// What `start` does on a node of `role` whose volume is in `state` (walblib's `start`):
 /// the storage mode to send and the wait. Without a mode, a storage in SyncReady goes
 /// Standby and any other goes Target.
 pub fn start_plan(
     role: Role,
-    state: &str,
+    state: VolumeState,
     mode: Option<StartMode>,
 ) -> Result<(Option<StartMode>, StateWait), String> {
     match role {
@@ -155,7 +165,7 @@ pub fn start_plan(
 }
 
 /// The wait after `stop` of a volume that was in `prev` (walblib's `wait_for_stopped`).
-pub fn stop_wait(role: Role, prev: &str) -> StateWait {
+pub fn stop_wait(role: Role, prev: VolumeState) -> StateWait {
     match role {
         Role::Storage if prev == S::STANDBY || prev == S::STOP_STANDBY => {
             StateWait::new(&[S::STANDBY, S::STOP_STANDBY], &[S::SYNC_READY])
@@ -198,7 +208,7 @@ pub enum ClearStep {
 }
 
 /// What `clear` does from `state` (walblib's `clear`): nothing for a Clear volume.
-pub fn clear_plan(role: Role, state: &str) -> Result<Vec<ClearStep>, String> {
+pub fn clear_plan(role: Role, state: VolumeState) -> Result<Vec<ClearStep>, String> {
     use ClearStep::*;
     let refuse = |want: &str| {
         Err(format!(
@@ -231,7 +241,7 @@ pub fn clear_plan(role: Role, state: &str) -> Result<Vec<ClearStep>, String> {
 
 /// What the storage needs before a full backup, from `state` (walblib's
 /// `_prepare_backup`): SyncReady as is, Standby → stop, Stopped → reset.
-pub fn prepare_storage(state: &str) -> Result<Option<ClearStep>, String> {
+pub fn prepare_storage(state: VolumeState) -> Result<Option<ClearStep>, String> {
     match state {
         S::SYNC_READY => Ok(None),
         S::STANDBY => Ok(Some(ClearStep::StopForce)),
@@ -249,7 +259,7 @@ pub fn prepare_storage(state: &str) -> Result<Option<ClearStep>, String> {
 }
 
 /// What the primary archive needs before a full backup: `Some(true)` = init-vol first.
-pub fn prepare_archive(state: &str) -> Result<bool, String> {
+pub fn prepare_archive(state: VolumeState) -> Result<bool, String> {
     match state {
         A::CLEAR => Ok(true),
         A::SYNC_READY => Ok(false),
@@ -264,7 +274,12 @@ pub fn prepare_archive(state: &str) -> Result<bool, String> {
 /// state of its primary archive `archive`: `hash-backup` when the archive holds the
 /// volume (a full backup is refused then; the hash backup resets the storage's volume
 /// and sends only the blocks that differ), `full-backup` when it holds nothing yet.
-pub fn overflow_recovery(storage: &str, vol: &str, archive: &str, archive_state: &str) -> String {
+pub fn overflow_recovery(
+    storage: &str,
+    vol: &str,
+    archive: &str,
+    archive_state: VolumeState,
+) -> String {
     let lost = format!("the log of {storage} {vol} overflowed");
     if A::ACTIVE.contains(&archive_state) {
         format!(
@@ -307,7 +322,7 @@ pub async fn overflow_advice(
     }
     let archive = primary_archive(client, storage, "is-overflow")?;
     let ast = client.state(&archive, vol).await?;
-    Ok(Some(overflow_recovery(storage, vol, &archive, &ast)))
+    Ok(Some(overflow_recovery(storage, vol, &archive, ast)))
 }
 
 /// `e`, or when `storage vol` overflowed (the reason `e` happened), what recovers it.
@@ -324,7 +339,7 @@ async fn or_overflow_advice(
 }
 
 /// What the primary archive needs before a hash backup: a base to compare with.
-pub fn prepare_archive_hash(state: &str) -> Result<(), String> {
+pub fn prepare_archive_hash(state: VolumeState) -> Result<(), String> {
     if A::ACTIVE.contains(&state) {
         Ok(())
     } else {
@@ -377,23 +392,23 @@ pub async fn wait_for_state(
     vol: &str,
     wait: &StateWait,
     timeout: Duration,
-) -> Result<String, ClientError> {
+) -> Result<VolumeState, ClientError> {
     let every = client.options().poll_interval;
     poll_until(Instant::now(), timeout, every, move || async move {
         let st = client.state(node, vol).await?;
-        if wait.goal.iter().any(|g| *g == st) {
+        if wait.goal.contains(&st) {
             return Ok(Poll::Ready(st));
         }
-        if !wait.transient.iter().any(|t| *t == st) {
+        if !wait.transient.contains(&st) {
             return Err(ClientError::State(format!(
                 "{node} {vol} is {st}, expected {} on the way to {}",
-                wait.transient.join("/"),
-                wait.goal.join("/")
+                state_names(&wait.transient),
+                state_names(&wait.goal)
             )));
         }
         Ok(Poll::Pending(format!(
             "{node} {vol} to be {} (it is {st})",
-            wait.goal.join("/")
+            state_names(&wait.goal)
         )))
     })
     .await
@@ -415,7 +430,7 @@ pub async fn init_storage(
     vol: &str,
     wdev: &str,
     timeout: Duration,
-) -> Result<String, ClientError> {
+) -> Result<VolumeState, ClientError> {
     role_of(client, node, &[Role::Storage], "init-storage")?;
     client.init_vol(node, vol, Some(wdev)).await?;
     client.start(node, vol, Some(StartMode::Standby)).await?;
@@ -425,7 +440,11 @@ pub async fn init_storage(
 }
 
 /// `init-vol` on an archive (Clear → SyncReady).
-pub async fn init_archive(client: &Client, node: &str, vol: &str) -> Result<String, ClientError> {
+pub async fn init_archive(
+    client: &Client,
+    node: &str,
+    vol: &str,
+) -> Result<VolumeState, ClientError> {
     role_of(client, node, &[Role::Archive], "init-archive")?;
     client.init_vol(node, vol, None).await?;
     client.state(node, vol).await
@@ -438,7 +457,7 @@ pub async fn start(
     vol: &str,
     mode: Option<StartMode>,
     timeout: Duration,
-) -> Result<String, ClientError> {
+) -> Result<VolumeState, ClientError> {
     let role = role_of(
         client,
         node,
@@ -446,7 +465,7 @@ pub async fn start(
         "start",
     )?;
     let st = client.state(node, vol).await?;
-    let (mode, wait) = start_plan(role, &st, mode).map_err(ClientError::State)?;
+    let (mode, wait) = start_plan(role, st, mode).map_err(ClientError::State)?;
     client.start(node, vol, mode).await?;
     wait_for_state(client, node, vol, &wait, timeout).await
 }
@@ -458,7 +477,7 @@ pub async fn stop(
     vol: &str,
     mode: StopMode,
     timeout: Duration,
-) -> Result<String, ClientError> {
+) -> Result<VolumeState, ClientError> {
     let role = role_of(
         client,
         node,
@@ -473,7 +492,7 @@ pub async fn stop(
     }
     let prev = client.state(node, vol).await?;
     client.stop(node, vol, mode).await?;
-    wait_for_state(client, node, vol, &stop_wait(role, &prev), timeout).await
+    wait_for_state(client, node, vol, &stop_wait(role, prev), timeout).await
 }
 
 /// walblib's `reset`: reset-vol and wait for SyncReady.
@@ -483,7 +502,7 @@ pub async fn reset(
     vol: &str,
     gid: Option<u64>,
     timeout: Duration,
-) -> Result<String, ClientError> {
+) -> Result<VolumeState, ClientError> {
     let role = role_of(client, node, &[Role::Storage, Role::Archive], "reset")?;
     if gid.is_some() && role != Role::Storage {
         return Err(ClientError::State(
@@ -500,7 +519,7 @@ pub async fn clear(
     node: &str,
     vol: &str,
     timeout: Duration,
-) -> Result<String, ClientError> {
+) -> Result<VolumeState, ClientError> {
     let role = role_of(
         client,
         node,
@@ -509,7 +528,7 @@ pub async fn clear(
     )?;
     let st = client.state(node, vol).await?;
     let plan =
-        clear_plan(role, &st).map_err(|m| ClientError::State(format!("{node} {vol}: {m}")))?;
+        clear_plan(role, st).map_err(|m| ClientError::State(format!("{node} {vol}: {m}")))?;
     for step in plan {
         match step {
             ClearStep::StopForce => {
@@ -544,11 +563,13 @@ mod tests {
 
     #[test]
     fn replication_destinations_and_gids_follow_walblib() {
-        assert_eq!(prepare_replica("Clear"), Ok(ReplicaPrep::Init));
-        assert_eq!(prepare_replica("SyncReady"), Ok(ReplicaPrep::Ready));
-        assert_eq!(prepare_replica("Archived"), Ok(ReplicaPrep::Archived));
-        assert!(prepare_replica("Stopped").unwrap_err().contains("start it"));
-        assert!(prepare_replica("FullSync")
+        assert_eq!(prepare_replica(A::CLEAR), Ok(ReplicaPrep::Init));
+        assert_eq!(prepare_replica(A::SYNC_READY), Ok(ReplicaPrep::Ready));
+        assert_eq!(prepare_replica(A::ARCHIVED), Ok(ReplicaPrep::Archived));
+        assert!(prepare_replica(A::STOPPED)
+            .unwrap_err()
+            .contains("start it"));
+        assert!(prepare_replica(A::FULL_SYNC)
             .unwrap_err()
             .contains("FullSync"));
         assert_eq!(replicate_gid(None, &[3, 8, 5]), Ok(8));
@@ -657,64 +678,64 @@ mod tests {
 
     #[test]
     fn start_chooses_the_storage_mode_like_walblib() {
-        let (m, w) = start_plan(Role::Storage, "SyncReady", None).unwrap();
+        let (m, w) = start_plan(Role::Storage, S::SYNC_READY, None).unwrap();
         assert_eq!(m, Some(StartMode::Standby));
-        assert_eq!(w.goal, ["Standby"]);
-        let (m, w) = start_plan(Role::Storage, "Stopped", None).unwrap();
+        assert_eq!(w.goal, [S::STANDBY]);
+        let (m, w) = start_plan(Role::Storage, S::STOPPED, None).unwrap();
         assert_eq!(m, Some(StartMode::Target));
-        assert_eq!(w.goal, ["Target"]);
-        let (m, w) = start_plan(Role::Archive, "Stopped", None).unwrap();
-        assert_eq!((m, w.goal), (None, vec!["Archived"]));
-        assert!(start_plan(Role::Proxy, "Stopped", Some(StartMode::Target)).is_err());
+        assert_eq!(w.goal, [S::TARGET]);
+        let (m, w) = start_plan(Role::Archive, A::STOPPED, None).unwrap();
+        assert_eq!((m, w.goal), (None, vec![A::ARCHIVED]));
+        assert!(start_plan(Role::Proxy, P::STOPPED, Some(StartMode::Target)).is_err());
     }
 
     #[test]
     fn stop_waits_for_the_state_its_previous_state_leads_to() {
-        assert_eq!(stop_wait(Role::Storage, "Standby").goal, ["SyncReady"]);
-        assert_eq!(stop_wait(Role::Storage, "Target").goal, ["Stopped"]);
-        assert!(stop_wait(Role::Storage, "Target")
+        assert_eq!(stop_wait(Role::Storage, S::STANDBY).goal, [S::SYNC_READY]);
+        assert_eq!(stop_wait(Role::Storage, S::TARGET).goal, [S::STOPPED]);
+        assert!(stop_wait(Role::Storage, S::TARGET)
             .transient
-            .contains(&"Target"));
-        assert_eq!(stop_wait(Role::Proxy, "Started").goal, ["Stopped"]);
-        assert_eq!(stop_wait(Role::Archive, "Archived").goal, ["Stopped"]);
+            .contains(&S::TARGET));
+        assert_eq!(stop_wait(Role::Proxy, P::STARTED).goal, [P::STOPPED]);
+        assert_eq!(stop_wait(Role::Archive, A::ARCHIVED).goal, [A::STOPPED]);
     }
 
     #[test]
     fn clear_plans_follow_walblib() {
         use ClearStep::*;
-        assert_eq!(clear_plan(Role::Storage, "Clear").unwrap(), []);
+        assert_eq!(clear_plan(Role::Storage, S::CLEAR).unwrap(), []);
         assert_eq!(
-            clear_plan(Role::Storage, "Target").unwrap(),
+            clear_plan(Role::Storage, S::TARGET).unwrap(),
             [StopForce, Reset, ClearVol]
         );
         assert_eq!(
-            clear_plan(Role::Storage, "Standby").unwrap(),
+            clear_plan(Role::Storage, S::STANDBY).unwrap(),
             [StopForce, ClearVol]
         );
         assert_eq!(
-            clear_plan(Role::Proxy, "Started").unwrap(),
+            clear_plan(Role::Proxy, P::STARTED).unwrap(),
             [StopForce, ClearVol]
         );
-        assert_eq!(clear_plan(Role::Archive, "Stopped").unwrap(), [ClearVol]);
-        let e = clear_plan(Role::Storage, "FullSync").unwrap_err();
+        assert_eq!(clear_plan(Role::Archive, A::STOPPED).unwrap(), [ClearVol]);
+        let e = clear_plan(Role::Storage, S::FULL_SYNC).unwrap_err();
         assert!(e.contains("FullSync"), "{e}");
     }
 
     #[test]
     fn full_backup_preparation_from_each_state() {
-        assert_eq!(prepare_storage("SyncReady").unwrap(), None);
+        assert_eq!(prepare_storage(S::SYNC_READY).unwrap(), None);
         assert_eq!(
-            prepare_storage("Standby").unwrap(),
+            prepare_storage(S::STANDBY).unwrap(),
             Some(ClearStep::StopForce)
         );
-        assert_eq!(prepare_storage("Stopped").unwrap(), Some(ClearStep::Reset));
-        assert!(prepare_storage("Target").unwrap_err().contains("Target"));
-        assert!(prepare_storage("Clear")
+        assert_eq!(prepare_storage(S::STOPPED).unwrap(), Some(ClearStep::Reset));
+        assert!(prepare_storage(S::TARGET).unwrap_err().contains("Target"));
+        assert!(prepare_storage(S::CLEAR)
             .unwrap_err()
             .contains("init-storage"));
-        assert!(prepare_archive("Clear").unwrap());
-        assert!(!prepare_archive("SyncReady").unwrap());
-        assert!(prepare_archive("Archived")
+        assert!(prepare_archive(A::CLEAR).unwrap());
+        assert!(!prepare_archive(A::SYNC_READY).unwrap());
+        assert!(prepare_archive(A::ARCHIVED)
             .unwrap_err()
             .contains("Archived"));
     }

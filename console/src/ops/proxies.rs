@@ -30,7 +30,7 @@ pub async fn add_archive_to_proxy(
     let have = listed.iter().any(|a| a == archive);
     if have && st == P::STARTED {
         let info = client.archive_info_get(proxy, vol, archive).await?;
-        if info.split_whitespace().next() == Some(addr) {
+        if info.addr == addr {
             return Ok(());
         }
     }

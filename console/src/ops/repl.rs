@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use tracing::{info, warn};
 use walb_wire::msg::{
     ArchiveDest, BindHow, CompressOpt, MergeUntil, PeerRole, ReplicateCommand, StopMode,
+    VolumeState,
 };
 use walb_wire::Role;
 
@@ -54,7 +55,7 @@ pub enum ReplicaPrep {
 
 /// What the destination needs before a replication, from its state (walblib's
 /// `replicate_once_nbk`): Clear is initialized, SyncReady and Archived are ready.
-pub fn prepare_replica(state: &str) -> Result<ReplicaPrep, String> {
+pub fn prepare_replica(state: VolumeState) -> Result<ReplicaPrep, String> {
     match state {
         A::CLEAR => Ok(ReplicaPrep::Init),
         A::SYNC_READY => Ok(ReplicaPrep::Ready),
@@ -129,7 +130,7 @@ pub async fn replicate_once(
     })?;
     let dst_state = client.state(dst, vol).await?;
     let prep =
-        prepare_replica(&dst_state).map_err(|m| ClientError::State(format!("{dst} {vol}: {m}")))?;
+        prepare_replica(dst_state).map_err(|m| ClientError::State(format!("{dst} {vol}: {m}")))?;
     match prep {
         ReplicaPrep::Init => {
             info!(dst, vol, "init-vol before the replication");
@@ -146,8 +147,8 @@ pub async fn replicate_once(
                     return Err(ClientError::State(format!(
                         "{dst} {vol} holds another archive's data (archive uuid {} where {src} \
                          has {}); replicate with --resync replaces it with {src}'s",
-                        crate::exec::output::uuid_hex(&b),
-                        crate::exec::output::uuid_hex(&a)
+                        walb_wire::msg::text::uuid_hex(&b),
+                        walb_wire::msg::text::uuid_hex(&a)
                     )));
                 }
             }
@@ -222,7 +223,7 @@ async fn wait_for_replicated(
     poll_until(Instant::now(), timeout, every, move || async move {
         let running = client.num_action(src, vol, REPL_ACTION).await?;
         let st = client.state(dst, vol).await?;
-        let gids = if A::ACTIVE.contains(&st.as_str()) {
+        let gids = if A::ACTIVE.contains(&st) {
             restorable_gids(client, dst, vol).await?
         } else {
             Vec::new()
@@ -300,7 +301,7 @@ pub async fn synchronize(
     }
     for (p, prev) in &stopping {
         let left = timeout.saturating_sub(t0.elapsed());
-        wait_for_state(client, p, vol, &stop_wait(Role::Proxy, prev), left).await?;
+        wait_for_state(client, p, vol, &stop_wait(Role::Proxy, *prev), left).await?;
     }
     let mut added = Vec::new();
     for p in &proxies {
@@ -308,7 +309,7 @@ pub async fn synchronize(
         let have = listed.iter().any(|a| a == dst);
         if have {
             let info = client.archive_info_get(p, vol, dst).await?;
-            if info.split_whitespace().next() == Some(addr.as_str()) {
+            if info.addr == addr {
                 continue;
             }
         } else {

@@ -11,6 +11,7 @@
 //! which the operator types in a prompt ([`Param::Text`]) or picks from a list the model
 //! gives ([`Param::Choice`], e.g. the other archives).
 
+use walb_wire::msg::VolumeState;
 use walb_wire::Role;
 
 use super::model::{MenuItem, Model, Node, Then};
@@ -35,8 +36,8 @@ pub enum Target {
         role: Role,
         /// The volume.
         vol: String,
-        /// Its state there.
-        state: String,
+        /// Its state there (`None`: not known).
+        state: Option<VolumeState>,
         /// The storage's primary archive.
         archive: Option<String>,
     },
@@ -73,7 +74,7 @@ impl Target {
             Target::Node { node, role, .. } => format!("{node} ({role})"),
             Target::Cell {
                 node, vol, state, ..
-            } => format!("{vol} on {node} ({state})"),
+            } => format!("{vol} on {node} ({})", state.map_or("?", VolumeState::name)),
             Target::Gid {
                 archive, vol, gid, ..
             } => format!("{vol} gid {gid} on {archive}"),
@@ -155,7 +156,9 @@ fn cell(t: &Target, roles: &[Role], f: impl Fn(&str, &str) -> String) -> Option<
             vol,
             state,
             ..
-        } if roles.contains(role) && state != "Clear" => Some(f(node, vol)),
+        } if roles.contains(role) && !state.is_some_and(VolumeState::is_clear) => {
+            Some(f(node, vol))
+        }
         _ => None,
     }
 }
@@ -352,7 +355,9 @@ pub static ACTIONS: &[ActionSpec] = &[
                 vol,
                 state,
                 ..
-            } if state == "Clear" => Some(format!("init-archive {node} {vol}")),
+            } if state.is_some_and(VolumeState::is_clear) => {
+                Some(format!("init-archive {node} {vol}"))
+            }
             _ => None,
         },
     },
@@ -371,7 +376,9 @@ pub static ACTIONS: &[ActionSpec] = &[
                 vol,
                 state,
                 ..
-            } if state == "Clear" => Some(format!("init-storage {node} {vol}")),
+            } if state.is_some_and(VolumeState::is_clear) => {
+                Some(format!("init-storage {node} {vol}"))
+            }
             _ => None,
         },
     },

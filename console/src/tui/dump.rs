@@ -69,7 +69,7 @@ pub fn lines(m: &Model) -> Vec<String> {
         r.extend(
             m.nodes
                 .iter()
-                .map(|n| v.state(&n.name).unwrap_or("-").to_owned()),
+                .map(|n| v.state(&n.name).map_or("-", |s| s.name()).to_owned()),
         );
         r.push(v.fullest_log().map_or("-".to_owned(), |(_, l)| {
             format!("{:.0}%", l.ratio() * 100.0)

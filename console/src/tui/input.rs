@@ -3,6 +3,7 @@
 //! Called by [`super::update::update`] for [`super::update::Msg::Key`].
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use walb_wire::msg::VolumeState;
 use walb_wire::Role;
 
 use super::actions::{self, Target};
@@ -371,7 +372,7 @@ fn archives_of(m: &Model, vol: &str) -> Vec<String> {
         .filter(|a| {
             m.vols.get(vol).is_some_and(|v| {
                 v.archives.contains_key(a.as_str())
-                    || v.cells.get(a.as_str()).is_some_and(|c| c.state != "Clear")
+                    || v.cells.get(a.as_str()).is_some_and(|c| !c.state.is_clear())
             })
         })
         .cloned()
@@ -419,12 +420,7 @@ fn selection_target(m: &Model) -> Option<Target> {
                     .vols
                     .get(vol)
                     .and_then(|v| v.state(&node.name))
-                    .unwrap_or(if node.reach == Reach::Up {
-                        "Clear"
-                    } else {
-                        "?"
-                    })
-                    .to_owned(),
+                    .or_else(|| VolumeState::clear(node.role).filter(|_| node.reach == Reach::Up)),
                 archive,
             })
         }
@@ -452,7 +448,7 @@ fn selection_target(m: &Model) -> Option<Target> {
                         archive: a.to_owned(),
                         vol: v.to_owned(),
                         gid,
-                        restored: av.restored.iter().any(|(g, _)| *g == gid),
+                        restored: av.restored.iter().any(|r| r.gid == gid),
                         explicit: s.explicit,
                     })
                 }

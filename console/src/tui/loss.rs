@@ -8,8 +8,8 @@ use super::model::Model;
 use crate::exec::commands::{
     AdminCmd, ArchiveCmd, ArchiveInfoOp, BackupCmd, LifecycleCmd, RoutingCmd,
 };
-use crate::exec::output::snap_str;
 use crate::exec::ExecCmd;
+use walb_wire::msg::text::snap_str;
 
 fn mib(bytes: u64) -> String {
     super::view::size(bytes as f64)
@@ -38,7 +38,7 @@ pub fn loss(cmd: &ExecCmd, m: &Model) -> Option<Vec<String>> {
         if let Some(b) = av.base {
             out.push(format!(
                 "the base image of {v} on {a} ({})",
-                crate::exec::output::meta_state_str(&b)
+                walb_wire::msg::text::meta_state_str(&b)
             ));
         } else {
             out.push(format!("the base image of {v} on {a}"));
@@ -56,7 +56,7 @@ pub fn loss(cmd: &ExecCmd, m: &Model) -> Option<Vec<String>> {
             out.push(format!("every snapshot up to the latest, gid {}", l.gid));
         }
         if !av.restored.is_empty() {
-            let g: Vec<u64> = av.restored.iter().map(|(g, _)| *g).collect();
+            let g: Vec<u64> = av.restored.iter().map(|r| r.gid).collect();
             out.push(format!("restored images: {}", gids(&g)));
         }
         out
@@ -195,8 +195,8 @@ pub fn loss(cmd: &ExecCmd, m: &Model) -> Option<Vec<String>> {
         }) => {
             let path = vol_of(vol)
                 .and_then(|v| v.archives.get(archive))
-                .and_then(|a| a.restored.iter().find(|(g, _)| g == gid))
-                .map(|(_, p)| p.clone());
+                .and_then(|a| a.restored.iter().find(|r| r.gid == *gid))
+                .map(|r| r.path.clone());
             Some(vec![format!(
                 "the restored image of {vol} gid {gid}{} and anything written to it",
                 path.map_or(String::new(), |p| format!(" ({p})"))

@@ -10,9 +10,9 @@ use std::ops::{Deref, DerefMut};
 pub use super::mode::{Confirm, Menu, MenuItem, Mode, Output, Palette, Prompt, Then};
 use crate::cluster::Cluster;
 pub use crate::model::{
-    is_temporary, task_label, ArchiveVol, CellState, Lag, Level, Live, LogLine, LogUsage, Ms, Node,
-    Queue, QueuePos, Reach, Snap, Task, TaskEnd, TaskKind, TsDelta, Vol, ENDED_TASKS_MAX,
-    EVENT_LOG_MAX, STALLED_MS, STEADY_STATES, TASK_KINDS,
+    task_label, ArchiveVol, CellState, Lag, Level, Live, LogLine, LogUsage, Ms, Node, Queue,
+    QueuePos, Reach, Snap, Task, TaskEnd, TaskKind, TsDelta, Vol, ENDED_TASKS_MAX, EVENT_LOG_MAX,
+    STALLED_MS, TASK_KINDS,
 };
 
 /// The views, in key order.
@@ -171,7 +171,7 @@ impl Model {
         self.vols
             .values()
             .filter(|v| {
-                let states: Vec<&str> = v.cells.values().map(|c| c.state.as_str()).collect();
+                let states: Vec<&str> = v.cells.values().map(|c| c.state.name()).collect();
                 matches(f, &format!("{} {}", v.name, states.join(" ")))
             })
             .map(|v| v.name.as_str())

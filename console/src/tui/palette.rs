@@ -77,7 +77,7 @@ fn gids(words: &[String], m: &Model) -> Vec<String> {
             g.push(d.range.snap_e.gid_e);
         }
     }
-    g.extend(av.restored.iter().map(|(g, _)| *g));
+    g.extend(av.restored.iter().map(|r| r.gid));
     if let Some(l) = av.latest {
         g.push(l.gid);
     }

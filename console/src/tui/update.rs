@@ -11,9 +11,7 @@ pub use super::msg::{ask, on_live, snapshot_node, Effect, LiveEffect, LiveMsg, M
 use crate::exec::commands::split_words;
 use crate::exec::{parse_args, Outcome};
 use crate::model::fold::{self, end_task, refresh_vol};
-pub use crate::model::fold::{
-    backoff_ms, parse_log_usage, parse_ts_delta, parse_uptime, BACKOFF_MAX_MS, TS_DELTA_REFRESH_MS,
-};
+pub use crate::model::fold::{backoff_ms, BACKOFF_MAX_MS, TS_DELTA_REFRESH_MS};
 pub use crate::model::{Answer, Ask, AskError};
 
 /// The effects that start the console: a subscription to every node.

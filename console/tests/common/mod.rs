@@ -4,11 +4,17 @@
 #![allow(dead_code)]
 
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyModifiers};
+use walb_console::client::StatusAnswer;
 use walb_console::cluster::Cluster;
 use walb_console::tui::model::Model;
 use walb_console::tui::update::{init, update, Answer, Ask, Effect, LiveMsg, Msg};
-use walb_wire::msg::{DiffRange, MetaDiffDto, MetaStateDto, SnapDto, SnapshotInfo};
+use walb_wire::msg::{
+    ArchiveSummary, DiffRange, FgStatus, GatherStatus, LogUsageRow, MetaDiffDto, MetaStateDto,
+    ProxyLink, ProxySummary, RestoredImage, SnapDto, SnapshotInfo, Status, StorageSummary,
+    VolumeState,
+};
 use walb_wire::Event;
+use walb_wire::Role;
 
 /// 2017-05-24T05:13:31Z, the tutorial's last diff, in ms.
 pub const T0: u64 = 1_495_602_811_000;
@@ -124,6 +130,58 @@ pub fn event(m: &mut Model, node: &str, event: Event) -> Vec<Effect> {
     )
 }
 
+/// The state named `s` of the tutorial's node `node` (its role by its first letter).
+pub fn vstate(node: &str, s: &str) -> VolumeState {
+    let role = match node.as_bytes().first() {
+        Some(b's') => Role::Storage,
+        Some(b'p') => Role::Proxy,
+        _ => Role::Archive,
+    };
+    VolumeState::parse(role, s).unwrap_or_else(|| panic!("{s} is no state of {node}"))
+}
+
+/// The typed summary status of the tutorial's node `node`, up `up` seconds.
+pub fn summary(node: &str, up: u64) -> Status {
+    match vstate(node, "Clear").role() {
+        Role::Storage => Status::Storage(StorageSummary {
+            node_id: node.into(),
+            uptime_s: up,
+            base_dir: "/var/walb/s0".into(),
+            archive: "a0@localhost:10200".into(),
+            proxies: vec![ProxyLink {
+                addr: "p0@localhost:10100".into(),
+                available: true,
+            }],
+            max_wlog_send_mb: 128,
+            snapshot_interval_s: 0,
+            full_scan_bps: 0,
+            scheduled_tasks: 1,
+            ts_delta: GatherStatus {
+                interval_s: 10,
+                gathers: 360,
+                last_ok_ago_s: Some(4),
+                last_error: None,
+            },
+            fg: FgStatus::default(),
+            vols: vec![],
+        }),
+        Role::Proxy => Status::Proxy(ProxySummary {
+            node_id: node.into(),
+            uptime_s: up,
+            bg: 0,
+            fg_free: 2,
+            vols: vec![],
+        }),
+        _ => Status::Archive(ArchiveSummary {
+            node_id: node.into(),
+            backend: "file".into(),
+            uptime_s: up,
+            vols: vec![],
+            fg: FgStatus::default(),
+        }),
+    }
+}
+
 pub fn state(m: &mut Model, node: &str, vol: &str, s: &str) -> Vec<Effect> {
     event(
         m,
@@ -160,7 +218,7 @@ pub fn tutorial_on(c: &Cluster) -> Model {
             Answer::Hello {
                 version: sw.into(),
                 pid: 4242,
-                status: vec![format!("{sw} uptime {up}s")],
+                status: Some(StatusAnswer::Typed(Box::new(summary(n, up)))),
             },
         );
         reply(
@@ -182,16 +240,26 @@ pub fn tutorial_on(c: &Cluster) -> Model {
             &mut m,
             n,
             Ask::State { vol: v.into() },
-            Answer::State(s.into()),
+            Answer::State(vstate(n, s)),
         );
     }
     reply(
         &mut m,
         "s0",
         Ask::LogUsage,
-        Answer::Lines(vec![
-            "name:vol\tusage_pb:1536\tcapacity_pb:8192\tpbs:4096".into(),
-            "name:db\tusage_pb:0\tcapacity_pb:8192\tpbs:4096".into(),
+        Answer::LogUsage(vec![
+            LogUsageRow {
+                vol: "vol".into(),
+                usage_pb: 1536,
+                capacity_pb: 8192,
+                pbs: 4096,
+            },
+            LogUsageRow {
+                vol: "db".into(),
+                usage_pb: 0,
+                capacity_pb: 8192,
+                pbs: 4096,
+            },
         ]),
     );
     reply(
@@ -272,7 +340,11 @@ pub fn tutorial_on(c: &Cluster) -> Model {
         &mut m,
         "a0",
         Ask::Restored { vol: "vol".into() },
-        Answer::Restored(vec![(8, "/var/walb/a0/vol/restored/8.img".into())]),
+        Answer::Restored(vec![RestoredImage {
+            gid: 8,
+            path: "/var/walb/a0/vol/restored/8.img".into(),
+            how: None,
+        }]),
     );
     // A full backup of db is running.
     m.clock(T0 + 1000);

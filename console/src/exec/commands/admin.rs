@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use walb_wire::msg::{LogUsageRow, RestoredImage, TsDeltaRow, VolActions, VolBase};
 use walb_wire::Role;
 
 use super::spec::*;
@@ -354,8 +355,8 @@ async fn run_get(
     use GetTarget as G;
     let bad = |m: String| ClientError::State(format!("get {}: {m}", target.name()));
     Ok(match target {
-        G::State(vol) => Outcome::Text(client.state(node, vol).await?),
-        G::HostType => Outcome::Text(client.host_type(node).await?),
+        G::State(vol) => Outcome::State(client.state(node, vol).await?),
+        G::HostType => Outcome::Text(client.host_type(node).await?.as_str().to_owned()),
         G::Vol => Outcome::Lines(client.vols(node).await?),
         G::Pid => Outcome::Number(client.pid(node).await?),
         G::Version => {
@@ -366,7 +367,10 @@ async fn run_get(
             role,
             snaps: client.latest_snap(node, vol.as_deref()).await?,
         },
-        G::LogUsage(vol) => Outcome::Lines(client.log_usage(node, vol.as_deref()).await?),
+        G::LogUsage(vol) => Outcome::rows(
+            &client.log_usage(node, vol.as_deref()).await?,
+            LogUsageRow::line,
+        ),
         G::IsOverflow(vol) => Outcome::Bool(client.is_overflow(node, vol).await?),
         G::Uuid(vol) => Outcome::Uuid(client.uuid(node, vol).await?),
         G::IsWdiffSendError(vol, a) => {
@@ -397,14 +401,7 @@ async fn run_get(
         }
         G::ApplicableDiff(vol, g) => Outcome::Diffs(client.applicable_diff(node, vol, *g).await?),
         G::Restorable(vol, all) => Outcome::Restorable(client.restorable(node, vol, *all).await?),
-        G::Restored(vol) => Outcome::Lines(
-            client
-                .restored(node, vol)
-                .await?
-                .into_iter()
-                .map(|(g, p)| format!("{g} {p}"))
-                .collect(),
-        ),
+        G::Restored(vol) => Outcome::rows(&client.restored(node, vol).await?, RestoredImage::line),
         G::Base(vol) => Outcome::MetaState(client.base(node, vol).await?),
         G::VolSize(vol) => Outcome::Number(client.vol_size(node, vol).await?),
         G::Progress(vol) => Outcome::Number(client.progress(node, vol).await?),
@@ -414,14 +411,14 @@ async fn run_get(
         G::MetaState(vol, applying, gid) => {
             Outcome::MetaState(client.meta_state(node, vol, *applying, *gid).await?)
         }
-        G::TsDelta => Outcome::Lines(client.ts_delta(node).await?),
-        G::NumDiff(vol, b, e) => Outcome::Number(client.diff_stats(node, vol, *b, *e).await?.0),
+        G::TsDelta => Outcome::rows(&client.ts_delta(node).await?, TsDeltaRow::line),
+        G::NumDiff(vol, b, e) => Outcome::Number(client.diff_stats(node, vol, *b, *e).await?.num),
         G::TotalDiffSize(vol, b, e) => {
-            Outcome::Number(client.diff_stats(node, vol, *b, *e).await?.1)
+            Outcome::Number(client.diff_stats(node, vol, *b, *e).await?.total_size)
         }
         G::ExistsDiff(vol, g) => Outcome::Bool(client.exists_diff(node, vol, *g).await?),
-        G::AllActions => Outcome::Lines(client.all_actions(node).await?),
-        G::BaseAll => Outcome::Lines(client.base_all(node).await?),
+        G::AllActions => Outcome::rows(&client.all_actions(node).await?, VolActions::line),
+        G::BaseAll => Outcome::rows(&client.base_all(node).await?, VolBase::line),
         G::MetaSnap(vol, gid) => Outcome::MetaState(client.meta_snap(node, vol, *gid).await?),
     })
 }

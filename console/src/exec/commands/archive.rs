@@ -374,7 +374,7 @@ pub fn copy_lines(src: &str, dst: &str, vol: &str, r: &procs::CopyDone) -> Vec<S
     let mut out: Vec<String> = r
         .archives
         .iter()
-        .map(|(a, info)| format!("archive {a} {info}"))
+        .map(|(a, info)| format!("archive {a} {}", info.line()))
         .collect();
     out.push(match &r.storage {
         Some(s) => format!("storage {s}"),

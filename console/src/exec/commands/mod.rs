@@ -672,7 +672,14 @@ mod tests {
     #[test]
     fn copy_archive_info_says_what_to_bind() {
         let r = procs::CopyDone {
-            archives: vec![("a0".into(), "localhost:1 snappy:0:1 0".into())],
+            archives: vec![(
+                "a0".into(),
+                walb_wire::msg::ArchiveDest {
+                    addr: "localhost:1".into(),
+                    compress: crate::ops::default_compress(),
+                    delay_s: 0,
+                },
+            )],
             storage: None,
         };
         let l = copy_lines("p0", "p2", "vol", &r);

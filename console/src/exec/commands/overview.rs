@@ -148,11 +148,11 @@ pub async fn status_all(client: &Client, vol: Option<&str>) -> Vec<StatusBlock> 
     })
     .await
     .into_iter()
-    .map(|(n, lines)| StatusBlock {
+    .map(|(n, status)| StatusBlock {
         node: n.name.clone(),
         addr: n.addr.clone(),
         role: n.role,
-        lines,
+        status,
     })
     .collect()
 }
@@ -198,7 +198,8 @@ impl OverviewCmd {
                 if let Some(f) = first {
                     if second.is_some() || cl.node(f).is_ok() {
                         cl.node(f)?;
-                        return Ok(Outcome::Lines(client.status(f, second.as_deref()).await?));
+                        let s = client.status(f, second.as_deref()).await?;
+                        return Ok(Outcome::typed(&s, s.lines()));
                     }
                 }
                 Ok(Outcome::Status(status_all(client, first.as_deref()).await))

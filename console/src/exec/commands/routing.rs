@@ -244,9 +244,10 @@ async fn run_archive_info(
                 .await?;
             Ok(changed(proxy, Some(vol)))
         }
-        ArchiveInfoOp::Get { vol, archive } => Ok(Outcome::Text(
-            client.archive_info_get(proxy, vol, archive).await?,
-        )),
+        ArchiveInfoOp::Get { vol, archive } => {
+            let d = client.archive_info_get(proxy, vol, archive).await?;
+            Ok(Outcome::typed(&d, vec![d.line()]))
+        }
         ArchiveInfoOp::Delete { vol, archive } => {
             client.archive_info_delete(proxy, vol, archive).await?;
             Ok(changed(proxy, Some(vol)))

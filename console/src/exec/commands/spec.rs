@@ -339,7 +339,7 @@ pub(super) fn size_lb(s: &str) -> Result<u64, String> {
 }
 
 /// `NODE VOL` done, in state `state`.
-pub(super) fn done(node: &str, vol: &str, state: String) -> Outcome {
+pub(super) fn done(node: &str, vol: &str, state: walb_wire::msg::VolumeState) -> Outcome {
     Outcome::Done {
         node: node.to_owned(),
         vol: Some(vol.to_owned()),

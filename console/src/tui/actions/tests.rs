@@ -33,7 +33,7 @@ fn cell(node: &str, role: Role, state: &str) -> Target {
         node: node.into(),
         role,
         vol: "vol".into(),
-        state: state.into(),
+        state: walb_wire::msg::VolumeState::parse(role, state),
         archive: (role == Role::Storage).then(|| "a0".into()),
     }
 }

@@ -11,8 +11,9 @@ use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table};
 use ratatui::Frame;
 
 use super::{offset, size, Theme};
-use crate::exec::output::{meta_state_str, snap_str, time_iso};
 use crate::tui::model::{ArchiveVol, DiffsFocus, Model, View};
+use walb_wire::msg::text::{meta_state_str, snap_str, time_iso};
+use walb_wire::msg::VolumeState;
 
 /// Draws the view.
 pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
@@ -32,18 +33,17 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
         .map_or("base: not known yet".to_owned(), |b| {
             format!("base {}", meta_state_str(&b))
         });
-    let state = m
-        .vols
-        .get(vol)
-        .and_then(|v| v.state(archive))
-        .unwrap_or("-");
+    let state = m.vols.get(vol).and_then(|v| v.state(archive));
     let latest = av
         .and_then(|a| a.latest)
         .map_or(String::new(), |l| format!("  latest gid {}", l.gid));
     f.render_widget(
         Paragraph::new(Line::from(vec![
             Span::styled(format!(" {archive} / {vol} "), t.title()),
-            Span::styled(state.to_owned(), t.state(state)),
+            Span::styled(
+                state.map_or("-", VolumeState::name).to_owned(),
+                t.state(state),
+            ),
             Span::raw(format!("  {base}{latest}")),
         ])),
         head,
@@ -146,8 +146,8 @@ fn draw_restorable(m: &Model, t: &Theme, av: Option<&ArchiveVol>, f: &mut Frame,
                 .map(|(i, s)| {
                     let path = s
                         .gid
-                        .and_then(|g| restored.iter().find(|(r, _)| *r == g))
-                        .map_or(String::new(), |(_, p)| p.clone());
+                        .and_then(|g| restored.iter().find(|r| r.gid == g))
+                        .map_or(String::new(), |r| r.path.clone());
                     let row = Row::new(vec![
                         Cell::from(s.gid.map_or("-".to_owned(), |g| g.to_string())),
                         Cell::from(time_iso(s.timestamp_s)),

@@ -25,9 +25,10 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 use ratatui::Frame;
+use walb_wire::msg::{ArchiveState, ProxyState, StorageState, VolumeState};
 
 use super::keys;
-use super::model::{is_temporary, Level, Mode, Model, Ms, Reach, View};
+use super::model::{Level, Mode, Model, Ms, Reach, View};
 
 /// Colours and modifiers, or modifiers only (`NO_COLOR`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,13 +134,18 @@ impl Theme {
         )
     }
 
-    /// A volume state.
-    pub fn state(&self, state: &str) -> Style {
+    /// A volume state (`None`: not known).
+    pub fn state(&self, state: Option<VolumeState>) -> Style {
         match state {
-            "Clear" | "?" | "-" => self.dim(),
-            "Target" | "Archived" | "Started" => self.ok(),
-            s if is_temporary(s) => self.temporary(),
-            _ => Style::new(),
+            None => self.dim(),
+            Some(s) if s.is_clear() => self.dim(),
+            Some(
+                VolumeState::Storage(StorageState::Target)
+                | VolumeState::Archive(ArchiveState::Archived)
+                | VolumeState::Proxy(ProxyState::Started),
+            ) => self.ok(),
+            Some(s) if !s.is_steady() => self.temporary(),
+            Some(_) => Style::new(),
         }
     }
 

@@ -14,8 +14,9 @@ use ratatui::Frame;
 use walb_wire::Role;
 
 use super::{bar, clip, dur, offset, short_state, size, Theme};
-use crate::exec::output::time_iso;
 use crate::tui::model::{Model, View, Vol};
+use walb_wire::msg::text::time_iso;
+use walb_wire::msg::VolumeState;
 
 /// Width of one node column.
 pub const NODE_COL: u16 = 9;
@@ -101,10 +102,11 @@ pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
             let mut cells = vec![Cell::from(clip(name, vol_w as usize))];
             for i in &shown {
                 let node = &m.nodes[*i];
-                let state = v.state(&node.name).unwrap_or("-");
-                let mut text = short_state(state, NODE_COL as usize);
-                if m.plain && crate::tui::model::is_temporary(state) && state != "-" {
-                    text = format!("{}*", short_state(state, NODE_COL as usize - 1));
+                let state = v.state(&node.name);
+                let name = state.map_or("-", VolumeState::name);
+                let mut text = short_state(name, NODE_COL as usize);
+                if m.plain && state.is_some_and(|s| !s.is_steady()) {
+                    text = format!("{}*", short_state(name, NODE_COL as usize - 1));
                 }
                 let style = if r == sel && *i == m.col {
                     t.cursor()
@@ -211,7 +213,7 @@ fn header<'a>(
 pub fn detail(m: &Model, v: &Vol) -> Vec<(Option<Style>, String)> {
     let mut out = Vec::new();
     for n in &m.nodes {
-        let state = v.state(&n.name).unwrap_or("-");
+        let state = v.state(&n.name).map_or("-", VolumeState::name);
         match n.role {
             Role::Storage => {
                 let mut s = format!("{:<6} {state}", n.name);
@@ -289,7 +291,7 @@ pub fn detail(m: &Model, v: &Vol) -> Vec<(Option<Style>, String)> {
                     s.push_str(&format!("  {} diffs {}", d.len(), size(bytes as f64)));
                 }
                 if !av.restored.is_empty() {
-                    let g: Vec<String> = av.restored.iter().map(|(g, _)| g.to_string()).collect();
+                    let g: Vec<String> = av.restored.iter().map(|r| r.gid.to_string()).collect();
                     s.push_str(&format!("  restored {}", g.join(",")));
                 }
                 out.push(((!warn).then(Style::new), s));
