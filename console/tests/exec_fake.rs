@@ -183,9 +183,12 @@ fn answer(w: &mut World, me: &str, role: Role, req: &Request) -> Result<Reply, W
                 .ok_or_else(|| WireError::new(ErrorCode::Internal, "the fake's state"))
         }
         Request::Query(Query::HostType) => Ok(Reply::HostType(role)),
-        Request::Query(Query::Status { vol }) => {
-            Ok(Reply::Status(fake_status(w, me, role, vol.as_deref())))
-        }
+        Request::Query(Query::Status { vol }) => Ok(Reply::Status(Box::new(fake_status(
+            w,
+            me,
+            role,
+            vol.as_deref(),
+        )))),
         Request::Query(Query::TsDelta) => Ok(Reply::TsDelta(vec![TsDeltaRow {
             vol: "vol".into(),
             dest: "a0".into(),

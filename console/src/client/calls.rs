@@ -48,7 +48,7 @@ impl Client {
             )
             .await?;
         match r {
-            Reply::Status(s) => Ok(StatusAnswer::Typed(Box::new(s))),
+            Reply::Status(s) => Ok(StatusAnswer::Typed(s)),
             Reply::Lines(l) => Ok(StatusAnswer::Lines(l)),
             other => Err(unexpected(node, "status", "a status", &other)),
         }
