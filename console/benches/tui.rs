@@ -119,9 +119,13 @@ fn synthetic(i: usize) -> (String, Event) {
     match i % 10 {
         0..=4 => (
             format!("s{}", (i % VOLS) % 6),
-            Event::State {
+            Event::VolState {
                 vol,
-                state: if i % 2 == 0 { "StopTarget" } else { "Target" }.into(),
+                state: walb_wire::msg::VolumeState::Storage(if i % 2 == 0 {
+                    walb_wire::msg::StorageState::StopTarget
+                } else {
+                    walb_wire::msg::StorageState::Target
+                }),
                 at_s: TS,
             },
         ),

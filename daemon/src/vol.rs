@@ -127,9 +127,9 @@ impl<S: VolState> VolCore<S> {
 
     fn event(&self, state: S) {
         if let Some(p) = &self.publish {
-            p(Event::State {
+            p(Event::VolState {
                 vol: self.name.clone(),
-                state: state.name().to_owned(),
+                state: state.to_wire(),
                 at_s: now_s(),
             });
         }

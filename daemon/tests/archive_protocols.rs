@@ -197,7 +197,7 @@ async fn full_backup_makes_a_sparse_base_equal_to_the_source() {
             .unwrap()
             .unwrap();
         match ev {
-            Event::State { state, .. } if state == "FullSync" => saw.0 = true,
+            Event::VolState { state, .. } if state.name() == "FullSync" => saw.0 = true,
             Event::Progress {
                 op,
                 done_lb,
@@ -207,7 +207,7 @@ async fn full_backup_makes_a_sparse_base_equal_to_the_source() {
                 assert_eq!(total_lb, size_lb);
                 saw.1 = true
             }
-            Event::State { state, .. } if state == "Archived" => saw.2 = true,
+            Event::VolState { state, .. } if state.name() == "Archived" => saw.2 = true,
             _ => {}
         }
     }

@@ -263,7 +263,9 @@ async fn init_start_stop_snapshot_reset_clear_and_refusals() {
     let mut seen = Vec::new();
     while seen.last().map(String::as_str) != Some("Clear") {
         match tokio::time::timeout(LIMIT, events.next()).await {
-            Ok(Ok(Some(Event::State { vol, state, .. }))) if vol == "v0" => seen.push(state),
+            Ok(Ok(Some(Event::VolState { vol, state, .. }))) if vol == "v0" => {
+                seen.push(state.name().to_owned())
+            }
             Ok(Ok(Some(_))) => {}
             other => panic!("{other:?} after {seen:?}"),
         }

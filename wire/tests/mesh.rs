@@ -500,6 +500,54 @@ async fn typed_answers_reach_older_clients_as_their_text() {
     );
 }
 
+/// A typed state change reaches a subscriber that speaks 4 as it is, and one that speaks
+/// only 2..=3 as the named [`Event::State`].
+#[tokio::test]
+async fn typed_state_events_reach_older_subscribers_by_name() {
+    use walb_wire::msg::{StorageState, VolumeState};
+    let c = Cluster::new("typed-ev");
+    let (archive, addr) = daemon(c.files(Role::Archive, "a0"));
+    let new = client(c.files(Role::Viewer, "new"));
+    let mut cfg = NodeConfig::new(loopback(), false);
+    cfg.versions = (
+        walb_wire::msg::PROTOCOL_VERSION_MIN,
+        walb_wire::msg::PROTOCOL_VERSION_TYPED - 1,
+    );
+    let old = Node::bind(cfg, c.files(Role::Viewer, "old")).unwrap();
+    let sub = || Subscribe { vols: vec![] };
+    let mut new_events = new
+        .connect(addr)
+        .await
+        .unwrap()
+        .subscribe(sub())
+        .await
+        .unwrap();
+    let mut old_events = old
+        .connect(addr)
+        .await
+        .unwrap()
+        .subscribe(sub())
+        .await
+        .unwrap();
+    let typed = Event::VolState {
+        vol: "v0".into(),
+        state: VolumeState::Storage(StorageState::Target),
+        at_s: 3,
+    };
+    archive.publish(typed.clone());
+    let got = timeout(LIMIT, new_events.next()).await.unwrap().unwrap();
+    assert_eq!(got, Some(typed));
+    let got = timeout(LIMIT, old_events.next()).await.unwrap().unwrap();
+    assert_eq!(
+        got,
+        Some(Event::State {
+            vol: "v0".into(),
+            state: "Target".into(),
+            at_s: 3
+        })
+    );
+}
+
 /// The server trusts CA 1 only; a client of CA 2 is refused. After the server's CA file
 /// gains CA 2 and the node reloads on SIGHUP, the client gets in, and a connection made
 /// before the reload keeps working.

@@ -592,6 +592,19 @@ fn on_archive_list(
 fn on_event(m: &mut Live, node: &str, event: Event, out: &mut Vec<Effect>) {
     let Some(role) = m.role(node) else { return };
     match event {
+        Event::VolState { vol, state, .. } if state.role() == role => {
+            on_state(m, node, role, vol, state, out)
+        }
+        Event::VolState { vol, state, .. } => m.push_log(
+            Level::Warn,
+            Some(node),
+            Some(&vol),
+            format!(
+                "a {} state from a {role} node: {state} (ignored)",
+                state.role()
+            ),
+        ),
+        // A protocol-3 daemon names the state.
         Event::State { vol, state, .. } => match VolumeState::parse(role, &state) {
             Some(s) => on_state(m, node, role, vol, s, out),
             None => m.push_log(

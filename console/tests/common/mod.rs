@@ -182,16 +182,27 @@ pub fn summary(node: &str, up: u64) -> Status {
     }
 }
 
+/// A state change as a protocol-4 daemon sends it (typed); a name the node's role does
+/// not have goes as a protocol-3 daemon would send it.
 pub fn state(m: &mut Model, node: &str, vol: &str, s: &str) -> Vec<Effect> {
-    event(
-        m,
-        node,
-        Event::State {
+    let at_s = m.now / 1000;
+    let typed = m
+        .live
+        .role(node)
+        .and_then(|r| walb_wire::msg::VolumeState::parse(r, s));
+    let ev = match typed {
+        Some(state) => Event::VolState {
+            vol: vol.into(),
+            state,
+            at_s,
+        },
+        None => Event::State {
             vol: vol.into(),
             state: s.into(),
-            at_s: m.now / 1000,
+            at_s,
         },
-    )
+    };
+    event(m, node, ev)
 }
 
 /// The tutorial after a full backup and snapshots: `vol` Target/Started/Archived with

@@ -33,6 +33,10 @@ impl VolState for ArchiveState {
     fn name(self) -> &'static str {
         ArchiveState::name(self)
     }
+
+    fn to_wire(self) -> walb_wire::msg::VolumeState {
+        walb_wire::msg::VolumeState::Archive(self)
+    }
 }
 
 /// aActive: states in which an archive serves its data.

@@ -50,6 +50,9 @@ pub trait VolState: Copy + Eq + fmt::Debug + Send + Sync + 'static {
     /// The name operators see (`SyncReady`).
     fn name(self) -> &'static str;
 
+    /// The state as it travels, with its role.
+    fn to_wire(self) -> walb_wire::msg::VolumeState;
+
     /// True for states a transaction can start or end in.
     fn is_steady(self) -> bool {
         Self::TRANSITIONS

@@ -27,6 +27,10 @@ impl VolState for ProxyState {
     fn name(self) -> &'static str {
         ProxyState::name(self)
     }
+
+    fn to_wire(self) -> walb_wire::msg::VolumeState {
+        walb_wire::msg::VolumeState::Proxy(self)
+    }
 }
 
 /// States in which wdiffs are sent to archives.

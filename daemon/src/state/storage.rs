@@ -29,6 +29,10 @@ impl VolState for StorageState {
     fn name(self) -> &'static str {
         StorageState::name(self)
     }
+
+    fn to_wire(self) -> walb_wire::msg::VolumeState {
+        walb_wire::msg::VolumeState::Storage(self)
+    }
 }
 
 /// States in which wlogs are sent (`WlogSend`): Target, and during a backup.

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{MetaDiffDto, PROTOCOL_VERSION_MIN, PROTOCOL_VERSION_QUEUE};
+use super::{MetaDiffDto, VolumeState, PROTOCOL_VERSION_QUEUE, PROTOCOL_VERSION_TYPED};
 
 /// An event on the subscription stream.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,14 +73,33 @@ pub enum Event {
         /// Foreground slots (`--fg`).
         slots: u32,
     },
+    /// Protocol 4: a volume changed state, typed (a subscriber speaking 2 or 3 gets it as
+    /// [`Event::State`] with the state's name).
+    VolState {
+        /// Volume.
+        vol: String,
+        /// The new state.
+        state: VolumeState,
+        /// When, seconds since the epoch.
+        at_s: u64,
+    },
 }
 
 impl Event {
-    /// The oldest protocol version a subscriber must speak to be sent this event.
-    pub fn since_version(&self) -> u16 {
+    /// This event in the form a subscriber speaking `version` knows, or `None` when it
+    /// has none: a typed state change becomes [`Event::State`] with the name below
+    /// protocol 4; a queue note is not sent below protocol 3.
+    pub fn for_version(self, version: u16) -> Option<Event> {
         match self {
-            Event::Queue { .. } => PROTOCOL_VERSION_QUEUE,
-            _ => PROTOCOL_VERSION_MIN,
+            Event::Queue { .. } if version < PROTOCOL_VERSION_QUEUE => None,
+            Event::VolState { vol, state, at_s } if version < PROTOCOL_VERSION_TYPED => {
+                Some(Event::State {
+                    vol,
+                    state: state.name().to_owned(),
+                    at_s,
+                })
+            }
+            other => Some(other),
         }
     }
 
@@ -92,7 +111,8 @@ impl Event {
             | Event::Progress { vol, .. }
             | Event::State { vol, .. }
             | Event::Failed { vol, .. }
-            | Event::Queue { vol, .. } => Some(vol),
+            | Event::Queue { vol, .. }
+            | Event::VolState { vol, .. } => Some(vol),
             Event::Lagged { .. } => None,
         }
     }

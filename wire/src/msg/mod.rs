@@ -310,8 +310,15 @@ mod tests {
             slots: 2,
         };
         assert_eq!(first(&queue), 6);
-        assert_eq!(queue.since_version(), PROTOCOL_VERSION_QUEUE);
-        assert_eq!(failed.since_version(), PROTOCOL_VERSION_MIN);
+        assert_eq!(queue.clone().for_version(PROTOCOL_VERSION_MIN), None);
+        assert_eq!(
+            queue.clone().for_version(PROTOCOL_VERSION_QUEUE),
+            Some(queue.clone())
+        );
+        assert_eq!(
+            failed.clone().for_version(PROTOCOL_VERSION_MIN),
+            Some(failed)
+        );
         const { assert!(PROTOCOL_VERSION_MIN < PROTOCOL_VERSION_QUEUE) };
         assert_eq!(queue.vol(), Some("v"));
     }
@@ -331,6 +338,21 @@ mod tests {
         assert_eq!(first(&state), 14);
         assert_eq!(state.clone().for_version(3), Reply::Text("Archived".into()));
         assert_eq!(state.clone().for_version(4), state);
+        let changed = Event::VolState {
+            vol: "v".into(),
+            state: VolumeState::Storage(StorageState::Target),
+            at_s: 7,
+        };
+        assert_eq!(first(&changed), 7);
+        assert_eq!(
+            changed.clone().for_version(PROTOCOL_VERSION_QUEUE),
+            Some(Event::State {
+                vol: "v".into(),
+                state: "Target".into(),
+                at_s: 7
+            })
+        );
+        assert_eq!(changed.clone().for_version(4), Some(changed));
         let stats = Reply::DiffStats(DiffStats {
             num: 3,
             total_size: 99,

@@ -746,8 +746,8 @@ async fn serve_events(
         let wanted = match event.vol() {
             Some(v) => sub.vols.is_empty() || sub.vols.iter().any(|w| w == v),
             None => true,
-        } && event.since_version() <= version;
-        if wanted {
+        };
+        if let Some(event) = event.for_version(version).filter(|_| wanted) {
             call.sender.send(&Message::Event(event)).await?;
         }
     }
