@@ -23,7 +23,6 @@ const KNOWN_LONG_FILES: &[&str] = &[];
 
 /// Functions over [`FN_MAX`] lines known today (tables among them).
 const KNOWN_LONG_FNS: &[&str] = &[
-    "console/src/tui/input.rs::normal_key",
     "console/src/tui/loss.rs::loss",
     "kernel/core/src/diff/pipeline.rs::compress_ordered",
     "kernel/core/src/wdiff/sorted.rs::parse_pack",

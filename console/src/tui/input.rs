@@ -481,6 +481,58 @@ fn normal_key(m: &mut Model, k: KeyEvent, out: &mut Vec<Effect>) {
             m.quit = true;
             out.push(Effect::Quit);
         }
+        Action::Actions => {
+            if let Some(t) = selection_target(m) {
+                let items = actions::items(&t, m);
+                if items.is_empty() {
+                    m.status = Some((Level::Info, format!("no actions for {}", t.title())));
+                } else {
+                    m.mode = Mode::Menu(Menu {
+                        title: t.title(),
+                        items,
+                        sel: 0,
+                    });
+                }
+            }
+        }
+        a @ (Action::Back
+        | Action::Up
+        | Action::Down
+        | Action::PageUp
+        | Action::PageDown
+        | Action::Top
+        | Action::Bottom
+        | Action::Left
+        | Action::Right) => navigate(m, a),
+        a @ (Action::Diffs
+        | Action::Focus
+        | Action::Mark
+        | Action::NextArchive
+        | Action::NextVol) => diffs_key(m, a, out),
+        Action::Refresh => match m.view {
+            View::Diffs => {
+                if let Some((a, v)) = m.diffs_target.clone() {
+                    open_diffs(m, a, v, out);
+                }
+            }
+            View::Cluster => {
+                if let Some(n) = m.selected_node().map(|n| n.name.clone()) {
+                    resubscribe_or_snapshot(m, &n, out);
+                }
+            }
+            _ => {
+                let names: Vec<String> = m.nodes.iter().map(|n| n.name.clone()).collect();
+                for n in names {
+                    resubscribe_or_snapshot(m, &n, out);
+                }
+            }
+        },
+    }
+}
+
+/// Moves the selection, the column or back out of a filter, mark or view.
+fn navigate(m: &mut Model, action: Action) {
+    match action {
         Action::Back => {
             let i = m.view.index();
             if !m.filter[i].is_empty() {
@@ -507,20 +559,13 @@ fn normal_key(m: &mut Model, k: KeyEvent, out: &mut Vec<Effect>) {
         }
         Action::Left => m.col = m.col.saturating_sub(1),
         Action::Right => m.col = (m.col + 1).min(m.nodes.len().saturating_sub(1)),
-        Action::Actions => {
-            if let Some(t) = selection_target(m) {
-                let items = actions::items(&t, m);
-                if items.is_empty() {
-                    m.status = Some((Level::Info, format!("no actions for {}", t.title())));
-                } else {
-                    m.mode = Mode::Menu(Menu {
-                        title: t.title(),
-                        items,
-                        sel: 0,
-                    });
-                }
-            }
-        }
+        _ => {}
+    }
+}
+
+/// The Diffs view's keys: open it, switch focus, mark a range, the next archive or volume.
+fn diffs_key(m: &mut Model, action: Action, out: &mut Vec<Effect>) {
+    match action {
         Action::Diffs => {
             if let Some(vol) = m.selected_vol().map(str::to_owned) {
                 let cursor = m.nodes.get(m.col).filter(|n| n.role == Role::Archive);
@@ -542,11 +587,9 @@ fn normal_key(m: &mut Model, k: KeyEvent, out: &mut Vec<Effect>) {
                 DiffsFocus::Snapshots => DiffsFocus::Diffs,
             };
         }
-        Action::Mark => {
-            if m.diffs_focus == DiffsFocus::Diffs {
-                let cur = m.sel[View::Diffs.index()];
-                m.mark = if m.mark == Some(cur) { None } else { Some(cur) };
-            }
+        Action::Mark if m.diffs_focus == DiffsFocus::Diffs => {
+            let cur = m.sel[View::Diffs.index()];
+            m.mark = if m.mark == Some(cur) { None } else { Some(cur) };
         }
         Action::NextArchive => {
             if let Some((a, v)) = m.diffs_target.clone() {
@@ -566,24 +609,7 @@ fn normal_key(m: &mut Model, k: KeyEvent, out: &mut Vec<Effect>) {
                 }
             }
         }
-        Action::Refresh => match m.view {
-            View::Diffs => {
-                if let Some((a, v)) = m.diffs_target.clone() {
-                    open_diffs(m, a, v, out);
-                }
-            }
-            View::Cluster => {
-                if let Some(n) = m.selected_node().map(|n| n.name.clone()) {
-                    resubscribe_or_snapshot(m, &n, out);
-                }
-            }
-            _ => {
-                let names: Vec<String> = m.nodes.iter().map(|n| n.name.clone()).collect();
-                for n in names {
-                    resubscribe_or_snapshot(m, &n, out);
-                }
-            }
-        },
+        _ => {}
     }
 }
 
