@@ -172,13 +172,11 @@ fn n6_merge() -> Result<()> {
         let gid_b = c.snapshot()?;
         let n0 = diff_count(c)?;
         c.write(60, "64k", 22)?;
-        let t0 = std::time::Instant::now();
-        while diff_count(c)? <= n0 {
-            if t0.elapsed() > Duration::from_secs(60) {
-                bail!("the first batch never reached a0");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(
+            60,
+            "the first batch reaching a0",
+            || Ok(diff_count(c)? > n0),
+        )?;
         c.write(60, "64k", 23)?;
         let gid_e = c.snapshot()?;
         let before = c.restored_sha256("a0", gid_e)?;
@@ -206,17 +204,14 @@ fn e4_storage_down_overflow() -> Result<()> {
         // 400 writes of 64 KiB: 25 MiB into a 16 MiB log nobody drains.
         write_25_mib(c, None, 24)?;
         c.start_node("s0")?;
-        let t0 = std::time::Instant::now();
-        loop {
-            let ov = c.exec_ok(&["get", "s0", "is-overflow", VOL])?;
-            if ov.trim() == "1" || ov.trim() == "true" {
-                break;
-            }
-            if t0.elapsed() > Duration::from_secs(30) {
-                bail!("no overflow reported after 25 MiB into a 16 MiB log: {ov}");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(
+            30,
+            "s0 reporting the overflow of 25 MiB into a 16 MiB log",
+            || {
+                let ov = c.exec_ok(&["get", "s0", "is-overflow", VOL])?;
+                Ok(ov.trim() == "1" || ov.trim() == "true")
+            },
+        )?;
         // An overflowed volume stops shipping by itself (walb-tools needs a `stop` here).
         let st = c.state("s0")?;
         if !st.contains("Stopped") {
@@ -434,16 +429,10 @@ fn e5_proxy_data_lost() -> Result<()> {
         c.kill_node("a0")?;
         c.write(100, "64k", 42)?;
         // Until p0 holds diffs for the absent a0.
-        let t0 = std::time::Instant::now();
-        while !c
-            .exec_ok(&["get", "p0", "diff", VOL, "a0"])?
-            .contains("-->")
-        {
-            if t0.elapsed() > Duration::from_secs(60) {
-                bail!("p0 never queued a diff for a0");
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        wait_until(60, "p0 queueing a diff for a0", || {
+            Ok(c.exec_ok(&["get", "p0", "diff", VOL, "a0"])?
+                .contains("-->"))
+        })?;
         c.kill_node("p0")?;
         std::fs::remove_dir_all(c.path().join("p0"))?;
         c.start_node("a0")?;
