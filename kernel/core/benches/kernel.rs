@@ -450,7 +450,12 @@ fn main() {
                             run_orig(
                                 bin,
                                 "wlog-to-wdiff",
-                                &["-i".as_ref(), wlog.as_os_str(), "-o".as_ref(), theirs.as_os_str()],
+                                &[
+                                    "-i".as_ref(),
+                                    wlog.as_os_str(),
+                                    "-o".as_ref(),
+                                    theirs.as_os_str(),
+                                ],
                             )
                         },
                     );
