@@ -14,7 +14,8 @@
 //!   the original on the same input files, alternating with ours (ours, original, ours,
 //!   ...), and print the ratio of the medians (ours / original throughput) as `x orig`.
 //!   The original's converter syncs its output (`fdatasync`), so our compared conversion
-//!   does too (`+sync` in its line); its merger does not, nor does ours. Both run with their
+//!   does too (`+sync` in its line), its output written as `wdevc wlog-to-wdiff` writes it
+//!   (write-back started as it goes); the original's merger does not sync, nor does ours. Both run with their
 //!   default options (the original compresses with snappy, ours with zstd level 1). Put
 //!   `WALB_BENCH_DIR` on a tmpfs to compare computation rather than the disk.
 //!
@@ -40,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use walb_device::image::FileTarget;
+use walb_device::writeback::WritebackFile;
 use walb_kernel::block::Pbs;
 use walb_kernel::diff::apply::{DiscardPolicy, Redo};
 use walb_kernel::diff::convert::{convert_wlog, merge_to_sorted, ConvertOpt};
@@ -287,11 +289,19 @@ fn convert_to(wlog: &Path, out: &Path, kind: WdiffKind) -> u64 {
 }
 
 /// [`convert`] with the output synced to its disk, as the original's converter and
-/// `wdevc wlog-to-wdiff` do.
+/// `wdevc wlog-to-wdiff` do; like `wdevc`, the output starts its write-back as it is written.
 fn convert_synced(wlog: &Path, out: &Path) -> u64 {
-    let n = convert(wlog, out);
-    File::open(out).and_then(|f| f.sync_data()).expect("sync");
-    n
+    let f = File::open(wlog).expect("open");
+    let o = WritebackFile::new(File::create(out).expect("create")).expect("writer");
+    let (w, _) = convert_wlog_file(
+        &f,
+        BufWriter::with_capacity(4 << 20, o),
+        &ConvertOpt::default(),
+    )
+    .expect("convert");
+    let o = w.into_inner().expect("flush");
+    o.get_ref().sync_data().expect("sync");
+    std::fs::metadata(out).expect("stat").len()
 }
 
 /// Sorted conversion of a wlog stream (one pass, as for standard input).
