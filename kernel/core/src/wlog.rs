@@ -481,6 +481,30 @@ mod tests {
     }
 
     #[test]
+    fn a_recycled_buffer_is_reused_only_when_free() {
+        let bytes = sample(Pbs::B512);
+        // A pack still held elsewhere is not reused: its data survives the next read.
+        let mut rd = WlogReader::new(&bytes[..]).unwrap();
+        let first = rd.next_pack().unwrap().unwrap();
+        let held = first.data.clone();
+        let want = held.to_vec();
+        rd.recycle(first);
+        assert_eq!(rd.spare.capacity(), 0, "a held buffer is not taken back");
+        let second = rd.next_pack().unwrap().unwrap();
+        assert_eq!(held.to_vec(), want);
+        assert_eq!(second.record_data(0).unwrap()[..], [2u8; 4096][..]);
+        // A free one is, and the next pack read into it reads right.
+        let mut rd = WlogReader::new(&bytes[..]).unwrap();
+        let first = rd.next_pack().unwrap().unwrap();
+        let len = first.data.len();
+        rd.recycle(first);
+        assert!(rd.spare.capacity() >= len);
+        let second = rd.next_pack().unwrap().unwrap();
+        assert_eq!(second.record_data(0).unwrap()[..], [2u8; 4096][..]);
+        assert!(rd.next_pack().unwrap().is_none());
+    }
+
+    #[test]
     fn round_trip_and_listing() {
         for pbs in [Pbs::B512, Pbs::B4096] {
             let bytes = sample(pbs);
