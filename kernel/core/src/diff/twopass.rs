@@ -509,6 +509,26 @@ mod tests {
     }
 
     #[test]
+    fn the_file_is_read_from_its_start_and_its_cursor_restored() {
+        use crate::gen::WlogGen;
+        use std::io::{Seek, Write};
+        let mut file = tempfile::tempfile().unwrap();
+        let mut g = WlogGen::new(4096, 1 << 20);
+        g.zero_pct = 10;
+        g.write(&mut file).unwrap();
+        file.flush().unwrap();
+        let opt = ConvertOpt::default();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let (from_start, _) = convert_wlog_file(&file, Vec::new(), &opt).unwrap();
+        assert_eq!(file.stream_position().unwrap(), 0);
+        file.seek(SeekFrom::Start(12345)).unwrap();
+        let (elsewhere, _) = convert_wlog_file(&file, Vec::new(), &opt).unwrap();
+        assert_eq!(file.stream_position().unwrap(), 12345);
+        assert!(elsewhere == from_start);
+        assert!(from_start.len() > 4096);
+    }
+
+    #[test]
     fn joined_data_ios_never_exceed_a_wdiff_record() {
         // Log records are at most 65535 blocks, so the streaming path never needs more than
         // a wdiff record holds, whatever the maximum IO size; joined extents must not either.

@@ -947,6 +947,8 @@ mod tests {
         }
         assert_eq!(n, 3);
         assert_eq!(r.packs(), 3);
+        // Packs this large are read record by record, not ahead: same IOs.
+        assert_eq!(read(&buf).unwrap(), ios);
         // One IO larger than MAX_NORMAL_IO_BLOCKS is split.
         let big = DiffIo::normal(0, data(MAX_NORMAL_IO_BLOCKS + 10, 9));
         let buf = write(std::slice::from_ref(&big), CompressOpt::NONE);
