@@ -3,11 +3,21 @@
 //!
 //! Run: `cargo bench -p walb-kernel --bench kernel`. Environment:
 //! - `WALB_BENCH_MB` (default 512): MiB of write data per data kind;
-//! - `WALB_BENCH_RUNS` (default 3): runs per measurement, the fastest is printed;
+//! - `WALB_BENCH_RUNS` (default 3): runs per measurement, the fastest is printed
+//!   (the median where the original is compared, see `WALB_ORIG_BIN`);
 //! - `WALB_BENCH_DIR` (default: a temporary directory under `target/`): where files go;
 //! - `WALB_BENCH_ONLY` (default: all): comma-separated steps to measure among `read`,
 //!   `copy`, `libzstd`, `parse`, `stream`, `sorted`, `indexed`, `redo`, `merge` (the
-//!   `zstd -1` command, the reference, always runs).
+//!   `zstd -1` command, the reference, always runs);
+//! - `WALB_ORIG_BIN` (default: unset): a folder holding the original walb-tools' binaries
+//!   `wlog-to-wdiff` and `wdiff-merge`. When set, the `sorted` and `merge` steps also run
+//!   the original on the same input files, alternating with ours (ours, original, ours,
+//!   ...), and print the ratio of the medians (ours / original throughput) as `x orig`.
+//!   The original's converter syncs its output (`fdatasync`), so our compared conversion
+//!   does too (`+sync` in its line), its output written as `wdevc wlog-to-wdiff` writes it
+//!   (write-back started as it goes); the original's merger does not sync, nor does ours. Both run with their
+//!   default options (the original compresses with snappy, ours with zstd level 1). Put
+//!   `WALB_BENCH_DIR` on a tmpfs to compare computation rather than the disk.
 //!
 //! For each data kind (random, compressible) it generates a wlog of that much write data
 //! (pbs 4096, 4–64 KiB writes over a 4 GiB device), then measures:
@@ -31,6 +41,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use walb_device::image::FileTarget;
+use walb_device::writeback::WritebackFile;
 use walb_kernel::block::Pbs;
 use walb_kernel::diff::apply::{DiscardPolicy, Redo};
 use walb_kernel::diff::convert::{convert_wlog, merge_to_sorted, ConvertOpt};
@@ -47,11 +58,87 @@ fn mbps(bytes: u64, secs: f64) -> f64 {
 }
 
 fn line(name: &str, bytes: u64, secs: f64, zstd: Option<f64>) {
+    line_vs(name, bytes, secs, zstd, None);
+}
+
+/// A line with, when `orig` (the original's seconds on the same input) is given, the ratio
+/// of our throughput to the original's.
+fn line_vs(name: &str, bytes: u64, secs: f64, zstd: Option<f64>, orig: Option<f64>) {
     let rate = mbps(bytes, secs);
     let rel = zstd
         .map(|z| format!("{:5.2}x zstd", rate / z))
         .unwrap_or_default();
-    println!("  {name:<44} {:8.3} s {:9.1} MB/s  {rel}", secs, rate);
+    let vs = orig
+        .map(|o| format!("  {:5.2}x orig", o / secs))
+        .unwrap_or_default();
+    println!("  {name:<44} {:8.3} s {:9.1} MB/s  {rel}{vs}", secs, rate);
+}
+
+/// The folder of the original walb-tools' binaries (`WALB_ORIG_BIN`), when it holds both
+/// compared binaries.
+fn orig_bin() -> Option<PathBuf> {
+    let dir = PathBuf::from(std::env::var_os("WALB_ORIG_BIN")?);
+    let missing: Vec<&str> = ORIG_BINS
+        .into_iter()
+        .filter(|b| !dir.join(b).is_file())
+        .collect();
+    if missing.is_empty() {
+        Some(dir)
+    } else {
+        println!(
+            "WALB_ORIG_BIN={}: no {} there, the original is not compared",
+            dir.display(),
+            missing.join(", ")
+        );
+        None
+    }
+}
+
+const ORIG_BINS: [&str; 2] = ["wlog-to-wdiff", "wdiff-merge"];
+
+/// Runs the original's `bin` with `args` (its output shown only when it fails); a failure
+/// stops the bench.
+fn run_orig(dir: &Path, bin: &str, args: &[&std::ffi::OsStr]) {
+    let out = std::process::Command::new(dir.join(bin))
+        .args(args)
+        .output()
+        .expect("run the original");
+    assert!(
+        out.status.success(),
+        "the original's {bin} failed ({}): {}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Times `ours` (writing `out`) and `orig` (writing `orig_out`) alternately, `runs()` times
+/// each, settling before every run with the previous output removed, and returns our last
+/// result and the median seconds of each: `(result, ours, orig)`.
+fn versus<T>(
+    (out, orig_out): (&Path, &Path),
+    mut ours: impl FnMut() -> T,
+    mut orig: impl FnMut(),
+) -> (T, f64, f64) {
+    let (mut a, mut b, mut last) = (Vec::new(), Vec::new(), None);
+    for _ in 0..runs() {
+        let _ = std::fs::remove_file(out);
+        settle();
+        let t = Instant::now();
+        last = Some(ours());
+        a.push(t.elapsed().as_secs_f64());
+        let _ = std::fs::remove_file(orig_out);
+        settle();
+        let t = Instant::now();
+        orig();
+        b.push(t.elapsed().as_secs_f64());
+    }
+    let _ = std::fs::remove_file(orig_out);
+    (last.expect("at least one run"), median(a), median(b))
 }
 
 /// Runs `f` `RUNS` times (settling the page cache before each run) and keeps the fastest:
@@ -201,6 +288,22 @@ fn convert_to(wlog: &Path, out: &Path, kind: WdiffKind) -> u64 {
     std::fs::metadata(out).expect("stat").len()
 }
 
+/// [`convert`] with the output synced to its disk, as the original's converter and
+/// `wdevc wlog-to-wdiff` do; like `wdevc`, the output starts its write-back as it is written.
+fn convert_synced(wlog: &Path, out: &Path) -> u64 {
+    let f = File::open(wlog).expect("open");
+    let o = WritebackFile::new(File::create(out).expect("create")).expect("writer");
+    let (w, _) = convert_wlog_file(
+        &f,
+        BufWriter::with_capacity(4 << 20, o),
+        &ConvertOpt::default(),
+    )
+    .expect("convert");
+    let o = w.into_inner().expect("flush");
+    o.get_ref().sync_data().expect("sync");
+    std::fs::metadata(out).expect("stat").len()
+}
+
 /// Sorted conversion of a wlog stream (one pass, as for standard input).
 fn convert_stream(wlog: &Path, out: &Path) -> u64 {
     let f = File::open(wlog).expect("open");
@@ -281,6 +384,7 @@ fn main() {
     std::fs::create_dir_all(&dir).expect("bench dir");
     remove_images(&dir);
     let data = mb << 20;
+    let orig = orig_bin();
     println!(
         "walb-kernel benchmark: {mb} MiB of write data per kind, files in {}",
         dir.display()
@@ -337,13 +441,44 @@ fn main() {
             );
         }
         if enabled("sorted") {
-            let (out, s) = time_into(Some(&wdiff), || convert(&wlog, &wdiff));
-            line(
-                &format!("wlog -> sorted wdiff zstd:1 ({:.0} MB)", out as f64 / 1e6),
-                bytes,
-                s,
-                Some(zrate),
-            );
+            match &orig {
+                None => {
+                    let (out, s) = time_into(Some(&wdiff), || convert(&wlog, &wdiff));
+                    line(
+                        &format!("wlog -> sorted wdiff zstd:1 ({:.0} MB)", out as f64 / 1e6),
+                        bytes,
+                        s,
+                        Some(zrate),
+                    );
+                }
+                Some(bin) => {
+                    let theirs = dir.join(format!("{tag}.orig.wdiff"));
+                    let (out, s, o) = versus(
+                        (&wdiff, &theirs),
+                        || convert_synced(&wlog, &wdiff),
+                        || {
+                            run_orig(
+                                bin,
+                                "wlog-to-wdiff",
+                                &[
+                                    "-i".as_ref(),
+                                    wlog.as_os_str(),
+                                    "-o".as_ref(),
+                                    theirs.as_os_str(),
+                                ],
+                            )
+                        },
+                    );
+                    line_vs(
+                        &format!("wlog -> sorted wdiff +sync ({:.0} MB)", out as f64 / 1e6),
+                        bytes,
+                        s,
+                        Some(zrate),
+                        Some(o),
+                    );
+                    line("original wlog-to-wdiff (median)", bytes, o, Some(zrate));
+                }
+            }
         }
         if enabled("indexed") {
             let indexed = dir.join(format!("{tag}.indexed.wdiff"));
@@ -396,17 +531,32 @@ fn main() {
                 .iter()
                 .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
                 .sum();
-            let (out, s) = time_into(Some(&merged), || merge(&parts, &merged));
-            line(
-                &format!(
+            let name = |out: u64| {
+                format!(
                     "10-way merge ({:.0} MB in, {:.0} MB out)",
                     part_files as f64 / 1e6,
                     out as f64 / 1e6
-                ),
-                part_bytes,
-                s,
-                Some(zrate),
-            );
+                )
+            };
+            match &orig {
+                None => {
+                    let (out, s) = time_into(Some(&merged), || merge(&parts, &merged));
+                    line(&name(out), part_bytes, s, Some(zrate));
+                }
+                Some(bin) => {
+                    let theirs = dir.join(format!("{tag}-merged.orig.wdiff"));
+                    let mut args = vec!["-i".as_ref()];
+                    args.extend(parts.iter().map(|p| p.as_os_str()));
+                    args.extend(["-o".as_ref(), theirs.as_os_str()]);
+                    let (out, s, o) = versus(
+                        (&merged, &theirs),
+                        || merge(&parts, &merged),
+                        || run_orig(bin, "wdiff-merge", &args),
+                    );
+                    line_vs(&name(out), part_bytes, s, Some(zrate), Some(o));
+                    line("original wdiff-merge (median)", part_bytes, o, Some(zrate));
+                }
+            }
         }
         for p in parts.iter().chain([&merged, &wdiff, &wlog, &scratch]) {
             std::fs::remove_file(p).ok();

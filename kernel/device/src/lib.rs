@@ -31,6 +31,8 @@
 //! - [`image`]: image files and block devices as redo targets (fallocate, discard).
 //! - [`sys`]: safe wrappers of the system calls `nix` does not wrap (BLKDISCARD,
 //!   BLKPBSZGET, sync_file_range, FICLONE), for this crate, the daemons and `wdevc`.
+//! - [`writeback`]: a file writer that starts write-back as it goes (large outputs that
+//!   are synced at the end).
 //!
 //! # Unsafe code
 //!
@@ -56,6 +58,7 @@ pub mod image;
 pub mod lsids;
 #[allow(unsafe_code)]
 pub mod sys;
+pub mod writeback;
 
 use std::fs::File;
 use std::path::PathBuf;

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use anyhow::{Context, Result};
 use clap::Args;
 use walb_device::image::FileTarget;
+use walb_device::writeback::WritebackFile;
 use walb_kernel::block::{Pbs, LBS};
 use walb_kernel::compress::CompressOpt;
 use walb_kernel::diff::apply::{DiscardPolicy, Redo};
@@ -98,6 +99,9 @@ impl Output {
             path: path.to_path_buf(),
             tmp: Some(tmp),
         };
+        // Write-back starts as the file is written, so that the final sync waits for the
+        // tail only.
+        let f = WritebackFile::new(f).with_context(|| format!("opening {}", path.display()))?;
         Ok((out, Box::new(BufWriter::with_capacity(1 << 20, f))))
     }
 

@@ -8,7 +8,7 @@
 //! ```text
 //! pass 1: wlog --WlogReader (every checksum verified)--> WlogIndex
 //!         addr -> (blocks, Data(file offset) | AllZero | Discard), newest wins, no data kept
-//! pass 2: WlogIndex in address order --pread (adjacent ranges joined)--> DiffIo
+//! pass 2: WlogIndex in address order --read (adjacent ranges joined)--> DiffIo
 //!         --split_data_ios--> compress_ordered (parallel, order kept) --> push_stored
 //! ```
 //!
@@ -17,7 +17,7 @@
 //! detection happens in pass 1, while the record's data is in memory. Pass 2 reads only
 //! the surviving data, in address order: address-adjacent data extents are gathered into one
 //! IO of at most the maximum IO size (reads of file-contiguous pieces are joined into one
-//! `pread`), adjacent all-zero or discard extents into one record. Reading, compressing and
+//! read), adjacent all-zero or discard extents into one record. Reading, compressing and
 //! writing then overlap as in [`write_sorted`].
 //!
 //! Memory holds the index only (a few dozen bytes per surviving extent) plus the pipeline's
@@ -28,9 +28,8 @@
 use std::collections::btree_map;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::iter::Peekable;
-use std::os::unix::fs::FileExt;
 
 use bytes::Bytes;
 
@@ -107,6 +106,7 @@ impl WlogIndex {
             let data_base = offset + pbs;
             index.add_pack(&pack, data_base)?;
             offset = data_base + u64::from(pack.header.total_io_size) * pbs;
+            rd.recycle(pack);
         }
         Ok(index)
     }
@@ -223,7 +223,8 @@ impl WlogIndex {
 
     /// Pass 2's IOs: the extents in address order with their data read from `file`
     /// (adjacent extents of one kind joined, data IOs at most `max_blocks` long and never
-    /// longer than a wdiff record may be, [`MAX_NORMAL_IO_BLOCKS`]).
+    /// longer than a wdiff record may be, [`MAX_NORMAL_IO_BLOCKS`]). The reads move the
+    /// file's cursor.
     pub fn into_ios(self, file: &File, max_blocks: u32) -> IndexedIos<'_> {
         IndexedIos {
             file,
@@ -232,27 +233,6 @@ impl WlogIndex {
             max: max_blocks.clamp(1, MAX_NORMAL_IO_BLOCKS),
             reads: Vec::new(),
         }
-    }
-}
-
-/// Reads a file from its first byte on with positional reads (the file's cursor is left
-/// alone, so the same `&File` can serve both passes).
-pub(crate) struct FileFromStart<'a> {
-    file: &'a File,
-    pos: u64,
-}
-
-impl<'a> FileFromStart<'a> {
-    pub(crate) fn new(file: &'a File) -> Self {
-        FileFromStart { file, pos: 0 }
-    }
-}
-
-impl Read for FileFromStart<'_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.file.read_at(buf, self.pos)?;
-        self.pos += n as u64;
-        Ok(n)
     }
 }
 
@@ -319,34 +299,29 @@ impl IndexedIos<'_> {
                 matches!(e.source, Source::Data(_))
             });
         }
-        let mut buf = vec![0u8; blocks as usize * LBS_USIZE];
-        let mut at = 0;
+        let mut buf = Vec::with_capacity(blocks as usize * LBS_USIZE);
         for &(off, n) in &self.reads {
-            read_fully(self.file, &mut buf[at..at + n], off)?;
-            at += n;
+            read_fully(self.file, &mut buf, off, n)?;
         }
         Ok(DiffIo::normal(addr, Bytes::from(buf)))
     }
 }
 
-/// Fills `buf` from byte `off` of `file`; a file that ends first is [`Error::Incomplete`].
-fn read_fully(file: &File, buf: &mut [u8], off: u64) -> Result<()> {
-    let mut got = 0;
-    while got < buf.len() {
-        let at = off + got as u64;
-        match file.read_at(&mut buf[got..], at) {
-            Ok(0) => {
-                return Err(Error::incomplete(
-                    "wlog record data (the file shrank after it was indexed)",
-                    Location::Offset(off),
-                    buf.len() as u64,
-                    got as u64,
-                ))
-            }
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e).ctx(|| format!("reading wlog data at byte offset {at}")),
-        }
+/// Appends `n` bytes from byte `off` of `file` to `buf`; a file that ends first is
+/// [`Error::Incomplete`]. The file's cursor is moved (the caller restores it): a read
+/// through the cursor fills `buf`'s spare capacity as it is, where a positional read would
+/// need it zeroed first.
+fn read_fully(mut file: &File, buf: &mut Vec<u8>, off: u64, n: usize) -> Result<()> {
+    let ctx = || format!("reading wlog data at byte offset {off}");
+    file.seek(SeekFrom::Start(off)).ctx(ctx)?;
+    let got = file.take(n as u64).read_to_end(buf).ctx(ctx)?;
+    if got < n {
+        return Err(Error::incomplete(
+            "wlog record data (the file shrank after it was indexed)",
+            Location::Offset(off),
+            n as u64,
+            got as u64,
+        ));
     }
     Ok(())
 }
@@ -376,8 +351,8 @@ impl Iterator for IndexedIos<'_> {
 }
 
 /// Converts the wlog file `wlog` into a wdiff of `opt.kind` written to `out` in two passes
-/// (see the module docs), reading the file from its first byte whatever its cursor. The
-/// uuid is the wlog header's; errors are those of
+/// (see the module docs), reading the file from its first byte whatever its cursor (which
+/// is restored at the end). The uuid is the wlog header's; errors are those of
 /// [`convert_wlog`](super::convert::convert_wlog) on the same bytes. The file must not
 /// change during the conversion.
 ///
@@ -389,10 +364,31 @@ pub fn convert_wlog_file<W: Write + Send>(
     out: W,
     opt: &ConvertOpt,
 ) -> Result<(W, WriteStats)> {
-    let index = WlogIndex::build(BufReader::with_capacity(
-        PASS1_BUFFER,
-        FileFromStart::new(wlog),
-    ))?;
+    let mut f = wlog;
+    let cursor = f
+        .stream_position()
+        .ctx(|| "reading the wlog file's position".to_string())?;
+    let done = convert_from_start(wlog, out, opt);
+    let restored = f
+        .seek(SeekFrom::Start(cursor))
+        .ctx(|| "restoring the wlog file's position".to_string());
+    let done = done?;
+    restored?;
+    Ok(done)
+}
+
+/// [`convert_wlog_file`] without the cursor's restoration. Both passes read through the
+/// file's cursor: `std`'s reads of a `File` fill a buffer's spare capacity without zeroing it
+/// first, positional reads cannot.
+fn convert_from_start<W: Write + Send>(
+    wlog: &File,
+    out: W,
+    opt: &ConvertOpt,
+) -> Result<(W, WriteStats)> {
+    let mut f = wlog;
+    f.seek(SeekFrom::Start(0))
+        .ctx(|| "seeking to the start of the wlog file".to_string())?;
+    let index = WlogIndex::build(BufReader::with_capacity(PASS1_BUFFER, wlog))?;
     let uuid = index.header().uuid;
     let ios = index.into_ios(wlog, opt.max_io_blocks);
     match opt.kind {
@@ -510,6 +506,26 @@ mod tests {
         idx.add(0, 4, Source::Data(62 * 512));
         let err = idx.into_ios(&file, 8).next().unwrap().unwrap_err();
         assert!(err.is_incomplete(), "{err}");
+    }
+
+    #[test]
+    fn the_file_is_read_from_its_start_and_its_cursor_restored() {
+        use crate::gen::WlogGen;
+        use std::io::{Seek, Write};
+        let mut file = tempfile::tempfile().unwrap();
+        let mut g = WlogGen::new(4096, 1 << 20);
+        g.zero_pct = 10;
+        g.write(&mut file).unwrap();
+        file.flush().unwrap();
+        let opt = ConvertOpt::default();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        let (from_start, _) = convert_wlog_file(&file, Vec::new(), &opt).unwrap();
+        assert_eq!(file.stream_position().unwrap(), 0);
+        file.seek(SeekFrom::Start(12345)).unwrap();
+        let (elsewhere, _) = convert_wlog_file(&file, Vec::new(), &opt).unwrap();
+        assert_eq!(file.stream_position().unwrap(), 12345);
+        assert!(elsewhere == from_start);
+        assert!(from_start.len() > 4096);
     }
 
     #[test]

@@ -448,10 +448,13 @@ pub enum WdiffReader<R: Read + Seek> {
 
 impl WdiffReader<BufReader<File>> {
     /// Opens the wdiff at `path`.
+    ///
+    /// The buffer is small on purpose: a sorted reader reads each pack's data in one call,
+    /// which bypasses a buffer smaller than it (no copy through the buffer).
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let f = File::open(path).ctx(|| format!("opening wdiff {}", path.display()))?;
-        WdiffReader::new(BufReader::with_capacity(1 << 20, f))
+        WdiffReader::new(BufReader::with_capacity(64 << 10, f))
     }
 }
 

@@ -22,7 +22,7 @@
 //! all-zero and discard records carry no data; no record is empty. A file that ends early
 //! is [`Error::Incomplete`].
 
-use std::io::{Read, Write};
+use std::io::{IoSlice, Read, Write};
 
 use bytes::Bytes;
 
@@ -42,6 +42,11 @@ use crate::error::{Error, IoContext, Location, Result};
 const MAX_PACK_READ: u32 = MAX_PACK_DATA + (1 << 20);
 
 const PACK_FLAG_END: u8 = 1;
+
+/// A pack whose data area is at most this large is read in one call and its records' data
+/// handed out as slices of that buffer (no copy through the caller's buffered reader, one
+/// read per pack); larger packs are read record by record.
+const PACK_READ_AHEAD: u64 = 8 << 20;
 
 /// One record of a sorted pack, as stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -278,9 +283,10 @@ enum State {
 ///
 /// [`SortedDiffReader::next_raw`] yields records with their stored bytes (data checksum
 /// verified), [`SortedDiffReader::next_io`] and the `Iterator` implementation yield
-/// decompressed [`DiffIo`]s. Record data is read record by record (never a whole pack at
-/// once), straight into the buffer the IO keeps when it is uncompressed; compressed data goes
-/// through a reused scratch buffer. The end pack is required: a stream that stops before it is
+/// decompressed [`DiffIo`]s. The data area of a pack of at most 8 MiB is read in one call
+/// and uncompressed records keep slices of it (a larger pack is read record by record);
+/// a pack that ends early fails at its first record whose data is missing, as when reading
+/// record by record. The end pack is required: a stream that stops before it is
 /// [`Error::Incomplete`].
 pub struct SortedDiffReader<R: Read> {
     r: R,
@@ -293,7 +299,10 @@ pub struct SortedDiffReader<R: Read> {
     idx: usize,
     prev_end: Option<u64>,
     state: State,
-    scratch: Vec<u8>,
+    /// The current pack's data area when it was read ahead (what the stream held of it).
+    ahead: Option<Bytes>,
+    /// An earlier pack's buffer, reused once the IOs that slice it are gone.
+    spare: Option<Bytes>,
     dec: Decompressor,
     hdr_buf: Vec<u8>,
     packs: u64,
@@ -335,7 +344,8 @@ impl<R: Read> SortedDiffReader<R> {
             data_base: HEADER_SIZE as u64,
             records: Vec::new(),
             idx: 0,
-            scratch: Vec::new(),
+            ahead: None,
+            spare: None,
             prev_end: None,
             state: State::Reading,
             dec: Decompressor::new(),
@@ -409,9 +419,8 @@ impl<R: Read> SortedDiffReader<R> {
         if rec.kind != RecordKind::Normal {
             return Ok(Some((rec, Bytes::new())));
         }
-        let mut buf = Vec::new();
-        self.read_data(&rec, loc, &mut buf)?;
-        Ok(Some((rec, Bytes::from(buf))))
+        let data = self.read_data(&rec, loc)?;
+        Ok(Some((rec, data)))
     }
 
     /// The next record (its data not read yet), loading packs as needed.
@@ -432,28 +441,39 @@ impl<R: Read> SortedDiffReader<R> {
         }
     }
 
-    /// Reads the stored data of normal record `rec` into `buf` and verifies its checksum.
+    /// The stored data of normal record `rec`, its checksum verified.
     ///
     /// `parse_pack` guaranteed that normal records' data follow one another from the start
-    /// of the pack's data area, in record order, so the data is the next bytes of the stream.
-    fn read_data(&mut self, rec: &SortedRecord, loc: Location, buf: &mut Vec<u8>) -> Result<()> {
+    /// of the pack's data area, in record order, so the data is the next bytes of the stream
+    /// (or of the pack's data read ahead).
+    fn read_data(&mut self, rec: &SortedRecord, loc: Location) -> Result<Bytes> {
         let at = self.data_base + u64::from(rec.data_offset);
-        buf.clear();
-        buf.reserve_exact(rec.data_size as usize);
-        let n = (&mut self.r)
-            .take(u64::from(rec.data_size))
-            .read_to_end(buf)
-            .ctx(|| format!("reading wdiff record data at byte offset {at}"))?;
-        if n != rec.data_size as usize {
+        let size = rec.data_size as usize;
+        let buf = match &self.ahead {
+            Some(ahead) => {
+                let start = rec.data_offset as usize;
+                let n = ahead.len().saturating_sub(start).min(size);
+                ahead.slice(start..start + n)
+            }
+            None => {
+                let mut buf = Vec::with_capacity(size);
+                (&mut self.r)
+                    .take(u64::from(rec.data_size))
+                    .read_to_end(&mut buf)
+                    .ctx(|| format!("reading wdiff record data at byte offset {at}"))?;
+                Bytes::from(buf)
+            }
+        };
+        if buf.len() != size {
             return Err(Error::incomplete(
                 "wdiff record data",
                 Location::Offset(at),
                 u64::from(rec.data_size),
-                n as u64,
+                buf.len() as u64,
             ));
         }
-        self.offset += n as u64;
-        let c = checksum(buf, 0);
+        self.offset += size as u64;
+        let c = checksum(&buf, 0);
         if c != rec.checksum && !cfg!(fuzzing) {
             return Err(Error::corrupt(
                 "wdiff record data",
@@ -464,7 +484,7 @@ impl<R: Read> SortedDiffReader<R> {
                 ),
             ));
         }
-        Ok(())
+        Ok(buf)
     }
 
     /// Reads the next pack header; false at the end pack.
@@ -478,6 +498,7 @@ impl<R: Read> SortedDiffReader<R> {
         )?;
         self.offset += PACK_HEADER_SIZE as u64;
         let pack = parse_pack(&self.hdr_buf, at, &mut self.prev_end)?;
+        let mut buf = self.reusable_buffer();
         if pack.end {
             self.state = State::Done;
             self.records.clear();
@@ -485,10 +506,44 @@ impl<R: Read> SortedDiffReader<R> {
         }
         self.pack_offset = at;
         self.data_base = self.offset;
+        // parse_pack checked that the records' data fill the data area exactly.
+        let total: u64 = pack.records.iter().map(|r| u64::from(r.data_size)).sum();
+        if total > 0 && total <= PACK_READ_AHEAD {
+            buf.clear();
+            buf.reserve_exact(total as usize);
+            (&mut self.r)
+                .take(total)
+                .read_to_end(&mut buf)
+                .ctx(|| format!("reading wdiff pack data at byte offset {}", self.offset))?;
+            self.ahead = Some(Bytes::from(buf));
+        }
         self.records = pack.records;
         self.idx = 0;
         self.packs += 1;
         Ok(true)
+    }
+
+    /// A buffer for the next pack's data: the buffer of an earlier pack when no IO slices it
+    /// any more (no allocation, and no page faults of fresh memory, per pack), else a new one.
+    /// The previous pack's buffer is kept for a later try.
+    fn reusable_buffer(&mut self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let mut keep = None;
+        for b in [self.spare.take(), self.ahead.take()].into_iter().flatten() {
+            if out.capacity() > 0 {
+                keep = Some(b);
+                continue;
+            }
+            match b.try_into_mut() {
+                Ok(mut m) => {
+                    m.clear(); // nothing to move when it becomes a vector
+                    out = m.into();
+                }
+                Err(b) => keep = Some(b),
+            }
+        }
+        self.spare = keep;
+        out
     }
 
     /// The next record as a [`StoredIo`] (compressed data as stored).
@@ -509,23 +564,16 @@ impl<R: Read> SortedDiffReader<R> {
             RecordKind::AllZero => IoData::AllZero,
             RecordKind::Discard => IoData::Discard,
             RecordKind::Normal if rec.codec == Codec::None => {
-                let mut buf = Vec::new();
-                self.read_data(&rec, loc, &mut buf)?;
-                IoData::Normal(Bytes::from(buf))
+                IoData::Normal(self.read_data(&rec, loc)?)
             }
             RecordKind::Normal => {
-                let mut stored = std::mem::take(&mut self.scratch);
-                let r = self.read_data(&rec, loc, &mut stored);
-                let r = r.and_then(|()| {
-                    let len = rec.blocks as usize * LBS_USIZE;
-                    let mut out = Vec::new();
-                    self.dec
-                        .decompress(rec.codec, &stored, len, &mut out)
-                        .map_err(|e| relocate(e, "wdiff record data", loc))?;
-                    Ok(out)
-                });
-                self.scratch = stored;
-                IoData::Normal(Bytes::from(r?))
+                let stored = self.read_data(&rec, loc)?;
+                let len = rec.blocks as usize * LBS_USIZE;
+                let mut out = Vec::new();
+                self.dec
+                    .decompress(rec.codec, &stored, len, &mut out)
+                    .map_err(|e| relocate(e, "wdiff record data", loc))?;
+                IoData::Normal(Bytes::from(out))
             }
         };
         Ok(Some(DiffIo {
@@ -546,6 +594,21 @@ impl<R: Read> Iterator for SortedDiffReader<R> {
         }
         self.next_io().transpose()
     }
+}
+
+/// Writes all of `bufs` with `write_vectored` (the standard `write_all_vectored` is not
+/// stable).
+fn write_all_vectored<W: Write>(w: &mut W, mut bufs: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut bufs, 0);
+    while !bufs.is_empty() {
+        match w.write_vectored(bufs) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut bufs, n),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// The data area of the pack being built: the stored bytes of its records, in order.
@@ -783,13 +846,14 @@ impl<W: Write> SortedDiffWriter<W> {
             return Ok(());
         }
         let hdr = Self::pack_header(recs, data.len as u32, 0);
-        w.write_all(&hdr)
-            .ctx(|| "writing a sorted wdiff pack header".to_string())?;
-        // The records' bytes go out as they are: no copy into a pack buffer.
-        for c in &data.chunks {
-            w.write_all(c)
-                .ctx(|| "writing sorted wdiff pack data".to_string())?;
-        }
+        // The header and the records' bytes go out as they are, in vectored writes: no copy
+        // into a pack buffer, nor into the caller's buffered writer when the pack is larger
+        // than its buffer.
+        let mut slices: Vec<IoSlice<'_>> = std::iter::once(&hdr[..])
+            .chain(data.chunks.iter().map(|c| &c[..]))
+            .map(IoSlice::new)
+            .collect();
+        write_all_vectored(w, &mut slices).ctx(|| "writing a sorted wdiff pack".to_string())?;
         stats.file_bytes += (PACK_HEADER_SIZE + data.len) as u64;
         recs.clear();
         data.chunks.clear();
@@ -883,6 +947,8 @@ mod tests {
         }
         assert_eq!(n, 3);
         assert_eq!(r.packs(), 3);
+        // Packs this large are read record by record, not ahead: same IOs.
+        assert_eq!(read(&buf).unwrap(), ios);
         // One IO larger than MAX_NORMAL_IO_BLOCKS is split.
         let big = DiffIo::normal(0, data(MAX_NORMAL_IO_BLOCKS + 10, 9));
         let buf = write(std::slice::from_ref(&big), CompressOpt::NONE);
@@ -922,6 +988,41 @@ mod tests {
         }
         let copy = w.finish().unwrap();
         assert_eq!(copy, buf);
+    }
+
+    #[test]
+    fn a_pack_cut_in_its_data_yields_its_whole_records_first() {
+        let ios: Vec<DiffIo> = (0..3u8)
+            .map(|i| DiffIo::normal(u64::from(i) * 10, data(2, i)))
+            .collect();
+        let buf = write(&ios, CompressOpt::NONE);
+        // File header, pack header, two records' data and half of the third's.
+        let cut = HEADER_SIZE + PACK_HEADER_SIZE + 2 * 1024 + 512;
+        let mut r = SortedDiffReader::new(&buf[..cut]).unwrap();
+        assert_eq!(r.next_io().unwrap(), Some(ios[0].clone()));
+        assert_eq!(r.next_io().unwrap(), Some(ios[1].clone()));
+        assert!(r.next_io().unwrap_err().is_incomplete());
+    }
+
+    #[test]
+    fn pack_buffers_are_reused_only_once_no_io_holds_them() {
+        // Eight packs; the IOs of every third pack are kept, the others dropped at once, so
+        // the reader reuses some buffers and must not reuse the kept ones.
+        let ios: Vec<DiffIo> = (0..1000u32)
+            .map(|i| DiffIo::normal(u64::from(i) * 4, data(3, i as u8)))
+            .collect();
+        let buf = write(&ios, CompressOpt::NONE);
+        let mut kept = Vec::new();
+        for (i, io) in SortedDiffReader::new(&buf[..]).unwrap().enumerate() {
+            let io = io.unwrap();
+            if (i / MAX_PACK_RECORDS) % 3 == 0 {
+                kept.push((i, io));
+            }
+        }
+        assert_eq!(kept.len(), 127 * 3);
+        for (i, io) in kept {
+            assert_eq!(io, ios[i], "IO {i}");
+        }
     }
 
     #[test]
