@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -119,70 +119,13 @@ where
             let rx = Arc::clone(&job_rx);
             let tx = done_tx.clone();
             let failed = &failed;
-            s.spawn(move || {
-                let mut comp = match Compressor::new(opt) {
-                    Ok(c) => c,
-                    Err(e) => {
-                        failed.store(true, Ordering::Relaxed);
-                        let _ = tx.send((u64::MAX, Err(e)));
-                        return;
-                    }
-                };
-                let mut scratch = Vec::new();
-                loop {
-                    let job = match rx.lock() {
-                        Ok(g) => g.recv(),
-                        Err(_) => return,
-                    };
-                    let Ok((seq, batch)) = job else { return };
-                    let out: Result<Vec<StoredIo>> = batch
-                        .into_iter()
-                        .map(|io| compress_io(&mut comp, &mut scratch, io))
-                        .collect();
-                    if tx.send((seq, out)).is_err() {
-                        return;
-                    }
-                }
-            });
+            s.spawn(move || compress_worker(opt, &rx, &tx, failed));
         }
         // Only the workers hold the job receiver now: if they all stop, sends fail.
         drop(job_rx);
         drop(done_tx);
         let failed_w = &failed;
-        let writer = s.spawn(move || -> Result<()> {
-            let mut next = 0u64;
-            let mut pending: BTreeMap<u64, Vec<StoredIo>> = BTreeMap::new();
-            let mut first_err = None;
-            for (seq, r) in done_rx {
-                if first_err.is_some() {
-                    continue; // keep draining so that workers never block
-                }
-                match r {
-                    Ok(v) => {
-                        pending.insert(seq, v);
-                    }
-                    Err(e) => {
-                        failed_w.store(true, Ordering::Relaxed);
-                        first_err = Some(e);
-                        continue;
-                    }
-                }
-                while let Some(v) = pending.remove(&next) {
-                    next += 1;
-                    for st in v {
-                        if let Err(e) = sink(st) {
-                            failed_w.store(true, Ordering::Relaxed);
-                            first_err = Some(e);
-                            break;
-                        }
-                    }
-                    if first_err.is_some() {
-                        break;
-                    }
-                }
-            }
-            first_err.map_or(Ok(()), Err)
-        });
+        let writer = s.spawn(move || write_in_order(done_rx, &mut sink, failed_w));
         // Producer: the calling thread.
         let mut produced: Result<()> = Ok(());
         let mut seq = 0u64;
@@ -220,6 +163,79 @@ where
             .unwrap_or_else(|_| Err(Error::Invalid("the writer thread panicked".into())));
         produced.and(written)
     })
+}
+
+/// A compression worker: takes batches until the job channel closes, sends each batch's
+/// compressed IOs (or its error) back with its sequence number.
+fn compress_worker(
+    opt: CompressOpt,
+    rx: &Mutex<Receiver<Batch>>,
+    tx: &SyncSender<Done>,
+    failed: &AtomicBool,
+) {
+    let mut comp = match Compressor::new(opt) {
+        Ok(c) => c,
+        Err(e) => {
+            failed.store(true, Ordering::Relaxed);
+            let _ = tx.send((u64::MAX, Err(e)));
+            return;
+        }
+    };
+    let mut scratch = Vec::new();
+    loop {
+        let job = match rx.lock() {
+            Ok(g) => g.recv(),
+            Err(_) => return,
+        };
+        let Ok((seq, batch)) = job else { return };
+        let out: Result<Vec<StoredIo>> = batch
+            .into_iter()
+            .map(|io| compress_io(&mut comp, &mut scratch, io))
+            .collect();
+        if tx.send((seq, out)).is_err() {
+            return;
+        }
+    }
+}
+
+/// The writer: hands the workers' results to `sink` in sequence order; after the first
+/// error it keeps draining (so that no worker blocks) and returns that error.
+fn write_in_order<F>(done_rx: Receiver<Done>, sink: &mut F, failed: &AtomicBool) -> Result<()>
+where
+    F: FnMut(StoredIo) -> Result<()>,
+{
+    let mut next = 0u64;
+    let mut pending: BTreeMap<u64, Vec<StoredIo>> = BTreeMap::new();
+    let mut first_err = None;
+    for (seq, r) in done_rx {
+        if first_err.is_some() {
+            continue; // keep draining so that workers never block
+        }
+        match r {
+            Ok(v) => {
+                pending.insert(seq, v);
+            }
+            Err(e) => {
+                failed.store(true, Ordering::Relaxed);
+                first_err = Some(e);
+                continue;
+            }
+        }
+        while let Some(v) = pending.remove(&next) {
+            next += 1;
+            for st in v {
+                if let Err(e) = sink(st) {
+                    failed.store(true, Ordering::Relaxed);
+                    first_err = Some(e);
+                    break;
+                }
+            }
+            if first_err.is_some() {
+                break;
+            }
+        }
+    }
+    first_err.map_or(Ok(()), Err)
 }
 
 #[cfg(test)]
