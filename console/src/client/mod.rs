@@ -497,6 +497,17 @@ fn expect_peers(node: &str, asked: &str, r: Reply) -> Result<VolPeers, ClientErr
     }
 }
 
+fn expect_retention(
+    node: &str,
+    asked: &str,
+    r: Reply,
+) -> Result<walb_wire::msg::RetentionReport, ClientError> {
+    match r {
+        Reply::Retention(p) => Ok(p),
+        other => Err(unexpected(node, asked, "a retention report", &other)),
+    }
+}
+
 fn expect_text(node: &str, asked: &str, r: Reply) -> Result<String, ClientError> {
     match r {
         Reply::Text(t) => Ok(t),

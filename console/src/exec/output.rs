@@ -111,6 +111,13 @@ pub enum Outcome {
         /// Protocol version.
         protocol: u16,
     },
+    /// A report that brings its own text and JSON forms (`retention`).
+    Report {
+        /// The text lines.
+        lines: Vec<String>,
+        /// The JSON value.
+        json: Value,
+    },
 }
 
 /// `YYYY-MM-DDThh:mm:ss` in UTC (the raw number if out of range).
@@ -254,6 +261,7 @@ impl Outcome {
             Outcome::Version { software, protocol } => {
                 vec![format!("{software} protocol {protocol}")]
             }
+            Outcome::Report { lines, .. } => lines.clone(),
         }
     }
 
@@ -349,6 +357,7 @@ impl Outcome {
             Outcome::Version { software, protocol } => {
                 json!({ "software": software, "protocol": protocol })
             }
+            Outcome::Report { json, .. } => json.clone(),
         }
     }
 }

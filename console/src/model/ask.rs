@@ -1,7 +1,7 @@
 //! The questions the console asks a daemon ([`Ask`]) and their answers ([`Answer`]):
 //! the fold asks them, [`answer`] asks the daemon with the client.
 
-use walb_wire::msg::{MetaDiffDto, MetaStateDto, SnapshotInfo};
+use walb_wire::msg::{MetaDiffDto, MetaStateDto, RetentionReport, SnapshotInfo};
 use walb_wire::ErrorCode;
 
 use crate::client::{Client, ClientError};
@@ -64,6 +64,11 @@ pub enum Ask {
         /// Volume.
         vol: String,
     },
+    /// Archive: the retention policy and its next pass.
+    Retention {
+        /// Volume.
+        vol: String,
+    },
 }
 
 /// A reply to an [`Ask`].
@@ -101,6 +106,8 @@ pub enum Answer {
     Base(MetaStateDto),
     /// Restored images.
     Restored(Vec<(u64, String)>),
+    /// A retention report.
+    Retention(Box<RetentionReport>),
 }
 
 /// Why an [`Ask`] failed.
@@ -178,6 +185,9 @@ pub async fn answer(client: &Client, node: &str, ask: &Ask) -> Result<Answer, As
         Ask::Restored { vol } => {
             Answer::Restored(client.restored(node, vol).await.map_err(ask_error)?)
         }
+        Ask::Retention { vol } => Answer::Retention(Box::new(
+            client.retention(node, vol).await.map_err(ask_error)?,
+        )),
     };
     Ok(r)
 }

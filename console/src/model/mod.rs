@@ -231,6 +231,8 @@ pub struct ArchiveVol {
     pub restored: Vec<(u64, String)>,
     /// The latest snapshot.
     pub latest: Option<Snap>,
+    /// The retention policy and its next pass, once asked.
+    pub retention: Option<walb_wire::msg::RetentionReport>,
 }
 
 /// How far an archive is behind the storage.

@@ -123,6 +123,7 @@ pub(super) async fn answer_query(
             Ok(Reply::Snapshots(a.latest_snaps(vols.as_deref())))
         }
         Query::TsDelta => Ok(Reply::Lines(a.ts_delta_lines())),
+        Query::Retention { vol } => a.retention(&vol),
         Query::BlockHash { vol, gid } => a.block_hash(&vol, gid, caller).await,
         Query::HostType | Query::Pid | Query::Version => {
             Err(refuse(ErrorCode::Internal, "answered by the server core"))

@@ -120,6 +120,15 @@ pub fn opts(base: &Path) -> ArchiveOpts {
         replicate_to: Vec::new(),
         policy_max_tasks: 1,
         policy_tick_s: 1,
+        // The tests send diffs stamped long ago: retention would apply them at once.
+        retention: "off".into(),
+        keep_last: 8,
+        keep_hourly: 24,
+        keep_daily: 7,
+        keep_weekly: 4,
+        keep_monthly: 6,
+        keep_yearly: 0,
+        keep_grid: walb_daemon::opts::DEFAULT_KEEP_GRID.into(),
     }
 }
 

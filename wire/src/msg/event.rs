@@ -73,6 +73,9 @@ pub enum Event {
         /// Foreground slots (`--fg`).
         slots: u32,
     },
+    /// A retention pass began a step (sent on connections that speak
+    /// [`super::PROTOCOL_VERSION_RETENTION`]).
+    Retention(super::RetentionPass),
 }
 
 impl Event {
@@ -80,6 +83,7 @@ impl Event {
     pub fn since_version(&self) -> u16 {
         match self {
             Event::Queue { .. } => PROTOCOL_VERSION_QUEUE,
+            Event::Retention(_) => super::PROTOCOL_VERSION_RETENTION,
             _ => PROTOCOL_VERSION_MIN,
         }
     }
@@ -93,6 +97,7 @@ impl Event {
             | Event::State { vol, .. }
             | Event::Failed { vol, .. }
             | Event::Queue { vol, .. } => Some(vol),
+            Event::Retention(p) => Some(&p.vol),
             Event::Lagged { .. } => None,
         }
     }

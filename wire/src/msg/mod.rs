@@ -31,6 +31,7 @@ mod dto;
 mod error;
 mod event;
 mod query;
+mod retention;
 mod sync;
 
 pub use command::*;
@@ -38,6 +39,7 @@ pub use dto::*;
 pub use error::*;
 pub use event::*;
 pub use query::*;
+pub use retention::*;
 pub use sync::*;
 
 /// The protocol version this build speaks best (version 3 added the queue for foreground
@@ -216,6 +218,8 @@ pub enum Reply {
         /// Protocol version in use.
         protocol: u16,
     },
+    /// A volume's retention policy and its next pass.
+    Retention(RetentionReport),
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The archives' work: `merge`, `apply`, `disable-snapshot`/`enable-snapshot`, `replicate`,
 //! `bhash`, `virt-full-scan`, `start-synchronizing`/`stop-synchronizing`/`is-synchronizing`,
-//! and walblib's procedures `go-standby`, `copy-archive-info`, `latest-clean`.
+//! and walblib's procedures `go-standby`, `copy-archive-info`, `latest-clean`; `retention`
+//! ([`super::retention`]).
 
 use std::time::Duration;
 
@@ -135,6 +136,16 @@ pub enum ArchiveCmd {
         archive: String,
         /// Volume.
         vol: String,
+    },
+    /// `retention ARCHIVE VOL [--keep-* N] [--keep-grid G] [--on|--off] [--default]
+    /// [--pin GIDS] [--unpin GIDS] [--dry-run]` ([`super::retention`]).
+    Retention {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
+        /// The change asked for, if any.
+        change: Option<walb_wire::msg::RetentionSet>,
     },
 }
 
@@ -340,6 +351,7 @@ pub(super) const ROWS: &[CommandSpec] = &[
             }))
         },
     },
+    super::retention::ROW,
 ];
 
 /// A replication's image compression: `zstd[:LEVEL[:NCPU]]` or `none` (what a full copy's
@@ -404,6 +416,7 @@ impl ArchiveCmd {
             Self::GoStandby { .. } => "go-standby",
             Self::CopyArchiveInfo { .. } => "copy-archive-info",
             Self::LatestClean { .. } => "latest-clean",
+            Self::Retention { .. } => "retention",
         }
     }
 
@@ -411,7 +424,10 @@ impl ArchiveCmd {
     pub fn is_read_only(&self) -> bool {
         matches!(
             self,
-            Self::IsSynchronizing { .. } | Self::BlockHash { .. } | Self::LatestClean { .. }
+            Self::IsSynchronizing { .. }
+                | Self::BlockHash { .. }
+                | Self::LatestClean { .. }
+                | Self::Retention { change: None, .. }
         )
     }
 
@@ -425,7 +441,8 @@ impl ArchiveCmd {
             | Self::IsSynchronizing { archive, vol }
             | Self::BlockHash { archive, vol, .. }
             | Self::VirtFullScan { archive, vol, .. }
-            | Self::LatestClean { archive, vol } => (Some(archive), Some(vol)),
+            | Self::LatestClean { archive, vol }
+            | Self::Retention { archive, vol, .. } => (Some(archive), Some(vol)),
             Self::Replicate { src, vol, .. } => (Some(src), Some(vol)),
             Self::GoStandby { node, vol, .. } => (Some(node), Some(vol)),
             Self::CopyArchiveInfo { src, vol, .. } => (Some(src), Some(vol)),
@@ -544,6 +561,21 @@ impl ArchiveCmd {
             Self::LatestClean { archive, vol } => Ok(Outcome::Gid(
                 procs::latest_clean(client, archive, vol).await?,
             )),
+            Self::Retention {
+                archive,
+                vol,
+                change,
+            } => {
+                cl.node_as(archive, &[Role::Archive], "retention")?;
+                let r = match change {
+                    None => client.retention(archive, vol).await?,
+                    Some(s) => client.set_retention(archive, s.clone()).await?,
+                };
+                Ok(Outcome::Report {
+                    lines: super::retention::lines(&r),
+                    json: serde_json::to_value(&r).unwrap_or_default(),
+                })
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ pub mod archive;
 pub mod backup;
 pub mod lifecycle;
 pub mod overview;
+pub mod retention;
 pub mod routing;
 pub mod spec;
 
