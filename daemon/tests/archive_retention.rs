@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use archive_support::*;
 use walb_daemon::archive::retention::Retention;
-use walb_daemon::clock::{Clock, ManualClock};
+use walb_daemon::clock::Clock;
 use walb_kernel::wdiff::WdiffKind;
 use walb_wire::msg::RetentionReport;
 use walb_wire::{Query, Reply};
@@ -34,15 +34,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Waits (in real time) until the clock's sleepers have begun more than `n` sleeps.
-async fn slept_again(hand: &ManualClock, n: u64) {
-    let t0 = Instant::now();
-    while hand.sleeps_begun() <= n {
-        assert!(t0.elapsed() < LIMIT, "the policy never went back to sleep");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
 }
 
 /// Bytes allocated under `dir` (sparse files count what they hold).
@@ -190,4 +181,86 @@ async fn a_virtual_day_with_retention_on_and_off() {
             m.oldest.1,
         );
     }
+}
+
+/// The base's snapshot gid.
+async fn base_gid(p: &walb_wire::Peer) -> u64 {
+    match query(
+        p,
+        Query::Base {
+            vol: Some(VOL.into()),
+        },
+    )
+    .await
+    {
+        Reply::MetaState(s) => s.snap_b.gid_b,
+        r => panic!("base: {r:?}"),
+    }
+}
+
+/// A retention pass cut short by a crash in its apply (the base persisted as being
+/// applied) is finished at the next start, and the pass goes on from what is on disk.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pass_cut_short_is_finished_by_the_next() {
+    let c = Cluster::new("retention-crash");
+    let b0 = tempfile::tempdir().unwrap();
+    // Six diffs a minute apart, two days before the clock: only the newest is kept.
+    let (clock, hand) = Clock::manual(UNIX_EPOCH + Duration::from_secs(START + 2 * 86_400));
+    let mut o = opts(b0.path());
+    o.policy_tick_s = 60;
+    let a0 = TestArchive::start_clocked(&c, o.clone(), "a0", clock.clone()).await;
+    let p = connect_all(&c, a0.addr).await;
+    init_vol(&p.op, VOL).await;
+    let img = make_image(SIZE_LB, 128, 4, 5);
+    full_backup(&p.st, VOL, &img, 128, UUID, 0, START)
+        .await
+        .unwrap();
+    wait_state(&p.op, VOL, "Archived").await;
+    let mut wdiffs = Vec::new();
+    for i in 0..6u64 {
+        let w = make_wdiff(SIZE_LB, DIFF_BYTES, 70 + i, WdiffKind::Sorted);
+        let d = diff_dto(i, i + 1, i > 0, START + 60 * (i + 1));
+        send_wdiff(&p.px, VOL, UUID, SIZE_LB, d, &w).await.unwrap();
+        wdiffs.push(w);
+    }
+    let dir = a0.vol_dir(VOL);
+    drop(p);
+    a0.stop().await;
+    // The crash: a pass's apply up to 3 had persisted `<|0|-->|3|>` and written nothing.
+    let applying = walb_kernel::meta::MetaState::new_applying(
+        walb_kernel::meta::MetaSnap::clean(0),
+        walb_kernel::meta::MetaSnap::clean(3),
+        START,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join(walb_daemon::archive::vol::BASE_FILE),
+        applying.to_bytes(),
+    )
+    .unwrap();
+    o.retention = "on".into();
+    let a0 = TestArchive::start_clocked(&c, o, "a0", clock.clone()).await;
+    let p = connect_all(&c, a0.addr).await;
+    let vol = a0.archive.vol(VOL).expect("the volume");
+    let mut bases = Vec::new();
+    for _ in 0..6 {
+        let n = hand.sleeps_begun();
+        hand.advance(Duration::from_secs(60));
+        slept_again(&hand, n).await;
+        let t0 = Instant::now();
+        while !vol.core.actions().is_idle() {
+            assert!(t0.elapsed() < LIMIT, "a step never ended");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        bases.push(base_gid(&p.op).await);
+    }
+    // First the interrupted apply to 3, then the pass's own apply to the newest.
+    assert_eq!(&bases[..2], &[3, 6], "bases tick by tick: {bases:?}");
+    assert!(diffs(&p.op, VOL).await.is_empty());
+    let r = report(&p.op).await;
+    assert!(r.apply_to.is_none() && r.merges.is_empty(), "{r:?}");
+    let w: Vec<&[u8]> = wdiffs.iter().map(Vec::as_slice).collect();
+    let path = restore(&p.op, VOL, 6).await;
+    assert!(std::fs::read(path).unwrap() == apply_all(&img, &w));
+    a0.stop().await;
 }

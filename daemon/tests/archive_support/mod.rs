@@ -279,6 +279,16 @@ pub async fn bind(
     .await
 }
 
+/// Waits (in real time) until the virtual clock's sleepers have begun more than `n`
+/// sleeps: a timed loop made its decision and sleeps again.
+pub async fn slept_again(hand: &walb_daemon::clock::ManualClock, n: u64) {
+    let t0 = std::time::Instant::now();
+    while hand.sleeps_begun() <= n {
+        assert!(t0.elapsed() < LIMIT, "the policy never went back to sleep");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 /// The error code of a refused request.
 pub fn code(e: &Error) -> walb_wire::ErrorCode {
     e.remote_code()

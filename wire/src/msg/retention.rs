@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 pub const PROTOCOL_VERSION_RETENTION: u16 = 4;
 
 /// A retention policy: PBS-style counts for explicit snapshots and a zrepl-style grid.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct RetentionPolicy {
     /// Whether it runs.
@@ -59,7 +59,7 @@ pub struct RetentionPoint {
 }
 
 /// A volume's retention: its policy and the next pass ([`super::Reply::Retention`]).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]
 pub struct RetentionReport {
     /// Volume.
@@ -158,29 +158,7 @@ mod tests {
             software: vol(),
             protocol: 3,
         };
-        let report = Reply::Retention(RetentionReport {
-            vol: vol(),
-            policy: RetentionPolicy {
-                on: true,
-                keep_last: 1,
-                keep_hourly: 0,
-                keep_daily: 0,
-                keep_weekly: 0,
-                keep_monthly: 0,
-                keep_yearly: 0,
-                grid: String::new(),
-            },
-            own: false,
-            pinned: vec![],
-            now_s: 0,
-            points: vec![],
-            demote: vec![],
-            merges: vec![],
-            apply_to: None,
-            diffs: 0,
-            bound: None,
-            dry_run: false,
-        });
+        let report = Reply::Retention(RetentionReport::default());
         assert!(tag(&report) > tag(&version));
         let pass = Event::Retention(RetentionPass {
             vol: vol(),

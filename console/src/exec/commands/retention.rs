@@ -245,20 +245,13 @@ mod tests {
     #[test]
     fn a_report_prints_the_pass_and_every_point() {
         let r = RetentionReport {
-            vol: "v".into(),
             policy: RetentionPolicy {
                 on: true,
                 keep_last: 8,
-                keep_hourly: 24,
-                keep_daily: 7,
-                keep_weekly: 4,
-                keep_monthly: 6,
-                keep_yearly: 0,
                 grid: "1x1m(keep=all)".into(),
+                ..RetentionPolicy::default()
             },
-            own: false,
             pinned: vec![3],
-            now_s: 0,
             points: vec![
                 RetentionPoint {
                     gid: 2,
@@ -273,15 +266,19 @@ mod tests {
                     fate: RetentionFate::Keep(vec!["pinned".into(), "newest".into()]),
                 },
             ],
-            demote: vec![],
             merges: vec![(3, 5)],
             apply_to: Some(3),
             diffs: 2,
             bound: Some(10),
             dry_run: true,
+            ..RetentionReport::default()
         };
         let l = lines(&r);
-        assert!(l[0].starts_with("policy on (the archive's default): keep-last=8"), "{}", l[0]);
+        assert!(
+            l[0].starts_with("policy on (the archive's default): keep-last=8 keep-hourly=0"),
+            "{}",
+            l[0]
+        );
         assert_eq!(l[1], "pinned 3");
         assert_eq!(l[2], "diffs 2 bound 10");
         assert_eq!(l[3], "next pass apply up to 3; merge 3..5");

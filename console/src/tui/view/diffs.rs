@@ -212,51 +212,18 @@ fn draw_restorable(m: &Model, t: &Theme, av: Option<&ArchiveVol>, f: &mut Frame,
 #[cfg(test)]
 mod tests {
     use super::*;
-    use walb_wire::msg::{DiffRange, RetentionPolicy, SnapDto};
-
-    fn diff(b: u64, e: u64) -> MetaDiffDto {
-        MetaDiffDto {
-            range: DiffRange {
-                snap_b: SnapDto { gid_b: b, gid_e: b },
-                snap_e: SnapDto { gid_b: e, gid_e: e },
-            },
-            mergeable: true,
-            comp_diff: false,
-            timestamp_s: 0,
-            size: 0,
-        }
-    }
-
     #[test]
     fn the_retention_column_marks_applied_and_merged_diffs() {
         let r = RetentionReport {
-            vol: "v".into(),
-            policy: RetentionPolicy {
-                on: true,
-                keep_last: 0,
-                keep_hourly: 0,
-                keep_daily: 0,
-                keep_weekly: 0,
-                keep_monthly: 0,
-                keep_yearly: 0,
-                grid: String::new(),
-            },
-            own: false,
-            pinned: vec![],
-            now_s: 0,
-            points: vec![],
-            demote: vec![],
             merges: vec![(4, 7)],
             apply_to: Some(2),
-            diffs: 0,
-            bound: None,
-            dry_run: false,
+            ..RetentionReport::default()
         };
         let marks: String = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 7), (7, 8)]
             .iter()
-            .map(|&(b, e)| retention_mark(Some(&r), &diff(b, e)))
+            .map(|&(b, e)| retention_mark(Some(&r), &MetaDiffDto::clean(b, e)))
             .collect();
         assert_eq!(marks, "aa  mm ");
-        assert_eq!(retention_mark(None, &diff(0, 1)), ' ');
+        assert_eq!(retention_mark(None, &MetaDiffDto::clean(0, 1)), ' ');
     }
 }

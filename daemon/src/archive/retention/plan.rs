@@ -218,8 +218,11 @@ pub fn plan(
         .filter(|(p, w)| w.is_empty() && p.explicit)
         .map(|(p, _)| p.gid)
         .collect();
-    let (merges, demote) = merges(chain, floor, &kept, &unkept_explicit);
-    let folded: HashSet<u64> = folded_gids(chain, &merges);
+    let Runs {
+        merges,
+        demote,
+        folded,
+    } = runs(chain, floor, &kept, &unkept_explicit);
     let verdicts = pts
         .into_iter()
         .zip(why)
@@ -340,14 +343,24 @@ fn by_counts(c: &Counts, pts: &[Point], pinned: &BTreeSet<u64>, why: &mut [Vec<W
     }
 }
 
-/// The merges between consecutive kept points from `floor` on, and the explicit
-/// snapshots inside them to make implicit first.
-fn merges(
+/// What the merges of a pass are.
+struct Runs {
+    /// `(gid_b, gid_e)`, oldest first.
+    merges: Vec<(u64, u64)>,
+    /// Explicit snapshots inside them.
+    demote: Vec<u64>,
+    /// The snapshots they swallow, now or (between two pieces of a long run) at a later
+    /// pass.
+    folded: HashSet<u64>,
+}
+
+/// The merges between consecutive kept points from `floor` on.
+fn runs(
     chain: &[MetaDiff],
     floor: u64,
     kept: &BTreeSet<u64>,
     unkept_explicit: &HashSet<u64>,
-) -> (Vec<(u64, u64)>, Vec<u64>) {
+) -> Runs {
     let is_kept = |s: &walb_kernel::meta::MetaSnap| s.is_clean() && kept.contains(&s.gid_b);
     // Runs of diffs from one kept point to the next.
     let mut runs: Vec<Vec<&MetaDiff>> = Vec::new();
@@ -367,7 +380,11 @@ fn merges(
             runs.extend(cur.take());
         }
     }
-    let (mut out, mut demote) = (Vec::new(), Vec::new());
+    let mut out = Runs {
+        merges: Vec::new(),
+        demote: Vec::new(),
+        folded: HashSet::new(),
+    };
     for run in runs {
         // Split where the next diff cannot follow.
         let mut pieces: Vec<Vec<&MetaDiff>> = vec![Vec::new()];
@@ -386,31 +403,27 @@ fn merges(
             }
         }
         for piece in pieces {
-            for chunk in piece.chunks(MAX_RUN).filter(|c| c.len() >= 2) {
+            let chunks: Vec<&[&MetaDiff]> = piece.chunks(MAX_RUN).collect();
+            for (i, chunk) in chunks.iter().enumerate() {
                 let (first, last) = (chunk[0], chunk[chunk.len() - 1]);
-                out.push((first.snap_b.gid_b, last.snap_e.gid_b));
-                demote.extend(
-                    chunk[1..]
-                        .iter()
-                        .filter(|d| !d.mergeable)
-                        .map(|d| d.snap_b.gid_b),
-                );
+                if i + 1 < chunks.len() {
+                    // A later pass merges the pieces.
+                    out.folded.insert(last.snap_e.gid_b);
+                }
+                if chunk.len() < 2 {
+                    continue;
+                }
+                out.merges.push((first.snap_b.gid_b, last.snap_e.gid_b));
+                for d in &chunk[1..] {
+                    out.folded.insert(d.snap_b.gid_b);
+                    if !d.mergeable {
+                        out.demote.push(d.snap_b.gid_b);
+                    }
+                }
             }
         }
     }
-    (out, demote)
-}
-
-/// The gids of the snapshots `merges` (oldest first, disjoint) swallow.
-fn folded_gids(chain: &[MetaDiff], merges: &[(u64, u64)]) -> HashSet<u64> {
-    chain
-        .iter()
-        .map(|d| d.snap_b.gid_b)
-        .filter(|&g| {
-            let i = merges.partition_point(|&(b, _)| b < g);
-            i > 0 && g < merges[i - 1].1
-        })
-        .collect()
+    out
 }
 
 #[cfg(test)]

@@ -235,6 +235,10 @@ fn long_runs_merge_in_pieces_and_off_keeps_everything() {
     let p = plan(&r, &base, &chain, D0 + 1000, &BTreeSet::from([0]), &[]);
     assert_eq!(p.merges, vec![(0, 128), (128, 256), (256, 300)]);
     assert_eq!(p.apply_to, None);
+    // The ends of the pieces are merged away by the next pass.
+    let f = fates(&p);
+    assert_eq!((&f[128].1[..], &f[256].1[..], &f[299].1[..]), ("fold", "fold", "fold"));
+    assert_eq!(p.kept(), 2);
     // Without the pin everything but the newest is applied.
     let p = plan(&r, &base, &chain, D0 + 1000, &BTreeSet::new(), &[]);
     assert_eq!((p.apply_to, p.merges.len()), (Some(300), 0));
