@@ -3,7 +3,8 @@
 
 use walb_wire::msg::{
     ArchiveDest, ArchiveInfoCommand, BindCommand, BindHow, MergeUntil, MetaDiffDto, MetaStateDto,
-    PeerRole, ReplicateCommand, RetentionReport, RetentionSet, SnapshotInfo, StartMode, StopMode, Uuid, VolPeers,
+    PeerRole, ReplicateCommand, RetentionReport, RetentionSet, SnapshotInfo, StartMode, StopMode,
+    Uuid, VolPeers,
 };
 use walb_wire::{Command, Query, Reply};
 

@@ -399,12 +399,11 @@ impl Archive {
             .map(|v| {
                 // A settings file that cannot be read stops the volume's retention (the
                 // retention query names the file).
-                let own = retention::serve::load(&v.dir).unwrap_or_else(|_| {
-                    retention::VolRetention {
+                let own =
+                    retention::serve::load(&v.dir).unwrap_or_else(|_| retention::VolRetention {
                         policy: Some(Retention::off()),
                         ..Default::default()
-                    }
-                });
+                    });
                 let m = v.meta();
                 let chain = m.diffs.applicable_chain(m.base.snap_b, Default::default());
                 let restorable = m
@@ -431,7 +430,10 @@ impl Archive {
 
     /// Starts `task` as the command of its name does (a retention step also logged and
     /// published as [`Event::Retention`]).
-    async fn run_task(self: &Arc<Self>, task: &Task) -> Result<walb_wire::Reply, walb_wire::WireError> {
+    async fn run_task(
+        self: &Arc<Self>,
+        task: &Task,
+    ) -> Result<walb_wire::Reply, walb_wire::WireError> {
         if let Task::Retain {
             vol,
             step,

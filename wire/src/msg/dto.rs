@@ -43,7 +43,10 @@ impl MetaDiffDto {
     pub fn clean(gid_b: u64, gid_e: u64) -> MetaDiffDto {
         MetaDiffDto {
             range: DiffRange {
-                snap_b: SnapDto { gid_b, gid_e: gid_b },
+                snap_b: SnapDto {
+                    gid_b,
+                    gid_e: gid_b,
+                },
                 snap_e: SnapDto {
                     gid_b: gid_e,
                     gid_e,

@@ -3,7 +3,7 @@
 
 /// The civil date `(year, month 1-12, day 1-31)` of day `days` since 1970-01-01
 /// (Howard Hinnant's `civil_from_days`).
-pub fn civil(days: i64) -> (i64, u32, u32) {
+pub(super) fn civil(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097); // [0, 146096]
@@ -18,7 +18,7 @@ pub fn civil(days: i64) -> (i64, u32, u32) {
 
 /// A calendar unit of the counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Unit {
+pub(super) enum Unit {
     /// Hour.
     Hour,
     /// Day.
@@ -32,7 +32,7 @@ pub enum Unit {
 }
 
 /// The bucket of `ts` (seconds since the epoch, UTC) in `unit`.
-pub fn bucket(ts: u64, unit: Unit) -> i64 {
+pub(super) fn bucket(ts: u64, unit: Unit) -> i64 {
     let days = (ts / 86_400) as i64;
     match unit {
         Unit::Hour => (ts / 3600) as i64,

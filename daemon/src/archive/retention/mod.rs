@@ -201,7 +201,9 @@ impl std::str::FromStr for Grid {
         let mut out = Vec::new();
         for part in t.split('|') {
             let p = part.trim();
-            let bad = |why: &str| format!("grid interval {p:?}: {why} (want COUNTxLEN[(keep=all|N)], e.g. 24x1h)");
+            let bad = |why: &str| {
+                format!("grid interval {p:?}: {why} (want COUNTxLEN[(keep=all|N)], e.g. 24x1h)")
+            };
             let (body, keep) = match p.split_once('(') {
                 None => (p, Keep::Newest(1)),
                 Some((body, rest)) => {
@@ -332,7 +334,10 @@ impl Retention {
             monthly: o.keep_monthly,
             yearly: o.keep_yearly,
         };
-        r.grid = o.keep_grid.parse().map_err(|e| format!("--keep-grid: {e}"))?;
+        r.grid = o
+            .keep_grid
+            .parse()
+            .map_err(|e| format!("--keep-grid: {e}"))?;
         Ok(r)
     }
 
@@ -506,7 +511,10 @@ mod tests {
         };
         assert_eq!(p.policy, Some(want));
         let e = VolRetention::parse("# c\nkeep-last=3\nkeep-hourlyy=2\n").unwrap_err();
-        assert!(e.starts_with("line 3:") && e.contains("keep-hourlyy"), "{e}");
+        assert!(
+            e.starts_with("line 3:") && e.contains("keep-hourlyy"),
+            "{e}"
+        );
         assert!(VolRetention::parse("pin=x").is_err());
         assert!(VolRetention::parse("retention=maybe").is_err());
         assert!(VolRetention::parse("keep-last").is_err());

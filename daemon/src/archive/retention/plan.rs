@@ -18,7 +18,7 @@ use super::calendar::{bucket, Unit};
 use super::{Counts, Grid, Keep, Retention};
 
 /// Most diffs one merge of a pass takes.
-pub const MAX_RUN: usize = 128;
+pub(super) const MAX_RUN: usize = 128;
 
 /// A restorable point: a clean snapshot on the chain (or the base's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -111,7 +111,11 @@ pub fn report(
 }
 
 /// `set` applied to `v` (the policy in force being `default` if the volume has none).
-pub fn change(v: &VolRetention, default: &Retention, s: &RetentionSet) -> Result<VolRetention, String> {
+pub fn change(
+    v: &VolRetention,
+    default: &Retention,
+    s: &RetentionSet,
+) -> Result<VolRetention, String> {
     let mut out = v.clone();
     if s.default {
         out.policy = None;

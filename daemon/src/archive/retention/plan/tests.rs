@@ -221,8 +221,7 @@ fn replicas_pins_and_compared_diffs_bound_the_merges() {
     assert_eq!(p.apply_to, None);
     assert_eq!(p.merges, vec![(0, 5)]);
     // An apply in progress: nothing until it is finished.
-    let applying =
-        MetaState::new_applying(MetaSnap::clean(0), MetaSnap::clean(2), D0).unwrap();
+    let applying = MetaState::new_applying(MetaSnap::clean(0), MetaSnap::clean(2), D0).unwrap();
     let p = plan(&r, &applying, &chain, D0 + 100, &BTreeSet::new(), &[]);
     assert!(p.is_idle() && p.verdicts.is_empty());
 }
@@ -237,12 +236,22 @@ fn long_runs_merge_in_pieces_and_off_keeps_everything() {
     assert_eq!(p.apply_to, None);
     // The ends of the pieces are merged away by the next pass.
     let f = fates(&p);
-    assert_eq!((&f[128].1[..], &f[256].1[..], &f[299].1[..]), ("fold", "fold", "fold"));
+    assert_eq!(
+        (&f[128].1[..], &f[256].1[..], &f[299].1[..]),
+        ("fold", "fold", "fold")
+    );
     assert_eq!(p.kept(), 2);
     // Without the pin everything but the newest is applied.
     let p = plan(&r, &base, &chain, D0 + 1000, &BTreeSet::new(), &[]);
     assert_eq!((p.apply_to, p.merges.len()), (Some(300), 0));
-    let p = plan(&Retention::off(), &base, &chain, D0 + 1000, &BTreeSet::new(), &[]);
+    let p = plan(
+        &Retention::off(),
+        &base,
+        &chain,
+        D0 + 1000,
+        &BTreeSet::new(),
+        &[],
+    );
     assert!(p.is_idle());
     assert_eq!(p.kept(), 301);
 }
@@ -278,5 +287,8 @@ fn the_default_policy_bounds_a_day_of_steady_snapshots() {
     // 2 min of snapshots (24), 60 minutes, 24 hours + 61 minutes, 49 counted, newest.
     let bound = r.bound(24, 0, 0).unwrap() as usize;
     assert!(peak <= bound, "{peak} diffs > {bound}");
-    assert!(peak > 60, "only {peak} diffs: the grid keeps one per minute");
+    assert!(
+        peak > 60,
+        "only {peak} diffs: the grid keeps one per minute"
+    );
 }
