@@ -156,6 +156,17 @@ fn retention_bounds_the_diffs_and_kept_snapshots_restore() -> Result<()> {
                 bail!("snapshot {gid} restores to {got}, the device held {sha}");
             }
         }
+        let text = c.exec_ok(&["retention", "a0", VOL])?;
+        let head: Vec<&str> = text.lines().take(4).collect();
+        let reasons: BTreeMap<&str, usize> =
+            text.lines().skip(4).fold(BTreeMap::new(), |mut m, l| {
+                *m.entry(l.split(' ').nth(3).unwrap_or("?")).or_default() += 1;
+                m
+            });
+        eprintln!(
+            "retention e2e: {head:?}; points by fate: {reasons:?}; {} points",
+            fates.len()
+        );
         let latest = c.snapshot()?;
         c.assert_restore_equals_device(latest)?;
         eprintln!(

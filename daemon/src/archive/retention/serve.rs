@@ -253,8 +253,10 @@ mod tests {
     #[test]
     fn the_window_is_the_keep_all_intervals_and_one_bucket_after() {
         assert_eq!(window_s(&Retention::default()), 120);
-        let mut r = Retention::default();
-        r.grid = "24x1h".parse().unwrap();
+        let mut r = Retention {
+            grid: "24x1h".parse().unwrap(),
+            ..Retention::default()
+        };
         assert_eq!(window_s(&r), 3600);
         r.grid = "none".parse().unwrap();
         assert_eq!(window_s(&r), 0);

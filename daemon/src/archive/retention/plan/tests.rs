@@ -259,14 +259,12 @@ fn long_runs_merge_in_pieces_and_off_keeps_everything() {
 #[test]
 fn the_default_policy_bounds_a_day_of_steady_snapshots() {
     // One implicit snapshot every 5 s and an explicit one every 30 min for a day: after
-    // each hour's passes (the plan carried out), the count stays under the bound.
+    // ten minutes' passes (the plan carried out), the count stays under the bound.
     let r = Retention::default();
     let mut pts: Vec<(u64, u64, bool)> = Vec::new();
-    let mut gid = 0;
     let mut peak = 0;
-    for s in (0..86_400u64).step_by(5) {
-        pts.push((gid, D0 + s, s % 1800 == 0));
-        gid += 1;
+    for (gid, s) in (0..86_400u64).step_by(5).enumerate() {
+        pts.push((gid as u64, D0 + s, s % 1800 == 0));
         if s % 600 != 595 {
             continue;
         }
