@@ -397,6 +397,27 @@ pub fn copy_lines(src: &str, dst: &str, vol: &str, r: &procs::CopyDone) -> Vec<S
     out
 }
 
+/// `virt-full-scan`: the image into `out`; what was written.
+async fn virt_full_scan(
+    client: &Client,
+    archive: &str,
+    vol: &str,
+    gid: u64,
+    bulk_lb: Option<u64>,
+    out: &std::path::Path,
+) -> Result<Outcome, ClientError> {
+    client
+        .cluster()
+        .node_as(archive, &[Role::Archive], "virt-full-scan")?;
+    let s = crate::scan::virt_full_scan(client, archive, vol, gid, bulk_lb, out).await?;
+    Ok(Outcome::Text(format!(
+        "{} bytes ({} of data) written to {}",
+        s.bytes,
+        s.data_bytes,
+        out.display()
+    )))
+}
+
 impl ArchiveCmd {
     /// The command's name.
     pub fn name(&self) -> &'static str {
@@ -518,17 +539,7 @@ impl ArchiveCmd {
                 gid,
                 out,
                 bulk_lb,
-            } => {
-                cl.node_as(archive, &[Role::Archive], "virt-full-scan")?;
-                let s =
-                    crate::scan::virt_full_scan(client, archive, vol, *gid, *bulk_lb, out).await?;
-                Ok(Outcome::Text(format!(
-                    "{} bytes ({} of data) written to {}",
-                    s.bytes,
-                    s.data_bytes,
-                    out.display()
-                )))
-            }
+            } => virt_full_scan(client, archive, vol, *gid, *bulk_lb, out).await,
             Self::Synchronizing {
                 archive,
                 vol,
@@ -565,17 +576,7 @@ impl ArchiveCmd {
                 archive,
                 vol,
                 change,
-            } => {
-                cl.node_as(archive, &[Role::Archive], "retention")?;
-                let r = match change {
-                    None => client.retention(archive, vol).await?,
-                    Some(s) => client.set_retention(archive, s.clone()).await?,
-                };
-                Ok(Outcome::Report {
-                    lines: super::retention::lines(&r),
-                    json: serde_json::to_value(&r).unwrap_or_default(),
-                })
-            }
+            } => super::retention::run(client, archive, vol, change.as_ref()).await,
         }
     }
 }

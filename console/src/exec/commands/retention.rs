@@ -7,7 +7,29 @@ use walb_wire::msg::{RetentionFate, RetentionReport, RetentionSet};
 
 use super::spec::*;
 use super::ExecCmd;
-use crate::exec::output::time_iso;
+use crate::client::{Client, ClientError};
+use crate::exec::output::{time_iso, Outcome};
+use walb_wire::Role;
+
+/// Shows the report of `vol` on `archive`, after `change` if any.
+pub(super) async fn run(
+    client: &Client,
+    archive: &str,
+    vol: &str,
+    change: Option<&RetentionSet>,
+) -> Result<Outcome, ClientError> {
+    client
+        .cluster()
+        .node_as(archive, &[Role::Archive], "retention")?;
+    let r = match change {
+        None => client.retention(archive, vol).await?,
+        Some(s) => client.set_retention(archive, s.clone()).await?,
+    };
+    Ok(Outcome::Report {
+        lines: lines(&r),
+        json: serde_json::to_value(&r).unwrap_or_default(),
+    })
+}
 
 const OPT_KEEP: [OptSpec; 6] = [
     OptSpec {
