@@ -315,7 +315,39 @@ pub struct ArchiveOpts {
     /// Maintenance: how often the policy looks for work, seconds.
     #[arg(long, default_value_t = 1)]
     pub policy_tick_s: u64,
+    /// Retention, the cluster default (a volume may have its own: `walb-console --exec
+    /// retention ARCHIVE VOL`): snapshots are merged away and applied into the base as
+    /// they age, keeping what --keep-* (explicit snapshots) and --keep-grid (all) say;
+    /// `off` keeps every snapshot for ever.
+    #[arg(long, value_name = "on|off", default_value = "on")]
+    pub retention: String,
+    /// Retention: keep the newest N explicit snapshots.
+    #[arg(long, value_name = "N", default_value_t = 8)]
+    pub keep_last: u32,
+    /// Retention: keep the newest explicit snapshot of each of the N newest hours.
+    #[arg(long, value_name = "N", default_value_t = 24)]
+    pub keep_hourly: u32,
+    /// Retention: ... of each of the N newest days (UTC).
+    #[arg(long, value_name = "N", default_value_t = 7)]
+    pub keep_daily: u32,
+    /// Retention: ... of each of the N newest ISO weeks.
+    #[arg(long, value_name = "N", default_value_t = 4)]
+    pub keep_weekly: u32,
+    /// Retention: ... of each of the N newest months.
+    #[arg(long, value_name = "N", default_value_t = 6)]
+    pub keep_monthly: u32,
+    /// Retention: ... of each of the N newest years.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub keep_yearly: u32,
+    /// Retention: the grid for all snapshots, intervals from now backwards
+    /// (`COUNTxLEN[(keep=all|N)] | ...`): by default every snapshot of the last minute,
+    /// one a minute for the hour, one an hour for the day.
+    #[arg(long, value_name = "GRID", default_value = DEFAULT_KEEP_GRID)]
+    pub keep_grid: String,
 }
+
+/// The default `--keep-grid`.
+pub const DEFAULT_KEEP_GRID: &str = "1x1m(keep=all) | 59x1m | 23x1h";
 
 /// A PERIOD: seconds, `N` with `s`/`m`/`h`/`d`, or `hh:mm:ss`.
 pub fn parse_period(s: &str) -> Result<u64, String> {

@@ -8,7 +8,7 @@ mod archive_support;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use archive_support::*;
-use walb_daemon::clock::{Clock, ManualClock};
+use walb_daemon::clock::Clock;
 use walb_kernel::wdiff::WdiffKind;
 use walb_wire::msg::SnapDto;
 use walb_wire::{Query, Reply};
@@ -98,15 +98,6 @@ async fn old_diffs_are_applied_and_volumes_replicated_without_an_operator() {
 }
 
 const HOUR: u64 = 3600;
-
-/// Waits (in real time) until the clock's sleepers have begun more than `n` sleeps.
-async fn slept_again(hand: &ManualClock, n: u64) {
-    let t0 = Instant::now();
-    while hand.sleeps_begun() <= n {
-        assert!(t0.elapsed() < LIMIT, "the policy never went back to sleep");
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-}
 
 /// The gid apply by age (keep `keep_s`) takes at wall time `now` from `points` (gid,
 /// timestamp), staying at `base` when none is old enough.

@@ -31,6 +31,10 @@ pub struct ClusterOpts {
     pub proxy_args: Vec<String>,
     /// Extra archive options.
     pub archive_args: Vec<String>,
+    /// Run the archives' default retention. Off unless asked (`--retention off`): the
+    /// scenarios check walb-tools' behaviour, where nothing merges or applies by itself
+    /// (`tests/retention.rs` runs it).
+    pub retention: bool,
     /// Number of proxies (p0, p1, ...), in the storage's priority order.
     pub proxies: usize,
     /// Number of archives: a0 (the storage's) and a1, a2... (replication targets, in the
@@ -88,6 +92,7 @@ impl Default for ClusterOpts {
             storage_args: Vec::new(),
             proxy_args: Vec::new(),
             archive_args: Vec::new(),
+            retention: false,
             proxies: 1,
             archives: 1,
             storages: 1,
@@ -254,7 +259,14 @@ impl Cluster {
         order.sort_by_key(|(r, _)| rank(*r));
         for (role, name) in order {
             let args = match role {
-                Role::Archive => c.daemon(&name, role).with(&opts.archive_args).args(),
+                Role::Archive => {
+                    let off = ["--retention", "off"];
+                    let off: &[&str] = if opts.retention { &[] } else { &off };
+                    c.daemon(&name, role)
+                        .with(off.iter().copied())
+                        .with(&opts.archive_args)
+                        .args()
+                }
                 Role::Proxy => c.daemon(&name, role).with(&opts.proxy_args).args(),
                 _ => c.storage_args(&name),
             };

@@ -268,6 +268,19 @@ fn command(c: &Command, lim: &Limits) -> Result<(), WireError> {
             vol_size("resize", *size_lb, lim)
         }
         Command::SetFullScanBps(_) | Command::Shutdown { .. } => Ok(()),
+        Command::SetRetention(r) => {
+            vol_name(&r.vol)?;
+            list("retention settings", r.set.len(), lim)?;
+            for (k, v) in &r.set {
+                text("a retention key", k, 64)?;
+                text("a retention value", v, 1024)?;
+            }
+            list(
+                "retention pins",
+                r.pin.len().saturating_add(r.unpin.len()),
+                lim,
+            )
+        }
     }
 }
 
@@ -316,7 +329,8 @@ fn query(q: &Query, _lim: &Limits) -> Result<(), WireError> {
         | Query::Restored { vol }
         | Query::State { vol }
         | Query::Uuid { vol }
-        | Query::VolSize { vol } => vol_name(vol),
+        | Query::VolSize { vol }
+        | Query::Retention { vol } => vol_name(vol),
         Query::ArchiveInfo { vol, archive } | Query::Diff { vol, archive, .. } => {
             vol_name(vol)?;
             archive

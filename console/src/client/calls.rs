@@ -3,8 +3,9 @@
 
 use walb_wire::msg::{
     ArchiveDest, ArchiveInfoCommand, BindCommand, BindHow, DiffStats, LogUsageRow, MergeUntil,
-    MetaDiffDto, MetaStateDto, PeerRole, ReplicateCommand, RestoredImage, SnapshotInfo, StartMode,
-    StopMode, TsDeltaRow, Uuid, VolActions, VolBase, VolPeers, VolumeState,
+    MetaDiffDto, MetaStateDto, PeerRole, ReplicateCommand, RestoredImage, RetentionReport,
+    RetentionSet, SnapshotInfo, StartMode, StopMode, TsDeltaRow, Uuid, VolActions, VolBase,
+    VolPeers, VolumeState,
 };
 use walb_wire::{Command, Query, Reply, Role};
 
@@ -837,5 +838,24 @@ impl Client {
             )
             .await?;
         expect_ack(node, "del-restored", r)
+    }
+
+    /// `retention VOL`: the volume's retention policy and what its next pass would do.
+    pub async fn retention(&self, node: &str, vol: &str) -> Result<RetentionReport, ClientError> {
+        let r = self
+            .query(node, Query::Retention { vol: vol.into() })
+            .await?;
+        super::expect_retention(node, "retention", r)
+    }
+
+    /// Changes a volume's retention policy or pins (or, `dry_run`, shows the next pass
+    /// under the change); the report under the new settings.
+    pub async fn set_retention(
+        &self,
+        node: &str,
+        set: RetentionSet,
+    ) -> Result<RetentionReport, ClientError> {
+        let r = self.command(node, Command::SetRetention(set)).await?;
+        super::expect_retention(node, "retention", r)
     }
 }

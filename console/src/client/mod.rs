@@ -541,6 +541,17 @@ fn expect_peers(node: &str, asked: &str, r: Reply) -> Result<VolPeers, ClientErr
     }
 }
 
+fn expect_retention(
+    node: &str,
+    asked: &str,
+    r: Reply,
+) -> Result<walb_wire::msg::RetentionReport, ClientError> {
+    match r {
+        Reply::Retention(p) => Ok(p),
+        other => Err(not_typed(node, asked, "a retention report", other)),
+    }
+}
+
 /// The error for a reply that is not the typed answer `want`: a protocol-3 daemon's text
 /// (old-peer fallback: named as such, never parsed) or something the contract does not say.
 fn not_typed(node: &str, asked: &str, want: &'static str, r: Reply) -> ClientError {

@@ -128,6 +128,13 @@ pub enum Outcome {
         /// Protocol version.
         protocol: u16,
     },
+    /// A report that brings its own text and JSON forms (`retention`).
+    Report {
+        /// The text lines.
+        lines: Vec<String>,
+        /// The JSON value.
+        json: Value,
+    },
 }
 
 /// `8 2017-05-24T05:13:31 1`.
@@ -213,6 +220,7 @@ impl Outcome {
             Outcome::Version { software, protocol } => {
                 vec![format!("{software} protocol {protocol}")]
             }
+            Outcome::Report { lines, .. } => lines.clone(),
         }
     }
 
@@ -311,6 +319,7 @@ impl Outcome {
             Outcome::Version { software, protocol } => {
                 json!({ "software": software, "protocol": protocol })
             }
+            Outcome::Report { json, .. } => json.clone(),
         }
     }
 }

@@ -2,7 +2,8 @@
 //! the fold asks them, [`answer`] asks the daemon with the client.
 
 use walb_wire::msg::{
-    LogUsageRow, MetaDiffDto, MetaStateDto, RestoredImage, SnapshotInfo, TsDeltaRow, VolumeState,
+    LogUsageRow, MetaDiffDto, MetaStateDto, RestoredImage, RetentionReport, SnapshotInfo,
+    TsDeltaRow, VolumeState,
 };
 use walb_wire::ErrorCode;
 
@@ -66,6 +67,11 @@ pub enum Ask {
         /// Volume.
         vol: String,
     },
+    /// Archive: the retention policy and its next pass.
+    Retention {
+        /// Volume.
+        vol: String,
+    },
 }
 
 /// A reply to an [`Ask`].
@@ -105,6 +111,8 @@ pub enum Answer {
     Base(MetaStateDto),
     /// Restored images.
     Restored(Vec<RestoredImage>),
+    /// A retention report.
+    Retention(Box<RetentionReport>),
 }
 
 /// Why an [`Ask`] failed.
@@ -182,6 +190,9 @@ pub async fn answer(client: &Client, node: &str, ask: &Ask) -> Result<Answer, As
         Ask::Restored { vol } => {
             Answer::Restored(client.restored(node, vol).await.map_err(ask_error)?)
         }
+        Ask::Retention { vol } => Answer::Retention(Box::new(
+            client.retention(node, vol).await.map_err(ask_error)?,
+        )),
     };
     Ok(r)
 }

@@ -229,6 +229,7 @@ pub fn refresh_vol(m: &mut Live, node: &str, vol: &str, out: &mut Vec<Effect>) {
             ask(m, out, node, Ask::Diffs { vol: v.clone() });
             ask(m, out, node, Ask::Restorable { vol: v.clone() });
             ask(m, out, node, Ask::Restored { vol: v.clone() });
+            ask(m, out, node, Ask::Retention { vol: v.clone() });
             ask(m, out, node, Ask::Base { vol: v });
         }
     }
@@ -533,6 +534,7 @@ fn on_diff_list(
     if m.diffs_target.as_ref() == Some(&(node.to_owned(), vol.clone())) || m.eager {
         ask(m, out, node, Ask::Restorable { vol: vol.clone() });
         ask(m, out, node, Ask::Base { vol: vol.clone() });
+        ask(m, out, node, Ask::Retention { vol: vol.clone() });
     }
     for p in queues {
         ask(
@@ -665,6 +667,14 @@ fn on_event(m: &mut Live, node: &str, event: Event, out: &mut Vec<Effect>) {
                 });
             }
         }
+        Event::Retention(p) => {
+            m.push_log(
+                Level::Info,
+                Some(node),
+                Some(&p.vol),
+                format!("retention: {} ({} kept, {} diffs)", p.step, p.kept, p.diffs),
+            );
+        }
         Event::Lagged { missed } => {
             m.push_log(
                 Level::Warn,
@@ -720,6 +730,7 @@ fn on_vols(
                 if m.eager || shown {
                     ask(m, out, node, Ask::Restorable { vol: vol.clone() });
                     ask(m, out, node, Ask::Base { vol: vol.clone() });
+                    ask(m, out, node, Ask::Retention { vol: vol.clone() });
                     ask(m, out, node, Ask::Restored { vol });
                 }
             }
@@ -896,6 +907,9 @@ fn on_reply(
         }
         (Ask::Base { vol }, Answer::Base(b)) => archive_at(m, &vol, node).base = Some(b),
         (Ask::Restored { vol }, Answer::Restored(r)) => archive_at(m, &vol, node).restored = r,
+        (Ask::Retention { vol }, Answer::Retention(r)) => {
+            archive_at(m, &vol, node).retention = Some(*r)
+        }
         (a, other) => m.push_log(
             Level::Warn,
             Some(node),

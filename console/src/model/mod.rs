@@ -216,6 +216,8 @@ pub struct ArchiveVol {
     pub restored: Vec<RestoredImage>,
     /// The latest snapshot.
     pub latest: Option<Snap>,
+    /// The retention policy and its next pass, once asked.
+    pub retention: Option<walb_wire::msg::RetentionReport>,
 }
 
 /// How far an archive is behind the storage.

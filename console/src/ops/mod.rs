@@ -622,17 +622,8 @@ mod tests {
 
     #[test]
     fn merge_and_apply_are_judged_by_their_effect() {
-        use walb_wire::msg::{DiffRange, MetaDiffDto, MetaStateDto, SnapDto};
-        let d = |b, e| MetaDiffDto {
-            range: DiffRange {
-                snap_b: SnapDto { gid_b: b, gid_e: b },
-                snap_e: SnapDto { gid_b: e, gid_e: e },
-            },
-            mergeable: true,
-            comp_diff: false,
-            timestamp_s: 0,
-            size: 0,
-        };
+        use walb_wire::msg::{MetaDiffDto, MetaStateDto, SnapDto};
+        let d = MetaDiffDto::clean;
         let before = [d(0, 1), d(1, 2), d(2, 3), d(3, 4)];
         assert!(merged(&before, &[d(0, 1), d(1, 4)], 1));
         // A new diff at the end does not count as merging; nothing from gid_b either.

@@ -395,6 +395,7 @@ pub fn open_diffs(m: &mut Model, archive: String, vol: String, out: &mut Vec<Eff
         ask(m, out, &archive, Ask::Diffs { vol: vol.clone() });
         ask(m, out, &archive, Ask::Restorable { vol: vol.clone() });
         ask(m, out, &archive, Ask::Base { vol: vol.clone() });
+        ask(m, out, &archive, Ask::Retention { vol: vol.clone() });
         ask(m, out, &archive, Ask::Restored { vol });
     }
 }

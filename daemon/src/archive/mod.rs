@@ -17,7 +17,8 @@
 //!   destination SyncReady → FullSync → Archived (a first, full copy) and Archived →
 //!   ReplSyncAsServer → Archived (diffs, resync).
 //! - `bhash` ([`scan`]): the hash of a snapshot's virtual image.
-//! - [`policy`]: built-in maintenance (apply by age, merge, replication at intervals).
+//! - [`policy`]: built-in maintenance (retention, apply by age, merge, replication at
+//!   intervals); [`retention`]: which snapshots stay, by default and per volume.
 //! - `restore` and `del-restored` are actions (`Restore`, with its deny list).
 //!
 //! At start ([`start`]) interrupted init-vols and clear-vols are removed (directories the
@@ -35,6 +36,7 @@ pub mod policy;
 pub mod query;
 pub mod repl;
 pub mod restore;
+pub mod retention;
 pub mod scan;
 pub mod vol;
 pub mod wdiff;
@@ -166,7 +168,8 @@ pub async fn start_with_backend(
     tokio::task::spawn_blocking(move || a.load_all())
         .await
         .context("loading volumes")??;
-    if archive.cfg.policy.is_on() {
+    // Always: retention is on by default, and a volume may have its own.
+    {
         let (a, p, tick) = (
             Arc::clone(&archive),
             archive.cfg.policy.clone(),
@@ -537,6 +540,7 @@ impl Archive {
                 explicit,
             } => self.set_explicit(&vol, &gids, explicit).await,
             Command::Replicate(cmd) => self.replicate(cmd, caller).await,
+            Command::SetRetention(s) => self.set_retention(s).await,
             Command::VirtFullScan { .. } => Err(refuse(
                 ErrorCode::BadRequest,
                 "virt-full-scan streams the image: it is served on its call",

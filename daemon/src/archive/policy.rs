@@ -2,12 +2,20 @@
 //! §6.3): finish interrupted applies, apply what is older than a keep period, merge when
 //! diffs pile up, replicate to other archives at an interval.
 //!
-//! Off unless configured (`--apply-keep`, `--merge-threshold`, `--merge-interval`,
-//! `--replicate-to`). Every `--policy-tick` the archive looks at its volumes and starts at
-//! most one task, trying in walb-worker's order ([`select`], pure: the volumes' views,
-//! the history of what ran, the time on the daemon's [`crate::clock::Clock`]):
+//! Retention ([`super::retention`]) is on by default; the rest is off unless configured
+//! (`--apply-keep`, `--merge-threshold`, `--merge-interval`, `--replicate-to`). Every
+//! `--policy-tick` the archive looks at its volumes and starts at most one task, trying
+//! in walb-worker's order ([`select`], pure: the volumes' views, the history of what ran,
+//! the time on the daemon's [`crate::clock::Clock`]):
 //!
 //! 1. a volume whose base is being applied (an interrupted apply): apply to its end;
+//!
+//! 1b. retention: on the volume with the most diffs whose next retention pass has work
+//!    (and whose last step was not refused within [`RETRY_S`]), the pass's next step:
+//!    make the explicit snapshots it folds implicit, apply up to the oldest kept
+//!    snapshot, or its oldest merge; each step is a log line and an
+//!    `Event::Retention`, and a pass cut short is planned again, from what is on disk,
+//!    by the next tick;
 //! 2. apply by age: on a volume whose last apply began more than `--apply-interval` ago,
 //!    the newest restorable snapshot older than `now - keep` (never the base itself);
 //!    the volume with the most diff bytes to apply first;
@@ -23,15 +31,16 @@
 //! `--policy-max-tasks` archive actions (merge, apply, replication) run; the tasks run
 //! as the commands of the same names do, with their checks and events.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{info, warn};
 use walb_kernel::meta::{MetaDiff, MetaState};
-use walb_wire::msg::{ErrorCode, MergeUntil, ReplicateCommand};
+use walb_wire::msg::{ErrorCode, Event, MergeUntil, ReplicateCommand, RetentionPass};
 use walb_wire::Role;
 
+use super::retention::{self, Retention};
 use super::Archive;
 use crate::opts::{parse_period, ArchiveOpts};
 use crate::peers::PeerAddr;
@@ -66,7 +75,12 @@ pub struct Policy {
     pub replicate_to: Vec<ReplTarget>,
     /// How many archive actions may run before the policy starts no more.
     pub max_tasks: usize,
+    /// The default retention of the volumes without their own.
+    pub retention: Retention,
 }
+
+/// How long a volume's retention waits after one of its steps was refused, seconds.
+pub const RETRY_S: u64 = 60;
 
 impl Policy {
     /// Whether anything is configured.
@@ -97,6 +111,10 @@ pub struct VolView {
     pub latest_gid: u64,
     /// Per destination address: the gid it was at after the last replication.
     pub replicas: BTreeMap<String, u64>,
+    /// Its retention policy in force.
+    pub retention: Retention,
+    /// Its pinned snapshots.
+    pub pinned: BTreeSet<u64>,
 }
 
 /// A task the policy starts.
@@ -125,6 +143,41 @@ pub enum Task {
         /// `host:port`.
         dest: String,
     },
+    /// A step of a retention pass.
+    Retain {
+        /// Volume.
+        vol: String,
+        /// The step.
+        step: RetainStep,
+        /// Snapshots the pass keeps.
+        kept: u64,
+        /// Diffs the volume holds.
+        diffs: u64,
+    },
+}
+
+/// A step of a retention pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetainStep {
+    /// `disable-snapshot vol gids...`: explicit snapshots the pass folds.
+    Demote(Vec<u64>),
+    /// `apply vol gid`: up to the oldest kept snapshot.
+    Apply(u64),
+    /// `merge vol gid_b until gid_e`: a run between two kept snapshots.
+    Merge(u64, u64),
+}
+
+impl std::fmt::Display for RetainStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RetainStep::Demote(g) => {
+                let g: Vec<String> = g.iter().map(u64::to_string).collect();
+                write!(f, "demote {}", g.join(","))
+            }
+            RetainStep::Apply(g) => write!(f, "apply {g}"),
+            RetainStep::Merge(b, e) => write!(f, "merge {b}..{e}"),
+        }
+    }
 }
 
 /// When each kind of task last began (seconds), per volume (and destination).
@@ -136,6 +189,8 @@ pub struct History {
     pub merge: BTreeMap<String, u64>,
     /// Last replication, per (volume, destination).
     pub repl: BTreeMap<(String, String), u64>,
+    /// Last refusal of a retention step, per volume.
+    pub retain_refused: BTreeMap<String, u64>,
 }
 
 impl History {
@@ -151,8 +206,40 @@ impl History {
             Task::Replicate { vol, dest } => {
                 self.repl.insert((vol.clone(), dest.clone()), now);
             }
+            Task::Retain { .. } => {}
         }
     }
+}
+
+/// The next retention step (1b in the module documentation).
+fn retain_step(ready: &[&VolView], h: &History, now: u64) -> Option<Task> {
+    let mut best: Option<(usize, Task)> = None;
+    for v in ready {
+        if !due(h.retain_refused.get(&v.name), RETRY_S, now) {
+            continue;
+        }
+        let at: Vec<u64> = v.replicas.values().copied().collect();
+        let p = retention::plan(&v.retention, &v.base, &v.chain, now, &v.pinned, &at);
+        let step = if !p.demote.is_empty() {
+            RetainStep::Demote(p.demote.clone())
+        } else if let Some(g) = p.apply_to {
+            RetainStep::Apply(g)
+        } else if let Some(&(b, e)) = p.merges.first() {
+            RetainStep::Merge(b, e)
+        } else {
+            continue;
+        };
+        if best.as_ref().is_none_or(|(n, _)| v.chain.len() > *n) {
+            let t = Task::Retain {
+                vol: v.name.clone(),
+                step,
+                kept: p.kept() as u64,
+                diffs: v.chain.len() as u64,
+            };
+            best = Some((v.chain.len(), t));
+        }
+    }
+    best.map(|(_, t)| t)
 }
 
 fn due(last: Option<&u64>, interval: u64, now: u64) -> bool {
@@ -218,6 +305,10 @@ pub fn select(vols: &[VolView], h: &History, p: &Policy, now: u64) -> Option<Tas
             vol: v.name.clone(),
             gid: v.base.snap_e.gid_b,
         });
+    }
+    // 1b. Retention.
+    if let Some(t) = retain_step(&ready, h, now) {
+        return Some(t);
     }
     // 2. Apply by age.
     if let Some(keep) = p.apply_keep_s {
@@ -306,6 +397,13 @@ impl Archive {
         self.live_vols()
             .iter()
             .map(|v| {
+                // A settings file that cannot be read stops the volume's retention (the
+                // retention query names the file).
+                let own =
+                    retention::serve::load(&v.dir).unwrap_or_else(|_| retention::VolRetention {
+                        policy: Some(Retention::off()),
+                        ..Default::default()
+                    });
                 let m = v.meta();
                 let chain = m.diffs.applicable_chain(m.base.snap_b, Default::default());
                 let restorable = m
@@ -323,9 +421,67 @@ impl Archive {
                     restorable,
                     latest_gid: m.latest_snapshot().gid_b,
                     replicas: replicas.get(&v.name).cloned().unwrap_or_default(),
+                    retention: own.effective(&self.cfg.policy.retention).clone(),
+                    pinned: own.pinned,
                 }
             })
             .collect()
+    }
+
+    /// Starts `task` as the command of its name does (a retention step also logged and
+    /// published as [`Event::Retention`]).
+    async fn run_task(
+        self: &Arc<Self>,
+        task: &Task,
+    ) -> Result<walb_wire::Reply, walb_wire::WireError> {
+        if let Task::Retain {
+            vol,
+            step,
+            kept,
+            diffs,
+        } = task
+        {
+            info!(vol = %vol, %step, kept, diffs, "retention pass");
+            self.publish(Event::Retention(RetentionPass {
+                vol: vol.clone(),
+                step: step.to_string(),
+                kept: *kept,
+                diffs: *diffs,
+            }));
+        } else {
+            info!(?task, "maintenance task");
+        }
+        match task {
+            Task::Retain { vol, step, .. } => match step {
+                RetainStep::Demote(gids) => self.set_explicit(vol, gids, false).await,
+                RetainStep::Apply(gid) => self.apply(vol, *gid, None).await,
+                RetainStep::Merge(b, e) => self.merge(vol, *b, MergeUntil::Gid(*e), None).await,
+            },
+            Task::Apply { vol, gid } => self.apply(vol, *gid, None).await,
+            Task::Merge { vol, gid_b, gid_e } => {
+                self.merge(vol, *gid_b, MergeUntil::Gid(*gid_e), None).await
+            }
+            Task::Replicate { vol, dest } => match PeerAddr::parse(Role::Archive, dest) {
+                Err(e) => Err(refuse(ErrorCode::BadRequest, format!("--replicate-to {e}"))),
+                Ok(to) => {
+                    self.replicate(
+                        ReplicateCommand {
+                            vol: vol.clone(),
+                            until: MergeUntil::SizeMib(0),
+                            dest: to.addr,
+                            dest_id: to.id.id().to_owned(),
+                            do_resync: false,
+                            dont_merge: false,
+                            compress: None,
+                            merge_size_max: None,
+                            bulk_lb: None,
+                        },
+                        None,
+                    )
+                    .await
+                }
+            },
+        }
     }
 
     /// Runs the policy until shutdown (see the module documentation).
@@ -357,35 +513,12 @@ impl Archive {
                 continue;
             };
             h.began(&task, now);
-            info!(?task, "maintenance task");
-            let r = match &task {
-                Task::Apply { vol, gid } => self.apply(vol, *gid, None).await,
-                Task::Merge { vol, gid_b, gid_e } => {
-                    self.merge(vol, *gid_b, MergeUntil::Gid(*gid_e), None).await
-                }
-                Task::Replicate { vol, dest } => match PeerAddr::parse(Role::Archive, dest) {
-                    Err(e) => Err(refuse(ErrorCode::BadRequest, format!("--replicate-to {e}"))),
-                    Ok(to) => {
-                        self.replicate(
-                            ReplicateCommand {
-                                vol: vol.clone(),
-                                until: MergeUntil::SizeMib(0),
-                                dest: to.addr,
-                                dest_id: to.id.id().to_owned(),
-                                do_resync: false,
-                                dont_merge: false,
-                                compress: None,
-                                merge_size_max: None,
-                                bulk_lb: None,
-                            },
-                            None,
-                        )
-                        .await
-                    }
-                },
-            };
+            let r = self.run_task(&task).await;
             if let Err(e) = r {
                 warn!(?task, "maintenance task refused: {e}");
+                if let Task::Retain { vol, .. } = &task {
+                    h.retain_refused.insert(vol.clone(), now);
+                }
             }
         }
     }
@@ -428,6 +561,7 @@ impl Policy {
             merge_max_size: o.merge_max_mb.saturating_mul(1 << 20),
             replicate_to,
             max_tasks: o.policy_max_tasks.max(1),
+            retention: Retention::from_opts(o).map_err(|e| anyhow::anyhow!("{e}"))?,
         })
     }
 }
@@ -454,6 +588,8 @@ mod tests {
             chain,
             restorable: times.to_vec(),
             replicas: BTreeMap::new(),
+            retention: Retention::off(),
+            pinned: BTreeSet::new(),
         }
     }
 
@@ -593,5 +729,62 @@ mod tests {
         // Within the interval: nothing.
         h.repl.insert(("a".into(), "h:1".into()), now - 10);
         assert_eq!(select(&[a, b], &h, &p, now), None);
+    }
+
+    #[test]
+    fn retention_steps_follow_an_interrupted_apply_and_wait_after_a_refusal() {
+        let now = 200_000;
+        // A day and more ago, snapshot 2 explicit: the default policy keeps the newest
+        // (4) and explicit 2 (keep-last), applies up to 2 and merges 2..4.
+        let chain: Vec<MetaDiff> = [(0, 1, true), (1, 2, true), (2, 3, false), (3, 4, true)]
+            .iter()
+            .map(|&(b, e, m)| d(b, e, 10, m).with_timestamp(1000 * e))
+            .collect();
+        let mut v = view("v", chain, &[]);
+        v.retention = Retention::default();
+        let h = History::default();
+        let task = |step| Task::Retain {
+            vol: "v".into(),
+            step,
+            kept: 2,
+            diffs: 4,
+        };
+        assert_eq!(
+            select(std::slice::from_ref(&v), &h, &pol(), now),
+            Some(task(RetainStep::Apply(2)))
+        );
+        // Pinning the base: nothing to apply, the two runs are merged.
+        v.pinned.insert(0);
+        let t = select(std::slice::from_ref(&v), &h, &pol(), now);
+        assert_eq!(
+            t,
+            Some(Task::Retain {
+                vol: "v".into(),
+                step: RetainStep::Merge(0, 2),
+                kept: 3,
+                diffs: 4,
+            })
+        );
+        // An interrupted apply comes first.
+        let mut applying = v.clone();
+        applying.base = MetaState::new_applying(
+            MetaSnap::new(0, 0).unwrap(),
+            MetaSnap::new(1, 1).unwrap(),
+            100,
+        )
+        .unwrap();
+        assert!(matches!(
+            select(&[applying], &h, &pol(), now),
+            Some(Task::Apply { gid: 1, .. })
+        ));
+        // A refused step waits RETRY_S.
+        let mut h = History::default();
+        h.retain_refused.insert("v".into(), now - 10);
+        assert_eq!(select(std::slice::from_ref(&v), &h, &pol(), now), None);
+        assert!(select(std::slice::from_ref(&v), &h, &pol(), now + RETRY_S).is_some());
+        // Off: nothing.
+        v.retention = Retention::off();
+        assert_eq!(select(&[v], &History::default(), &pol(), now), None);
+        assert_eq!(RetainStep::Demote(vec![4, 5]).to_string(), "demote 4,5");
     }
 }

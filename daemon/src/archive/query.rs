@@ -128,6 +128,7 @@ pub(super) async fn answer_query(
             Ok(Reply::Snapshots(a.latest_snaps(vols.as_deref())))
         }
         Query::TsDelta => Ok(Reply::TsDelta(a.ts_delta_rows())),
+        Query::Retention { vol } => a.retention(&vol),
         Query::BlockHash { vol, gid } => a.block_hash(&vol, gid, caller).await,
         Query::HostType | Query::Pid | Query::Version => {
             Err(refuse(ErrorCode::Internal, "answered by the server core"))

@@ -453,5 +453,6 @@ fn command_name(c: &Command) -> &'static str {
         Command::Start { .. } => "start",
         Command::Stop { .. } => "stop",
         Command::VirtFullScan { .. } => "virt-full-scan",
+        Command::SetRetention(_) => "retention",
     }
 }

@@ -120,6 +120,15 @@ pub fn opts(base: &Path) -> ArchiveOpts {
         replicate_to: Vec::new(),
         policy_max_tasks: 1,
         policy_tick_s: 1,
+        // The tests send diffs stamped long ago: retention would apply them at once.
+        retention: "off".into(),
+        keep_last: 8,
+        keep_hourly: 24,
+        keep_daily: 7,
+        keep_weekly: 4,
+        keep_monthly: 6,
+        keep_yearly: 0,
+        keep_grid: walb_daemon::opts::DEFAULT_KEEP_GRID.into(),
     }
 }
 
@@ -268,6 +277,16 @@ pub async fn bind(
         }),
     )
     .await
+}
+
+/// Waits (in real time) until the virtual clock's sleepers have begun more than `n`
+/// sleeps: a timed loop made its decision and sleeps again.
+pub async fn slept_again(hand: &walb_daemon::clock::ManualClock, n: u64) {
+    let t0 = std::time::Instant::now();
+    while hand.sleeps_begun() <= n {
+        assert!(t0.elapsed() < LIMIT, "the policy never went back to sleep");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// The error code of a refused request.

@@ -36,8 +36,16 @@ pub const DDEV_MB: u64 = 16;
 /// Log device size of each volume, MiB.
 pub const LDEV_MB: u64 = 8;
 
-/// The archives' maintenance policy: apply what is older than five minutes, every minute.
-pub const APPLY_POLICY: &[&str] = &["--apply-keep", "5m", "--apply-interval", "1m"];
+/// The archives' maintenance policy: apply what is older than five minutes, every minute
+/// (and no retention: the model expects every explicit snapshot of the last five minutes).
+pub const APPLY_POLICY: &[&str] = &[
+    "--apply-keep",
+    "5m",
+    "--apply-interval",
+    "1m",
+    "--retention",
+    "off",
+];
 
 /// The names of a run's nodes, volumes and links (pure).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -148,6 +148,8 @@ pub enum Command {
         /// Bulk size in logical blocks (`None` = default).
         bulk_lb: Option<u64>,
     },
+    /// Change a volume's retention policy or pins (archive; [`super::Reply::Retention`]).
+    SetRetention(super::RetentionSet),
 }
 
 /// The `bind` command: which peers of one role are bound to a volume on the daemon that

@@ -38,6 +38,28 @@ pub struct MetaDiffDto {
     pub size: u64,
 }
 
+impl MetaDiffDto {
+    /// The mergeable clean diff `|gid_b|-->|gid_e|`, without time or size.
+    pub fn clean(gid_b: u64, gid_e: u64) -> MetaDiffDto {
+        MetaDiffDto {
+            range: DiffRange {
+                snap_b: SnapDto {
+                    gid_b,
+                    gid_e: gid_b,
+                },
+                snap_e: SnapDto {
+                    gid_b: gid_e,
+                    gid_e,
+                },
+            },
+            mergeable: true,
+            comp_diff: false,
+            timestamp_s: 0,
+            size: 0,
+        }
+    }
+}
+
 /// A meta state: a snapshot, or an apply in progress from one snapshot to another.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(test, derive(proptest_derive::Arbitrary))]

@@ -83,6 +83,9 @@ pub enum Event {
         /// When, seconds since the epoch.
         at_s: u64,
     },
+    /// A retention pass began a step (sent on connections that speak
+    /// [`super::PROTOCOL_VERSION_RETENTION`]).
+    Retention(super::RetentionPass),
 }
 
 impl Event {
@@ -99,6 +102,7 @@ impl Event {
                     at_s,
                 })
             }
+            Event::Retention(_) if version < super::PROTOCOL_VERSION_RETENTION => None,
             other => Some(other),
         }
     }
@@ -113,6 +117,7 @@ impl Event {
             | Event::Failed { vol, .. }
             | Event::Queue { vol, .. }
             | Event::VolState { vol, .. } => Some(vol),
+            Event::Retention(p) => Some(&p.vol),
             Event::Lagged { .. } => None,
         }
     }

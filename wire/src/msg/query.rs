@@ -179,4 +179,10 @@ pub enum Query {
     },
     /// The archive's LVM volume group and thin pool.
     VolumeGroup,
+    /// A volume's retention policy and what the next pass would do (archive;
+    /// [`super::Reply::Retention`]).
+    Retention {
+        /// Volume.
+        vol: String,
+    },
 }

@@ -1,6 +1,7 @@
 //! The archives' work: `merge`, `apply`, `disable-snapshot`/`enable-snapshot`, `replicate`,
 //! `bhash`, `virt-full-scan`, `start-synchronizing`/`stop-synchronizing`/`is-synchronizing`,
-//! and walblib's procedures `go-standby`, `copy-archive-info`, `latest-clean`.
+//! and walblib's procedures `go-standby`, `copy-archive-info`, `latest-clean`; `retention`
+//! ([`super::retention`]).
 
 use std::time::Duration;
 
@@ -135,6 +136,16 @@ pub enum ArchiveCmd {
         archive: String,
         /// Volume.
         vol: String,
+    },
+    /// `retention ARCHIVE VOL [--keep-* N] [--keep-grid G] [--on|--off] [--default]
+    /// [--pin GIDS] [--unpin GIDS] [--dry-run]` ([`super::retention`]).
+    Retention {
+        /// Archive.
+        archive: String,
+        /// Volume.
+        vol: String,
+        /// The change asked for, if any.
+        change: Option<walb_wire::msg::RetentionSet>,
     },
 }
 
@@ -340,6 +351,7 @@ pub(super) const ROWS: &[CommandSpec] = &[
             }))
         },
     },
+    super::retention::ROW,
 ];
 
 /// A replication's image compression: `zstd[:LEVEL[:NCPU]]` or `none` (what a full copy's
@@ -385,6 +397,27 @@ pub fn copy_lines(src: &str, dst: &str, vol: &str, r: &procs::CopyDone) -> Vec<S
     out
 }
 
+/// `virt-full-scan`: the image into `out`; what was written.
+async fn virt_full_scan(
+    client: &Client,
+    archive: &str,
+    vol: &str,
+    gid: u64,
+    bulk_lb: Option<u64>,
+    out: &std::path::Path,
+) -> Result<Outcome, ClientError> {
+    client
+        .cluster()
+        .node_as(archive, &[Role::Archive], "virt-full-scan")?;
+    let s = crate::scan::virt_full_scan(client, archive, vol, gid, bulk_lb, out).await?;
+    Ok(Outcome::Text(format!(
+        "{} bytes ({} of data) written to {}",
+        s.bytes,
+        s.data_bytes,
+        out.display()
+    )))
+}
+
 impl ArchiveCmd {
     /// The command's name.
     pub fn name(&self) -> &'static str {
@@ -404,6 +437,7 @@ impl ArchiveCmd {
             Self::GoStandby { .. } => "go-standby",
             Self::CopyArchiveInfo { .. } => "copy-archive-info",
             Self::LatestClean { .. } => "latest-clean",
+            Self::Retention { .. } => "retention",
         }
     }
 
@@ -411,7 +445,10 @@ impl ArchiveCmd {
     pub fn is_read_only(&self) -> bool {
         matches!(
             self,
-            Self::IsSynchronizing { .. } | Self::BlockHash { .. } | Self::LatestClean { .. }
+            Self::IsSynchronizing { .. }
+                | Self::BlockHash { .. }
+                | Self::LatestClean { .. }
+                | Self::Retention { change: None, .. }
         )
     }
 
@@ -425,7 +462,8 @@ impl ArchiveCmd {
             | Self::IsSynchronizing { archive, vol }
             | Self::BlockHash { archive, vol, .. }
             | Self::VirtFullScan { archive, vol, .. }
-            | Self::LatestClean { archive, vol } => (Some(archive), Some(vol)),
+            | Self::LatestClean { archive, vol }
+            | Self::Retention { archive, vol, .. } => (Some(archive), Some(vol)),
             Self::Replicate { src, vol, .. } => (Some(src), Some(vol)),
             Self::GoStandby { node, vol, .. } => (Some(node), Some(vol)),
             Self::CopyArchiveInfo { src, vol, .. } => (Some(src), Some(vol)),
@@ -501,17 +539,7 @@ impl ArchiveCmd {
                 gid,
                 out,
                 bulk_lb,
-            } => {
-                cl.node_as(archive, &[Role::Archive], "virt-full-scan")?;
-                let s =
-                    crate::scan::virt_full_scan(client, archive, vol, *gid, *bulk_lb, out).await?;
-                Ok(Outcome::Text(format!(
-                    "{} bytes ({} of data) written to {}",
-                    s.bytes,
-                    s.data_bytes,
-                    out.display()
-                )))
-            }
+            } => virt_full_scan(client, archive, vol, *gid, *bulk_lb, out).await,
             Self::Synchronizing {
                 archive,
                 vol,
@@ -544,6 +572,11 @@ impl ArchiveCmd {
             Self::LatestClean { archive, vol } => Ok(Outcome::Gid(
                 procs::latest_clean(client, archive, vol).await?,
             )),
+            Self::Retention {
+                archive,
+                vol,
+                change,
+            } => super::retention::run(client, archive, vol, change.as_ref()).await,
         }
     }
 }

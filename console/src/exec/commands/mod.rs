@@ -17,6 +17,7 @@ pub mod archive;
 pub mod backup;
 pub mod lifecycle;
 pub mod overview;
+pub mod retention;
 pub mod routing;
 pub mod spec;
 
@@ -410,6 +411,9 @@ mod tests {
             "merge a0 vol 2 --max-mb 4",
             "replicate a0 vol a1 --compress zstd:3 --max-merge-mb 64 --bulk 1024",
             "latest-clean a0 vol",
+            "retention a0 vol",
+            "retention a0 vol --keep-last 2 --keep-grid 1x1h --pin 3,4 --dry-run",
+            "retention a0 vol --default --unpin 3",
         ];
         for line in ok {
             let c = parse(line).unwrap_or_else(|e| panic!("{line}: {e}"));

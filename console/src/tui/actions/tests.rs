@@ -123,6 +123,7 @@ fn every_action_is_an_exec_command_and_every_change_is_in_a_menu() {
         ("peers", "peers a0 vol"),
         ("metrics", "metrics"),
         ("latest-clean", "latest-clean a0 vol"),
+        ("retention", "retention a0 vol"),
     ];
     for c in crate::exec::COMMANDS {
         assert!(

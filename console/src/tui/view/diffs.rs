@@ -1,7 +1,9 @@
 //! The Diffs view: for one archive and volume, the base state on top, the diff list (gid
 //! range, M/C flags, timestamp, size) and the restorable snapshots (gid, time, explicit,
 //! restored image). A range of diffs is marked with `space`; `enter` offers merge for a
-//! range and restore / apply / del-restored / disable-snapshot for a gid.
+//! range and restore / apply / del-restored / disable-snapshot for a gid. The `R` column
+//! shows what the archive's retention will do to each diff at its next pass
+//! ([`retention_mark`]: `m` merged with its neighbours, `a` applied into the base).
 //!
 //! Side by side from 100 columns, one above the other below that.
 
@@ -13,7 +15,22 @@ use ratatui::Frame;
 use super::{offset, size, Theme};
 use crate::tui::model::{ArchiveVol, DiffsFocus, Model, View};
 use walb_wire::msg::text::{meta_state_str, snap_str, time_iso};
-use walb_wire::msg::VolumeState;
+use walb_wire::msg::{MetaDiffDto, RetentionReport, VolumeState};
+
+/// What the next retention pass of `r` does to diff `d`: `'a'` applied into the base
+/// (it ends at or before the gid the base is applied to), `'m'` merged (inside one of
+/// the pass's merges), `' '` nothing (or not known).
+pub fn retention_mark(r: Option<&RetentionReport>, d: &MetaDiffDto) -> char {
+    let Some(r) = r else { return ' ' };
+    let (b, e) = (d.range.snap_b.gid_b, d.range.snap_e.gid_b);
+    if r.apply_to.is_some_and(|g| e <= g) {
+        'a'
+    } else if r.merges.iter().any(|&(mb, me)| mb <= b && e <= me) {
+        'm'
+    } else {
+        ' '
+    }
+}
 
 /// Draws the view.
 pub fn draw(m: &Model, f: &mut Frame, area: Rect) {
@@ -68,6 +85,7 @@ fn draw_diff_list(m: &Model, t: &Theme, av: Option<&ArchiveVol>, f: &mut Frame, 
         None => (usize::MAX, 0),
     };
     let rows_h = left.height.saturating_sub(3) as usize;
+    let plan = av.and_then(|a| a.retention.as_ref());
     let rows: Vec<Row> = diffs
         .map(|d| {
             d.iter()
@@ -88,6 +106,7 @@ fn draw_diff_list(m: &Model, t: &Theme, av: Option<&ArchiveVol>, f: &mut Frame, 
                             if d.mergeable { 'M' } else { '-' },
                             if d.comp_diff { 'C' } else { '-' }
                         )),
+                        Cell::from(retention_mark(plan, d).to_string()),
                         Cell::from(time_iso(d.timestamp_s)),
                         Cell::from(size(d.size as f64)),
                     ]);
@@ -119,11 +138,12 @@ fn draw_diff_list(m: &Model, t: &Theme, av: Option<&ArchiveVol>, f: &mut Frame, 
             Constraint::Length(1),
             Constraint::Min(12),
             Constraint::Length(2),
+            Constraint::Length(1),
             Constraint::Length(19),
             Constraint::Length(7),
         ],
     )
-    .header(Row::new(vec!["", "RANGE", "MC", "TIME (UTC)", "SIZE"]).style(t.header()))
+    .header(Row::new(vec!["", "RANGE", "MC", "R", "TIME (UTC)", "SIZE"]).style(t.header()))
     .column_spacing(1)
     .block(block);
     f.render_widget(table, left);
@@ -186,4 +206,23 @@ fn draw_restorable(m: &Model, t: &Theme, av: Option<&ArchiveVol>, f: &mut Frame,
     .column_spacing(1)
     .block(block);
     f.render_widget(table, right);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn the_retention_column_marks_applied_and_merged_diffs() {
+        let r = RetentionReport {
+            merges: vec![(4, 7)],
+            apply_to: Some(2),
+            ..RetentionReport::default()
+        };
+        let marks: String = [(0, 1), (1, 2), (2, 3), (3, 4), (4, 5), (5, 7), (7, 8)]
+            .iter()
+            .map(|&(b, e)| retention_mark(Some(&r), &MetaDiffDto::clean(b, e)))
+            .collect();
+        assert_eq!(marks, "aa  mm ");
+        assert_eq!(retention_mark(None, &MetaDiffDto::clean(0, 1)), ' ');
+    }
 }
