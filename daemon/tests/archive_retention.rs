@@ -16,6 +16,7 @@ use std::time::{Duration, Instant, UNIX_EPOCH};
 use archive_support::*;
 use walb_daemon::archive::retention::Retention;
 use walb_daemon::clock::Clock;
+use walb_daemon::opts::ArchiveOpts;
 use walb_kernel::wdiff::WdiffKind;
 use walb_wire::msg::RetentionReport;
 use walb_wire::{Query, Reply};
@@ -58,6 +59,20 @@ async fn report(p: &walb_wire::Peer) -> RetentionReport {
     }
 }
 
+/// An archive on `clock` with the volume initialized and fully backed up at `START`:
+/// the archive, the peers, the image.
+async fn backed_up(c: &Cluster, o: ArchiveOpts, clock: Clock) -> (TestArchive, Peers, Vec<u8>) {
+    let a0 = TestArchive::start_clocked(c, o, "a0", clock).await;
+    let p = connect_all(c, a0.addr).await;
+    init_vol(&p.op, VOL).await;
+    let img = make_image(SIZE_LB, 128, 4, 5);
+    full_backup(&p.st, VOL, &img, 128, UUID, 0, START)
+        .await
+        .unwrap();
+    wait_state(&p.op, VOL, "Archived").await;
+    (a0, p, img)
+}
+
 /// What one run measured.
 #[derive(Debug)]
 struct Measured {
@@ -78,14 +93,7 @@ async fn run(on: bool, day_s: u64, every_s: u64, explicit_every: u64) -> Measure
     o.retention = if on { "on" } else { "off" }.into();
     o.policy_tick_s = every_s;
     o.max_open = 256;
-    let a0 = TestArchive::start_clocked(&c, o, "a0", clock.clone()).await;
-    let p = connect_all(&c, a0.addr).await;
-    init_vol(&p.op, VOL).await;
-    let img = make_image(SIZE_LB, 128, 4, 5);
-    full_backup(&p.st, VOL, &img, 128, UUID, 0, START)
-        .await
-        .unwrap();
-    wait_state(&p.op, VOL, "Archived").await;
+    let (a0, p, img) = backed_up(&c, o, clock.clone()).await;
     let vol = a0.archive.vol(VOL).expect("the volume");
     let real = Instant::now();
     let steps = day_s / every_s;
@@ -209,14 +217,7 @@ async fn a_pass_cut_short_is_finished_by_the_next() {
     let (clock, hand) = Clock::manual(UNIX_EPOCH + Duration::from_secs(START + 2 * 86_400));
     let mut o = opts(b0.path());
     o.policy_tick_s = 60;
-    let a0 = TestArchive::start_clocked(&c, o.clone(), "a0", clock.clone()).await;
-    let p = connect_all(&c, a0.addr).await;
-    init_vol(&p.op, VOL).await;
-    let img = make_image(SIZE_LB, 128, 4, 5);
-    full_backup(&p.st, VOL, &img, 128, UUID, 0, START)
-        .await
-        .unwrap();
-    wait_state(&p.op, VOL, "Archived").await;
+    let (a0, p, img) = backed_up(&c, o.clone(), clock.clone()).await;
     let mut wdiffs = Vec::new();
     for i in 0..6u64 {
         let w = make_wdiff(SIZE_LB, DIFF_BYTES, 70 + i, WdiffKind::Sorted);
