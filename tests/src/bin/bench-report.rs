@@ -159,6 +159,20 @@ fn figures(stdout: &str) -> String {
     text.trim_matches('\n').to_owned()
 }
 
+/// `text` with every folder of this machine in `places` replaced by its label: the report
+/// names the repository, the original's binaries and the temporary folder, never where
+/// they were on the machine of the run. Longer paths first, so a folder inside another
+/// keeps its own label.
+fn scrub(text: &str, places: &[(String, &str)]) -> String {
+    let mut places: Vec<&(String, &str)> = places.iter().filter(|(p, _)| p.len() > 1).collect();
+    places.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
+    let mut out = text.to_owned();
+    for (path, label) in places {
+        out = out.replace(path.trim_end_matches('/'), label);
+    }
+    out
+}
+
 /// The machine: CPU model, cores, memory, kernel.
 fn machine() -> String {
     let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
@@ -316,9 +330,19 @@ fn main() -> Result<()> {
         .map_or("?".into(), |o| {
             String::from_utf8_lossy(&o.stdout).trim().to_owned()
         });
+    let mut places = vec![
+        (root.display().to_string(), "."),
+        (std::env::temp_dir().display().to_string(), "$TMPDIR"),
+    ];
+    if let Some(orig) = std::env::var_os("WALB_ORIG_BIN") {
+        places.push((orig.to_string_lossy().into_owned(), "$WALB_ORIG_BIN"));
+    }
     let mut env: Vec<String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("WALB_BENCH") || k == "WALB_ORIG_BIN")
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| match k.as_str() {
+            "WALB_ORIG_BIN" => format!("{k} (the original walb-tools 1.0.19 binaries)"),
+            _ => scrub(&format!("{k}={v}"), &places),
+        })
         .collect();
     env.sort();
     let header = Header {
@@ -340,6 +364,10 @@ fn main() -> Result<()> {
             continue;
         }
         outcomes.push(run(&root, b));
+    }
+    for o in &mut outcomes {
+        o.stdout = scrub(&o.stdout, &places);
+        o.failure = o.failure.as_deref().map(|f| scrub(f, &places));
     }
     let path = out.unwrap_or_else(|| root.join("BENCHMARKS.md"));
     std::fs::write(&path, render(&header, &outcomes))
@@ -400,6 +428,19 @@ mod tests {
             load: ("1".into(), "1".into()),
         };
         let r = render(&h, &[ok, bad]);
+        let places = [
+            ("/srv/src/walb".to_owned(), "."),
+            ("/srv/src/walb/target/x".to_owned(), "$X"),
+            ("/opt/orig/".to_owned(), "$WALB_ORIG_BIN"),
+        ];
+        assert_eq!(
+            scrub(
+                "files in /srv/src/walb/kernel/../target, /srv/src/walb/target/x/a and \
+                 /opt/orig/wdiff-merge",
+                &places
+            ),
+            "files in ./kernel/../target, $X/a and $WALB_ORIG_BIN/wdiff-merge"
+        );
         assert!(r.starts_with("# Benchmarks\n"), "{r}");
         assert!(r.contains("commit `abc1234`"), "{r}");
         assert!(r.contains("`WALB_BENCH_MB=64`"), "{r}");
