@@ -29,7 +29,9 @@
 //! - wlog → sorted wdiff from a stream (one pass, the standard-input path), from the file
 //!   (two passes, the file path) and wlog → indexed wdiff (zstd:1; proxies write indexed
 //!   ones);
-//! - a 10-way merge of ten wdiffs converted from ten wlogs of a tenth of the size each;
+//! - a 10-way merge of ten wdiffs converted from ten wlogs of a tenth of the size each
+//!   (their records read as stored, those that survive whole copied without recompressing:
+//!   the parts were written with the merge's own option, see `diff::source`);
 //! - redo of the wlog and of the wdiff onto an image file.
 //!
 //! MB/s are in 10^6 bytes per second of *uncompressed log bytes* (the wlog file size) unless

@@ -16,10 +16,13 @@
 //! - otherwise decompresses the record, cuts it and compresses it with the output's
 //!   option, exactly as a merge of decompressed IOs does.
 //!
-//! The copied bytes are those the reader verified against the record's checksum. Since
-//! compression with one codec and level is deterministic, a record copied from an input
-//! written by this crate with the output's option equals the recompressed one byte for
-//! byte; in every case the content (the decompressed blocks) is the same.
+//! The copied bytes are those the reader verified against the record's checksum; they are
+//! not decompressed, so a record whose stored stream is broken although its checksum
+//! holds is copied as it is (the reader of the output finds it, as it would in the input).
+//! Since compression with one codec and level is deterministic, a record copied from an
+//! input this crate's converters or merges wrote with the output's option equals the
+//! recompressed one byte for byte; in every case the content (the decompressed blocks) is
+//! the same.
 //!
 //! Sorted inputs are read as stored; indexed ones (whose records are cuts of images) as
 //! decompressed IOs ([`SourceIo::Decoded`]).
@@ -188,11 +191,6 @@ where
         }
         WdiffReader::Indexed(i) => Box::new(i.map(|r| r.map(SourceIo::Decoded))),
     }
-}
-
-/// A stream of decompressed IOs as a merge input.
-pub fn decoded_stream<'a>(ios: MergeStream<'a, DiffIo>) -> MergeStream<'a, SourceIo> {
-    Box::new(ios.map(|r| r.map(SourceIo::Decoded)))
 }
 
 #[cfg(test)]
