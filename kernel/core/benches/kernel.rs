@@ -29,7 +29,9 @@
 //! - wlog → sorted wdiff from a stream (one pass, the standard-input path), from the file
 //!   (two passes, the file path) and wlog → indexed wdiff (zstd:1; proxies write indexed
 //!   ones);
-//! - a 10-way merge of ten wdiffs converted from ten wlogs of a tenth of the size each;
+//! - a 10-way merge of ten wdiffs converted from ten wlogs of a tenth of the size each
+//!   (their records read as stored, those that survive whole copied without recompressing:
+//!   the parts were written with the merge's own option, see `diff::source`);
 //! - redo of the wlog and of the wdiff onto an image file.
 //!
 //! MB/s are in 10^6 bytes per second of *uncompressed log bytes* (the wlog file size) unless
@@ -44,8 +46,8 @@ use walb_device::image::FileTarget;
 use walb_device::writeback::WritebackFile;
 use walb_kernel::block::Pbs;
 use walb_kernel::diff::apply::{DiscardPolicy, Redo};
-use walb_kernel::diff::convert::{convert_wlog, merge_to_sorted, ConvertOpt};
-use walb_kernel::diff::merge::DiffStream;
+use walb_kernel::diff::convert::{convert_wlog, merge_stored_to_sorted, ConvertOpt};
+use walb_kernel::diff::source::source_stream;
 use walb_kernel::diff::twopass::convert_wlog_file;
 use walb_kernel::gen::{DataKind, WlogGen};
 use walb_kernel::wdiff::{WdiffKind, WdiffReader};
@@ -318,13 +320,16 @@ fn convert_stream(wlog: &Path, out: &Path) -> u64 {
     std::fs::metadata(out).expect("stat").len()
 }
 
+/// The merge of the parts, their records read as stored: the parts were converted with
+/// the default option, the merge's own, so records that survive whole are copied.
 fn merge(inputs: &[PathBuf], out: &Path) -> u64 {
-    let streams: Vec<DiffStream<'static>> = inputs
+    let opt = ConvertOpt::default();
+    let streams = inputs
         .iter()
-        .map(|p| Box::new(WdiffReader::open(p).expect("open")) as DiffStream<'static>)
+        .map(|p| source_stream(WdiffReader::open(p).expect("open"), Some(opt.compress)))
         .collect();
     let o = BufWriter::with_capacity(4 << 20, File::create(out).expect("create"));
-    let (mut o, _) = merge_to_sorted(streams, [0; 16], o, &ConvertOpt::default()).expect("merge");
+    let (mut o, _) = merge_stored_to_sorted(streams, [0; 16], o, &opt).expect("merge");
     o.flush().expect("flush");
     std::fs::metadata(out).expect("stat").len()
 }

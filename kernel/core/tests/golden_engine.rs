@@ -8,8 +8,11 @@ use std::io::{BufReader, Cursor, Read};
 
 use walb_kernel::compress::{Codec, CompressOpt};
 use walb_kernel::diff::apply::{DiscardPolicy, Redo};
-use walb_kernel::diff::convert::{convert_wlog, merge_to_sorted, ConvertOpt};
+use walb_kernel::diff::convert::{
+    convert_wlog, merge_stored_to_sorted, merge_to_sorted, ConvertOpt,
+};
 use walb_kernel::diff::merge::{DiffMerger, DiffStream};
+use walb_kernel::diff::source::source_stream;
 use walb_kernel::diff::virt::VirtualFullScan;
 use walb_kernel::wdiff::{WdiffKind, WdiffReader};
 
@@ -138,6 +141,41 @@ fn every_writable_codec_reproduces_the_compressible_image() {
                 common::sha256_hex(&redo(vec![0u8; SIZE], &d)),
                 want,
                 "{codec} {kind:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn merging_records_as_stored_reproduces_the_image_and_the_decoded_merge() {
+    // walb-tools stored these records uncompressed: an output of `none` declared for the
+    // inputs copies them as stored; one of zstd re-encodes them.
+    for pbs in [512, 4096] {
+        let want = common::golden_image_sha256(&format!("pub-{pbs}-after-3.img"));
+        let files: Vec<Vec<u8>> = ["1.sorted", "2.indexed", "3.sorted"]
+            .iter()
+            .map(|k| std::fs::read(common::golden(&format!("pub-{pbs}-{k}.wdiff"))).unwrap())
+            .collect();
+        for out in [CompressOpt::NONE, CompressOpt::default()] {
+            let opt = ConvertOpt {
+                compress: out,
+                ..Default::default()
+            };
+            let inputs = files
+                .iter()
+                .map(|f| {
+                    let rd = WdiffReader::new(Cursor::new(f.clone())).unwrap();
+                    source_stream(rd, Some(CompressOpt::NONE))
+                })
+                .collect();
+            let (stored, _) = merge_stored_to_sorted(inputs, [0; 16], Vec::new(), &opt).unwrap();
+            let refs = files.iter().cloned().map(stream).collect();
+            let (decoded, _) = merge_to_sorted(refs, [0; 16], Vec::new(), &opt).unwrap();
+            assert!(stored == decoded, "pbs {pbs} {out}: the merges differ");
+            assert_eq!(
+                common::sha256_hex(&redo(vec![0u8; SIZE], &stored)),
+                want,
+                "pbs {pbs} {out}"
             );
         }
     }

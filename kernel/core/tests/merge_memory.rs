@@ -2,15 +2,17 @@
 //!
 //! This test runs alone in its process, so the peak resident set size (`VmHWM`) measures
 //! the merge itself. The inputs are compressible so that they are cheap to make and store,
-//! but the merge decompresses and recompresses every byte of the 1 GiB.
+//! but the merge decompresses and recompresses every byte of the 1 GiB. The merge of the
+//! records kept as stored runs after it, on the same inputs.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 
 use bytes::Bytes;
 use walb_kernel::compress::CompressOpt;
-use walb_kernel::diff::convert::{merge_to_sorted, ConvertOpt};
+use walb_kernel::diff::convert::{merge_stored_to_sorted, merge_to_sorted, ConvertOpt};
 use walb_kernel::diff::merge::DiffStream;
+use walb_kernel::diff::source::source_stream;
 use walb_kernel::diff::DiffIo;
 use walb_kernel::wdiff::sorted::SortedDiffWriter;
 use walb_kernel::wdiff::{WdiffHeader, WdiffKind, WdiffReader};
@@ -60,9 +62,26 @@ fn merging_a_gibibyte_of_diffs_keeps_memory_bounded() {
         .iter()
         .map(|p| Box::new(WdiffReader::open(p).unwrap()) as DiffStream<'static>)
         .collect();
-    let out = BufWriter::new(File::create(dir.path().join("merged.wdiff")).unwrap());
-    let (_, stats) = merge_to_sorted(streams, [0; 16], out, &ConvertOpt::default()).unwrap();
+    let merged = dir.path().join("merged.wdiff");
+    let out = BufWriter::new(File::create(&merged).unwrap());
+    let opt = ConvertOpt::default();
+    let (_, stats) = merge_to_sorted(streams, [0; 16], out, &opt).unwrap();
+    // The same merge with the records kept as stored until they are written (the cut ones
+    // re-encoded, the newest diff's copied): the in-flight records hold their inputs'
+    // pack buffers, which must not add up either.
+    let inputs = paths
+        .iter()
+        .map(|p| source_stream(WdiffReader::open(p).unwrap(), Some(opt.compress)))
+        .collect();
+    let stored = dir.path().join("stored.wdiff");
+    let out = BufWriter::new(File::create(&stored).unwrap());
+    let (_, stored_stats) = merge_stored_to_sorted(inputs, [0; 16], out, &opt).unwrap();
     let after = peak_rss_kib();
+    assert_eq!(stored_stats, stats);
+    assert!(
+        std::fs::read(&stored).unwrap() == std::fs::read(&merged).unwrap(),
+        "the stored merge wrote another file"
+    );
     // The merged diff covers the union: (N - 1) * 64 + IOS * 128 blocks.
     assert_eq!(
         stats.normal_blocks,

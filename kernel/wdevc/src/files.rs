@@ -14,9 +14,10 @@ use walb_kernel::block::{Pbs, LBS};
 use walb_kernel::compress::CompressOpt;
 use walb_kernel::diff::apply::{DiscardPolicy, Redo};
 use walb_kernel::diff::convert::{
-    convert_wlog, merge_to_sorted, ConvertOpt, DEFAULT_MAX_IO_BLOCKS,
+    convert_wlog, merge_stored_to_sorted, merge_to_sorted, ConvertOpt, DEFAULT_MAX_IO_BLOCKS,
 };
-use walb_kernel::diff::merge::{DiffMerger, DiffStream};
+use walb_kernel::diff::merge::{DiffMerger, DiffStream, MergeStream};
+use walb_kernel::diff::source::source_stream;
 use walb_kernel::diff::twopass::convert_wlog_file;
 use walb_kernel::diff::virt::VirtualFullScan;
 use walb_kernel::gen::{DataKind, WlogGen as Generator};
@@ -485,7 +486,16 @@ impl FailedInput {
 }
 
 fn open_diffs(paths: &[PathBuf]) -> Result<(Vec<DiffStream<'static>>, [u8; 16], FailedInput)> {
-    let mut streams: Vec<DiffStream<'static>> = Vec::with_capacity(paths.len());
+    open_inputs(paths, |rd| Box::new(rd))
+}
+
+/// Opens `paths` as merge inputs made by `stream`, each reporting its failure to the
+/// returned [`FailedInput`]; also returns the uuid of the last (newest) input.
+fn open_inputs<T: 'static>(
+    paths: &[PathBuf],
+    stream: impl Fn(WdiffReader<BufReader<File>>) -> MergeStream<'static, T>,
+) -> Result<(Vec<MergeStream<'static, T>>, [u8; 16], FailedInput)> {
+    let mut streams: Vec<MergeStream<'static, T>> = Vec::with_capacity(paths.len());
     let mut uuid = [0u8; 16];
     let failed = FailedInput::default();
     for p in paths {
@@ -493,7 +503,7 @@ fn open_diffs(paths: &[PathBuf]) -> Result<(Vec<DiffStream<'static>>, [u8; 16], 
         uuid = rd.header().uuid;
         let name = p.display().to_string();
         let f = failed.clone();
-        streams.push(Box::new(rd.inspect(move |r| {
+        streams.push(Box::new(stream(rd).inspect(move |r| {
             if r.is_err() {
                 if let Ok(mut g) = f.0.lock() {
                     g.get_or_insert_with(|| name.clone());
@@ -518,20 +528,41 @@ pub struct WdiffMerge {
     /// Record compression, type[:level].
     #[arg(short = 'c', long, default_value_t = CompressOpt::default())]
     compress: CompressOpt,
+    /// The compression, type[:level], every input's records were written with, when known
+    /// (a wdiff does not record levels). A sorted input's record that the merge leaves
+    /// whole is then copied as stored when this equals --compress, instead of being
+    /// decompressed and compressed again; the content is the same either way.
+    #[arg(long)]
+    inputs_compress: Option<CompressOpt>,
 }
 
 impl WdiffMerge {
     pub fn run(self) -> Result<()> {
         let max = max_io_blocks(self.max_io_size)?;
-        let (streams, uuid, failed) = open_diffs(&self.inputs)?;
         let opt = ConvertOpt {
             max_io_blocks: max,
             compress: self.compress,
             ..Default::default()
         };
-        let (output, out) = Output::create(&self.output)?;
-        let (out, _) =
-            merge_to_sorted(streams, uuid, out, &opt).with_context(|| failed.describe())?;
+        let merged = match self.inputs_compress {
+            None => {
+                let (streams, uuid, failed) = open_diffs(&self.inputs)?;
+                let (output, out) = Output::create(&self.output)?;
+                (merge_to_sorted(streams, uuid, out, &opt), output, failed)
+            }
+            Some(written) => {
+                let (streams, uuid, failed) =
+                    open_inputs(&self.inputs, |rd| source_stream(rd, Some(written)))?;
+                let (output, out) = Output::create(&self.output)?;
+                (
+                    merge_stored_to_sorted(streams, uuid, out, &opt),
+                    output,
+                    failed,
+                )
+            }
+        };
+        let (r, output, failed) = merged;
+        let (out, _) = r.with_context(|| failed.describe())?;
         output.commit(out)
     }
 }

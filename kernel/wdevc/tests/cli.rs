@@ -76,6 +76,27 @@ fn convert_merge_redo_and_virt_full_cat_reproduce_the_reference_image() {
     assert!(o.status.success(), "{}", stderr(&o));
     let want = common::golden_image_sha256("pub-512-after-3.img");
     assert_eq!(common::sha256_hex(&std::fs::read(&img).unwrap()), want);
+    // The inputs were converted with the default compression: declared, their records are
+    // copied as stored, and the file is the one the recompressing merge writes.
+    let merge = |out: &Path, extra: &[&str]| {
+        let mut args = vec!["wdiff-merge", "-o", p(out)];
+        args.extend(extra);
+        args.extend(diffs.iter().map(|d| p(d)));
+        let o = wdevc(&args);
+        assert!(o.status.success(), "{}", stderr(&o));
+        std::fs::read(out).unwrap()
+    };
+    let recompressed = merge(&d("r.wdiff"), &[]);
+    let copied = merge(&d("c.wdiff"), &["--inputs-compress", "zstd:1"]);
+    assert!(copied == recompressed, "the merges differ");
+    let img_c = d("img-c");
+    std::fs::File::create(&img_c)
+        .unwrap()
+        .set_len(common::GOLDEN_DEVICE_BYTES)
+        .unwrap();
+    let o = wdevc(&["wdiff-redo", p(&img_c), p(&d("c.wdiff"))]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(common::sha256_hex(&std::fs::read(&img_c).unwrap()), want);
     let o = wdevc(&[
         "virt-full-cat",
         "-s",

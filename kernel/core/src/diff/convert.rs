@@ -20,8 +20,9 @@
 use std::io::{Read, Write};
 
 use super::io::DiffIo;
-use super::merge::{DiffMerger, DiffStream};
-use super::pipeline::{compress_ordered, default_threads};
+use super::merge::{DiffMerger, DiffStream, MergeItem, MergeStream};
+use super::pipeline::{compress_ordered, default_threads, Encode};
+use super::source::SourceIo;
 use super::stored_mem::StoredMemory;
 use crate::block::is_all_zero;
 use crate::compress::{CompressOpt, Compressor};
@@ -60,15 +61,17 @@ impl Default for ConvertOpt {
 }
 
 /// Writes an address-ordered stream of IOs as a SORTED wdiff, splitting data IOs at the
-/// maximum IO size and compressing them in parallel.
-pub fn write_sorted<I, W>(
+/// maximum IO size and compressing them in parallel (or, for records kept as stored,
+/// copying or re-encoding them: see [`source`](super::source)).
+pub fn write_sorted<I, T, W>(
     ios: I,
     uuid: [u8; 16],
     out: W,
     opt: &ConvertOpt,
 ) -> Result<(W, WriteStats)>
 where
-    I: IntoIterator<Item = Result<DiffIo>>,
+    I: IntoIterator<Item = Result<T>>,
+    T: MergeItem + Encode + 'static,
     W: Write + Send,
 {
     let header = WdiffHeader::new(WdiffKind::Sorted, uuid);
@@ -100,14 +103,22 @@ where
 }
 
 /// Splits data IOs at `max` blocks; a discard or all-zero record of any length stays one.
-fn split_data_ios<I>(ios: I, max: u32) -> impl Iterator<Item = Result<DiffIo>>
+fn split_data_ios<I, T>(ios: I, max: u32) -> impl Iterator<Item = Result<T>>
 where
-    I: IntoIterator<Item = Result<DiffIo>>,
+    I: IntoIterator<Item = Result<T>>,
+    T: MergeItem + 'static,
 {
+    let max = max.max(1);
     ios.into_iter()
-        .flat_map(move |r| -> Box<dyn Iterator<Item = Result<DiffIo>>> {
+        .flat_map(move |r| -> Box<dyn Iterator<Item = Result<T>>> {
             match r {
-                Ok(io) if io.is_normal() => Box::new(io.split(max).map(Ok)),
+                Ok(io) if io.carries_data() && io.blocks() > max => {
+                    let n = io.blocks().div_ceil(max);
+                    Box::new((0..n).map(move |i| {
+                        let off = i * max;
+                        Ok(io.slice(off, max.min(io.blocks() - off)))
+                    }))
+                }
                 other => Box::new(std::iter::once(other)),
             }
         })
@@ -121,6 +132,20 @@ pub fn merge_to_sorted<W: Write + Send>(
     opt: &ConvertOpt,
 ) -> Result<(W, WriteStats)> {
     write_sorted(DiffMerger::new(streams), uuid, out, opt)
+}
+
+/// Merges address-ordered inputs whose records are kept as stored (see
+/// [`source_stream`](super::source::source_stream)), given oldest first, into a SORTED
+/// wdiff: the same content as [`merge_to_sorted`] of the decompressed inputs, with every
+/// record that survives whole copied as stored when its input was written with
+/// `opt.compress`.
+pub fn merge_stored_to_sorted<W: Write + Send>(
+    inputs: Vec<MergeStream<'_, SourceIo>>,
+    uuid: [u8; 16],
+    out: W,
+    opt: &ConvertOpt,
+) -> Result<(W, WriteStats)> {
+    write_sorted(DiffMerger::new(inputs), uuid, out, opt)
 }
 
 /// The diff IOs of one log pack, in record order (padding dropped).

@@ -5,21 +5,60 @@
 //! sweeps the address space once: at each address the newest input covering it wins, and a
 //! newer input that starts inside an older IO cuts it. Memory is one IO per input (plus
 //! whatever each reader buffers), whatever the total size of the inputs.
+//!
+//! The merger works on any [`MergeItem`]: decompressed [`DiffIo`]s, or the records of the
+//! inputs as stored ([`SourceIo`](super::source::SourceIo)), so that a record that survives
+//! whole can be written without being decompressed and compressed again.
 
 use super::io::DiffIo;
 use crate::error::Result;
 
-/// A stream of address-ordered, non-overlapping diff IOs.
-pub type DiffStream<'a> = Box<dyn Iterator<Item = Result<DiffIo>> + Send + 'a>;
+/// What the merger needs of an IO: its range, and a cut of it.
+pub trait MergeItem: Sized {
+    /// Start address in logical blocks.
+    fn addr(&self) -> u64;
+    /// Length in logical blocks (> 0).
+    fn blocks(&self) -> u32;
+    /// True when the IO carries data (split at the maximum IO size when written).
+    fn carries_data(&self) -> bool;
+    /// The sub-range `[addr + off, addr + off + len)` (`off + len <= blocks`, `len > 0`).
+    fn slice(&self, off: u32, len: u32) -> Self;
 
-struct Input<'a> {
-    stream: DiffStream<'a>,
-    head: Option<DiffIo>,
+    /// One past the last logical block.
+    fn end(&self) -> u64 {
+        self.addr() + u64::from(self.blocks())
+    }
+}
+
+impl MergeItem for DiffIo {
+    fn addr(&self) -> u64 {
+        self.addr
+    }
+    fn blocks(&self) -> u32 {
+        self.blocks
+    }
+    fn carries_data(&self) -> bool {
+        self.is_normal()
+    }
+    fn slice(&self, off: u32, len: u32) -> Self {
+        DiffIo::slice(self, off, len)
+    }
+}
+
+/// A stream of address-ordered, non-overlapping merge items.
+pub type MergeStream<'a, T> = Box<dyn Iterator<Item = Result<T>> + Send + 'a>;
+
+/// A stream of address-ordered, non-overlapping diff IOs.
+pub type DiffStream<'a> = MergeStream<'a, DiffIo>;
+
+struct Input<'a, T> {
+    stream: MergeStream<'a, T>,
+    head: Option<T>,
     last_end: u64,
     index: usize,
 }
 
-impl Input<'_> {
+impl<T: MergeItem> Input<'_, T> {
     /// Advances until the head ends after `pos` (or the stream ends).
     fn skip_to(&mut self, pos: u64) -> Result<()> {
         loop {
@@ -29,13 +68,15 @@ impl Input<'_> {
             }
             match self.stream.next().transpose()? {
                 Some(io) => {
-                    if io.addr < self.last_end {
+                    if io.addr() < self.last_end {
                         return Err(crate::Error::corrupt(
                             "diff stream",
                             crate::Location::None,
                             format!(
                                 "input {} is not address-ordered: IO at {} after an IO ending at {}",
-                                self.index, io.addr, self.last_end
+                                self.index,
+                                io.addr(),
+                                self.last_end
                             ),
                         ));
                     }
@@ -52,15 +93,15 @@ impl Input<'_> {
 }
 
 /// Merges N diff streams given oldest first into one address-ordered stream.
-pub struct DiffMerger<'a> {
-    inputs: Vec<Input<'a>>,
+pub struct DiffMerger<'a, T = DiffIo> {
+    inputs: Vec<Input<'a, T>>,
     pos: u64,
     started: bool,
 }
 
-impl<'a> DiffMerger<'a> {
+impl<'a, T: MergeItem> DiffMerger<'a, T> {
     /// Merges `streams`, oldest first.
-    pub fn new(streams: Vec<DiffStream<'a>>) -> DiffMerger<'a> {
+    pub fn new(streams: Vec<MergeStream<'a, T>>) -> DiffMerger<'a, T> {
         let inputs = streams
             .into_iter()
             .enumerate()
@@ -79,7 +120,7 @@ impl<'a> DiffMerger<'a> {
     }
 
     /// The next merged IO.
-    pub fn next_io(&mut self) -> Result<Option<DiffIo>> {
+    pub fn next_io(&mut self) -> Result<Option<T>> {
         if !self.started {
             self.started = true;
             for i in &mut self.inputs {
@@ -91,7 +132,7 @@ impl<'a> DiffMerger<'a> {
         let mut lo = u64::MAX;
         for i in &self.inputs {
             if let Some(h) = &i.head {
-                lo = lo.min(h.addr.max(pos));
+                lo = lo.min(h.addr().max(pos));
             }
         }
         if lo == u64::MAX {
@@ -101,7 +142,7 @@ impl<'a> DiffMerger<'a> {
         let mut winner = None;
         for (k, i) in self.inputs.iter().enumerate().rev() {
             if let Some(h) = &i.head {
-                if h.addr <= lo {
+                if h.addr() <= lo {
                     winner = Some(k);
                     break;
                 }
@@ -114,12 +155,12 @@ impl<'a> DiffMerger<'a> {
         let mut hi = wh.end();
         for i in &self.inputs[w + 1..] {
             if let Some(h) = &i.head {
-                if h.addr > lo && h.addr < hi {
-                    hi = h.addr;
+                if h.addr() > lo && h.addr() < hi {
+                    hi = h.addr();
                 }
             }
         }
-        let out = wh.slice((lo - wh.addr) as u32, (hi - lo) as u32);
+        let out = wh.slice((lo - wh.addr()) as u32, (hi - lo) as u32);
         self.pos = hi;
         for i in &mut self.inputs {
             i.skip_to(hi)?;
@@ -128,8 +169,8 @@ impl<'a> DiffMerger<'a> {
     }
 }
 
-impl Iterator for DiffMerger<'_> {
-    type Item = Result<DiffIo>;
+impl<T: MergeItem> Iterator for DiffMerger<'_, T> {
+    type Item = Result<T>;
     fn next(&mut self) -> Option<Self::Item> {
         self.next_io().transpose()
     }

@@ -6,6 +6,7 @@
 //! - [`mem`]: overlap elimination (newest write wins).
 //! - [`merge`]: the N-way streaming merge of address-ordered diffs.
 //! - [`pipeline`]: parallel, order-preserving compression feeding a writer.
+//! - [`source`]: merge inputs kept as stored (records copied without recompressing).
 //! - [`stored_mem`]: overlap elimination over compressed IOs (sorted conversion).
 //! - [`apply`]: redo of wlogs and diffs onto image files and block devices.
 //! - [`virt`]: the virtual full scan (base image + diff, streamed).
@@ -16,6 +17,7 @@ pub mod io;
 pub mod mem;
 pub mod merge;
 pub mod pipeline;
+pub mod source;
 pub mod stored_mem;
 pub mod twopass;
 pub mod virt;

@@ -9,6 +9,11 @@
 //! caller: ios -> batches --> workers: compress --> writer: reorder -> sink (file writes)
 //! ```
 //!
+//! The items are anything that can [`Encode`] itself into a stored record: a [`DiffIo`]
+//! is compressed; a merge input's record kept as stored
+//! ([`SourceIo`](super::source::SourceIo)) is copied, or decompressed, cut and compressed
+//! again, on the workers too.
+//!
 //! Every channel is bounded, so memory stays at a few batches per thread whatever the size
 //! of the input. The first error (from the producer, a worker or the sink) stops the
 //! pipeline and is returned.
@@ -21,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use super::io::{DiffIo, IoData};
-use crate::compress::{Codec, CompressOpt, Compressor};
+use crate::compress::{Codec, CompressOpt, Compressor, Decompressor};
 use crate::error::{Error, Result};
 use crate::wdiff::{RecordKind, StoredIo};
 
@@ -84,6 +89,54 @@ pub fn compress_io(comp: &mut Compressor, scratch: &mut Vec<u8>, io: DiffIo) -> 
     })
 }
 
+/// A worker's codec state: the compressor of the output's option, a scratch buffer and a
+/// decompressor (for stored records that must be re-encoded).
+#[derive(Debug)]
+pub struct Coder {
+    /// Compresses with the output's option.
+    pub comp: Compressor,
+    /// Scratch space of the compressor.
+    pub scratch: Vec<u8>,
+    /// Decompresses stored records.
+    pub dec: Decompressor,
+}
+
+impl Coder {
+    /// A coder for the output option `opt`.
+    pub fn new(opt: CompressOpt) -> Result<Coder> {
+        Ok(Coder {
+            comp: Compressor::new(opt)?,
+            scratch: Vec::new(),
+            dec: Decompressor::new(),
+        })
+    }
+
+    /// Compresses `io` (see [`compress_io`]).
+    pub fn compress(&mut self, io: DiffIo) -> Result<StoredIo> {
+        compress_io(&mut self.comp, &mut self.scratch, io)
+    }
+}
+
+/// An item the pipeline turns into a stored record on a worker.
+pub trait Encode: Send {
+    /// Bytes of work it stands for (to size the batches).
+    fn weight(&self) -> usize;
+    /// The stored record, encoded with `coder`'s option.
+    fn encode(self, coder: &mut Coder) -> Result<StoredIo>;
+}
+
+impl Encode for DiffIo {
+    fn weight(&self) -> usize {
+        match &self.data {
+            IoData::Normal(d) => d.len(),
+            _ => 0,
+        }
+    }
+    fn encode(self, coder: &mut Coder) -> Result<StoredIo> {
+        coder.compress(self)
+    }
+}
+
 /// Number of compression threads to use by default: the available cores.
 pub fn default_threads() -> usize {
     std::thread::available_parallelism()
@@ -91,28 +144,33 @@ pub fn default_threads() -> usize {
         .unwrap_or(1)
 }
 
-type Batch = (u64, Vec<DiffIo>);
+type Batch<T> = (u64, Vec<T>);
 type Done = (u64, Result<Vec<StoredIo>>);
 
-/// Compresses `ios` with `opt` on `threads` workers and feeds `sink` in input order.
+/// Encodes `ios` with `opt` on `threads` workers and feeds `sink` in input order.
 ///
 /// With `threads == 0` everything runs on the calling thread.
-pub fn compress_ordered<I, F>(ios: I, opt: CompressOpt, threads: usize, mut sink: F) -> Result<()>
+pub fn compress_ordered<I, T, F>(
+    ios: I,
+    opt: CompressOpt,
+    threads: usize,
+    mut sink: F,
+) -> Result<()>
 where
-    I: IntoIterator<Item = Result<DiffIo>>,
+    I: IntoIterator<Item = Result<T>>,
+    T: Encode,
     F: FnMut(StoredIo) -> Result<()> + Send,
 {
     if threads == 0 {
-        let mut comp = Compressor::new(opt)?;
-        let mut scratch = Vec::new();
+        let mut coder = Coder::new(opt)?;
         for io in ios {
-            sink(compress_io(&mut comp, &mut scratch, io?)?)?;
+            sink(io?.encode(&mut coder)?)?;
         }
         return Ok(());
     }
     let failed = AtomicBool::new(false);
-    let (job_tx, job_rx) = sync_channel::<Batch>(threads * 2);
-    let job_rx: Arc<Mutex<Receiver<Batch>>> = Arc::new(Mutex::new(job_rx));
+    let (job_tx, job_rx) = sync_channel::<Batch<T>>(threads * 2);
+    let job_rx: Arc<Mutex<Receiver<Batch<T>>>> = Arc::new(Mutex::new(job_rx));
     let (done_tx, done_rx) = sync_channel::<Done>(threads * 2 + 2);
     std::thread::scope(|s| {
         for _ in 0..threads {
@@ -142,9 +200,7 @@ where
                     break;
                 }
             };
-            if let IoData::Normal(d) = &io.data {
-                bytes += d.len();
-            }
+            bytes += io.weight();
             batch.push(io);
             if bytes >= BATCH_BYTES || batch.len() >= BATCH_IOS {
                 if job_tx.send((seq, std::mem::take(&mut batch))).is_err() {
@@ -167,13 +223,13 @@ where
 
 /// A compression worker: takes batches until the job channel closes, sends each batch's
 /// compressed IOs (or its error) back with its sequence number.
-fn compress_worker(
+fn compress_worker<T: Encode>(
     opt: CompressOpt,
-    rx: &Mutex<Receiver<Batch>>,
+    rx: &Mutex<Receiver<Batch<T>>>,
     tx: &SyncSender<Done>,
     failed: &AtomicBool,
 ) {
-    let mut comp = match Compressor::new(opt) {
+    let mut coder = match Coder::new(opt) {
         Ok(c) => c,
         Err(e) => {
             failed.store(true, Ordering::Relaxed);
@@ -181,17 +237,14 @@ fn compress_worker(
             return;
         }
     };
-    let mut scratch = Vec::new();
     loop {
         let job = match rx.lock() {
             Ok(g) => g.recv(),
             Err(_) => return,
         };
         let Ok((seq, batch)) = job else { return };
-        let out: Result<Vec<StoredIo>> = batch
-            .into_iter()
-            .map(|io| compress_io(&mut comp, &mut scratch, io))
-            .collect();
+        let out: Result<Vec<StoredIo>> =
+            batch.into_iter().map(|io| io.encode(&mut coder)).collect();
         if tx.send((seq, out)).is_err() {
             return;
         }
