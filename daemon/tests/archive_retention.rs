@@ -22,6 +22,10 @@
 //! passes the bound the defaults give and that both snapshots restore to the bytes
 //! expected (the diffs are made again from their seeds to compute them), and that, off,
 //! every diff stays.
+//!
+//! The other tests: a pass cut short by a crash in its apply, or in its merge, is
+//! finished or cleaned with no snapshot lost; a corrupt `retention` file stops the
+//! volume's retention and says why. The whole binary takes about a minute (debug build).
 
 mod archive_support;
 
