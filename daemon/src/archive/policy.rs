@@ -15,7 +15,11 @@
 //!    make the explicit snapshots it folds implicit, apply up to the oldest kept
 //!    snapshot, or its oldest merge; each step is a log line and an
 //!    `Event::Retention`, and a pass cut short is planned again, from what is on disk,
-//!    by the next tick;
+//!    by the next tick. A volume whose `retention` file (its settings and pins) cannot
+//!    be read or parsed gets no pass, nor any apply or merge of the policy, until the
+//!    file is fixed: its pins are never taken for "none". The first tick that finds the
+//!    file broken (or broken in a new way) logs a warning and publishes an
+//!    `Event::Retention` whose step is `refused: ` and the reason, naming the file;
 //! 2. apply by age: on a volume whose last apply began more than `--apply-interval` ago,
 //!    the newest restorable snapshot older than `now - keep` (never the base itself);
 //!    the volume with the most diff bytes to apply first;
@@ -103,11 +107,13 @@ pub struct VolView {
     pub idle: bool,
     /// Base state.
     pub base: MetaState,
-    /// The applicable chain from the base, oldest first.
+    /// The applicable chain from the base, oldest first (empty when neither its
+    /// retention nor a merge or apply rule is on).
     pub chain: Vec<MetaDiff>,
-    /// Restorable points (all): gid and timestamp, oldest first.
+    /// Restorable points (all): gid and timestamp, oldest first (empty without
+    /// `--apply-keep`).
     pub restorable: Vec<(u64, u64)>,
-    /// The latest snapshot's gid.
+    /// The latest snapshot's gid (0 without `--replicate-to`).
     pub latest_gid: u64,
     /// Per destination address: the gid it was at after the last replication.
     pub replicas: BTreeMap<String, u64>,
@@ -115,6 +121,9 @@ pub struct VolView {
     pub retention: Retention,
     /// Its pinned snapshots.
     pub pinned: BTreeSet<u64>,
+    /// Why its retention settings cannot be read (then it gets no retention pass, apply
+    /// or merge).
+    pub retention_error: Option<String>,
 }
 
 /// A task the policy starts.
@@ -191,6 +200,8 @@ pub struct History {
     pub repl: BTreeMap<(String, String), u64>,
     /// Last refusal of a retention step, per volume.
     pub retain_refused: BTreeMap<String, u64>,
+    /// The error of each volume whose retention file cannot be read, as last reported.
+    pub retain_broken: BTreeMap<String, String>,
 }
 
 impl History {
@@ -215,7 +226,7 @@ impl History {
 fn retain_step(ready: &[&VolView], h: &History, now: u64) -> Option<Task> {
     let mut best: Option<(usize, Task)> = None;
     for v in ready {
-        if !due(h.retain_refused.get(&v.name), RETRY_S, now) {
+        if !v.retention.on || !due(h.retain_refused.get(&v.name), RETRY_S, now) {
             continue;
         }
         let at: Vec<u64> = v.replicas.values().copied().collect();
@@ -306,6 +317,11 @@ pub fn select(vols: &[VolView], h: &History, p: &Policy, now: u64) -> Option<Tas
             gid: v.base.snap_e.gid_b,
         });
     }
+    // The rest may fold snapshots: not on a volume whose pins cannot be read.
+    let ready: Vec<&VolView> = ready
+        .into_iter()
+        .filter(|v| v.retention_error.is_none())
+        .collect();
     // 1b. Retention.
     if let Some(t) = retain_step(&ready, h, now) {
         return Some(t);
@@ -391,27 +407,46 @@ pub fn select(vols: &[VolView], h: &History, p: &Policy, now: u64) -> Option<Tas
 }
 
 impl Archive {
-    /// What the policy sees of each live volume.
-    fn policy_views(&self) -> Vec<VolView> {
+    /// What the policy `p` sees of each live volume (the chain, the restorable points and
+    /// the latest snapshot only where a rule in force needs them: with retention off and
+    /// nothing else configured, a look costs no walk over a volume's diffs).
+    fn policy_views(&self, p: &Policy) -> Vec<VolView> {
         let replicas = self.replica_gids();
         self.live_vols()
             .iter()
             .map(|v| {
-                // A settings file that cannot be read stops the volume's retention (the
-                // retention query names the file).
-                let own =
-                    retention::serve::load(&v.dir).unwrap_or_else(|_| retention::VolRetention {
-                        policy: Some(Retention::off()),
-                        ..Default::default()
-                    });
+                let (retention, pinned, retention_error) = match retention::serve::load(&v.dir) {
+                    Ok(own) => (
+                        own.effective(&self.cfg.policy.retention).clone(),
+                        own.pinned,
+                        None,
+                    ),
+                    Err(e) => (Retention::off(), BTreeSet::new(), Some(e)),
+                };
+                let chain_needed = retention.on
+                    || p.merge_threshold.is_some()
+                    || p.merge_interval_s.is_some()
+                    || p.apply_keep_s.is_some();
                 let m = v.meta();
-                let chain = m.diffs.applicable_chain(m.base.snap_b, Default::default());
-                let restorable = m
-                    .diffs
-                    .restorable(&m.base, true)
-                    .iter()
-                    .map(|p| (p.gid, p.timestamp))
-                    .collect();
+                let chain = if chain_needed {
+                    m.diffs.applicable_chain(m.base.snap_b, Default::default())
+                } else {
+                    Vec::new()
+                };
+                let restorable = match p.apply_keep_s {
+                    Some(_) => m
+                        .diffs
+                        .restorable(&m.base, true)
+                        .iter()
+                        .map(|p| (p.gid, p.timestamp))
+                        .collect(),
+                    None => Vec::new(),
+                };
+                let latest_gid = if p.replicate_to.is_empty() {
+                    0
+                } else {
+                    m.latest_snapshot().gid_b
+                };
                 VolView {
                     name: v.name.clone(),
                     state: v.state(),
@@ -419,13 +454,38 @@ impl Archive {
                     base: m.base,
                     chain,
                     restorable,
-                    latest_gid: m.latest_snapshot().gid_b,
+                    latest_gid,
                     replicas: replicas.get(&v.name).cloned().unwrap_or_default(),
-                    retention: own.effective(&self.cfg.policy.retention).clone(),
-                    pinned: own.pinned,
+                    retention,
+                    pinned,
+                    retention_error,
                 }
             })
             .collect()
+    }
+
+    /// Reports, once per volume and reason, a retention file that cannot be read (a
+    /// warning and an [`Event::Retention`] whose step is `refused: ...`), and when it can
+    /// be read again.
+    fn report_broken_settings(&self, views: &[VolView], h: &mut History) {
+        for v in views {
+            match &v.retention_error {
+                Some(e) if h.retain_broken.get(&v.name) != Some(e) => {
+                    warn!(vol = %v.name, "retention refused: {e}; no pass, apply or merge of the policy on this volume until the file is fixed");
+                    self.publish(Event::Retention(RetentionPass {
+                        vol: v.name.clone(),
+                        step: format!("refused: {e}"),
+                        kept: 0,
+                        diffs: self.vol(&v.name).map_or(0, |x| x.meta().diffs.len() as u64),
+                    }));
+                    h.retain_broken.insert(v.name.clone(), e.clone());
+                }
+                None if h.retain_broken.remove(&v.name).is_some() => {
+                    info!(vol = %v.name, "retention settings readable again");
+                }
+                _ => {}
+            }
+        }
     }
 
     /// Starts `task` as the command of its name does (a retention step also logged and
@@ -509,7 +569,9 @@ impl Archive {
                 continue;
             }
             let now = self.ctx.clock.now_s();
-            let Some(task) = select(&self.policy_views(), &h, &p, now) else {
+            let views = self.policy_views(&p);
+            self.report_broken_settings(&views, &mut h);
+            let Some(task) = select(&views, &h, &p, now) else {
                 continue;
             };
             h.began(&task, now);
@@ -590,6 +652,7 @@ mod tests {
             replicas: BTreeMap::new(),
             retention: Retention::off(),
             pinned: BTreeSet::new(),
+            retention_error: None,
         }
     }
 
@@ -782,6 +845,16 @@ mod tests {
         h.retain_refused.insert("v".into(), now - 10);
         assert_eq!(select(std::slice::from_ref(&v), &h, &pol(), now), None);
         assert!(select(std::slice::from_ref(&v), &h, &pol(), now + RETRY_S).is_some());
+        // Settings that cannot be read: no pass, and no merge by count either.
+        let mut broken = v.clone();
+        broken.retention_error = Some("vol/retention: line 1: bad".into());
+        let merging = Policy {
+            merge_threshold: Some(2),
+            ..pol()
+        };
+        assert_eq!(select(&[broken.clone()], &h, &merging, now + RETRY_S), None);
+        broken.retention_error = None;
+        assert!(select(&[broken], &h, &merging, now + RETRY_S).is_some());
         // Off: nothing.
         v.retention = Retention::off();
         assert_eq!(select(&[v], &History::default(), &pol(), now), None);

@@ -373,6 +373,26 @@ pub fn make_wdiff(size_lb: u64, data_bytes: u64, seed: u64, kind: WdiffKind) -> 
     g.zero_pct = 10;
     g.min_io_lb = 1;
     g.max_io_lb = 64;
+    wlog_to_wdiff(&g, kind)
+}
+
+/// A sorted wdiff of `data_bytes` of writes of `data` over a volume of `size_lb`, each
+/// of `io_lb.0..=io_lb.1` logical blocks (2% discards, 2% zero writes).
+pub fn make_wdiff_of(
+    size_lb: u64,
+    data_bytes: u64,
+    seed: u64,
+    data: DataKind,
+    io_lb: (u32, u32),
+) -> Vec<u8> {
+    let mut g = WlogGen::new(size_lb, data_bytes);
+    g.seed = seed;
+    g.kind = data;
+    (g.min_io_lb, g.max_io_lb) = io_lb;
+    wlog_to_wdiff(&g, WdiffKind::Sorted)
+}
+
+fn wlog_to_wdiff(g: &WlogGen, kind: WdiffKind) -> Vec<u8> {
     let mut wlog = Vec::new();
     g.write(&mut wlog).unwrap();
     let opt = ConvertOpt {

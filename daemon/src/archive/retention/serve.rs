@@ -32,6 +32,21 @@ pub fn load(dir: &Path) -> Result<VolRetention, String> {
     }
 }
 
+/// [`load`], refused (naming volume `vol`, the file and what is wrong) if the file
+/// cannot be used: the volume's retention is stopped then, never run as if it had no
+/// pins.
+fn load_or_refuse(vol: &str, dir: &Path) -> Result<VolRetention, WireError> {
+    load(dir).map_err(|e| {
+        refuse(
+            ErrorCode::Internal,
+            format!(
+                "volume {vol}: its retention settings cannot be used: {e} (no retention pass \
+                 runs on it until the file is fixed)"
+            ),
+        )
+    })
+}
+
 /// The wire form of a policy.
 pub fn to_dto(r: &Retention) -> RetentionPolicy {
     let Counts {
@@ -153,7 +168,7 @@ impl Archive {
         let v = self.vol_in(name, ACTIVE_OR_STOPPED, "retention")?;
         let own = match settings {
             Some(s) => s,
-            None => load(&v.dir).map_err(|e| refuse(ErrorCode::Internal, e))?,
+            None => load_or_refuse(name, &v.dir)?,
         };
         let r = own.effective(self.default_retention()).clone();
         let replicas: Vec<u64> = self
@@ -194,7 +209,7 @@ impl Archive {
         s: RetentionSet,
     ) -> Result<Reply, WireError> {
         let v = self.vol_in(&s.vol, ACTIVE_OR_STOPPED, "retention")?;
-        let now = load(&v.dir).map_err(|e| refuse(ErrorCode::Internal, e))?;
+        let now = load_or_refuse(&s.vol, &v.dir)?;
         let next = change(&now, self.default_retention(), &s)
             .map_err(|e| refuse(ErrorCode::BadRequest, format!("retention {}: {e}", s.vol)))?;
         if !s.dry_run && next != now {
