@@ -263,11 +263,15 @@ fn forced(v: &super::ProxyVol) -> WireError {
 /// A wlog received and queued, with where its time went.
 struct Received {
     name: String,
+    /// The diff's begin and end gids.
+    gids: (u64, u64),
     size: u64,
     /// From the acceptance to the converted, fsynced file (the fsync included).
     convert: Duration,
     sync: Duration,
     register: Duration,
+    /// From the acceptance to the ack sent.
+    total: Duration,
 }
 
 /// What the proxy knows of a volume when a wlog transfer for it arrives.
@@ -382,9 +386,11 @@ impl Proxy {
         match self.receive(req, &mut call).await {
             Ok(r) => info!(
                 %vol, %peer, diff = %r.name, bytes = r.size,
+                gid_b = r.gids.0, gid_e = r.gids.1,
                 ms_convert = r.convert.as_millis() as u64,
                 ms_fsync = r.sync.as_millis() as u64,
                 ms_register = r.register.as_millis() as u64,
+                ms_total = r.total.as_millis() as u64,
                 "wlog received"
             ),
             Err(e) => {
@@ -437,10 +443,12 @@ impl Proxy {
         let _ = call.sender.finish();
         Ok(Received {
             name,
+            gids: (diff.snap_b.gid_b, diff.snap_e.gid_b),
             size,
             convert,
             sync,
             register,
+            total: t_accepted.elapsed(),
         })
     }
 

@@ -127,6 +127,13 @@ fn plan(
     })
 }
 
+/// The begin gid of the first diff of a batch and the end gid of its last (for the logs).
+fn plan_gids(files: &[QueuedFile]) -> (u64, u64) {
+    let b = files.first().map_or(0, |f| f.diff.snap_b.gid_b);
+    let e = files.last().map_or(0, |f| f.diff.snap_e.gid_b);
+    (b, e)
+}
+
 /// When the dispatcher must look at the queue again by itself: at the earliest due time,
 /// unless every worker is busy; then only the end of a run (which wakes it) can let
 /// another task start, and waking for a task already due would spin.
@@ -273,6 +280,11 @@ impl Proxy {
                 None => Next::Nothing,
             };
         }
+        let gids = plan_gids(&plan.files);
+        info!(
+            %vol, %archive, files = plan.files.len(), gid_b = gids.0, gid_e = gids.1,
+            "wdiff send started"
+        );
         let t0 = Instant::now();
         let res = tokio::select! {
             r = self.transfer(&v, archive, &info, &plan) => r,
@@ -316,7 +328,8 @@ impl Proxy {
         match (&reaction, &res) {
             (Reaction::Delivered, r) => {
                 let ms = r.as_ref().map_or(0, |d| d.as_millis() as u64);
-                info!(vol = %v.name, %archive, files = files.len(), ms, "delivered: {}", names())
+                let (gid_b, gid_e) = plan_gids(files);
+                info!(vol = %v.name, %archive, files = files.len(), gid_b, gid_e, ms, "delivered: {}", names())
             }
             (_, Err(f)) => {
                 warn!(vol = %v.name, %archive, ?reaction, "sending {} failed: {}", names(), f.msg)

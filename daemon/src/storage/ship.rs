@@ -293,9 +293,14 @@ pub(crate) async fn step(st: &Arc<Storage>, vol: &Arc<Vol>) -> Result<Next, Ship
     };
     let plan = prep.plan;
     let (addr, mut call) = st.open_transfer(&prep.req).await?;
-    debug!(vol = %vol.name, proxy = %addr, from = plan.rec_b.lsid, limit = plan.lsid_limit, "wlog transfer");
+    info!(
+        vol = %vol.name, proxy = %addr,
+        gid_b = plan.rec_b.gid, gid_e = plan.rec_e.gid,
+        lsid_b = plan.rec_b.lsid, limit = plan.lsid_limit,
+        "wlog transfer started"
+    );
     let dev = Arc::clone(&prep.dev);
-    let lsid_e = match send(st, vol, &mut call, *prep).await {
+    let (lsid_e, diff) = match send(st, vol, &mut call, *prep).await {
         Ok(l) => l,
         Err(e) => {
             call.sender.reset();
@@ -306,7 +311,7 @@ pub(crate) async fn step(st: &Arc<Storage>, vol: &Arc<Vol>) -> Result<Next, Ship
     let _ = call.sender.finish();
     info!(
         vol = %vol.name, proxy = %addr,
-        gid_b = plan.rec_b.gid, lsid_b = plan.rec_b.lsid, lsid_e,
+        gid_b = plan.rec_b.gid, gid_e = diff.snap_e.gid_b, lsid_b = plan.rec_b.lsid, lsid_e,
         "wlog transfer acknowledged"
     );
     let (s2, v2) = (Arc::clone(st), Arc::clone(vol));
@@ -404,14 +409,14 @@ fn prepare(st: &Storage, vol: &Vol) -> Result<Prepared, ShipError> {
     })))
 }
 
-/// Streams the packs, the end of the bulk and the diff; returns the end lsid once the
-/// proxy acknowledged.
+/// Streams the packs, the end of the bulk and the diff; returns the end lsid and the diff
+/// once the proxy acknowledged.
 async fn send(
     st: &Arc<Storage>,
     vol: &Arc<Vol>,
     call: &mut Call,
     prep: Prep,
-) -> Result<u64, ShipError> {
+) -> Result<(u64, walb_kernel::meta::MetaDiff), ShipError> {
     let Prep {
         plan,
         ldev,
@@ -465,7 +470,7 @@ async fn send(
         .await
         .map_err(|()| ShipError::Aborted)??;
     match ack {
-        Step::Ack => Ok(lsid_e),
+        Step::Ack => Ok((lsid_e, diff)),
         other => Err(ShipError::Transport(walb_wire::Error::Unexpected(format!(
             "expected the ack of the wlog transfer, got {other:?}"
         )))),
