@@ -35,7 +35,6 @@ use super::{Key, Proxy, ProxyVol};
 use crate::dto::diff_to_dto;
 use crate::encode::spawn_encoder;
 use crate::peers::PeerAddr;
-use crate::persist;
 use crate::session::{ack_step, CHANNEL_DEPTH};
 use crate::state::proxy::WDIFF_SEND;
 use crate::state::StopState;
@@ -338,10 +337,17 @@ impl Proxy {
         }
         if matches!(reaction, Reaction::Delivered | Reaction::Drop) {
             let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+            // Without the directory's fsync: a delete lost in a crash only costs a resend,
+            // which the archive refuses as too old, and the next batch need not wait.
             let deleted = tokio::task::spawn_blocking(move || {
                 paths
                     .iter()
-                    .map(|p| persist::remove_file(p))
+                    .map(|p| match std::fs::remove_file(p) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            Err(format!("removing {}: {e}", p.display()))
+                        }
+                        _ => Ok(()),
+                    })
                     .collect::<Result<Vec<()>, _>>()
             })
             .await;

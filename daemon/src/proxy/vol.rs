@@ -342,6 +342,12 @@ pub fn list_diffs(dir: &Path) -> Result<Vec<QueuedFile>, PersistError> {
 /// Hard-links `src` as `queue/<name>`, replacing a file of that name atomically (a diff
 /// resent after a lost acknowledgement has the same name and the same content).
 pub fn link_into(src: &Path, queue: &Path, name: &str) -> Result<(), PersistError> {
+    link_unsynced(src, queue, name)?;
+    persist::sync_dir(queue)
+}
+
+/// [`link_into`] without the directory's fsync.
+fn link_unsynced(src: &Path, queue: &Path, name: &str) -> Result<(), PersistError> {
     let dst = queue.join(name);
     let tmp = persist::tmp_path(&dst);
     let _ = fs::remove_file(&tmp);
@@ -350,7 +356,7 @@ pub fn link_into(src: &Path, queue: &Path, name: &str) -> Result<(), PersistErro
         let _ = fs::remove_file(&tmp);
         return Err(io_err("renaming into place", &dst)(e));
     }
-    persist::sync_dir(queue)
+    Ok(())
 }
 
 /// What [`recover`] did.
@@ -407,8 +413,9 @@ pub fn recover(vd: &VolDir, archives: &[String]) -> Result<Recovered, PersistErr
 }
 
 /// Registers a converted wlog: moves the temporary file `tmp` to `received/<name>`,
-/// links it into every queue, then removes it from `received/`. On failure, everything
-/// this call created is removed again (the storage resends).
+/// links it into every queue, then removes it from `received/`, all without an fsync
+/// (the forwards may start at once; [`sync_received`] makes it durable). On failure,
+/// everything this call created is removed again (the storage resends).
 pub fn register_received(
     vd: &VolDir,
     tmp: &Path,
@@ -419,13 +426,12 @@ pub fn register_received(
     let mut linked: Vec<PathBuf> = Vec::new();
     let res = (|| {
         fs::rename(tmp, &recv).map_err(io_err("renaming into place", &recv))?;
-        persist::sync_dir(&vd.received())?;
         for a in archives {
             let q = vd.queue(a);
-            link_into(&recv, &q, name)?;
+            link_unsynced(&recv, &q, name)?;
             linked.push(q.join(name));
         }
-        persist::remove_file(&recv)
+        fs::remove_file(&recv).map_err(io_err("removing", &recv))
     })();
     if res.is_err() {
         for p in &linked {
@@ -435,6 +441,34 @@ pub fn register_received(
         let _ = fs::remove_file(tmp);
     }
     res
+}
+
+/// Makes a file registered by [`register_received`] durable: the file itself (`file`),
+/// then `received/` and every queue it was linked into; returns its name. Until this
+/// returned, the storage keeps the logs (it has no ack), so on failure the queue entries
+/// are removed again (best effort: one may have been forwarded and deleted already) and
+/// the storage resends.
+pub fn sync_received(
+    vd: &VolDir,
+    file: &fs::File,
+    name: &str,
+    archives: &[String],
+) -> Result<String, PersistError> {
+    let res = (|| {
+        file.sync_all()
+            .map_err(io_err("syncing", &vd.received().join(name)))?;
+        persist::sync_dir(&vd.received())?;
+        for a in archives {
+            persist::sync_dir(&vd.queue(a))?;
+        }
+        Ok(())
+    })();
+    if res.is_err() {
+        for a in archives {
+            let _ = persist::remove_file(&vd.queue(a).join(name));
+        }
+    }
+    res.map(|()| name.to_owned())
 }
 
 /// A fresh temporary path for a conversion in `received/`.

@@ -50,6 +50,8 @@ const ACCEPT_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a heartbeat may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often an explicit snapshot whose logs are not yet permanent looks again.
+const SNAPSHOT_PERMANENT_POLL: Duration = Duration::from_millis(10);
 
 /// What the worker does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -377,10 +379,15 @@ fn prepare(st: &Storage, vol: &Vol) -> Result<Prepared, ShipError> {
     }
     drop(g);
     if plan.later {
-        let left = snap::remaining_mb(plan.rec_b.lsid, lsids.latest, pbs);
-        return Ok(Prepared::Done(Next::After(Duration::from_millis(
-            snap::wait_delay_ms(left, max_mb),
-        ))));
+        // An explicit snapshot waits only for its logs to become permanent (the next
+        // flush); logs alone wait to be shipped in bulk.
+        let delay = if plan.rec_e.mergeable {
+            let left = snap::remaining_mb(plan.rec_b.lsid, lsids.latest, pbs);
+            Duration::from_millis(snap::wait_delay_ms(left, max_mb))
+        } else {
+            SNAPSHOT_PERMANENT_POLL
+        };
+        return Ok(Prepared::Done(Next::After(delay)));
     }
     let ldev = dev.open_ldev()?;
     let sb = SuperBlock::read(&ldev)?;

@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | storage | `snapshot taken gid=G` | the snapshot command took it |
 //! | storage | `wlog transfer started` | the transfer was accepted by a proxy |
-//! | proxy | `wlog received` (`ms_total` since the acceptance, `ms_convert`, `ms_fsync`) | the wdiff is queued, the ack sent |
+//! | proxy | `wlog received` (`ms_total` since the acceptance, `ms_write`, `ms_queued`, `ms_fsync`) | the wdiff is durable, the ack sent |
 //! | storage | `wlog transfer acknowledged` | the storage heard the ack |
 //! | proxy | `wdiff send started` | a forward to the archive began |
 //! | archive | `wdiff received` (`ms_recv`, `ms_commit`: fsync, validation, rename) | validated, durable, restorable |
@@ -41,11 +41,16 @@ struct Line {
 }
 
 impl Line {
-    fn ms(&self, key: &str) -> f64 {
+    /// The `ms_*` field `key`, in seconds.
+    fn get(&self, key: &str) -> Option<f64> {
         self.ms
             .iter()
             .find(|(k, _)| k == key)
-            .map_or(0.0, |(_, v)| *v / 1e3)
+            .map(|(_, v)| *v / 1e3)
+    }
+
+    fn ms(&self, key: &str) -> f64 {
+        self.get(key).unwrap_or(0.0)
     }
 
     fn covers(&self, gid: u64) -> bool {
@@ -127,14 +132,14 @@ fn secs(t: SystemTime) -> f64 {
 const HOPS: [&str; 10] = [
     "snapshot asked -> taken (storage)",
     "taken -> wlog transfer accepted by the proxy",
-    "proxy: packs received and converted",
-    "proxy: fsync of the wdiff",
-    "proxy: metadata, link into the queues, ack",
+    "proxy: packs received, converted, written",
+    "proxy: metadata, file linked into the queues",
+    "proxy: fsync (file, directories), ack sent",
     "ack sent -> storage heard it",
-    "proxy queued -> forward started",
+    "proxy: queued -> forward started",
     "forward: archive received the bytes",
     "archive: fsync + validation, rename",
-    "archive restorable -> seen by the poll",
+    "archive: restorable -> seen by the poll",
 ];
 
 /// The hop durations of one sample, or why they cannot be told.
@@ -147,20 +152,28 @@ fn hops(s: &Sample, logs: &Logs) -> Result<[f64; 10], String> {
     let ship = last_before(&logs.ship, g, sack.t).ok_or_else(|| miss("wlog transfer started"))?;
     let arecv = first(&logs.arecv, g).ok_or_else(|| miss("wdiff received"))?;
     let fwd = last_before(&logs.fwd, g, arecv.t).ok_or_else(|| miss("wdiff send started"))?;
-    let (total, convert, pfsync) = (
-        precv.ms("ms_total"),
-        precv.ms("ms_convert"),
-        precv.ms("ms_fsync"),
-    );
+    let total = precv.ms("ms_total");
+    let accepted = precv.t - total;
+    // Since the acceptance: written, queued, and the end (the ack sent).
+    let (write, queued) = match precv.get("ms_write") {
+        // The file is queued before its fsync.
+        Some(w) => (w, precv.ms("ms_queued")),
+        // The older order: converted and fsynced (`ms_convert`), then queued, then the ack.
+        None => (precv.ms("ms_convert") - precv.ms("ms_fsync"), total),
+    };
+    let sync_and_ack = match precv.get("ms_write") {
+        Some(_) => total - queued,
+        None => precv.ms("ms_fsync"),
+    };
     let commit = arecv.ms("ms_commit");
     Ok([
         snap.t - secs(s.asked),
         ship.t - snap.t,
-        convert - pfsync,
-        pfsync,
-        total - convert,
+        write,
+        total - write - sync_and_ack,
+        sync_and_ack,
         sack.t - precv.t,
-        fwd.t - precv.t,
+        fwd.t - (accepted + queued),
         arecv.t - commit - fwd.t,
         commit,
         secs(s.seen) - arecv.t,
