@@ -755,6 +755,18 @@ async fn wlog_is_acked_once_queued_for_every_archive_and_redoes_to_the_same_imag
     p.stop().await;
 }
 
+/// A proxy started with `o`, its operator, the test storage, and archive a0 (no delay)
+/// as the destination of the Started volume.
+async fn proxy_with_a0(c: &Cluster, o: ProxyOpts) -> (ProxyUnderTest, Op, Storage, Archive) {
+    let p = start_proxy(c, o).await;
+    let op = Op::new(c, p.addr).await;
+    let st = Storage::new(c, p.addr).await;
+    let a = Archive::start(c, "a0");
+    op.set_archive("a0", &a.addr, 0, false).await.unwrap();
+    op.start().await.unwrap();
+    (p, op, st, a)
+}
+
 /// Forwarding starts before the proxy's own fsync, and the storage's ack waits for that
 /// fsync. A storage that never hears the ack (as when the proxy dies before its fsync)
 /// still holds the logs and resends them: the proxy acks the resend, and the archive,
@@ -766,12 +778,7 @@ async fn forwarding_starts_before_the_proxy_fsync_and_a_resend_is_taken_once() {
     let c = Cluster::new();
     let mut o = opts(&c.base());
     o.hold_before_sync_ms = HOLD.as_millis() as u64;
-    let p = start_proxy(&c, o).await;
-    let op = Op::new(&c, p.addr).await;
-    let st = Storage::new(&c, p.addr).await;
-    let mut a = Archive::start(&c, "a0");
-    op.set_archive("a0", &a.addr, 0, false).await.unwrap();
-    op.start().await.unwrap();
+    let (p, op, st, mut a) = proxy_with_a0(&c, o).await;
     let w = packs(1, 0, 4, 8, UUID);
     let d = meta(0, 1, true);
 
@@ -1299,12 +1306,7 @@ async fn without_wlogs_for_the_retry_timeout_a_refusal_becomes_a_send_error() {
     let c = Cluster::new();
     let mut o = opts(&c.base());
     o.retry_timeout = 0;
-    let p = start_proxy(&c, o).await;
-    let op = Op::new(&c, p.addr).await;
-    let st = Storage::new(&c, p.addr).await;
-    let mut a = Archive::start(&c, "a0");
-    op.set_archive("a0", &a.addr, 0, false).await.unwrap();
-    op.start().await.unwrap();
+    let (p, op, st, mut a) = proxy_with_a0(&c, o).await;
     // too-new-diff (the archive is merely behind) keeps retrying...
     a.script(&[
         Answer::Refuse(ErrorCode::TooNewDiff),

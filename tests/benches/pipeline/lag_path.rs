@@ -16,7 +16,9 @@
 //! A sample is the snapshot's gid G with the bench's own times of the command and of the
 //! first poll that listed G as restorable; each hop is the first line whose range
 //! `(gid_b, gid_e]` holds G (a start line: the last one before its end line, in case of
-//! a retry). [`breakdown`] prints p50/p99 of every hop over the samples.
+//! a retry). [`breakdown`] prints p50/p99 of every hop over the samples. Logs of a proxy
+//! that fsynced before queueing (`ms_convert` with the fsync inside, no `ms_write`) are
+//! read too, so that the same table compares the two orders.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
