@@ -8,11 +8,12 @@
 //! contiguous, and the stream may not exceed the size the request announced. The kernel
 //! converter ([`convert_packs`]) runs on a blocking thread, reading the stream through a
 //! [`ChannelReader`] that the async call feeds, and writes an indexed zstd wdiff to a
-//! temporary file (direct IO where the file system has it), which is renamed to the
-//! diff's name and hard-linked into every queue ([`super::vol::register_received`]); the
-//! forwards to the archives may start then, while the file and the directories it is
-//! linked into are fsynced ([`super::vol::sync_received`]); only then the storage gets
-//! `Step::Ack`.
+//! temporary file (direct IO where the file system has it), which is hard-linked into
+//! every queue as `<diff name>.unsynced` ([`super::vol::register_received`]); the
+//! forwards to the archives may start then, while the file is fsynced, its queue names
+//! renamed to the diff's name and the queue directories fsynced
+//! ([`super::vol::sync_received`]); only then the storage gets `Step::Ack`. A crash
+//! before that leaves only `.unsynced` names, which the proxy deletes when it starts.
 //! On any failure the storage gets the error (corrupt, truncated, ...) and nothing is
 //! kept.
 
@@ -444,7 +445,6 @@ impl Proxy {
         // (ARCHITECTURE.md, "Acknowledge only what is durable").
         let t_reg = Instant::now();
         let (grow, archives) = self.register(&v, &req, &path, &name).await?;
-        tmp.disarm();
         let register = t_reg.elapsed();
         let queued = t_accepted.elapsed();
         let delays = self.note_received(&v, grow, &diff);
@@ -458,10 +458,11 @@ impl Proxy {
         }
         let vd = v.dir.clone();
         let synced =
-            tokio::task::spawn_blocking(move || sync_received(&vd, &file, &name, &archives))
+            tokio::task::spawn_blocking(move || sync_received(&vd, &file, &path, &name, &archives))
                 .await
                 .map_err(|e| refuse(ErrorCode::Internal, format!("sync thread: {e}")))?;
         let name = synced.map_err(|e| internal(&anyhow::Error::new(e)))?;
+        tmp.disarm();
         let sync = t_sync.elapsed();
         txn.commit(P::Started)?;
         debug!(vol = %req.vol, diff = %name, bytes = size, "wdiff queued");
@@ -570,9 +571,9 @@ impl Proxy {
         Ok(diff)
     }
 
-    /// Grows the volume if the request says it grew, renames the file at `tmp` to `name`
-    /// and links it into every archive's queue, unsynced; returns the new size, if it
-    /// grew, and the archives.
+    /// Grows the volume if the request says it grew and links the file at `tmp` into
+    /// every archive's queue as `<name>.unsynced`; returns the new size, if it grew, and
+    /// the archives.
     async fn register(
         &self,
         v: &super::ProxyVol,

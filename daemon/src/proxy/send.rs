@@ -30,7 +30,7 @@ use walb_wire::msg::{ErrorCode, Reply, Request, Step, WdiffTransfer};
 use walb_wire::{PeerId, Role};
 
 use super::queue::{cut_at_uuid_change, react, select_batch, BatchLimits, Reaction};
-use super::vol::{list_diffs, ArchiveInfo, QueuedFile};
+use super::vol::{durable_name, list_diffs, ArchiveInfo, QueuedFile};
 use super::{Key, Proxy, ProxyVol};
 use crate::dto::diff_to_dto;
 use crate::encode::spawn_encoder;
@@ -340,9 +340,12 @@ impl Proxy {
             // Without the directory's fsync: a delete lost in a crash only costs a resend,
             // which the archive refuses as too old, and the next batch need not wait.
             let deleted = tokio::task::spawn_blocking(move || {
+                // A diff sent while not yet durable may have been renamed to its
+                // durable name meanwhile: both names go.
                 paths
                     .iter()
-                    .map(|p| match std::fs::remove_file(p) {
+                    .flat_map(|p| [p.clone(), durable_name(p)])
+                    .map(|p| match std::fs::remove_file(&p) {
                         Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                             Err(format!("removing {}: {e}", p.display()))
                         }
