@@ -12,6 +12,8 @@
 //! - [`dto`]: kernel snapshot model ↔ wire DTOs, validated on the way in.
 //! - [`peers`]: who may touch a volume (the peers bound to it) and the admission check.
 //! - [`bulk`]: an image sent as bulks in address order (full backup, full replication).
+//! - `dio`: direct-IO writes of files written once (images, wdiffs), with a page-cache
+//!   fallback.
 //! - [`diffsend`]: a chain of wdiffs sent as one (proxy transfers, replication rounds).
 //! - [`fgq`]: foreground slots and the fair, bounded queue of the tasks waiting for one.
 //! - [`session`]: what the roles' calls run in: context, refusals and the mapping of
@@ -29,6 +31,7 @@ pub mod archive;
 pub mod bulk;
 pub mod clock;
 pub mod diffsend;
+mod dio;
 pub mod dto;
 pub mod encode;
 pub mod fgq;

@@ -249,6 +249,10 @@ pub struct ProxyOpts {
     /// MiB (in addition to the transfer's own size).
     #[arg(long, default_value_t = 64)]
     pub min_free_mb: u64,
+    /// Fault injection for tests: wait this long, ms, before the fsync of each received
+    /// wdiff (it is queued, and may be forwarded, meanwhile; the storage has no ack yet).
+    #[arg(long, default_value_t = 0, hide = true)]
+    pub hold_before_sync_ms: u64,
 }
 
 /// `walb-archive`: keeps base images and diffs; restores snapshots.

@@ -102,6 +102,7 @@ fn opts(base: &Path) -> ProxyOpts {
         max_delay: 2,
         retry_timeout: 1800,
         min_free_mb: 0,
+        hold_before_sync_ms: 0,
     }
 }
 
@@ -754,6 +755,88 @@ async fn wlog_is_acked_once_queued_for_every_archive_and_redoes_to_the_same_imag
     p.stop().await;
 }
 
+/// A proxy started with `o`, its operator, the test storage, and archive a0 (no delay)
+/// as the destination of the Started volume.
+async fn proxy_with_a0(c: &Cluster, o: ProxyOpts) -> (ProxyUnderTest, Op, Storage, Archive) {
+    let p = start_proxy(c, o).await;
+    let op = Op::new(c, p.addr).await;
+    let st = Storage::new(c, p.addr).await;
+    let a = Archive::start(c, "a0");
+    op.set_archive("a0", &a.addr, 0, false).await.unwrap();
+    op.start().await.unwrap();
+    (p, op, st, a)
+}
+
+/// Forwarding starts before the proxy's own fsync, and the storage's ack waits for that
+/// fsync. A storage that never hears the ack (as when the proxy dies before its fsync)
+/// still holds the logs and resends them: the proxy acks the resend, and the archive,
+/// which holds the diff already, refuses the copy as too old; the proxy drops it. The
+/// archive took the diff exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarding_starts_before_the_proxy_fsync_and_a_resend_is_taken_once() {
+    const HOLD: Duration = Duration::from_secs(5);
+    let c = Cluster::new();
+    let mut o = opts(&c.base());
+    o.hold_before_sync_ms = HOLD.as_millis() as u64;
+    let (p, op, st, mut a) = proxy_with_a0(&c, o).await;
+    let w = packs(1, 0, 4, 8, UUID);
+    let d = meta(0, 1, true);
+
+    // The storage's call by hand: it gives up before the ack.
+    let t0 = Instant::now();
+    let mut call = st
+        .peer
+        .call(Request::WlogTransfer(Storage::request(&w)))
+        .await
+        .unwrap();
+    assert!(matches!(call.receiver.reply().await, Ok(Reply::Accepted)));
+    for c in w.bytes.chunks(300_001) {
+        call.sender.chunk(c).await.unwrap();
+    }
+    call.sender.end_bulk().await.unwrap();
+    call.sender.step(Step::MetaDiff(d)).await.unwrap();
+    let g = a.next().await;
+    let forwarded = t0.elapsed();
+    assert!(forwarded < HOLD, "forwarded after {forwarded:?}");
+    assert_eq!(g.req.diff.range, d.range);
+    assert!(!g.bytes.is_empty());
+    // The proxy's copy is not durable yet: no ack.
+    assert!(
+        timeout(Duration::from_millis(300), call.receiver.step())
+            .await
+            .is_err(),
+        "acknowledged before the proxy's fsync"
+    );
+    drop(call);
+
+    // The resend: acknowledged only after the proxy's fsync, forwarded, refused as too
+    // old (the archive has it), dropped.
+    // (Busy while the first receive still holds the volume, as a real storage retries.)
+    a.script(&[Answer::Refuse(ErrorCode::TooOldDiff)]);
+    let took = loop {
+        let t1 = Instant::now();
+        match st.send(&w, d).await {
+            Ok(()) => break t1.elapsed(),
+            Err(e) if e.code == ErrorCode::Busy && t0.elapsed() < LIMIT => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("resend: {e}"),
+        }
+    };
+    assert!(took >= HOLD, "acked after {took:?}");
+    let g = a.next().await;
+    assert_eq!(g.req.diff.range, d.range);
+    assert!(g.bytes.is_empty(), "the refused copy carried bytes");
+    let t2 = Instant::now();
+    while !files_in(&p.queue("a0")).is_empty() {
+        assert!(t2.elapsed() < LIMIT, "{:?}", files_in(&p.queue("a0")));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(!op.send_error("a0").await);
+    assert!(a.quiet(Duration::from_millis(500)).await, "sent again");
+    p.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_or_cut_streams_are_refused_and_leave_nothing() {
     let c = Cluster::new();
@@ -1223,12 +1306,7 @@ async fn without_wlogs_for_the_retry_timeout_a_refusal_becomes_a_send_error() {
     let c = Cluster::new();
     let mut o = opts(&c.base());
     o.retry_timeout = 0;
-    let p = start_proxy(&c, o).await;
-    let op = Op::new(&c, p.addr).await;
-    let st = Storage::new(&c, p.addr).await;
-    let mut a = Archive::start(&c, "a0");
-    op.set_archive("a0", &a.addr, 0, false).await.unwrap();
-    op.start().await.unwrap();
+    let (p, op, st, mut a) = proxy_with_a0(&c, o).await;
     // too-new-diff (the archive is merely behind) keeps retrying...
     a.script(&[
         Answer::Refuse(ErrorCode::TooNewDiff),

@@ -39,7 +39,6 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use tracing::{info, warn};
-use walb_device::dio::DIO_ALIGN;
 use walb_kernel::block::LBS;
 use walb_kernel::meta::{DiffManager, MetaDiff, MetaState};
 use walb_wire::msg::{Message, Step, SyncStart, Uuid};
@@ -191,78 +190,6 @@ impl WriteCadence {
     }
 }
 
-/// Direct IO (`O_DIRECT`) on an image being written once, front to back: the data goes from
-/// our buffer to the disk without passing through (and crowding out) the page cache, which
-/// also costs the least CPU per byte. The flag is set on the file's open description for
-/// the duration of the copy; a piece that is not aligned is written through the page cache
-/// with the flag cleared for that write. A file system without direct IO (`EINVAL`, e.g.
-/// tmpfs) keeps the buffered path.
-struct DirectIo {
-    flags: nix::fcntl::OFlag,
-    /// Still direct (cleared for good when the file system refuses an aligned write).
-    on: bool,
-    /// An aligned staging buffer (received chunks are not aligned in memory).
-    buf: Vec<u8>,
-}
-
-impl DirectIo {
-    fn new(f: &File) -> Option<DirectIo> {
-        use nix::fcntl::{fcntl, FcntlArg, OFlag};
-        let flags = OFlag::from_bits_truncate(fcntl(f, FcntlArg::F_GETFL).ok()?);
-        fcntl(f, FcntlArg::F_SETFL(flags | OFlag::O_DIRECT)).ok()?;
-        Some(DirectIo {
-            flags,
-            on: true,
-            buf: Vec::new(),
-        })
-    }
-
-    fn set(&self, f: &File, direct: bool) -> std::io::Result<()> {
-        use nix::fcntl::{fcntl, FcntlArg, OFlag};
-        let fl = if direct {
-            self.flags | OFlag::O_DIRECT
-        } else {
-            self.flags
-        };
-        fcntl(f, FcntlArg::F_SETFL(fl))
-            .map(|_| ())
-            .map_err(std::io::Error::from)
-    }
-
-    fn write_at(&mut self, f: &File, data: &[u8], off: u64) -> std::io::Result<()> {
-        let a = DIO_ALIGN as u64;
-        if !self.on {
-            return f.write_all_at(data, off);
-        }
-        if off % a != 0 || data.len() as u64 % a != 0 {
-            self.set(f, false)?;
-            let r = f.write_all_at(data, off);
-            self.set(f, true)?;
-            return r;
-        }
-        if self.buf.len() < data.len() + DIO_ALIGN {
-            self.buf = vec![0u8; data.len() + DIO_ALIGN];
-        }
-        let start = self.buf.as_ptr().align_offset(DIO_ALIGN);
-        let staged = &mut self.buf[start..start + data.len()];
-        staged.copy_from_slice(data);
-        match f.write_all_at(staged, off) {
-            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                // The file system wants a larger alignment: the page cache from now on.
-                self.set(f, false)?;
-                self.on = false;
-                f.write_all_at(data, off)
-            }
-            r => r,
-        }
-    }
-
-    /// Back to buffered IO for what follows the copy.
-    fn end(self, f: &File) -> std::io::Result<()> {
-        self.set(f, false)
-    }
-}
-
 /// Writes chunks at their offsets on a blocking thread (see the module documentation).
 pub(crate) struct BackgroundWriter {
     /// What is written (a path), for errors.
@@ -273,7 +200,8 @@ pub(crate) struct BackgroundWriter {
 
 impl BackgroundWriter {
     /// A writer of `file`; `skip_zeros`: all-zero runs are not written (sparse images).
-    /// The data goes to the disk directly ([`DirectIo`]) where the file system allows it.
+    /// The data goes to the disk directly ([`crate::dio::DirectIo`]) where the file system
+    /// allows it.
     /// `what` names the file in errors (`writing WHAT: No space left on device`).
     pub(crate) fn new(
         file: Arc<File>,
@@ -284,7 +212,7 @@ impl BackgroundWriter {
         let (tx, mut rx) = mpsc::channel::<(u64, Bytes)>(WRITE_QUEUE);
         let thread = tokio::task::spawn_blocking(move || {
             let mut cadence = WriteCadence::new(sync_every);
-            let mut direct = DirectIo::new(&file);
+            let mut direct = crate::dio::DirectIo::new(&file);
             let mut write = |data: &[u8], at: u64| match direct.as_mut() {
                 Some(d) => d.write_at(&file, data, at),
                 None => file.write_all_at(data, at),

@@ -212,9 +212,11 @@ impl Archive {
                 drop(permit);
                 info!(
                     %peer, vol = %vol.name, diff = %stored, size = stored.data_size,
+                    gid_b = stored.snap_b.gid_b, gid_e = stored.snap_e.gid_b,
                     ms_recv = tm.recv.as_millis() as u64,
                     ms_fsync = tm.sync.as_millis() as u64,
                     ms_validate = tm.validate.as_millis() as u64,
+                    ms_commit = tm.commit.as_millis() as u64,
                     "wdiff received"
                 );
                 self.publish_diffs(&vol);
@@ -260,7 +262,9 @@ impl Archive {
         let writer = BackgroundWriter::new(Arc::clone(&file), what, self.cfg.fsync_bytes, false);
         let (off, kept) = self.receive_chunks(vol, call, writer).await?;
         let recv = t0.elapsed();
+        let t1 = Instant::now();
         let (sync, validate) = sync_validate_rename(vol, file, &tmp, &dst, kept, size_lb).await?;
+        let commit = t1.elapsed();
         guard.disarm();
         let stored = diff.clone().with_data_size(off);
         {
@@ -276,6 +280,7 @@ impl Archive {
                 recv,
                 sync,
                 validate,
+                commit,
             },
         ))
     }
@@ -387,6 +392,8 @@ pub(super) struct Timing {
     sync: Duration,
     /// The validation (at the same time as the fsync).
     validate: Duration,
+    /// The fsync, the validation and the rename (the directory synced).
+    commit: Duration,
 }
 
 #[cfg(test)]

@@ -456,8 +456,8 @@ impl Proxy {
         let vd = v.dir.clone();
         let a2 = archives.clone();
         let r = spawn_io(move || vol::recover(&vd, &a2)).await?;
-        if r.temp_files > 0 || r.relinked > 0 {
-            info!(%vol, temp_files = r.temp_files, relinked = r.relinked, "recovered the volume directory");
+        if r.temp_files > 0 || r.relinked > 0 || r.unsynced > 0 {
+            info!(%vol, temp_files = r.temp_files, relinked = r.relinked, unsynced = r.unsynced, "recovered the volume directory");
         }
         if r.left_in_received > 0 {
             return Err(refuse(

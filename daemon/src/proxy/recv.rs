@@ -8,12 +8,16 @@
 //! contiguous, and the stream may not exceed the size the request announced. The kernel
 //! converter ([`convert_packs`]) runs on a blocking thread, reading the stream through a
 //! [`ChannelReader`] that the async call feeds, and writes an indexed zstd wdiff to a
-//! temporary file, which is fsynced, renamed to the diff's name, hard-linked into every
-//! queue ([`super::vol::register_received`]); only then the storage gets `Step::Ack`.
+//! temporary file (direct IO where the file system has it), which is hard-linked into
+//! every queue as `<diff name>.unsynced` ([`super::vol::register_received`]); the
+//! forwards to the archives may start then, while the file is fsynced, its queue names
+//! renamed to the diff's name and the queue directories fsynced
+//! ([`super::vol::sync_received`]); only then the storage gets `Step::Ack`. A crash
+//! before that leaves only `.unsynced` names, which the proxy deletes when it starts.
 //! On any failure the storage gets the error (corrupt, truncated, ...) and nothing is
 //! kept.
 
-use std::io::{BufWriter, Read};
+use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,8 +35,9 @@ use walb_kernel::{Error as KError, Location};
 use walb_wire::msg::{ErrorCode, Reply, Step, WireError, WlogTransfer};
 use walb_wire::{Call, PeerId};
 
-use super::vol::{register_received, temp_in_received};
+use super::vol::{register_received, sync_received, temp_in_received};
 use super::Proxy;
+use crate::dio::DirectWriter;
 use crate::dto::diff_from_dto;
 use crate::peers::{Access, VolPeers};
 use crate::session::{
@@ -186,17 +191,20 @@ pub fn convert_opt() -> ConvertOpt {
     }
 }
 
-/// A wdiff written by [`convert_to_file`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A wdiff written by [`convert_to_file`], not yet synced.
+#[derive(Debug)]
 pub struct Converted {
     /// File size, bytes.
     pub size: u64,
-    /// Time the final fsync took.
-    pub sync: Duration,
+    /// The file, for its fsync.
+    pub file: std::fs::File,
+    /// Whether it was written with direct IO (else through the page cache).
+    pub direct: bool,
 }
 
-/// Converts the pack stream of `rd` into an indexed wdiff at `tmp`, fsynced; returns its
-/// size. Removes `tmp` on failure.
+/// Converts the pack stream of `rd` into an indexed wdiff at `tmp` (direct IO where the
+/// file system has it), not synced: the caller syncs it, possibly while it is forwarded.
+/// Removes `tmp` on failure.
 pub fn convert_to_file<R: Read>(
     rd: R,
     pbs: Pbs,
@@ -209,25 +217,24 @@ pub fn convert_to_file<R: Read>(
         let f = crate::persist::create_file(tmp)
             .map_err(|e| KError::io(format!("creating {}", tmp.display()), e))?;
         let packs = PackStream::new(rd, pbs, salt, limit_pb);
+        // Direct IO: the data reaches the disk while it is converted, and the fsync has
+        // only the metadata left to write.
         let (w, _stats) = convert_packs(
             packs,
             uuid,
-            BufWriter::with_capacity(1 << 20, crate::persist::NamedWriter::new(f, tmp)),
+            crate::persist::NamedWriter::new(DirectWriter::new(f), tmp),
             &convert_opt(),
         )?;
-        let f = w
-            .into_inner()
-            .map(crate::persist::NamedWriter::into_inner)
-            .map_err(|e| KError::io(format!("writing {}", tmp.display()), e.into_error()))?;
-        let t0 = Instant::now();
-        f.sync_all()
-            .map_err(|e| KError::io(format!("syncing {}", tmp.display()), e))?;
-        let sync = t0.elapsed();
-        let size = f
+        let w = w.into_inner();
+        let direct = w.is_direct();
+        let file = w
+            .finish()
+            .map_err(|e| KError::io(format!("writing {}", tmp.display()), e))?;
+        let size = file
             .metadata()
             .map_err(|e| KError::io(format!("reading metadata of {}", tmp.display()), e))?
             .len();
-        Ok(Converted { size, sync })
+        Ok(Converted { size, file, direct })
     })();
     if res.is_err() {
         let _ = std::fs::remove_file(tmp);
@@ -263,11 +270,21 @@ fn forced(v: &super::ProxyVol) -> WireError {
 /// A wlog received and queued, with where its time went.
 struct Received {
     name: String,
+    /// The diff's begin and end gids.
+    gids: (u64, u64),
     size: u64,
-    /// From the acceptance to the converted, fsynced file (the fsync included).
+    /// Written with direct IO.
+    direct: bool,
+    /// From the acceptance to the converted file (written, not synced).
     convert: Duration,
-    sync: Duration,
+    /// The diff's metadata received, the file renamed and linked into every queue.
     register: Duration,
+    /// From the acceptance to the file in the queues (forwarding may start).
+    queued: Duration,
+    /// The fsync of the file and of the directories it is linked into.
+    sync: Duration,
+    /// From the acceptance to the ack sent.
+    total: Duration,
 }
 
 /// What the proxy knows of a volume when a wlog transfer for it arrives.
@@ -382,9 +399,12 @@ impl Proxy {
         match self.receive(req, &mut call).await {
             Ok(r) => info!(
                 %vol, %peer, diff = %r.name, bytes = r.size,
-                ms_convert = r.convert.as_millis() as u64,
-                ms_fsync = r.sync.as_millis() as u64,
+                gid_b = r.gids.0, gid_e = r.gids.1, direct = r.direct,
+                ms_write = r.convert.as_millis() as u64,
                 ms_register = r.register.as_millis() as u64,
+                ms_queued = r.queued.as_millis() as u64,
+                ms_fsync = r.sync.as_millis() as u64,
+                ms_total = r.total.as_millis() as u64,
                 "wlog received"
             ),
             Err(e) => {
@@ -414,21 +434,37 @@ impl Proxy {
         let t_accepted = Instant::now();
         let path = temp_in_received(&v.dir);
         let mut tmp = TempFile::new(path.clone());
-        let Converted { size, sync } = self.receive_packs(&v, &req, pbs, call, &path).await?;
+        let Converted { size, file, direct } =
+            self.receive_packs(&v, &req, pbs, call, &path).await?;
         let convert = t_accepted.elapsed();
         let diff = self.receive_meta(&v, call).await?.with_data_size(size);
         let name = diff_file_name(&diff);
 
+        // The file goes into every queue before its fsync, and the forwards may start at
+        // once; the storage hears the ack only once the file and its names are durable
+        // (ARCHITECTURE.md, "Acknowledge only what is durable").
         let t_reg = Instant::now();
-        let grow = self.register(&v, &req, &path, &name).await?;
-        tmp.disarm();
+        let (grow, archives) = self.register(&v, &req, &path, &name).await?;
         let register = t_reg.elapsed();
+        let queued = t_accepted.elapsed();
         let delays = self.note_received(&v, grow, &diff);
-        txn.commit(P::Started)?;
         let now = self.ctx.clock.instant();
         for (a, delay) in delays {
             self.schedule_soft((req.vol.clone(), a), now + Duration::from_secs(delay));
         }
+        let t_sync = Instant::now();
+        if self.opts.hold_before_sync_ms > 0 {
+            tokio::time::sleep(Duration::from_millis(self.opts.hold_before_sync_ms)).await;
+        }
+        let vd = v.dir.clone();
+        let synced =
+            tokio::task::spawn_blocking(move || sync_received(&vd, &file, &path, &name, &archives))
+                .await
+                .map_err(|e| refuse(ErrorCode::Internal, format!("sync thread: {e}")))?;
+        let name = synced.map_err(|e| internal(&anyhow::Error::new(e)))?;
+        tmp.disarm();
+        let sync = t_sync.elapsed();
+        txn.commit(P::Started)?;
         debug!(vol = %req.vol, diff = %name, bytes = size, "wdiff queued");
         if let Err(e) = call.sender.step(Step::Ack).await {
             // The diff is durable; a resend is harmless (the archive answers too-old).
@@ -437,10 +473,14 @@ impl Proxy {
         let _ = call.sender.finish();
         Ok(Received {
             name,
+            gids: (diff.snap_b.gid_b, diff.snap_e.gid_b),
             size,
+            direct,
             convert,
-            sync,
             register,
+            queued,
+            sync,
+            total: t_accepted.elapsed(),
         })
     }
 
@@ -531,15 +571,16 @@ impl Proxy {
         Ok(diff)
     }
 
-    /// Grows the volume if the request says it grew, renames the file at `tmp` to `name`
-    /// and links it into every archive's queue; returns the new size, if it grew.
+    /// Grows the volume if the request says it grew and links the file at `tmp` into
+    /// every archive's queue as `<name>.unsynced`; returns the new size, if it grew, and
+    /// the archives.
     async fn register(
         &self,
         v: &super::ProxyVol,
         req: &WlogTransfer,
         tmp: &Path,
         name: &str,
-    ) -> Result<Option<u64>, WireError> {
+    ) -> Result<(Option<u64>, Vec<String>), WireError> {
         let (archives, size_lb) = {
             let m = v.meta();
             (m.archives.keys().cloned().collect::<Vec<_>>(), m.size_lb)
@@ -547,16 +588,17 @@ impl Proxy {
         let vd = v.dir.clone();
         let grow = (req.size_lb > size_lb).then_some(req.size_lb);
         let (tmp, name) = (tmp.to_path_buf(), name.to_owned());
+        let a2 = archives.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(s) = grow {
                 vd.set_size_lb(s)?;
             }
-            register_received(&vd, &tmp, &name, &archives)
+            register_received(&vd, &tmp, &name, &a2)
         })
         .await
         .map_err(|e| refuse(ErrorCode::Internal, format!("register thread: {e}")))?
         .map_err(|e| internal(&anyhow::Error::new(e)))?;
-        Ok(grow)
+        Ok((grow, archives))
     }
 
     /// Notes a registered diff in the volume's memory (size, last wlog, latest snapshot);

@@ -30,12 +30,11 @@ use walb_wire::msg::{ErrorCode, Reply, Request, Step, WdiffTransfer};
 use walb_wire::{PeerId, Role};
 
 use super::queue::{cut_at_uuid_change, react, select_batch, BatchLimits, Reaction};
-use super::vol::{list_diffs, ArchiveInfo, QueuedFile};
+use super::vol::{durable_name, list_diffs, ArchiveInfo, QueuedFile};
 use super::{Key, Proxy, ProxyVol};
 use crate::dto::diff_to_dto;
 use crate::encode::spawn_encoder;
 use crate::peers::PeerAddr;
-use crate::persist;
 use crate::session::{ack_step, CHANNEL_DEPTH};
 use crate::state::proxy::WDIFF_SEND;
 use crate::state::StopState;
@@ -125,6 +124,13 @@ fn plan(
         files: b.files[..n].iter().map(|&i| files[i].clone()).collect(),
         wait_until: b.wait_until,
     })
+}
+
+/// The begin gid of the first diff of a batch and the end gid of its last (for the logs).
+fn plan_gids(files: &[QueuedFile]) -> (u64, u64) {
+    let b = files.first().map_or(0, |f| f.diff.snap_b.gid_b);
+    let e = files.last().map_or(0, |f| f.diff.snap_e.gid_b);
+    (b, e)
 }
 
 /// When the dispatcher must look at the queue again by itself: at the earliest due time,
@@ -273,6 +279,11 @@ impl Proxy {
                 None => Next::Nothing,
             };
         }
+        let gids = plan_gids(&plan.files);
+        info!(
+            %vol, %archive, files = plan.files.len(), gid_b = gids.0, gid_e = gids.1,
+            "wdiff send started"
+        );
         let t0 = Instant::now();
         let res = tokio::select! {
             r = self.transfer(&v, archive, &info, &plan) => r,
@@ -316,7 +327,8 @@ impl Proxy {
         match (&reaction, &res) {
             (Reaction::Delivered, r) => {
                 let ms = r.as_ref().map_or(0, |d| d.as_millis() as u64);
-                info!(vol = %v.name, %archive, files = files.len(), ms, "delivered: {}", names())
+                let (gid_b, gid_e) = plan_gids(files);
+                info!(vol = %v.name, %archive, files = files.len(), gid_b, gid_e, ms, "delivered: {}", names())
             }
             (_, Err(f)) => {
                 warn!(vol = %v.name, %archive, ?reaction, "sending {} failed: {}", names(), f.msg)
@@ -325,10 +337,20 @@ impl Proxy {
         }
         if matches!(reaction, Reaction::Delivered | Reaction::Drop) {
             let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
+            // Without the directory's fsync: a delete lost in a crash only costs a resend,
+            // which the archive refuses as too old, and the next batch need not wait.
             let deleted = tokio::task::spawn_blocking(move || {
+                // A diff sent while not yet durable may have been renamed to its
+                // durable name meanwhile: both names go.
                 paths
                     .iter()
-                    .map(|p| persist::remove_file(p))
+                    .flat_map(|p| [p.clone(), durable_name(p)])
+                    .map(|p| match std::fs::remove_file(&p) {
+                        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                            Err(format!("removing {}: {e}", p.display()))
+                        }
+                        _ => Ok(()),
+                    })
                     .collect::<Result<Vec<()>, _>>()
             })
             .await;

@@ -38,6 +38,11 @@ pub const RECEIVED_DIR: &str = "received";
 pub const SENDTO_DIR: &str = "sendto";
 /// The size record.
 pub const SIZE_FILE: &str = "size";
+/// Appended to a queued diff's name until the diff is durable ([`register_received`],
+/// [`sync_received`]): the forwards may send it, but a crash before its fsync leaves only
+/// names with this suffix, which [`recover`] deletes (the storage was never acknowledged
+/// and resends).
+pub const UNSYNCED_SUFFIX: &str = ".unsynced";
 
 /// What makes a proxy volume directory: a destination file (`ARCHIVE.archive`).
 pub const DIR_RULE: VolRule = VolRule::Suffix(ARCHIVE_SUFFIX);
@@ -302,6 +307,8 @@ impl VolDir {
 }
 
 /// The wdiff files in `dir`, sorted by name (unparsable names are skipped with a warning).
+/// A diff not yet durable (`<name>.unsynced`) is listed too, unless its durable name is
+/// there as well.
 pub fn list_diffs(dir: &Path) -> Result<Vec<QueuedFile>, PersistError> {
     let mut v = Vec::new();
     let rd = match fs::read_dir(dir) {
@@ -311,21 +318,24 @@ pub fn list_diffs(dir: &Path) -> Result<Vec<QueuedFile>, PersistError> {
     };
     for ent in rd {
         let ent = ent.map_err(io_err("listing", dir))?;
-        let name = ent.file_name().to_string_lossy().into_owned();
+        let file_name = ent.file_name().to_string_lossy().into_owned();
+        let name = file_name
+            .strip_suffix(UNSYNCED_SUFFIX)
+            .unwrap_or(&file_name);
         if !name.ends_with(DIFF_FILE_SUFFIX) {
             continue;
         }
-        let diff = match parse_diff_file_name(&name) {
+        let diff = match parse_diff_file_name(name) {
             Ok(d) => d,
             Err(e) => {
-                tracing::warn!(dir = %dir.display(), "ignoring {name}: {e}");
+                tracing::warn!(dir = %dir.display(), "ignoring {file_name}: {e}");
                 continue;
             }
         };
         let p = ent.path();
         let md = match fs::metadata(&p) {
             Ok(m) => m,
-            // Sent and deleted meanwhile.
+            // Sent and deleted meanwhile, or made durable under its own name.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => return Err(io_err("reading metadata of", &p)(e)),
         };
@@ -336,12 +346,32 @@ pub fn list_diffs(dir: &Path) -> Result<Vec<QueuedFile>, PersistError> {
         });
     }
     v.sort_by(|a, b| a.path.cmp(&b.path));
+    // `X.wdiff` sorts right before `X.wdiff.unsynced`: keep the durable one.
+    v.dedup_by(|later, earlier| {
+        later.path.as_os_str().len() > earlier.path.as_os_str().len()
+            && durable_name(&later.path) == earlier.path
+    });
     Ok(v)
+}
+
+/// The durable name of a queued diff's path (`<name>.unsynced` -> `<name>`).
+pub fn durable_name(path: &Path) -> PathBuf {
+    let s = path.as_os_str().to_string_lossy();
+    match s.strip_suffix(UNSYNCED_SUFFIX) {
+        Some(d) => PathBuf::from(d),
+        None => path.to_path_buf(),
+    }
 }
 
 /// Hard-links `src` as `queue/<name>`, replacing a file of that name atomically (a diff
 /// resent after a lost acknowledgement has the same name and the same content).
 pub fn link_into(src: &Path, queue: &Path, name: &str) -> Result<(), PersistError> {
+    link_unsynced(src, queue, name)?;
+    persist::sync_dir(queue)
+}
+
+/// [`link_into`] without the directory's fsync.
+fn link_unsynced(src: &Path, queue: &Path, name: &str) -> Result<(), PersistError> {
     let dst = queue.join(name);
     let tmp = persist::tmp_path(&dst);
     let _ = fs::remove_file(&tmp);
@@ -350,7 +380,7 @@ pub fn link_into(src: &Path, queue: &Path, name: &str) -> Result<(), PersistErro
         let _ = fs::remove_file(&tmp);
         return Err(io_err("renaming into place", &dst)(e));
     }
-    persist::sync_dir(queue)
+    Ok(())
 }
 
 /// What [`recover`] did.
@@ -362,6 +392,23 @@ pub struct Recovered {
     pub relinked: usize,
     /// Files still in `received/` (start refuses then).
     pub left_in_received: usize,
+    /// Queued diffs a crash caught before they were durable (deleted: the storage was
+    /// never acknowledged and resends them).
+    pub unsynced: usize,
+}
+
+/// Deletes the diffs of `queue` that were never made durable (`<name>.unsynced`).
+fn remove_unsynced(queue: &Path) -> Result<usize, PersistError> {
+    let mut n = 0;
+    for ent in fs::read_dir(queue).map_err(io_err("listing", queue))? {
+        let ent = ent.map_err(io_err("listing", queue))?;
+        if ent.file_name().to_string_lossy().ends_with(UNSYNCED_SUFFIX) {
+            tracing::info!(file = %ent.path().display(), "removing a diff a crash caught before its fsync (the storage resends it)");
+            persist::remove_file(&ent.path())?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// Finishes what a crash interrupted (walb-tools' start-time GC): deletes temporary
@@ -387,6 +434,7 @@ pub fn recover(vd: &VolDir, archives: &[String]) -> Result<Recovered, PersistErr
         let q = vd.queue(a);
         persist::create_dir(&q)?;
         r.temp_files += persist::remove_temp_files(&q)?;
+        r.unsynced += remove_unsynced(&q)?;
     }
     if archives.is_empty() {
         r.left_in_received = list_diffs(&vd.received())?.len();
@@ -406,35 +454,71 @@ pub fn recover(vd: &VolDir, archives: &[String]) -> Result<Recovered, PersistErr
     Ok(r)
 }
 
-/// Registers a converted wlog: moves the temporary file `tmp` to `received/<name>`,
-/// links it into every queue, then removes it from `received/`. On failure, everything
-/// this call created is removed again (the storage resends).
+/// Registers a converted wlog, not yet durable: hard-links the temporary file `tmp` into
+/// every queue as `<name>.unsynced` ([`UNSYNCED_SUFFIX`]), without an fsync, so the
+/// forwards may start at once; [`sync_received`] makes it durable. On failure,
+/// everything this call created is removed again (the storage resends).
 pub fn register_received(
     vd: &VolDir,
     tmp: &Path,
     name: &str,
     archives: &[String],
 ) -> Result<(), PersistError> {
-    let recv = vd.received().join(name);
+    let unsynced = format!("{name}{UNSYNCED_SUFFIX}");
     let mut linked: Vec<PathBuf> = Vec::new();
     let res = (|| {
-        fs::rename(tmp, &recv).map_err(io_err("renaming into place", &recv))?;
-        persist::sync_dir(&vd.received())?;
         for a in archives {
             let q = vd.queue(a);
-            link_into(&recv, &q, name)?;
-            linked.push(q.join(name));
+            link_unsynced(tmp, &q, &unsynced)?;
+            linked.push(q.join(&unsynced));
         }
-        persist::remove_file(&recv)
+        Ok(())
     })();
     if res.is_err() {
         for p in &linked {
             let _ = persist::remove_file(p);
         }
-        let _ = persist::remove_file(&recv);
         let _ = fs::remove_file(tmp);
     }
     res
+}
+
+/// Makes a diff registered by [`register_received`] durable: the file itself (`file`,
+/// still at `tmp`), then each queue's `<name>.unsynced` renamed to `<name>` (one already
+/// forwarded and deleted is skipped), `tmp` removed, and every queue directory synced;
+/// returns its name. Until this returned, the storage keeps the logs (it has no ack), so
+/// on failure the queue entries are removed again (best effort) and the storage resends.
+pub fn sync_received(
+    vd: &VolDir,
+    file: &fs::File,
+    tmp: &Path,
+    name: &str,
+    archives: &[String],
+) -> Result<String, PersistError> {
+    let unsynced = format!("{name}{UNSYNCED_SUFFIX}");
+    let res = (|| {
+        file.sync_all().map_err(io_err("syncing", tmp))?;
+        for a in archives {
+            let q = vd.queue(a);
+            match fs::rename(q.join(&unsynced), q.join(name)) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                r => r.map_err(io_err("renaming into place", &q.join(name)))?,
+            }
+        }
+        persist::remove_file(tmp)?;
+        for a in archives {
+            persist::sync_dir(&vd.queue(a))?;
+        }
+        Ok(())
+    })();
+    if res.is_err() {
+        for a in archives {
+            let _ = persist::remove_file(&vd.queue(a).join(&unsynced));
+            let _ = persist::remove_file(&vd.queue(a).join(name));
+        }
+        let _ = fs::remove_file(tmp);
+    }
+    res.map(|()| name.to_owned())
 }
 
 /// A fresh temporary path for a conversion in `received/`.
@@ -502,5 +586,59 @@ mod tests {
             assert_eq!(l[0].diff.snap_e.gid_b, 2);
         }
         assert!(list_diffs(&vd.received()).unwrap().is_empty());
+    }
+
+    /// A diff is forwardable as soon as it is registered, durable only after
+    /// `sync_received`; a crash in between leaves only names the next start deletes.
+    #[test]
+    fn unsynced_diffs_are_sent_but_a_crash_before_their_fsync_drops_them() {
+        let d = tempfile::tempdir().unwrap();
+        let vd = VolDir::new(d.path().join("v"));
+        vd.create().unwrap();
+        let info = ArchiveInfo::parse("h:1 zstd:1:1 0").unwrap();
+        vd.save_archive("a0", &info).unwrap();
+        let archives = vec!["a0".to_owned()];
+        recover(&vd, &archives).unwrap();
+        let name = "20240101000000-M--1-2.wdiff";
+        let tmp = temp_in_received(&vd);
+        fs::write(&tmp, b"diff").unwrap();
+        register_received(&vd, &tmp, name, &archives).unwrap();
+        let l = list_diffs(&vd.queue("a0")).unwrap();
+        assert_eq!(l.len(), 1, "forwardable before its fsync");
+        assert!(l[0].path.to_string_lossy().ends_with(UNSYNCED_SUFFIX));
+        assert_eq!(durable_name(&l[0].path), vd.queue("a0").join(name));
+
+        // A crash now: the next start deletes it (the storage, never acknowledged, resends).
+        let r = recover(&vd, &archives).unwrap();
+        assert_eq!((r.unsynced, r.temp_files), (1, 1));
+        assert!(list_diffs(&vd.queue("a0")).unwrap().is_empty());
+
+        // Registered and synced: durable under its own name, the temporary file gone.
+        let tmp = temp_in_received(&vd);
+        fs::write(&tmp, b"diff").unwrap();
+        register_received(&vd, &tmp, name, &archives).unwrap();
+        let f = fs::File::open(&tmp).unwrap();
+        assert_eq!(sync_received(&vd, &f, &tmp, name, &archives).unwrap(), name);
+        assert!(!tmp.exists());
+        let l = list_diffs(&vd.queue("a0")).unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].path, vd.queue("a0").join(name));
+        assert_eq!(recover(&vd, &archives).unwrap().unsynced, 0);
+        assert_eq!(fs::read(&l[0].path).unwrap(), b"diff");
+
+        // A resend while the durable copy waits: listed once, as the durable one.
+        let tmp = temp_in_received(&vd);
+        fs::write(&tmp, b"diff").unwrap();
+        register_received(&vd, &tmp, name, &archives).unwrap();
+        let l = list_diffs(&vd.queue("a0")).unwrap();
+        assert_eq!(l.len(), 1);
+        assert_eq!(l[0].path, vd.queue("a0").join(name));
+
+        // Forwarded and deleted before its fsync: the sync still succeeds.
+        fs::remove_file(vd.queue("a0").join(format!("{name}{UNSYNCED_SUFFIX}"))).unwrap();
+        fs::remove_file(vd.queue("a0").join(name)).unwrap();
+        let f = fs::File::open(&tmp).unwrap();
+        assert_eq!(sync_received(&vd, &f, &tmp, name, &archives).unwrap(), name);
+        assert!(list_diffs(&vd.queue("a0")).unwrap().is_empty());
     }
 }

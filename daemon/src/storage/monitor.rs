@@ -53,6 +53,9 @@ pub(crate) struct Monitor {
     tasks: Mutex<TaskQueue<String>>,
     wake: Notify,
     running: Mutex<HashSet<String>>,
+    /// Running volumes that were due again meanwhile: they run again as soon as their
+    /// worker ends (a snapshot taken during a transfer ships right after it).
+    again: Mutex<HashSet<String>>,
     backoff: Mutex<HashMap<String, Backoff>>,
     watches: Mutex<HashMap<String, Watch>>,
     /// The daemon's clock (the queue's times are on it).
@@ -70,6 +73,7 @@ impl Monitor {
             tasks: Mutex::default(),
             wake: Notify::new(),
             running: Mutex::default(),
+            again: Mutex::default(),
             backoff: Mutex::default(),
             watches: Mutex::default(),
             clock,
@@ -174,6 +178,7 @@ impl Storage {
             info!(vol, "monitoring stopped");
         }
         lock(&self.monitor.tasks).remove(&vol.to_owned());
+        lock(&self.monitor.again).remove(vol);
         self.monitor.reset_backoff(vol);
     }
 
@@ -240,7 +245,8 @@ impl Storage {
             };
             if let Some(name) = due {
                 if lock(&self.monitor.running).contains(&name) {
-                    self.monitor.push(&name, BULK_DELAY);
+                    // Runs again when its worker ends, not after a fixed delay.
+                    lock(&self.monitor.again).insert(name);
                     continue;
                 }
                 let permit = tokio::select! {
@@ -256,6 +262,12 @@ impl Storage {
                     me.run_task(&name).await;
                     lock(&me.monitor.running).remove(&name);
                     drop(permit);
+                    // Unless the worker scheduled itself (a delay, a backoff).
+                    if lock(&me.monitor.again).remove(&name)
+                        && !lock(&me.monitor.tasks).contains(&name)
+                    {
+                        me.monitor.push(&name, Duration::ZERO);
+                    }
                     me.monitor.wake.notify_one();
                 });
                 continue;

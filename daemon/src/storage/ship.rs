@@ -50,6 +50,8 @@ const ACCEPT_TIMEOUT: Duration = Duration::from_secs(3);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a heartbeat may take.
 const CHECK_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often an explicit snapshot whose logs are not yet permanent looks again.
+const SNAPSHOT_PERMANENT_POLL: Duration = Duration::from_millis(10);
 
 /// What the worker does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,9 +295,14 @@ pub(crate) async fn step(st: &Arc<Storage>, vol: &Arc<Vol>) -> Result<Next, Ship
     };
     let plan = prep.plan;
     let (addr, mut call) = st.open_transfer(&prep.req).await?;
-    debug!(vol = %vol.name, proxy = %addr, from = plan.rec_b.lsid, limit = plan.lsid_limit, "wlog transfer");
+    info!(
+        vol = %vol.name, proxy = %addr,
+        gid_b = plan.rec_b.gid, gid_e = plan.rec_e.gid,
+        lsid_b = plan.rec_b.lsid, limit = plan.lsid_limit,
+        "wlog transfer started"
+    );
     let dev = Arc::clone(&prep.dev);
-    let lsid_e = match send(st, vol, &mut call, *prep).await {
+    let (lsid_e, diff) = match send(st, vol, &mut call, *prep).await {
         Ok(l) => l,
         Err(e) => {
             call.sender.reset();
@@ -306,7 +313,7 @@ pub(crate) async fn step(st: &Arc<Storage>, vol: &Arc<Vol>) -> Result<Next, Ship
     let _ = call.sender.finish();
     info!(
         vol = %vol.name, proxy = %addr,
-        gid_b = plan.rec_b.gid, lsid_b = plan.rec_b.lsid, lsid_e,
+        gid_b = plan.rec_b.gid, gid_e = diff.snap_e.gid_b, lsid_b = plan.rec_b.lsid, lsid_e,
         "wlog transfer acknowledged"
     );
     let (s2, v2) = (Arc::clone(st), Arc::clone(vol));
@@ -372,10 +379,15 @@ fn prepare(st: &Storage, vol: &Vol) -> Result<Prepared, ShipError> {
     }
     drop(g);
     if plan.later {
-        let left = snap::remaining_mb(plan.rec_b.lsid, lsids.latest, pbs);
-        return Ok(Prepared::Done(Next::After(Duration::from_millis(
-            snap::wait_delay_ms(left, max_mb),
-        ))));
+        // An explicit snapshot waits only for its logs to become permanent (the next
+        // flush); logs alone wait to be shipped in bulk.
+        let delay = if plan.rec_e.mergeable {
+            let left = snap::remaining_mb(plan.rec_b.lsid, lsids.latest, pbs);
+            Duration::from_millis(snap::wait_delay_ms(left, max_mb))
+        } else {
+            SNAPSHOT_PERMANENT_POLL
+        };
+        return Ok(Prepared::Done(Next::After(delay)));
     }
     let ldev = dev.open_ldev()?;
     let sb = SuperBlock::read(&ldev)?;
@@ -404,14 +416,14 @@ fn prepare(st: &Storage, vol: &Vol) -> Result<Prepared, ShipError> {
     })))
 }
 
-/// Streams the packs, the end of the bulk and the diff; returns the end lsid once the
-/// proxy acknowledged.
+/// Streams the packs, the end of the bulk and the diff; returns the end lsid and the diff
+/// once the proxy acknowledged.
 async fn send(
     st: &Arc<Storage>,
     vol: &Arc<Vol>,
     call: &mut Call,
     prep: Prep,
-) -> Result<u64, ShipError> {
+) -> Result<(u64, walb_kernel::meta::MetaDiff), ShipError> {
     let Prep {
         plan,
         ldev,
@@ -465,7 +477,7 @@ async fn send(
         .await
         .map_err(|()| ShipError::Aborted)??;
     match ack {
-        Step::Ack => Ok(lsid_e),
+        Step::Ack => Ok((lsid_e, diff)),
         other => Err(ShipError::Transport(walb_wire::Error::Unexpected(format!(
             "expected the ack of the wlog transfer, got {other:?}"
         )))),
