@@ -3,7 +3,6 @@
 //! into the chunks an async call sends ([`ChunkWriter`]). The proxy's wdiff transfers and
 //! the archives' replication rounds send diffs this way.
 
-use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -21,7 +20,8 @@ const MERGE_CACHE_BYTES: usize = 32 << 20;
 
 /// Opens a queued wdiff for merging, with a bounded image cache.
 fn open_for_merge(path: &Path, cache: usize) -> walb_kernel::Result<DiffStream<'static>> {
-    let f = File::open(path).map_err(|e| KError::io(format!("opening {}", path.display()), e))?;
+    let f = crate::persist::open_durable_or_not(path)
+        .map_err(|e| KError::io(format!("opening {}", path.display()), e))?;
     let mut r = WdiffReader::new(BufReader::with_capacity(256 << 10, f))?;
     if let WdiffReader::Indexed(ir) = &mut r {
         ir.set_cache_cap(cache);
@@ -45,8 +45,8 @@ pub fn produce(
         )
     };
     if let [path] = &paths[..] {
-        let mut f =
-            File::open(path).map_err(|e| KError::io(format!("opening {}", path.display()), e))?;
+        let mut f = crate::persist::open_durable_or_not(path)
+            .map_err(|e| KError::io(format!("opening {}", path.display()), e))?;
         let mut total = 0u64;
         loop {
             // A buffer the transport is done with, else a new one.

@@ -31,6 +31,10 @@ pub use voldir::{DirKind, Scan, VolRule};
 
 /// Suffix of files being written.
 pub const TMP_SUFFIX: &str = ".tmp";
+/// Appended to a file's name until the file is durable: readers may use it meanwhile
+/// (the proxy forwards a queued diff before its fsync), and a start deletes what a crash
+/// left under such a name.
+pub const UNSYNCED_SUFFIX: &str = ".unsynced";
 /// Name of the lock file in a base directory.
 pub const LOCK_FILE: &str = "daemon.lock";
 
@@ -363,6 +367,26 @@ pub fn create_base_dir(path: &Path) -> Result<(), PersistError> {
 /// Checks a volume name (the wire's rule, [`walb_wire::admit::vol_name`]).
 pub fn check_vol_name(vol: &str) -> Result<(), String> {
     walb_wire::admit::vol_name(vol).map_err(|e| e.message)
+}
+
+/// The durable name of a path (`<name>.unsynced` -> `<name>`; any other path is itself).
+pub fn durable_name(path: &Path) -> PathBuf {
+    let s = path.as_os_str().to_string_lossy();
+    match s.strip_suffix(UNSYNCED_SUFFIX) {
+        Some(d) => PathBuf::from(d),
+        None => path.to_path_buf(),
+    }
+}
+
+/// Opens a file for reading that may be made durable, and so renamed from
+/// `<name>.unsynced` to `<name>`, between the listing that named it and this call.
+pub fn open_durable_or_not(path: &Path) -> io::Result<File> {
+    match File::open(path) {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && durable_name(path) != path => {
+            File::open(durable_name(path))
+        }
+        r => r,
+    }
 }
 
 #[cfg(test)]

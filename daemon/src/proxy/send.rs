@@ -12,7 +12,6 @@
 //! goes at once; a retry waits the doubling backoff (`--delay` to `--max-delay`); a send
 //! error stops the task until `kick` or `start`.
 
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -99,8 +98,8 @@ impl Failure {
 
 /// Reads the uuid in the header of a wdiff file.
 fn read_uuid(path: &std::path::Path) -> walb_kernel::Result<[u8; 16]> {
-    let mut f =
-        File::open(path).map_err(|e| KError::io(format!("opening {}", path.display()), e))?;
+    let mut f = crate::persist::open_durable_or_not(path)
+        .map_err(|e| KError::io(format!("opening {}", path.display()), e))?;
     Ok(WdiffHeader::read_from(&mut f)?.0.uuid)
 }
 

@@ -28,7 +28,8 @@ use walb_kernel::compress::{Codec as KCodec, CompressOpt as KCompressOpt};
 use walb_kernel::meta::{parse_diff_file_name, MetaDiff, DIFF_FILE_SUFFIX};
 use walb_wire::msg::{ArchiveDest, Codec, CompressOpt};
 
-use crate::persist::{self, voldir, PersistError, VolRule, TMP_SUFFIX};
+pub use crate::persist::durable_name;
+use crate::persist::{self, voldir, PersistError, VolRule, TMP_SUFFIX, UNSYNCED_SUFFIX};
 
 /// Suffix of destination files.
 pub const ARCHIVE_SUFFIX: &str = ".archive";
@@ -38,11 +39,6 @@ pub const RECEIVED_DIR: &str = "received";
 pub const SENDTO_DIR: &str = "sendto";
 /// The size record.
 pub const SIZE_FILE: &str = "size";
-/// Appended to a queued diff's name until the diff is durable ([`register_received`],
-/// [`sync_received`]): the forwards may send it, but a crash before its fsync leaves only
-/// names with this suffix, which [`recover`] deletes (the storage was never acknowledged
-/// and resends).
-pub const UNSYNCED_SUFFIX: &str = ".unsynced";
 
 /// What makes a proxy volume directory: a destination file (`ARCHIVE.archive`).
 pub const DIR_RULE: VolRule = VolRule::Suffix(ARCHIVE_SUFFIX);
@@ -352,15 +348,6 @@ pub fn list_diffs(dir: &Path) -> Result<Vec<QueuedFile>, PersistError> {
             && durable_name(&later.path) == earlier.path
     });
     Ok(v)
-}
-
-/// The durable name of a queued diff's path (`<name>.unsynced` -> `<name>`).
-pub fn durable_name(path: &Path) -> PathBuf {
-    let s = path.as_os_str().to_string_lossy();
-    match s.strip_suffix(UNSYNCED_SUFFIX) {
-        Some(d) => PathBuf::from(d),
-        None => path.to_path_buf(),
-    }
 }
 
 /// Hard-links `src` as `queue/<name>`, replacing a file of that name atomically (a diff
