@@ -373,26 +373,29 @@ impl Archive {
         let scan =
             VirtualFullScan::new(Some(base_ref), size_lb, Box::new(DiffMerger::new(streams)))
                 .map_err(kerr)?;
-        let mut buf = vec![0u8; (bulk_lb * u64::from(LBS)) as usize];
-        let mut done = 0u64;
         let mut tick = super::Ticker::new(self, vol, op, 0, size_lb);
         let mut rd = super::scan::SeqRead::new(scan);
-        while done < size_lb {
-            if self.aborting(vol) {
-                return Ok(());
-            }
-            let n = bulk_lb.min(size_lb - done);
-            let b = &mut buf[..(n * u64::from(LBS)) as usize];
-            rd.read(done * u64::from(LBS), b).map_err(kerr)?;
-            if tx
-                .blocking_send(walb_kernel::hash::bulk_hash(b, seed))
-                .is_err()
-            {
-                return Ok(());
-            }
-            done += n;
-            tick.add_bytes(n * u64::from(LBS));
-        }
+        let bulk_bytes = (bulk_lb.max(1) * u64::from(LBS)) as usize;
+        // The image is read in pieces of several bulks ahead of their hashing.
+        crate::bulk::read_ahead(
+            [0, size_lb, crate::bulk::piece_lb(bulk_lb)],
+            &mut |off, b| rd.read(off, b).map_err(kerr),
+            &mut |bytes| tick.add_bytes(bytes),
+            &|| self.aborting(vol),
+            |mut pieces| {
+                while let Some((_, piece)) = pieces.next() {
+                    for b in piece.chunks(bulk_bytes) {
+                        if tx
+                            .blocking_send(walb_kernel::hash::bulk_hash(b, seed))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    pieces.recycle(piece);
+                }
+            },
+        )?;
         Ok(())
     }
 }
