@@ -190,8 +190,15 @@ fn machine() -> String {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         })
         .map_or("?".to_owned(), |kb| format!("{:.1}", kb as f64 / 1048576.0));
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map_or("?".to_owned(), |k| k.trim().to_owned());
+    // The release's numbers only (a build's local tag says nothing about speed).
+    let kernel =
+        std::fs::read_to_string("/proc/sys/kernel/osrelease").map_or("?".to_owned(), |k| {
+            k.trim()
+                .split(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .next()
+                .unwrap_or("?")
+                .to_owned()
+        });
     format!("{model}, {cores} cores, {mem_gib} GiB memory, Linux {kernel}")
 }
 
