@@ -227,6 +227,12 @@ pub fn remove_file(path: &Path) -> Result<(), PersistError> {
 
 /// Deletes leftover temporary files (`*.tmp`) in `dir`; returns how many.
 pub fn remove_temp_files(dir: &Path) -> Result<usize, PersistError> {
+    remove_with_suffix(dir, TMP_SUFFIX)
+}
+
+/// Deletes what a crash left in `dir` under a name ending in `suffix` ([`TMP_SUFFIX`],
+/// [`UNSYNCED_SUFFIX`]), then syncs `dir` once; returns how many.
+pub fn remove_with_suffix(dir: &Path, suffix: &str) -> Result<usize, PersistError> {
     let mut n = 0;
     let rd = match fs::read_dir(dir) {
         Ok(rd) => rd,
@@ -235,7 +241,7 @@ pub fn remove_temp_files(dir: &Path) -> Result<usize, PersistError> {
     };
     for ent in rd {
         let ent = ent.map_err(err("listing", dir))?;
-        if ent.file_name().to_string_lossy().ends_with(TMP_SUFFIX) {
+        if ent.file_name().to_string_lossy().ends_with(suffix) {
             let p = ent.path();
             if ent.file_type().map_err(err("inspecting", &p))?.is_dir() {
                 fs::remove_dir_all(&p).map_err(err("removing", &p))?;

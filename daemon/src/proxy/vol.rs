@@ -343,10 +343,7 @@ pub fn list_diffs(dir: &Path) -> Result<Vec<QueuedFile>, PersistError> {
     }
     v.sort_by(|a, b| a.path.cmp(&b.path));
     // `X.wdiff` sorts right before `X.wdiff.unsynced`: keep the durable one.
-    v.dedup_by(|later, earlier| {
-        later.path.as_os_str().len() > earlier.path.as_os_str().len()
-            && durable_name(&later.path) == earlier.path
-    });
+    v.dedup_by(|later, earlier| durable_name(&later.path) == earlier.path);
     Ok(v)
 }
 
@@ -384,22 +381,8 @@ pub struct Recovered {
     pub unsynced: usize,
 }
 
-/// Deletes the diffs of `queue` that were never made durable (`<name>.unsynced`).
-fn remove_unsynced(queue: &Path) -> Result<usize, PersistError> {
-    let mut n = 0;
-    for ent in fs::read_dir(queue).map_err(io_err("listing", queue))? {
-        let ent = ent.map_err(io_err("listing", queue))?;
-        if ent.file_name().to_string_lossy().ends_with(UNSYNCED_SUFFIX) {
-            tracing::info!(file = %ent.path().display(), "removing a diff a crash caught before its fsync (the storage resends it)");
-            persist::remove_file(&ent.path())?;
-            n += 1;
-        }
-    }
-    Ok(n)
-}
-
 /// Finishes what a crash interrupted (walb-tools' start-time GC): deletes temporary
-/// files, removes queues without a destination, creates missing ones, and links every
+/// files and queued diffs never made durable ([`UNSYNCED_SUFFIX`]), removes queues without a destination, creates missing ones, and links every
 /// file of `received/` into every queue before removing it from `received/`.
 pub fn recover(vd: &VolDir, archives: &[String]) -> Result<Recovered, PersistError> {
     let mut r = Recovered::default();
@@ -421,7 +404,8 @@ pub fn recover(vd: &VolDir, archives: &[String]) -> Result<Recovered, PersistErr
         let q = vd.queue(a);
         persist::create_dir(&q)?;
         r.temp_files += persist::remove_temp_files(&q)?;
-        r.unsynced += remove_unsynced(&q)?;
+        // Never acknowledged, maybe torn: the storage resends them.
+        r.unsynced += persist::remove_with_suffix(&q, UNSYNCED_SUFFIX)?;
     }
     if archives.is_empty() {
         r.left_in_received = list_diffs(&vd.received())?.len();
@@ -492,7 +476,8 @@ pub fn sync_received(
                 r => r.map_err(io_err("renaming into place", &q.join(name)))?,
             }
         }
-        persist::remove_file(tmp)?;
+        // Its own name need not be durable: a start removes a leftover temporary file.
+        fs::remove_file(tmp).map_err(io_err("removing", tmp))?;
         for a in archives {
             persist::sync_dir(&vd.queue(a))?;
         }
